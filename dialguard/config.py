@@ -1,0 +1,36 @@
+"""Settings: one place that reads the environment (SPEC §6 shared interfaces).
+
+Every component reads DIALGUARD_REDIS_URL and DIALGUARD_PG_DSN; the rest has
+safe defaults so a fresh checkout runs against `make up`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = field(default_factory=lambda: _env("DIALGUARD_REDIS_URL", "redis://127.0.0.1:16379/0"))
+    pg_dsn: str = field(default_factory=lambda: _env(
+        "DIALGUARD_PG_DSN", "postgresql://dialguard@127.0.0.1:15432/dialguard"))
+    # Keyed hash for numbers at rest (SPEC §7). The default is for development only;
+    # production installs set their own and keep it secret.
+    hash_secret: bytes = field(default_factory=lambda: _env(
+        "DIALGUARD_HASH_SECRET", "dev-only-insecure-secret").encode())
+    default_region: str = field(default_factory=lambda: _env("DIALGUARD_DEFAULT_REGION", "CN"))
+    # Comma-separated rule packs or paths, strictest wins.
+    rules: str = field(default_factory=lambda: _env("DIALGUARD_RULES", "cn-default"))
+    # Time zone of the call centre, for per-day agent caps.
+    site_timezone: str = field(default_factory=lambda: _env("DIALGUARD_SITE_TZ", "Asia/Shanghai"))
+    key_prefix: str = field(default_factory=lambda: _env("DIALGUARD_KEY_PREFIX", "dg"))
+    redis_timeout_ms: int = field(default_factory=lambda: int(_env("DIALGUARD_REDIS_TIMEOUT_MS", "200")))
+    # Lets tests move the rules clock through Redis; never set in production.
+    test_clock: bool = field(default_factory=lambda: _env("DIALGUARD_TEST_CLOCK", "0") == "1")
+    node: str = field(default_factory=lambda: _env("DIALGUARD_NODE", os.uname().nodename))
+    audit_backlog_max: int = field(default_factory=lambda: int(_env("DIALGUARD_AUDIT_BACKLOG_MAX", "1000000")))

@@ -1,0 +1,90 @@
+"""Request, decision and outcome types shared by every adapter (SPEC §2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Stable reason codes, in the order SPEC §2 lists them; decisions report
+# every failing reason in this order.
+REASONS: tuple[str, ...] = (
+    "invalid_number",
+    "paused",
+    "campaign_not_approved",
+    "caller_id_not_approved",
+    "dnc",
+    "opted_out",
+    "complained",
+    "no_consent",
+    "outside_hours",
+    "holiday",
+    "unknown_timezone",
+    "attempt_cap",
+    "min_interval",
+    "post_conversation_quiet",
+    "post_abandon_quiet",
+    "agent_cap",
+    "caller_id_rate",
+    "caller_id_concurrency",
+    "guard_unavailable",
+)
+REASON_ORDER = {code: i for i, code in enumerate(REASONS)}
+
+# Reasons an override can never lift (SPEC §2).
+NEVER_OVERRIDDEN = frozenset({"dnc", "opted_out", "complained", "invalid_number"})
+# Reasons after which the number never becomes callable by waiting.
+PERMANENT = frozenset(
+    {"invalid_number", "dnc", "opted_out", "complained", "no_consent",
+     "campaign_not_approved", "caller_id_not_approved", "paused", "unknown_timezone"}
+)
+
+OutcomeResult = Literal[
+    "conversation", "answered", "voicemail", "no_answer", "busy", "failed", "abandoned", "amd"
+]
+OUTCOME_RESULTS: tuple[str, ...] = (
+    "conversation", "answered", "voicemail", "no_answer", "busy", "failed", "abandoned", "amd",
+)
+
+
+def sort_reasons(reasons) -> list[str]:
+    return sorted(set(reasons), key=REASON_ORDER.__getitem__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    number: str = Field(min_length=1, max_length=64)
+    campaign: str = Field(min_length=1, max_length=128)
+    agent: str = Field(min_length=1, max_length=128)
+    caller_id: str | None = Field(default=None, max_length=64)
+    subject: str | None = Field(default=None, max_length=256)
+    call_id: str | None = Field(default=None, max_length=128)
+
+
+class Decision(BaseModel):
+    decision_id: str
+    decision: Literal["allow", "deny"]
+    reasons: list[str] = []
+    next_eligible_at: datetime | None = None
+    caller_id: str | None = None  # E.164 to present
+    max_duration_s: int = 0  # 0 = no limit
+    number: str | None = None  # normalized E.164, None when invalid
+    override: bool = False
+    explanations: dict[str, str] = {}
+    latency_ms: float = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == "allow"
+
+
+class Outcome(BaseModel):
+    result: OutcomeResult
+    talk_s: int = 0
+    hangup_cause: int | None = None
