@@ -1,0 +1,320 @@
+"""The decision engine: one atomic check-and-reserve per outbound attempt.
+
+Order of work for `decide` (SPEC §2):
+1. rules that need no counters, in-process: number validity, hours, holidays;
+2. one decide.lua call: kill switches, campaign approval, DNC/opt-out/complaint/
+   consent, every counter rule, caller-ID choice; reserve only if all pass,
+   and append the audit record in the same atomic step;
+3. next_eligible_at from the failing rules.
+Redis trouble or a slow answer is a deny with `guard_unavailable` (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from dialguard import scripts
+from dialguard.config import Settings
+from dialguard.crypto import Sealer
+from dialguard.keys import Keys
+from dialguard.models import (
+    PERMANENT, Decision, DecisionRequest, Outcome, sort_reasons, utcnow,
+)
+from dialguard.numbers import NumberInfo, keyed_hash, parse_number
+from dialguard.plan import CallerIdCandidate, build_plan, eligible_from_details, from_ms, ms
+from dialguard.rules import MOVABLE_OUTCOMES, Policy
+from dialguard.timerules import next_allowed, time_reasons
+
+log = logging.getLogger("dialguard.engine")
+UTC = timezone.utc
+
+EXPLAIN = {
+    "invalid_number": "the number is not a valid dialable number",
+    "paused": "outbound calling is paused (kill switch)",
+    "campaign_not_approved": "the campaign is unknown, not approved, or outside its approved dates",
+    "caller_id_not_approved": "the caller ID is not in the approved pool or is cooling down",
+    "dnc": "the number is on a do-not-call list",
+    "opted_out": "the person asked not to be called",
+    "complained": "a complaint was recorded for this number",
+    "no_consent": "the rules require recorded consent and there is none",
+    "outside_hours": "outside the allowed hours in the callee's local time",
+    "holiday": "not a calling day in the callee's calendar",
+    "unknown_timezone": "the callee's local time cannot be determined",
+    "attempt_cap": "too many attempts on this number in a window",
+    "min_interval": "too soon after the previous attempt",
+    "post_conversation_quiet": "within the quiet period after a conversation",
+    "post_abandon_quiet": "within the quiet period after an abandoned call",
+    "agent_cap": "the agent reached their daily cap",
+    "caller_id_rate": "the caller ID reached its rate limit",
+    "caller_id_concurrency": "the caller ID has too many live calls",
+    "guard_unavailable": "the guard could not decide (store unreachable or too slow); denied to be safe",
+}
+
+CONVERSATION = "conversation"
+ABANDON = {"abandoned": "ab", "amd": "am"}
+
+
+def new_id() -> str:
+    """Time-ordered unique id: 12 hex of ms + 16 hex random."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+def parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"time {text!r} has no UTC offset")
+    return t.astimezone(UTC)
+
+
+class Engine:
+    def __init__(self, redis, settings: Settings, policy: Policy, *, prefix: str | None = None,
+                 skip_caller_id_without_pool: bool = False, audit: bool = True):
+        self.redis = redis
+        self.settings = settings
+        self.policy = policy
+        self.keys = Keys(prefix or settings.key_prefix, settings.hash_secret)
+        self.skip_caller_id_without_pool = skip_caller_id_without_pool
+        self.audit = audit
+        self.sealer = Sealer()
+        self.timeout = settings.redis_timeout_ms / 1000
+        self._rr = itertools.count()
+        self.default_region = policy.default_region or settings.default_region
+
+    # -- lifecycle ------------------------------------------------------------
+    @classmethod
+    async def create(cls, settings: Settings | None = None, policy: Policy | None = None,
+                     redis=None, **kw) -> "Engine":
+        settings = settings or Settings()
+        policy = policy or Policy.load(settings.rules)
+        if redis is None:
+            t = settings.redis_timeout_ms / 1000
+            redis = aioredis.from_url(settings.redis_url, socket_timeout=max(t, 0.05),
+                                      socket_connect_timeout=max(t, 0.05), max_connections=256,
+                                      health_check_interval=0)
+        engine = cls(redis, settings, policy, **kw)
+        try:
+            for s in scripts.ALL:
+                await s.load(redis)
+        except (RedisError, OSError) as exc:  # decide() retries on NOSCRIPT; stay up, fail closed
+            log.warning("could not preload scripts: %s", exc)
+        return engine
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def now(self) -> datetime:
+        if self.settings.test_clock:
+            v = await self.redis.get(self.keys.clock)
+            if v:
+                return from_ms(float(v))
+        return utcnow()
+
+    # -- the decision -----------------------------------------------------------
+    def _candidates(self, req: DecisionRequest, reasons: list[str], why: dict) -> tuple[list, bool]:
+        pool = self.policy.caller_id_pool
+        if req.caller_id:
+            info = parse_number(req.caller_id, self.default_region)
+            if not info.valid:
+                reasons.append("caller_id_not_approved")
+                why["caller_id_not_approved"] = f"caller ID {req.caller_id!r}: {info.problem}"
+                return [], False
+            return [CallerIdCandidate(info.e164, self.keys.cid_tag(info.e164), info.e164 in pool)], True
+        if pool:
+            start = next(self._rr) % len(pool)
+            order = pool[start:] + pool[:start]  # round robin spreads the load over the pool
+            return [CallerIdCandidate(c, self.keys.cid_tag(c), True) for c in order], True
+        if self.skip_caller_id_without_pool or not self.policy.caller_id_required:
+            return [], False
+        reasons.append("caller_id_not_approved")
+        why["caller_id_not_approved"] = "no caller ID given and the rules define no pool to pick from"
+        return [], False
+
+    async def decide(self, req: DecisionRequest, now: datetime | None = None) -> Decision:
+        t0 = time.perf_counter()
+        if now is None:
+            try:
+                now = await asyncio.wait_for(self.now(), self.timeout)
+            except (RedisError, OSError, asyncio.TimeoutError):
+                return self._unavailable(req, new_id(), t0, "test clock unreadable")
+        now = now.astimezone(UTC)
+        did = new_id()
+        info: NumberInfo = parse_number(req.number, self.default_region)
+        reasons: list[str] = []
+        why: dict[str, str] = {}
+        if not info.valid:
+            reasons.append("invalid_number")
+            why["invalid_number"] = f"{req.number!r}: {info.problem}"
+            number_tag = keyed_hash(self.settings.hash_secret, "raw:" + req.number)
+        else:
+            number_tag = self.keys.number_tag(info.e164)
+            treasons, twhy = time_reasons(self.policy, info.timezones, now)
+            reasons.extend(treasons)
+            why.update(twhy)
+        candidates, check_cid = self._candidates(req, reasons, why)
+
+        payload = None
+        if self.audit:
+            payload = json.dumps({
+                "did": did, "at": ms(now), "n": number_tag,
+                "ne": self.sealer.seal(info.e164) if info.e164 else None,
+                "campaign": req.campaign, "agent": req.agent, "subject": req.subject,
+                "call_id": req.call_id, "cid_req": req.caller_id, "pre": sort_reasons(reasons),
+                "rules": self.policy.name, "rv": self.policy.version_hash, "node": self.settings.node,
+            }, separators=(",", ":"))
+        plan = build_plan(
+            policy=self.policy, keys=self.keys, info=info, number_tag=number_tag,
+            campaign=req.campaign, agent=req.agent, subject=req.subject, call_id=req.call_id,
+            decision_id=did, now=now, pre_reasons=sort_reasons(reasons), candidates=candidates,
+            check_caller_id=check_cid, site_timezone=self.settings.site_timezone,
+            audit_payload=payload, audit_max=self.settings.audit_backlog_max if self.audit else None,
+        )
+        try:
+            res = await asyncio.wait_for(scripts.DECIDE(self.redis, plan.keys, plan.args()), self.timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("decide %s: store unavailable: %r", did, exc)
+            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}")
+
+        allowed, lua_reasons, details, chosen, replayed, rdid = res
+        chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
+        rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
+        all_reasons = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lua_reasons])
+        caller_id = next((c.e164 for c in candidates if c.tag == chosen), None) if chosen else None
+        if not caller_id and req.caller_id and not all_reasons:
+            caller_id = candidates[0].e164 if candidates else None
+        decision = Decision(
+            decision_id=rdid, decision="allow" if int(allowed) == 1 else "deny",
+            reasons=all_reasons, caller_id=caller_id,
+            max_duration_s=self.policy.max_duration_s, number=info.e164,
+        )
+        if decision.decision == "deny":
+            decision.next_eligible_at = self._next_eligible(all_reasons, plan, details, info, now)
+            decision.explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
+            for item in details:
+                cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
+                meta = plan.checks.get(cid)
+                if meta and meta.label and meta.reason in decision.explanations:
+                    decision.explanations[meta.reason] = meta.label
+        decision.latency_ms = (time.perf_counter() - t0) * 1000
+        return decision
+
+    def _next_eligible(self, reasons, plan, details, info, now) -> datetime | None:
+        if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
+            return None
+        t, never = eligible_from_details(plan, details)
+        if never:
+            return None
+        start = max(now, t) if t else now
+        if not info.valid:
+            return None
+        return next_allowed(self.policy, info.timezones, start)
+
+    def _unavailable(self, req, did, t0, why) -> Decision:
+        return Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],
+                        explanations={"guard_unavailable": f"{EXPLAIN['guard_unavailable']} ({why})"},
+                        latency_ms=(time.perf_counter() - t0) * 1000)
+
+    # -- outcomes and events ------------------------------------------------------
+    async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None) -> bool:
+        """Apply a call's outcome. True if it matched a recorded allowed call."""
+        now = (now or await self.now()).astimezone(UTC)
+        payload = json.dumps({"call_id": call_id, "at": ms(now), "res": outcome.result,
+                              "talk_s": outcome.talk_s, "cause": outcome.hangup_cause,
+                              "node": self.settings.node}, separators=(",", ":"))
+        qttl = str(int(self.policy.retention().total_seconds() * 1000))
+        res = await scripts.OUTCOME(self.redis, [self.keys.call(call_id), self.keys.audit], [
+            outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",
+            "1" if outcome.result == CONVERSATION else "0", ABANDON.get(outcome.result, ""),
+            qttl, payload, new_id(),
+        ])
+        return int(res[0]) == 1
+
+    async def _event(self, kind: str, number: str, op: str, field: str, value: str,
+                     now: datetime | None, campaign: str | None = None) -> bool:
+        e164 = parse_number(number, self.default_region)
+        if not e164.valid:
+            from dialguard.numbers import NumberError
+            raise NumberError(f"{number!r}: {e164.problem}")
+        now = (now or await self.now()).astimezone(UTC)
+        tag = self.keys.number_tag(e164.e164)
+        payload = json.dumps({"kind": kind, "n": tag, "ne": self.sealer.seal(e164.e164), "at": ms(now),
+                              "campaign": campaign, "node": self.settings.node}, separators=(",", ":"))
+        res = await scripts.EVENT(self.redis, [self.keys.flags(tag), self.keys.campaign_dnc(tag), self.keys.audit],
+                                  [op, field, value, payload, new_id(), kind])
+        return int(res) == 1
+
+    async def opt_out(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("opt_out", number, "set", "optout", str(ms(now or utcnow())), now)
+
+    async def complaint(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("complaint", number, "set", "complaint", str(ms(now or utcnow())), now)
+
+    async def consent(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("consent", number, "set", "consent", str(ms(now or utcnow())), now)
+
+    async def consent_revoke(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("consent_revoke", number, "clear", "consent", "", now)
+
+    async def dnc_add(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
+        from dialguard.numbers import short_hash
+        if campaign:
+            return await self._event("dnc_add", number, "camp_add", short_hash(campaign), "", now, campaign)
+        return await self._event("dnc_add", number, "set", "dnc", "1", now)
+
+    async def dnc_remove(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
+        from dialguard.numbers import short_hash
+        if campaign:
+            return await self._event("dnc_remove", number, "camp_del", short_hash(campaign), "", now, campaign)
+        return await self._event("dnc_remove", number, "clear", "dnc", "", now)
+
+    # -- administration ------------------------------------------------------------
+    async def set_campaign(self, campaign: str, approved: bool = True,
+                           start: datetime | None = None, end: datetime | None = None) -> None:
+        key = self.keys.campaign(campaign)
+        await self.redis.delete(key)
+        await self.redis.hset(key, mapping={
+            "name": campaign, "approved": "1" if approved else "0",
+            "start": str(ms(start)) if start else "", "end": str(ms(end)) if end else "",
+        })
+
+    async def approve_caller_id(self, e164: str) -> None:
+        await self.redis.sadd(self.keys.approved_cids, self.keys.cid_tag(e164))
+
+    async def remove_caller_id(self, e164: str) -> None:
+        await self.redis.srem(self.keys.approved_cids, self.keys.cid_tag(e164))
+
+    async def cooldown_caller_id(self, e164: str, until: datetime) -> None:
+        await self.redis.zadd(self.keys.cid_cooldown, {self.keys.cid_tag(e164): ms(until)})
+
+    async def pause(self, scope: str = "all", name: str | None = None) -> None:
+        await self.redis.hset(self.keys.pause, self._pause_field(scope, name), str(ms(utcnow())))
+
+    async def resume(self, scope: str = "all", name: str | None = None) -> None:
+        await self.redis.hdel(self.keys.pause, self._pause_field(scope, name))
+
+    def _pause_field(self, scope: str, name: str | None) -> str:
+        if scope == "all":
+            return "all"
+        if scope == "campaign" and name:
+            return "camp:" + name
+        if scope == "caller_id" and name:
+            return "cid:" + self.keys.cid_tag(parse_number(name, self.default_region).e164 or name)
+        raise ValueError("pause scope is all, campaign NAME or caller_id NUMBER")
+
+    async def set_test_clock(self, at: datetime | None) -> None:
+        if at is None:
+            await self.redis.delete(self.keys.clock)
+        else:
+            await self.redis.set(self.keys.clock, str(ms(at)))
+
+    async def live_calls(self, e164: str) -> int:
+        tag = self.keys.cid_tag(e164)
+        return await self.redis.zcount(self.keys.cid_live(tag), ms(utcnow()), "+inf")

@@ -1,0 +1,108 @@
+"""Redis key layout (see docs/REDIS.md).
+
+Every key carries a hash tag naming the entity it belongs to, so that in a
+Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
+
+    {P}:{n:<H>}:a:all                 attempts on the number (ZSET did -> ms)
+    {P}:{n:<H>}:a:s:<S>               attempts on number+subject
+    {P}:{n:<H>}:a:c:<C>               attempts on number+campaign
+    <attempt key>:x:<outcome>         attempts taken out of the count by an outcome
+    {P}:{n:<H>}:cv:all / cv:s:<S>     conversations (quiet period)
+    {P}:{n:<H>}:ab / :am              abandoned calls / answering-machine hang-ups
+    {P}:{n:<H>}:f                     flags: dnc, optout, complaint, consent
+    {P}:{n:<H>}:dncc                  campaign DNC (set of campaign tags)
+    {P}:{a:<A>}:a                     agent attempts
+    {P}:{c:<K>}:a / :live             caller-ID attempts / live-call leases (ZSET did -> expiry)
+    {P}:{g}:pause                     kill switches: all, camp:<C>, cid:<K>
+    {P}:{g}:camp:<C>                  campaign approval: approved, start, end (ms)
+    {P}:{g}:cids / :cool              approved caller IDs / cool-downs
+    {P}:{g}:call:<call id>            call record (what to release on outcome)
+    {P}:{g}:audit                     audit stream (shipped to PostgreSQL)
+    {P}:{g}:clock                     test clock (only with DIALGUARD_TEST_CLOCK=1)
+
+<H> and <K> are keyed hashes (HMAC-SHA256) of the E.164 number: no plaintext
+number is ever a key or a value. <S>, <C>, <A> are short hashes of names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dialguard.numbers import keyed_hash, short_hash
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+    secret: bytes
+
+    # -- hashing -----------------------------------------------------------
+    def number_tag(self, e164: str) -> str:
+        return keyed_hash(self.secret, "n:" + e164)
+
+    def cid_tag(self, e164: str) -> str:
+        return keyed_hash(self.secret, "c:" + e164)
+
+    # -- number --------------------------------------------------------------
+    def num(self, h: str, suffix: str) -> str:
+        return f"{self.prefix}:{{n:{h}}}:{suffix}"
+
+    def attempts(self, h: str, scope: str, campaign: str | None = None, subject: str | None = None) -> str:
+        if scope == "number":
+            return self.num(h, "a:all")
+        if scope == "number_subject":
+            return self.num(h, "a:s:" + short_hash(subject or ""))
+        if scope == "number_campaign":
+            return self.num(h, "a:c:" + short_hash(campaign or ""))
+        raise ValueError(scope)
+
+    def conversations(self, h: str, scope: str, subject: str | None = None) -> str:
+        if scope == "number":
+            return self.num(h, "cv:all")
+        return self.num(h, "cv:s:" + short_hash(subject or ""))
+
+    def flags(self, h: str) -> str:
+        return self.num(h, "f")
+
+    def campaign_dnc(self, h: str) -> str:
+        return self.num(h, "dncc")
+
+    # -- agent / caller ID ---------------------------------------------------------
+    def agent(self, agent: str) -> str:
+        return f"{self.prefix}:{{a:{short_hash(agent)}}}:a"
+
+    def cid_attempts(self, k: str) -> str:
+        return f"{self.prefix}:{{c:{k}}}:a"
+
+    def cid_live(self, k: str) -> str:
+        return f"{self.prefix}:{{c:{k}}}:live"
+
+    # -- global --------------------------------------------------------------
+    def g(self, suffix: str) -> str:
+        return f"{self.prefix}:{{g}}:{suffix}"
+
+    @property
+    def pause(self) -> str:
+        return self.g("pause")
+
+    def campaign(self, campaign: str) -> str:
+        return self.g("camp:" + short_hash(campaign))
+
+    @property
+    def approved_cids(self) -> str:
+        return self.g("cids")
+
+    @property
+    def cid_cooldown(self) -> str:
+        return self.g("cool")
+
+    def call(self, call_id: str) -> str:
+        return self.g("call:" + call_id)
+
+    @property
+    def audit(self) -> str:
+        return self.g("audit")
+
+    @property
+    def clock(self) -> str:
+        return self.g("clock")

@@ -1,0 +1,180 @@
+-- dialguard decide: one atomic check-and-reserve (SPEC §2).
+--
+-- The *what* (which windows, which limits, which bounds) is computed in Python
+-- (dialguard/plan.py); this script is the *where*: it counts, and records the
+-- attempt in every counter only if every counter-based rule passes. Redis runs
+-- scripts one at a time, so concurrent decisions can never over-admit.
+--
+-- KEYS: every key the plan references (by 1-based index).
+-- ARGV[1]: the plan as JSON. All scores/bounds arrive as strings so that Lua
+-- never formats a large number (Lua 5.1 would write 1.7e+12).
+--
+-- Returns {allowed, reasons, details, chosen_caller_id_hash, replayed, decision_id}
+--   details: flat list of {check_id, score_ms, candidate} triples for failing
+--   count rules: the attempt whose expiry lifts the limit (-1: never).
+
+local plan = cjson.decode(ARGV[1])
+local now = plan.now
+local reasons = {}
+local seen = {}
+local details = {}
+
+local function deny(code)
+  if not seen[code] then
+    seen[code] = true
+    reasons[#reasons + 1] = code
+  end
+end
+
+-- Idempotency: the same call id decided again returns the first allow.
+if plan.call then
+  local rec = redis.call('HMGET', KEYS[plan.call], 'did', 'ch')
+  if rec[1] then
+    return {1, {}, {}, rec[2] or '', 1, rec[1]}
+  end
+end
+
+-- Refuse rather than lose audit records when the shipper is far behind.
+if plan.audit and plan.amax and redis.call('XLEN', KEYS[plan.audit]) >= plan.amax then
+  return {0, {'guard_unavailable'}, {}, '', 0, plan.did}
+end
+
+for _, code in ipairs(plan.pre or {}) do deny(code) end
+
+-- Kill switches: all outbound, this campaign, this caller ID.
+if plan.pause then
+  local vals = redis.call('HMGET', KEYS[plan.pause], unpack(plan.pf))
+  for i = 1, #plan.pf do
+    if vals[i] then deny('paused') end
+  end
+end
+
+-- Campaign approval and its date range.
+if plan.camp then
+  local c = redis.call('HMGET', KEYS[plan.camp], 'approved', 'start', 'end')
+  if c[1] ~= '1' then
+    deny('campaign_not_approved')
+  else
+    if c[2] and c[2] ~= '' and tonumber(now) < tonumber(c[2]) then deny('campaign_not_approved') end
+    if c[3] and c[3] ~= '' and tonumber(now) >= tonumber(c[3]) then deny('campaign_not_approved') end
+  end
+end
+
+-- Per-number flags.
+if plan.flags then
+  local f = redis.call('HMGET', KEYS[plan.flags], 'dnc', 'optout', 'complaint', 'consent')
+  if f[1] then deny('dnc') end
+  if plan.dncc and redis.call('SISMEMBER', KEYS[plan.dncc], plan.ch) == 1 then deny('dnc') end
+  if f[2] then deny('opted_out') end
+  if f[3] then deny('complained') end
+  if plan.consent == 1 and not f[4] then deny('no_consent') end
+end
+
+local function count_in(keys, lo)
+  local n = 0
+  for _, ki in ipairs(keys) do
+    n = n + redis.call('ZCOUNT', KEYS[ki], lo, '+inf')
+  end
+  return n
+end
+
+-- The k-th (0-based) oldest score in the window across several keys.
+local function kth_oldest(keys, lo, k)
+  local all = {}
+  for _, ki in ipairs(keys) do
+    local r = redis.call('ZRANGEBYSCORE', KEYS[ki], lo, '+inf', 'WITHSCORES', 'LIMIT', 0, k + 1)
+    for j = 2, #r, 2 do all[#all + 1] = tonumber(r[j]) end
+  end
+  table.sort(all)
+  return all[k + 1] or -1
+end
+
+local function run_checks(checks, cand, out_reasons, out_details)
+  for _, c in ipairs(checks) do
+    local keys = c.k
+    if cand then keys = {cand[c.f]} end
+    local n = count_in(keys, c.lo)
+    if n >= c.m then
+      out_reasons[#out_reasons + 1] = c.r
+      local score = -1
+      if c.m > 0 then score = kth_oldest(keys, c.lo, n - c.m) end
+      out_details[#out_details + 1] = {c.i, score, cand and cand.n or 0}
+    end
+  end
+end
+
+-- Number and agent counters.
+local rs = {}
+run_checks(plan.checks or {}, nil, rs, details)
+for _, r in ipairs(rs) do deny(r) end
+
+-- Caller ID: check the given one, or pick the first passing one of the pool.
+local chosen = ''
+local chosen_cand = nil
+if plan.cid then
+  local cid = plan.cid
+  local first_reasons = nil
+  for _, cand in ipairs(cid.c) do
+    local cr, cd = {}, {}
+    if cid.req == 1 then
+      local ok = cand.ok == 1 or redis.call('SISMEMBER', KEYS[cid.cids], cand.h) == 1
+      local cool = redis.call('ZSCORE', KEYS[cid.cool], cand.h)
+      if cool and tonumber(cool) > tonumber(now) then ok = false end
+      if not ok then cr[#cr + 1] = 'caller_id_not_approved' end
+    end
+    if redis.call('HEXISTS', KEYS[plan.pause], 'cid:' .. cand.h) == 1 then cr[#cr + 1] = 'paused' end
+    run_checks(cid.chk or {}, cand, cr, cd)
+    if cid.conc and cid.conc >= 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[cand.l], '-inf', now)
+      if redis.call('ZCARD', KEYS[cand.l]) >= cid.conc then
+        cr[#cr + 1] = 'caller_id_concurrency'
+        local first = redis.call('ZRANGE', KEYS[cand.l], 0, 0, 'WITHSCORES')
+        cd[#cd + 1] = {'conc', tonumber(first[2] or -1), cand.n}
+      end
+    end
+    if #cr == 0 then
+      chosen = cand.h
+      chosen_cand = cand
+      break
+    end
+    if not first_reasons then first_reasons = cr end
+    for _, d in ipairs(cd) do details[#details + 1] = d end
+  end
+  if chosen == '' then
+    if first_reasons then
+      for _, r in ipairs(first_reasons) do deny(r) end
+    else
+      deny('caller_id_not_approved')  -- empty pool
+    end
+  end
+end
+
+local allowed = (#reasons == 0) and 1 or 0
+
+if allowed == 1 then
+  for _, ki in ipairs(plan.w or {}) do
+    redis.call('ZADD', KEYS[ki], now, plan.did)
+    redis.call('PEXPIRE', KEYS[ki], plan.ttl)
+  end
+  if chosen_cand then
+    redis.call('ZADD', KEYS[chosen_cand.a], now, plan.did)
+    redis.call('PEXPIRE', KEYS[chosen_cand.a], plan.cttl)
+    redis.call('ZADD', KEYS[chosen_cand.l], plan.lease, plan.did)
+    redis.call('PEXPIRE', KEYS[chosen_cand.l], plan.cttl)
+  end
+  if plan.call then
+    local rec = plan.rec
+    redis.call('HSET', KEYS[plan.call], 'did', plan.did, 'ch', chosen, 'at', now,
+      'ak', rec.ak, 'cv', rec.cv, 'ab', rec.ab, 'am', rec.am,
+      'lv', chosen_cand and KEYS[chosen_cand.l] or '',
+      'ca', chosen_cand and KEYS[chosen_cand.a] or '')
+    redis.call('PEXPIRE', KEYS[plan.call], rec.ttl)
+  end
+end
+
+if plan.audit then
+  redis.call('XADD', KEYS[plan.audit], '*', 't', 'decision', 'id', plan.did,
+    'allow', allowed, 'r', table.concat(reasons, ','), 'ch', chosen, 'j', plan.a)
+end
+
+return {allowed, reasons, details, chosen, 0, plan.did}

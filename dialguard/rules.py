@@ -1,0 +1,433 @@
+"""Rules files: YAML validated with pydantic, rule packs, and their combination.
+
+A rules file (a "pack") states limits; a campaign may combine several packs and
+the strictest wins: every time rule of every pack must pass, every cap applies,
+and scalar limits take the smallest value (see `Policy`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date, time, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PACKS_DIR = Path(__file__).parent / "packs"
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Outcomes a cap may take back out of its count once reported: calls that never
+# reached the person (Regulation F 1006.14(b)(3)(ii) and similar rules).
+MOVABLE_OUTCOMES = ("busy", "failed", "no_answer", "voicemail")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class RulesError(ValueError):
+    """A rules file is unusable; the message names the file, the path and the problem."""
+
+
+def parse_duration(value) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"not a duration: {value!r} (write e.g. 90s, 5m, 24h, 3d)")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Model):
+    """Exactly one of: rolling duration, N local calendar days, campaign lifetime."""
+
+    rolling: timedelta | None = None
+    days: int | None = Field(default=None, ge=1, le=366)
+    lifetime: bool = False
+
+    @field_validator("rolling", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return None if v is None else parse_duration(v)
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = sum([self.rolling is not None, self.days is not None, bool(self.lifetime)])
+        if given != 1:
+            raise ValueError("a window is exactly one of rolling: <duration>, days: <N>, lifetime: true")
+        if self.rolling is not None and self.rolling <= timedelta(0):
+            raise ValueError("rolling window must be positive")
+        return self
+
+    def describe(self) -> str:
+        if self.rolling is not None:
+            return f"rolling {_fmt_td(self.rolling)}"
+        if self.days is not None:
+            return f"{self.days} local calendar day(s)"
+        return "campaign lifetime"
+
+
+def _fmt_td(td: timedelta) -> str:
+    s = int(td.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s % size == 0 and s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+class Cap(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    scope: Literal["number", "number_subject", "number_campaign"] = "number"
+    max: int = Field(ge=0, le=1_000_000)
+    window: Window
+    uncounted_outcomes: tuple[Literal["busy", "failed", "no_answer", "voicemail"], ...] = ()
+    note: str | None = None
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, v):
+        if v == "lifetime":
+            return {"lifetime": True}
+        return v
+
+    @model_validator(mode="after")
+    def _lifetime_scope(self):
+        if self.window.lifetime and self.scope != "number_campaign":
+            raise ValueError("a lifetime window needs scope number_campaign (the campaign's lifetime)")
+        return self
+
+
+class Quiet(_Model):
+    """No call within a period after an event; days count the event's day as day 1."""
+
+    scope: Literal["number", "number_subject"] = "number"
+    window: Window
+
+    @model_validator(mode="after")
+    def _no_lifetime(self):
+        if self.window.lifetime:
+            raise ValueError("a quiet period cannot be 'lifetime'")
+        return self
+
+
+class AbandonQuiet(_Model):
+    abandoned: timedelta | None = None
+    amd: timedelta | None = None
+
+    @field_validator("abandoned", "amd", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return None if v is None else parse_duration(v)
+
+
+class Interval(_Model):
+    start: time
+    end: time  # exclusive; 24:00 written as "24:00"
+    end_of_day: bool = False
+
+    def contains(self, t: time) -> bool:
+        return self.start <= t and (self.end_of_day or t < self.end)
+
+
+def _parse_interval(text: str) -> Interval:
+    m = re.match(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$", str(text))
+    if not m:
+        raise ValueError(f"not an interval: {text!r} (write e.g. 09:00-18:00)")
+    h1, m1, h2, m2 = map(int, m.groups())
+    if h2 == 24 and m2 == 0:
+        end, eod = time(0, 0), True
+    else:
+        end, eod = time(h2, m2), False
+    start = time(h1, m1)
+    if not eod and end <= start:
+        raise ValueError(f"interval {text!r} ends before it starts (overnight windows: split them per day)")
+    return Interval(start=start, end=end, end_of_day=eod)
+
+
+class Hours(_Model):
+    """Allowed hours per weekday in the callee's local time (half-open intervals)."""
+
+    zone: str = "callee"  # "callee" or an IANA zone for the whole pack
+    default_zone: str | None = None  # used when the callee's zone is unknown
+    weekly: dict[str, tuple[Interval, ...]]
+
+    @field_validator("zone", "default_zone")
+    @classmethod
+    def _zone(cls, v):
+        if v is None or v == "callee":
+            return v
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @field_validator("weekly", mode="before")
+    @classmethod
+    def _weekly(cls, v):
+        if not isinstance(v, dict):
+            raise ValueError("weekly must map days (mon..sun, mon-fri, all) to lists of HH:MM-HH:MM")
+        out: dict[str, list] = {d: [] for d in DAYS}
+        for key, spans in v.items():
+            days = _expand_days(str(key))
+            if isinstance(spans, str):
+                spans = [spans]
+            if not isinstance(spans, list):
+                raise ValueError(f"{key}: expected a list of intervals")
+            for d in days:
+                out[d].extend(_parse_interval(s) for s in spans)
+        return {d: tuple(sorted(out[d], key=lambda i: i.start)) for d in DAYS}
+
+    def intervals(self, weekday: int) -> tuple[Interval, ...]:
+        return self.weekly.get(DAYS[weekday], ())
+
+
+def _expand_days(key: str) -> list[str]:
+    key = key.strip().lower()
+    if key in ("all", "daily"):
+        return list(DAYS)
+    if "-" in key:
+        a, b = key.split("-", 1)
+        if a not in DAYS or b not in DAYS:
+            raise ValueError(f"unknown day range {key!r}")
+        i, j = DAYS.index(a), DAYS.index(b)
+        return [DAYS[(i + k) % 7] for k in range((j - i) % 7 + 1)]
+    if key not in DAYS:
+        raise ValueError(f"unknown day {key!r} (use mon..sun, mon-fri, all)")
+    return [key]
+
+
+class Calendar(_Model):
+    country: str = Field(min_length=2, max_length=3)
+    subdivision: str | None = None
+    # official_workdays: mainland China's official calendar with make-up working
+    # days; holidays: deny on public holidays (weekends follow `hours`).
+    mode: Literal["official_workdays", "holidays"] = "holidays"
+    unknown_year: Literal["deny", "allow"] = "deny"
+
+    @model_validator(mode="after")
+    def _mode(self):
+        if self.mode == "official_workdays" and self.country.upper() != "CN":
+            raise ValueError("mode official_workdays is defined for country CN only")
+        return self
+
+
+class CallerIdRules(_Model):
+    require_approved: bool = True
+    pool: tuple[str, ...] = ()
+    per_minute: int | None = Field(default=None, ge=0)
+    per_hour: int | None = Field(default=None, ge=0)
+    per_day: int | None = Field(default=None, ge=0)  # call-centre local day
+    concurrency: int | None = Field(default=None, ge=0)
+    returnable: bool = False  # a caller ID must be presented (never withheld)
+
+
+class AgentRules(_Model):
+    per_day: int | None = Field(default=None, ge=0)  # call-centre local day
+
+
+class RatePolicy(_Model):
+    """A limit tracked by the dialer (e.g. abandon rate); stated, not per-call."""
+
+    max_pct: float = Field(ge=0, le=100)
+    period: timedelta
+    base: str = "live_answered"
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return parse_duration(v)
+
+
+class Pack(_Model):
+    pack: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    version: str = "1"
+    title: str = ""
+    sources: tuple[str, ...] = ()
+    default_region: str | None = None
+    hours: Hours | None = None
+    calendar: Calendar | None = None
+    caps: tuple[Cap, ...] = ()
+    min_interval: timedelta | None = None
+    quiet_after_conversation: Quiet | None = None
+    quiet_after_abandon: AbandonQuiet | None = None
+    agent: AgentRules | None = None
+    caller_id: CallerIdRules | None = None
+    max_duration_s: int | None = Field(default=None, ge=0)
+    consent_required: bool = False
+    abandon_rate: RatePolicy | None = None
+    notes: tuple[str, ...] = ()
+
+    @field_validator("min_interval", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return None if v is None else parse_duration(v)
+
+    @model_validator(mode="after")
+    def _unique_caps(self):
+        ids = [c.id for c in self.caps]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate cap id(s): {', '.join(sorted(dup))}")
+        return self
+
+
+def _loc(loc) -> str:
+    return ".".join(str(p) for p in loc) or "(top)"
+
+
+def load_pack_file(path: str | Path) -> Pack:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RulesError(f"{path}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise RulesError(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise RulesError(f"{path}: (top): expected a mapping of rule settings")
+    try:
+        return Pack.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise RulesError(f"{path}: {problems}") from None
+
+
+def shipped_packs() -> list[str]:
+    return sorted(p.stem for p in PACKS_DIR.glob("*.yaml"))
+
+
+def resolve_pack(ref: str, base_dir: Path | None = None) -> Pack:
+    """A shipped pack name or a path to a rules file."""
+    ref = ref.strip()
+    shipped = PACKS_DIR / f"{ref}.yaml"
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", ref) and shipped.exists():
+        return load_pack_file(shipped)
+    path = Path(ref)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if path.exists():
+        return load_pack_file(path)
+    raise RulesError(f"{ref}: no such rule pack (shipped: {', '.join(shipped_packs())}) and no such file")
+
+
+class Policy:
+    """Several packs combined; the strictest wins."""
+
+    def __init__(self, packs: list[Pack]):
+        if not packs:
+            raise RulesError("no rule pack given")
+        self.packs = tuple(packs)
+
+    @classmethod
+    def load(cls, refs, base_dir: Path | None = None) -> "Policy":
+        if isinstance(refs, str):
+            refs = [r for r in refs.split(",") if r.strip()]
+        return cls([resolve_pack(r, base_dir) for r in refs])
+
+    @cached_property
+    def name(self) -> str:
+        return "+".join(p.pack for p in self.packs)
+
+    @cached_property
+    def version_hash(self) -> str:
+        blob = "\n".join(p.model_dump_json() for p in self.packs)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @cached_property
+    def caps(self) -> list[tuple[str, Cap]]:
+        return [(p.pack, c) for p in self.packs for c in p.caps]
+
+    @cached_property
+    def time_rules(self) -> list[tuple[str, Hours | None, Calendar | None]]:
+        return [(p.pack, p.hours, p.calendar) for p in self.packs if p.hours or p.calendar]
+
+    @cached_property
+    def min_interval(self) -> timedelta | None:
+        vals = [p.min_interval for p in self.packs if p.min_interval]
+        return max(vals) if vals else None
+
+    @cached_property
+    def quiet_after_conversation(self) -> list[Quiet]:
+        return [p.quiet_after_conversation for p in self.packs if p.quiet_after_conversation]
+
+    @cached_property
+    def abandon_quiet(self) -> tuple[timedelta | None, timedelta | None]:
+        ab = [p.quiet_after_abandon.abandoned for p in self.packs
+              if p.quiet_after_abandon and p.quiet_after_abandon.abandoned]
+        amd = [p.quiet_after_abandon.amd for p in self.packs
+               if p.quiet_after_abandon and p.quiet_after_abandon.amd]
+        return (max(ab) if ab else None, max(amd) if amd else None)
+
+    @cached_property
+    def agent_per_day(self) -> int | None:
+        vals = [p.agent.per_day for p in self.packs if p.agent and p.agent.per_day is not None]
+        return min(vals) if vals else None
+
+    def _cid_min(self, field: str) -> int | None:
+        vals = [getattr(p.caller_id, field) for p in self.packs
+                if p.caller_id and getattr(p.caller_id, field) is not None]
+        return min(vals) if vals else None
+
+    @cached_property
+    def caller_id_limits(self) -> dict[str, int | None]:
+        return {f: self._cid_min(f) for f in ("per_minute", "per_hour", "per_day", "concurrency")}
+
+    @cached_property
+    def caller_id_required(self) -> bool:
+        return any(p.caller_id and p.caller_id.require_approved for p in self.packs)
+
+    @cached_property
+    def caller_id_pool(self) -> tuple[str, ...]:
+        pools = [p.caller_id.pool for p in self.packs if p.caller_id and p.caller_id.pool]
+        if not pools:
+            return ()
+        keep = set(pools[0]).intersection(*pools[1:])
+        return tuple(c for c in pools[0] if c in keep)
+
+    @cached_property
+    def max_duration_s(self) -> int:
+        vals = [p.max_duration_s for p in self.packs if p.max_duration_s]
+        return min(vals) if vals else 0
+
+    @cached_property
+    def consent_required(self) -> bool:
+        return any(p.consent_required for p in self.packs)
+
+    @cached_property
+    def default_region(self) -> str | None:
+        for p in self.packs:
+            if p.default_region:
+                return p.default_region
+        return None
+
+    def retention(self) -> timedelta:
+        """How long attempt logs must be kept to answer every window."""
+        longest = timedelta(days=2)
+        for _, cap in self.caps:
+            w = cap.window
+            if w.rolling:
+                longest = max(longest, w.rolling)
+            elif w.days:
+                longest = max(longest, timedelta(days=w.days + 1))
+            elif w.lifetime:
+                longest = max(longest, timedelta(days=400))
+        for q in self.quiet_after_conversation:
+            longest = max(longest, q.window.rolling or timedelta(days=(q.window.days or 0) + 1))
+        return longest + timedelta(hours=1)
