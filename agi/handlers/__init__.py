@@ -1,0 +1,118 @@
+"""Handlers by script name (``agi://host:port/NAME``), one small module each.
+
+A handler module registers itself with :func:`register`; the server looks the
+name up in :data:`HANDLERS`. Each handler gets a :class:`Context` and can be
+tested alone with a scripted AGI peer and an engine object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from ..protocol import ScriptRequest
+from ..session import AGISession
+
+HandleFn = Callable[["Context"], Awaitable[None]]
+ErrorFn = Callable[["Context", BaseException], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Handler:
+    name: str
+    handle: HandleFn
+    # Names of the positional arguments (agi_arg_N), in order; the same names
+    # work as query arguments (agi://host:port/NAME?campaign=c1).
+    params: tuple[str, ...] = ()
+    # Called when handle() raised or ran past the session deadline: the place
+    # where a handler leaves the channel in its fail-closed state.
+    on_error: ErrorFn | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+BUILTIN = ("check", "report", "optout", "complaint")
+
+
+def register(name: str, *, params: tuple[str, ...] = (), on_error: ErrorFn | None = None):
+    def deco(fn: HandleFn) -> HandleFn:
+        HANDLERS[name] = Handler(name, fn, params, on_error)
+        return fn
+    return deco
+
+
+def load_builtin() -> dict[str, Handler]:
+    for mod in BUILTIN:
+        importlib.import_module(f"{__name__}.{mod}")
+    return HANDLERS
+
+
+@dataclass
+class Options:
+    """Tunables shared by the handlers (set from the server's command line)."""
+
+    # Answered calls with at least this many talk seconds count as a conversation.
+    conversation_min_s: int = 1
+    # Upper bound for one engine call; the session deadline may cut it shorter.
+    engine_timeout_s: float = 2.0
+
+
+class BadRequest(ValueError):
+    """The dialplan passed arguments the handler cannot use."""
+
+
+@dataclass
+class Context:
+    session: AGISession
+    request: ScriptRequest
+    handler: Handler
+    engines: Any  # an EngineProvider: ``await engines.get()`` -> engine
+    options: Options = field(default_factory=Options)
+    deadline: float | None = None  # loop.time() by which the session must end
+    # Fields of the one log line written per session (outcome, reasons...).
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.session.env
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """A positional argument by its name, else the query argument, else default.
+
+        Empty positional arguments (GoSub passes them for optional ones) fall back
+        to the query argument.
+        """
+        if name in self.handler.params:
+            i = self.handler.params.index(name)
+            if i < len(self.request.args) and self.request.args[i] != "":
+                return self.request.args[i]
+        value = self.request.query.get(name)
+        if value not in (None, ""):
+            return value
+        return default
+
+    @property
+    def call_id(self) -> str | None:
+        return self.param("callid") or self.env.get("agi_uniqueid") or None
+
+    def time_left(self, cap: float) -> float:
+        """Seconds an engine call may take: at most ``cap``, and leave 0.5 s of the
+        session for writing the result."""
+        if self.deadline is None:
+            return cap
+        left = self.deadline - asyncio.get_running_loop().time() - 0.5
+        return max(0.05, min(cap, left))
+
+    async def engine_call(self, fn_name: str, *args, **kwargs):
+        engine = await asyncio.wait_for(self.engines.get(), self.time_left(self.options.engine_timeout_s))
+        fn = getattr(engine, fn_name)
+        return await asyncio.wait_for(fn(*args, **kwargs), self.time_left(self.options.engine_timeout_s))
+
+
+def mask_number(number: str | None) -> str | None:
+    """Numbers in logs: last four digits only (SPEC §7 keeps them out of storage)."""
+    if not number:
+        return number
+    digits = [c for c in number if c.isdigit()]
+    return "*" * max(0, len(digits) - 4) + "".join(digits[-4:])

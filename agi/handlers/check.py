@@ -1,0 +1,125 @@
+"""``check``: one decision via the engine, result in channel variables (SPEC §4).
+
+Dialplan: ``AGI(agi://HOST:PORT/check,NUMBER,CAMPAIGN,AGENT[,SUBJECT[,CALLERID[,CALLID]]])``
+(the same names also work as query arguments). Fail-closed: the first command
+sets DIALGUARD_RESULT=DENY and ALLOW is set last, only after a real allow and
+only when every other variable was set; any error leaves DENY with
+DIALGUARD_REASONS=guard_unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pydantic import ValidationError
+
+from dialguard.models import DecisionRequest
+
+from ..protocol import format_utc
+from . import BadRequest, Context, mask_number, register
+
+log = logging.getLogger("dialguard.agi")
+
+PARAMS = ("number", "campaign", "agent", "subject", "callerid", "callid")
+
+# Request fields that a stable reason code describes when they are unusable;
+# anything else wrong with the request is "the guard could not decide".
+_FIELD_REASON = {"number": "invalid_number", "campaign": "campaign_not_approved",
+                 "caller_id": "caller_id_not_approved"}
+
+
+class ChannelRefused(RuntimeError):
+    """Asterisk did not accept a SET VARIABLE (not a 200 reply)."""
+
+
+async def _set(ctx: Context, name: str, value) -> None:
+    reply = await ctx.session.set_variable(name, value)
+    if not reply.ok:
+        raise ChannelRefused(f"SET VARIABLE {name}: {reply.text}")
+
+
+def build_request(ctx: Context) -> DecisionRequest:
+    try:
+        return DecisionRequest(
+            number=ctx.param("number") or "",
+            campaign=ctx.param("campaign") or "",
+            agent=ctx.param("agent") or "",
+            subject=ctx.param("subject"),
+            caller_id=ctx.param("callerid"),
+            call_id=ctx.call_id,
+        )
+    except ValidationError as exc:
+        fields = sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")})
+        raise BadRequest(",".join(fields) or "request") from None
+
+
+async def _deny(ctx: Context, reasons: list[str], decision_id: str = "", next_eligible: str = "") -> None:
+    # DIALGUARD_RESULT is already DENY (first command of the session).
+    await _set(ctx, "DIALGUARD_REASONS", ",".join(reasons))
+    await _set(ctx, "DIALGUARD_CALLERID", "")
+    await _set(ctx, "DIALGUARD_MAXDURATION", 0)
+    await _set(ctx, "DIALGUARD_NEXT_ELIGIBLE", next_eligible)
+    await _set(ctx, "DIALGUARD_DECISION_ID", decision_id)
+
+
+async def _release(ctx: Context, decision) -> None:
+    """An allow the channel never learnt of: give the reservation back."""
+    from dialguard.models import Outcome
+
+    try:
+        await asyncio.shield(ctx.engine_call(
+            "report_outcome", ctx.call_id or decision.decision_id, Outcome(result="failed", talk_s=0)))
+        ctx.fields["released"] = True
+    except Exception as exc:  # the engine's lease expiry is the last resort
+        log.warning("could not release undelivered allow %s: %r", decision.decision_id, exc)
+
+
+async def handle(ctx: Context) -> None:
+    ctx.fields["outcome"] = "deny"
+    # Fail closed before anything else (the dialplan presets DENY as well).
+    await _set(ctx, "DIALGUARD_RESULT", "DENY")
+    try:
+        req = build_request(ctx)
+    except BadRequest as exc:
+        bad = str(exc).split(",")
+        reasons = sorted({_FIELD_REASON.get(f, "guard_unavailable") for f in bad})
+        ctx.fields.update(reasons=reasons, error=f"bad request: {exc}")
+        log.warning("check: unusable arguments (%s) from %s", exc, ctx.env.get("agi_channel"))
+        await _deny(ctx, reasons)
+        return
+    ctx.fields.update(number=mask_number(req.number), campaign=req.campaign, agent=req.agent,
+                      call_id=req.call_id)
+    decision = await ctx.engine_call("decide", req)
+    ctx.fields.update(decision_id=decision.decision_id, reasons=list(decision.reasons))
+    allowed = decision.decision == "allow" and not decision.reasons
+    if not allowed:
+        reasons = list(decision.reasons) or ["guard_unavailable"]
+        ctx.fields["reasons"] = reasons
+        await _deny(ctx, reasons, decision.decision_id, format_utc(decision.next_eligible_at))
+        return
+    delivered = False
+    try:
+        await _set(ctx, "DIALGUARD_REASONS", "")
+        await _set(ctx, "DIALGUARD_CALLERID", decision.caller_id or "")
+        await _set(ctx, "DIALGUARD_MAXDURATION", max(0, int(decision.max_duration_s or 0)))
+        await _set(ctx, "DIALGUARD_NEXT_ELIGIBLE", format_utc(decision.next_eligible_at))
+        await _set(ctx, "DIALGUARD_DECISION_ID", decision.decision_id)
+        # Last, and only now: the one command that lets the dialplan dial.
+        await _set(ctx, "DIALGUARD_RESULT", "ALLOW")
+        delivered = True
+    finally:
+        if not delivered:
+            await _release(ctx, decision)
+    ctx.fields["outcome"] = "allow"
+    if decision.override:
+        ctx.fields["override"] = True
+
+
+async def on_error(ctx: Context, exc: BaseException) -> None:
+    ctx.fields.update(outcome="deny", reasons=["guard_unavailable"])
+    await _set(ctx, "DIALGUARD_RESULT", "DENY")
+    await _set(ctx, "DIALGUARD_REASONS", "guard_unavailable")
+
+
+register("check", params=PARAMS, on_error=on_error)(handle)

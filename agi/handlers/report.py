@@ -1,0 +1,96 @@
+"""``report``: the outcome of an allowed call, from the dialplan after Dial or a
+hangup handler (answered or not). Releases the engine's concurrency lease and
+feeds the outcome-based rules (post-conversation quiet period, Regulation F
+"never connected" calls taken back out of the count).
+
+Dialplan: ``AGI(agi://HOST:PORT/report,${DIALSTATUS},${ANSWEREDTIME},${CDR(billsec)},${HANGUPCAUSE},${DIALGUARD_DECISION_ID}[,AMDSTATUS[,CALLID]])``.
+It writes nothing to the channel (it is usually dead by then).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dialguard.models import OUTCOME_RESULTS, Outcome
+
+from . import BadRequest, Context, register
+
+log = logging.getLogger("dialguard.agi")
+
+PARAMS = ("dialstatus", "answeredtime", "billsec", "hangupcause", "decisionid", "amdstatus", "callid")
+
+# DIALSTATUS -> outcome result (SPEC §5 list) for calls that were not answered.
+_NOT_ANSWERED = {
+    "NOANSWER": "no_answer",
+    "CANCEL": "no_answer",  # the agent gave up while it rang: the callee never answered
+    "BUSY": "busy",
+    "CHANUNAVAIL": "failed",
+    "CONGESTION": "failed",
+    "INVALIDARGS": "failed",
+    "": "failed",  # Dial never ran (e.g. the agent hung up during the check)
+}
+# Q.850 causes, used when DIALSTATUS says nothing better.
+_CAUSE_BUSY = {17}
+_CAUSE_NO_ANSWER = {18, 19}
+
+
+def _int(value: str | None) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        n = int(float(value))  # ANSWEREDTIME may come as "12" or "12.345"
+    except ValueError:
+        return None
+    return n if 0 <= n < 10_000_000 else None
+
+
+def classify(dialstatus: str | None, answered_s: int | None, billsec: int | None,
+             hangup_cause: int | None, amdstatus: str | None = None,
+             conversation_min_s: int = 1) -> Outcome:
+    """Map what Asterisk knows after a Dial to an :class:`Outcome`.
+
+    An answered call is a ``conversation`` when it lasted at least
+    ``conversation_min_s`` talk seconds (ANSWEREDTIME, else CDR billsec), else
+    ``answered``. A machine detected by AMD is ``amd``.
+    """
+    status = (dialstatus or "").strip().upper()
+    talk = answered_s if answered_s is not None else (billsec or 0)
+    if status == "ANSWER" or (not status and talk > 0):
+        if (amdstatus or "").strip().upper() == "MACHINE":
+            return Outcome(result="amd", talk_s=talk, hangup_cause=hangup_cause)
+        result = "conversation" if talk >= conversation_min_s else "answered"
+        return Outcome(result=result, talk_s=talk, hangup_cause=hangup_cause)
+    if status in ("DONTCALL", "TORTURE"):
+        # The privacy manager picked up and the callee refused: answered, no talk.
+        return Outcome(result="answered", talk_s=0, hangup_cause=hangup_cause)
+    if not status and hangup_cause in _CAUSE_BUSY:
+        return Outcome(result="busy", talk_s=0, hangup_cause=hangup_cause)
+    if not status and hangup_cause in _CAUSE_NO_ANSWER:
+        return Outcome(result="no_answer", talk_s=0, hangup_cause=hangup_cause)
+    return Outcome(result=_NOT_ANSWERED.get(status, "failed"), talk_s=0, hangup_cause=hangup_cause)
+
+
+async def handle(ctx: Context) -> None:
+    decision_id = ctx.param("decisionid")
+    call_id = ctx.call_id
+    if not decision_id or not call_id:
+        # Nothing was allowed on this channel: there is nothing to report.
+        ctx.fields.update(outcome="skipped", call_id=call_id)
+        return
+    override = ctx.request.query.get("result")
+    if override and override not in OUTCOME_RESULTS:
+        raise BadRequest(f"result={override[:20]!r} is not one of {', '.join(OUTCOME_RESULTS)}")
+    outcome = classify(
+        ctx.param("dialstatus"), _int(ctx.param("answeredtime")), _int(ctx.param("billsec")),
+        _int(ctx.param("hangupcause")), ctx.param("amdstatus"), ctx.options.conversation_min_s)
+    if override:
+        # A dialer or IVR that knows better (e.g. voicemail, abandoned) says so.
+        outcome = Outcome(result=override, talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause)
+    ctx.fields.update(call_id=call_id, decision_id=decision_id, result=outcome.result,
+                      talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause,
+                      dialstatus=ctx.param("dialstatus") or "")
+    await ctx.engine_call("report_outcome", call_id, outcome)
+    ctx.fields["outcome"] = "reported"
+
+
+register("report", params=PARAMS)(handle)

@@ -1,0 +1,282 @@
+"""The AGI wire protocol as Asterisk's res_agi speaks it, without any I/O.
+
+What Asterisk sends first (FastAGI adds the two ``agi_network*`` lines)::
+
+    agi_network: yes
+    agi_network_script: check?campaign=c1
+    agi_request: agi://127.0.0.1:14573/check?campaign=c1
+    agi_channel: PJSIP/agent-00000001
+    ...
+    agi_arg_1: +8613800138000
+    <empty line>
+
+Then the script writes one command per line and reads one reply per command:
+``200 result=1``, ``510 Invalid or unknown command``, ``511 Command Not
+Permitted on a dead channel``, ``520 ...`` or the multi-line
+``520-Invalid command syntax.  Proper usage follows:`` ... ``520 End of proper
+usage.``. When the channel hangs up during a FastAGI session Asterisk writes an
+unsolicited ``HANGUP`` line *between* replies; it is not a reply.
+
+Command arguments are split by Asterisk's ``parse_args``: whitespace separates
+words, double quotes group, and a backslash makes the next character literal.
+Asterisk reads a command into a 2048-byte buffer, so a longer command would be
+cut in two: :func:`set_variable_command` keeps every command shorter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+# Limits on what we accept from the peer (a real Asterisk stays far below).
+MAX_LINE_BYTES = 8192  # one line, newline included
+MAX_ENV_LINES = 128  # lines in the agi_* block, the terminating empty line excluded
+MAX_USAGE_LINES = 64  # continuation lines of a 520- reply
+MAX_UNSOLICITED_HANGUPS = 4  # HANGUP lines tolerated while waiting for one reply
+# res_agi reads commands with fgets into char buf[AGI_BUF_LEN=2048].
+MAX_COMMAND_BYTES = 2047  # newline included
+
+_ENV_KEY = re.compile(r"agi_[a-z0-9_]{1,64}")
+_ARG_KEY = re.compile(r"agi_arg_([1-9][0-9]{0,2})")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,79}")
+_REPLY = re.compile(r"(?P<code>[0-9]{3})(?P<sep>[ -]|$)(?P<rest>.*)", re.S)
+_RESULT = re.compile(r"result=(?P<result>\S*)(?:\s+\((?P<data>.*?)\))?(?P<tail>.*)", re.S)
+# Values that decide what we do must be valid UTF-8; the others (caller name...)
+# are informational and decoded leniently so an odd name never denies a call.
+_STRICT_KEYS = frozenset({"agi_network_script", "agi_request", "agi_uniqueid"})
+# Script names: what may follow agi://host:port/ before '?'.
+_SCRIPT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol (malformed, oversized, truncated or hostile)."""
+
+
+class SessionClosed(ProtocolError):
+    """The peer closed the connection (EOF) where we expected more."""
+
+
+@dataclass
+class Reply:
+    """One reply to one command."""
+
+    code: int
+    result: str | None = None  # the value after result= on a 200 reply
+    data: str | None = None  # the parenthesised data after result=, if any
+    text: str = ""  # the whole first line, without the newline
+    usage: list[str] = field(default_factory=list)  # 520- continuation lines
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 200
+
+
+class EnvParser:
+    """Incremental parser of the agi_* block; feed it raw lines (bytes).
+
+    ``feed`` returns True once the terminating empty line was seen. Every
+    violation raises :class:`ProtocolError`; the caller closes the session.
+    """
+
+    def __init__(self, max_lines: int = MAX_ENV_LINES, max_line_bytes: int = MAX_LINE_BYTES):
+        self.max_lines = max_lines
+        self.max_line_bytes = max_line_bytes
+        self.env: dict[str, str] = {}
+        self.lines = 0
+        self.done = False
+
+    def feed(self, raw: bytes) -> bool:
+        if self.done:
+            raise ProtocolError("data after the end of the environment block")
+        if not raw:
+            raise SessionClosed("connection closed inside the environment block")
+        if len(raw) > self.max_line_bytes:
+            raise ProtocolError(f"environment line longer than {self.max_line_bytes} bytes")
+        if not raw.endswith(b"\n"):
+            raise SessionClosed("connection closed inside an environment line")
+        line = raw[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if not self.env:
+                raise ProtocolError("empty environment block")
+            self.done = True
+            return True
+        self.lines += 1
+        if self.lines > self.max_lines:
+            raise ProtocolError(f"more than {self.max_lines} environment lines")
+        key_b, sep, value_b = line.partition(b":")
+        if not sep:
+            raise ProtocolError("environment line without ':'")
+        try:
+            key = key_b.decode("ascii")
+        except UnicodeDecodeError:
+            raise ProtocolError("non-ASCII environment key") from None
+        if not _ENV_KEY.fullmatch(key):
+            raise ProtocolError(f"bad environment key {key[:40]!r}")
+        if key in self.env:
+            raise ProtocolError(f"duplicate environment key {key}")
+        if value_b.startswith(b" "):
+            value_b = value_b[1:]
+        strict = key in _STRICT_KEYS or key.startswith("agi_arg_")
+        try:
+            value = value_b.decode("utf-8", "strict" if strict else "replace")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{key} is not valid UTF-8") from None
+        if strict and any(ord(c) < 0x20 or c == "\x7f" for c in value):
+            raise ProtocolError(f"control character in {key}")
+        self.env[key] = value
+        return False
+
+
+def env_args(env: dict[str, str]) -> list[str]:
+    """agi_arg_1..agi_arg_N as a list; a gap in the numbering is a protocol error."""
+    numbered: dict[int, str] = {}
+    for key, value in env.items():
+        m = _ARG_KEY.fullmatch(key)
+        if m:
+            numbered[int(m.group(1))] = value
+    if not numbered:
+        return []
+    n = max(numbered)
+    if sorted(numbered) != list(range(1, n + 1)):
+        raise ProtocolError("agi_arg_N numbering has gaps")
+    return [numbered[i] for i in range(1, n + 1)]
+
+
+@dataclass(frozen=True)
+class ScriptRequest:
+    """What to run: a handler name, its query arguments, its positional arguments."""
+
+    name: str
+    query: dict[str, str]
+    args: list[str]
+
+
+def parse_script(script: str) -> tuple[str, dict[str, str]]:
+    """``check?campaign=c1&agent=a7`` -> ("check", {"campaign": "c1", "agent": "a7"}).
+
+    Accepts an optional leading '/', rejects odd names and repeated keys.
+    """
+    path, _, qs = script.partition("?")
+    name = path.strip("/")
+    if not _SCRIPT_NAME.fullmatch(name):
+        raise ProtocolError(f"bad script name {name[:40]!r}")
+    query: dict[str, str] = {}
+    if qs:
+        try:
+            pairs = parse_qsl(qs, keep_blank_values=True, strict_parsing=True,
+                              encoding="utf-8", errors="strict", max_num_fields=32)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"bad query string: {exc}") from None
+        for k, v in pairs:
+            if k in query:
+                raise ProtocolError(f"repeated query argument {k[:40]!r}")
+            query[k] = v
+    return name, query
+
+
+def fastagi_request(env: dict[str, str]) -> ScriptRequest:
+    """The request of a FastAGI session: agi_network_script plus agi_arg_N."""
+    script = env.get("agi_network_script")
+    if script is None:
+        raise ProtocolError("no agi_network_script (AGI(agi://host:port/NAME) expected)")
+    name, query = parse_script(script)
+    return ScriptRequest(name, query, env_args(env))
+
+
+def classic_request(env: dict[str, str]) -> ScriptRequest:
+    """The request of a classic AGI script: AGI(dialguard-agi,NAME[?q],ARG...)."""
+    args = env_args(env)
+    if not args:
+        raise ProtocolError("no handler name in agi_arg_1")
+    name, query = parse_script(args[0])
+    return ScriptRequest(name, query, args[1:])
+
+
+def quote_arg(value: str) -> str:
+    """Quote one command argument so Asterisk's parse_args yields ``value`` back.
+
+    Backslash and double quote are escaped; CR, LF and other control characters
+    cannot travel inside a command line and are dropped.
+    """
+    cleaned = "".join(c for c in value if c >= " " and c != "\x7f")
+    return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def set_variable_command(name: str, value: str) -> bytes:
+    """``SET VARIABLE NAME "value"\\n``, shortened to fit Asterisk's buffer."""
+    if not _VAR_NAME.fullmatch(name):
+        raise ValueError(f"bad channel variable name {name!r}")
+    value = str(value)
+    cmd = f"SET VARIABLE {name} {quote_arg(value)}\n".encode()
+    while len(cmd) > MAX_COMMAND_BYTES:
+        # Only free text (a long subject or explanation) can get here; cutting it
+        # is better than letting Asterisk split the line into two commands.
+        value = value[: max(0, len(value) - (len(cmd) - MAX_COMMAND_BYTES) - 1)]
+        cmd = f"SET VARIABLE {name} {quote_arg(value)}\n".encode()
+    return cmd
+
+
+def verbose_command(message: str, level: int = 3) -> bytes:
+    cmd = f"VERBOSE {quote_arg(message)} {int(level)}\n".encode()
+    return cmd[:MAX_COMMAND_BYTES - 1] + b"\n" if len(cmd) > MAX_COMMAND_BYTES else cmd
+
+
+def is_hangup_line(line: str) -> bool:
+    """The unsolicited notice Asterisk sends when the channel hangs up."""
+    return line.strip() == "HANGUP"
+
+
+def decode_reply_line(raw: bytes, max_line_bytes: int = MAX_LINE_BYTES) -> str:
+    if not raw:
+        raise SessionClosed("connection closed while waiting for a reply")
+    if len(raw) > max_line_bytes:
+        raise ProtocolError(f"reply line longer than {max_line_bytes} bytes")
+    if not raw.endswith(b"\n"):
+        raise SessionClosed("connection closed inside a reply line")
+    return raw.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def parse_reply_head(line: str) -> tuple[Reply, bool]:
+    """Parse the first line of a reply; the bool says whether 520- lines follow."""
+    m = _REPLY.fullmatch(line)
+    if not m:
+        raise ProtocolError(f"unexpected reply {line[:60]!r}")
+    code = int(m.group("code"))
+    reply = Reply(code=code, text=line)
+    if code == 200:
+        r = _RESULT.match(m.group("rest").strip())
+        if not r:
+            raise ProtocolError(f"200 reply without result= {line[:60]!r}")
+        reply.result = r.group("result")
+        reply.data = r.group("data")
+    return reply, (code == 520 and m.group("sep") == "-")
+
+
+def is_usage_end(line: str) -> bool:
+    """The last line of a multi-line 520 reply.
+
+    Asterisk writes the usage text with "%s" and then "520 End of proper
+    usage.": if the usage text lacks a final newline the end marker is glued to
+    its last line, so look for it anywhere in the line.
+    """
+    return line.startswith("520 ") or "520 End of proper usage." in line
+
+
+def format_utc(dt) -> str:
+    """ISO 8601 UTC to the second, rounded up (``2025-03-04T01:00:00Z``).
+
+    Rounded up so that a "next eligible" time is never earlier than the real one.
+    """
+    from datetime import timedelta, timezone
+
+    if dt is None:
+        return ""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime")
+    dt = dt.astimezone(timezone.utc)
+    if dt.microsecond:
+        dt = dt.replace(microsecond=0) + timedelta(seconds=1)
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,89 @@
+"""Run one AGI session end to end; shared by the FastAGI server and the
+classic AGI script so both speak exactly the same protocol and handlers.
+
+Never raises for anything the peer or a handler does: the outcome goes into
+the returned log fields. A session that fails before its handler ran has not
+touched the channel, whose DIALGUARD_RESULT stays at the DENY the dialplan
+preset; a handler that fails gets its ``on_error`` (``check``: DENY,
+guard_unavailable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from . import protocol as p
+from .handlers import Context, Handler, Options
+from .session import AGISession
+
+log = logging.getLogger("dialguard.agi")
+
+# Time a failing handler still gets to leave the channel fail-closed.
+ON_ERROR_GRACE_S = 1.0
+
+RequestParser = Callable[[dict[str, str]], p.ScriptRequest]
+
+
+async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[str, Handler],
+                      engines, options: Options | None = None, timeout_s: float = 5.0,
+                      parse_request: RequestParser = p.fastagi_request,
+                      fields: dict | None = None,
+                      max_line_bytes: int = p.MAX_LINE_BYTES,
+                      max_env_lines: int = p.MAX_ENV_LINES) -> dict:
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    deadline = loop.time() + timeout_s
+    fields = fields if fields is not None else {}
+    fields.setdefault("event", "agi_session")
+    session = AGISession(reader, writer, max_line_bytes=max_line_bytes, max_env_lines=max_env_lines)
+    try:
+        # 1. The environment block and the request it names.
+        try:
+            async with asyncio.timeout_at(deadline):
+                env = await session.read_env()
+            request = parse_request(env)
+        except TimeoutError:
+            fields.update(outcome="timeout", error="no complete environment block before the deadline")
+            return fields
+        except p.ProtocolError as exc:
+            fields.update(outcome="protocol_error", error=str(exc))
+            return fields
+        fields.update(script=request.name, channel=env.get("agi_channel"),
+                      uniqueid=env.get("agi_uniqueid"))
+        handler = handlers.get(request.name)
+        if handler is None:
+            fields.update(outcome="unknown_script", error=f"no handler named {request.name!r}")
+            return fields
+
+        # 2. The handler, under the same session deadline.
+        ctx = Context(session=session, request=request, handler=handler, engines=engines,
+                      options=options or Options(), deadline=deadline, fields=fields)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await handler.handle(ctx)
+        except Exception as exc:  # TimeoutError included
+            kind = "timeout" if isinstance(exc, TimeoutError) else "error"
+            fields["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            fields["failure"] = kind
+            if not isinstance(exc, (p.ProtocolError, TimeoutError)):
+                log.debug("handler %s failed", request.name, exc_info=True)
+            if handler.on_error is not None:
+                try:
+                    async with asyncio.timeout(ON_ERROR_GRACE_S):
+                        await handler.on_error(ctx, exc)
+                except Exception as exc2:
+                    fields["on_error_failed"] = f"{type(exc2).__name__}: {exc2}"
+            fields.setdefault("outcome", "error")
+            if fields["outcome"] in ("allow", "reported", "recorded"):
+                fields["outcome"] = "error"
+        return fields
+    finally:
+        fields["hungup"] = session.hungup
+        fields["commands"] = session.commands_sent
+        fields["duration_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        level = logging.INFO if fields.get("outcome") in (
+            "allow", "deny", "reported", "recorded", "skipped") else logging.WARNING
+        log.log(level, "agi session %s", fields.get("outcome"), extra={"fields": dict(fields)})

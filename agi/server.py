@@ -1,0 +1,211 @@
+"""FastAGI server: ``dialguard-agi-server`` (entry point ``agi.server:main``).
+
+Asterisk connects for each ``AGI(agi://HOST:PORT/NAME,...)``; the handler
+registered as NAME runs (see :mod:`agi.handlers`). Binds 127.0.0.1 by default;
+``--allow`` restricts clients to CIDRs. One malformed or hostile session is
+logged and closed and never yields ALLOW; nothing a client sends stops the
+server. SIGTERM/SIGINT: stop accepting, let sessions in flight finish (up to
+the session timeout), then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import sys
+
+from . import protocol as p
+from .engines import EngineProvider, load_factory
+from .handlers import Handler, Options, load_builtin
+from .logs import setup_logging
+from .runner import run_session
+
+log = logging.getLogger("dialguard.agi")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 14573
+
+
+def parse_networks(values) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets = []
+    for v in values or ():
+        if isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            nets.append(v)
+            continue
+        for part in str(v).split(","):
+            part = part.strip()
+            if part:
+                nets.append(ipaddress.ip_network(part, strict=False))
+    return nets
+
+
+class FastAGIServer:
+    def __init__(self, engines: EngineProvider, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 allow=None, session_timeout: float = 5.0, max_sessions: int = 2000,
+                 options: Options | None = None, handlers: dict[str, Handler] | None = None,
+                 max_line_bytes: int = p.MAX_LINE_BYTES, max_env_lines: int = p.MAX_ENV_LINES):
+        self.engines = engines
+        self.host = host
+        self.port = port
+        self.allow = parse_networks(allow)
+        self.session_timeout = session_timeout
+        self.max_sessions = max_sessions
+        self.options = options or Options()
+        self.handlers = handlers if handlers is not None else load_builtin()
+        self.max_line_bytes = max_line_bytes
+        self.max_env_lines = max_env_lines
+        self._server: asyncio.base_events.Server | None = None
+        self._active: set[asyncio.Task] = set()
+        self._closing = False
+        self.stats = {"sessions": 0, "refused": 0}
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    def allowed(self, host: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        candidates = [addr]
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            candidates.append(addr.ipv4_mapped)
+        return any(a in net for a in candidates for net in self.allow if a.version == net.version)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self.port, limit=self.max_line_bytes,
+            reuse_address=True, backlog=1024)
+        log.info("listening", extra={"fields": {
+            "event": "agi_listening", "host": self.host, "port": self.bound_port,
+            "allow": [str(n) for n in self.allow], "handlers": sorted(self.handlers),
+            "session_timeout_s": self.session_timeout}})
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
+        fields = {"event": "agi_session", "peer": f"{peer_host}:{peer[1]}" if isinstance(peer, tuple) else peer_host}
+        refused = None
+        if self._closing:
+            refused = "shutting down"
+        elif not self.allowed(peer_host):
+            refused = "client address not allowed"
+        elif len(self._active) >= self.max_sessions:
+            refused = "too many sessions"
+        if refused:
+            self.stats["refused"] += 1
+            fields.update(outcome="refused", error=refused)
+            log.warning("agi session refused", extra={"fields": fields})
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        self._active.add(task)
+        self.stats["sessions"] += 1
+        try:
+            await run_session(reader, writer, handlers=self.handlers, engines=self.engines,
+                              options=self.options, timeout_s=self.session_timeout,
+                              fields=fields, max_line_bytes=self.max_line_bytes,
+                              max_env_lines=self.max_env_lines)
+        except Exception:  # run_session does not raise; belt and braces
+            log.exception("session crashed", extra={"fields": fields})
+        finally:
+            self._active.discard(task)
+            try:
+                writer.close()
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+            except Exception:
+                writer.transport.abort()
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop accepting, then wait for the sessions in flight (cancelled after grace)."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        pending = set(self._active)
+        if pending:
+            log.info("waiting for %d sessions in flight", len(pending))
+            done, pending = await asyncio.wait(pending, timeout=grace_s if grace_s is not None
+                                               else self.session_timeout + 1.0)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        log.info("stopped", extra={"fields": {"event": "agi_stopped", **self.stats}})
+
+
+def _env(name: str, default):
+    return os.environ.get(name, default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dialguard-agi-server", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default=_env("DIALGUARD_AGI_HOST", DEFAULT_HOST),
+                    help="address to bind (env DIALGUARD_AGI_HOST, default %(default)s)")
+    ap.add_argument("--port", type=int, default=int(_env("DIALGUARD_AGI_PORT", DEFAULT_PORT)),
+                    help="port (env DIALGUARD_AGI_PORT, default %(default)s)")
+    ap.add_argument("--allow", nargs="*", metavar="CIDR",
+                    default=[s for s in _env("DIALGUARD_AGI_ALLOW", "").split(",") if s.strip()],
+                    help="client networks allowed to connect (env DIALGUARD_AGI_ALLOW, comma-separated; "
+                         "default: any client that can reach the bound address)")
+    ap.add_argument("--session-timeout", type=float,
+                    default=float(_env("DIALGUARD_AGI_SESSION_TIMEOUT", "5")),
+                    help="seconds one session may last (env DIALGUARD_AGI_SESSION_TIMEOUT, default %(default)s)")
+    ap.add_argument("--engine-timeout", type=float,
+                    default=float(_env("DIALGUARD_AGI_ENGINE_TIMEOUT", "2")),
+                    help="seconds one engine call may take (env DIALGUARD_AGI_ENGINE_TIMEOUT, default %(default)s)")
+    ap.add_argument("--max-sessions", type=int, default=int(_env("DIALGUARD_AGI_MAX_SESSIONS", "2000")),
+                    help="concurrent sessions; more are refused (default %(default)s)")
+    ap.add_argument("--conversation-min-s", type=int,
+                    default=int(_env("DIALGUARD_CONVERSATION_MIN_S", "1")),
+                    help="answered calls with at least this many talk seconds are a conversation "
+                         "(env DIALGUARD_CONVERSATION_MIN_S, default %(default)s)")
+    ap.add_argument("--engine-factory", default=_env("DIALGUARD_AGI_ENGINE_FACTORY", ""),
+                    help="module:callable returning the engine (tests only; default: dialguard.engine)")
+    ap.add_argument("--log-level", default=_env("DIALGUARD_LOG_LEVEL", "INFO"))
+    return ap
+
+
+async def serve(args: argparse.Namespace) -> int:
+    engines = EngineProvider(load_factory(args.engine_factory),
+                             create_timeout_s=max(0.5, args.session_timeout - 1.0))
+    server = FastAGIServer(engines, host=args.host, port=args.port, allow=args.allow,
+                           session_timeout=args.session_timeout, max_sessions=args.max_sessions,
+                           options=Options(conversation_min_s=args.conversation_min_s,
+                                           engine_timeout_s=args.engine_timeout))
+    try:
+        await engines.get()  # warm up; when this fails, sessions deny and it is retried
+    except Exception:
+        pass
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("signal received: no new sessions, finishing those in flight")
+    await server.shutdown()
+    await engines.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(args))
+    return uvloop.run(serve(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

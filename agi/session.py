@@ -1,0 +1,85 @@
+"""One AGI session over an asyncio stream pair (a TCP socket or stdin/stdout)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from . import protocol as p
+
+log = logging.getLogger("dialguard.agi")
+
+
+class Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+
+
+class AGISession:
+    """Reads the environment block, sends commands, reads their replies.
+
+    ``hungup`` becomes True when Asterisk announced the hangup of the channel
+    (an unsolicited ``HANGUP`` line); the session goes on (Asterisk still
+    answers, with 511 for commands not allowed on a dead channel).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: Writer, *,
+                 max_line_bytes: int = p.MAX_LINE_BYTES, max_env_lines: int = p.MAX_ENV_LINES):
+        self.reader = reader
+        self.writer = writer
+        self.max_line_bytes = max_line_bytes
+        self.max_env_lines = max_env_lines
+        self.env: dict[str, str] = {}
+        self.hungup = False
+        self.commands_sent = 0
+
+    async def _readline(self) -> bytes:
+        try:
+            return await self.reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial  # EOF: partial (maybe empty) line, rejected by the caller
+        except asyncio.LimitOverrunError:
+            raise p.ProtocolError(f"line longer than {self.max_line_bytes} bytes") from None
+
+    async def read_env(self) -> dict[str, str]:
+        parser = p.EnvParser(self.max_env_lines, self.max_line_bytes)
+        while not parser.feed(await self._readline()):
+            pass
+        self.env = parser.env
+        return self.env
+
+    async def command(self, cmd: bytes) -> p.Reply:
+        """Send one command line and return its reply, skipping HANGUP notices."""
+        if not cmd.endswith(b"\n") or b"\n" in cmd[:-1] or len(cmd) > p.MAX_COMMAND_BYTES:
+            raise ValueError("a command is one line of at most 2047 bytes")
+        self.writer.write(cmd)
+        await self.writer.drain()
+        self.commands_sent += 1
+        hangups = 0
+        while True:
+            line = p.decode_reply_line(await self._readline(), self.max_line_bytes)
+            if p.is_hangup_line(line):
+                self.hungup = True
+                hangups += 1
+                if hangups > p.MAX_UNSOLICITED_HANGUPS:
+                    raise p.ProtocolError("HANGUP flood")
+                continue
+            reply, multiline = p.parse_reply_head(line)
+            if multiline:
+                for _ in range(p.MAX_USAGE_LINES):
+                    more = p.decode_reply_line(await self._readline(), self.max_line_bytes)
+                    reply.usage.append(more)
+                    if p.is_usage_end(more):
+                        break
+                else:
+                    raise p.ProtocolError("520 usage reply without an end")
+            if reply.code == 511:
+                self.hungup = True
+            return reply
+
+    async def set_variable(self, name: str, value: object) -> p.Reply:
+        return await self.command(p.set_variable_command(name, "" if value is None else str(value)))
+
+    async def verbose(self, message: str, level: int = 3) -> p.Reply:
+        return await self.command(p.verbose_command(message, level))
