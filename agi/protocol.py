@@ -209,19 +209,31 @@ def set_variable_command(name: str, value: str) -> bytes:
     """``SET VARIABLE NAME "value"\\n``, shortened to fit Asterisk's buffer."""
     if not _VAR_NAME.fullmatch(name):
         raise ValueError(f"bad channel variable name {name!r}")
-    value = str(value)
-    cmd = f"SET VARIABLE {name} {quote_arg(value)}\n".encode()
-    while len(cmd) > MAX_COMMAND_BYTES:
-        # Only free text (a long subject or explanation) can get here; cutting it
-        # is better than letting Asterisk split the line into two commands.
-        value = value[: max(0, len(value) - (len(cmd) - MAX_COMMAND_BYTES) - 1)]
-        cmd = f"SET VARIABLE {name} {quote_arg(value)}\n".encode()
-    return cmd
+    return f"SET VARIABLE {name} {_quote_within(str(value), MAX_COMMAND_BYTES - len(name) - 15)}\n".encode()
+
+
+def _quote_within(value: str, budget: int) -> str:
+    """quote_arg(value), the value cut short if the quoted form exceeds budget
+    bytes: only free text (a long subject) can get there, and a cut value is
+    better than Asterisk splitting the line into two commands."""
+    quoted = quote_arg(value)
+    if len(quoted.encode()) <= budget:
+        return quoted
+    used = 2
+    out = []
+    for c in value:
+        if c < " " or c == "\x7f":
+            continue
+        n = len(c.encode()) + (1 if c in '\\"' else 0)
+        if used + n > budget:
+            break
+        used += n
+        out.append(c)
+    return quote_arg("".join(out))
 
 
 def verbose_command(message: str, level: int = 3) -> bytes:
-    cmd = f"VERBOSE {quote_arg(message)} {int(level)}\n".encode()
-    return cmd[:MAX_COMMAND_BYTES - 1] + b"\n" if len(cmd) > MAX_COMMAND_BYTES else cmd
+    return f"VERBOSE {_quote_within(message, MAX_COMMAND_BYTES - 20)} {int(level)}\n".encode()
 
 
 def is_hangup_line(line: str) -> bool:

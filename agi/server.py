@@ -61,12 +61,13 @@ class FastAGIServer:
         self._server: asyncio.base_events.Server | None = None
         self._active: set[asyncio.Task] = set()
         self._closing = False
+        self._bound_port: int | None = None
         self.stats = {"sessions": 0, "refused": 0}
 
     @property
     def bound_port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        assert self._bound_port is not None, "not started"
+        return self._bound_port
 
     def allowed(self, host: str) -> bool:
         if not self.allow:
@@ -84,6 +85,7 @@ class FastAGIServer:
         self._server = await asyncio.start_server(
             self._on_connect, self.host, self.port, limit=self.max_line_bytes,
             reuse_address=True, backlog=1024)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
         log.info("listening", extra={"fields": {
             "event": "agi_listening", "host": self.host, "port": self.bound_port,
             "allow": [str(n) for n in self.allow], "handlers": sorted(self.handlers),

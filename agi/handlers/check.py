@@ -14,7 +14,7 @@ import logging
 
 from pydantic import ValidationError
 
-from dialguard.models import DecisionRequest
+from dialguard.models import DecisionRequest, sort_reasons
 
 from ..protocol import format_utc
 from . import BadRequest, Context, mask_number, register
@@ -83,7 +83,7 @@ async def handle(ctx: Context) -> None:
         req = build_request(ctx)
     except BadRequest as exc:
         bad = str(exc).split(",")
-        reasons = sorted({_FIELD_REASON.get(f, "guard_unavailable") for f in bad})
+        reasons = sort_reasons(_FIELD_REASON.get(f, "guard_unavailable") for f in bad)
         ctx.fields.update(reasons=reasons, error=f"bad request: {exc}")
         log.warning("check: unusable arguments (%s) from %s", exc, ctx.env.get("agi_channel"))
         await _deny(ctx, reasons)

@@ -1,0 +1,345 @@
+"""The FastAGI server over real loopback sockets, driven by a scripted
+Asterisk peer (agi.testing.FakeAsterisk) and a fake engine object. Protocol
+tests: the real engine and Redis are exercised by tests/integration."""
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from agi import protocol as p
+from agi.engines import EngineProvider
+from agi.handlers import Options
+from agi.server import FastAGIServer, build_parser
+from agi.testing import FakeAsterisk, FakeEngine, agi_call, env_block
+
+HOST = "127.0.0.1"
+CHECK_ARGS = ("+8613800138000", "c1", "a1")
+
+
+@pytest.fixture
+async def make_server():
+    servers = []
+
+    async def make(engine=None, provider=None, **kw):
+        engine = engine if engine is not None else FakeEngine()
+        kw.setdefault("session_timeout", 2.0)
+        srv = FastAGIServer(provider or EngineProvider(engine=engine), host=HOST, port=0, **kw)
+        await srv.start()
+        servers.append(srv)
+        return srv, engine
+
+    yield make
+    for s in servers:
+        await s.shutdown(grace_s=1)
+
+
+def sessions(caplog):
+    return [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "agi_session"]
+
+
+async def test_check_allow_sets_every_variable_deny_first_allow_last(make_server):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, uniqueid="1700000000.42")
+    v = res.variables
+    assert res.history[0] == ("DIALGUARD_RESULT", "DENY")
+    assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
+    assert v["DIALGUARD_REASONS"] == "" and v["DIALGUARD_NEXT_ELIGIBLE"] == ""
+    assert v["DIALGUARD_CALLERID"] == "+861012345678" and v["DIALGUARD_MAXDURATION"] == "3600"
+    assert len(v["DIALGUARD_DECISION_ID"]) == 32
+    req = eng.calls[0][1]
+    assert (req["number"], req["campaign"], req["agent"], req["call_id"]) == (*CHECK_ARGS, "1700000000.42")
+    assert res.closed_by_server
+
+
+async def test_check_deny_reports_all_reasons_and_next_eligible(make_server):
+    srv, _ = await make_server(FakeEngine("deny:attempt_cap,min_interval"))
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    v = res.variables
+    assert v["DIALGUARD_RESULT"] == "DENY"
+    assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+    assert v["DIALGUARD_REASONS"] == "attempt_cap,min_interval"
+    assert v["DIALGUARD_NEXT_ELIGIBLE"] == "2025-03-04T01:00:00Z"
+    assert v["DIALGUARD_MAXDURATION"] == "0" and v["DIALGUARD_CALLERID"] == ""
+    assert v["DIALGUARD_DECISION_ID"]
+
+
+async def test_check_arguments_from_query_subject_callerid_callid(make_server):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "check?campaign=c7&agent=a%209&callid=X1",
+                         ("+8613800138000", "", "", 'debt "17"', "+861088888888"))
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+    req = eng.calls[0][1]
+    assert req["campaign"] == "c7" and req["agent"] == "a 9" and req["call_id"] == "X1"
+    assert req["subject"] == 'debt "17"' and req["caller_id"] == "+861088888888"
+    assert res.variables["DIALGUARD_CALLERID"] == "+861088888888"
+
+
+@pytest.mark.parametrize("args, reasons", [
+    (("", "c1", "a1"), "invalid_number"),
+    (("+8613800138000", "", "a1"), "campaign_not_approved"),
+    (("+8613800138000", "c1", ""), "guard_unavailable"),
+    (("1" * 65, "", "a1"), "invalid_number,campaign_not_approved"),
+])
+async def test_check_unusable_arguments_deny_without_engine(make_server, args, reasons):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "check", args)
+    assert res.variables["DIALGUARD_RESULT"] == "DENY"
+    assert res.variables["DIALGUARD_REASONS"] == reasons
+    assert eng.calls == []
+
+
+@pytest.mark.parametrize("engine, provider", [
+    (FakeEngine("raise"), None),
+    (None, "down"),
+])
+async def test_engine_failure_denies_guard_unavailable(make_server, engine, provider):
+    if provider == "down":
+        async def factory():
+            raise ConnectionError("redis down")
+        provider = EngineProvider(factory, retry_s=60)
+    srv, _ = await make_server(engine, provider)
+    for _ in range(2):
+        res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+        assert res.variables["DIALGUARD_RESULT"] == "DENY"
+        assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
+        assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+
+
+async def test_slow_engine_denies_within_the_session_deadline(make_server):
+    srv, _ = await make_server(FakeEngine(delay_s=10), session_timeout=1.0,
+                               options=Options(engine_timeout_s=30))
+    t = asyncio.get_running_loop().time()
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    assert asyncio.get_running_loop().time() - t < 1.5
+    assert res.variables == {"DIALGUARD_RESULT": "DENY", "DIALGUARD_REASONS": "guard_unavailable"}
+
+
+async def test_engine_timeout_option(make_server):
+    srv, _ = await make_server(FakeEngine(delay_s=0.5), options=Options(engine_timeout_s=0.1))
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
+
+
+async def test_hangup_before_reply_is_not_a_reply(make_server, caplog):
+    # Asterisk's behaviour: HANGUP, then dead-channel-safe commands (SET VARIABLE)
+    # still get 200. The allow is delivered so the hangup handler can report it.
+    srv, _ = await make_server()
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=2)
+    assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
+    assert len(res.history) == 7  # every reply matched its own command
+    assert sessions(caplog)[-1]["hungup"] is True
+
+
+@pytest.mark.parametrize("at", range(7))
+async def test_hangup_then_511_never_allows(make_server, at):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=at, strict_dead=True)
+    assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+    assert res.closed_by_server
+    if at >= 1:  # the engine allowed: the undelivered allow is given back
+        assert eng.calls[-1][0] == "report_outcome" and eng.calls[-1][2]["result"] == "failed"
+
+
+@pytest.mark.parametrize("reply", [
+    b"510 Invalid or unknown command\n",
+    b"520 Invalid command syntax.  Proper usage not available.\n",
+    b"520-Invalid command syntax.  Proper usage follows:\n Usage: SET VARIABLE <n> <v>\n"
+    b"\tSets a variable.\n520 End of proper usage.\n",
+    b"520-Invalid command syntax.  Proper usage follows:\n Usage: glued520 End of proper usage.\n",
+])
+async def test_error_replies_leave_deny(make_server, reply):
+    srv, _ = await make_server()
+    # The 6th command (DECISION_ID) is refused: ALLOW must not follow.
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, replies={5: reply})
+    assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+    assert res.variables["DIALGUARD_RESULT"] == "DENY"
+    assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
+    # the replies stayed in step: the commands after the refused one were answered
+    assert res.commands[-1] == 'SET VARIABLE DIALGUARD_REASONS "guard_unavailable"'
+
+
+@pytest.mark.parametrize("reply", [b"garbage\n", b"200 nothing\n", b"HANGUP\n" * 10, b"\xff\xfe\n"])
+async def test_garbage_replies_close_without_allow(make_server, reply):
+    srv, _ = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, replies={3: reply})
+    assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+
+
+async def test_unknown_script_is_logged_and_closed(make_server, caplog):
+    srv, eng = await make_server()
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        res = await agi_call(HOST, srv.bound_port, "nosuch", CHECK_ARGS)
+    assert res.commands == [] and res.closed_by_server and eng.calls == []
+    assert sessions(caplog)[-1]["outcome"] == "unknown_script"
+
+
+async def raw_session(port: int, data: bytes, wait: float = 3.0) -> tuple[bytes, float]:
+    r, w = await asyncio.open_connection(HOST, port)
+    t = asyncio.get_running_loop().time()
+    try:
+        w.write(data)
+        await w.drain()
+    except ConnectionError:
+        pass
+    got = b""
+    try:
+        async with asyncio.timeout(wait):
+            while chunk := await r.read(65536):
+                got += chunk
+    except (ConnectionError, TimeoutError):
+        pass
+    w.close()
+    return got, asyncio.get_running_loop().time() - t
+
+
+HOSTILE = [
+    b"",  # connect and say nothing (deadline)
+    b"agi_network: yes\nagi_network_script: check\n",  # short block, peer then silent
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),  # TLS hello
+    b"agi_network_script: check\n" + b"agi_x: " + b"A" * 10000 + b"\n\n",  # line too long
+    b"".join(f"agi_k{i}: v\n".encode() for i in range(200)) + b"\n",  # too many lines
+    b"agi_network_script: check\nagi_arg_1: \xff\n\n",  # non-UTF-8 argument
+    b"agi_network_script: check?campaign=%zz&&\n\n",
+    b"agi_network: yes\nagi_network: yes\n\n",
+    b"\n\n\n",
+    b"A" * 20000,  # no newline at all
+    b"agi_network_script: check\nagi_arg_1: +8613800138000\nagi_arg_3: a1\n\n",  # arg gap
+]
+
+
+@pytest.mark.parametrize("data", HOSTILE)
+async def test_hostile_session_closed_without_commands(make_server, data):
+    srv, eng = await make_server(session_timeout=0.5)
+    got, took = await raw_session(srv.bound_port, data)
+    assert b"ALLOW" not in got and got == b""
+    assert took < 2.0
+    assert eng.calls == []
+
+
+async def test_non_utf8_caller_name_still_served(make_server):
+    srv, _ = await make_server()
+    peer = await FakeAsterisk.connect(HOST, srv.bound_port)
+    block = env_block("check", CHECK_ARGS).replace(b"Agent One", b"Agent \xe9")
+    await peer.send(block)
+    res = await peer.serve()
+    await peer.close()
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+
+
+async def test_peer_vanishes_mid_session(make_server, caplog):
+    srv, eng = await make_server()
+    peer = await FakeAsterisk.connect(HOST, srv.bound_port)
+    await peer.send(env_block("check", CHECK_ARGS))
+    await peer.reader.readline()  # first SET VARIABLE
+    peer.writer.transport.abort()
+    await asyncio.sleep(0.2)
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+
+
+async def test_server_survives_200_hostile_sessions_then_serves(make_server):
+    srv, eng = await make_server(session_timeout=0.5)
+    await asyncio.gather(*(raw_session(srv.bound_port, HOSTILE[i % len(HOSTILE)], wait=2.0)
+                           for i in range(200)))
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+    assert len([c for c in eng.calls if c[0] == "decide"]) == 1
+
+
+async def test_allowlist_refuses_client(make_server, caplog):
+    srv, eng = await make_server(allow=["10.0.0.0/8", "::1/128"])
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        got, _ = await raw_session(srv.bound_port, env_block("check", CHECK_ARGS), wait=1.0)
+    assert got == b"" and eng.calls == []
+    assert sessions(caplog)[-1]["outcome"] == "refused"
+    srv2, _ = await make_server(allow=["127.0.0.0/8"])
+    res = await agi_call(HOST, srv2.bound_port, "check", CHECK_ARGS)
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+
+
+def test_allowlist_matching():
+    srv = FastAGIServer(EngineProvider(engine=FakeEngine()), allow=["127.0.0.1/32,192.168.0.0/16"])
+    assert srv.allowed("127.0.0.1") and srv.allowed("192.168.3.4") and srv.allowed("::ffff:127.0.0.1")
+    assert not srv.allowed("127.0.0.2") and not srv.allowed("::1") and not srv.allowed("junk")
+    assert FastAGIServer(EngineProvider(engine=FakeEngine())).allowed("203.0.113.9")
+
+
+async def test_max_sessions_refuses_extra(make_server):
+    srv, eng = await make_server(FakeEngine(delay_s=0.5), max_sessions=1)
+    first = asyncio.create_task(agi_call(HOST, srv.bound_port, "check", CHECK_ARGS))
+    await asyncio.sleep(0.1)
+    got, _ = await raw_session(srv.bound_port, env_block("check", CHECK_ARGS), wait=1.0)
+    assert got == b""
+    assert (await first).variables["DIALGUARD_RESULT"] == "ALLOW"
+
+
+async def test_graceful_shutdown_finishes_sessions_in_flight(make_server):
+    srv, eng = await make_server(FakeEngine(delay_s=0.5))
+    inflight = asyncio.create_task(agi_call(HOST, srv.bound_port, "check", CHECK_ARGS))
+    await asyncio.sleep(0.1)
+    await srv.shutdown(grace_s=3)
+    res = await inflight
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+    with pytest.raises(OSError):
+        await asyncio.open_connection(HOST, srv.bound_port)
+
+
+async def test_report_handler(make_server):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "report", ("ANSWER", "42", "43", "16", "d1"),
+                         uniqueid="1700000000.7")
+    assert res.commands == []
+    assert eng.calls == [("report_outcome", "1700000000.7",
+                          {"result": "conversation", "talk_s": 42, "hangup_cause": 16})]
+    await agi_call(HOST, srv.bound_port, "report", ("BUSY", "", "0", "17", "d2", "", "CALL-2"))
+    assert eng.calls[-1] == ("report_outcome", "CALL-2", {"result": "busy", "talk_s": 0, "hangup_cause": 17})
+    await agi_call(HOST, srv.bound_port, "report?result=voicemail", ("ANSWER", "20", "20", "16", "d3"))
+    assert eng.calls[-1][2]["result"] == "voicemail"
+
+
+async def test_report_without_decision_is_skipped(make_server):
+    srv, eng = await make_server()
+    await agi_call(HOST, srv.bound_port, "report", ("NOANSWER", "", "0", "19", ""))
+    await agi_call(HOST, srv.bound_port, "report?result=bogus", ("ANSWER", "2", "2", "16", "d"))
+    assert eng.calls == []
+
+
+@pytest.mark.parametrize("name, fn", [("optout", "opt_out"), ("complaint", "complaint")])
+async def test_number_events(make_server, name, fn):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, name, ("+8613800138000",))
+    assert eng.calls == [(fn, "+8613800138000")]
+    assert res.variables == {"DIALGUARD_EVENT_RESULT": "OK"}
+    res = await agi_call(HOST, srv.bound_port, name, ())
+    assert res.variables == {"DIALGUARD_EVENT_RESULT": "ERROR"}
+    srv2, _ = await make_server(FakeEngine("raise"))
+    res = await agi_call(HOST, srv2.bound_port, f"{name}?number=%2B8613800138000", ())
+    assert res.variables == {"DIALGUARD_EVENT_RESULT": "ERROR"}
+
+
+async def test_session_log_line(make_server, caplog):
+    srv, _ = await make_server(FakeEngine("deny:outside_hours"))
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    f = sessions(caplog)[-1]
+    assert f["outcome"] == "deny" and f["reasons"] == ["outside_hours"] and f["script"] == "check"
+    assert f["number"] == "*********8000"  # never the full number in logs
+    json.dumps(f, default=str)
+
+
+def test_cli_defaults(monkeypatch):
+    monkeypatch.delenv("DIALGUARD_AGI_PORT", raising=False)
+    a = build_parser().parse_args([])
+    assert (a.host, a.port, a.allow, a.session_timeout) == ("127.0.0.1", 14573, [], 5.0)
+    monkeypatch.setenv("DIALGUARD_AGI_PORT", "15000")
+    monkeypatch.setenv("DIALGUARD_AGI_ALLOW", "127.0.0.0/8,10.1.0.0/16")
+    a = build_parser().parse_args(["--session-timeout", "3"])
+    assert (a.port, a.allow, a.session_timeout) == (15000, ["127.0.0.0/8", "10.1.0.0/16"], 3.0)
+
+
+def test_limits_are_the_documented_ones():
+    assert (p.MAX_LINE_BYTES, p.MAX_ENV_LINES) == (8192, 128)
