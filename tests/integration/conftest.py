@@ -1,0 +1,58 @@
+"""Integration fixtures: the stack's real Redis (and PostgreSQL), never a fake.
+
+A missing service is a failure, not a skip: `make up` provides it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as syncredis
+
+from dialguard.config import Settings
+from dialguard.engine import Engine
+from dialguard.rules import Policy, load_pack_file
+from dialguard.simulate import _drop_namespace
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    s = Settings()
+    try:
+        syncredis.Redis.from_url(s.redis_url, socket_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Redis at {s.redis_url} does not answer ({exc}); run `make up` first")
+    return s
+
+
+@pytest.fixture
+async def make_engine(settings):
+    """Engines on the real Redis, each in its own namespace, dropped afterwards."""
+    made: list[Engine] = []
+
+    async def factory(policy: Policy | str = "cn-default", **kw) -> Engine:
+        if isinstance(policy, str):
+            policy = Policy.load(policy)
+        kw.setdefault("prefix", f"dgtest:{uuid.uuid4().hex[:10]}")
+        e = await Engine.create(kw.pop("settings", settings), policy, **kw)
+        made.append(e)
+        return e
+
+    yield factory
+    for e in made:
+        try:
+            await _drop_namespace(e.redis, e.keys.prefix)
+        finally:
+            await e.close()
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    def write(text: str) -> Policy:
+        p = tmp_path / f"r{uuid.uuid4().hex[:6]}.yaml"
+        p.write_text(text)
+        return Policy([load_pack_file(p)])
+
+    return write
