@@ -105,9 +105,10 @@ class Context:
         return max(0.05, min(cap, left))
 
     async def engine_call(self, fn_name: str, *args, **kwargs):
-        engine = await asyncio.wait_for(self.engines.get(), self.time_left(self.options.engine_timeout_s))
-        fn = getattr(engine, fn_name)
-        return await asyncio.wait_for(fn(*args, **kwargs), self.time_left(self.options.engine_timeout_s))
+        """Call the engine, bounded by the engine timeout and the session deadline."""
+        async with asyncio.timeout(self.time_left(self.options.engine_timeout_s)):
+            engine = getattr(self.engines, "engine", None) or await self.engines.get()
+            return await getattr(engine, fn_name)(*args, **kwargs)
 
 
 def mask_number(number: str | None) -> str | None:
