@@ -30,6 +30,7 @@ class Settings:
     site_timezone: str = field(default_factory=lambda: _env("DIALGUARD_SITE_TZ", "Asia/Shanghai"))
     key_prefix: str = field(default_factory=lambda: _env("DIALGUARD_KEY_PREFIX", "dg"))
     redis_timeout_ms: int = field(default_factory=lambda: int(_env("DIALGUARD_REDIS_TIMEOUT_MS", "200")))
+    redis_pool_size: int = field(default_factory=lambda: int(_env("DIALGUARD_REDIS_POOL", "32")))
     # Lets tests move the rules clock through Redis; never set in production.
     test_clock: bool = field(default_factory=lambda: _env("DIALGUARD_TEST_CLOCK", "0") == "1")
     node: str = field(default_factory=lambda: _env("DIALGUARD_NODE", os.uname().nodename))

@@ -97,9 +97,12 @@ class Engine:
         policy = policy or Policy.load(settings.rules)
         if redis is None:
             t = settings.redis_timeout_ms / 1000
-            redis = aioredis.from_url(settings.redis_url, socket_timeout=max(t, 0.05),
-                                      socket_connect_timeout=max(t, 0.05), max_connections=256,
-                                      health_check_interval=0)
+            # A bounded pool: a burst of calls queues for a connection (within the
+            # decision deadline) instead of opening hundreds of sockets at once.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.redis_pool_size, timeout=max(t, 0.05),
+                socket_timeout=max(t, 0.05), socket_connect_timeout=max(t, 0.05))
+            redis = aioredis.Redis(connection_pool=pool)
         engine = cls(redis, settings, policy, **kw)
         try:
             for s in scripts.ALL:

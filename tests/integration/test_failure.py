@@ -1,0 +1,91 @@
+"""Fail closed: a stopped or frozen Redis gives guard_unavailable within the deadline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from dialguard.config import Settings
+from dialguard.engine import Engine
+from dialguard.models import DecisionRequest
+from dialguard.rules import Policy
+
+NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A real redis-server of this test's own, so it can be frozen and killed."""
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is not installed (make setup installs it)"
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield proc, f"redis://127.0.0.1:{port}/0"
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+    proc.wait(10)
+
+
+def req(i=0):
+    return DecisionRequest(number=f"1380013{i:04d}", campaign="c1", agent="a1")
+
+
+async def test_redis_frozen_or_gone_denies_within_deadline(own_redis):
+    proc, url = own_redis
+    settings = Settings(redis_url=url, redis_timeout_ms=200)
+    e = await Engine.create(settings, Policy.load("cn-default"), prefix=f"dgf:{uuid.uuid4().hex[:6]}",
+                            skip_caller_id_without_pool=True)
+    await e.set_campaign("c1")
+    assert (await e.decide(req(1), now=NOW)).allowed
+
+    os.kill(proc.pid, signal.SIGSTOP)  # alive but not answering
+    for i in range(5):
+        t0 = time.perf_counter()
+        d = await e.decide(req(10 + i), now=NOW)
+        elapsed = time.perf_counter() - t0
+        assert d.decision == "deny" and d.reasons == ["guard_unavailable"]
+        assert d.next_eligible_at is None and "store unavailable" in d.explanations["guard_unavailable"]
+        # deadline plus scheduling slack on a shared machine; never a hang
+        assert elapsed < 1.5, elapsed
+
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.kill()
+    proc.wait(10)
+    for i in range(5):
+        d = await e.decide(req(20 + i), now=NOW)
+        assert d.reasons == ["guard_unavailable"]
+    # the test clock path fails closed too
+    e.settings = Settings(redis_url=url, test_clock=True)
+    assert (await e.decide(req(30))).reasons == ["guard_unavailable"]
+    await e.redis.connection_pool.disconnect()
+
+
+async def test_unreachable_redis_at_start_still_answers_deny():
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    e = await Engine.create(Settings(redis_url=url, redis_timeout_ms=200), Policy.load("cn-default"))
+    d = await e.decide(req(), now=NOW)
+    assert d.reasons == ["guard_unavailable"]
