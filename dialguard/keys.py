@@ -6,7 +6,8 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{n:<H>}:a:all                 attempts on the number (ZSET did -> ms)
     {P}:{n:<H>}:a:s:<S>               attempts on number+subject
     {P}:{n:<H>}:a:c:<C>               attempts on number+campaign
-    <attempt key>:x:<outcome>         attempts taken out of the count by an outcome
+    <attempt key>:x                   attempts with a reported not-connected outcome
+                                      (member "<outcome>|<did>"), counted per rule
     {P}:{n:<H>}:cv:all / cv:s:<S>     conversations (quiet period)
     {P}:{n:<H>}:ab / :am              abandoned calls / answering-machine hang-ups
     {P}:{n:<H>}:f                     flags: dnc, optout, complaint, consent

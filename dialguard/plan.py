@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from dialguard.keys import Keys
 from dialguard.numbers import NumberInfo
-from dialguard.rules import MOVABLE_OUTCOMES, Policy
+from dialguard.rules import Policy
 from dialguard.timerules import day_start_after, local_midnight, zones_for
 
 UTC = timezone.utc
@@ -76,9 +76,13 @@ class Plan:
         return [json.dumps(self.body, separators=(",", ":"))]
 
 
-def _counted_keys(plan: Plan, base: str, uncounted: tuple[str, ...] = ()) -> list[int]:
-    """The attempt log plus the logs of reported outcomes this rule still counts."""
-    return [plan.k(base)] + [plan.k(f"{base}:x:{o}") for o in MOVABLE_OUTCOMES if o not in uncounted]
+def _counted(plan: Plan, base: str, uncounted: tuple[str, ...] = ()) -> tuple[list[int], dict]:
+    """The attempt log, plus its log of attempts with a reported not-connected
+    outcome (`<base>:x`), of which the rule counts those it does not exclude."""
+    extra = {"x": plan.k(base + ":x")}
+    if uncounted:
+        extra["ex"] = ",".join(uncounted)
+    return [plan.k(base)], extra
 
 
 def build_plan(
@@ -142,24 +146,24 @@ def build_plan(
         base = keys.attempts(number_tag, cap.scope, campaign, subject)
         if base not in writes:
             writes.append(base)
-        key_idx = _counted_keys(plan, base, cap.uncounted_outcomes)
+        key_idx, xinfo = _counted(plan, base, cap.uncounted_outcomes)
         label = f"{pack_name}/{cap.id}: at most {cap.max} per {cap.window.describe()} ({cap.scope})"
         w = cap.window
         if w.rolling is not None:
             add(CheckMeta("attempt_cap", rolling=w.rolling, label=label), key_idx,
-                "(" + str(now_ms - int(w.rolling.total_seconds() * 1000)), cap.max)
+                "(" + str(now_ms - int(w.rolling.total_seconds() * 1000)), cap.max, xinfo)
         elif w.days is not None:
             zs = day_zones(pack_name)
             lo = min(ms(local_midnight(now, z, w.days - 1)) for z in zs)
-            add(CheckMeta("attempt_cap", days=w.days, zones=zs, label=label), key_idx, str(lo), cap.max)
+            add(CheckMeta("attempt_cap", days=w.days, zones=zs, label=label), key_idx, str(lo), cap.max, xinfo)
         else:
-            add(CheckMeta("attempt_cap", label=label), key_idx, "-inf", cap.max)
+            add(CheckMeta("attempt_cap", label=label), key_idx, "-inf", cap.max, xinfo)
 
     if policy.min_interval:
-        key_idx = _counted_keys(plan, keys.attempts(number_tag, "number"))
+        key_idx, xinfo = _counted(plan, keys.attempts(number_tag, "number"))
         add(CheckMeta("min_interval", rolling=policy.min_interval,
                       label=f"at least {policy.min_interval} between attempts"),
-            key_idx, "(" + str(now_ms - int(policy.min_interval.total_seconds() * 1000)), 1)
+            key_idx, "(" + str(now_ms - int(policy.min_interval.total_seconds() * 1000)), 1, xinfo)
 
     conv_keys: list[str] = []
     quiet_ttl = timedelta(days=1)
@@ -202,6 +206,7 @@ def build_plan(
     b["checks"] = checks
     retention = policy.retention()
     b["ttl"] = str(int(retention.total_seconds() * 1000))
+    b["old"] = "(" + str(now_ms - int(retention.total_seconds() * 1000))
     b["w"] = [plan.k(w) for w in writes]
 
     # Caller ID: rates per minute/hour (rolling) and per call-centre day.
@@ -235,6 +240,7 @@ def build_plan(
         lease = timedelta(seconds=policy.max_duration_s + 600) if policy.max_duration_s else DEFAULT_LEASE
         b["lease"] = str(now_ms + int(lease.total_seconds() * 1000))
         b["cttl"] = str(int(timedelta(days=2).total_seconds() * 1000))
+        b["cold"] = "(" + str(now_ms - int(timedelta(days=2).total_seconds() * 1000))
 
     if call_id:
         b["call"] = plan.k(keys.call(call_id))

@@ -70,20 +70,45 @@ if plan.flags then
   if plan.consent == 1 and not f[4] then deny('no_consent') end
 end
 
-local function count_in(keys, lo)
+-- Attempts whose reported outcome a rule may not count sit in <key>:x as
+-- "<outcome>|<decision id>"; a rule counts those whose outcome it does not exclude.
+local function x_scores(xk, lo, excluded, limit)
+  local out = {}
+  local r = redis.call('ZRANGEBYSCORE', KEYS[xk], lo, '+inf', 'WITHSCORES')
+  for j = 1, #r, 2 do
+    local outcome = string.match(r[j], '^([^|]*)|')
+    if not excluded[outcome] then
+      out[#out + 1] = tonumber(r[j + 1])
+      if limit and #out >= limit then break end
+    end
+  end
+  return out
+end
+
+local function count_in(c, keys)
   local n = 0
   for _, ki in ipairs(keys) do
-    n = n + redis.call('ZCOUNT', KEYS[ki], lo, '+inf')
+    n = n + redis.call('ZCOUNT', KEYS[ki], c.lo, '+inf')
+  end
+  if c.x then
+    if c.ex == nil then
+      n = n + redis.call('ZCOUNT', KEYS[c.x], c.lo, '+inf')
+    else
+      n = n + #x_scores(c.x, c.lo, c.exs)
+    end
   end
   return n
 end
 
--- The k-th (0-based) oldest score in the window across several keys.
-local function kth_oldest(keys, lo, k)
+-- The k-th (0-based) oldest counted score in the window.
+local function kth_oldest(c, keys, k)
   local all = {}
   for _, ki in ipairs(keys) do
-    local r = redis.call('ZRANGEBYSCORE', KEYS[ki], lo, '+inf', 'WITHSCORES', 'LIMIT', 0, k + 1)
+    local r = redis.call('ZRANGEBYSCORE', KEYS[ki], c.lo, '+inf', 'WITHSCORES', 'LIMIT', 0, k + 1)
     for j = 2, #r, 2 do all[#all + 1] = tonumber(r[j]) end
+  end
+  if c.x then
+    for _, v in ipairs(x_scores(c.x, c.lo, c.exs or {}, k + 1)) do all[#all + 1] = v end
   end
   table.sort(all)
   return all[k + 1] or -1
@@ -93,11 +118,15 @@ local function run_checks(checks, cand, out_reasons, out_details)
   for _, c in ipairs(checks) do
     local keys = c.k
     if cand then keys = {cand[c.f]} end
-    local n = count_in(keys, c.lo)
+    if c.ex and not c.exs then
+      c.exs = {}
+      for o in string.gmatch(c.ex, '[^,]+') do c.exs[o] = true end
+    end
+    local n = count_in(c, keys)
     if n >= c.m then
       out_reasons[#out_reasons + 1] = c.r
       local score = -1
-      if c.m > 0 then score = kth_oldest(keys, c.lo, n - c.m) end
+      if c.m > 0 then score = kth_oldest(c, keys, n - c.m) end
       out_details[#out_details + 1] = {c.i, score, cand and cand.n or 0}
     end
   end
@@ -152,12 +181,16 @@ end
 local allowed = (#reasons == 0) and 1 or 0
 
 if allowed == 1 then
+  -- Record the attempt; trim what no window can see any more so that hot
+  -- keys (agents, caller IDs) stay bounded although their TTL is refreshed.
   for _, ki in ipairs(plan.w or {}) do
     redis.call('ZADD', KEYS[ki], now, plan.did)
+    redis.call('ZREMRANGEBYSCORE', KEYS[ki], '-inf', plan.old)
     redis.call('PEXPIRE', KEYS[ki], plan.ttl)
   end
   if chosen_cand then
     redis.call('ZADD', KEYS[chosen_cand.a], now, plan.did)
+    redis.call('ZREMRANGEBYSCORE', KEYS[chosen_cand.a], '-inf', plan.cold)
     redis.call('PEXPIRE', KEYS[chosen_cand.a], plan.cttl)
     redis.call('ZADD', KEYS[chosen_cand.l], plan.lease, plan.did)
     redis.call('PEXPIRE', KEYS[chosen_cand.l], plan.cttl)

@@ -33,8 +33,8 @@ if movable == '1' then
     if score then
       local ttl = redis.call('PTTL', k)
       redis.call('ZREM', k, did)
-      local xk = k .. ':x:' .. result
-      redis.call('ZADD', xk, score, did)
+      local xk = k .. ':x'
+      redis.call('ZADD', xk, score, result .. '|' .. did)
       if ttl > 0 then redis.call('PEXPIRE', xk, ttl) end
     end
   end

@@ -1,0 +1,131 @@
+"""Engine throughput and latency, with redis-benchmark's ceiling, in one run.
+
+    .venv/bin/python bench/engine.py [--seconds 3] [--concurrency 1,16,64]
+
+Runs decide() in one guard process (uvloop) against the stack's Redis at each
+concurrency, then redis-benchmark EVALSHA of the same decide.lua with an
+equivalent plan (same keys per number, random numbers) as the ceiling.
+Last line: the ratio at concurrency 16. Targets on the 2-core dev machine:
+>= 10,000 decisions/s per process at concurrency 16 with p99 <= 2 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+from dialguard import scripts
+from dialguard.config import Settings
+from dialguard.engine import Engine
+from dialguard.models import DecisionRequest
+from dialguard.numbers import parse_number
+from dialguard.plan import build_plan
+from dialguard.rules import Policy
+from dialguard.simulate import _drop_namespace
+
+NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai, a working day
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
+
+
+async def run_engine(engine: Engine, concurrency: int, seconds: float):
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds
+    count = 0
+
+    async def worker(wid):
+        nonlocal count
+        rnd = random.Random(wid)
+        while time.perf_counter() < stop:
+            number = f"+86138{rnd.randrange(10**8):08d}"
+            t0 = time.perf_counter()
+            d = await engine.decide(DecisionRequest(number=number, campaign="bench", agent=f"a{wid}"), now=NOW)
+            lat.append((time.perf_counter() - t0) * 1000)
+            if "guard_unavailable" in d.reasons:
+                raise SystemExit(f"guard_unavailable during the benchmark: {d.explanations}")
+            count += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    wall = time.perf_counter() - t0
+    return count / wall, statistics.median(lat), pct(lat, 0.99)
+
+
+def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int):
+    """EVALSHA of decide.lua with the plan the engine builds; numbers randomized."""
+    exe = shutil.which("redis-benchmark")
+    if not exe:
+        raise SystemExit("redis-benchmark not found (package redis-tools, installed by make setup)")
+    info = parse_number("+8613800138000", "CN")
+    tag = engine.keys.number_tag(info.e164)
+    plan = build_plan(policy=engine.policy, keys=engine.keys, info=info, number_tag=tag, campaign="bench",
+                      agent="a1", subject=None, call_id=None, decision_id="bench", now=NOW, pre_reasons=[],
+                      candidates=[], check_caller_id=False, site_timezone=settings.site_timezone,
+                      audit_payload='{"bench":1}', audit_max=None)
+    keys = [k.replace(tag, tag[:20] + "__rand_int__") for k in plan.keys]
+    u = urlparse(settings.redis_url)
+    cmd = [exe, "-h", u.hostname or "127.0.0.1", "-p", str(u.port or 6379), "-n", str(n), "-c", str(concurrency),
+           "-r", "100000000", "-q", "--csv", "EVALSHA", scripts.DECIDE.sha, str(len(keys)), *keys, *plan.args()]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
+    # CSV: "test","rps","avg_latency_ms","min","p50","p95","p99","max"
+    rows = [r for r in out.splitlines() if r.startswith('"EVALSHA')]
+    if not rows:
+        raise SystemExit(f"redis-benchmark gave no result: {out[-500:]}")
+    # the test name holds the whole command (with quotes): read the 7 numbers from the right
+    nums = [float(f.strip('"')) for f in rows[-1].rsplit(",", 7)[1:]]
+    return nums[0], nums[3], nums[5]
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--concurrency", default="1,16,64")
+    args = ap.parse_args()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    settings = Settings()
+    prefix = f"dgbench:{uuid.uuid4().hex[:8]}"
+    policy = Policy.load("cn-default")
+    engine = await Engine.create(settings, policy, prefix=prefix, skip_caller_id_without_pool=True)
+    await engine.set_campaign("bench")
+    levels = [int(x) for x in args.concurrency.split(",")]
+    print(f"dialguard engine benchmark: rules {policy.name}, Redis {settings.redis_url}, "
+          f"{os.cpu_count()} cores, {args.seconds:.0f}s per level")
+    print(f"{'what':<28}{'conc':>6}{'ops/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    results = {}
+    try:
+        for c in levels:
+            rate, p50, p99 = await run_engine(engine, c, args.seconds)
+            results[c] = rate
+            print(f"{'engine decide()':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}", flush=True)
+        ceilings = {}
+        for c in levels:
+            rps, p50, p99 = redis_benchmark(engine, settings, c, n=max(20000, int(results[c] * args.seconds)))
+            ceilings[c] = rps
+            print(f"{'redis-benchmark EVALSHA':<28}{c:>6}{rps:>12,.0f}{p50:>10.3f}{p99:>10.3f}", flush=True)
+    finally:
+        await _drop_namespace(engine.redis, prefix)
+        await engine.close()
+    ref = 16 if 16 in results else levels[-1]
+    print(f"engine/redis-benchmark ratio at concurrency {ref}: {results[ref] / ceilings[ref]:.3f} "
+          f"({results[ref]:,.0f} vs {ceilings[ref]:,.0f} decisions/s)")
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
