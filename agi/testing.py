@@ -170,8 +170,10 @@ async def agi_call(host: str, port: int, script: str = "check", args=(), **serve
 class FakeEngine:
     """The engine's interface with scripted answers (protocol tests only)."""
 
-    def __init__(self, mode: str = "allow", delay_s: float = 0.0, log_path: str | None = None):
+    def __init__(self, mode: str = "allow", delay_s: float = 0.0, log_path: str | None = None,
+                 max_duration_s: int = 3600):
         self.mode = mode
+        self.max_duration_s = max_duration_s
         self.delay_s = delay_s
         self.log_path = log_path
         self.calls: list[tuple] = []
@@ -198,7 +200,7 @@ class FakeEngine:
                             next_eligible_at=datetime(2025, 3, 4, 1, 0, tzinfo=timezone.utc),
                             number=req.number)
         return Decision(decision_id=did, decision="allow", reasons=[], caller_id=req.caller_id or "+861012345678",
-                        max_duration_s=3600, number=req.number)
+                        max_duration_s=self.max_duration_s, number=req.number)
 
     async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None) -> None:
         self._log("report_outcome", call_id, outcome.model_dump())
@@ -218,12 +220,14 @@ class FakeEngine:
 
 async def fake_engine_factory() -> FakeEngine:
     """For subprocess tests: DIALGUARD_FAKE_ENGINE=allow|deny[:r1,r2]|raise|down,
-    DIALGUARD_FAKE_ENGINE_DELAY_S, DIALGUARD_FAKE_ENGINE_LOG (JSON lines of calls)."""
+    DIALGUARD_FAKE_ENGINE_DELAY_S, DIALGUARD_FAKE_ENGINE_LOG (JSON lines of calls),
+    DIALGUARD_FAKE_ENGINE_MAXDURATION (seconds, default 3600)."""
     mode = os.environ.get("DIALGUARD_FAKE_ENGINE", "allow")
     if mode == "down":
         raise ConnectionError("fake engine: Redis unreachable")
     return FakeEngine(mode, float(os.environ.get("DIALGUARD_FAKE_ENGINE_DELAY_S", "0")),
-                      os.environ.get("DIALGUARD_FAKE_ENGINE_LOG"))
+                      os.environ.get("DIALGUARD_FAKE_ENGINE_LOG"),
+                      int(os.environ.get("DIALGUARD_FAKE_ENGINE_MAXDURATION", "3600")))
 
 
 async def measure_check_latency(host: str, port: int, n: int = 1000, concurrency: int = 1) -> dict:
