@@ -89,8 +89,11 @@ async def handle(ctx: Context) -> None:
     ctx.fields.update(call_id=call_id, decision_id=decision_id, result=outcome.result,
                       talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause,
                       dialstatus=ctx.param("dialstatus") or "")
-    await ctx.engine_call("report_outcome", call_id, outcome)
+    matched = await ctx.engine_call("report_outcome", call_id, outcome)
     ctx.fields["outcome"] = "reported"
+    if matched is not None:
+        # False: the engine knows no allowed call by this id (logged, not an error).
+        ctx.fields["matched"] = bool(matched)
 
 
 register("report", params=PARAMS)(handle)
