@@ -1,0 +1,133 @@
+# shellcheck shell=bash
+# Shared settings for the dev stack scripts: paths, ports, helpers.
+# Sourced by scripts/*.sh; every value can be overridden from the environment.
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK_DIR=${DIALGUARD_STACK_DIR:-$REPO_ROOT/.stack}
+
+# Ports (docs/PORTS.md). DIALGUARD_PORT_OFFSET shifts every default at once, so a
+# second checkout can run its own stack next to the first one.
+PORT_OFFSET=${DIALGUARD_PORT_OFFSET:-0}
+REDIS_PORT=${DIALGUARD_REDIS_PORT:-$((16379 + PORT_OFFSET))}
+PG_PORT=${DIALGUARD_PG_PORT:-$((15432 + PORT_OFFSET))}
+SIP_PORT=${DIALGUARD_SIP_PORT:-$((15060 + PORT_OFFSET))}
+ARI_PORT=${DIALGUARD_ARI_PORT:-$((18088 + PORT_OFFSET))}
+AGI_PORT=${DIALGUARD_AGI_PORT:-$((14573 + PORT_OFFSET))}
+CARRIER_PORT=${DIALGUARD_CARRIER_PORT:-$((15070 + PORT_OFFSET))}
+AGENTS_PORT=${DIALGUARD_AGENTS_PORT:-$((15080 + PORT_OFFSET))}
+METRICS_PORT=${DIALGUARD_METRICS_PORT:-$((19100 + PORT_OFFSET))}
+# Asterisk RTP range: 2000 ports; offsets in steps of 100 give disjoint ranges.
+RTP_START=${DIALGUARD_RTP_START:-$((20000 + PORT_OFFSET * 20))}
+RTP_END=${DIALGUARD_RTP_END:-$((RTP_START + 1999))}
+
+ARI_USER=${DIALGUARD_ARI_USER:-dialguard}
+ARI_PASSWORD=${DIALGUARD_ARI_PASSWORD:-dialguard-dev}
+
+# Asterisk: "chroot" (default: Asterisk 22 from a cached Debian sid root) or
+# "system" (the host's own asterisk binary, no chroot).
+ASTERISK_MODE=${DIALGUARD_ASTERISK:-chroot}
+ASTERISK_ROOT=${DIALGUARD_ASTERISK_ROOT:-$STACK_DIR/cache/asterisk-root}
+DEBIAN_MIRROR=${DIALGUARD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+REDIS_URL=${DIALGUARD_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+PG_DSN=${DIALGUARD_PG_DSN:-postgresql://dialguard@127.0.0.1:$PG_PORT/dialguard}
+
+VENV=$REPO_ROOT/.venv
+PROBE=$REPO_ROOT/scripts/probe.py
+
+# Asterisk's runtime folder (config, run, logs, spool, astdb): $AST_HOST_DIR on
+# the host; in the chroot it is bind-mounted at /dialguard (private mount
+# namespace, so nothing stays mounted when Asterisk exits).
+AST_HOST_DIR=$STACK_DIR/asterisk
+if [[ $ASTERISK_MODE == system ]]; then
+  AST_DIR=$AST_HOST_DIR
+  ASTERISK_BIN=${DIALGUARD_ASTERISK_BIN:-$(command -v asterisk || echo /usr/sbin/asterisk)}
+else
+  AST_DIR=/dialguard
+  ASTERISK_BIN=/usr/sbin/asterisk
+fi
+AST_PIDFILE=$AST_HOST_DIR/asterisk.pid
+PG_BIN=${DIALGUARD_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+
+log() { printf '[dialguard] %s\n' "$*" >&2; }
+die() { printf '[dialguard] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# fail_part PART LOGFILE MESSAGE: stop `make up` naming the part and its log.
+fail_part() {
+  log "$1: $3; last lines of $2:"
+  tail -n 20 "$2" >&2 2>/dev/null || true
+  die "$1 is not up (log: $2)"
+}
+
+# wait_for PART LOGFILE TIMEOUT_S PIDFILE|- CMD...: retry CMD until it succeeds;
+# give up early if the process in PIDFILE has died.
+wait_for() {
+  local what=$1 logf=$2 timeout=$3 pidf=$4; shift 4
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [[ $pidf != - ]] && ! pid_alive "$pidf"; then
+      fail_part "$what" "$logf" "the process exited"
+    fi
+    ((SECONDS < deadline)) || fail_part "$what" "$logf" "no answer within ${timeout}s"
+    sleep 0.2
+  done
+}
+
+# pid_of PIDFILE: the pid on the file's first line (postmaster.pid has more lines).
+pid_of() {
+  local pid
+  [[ -s $1 ]] || return 1
+  read -r pid <"$1" || true
+  [[ $pid =~ ^[0-9]+$ ]] && printf '%s' "$pid"
+}
+
+# pid_alive PIDFILE [CMDLINE_WORD]: the pid file names a live process (whose
+# command line contains CMDLINE_WORD, to ignore a recycled pid).
+pid_alive() {
+  local pid
+  pid=$(pid_of "$1") || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  [[ -z ${2:-} ]] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
+
+# stop_pid PIDFILE CMDLINE_WORD [TIMEOUT_S]: TERM the process group the pid
+# leads (or the pid alone), wait, then KILL; remove the pid file.
+stop_pid() {
+  local pidf=$1 word=$2 timeout=${3:-10} pid i
+  if pid_alive "$pidf" "$word"; then
+    pid=$(pid_of "$pidf")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$word (pid $pid) did not stop in ${timeout}s: killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$pidf"
+}
+
+# ast_rx COMMAND: run an Asterisk CLI command against the stack's Asterisk
+# (at most DIALGUARD_AST_RX_TIMEOUT seconds, default 30).
+ast_rx() {
+  local t=${DIALGUARD_AST_RX_TIMEOUT:-30}
+  if [[ $ASTERISK_MODE == system ]]; then
+    timeout "$t" "$ASTERISK_BIN" -C "$AST_DIR/etc/asterisk.conf" -rx "$1"
+  else
+    local pid
+    pid=$(pid_of "$AST_PIDFILE") || return 1
+    # The runtime folder is only mounted in Asterisk's own mount namespace.
+    timeout "$t" nsenter -t "$pid" -m -- chroot "$ASTERISK_ROOT" "$ASTERISK_BIN" \
+      -C "$AST_DIR/etc/asterisk.conf" -rx "$1"
+  fi
+}
+
+# Take the stack lock (fd 8) so concurrent up/down of one checkout do not race.
+# Daemons must be started with 8>&- so they do not keep holding it.
+stack_lock() {
+  mkdir -p "$STACK_DIR"
+  exec 8>"$STACK_DIR/.lock"
+  flock -w 900 8 || die "another make up/down holds $STACK_DIR/.lock"
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# make down: stop what `make up` (and the test harness) started in this
+# checkout, by pid file; leave no process and no mount behind.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+stack_lock
+if [[ -f $STACK_DIR/env ]]; then
+  # shellcheck disable=SC1091
+  source "$STACK_DIR/env"
+  source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fi
+
+# SIPp runs left by an interrupted test or demo (tests/e2e/sipp.py writes these).
+for f in "$STACK_DIR"/sipp/*.pid; do
+  [[ -e $f ]] && stop_pid "$f" sipp 5
+done
+
+# dialguard services.
+for f in "$STACK_DIR"/services/*.pid; do
+  [[ -e $f ]] || continue
+  stop_pid "$f" dialguard 15
+  log "stopped $(basename "$f" .pid)"
+done
+
+# Asterisk: ask it to stop, then make sure.
+if pid_alive "$AST_PIDFILE" asterisk; then
+  DIALGUARD_AST_RX_TIMEOUT=10 ast_rx "core stop now" >/dev/null 2>&1 || true
+  stop_pid "$AST_PIDFILE" asterisk 15
+  log "stopped Asterisk"
+fi
+rm -f "$AST_PIDFILE"
+# The chroot's /proc is mounted in Asterisk's own namespace and goes with it;
+# a mount left on the host by hand or by an older stack is removed here.
+if [[ $ASTERISK_MODE != system ]] && mountpoint -q "$ASTERISK_ROOT/proc" 2>/dev/null; then
+  umount "$ASTERISK_ROOT/proc" 2>/dev/null || umount -l "$ASTERISK_ROOT/proc" || log "could not unmount $ASTERISK_ROOT/proc"
+fi
+
+# PostgreSQL.
+data=$STACK_DIR/pg/data
+if pid_alive "$data/postmaster.pid" postgres; then
+  as=()
+  [[ $EUID -eq 0 ]] && as=(runuser -u postgres --)
+  "${as[@]}" "$PG_BIN/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+    stop_pid "$data/postmaster.pid" postgres 10
+  log "stopped PostgreSQL"
+fi
+
+# Redis (SIGTERM: it flushes the AOF and exits).
+if pid_alive "$STACK_DIR/redis/redis.pid" redis-server; then
+  stop_pid "$STACK_DIR/redis/redis.pid" redis-server 20
+  log "stopped Redis"
+fi
+rm -f "$STACK_DIR/redis/redis.pid"
+log "stack down"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# make status: which parts of this checkout's stack run, and where their logs are.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+if [[ -f $STACK_DIR/env ]]; then
+  # shellcheck disable=SC1091
+  source "$STACK_DIR/env"
+  source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fi
+show() { # NAME PIDFILE WORD LOG
+  if pid_alive "$2" "$3"; then state="up (pid $(pid_of "$2"))"; else state=down; fi
+  printf '%-14s %-18s %s\n' "$1" "$state" "$4"
+}
+show Redis "$STACK_DIR/redis/redis.pid" redis-server "$STACK_DIR/redis/redis.log"
+show PostgreSQL "$STACK_DIR/pg/data/postmaster.pid" postgres "$STACK_DIR/pg/postgresql.log"
+show Asterisk "$AST_PIDFILE" asterisk "$AST_HOST_DIR/log/messages.log"
+for f in "$STACK_DIR"/services/*.pid "$STACK_DIR"/sipp/*.pid; do
+  [[ -e $f ]] && show "$(basename "$f" .pid)" "$f" "" "${f%.pid}.log"
+done
+if [[ $ASTERISK_MODE != system ]] && mountpoint -q "$ASTERISK_ROOT/proc" 2>/dev/null; then
+  echo "note: $ASTERISK_ROOT/proc is mounted on the host ('make down' unmounts it)"
+fi
+[[ -f $STACK_DIR/env ]] && echo "settings: $STACK_DIR/env"
+exit 0

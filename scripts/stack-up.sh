@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# make up: start the dev stack of this checkout under .stack/ and wait until
+# every part answers. Running it again while the stack is up is harmless.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+stack_lock
+# A stack of this checkout already running keeps the settings it started with.
+if [[ -f $STACK_DIR/env ]] && { pid_alive "$STACK_DIR/redis/redis.pid" redis-server ||
+     pid_alive "$STACK_DIR/pg/data/postmaster.pid" postgres || pid_alive "$AST_PIDFILE" asterisk; }; then
+  # shellcheck disable=SC1091
+  source "$STACK_DIR/env"
+  source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+fi
+[[ -x $VENV/bin/python ]] || die ".venv missing: run 'make setup' first"
+PY=$VENV/bin/python
+mkdir -p "$STACK_DIR"
+
+need_free() { # PART PROTO PORT...
+  local part=$1; shift
+  "$PY" "$PROBE" free "$@" || die "$part: port busy. Another stack (another checkout?) or service uses it; set DIALGUARD_PORT_OFFSET=100 or the DIALGUARD_*_PORT variables (docs/PORTS.md)"
+}
+
+# --- Redis (AOF, fsync every second) -----------------------------------------
+redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+start_redis() {
+  local d=$STACK_DIR/redis
+  local pidf=$d/redis.pid logf=$d/redis.log
+  if ! pid_alive "$pidf" redis-server; then
+    command -v redis-server >/dev/null || die "redis-server missing: run 'make setup'"
+    need_free Redis tcp "$REDIS_PORT"
+    mkdir -p "$d/data"
+    cat >"$d/redis.conf" <<CONF
+bind 127.0.0.1
+port $REDIS_PORT
+protected-mode yes
+daemonize yes
+pidfile $pidf
+logfile $logf
+dir $d/data
+appendonly yes
+appendfsync everysec
+save ""
+CONF
+    redis-server "$d/redis.conf" 8>&- || fail_part Redis "$logf" "redis-server failed to start"
+  fi
+  wait_for "Redis (127.0.0.1:$REDIS_PORT)" "$logf" 20 "$pidf" redis_ping
+  log "Redis up on 127.0.0.1:$REDIS_PORT (log: $logf)"
+}
+
+# --- PostgreSQL: a cluster of our own ------------------------------------------
+start_pg() {
+  local d=$STACK_DIR/pg
+  local data=$d/data logf=$d/postgresql.log
+  local as=()
+  [[ -n $PG_BIN && -x $PG_BIN/initdb ]] || die "PostgreSQL binaries not found under /usr/lib/postgresql: run 'make setup'"
+  mkdir -p "$d/run"
+  # PostgreSQL refuses to run as root: root runs it as the postgres OS user.
+  if [[ $EUID -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || die "no 'postgres' OS user (installed with the postgresql package): run 'make setup'"
+    chown -R postgres: "$d"
+    as=(runuser -u postgres --)
+    "${as[@]}" test -w "$d" ||
+      die "the postgres user cannot reach $d: make every parent folder of the checkout traversable (chmod o+x)"
+  fi
+  if [[ ! -f $data/PG_VERSION ]]; then
+    rm -rf "$data" "$data.tmp"
+    log "PostgreSQL: creating the cluster in $data"
+    "${as[@]}" "$PG_BIN/initdb" -D "$data.tmp" -U postgres --auth=trust -E UTF8 --no-locale \
+      >"$d/initdb.log" 2>&1 || fail_part PostgreSQL "$d/initdb.log" "initdb failed"
+    mv "$data.tmp" "$data"
+  fi
+  if ! pid_alive "$data/postmaster.pid" postgres; then
+    need_free PostgreSQL tcp "$PG_PORT"
+    "${as[@]}" "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$d/run -c max_connections=200" \
+      >>"$d/pg_ctl.log" 2>&1 8>&- || fail_part PostgreSQL "$logf" "pg_ctl start failed"
+  fi
+  wait_for "PostgreSQL (127.0.0.1:$PG_PORT)" "$logf" 30 "$data/postmaster.pid" \
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
+  local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  if [[ $("${psql[@]}" -d postgres -c "select 1 from pg_roles where rolname = 'dialguard'") != 1 ]]; then
+    "${psql[@]}" -d postgres -c "create role dialguard login createdb" >/dev/null
+  fi
+  if [[ $("${psql[@]}" -d postgres -c "select 1 from pg_database where datname = 'dialguard'") != 1 ]]; then
+    "${psql[@]}" -d postgres -c "create database dialguard owner dialguard" >/dev/null
+  fi
+  log "PostgreSQL up on 127.0.0.1:$PG_PORT, database dialguard (log: $logf)"
+}
+
+# --- Asterisk 22 ------------------------------------------------------------------
+sed_escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
+
+render_asterisk_conf() {
+  local etc=$AST_HOST_DIR/etc f args=() var
+  mkdir -p "$AST_HOST_DIR"/{etc,run,log/cdr-csv,log/cdr-custom,spool,db,cache}
+  for var in AST_DIR SIP_PORT CARRIER_PORT AGENTS_PORT ARI_PORT ARI_USER ARI_PASSWORD AGI_PORT RTP_START RTP_END; do
+    args+=(-e "s|@@$var@@|$(sed_escape "${!var}")|g")
+  done
+  if [[ ! -f $REPO_ROOT/asterisk_conf/extensions_dialguard.conf ]]; then
+    die "asterisk_conf/extensions_dialguard.conf is missing (included by extensions.conf)"
+  fi
+  rm -f "$etc"/*.conf
+  for f in "$REPO_ROOT"/asterisk_conf/*.conf; do
+    sed "${args[@]}" "$f" >"$etc/$(basename "$f")"
+  done
+  if grep -l '@@[A-Z_]*@@' "$etc"/*.conf >&2; then
+    die "unknown @@PLACEHOLDER@@ left in the Asterisk config above (see asterisk_conf/README.md)"
+  fi
+}
+
+prepare_root() {
+  local root=$ASTERISK_ROOT host
+  [[ -x $root$ASTERISK_BIN ]] || "$REPO_ROOT/scripts/asterisk-root.sh"
+  [[ -x $root$ASTERISK_BIN ]] || die "no Asterisk in $root"
+  mkdir -p "$root/dialguard" "$root/proc"
+  # No DNS here: Asterisk must not stall resolving the host name or the root servers.
+  host=$(hostname)
+  cat >"$root/etc/hosts.dialguard" <<HOSTS
+127.0.0.1	localhost
+127.0.0.1	$host $(hostname -f 2>/dev/null || echo "$host")
+127.0.0.1	A.ROOT-SERVERS.NET a.root-servers.net
+::1	localhost ip6-localhost ip6-loopback
+HOSTS
+  mv "$root/etc/hosts.dialguard" "$root/etc/hosts"
+}
+
+ast_booted() { ast_rx "core waitfullybooted" | grep -q "fully booted"; }
+ari_ok() { "$PY" "$PROBE" http "http://127.0.0.1:$ARI_PORT/ari/asterisk/info" "$ARI_USER" "$ARI_PASSWORD"; }
+
+start_asterisk() {
+  local logf=$AST_HOST_DIR/log/messages.log console=$AST_HOST_DIR/console.log
+  [[ $ASTERISK_MODE == system ]] || prepare_root
+  render_asterisk_conf
+  if pid_alive "$AST_PIDFILE" asterisk; then
+    ast_rx "core reload" >/dev/null || true   # pick up edited configs
+  else
+    need_free Asterisk udp "$SIP_PORT"
+    need_free Asterisk tcp "$ARI_PORT"
+    rm -f "$AST_HOST_DIR/run/asterisk.ctl" "$AST_HOST_DIR/run/asterisk.pid"
+    if [[ $ASTERISK_MODE == system ]]; then
+      [[ -x $ASTERISK_BIN ]] || die "DIALGUARD_ASTERISK=system but no asterisk binary (set DIALGUARD_ASTERISK_BIN)"
+      setsid "$ASTERISK_BIN" -f -n -C "$AST_DIR/etc/asterisk.conf" >"$console" 2>&1 </dev/null 8>&- &
+    else
+      [[ $EUID -eq 0 ]] || die "the chrooted Asterisk needs root (or DIALGUARD_ASTERISK=system)"
+      # Private mount namespace: /proc and the runtime folder are mounted for
+      # Asterisk only and vanish with it, even if it is killed.
+      setsid unshare --mount --propagation private -- sh -c '
+        mount -t proc proc "$1/proc" && mount --bind "$2" "$1/dialguard" &&
+        exec chroot "$1" "$3" -f -n -C /dialguard/etc/asterisk.conf' \
+        sh "$ASTERISK_ROOT" "$AST_HOST_DIR" "$ASTERISK_BIN" >"$console" 2>&1 </dev/null 8>&- &
+    fi
+    echo $! >"$AST_PIDFILE"
+  fi
+  wait_for "Asterisk" "$console" 60 "$AST_PIDFILE" ast_booted
+  wait_for "Asterisk ARI (http://127.0.0.1:$ARI_PORT/ari/asterisk/info)" "$logf" 20 "$AST_PIDFILE" ari_ok
+  # Every module named in modules.conf must be loaded.
+  local loaded missing=() m
+  loaded=$(ast_rx "module show")
+  for m in $(sed -n 's/^load *=> *\([^ ;]*\).*/\1/p' "$AST_HOST_DIR/etc/modules.conf"); do
+    grep -q "^$m " <<<"$loaded" || missing+=("$m")
+  done
+  ((${#missing[@]} == 0)) || fail_part Asterisk "$logf" "modules not loaded: ${missing[*]}"
+  log "Asterisk up: SIP udp 127.0.0.1:$SIP_PORT, ARI http://127.0.0.1:$ARI_PORT (logs: $AST_HOST_DIR/log/)"
+}
+
+write_env() {
+  local f=$STACK_DIR/env var
+  q() { local v=${1//\'/\'\\\'\'}; printf "'%s'" "$v"; }   # single-quoted for sh and shlex
+  {
+    echo "# Written by scripts/stack-up.sh: source it to reach this checkout's stack."
+    for var in REDIS_URL PG_DSN REDIS_PORT PG_PORT SIP_PORT ARI_PORT AGI_PORT CARRIER_PORT AGENTS_PORT \
+               METRICS_PORT RTP_START RTP_END ARI_USER ARI_PASSWORD; do
+      echo "export DIALGUARD_$var=$(q "${!var}")"
+    done
+    echo "export DIALGUARD_ARI_URL=$(q "http://127.0.0.1:$ARI_PORT")"
+    echo "export DIALGUARD_STACK_DIR=$(q "$STACK_DIR")"
+    echo "export DIALGUARD_ASTERISK=$(q "$ASTERISK_MODE")"
+    echo "export DIALGUARD_ASTERISK_ROOT=$(q "$ASTERISK_ROOT")"
+    echo "export DIALGUARD_ASTERISK_LOG_DIR=$(q "$AST_HOST_DIR/log")"
+  } >"$f.tmp"
+  mv "$f.tmp" "$f"
+}
+
+# --- dialguard services -------------------------------------------------------------
+# start_service NAME CMD...: run CMD detached, pid in .stack/services/NAME.pid,
+# output in .stack/services/NAME.log.
+start_service() {
+  local name=$1; shift
+  local d=$STACK_DIR/services
+  mkdir -p "$d"
+  pid_alive "$d/$name.pid" "$(basename "$1")" && return 0
+  (
+    set -a
+    # shellcheck disable=SC1091
+    source "$STACK_DIR/env"
+    set +a
+    cd "$REPO_ROOT"
+    exec setsid "$@" >>"$d/$name.log" 2>&1 </dev/null 8>&-
+  ) &
+  echo $! >"$d/$name.pid"
+}
+
+start_services() {
+  local d=$STACK_DIR/services
+  # HOOK (AGI): the FastAGI server, once its entry point exists and imports.
+  if [[ -x $VENV/bin/dialguard-agi-server ]] && "$PY" -c 'import agi.server' >/dev/null 2>&1; then
+    pid_alive "$d/agi.pid" dialguard-agi-server || need_free "FastAGI server" tcp "$AGI_PORT"
+    start_service agi "$VENV/bin/dialguard-agi-server"
+    wait_for "FastAGI server (127.0.0.1:$AGI_PORT)" "$d/agi.log" 30 "$d/agi.pid" "$PY" "$PROBE" tcp "$AGI_PORT"
+    log "FastAGI server up on 127.0.0.1:$AGI_PORT (log: $d/agi.log)"
+  fi
+  # HOOK (audit): ships decisions and outcomes from Redis to PostgreSQL.
+  if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" audit-ship --help >/dev/null 2>&1; then
+    start_service audit-ship "$VENV/bin/dialguard" audit-ship
+    sleep 1
+    pid_alive "$d/audit-ship.pid" dialguard || fail_part "audit shipper" "$d/audit-ship.log" "the process exited"
+    log "audit shipper running (log: $d/audit-ship.log)"
+  fi
+}
+
+start=$SECONDS
+start_redis
+start_pg
+write_env
+start_asterisk
+start_services
+log "stack up in $((SECONDS - start))s; settings in $STACK_DIR/env (source it), stop with 'make down'"
