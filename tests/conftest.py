@@ -1,0 +1,187 @@
+"""Service fixtures shared by every suite.
+
+tests/unit needs no service. tests/integration needs the stack's Redis and
+PostgreSQL, tests/e2e also its Asterisk and SIPp: `make up` starts them and
+writes .stack/env, which is loaded here for settings not already in the
+environment. A missing or silent service makes the test FAIL, never skip:
+the harness is expected to have brought it up.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_stack_env() -> None:
+    stack = Path(os.environ.get("DIALGUARD_STACK_DIR", REPO_ROOT / ".stack"))
+    env_file = stack / "env"
+    if not env_file.is_file():
+        return
+    for line in env_file.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            words = shlex.split(value)
+            os.environ.setdefault(key, words[0] if words else "")
+
+
+_load_stack_env()
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"DIALGUARD_{name}_PORT", default))
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where this checkout's stack listens (docs/PORTS.md, .stack/env)."""
+
+    dir: Path
+    redis_url: str
+    pg_dsn: str
+    sip_port: int
+    ari_port: int
+    agi_port: int
+    carrier_port: int
+    agents_port: int
+    ari_user: str
+    ari_password: str
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://127.0.0.1:{self.ari_port}"
+
+    def log(self, part: str) -> Path:
+        return {
+            "redis": self.dir / "redis" / "redis.log",
+            "pg": self.dir / "pg" / "postgresql.log",
+            "asterisk": self.dir / "asterisk" / "log" / "messages.log",
+        }[part]
+
+
+def _stack_from_env() -> Stack:
+    return Stack(
+        dir=Path(os.environ.get("DIALGUARD_STACK_DIR", REPO_ROOT / ".stack")),
+        redis_url=os.environ.get("DIALGUARD_REDIS_URL", "redis://127.0.0.1:16379/0"),
+        pg_dsn=os.environ.get("DIALGUARD_PG_DSN", "postgresql://dialguard@127.0.0.1:15432/dialguard"),
+        sip_port=_port("SIP", 15060),
+        ari_port=_port("ARI", 18088),
+        agi_port=_port("AGI", 14573),
+        carrier_port=_port("CARRIER", 15070),
+        agents_port=_port("AGENTS", 15080),
+        ari_user=os.environ.get("DIALGUARD_ARI_USER", "dialguard"),
+        ari_password=os.environ.get("DIALGUARD_ARI_PASSWORD", "dialguard-dev"),
+    )
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    return _stack_from_env()
+
+
+def _down(part: str, target: str, log: Path, error: object) -> None:
+    pytest.fail(f"{part} at {target} does not answer ({error}). Start the stack with `make up` "
+                f"(or run `make test`); log: {log}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_url(stack: Stack) -> str:
+    """The stack's Redis URL, checked with PING."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(stack.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+        _down("Redis", stack.redis_url, stack.log("redis"), exc)
+    return stack.redis_url
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(stack: Stack) -> str:
+    """The stack's PostgreSQL DSN, checked with SELECT 1."""
+    import psycopg
+
+    try:
+        with psycopg.connect(stack.pg_dsn, connect_timeout=3) as conn:
+            conn.execute("select 1").fetchone()
+    except Exception as exc:  # noqa: BLE001
+        _down("PostgreSQL", stack.pg_dsn, stack.log("pg"), exc)
+    return stack.pg_dsn
+
+
+class Asterisk:
+    """The stack's Asterisk: CLI commands and ARI requests."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+
+    def rx(self, command: str, timeout: float = 30) -> str:
+        """Run one Asterisk CLI command (scripts/astcli.sh) and return its output."""
+        out = subprocess.run([str(REPO_ROOT / "scripts" / "astcli.sh"), command], capture_output=True,
+                             text=True, timeout=timeout, env={**os.environ, "DIALGUARD_STACK_DIR": str(self.stack.dir)})
+        if out.returncode != 0:
+            raise RuntimeError(f"asterisk -rx {command!r} failed: {out.stderr.strip() or out.stdout.strip()}")
+        return out.stdout
+
+    def ari_get(self, path: str, timeout: float = 5) -> bytes:
+        req = urllib.request.Request(self.stack.ari_url + path)
+        token = base64.b64encode(f"{self.stack.ari_user}:{self.stack.ari_password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.read()
+
+
+@pytest.fixture(scope="session")
+def asterisk(stack: Stack) -> Asterisk:
+    """The stack's Asterisk, checked through ARI and the CLI."""
+    ast = Asterisk(stack)
+    try:
+        ast.ari_get("/ari/asterisk/info")
+        if "fully booted" not in ast.rx("core waitfullybooted", timeout=10):
+            raise RuntimeError("not fully booted")
+    except Exception as exc:  # noqa: BLE001
+        _down("Asterisk", f"{stack.ari_url} / udp 127.0.0.1:{stack.sip_port}", stack.log("asterisk"), exc)
+    return ast
+
+
+@pytest.fixture(scope="session")
+def sipp_bin() -> str:
+    path = shutil.which("sipp")
+    if not path:
+        pytest.fail("sipp is not installed (Debian package sip-tester): run `make setup`", pytrace=False)
+    return path
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by suite folder, so `-m integration` / `-m e2e` select them."""
+    tests = REPO_ROOT / "tests"
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        for suite in ("integration", "e2e"):
+            if path.is_relative_to(tests / suite):
+                item.add_marker(getattr(pytest.mark, suite))
+
+
+@pytest.fixture(autouse=True)
+def _require_services(request: pytest.FixtureRequest) -> None:
+    """Integration and e2e tests need their services answering, whatever fixtures they use."""
+    if request.node.get_closest_marker("integration") or request.node.get_closest_marker("e2e"):
+        request.getfixturevalue("redis_url")
+        request.getfixturevalue("pg_dsn")
+    if request.node.get_closest_marker("e2e"):
+        request.getfixturevalue("asterisk")
+        request.getfixturevalue("sipp_bin")
