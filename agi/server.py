@@ -149,7 +149,10 @@ def _env(name: str, default):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dialguard-agi-server", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="dialguard-agi-server",
+        description="dialguard FastAGI server: the compliance check (and outcome, opt-out, "
+                    "complaint reports) for Asterisk dialplans, AGI(agi://HOST:PORT/NAME,...).")
     ap.add_argument("--host", default=_env("DIALGUARD_AGI_HOST", DEFAULT_HOST),
                     help="address to bind (env DIALGUARD_AGI_HOST, default %(default)s)")
     ap.add_argument("--port", type=int, default=int(_env("DIALGUARD_AGI_PORT", DEFAULT_PORT)),
@@ -200,7 +203,14 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        args.allow = parse_networks(args.allow)
+    except ValueError as exc:
+        ap.error(f"--allow: {exc}")
+    if args.session_timeout <= 0 or args.engine_timeout <= 0:
+        ap.error("timeouts must be positive")
     setup_logging(args.log_level)
     try:
         import uvloop

@@ -92,8 +92,8 @@ async def handle(ctx: Context) -> None:
                       call_id=req.call_id)
     decision = await ctx.engine_call("decide", req)
     ctx.fields.update(decision_id=decision.decision_id, reasons=list(decision.reasons))
-    allowed = decision.decision == "allow" and not decision.reasons
-    if not allowed:
+    # An allow (an override's included) reports no reasons to the channel.
+    if decision.decision != "allow":
         reasons = list(decision.reasons) or ["guard_unavailable"]
         ctx.fields["reasons"] = reasons
         await _deny(ctx, reasons, decision.decision_id, format_utc(decision.next_eligible_at))

@@ -343,3 +343,24 @@ def test_cli_defaults(monkeypatch):
 
 def test_limits_are_the_documented_ones():
     assert (p.MAX_LINE_BYTES, p.MAX_ENV_LINES) == (8192, 128)
+
+
+async def test_override_allow_reports_no_reasons(make_server):
+    from dialguard.models import Decision
+
+    class OverrideEngine(FakeEngine):
+        async def decide(self, req, now=None):
+            return Decision(decision_id="o1", decision="allow", reasons=["outside_hours"], override=True,
+                            caller_id="+861012345678", max_duration_s=60)
+
+    srv, _ = await make_server(OverrideEngine())
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW" and res.variables["DIALGUARD_REASONS"] == ""
+
+
+def test_cli_rejects_bad_cidr(capsys):
+    from agi.server import main
+
+    with pytest.raises(SystemExit):
+        main(["--allow", "not-a-network"])
+    assert "--allow" in capsys.readouterr().err
