@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import os
-import shlex
 import shutil
 import subprocess
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +21,11 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
+from sipp import load_stack_env  # noqa: E402  (tests/e2e/sipp.py, stdlib only)
 
-def _load_stack_env() -> None:
-    stack = Path(os.environ.get("DIALGUARD_STACK_DIR", REPO_ROOT / ".stack"))
-    env_file = stack / "env"
-    if not env_file.is_file():
-        return
-    for line in env_file.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line[len("export "):].partition("=")
-            words = shlex.split(value)
-            os.environ.setdefault(key, words[0] if words else "")
-
-
-_load_stack_env()
+load_stack_env()
 
 
 def _port(name: str, default: int) -> int:

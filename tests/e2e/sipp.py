@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def stack_dir() -> Path:
     return Path(os.environ.get("DIALGUARD_STACK_DIR", REPO_ROOT / ".stack"))
+
+
+def load_stack_env() -> None:
+    """Put the settings `make up` wrote to .stack/env into os.environ (what is
+    already set wins), so tests and the demo reach this checkout's stack."""
+    env_file = stack_dir() / "env"
+    if not env_file.is_file():
+        return
+    for line in env_file.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            words = shlex.split(value)
+            os.environ.setdefault(key, words[0] if words else "")
 
 
 # --- results ---------------------------------------------------------------------

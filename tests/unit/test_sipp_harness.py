@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from sipp import (  # noqa: E402
+from sipp import (  # tests/e2e/sipp.py, on sys.path through tests/conftest.py
     AGENTS_UAC, CARRIER_UAS, CarrierInvite, Sipp, UacCall, parse_stat_csv, parse_uac_log,
     parse_uas_log, read_injection, write_injection,
 )
