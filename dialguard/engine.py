@@ -29,7 +29,7 @@ from dialguard.keys import Keys
 from dialguard.models import (
     PERMANENT, Decision, DecisionRequest, Outcome, sort_reasons, utcnow,
 )
-from dialguard.numbers import NumberInfo, keyed_hash, parse_number
+from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
 from dialguard.plan import CallerIdCandidate, build_plan, eligible_from_details, from_ms, ms
 from dialguard.rules import MOVABLE_OUTCOMES, Policy
 from dialguard.timerules import next_allowed, time_reasons
@@ -226,19 +226,25 @@ class Engine:
                         latency_ms=(time.perf_counter() - t0) * 1000)
 
     # -- outcomes and events ------------------------------------------------------
-    async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None) -> bool:
-        """Apply a call's outcome. True if it matched a recorded allowed call."""
+    async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None,
+                             subject: str | None = None) -> bool:
+        """Apply a call's outcome. True if it matched a recorded allowed call.
+
+        `subject`: for a conversation that covered another subject (debt) than the
+        call's own, report once per subject; each starts that subject's quiet period.
+        """
         now = (now or await self.now()).astimezone(UTC)
         payload = json.dumps({"call_id": call_id, "at": ms(now), "res": outcome.result,
-                              "talk_s": outcome.talk_s, "cause": outcome.hangup_cause,
+                              "talk_s": outcome.talk_s, "cause": outcome.hangup_cause, "subject": subject,
                               "node": self.settings.node}, separators=(",", ":"))
         qttl = str(int(self.policy.retention().total_seconds() * 1000))
         res = await scripts.OUTCOME(self.redis, [self.keys.call(call_id), self.keys.audit], [
             outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",
             "1" if outcome.result == CONVERSATION else "0", ABANDON.get(outcome.result, ""),
             qttl, payload, new_id(),
+            ("cv:s:" + short_hash(subject)) if subject and outcome.result == CONVERSATION else "",
         ])
-        return int(res[0]) == 1
+        return int(res[0]) in (1, 3)
 
     async def _event(self, kind: str, number: str, op: str, field: str, value: str,
                      now: datetime | None, campaign: str | None = None) -> bool:

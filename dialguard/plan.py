@@ -245,6 +245,7 @@ def build_plan(
     if call_id:
         b["call"] = plan.k(keys.call(call_id))
         b["rec"] = {
+            "nk": f"{keys.prefix}:{{n:{number_tag}}}",
             "ak": " ".join(writes[:-1] if policy.agent_per_day is not None else writes),
             "cv": " ".join(conv_keys),
             "ab": keys.num(number_tag, "ab") if ab else "",

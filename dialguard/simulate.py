@@ -168,9 +168,16 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
             elif k == "outcome":
                 o = ev.outcome
                 e164 = parse_number(o.number, region).e164 or o.number
+                # the call about this subject, else the number's last call (a
+                # conversation covering several subjects is reported per subject)
                 call_id = last_call.get((e164, o.subject))
+                other_subject = None
+                if call_id is None:
+                    call_id = last_call.get((e164, None))
+                    other_subject = o.subject
                 if call_id:
-                    await engine.report_outcome(call_id, Outcome(result=o.result, talk_s=o.talk_s), now=ev.at)
+                    await engine.report_outcome(call_id, Outcome(result=o.result, talk_s=o.talk_s), now=ev.at,
+                                                subject=other_subject)
             else:
                 nev = getattr(ev, k)
                 if k == "opt_out":

@@ -198,7 +198,7 @@ if allowed == 1 then
   if plan.call then
     local rec = plan.rec
     redis.call('HSET', KEYS[plan.call], 'did', plan.did, 'ch', chosen, 'at', now,
-      'ak', rec.ak, 'cv', rec.cv, 'ab', rec.ab, 'am', rec.am,
+      'ak', rec.ak, 'cv', rec.cv, 'ab', rec.ab, 'am', rec.am, 'nk', rec.nk,
       'lv', chosen_cand and KEYS[chosen_cand.l] or '',
       'ca', chosen_cand and KEYS[chosen_cand.a] or '')
     redis.call('PEXPIRE', KEYS[plan.call], rec.ttl)

@@ -6,10 +6,12 @@
 --
 -- KEYS[1]: call record hash, KEYS[2]: audit stream
 -- ARGV: result, now_ms, movable(0/1), conversation(0/1), abandon('ab'|'am'|''),
---       quiet_ttl_ms, audit payload JSON, outcome id
+--       quiet_ttl_ms, audit payload JSON, outcome id,
+--       extra conversation key suffix ('cv:s:<subject tag>' or ''): a conversation
+--       in one call about several subjects (debts) starts each one's quiet period
 
-local result, now, movable, conv, abandon, qttl, payload, oid =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local result, now, movable, conv, abandon, qttl, payload, oid, extra =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 
 local function words(s)
   local out = {}
@@ -17,15 +19,32 @@ local function words(s)
   return out
 end
 
-local rec = redis.call('HMGET', KEYS[1], 'did', 'rep', 'ak', 'cv', 'ab', 'am', 'lv')
+local rec = redis.call('HMGET', KEYS[1], 'did', 'rep', 'ak', 'cv', 'ab', 'am', 'lv', 'nk')
 local did = rec[1]
 if not did then
   redis.call('XADD', KEYS[2], '*', 't', 'outcome', 'id', oid, 'did', '', 'res', result, 'j', payload)
   return {0, ''}
 end
+
+local function extra_conversation()
+  if conv == '1' and extra and extra ~= '' and rec[8] and rec[8] ~= '' then
+    local k = rec[8] .. ':' .. extra
+    redis.call('ZADD', k, now, did)
+    redis.call('PEXPIRE', k, qttl)
+    return true
+  end
+  return false
+end
+
 if rec[2] == '1' then
+  -- already reported: only another subject's conversation may still be added
+  if extra_conversation() then
+    redis.call('XADD', KEYS[2], '*', 't', 'outcome', 'id', oid, 'did', did, 'res', result, 'j', payload)
+    return {3, did}
+  end
   return {2, did}
 end
+extra_conversation()
 
 if movable == '1' then
   for _, k in ipairs(words(rec[3])) do
