@@ -25,6 +25,10 @@ app = typer.Typer(help="dialguard: outbound-call compliance guard for Asterisk."
 rules_app = typer.Typer(help="Rule packs: validate and show.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 
+from dialguard import cli_admin  # noqa: E402  (admin commands: pause, dnc, optout, ...)
+
+cli_admin.register(app)
+
 out = Console()
 err = Console(stderr=True)
 
