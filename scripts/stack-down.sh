@@ -13,7 +13,9 @@ fi
 
 # SIPp runs left by an interrupted test or demo (tests/e2e/sipp.py writes these).
 for f in "$STACK_DIR"/sipp/*.pid; do
-  [[ -e $f ]] && stop_pid "$f" sipp 5
+  [[ -e $f ]] || continue
+  stop_pid "$f" sipp 5
+  log "stopped SIPp $(basename "$f" .pid)"
 done
 
 # dialguard services.
@@ -51,5 +53,5 @@ if pid_alive "$STACK_DIR/redis/redis.pid" redis-server; then
   stop_pid "$STACK_DIR/redis/redis.pid" redis-server 20
   log "stopped Redis"
 fi
-rm -f "$STACK_DIR/redis/redis.pid"
+rm -f "$STACK_DIR/redis/redis.pid" "$STACK_DIR/env"
 log "stack down"

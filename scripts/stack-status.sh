@@ -14,8 +14,11 @@ show() { # NAME PIDFILE WORD LOG
 show Redis "$STACK_DIR/redis/redis.pid" redis-server "$STACK_DIR/redis/redis.log"
 show PostgreSQL "$STACK_DIR/pg/data/postmaster.pid" postgres "$STACK_DIR/pg/postgresql.log"
 show Asterisk "$AST_PIDFILE" asterisk "$AST_HOST_DIR/log/messages.log"
-for f in "$STACK_DIR"/services/*.pid "$STACK_DIR"/sipp/*.pid; do
+for f in "$STACK_DIR"/services/*.pid; do
   [[ -e $f ]] && show "$(basename "$f" .pid)" "$f" "" "${f%.pid}.log"
+done
+for f in "$STACK_DIR"/sipp/*.pid; do
+  [[ -e $f ]] && show "SIPp $(basename "$f" .pid)" "$f" sipp "(left by a test or the demo: make down stops it)"
 done
 if [[ $ASTERISK_MODE != system ]] && mountpoint -q "$ASTERISK_ROOT/proc" 2>/dev/null; then
   echo "note: $ASTERISK_ROOT/proc is mounted on the host ('make down' unmounts it)"
