@@ -64,4 +64,4 @@ clean: down
 	@find .stack -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf --one-file-system {} + 2>/dev/null || true
 
 distclean: clean
-	rm -rf .stack $(VENV)
+	rm -rf --one-file-system .stack $(VENV)

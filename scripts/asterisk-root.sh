@@ -6,9 +6,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=$ASTERISK_ROOT
-marker=$root/.dialguard-root-ok
+# A root is usable once it has Asterisk (ours carry a marker; one built by hand
+# as in SPEC §8 is accepted too).
+ready() { [[ -x $root/usr/sbin/asterisk ]]; }
+unmount_all() { local m; for m in proc sys dev/pts; do mountpoint -q "$1/$m" 2>/dev/null && umount -l "$1/$m"; done; return 0; }
 
-[[ -f $marker ]] && exit 0
+ready && exit 0
 [[ $EUID -eq 0 ]] || die "building the Asterisk root needs root (debootstrap, chroot); or set DIALGUARD_ASTERISK=system"
 command -v debootstrap >/dev/null || die "debootstrap missing: run 'make setup'"
 
@@ -16,18 +19,18 @@ parent=$(dirname "$root")
 mkdir -p "$parent"
 exec 9>"$root.lock"
 flock 9
-[[ -f $marker ]] && exit 0   # built by a concurrent run while we waited
+ready && exit 0   # built by a concurrent run while we waited
 
 # Leftovers of interrupted builds (ours: same parent, .tmp. prefix).
 for old in "$root".tmp.*; do
   [[ -d $old ]] || continue
-  mountpoint -q "$old/proc" && umount -l "$old/proc"
+  unmount_all "$old"
   rm -rf --one-file-system "$old"
 done
+# Never delete a folder we did not build: an empty one is fine, anything else stops here.
 if [[ -e $root ]]; then
-  log "removing incomplete Asterisk root $root"
-  mountpoint -q "$root/proc" && umount -l "$root/proc"
-  rm -rf --one-file-system "$root"
+  rmdir "$root" 2>/dev/null ||
+    die "$root exists but holds no Asterisk: remove it yourself or set DIALGUARD_ASTERISK_ROOT elsewhere"
 fi
 
 tmp=$root.tmp.$$
@@ -36,11 +39,11 @@ start=$SECONDS
 if ! debootstrap --variant=minbase --include=asterisk,asterisk-modules \
       sid "$tmp" "$DEBIAN_MIRROR" >"$parent/debootstrap.log" 2>&1; then
   tail -n 30 "$parent/debootstrap.log" >&2
-  mountpoint -q "$tmp/proc" && umount -l "$tmp/proc"
+  unmount_all "$tmp"
   die "debootstrap failed (log: $parent/debootstrap.log)"
 fi
 # debootstrap may leave its own mounts behind on some hosts.
-for m in proc sys dev/pts; do mountpoint -q "$tmp/$m" && umount -l "$tmp/$m"; done
+unmount_all "$tmp"
 [[ -x $tmp/usr/sbin/asterisk ]] || die "debootstrap finished but $tmp/usr/sbin/asterisk is missing"
 chroot "$tmp" asterisk -V >"$tmp/.dialguard-asterisk-version"
 # The stack's runtime folder is bind-mounted here, per checkout (scripts/stack-up.sh).
