@@ -25,6 +25,14 @@ sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
 from sipp import read_injection, run_calls, stack_dir, load_stack_env, write_injection  # noqa: E402
 
+# The admin's part before calling: approve the demo's campaigns (not
+# "unknown-campaign") and a caller ID for the pool (dialguard CLI, live store).
+DEMO_SETUP = [
+    ["campaign", "approve", "spring-sale"],
+    ["campaign", "approve", "debt-17"],
+    ["callerid", "add", "+861058001234"],
+]
+
 CDR_COLUMNS = ["start", "src", "dst", "disposition", "billsec", "campaign", "agent",
                "dialguard_result", "dialguard_reasons", "dialguard_decision_id", "uniqueid"]
 
@@ -33,6 +41,14 @@ def astcli(command: str) -> str:
     out = subprocess.run([str(REPO_ROOT / "scripts" / "astcli.sh"), command],
                          capture_output=True, text=True, timeout=30)
     return out.stdout if out.returncode == 0 else ""
+
+
+def prepare_guard() -> None:
+    cli = REPO_ROOT / ".venv" / "bin" / "dialguard"
+    for command in DEMO_SETUP:
+        out = subprocess.run([str(cli), *command], capture_output=True, text=True, timeout=30)
+        status = "ok" if out.returncode == 0 else f"failed: {(out.stderr or out.stdout).strip()[-200:]}"
+        print(f"  dialguard {' '.join(command)}: {status}")
 
 
 def new_cdr_rows(path: Path, offset: int) -> list[dict[str, str]]:
@@ -88,6 +104,8 @@ def main() -> int:
                       if guarded else
                       "pass-through: the dialplan's 'outbound' context dials without a check "
                       "(the guard plugs in there)"))
+    print("preparing the guard (as an admin would):")
+    prepare_guard()
     print()
 
     run = run_calls(injection, workdir, sip_port=sip_port, agents_port=agents_port,
@@ -105,13 +123,15 @@ def main() -> int:
     def summary(items: list[str]) -> str:
         return ", ".join(f"{n}x {what}" if n > 1 else what for what, n in Counter(items).items()) or "-"
 
-    width = max(len(n) for n in notes or {"number": ""}) + 2
-    print(f"{'number':<{width}}{'offered':>8}{'carrier':>9}  {'agents saw':<22}{'guard (CDR)':<34}note")
-    for number in dict.fromkeys(row[0] for row in rows):
-        offered = sum(1 for row in rows if row[0] == number)
-        print(f"{number:<{width}}{offered:>8}{at_carrier.get(number, 0):>9}  "
-              f"{summary(agents_saw.get(number, [])):<22}{summary(guard.get(number, [])):<34}"
-              f"{notes.get(number, '')}")
+    numbers = list(dict.fromkeys(row[0] for row in rows))
+    table = [("number", "offered", "carrier", "agents saw", "guard (CDR)", "note")]
+    for number in numbers:
+        table.append((number, str(sum(1 for row in rows if row[0] == number)), str(at_carrier.get(number, 0)),
+                      summary(agents_saw.get(number, [])), summary(guard.get(number, [])), notes.get(number, "")))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.rjust(w) if i in (1, 2) else cell.ljust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
 
     offered = len(rows)
     reached = sum(at_carrier.values())
