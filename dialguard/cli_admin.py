@@ -124,16 +124,21 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cid, name="callerid")
 
     @cid.command("add")
-    def cid_add(number: str):
+    def cid_add(number: str,
+                pool: bool = typer.Option(False, "--pool", help="the guard may pick it for calls without one"),
+                campaign: Optional[str] = typer.Option(None, "--campaign", help="add to this campaign's pool")):
+        """Approve a caller ID (and put it in the global or a campaign's pool)."""
         n = _norm(number)
-        _run(lambda e: e.approve_caller_id(n))
-        typer.echo(f"approved caller ID {n}")
+        _run(lambda e: e.approve_caller_id(n, pool=pool, campaign=campaign))
+        where = f" in campaign {campaign}'s pool" if campaign else (" in the global pool" if pool else "")
+        typer.echo(f"approved caller ID {n}{where}")
 
     @cid.command("remove")
-    def cid_remove(number: str):
+    def cid_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign")):
+        """Withdraw a caller ID (or take it out of one campaign's pool)."""
         n = _norm(number)
-        _run(lambda e: e.remove_caller_id(n))
-        typer.echo(f"removed caller ID {n}")
+        _run(lambda e: e.remove_caller_id(n, campaign))
+        typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
 
     @cid.command("cooldown")
     def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
@@ -147,11 +152,14 @@ def register(app: typer.Typer) -> None:
 
     @camp.command("approve")
     def camp_approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
-                     end: Optional[str] = typer.Option(None, "--end")):
+                     end: Optional[str] = typer.Option(None, "--end"),
+                     rules: Optional[str] = typer.Option(None, "--rules",
+                                                         help="the campaign's own packs, comma-separated")):
+        """Approve a campaign, optionally for a date range and with its own rule packs."""
         s, e_ = _time(start, "--start"), _time(end, "--end")
         if s and e_ and e_ <= s:
             _fail("--end must be after --start")
-        _run(lambda e: e.set_campaign(name, True, s, e_))
+        _run(lambda e: e.set_campaign(name, True, s, e_, rules=rules))
         typer.echo(f"campaign {name} approved" + (f" from {s.isoformat()}" if s else "")
                    + (f" until {e_.isoformat()}" if e_ else ""))
 

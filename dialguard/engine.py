@@ -31,7 +31,7 @@ from dialguard.models import (
 )
 from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
 from dialguard.plan import CallerIdCandidate, build_plan, eligible_from_details, from_ms, ms
-from dialguard.rules import MOVABLE_OUTCOMES, Policy
+from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
 from dialguard.timerules import next_allowed, time_reasons
 
 log = logging.getLogger("dialguard.engine")
@@ -60,6 +60,11 @@ EXPLAIN = {
 }
 
 CONVERSATION = "conversation"
+CONTEXT_TTL = 2.0  # seconds a campaign's rules and caller-ID pool are cached
+
+
+class CampaignRulesError(Exception):
+    pass
 ABANDON = {"abandoned": "ab", "amd": "am"}
 
 
@@ -88,6 +93,8 @@ class Engine:
         self.timeout = settings.redis_timeout_ms / 1000
         self._rr = itertools.count()
         self.default_region = policy.default_region or settings.default_region
+        self._ctx_cache: dict[str, tuple[float, Policy, tuple[str, ...]]] = {}
+        self._policies: dict[str, Policy] = {}
 
     # -- lifecycle ------------------------------------------------------------
     @classmethod
@@ -122,8 +129,48 @@ class Engine:
         return utcnow()
 
     # -- the decision -----------------------------------------------------------
-    def _candidates(self, req: DecisionRequest, reasons: list[str], why: dict) -> tuple[list, bool]:
-        pool = self.policy.caller_id_pool
+    async def _context(self, campaign: str) -> tuple[Policy, tuple[str, ...]]:
+        """The campaign's rules and caller-ID pool, cached for CONTEXT_TTL seconds.
+
+        A campaign may name its own packs (`rules` in its record); caller IDs added
+        with `dialguard callerid add` (globally or for the campaign) join the pool
+        of the rules. Kill switches and approval are read inside the script, so
+        they take effect on the very next decision.
+        """
+        hit = self._ctx_cache.get(campaign)
+        mono = time.monotonic()
+        if hit and hit[0] > mono:
+            return hit[1], hit[2]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.campaign(campaign), "rules")
+            pipe.hvals(self.keys.pool(None))
+            pipe.hvals(self.keys.pool(campaign))
+            rules, gpool, cpool = await pipe.execute()
+        policy = self.policy
+        if rules:
+            rules = rules.decode()
+            policy = self._policies.get(rules)
+            if policy is None:
+                try:
+                    policy = Policy.load(rules)
+                except RulesError as exc:  # never guess: this campaign's calls are denied
+                    log.error("campaign %s: rules %r unusable: %s", campaign, rules, exc)
+                    raise CampaignRulesError(str(exc)) from None
+                self._policies[rules] = policy
+        pool = list(policy.caller_id_pool)
+        for token in list(gpool) + list(cpool):
+            try:
+                e164 = self.sealer.open(token.decode())
+            except Exception:  # noqa: BLE001 - a record sealed with another key
+                log.error("caller-ID pool entry cannot be opened with this data key; ignored")
+                continue
+            if e164 not in pool:
+                pool.append(e164)
+        self._ctx_cache[campaign] = (mono + CONTEXT_TTL, policy, tuple(pool))
+        return policy, tuple(pool)
+
+    def _candidates(self, req: DecisionRequest, policy: Policy, pool: tuple[str, ...],
+                    reasons: list[str], why: dict) -> tuple[list, bool]:
         if req.caller_id:
             info = parse_number(req.caller_id, self.default_region)
             if not info.valid:
@@ -135,7 +182,7 @@ class Engine:
             start = next(self._rr) % len(pool)
             order = pool[start:] + pool[:start]  # round robin spreads the load over the pool
             return [CallerIdCandidate(c, self.keys.cid_tag(c), True) for c in order], True
-        if self.skip_caller_id_without_pool or not self.policy.caller_id_required:
+        if self.skip_caller_id_without_pool or not policy.caller_id_required:
             return [], False
         reasons.append("caller_id_not_approved")
         why["caller_id_not_approved"] = "no caller ID given and the rules define no pool to pick from"
@@ -143,13 +190,23 @@ class Engine:
 
     async def decide(self, req: DecisionRequest, now: datetime | None = None) -> Decision:
         t0 = time.perf_counter()
+        # One deadline for the whole decision, whatever the number of round trips.
+        deadline = asyncio.get_running_loop().time() + self.timeout
         if now is None:
             try:
-                now = await asyncio.wait_for(self.now(), self.timeout)
+                async with asyncio.timeout_at(deadline):
+                    now = await self.now()
             except (RedisError, OSError, asyncio.TimeoutError):
                 return self._unavailable(req, new_id(), t0, "test clock unreadable")
         now = now.astimezone(UTC)
         did = new_id()
+        try:
+            async with asyncio.timeout_at(deadline):
+                policy, pool = await self._context(req.campaign)
+        except CampaignRulesError as exc:
+            return self._unavailable(req, did, t0, f"campaign rules unusable: {exc}")
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}")
         info: NumberInfo = parse_number(req.number, self.default_region)
         reasons: list[str] = []
         why: dict[str, str] = {}
@@ -159,10 +216,10 @@ class Engine:
             number_tag = keyed_hash(self.settings.hash_secret, "raw:" + req.number)
         else:
             number_tag = self.keys.number_tag(info.e164)
-            treasons, twhy = time_reasons(self.policy, info.timezones, now)
+            treasons, twhy = time_reasons(policy, info.timezones, now)
             reasons.extend(treasons)
             why.update(twhy)
-        candidates, check_cid = self._candidates(req, reasons, why)
+        candidates, check_cid = self._candidates(req, policy, pool, reasons, why)
 
         payload = None
         if self.audit:
@@ -171,17 +228,18 @@ class Engine:
                 "ne": self.sealer.seal(info.e164) if info.e164 else None,
                 "campaign": req.campaign, "agent": req.agent, "subject": req.subject,
                 "call_id": req.call_id, "cid_req": req.caller_id, "pre": sort_reasons(reasons),
-                "rules": self.policy.name, "rv": self.policy.version_hash, "node": self.settings.node,
+                "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
             }, separators=(",", ":"))
         plan = build_plan(
-            policy=self.policy, keys=self.keys, info=info, number_tag=number_tag,
+            policy=policy, keys=self.keys, info=info, number_tag=number_tag,
             campaign=req.campaign, agent=req.agent, subject=req.subject, call_id=req.call_id,
             decision_id=did, now=now, pre_reasons=sort_reasons(reasons), candidates=candidates,
             check_caller_id=check_cid, site_timezone=self.settings.site_timezone,
             audit_payload=payload, audit_max=self.settings.audit_backlog_max if self.audit else None,
         )
         try:
-            res = await asyncio.wait_for(scripts.DECIDE(self.redis, plan.keys, plan.args()), self.timeout)
+            async with asyncio.timeout_at(deadline):
+                res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             log.warning("decide %s: store unavailable: %r", did, exc)
             return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}")
@@ -196,10 +254,10 @@ class Engine:
         decision = Decision(
             decision_id=rdid, decision="allow" if int(allowed) == 1 else "deny",
             reasons=all_reasons, caller_id=caller_id,
-            max_duration_s=self.policy.max_duration_s, number=info.e164,
+            max_duration_s=policy.max_duration_s, number=info.e164,
         )
         if decision.decision == "deny":
-            decision.next_eligible_at = self._next_eligible(all_reasons, plan, details, info, now)
+            decision.next_eligible_at = self._next_eligible(policy, all_reasons, plan, details, info, now)
             decision.explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
@@ -209,7 +267,7 @@ class Engine:
         decision.latency_ms = (time.perf_counter() - t0) * 1000
         return decision
 
-    def _next_eligible(self, reasons, plan, details, info, now) -> datetime | None:
+    def _next_eligible(self, policy, reasons, plan, details, info, now) -> datetime | None:
         if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
             return None
         t, never = eligible_from_details(plan, details)
@@ -218,7 +276,7 @@ class Engine:
         start = max(now, t) if t else now
         if not info.valid:
             return None
-        return next_allowed(self.policy, info.timezones, start)
+        return next_allowed(policy, info.timezones, start)
 
     def _unavailable(self, req, did, t0, why) -> Decision:
         return Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],
@@ -286,19 +344,43 @@ class Engine:
 
     # -- administration ------------------------------------------------------------
     async def set_campaign(self, campaign: str, approved: bool = True,
-                           start: datetime | None = None, end: datetime | None = None) -> None:
+                           start: datetime | None = None, end: datetime | None = None,
+                           rules: str | None = None) -> None:
+        """Approve (or not) a campaign, its dates and optionally its own rule packs."""
+        if rules:
+            Policy.load(rules)  # refuse unusable rules before they reach the store
         key = self.keys.campaign(campaign)
-        await self.redis.delete(key)
-        await self.redis.hset(key, mapping={
-            "name": campaign, "approved": "1" if approved else "0",
-            "start": str(ms(start)) if start else "", "end": str(ms(end)) if end else "",
-        })
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping={
+                "name": campaign, "approved": "1" if approved else "0",
+                "start": str(ms(start)) if start else "", "end": str(ms(end)) if end else "",
+                "rules": rules or "",
+            })
+            await pipe.execute()
+        self._ctx_cache.pop(campaign, None)
 
-    async def approve_caller_id(self, e164: str) -> None:
-        await self.redis.sadd(self.keys.approved_cids, self.keys.cid_tag(e164))
+    async def approve_caller_id(self, e164: str, pool: bool = False, campaign: str | None = None) -> None:
+        """Approve a caller ID; with pool=True the guard may also pick it (global
+        pool, or the campaign's). The pool holds the number sealed, never plain."""
+        tag = self.keys.cid_tag(e164)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(self.keys.approved_cids, tag)
+            if pool or campaign:
+                pipe.hset(self.keys.pool(campaign), tag, self.sealer.seal(e164))
+            await pipe.execute()
+        self._ctx_cache.clear()
 
-    async def remove_caller_id(self, e164: str) -> None:
-        await self.redis.srem(self.keys.approved_cids, self.keys.cid_tag(e164))
+    async def remove_caller_id(self, e164: str, campaign: str | None = None) -> None:
+        tag = self.keys.cid_tag(e164)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if campaign:
+                pipe.hdel(self.keys.pool(campaign), tag)
+            else:
+                pipe.srem(self.keys.approved_cids, tag)
+                pipe.hdel(self.keys.pool(None), tag)
+            await pipe.execute()
+        self._ctx_cache.clear()
 
     async def cooldown_caller_id(self, e164: str, until: datetime) -> None:
         await self.redis.zadd(self.keys.cid_cooldown, {self.keys.cid_tag(e164): ms(until)})

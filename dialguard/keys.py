@@ -17,6 +17,7 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{g}:pause                     kill switches: all, camp:<C>, cid:<K>
     {P}:{g}:camp:<C>                  campaign approval: approved, start, end (ms)
     {P}:{g}:cids / :cool              approved caller IDs / cool-downs
+    {P}:{g}:pool[:<C>]                caller IDs the guard may pick (sealed numbers)
     {P}:{g}:call:<call id>            call record (what to release on outcome)
     {P}:{g}:audit                     audit stream (shipped to PostgreSQL)
     {P}:{g}:clock                     test clock (only with DIALGUARD_TEST_CLOCK=1)
@@ -92,6 +93,10 @@ class Keys:
     @property
     def approved_cids(self) -> str:
         return self.g("cids")
+
+    def pool(self, campaign: str | None) -> str:
+        """Caller IDs the guard may pick: tag -> AES-GCM sealed E.164."""
+        return self.g("pool") if not campaign else self.g("pool:" + short_hash(campaign))
 
     @property
     def cid_cooldown(self) -> str:

@@ -340,3 +340,31 @@ async def test_strictest_of_two_packs_wins(make_engine, rules_file):
     assert (await e.decide(req(), now=sh(2026, 11, 23, 10))).allowed
     d = await e.decide(req(campaign="c2"), now=sh(2026, 11, 23, 10, 30))
     assert d.reasons == ["attempt_cap"] and d.next_eligible_at == sh(2026, 11, 23, 11)
+
+
+async def test_campaign_own_rules_and_sealed_caller_id_pool(make_engine, rules_file, tmp_path):
+    e = await make_engine(rules_file(OPEN + "caller_id: {require_approved: true}\n"))
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("pack: strict\ncaps:\n  - {id: one, max: 1, window: {rolling: 1h}}\nmax_duration_s: 30\n")
+    at = sh(2026, 11, 23, 10)
+    await e.set_campaign("c1")
+    await e.set_campaign("c2", rules=f"cn-default,{strict}")
+    # no pool anywhere yet
+    assert (await e.decide(req(), now=at)).reasons == ["caller_id_not_approved"]
+    await e.approve_caller_id("+862150000001", pool=True)            # global pool
+    await e.approve_caller_id("+862150000002", campaign="c2")        # c2's own pool
+    d = await e.decide(req(number="13800130001"), now=at)
+    assert d.allowed and d.caller_id == "+862150000001" and d.max_duration_s == 0
+    seen = {(await e.decide(req(number=f"1380013100{i}", campaign="c2"), now=at)).caller_id for i in range(4)}
+    assert seen == {"+862150000001", "+862150000002"}
+    d = await e.decide(req(number="13800131000", campaign="c2"), now=at + timedelta(minutes=1))
+    assert d.reasons == ["attempt_cap"] and d.max_duration_s == 30  # c2's own strict pack applies
+    # the pool holds no plaintext number
+    raw = await e.redis.hgetall(e.keys.pool(None))
+    assert raw and all(b"2150000001" not in v for v in raw.values())
+    await e.remove_caller_id("+862150000002", campaign="c2")
+    e._ctx_cache.clear()
+    assert {(await e.decide(req(number=f"1380013200{i}", campaign="c2"), now=at)).caller_id
+            for i in range(3)} == {"+862150000001"}
+    with pytest.raises(ValueError):
+        await e.set_campaign("c3", rules="no-such-pack")
