@@ -8,10 +8,41 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_CONFIG = "/etc/dialguard/dialguard.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=4)
+def _file_settings(path: str) -> dict[str, str]:
+    """Settings from the YAML config file: keys are the env names without the
+    DIALGUARD_ prefix, lowercase (redis_url, pg_dsn, rules, ...)."""
+    p = Path(path)
+    if not p.exists():
+        if path != DEFAULT_CONFIG:
+            raise ConfigError(f"{path}: config file not found (DIALGUARD_CONFIG)")
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: unreadable config: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return {"DIALGUARD_" + str(k).upper(): str(v) for k, v in data.items() if v is not None}
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    """Environment first, then the config file, then the default."""
+    if name in os.environ:
+        return os.environ[name]
+    return _file_settings(os.environ.get("DIALGUARD_CONFIG", DEFAULT_CONFIG)).get(name, default)
 
 
 @dataclass(frozen=True)
