@@ -30,7 +30,7 @@ from dialguard import cli_admin  # noqa: E402  (admin commands: pause, dnc, opto
 cli_admin.register(app)
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
 
 EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -101,6 +102,55 @@ def register(app: typer.Typer) -> None:
                    as_json: bool = typer.Option(False, "--json")):
         changed = _run(lambda e: e.dnc_remove(number, campaign))
         _say(as_json, number=_norm(number), list=campaign or "global", removed=bool(changed))
+
+    @dnc.command("import")
+    def dnc_import(path: Path = typer.Argument(..., help="CSV: a number/phone column, or numbers in the first column"),
+                   campaign: Optional[str] = typer.Option(None, "--campaign", help="the campaign's list (default: global)"),
+                   rejects: Optional[Path] = typer.Option(None, "--rejects", help="where to write rejected rows (CSV)"),
+                   as_json: bool = typer.Option(False, "--json")):
+        """Import a large list: normalized, rejected rows reported, resumable after an interruption."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from dialguard.dnc import DncStore, count_rows, import_csv
+
+        if not path.exists():
+            _fail(f"{path}: no such file")
+        rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
+        checkpoint = path.with_suffix(path.suffix + ".dnc-import")
+        settings = Settings()
+        total = count_rows(path)
+
+        async def go(e):
+            store = DncStore(e.redis, e.keys)
+            with Progress(TextColumn("importing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+                          TimeRemainingColumn(), transient=True, disable=as_json) as bar:
+                task = bar.add_task("import", total=total)
+                return await import_csv(store, store.list_name(campaign), path, e.default_region,
+                                        settings.hash_secret, rejects_path=rejects, checkpoint=checkpoint,
+                                        progress=lambda n: bar.update(task, completed=n))
+
+        report = _run(go)
+        if as_json:
+            print(json.dumps(report.as_dict()))
+        else:
+            typer.echo(f"{report.rows:,} rows: {report.added:,} added, {report.duplicates:,} already listed, "
+                       f"{report.rejected:,} rejected" + (f" (see {rejects})" if report.rejected else "")
+                       + (f"; resumed after row {report.resumed_from:,}" if report.resumed_from else ""))
+            for line, value, why in report.samples[:5]:
+                typer.echo(f"  line {line}: {value!r}: {why}")
+
+    @dnc.command("count")
+    def dnc_count(campaign: Optional[str] = typer.Option(None, "--campaign"),
+                  as_json: bool = typer.Option(False, "--json")):
+        """Entries in the global (or a campaign's) DNC list."""
+        from dialguard.dnc import DncStore
+
+        async def go(e):
+            store = DncStore(e.redis, e.keys)
+            return await store.count(store.list_name(campaign))
+
+        n = _run(go)
+        _say(as_json, list=campaign or "global", entries=n)
 
     @app.command()
     def optout(number: str):

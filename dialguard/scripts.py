@@ -33,4 +33,5 @@ class Script:
 DECIDE = Script("decide")
 OUTCOME = Script("outcome")
 EVENT = Script("event")
-ALL = (DECIDE, OUTCOME, EVENT)
+DNC = Script("dnc")
+ALL = (DECIDE, OUTCOME, EVENT, DNC)

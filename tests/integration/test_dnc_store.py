@@ -1,0 +1,121 @@
+"""DNC at scale: fingerprint buckets in Redis, CSV import with rejects and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from dialguard.dnc import BUCKETS, REC_BYTES, DncStore, false_positive_bound, fingerprint, import_csv
+from dialguard.simulate import _drop_namespace
+
+
+@pytest.fixture
+async def store(make_engine):
+    e = await make_engine("cn-default")
+    return DncStore(e.redis, e.keys), e
+
+
+def tags(e, numbers):
+    return [e.keys.number_tag(n) for n in numbers]
+
+
+async def test_add_contains_remove_count(store):
+    st, e = store
+    nums = [f"+86138{i:08d}" for i in range(2000)]
+    assert await st.add("g", tags(e, nums)) == 2000
+    assert await st.add("g", tags(e, nums[:10])) == 0  # idempotent
+    assert await st.count("g") == 2000
+    for n in nums[::97]:
+        assert await st.contains("g", e.keys.number_tag(n))
+    absent = [f"+86139{i:08d}" for i in range(2000)]
+    assert not any([await st.contains("g", e.keys.number_tag(n)) for n in absent])
+    assert await st.remove("g", tags(e, nums[:500])) == 500
+    assert await st.count("g") == 1500
+    assert not await st.contains("g", e.keys.number_tag(nums[0]))
+    assert await st.contains("g", e.keys.number_tag(nums[500]))
+    # nothing plaintext: values are 5-byte records
+    async for k in e.redis.scan_iter(match=f"{e.keys.prefix}:{{dnc}}:g:*"):
+        if not k.endswith(b":count"):
+            v = await e.redis.get(k)
+            assert len(v) % REC_BYTES == 0 and b"86138" not in v
+
+
+def test_fingerprint_layout_and_bound():
+    b, rec = fingerprint("ffffffffffffff" + "0" * 18)
+    assert b == BUCKETS - 1 and rec == b"\xff" * 5
+    assert false_positive_bound(10_000_000) < 1e-9
+    assert false_positive_bound(7_000_000_000) < 1e-7
+
+
+async def test_import_reports_rejects_and_resumes(store, tmp_path):
+    st, e = store
+    path = tmp_path / "dnc.csv"
+    rows = [["name", "phone"]]
+    good = []
+    for i in range(3000):
+        if i % 100 == 7:
+            rows.append([f"n{i}", "not-a-number"])
+        elif i % 100 == 8:
+            rows.append([f"n{i}", "110"])
+        else:
+            n = f"138{i:08d}"
+            good.append("+86" + n)
+            rows.append([f"n{i}", n])
+    rows.append(["dup", "+86 138 0000 0000"])  # duplicate of row 1
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    rejects = tmp_path / "rejects.csv"
+    checkpoint = tmp_path / "ckpt"
+    # first run "interrupted" after one chunk: simulate by a checkpoint of a partial run
+    r1 = await import_csv(st, "g", path, "CN", e.settings.hash_secret, rejects_path=rejects,
+                          checkpoint=checkpoint, chunk_rows=1000, workers=1)
+    assert r1.rows == 3001 and r1.rejected == 60 and r1.valid == 2941 and r1.added == 2940 and r1.duplicates == 1
+    assert await st.count("g") == 2940
+    bad = list(csv.reader(open(rejects)))
+    assert bad[0] == ["line", "value", "why"] and len(bad) == 61
+    assert bad[1][0] == "9" and bad[1][1] == "not-a-number" and "unparseable" in bad[1][2]
+    assert not checkpoint.exists()
+    for n in good[::50]:
+        assert await st.contains("g", e.keys.number_tag(n))
+
+
+async def test_import_resumes_from_checkpoint(store, tmp_path):
+    st, e = store
+    path = tmp_path / "dnc.csv"
+    path.write_text("".join(f"138{i:08d}\n" for i in range(2500)))
+    checkpoint = tmp_path / "ckpt"
+    # a previous run stored the first 1000 rows and died
+    checkpoint.write_text(json.dumps({"file": str(path), "list": "g", "rows": 1000}))
+    r = await import_csv(st, "g", path, "CN", e.settings.hash_secret, checkpoint=checkpoint,
+                         chunk_rows=700, workers=1)
+    assert r.resumed_from == 1000 and r.rows == 2500 and r.added == 1500
+    assert not await st.contains("g", e.keys.number_tag("+8613800000000"))   # skipped (was "done")
+    assert await st.contains("g", e.keys.number_tag("+8613800002499"))
+
+
+def test_cli_import_and_count(settings, tmp_path):
+    prefix = f"dgdnc:{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix}
+    path = tmp_path / "list.csv"
+    path.write_text("number\n13800138000\ngarbage\n+8613800138001\n")
+    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "dnc", "import", str(path), "--json"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["added"] == 2 and rep["rejected"] == 1 and rep["rejected_samples"][0]["line"] == 3
+    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "dnc", "count", "--json"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert json.loads(p.stdout)["entries"] == 2
+    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "dnc", "import", str(tmp_path / "none.csv")],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 2 and "no such file" in p.stderr
+    import redis as r
+    c = r.Redis.from_url(settings.redis_url)
+    for k in c.scan_iter(match=f"{prefix}:*"):
+        c.delete(k)
