@@ -1,0 +1,102 @@
+"""DNC at scale: Redis bytes per entry at 10M entries, CSV import rate, and
+redis-benchmark's pipelined SADD rate as the ceiling, in one run.
+
+    .venv/bin/python bench/dnc.py [--entries 10000000] [--csv-rows 200000]
+
+Memory is INFO used_memory before and after loading `--entries` fingerprints
+(synthetic keyed hashes: the store never sees a number, only its HMAC). The
+import rate is the full path of `dialguard dnc import`: CSV parse,
+phonenumbers normalization, HMAC, bucket merge. Target: <= 8 bytes per entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis.asyncio as aioredis
+
+from dialguard.config import Settings
+from dialguard.dnc import DncStore, false_positive_bound, import_csv
+from dialguard.keys import Keys
+from dialguard.simulate import _drop_namespace
+
+
+async def used_memory(r) -> int:
+    await asyncio.sleep(0.2)
+    return int((await r.info("memory"))["used_memory"])
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=10_000_000)
+    ap.add_argument("--csv-rows", type=int, default=200_000)
+    args = ap.parse_args()
+    s = Settings()
+    r = aioredis.from_url(s.redis_url)
+    prefix = f"dgbench-dnc:{uuid.uuid4().hex[:6]}"
+    keys = Keys(prefix, s.hash_secret)
+    store = DncStore(r, keys)
+    print(f"dialguard DNC benchmark: Redis {s.redis_url}, {os.cpu_count()} cores")
+    try:
+        # 1. memory at scale
+        before = await used_memory(r)
+        t0 = time.perf_counter()
+        chunk = 1_000_000
+        loaded = 0
+        while loaded < args.entries:
+            n = min(chunk, args.entries - loaded)
+            tags = [os.urandom(7).hex() for _ in range(n)]
+            await store.add("g", tags)
+            loaded += n
+            print(f"  loaded {loaded:,}", file=sys.stderr, flush=True)
+        load_s = time.perf_counter() - t0
+        after = await used_memory(r)
+        count = await store.count("g")
+        per_entry = (after - before) / count
+        print(f"entries stored:                {count:,} (bulk load {count / load_s:,.0f}/s)")
+        print(f"Redis memory per entry:        {per_entry:.2f} bytes (INFO used_memory {before:,} -> {after:,})")
+        print(f"false-positive bound:          {false_positive_bound(count):.2e} per lookup")
+
+        # 2. the full import path on a CSV with some garbage rows
+        tmp = Path(tempfile.mkdtemp(prefix="dgdnc-"))
+        csv_path = tmp / "list.csv"
+        rnd = random.Random(1)
+        with open(csv_path, "w") as f:
+            f.write("number\n")
+            for i in range(args.csv_rows):
+                f.write("garbage\n" if i % 1000 == 0 else f"+86139{rnd.randrange(10**8):08d}\n")
+        t0 = time.perf_counter()
+        rep = await import_csv(store, "c-bench", csv_path, "CN", s.hash_secret, rejects_path=tmp / "rejects.csv")
+        imp_s = time.perf_counter() - t0
+        rate = rep.rows / imp_s
+        print(f"CSV import (normalize+store):  {rate:,.0f} rows/s ({rep.rows:,} rows, {rep.rejected:,} rejected, "
+              f"{imp_s:.1f}s)")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+        # 3. ceiling: redis-benchmark pipelined SADD
+        u = urlparse(s.redis_url)
+        out = subprocess.run(["redis-benchmark", "-h", u.hostname, "-p", str(u.port), "-n", "1000000", "-P", "64",
+                              "-r", "100000000", "-q", "--csv", "SADD", f"{prefix}:sadd", "__rand_int__"],
+                             capture_output=True, text=True, timeout=300).stdout
+        row = [x for x in out.splitlines() if x.startswith('"SADD')][-1]
+        sadd = float(row.rsplit(",", 7)[1].strip('"'))
+        print(f"redis-benchmark SADD -P 64:    {sadd:,.0f} ops/s")
+        print(f"bytes/entry {per_entry:.2f} (target <= 8); import/SADD ratio {rate / sadd:.4f}")
+    finally:
+        await _drop_namespace(r, prefix)
+        await r.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
