@@ -29,6 +29,10 @@ from dialguard import cli_admin  # noqa: E402  (admin commands: pause, dnc, opto
 
 cli_admin.register(app)
 
+from dialguard.campaigns import cli as campaigns_cli  # noqa: E402  (dialer campaigns, leads, dialer run)
+
+campaigns_cli.register(app)
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
 

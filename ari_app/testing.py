@@ -1,0 +1,28 @@
+"""Test helpers for the dialer (tests/integration/test_campaign_*, tests/e2e/test_dialer_*)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def ensure_schema(dsn: str) -> None:
+    """Make the dialer tables exist: `dialguard db migrate` (the project's migration
+    runner) when the CLI has it; until it lands, apply sql/050+ directly (they are
+    idempotent, CREATE ... IF NOT EXISTS, so the runner applies them cleanly later)."""
+    has_runner = subprocess.run([sys.executable, "-m", "dialguard.cli", "db", "migrate", "--help"],
+                                capture_output=True, timeout=60).returncode == 0
+    if has_runner:
+        out = subprocess.run([sys.executable, "-m", "dialguard.cli", "db", "migrate"], capture_output=True,
+                             text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"dialguard db migrate failed: {out.stderr or out.stdout}")
+        return
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for f in sorted((REPO_ROOT / "sql").glob("0[5-9][0-9]_*.sql")):
+            conn.execute(f.read_text())

@@ -1,0 +1,1 @@
+"""Dialer campaigns: leads in PostgreSQL, lead import, CLI (issue 7)."""

@@ -1,0 +1,142 @@
+"""Lead files (CSV, XLSX): read, normalize to E.164, de-duplicate, report rejected rows.
+
+A lead file has a header row naming a number column (`number`, `phone`, `tel`,
+`mobile`, `msisdn`, or Chinese 电话 / 手机 / 号码); optional `subject` and `name`
+columns. Without a recognizable header, the first column holds the numbers and
+every row is data. Line numbers in the report are the file's own (1-based,
+header included), so an operator can find the row.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from dialguard.numbers import parse_number
+
+NUMBER_COLS = ("number", "phone", "phone_number", "tel", "telephone", "mobile", "msisdn", "电话", "手机", "号码")
+SUBJECT_COLS = ("subject", "debt", "order", "reference")
+NAME_COLS = ("name", "customer", "姓名")
+
+
+@dataclass(frozen=True)
+class Lead:
+    line: int
+    number: str  # E.164
+    subject: str = ""
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    value: str
+    why: str
+
+
+@dataclass
+class ParsedLeads:
+    leads: list[Lead] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    rows: int = 0
+    duplicates_in_file: int = 0
+
+
+class LeadFileError(ValueError):
+    pass
+
+
+def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        from openpyxl import load_workbook
+
+        try:
+            wb = load_workbook(path, read_only=True, data_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable workbook
+            raise LeadFileError(f"{path}: not a readable XLSX workbook: {exc}") from None
+        try:
+            ws = wb.worksheets[0]
+            for i, row in enumerate(ws.iter_rows(values_only=True), start=1):
+                yield i, [_cell(v) for v in row]
+        finally:
+            wb.close()
+    elif suffix in (".csv", ".txt", ""):
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                sample = f.read(4096)
+                f.seek(0)
+                try:
+                    dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+                except csv.Error:
+                    dialect = csv.excel
+                for i, row in enumerate(csv.reader(f, dialect), start=1):
+                    yield i, [c.strip() for c in row]
+        except UnicodeDecodeError as exc:
+            raise LeadFileError(f"{path}: not UTF-8 text ({exc}); save the CSV as UTF-8") from None
+    else:
+        raise LeadFileError(f"{path}: unsupported file type {suffix!r} (CSV or XLSX)")
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))  # a number typed into Excel: 13800138000.0
+    return str(v).strip()
+
+
+def _find(header: list[str], names: tuple[str, ...]) -> int | None:
+    low = [h.strip().lower() for h in header]
+    for n in names:
+        if n in low:
+            return low.index(n)
+    return None
+
+
+def parse_leads(path: Path, default_region: str) -> ParsedLeads:
+    out = ParsedLeads()
+    if not path.exists():
+        raise LeadFileError(f"{path}: no such file")
+    rows = _rows(path)
+    cols: tuple[int, int | None, int | None] | None = None
+    seen: set[tuple[str, str]] = set()
+    for line, row in rows:
+        if cols is None:
+            ni = _find(row, NUMBER_COLS)
+            if ni is not None:
+                cols = (ni, _find(row, SUBJECT_COLS), _find(row, NAME_COLS))
+                continue
+            cols = (0, None, None)  # no header: numbers in the first column
+        if not any(row):
+            continue
+        out.rows += 1
+        ni, si, nmi = cols
+        value = row[ni] if ni < len(row) else ""
+        subject = row[si] if si is not None and si < len(row) else ""
+        name = row[nmi] if nmi is not None and nmi < len(row) and row[nmi] else None
+        if not value:
+            out.rejects.append(Reject(line, value, "empty number"))
+            continue
+        info = parse_number(value, default_region)
+        if not info.valid:
+            out.rejects.append(Reject(line, value, info.problem or "invalid number"))
+            continue
+        key = (info.e164, subject)
+        if key in seen:
+            out.duplicates_in_file += 1
+            out.rejects.append(Reject(line, value, f"duplicate of an earlier row ({info.e164})"))
+            continue
+        seen.add(key)
+        out.leads.append(Lead(line, info.e164, subject, name))
+    return out
+
+
+def write_rejects(path: Path, rejects: list[Reject]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "value", "why"])
+        for r in rejects:
+            w.writerow([r.line, r.value, r.why])

@@ -1,0 +1,244 @@
+"""Campaigns, leads and dialer calls in PostgreSQL (sql/050_dialer_campaigns.sql).
+
+The dialer is the only writer of calls; every state change is one short
+transaction, so a dialer restarted at any point resumes from what is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from dialguard.campaigns.leads import Lead
+
+UTC = timezone.utc
+STATES = ("draft", "approved", "running", "paused", "stopped")
+# Outcomes after which a lead is not called again by this campaign.
+FINAL_RESULTS = {"conversation"}
+
+
+class SchemaMissing(RuntimeError):
+    pass
+
+
+class CampaignError(ValueError):
+    pass
+
+
+@dataclass
+class Campaign:
+    name: str
+    state: str
+    approved: bool
+    approved_start: datetime | None
+    approved_end: datetime | None
+    rules: str | None
+    max_concurrent: int
+    calls_per_second: float
+    dial_ratio: float
+    abandon_limit_pct: float
+    max_attempts: int
+    retry_after_s: int
+    ring_timeout_s: int
+    optout_key: str
+
+    @classmethod
+    def from_row(cls, r: dict) -> "Campaign":
+        return cls(**{k: r[k] for k in cls.__dataclass_fields__})
+
+    def may_dial(self, now: datetime) -> bool:
+        if not (self.approved and self.state == "running"):
+            return False
+        if self.approved_start and now < self.approved_start:
+            return False
+        return not (self.approved_end and now >= self.approved_end)
+
+
+TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pct", "max_attempts",
+           "retry_after_s", "ring_timeout_s", "optout_key")
+
+
+class Store:
+    def __init__(self, pool: AsyncConnectionPool):
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, max_size: int = 8) -> "Store":
+        pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, open=False,
+                                   kwargs={"autocommit": True, "row_factory": dict_row})
+        await pool.open(wait=True, timeout=10)
+        store = cls(pool)
+        await store.check_schema()
+        return store
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def check_schema(self) -> None:
+        async with self.pool.connection() as c:
+            r = await (await c.execute("select to_regclass('dialer_calls') as t")).fetchone()
+        if r["t"] is None:
+            raise SchemaMissing("the dialer tables are missing: run `dialguard db migrate` "
+                                "(sql/050_dialer_campaigns.sql)")
+
+    async def _one(self, sql: str, args: Any = ()) -> dict | None:
+        async with self.pool.connection() as c:
+            return await (await c.execute(sql, args)).fetchone()
+
+    async def _all(self, sql: str, args: Any = ()) -> list[dict]:
+        async with self.pool.connection() as c:
+            return await (await c.execute(sql, args)).fetchall()
+
+    # -- campaigns -------------------------------------------------------------------
+    async def create_campaign(self, name: str, **tun) -> Campaign:
+        cols = {k: v for k, v in tun.items() if k in TUNABLE and v is not None}
+        names = ", ".join(["name", *cols])
+        marks = ", ".join(["%s"] * (1 + len(cols)))
+        try:
+            r = await self._one(f"insert into dialer_campaigns ({names}) values ({marks}) returning *",
+                                (name, *cols.values()))
+        except psycopg.errors.UniqueViolation:
+            raise CampaignError(f"campaign {name!r} already exists") from None
+        except psycopg.errors.CheckViolation as exc:
+            raise CampaignError(f"campaign {name!r}: bad setting: {exc.diag.constraint_name}") from None
+        return Campaign.from_row(r)
+
+    async def campaign(self, name: str) -> Campaign | None:
+        r = await self._one("select * from dialer_campaigns where name = %s", (name,))
+        return Campaign.from_row(r) if r else None
+
+    async def campaigns(self) -> list[Campaign]:
+        return [Campaign.from_row(r) for r in await self._all("select * from dialer_campaigns order by name")]
+
+    async def set_approval(self, name: str, approved: bool, start: datetime | None = None,
+                           end: datetime | None = None, rules: str | None = None) -> Campaign | None:
+        r = await self._one(
+            "update dialer_campaigns set approved = %s, approved_start = %s, approved_end = %s, rules = %s,"
+            " state = case when %s then (case when state = 'draft' then 'approved' else state end)"
+            "              else (case when state in ('running', 'paused') then 'stopped' else state end) end,"
+            " updated_at = now() where name = %s returning *",
+            (approved, start, end, rules, approved, name))
+        return Campaign.from_row(r) if r else None
+
+    async def set_state(self, name: str, state: str) -> Campaign:
+        assert state in STATES
+        c = await self.campaign(name)
+        if c is None:
+            raise CampaignError(f"campaign {name!r} does not exist (dialguard campaign create)")
+        if state == "running" and not c.approved:
+            raise CampaignError(f"campaign {name!r} is not approved: only approved campaigns dial "
+                                "(dialguard campaign approve)")
+        r = await self._one("update dialer_campaigns set state = %s, updated_at = now() where name = %s "
+                            "returning *", (state, name))
+        return Campaign.from_row(r)
+
+    # -- leads -------------------------------------------------------------------------
+    async def add_leads(self, campaign: str, leads: list[Lead], now: datetime | None = None) -> tuple[int, list[Lead]]:
+        """Insert leads; returns (added, leads already in the campaign)."""
+        if not await self.campaign(campaign):
+            raise CampaignError(f"campaign {campaign!r} does not exist (dialguard campaign create)")
+        now = now or datetime.now(UTC)
+        added: set[tuple[str, str]] = set()
+        async with self.pool.connection() as c:
+            async with c.transaction():
+                for i in range(0, len(leads), 1000):
+                    chunk = leads[i:i + 1000]
+                    cur = await c.execute(
+                        "insert into dialer_leads (campaign, number, subject, name, source_line, next_eligible_at)"
+                        " select %s, t.number, t.subject, t.name, t.line, %s::timestamptz"
+                        " from unnest(%s::text[], %s::text[], %s::text[], %s::int[]) as t(number, subject, name, line)"
+                        " on conflict (campaign, number, subject) do nothing returning number, subject",
+                        (campaign, now, [x.number for x in chunk], [x.subject for x in chunk],
+                         [x.name for x in chunk], [x.line for x in chunk]))
+                    added.update((r["number"], r["subject"]) for r in await cur.fetchall())
+        existing = [x for x in leads if (x.number, x.subject) not in added]
+        return len(added), existing
+
+    async def lead(self, lead_id: int) -> dict | None:
+        return await self._one("select * from dialer_leads where id = %s", (lead_id,))
+
+    async def lead_counts(self, campaign: str) -> dict[str, int]:
+        rows = await self._all("select state, count(*) n from dialer_leads where campaign = %s group by state",
+                               (campaign,))
+        return {r["state"]: r["n"] for r in rows}
+
+    async def claim_due(self, campaign: str, limit: int, now: datetime) -> list[dict]:
+        """Take up to `limit` due leads and mark them dialing (one transaction; concurrent
+        dialers skip each other's rows)."""
+        if limit <= 0:
+            return []
+        return await self._all(
+            "update dialer_leads l set state = 'dialing', updated_at = now() from ("
+            "  select id from dialer_leads where campaign = %s and state = 'pending' and next_eligible_at <= %s"
+            "  order by next_eligible_at, id limit %s for update skip locked) d"
+            " where l.id = d.id returning l.*", (campaign, now, limit))
+
+    async def release_lead(self, lead_id: int, *, state: str, next_at: datetime | None = None,
+                           result: str | None = None, reasons: str | None = None,
+                           count_attempt: bool = False) -> None:
+        await self._one(
+            "update dialer_leads set state = %s, next_eligible_at = coalesce(%s, next_eligible_at),"
+            " last_result = coalesce(%s, last_result), last_reasons = %s,"
+            " attempts = attempts + %s, updated_at = now() where id = %s returning id",
+            (state, next_at, result, reasons, 1 if count_attempt else 0, lead_id))
+
+    async def set_disposition(self, lead_id: int, disposition: str, follow_up: datetime | None) -> dict | None:
+        state = "pending" if disposition == "follow-up" else "done"
+        return await self._one(
+            "update dialer_leads set disposition = %s, state = case when state = 'blocked' then state else %s end,"
+            " next_eligible_at = coalesce(%s, next_eligible_at), updated_at = now() where id = %s returning *",
+            (disposition, state, follow_up, lead_id))
+
+    # -- calls ---------------------------------------------------------------------------
+    async def new_call(self, channel_id: str, lead_id: int, campaign: str, agent: str | None) -> None:
+        await self._one("insert into dialer_calls (channel_id, lead_id, campaign, agent) values (%s, %s, %s, %s)"
+                        " returning channel_id", (channel_id, lead_id, campaign, agent))
+
+    async def update_call(self, channel_id: str, **fields) -> None:
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        await self._one(f"update dialer_calls set {sets} where channel_id = %s returning channel_id",
+                        (*fields.values(), channel_id))
+
+    async def mark_originated(self, channel_id: str) -> None:
+        await self._one("update dialer_calls set state = 'originated' where channel_id = %s and state = 'reserved'"
+                        " returning channel_id", (channel_id,))
+
+    async def call(self, channel_id: str) -> dict | None:
+        return await self._one("select * from dialer_calls where channel_id = %s", (channel_id,))
+
+    async def live_calls(self) -> list[dict]:
+        return await self._all("select c.*, l.number, l.subject from dialer_calls c join dialer_leads l"
+                               " on l.id = c.lead_id where c.state <> 'ended'")
+
+    async def unreported(self) -> list[dict]:
+        return await self._all("select * from dialer_calls where state = 'ended' and not outcome_reported")
+
+    async def orphan_dialing_leads(self) -> list[dict]:
+        """Leads marked dialing with no live call (the dialer died between claim and call)."""
+        return await self._all(
+            "select l.* from dialer_leads l where l.state = 'dialing' and not exists ("
+            " select 1 from dialer_calls c where c.lead_id = l.id and c.state <> 'ended')")
+
+    async def abandon_stats(self, campaign: str, day_start: datetime, day_end: datetime) -> tuple[int, int]:
+        """(answered, abandoned) calls of the campaign answered in [day_start, day_end)."""
+        r = await self._one(
+            "select count(*) filter (where answered_at is not null) answered,"
+            "       count(*) filter (where result = 'abandoned') abandoned"
+            " from dialer_calls where campaign = %s and answered_at >= %s and answered_at < %s",
+            (campaign, day_start, day_end))
+        return int(r["answered"]), int(r["abandoned"])
+
+
+def local_day(now: datetime, tz: str) -> tuple[datetime, datetime]:
+    """The site-local calendar day holding `now`, as UTC bounds."""
+    z = ZoneInfo(tz)
+    local = now.astimezone(z)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=1)).replace(tzinfo=None).replace(tzinfo=z)
+    return start.astimezone(UTC), end.astimezone(UTC)

@@ -1,0 +1,104 @@
+"""Campaign lifecycle: PostgreSQL record and the engine's approval agree."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timezone
+
+import psycopg
+import pytest
+
+from ari_app.testing import ensure_schema
+from dialguard.config import Settings
+from dialguard.engine import Engine
+from dialguard.models import DecisionRequest
+
+NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai
+
+
+@pytest.fixture(scope="module")
+def schema(pg_dsn):
+    ensure_schema(pg_dsn)
+    return pg_dsn
+
+
+def cli(prefix, *args):
+    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "DIALGUARD_KEY_PREFIX": prefix})
+
+
+async def test_lifecycle_and_approval_agree(schema):
+    prefix = f"dgcamp:{uuid.uuid4().hex[:8]}"
+    name = f"life-{uuid.uuid4().hex[:8]}"
+    e = await Engine.create(Settings(key_prefix=prefix))
+
+    async def reasons():
+        return (await e.decide(DecisionRequest(number="13800138000", campaign=name, agent="a"), now=NOW)).reasons
+
+    def status():
+        out = cli(prefix, "campaign", "status", name, "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    try:
+        out = cli(prefix, "campaign", "create", name, "--max-concurrent", "4", "--cps", "5", "--abandon-limit", "3",
+                  "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["state"] == "draft"
+        assert cli(prefix, "campaign", "create", name).returncode == 2  # exists
+        # only approved campaigns dial
+        out = cli(prefix, "campaign", "start", name)
+        assert out.returncode == 2 and "not approved" in out.stderr
+        assert "campaign_not_approved" in await reasons()
+
+        assert cli(prefix, "campaign", "approve", name).returncode == 0
+        s = status()
+        assert (s["state"], s["approved"]) == ("approved", True)
+        assert "campaign_not_approved" not in await reasons()
+
+        for verb, state in (("start", "running"), ("pause", "paused"), ("start", "running"), ("stop", "stopped")):
+            assert cli(prefix, "campaign", verb, name).returncode == 0
+            assert status()["state"] == state
+        assert cli(prefix, "campaign", "start", name).returncode == 0
+
+        assert cli(prefix, "campaign", "revoke", name).returncode == 0
+        s = status()
+        assert (s["state"], s["approved"]) == ("stopped", False)
+        await e.set_campaign(name, False)  # cache of the engine: same as a new decision after 2 s
+        e._ctx_cache.clear()
+        assert "campaign_not_approved" in await reasons()
+        assert s["leads"] == {} and s["abandon_rate_pct"] == 0
+    finally:
+        await e.close()
+
+
+def test_engine_only_campaign_still_approvable(schema):
+    prefix = f"dgcamp:{uuid.uuid4().hex[:8]}"
+    out = cli(prefix, "campaign", "approve", f"dialplan-only-{uuid.uuid4().hex[:6]}")
+    assert out.returncode == 0 and "engine only" in out.stdout
+
+
+def test_disposition(schema, tmp_path):
+    prefix = f"dgcamp:{uuid.uuid4().hex[:8]}"
+    name = f"disp-{uuid.uuid4().hex[:8]}"
+    assert cli(prefix, "campaign", "create", name).returncode == 0
+    f = tmp_path / "l.csv"
+    f.write_text("number\n13800138000\n13800138001\n")
+    assert cli(prefix, "campaign", "import", name, str(f)).returncode == 0
+    with psycopg.connect(schema) as c:
+        ids = [r[0] for r in c.execute("select id from dialer_leads where campaign = %s order by id", (name,))]
+    assert cli(prefix, "campaign", "disposition", str(ids[0]), "success").returncode == 0
+    out = cli(prefix, "campaign", "disposition", str(ids[1]), "follow-up", "--at", "2026-11-24T10:00:00+08:00")
+    assert out.returncode == 0, out.stderr
+    assert cli(prefix, "campaign", "disposition", str(ids[1]), "follow-up").returncode == 2
+    assert cli(prefix, "campaign", "disposition", str(ids[1]), "maybe").returncode == 2
+    with psycopg.connect(schema) as c:
+        rows = c.execute("select disposition, state, next_eligible_at from dialer_leads where campaign = %s"
+                         " order by id", (name,)).fetchall()
+    assert rows[0][:2] == ("success", "done")
+    assert rows[1][:2] == ("follow-up", "pending")
+    assert rows[1][2] == datetime(2026, 11, 24, 2, tzinfo=timezone.utc)

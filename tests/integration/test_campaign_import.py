@@ -1,0 +1,102 @@
+"""Lead import (CSV, XLSX) into PostgreSQL: normalization, de-duplication, rejected rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+from openpyxl import Workbook
+
+from ari_app.testing import ensure_schema
+
+
+@pytest.fixture(scope="module")
+def schema(pg_dsn):
+    ensure_schema(pg_dsn)
+    return pg_dsn
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "DIALGUARD_DEFAULT_REGION": "CN", **(env or {})})
+
+
+def leads(dsn, campaign):
+    with psycopg.connect(dsn) as c:
+        return c.execute("select number, subject, name, state, attempts, source_line from dialer_leads"
+                         " where campaign = %s order by source_line", (campaign,)).fetchall()
+
+
+def test_csv_import_normalizes_dedupes_and_reports(schema, tmp_path):
+    name = f"imp-{uuid.uuid4().hex[:8]}"
+    assert cli("campaign", "create", name).returncode == 0
+    f = tmp_path / "leads.csv"
+    f.write_text(
+        "phone,name,subject\n"          # line 1
+        "138 0013 8000,Li,debt-1\n"     # 2 ok
+        "+86 138-0013-8001,Wang,\n"     # 3 ok
+        "8613800138000,Li again,debt-1\n"  # 4 duplicate of line 2 (same E.164 and subject)
+        "12345,Short,\n"                # 5 invalid
+        ",Empty,\n"                     # 6 empty
+        "110,Police,\n"                 # 7 emergency
+        "13800138000,Li,debt-2\n"       # 8 ok: another subject
+        "not a number,X,\n"             # 9 invalid
+    )
+    out = cli("campaign", "import", name, str(f), "--json")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["rows"] == 8 and rep["added"] == 3 and rep["rejected"] == 5 and rep["duplicates"] == 1
+    by_line = {r["line"]: r for r in rep["rejects"]}
+    assert set(by_line) == {4, 5, 6, 7, 9}
+    assert "duplicate" in by_line[4]["why"] and by_line[4]["value"] == "8613800138000"
+    assert by_line[6]["why"] == "empty number"
+    assert "emergency" in by_line[7]["why"]
+    assert by_line[9]["value"] == "not a number"
+    with open(rep["rejects_file"], newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["line", "value", "why"] and len(rows) == 6
+    got = leads(schema, name)
+    assert [(r[0], r[1], r[3], r[4], r[5]) for r in got] == [
+        ("+8613800138000", "debt-1", "pending", 0, 2),
+        ("+8613800138001", "", "pending", 0, 3),
+        ("+8613800138000", "debt-2", "pending", 0, 8),
+    ]
+    # a second import of the same file adds nothing and says why
+    again = json.loads(cli("campaign", "import", name, str(f), "--json").stdout)
+    assert again["added"] == 0
+    assert sum(1 for r in again["rejects"] if r["why"] == "already a lead of this campaign") == 3
+
+
+def test_xlsx_import_without_header_and_numbers_as_cells(schema, tmp_path):
+    name = f"impx-{uuid.uuid4().hex[:8]}"
+    assert cli("campaign", "create", name).returncode == 0
+    wb = Workbook()
+    ws = wb.active
+    ws.append([13800138010])        # Excel keeps it as a number
+    ws.append([13800138011.0])      # or as a float
+    ws.append(["+86 138 0013 8010"])  # duplicate of line 1
+    ws.append(["999"])
+    f = tmp_path / "leads.xlsx"
+    wb.save(f)
+    out = cli("campaign", "import", name, str(f), "--json")
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert (rep["rows"], rep["added"], rep["rejected"]) == (4, 2, 2)
+    assert {r["line"] for r in rep["rejects"]} == {3, 4}
+    assert [r[0] for r in leads(schema, name)] == ["+8613800138010", "+8613800138011"]
+
+
+def test_import_errors(schema, tmp_path):
+    bad = tmp_path / "x.pdf"
+    bad.write_text("x")
+    assert cli("campaign", "import", "nope", str(bad)).returncode == 2
+    f = tmp_path / "a.csv"
+    f.write_text("number\n13800138000\n")
+    out = cli("campaign", "import", f"missing-{uuid.uuid4().hex[:6]}", str(f))
+    assert out.returncode == 2 and "does not exist" in out.stderr

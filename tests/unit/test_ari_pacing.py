@@ -1,0 +1,50 @@
+"""Dialer pacing: concurrency, rate and agents, slowing near the abandon limit."""
+
+from ari_app.pacing import TokenBucket, abandon_rate, calls_to_start, effective_ratio
+
+
+def test_abandon_rate():
+    assert abandon_rate(0, 0) == 0
+    assert abandon_rate(200, 6) == 3.0
+
+
+def test_ratio_slows_towards_the_limit():
+    assert effective_ratio(2.0, 0.0, 3.0) == 2.0
+    assert effective_ratio(2.0, 1.5, 3.0) == 2.0          # half the limit: full speed
+    assert 1.0 < effective_ratio(2.0, 2.0, 3.0) < 2.0      # slowing
+    assert abs(effective_ratio(2.0, 2.4, 3.0) - 1.0) < 1e-9  # 80 %: one call per free agent
+    assert 0.5 < effective_ratio(2.0, 2.7, 3.0) < 1.0
+    assert effective_ratio(2.0, 3.0, 3.0) == 0.5
+    assert effective_ratio(2.0, 9.0, 3.0) == 0.5
+    assert effective_ratio(1.0, 0.0, 0.0) == 0.5
+    # monotone: a higher abandon rate never speeds up
+    prev = 10.0
+    for i in range(0, 400):
+        r = effective_ratio(1.7, i / 100, 3.0)
+        assert r <= prev + 1e-12
+        prev = r
+
+
+def test_calls_to_start_smallest_limit_wins():
+    kw = dict(max_concurrent=10, in_flight=0, tokens=5, free_agents=4, unbridged=0, ratio=1.0)
+    assert calls_to_start(**kw) == 4
+    assert calls_to_start(**{**kw, "ratio": 1.5}) == 5  # tokens
+    assert calls_to_start(**{**kw, "in_flight": 8}) == 2  # concurrency
+    assert calls_to_start(**{**kw, "unbridged": 3}) == 1
+    assert calls_to_start(**{**kw, "free_agents": 0}) == 0  # no agent: no call
+    assert calls_to_start(**{**kw, "ratio": 0.5}) == 2
+    assert calls_to_start(**{**kw, "free_agents": 1, "ratio": 0.5}) == 1  # never stalls with a free agent
+    assert calls_to_start(**{**kw, "free_agents": 1, "ratio": 0.5, "unbridged": 1}) == 0
+    assert calls_to_start(**{**kw, "tokens": 0}) == 0
+
+
+def test_token_bucket():
+    t = [0.0]
+    b = TokenBucket(2.0, clock=lambda: t[0])
+    assert b.available() == 2
+    b.take(2)
+    assert b.available() == 0
+    t[0] = 0.5
+    assert b.available() == 1
+    t[0] = 100
+    assert b.available() == 2  # burst capped
