@@ -131,3 +131,57 @@ stack_lock() {
   exec 8>"$STACK_DIR/.lock"
   flock -w 900 8 || die "another make up/down holds $STACK_DIR/.lock"
 }
+
+# --- dialguard services (FastAGI server, audit shipper) ---------------------------
+# start_service NAME [VAR=VALUE...] -- CMD...: run CMD detached in its own
+# session with the stack's settings (.stack/env) and the VAR=VALUE given; pid
+# in .stack/services/NAME.pid, output appended to .stack/services/NAME.log.
+# Does nothing if NAME already runs.
+start_service() {
+  local name=$1; shift
+  local d=$STACK_DIR/services vars=()
+  while (($#)) && [[ $1 != -- ]]; do vars+=("$1"); shift; done
+  [[ ${1:-} == -- ]] && shift
+  mkdir -p "$d"
+  pid_alive "$d/$name.pid" "$(basename "$1")" && return 0
+  (
+    set -a
+    # shellcheck disable=SC1091
+    source "$STACK_DIR/env"
+    set +a
+    ((${#vars[@]} == 0)) || export "${vars[@]}"
+    cd "$REPO_ROOT"
+    exec setsid "$@" >>"$d/$name.log" 2>&1 </dev/null 8>&-
+  ) &
+  echo $! >"$d/$name.pid"
+}
+
+# The dev stack's guard settings for the FastAGI server:
+# - DIALGUARD_RULES: the default rule packs (campaigns may carry their own);
+# - DIALGUARD_TEST_CLOCK=1: the engine reads the rules clock from the Redis key
+#   <prefix>:{g}:clock (ms since the epoch) when it is set, so tests and the
+#   demo can place calls "on a working day at 10:00". DEV STACK ONLY: a
+#   production server never sets DIALGUARD_TEST_CLOCK (anyone who can write to
+#   Redis could then move the guard's clock).
+AGI_RULES=${DIALGUARD_RULES:-cn-default}
+AGI_SERVER_ENV=(DIALGUARD_TEST_CLOCK=1 "DIALGUARD_RULES=$AGI_RULES")
+
+agi_server_available() {
+  [[ -x $VENV/bin/dialguard-agi-server ]] && "$VENV/bin/python" -c 'import agi.server' >/dev/null 2>&1
+}
+
+# agi_server_start: start the FastAGI server (if not running) and wait for its port.
+agi_server_start() {
+  local d=$STACK_DIR/services
+  pid_alive "$d/agi.pid" dialguard-agi-server || "$VENV/bin/python" "$PROBE" free tcp "$AGI_PORT" ||
+    die "FastAGI server: port $AGI_PORT busy. Another stack (another checkout?) or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_AGI_PORT (docs/PORTS.md)"
+  start_service agi "${AGI_SERVER_ENV[@]}" -- "$VENV/bin/dialguard-agi-server"
+  wait_for "FastAGI server (127.0.0.1:$AGI_PORT)" "$d/agi.log" 30 "$d/agi.pid" \
+    "$VENV/bin/python" "$PROBE" tcp "$AGI_PORT"
+  log "FastAGI server up on 127.0.0.1:$AGI_PORT, rules $AGI_RULES, test clock on (log: $d/agi.log)"
+}
+
+# agi_server_stop: SIGTERM (sessions in flight finish), then make sure.
+agi_server_stop() {
+  stop_pid "$STACK_DIR/services/agi.pid" dialguard-agi-server 10
+}

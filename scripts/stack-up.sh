@@ -182,37 +182,17 @@ write_env() {
   mv "$f.tmp" "$f"
 }
 
-# --- dialguard services -------------------------------------------------------------
-# start_service NAME CMD...: run CMD detached, pid in .stack/services/NAME.pid,
-# output in .stack/services/NAME.log.
-start_service() {
-  local name=$1; shift
-  local d=$STACK_DIR/services
-  mkdir -p "$d"
-  pid_alive "$d/$name.pid" "$(basename "$1")" && return 0
-  (
-    set -a
-    # shellcheck disable=SC1091
-    source "$STACK_DIR/env"
-    set +a
-    cd "$REPO_ROOT"
-    exec setsid "$@" >>"$d/$name.log" 2>&1 </dev/null 8>&-
-  ) &
-  echo $! >"$d/$name.pid"
-}
-
+# --- dialguard services (start_service, agi_server_* in lib.sh) ---------------------
 start_services() {
   local d=$STACK_DIR/services
-  # HOOK (AGI): the FastAGI server, once its entry point exists and imports.
-  if [[ -x $VENV/bin/dialguard-agi-server ]] && "$PY" -c 'import agi.server' >/dev/null 2>&1; then
-    pid_alive "$d/agi.pid" dialguard-agi-server || need_free "FastAGI server" tcp "$AGI_PORT"
-    start_service agi "$VENV/bin/dialguard-agi-server"
-    wait_for "FastAGI server (127.0.0.1:$AGI_PORT)" "$d/agi.log" 30 "$d/agi.pid" "$PY" "$PROBE" tcp "$AGI_PORT"
-    log "FastAGI server up on 127.0.0.1:$AGI_PORT (log: $d/agi.log)"
+  # The FastAGI server, once its entry point exists and imports. Dev-stack
+  # settings (test clock, default rules): AGI_SERVER_ENV in lib.sh.
+  if agi_server_available; then
+    agi_server_start
   fi
   # HOOK (audit): ships decisions and outcomes from Redis to PostgreSQL.
   if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" audit-ship --help >/dev/null 2>&1; then
-    start_service audit-ship "$VENV/bin/dialguard" audit-ship
+    start_service audit-ship -- "$VENV/bin/dialguard" audit-ship
     sleep 1
     pid_alive "$d/audit-ship.pid" dialguard || fail_part "audit shipper" "$d/audit-ship.log" "the process exited"
     log "audit shipper running (log: $d/audit-ship.log)"
