@@ -5,9 +5,12 @@ by side, Asterisk-testsuite style); the two shared ones are in
 scenarios/common/:
 
 - agents_uac.xml: the agents' side. One call per injection line
-  (number;campaign;agent), logs "<number>;answered" or "<number>;rejected;<code>".
+  (number;campaign;agent), logs "INVITE;<number>;<Call-ID>;<time>" when it
+  sends the INVITE, then "<number>;answered" or "<number>;rejected;<code>".
 - carrier_uas.xml: the carrier. Answers every INVITE and logs
-  "INVITE;<request-URI user>;<From user>;<Call-ID>".
+  "INVITE;<request-URI user>;<From user>;<Call-ID>;<PAI user>;<time>",
+  "ANSWER;<Call-ID>;<time>" and "BYE;<Call-ID>;<time>".
+  (<time>: SIPp's [timestamp], whose last word is epoch.microseconds.)
 
 Every SIPp process runs in its own session with a pid file under
 .stack/sipp/, so `make down` reaps it even if the test process died.
@@ -68,6 +71,26 @@ class CarrierInvite:
     number: str  # user part of the request URI
     from_user: str
     call_id: str
+    pai_user: str = ""  # user part of P-Asserted-Identity ("" when absent)
+    at: float | None = None  # epoch seconds when the carrier received it
+
+
+@dataclass(frozen=True)
+class UacInvite:
+    """One INVITE the agents' side sent."""
+
+    number: str
+    call_id: str
+    at: float  # epoch seconds
+
+
+def log_time(field: str) -> float | None:
+    """Epoch seconds from a SIPp [timestamp] (date, time, epoch.usec; tab-separated)."""
+    words = field.split()
+    try:
+        return float(words[-1]) if words else None
+    except ValueError:
+        return None
 
 
 def parse_stat_csv(path: Path) -> dict[str, str]:
@@ -95,8 +118,20 @@ def parse_uac_log(path: Path) -> list[UacCall]:
     return calls
 
 
+def parse_uac_invites(path: Path) -> list[UacInvite]:
+    return [UacInvite(p[1], p[2], log_time(p[3]) or 0.0) for p in _log_lines(path)
+            if len(p) >= 4 and p[0] == "INVITE"]
+
+
 def parse_uas_log(path: Path) -> list[CarrierInvite]:
-    return [CarrierInvite(p[1], p[2], p[3]) for p in _log_lines(path) if len(p) >= 4 and p[0] == "INVITE"]
+    return [CarrierInvite(p[1], p[2], p[3], p[4] if len(p) > 4 else "", log_time(p[5]) if len(p) > 5 else None)
+            for p in _log_lines(path) if len(p) >= 4 and p[0] == "INVITE"]
+
+
+def parse_uas_times(path: Path, event: str) -> dict[str, float]:
+    """Call-ID -> epoch seconds of the carrier's ANSWER or BYE lines."""
+    return {p[1]: t for p in _log_lines(path) if len(p) >= 3 and p[0] == event
+            for t in [log_time(p[2])] if t is not None}
 
 
 def write_injection(path: Path, rows: Iterable[Sequence[str]], order: str = "SEQUENTIAL") -> int:
@@ -295,27 +330,36 @@ class CallRun:
     carrier: SippResult
     calls: list[UacCall]
     invites: list[CarrierInvite]
+    sent: list[UacInvite] = field(default_factory=list)
+    answers: dict[str, float] = field(default_factory=dict)  # carrier Call-ID -> ACK of its 200 OK received
+    byes: dict[str, float] = field(default_factory=dict)  # carrier Call-ID -> BYE received
 
 
 def run_calls(injection: Path, workdir: Path, *, sip_port: int, agents_port: int, carrier_port: int,
               caller: str = "agents", rate: float = 50, limit: int = 50, hold_ms: int = 100,
-              timeout_s: int = 120, uac_scenario: Path = AGENTS_UAC, uas_scenario: Path = CARRIER_UAS) -> CallRun:
+              timeout_s: int = 120, uac_scenario: Path = AGENTS_UAC, uas_scenario: Path = CARRIER_UAS,
+              uac_keys: dict[str, str] | None = None, uas_hold_ms: int = 0) -> CallRun:
     """Place every call of `injection` from the agents' side and collect both ends.
 
     caller: the From user, which picks the Asterisk endpoint: "agents" (the
-    guarded path, context from-agents) or "direct" (unguarded baseline).
+    guarded path, context from-agents), "direct" (unguarded baseline) or
+    "astdb" (the plain-dialplan guard of the benchmark).
+    uac_keys: more -key NAME VALUE for the agents' scenario; uas_hold_ms: -d of
+    the carrier (for carrier scenarios with a <pause/>).
     """
     total = len(read_injection(injection))
-    carrier = Sipp("carrier", uas_scenario, workdir, carrier_port, timeout_s=timeout_s + 30)
+    carrier = Sipp("carrier", uas_scenario, workdir, carrier_port, timeout_s=timeout_s + 30, hold_ms=uas_hold_ms)
     with carrier:
         carrier.wait_ready()
         uac = Sipp("agents", uac_scenario, workdir, agents_port, remote=f"127.0.0.1:{sip_port}",
                    injection=injection, calls=total, rate=rate, limit=limit, hold_ms=hold_ms,
-                   timeout_s=timeout_s, keys={"caller": caller})
+                   timeout_s=timeout_s, keys={"caller": caller, **(uac_keys or {})})
         with uac:
             uac_result = uac.wait()
         # The UAC is done once Asterisk answered its BYEs; the carrier's BYEs may
         # still be in flight: SIGUSR1 lets SIPp finish the calls it has.
         carrier_result = carrier.stop(grace=10.0)
     assert carrier_result is not None
-    return CallRun(uac_result, carrier_result, parse_uac_log(uac_result.log), parse_uas_log(carrier_result.log))
+    return CallRun(uac_result, carrier_result, parse_uac_log(uac_result.log), parse_uas_log(carrier_result.log),
+                   parse_uac_invites(uac_result.log), parse_uas_times(carrier_result.log, "ANSWER"),
+                   parse_uas_times(carrier_result.log, "BYE"))

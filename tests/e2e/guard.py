@@ -1,0 +1,141 @@
+"""Helpers for the guard's end-to-end tests (tests/e2e/test_guard_*.py).
+
+The tests run against the dev stack's live guard: the FastAGI server started by
+`make up` (test clock on, default rules cn-default) on the `dg` key prefix. To
+keep tests apart on that shared store, every test uses its own campaign names,
+numbers and caller IDs (random), and puts the test clock back afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dialguard.numbers import parse_number
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+UTC = timezone.utc
+
+# Monday 2026-09-28 10:00 in Asia/Shanghai: an official working day, within
+# cn-default's 09:00-18:00. The tests' "now" on the dev stack's test clock.
+WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=UTC)
+
+CDR_COLUMNS = ["start", "src", "dst", "disposition", "billsec", "campaign", "agent",
+               "dialguard_result", "dialguard_reasons", "dialguard_decision_id", "uniqueid",
+               "hangupcause"]
+
+_rng = random.SystemRandom()
+
+
+def tag() -> str:
+    """A short random name part: e2e-<tag> campaigns and agents are this test's own."""
+    return uuid.uuid4().hex[:8]
+
+
+def numbers(n: int, prefix: str = "139") -> list[str]:
+    """n distinct random, valid mainland mobile numbers (national format, as an agent dials)."""
+    out: list[str] = []
+    while len(out) < n:
+        number = prefix + "".join(_rng.choice("0123456789") for _ in range(11 - len(prefix)))
+        if number not in out and parse_number(number, "CN").valid:
+            out.append(number)
+    return out
+
+
+def caller_ids(n: int) -> list[str]:
+    """n distinct random, valid Beijing fixed-line numbers in E.164 (caller IDs to approve)."""
+    out: list[str] = []
+    while len(out) < n:
+        number = "+86105" + "".join(_rng.choice("0123456789") for _ in range(7))
+        if number not in out and parse_number(number, "CN").valid:
+            out.append(number)
+    return out
+
+
+def dialguard(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The admin CLI against the stack's live store (settings from .stack/env)."""
+    out = subprocess.run([str(REPO_ROOT / ".venv" / "bin" / "dialguard"), *args], capture_output=True,
+                         text=True, timeout=60, env=os.environ.copy())
+    if check and out.returncode != 0:
+        raise AssertionError(f"dialguard {' '.join(args)} exited {out.returncode}: {out.stderr or out.stdout}")
+    return out
+
+
+def agi_server(action: str) -> None:
+    """scripts/agi-server.sh start|stop|restart: only the stack's FastAGI server."""
+    out = subprocess.run([str(REPO_ROOT / "scripts" / "agi-server.sh"), action], capture_output=True,
+                         text=True, timeout=60)
+    if out.returncode != 0:
+        raise AssertionError(f"agi-server.sh {action} failed: {out.stderr or out.stdout}")
+
+
+@dataclass(frozen=True)
+class Cdr:
+    path: Path
+    offset: int
+
+    @classmethod
+    def mark(cls, stack_dir: Path) -> "Cdr":
+        """Remember where the CDR file ends now: rows() returns what comes after."""
+        path = stack_dir / "asterisk" / "log" / "cdr-custom" / "dialguard.csv"
+        return cls(path, path.stat().st_size if path.exists() else 0)
+
+    def rows(self, expect: int = 0, timeout: float = 5.0) -> list[dict[str, str]]:
+        """CDR rows written since mark(); waits until at least `expect` are there
+        (a CDR is written when the channel is gone, just after SIPp's last message)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows: list[dict[str, str]] = []
+            if self.path.exists():
+                with open(self.path, newline="") as f:
+                    f.seek(self.offset)
+                    rows = [dict(zip(CDR_COLUMNS, row)) for row in csv.reader(f) if row]
+            if len(rows) >= expect or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.1)
+
+    def for_numbers(self, wanted: set[str], expect: int = 0) -> dict[str, list[dict[str, str]]]:
+        found: dict[str, list[dict[str, str]]] = {}
+        deadline = time.monotonic() + 5.0
+        while True:
+            found = {}
+            for row in self.rows():
+                if row["dst"] in wanted:
+                    found.setdefault(row["dst"], []).append(row)
+            if sum(map(len, found.values())) >= expect or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+
+def scenario(name: str, file: str) -> Path:
+    return SCENARIOS / name / file
+
+
+def render(template: Path, dest: Path, **values: str) -> Path:
+    """Fill a scenario's injection template ({name} placeholders) into dest."""
+    from sipp import read_injection, write_injection
+
+    order = template.read_text().splitlines()[0].strip()
+    rows = [[field.format(**values) for field in row] for row in read_injection(template)]
+    write_injection(dest, rows, order=order)
+    return dest
+
+
+def place_calls(stack, injection: Path, workdir: Path, **kw):
+    """run_calls from the agents' side (the guarded path) against the stack."""
+    from sipp import run_calls
+
+    kw.setdefault("rate", 10)
+    kw.setdefault("limit", 10)
+    kw.setdefault("hold_ms", 200)
+    kw.setdefault("timeout_s", 60)
+    return run_calls(injection, workdir, sip_port=stack.sip_port, agents_port=stack.agents_port,
+                     carrier_port=stack.carrier_port, caller="agents", **kw)
