@@ -1,0 +1,545 @@
+"""The campaign dialer: an ARI Stasis application guarded by the same engine as the dialplan.
+
+Per lead: claim it in PostgreSQL -> write the call row with our own channel id ->
+`Engine.decide` (same Redis counters as the FastAGI check) -> originate with that
+channel id and the decision's caller ID -> on answer, a mixing bridge and an agent
+leg; the agent must be in the bridge within `bridge_timeout_s` of the answer,
+otherwise a short message and hangup, counted as abandoned -> on hangup the
+outcome is written to PostgreSQL, reported to the engine, and the lead rescheduled.
+
+Restart safety: every step is recorded before the next; after each (re)connect of
+the events socket the dialer reconciles its calls with Asterisk's channels, ends
+those that vanished (outcome recorded, never lost), and reports outcomes that were
+recorded but not yet reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from ari_app.client import AriClient, AriError, AriUnavailable
+from ari_app.pacing import TokenBucket, abandon_rate, calls_to_start, effective_ratio
+from dialguard.campaigns.store import Campaign, Store, local_day
+from dialguard.models import DecisionRequest, Outcome
+
+log = logging.getLogger("ari_app.dialer")
+UTC = timezone.utc
+
+BLOCKING = {"dnc", "opted_out", "complained", "invalid_number", "unknown_timezone"}
+# Denials an admin (or the guard coming back) can lift: look at the lead again later.
+TRANSIENT = {"paused", "campaign_not_approved", "caller_id_not_approved", "no_consent", "guard_unavailable",
+             "caller_id_rate", "caller_id_concurrency", "agent_cap"}
+# Hangup causes (Q.850) of calls never answered.
+BUSY_CAUSES = {17}
+NO_ANSWER_CAUSES = {18, 19, 0, 16}
+
+
+def not_answered_result(cause: int | None) -> str:
+    if cause in BUSY_CAUSES:
+        return "busy"
+    if cause in NO_ANSWER_CAUSES or cause is None:
+        return "no_answer"
+    return "failed"
+
+
+@dataclass
+class Agent:
+    name: str
+    dial: str  # ARI endpoint, e.g. PJSIP/agent-phones/sip:agent1@127.0.0.1:15090
+    call: str | None = None  # customer channel id while reserved for / talking on a call
+    channel: str | None = None
+
+    @property
+    def free(self) -> bool:
+        return self.call is None
+
+
+@dataclass
+class Call:
+    channel_id: str
+    lead: dict
+    campaign: str
+    agent: str | None = None  # the agent named in the decision
+    state: str = "reserved"  # reserved, originated, answered, bridged, ended
+    caller_id: str | None = None
+    max_duration_s: int = 0
+    answered_at: float | None = None  # monotonic
+    bridged_at: float | None = None
+    bridge_id: str | None = None
+    agent_channel: str | None = None
+    bridged_agent: str | None = None
+    abandoned: bool = False
+    opted_out: bool = False
+    finalizing: bool = False
+    resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)
+    tasks: list = field(default_factory=list)
+
+    @property
+    def unbridged(self) -> bool:
+        return self.state in ("reserved", "originated", "answered")
+
+
+@dataclass
+class DialerConfig:
+    ari_url: str
+    ari_user: str
+    ari_password: str
+    agents: dict[str, str]
+    app: str = "dialguard-dialer"
+    trunk: str = "carrier"
+    campaigns: list[str] | None = None  # None: every running campaign
+    bridge_timeout_s: float = 2.0
+    abandon_media: str = "sound:all-circuits-busy-now"
+    abandon_media_max_s: float = 4.0
+    tick_s: float = 0.05
+    site_timezone: str = "Asia/Shanghai"
+    guard_retry_s: int = 30  # guard_unavailable: try the lead again after this
+    admin_retry_s: int = 60  # paused / not approved / no caller ID: look again after this
+    dial_plus: bool = True  # dial the E.164 with its "+"
+
+
+class Dialer:
+    def __init__(self, config: DialerConfig, engine, store: Store):
+        self.cfg = config
+        self.engine = engine
+        self.store = store
+        self.agents = {n: Agent(n, d) for n, d in config.agents.items()}
+        self.calls: dict[str, Call] = {}  # customer channel id -> call
+        self.agent_legs: dict[str, str] = {}  # agent channel id -> customer channel id
+        self.buckets: dict[str, TokenBucket] = {}
+        self.campaigns: dict[str, Campaign] = {}
+        self.ratios: dict[str, float] = {}
+        pool = max(8, min(64, 4 + 2 * len(self.agents)))
+        self.ari = AriClient(config.ari_url, config.ari_user, config.ari_password, config.app, pool_size=pool,
+                             on_event=self.on_event, on_connect=self.reconcile)
+        self._rr = 0
+        self._stop = asyncio.Event()
+        self._placing: set[asyncio.Task] = set()
+        self.stats = {"originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
+                      "reported": 0, "reconciled_ended": 0, "originate_errors": 0}
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def run(self) -> None:
+        await self.resume_from_store()
+        self.ari.start()
+        try:
+            await self._pace_loop()
+        finally:
+            await self.shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+        if self._placing:
+            await asyncio.gather(*self._placing, return_exceptions=True)
+        await self.ari.close()
+        for c in self.calls.values():
+            for t in c.tasks:
+                t.cancel()
+
+    async def resume_from_store(self) -> None:
+        """App restart: calls in flight come back from PostgreSQL (reconcile decides
+        which still exist), recorded outcomes get reported, orphan leads return."""
+        for row in await self.store.live_calls():
+            lead = await self.store.lead(row["lead_id"])
+            call = Call(row["channel_id"], lead, row["campaign"], agent=row["agent"], state=row["state"],
+                        caller_id=row["caller_id"], resumed=True)
+            if row["state"] in ("answered", "bridged"):
+                call.answered_at = time.monotonic()
+                call.bridged_at = time.monotonic() if row["state"] == "bridged" else None
+            self.calls[call.channel_id] = call
+        await self._report_pending()
+
+    async def _report_pending(self) -> None:
+        for row in await self.store.unreported():
+            await self._report(row["channel_id"], row["result"], row["talk_s"], row["hangup_cause"])
+        for lead in await self.store.orphan_dialing_leads():
+            if not any(c.lead["id"] == lead["id"] for c in self.calls.values()):
+                await self.store.release_lead(lead["id"], state="pending")
+
+    # -- reconcile after every (re)connect -----------------------------------------
+    async def reconcile(self) -> None:
+        channels = await self.ari.get("channels")
+        live = {c["id"]: c for c in channels}
+        for cid, call in list(self.calls.items()):
+            if (call.state == "reserved" and not call.resumed) or call.finalizing:
+                continue  # being placed right now: _place handles it
+            if cid not in live:
+                self.stats["reconciled_ended"] += 1
+                log.info("reconcile: call %s vanished while the events socket was down", cid)
+                await self.finalize(call, cause=None, vanished=True)
+            elif call.state == "answered" and call.agent_channel is None and not call.abandoned:
+                # answered while we were away and no agent leg: too late to bridge in 2 s
+                await self._abandon(call)
+        for ach in list(self.agent_legs):
+            if ach not in live:
+                await self._agent_gone(ach)
+        ours = {c.bridge_id for c in self.calls.values() if c.bridge_id}
+        for b in await self.ari.get("bridges"):
+            if b["id"].startswith("dgb-") and b["id"] not in ours:
+                await self._quiet(self.ari.delete(f"bridges/{b['id']}"))
+        for cid in live:
+            if cid.startswith("dga-") and cid not in self.agent_legs:
+                await self._quiet(self.ari.delete(f"channels/{cid}"))
+        await self._report_pending()
+
+    # -- pacing loop ----------------------------------------------------------------------
+    async def _refresh_campaigns(self, now: datetime) -> None:
+        camps = await self.store.campaigns()
+        self.campaigns = {c.name: c for c in camps
+                          if (self.cfg.campaigns is None or c.name in self.cfg.campaigns)}
+        day = local_day(datetime.now(UTC), self.cfg.site_timezone)
+        for c in self.campaigns.values():
+            answered, abandoned = await self.store.abandon_stats(c.name, *day)
+            self.ratios[c.name] = effective_ratio(c.dial_ratio, abandon_rate(answered, abandoned),
+                                                  c.abandon_limit_pct)
+            b = self.buckets.get(c.name)
+            if b is None:
+                self.buckets[c.name] = TokenBucket(c.calls_per_second)
+            elif b.rate != c.calls_per_second:
+                b.set_rate(c.calls_per_second)
+
+    async def _pace_loop(self) -> None:
+        last_refresh = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_refresh > 0.5:
+                    await self._refresh_campaigns(await self.engine.now())
+                    last_refresh = time.monotonic()
+                if self.ari.healthy:  # dial only while the events socket is healthy
+                    await self._tick()
+            except Exception:  # noqa: BLE001 - keep dialing after a transient error
+                log.exception("pacing loop")
+                await asyncio.sleep(1)
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.cfg.tick_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _tick(self) -> None:
+        now = await self.engine.now()
+        for c in self.campaigns.values():
+            if not c.may_dial(now):
+                continue
+            free = sum(1 for a in self.agents.values() if a.free)
+            unbridged = sum(1 for x in self.calls.values() if x.unbridged)
+            in_flight = sum(1 for x in self.calls.values() if x.campaign == c.name and x.state != "ended")
+            n = calls_to_start(max_concurrent=c.max_concurrent, in_flight=in_flight,
+                               tokens=self.buckets[c.name].available(), free_agents=free,
+                               unbridged=unbridged, ratio=self.ratios.get(c.name, 1.0))
+            if n <= 0:
+                continue
+            leads = await self.store.claim_due(c.name, n, now)
+            for lead in leads:
+                self.buckets[c.name].take()
+                call = Call(f"dgc-{uuid.uuid4().hex}", lead, c.name, agent=self._intended_agent())
+                self.calls[call.channel_id] = call  # counted in flight before the first await
+                t = asyncio.create_task(self._place(c, call))
+                self._placing.add(t)
+                t.add_done_callback(self._placing.discard)
+
+    def _intended_agent(self) -> str:
+        names = sorted(self.agents)
+        free = [n for n in names if self.agents[n].free] or names
+        self._rr += 1
+        return free[self._rr % len(free)]
+
+    # -- placing one call ---------------------------------------------------------------------
+    async def _place(self, camp: Campaign, call: Call) -> None:
+        lead = call.lead
+        try:
+            await self.store.new_call(call.channel_id, lead["id"], camp.name, call.agent)
+        except Exception:
+            log.exception("cannot record call for lead %s", lead["id"])
+            self.calls.pop(call.channel_id, None)
+            await self._quiet(self.store.release_lead(lead["id"], state="pending"))
+            return
+        d = await self.engine.decide(DecisionRequest(
+            number=lead["number"], campaign=camp.name, agent=call.agent or "dialer",
+            subject=lead["subject"] or None, call_id=call.channel_id))
+        if not d.allowed:
+            self.stats["denied"] += 1
+            self.calls.pop(call.channel_id, None)
+            await self.store.update_call(call.channel_id, state="ended", result="denied", decision_id=d.decision_id,
+                                         outcome_reported=True, ended_at=datetime.now(UTC))
+            await self._release_denied(camp, lead, d)
+            return
+        call.caller_id = d.caller_id
+        call.max_duration_s = d.max_duration_s
+        await self.store.update_call(call.channel_id, decision_id=d.decision_id, caller_id=d.caller_id)
+        await self.store.release_lead(lead["id"], state="dialing", count_attempt=True)
+        number = lead["number"] if self.cfg.dial_plus else lead["number"].lstrip("+")
+        params = dict(endpoint=f"PJSIP/{number}@{self.cfg.trunk}", app=self.cfg.app, appArgs="customer",
+                      timeout=camp.ring_timeout_s)
+        if d.caller_id:
+            params["callerId"] = d.caller_id
+        body = {"variables": {"DIALGUARD_DECISION_ID": d.decision_id, "DIALGUARD_CAMPAIGN": camp.name,
+                              "CDR(campaign)": camp.name, "CDR(dialguard_decision_id)": d.decision_id}}
+        ok = await self._originate(call.channel_id, params, body)
+        if ok:
+            self.stats["originated"] += 1
+            if call.state == "reserved" and not call.finalizing:
+                call.state = "originated"
+                await self.store.mark_originated(call.channel_id)
+        else:
+            self.stats["originate_errors"] += 1
+            await self.finalize(call, cause=None, failed=True)
+
+    async def _originate(self, channel_id: str, params: dict, body: dict) -> bool:
+        """Originate with our channel id; on an unknown result retry with the SAME id
+        (Asterisk refuses a duplicate id), never a new one."""
+        for attempt in range(3):
+            try:
+                await self.ari.post(f"channels/{channel_id}", body, **params)
+                return True
+            except AriError as exc:
+                if exc.status == 409:  # our earlier try did create it
+                    return True
+                log.warning("originate %s refused: %s", channel_id, exc)
+                return False
+            except AriUnavailable as exc:
+                log.warning("originate %s: no answer (%s); checking", channel_id, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+                try:
+                    await self.ari.get(f"channels/{channel_id}")
+                    return True
+                except AriError as e2:
+                    if e2.status != 404:
+                        return False
+                except AriUnavailable:
+                    if not await self.ari.wait_healthy(5):
+                        # Asterisk is down: a channel created just before died with it
+                        return False
+        return False
+
+    async def _release_denied(self, camp: Campaign, lead: dict, d) -> None:
+        now = await self.engine.now()
+        reasons = ",".join(d.reasons)
+        if BLOCKING & set(d.reasons):
+            await self.store.release_lead(lead["id"], state="blocked", result="denied", reasons=reasons)
+        elif d.next_eligible_at:
+            await self.store.release_lead(lead["id"], state="pending", next_at=d.next_eligible_at,
+                                          result="denied", reasons=reasons)
+        elif set(d.reasons) <= TRANSIENT:
+            wait = self.cfg.guard_retry_s if "guard_unavailable" in d.reasons else self.cfg.admin_retry_s
+            await self.store.release_lead(lead["id"], state="pending", next_at=now + timedelta(seconds=wait),
+                                          result="denied", reasons=reasons)
+        else:  # a cap that never lifts (e.g. lifetime attempts per campaign): the lead is done
+            await self.store.release_lead(lead["id"], state="done", result="denied", reasons=reasons)
+
+    # -- events -----------------------------------------------------------------------------------
+    async def on_event(self, e: dict) -> None:
+        kind = e.get("type")
+        ch = (e.get("channel") or {}).get("id")
+        if kind == "StasisStart":
+            args = e.get("args") or []
+            if args[:1] == ["customer"]:
+                await self._answered(ch)
+            elif args[:1] == ["agent"]:
+                await self._agent_answered(ch, args[1] if len(args) > 1 else "")
+        elif kind == "ChannelDestroyed":
+            if ch in self.calls:
+                await self.finalize(self.calls[ch], cause=e.get("cause"))
+            elif ch in self.agent_legs:
+                await self._agent_gone(ch)
+        elif kind == "ChannelDtmfReceived" and ch in self.calls:
+            await self._dtmf(self.calls[ch], e.get("digit"))
+        elif kind == "ChannelVarset" and e.get("variable") == "DIALGUARD_DISPOSITION":
+            cust = ch if ch in self.calls else self.agent_legs.get(ch)
+            if cust and cust in self.calls:
+                await self._disposition(self.calls[cust], e.get("value") or "")
+
+    async def _answered(self, ch: str) -> None:
+        call = self.calls.get(ch)
+        if call is None:  # not ours (or already finalized): do not leave it up
+            await self._quiet(self.ari.delete(f"channels/{ch}"))
+            return
+        call.state = "answered"
+        call.answered_at = time.monotonic()
+        self.stats["answered"] += 1
+        await self.store.update_call(ch, state="answered", answered_at=datetime.now(UTC))
+        if call.max_duration_s:
+            call.tasks.append(asyncio.create_task(self._max_duration(call)))
+        call.tasks.append(asyncio.create_task(self._bridge_deadline(call)))
+        agent = self._free_agent(call.agent)
+        if agent is None:
+            await self._abandon(call)
+            return
+        agent.call = ch
+        call.bridge_id = f"dgb-{ch[4:]}"
+        call.agent_channel = f"dga-{ch[4:]}"
+        call.bridged_agent = agent.name
+        agent.channel = call.agent_channel
+        self.agent_legs[call.agent_channel] = ch
+        try:
+            # dtmf_events: no native RTP bridging, so the opt-out key reaches us during the call
+            await self.ari.post("bridges", type="mixing,dtmf_events", bridgeId=call.bridge_id, name=call.campaign)
+            await self.ari.post(f"bridges/{call.bridge_id}/addChannel", channel=ch)
+            await self.ari.post(f"channels/{call.agent_channel}", None, endpoint=agent.dial, app=self.cfg.app,
+                                appArgs=f"agent,{ch}", timeout=max(1, int(self.cfg.bridge_timeout_s + 0.999)),
+                                callerId=call.lead["number"])
+        except (AriError, AriUnavailable) as exc:
+            log.warning("call %s: cannot reach agent %s: %s", ch, agent.name, exc)
+            await self._abandon(call)
+
+    def _free_agent(self, preferred: str | None) -> Agent | None:
+        if preferred and preferred in self.agents and self.agents[preferred].free:
+            return self.agents[preferred]
+        return next((a for a in self.agents.values() if a.free), None)
+
+    async def _agent_answered(self, ach: str, customer: str) -> None:
+        call = self.calls.get(customer)
+        if call is None or call.abandoned or call.finalizing or call.agent_channel != ach:
+            await self._quiet(self.ari.delete(f"channels/{ach}"))
+            return
+        try:
+            await self.ari.post(f"bridges/{call.bridge_id}/addChannel", channel=ach)
+        except (AriError, AriUnavailable) as exc:
+            log.warning("call %s: agent leg not bridged: %s", customer, exc)
+            return
+        if call.abandoned or call.finalizing:  # the deadline fired meanwhile
+            await self._quiet(self.ari.delete(f"channels/{ach}"))
+            return
+        call.state = "bridged"
+        call.bridged_at = time.monotonic()
+        self.stats["bridged"] += 1
+        await self.store.update_call(customer, state="bridged", bridged_at=datetime.now(UTC),
+                                     agent=call.bridged_agent)
+
+    async def _bridge_deadline(self, call: Call) -> None:
+        await asyncio.sleep(self.cfg.bridge_timeout_s)
+        if call.state == "answered" and not call.finalizing:
+            await self._abandon(call)
+
+    async def _abandon(self, call: Call) -> None:
+        if call.abandoned or call.finalizing:
+            return
+        call.abandoned = True
+        self.stats["abandoned"] += 1
+        log.info("call %s abandoned: no agent within %.1fs", call.channel_id, self.cfg.bridge_timeout_s)
+        if call.agent_channel:
+            await self._quiet(self.ari.delete(f"channels/{call.agent_channel}"))
+        if call.bridge_id:
+            await self._quiet(self.ari.post(f"bridges/{call.bridge_id}/removeChannel", channel=call.channel_id))
+        if self.cfg.abandon_media:
+            await self._quiet(self.ari.post(f"channels/{call.channel_id}/play", media=self.cfg.abandon_media))
+
+        async def hang_later():
+            await asyncio.sleep(self.cfg.abandon_media_max_s)
+            await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+        call.tasks.append(asyncio.create_task(hang_later()))
+
+    async def _max_duration(self, call: Call) -> None:
+        await asyncio.sleep(call.max_duration_s)
+        if not call.finalizing:
+            log.info("call %s reached its maximum duration (%ss)", call.channel_id, call.max_duration_s)
+            await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+
+    async def _dtmf(self, call: Call, digit: str | None) -> None:
+        camp = self.campaigns.get(call.campaign)
+        key = camp.optout_key if camp else "9"
+        if digit != key or call.opted_out:
+            return
+        call.opted_out = True
+        await self.engine.opt_out(call.lead["number"])
+        await self.store.release_lead(call.lead["id"], state="blocked", result="opted_out")
+        log.info("call %s: opt-out key pressed; number opted out", call.channel_id)
+        await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+
+    async def _disposition(self, call: Call, value: str) -> None:
+        from dialguard.campaigns.cli import parse_disposition
+        try:
+            disp, at = parse_disposition(value)
+        except ValueError as exc:
+            log.warning("call %s: bad DIALGUARD_DISPOSITION %r: %s", call.channel_id, value, exc)
+            return
+        call.lead["disposition"] = (disp, at)
+
+    async def _agent_gone(self, ach: str) -> None:
+        cust = self.agent_legs.pop(ach, None)
+        for a in self.agents.values():
+            if a.channel == ach:
+                a.channel = None
+                a.call = None
+        call = self.calls.get(cust) if cust else None
+        if call and call.state == "bridged" and not call.finalizing:  # the agent hung up: end the call
+            await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+
+    # -- the end of a call: record, report, reschedule ---------------------------------------------
+    async def finalize(self, call: Call, cause: int | None, vanished: bool = False, failed: bool = False) -> None:
+        if call.finalizing:
+            return
+        call.finalizing = True
+        for t in call.tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        talk_s = 0
+        if call.bridged_at is not None:
+            talk_s = int(time.monotonic() - call.bridged_at)
+            result = "conversation"
+        elif call.abandoned:
+            result = "abandoned"
+        elif call.answered_at is not None:
+            result = "answered"
+        elif failed:
+            result = "failed"
+        elif vanished:
+            result = "no_answer"  # unknown: counted, nothing taken back out of the caps
+        else:
+            result = not_answered_result(cause)
+        await self.store.update_call(call.channel_id, state="ended", result=result, hangup_cause=cause,
+                                     talk_s=talk_s, ended_at=datetime.now(UTC))
+        # free the agent and the bridge
+        if call.agent_channel:
+            self.agent_legs.pop(call.agent_channel, None)
+            await self._quiet(self.ari.delete(f"channels/{call.agent_channel}"))
+        for a in self.agents.values():
+            if a.call == call.channel_id:
+                a.call = None
+                a.channel = None
+        if call.bridge_id:
+            await self._quiet(self.ari.delete(f"bridges/{call.bridge_id}"))
+        await self._report(call.channel_id, result, talk_s, cause)
+        await self._reschedule(call, result)
+        call.state = "ended"
+        self.calls.pop(call.channel_id, None)
+
+    async def _report(self, channel_id: str, result: str, talk_s: int, cause: int | None) -> None:
+        try:
+            await self.engine.report_outcome(channel_id, Outcome(result=result, talk_s=talk_s, hangup_cause=cause))
+        except Exception as exc:  # noqa: BLE001 - left unreported: retried at the next reconcile
+            log.warning("outcome of %s not reported yet: %s", channel_id, exc)
+            return
+        self.stats["reported"] += 1
+        await self.store.update_call(channel_id, outcome_reported=True)
+
+    async def _reschedule(self, call: Call, result: str) -> None:
+        lead = await self.store.lead(call.lead["id"])
+        if lead is None or lead["state"] == "blocked":
+            return
+        camp = self.campaigns.get(call.campaign) or await self.store.campaign(call.campaign)
+        disp = call.lead.get("disposition")
+        if isinstance(disp, tuple):
+            await self.store.set_disposition(lead["id"], disp[0], disp[1])
+            await self.store.release_lead(lead["id"], state="pending" if disp[0] == "follow-up" else "done",
+                                          result=result)
+            return
+        if result == "conversation" or lead["attempts"] >= camp.max_attempts:
+            await self.store.release_lead(lead["id"], state="done", result=result)
+        else:
+            nxt = await self.engine.now() + timedelta(seconds=camp.retry_after_s)
+            await self.store.release_lead(lead["id"], state="pending", next_at=nxt, result=result)
+
+    @staticmethod
+    async def _quiet(coro) -> None:
+        try:
+            await coro
+        except (AriError, AriUnavailable) as exc:
+            log.debug("ignored: %s", exc)

@@ -1,0 +1,206 @@
+"""The ARI campaign dialer on the real stack: Asterisk + SIPp carrier and agent phones.
+
+The dialer runs in the test process against the stack's ARI, PostgreSQL and
+Redis (its engine in a namespace of its own, on a test clock set to a Monday
+10:00 in Shanghai so cn-default's hours allow the calls). Carrier behaviour by
+number suffix (scenarios/dialer_carrier): 86 busy, 99 never answers, 77 answers
+and presses 9, anything else answers and hangs up after 4 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from ari_app.dialer import Dialer, DialerConfig
+from ari_app.testing import ensure_schema
+from dialguard.campaigns.leads import Lead
+from dialguard.campaigns.store import Store
+from dialguard.config import Settings
+from dialguard.engine import Engine
+from dialguard.models import DecisionRequest
+from dialguard.simulate import _drop_namespace
+from sipp import SCENARIOS, Sipp, parse_uas_log
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 23, 2, tzinfo=UTC)  # Monday 10:00 Asia/Shanghai, a working day
+CALLER_ID = "+862150000001"
+
+
+def number(suffix: str) -> str:
+    """A valid CN mobile number ending in `suffix` (2 digits), unique per run."""
+    return f"+86138{uuid.uuid4().int % 10**6:06d}{suffix}"
+
+
+class Rig:
+    def __init__(self, stack, engine: Engine, store: Store, workdir: Path, agent_port: int):
+        self.stack, self.engine, self.store, self.workdir = stack, engine, store, workdir
+        self.agent_port = agent_port
+        self.dialers: list[tuple[Dialer, asyncio.Task]] = []
+
+    def agent(self, name: str) -> str:
+        return f"PJSIP/agent-phones/sip:{name}@127.0.0.1:{self.agent_port}"
+
+    async def campaign(self, numbers: list[str], **settings) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        settings.setdefault("ring_timeout_s", 3)
+        settings.setdefault("retry_after_s", 3600)
+        settings.setdefault("calls_per_second", 20)
+        await self.store.create_campaign(name, **settings)
+        await self.store.set_approval(name, True)
+        await self.engine.set_campaign(name, True)
+        await self.store.set_state(name, "running")
+        added, _ = await self.store.add_leads(name, [Lead(i + 2, n) for i, n in enumerate(numbers)], now=NOW)
+        assert added == len(numbers)
+        return name
+
+    def start(self, campaign: str, agents: list[str], **cfg) -> Dialer:
+        cfg.setdefault("abandon_media_max_s", 1.0)
+        d = Dialer(DialerConfig(ari_url=self.stack.ari_url, ari_user=self.stack.ari_user,
+                                ari_password=self.stack.ari_password, agents={a: self.agent(a) for a in agents},
+                                campaigns=[campaign], app=f"dg-test-{uuid.uuid4().hex[:6]}", **cfg),
+                   self.engine, self.store)
+        self.dialers.append((d, asyncio.create_task(d.run())))
+        return d
+
+    async def stop_all(self) -> None:
+        for d, t in self.dialers:
+            d.stop()
+            await asyncio.wait_for(t, 20)
+        self.dialers.clear()
+
+    async def leads(self, campaign: str) -> dict[str, dict]:
+        rows = await self.store._all("select * from dialer_leads where campaign = %s", (campaign,))
+        return {r["number"]: r for r in rows}
+
+    async def calls(self, campaign: str) -> list[dict]:
+        return await self.store._all(
+            "select c.*, l.number from dialer_calls c join dialer_leads l on l.id = c.lead_id"
+            " where c.campaign = %s order by c.created_at", (campaign,))
+
+    async def settle(self, campaign: str, timeout: float = 40) -> dict[str, dict]:
+        """Wait until no lead is due or dialing and every call is ended and reported."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leads = await self.leads(campaign)
+            calls = await self.calls(campaign)
+            busy = [n for n, r in leads.items() if r["state"] == "dialing"
+                    or (r["state"] == "pending" and r["next_eligible_at"] <= NOW)]
+            open_calls = [c for c in calls if c["state"] != "ended" or not c["outcome_reported"]]
+            if not busy and not open_calls and calls:
+                return leads
+            if time.monotonic() > deadline:
+                pytest.fail(f"campaign {campaign} did not settle: leads {leads}, calls {calls}")
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def rig(stack, pg_dsn, redis_url, tmp_path):
+    ensure_schema(pg_dsn)
+    agent_port = stack.carrier_port + 30
+    carrier = Sipp("dialer-carrier", SCENARIOS / "dialer_carrier" / "carrier.xml", tmp_path, stack.carrier_port,
+                   timeout_s=600)
+    agents = Sipp("dialer-agents", SCENARIOS / "dialer_agents" / "agent.xml", tmp_path, agent_port, timeout_s=600)
+    carrier.start().wait_ready()
+    agents.start().wait_ready()
+    prefix = f"dge2e:{uuid.uuid4().hex[:8]}"
+    engine = await Engine.create(Settings(key_prefix=prefix, test_clock=True))
+    await engine.set_test_clock(NOW)
+    await engine.approve_caller_id(CALLER_ID, pool=True)
+    store = await Store.open(pg_dsn)
+    r = Rig(stack, engine, store, tmp_path, agent_port)
+    r.carrier, r.agents = carrier, agents
+    try:
+        yield r
+    finally:
+        await r.stop_all()
+        carrier.stop(grace=3)
+        agents.stop(grace=3)
+        await _drop_namespace(engine.redis, prefix)
+        await engine.close()
+        await store.close()
+
+
+def invites(sipp: Sipp) -> list:
+    return parse_uas_log(sipp._path("log"))
+
+
+async def test_answer_bridged_busy_and_no_answer_rescheduled(rig):
+    answer, busy, silent = number("00"), number("86"), number("99")
+    camp = await rig.campaign([answer, busy, silent])
+    d = rig.start(camp, ["agent1"])
+    leads = await rig.settle(camp)
+    calls = {c["number"]: c for c in await rig.calls(camp)}
+
+    c = calls[answer]
+    assert c["result"] == "conversation" and c["agent"] == "agent1", c
+    assert c["caller_id"] == CALLER_ID and c["decision_id"]
+    assert timedelta(0) <= c["bridged_at"] - c["answered_at"] < timedelta(seconds=2)
+    assert c["talk_s"] >= 2  # the callee hangs up 4 s after answering
+    assert leads[answer]["state"] == "done" and leads[answer]["attempts"] == 1
+
+    assert (calls[busy]["result"], calls[busy]["hangup_cause"]) == ("busy", 17)
+    assert calls[silent]["result"] == "no_answer"
+    for n in (busy, silent):
+        assert leads[n]["state"] == "pending" and leads[n]["attempts"] == 1
+        assert leads[n]["next_eligible_at"] == NOW + timedelta(seconds=3600)  # rescheduled, not dialed again
+    assert all(c["outcome_reported"] for c in calls.values())
+
+    # what the wires saw: one INVITE per lead with the decision's caller ID, one agent leg
+    seen = invites(rig.carrier)
+    assert sorted(i.number for i in seen if i.number in (answer, busy, silent)) == sorted([answer, busy, silent])
+    assert {i.from_user for i in seen if i.number in (answer, busy, silent)} == {CALLER_ID}
+    assert [i.number for i in invites(rig.agents)] == ["agent1"]
+    assert d.stats["bridged"] == 1 and d.stats["abandoned"] == 0
+
+    # the attempts are in the engine's counters (cn-default: 2 per number per 24 h)
+    req = DecisionRequest(number=busy, campaign=camp, agent="x")
+    assert (await rig.engine.decide(req)).allowed  # second attempt
+    assert "attempt_cap" in (await rig.engine.decide(req)).reasons
+
+
+async def test_no_agent_in_time_is_abandoned_and_slows_pacing(rig):
+    n = number("00")
+    camp = await rig.campaign([n], abandon_limit_pct=3.0, dial_ratio=2.0)
+    d = rig.start(camp, ["slow1"])  # rings, never answers
+    await rig.settle(camp)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "abandoned" and c["bridged_at"] is None and c["answered_at"] is not None
+    assert c["ended_at"] - c["answered_at"] < timedelta(seconds=2 + 1.0 + 1.5)  # 2 s, message, hangup
+    assert d.stats["abandoned"] == 1
+    # today's abandon rate for the campaign is 100 %: the ratio drops to its floor
+    answered, abandoned = await rig.store.abandon_stats(camp, c["answered_at"] - timedelta(hours=1),
+                                                        c["answered_at"] + timedelta(hours=1))
+    assert (answered, abandoned) == (1, 1)
+    await asyncio.sleep(0.7)  # next campaign refresh
+    assert d.ratios[camp] == 0.5
+    # the agent was called and cancelled; the engine got "abandoned"
+    assert [i.number for i in invites(rig.agents)] == ["slow1"]
+
+
+async def test_dtmf_opt_out(rig):
+    n = number("77")
+    camp = await rig.campaign([n])
+    rig.start(camp, ["agent1"])
+    leads = await rig.settle(camp)
+    assert leads[n]["state"] == "blocked" and leads[n]["last_result"] == "opted_out"
+    dec = await rig.engine.decide(DecisionRequest(number=n, campaign=camp, agent="x"))
+    assert "opted_out" in dec.reasons
+
+
+async def test_retries_stop_at_the_cap(rig):
+    n = number("86")  # always busy
+    camp = await rig.campaign([n], retry_after_s=0, max_attempts=5)
+    rig.start(camp, ["agent1"])
+    leads = await rig.settle(camp)
+    calls = await rig.calls(camp)
+    # cn-default: 2 attempts per number per campaign; the third is denied, the lead is done
+    assert [c["result"] for c in calls] == ["busy", "busy", "denied"]
+    assert leads[n]["state"] == "done" and leads[n]["attempts"] == 2
+    assert "attempt_cap" in leads[n]["last_reasons"]
+    assert sum(1 for i in invites(rig.carrier) if i.number == n) == 2
