@@ -30,6 +30,7 @@ from dialguard.models import (
     PERMANENT, Decision, DecisionRequest, Outcome, sort_reasons, utcnow,
 )
 from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
+from dialguard.redisclient import RedisClient, RedisReplyError
 from dialguard.plan import CallerIdCandidate, build_plan, eligible_from_details, from_ms, ms
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
 from dialguard.timerules import next_allowed, time_reasons
@@ -95,6 +96,9 @@ class Engine:
         self.default_region = policy.default_region or settings.default_region
         self._ctx_cache: dict[str, tuple[float, Policy, tuple[str, ...]]] = {}
         self._policies: dict[str, Policy] = {}
+        # The decision's EVALSHA goes through this pipelined client when set
+        # (Engine.create sets it); everything else uses `redis` (redis-py).
+        self.fast: RedisClient | None = None
 
     # -- lifecycle ------------------------------------------------------------
     @classmethod
@@ -110,7 +114,11 @@ class Engine:
                 settings.redis_url, max_connections=settings.redis_pool_size, timeout=max(t, 0.05),
                 socket_timeout=max(t, 0.05), socket_connect_timeout=max(t, 0.05))
             redis = aioredis.Redis(connection_pool=pool)
+            fast = RedisClient(settings.redis_url, timeout=t, connect_timeout=max(t, 0.05))
+        else:
+            fast = None
         engine = cls(redis, settings, policy, **kw)
+        engine.fast = fast
         try:
             for s in scripts.ALL:
                 await s.load(redis)
@@ -119,6 +127,8 @@ class Engine:
         return engine
 
     async def close(self) -> None:
+        if self.fast is not None:
+            await self.fast.close()
         await self.redis.aclose()
 
     async def now(self) -> datetime:
@@ -201,8 +211,12 @@ class Engine:
         now = now.astimezone(UTC)
         did = new_id()
         try:
-            async with asyncio.timeout_at(deadline):
-                policy, pool = await self._context(req.campaign)
+            hit = self._ctx_cache.get(req.campaign)
+            if hit and hit[0] > time.monotonic():
+                policy, pool = hit[1], hit[2]
+            else:
+                async with asyncio.timeout_at(deadline):
+                    policy, pool = await self._context(req.campaign)
         except CampaignRulesError as exc:
             return self._unavailable(req, did, t0, f"campaign rules unusable: {exc}")
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
@@ -238,9 +252,12 @@ class Engine:
             audit_payload=payload, audit_max=self.settings.audit_backlog_max if self.audit else None,
         )
         try:
-            async with asyncio.timeout_at(deadline):
-                res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if self.fast is not None:
+                res = await self.fast.evalsha(scripts.DECIDE, plan.keys, plan.args(), deadline=deadline)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
+        except (RedisError, RedisReplyError, OSError, asyncio.TimeoutError) as exc:
             log.warning("decide %s: store unavailable: %r", did, exc)
             return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}")
 
