@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
-from phonenumbers import PhoneNumberType, shortnumberinfo
+from phonenumbers import PhoneMetadata, PhoneNumberType, shortnumberinfo
+from phonenumbers import phonenumberutil as _pnu
 from phonenumbers import timezone as pn_timezone
 
 # phonenumbers answers this when it cannot tell the zone.
@@ -44,6 +46,60 @@ class NumberError(ValueError):
     pass
 
 
+def _emergency_max_digits() -> int | None:
+    """The longest emergency number phonenumbers knows in any region (None: unknown).
+
+    Bounded from the patterns themselves (regex width), so a full national
+    number longer than this can never be one and the check is skipped.
+    """
+    try:
+        from re import _parser as sre_parse  # noqa: PLC0415
+        longest = 0
+        for region in shortnumberinfo.SUPPORTED_SHORT_REGIONS:
+            md = PhoneMetadata.short_metadata_for_region(region, None)
+            if md is None or md.emergency is None or not md.emergency.national_number_pattern:
+                continue
+            hi = sre_parse.parse(md.emergency.national_number_pattern).getwidth()[1]
+            if hi >= 1000:  # unbounded repeat: no useful bound
+                return None
+            longest = max(longest, hi)
+        return longest
+    except Exception:  # noqa: BLE001 - no bound: always ask phonenumbers
+        return None
+
+
+_EMERGENCY_MAX = _emergency_max_digits()
+_NON_ASCII_DIGIT = re.compile(r"[^0-9]+")
+_UNKNOWN = PhoneNumberType.UNKNOWN
+_E164 = phonenumbers.PhoneNumberFormat.E164
+
+
+def _classify(parsed) -> tuple[str | None, int]:
+    """(region, number type) in one pass; type UNKNOWN means not valid.
+
+    Equivalent to region_code_for_number + is_valid_number + number_type,
+    which would each compute the region and the type again.
+    """
+    region = _pnu.region_code_for_number(parsed)
+    if region is None:
+        return None, _UNKNOWN
+    cc = parsed.country_code
+    md = PhoneMetadata.metadata_for_region_or_calling_code(cc, region.upper())
+    if md is None or (region != _pnu.REGION_CODE_FOR_NON_GEO_ENTITY
+                      and cc != _pnu.country_code_for_valid_region(region)):
+        return region, _UNKNOWN
+    return region, _pnu._number_type_helper(_pnu.national_significant_number(parsed), md)
+
+
+def _time_zones(parsed, ntype) -> tuple[str, ...]:
+    """phonenumbers.timezone.time_zones_for_number with the type already known."""
+    if not _pnu.is_number_type_geographical(ntype, parsed.country_code):
+        zones = pn_timezone._country_level_time_zones_for_number(parsed)
+    else:
+        zones = pn_timezone.time_zones_for_geographical_number(parsed)
+    return tuple(z for z in zones if z != _UNKNOWN_TZ)
+
+
 @lru_cache(maxsize=65536)
 def parse_number(raw: str, default_region: str) -> NumberInfo:
     """Normalize and classify; never raises on bad input (the reason says why)."""
@@ -52,7 +108,10 @@ def parse_number(raw: str, default_region: str) -> NumberInfo:
         return NumberInfo(raw, None, None, (), "empty number")
     if len(text) > 40:
         return NumberInfo(raw, None, None, (), "number too long")
-    digits = "".join(ch for ch in text if ch.isdigit())
+    if text.isascii():  # for ASCII, str.isdigit() is exactly 0-9
+        digits = _NON_ASCII_DIGIT.sub("", text)
+    else:
+        digits = "".join(ch for ch in text if ch.isdigit())
     # Emergency and short codes are checked on the dialed digits as written.
     if default_region and digits and len(digits) <= 6:
         try:
@@ -65,21 +124,20 @@ def parse_number(raw: str, default_region: str) -> NumberInfo:
         parsed = phonenumbers.parse(text, default_region or None)
     except phonenumbers.NumberParseException as exc:
         return NumberInfo(raw, None, None, (), f"unparseable: {exc._msg}")
-    if not phonenumbers.is_valid_number(parsed):
+    region, ntype = _classify(parsed)
+    if ntype == _UNKNOWN:
         return NumberInfo(raw, None, None, (), "not a valid number for its region")
-    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    region = phonenumbers.region_code_for_number(parsed)
-    ntype = phonenumbers.number_type(parsed)
+    e164 = phonenumbers.format_number(parsed, _E164)
     if ntype in BLOCKED_TYPES:
         return NumberInfo(raw, e164, region, (), f"blocked class: {BLOCKED_TYPES[ntype]}")
     national = str(parsed.national_number)
-    try:
-        if shortnumberinfo.is_emergency_number(national, region or default_region):
-            return NumberInfo(raw, e164, region, (), "emergency number")
-    except Exception:  # noqa: BLE001
-        pass
-    zones = tuple(z for z in pn_timezone.time_zones_for_number(parsed) if z != _UNKNOWN_TZ)
-    return NumberInfo(raw, e164, region, zones, None)
+    if _EMERGENCY_MAX is None or len(national) <= _EMERGENCY_MAX:
+        try:
+            if shortnumberinfo.is_emergency_number(national, region or default_region):
+                return NumberInfo(raw, e164, region, (), "emergency number")
+        except Exception:  # noqa: BLE001
+            pass
+    return NumberInfo(raw, e164, region, _time_zones(parsed, ntype), None)
 
 
 def normalize(raw: str, default_region: str) -> str:
@@ -96,6 +154,7 @@ def keyed_hash(secret: bytes, value: str, size: int = 16) -> str:
     return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[: size * 2]
 
 
+@lru_cache(maxsize=16384)
 def short_hash(value: str) -> str:
     """Stable tag for non-secret names (campaign, agent) used in keys."""
     return hashlib.sha1(value.encode()).hexdigest()[:16]
