@@ -7,11 +7,12 @@ bound, which limit) is decided here; decide.lua only counts and reserves.
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from dialguard.keys import Keys
-from dialguard.numbers import NumberInfo
+from dialguard.numbers import NumberInfo, short_hash
 from dialguard.rules import Policy
 from dialguard.timerules import day_start_after, local_midnight, zones_for
 
@@ -73,7 +74,7 @@ class Plan:
         return idx
 
     def args(self) -> list[str]:
-        return [json.dumps(self.body, separators=(",", ":"))]
+        return [_encode(self.body)]
 
 
 def _counted(plan: Plan, base: str, uncounted: tuple[str, ...] = ()) -> tuple[list[int], dict]:
@@ -83,6 +84,114 @@ def _counted(plan: Plan, base: str, uncounted: tuple[str, ...] = ()) -> tuple[li
     if uncounted:
         extra["ex"] = ",".join(uncounted)
     return [plan.k(base)], extra
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _td_ms(td: timedelta) -> int:
+    return int(td.total_seconds() * 1000)
+
+
+class _Static:
+    """What build_plan needs from a policy that does not depend on the request:
+    labels, window lengths in ms, retention, TTLs. Built once per Policy."""
+
+    def __init__(self, policy: Policy):
+        self.caps = []
+        for pack_name, cap in policy.caps:
+            w = cap.window
+            label = f"{pack_name}/{cap.id}: at most {cap.max} per {w.describe()} ({cap.scope})"
+            self.caps.append((pack_name, cap.scope, cap.max, cap.uncounted_outcomes, label, w.rolling,
+                              _td_ms(w.rolling) if w.rolling is not None else None, w.days))
+        mi = policy.min_interval
+        self.min_interval = (mi, _td_ms(mi), f"at least {mi} between attempts") if mi else None
+        self.quiet = []
+        quiet_ttl = timedelta(days=1)
+        for pack in policy.packs:
+            q = pack.quiet_after_conversation
+            if not q:
+                continue
+            label = f"{pack.pack}: quiet {q.window.describe()} after a conversation ({q.scope})"
+            if q.window.rolling is not None:
+                quiet_ttl = max(quiet_ttl, q.window.rolling)
+            else:
+                quiet_ttl = max(quiet_ttl, timedelta(days=q.window.days + 1))
+            self.quiet.append((pack.pack, q.scope, label, q.window.rolling,
+                               _td_ms(q.window.rolling) if q.window.rolling is not None else None, q.window.days))
+        ab, amd = policy.abandon_quiet
+        self.ab = (ab, _td_ms(ab), f"quiet {ab} after an abandoned call") if ab else None
+        self.amd = (amd, _td_ms(amd), f"quiet {amd} after an answering-machine hang-up") if amd else None
+        if ab:
+            quiet_ttl = max(quiet_ttl, ab)
+        if amd:
+            quiet_ttl = max(quiet_ttl, amd)
+        self.qttl = str(_td_ms(quiet_ttl))
+        apd = policy.agent_per_day
+        self.agent = (apd, f"agent at most {apd} per day") if apd is not None else None
+        retention = _td_ms(policy.retention())
+        self.ttl = str(retention)
+        self.retention_ms = retention
+        self.consent = 1 if policy.consent_required else 0
+        lim = policy.caller_id_limits
+        self.cid_rates = [(lim[fld], span, _td_ms(span), f"caller ID at most {lim[fld]} {fld}")
+                          for fld, span in (("per_minute", timedelta(minutes=1)), ("per_hour", timedelta(hours=1)))
+                          if lim[fld] is not None]
+        self.cid_day = (lim["per_day"], f"caller ID at most {lim['per_day']} per day") \
+            if lim["per_day"] is not None else None
+        self.conc = lim["concurrency"] if lim["concurrency"] is not None else -1
+        self.cid_req = 1 if policy.caller_id_required else 0
+        lease = timedelta(seconds=policy.max_duration_s + 600) if policy.max_duration_s else DEFAULT_LEASE
+        self.lease_ms = _td_ms(lease)
+        self.cttl_ms = _td_ms(timedelta(days=2))
+        self.cttl = str(self.cttl_ms)
+        self.call_ttl = str(_td_ms(CALL_RECORD_TTL))
+        self.packs = [(p.pack, p.hours) for p in policy.packs]
+        self._day_zones: dict[tuple, tuple[str, ...]] = {}
+
+    def day_zones(self, pack_name: str, callee: tuple[str, ...], site_timezone: str) -> tuple[str, ...]:
+        """Zones in which day windows are counted: the pack's time zones for the
+        callee, else the call centre's own zone."""
+        key = (pack_name, callee, site_timezone)
+        zs = self._day_zones.get(key)
+        if zs is None:
+            zs = None
+            for name, hours in self.packs:
+                if name == pack_name:
+                    zs = zones_for(hours, callee) or None
+                    if zs:
+                        break
+            zs = zs or callee or (site_timezone,)
+            if len(self._day_zones) < 4096:
+                self._day_zones[key] = zs
+        return zs
+
+
+_STATIC: "weakref.WeakKeyDictionary[Policy, _Static]" = weakref.WeakKeyDictionary()
+
+
+def _static(policy: Policy) -> _Static:
+    st = _STATIC.get(policy)
+    if st is None:
+        st = _STATIC[policy] = _Static(policy)
+    return st
+
+
+# (zone, days back) -> (local day start ms, next local day start ms, answer ms)
+_MIDNIGHT: dict[tuple[str, int], tuple[int, int, int]] = {}
+
+
+def _midnight_ms(now: datetime, now_ms: int, z: str, back: int) -> int:
+    """ms(local_midnight(now, z, back)), remembered for the rest of the local day."""
+    hit = _MIDNIGHT.get((z, back))
+    if hit is not None and hit[0] <= now_ms < hit[1]:
+        return hit[2]
+    val = ms(local_midnight(now, z, back))
+    lo = ms(local_midnight(now, z, 0))
+    hi = ms(day_start_after(now, z, 1))
+    if lo <= now_ms < hi:
+        _MIDNIGHT[(z, back)] = (lo, hi, val)
+    return val
 
 
 def build_plan(
@@ -104,157 +213,134 @@ def build_plan(
     audit_payload: str | None,
     audit_max: int | None,
 ) -> Plan:
+    st = _static(policy)
     plan = Plan(candidates=candidates)
+    k = plan.k
+    pchecks = plan.checks
     now_ms = ms(now)
     b = plan.body
     b["now"] = str(now_ms)
     b["did"] = decision_id
     b["pre"] = pre_reasons
-    b["pause"] = plan.k(keys.pause)
-    pf = ["all", "camp:" + campaign]
-    b["pf"] = pf
-    b["camp"] = plan.k(keys.campaign(campaign))
-    b["flags"] = plan.k(keys.flags(number_tag))
-    b["dncc"] = plan.k(keys.campaign_dnc(number_tag))
-    from dialguard.numbers import short_hash
-
+    b["pause"] = k(keys.pause)
+    b["pf"] = ["all", "camp:" + campaign]
+    b["camp"] = k(keys.campaign(campaign))
+    b["flags"] = k(keys.flags(number_tag))
+    b["dncc"] = k(keys.campaign_dnc(number_tag))
     b["ch"] = short_hash(campaign)
-    b["consent"] = 1 if policy.consent_required else 0
+    b["consent"] = st.consent
 
     checks: list[dict] = []
-    writes: list[str] = [keys.attempts(number_tag, "number")]
+    all_key = keys.attempts(number_tag, "number")
+    writes: list[str] = [all_key]
+    callee = info.timezones
 
-    def add(meta: CheckMeta, key_idx: list[int], lo: str, limit: int, extra: dict | None = None):
-        cid = f"k{len(plan.checks)}"
-        plan.checks[cid] = meta
-        d = {"i": cid, "k": key_idx, "lo": lo, "m": limit, "r": meta.reason}
-        if extra:
-            d.update(extra)
-        checks.append(d)
-
-    # Zones in which day windows are counted: the pack's time zones for the
-    # callee, else the call centre's own zone.
-    def day_zones(pack_name: str) -> tuple[str, ...]:
-        for p in policy.packs:
-            if p.pack == pack_name:
-                zs = zones_for(p.hours, info.timezones)
-                if zs:
-                    return zs
-        return info.timezones or (site_timezone,)
-
-    for pack_name, cap in policy.caps:
-        base = keys.attempts(number_tag, cap.scope, campaign, subject)
+    for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in st.caps:
+        base = all_key if scope == "number" else keys.attempts(number_tag, scope, campaign, subject)
         if base not in writes:
             writes.append(base)
-        key_idx, xinfo = _counted(plan, base, cap.uncounted_outcomes)
-        label = f"{pack_name}/{cap.id}: at most {cap.max} per {cap.window.describe()} ({cap.scope})"
-        w = cap.window
-        if w.rolling is not None:
-            add(CheckMeta("attempt_cap", rolling=w.rolling, label=label), key_idx,
-                "(" + str(now_ms - int(w.rolling.total_seconds() * 1000)), cap.max, xinfo)
-        elif w.days is not None:
-            zs = day_zones(pack_name)
-            lo = min(ms(local_midnight(now, z, w.days - 1)) for z in zs)
-            add(CheckMeta("attempt_cap", days=w.days, zones=zs, label=label), key_idx, str(lo), cap.max, xinfo)
+        x = k(base + ":x")  # (index order as ever: the :x log, then the log)
+        kk = [k(base)]
+        cid = f"k{len(pchecks)}"
+        if rolling is not None:
+            pchecks[cid] = CheckMeta("attempt_cap", rolling=rolling, label=label)
+            lo = "(" + str(now_ms - rolling_ms)
+        elif days is not None:
+            zs = st.day_zones(pack_name, callee, site_timezone)
+            pchecks[cid] = CheckMeta("attempt_cap", days=days, zones=zs, label=label)
+            lo = str(min(_midnight_ms(now, now_ms, z, days - 1) for z in zs))
         else:
-            add(CheckMeta("attempt_cap", label=label), key_idx, "-inf", cap.max, xinfo)
+            pchecks[cid] = CheckMeta("attempt_cap", label=label)
+            lo = "-inf"
+        d = {"i": cid, "k": kk, "lo": lo, "m": cmax, "r": "attempt_cap", "x": x}
+        if uncounted:
+            d["ex"] = ",".join(uncounted)
+        checks.append(d)
 
-    if policy.min_interval:
-        key_idx, xinfo = _counted(plan, keys.attempts(number_tag, "number"))
-        add(CheckMeta("min_interval", rolling=policy.min_interval,
-                      label=f"at least {policy.min_interval} between attempts"),
-            key_idx, "(" + str(now_ms - int(policy.min_interval.total_seconds() * 1000)), 1, xinfo)
+    if st.min_interval:
+        mi, mi_ms, label = st.min_interval
+        x = k(all_key + ":x")
+        cid = f"k{len(pchecks)}"
+        pchecks[cid] = CheckMeta("min_interval", rolling=mi, label=label)
+        checks.append({"i": cid, "k": [k(all_key)], "lo": "(" + str(now_ms - mi_ms), "m": 1,
+                       "r": "min_interval", "x": x})
 
     conv_keys: list[str] = []
-    quiet_ttl = timedelta(days=1)
-    for pack in policy.packs:
-        q = pack.quiet_after_conversation
-        if not q:
-            continue
-        ck = keys.conversations(number_tag, q.scope, subject)
+    for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
+        ck = keys.conversations(number_tag, scope, subject)
         if ck not in conv_keys:
             conv_keys.append(ck)
-        label = f"{pack.pack}: quiet {q.window.describe()} after a conversation ({q.scope})"
-        if q.window.rolling is not None:
-            quiet_ttl = max(quiet_ttl, q.window.rolling)
-            add(CheckMeta("post_conversation_quiet", rolling=q.window.rolling, label=label), [plan.k(ck)],
-                "(" + str(now_ms - int(q.window.rolling.total_seconds() * 1000)), 1)
+        cid = f"k{len(pchecks)}"
+        if rolling is not None:
+            pchecks[cid] = CheckMeta("post_conversation_quiet", rolling=rolling, label=label)
+            checks.append({"i": cid, "k": [k(ck)], "lo": "(" + str(now_ms - rolling_ms), "m": 1,
+                           "r": "post_conversation_quiet"})
         else:
-            quiet_ttl = max(quiet_ttl, timedelta(days=q.window.days + 1))
-            zs = day_zones(pack.pack)
-            lo = min(ms(local_midnight(now, z, q.window.days - 1)) for z in zs)
-            add(CheckMeta("post_conversation_quiet", days=q.window.days, zones=zs, label=label),
-                [plan.k(ck)], str(lo), 1)
+            zs = st.day_zones(pack_name, callee, site_timezone)
+            lo = min(_midnight_ms(now, now_ms, z, days - 1) for z in zs)
+            pchecks[cid] = CheckMeta("post_conversation_quiet", days=days, zones=zs, label=label)
+            checks.append({"i": cid, "k": [k(ck)], "lo": str(lo), "m": 1, "r": "post_conversation_quiet"})
 
-    ab, amd = policy.abandon_quiet
-    if ab:
-        quiet_ttl = max(quiet_ttl, ab)
-        add(CheckMeta("post_abandon_quiet", rolling=ab, label=f"quiet {ab} after an abandoned call"),
-            [plan.k(keys.num(number_tag, "ab"))], "(" + str(now_ms - int(ab.total_seconds() * 1000)), 1)
-    if amd:
-        quiet_ttl = max(quiet_ttl, amd)
-        add(CheckMeta("post_abandon_quiet", rolling=amd, label=f"quiet {amd} after an answering-machine hang-up"),
-            [plan.k(keys.num(number_tag, "am"))], "(" + str(now_ms - int(amd.total_seconds() * 1000)), 1)
+    for q, suffix in ((st.ab, "ab"), (st.amd, "am")):
+        if q:
+            span, span_ms, label = q
+            cid = f"k{len(pchecks)}"
+            pchecks[cid] = CheckMeta("post_abandon_quiet", rolling=span, label=label)
+            checks.append({"i": cid, "k": [k(keys.num(number_tag, suffix))],
+                           "lo": "(" + str(now_ms - span_ms), "m": 1, "r": "post_abandon_quiet"})
 
-    if policy.agent_per_day is not None:
-        lo = ms(local_midnight(now, site_timezone))
-        add(CheckMeta("agent_cap", days=1, zones=(site_timezone,),
-                      label=f"agent at most {policy.agent_per_day} per day"),
-            [plan.k(keys.agent(agent))], str(lo), policy.agent_per_day)
-        writes.append(keys.agent(agent))
+    if st.agent:
+        apd, label = st.agent
+        akey = keys.agent(agent)
+        cid = f"k{len(pchecks)}"
+        pchecks[cid] = CheckMeta("agent_cap", days=1, zones=(site_timezone,), label=label)
+        checks.append({"i": cid, "k": [k(akey)], "lo": str(_midnight_ms(now, now_ms, site_timezone, 0)),
+                       "m": apd, "r": "agent_cap"})
+        writes.append(akey)
 
     b["checks"] = checks
-    retention = policy.retention()
-    b["ttl"] = str(int(retention.total_seconds() * 1000))
-    b["old"] = "(" + str(now_ms - int(retention.total_seconds() * 1000))
-    b["w"] = [plan.k(w) for w in writes]
+    b["ttl"] = st.ttl
+    b["old"] = "(" + str(now_ms - st.retention_ms)
+    b["w"] = [k(w) for w in writes]
 
     # Caller ID: rates per minute/hour (rolling) and per call-centre day.
     if check_caller_id:
-        lim = policy.caller_id_limits
         cchk: list[dict] = []
-
-        def cadd(meta: CheckMeta, lo: str, limit: int):
-            cid = f"k{len(plan.checks)}"
-            plan.checks[cid] = meta
-            cchk.append({"i": cid, "f": "a", "lo": lo, "m": limit, "r": meta.reason})
-
-        for fld, span in (("per_minute", timedelta(minutes=1)), ("per_hour", timedelta(hours=1))):
-            if lim[fld] is not None:
-                cadd(CheckMeta("caller_id_rate", rolling=span, label=f"caller ID at most {lim[fld]} {fld}"),
-                     "(" + str(now_ms - int(span.total_seconds() * 1000)), lim[fld])
-        if lim["per_day"] is not None:
-            cadd(CheckMeta("caller_id_rate", days=1, zones=(site_timezone,),
-                           label=f"caller ID at most {lim['per_day']} per day"),
-                 str(ms(local_midnight(now, site_timezone))), lim["per_day"])
+        for limit, span, span_ms, label in st.cid_rates:
+            cid = f"k{len(pchecks)}"
+            pchecks[cid] = CheckMeta("caller_id_rate", rolling=span, label=label)
+            cchk.append({"i": cid, "f": "a", "lo": "(" + str(now_ms - span_ms), "m": limit, "r": "caller_id_rate"})
+        if st.cid_day:
+            limit, label = st.cid_day
+            cid = f"k{len(pchecks)}"
+            pchecks[cid] = CheckMeta("caller_id_rate", days=1, zones=(site_timezone,), label=label)
+            cchk.append({"i": cid, "f": "a", "lo": str(_midnight_ms(now, now_ms, site_timezone, 0)),
+                         "m": limit, "r": "caller_id_rate"})
         cands = []
         for n, c in enumerate(candidates, start=1):
             cands.append({"n": n, "h": c.tag, "ok": 1 if c.statically_approved else 0,
-                          "a": plan.k(keys.cid_attempts(c.tag)), "l": plan.k(keys.cid_live(c.tag))})
+                          "a": k(keys.cid_attempts(c.tag)), "l": k(keys.cid_live(c.tag))})
         b["cid"] = {
-            "c": cands, "chk": cchk,
-            "conc": lim["concurrency"] if lim["concurrency"] is not None else -1,
-            "req": 1 if policy.caller_id_required else 0,
-            "cids": plan.k(keys.approved_cids), "cool": plan.k(keys.cid_cooldown),
+            "c": cands, "chk": cchk, "conc": st.conc, "req": st.cid_req,
+            "cids": k(keys.approved_cids), "cool": k(keys.cid_cooldown),
         }
-        lease = timedelta(seconds=policy.max_duration_s + 600) if policy.max_duration_s else DEFAULT_LEASE
-        b["lease"] = str(now_ms + int(lease.total_seconds() * 1000))
-        b["cttl"] = str(int(timedelta(days=2).total_seconds() * 1000))
-        b["cold"] = "(" + str(now_ms - int(timedelta(days=2).total_seconds() * 1000))
+        b["lease"] = str(now_ms + st.lease_ms)
+        b["cttl"] = st.cttl
+        b["cold"] = "(" + str(now_ms - st.cttl_ms)
 
     if call_id:
-        b["call"] = plan.k(keys.call(call_id))
+        b["call"] = k(keys.call(call_id))
         b["rec"] = {
             "nk": f"{keys.prefix}:{{n:{number_tag}}}",
-            "ak": " ".join(writes[:-1] if policy.agent_per_day is not None else writes),
+            "ak": " ".join(writes[:-1] if st.agent else writes),
             "cv": " ".join(conv_keys),
-            "ab": keys.num(number_tag, "ab") if ab else "",
-            "am": keys.num(number_tag, "am") if amd else "",
-            "ttl": str(int(CALL_RECORD_TTL.total_seconds() * 1000)),
-            "qttl": str(int(quiet_ttl.total_seconds() * 1000)),
+            "ab": keys.num(number_tag, "ab") if st.ab else "",
+            "am": keys.num(number_tag, "am") if st.amd else "",
+            "ttl": st.call_ttl,
+            "qttl": st.qttl,
         }
     if audit_payload is not None:
-        b["audit"] = plan.k(keys.audit)
+        b["audit"] = k(keys.audit)
         b["a"] = audit_payload
         if audit_max:
             b["amax"] = audit_max
