@@ -61,9 +61,10 @@ class Rig:
 
     def start(self, campaign: str, agents: list[str], **cfg) -> Dialer:
         cfg.setdefault("abandon_media_max_s", 1.0)
+        cfg.setdefault("app", f"dg-test-{uuid.uuid4().hex[:6]}")
         d = Dialer(DialerConfig(ari_url=self.stack.ari_url, ari_user=self.stack.ari_user,
                                 ari_password=self.stack.ari_password, agents={a: self.agent(a) for a in agents},
-                                campaigns=[campaign], app=f"dg-test-{uuid.uuid4().hex[:6]}", **cfg),
+                                campaigns=[campaign], **cfg),
                    self.engine, self.store)
         self.dialers.append((d, asyncio.create_task(d.run())))
         return d
