@@ -69,6 +69,9 @@ class CampaignRulesError(Exception):
 ABANDON = {"abandoned": "ab", "amd": "am"}
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def new_id() -> str:
     """Time-ordered unique id: 12 hex of ms + 16 hex random."""
     return f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
@@ -99,6 +102,7 @@ class Engine:
         # The decision's EVALSHA goes through this pipelined client when set
         # (Engine.create sets it); everything else uses `redis` (redis-py).
         self.fast: RedisClient | None = None
+        self._ctx_inflight: dict[str, asyncio.Future] = {}
 
     # -- lifecycle ------------------------------------------------------------
     @classmethod
@@ -179,6 +183,21 @@ class Engine:
         self._ctx_cache[campaign] = (mono + CONTEXT_TTL, policy, tuple(pool))
         return policy, tuple(pool)
 
+    async def _context_shared(self, campaign: str) -> tuple[Policy, tuple[str, ...]]:
+        """_context, fetched once for every decision that missed the cache at the
+        same time (a burst would otherwise send one fetch per decision)."""
+        fut = self._ctx_inflight.get(campaign)
+        if fut is None:
+            fut = self._ctx_inflight[campaign] = asyncio.ensure_future(self._context(campaign))
+            fut.add_done_callback(lambda f, c=campaign: self._ctx_fetched(c, f))
+        return await asyncio.shield(fut)
+
+    def _ctx_fetched(self, campaign: str, fut: asyncio.Future) -> None:
+        if self._ctx_inflight.get(campaign) is fut:
+            del self._ctx_inflight[campaign]
+        if not fut.cancelled():
+            fut.exception()  # retrieved here: a waiter past its deadline may never look
+
     def _candidates(self, req: DecisionRequest, policy: Policy, pool: tuple[str, ...],
                     reasons: list[str], why: dict) -> tuple[list, bool]:
         if req.caller_id:
@@ -216,7 +235,7 @@ class Engine:
                 policy, pool = hit[1], hit[2]
             else:
                 async with asyncio.timeout_at(deadline):
-                    policy, pool = await self._context(req.campaign)
+                    policy, pool = await self._context_shared(req.campaign)
         except CampaignRulesError as exc:
             return self._unavailable(req, did, t0, f"campaign rules unusable: {exc}")
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
@@ -235,19 +254,20 @@ class Engine:
             why.update(twhy)
         candidates, check_cid = self._candidates(req, policy, pool, reasons, why)
 
+        pre = sort_reasons(reasons) if reasons else []
         payload = None
         if self.audit:
-            payload = json.dumps({
+            payload = _encode({
                 "did": did, "at": ms(now), "n": number_tag,
                 "ne": self.sealer.seal(info.e164) if info.e164 else None,
                 "campaign": req.campaign, "agent": req.agent, "subject": req.subject,
-                "call_id": req.call_id, "cid_req": req.caller_id, "pre": sort_reasons(reasons),
+                "call_id": req.call_id, "cid_req": req.caller_id, "pre": pre,
                 "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
-            }, separators=(",", ":"))
+            })
         plan = build_plan(
             policy=policy, keys=self.keys, info=info, number_tag=number_tag,
             campaign=req.campaign, agent=req.agent, subject=req.subject, call_id=req.call_id,
-            decision_id=did, now=now, pre_reasons=sort_reasons(reasons), candidates=candidates,
+            decision_id=did, now=now, pre_reasons=list(pre), candidates=candidates,
             check_caller_id=check_cid, site_timezone=self.settings.site_timezone,
             audit_payload=payload, audit_max=self.settings.audit_backlog_max if self.audit else None,
         )
@@ -264,14 +284,17 @@ class Engine:
         allowed, lua_reasons, details, chosen, replayed, rdid = res
         chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
         rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
-        all_reasons = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lua_reasons])
+        all_reasons = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lua_reasons]) \
+            if lua_reasons else []
         caller_id = next((c.e164 for c in candidates if c.tag == chosen), None) if chosen else None
         if not caller_id and req.caller_id and not all_reasons:
             caller_id = candidates[0].e164 if candidates else None
-        decision = Decision(
+        # Every field given and of its declared type: no validation pass needed.
+        decision = Decision.model_construct(
             decision_id=rdid, decision="allow" if int(allowed) == 1 else "deny",
-            reasons=all_reasons, caller_id=caller_id,
-            max_duration_s=policy.max_duration_s, number=info.e164,
+            reasons=all_reasons, next_eligible_at=None, caller_id=caller_id,
+            max_duration_s=policy.max_duration_s, number=info.e164, override=False,
+            explanations={}, latency_ms=0.0,
         )
         if decision.decision == "deny":
             decision.next_eligible_at = self._next_eligible(policy, all_reasons, plan, details, info, now)
