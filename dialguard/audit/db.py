@@ -1,0 +1,79 @@
+"""PostgreSQL connection helpers for the audit (psycopg 3)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from dialguard.config import Settings, _env
+
+ADMIN_ROLE = "dialguard_admin"    # NOLOGIN: owns every object; migrations run as it
+WRITER_ROLE = "dialguard_writer"  # NOLOGIN: the service (INSERT + SELECT on audit tables)
+READER_ROLE = "dialguard_reader"  # NOLOGIN: reports and investigations (SELECT)
+ROLES = (ADMIN_ROLE, WRITER_ROLE, READER_ROLE)
+
+# The migration that creates the audit tables: the shipper waits for it.
+AUDIT_SCHEMA_VERSION = 10
+CONNECT_TIMEOUT = 5
+
+
+class SchemaMissing(RuntimeError):
+    pass
+
+
+def service_dsn(settings: Settings | None = None) -> str:
+    return (settings or Settings()).pg_dsn
+
+
+def admin_dsn(settings: Settings | None = None) -> str:
+    """DSN for migrations: DIALGUARD_PG_ADMIN_DSN (a superuser, or a role with
+    CREATEROLE that may create in schema public), else the service DSN."""
+    return _env("DIALGUARD_PG_ADMIN_DSN", "") or service_dsn(settings)
+
+
+def dsn_user(dsn: str) -> str:
+    """The role a DSN logs in as (libpq's default: the OS user)."""
+    user = conninfo_to_dict(dsn).get("user") or os.environ.get("PGUSER")
+    if user:
+        return str(user)
+    import getpass
+
+    return getpass.getuser()
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    try:
+        d = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparsable DSN)"
+    host, port, db, user = d.get("host", ""), d.get("port", ""), d.get("dbname", ""), d.get("user", "")
+    return f"postgresql://{user}@{host}{':' + str(port) if port else ''}/{db}"
+
+
+def connect(dsn: str, **kw) -> psycopg.Connection:
+    kw.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    kw.setdefault("application_name", "dialguard")
+    return psycopg.connect(dsn, **kw)
+
+
+def schema_version(conn: psycopg.Connection) -> int | None:
+    """Highest applied migration, None when the database was never migrated."""
+    if conn.execute("select to_regclass('dialguard_migrations')").fetchone()[0] is None:
+        return None
+    return conn.execute("select max(version) from dialguard_migrations").fetchone()[0]
+
+
+def require_schema(conn: psycopg.Connection) -> None:
+    v = schema_version(conn)
+    if v is None or v < AUDIT_SCHEMA_VERSION:
+        raise SchemaMissing("the audit tables are missing: run `dialguard db migrate` "
+                            "(with DIALGUARD_PG_ADMIN_DSN set to an admin DSN)")
+
+
+def sql_dir() -> Path:
+    """Migration files: DIALGUARD_SQL_DIR, else sql/ of this checkout."""
+    return Path(_env("DIALGUARD_SQL_DIR", "") or Path(__file__).resolve().parents[2] / "sql")

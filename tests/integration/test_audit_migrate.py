@@ -1,0 +1,167 @@
+"""`dialguard db migrate` on a real PostgreSQL (a cluster of this module's own):
+empty and migrated databases, a changed applied migration refused, roles and
+the append-only audit tables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dialguard.audit import migrate as m
+from dialguard.audit.db import sql_dir
+from dialguard.audit.testing import PgCluster
+
+AUDIT_TABLES = ("audit_decisions", "audit_outcomes", "audit_events", "audit_overrides", "audit_admin_actions",
+                "audit_campaigns", "audit_caller_ids", "audit_rejects")
+SERVICE = "dg_service"
+READER = "dg_report"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = PgCluster().init()
+    c.start()
+    c.create_login(SERVICE)
+    c.create_login(READER)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
+def db(cluster):
+    name = f"dgm_{uuid.uuid4().hex[:8]}"
+    cluster.create_db(name)
+    return name
+
+
+def migrate_as_admin(cluster, db, directory=None, **kw):
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        return m.migrate(conn, directory or sql_dir(), writers=[SERVICE], readers=[READER], **kw)
+
+
+def test_empty_then_migrated_database(cluster, db):
+    files = m.discover(sql_dir())
+    done = migrate_as_admin(cluster, db)
+    assert [x.version for x in done] == [x.version for x in files]
+    assert 10 in [x.version for x in done]
+    owners = dict(cluster.sql("select tablename, tableowner from pg_tables where schemaname = 'public'", db))
+    for t in AUDIT_TABLES + ("dialguard_migrations",):
+        assert owners[t] == "dialguard_admin", t
+    applied = cluster.sql("select version, checksum, applied_by from dialguard_migrations order by version", db)
+    assert [(v, c) for v, c, _ in applied] == [(x.version, x.checksum) for x in files]
+    assert {by for _, _, by in applied} == {"postgres"}
+    # a migrated database: nothing to do, nothing changes
+    assert migrate_as_admin(cluster, db) == []
+    assert cluster.sql("select count(*) from dialguard_migrations", db)[0][0] == len(files)
+    # the service login may run it too once nothing is pending (no privilege needed)
+    with psycopg.connect(cluster.dsn(db, SERVICE), autocommit=True) as conn:
+        assert m.migrate(conn, sql_dir()) == []
+
+
+def test_changed_applied_migration_is_refused(cluster, db, tmp_path):
+    d = tmp_path / "sql"
+    shutil.copytree(sql_dir(), d)
+    migrate_as_admin(cluster, db, d)
+    (d / "010_audit.sql").write_text((d / "010_audit.sql").read_text() + "\n-- edited afterwards\n")
+    (d / "900_new.sql").write_text("create table later_table (x int);\n")
+    with pytest.raises(m.MigrationError, match=r"010_audit.sql was changed after it was applied"):
+        migrate_as_admin(cluster, db, d)
+    assert cluster.sql("select to_regclass('later_table')", db)[0][0] is None  # nothing new applied
+    st = m.status(psycopg.connect(cluster.dsn(db), autocommit=True), d)
+    assert not st.ok and [p.filename for p in st.pending] == ["900_new.sql"]
+    # an applied migration that disappeared is refused as well
+    (d / "010_audit.sql").unlink()
+    with pytest.raises(m.MigrationError, match="applied but is not in the migrations folder"):
+        migrate_as_admin(cluster, db, d)
+
+
+def test_failed_migration_applies_nothing_of_itself(cluster, db, tmp_path):
+    d = tmp_path / "sql"
+    shutil.copytree(sql_dir(), d)
+    (d / "901_broken.sql").write_text("create table half_done (x int);\nselect no_such_function();\n")
+    with pytest.raises(m.MigrationError, match="901_broken.sql"):
+        migrate_as_admin(cluster, db, d)
+    assert cluster.sql("select to_regclass('half_done')", db)[0][0] is None
+    assert cluster.sql("select max(version) from dialguard_migrations", db)[0][0] < 901
+
+
+def test_unprivileged_login_cannot_migrate_an_empty_database(cluster):
+    name = f"dgm_{uuid.uuid4().hex[:8]}"
+    cluster.create_login("dg_nobody")
+    cluster.create_db(name, owner="dg_nobody")
+    with psycopg.connect(cluster.dsn(name, "dg_nobody"), autocommit=True) as conn:
+        with pytest.raises(m.MigrationError, match="DIALGUARD_PG_ADMIN_DSN"):
+            m.migrate(conn, sql_dir())
+    assert cluster.sql("select to_regclass('audit_decisions')", name)[0][0] is None
+
+
+def test_service_role_may_insert_and_select_never_update_or_delete(cluster, db):
+    migrate_as_admin(cluster, db)
+    with psycopg.connect(cluster.dsn(db, SERVICE), autocommit=True) as conn:
+        conn.execute("insert into audit_campaigns (name, tag) values ('c1', 't1')")
+        conn.execute("""insert into audit_decisions (decision_id, stream_id, decided_at, recorded_at, allowed,
+                        number_hash, campaign, agent, request) values ('d1', '1-0', now(), now(), true, 'h', 'c1',
+                        'a1', '{}')""")
+        assert conn.execute("select count(*) from audit_decisions").fetchone()[0] == 1
+        for t in AUDIT_TABLES:
+            for stmt in (f"update {t} set stream_id = stream_id" if t not in ("audit_campaigns", "audit_caller_ids")
+                         else f"update {t} set tag = tag", f"delete from {t}", f"truncate {t}"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                    conn.execute(stmt)
+        # the dialer's working tables (later migrations) are ordinary state: the service changes them
+        conn.execute("insert into dialer_campaigns (name) values ('dial-1')")
+        conn.execute("update dialer_campaigns set state = 'paused' where name = 'dial-1'")
+        conn.execute("delete from dialer_campaigns where name = 'dial-1'")
+    with psycopg.connect(cluster.dsn(db, READER), autocommit=True) as conn:
+        assert conn.execute("select count(*) from audit_decisions").fetchone()[0] == 1
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("insert into audit_campaigns (name, tag) values ('c2', 't2')")
+
+
+def test_trigger_refuses_update_and_delete_even_for_the_owner(cluster, db):
+    migrate_as_admin(cluster, db)
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:  # superuser: grants do not apply
+        conn.execute("insert into audit_campaigns (name, tag) values ('c1', 't1')")
+        for stmt in ("update audit_campaigns set tag = 'x'", "delete from audit_campaigns",
+                     "truncate audit_campaigns"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(stmt)
+        conn.execute("set role dialguard_admin")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            conn.execute("update audit_campaigns set tag = 'x'")
+        # the explicit retention purge of an admin (docs/AUDIT.md): DELETE only, never UPDATE
+        with conn.transaction():
+            conn.execute("set local dialguard.audit_purge = 'on'")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                with conn.transaction():
+                    conn.execute("update audit_campaigns set tag = 'x'")
+            conn.execute("delete from audit_campaigns where name = 'c1'")
+        assert conn.execute("select count(*) from audit_campaigns").fetchone()[0] == 0
+
+
+def test_cli_migrate_and_status(cluster, db):
+    env = {**os.environ, "DIALGUARD_PG_ADMIN_DSN": cluster.dsn(db), "DIALGUARD_PG_DSN": cluster.dsn(db, SERVICE)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "dialguard.cli", *a], capture_output=True,  # noqa: E731
+                                    text=True, env=env, timeout=120)
+    r = run("db", "migrate")
+    assert r.returncode == 0, r.stderr
+    assert "applied 010_audit.sql" in r.stdout
+    assert cluster.sql(f"select pg_has_role('{SERVICE}', 'dialguard_writer', 'MEMBER')", db)[0][0]
+    r = run("db", "migrate")
+    assert r.returncode == 0 and "up to date" in r.stdout
+    r = run("db", "status", "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"pending": []' in r.stdout
+    # without an admin DSN, an unmigrated database names what to do
+    other = cluster.create_db(f"dgm_{uuid.uuid4().hex[:8]}", owner=SERVICE)
+    r = subprocess.run([sys.executable, "-m", "dialguard.cli", "db", "migrate"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "DIALGUARD_PG_ADMIN_DSN": "",
+                                         "DIALGUARD_PG_DSN": cluster.dsn(other, SERVICE)})
+    assert r.returncode == 2 and "DIALGUARD_PG_ADMIN_DSN" in r.stderr + r.stdout
