@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +20,14 @@ def ensure_schema(dsn: str) -> None:
     has_runner = subprocess.run([sys.executable, "-m", "dialguard.cli", "db", "migrate", "--help"],
                                 capture_output=True, timeout=60).returncode == 0
     if has_runner:
+        env = dict(os.environ)
+        if not env.get("DIALGUARD_PG_ADMIN_DSN"):
+            # the dev stack's cluster: superuser postgres, trust auth on loopback
+            info = conninfo_to_dict(dsn)
+            info["user"] = "postgres"
+            env["DIALGUARD_PG_ADMIN_DSN"] = make_conninfo(**info)
         out = subprocess.run([sys.executable, "-m", "dialguard.cli", "db", "migrate"], capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"dialguard db migrate failed: {out.stderr or out.stdout}")
         return

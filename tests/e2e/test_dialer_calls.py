@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Rig:
         self.stack, self.engine, self.store, self.workdir = stack, engine, store, workdir
         self.agent_port = agent_port
         self.dialers: list[tuple[Dialer, asyncio.Task]] = []
+        self.campaign_names: list[str] = []
 
     def agent(self, name: str) -> str:
         return f"PJSIP/agent-phones/sip:{name}@127.0.0.1:{self.agent_port}"
@@ -54,6 +56,8 @@ class Rig:
         await self.store.create_campaign(name, **settings)
         await self.store.set_approval(name, True)
         await self.engine.set_campaign(name, True)
+        await self.engine.approve_caller_id(CALLER_ID, campaign=name)
+        self.campaign_names.append(name)
         await self.store.set_state(name, "running")
         added, _ = await self.store.add_leads(name, [Lead(i + 2, n) for i, n in enumerate(numbers)], now=NOW)
         assert added == len(numbers)
@@ -100,8 +104,11 @@ class Rig:
             await asyncio.sleep(0.2)
 
 
-@pytest.fixture
-async def rig(stack, pg_dsn, redis_url, tmp_path):
+@asynccontextmanager
+async def open_rig(stack, pg_dsn, tmp_path: Path, *, live: bool = False):
+    """SIPp carrier and agent phones, the store and an engine: in a namespace of its
+    own with its clock at NOW, or (live=True) the stack's live guard, the one the
+    FastAGI server uses (the caller sets its clock)."""
     ensure_schema(pg_dsn)
     agent_port = stack.carrier_port + 30
     carrier = Sipp("dialer-carrier", SCENARIOS / "dialer_carrier" / "carrier.xml", tmp_path, stack.carrier_port,
@@ -109,10 +116,10 @@ async def rig(stack, pg_dsn, redis_url, tmp_path):
     agents = Sipp("dialer-agents", SCENARIOS / "dialer_agents" / "agent.xml", tmp_path, agent_port, timeout_s=600)
     carrier.start().wait_ready()
     agents.start().wait_ready()
-    prefix = f"dge2e:{uuid.uuid4().hex[:8]}"
-    engine = await Engine.create(Settings(key_prefix=prefix, test_clock=True))
-    await engine.set_test_clock(NOW)
-    await engine.approve_caller_id(CALLER_ID, pool=True)
+    prefix = None if live else f"dge2e:{uuid.uuid4().hex[:8]}"
+    engine = await Engine.create(Settings(test_clock=True) if live else Settings(key_prefix=prefix, test_clock=True))
+    if not live:
+        await engine.set_test_clock(NOW)
     store = await Store.open(pg_dsn)
     r = Rig(stack, engine, store, tmp_path, agent_port)
     r.carrier, r.agents = carrier, agents
@@ -122,9 +129,19 @@ async def rig(stack, pg_dsn, redis_url, tmp_path):
         await r.stop_all()
         carrier.stop(grace=3)
         agents.stop(grace=3)
-        await _drop_namespace(engine.redis, prefix)
+        if prefix:
+            await _drop_namespace(engine.redis, prefix)
+        else:
+            for name in r.campaign_names:
+                await engine.redis.delete(engine.keys.campaign(name), engine.keys.pool(name))
         await engine.close()
         await store.close()
+
+
+@pytest.fixture
+async def rig(stack, pg_dsn, redis_url, tmp_path):
+    async with open_rig(stack, pg_dsn, tmp_path) as r:
+        yield r
 
 
 def invites(sipp: Sipp) -> list:
