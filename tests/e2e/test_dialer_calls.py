@@ -222,3 +222,37 @@ async def test_retries_stop_at_the_cap(rig):
     assert leads[n]["state"] == "done" and leads[n]["attempts"] == 2
     assert "attempt_cap" in leads[n]["last_reasons"]
     assert sum(1 for i in invites(rig.carrier) if i.number == n) == 2
+
+
+async def test_max_duration_cut(rig, tmp_path):
+    short = tmp_path / "short.yaml"
+    short.write_text("pack: short-calls\nmax_duration_s: 2\n")
+    n = number("00")  # the callee would stay 4 s
+    camp = await rig.campaign([n])
+    await rig.engine.set_campaign(camp, True, rules=f"cn-default,{short}")
+    rig.start(camp, ["agent1"])
+    await rig.settle(camp)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "conversation"
+    assert timedelta(seconds=1.8) < c["ended_at"] - c["answered_at"] < timedelta(seconds=3.2), c
+
+
+async def test_disposition_from_channel_variable(rig):
+    n = number("00")
+    camp = await rig.campaign([n])
+    d = rig.start(camp, ["agent1"])
+
+    async def bridged():
+        return [c for c in await rig.calls(camp) if c["state"] == "bridged"]
+
+    deadline = time.monotonic() + 15
+    while not (rows := await bridged()):
+        assert time.monotonic() < deadline, "no bridged call"
+        await asyncio.sleep(0.1)
+    agent_leg = "dga-" + rows[0]["channel_id"][4:]
+    # what an agent desktop (or the agent's dialplan) does: set the variable on its channel
+    await d.ari.post(f"channels/{agent_leg}/variable", variable="DIALGUARD_DISPOSITION",
+                     value="follow-up@2026-11-24T15:00:00+08:00")
+    leads = await rig.settle(camp)
+    assert leads[n]["disposition"] == "follow-up" and leads[n]["state"] == "pending"
+    assert leads[n]["next_eligible_at"] == datetime(2026, 11, 24, 7, tzinfo=UTC)
