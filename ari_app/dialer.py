@@ -207,9 +207,12 @@ class Dialer:
                 b.set_rate(c.calls_per_second)
 
     async def _pace_loop(self) -> None:
-        last_refresh = 0.0
+        last_refresh = last_report = 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - last_report > 30:
+                    last_report = time.monotonic()
+                    await self._report_pending()
                 if time.monotonic() - last_refresh > 0.5:
                     await self._refresh_campaigns(await self.engine.now())
                     last_refresh = time.monotonic()
@@ -253,6 +256,14 @@ class Dialer:
 
     # -- placing one call ---------------------------------------------------------------------
     async def _place(self, camp: Campaign, call: Call) -> None:
+        try:
+            await self._place_inner(camp, call)
+        except Exception:  # noqa: BLE001 - PostgreSQL trouble: the row stays for the next reconcile
+            log.exception("placing call %s for lead %s failed", call.channel_id, call.lead["id"])
+            if call.state == "reserved" and not call.finalizing:
+                self.calls.pop(call.channel_id, None)
+
+    async def _place_inner(self, camp: Campaign, call: Call) -> None:
         lead = call.lead
         try:
             await self.store.new_call(call.channel_id, lead["id"], camp.name, call.agent)
@@ -494,8 +505,10 @@ class Dialer:
             result = "no_answer"  # unknown: counted, nothing taken back out of the caps
         else:
             result = not_answered_result(cause)
-        await self.store.update_call(call.channel_id, state="ended", result=result, hangup_cause=cause,
-                                     talk_s=talk_s, ended_at=datetime.now(UTC))
+        ended_at = datetime.now(UTC)
+        # the outcome must reach PostgreSQL: retried while it is down (never dropped)
+        await self._retry(lambda: self.store.update_call(call.channel_id, state="ended", result=result,
+                                                         hangup_cause=cause, talk_s=talk_s, ended_at=ended_at))
         # free the agent and the bridge
         if call.agent_channel:
             self.agent_legs.pop(call.agent_channel, None)
@@ -507,7 +520,7 @@ class Dialer:
         if call.bridge_id:
             await self._quiet(self.ari.delete(f"bridges/{call.bridge_id}"))
         await self._report(call.channel_id, result, talk_s, cause)
-        await self._reschedule(call, result)
+        await self._retry(lambda: self._reschedule(call, result))
         call.state = "ended"
         self.calls.pop(call.channel_id, None)
 
@@ -536,6 +549,16 @@ class Dialer:
         else:
             nxt = await self.engine.now() + timedelta(seconds=camp.retry_after_s)
             await self.store.release_lead(lead["id"], state="pending", next_at=nxt, result=result)
+
+    async def _retry(self, fn, cap: float = 10.0) -> None:
+        delay = 0.2
+        while True:
+            try:
+                return await fn()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("PostgreSQL write failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
 
     @staticmethod
     async def _quiet(coro) -> None:
