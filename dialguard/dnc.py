@@ -34,6 +34,12 @@ def fingerprint(tag_hex: str) -> tuple[int, bytes]:
     return v >> 40, (v & ((1 << 40) - 1)).to_bytes(REC_BYTES, "big")
 
 
+def list_name(campaign: str | None) -> str:
+    """The global list, or a campaign's."""
+    from dialguard.numbers import short_hash
+    return GLOBAL if not campaign else "c" + short_hash(campaign)
+
+
 def false_positive_bound(entries: int) -> float:
     return (entries / BUCKETS) / float(1 << 40)
 
@@ -44,14 +50,13 @@ class DncStore:
         self.keys = keys
 
     def list_name(self, campaign: str | None) -> str:
-        from dialguard.numbers import short_hash
-        return GLOBAL if not campaign else "c" + short_hash(campaign)
+        return list_name(campaign)
 
     def bucket_key(self, list_name: str, bucket: int) -> str:
-        return f"{self.keys.prefix}:{{dnc}}:{list_name}:{bucket:04x}"
+        return self.keys.dnc_bucket(list_name, bucket)
 
     def count_key(self, list_name: str) -> str:
-        return f"{self.keys.prefix}:{{dnc}}:{list_name}:count"
+        return self.keys.dnc_count(list_name)
 
     async def _apply(self, op: str, list_name: str, tags: Iterable[str], batch: int = 512) -> int:
         groups: dict[int, list[bytes]] = defaultdict(list)

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from dialguard import scripts
+from dialguard import metrics, scripts
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
 from dialguard.keys import Keys
@@ -305,6 +305,7 @@ class Engine:
                 if meta and meta.label and meta.reason in decision.explanations:
                     decision.explanations[meta.reason] = meta.label
         decision.latency_ms = (time.perf_counter() - t0) * 1000
+        metrics.observe(decision)
         return decision
 
     def _next_eligible(self, policy, reasons, plan, details, info, now) -> datetime | None:
@@ -319,9 +320,11 @@ class Engine:
         return next_allowed(policy, info.timezones, start)
 
     def _unavailable(self, req, did, t0, why) -> Decision:
-        return Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],
-                        explanations={"guard_unavailable": f"{EXPLAIN['guard_unavailable']} ({why})"},
-                        latency_ms=(time.perf_counter() - t0) * 1000)
+        d = Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],
+                     explanations={"guard_unavailable": f"{EXPLAIN['guard_unavailable']} ({why})"},
+                     latency_ms=(time.perf_counter() - t0) * 1000)
+        metrics.observe(d)
+        return d
 
     # -- outcomes and events ------------------------------------------------------
     async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None,
@@ -377,10 +380,16 @@ class Engine:
         return await self._event("dnc_add", number, "set", "dnc", "1", now)
 
     async def dnc_remove(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
-        from dialguard.numbers import short_hash
+        """Remove a number from a list: its own flag and the bulk-imported list alike."""
+        from dialguard.dnc import DncStore, list_name
+
         if campaign:
-            return await self._event("dnc_remove", number, "camp_del", short_hash(campaign), "", now, campaign)
-        return await self._event("dnc_remove", number, "clear", "dnc", "", now)
+            changed = await self._event("dnc_remove", number, "camp_del", short_hash(campaign), "", now, campaign)
+        else:
+            changed = await self._event("dnc_remove", number, "clear", "dnc", "", now)
+        tag = self.keys.number_tag(parse_number(number, self.default_region).e164)
+        removed = await DncStore(self.redis, self.keys).remove(list_name(campaign), [tag])
+        return changed or removed > 0
 
     # -- administration ------------------------------------------------------------
     async def set_campaign(self, campaign: str, approved: bool = True,

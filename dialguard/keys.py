@@ -18,6 +18,7 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{g}:camp:<C>                  campaign approval: approved, start, end (ms)
     {P}:{g}:cids / :cool              approved caller IDs / cool-downs
     {P}:{g}:pool[:<C>]                caller IDs the guard may pick (sealed numbers)
+    {P}:{dnc}:<list>:<bucket>         DNC lists at scale: 5-byte fingerprints (dialguard/dnc.py)
     {P}:{g}:call:<call id>            call record (what to release on outcome)
     {P}:{g}:audit                     audit stream (shipped to PostgreSQL)
     {P}:{g}:clock                     test clock (only with DIALGUARD_TEST_CLOCK=1)
@@ -97,6 +98,13 @@ class Keys:
     def pool(self, campaign: str | None) -> str:
         """Caller IDs the guard may pick: tag -> AES-GCM sealed E.164."""
         return self.g("pool") if not campaign else self.g("pool:" + short_hash(campaign))
+
+    # -- DNC lists at scale (dialguard/dnc.py) ---------------------------------------
+    def dnc_bucket(self, list_name: str, bucket: int) -> str:
+        return f"{self.prefix}:{{dnc}}:{list_name}:{bucket:04x}"
+
+    def dnc_count(self, list_name: str) -> str:
+        return f"{self.prefix}:{{dnc}}:{list_name}:count"
 
     @property
     def cid_cooldown(self) -> str:

@@ -227,6 +227,12 @@ def build_plan(
     b["camp"] = k(keys.campaign(campaign))
     b["flags"] = k(keys.flags(number_tag))
     b["dncc"] = k(keys.campaign_dnc(number_tag))
+    if info.valid:
+        # DNC lists at scale: the number's fingerprint in the global and the campaign's list
+        from dialguard.dnc import fingerprint, list_name
+        bucket, rec = fingerprint(number_tag)
+        b["dnck"] = [k(keys.dnc_bucket(list_name(None), bucket)), k(keys.dnc_bucket(list_name(campaign), bucket))]
+        b["dncr"] = rec.hex()
     b["ch"] = short_hash(campaign)
     b["consent"] = st.consent
 

@@ -65,6 +65,22 @@ if plan.flags then
   local f = redis.call('HMGET', KEYS[plan.flags], 'dnc', 'optout', 'complaint', 'consent')
   if f[1] then deny('dnc') end
   if plan.dncc and redis.call('SISMEMBER', KEYS[plan.dncc], plan.ch) == 1 then deny('dnc') end
+  if plan.dnck and not seen['dnc'] then
+    -- DNC lists at scale: an aligned plain find of the 5-byte fingerprint
+    local rec = string.gsub(plan.dncr, '..', function(h) return string.char(tonumber(h, 16)) end)
+    for _, ki in ipairs(plan.dnck) do
+      local s = redis.call('GET', KEYS[ki])
+      if s then
+        local init = 1
+        while true do
+          local pos = string.find(s, rec, init, true)
+          if not pos then break end
+          if (pos - 1) % 5 == 0 then deny('dnc') break end
+          init = pos + 1
+        end
+      end
+    end
+  end
   if f[2] then deny('opted_out') end
   if f[3] then deny('complained') end
   if plan.consent == 1 and not f[4] then deny('no_consent') end

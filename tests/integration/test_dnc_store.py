@@ -119,3 +119,30 @@ def test_cli_import_and_count(settings, tmp_path):
     c = r.Redis.from_url(settings.redis_url)
     for k in c.scan_iter(match=f"{prefix}:*"):
         c.delete(k)
+
+
+async def test_imported_list_denies_inside_the_decision(store, tmp_path):
+    from datetime import datetime, timezone
+
+    from dialguard.models import DecisionRequest
+
+    st, e = store
+    await e.set_campaign("c1")
+    await e.set_campaign("c2")
+    await e.approve_caller_id("+862150000001", pool=True)
+    now = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)
+    listed = [f"+86138{i:08d}" for i in range(0, 5000, 7)]
+    await st.add("g", tags(e, listed[:300]))
+    await st.add(st.list_name("c2"), tags(e, listed[300:]))
+
+    def r(n, c="c1"):
+        return DecisionRequest(number=n, campaign=c, agent="a")
+
+    d = await e.decide(r(listed[5]), now=now)
+    assert d.reasons == ["dnc"] and d.next_eligible_at is None
+    assert (await e.decide(r(listed[400]), now=now)).allowed               # only on c2's list
+    assert (await e.decide(r(listed[401], "c2"), now=now)).reasons == ["dnc"]
+    assert (await e.decide(r("+8613900000001"), now=now)).allowed
+    # `dnc remove` clears a bulk-imported entry too
+    assert await e.dnc_remove(listed[6])
+    assert (await e.decide(r(listed[6]), now=now)).allowed
