@@ -1,6 +1,8 @@
 -- Campaign dialer (ari_app/): campaigns, leads and calls.
 -- Owned by the dialer (issue 7); applied by `dialguard db migrate` in file order.
--- Idempotent (IF NOT EXISTS) so it can also be applied by hand.
+-- Idempotent, so it can also be applied by hand before the runner existed: tables
+-- with IF NOT EXISTS, indexes only when missing (CREATE INDEX IF NOT EXISTS still
+-- demands ownership of a table another role created).
 
 CREATE TABLE IF NOT EXISTS dialer_campaigns (
     name              text PRIMARY KEY,
@@ -42,7 +44,6 @@ CREATE TABLE IF NOT EXISTS dialer_leads (
     updated_at        timestamptz NOT NULL DEFAULT now(),
     UNIQUE (campaign, number, subject)
 );
-CREATE INDEX IF NOT EXISTS dialer_leads_due ON dialer_leads (campaign, next_eligible_at) WHERE state = 'pending';
 
 -- One row per originate, keyed by our own channel id (idempotency: an attempt
 -- is never retried under a new id). Written before the originate.
@@ -64,6 +65,20 @@ CREATE TABLE IF NOT EXISTS dialer_calls (
     bridged_at        timestamptz,
     ended_at          timestamptz
 );
-CREATE INDEX IF NOT EXISTS dialer_calls_live ON dialer_calls (campaign) WHERE state <> 'ended';
-CREATE INDEX IF NOT EXISTS dialer_calls_unreported ON dialer_calls (channel_id) WHERE state = 'ended' AND NOT outcome_reported;
-CREATE INDEX IF NOT EXISTS dialer_calls_day ON dialer_calls (campaign, answered_at);
+
+DO $$
+DECLARE
+    ix record;
+BEGIN
+    FOR ix IN SELECT * FROM (VALUES
+        ('dialer_leads_due', 'CREATE INDEX dialer_leads_due ON dialer_leads (campaign, next_eligible_at) WHERE state = ''pending'''),
+        ('dialer_calls_live', 'CREATE INDEX dialer_calls_live ON dialer_calls (campaign) WHERE state <> ''ended'''),
+        ('dialer_calls_unreported', 'CREATE INDEX dialer_calls_unreported ON dialer_calls (channel_id) WHERE state = ''ended'' AND NOT outcome_reported'),
+        ('dialer_calls_day', 'CREATE INDEX dialer_calls_day ON dialer_calls (campaign, answered_at)')
+    ) AS t(name, ddl) LOOP
+        IF to_regclass(ix.name) IS NULL THEN
+            EXECUTE ix.ddl;
+        END IF;
+    END LOOP;
+END
+$$;
