@@ -93,11 +93,19 @@ class Cdr:
         (a CDR is written when the channel is gone, just after SIPp's last message)."""
         deadline = time.monotonic() + timeout
         while True:
-            rows: list[dict[str, str]] = []
+            lines: list[dict[str, str]] = []
             if self.path.exists():
                 with open(self.path, newline="") as f:
                     f.seek(self.offset)
-                    rows = [dict(zip(CDR_COLUMNS, row)) for row in csv.reader(f) if row]
+                    lines = [dict(zip(CDR_COLUMNS, row)) for row in csv.reader(f) if row]
+            # One row per call: a call whose Dial failed (busy...) also gets a line
+            # written before its hangup handler ran, without the guard's columns.
+            calls: dict[str, dict[str, str]] = {}
+            for row in lines:
+                key = row.get("uniqueid") or str(len(calls))
+                if key not in calls or row.get("dialguard_result"):
+                    calls[key] = row
+            rows = list(calls.values())
             if len(rows) >= expect or time.monotonic() > deadline:
                 return rows
             time.sleep(0.1)
