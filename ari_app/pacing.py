@@ -2,7 +2,8 @@
 
 Three limits, the smallest wins:
 - concurrency: the campaign's `max_concurrent` minus its calls in flight;
-- rate: a token bucket of `calls_per_second` (burst of one second);
+- rate: a token bucket of `calls_per_second` (bursts of at most 200 ms worth of
+  calls, starting with one call);
 - agents: calls not yet bridged may not exceed free agents × the effective dial
   ratio. The ratio is the campaign's `dial_ratio` while the day's abandon rate
   is far from the limit, falls linearly to 1.0 (one call per free agent) as the
@@ -24,9 +25,9 @@ FLOOR = 0.5
 class TokenBucket:
     def __init__(self, rate: float, burst: float | None = None, clock=time.monotonic):
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
+        self.burst = burst if burst is not None else max(1.0, rate * 0.2)
         self.clock = clock
-        self.tokens = self.burst
+        self.tokens = 1.0
         self.t = clock()
 
     def available(self) -> int:
@@ -41,7 +42,7 @@ class TokenBucket:
     def set_rate(self, rate: float) -> None:
         self.available()
         self.rate = rate
-        self.burst = max(1.0, rate)
+        self.burst = max(1.0, rate * 0.2)
 
 
 def abandon_rate(answered: int, abandoned: int) -> float:

@@ -40,11 +40,26 @@ def test_calls_to_start_smallest_limit_wins():
 
 def test_token_bucket():
     t = [0.0]
-    b = TokenBucket(2.0, clock=lambda: t[0])
-    assert b.available() == 2
-    b.take(2)
+    b = TokenBucket(10.0, clock=lambda: t[0])
+    assert b.available() == 1  # no burst at start
+    b.take(1)
     assert b.available() == 0
-    t[0] = 0.5
+    t[0] = 0.1
     assert b.available() == 1
+    b.take(1)
     t[0] = 100
-    assert b.available() == 2  # burst capped
+    assert b.available() == 2  # burst capped at 200 ms worth
+    b.set_rate(1.0)
+    assert b.available() == 1
+
+
+def test_token_bucket_rate_over_time():
+    t = [0.0]
+    b = TokenBucket(50.0, clock=lambda: t[0])
+    started = 0
+    for step in range(1000):  # 10 s in 10 ms steps
+        t[0] = step * 0.01
+        n = b.available()
+        b.take(n)
+        started += n
+    assert 495 <= started <= 502
