@@ -33,6 +33,10 @@ from dialguard.campaigns import cli as campaigns_cli  # noqa: E402  (dialer camp
 
 campaigns_cli.register(app)
 
+from dialguard.audit import cli as audit_cli  # noqa: E402  (db, audit-ship, audit, report, counters)
+
+audit_cli.register(app)
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
 

@@ -1,0 +1,496 @@
+"""`dialguard counters rebuild`: the Redis counters again, from the audit.
+
+After Redis lost its data, the keys decide.lua, outcome.lua and event.lua had
+written are recomputed from PostgreSQL by replaying, in stream order, exactly
+the writes those scripts made:
+
+- an allowed decision: the plan the engine would build (dialguard.plan.build_plan,
+  same Keys, same short hashes) gives the attempt logs it wrote (number,
+  number+subject, number+campaign, agent), each ZADD + trim + PEXPIRE; the
+  caller-ID attempt log and live-call lease of the chosen caller ID (`ch`); the
+  call record (what an outcome releases);
+- an outcome: the call record's attempt logs lose the attempt to `<log>:x` as
+  "<outcome>|<did>" for not-connected outcomes, the lease is released, the
+  conversation / abandoned / answering-machine logs get the call;
+- an event: the number's flags hash (dnc, optout, complaint, consent) and its
+  campaign DNC set.
+
+Expiry is replayed too: a key expires at (Redis time of its last PEXPIRE + TTL),
+Redis time being the stream id of the record. Keys that would have expired are
+not written; the others get their remaining TTL. Leases whose time has passed
+are dropped (a concurrency check would ignore them anyway), so calls that ended
+keep no lease. Configuration (campaign approvals, caller IDs and pools, kill
+switches, cool-downs) and bulk DNC lists are not in the audit: restore them with
+the admin commands (docs/AUDIT.md).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator
+
+import psycopg
+
+from dialguard.audit.records import stream_key
+from dialguard.config import Settings
+from dialguard.keys import Keys
+from dialguard.numbers import NumberInfo, short_hash
+from dialguard.plan import CallerIdCandidate, build_plan, ms
+from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
+
+log = logging.getLogger("dialguard.audit.rebuild")
+UTC = timezone.utc
+
+CONVERSATION = "conversation"
+ABANDON = {"abandoned": "ab", "amd": "am"}  # as dialguard.engine.ABANDON
+NO_INFO = NumberInfo(raw="", e164=None, region=None, timezones=(), problem=None)
+EVENT_OPS = {  # kind -> (op, field) as dialguard.engine.Engine._event callers
+    "opt_out": ("set", "optout"),
+    "complaint": ("set", "complaint"),
+    "consent": ("set", "consent"),
+    "consent_revoke": ("clear", "consent"),
+    "dnc_add": ("set", "dnc"),
+    "dnc_remove": ("clear", "dnc"),
+}
+
+
+class RebuildError(RuntimeError):
+    pass
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def at_time(at_ms: int) -> datetime:
+    """A time t with ms(t) == at_ms exactly (the plan derives every bound from ms(now))."""
+    t = _EPOCH + timedelta(milliseconds=int(at_ms))
+    while ms(t) < at_ms:
+        t += timedelta(microseconds=1)
+    while ms(t) > at_ms:
+        t -= timedelta(microseconds=1)
+    return t
+
+
+def _bound(v: str) -> float:
+    return float(v[1:]) if v.startswith("(") else float(v)
+
+
+class Model:
+    """The keys the scripts write, in memory, with Redis semantics that matter:
+    an emptied key disappears with its TTL; PEXPIRE on a missing key is a no-op;
+    a key past its expiry (Redis time t) is gone before any command sees it."""
+
+    def __init__(self):
+        self.z: dict[str, dict[str, float]] = {}
+        self.h: dict[str, dict[str, str]] = {}
+        self.s: dict[str, set[str]] = {}
+        self.exp: dict[str, int] = {}
+
+    def _drop(self, key: str) -> None:
+        self.z.pop(key, None)
+        self.h.pop(key, None)
+        self.s.pop(key, None)
+        self.exp.pop(key, None)
+
+    def live(self, key: str, t: int) -> None:
+        e = self.exp.get(key)
+        if e is not None and e <= t:
+            self._drop(key)
+
+    def exists(self, key: str) -> bool:
+        return key in self.z or key in self.h or key in self.s
+
+    # sorted sets
+    def zadd(self, key: str, t: int, member: str, score: float) -> None:
+        self.live(key, t)
+        self.z.setdefault(key, {})[member] = score
+
+    def zscore(self, key: str, t: int, member: str) -> float | None:
+        self.live(key, t)
+        return self.z.get(key, {}).get(member)
+
+    def zrem(self, key: str, t: int, member: str) -> None:
+        self.live(key, t)
+        zs = self.z.get(key)
+        if zs is not None and zs.pop(member, None) is not None and not zs:
+            self._drop(key)
+
+    def ztrim_below(self, key: str, t: int, bound: float) -> None:
+        """ZREMRANGEBYSCORE key -inf (bound"""
+        self.live(key, t)
+        zs = self.z.get(key)
+        if zs:
+            for m in [m for m, s in zs.items() if s < bound]:
+                del zs[m]
+            if not zs:
+                self._drop(key)
+
+    # hashes and sets
+    def hset(self, key: str, t: int, mapping: dict[str, str]) -> None:
+        self.live(key, t)
+        self.h.setdefault(key, {}).update(mapping)
+
+    def hgetall(self, key: str, t: int) -> dict[str, str]:
+        self.live(key, t)
+        return self.h.get(key, {})
+
+    def hdel(self, key: str, t: int, fld: str) -> None:
+        self.live(key, t)
+        h = self.h.get(key)
+        if h is not None and h.pop(fld, None) is not None and not h:
+            self._drop(key)
+
+    def sadd(self, key: str, t: int, member: str) -> None:
+        self.live(key, t)
+        self.s.setdefault(key, set()).add(member)
+
+    def srem(self, key: str, t: int, member: str) -> None:
+        self.live(key, t)
+        st = self.s.get(key)
+        if st is not None and member in st:
+            st.discard(member)
+            if not st:
+                self._drop(key)
+
+    # expiry
+    def pexpire(self, key: str, t: int, ttl_ms: int) -> None:
+        self.live(key, t)
+        if self.exists(key):
+            self.exp[key] = t + int(ttl_ms)
+
+    def pttl(self, key: str, t: int) -> int:
+        self.live(key, t)
+        if not self.exists(key):
+            return -2
+        e = self.exp.get(key)
+        return -1 if e is None else e - t
+
+
+@dataclass
+class DecisionRec:
+    decision_id: str
+    stream_id: str
+    at_ms: int          # the decision's clock in ms, exactly as the script got it
+    number_hash: str
+    campaign: str
+    agent: str
+    subject: str | None
+    call_id: str | None
+    caller_id_hash: str | None
+    rules: str | None
+    rules_version: str | None
+
+
+@dataclass
+class OutcomeRec:
+    outcome_id: str
+    stream_id: str
+    decision_id: str | None
+    call_id: str | None
+    result: str
+    at_ms: int
+    subject: str | None
+
+
+@dataclass
+class EventRec:
+    event_id: str
+    stream_id: str
+    kind: str
+    number_hash: str
+    campaign: str | None
+    at_ms: int
+
+
+@dataclass
+class Summary:
+    decisions: int = 0
+    outcomes: int = 0
+    events: int = 0
+    keys: Counter = field(default_factory=Counter)
+    members: int = 0
+    expired_keys: int = 0
+    dropped_leases: int = 0
+    unknown_rules: Counter = field(default_factory=Counter)
+    changed_rules: Counter = field(default_factory=Counter)
+
+
+class Replayer:
+    """Applies audit records, in stream order, to a Model exactly as the Lua scripts did."""
+
+    def __init__(self, settings: Settings, keys: Keys, default_policy: Policy):
+        self.settings = settings
+        self.keys = keys
+        self.default_policy = default_policy
+        self.model = Model()
+        self.summary = Summary()
+        self._policies: dict[str, Policy] = {}
+        self._qttl = int(default_policy.retention().total_seconds() * 1000)
+
+    def policy_for(self, rules: str | None, rv: str | None) -> Policy:
+        name = rules or self.default_policy.name
+        p = self._policies.get(name)
+        if p is None and name == self.default_policy.name:
+            p = self._policies[name] = self.default_policy
+        if p is None:
+            try:
+                p = Policy.load(name.replace("+", ","))
+            except RulesError as exc:
+                log.warning("decisions under rules %r: cannot load them (%s); using %s", name, exc,
+                            self.default_policy.name)
+                self.summary.unknown_rules[name] += 1
+                p = self.default_policy
+            self._policies[name] = p
+        if rv and p.version_hash != rv:
+            self.summary.changed_rules[f"{name} {rv}->{p.version_hash}"] += 1
+        return p
+
+    # -- decide.lua, allowed branch ------------------------------------------------------
+    def decision(self, d: DecisionRec) -> None:
+        self.summary.decisions += 1
+        m, t, did = self.model, stream_key(d.stream_id)[0], d.decision_id
+        policy = self.policy_for(d.rules, d.rules_version)
+        ch = d.caller_id_hash or ""
+        plan = build_plan(
+            policy=policy, keys=self.keys, info=NO_INFO, number_tag=d.number_hash, campaign=d.campaign,
+            agent=d.agent, subject=d.subject, call_id=d.call_id, decision_id=did, now=at_time(d.at_ms),
+            pre_reasons=[], candidates=[CallerIdCandidate("", ch, True)] if ch else [],
+            check_caller_id=bool(ch), site_timezone=self.settings.site_timezone,
+            audit_payload=None, audit_max=None)
+        b, K = plan.body, plan.keys
+        now = float(b["now"])
+        old = _bound(b["old"])
+        for ki in b["w"]:
+            k = K[ki - 1]
+            m.zadd(k, t, did, now)
+            m.ztrim_below(k, t, old)
+            m.pexpire(k, t, int(b["ttl"]))
+        lv = ca = ""
+        if ch:
+            cand = b["cid"]["c"][0]
+            ca, lv = K[cand["a"] - 1], K[cand["l"] - 1]
+            m.zadd(ca, t, did, now)
+            m.ztrim_below(ca, t, _bound(b["cold"]))
+            m.pexpire(ca, t, int(b["cttl"]))
+            m.zadd(lv, t, did, float(b["lease"]))
+            m.pexpire(lv, t, int(b["cttl"]))
+        if d.call_id:
+            rec = b["rec"]
+            ck = K[b["call"] - 1]
+            m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], "ak": rec["ak"], "cv": rec["cv"],
+                           "ab": rec["ab"], "am": rec["am"], "nk": rec["nk"], "lv": lv, "ca": ca})
+            m.pexpire(ck, t, int(rec["ttl"]))
+
+    # -- outcome.lua ------------------------------------------------------------------------
+    def outcome(self, o: OutcomeRec) -> None:
+        self.summary.outcomes += 1
+        if not o.call_id:
+            return
+        m, t = self.model, stream_key(o.stream_id)[0]
+        ck = self.keys.call(o.call_id)
+        rec = dict(m.hgetall(ck, t))
+        did = rec.get("did")
+        if not did:
+            return  # the script found no call record: it only wrote the audit entry
+        now = float(o.at_ms)
+        conv = o.result == CONVERSATION
+        extra = ("cv:s:" + short_hash(o.subject)) if o.subject and conv else ""
+
+        def extra_conversation():
+            if conv and extra and rec.get("nk"):
+                k = rec["nk"] + ":" + extra
+                m.zadd(k, t, did, now)
+                m.pexpire(k, t, self._qttl)
+
+        if rec.get("rep") == "1":
+            extra_conversation()
+            return
+        extra_conversation()
+        if o.result in MOVABLE_OUTCOMES:
+            for k in (rec.get("ak") or "").split():
+                score = m.zscore(k, t, did)
+                if score is not None:
+                    ttl = m.pttl(k, t)
+                    m.zrem(k, t, did)
+                    xk = k + ":x"
+                    m.zadd(xk, t, f"{o.result}|{did}", score)
+                    if ttl > 0:
+                        m.pexpire(xk, t, ttl)
+        if rec.get("lv"):
+            m.zrem(rec["lv"], t, did)
+        if conv:
+            for k in (rec.get("cv") or "").split():
+                m.zadd(k, t, did, now)
+                m.pexpire(k, t, self._qttl)
+        ab = ABANDON.get(o.result)
+        if ab and rec.get(ab):
+            m.zadd(rec[ab], t, did, now)
+            m.pexpire(rec[ab], t, self._qttl)
+        m.hset(ck, t, {"rep": "1", "res": o.result})
+
+    # -- event.lua ----------------------------------------------------------------------------
+    def event(self, e: EventRec) -> None:
+        self.summary.events += 1
+        m, t = self.model, stream_key(e.stream_id)[0]
+        op, fld = EVENT_OPS[e.kind]
+        if e.kind in ("dnc_add", "dnc_remove") and e.campaign:
+            k = self.keys.campaign_dnc(e.number_hash)
+            (m.sadd if e.kind == "dnc_add" else m.srem)(k, t, short_hash(e.campaign))
+            return
+        k = self.keys.flags(e.number_hash)
+        if op == "set":
+            m.hset(k, t, {fld: "1" if fld == "dnc" else str(e.at_ms)})
+        else:
+            m.hdel(k, t, fld)
+
+    def replay(self, records: Iterable[tuple[tuple[int, int], str, object]]) -> None:
+        for _, kind, rec in records:
+            getattr(self, kind)(rec)
+
+
+# -- reading the audit ------------------------------------------------------------------------
+def _stream(conn: psycopg.Connection, name: str, query: str, args: dict, make) -> Iterator:
+    with conn.cursor(name=name) as cur:
+        cur.itersize = 5000
+        cur.execute(query, args)
+        for row in cur:
+            yield make(*row)
+
+
+ORDER = "order by recorded_at, split_part(stream_id, '-', 2)::bigint"
+
+
+def horizon(conn: psycopg.Connection, default_policy: Policy, redis_now: datetime) -> datetime:
+    """Records older than twice the longest retention (plus a day) can no longer
+    be in any live key: a member lives until a write trims it (retention after
+    its time) or until its key expires (retention after the last write)."""
+    longest = default_policy.retention()
+    for (rules,) in conn.execute("select distinct rules from audit_decisions where allowed").fetchall():
+        try:
+            longest = max(longest, Policy.load((rules or default_policy.name).replace("+", ",")).retention())
+        except RulesError:
+            pass
+    longest = max(longest, timedelta(days=2))  # call records and caller-ID logs: 2 days
+    return redis_now - 2 * longest - timedelta(days=1)
+
+
+def read_records(conn: psycopg.Connection, since: datetime) -> Iterator[tuple[tuple[int, int], str, object]]:
+    """Allowed decisions, outcomes (since `since`) and every event, merged in stream order."""
+    args = {"since": since}
+    decisions = _stream(conn, "rb_decisions", f"""
+        select decision_id, stream_id, (request->>'at')::bigint, number_hash, campaign, agent, subject, call_id,
+               caller_id_hash, rules, rules_version
+        from audit_decisions where allowed and recorded_at >= %(since)s {ORDER}""", args, DecisionRec)
+    outcomes = _stream(conn, "rb_outcomes", f"""
+        select outcome_id, stream_id, decision_id, call_id, result, (payload->>'at')::bigint, subject
+        from audit_outcomes where decision_id is not null and recorded_at >= %(since)s {ORDER}""", args, OutcomeRec)
+    events = _stream(conn, "rb_events", f"""
+        select event_id, stream_id, kind, number_hash, campaign, (payload->>'at')::bigint
+        from audit_events {ORDER}""", args, EventRec)
+
+    def tagged(it, kind):
+        for r in it:
+            yield stream_key(r.stream_id), kind, r
+
+    return heapq.merge(tagged(decisions, "decision"), tagged(outcomes, "outcome"), tagged(events, "event"),
+                       key=lambda x: x[0])
+
+
+# -- writing Redis -------------------------------------------------------------------------------
+def key_kind(key: str) -> str:
+    tail = key.split("}:", 1)[-1]
+    if "{g}:call:" in key:
+        return "call records"
+    if key.endswith(":x"):
+        return "not-connected logs (:x)"
+    if "{a:" in key:
+        return "agent logs"
+    if "{c:" in key:
+        return "caller-ID leases" if tail == "live" else "caller-ID attempt logs"
+    if tail.startswith("a:"):
+        return "attempt logs"
+    if tail.startswith("cv:"):
+        return "conversation logs"
+    if tail in ("ab", "am"):
+        return "abandon / machine logs"
+    if tail == "f":
+        return "flags"
+    if tail == "dncc":
+        return "campaign DNC sets"
+    return "other"
+
+
+def write(redis, model: Model, redis_now_ms: int, rule_now_ms: int, summary: Summary,
+          dry_run: bool = False, chunk: int = 500) -> None:
+    """Replace every live key of the model in Redis, with its remaining TTL."""
+    pipe = redis.pipeline(transaction=False)
+    n = 0
+    keys = list(model.z) + list(model.h) + list(model.s)
+    for key in keys:
+        e = model.exp.get(key)
+        if e is not None and e <= redis_now_ms:
+            summary.expired_keys += 1
+            continue
+        if key in model.z:
+            members = model.z[key]
+            if key.endswith(":live"):
+                kept = {mb: s for mb, s in members.items() if s > rule_now_ms}
+                summary.dropped_leases += len(members) - len(kept)
+                members = kept
+                if not members:
+                    continue
+            summary.members += len(members)
+            if not dry_run:
+                pipe.delete(key)
+                pipe.zadd(key, members)
+        elif key in model.h:
+            summary.members += len(model.h[key])
+            if not dry_run:
+                pipe.delete(key)
+                pipe.hset(key, mapping=model.h[key])
+        else:
+            summary.members += len(model.s[key])
+            if not dry_run:
+                pipe.delete(key)
+                pipe.sadd(key, *model.s[key])
+        if e is not None and not dry_run:
+            pipe.pexpire(key, e - redis_now_ms)
+        summary.keys[key_kind(key)] += 1
+        n += 1
+        if n % chunk == 0 and not dry_run:
+            pipe.execute()
+    if not dry_run:
+        pipe.execute()
+
+
+def redis_time_ms(redis) -> int:
+    s, us = redis.time()
+    return int(s) * 1000 + int(us) // 1000
+
+
+def rebuild(conn: psycopg.Connection, redis, settings: Settings, *, prefix: str | None = None,
+            policy: Policy | None = None, now: datetime | None = None, dry_run: bool = False,
+            force: bool = False) -> Summary:
+    """Rebuild the counters of namespace `prefix` from the audit in `conn`.
+
+    now: the rules clock (leases that ended before it are dropped); default the
+    Redis clock. Refuses while the audit stream still holds unshipped records
+    (they would be missing from the rebuild) unless force.
+    """
+    keys = Keys(prefix or settings.key_prefix, settings.hash_secret)
+    backlog = int(redis.xlen(keys.audit))
+    if backlog and not force:
+        raise RebuildError(f"{backlog} audit records are not in PostgreSQL yet ({keys.audit}): let "
+                           "`dialguard audit-ship` drain them first (dialguard audit status), or --force")
+    default_policy = policy or Policy.load(settings.rules)
+    rnow = redis_time_ms(redis)
+    since = horizon(conn, default_policy, datetime.fromtimestamp(rnow / 1000, UTC))
+    rep = Replayer(settings, keys, default_policy)
+    rep.replay(read_records(conn, since))
+    rule_now = ms(now) if now else rnow
+    write(redis, rep.model, redis_time_ms(redis), rule_now, rep.summary, dry_run=dry_run)
+    return rep.summary

@@ -1,0 +1,223 @@
+"""Audit stream entries -> rows (pure functions; no I/O).
+
+Stream entry fields (written by the Lua scripts in the same atomic step as the
+counters, see docs/AUDIT.md):
+
+- t=decision: id, allow (1|0), r (reasons, comma-separated), ch (caller-ID tag), j
+- t=outcome:  id, did ('' when the call id was unknown), res, j
+- t=event:    id, kind, j
+- t=override: id, j {did?, n, ne, campaign, lifted[], by, why, at, expires?, node}
+- t=admin:    id, j {action, actor, target, why, at, node, ...}
+
+An entry that cannot be read as one of these becomes a reject row (kept raw).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+UTC = timezone.utc
+
+EVENT_KINDS = frozenset({"opt_out", "complaint", "consent", "consent_revoke", "dnc_add", "dnc_remove"})
+
+
+class BadRecord(ValueError):
+    pass
+
+
+def stream_ms(stream_id: str) -> int:
+    return int(stream_id.split("-", 1)[0])
+
+
+def stream_key(stream_id: str) -> tuple[int, int]:
+    """Sort key of a stream id: (ms, sequence)."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def from_ms(v) -> datetime:
+    return datetime.fromtimestamp(float(v) / 1000, UTC)
+
+
+def _req(d: dict, k: str):
+    v = d.get(k)
+    if v is None or v == "":
+        raise BadRecord(f"field {k!r} missing")
+    return v
+
+
+def _opt_int(v) -> int | None:
+    if v is None or v == "":
+        return None
+    return int(v)
+
+
+def _text(v) -> str | None:
+    return None if v is None else str(v)
+
+
+@dataclass
+class Batch:
+    """Rows for one PostgreSQL transaction, per table, in stream order."""
+
+    decisions: list[tuple] = field(default_factory=list)
+    outcomes: list[tuple] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
+    overrides: list[tuple] = field(default_factory=list)
+    admin: list[tuple] = field(default_factory=list)
+    rejects: list[tuple] = field(default_factory=list)
+    campaigns: dict[str, str] = field(default_factory=dict)        # name -> tag
+    caller_ids: dict[str, str] = field(default_factory=dict)       # tag -> caller ID as requested
+    ids: list[str] = field(default_factory=list)                   # every stream id, to ack
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+DECISION_COLS = ("decision_id", "stream_id", "decided_at", "recorded_at", "allowed", "reasons", "pre_reasons",
+                 "number_hash", "number_enc", "campaign", "agent", "subject", "call_id", "caller_id_requested",
+                 "caller_id_hash", "rules", "rules_version", "node", "latency_ms", "counters", "override_id",
+                 "request")
+OUTCOME_COLS = ("outcome_id", "stream_id", "decision_id", "call_id", "result", "talk_s", "hangup_cause",
+                "subject", "reported_at", "recorded_at", "node", "payload")
+EVENT_COLS = ("event_id", "stream_id", "kind", "number_hash", "number_enc", "campaign", "at", "recorded_at",
+              "node", "payload")
+OVERRIDE_COLS = ("override_id", "stream_id", "decision_id", "number_hash", "number_enc", "campaign", "lifted",
+                 "granted_by", "why", "at", "expires_at", "recorded_at", "node", "payload")
+ADMIN_COLS = ("action_id", "stream_id", "action", "actor", "target", "why", "at", "recorded_at", "node",
+              "payload")
+REJECT_COLS = ("stream_id", "fields", "error")
+
+
+def _payload(fields: dict[str, str]) -> tuple[dict, str]:
+    raw = _req(fields, "j")
+    try:
+        j = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise BadRecord(f"payload is not JSON: {exc}") from None
+    if not isinstance(j, dict):
+        raise BadRecord("payload is not a JSON object")
+    return j, raw
+
+
+def _counters(fields: dict[str, str], j: dict) -> str | None:
+    """Counters seen by decide.lua, when it sends them: field cs = "k0:3,k1:0"
+    (count per check), labels in the payload's chk {"k0": [reason, limit, label]}."""
+    cs = fields.get("cs")
+    if not cs and "chk" not in j:
+        return None
+    counts = {}
+    for part in (cs or "").split(","):
+        if ":" in part:
+            k, _, n = part.partition(":")
+            counts[k] = int(n) if n.lstrip("-").isdigit() else n
+    return json.dumps({"counts": counts, "checks": j.get("chk")}, separators=(",", ":"))
+
+
+def decision_row(sid: str, f: dict[str, str]) -> tuple:
+    j, raw = _payload(f)
+    did = _req(f, "id")
+    if j.get("did") not in (None, did):
+        raise BadRecord(f"decision id {did} differs from the payload's {j.get('did')}")
+    rec_ms = stream_ms(sid)
+    latency = None
+    if j.get("ts") is not None:  # wall clock at the request's start (ms), when the engine sends it
+        latency = max(0.0, rec_ms - float(j["ts"]))
+    reasons = [r for r in (f.get("r") or "").split(",") if r]
+    return (
+        did, sid, from_ms(_req(j, "at")), from_ms(rec_ms), f.get("allow") == "1", reasons,
+        list(j.get("pre") or []), str(_req(j, "n")), _text(j.get("ne")), str(_req(j, "campaign")),
+        str(_req(j, "agent")), _text(j.get("subject")), _text(j.get("call_id")), _text(j.get("cid_req")),
+        f.get("ch") or None, _text(j.get("rules")), _text(j.get("rv")), _text(j.get("node")), latency,
+        _counters(f, j), _text(j.get("ov")), raw,
+    )
+
+
+def outcome_row(sid: str, f: dict[str, str]) -> tuple:
+    j, raw = _payload(f)
+    return (
+        _req(f, "id"), sid, f.get("did") or None, _text(j.get("call_id")), _req(f, "res"),
+        _opt_int(j.get("talk_s")), _opt_int(j.get("cause")), _text(j.get("subject")),
+        from_ms(_req(j, "at")), from_ms(stream_ms(sid)), _text(j.get("node")), raw,
+    )
+
+
+def event_row(sid: str, f: dict[str, str]) -> tuple:
+    j, raw = _payload(f)
+    kind = f.get("kind") or j.get("kind")
+    if kind not in EVENT_KINDS:
+        raise BadRecord(f"unknown event kind {kind!r}")
+    return (
+        _req(f, "id"), sid, kind, str(_req(j, "n")), _text(j.get("ne")), _text(j.get("campaign")),
+        from_ms(_req(j, "at")), from_ms(stream_ms(sid)), _text(j.get("node")), raw,
+    )
+
+
+def override_row(sid: str, f: dict[str, str]) -> tuple:
+    j, raw = _payload(f)
+    return (
+        _req(f, "id"), sid, _text(j.get("did")), _text(j.get("n")), _text(j.get("ne")), _text(j.get("campaign")),
+        list(j.get("lifted") or []), str(_req(j, "by")), str(_req(j, "why")), from_ms(_req(j, "at")),
+        from_ms(j["expires"]) if j.get("expires") else None, from_ms(stream_ms(sid)), _text(j.get("node")), raw,
+    )
+
+
+def admin_row(sid: str, f: dict[str, str]) -> tuple:
+    j, raw = _payload(f)
+    return (
+        _req(f, "id"), sid, str(_req(j, "action")), _text(j.get("actor")), _text(j.get("target")),
+        _text(j.get("why")), from_ms(_req(j, "at")), from_ms(stream_ms(sid)), _text(j.get("node")), raw,
+    )
+
+
+def to_batch(entries: list[tuple[str, dict[str, str] | None]], short_hash=None) -> Batch:
+    """Sort stream entries into rows. Entries whose fields vanished (None: deleted
+    while pending) are only acknowledged."""
+    b = Batch()
+    for sid, f in entries:
+        b.ids.append(sid)
+        if f is None:
+            continue
+        t = f.get("t")
+        try:
+            if t == "decision":
+                row = decision_row(sid, f)
+                b.decisions.append(row)
+                if short_hash is not None and row[9] not in b.campaigns:
+                    b.campaigns[row[9]] = short_hash(row[9])
+                if row[14] and row[13]:
+                    b.caller_ids.setdefault(row[14], row[13])
+            elif t == "outcome":
+                b.outcomes.append(outcome_row(sid, f))
+            elif t == "event":
+                b.events.append(event_row(sid, f))
+            elif t == "override":
+                b.overrides.append(override_row(sid, f))
+            elif t == "admin":
+                b.admin.append(admin_row(sid, f))
+            else:
+                raise BadRecord(f"unknown record type {t!r}")
+        except (BadRecord, ValueError, TypeError, KeyError, OverflowError) as exc:
+            b.rejects.append(reject_of(sid, f, f"{type(exc).__name__}: {exc}"))
+    return b
+
+
+def _no_nul(v: Any) -> Any:
+    """PostgreSQL text and jsonb refuse NUL characters: keep them as the text \\x00."""
+    if isinstance(v, str):
+        return v.replace("\x00", "\\x00")
+    if isinstance(v, dict):
+        return {_no_nul(str(k)): _no_nul(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_no_nul(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float)):
+        return v
+    return _no_nul(str(v))
+
+
+def reject_of(sid: str, f: Any, error: str) -> tuple:
+    """A reject row: the entry's fields as they were (NUL characters made visible)."""
+    return (sid, json.dumps(_no_nul(f), ensure_ascii=False), _no_nul(error))

@@ -1,0 +1,238 @@
+"""`dialguard report`: what the guard decided and what the calls became, per
+campaign, agent, caller ID or reason, over a date range (from the audit tables).
+
+Definitions (docs/AUDIT.md):
+- attempts: decisions asked; allowed / denied; denied_<reason>: denials with that
+  reason (a denial with two reasons counts under both);
+- outcome: the first outcome reported for an allowed decision; answered: a person
+  picked up (conversation, answered, abandoned); conversations; talk_s: seconds;
+- answer_rate = answered / allowed calls with an outcome reported (%);
+- abandon_rate = abandoned / answered (%), the live-answer base regulators use;
+- complaints, opt_outs: in the range, attributed to the last allowed call to the
+  same number before them (its campaign, agent, caller ID); "(no call)" if none.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+
+from dialguard.models import REASON_ORDER
+
+GROUPS = {"campaign": "campaign", "agent": "agent", "caller_id": "caller_id_hash", "reason": None}
+ANSWERED = ("conversation", "answered", "abandoned")
+NO_CALL = "(no call)"
+
+
+@dataclass
+class Report:
+    by: str
+    start: datetime
+    end: datetime
+    tz: str
+    columns: list[str]
+    rows: list[list] = field(default_factory=list)
+    totals: list | None = None
+
+    def as_dicts(self) -> list[dict]:
+        return [dict(zip(self.columns, r)) for r in self.rows]
+
+
+def parse_bound(text: str, tz: str, end: bool = False) -> datetime:
+    """A date (local midnight in tz; an end date is inclusive) or an ISO time with offset."""
+    text = text.strip()
+    try:
+        d = date.fromisoformat(text)
+    except ValueError:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=ZoneInfo(tz))
+        return t.astimezone(timezone.utc)
+    if end:
+        d = d + timedelta(days=1)
+    return datetime.combine(d, time(0), ZoneInfo(tz)).astimezone(timezone.utc)
+
+
+def _pct(num: int, den: int) -> float | None:
+    return round(100.0 * num / den, 1) if den else None
+
+
+def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz: str,
+          cid_label=None) -> Report:
+    if by not in GROUPS:
+        raise ValueError(f"--by is one of {', '.join(GROUPS)}")
+    if by == "reason":
+        return _by_reason(conn, start, end, tz)
+    g = GROUPS[by]
+    args = {"a": start, "b": end}
+    main = conn.execute(f"""
+        with d as (
+            select decision_id, allowed, {g} as g from audit_decisions
+            where decided_at >= %(a)s and decided_at < %(b)s
+        ), o as (
+            select distinct on (o.decision_id) o.decision_id, o.result, o.talk_s
+            from audit_outcomes o join d using (decision_id)
+            order by o.decision_id, o.recorded_at, o.outcome_id
+        )
+        select d.g, count(*), count(*) filter (where d.allowed), count(*) filter (where not d.allowed),
+               count(o.result) filter (where d.allowed),
+               count(*) filter (where o.result in ('conversation', 'answered', 'abandoned')),
+               count(*) filter (where o.result = 'conversation'),
+               coalesce(sum(o.talk_s), 0),
+               count(*) filter (where o.result = 'abandoned')
+        from d left join o using (decision_id)
+        group by d.g""", args).fetchall()
+    denied = conn.execute(f"""
+        select {g}, r, count(*) from audit_decisions, unnest(reasons) r
+        where not allowed and decided_at >= %(a)s and decided_at < %(b)s
+        group by 1, 2""", args).fetchall()
+    facts = conn.execute(f"""
+        select ld.g, e.kind, count(*) from audit_events e
+        left join lateral (
+            select d.{g} as g from audit_decisions d
+            where d.number_hash = e.number_hash and d.allowed and d.decided_at <= e.at
+            order by d.decided_at desc limit 1
+        ) ld on true
+        where e.kind in ('complaint', 'opt_out') and e.at >= %(a)s and e.at < %(b)s
+        group by 1, 2""", args).fetchall()
+
+    reasons = sorted({r for _, r, _ in denied}, key=lambda r: REASON_ORDER.get(r, 99))
+    cols = [by, "attempts", "allowed", "denied", *[f"denied_{r}" for r in reasons], "answered", "conversations",
+            "talk_s", "answer_rate", "abandoned", "abandon_rate", "complaints", "opt_outs"]
+    per: dict = {}
+    for grp, attempts, allowed, den, reported, answered, conv, talk, abandoned in main:
+        per[grp] = {"attempts": attempts, "allowed": allowed, "denied": den, "reported": reported,
+                    "answered": answered, "conversations": conv, "talk_s": int(talk), "abandoned": abandoned}
+    for grp, r, n in denied:
+        per.setdefault(grp, {})[f"denied_{r}"] = n
+    for grp, kind, n in facts:
+        per.setdefault(grp if grp is not None else NO_CALL, {})["complaints" if kind == "complaint" else "opt_outs"] = n
+
+    def label(grp):
+        if grp is None:
+            return "(none)"
+        if by == "caller_id" and cid_label and grp != NO_CALL:
+            return cid_label(grp)
+        return grp
+
+    rows = []
+    tot = {c: 0 for c in cols[1:]}
+    tot["reported"] = 0
+    for grp in sorted(per, key=lambda x: (x is None, x == NO_CALL, str(x))):
+        v = per[grp]
+        row = [label(grp)]
+        for c in cols[1:]:
+            if c == "answer_rate":
+                row.append(_pct(v.get("answered", 0), v.get("reported", 0)))
+            elif c == "abandon_rate":
+                row.append(_pct(v.get("abandoned", 0), v.get("answered", 0)))
+            else:
+                row.append(v.get(c, 0))
+                tot[c] += v.get(c, 0)
+        tot["reported"] += v.get("reported", 0)
+        rows.append(row)
+    totals = ["total"] + [
+        _pct(tot["answered"], tot["reported"]) if c == "answer_rate" else
+        _pct(tot["abandoned"], tot["answered"]) if c == "abandon_rate" else tot[c] for c in cols[1:]]
+    return Report(by, start, end, tz, cols, rows, totals)
+
+
+def _by_reason(conn, start, end, tz) -> Report:
+    args = {"a": start, "b": end}
+    total, denied = conn.execute(
+        "select count(*), count(*) filter (where not allowed) from audit_decisions "
+        "where decided_at >= %(a)s and decided_at < %(b)s", args).fetchone()
+    rows = conn.execute("""
+        select r, count(*), count(distinct number_hash), count(distinct campaign)
+        from audit_decisions, unnest(reasons) r
+        where not allowed and decided_at >= %(a)s and decided_at < %(b)s
+        group by r""", args).fetchall()
+    rows.sort(key=lambda r: REASON_ORDER.get(r[0], 99))
+    cols = ["reason", "denials", "numbers", "campaigns", "share_of_attempts", "share_of_denials"]
+    out = [[r, n, nums, camps, _pct(n, total), _pct(n, denied)] for r, n, nums, camps in rows]
+    return Report("reason", start, end, tz, cols, out, ["total denied", denied, None, None, _pct(denied, total), None])
+
+
+# -- renderers ----------------------------------------------------------------------------
+def to_csv(rep: Report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(rep.columns)
+    for r in rep.rows:
+        w.writerow(["" if v is None else v for v in r])
+    if rep.totals:
+        w.writerow(["" if v is None else v for v in rep.totals])
+    return buf.getvalue()
+
+
+def to_xlsx(rep: Report, path: Path) -> None:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+    from openpyxl.utils import get_column_letter
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = f"by {rep.by}"
+    ws.append(rep.columns)
+    for c in ws[1]:
+        c.font = Font(bold=True)
+    for r in rep.rows:
+        ws.append(r)
+    if rep.totals:
+        ws.append(rep.totals)
+        for c in ws[ws.max_row]:
+            c.font = Font(bold=True)
+    ws.freeze_panes = "B2"
+    for i, col in enumerate(rep.columns, start=1):
+        width = max([len(str(col))] + [len(str(r[i - 1])) for r in rep.rows if r[i - 1] is not None])
+        ws.column_dimensions[get_column_letter(i)].width = min(max(width + 2, 8), 40)
+    meta = wb.create_sheet("parameters")
+    for k, v in (("grouped by", rep.by), ("from", rep.start.isoformat()), ("to (exclusive)", rep.end.isoformat()),
+                 ("time zone", rep.tz), ("generated", datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                 ("definitions", "see docs/AUDIT.md, 'Reports'")):
+        meta.append([k, v])
+    wb.save(path)
+
+
+SHORT = {"attempts": "attempts", "allowed": "allowed", "denied": "denied", "answered": "answered",
+         "conversations": "conver-\nsations", "talk_s": "talk\n(s)", "answer_rate": "answer\nrate",
+         "abandoned": "aban-\ndoned", "abandon_rate": "abandon\nrate", "complaints": "com-\nplaints",
+         "opt_outs": "opt-\nouts"}
+
+
+def to_rich(rep: Report):
+    """A table for the terminal: the per-reason denial columns folded into one."""
+    from rich.table import Table
+
+    t = Table(title=f"dialguard report by {rep.by}: {rep.start:%Y-%m-%d %H:%M}Z – {rep.end:%Y-%m-%d %H:%M}Z "
+                    f"(dates in {rep.tz})")
+    reason_cols = [i for i, c in enumerate(rep.columns) if c.startswith("denied_")]
+    shown = [i for i in range(len(rep.columns)) if i not in reason_cols]
+    fmt = lambda c, v: "—" if v is None else (f"{v}%" if c.endswith("_rate") or c.startswith("share") else str(v))  # noqa: E731
+    for i in shown:
+        c = rep.columns[i]
+        t.add_column(SHORT.get(c, c.replace("_", " ")), justify="left" if i == 0 else "right",
+                     no_wrap=(i == 0))
+        if c == "denied" and reason_cols:
+            t.add_column("denied by reason")
+
+    def cells(row, total=False):
+        out = []
+        for i in shown:
+            out.append(fmt(rep.columns[i], row[i]))
+            if rep.columns[i] == "denied" and reason_cols:
+                out.append("\n".join(f"{rep.columns[j][7:]} {row[j]}" for j in reason_cols if row[j]))
+        return out
+
+    for r in rep.rows:
+        t.add_row(*cells(r))
+    if rep.totals:
+        t.add_section()
+        t.add_row(*cells(rep.totals), style="bold")
+    return t

@@ -1,0 +1,126 @@
+"""Audit stream entries -> rows, and migration files (no service needed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from dialguard.audit import migrate as m
+from dialguard.audit.records import reject_of, stream_key, to_batch
+
+UTC = timezone.utc
+
+
+def decision(did="d1", allow="1", r="", ch="", **j):
+    payload = {"did": did, "at": 1795000000123, "n": "h1", "ne": "sealed", "campaign": "c1", "agent": "a1",
+               "subject": None, "call_id": "k1", "cid_req": "+862150000001", "pre": ["outside_hours"],
+               "rules": "cn-default", "rv": "abc", "node": "n1", **j}
+    return {"t": "decision", "id": did, "allow": allow, "r": r, "ch": ch, "j": json.dumps(payload)}
+
+
+def test_decision_row():
+    b = to_batch([("1795000000200-3", decision(r="dnc,attempt_cap", ch="tag1", ts=1795000000150))],
+                 short_hash=lambda s: "H" + s)
+    assert len(b) == 1 and not b.rejects
+    row = dict(zip(("decision_id", "stream_id", "decided_at", "recorded_at", "allowed", "reasons", "pre_reasons",
+                    "number_hash", "number_enc", "campaign", "agent", "subject", "call_id", "caller_id_requested",
+                    "caller_id_hash", "rules", "rules_version", "node", "latency_ms", "counters", "override_id",
+                    "request"), b.decisions[0]))
+    assert row["decided_at"] == datetime(2026, 11, 18, 11, 6, 40, 123000, tzinfo=UTC)
+    assert row["recorded_at"] == datetime(2026, 11, 18, 11, 6, 40, 200000, tzinfo=UTC)
+    assert row["allowed"] is True and row["reasons"] == ["dnc", "attempt_cap"]
+    assert row["pre_reasons"] == ["outside_hours"] and row["caller_id_hash"] == "tag1"
+    assert row["latency_ms"] == 50.0 and row["counters"] is None
+    assert json.loads(row["request"])["did"] == "d1"
+    assert b.campaigns == {"c1": "Hc1"} and b.caller_ids == {"tag1": "+862150000001"}
+
+
+def test_decision_counters_when_the_script_sends_them():
+    f = decision(chk={"k0": ["attempt_cap", 2, "per-number-24h"]})
+    f["cs"] = "k0:2,k1:0"
+    row = to_batch([("1-0", f)]).decisions[0]
+    assert json.loads(row[19]) == {"counts": {"k0": 2, "k1": 0}, "checks": {"k0": ["attempt_cap", 2, "per-number-24h"]}}
+
+
+def test_empty_fields_become_null():
+    row = to_batch([("1-0", decision(allow="0", ch=""))]).decisions[0]
+    assert row[4] is False and row[5] == [] and row[14] is None
+
+
+def test_outcome_event_override_admin_rows():
+    out = {"t": "outcome", "id": "o1", "did": "", "res": "busy",
+           "j": json.dumps({"call_id": "k1", "at": 1000, "res": "busy", "talk_s": 0, "cause": 17, "node": "n"})}
+    ev = {"t": "event", "id": "e1", "kind": "opt_out",
+          "j": json.dumps({"kind": "opt_out", "n": "h1", "ne": "s", "at": 2000, "campaign": None, "node": "n"})}
+    ov = {"t": "override", "id": "v1", "j": json.dumps({"n": "h1", "by": "alice", "why": "callback asked",
+                                                        "lifted": ["attempt_cap"], "at": 3000})}
+    ad = {"t": "admin", "id": "x1", "j": json.dumps({"action": "pause", "actor": "bob", "target": "all", "at": 4})}
+    b = to_batch([("5-0", out), ("6-0", ev), ("7-0", ov), ("8-0", ad), ("9-0", None)])
+    assert b.outcomes[0][:7] == ("o1", "5-0", None, "k1", "busy", 0, 17)
+    assert b.events[0][:6] == ("e1", "6-0", "opt_out", "h1", "s", None)
+    assert b.overrides[0][6:9] == (["attempt_cap"], "alice", "callback asked")
+    assert b.admin[0][2:5] == ("pause", "bob", "all")
+    assert b.ids == ["5-0", "6-0", "7-0", "8-0", "9-0"]  # a vanished entry is only acknowledged
+
+
+@pytest.mark.parametrize("fields, error", [
+    ({"t": "decision", "id": "d", "j": "{oops"}, "not JSON"),
+    ({"t": "decision", "id": "d", "j": json.dumps({"did": "other", "at": 1, "n": "h", "campaign": "c",
+                                                   "agent": "a"})}, "differs"),
+    ({"t": "decision", "id": "d", "j": json.dumps({"at": 1, "campaign": "c", "agent": "a"})}, "'n' missing"),
+    ({"t": "event", "id": "e", "kind": "nope", "j": json.dumps({"n": "h", "at": 1})}, "unknown event kind"),
+    ({"t": "weird", "id": "w", "j": "{}"}, "unknown record type"),
+])
+def test_unreadable_entries_become_rejects(fields, error):
+    b = to_batch([("1-0", fields)])
+    assert not b.decisions and not b.events and len(b.rejects) == 1 and error in b.rejects[0][2]
+    assert json.loads(b.rejects[0][1]) == fields
+
+
+def test_rejects_never_carry_nul():
+    sid, fields, err = reject_of("1-0", {"a": "x\x00y"}, "bad\x00")
+    assert "\x00" not in fields and "\\u0000" not in fields and json.loads(fields) == {"a": "x\\x00y"}
+    assert err == "bad\\x00"
+
+
+def test_stream_order():
+    ids = ["1700-2", "1700-10", "999-0", "1700-0"]
+    assert sorted(ids, key=stream_key) == ["999-0", "1700-0", "1700-2", "1700-10"]
+
+
+# -- migration files -----------------------------------------------------------------------------------
+def test_discover_and_compare(tmp_path):
+    (tmp_path / "010_a.sql").write_text("select 1;")
+    (tmp_path / "020_b.sql").write_text("select 2;")
+    files = m.discover(tmp_path)
+    assert [(f.version, f.name) for f in files] == [(10, "a"), (20, "b")]
+    now = datetime.now(UTC)
+    applied = [m.Applied(10, "a", files[0].checksum, now, "x"), m.Applied(30, "c", "zz", now, "x")]
+    st = m.compare(files, applied)
+    assert [p.version for p in st.pending] == [20] and [a.version for a in st.missing] == [30] and not st.ok
+    applied[0] = m.Applied(10, "a", "different", now, "x")
+    st = m.compare(files, applied[:1])
+    assert st.changed and "010_a.sql was changed after it was applied" in st.problems()[0]
+
+
+@pytest.mark.parametrize("names, error", [
+    (["010_a.sql", "10_b.sql"], "two migrations with version 10"),
+    (["a.sql"], "named NNN_name.sql"),
+])
+def test_bad_migration_folders(tmp_path, names, error):
+    for n in names:
+        (tmp_path / n).write_text("select 1;")
+    with pytest.raises(m.MigrationError, match=error):
+        m.discover(tmp_path)
+
+
+def test_shipped_migrations_are_well_formed():
+    from dialguard.audit.db import AUDIT_SCHEMA_VERSION, sql_dir
+
+    files = m.discover(sql_dir())
+    assert AUDIT_SCHEMA_VERSION in [f.version for f in files]
+    for f in files:
+        text = f.text.lower()
+        assert "begin;" not in text and "commit;" not in text, f"{f.filename}: the runner owns the transaction"
