@@ -1,0 +1,223 @@
+"""`dialguard counters rebuild`: Redis loses its data in the middle of a
+scenario; the counters rebuilt from the audit in PostgreSQL are the ones Redis
+had, and every following decision is identical to a run that never lost data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+import redis as syncredis
+
+from dialguard.audit import migrate as m
+from dialguard.audit.db import sql_dir
+from dialguard.audit.rebuild import RebuildError, rebuild
+from dialguard.audit.shipper import Shipper
+from dialguard.audit.testing import PgCluster
+from dialguard.models import DecisionRequest, Outcome
+from dialguard.simulate import _drop_namespace
+
+UTC = timezone.utc
+SERVICE = "dg_service"
+START = datetime(2026, 3, 2, 14, tzinfo=UTC)
+POOL = ["+12025550100", "+12025550101", "+12025550102"]
+NUMBERS = [f"+1202555{i:04d}" for i in range(1, 7)]
+PACK = f"""
+pack: rb-test
+default_region: US
+caps:
+  - {{id: n24, scope: number, max: 3, window: {{rolling: 24h}}, uncounted_outcomes: [busy, failed]}}
+  - {{id: subj7, scope: number_subject, max: 4, window: {{days: 7}}, uncounted_outcomes: [busy, no_answer]}}
+  - {{id: life, scope: number_campaign, max: 6, window: lifetime}}
+min_interval: 20m
+quiet_after_conversation: {{scope: number_subject, window: {{days: 2}}}}
+quiet_after_abandon: {{abandoned: 3h, amd: 1h}}
+agent: {{per_day: 14}}
+caller_id: {{require_approved: true, pool: {POOL}, per_hour: 4, per_day: 15, concurrency: 2}}
+max_duration_s: 600
+"""
+CONFIG_KEYS = (":{g}:audit", ":{g}:camp:", ":{g}:pause", ":{g}:cids", ":{g}:cool", ":{g}:pool", ":{g}:clock")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = PgCluster().init()
+    c.start()
+    c.create_login(SERVICE)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
+def audit_db(cluster):
+    name = f"dgr_{uuid.uuid4().hex[:8]}"
+    cluster.create_db(name)
+    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+        m.migrate(conn, sql_dir(), writers=[SERVICE])
+    return cluster.dsn(name, SERVICE)
+
+
+def scenario(seed: int, n: int = 170) -> list[tuple]:
+    """A deterministic mix of attempts, outcomes (some for calls still in flight
+    when Redis is lost) and events, over four days."""
+    rnd = random.Random(seed)
+    t = START
+    ops: list[tuple] = []
+    calls: list[str] = []
+    for i in range(n):
+        t += timedelta(minutes=rnd.choice([1, 3, 7, 15, 25, 40, 90, 200]))
+        x = rnd.random()
+        if x < 0.62 or not calls:
+            cid = f"call-{i}"
+            calls.append(cid)
+            ops.append(("attempt", t, dict(number=rnd.choice(NUMBERS), campaign=rnd.choice(["c1", "c2"]),
+                                           agent=rnd.choice(["a1", "a2", "a3"]), subject=rnd.choice(["d1", "d2"]),
+                                           call_id=cid)))
+        elif x < 0.9:
+            cid = rnd.choice(calls[-8:])
+            res = rnd.choice(["conversation", "answered", "voicemail", "no_answer", "busy", "failed", "abandoned",
+                              "amd"])
+            ops.append(("outcome", t, dict(call_id=cid, result=res, subject=rnd.choice([None, None, "d3"]))))
+        else:
+            kind = rnd.choice(["consent", "consent_revoke", "dnc_add_c", "dnc_remove_c", "opt_out"])
+            if kind == "opt_out" and rnd.random() < 0.7:
+                kind = "consent"
+            ops.append(("event", t, dict(kind=kind, number=rnd.choice(NUMBERS))))
+    return ops
+
+
+async def configure(e):
+    for c in ("c1", "c2"):
+        await e.set_campaign(c)
+
+
+async def run_op(e, op) -> object:
+    kind, t, a = op
+    if kind == "attempt":
+        d = await e.decide(DecisionRequest(**a), now=t)
+        return (d.decision, d.reasons, d.next_eligible_at, d.caller_id, d.max_duration_s)
+    if kind == "outcome":
+        return await e.report_outcome(a["call_id"], Outcome(result=a["result"], talk_s=30), now=t,
+                                      subject=a["subject"])
+    k, number = a["kind"], a["number"]
+    if k == "dnc_add_c":
+        return await e.dnc_add(number, campaign="c2", now=t)
+    if k == "dnc_remove_c":
+        return await e.dnc_remove(number, campaign="c2", now=t)
+    return await getattr(e, k)(number, now=t)
+
+
+def snapshot(r: syncredis.Redis, prefix: str, rule_now_ms: int) -> dict:
+    """Every counter key of the namespace: content and TTL (leases that ended are ignored,
+    as the concurrency check ignores them)."""
+    out = {}
+    for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        if any(c in key for c in CONFIG_KEYS):
+            continue
+        typ = r.type(key)
+        if typ == "zset":
+            v = dict(r.zrange(key, 0, -1, withscores=True))
+            if key.endswith(":live"):
+                v = {mb: s for mb, s in v.items() if s > rule_now_ms}
+        elif typ == "hash":
+            v = r.hgetall(key)
+        elif typ == "set":
+            v = r.smembers(key)
+        else:
+            raise AssertionError(f"unexpected {typ} key {key}")
+        if v:
+            out[key[len(prefix):]] = (v, r.pttl(key))
+    return out
+
+
+def same_state(before: dict, after: dict, ttl_slack_ms: int = 30_000):
+    assert set(before) == set(after), (f"only before: {sorted(set(before) - set(after))}; "
+                                       f"only after: {sorted(set(after) - set(before))}")
+    for k in before:
+        (v1, t1), (v2, t2) = before[k], after[k]
+        assert v1 == v2, f"{k}: {v1} != {v2}"
+        assert (t1 < 0) == (t2 < 0) and abs(t1 - t2) <= ttl_slack_ms, f"{k}: TTL {t1} vs {t2}"
+
+
+@pytest.mark.parametrize("seed", [5, 11])
+async def test_flush_rebuild_then_same_decisions(make_engine, rules_file, audit_db, seed):
+    policy = rules_file(PACK)
+    ops = scenario(seed)
+    cut = int(len(ops) * 0.55)
+
+    # A: never loses anything
+    a = await make_engine(policy)
+    await configure(a)
+    expected = [await run_op(a, op) for op in ops]
+
+    # B: the same, but Redis loses its data at `cut`
+    b = await make_engine(policy)
+    await configure(b)
+    got = [await run_op(b, op) for op in ops[:cut]]
+    assert got == expected[:cut]
+    sh = Shipper(b.settings, prefix=b.keys.prefix, dsn=audit_db, block_ms=50)
+    try:
+        await asyncio.to_thread(sh.run, True)
+    finally:
+        sh.close()
+    r = syncredis.Redis.from_url(b.settings.redis_url, decode_responses=True)
+    now = ops[cut - 1][1]
+    now_ms = int(now.timestamp() * 1000)
+    before = snapshot(r, b.keys.prefix, now_ms)
+    assert len(before) > 20
+
+    await _drop_namespace(b.redis, b.keys.prefix)  # the data loss
+    assert snapshot(r, b.keys.prefix, now_ms) == {}
+    await configure(b)  # the admin restores configuration (not in the audit)
+    with psycopg.connect(audit_db) as conn:
+        summary = await asyncio.to_thread(rebuild, conn, r, b.settings, prefix=b.keys.prefix, policy=policy,
+                                          now=now)
+    assert summary.decisions > 0 and summary.outcomes > 0 and summary.events > 0
+    same_state(before, snapshot(r, b.keys.prefix, now_ms))
+
+    got += [await run_op(b, op) for op in ops[cut:]]
+    assert got == expected
+    allowed = sum(1 for x in expected if isinstance(x, tuple) and x[0] == "allow")
+    denied = sum(1 for x in expected if isinstance(x, tuple) and x[0] == "deny")
+    assert allowed > 20 and denied > 20  # the scenario exercises both
+
+
+async def test_rebuild_refuses_while_records_wait_in_redis(make_engine, rules_file, audit_db):
+    e = await make_engine(rules_file(PACK))
+    await configure(e)
+    await e.decide(DecisionRequest(number=NUMBERS[0], campaign="c1", agent="a1", call_id="x"), now=START)
+    r = syncredis.Redis.from_url(e.settings.redis_url, decode_responses=True)
+    with psycopg.connect(audit_db) as conn:
+        with pytest.raises(RebuildError, match="not in PostgreSQL yet"):
+            rebuild(conn, r, e.settings, prefix=e.keys.prefix, policy=e.policy)
+
+
+async def test_cli_rebuild_dry_run(make_engine, audit_db):
+    e = await make_engine("cn-default")
+    await e.set_campaign("c1")
+    await e.approve_caller_id("+862150000001", pool=True)
+    t = datetime(2026, 11, 23, 2, tzinfo=UTC)
+    d = await e.decide(DecisionRequest(number="13800138000", campaign="c1", agent="a1", call_id="k"), now=t)
+    assert d.allowed
+    sh = Shipper(e.settings, prefix=e.keys.prefix, dsn=audit_db, block_ms=50)
+    try:
+        await asyncio.to_thread(sh.run, True)
+    finally:
+        sh.close()
+    env = {**os.environ, "DIALGUARD_PG_DSN": audit_db, "DIALGUARD_KEY_PREFIX": e.keys.prefix,
+           "DIALGUARD_REDIS_URL": e.settings.redis_url, "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(),
+           "DIALGUARD_RULES": "cn-default"}
+    res = subprocess.run([sys.executable, "-m", "dialguard.cli", "counters", "rebuild", "--dry-run", "--json",
+                          "--at", "2026-11-23T02:01:00Z"], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    out = json.loads(res.stdout)
+    assert out["decisions"] == 1 and out["keys"]["attempt logs"] == 2 and out["keys"]["caller-ID leases"] == 1
