@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""Calls per second through the stack's Asterisk: plain Dial, dialguard, and a
+guard written in plain dialplan, in one run; then FastAGI `check` latency.
+
+    .venv/bin/python bench/cps.py            (after `make up`; about 3-5 minutes)
+    options: --rates 100,200,... --step-s 5 --max-pdd-ms 1000 --check-rates 200,1000
+             --check-s 5 --pool 200 --json FILE
+
+Three configurations, all SIPp agents -> Asterisk -> SIPp carrier on 127.0.0.1:
+
+- plain      endpoint `direct`: Dial straight to the carrier (the baseline);
+- dialguard  endpoint `agents`: [outbound] -> dialguard-dial -> FastAGI `check`
+             on the stack's dialguard-agi-server -> engine -> Redis (one
+             decide.lua call, audit record appended), Dial, then the `report`
+             AGI at hangup; a campaign with its own pack (bench/cps-pack.yaml:
+             cn-default's shape, generous agent and caller-ID limits) and a
+             200-number caller-ID pool; the test clock at a working day 10:00;
+- astdb      endpoint `astdb`: what an admin writes today without dialguard
+             (asterisk_conf/extensions_astdb_guard.conf): GotoIfTime, AstDB
+             DB_EXISTS(dnc/N) and a per-number counter in AstDB.
+
+Every call dials a distinct, valid number (nothing is denied). The rate ramps
+up (--rates, interleaving the configurations at each rate, --step-s seconds a
+step); a configuration's result is the highest rate at which a step had 0
+failed calls (SIPp, both sides), every call answered and reaching the carrier,
+the offered rate sustained (>= 95 %) and PDD p99 <= --max-pdd-ms (1 s: a path
+that queues calls for seconds has failed them in practice, even if SIPp has
+not timed them out yet). A configuration stops at its first failed step.
+Post-dial delay (PDD) per call =
+INVITE received at the carrier - INVITE sent by the agent (SIPp timestamps,
+same host), p50/p99; "added" = minus plain's at the same rate.
+
+FastAGI `check` latency: a Python AGI client (the protocol, as Asterisk speaks
+it; uvloop) opens sessions at each of `--check-rates` per second for `--check-s`
+seconds against the stack's server (no calls running), each a real allowed
+decision; latency = connect to the server's close, at the socket, p50/p99.
+The client shares the machine's CPUs with the server.
+
+The machine's CPU use is sampled for a second before the run: other work on
+the machine lowers every figure (the run says so when it is busy).
+
+Each step also prints the CPU time the stack's processes spent per call
+(Asterisk, FastAGI server, Redis, PostgreSQL backends, audit shipper; from
+/proc, SIPp excluded): where the guard's cost goes.
+
+Last line: guarded/plain CPS ratio (target >= 0.95).
+The bench's keys (its numbers, caller IDs, agents, campaign) and AstDB
+entries are deleted afterwards; the audit records stay (shipped to PostgreSQL
+when the audit shipper runs), and the test clock is reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+from sipp import load_stack_env, run_calls, stack_dir, write_injection  # noqa: E402
+
+load_stack_env()
+
+from agi.testing import agi_call  # noqa: E402
+from dialguard.config import Settings  # noqa: E402
+from dialguard.engine import Engine  # noqa: E402
+from dialguard.numbers import parse_number  # noqa: E402
+from dialguard.rules import Policy  # noqa: E402
+
+PACK = REPO / "bench" / "cps-pack.yaml"
+WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=timezone.utc)  # Mon 10:00 Asia/Shanghai, a working day
+CONFIGS = (("plain", "direct"), ("dialguard", "agents"), ("astdb", "astdb"))
+POOL_SIZE = 200
+AGENTS = 50
+DEFAULT_RATES = "100,200,250,280,300,320,340,360,380,400,440"
+ASTDB_DNC = ("13900000001", "13900000002", "13900000003")
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds` (/proc/stat), in %."""
+    def sample() -> tuple[int, int]:
+        v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v), idle
+
+    t1, i1 = sample()
+    time.sleep(seconds)
+    t2, i2 = sample()
+    return 100.0 * (1 - (i2 - i1) / max(1, t2 - t1))
+
+
+def stack_pids() -> dict[str, int]:
+    """The stack's processes whose CPU time the bench reports per call."""
+    d = stack_dir()
+    files = {"asterisk": d / "asterisk" / "asterisk.pid", "redis": d / "redis" / "redis.pid",
+             "postgres": d / "pg" / "data" / "postmaster.pid"}
+    files.update({p.stem: p for p in (d / "services").glob("*.pid")})
+    pids = {}
+    for name, f in files.items():
+        try:
+            pids[name] = int(f.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
+
+
+def _stat(pid: int) -> list[str]:
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+
+
+def cpu_ticks(pids: dict[str, int]) -> dict[str, int]:
+    """utime + stime (all threads) of each process; "postgres" sums the
+    postmaster's children (the backends, e.g. the audit shipper's)."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            f = _stat(pid)
+            out[name] = int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    if "postgres" in pids:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    f = _stat(int(entry))
+                    if int(f[1]) == pids["postgres"]:
+                        out["postgres"] = out.get("postgres", 0) + int(f[11]) + int(f[12])
+                except (OSError, IndexError, ValueError):
+                    pass
+    return out
+
+
+def astcli(command: str) -> str:
+    out = subprocess.run([str(REPO / "scripts" / "astcli.sh"), command], capture_output=True, text=True,
+                         timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError(f"asterisk -rx {command!r}: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout
+
+
+def wait_idle(timeout: float = 20.0) -> int:
+    """Wait until Asterisk has no channel left; returns how many were left."""
+    deadline = time.monotonic() + timeout
+    n = -1
+    while time.monotonic() < deadline:
+        m = re.search(r"(\d+) active channel", astcli("core show channels count"))
+        n = int(m.group(1)) if m else -1
+        if n == 0:
+            return 0
+        time.sleep(0.25)
+    return n
+
+
+class Numbers:
+    """Distinct valid mainland mobile numbers, from a random block per run."""
+
+    def __init__(self) -> None:
+        self.prefix = random.choice(["135", "136", "137", "138", "139", "150", "151", "158", "187", "188"])
+        self.next = random.randrange(10**8 - 2 * 10**6)
+        self.used: list[str] = []
+
+    def take(self, n: int) -> list[str]:
+        out = []
+        while len(out) < n:
+            number = f"{self.prefix}{self.next:08d}"
+            self.next += 1
+            if parse_number(number, "CN").valid:
+                out.append(number)
+        self.used += out
+        return out
+
+
+@dataclass
+class Step:
+    config: str
+    rate: int
+    calls: int
+    ok: bool
+    failed: int
+    answered: int
+    reached: int
+    offered_cps: float
+    pdd_p50_ms: float
+    pdd_p99_ms: float
+    why: str = ""
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    pdd: list[float] = field(default_factory=list, repr=False)
+
+
+def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: str, workdir: Path,
+             step_s: float, ports: dict[str, int], max_pdd_ms: float) -> Step:
+    wd = workdir / f"{config}-{rate}"
+    wd.mkdir(parents=True, exist_ok=True)
+    injection = wd / "calls.csv"
+    write_injection(injection, [(n, campaign, f"bench-agent-{i % AGENTS}") for i, n in enumerate(numbers)])
+    pids = stack_pids()
+    before = cpu_ticks(pids)
+    run = run_calls(injection, wd, sip_port=ports["sip"], agents_port=ports["agents"],
+                    carrier_port=ports["carrier"], caller=caller, rate=rate, limit=max(400, 3 * rate),
+                    hold_ms=0, timeout_s=int(step_s) + 45)
+    wait_idle()
+    after = cpu_ticks(pids)
+    hz = os.sysconf("SC_CLK_TCK")
+    cpu = {k: round((after[k] - before[k]) * 1000 / hz / max(1, len(numbers)), 2) for k in after if k in before}
+    sent = {s.number: s.at for s in run.sent}
+    arrived = {i.number: i.at for i in run.invites if i.at}
+    pdd = [(arrived[n] - sent[n]) * 1000 for n in numbers if n in arrived and n in sent]
+    times = sorted(sent.values())
+    offered = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+    answered = sum(1 for c in run.calls if c.outcome == "answered")
+    # At the carrier, count this step's calls that did not end with a BYE: SIPp's
+    # own counter also counts the retransmissions Asterisk still sends for the
+    # dialogs of an earlier, overloaded step (each makes a "call" that fails).
+    carrier_failed = sum(1 for i in run.invites if i.call_id not in run.byes)
+    failed = run.uac.failed + carrier_failed
+    why = []
+    if failed:
+        why.append(f"{failed} failed calls (agents {run.uac.failed}, carrier {carrier_failed})")
+    if answered != len(numbers):
+        rejected = sum(1 for c in run.calls if c.outcome == "rejected")
+        why.append(f"{answered}/{len(numbers)} answered ({rejected} rejected)")
+    if len(arrived) != len(numbers):
+        why.append(f"{len(arrived)}/{len(numbers)} reached the carrier")
+    if offered < 0.95 * rate:
+        why.append(f"offered {offered:.0f}/s of {rate}/s")
+    if pdd and pct(pdd, 0.99) > max_pdd_ms:
+        why.append(f"PDD p99 {pct(pdd, 0.99):.0f} ms > {max_pdd_ms:.0f} ms")
+    return Step(config, rate, len(numbers), not why, failed, answered, len(arrived), round(offered, 1),
+                round(pct(pdd, 0.5), 2), round(pct(pdd, 0.99), 2), "; ".join(why), cpu, pdd)
+
+
+async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str) -> dict:
+    loop = asyncio.get_running_loop()
+    lat: list[float] = []
+    results: dict[str, int] = {}
+    errors: list[str] = []
+
+    async def one(i: int, number: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            res = await agi_call("127.0.0.1", port, "check", (number, campaign, f"bench-agent-{i % AGENTS}", "", ""),
+                                 uniqueid=f"bench-{run_id}-{i}")
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            errors.append(repr(exc))
+            return
+        lat.append((time.perf_counter() - t0) * 1000)
+        r = res.variables.get("DIALGUARD_RESULT", "?") + ":" + res.variables.get("DIALGUARD_REASONS", "")
+        results[r] = results.get(r, 0) + 1
+
+    tasks = []
+    start = loop.time()
+    for i, number in enumerate(numbers):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, number)))
+    launched = loop.time() - start
+    await asyncio.gather(*tasks)
+    return {"sessions": len(numbers), "offered_per_s": round((len(numbers) - 1) / launched, 1) if launched else 0,
+            "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
+            "max_ms": round(max(lat), 2) if lat else None, "results": results, "errors": len(errors),
+            "first_error": errors[0] if errors else None}
+
+
+async def setup_guard(engine: Engine, campaign: str, pool: list[str]) -> None:
+    await engine.set_campaign(campaign, True, rules=str(PACK))
+    async with engine.redis.pipeline(transaction=False) as pipe:
+        for cid in pool:
+            tag = engine.keys.cid_tag(cid)
+            pipe.sadd(engine.keys.approved_cids, tag)
+            pipe.hset(engine.keys.pool(campaign), tag, engine.sealer.seal(cid))
+        await pipe.execute()
+    await engine.set_test_clock(WORKDAY_10H)
+
+
+async def cleanup_guard(engine: Engine, campaign: str, pool: list[str], numbers: list[str]) -> int:
+    """Delete what the bench wrote under the live prefix (not the audit stream)."""
+    k = engine.keys
+    keys = [k.campaign(campaign), k.pool(campaign)]
+    for cid in pool:
+        tag = k.cid_tag(cid)
+        keys += [k.cid_attempts(tag), k.cid_live(tag)]
+    keys += [k.agent(f"bench-agent-{i}") for i in range(AGENTS)]
+    for number in numbers:
+        e164 = parse_number(number, "CN").e164
+        h = k.number_tag(e164)
+        for key in (k.attempts(h, "number"), k.attempts(h, "number_campaign", campaign=campaign)):
+            keys += [key, key + ":x"]
+    deleted = 0
+    for i in range(0, len(keys), 2000):
+        deleted += await engine.redis.unlink(*keys[i:i + 2000])
+    async with engine.redis.pipeline(transaction=False) as pipe:
+        for cid in pool:
+            pipe.srem(k.approved_cids, k.cid_tag(cid))
+        await pipe.execute()
+    await engine.set_test_clock(None)
+    return deleted
+
+
+def fmt_step(s: Step, plain: Step | None) -> str:
+    added = ""
+    if plain and s.config != "plain" and plain.pdd and s.pdd:
+        added = f"  added p50 {s.pdd_p50_ms - plain.pdd_p50_ms:+.1f} / p99 {s.pdd_p99_ms - plain.pdd_p99_ms:+.1f} ms"
+    state = "ok  " if s.ok else "FAIL"
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.cpu_ms_per_call.items()) if v >= 0.01)
+    return (f"  {s.config:<10} {s.rate:>4}/s  {state} {s.calls:>5} calls, offered {s.offered_cps:>6.1f}/s, "
+            f"PDD p50 {s.pdd_p50_ms:6.1f} p99 {s.pdd_p99_ms:7.1f} ms{added}" + (f"  [{s.why}]" if s.why else "")
+            + (f"\n{'':19}CPU ms per call: {cpu}" if cpu else ""))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", default=DEFAULT_RATES, help="calls/s per step, ascending (default %(default)s)")
+    ap.add_argument("--step-s", type=float, default=5.0, help="seconds of calls per step")
+    ap.add_argument("--configs", default="plain,dialguard,astdb")
+    ap.add_argument("--max-pdd-ms", type=float, default=1000.0, help="a step fails above this PDD p99")
+    ap.add_argument("--check-rates", default="200,1000", help="FastAGI check sessions per second ('' for none)")
+    ap.add_argument("--check-s", type=float, default=5.0)
+    ap.add_argument("--pool", type=int, default=POOL_SIZE, help="caller IDs in the campaign's pool")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+
+    rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
+    configs = [(name, caller) for name, caller in CONFIGS if name in wanted]
+    env = os.environ
+    ports = {"sip": int(env.get("DIALGUARD_SIP_PORT", 15060)), "agents": int(env.get("DIALGUARD_AGENTS_PORT", 15080)),
+             "carrier": int(env.get("DIALGUARD_CARRIER_PORT", 15070)), "agi": int(env.get("DIALGUARD_AGI_PORT", 14573))}
+    run_id = uuid.uuid4().hex[:8]
+    workdir = stack_dir() / "bench" / f"cps-{run_id}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    campaign = f"bench-cps-{run_id}"
+    numbers = Numbers()
+    rnd = random.Random()
+    pool: list[str] = []
+    while len(pool) < args.pool:
+        cid = f"+86105{rnd.randrange(10**7):07d}"
+        if cid not in pool and parse_number(cid, "CN").valid:
+            pool.append(cid)
+
+    try:
+        version = astcli("core show version").split(" built ")[0].strip()
+    except Exception as exc:  # noqa: BLE001
+        print(f"the stack's Asterisk does not answer ({exc}): run `make up` first", file=sys.stderr)
+        return 3
+    if "dialguard-dial" not in astcli("dialplan show outbound"):
+        print("[outbound] does not go through dialguard-dial: the guard is not plugged in", file=sys.stderr)
+        return 3
+    services = sorted(p.stem for p in (stack_dir() / "services").glob("*.pid"))
+    busy = round(cpu_busy(), 1)
+    if busy > 15:
+        print(f"note: the machine is already {busy:.0f}% busy before the bench (other work): every figure "
+              f"below is lower than on an idle machine")
+    print(f"bench/cps.py run {run_id}: {version}, services {', '.join(services) or 'none'}; "
+          f"{os.cpu_count()} CPUs ({busy:.0f}% busy before); caller-ID pool {args.pool}; steps of {args.step_s:g} s; "
+          f"SIPp logs in {workdir}")
+
+    engine_loop = asyncio.new_event_loop()
+    engine = engine_loop.run_until_complete(Engine.create(Settings(), Policy.load("cn-default")))
+    engine_loop.run_until_complete(setup_guard(engine, campaign, pool))
+    for n in ASTDB_DNC:
+        astcli(f"database put dnc {n} 1")
+    steps: list[Step] = []
+    checks: list[dict] = []
+    t_start = time.monotonic()
+    try:
+        alive = {name for name, _ in configs}
+        for rate in rates:
+            if not alive:
+                break
+            for name, caller in configs:
+                if name not in alive:
+                    continue
+                left = wait_idle()
+                if left:
+                    print(f"  (Asterisk still has {left} channels before this step)")
+                step = run_step(name, caller, rate, numbers.take(int(rate * args.step_s)), campaign, workdir,
+                                args.step_s, ports, args.max_pdd_ms)
+                steps.append(step)
+                plain = next((s for s in steps if s.config == "plain" and s.rate == rate), None)
+                print(fmt_step(step, plain), flush=True)
+                if not step.ok:
+                    alive.discard(name)
+        wait_idle()
+        import uvloop  # the client as fast as it gets, so the server is what is measured
+
+        for rate in [float(r) for r in args.check_rates.split(",") if r.strip()]:
+            nums = numbers.take(int(rate * args.check_s))
+            checks.append({"rate": rate, **uvloop.run(check_latency(ports["agi"], campaign, nums, rate, run_id))})
+            time.sleep(1)
+    finally:
+        deleted = engine_loop.run_until_complete(cleanup_guard(engine, campaign, pool, numbers.used))
+        engine_loop.run_until_complete(engine.close())
+        engine_loop.close()
+        try:
+            astcli("database deltree dgbench-attempts")
+            for n in ASTDB_DNC:
+                astcli(f"database del dnc {n}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"could not clean AstDB: {exc}", file=sys.stderr)
+
+    best: dict[str, Step | None] = {}
+    for name, _ in configs:
+        passed = [s for s in steps if s.config == name and s.ok]
+        best[name] = max(passed, key=lambda s: s.rate) if passed else None
+    ref_rate = rates[0]
+    ref = {s.config: s for s in steps if s.rate == ref_rate}
+    print()
+    print(f"highest rate with 0 failed calls (steps of {args.step_s:g} s, rates {args.rates}):")
+    for name, _ in configs:
+        b = best[name]
+        topped = b is not None and b.rate == max(rates)
+        print(f"  {name:<10} {b.rate if b else 0:>4} calls/s" + ("  (the highest rate tried)" if topped else ""))
+    print(f"post-dial delay, INVITE sent by the agent -> INVITE at the carrier, at {ref_rate} calls/s:")
+    base = ref.get("plain")
+    for name, _ in configs:
+        s = ref.get(name)
+        if not s:
+            continue
+        added = ""
+        if base and name != "plain":
+            added = f"   added p50 {s.pdd_p50_ms - base.pdd_p50_ms:+.1f} ms, p99 {s.pdd_p99_ms - base.pdd_p99_ms:+.1f} ms"
+        print(f"  {name:<10} p50 {s.pdd_p50_ms:6.1f} ms  p99 {s.pdd_p99_ms:6.1f} ms{added}")
+    if best.get("dialguard") and best.get("plain"):
+        g, p = best["dialguard"], best["plain"]
+        gp = next((s for s in steps if s.config == "plain" and s.rate == g.rate), None)
+        if gp:
+            print(f"  at {g.rate} calls/s (dialguard's best): plain p50 {gp.pdd_p50_ms:.1f} / p99 {gp.pdd_p99_ms:.1f} ms, "
+                  f"dialguard p50 {g.pdd_p50_ms:.1f} / p99 {g.pdd_p99_ms:.1f} ms")
+    for check in checks:
+        print(f"FastAGI check latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
+              f"{check['offered_per_s']:.0f}/s offered; Python AGI client at the socket): p50 {check['p50_ms']:.2f} ms, "
+              f"p99 {check['p99_ms']:.2f} ms, max {check['max_ms']} ms; results {check['results']}, "
+              f"errors {check['errors']}")
+    print(f"cleanup: {deleted} bench keys deleted, AstDB counters dropped, test clock reset; "
+          f"run took {time.monotonic() - t_start:.0f} s")
+    ratio = (best["dialguard"].rate / best["plain"].rate) if best.get("dialguard") and best.get("plain") else 0.0
+    if args.json:
+        args.json.write_text(json.dumps({
+            "run": run_id, "steps": [{k: v for k, v in asdict(s).items() if k != "pdd"} for s in steps],
+            "best": {k: (v.rate if v else 0) for k, v in best.items()}, "checks": checks, "ratio": ratio,
+            "busy_before_pct": busy}, indent=2))
+    print(f"guarded/plain CPS ratio: {ratio:.3f} "
+          f"({best['dialguard'].rate if best.get('dialguard') else 0}/{best['plain'].rate if best.get('plain') else 0}; "
+          f"target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
