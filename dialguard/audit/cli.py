@@ -202,6 +202,10 @@ def audit_show(decision_id: str, as_json: bool = typer.Option(False, "--json")):
         outcomes = [dict(zip([c.name for c in cur.description], r)) for r in cur.fetchall()]
     sealer = _sealer()
     d["number"] = _open(sealer, d.pop("number_enc"))
+    from dialguard.audit.shipper import PLAIN_NUMBER
+
+    if d.get("caller_id_requested") and not PLAIN_NUMBER.fullmatch(d["caller_id_requested"]):
+        d["caller_id_requested"] = _open(sealer, d["caller_id_requested"])
     d.pop("request", None)
     if as_json:
         print(json.dumps({**{k: _iso(v) for k, v in d.items()},

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -50,6 +51,7 @@ GROUP = "dialguard-audit"
 # data exceptions and integrity violations. Anything else (connection lost,
 # missing table, privileges) is retried: it is the database, not the record.
 POISON_CLASSES = ("22", "23")
+PLAIN_NUMBER = re.compile(r"[0-9+()\-. ]{1,40}")
 
 
 def _insert_sql(table: str, cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> str:
@@ -206,6 +208,36 @@ class Shipper:
                                 "on conflict do nothing", cids)
         self.stats.rows += len(b.decisions) + len(b.outcomes) + len(b.events) + len(b.overrides) + len(b.admin)
 
+    def _sealer_(self) -> Sealer:
+        if self._sealer is None:
+            self._sealer = Sealer()
+        return self._sealer
+
+    def seal_requested_caller_ids(self, b: records.Batch) -> None:
+        """Numbers at rest are sealed: the caller ID a request named (the engine
+        sends it as given) is stored AES-GCM-sealed, in its column and in the
+        stored record. A value that is already sealed is kept as is."""
+        plain_of: dict[str, str] = {}
+        for i, row in enumerate(b.decisions):
+            req = row[13]
+            if not req:
+                continue
+            if PLAIN_NUMBER.fullmatch(req):
+                token = self._sealer_().seal(req)
+                j = json.loads(row[21])
+                j["cid_req"] = token
+                row = (*row[:13], token, *row[14:21], json.dumps(j, separators=(",", ":")), *row[22:])
+                b.decisions[i] = row
+                plain_of[token] = req
+            else:
+                try:
+                    plain_of[req] = self._sealer_().open(req)
+                except Exception:  # noqa: BLE001 - sealed with another key: keep it, name nothing
+                    pass
+        # tag -> plain caller ID, for audit_caller_ids (only where the tag matches)
+        b.caller_ids = {row[14]: plain_of[row[13]] for row in b.decisions
+                        if row[14] and row[13] in plain_of}
+
     def _caller_ids(self, b: records.Batch) -> list[tuple[str, str]]:
         """Sealed numbers behind caller-ID tags, from the requested caller IDs."""
         out = []
@@ -214,9 +246,7 @@ class Shipper:
                 continue
             info = parse_number(requested, self.settings.default_region)
             if info.e164 and self.keys.cid_tag(info.e164) == tag:
-                if self._sealer is None:
-                    self._sealer = Sealer()
-                out.append((tag, self._sealer.seal(info.e164)))
+                out.append((tag, self._sealer_().seal(info.e164)))
         return out
 
     def sync_pools(self, every_s: float = 60.0) -> int:
@@ -287,6 +317,7 @@ class Shipper:
         """Ship one batch: PostgreSQL first, then acknowledge. Retries until it
         committed; False if asked to stop before (the entries stay pending)."""
         b = records.to_batch(entries, short_hash)
+        self.seal_requested_caller_ids(b)
         if b.rejects:
             self.stats.rejects += len(b.rejects)
             for sid, _, err in b.rejects:

@@ -178,9 +178,11 @@ async def test_rows_carry_the_record_and_the_sealed_number(engine, audit_db, tmp
     tag = engine.keys.number_tag("+8613800138000")
     assert a[1] is True and a[2] == [] and a[3] == tag and a[5] == "c1" and a[10] == "k1"
     assert b[1] is False and b[2] == ["campaign_not_approved"]
-    assert "+8613800138000" not in json.dumps([list(map(str, r)) for r in rows.values()])  # sealed at rest
+    dump = json.dumps([list(map(str, r)) for r in rows.values()])
+    assert "+8613800138000" not in dump and CALLER_IDS[0] not in dump  # sealed at rest
     assert Sealer().open(a[4]) == "+8613800138000"
     assert a[6] == engine.keys.cid_tag(CALLER_IDS[0]) and Sealer().open(cids[a[6]]) == CALLER_IDS[0]
+    assert Sealer().open(a[11]) == CALLER_IDS[0]  # the requested caller ID is sealed at rest too
     assert a[7] == "cn-default" and a[8] == engine.policy.version_hash and a[9] == NOW
     assert outcome == (d1.decision_id, "conversation", 42, 16)
     assert event[0] == "complaint" and event[1] == tag and Sealer().open(event[2]) == "+8613800138000"
