@@ -170,9 +170,24 @@ agi_server_available() {
   [[ -x $VENV/bin/dialguard-agi-server ]] && "$VENV/bin/python" -c 'import agi.server' >/dev/null 2>&1
 }
 
-# agi_server_start: start the FastAGI server (if not running) and wait for its port.
+# agi_server_settings_ok: the running server has the settings AGI_SERVER_ENV asks for.
+agi_server_settings_ok() {
+  local pid var environ
+  pid=$(pid_of "$STACK_DIR/services/agi.pid") || return 1
+  environ=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null) || return 1
+  for var in "${AGI_SERVER_ENV[@]}"; do
+    grep -qxF -- "$var" <<<"$environ" || return 1
+  done
+}
+
+# agi_server_start: start the FastAGI server (if not running) and wait for its
+# port. A server started with other settings (an older `make up`) is restarted.
 agi_server_start() {
   local d=$STACK_DIR/services
+  if pid_alive "$d/agi.pid" dialguard-agi-server && ! agi_server_settings_ok; then
+    log "FastAGI server runs with other settings than ${AGI_SERVER_ENV[*]}: restarting it"
+    agi_server_stop
+  fi
   pid_alive "$d/agi.pid" dialguard-agi-server || "$VENV/bin/python" "$PROBE" free tcp "$AGI_PORT" ||
     die "FastAGI server: port $AGI_PORT busy. Another stack (another checkout?) or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_AGI_PORT (docs/PORTS.md)"
   start_service agi "${AGI_SERVER_ENV[@]}" -- "$VENV/bin/dialguard-agi-server"
