@@ -258,10 +258,12 @@ class Engine:
         payload = None
         if self.audit:
             payload = _encode({
-                "did": did, "at": ms(now), "n": number_tag,
+                "did": did, "at": ms(now), "ts": int(time.time() * 1000), "n": number_tag,
                 "ne": self.sealer.seal(info.e164) if info.e164 else None,
                 "campaign": req.campaign, "agent": req.agent, "subject": req.subject,
-                "call_id": req.call_id, "cid_req": req.caller_id, "pre": pre,
+                "call_id": req.call_id, "pre": pre,
+                # the caller ID asked for, sealed: no plaintext number in Redis (SPEC §7)
+                "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
                 "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
             })
         plan = build_plan(

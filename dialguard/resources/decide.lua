@@ -130,6 +130,9 @@ local function kth_oldest(c, keys, k)
   return all[k + 1] or -1
 end
 
+-- Counters seen, for the audit record: "<check id>:<count>" per check.
+local seen_counts = {}
+
 local function run_checks(checks, cand, out_reasons, out_details)
   for _, c in ipairs(checks) do
     local keys = c.k
@@ -139,6 +142,7 @@ local function run_checks(checks, cand, out_reasons, out_details)
       for o in string.gmatch(c.ex, '[^,]+') do c.exs[o] = true end
     end
     local n = count_in(c, keys)
+    seen_counts[#seen_counts + 1] = c.i .. ':' .. n
     if n >= c.m then
       out_reasons[#out_reasons + 1] = c.r
       local score = -1
@@ -223,7 +227,8 @@ end
 
 if plan.audit then
   redis.call('XADD', KEYS[plan.audit], '*', 't', 'decision', 'id', plan.did,
-    'allow', allowed, 'r', table.concat(reasons, ','), 'ch', chosen, 'j', plan.a)
+    'allow', allowed, 'r', table.concat(reasons, ','), 'ch', chosen, 'cs', table.concat(seen_counts, ','),
+    'j', plan.a)
 end
 
 return {allowed, reasons, details, chosen, 0, plan.did}
