@@ -31,6 +31,8 @@ DEBIAN_MIRROR=${DIALGUARD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 REDIS_URL=${DIALGUARD_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 PG_DSN=${DIALGUARD_PG_DSN:-postgresql://dialguard@127.0.0.1:$PG_PORT/dialguard}
+# The cluster's superuser (trust on loopback in the dev stack): schema migrations only.
+PG_ADMIN_DSN=${DIALGUARD_PG_ADMIN_DSN:-postgresql://postgres@127.0.0.1:$PG_PORT/dialguard}
 
 VENV=$REPO_ROOT/.venv
 PROBE=$REPO_ROOT/scripts/probe.py

@@ -173,6 +173,7 @@ write_env() {
                METRICS_PORT RTP_START RTP_END ARI_USER ARI_PASSWORD; do
       echo "export DIALGUARD_$var=$(q "${!var}")"
     done
+    echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
     echo "export DIALGUARD_ARI_URL=$(q "http://127.0.0.1:$ARI_PORT")"
     echo "export DIALGUARD_STACK_DIR=$(q "$STACK_DIR")"
     echo "export DIALGUARD_ASTERISK=$(q "$ASTERISK_MODE")"
@@ -189,6 +190,14 @@ start_services() {
   # settings (test clock, default rules): AGI_SERVER_ENV in lib.sh.
   if agi_server_available; then
     agi_server_start
+  fi
+  # Schema: sql/ migrations, applied as the cluster's superuser (they create the
+  # admin, writer and reader roles); idempotent, refuses a changed applied file.
+  mkdir -p "$d"
+  if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" db --help >/dev/null 2>&1; then
+    DIALGUARD_PG_DSN=$PG_DSN DIALGUARD_PG_ADMIN_DSN=$PG_ADMIN_DSN "$VENV/bin/dialguard" db migrate \
+      >"$d/migrate.log" 2>&1 || fail_part "schema migration" "$d/migrate.log" "dialguard db migrate failed"
+    log "database schema up to date (log: $d/migrate.log)"
   fi
   # HOOK (audit): ships decisions and outcomes from Redis to PostgreSQL.
   if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" audit-ship --help >/dev/null 2>&1; then
