@@ -2,8 +2,8 @@
 """Calls per second through the stack's Asterisk: plain Dial, dialguard, and a
 guard written in plain dialplan, in one run; then FastAGI `check` latency.
 
-    .venv/bin/python bench/cps.py            (after `make up`; about 3-5 minutes)
-    options: --rates 100,200,... --step-s 5 --max-pdd-ms 1000 --check-rates 200,1000
+    .venv/bin/python bench/cps.py            (after `make up`; about 2 to 4 minutes)
+    options: --rates 50,100,200,... --step-s 5 --max-pdd-ms 1000 --check-rates 100,1000
              --check-s 5 --pool 200 --json FILE
 
 Three configurations, all SIPp agents -> Asterisk -> SIPp carrier on 127.0.0.1:
@@ -83,7 +83,7 @@ WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=timezone.utc)  # Mon 10:00 Asia
 CONFIGS = (("plain", "direct"), ("dialguard", "agents"), ("astdb", "astdb"))
 POOL_SIZE = 200
 AGENTS = 50
-DEFAULT_RATES = "100,200,250,280,300,320,340,360,380,400,440"
+DEFAULT_RATES = "50,100,200,250,280,300,320,340,360,380,400,440"
 ASTDB_DNC = ("13900000001", "13900000002", "13900000003")
 
 
@@ -330,7 +330,7 @@ def main() -> int:
     ap.add_argument("--step-s", type=float, default=5.0, help="seconds of calls per step")
     ap.add_argument("--configs", default="plain,dialguard,astdb")
     ap.add_argument("--max-pdd-ms", type=float, default=1000.0, help="a step fails above this PDD p99")
-    ap.add_argument("--check-rates", default="200,1000", help="FastAGI check sessions per second ('' for none)")
+    ap.add_argument("--check-rates", default="100,1000", help="FastAGI check sessions per second ('' for none)")
     ap.add_argument("--check-s", type=float, default=5.0)
     ap.add_argument("--pool", type=int, default=POOL_SIZE, help="caller IDs in the campaign's pool")
     ap.add_argument("--json", type=Path, help="also write the results here")
