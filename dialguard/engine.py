@@ -61,6 +61,7 @@ EXPLAIN = {
 }
 
 CONVERSATION = "conversation"
+POOL_WINDOW = 8  # caller IDs offered to one decision when the guard picks from a pool
 CONTEXT_TTL = 2.0  # seconds a campaign's rules and caller-ID pool are cached
 
 
@@ -97,6 +98,7 @@ class Engine:
         self.timeout = settings.redis_timeout_ms / 1000
         self._rr = itertools.count()
         self.default_region = policy.default_region or settings.default_region
+        self._cid_tags: dict[str, str] = {}
         self._ctx_cache: dict[str, tuple[float, Policy, tuple[str, ...]]] = {}
         self._policies: dict[str, Policy] = {}
         # The decision's EVALSHA goes through this pipelined client when set
@@ -208,9 +210,12 @@ class Engine:
                 return [], False
             return [CallerIdCandidate(info.e164, self.keys.cid_tag(info.e164), info.e164 in pool)], True
         if pool:
+            # Round robin spreads the load; a window of POOL_WINDOW candidates keeps
+            # the cost of a decision flat however large the pool (the next decision
+            # starts one further on, so every caller ID gets its turn).
             start = next(self._rr) % len(pool)
-            order = pool[start:] + pool[:start]  # round robin spreads the load over the pool
-            return [CallerIdCandidate(c, self.keys.cid_tag(c), True) for c in order], True
+            order = [pool[(start + i) % len(pool)] for i in range(min(len(pool), POOL_WINDOW))]
+            return [CallerIdCandidate(c, self._cid_tag(c), True) for c in order], True
         if self.skip_caller_id_without_pool or not policy.caller_id_required:
             return [], False
         reasons.append("caller_id_not_approved")
@@ -458,5 +463,12 @@ class Engine:
             await self.redis.set(self.keys.clock, str(ms(at)))
 
     async def live_calls(self, e164: str) -> int:
+        """Calls holding a lease on this caller ID now (by the rules clock)."""
         tag = self.keys.cid_tag(e164)
-        return await self.redis.zcount(self.keys.cid_live(tag), ms(utcnow()), "+inf")
+        return await self.redis.zcount(self.keys.cid_live(tag), ms(await self.now()), "+inf")
+
+    def _cid_tag(self, e164: str) -> str:
+        tag = self._cid_tags.get(e164)
+        if tag is None:
+            tag = self._cid_tags[e164] = self.keys.cid_tag(e164)
+        return tag

@@ -368,3 +368,31 @@ async def test_campaign_own_rules_and_sealed_caller_id_pool(make_engine, rules_f
             for i in range(3)} == {"+862150000001"}
     with pytest.raises(ValueError):
         await e.set_campaign("c3", rules="no-such-pack")
+
+
+async def test_large_pool_offers_a_window_and_rotates(make_engine, rules_file):
+    pool = [f"+8621500{i:05d}" for i in range(40)]
+    e = await make_engine(rules_file(OPEN + "caller_id: {per_hour: 1, pool: [" + ",".join(f"'{c}'" for c in pool) + "]}\n"))
+    await e.set_campaign("c1")
+    at = sh(2026, 11, 23, 10)
+    used = set()
+    for i in range(40):
+        d = await e.decide(req(number=f"138001{i:05d}"), now=at)
+        assert d.allowed, (i, d.reasons)
+        used.add(d.caller_id)
+    assert used == set(pool)  # every caller ID used once (each allows 1 per hour)
+    d = await e.decide(req(number="13800199999"), now=at)
+    assert d.reasons == ["caller_id_rate"] and d.next_eligible_at == at + timedelta(hours=1)
+
+
+async def test_live_calls_follow_the_rules_clock(make_engine, rules_file, settings):
+    from dialguard.config import Settings
+    e = await make_engine(rules_file(OPEN + "caller_id: {concurrency: 1, pool: ['+862150000001']}\n"),
+                          settings=Settings(**{**settings.__dict__, "test_clock": True}))
+    await e.set_campaign("c1")
+    at = sh(2026, 9, 28, 10)
+    await e.set_test_clock(at)
+    assert (await e.decide(req(call_id="lc1"))).allowed
+    assert await e.live_calls("+862150000001") == 1
+    await e.report_outcome("lc1", Outcome(result="no_answer"))
+    assert await e.live_calls("+862150000001") == 0
