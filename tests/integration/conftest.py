@@ -56,3 +56,16 @@ def rules_file(tmp_path):
         return Policy([load_pack_file(p)])
 
     return write
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A PostgreSQL cluster of the test module's own (it may stop and restart it),
+    with the service login `dg_service`."""
+    from dialguard.audit.testing import PgCluster
+
+    c = PgCluster().init()
+    c.start()
+    c.create_login("dg_service")
+    yield c
+    c.destroy()

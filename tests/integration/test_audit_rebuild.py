@@ -46,13 +46,7 @@ max_duration_s: 600
 CONFIG_KEYS = (":{g}:audit", ":{g}:camp:", ":{g}:pause", ":{g}:cids", ":{g}:cool", ":{g}:pool", ":{g}:clock")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster().init()
-    c.start()
-    c.create_login(SERVICE)
-    yield c
-    c.destroy()
+# `cluster`: a PostgreSQL cluster of the module's own (tests/integration/conftest.py)
 
 
 @pytest.fixture

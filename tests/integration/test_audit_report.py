@@ -29,13 +29,7 @@ NOW = datetime(2026, 11, 23, 2, tzinfo=UTC)  # Mon 10:00 Shanghai
 CID1, CID2 = "+862150000001", "+862150000002"
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster().init()
-    c.start()
-    c.create_login(SERVICE)
-    yield c
-    c.destroy()
+# `cluster`: a PostgreSQL cluster of the module's own (tests/integration/conftest.py)
 
 
 @pytest.fixture

@@ -36,13 +36,7 @@ CALLER_IDS = [f"+8621500000{i:02d}" for i in range(1, 41)]
 OUTAGE_S = float(os.environ.get("DIALGUARD_TEST_OUTAGE_S", "5"))
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster().init()
-    c.start()
-    c.create_login(SERVICE)
-    yield c
-    c.destroy()
+# `cluster`: a PostgreSQL cluster of the module's own (tests/integration/conftest.py)
 
 
 @pytest.fixture
