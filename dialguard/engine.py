@@ -104,6 +104,9 @@ class Engine:
         # The decision's EVALSHA goes through this pipelined client when set
         # (Engine.create sets it); everything else uses `redis` (redis-py).
         self.fast: RedisClient | None = None
+        # Where decisions the audit stream never saw go (dialguard/audit/spool.py);
+        # an object with append(fields: dict), set by Engine.create when configured.
+        self.spool = None
         self._ctx_inflight: dict[str, asyncio.Future] = {}
 
     # -- lifecycle ------------------------------------------------------------
@@ -242,9 +245,9 @@ class Engine:
                 async with asyncio.timeout_at(deadline):
                     policy, pool = await self._context_shared(req.campaign)
         except CampaignRulesError as exc:
-            return self._unavailable(req, did, t0, f"campaign rules unusable: {exc}")
+            return self._unavailable(req, did, t0, f"campaign rules unusable: {exc}", now)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}")
+            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
         info: NumberInfo = parse_number(req.number, self.default_region)
         reasons: list[str] = []
         why: dict[str, str] = {}
@@ -286,9 +289,12 @@ class Engine:
                     res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
         except (RedisError, RedisReplyError, OSError, asyncio.TimeoutError) as exc:
             log.warning("decide %s: store unavailable: %r", did, exc)
-            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}")
+            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
 
         allowed, lua_reasons, details, chosen, replayed, rdid = res
+        if lua_reasons == [b"guard_unavailable"] or lua_reasons == ["guard_unavailable"]:
+            # the script refused before writing anything (audit backlog ceiling)
+            self._spool_unrecorded(req, did, now, "audit backlog ceiling")
         chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
         rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
         all_reasons = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lua_reasons]) \
@@ -326,12 +332,36 @@ class Engine:
             return None
         return next_allowed(policy, info.timezones, start)
 
-    def _unavailable(self, req, did, t0, why) -> Decision:
+    def _unavailable(self, req, did, t0, why, now: datetime | None = None) -> Decision:
         d = Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],
                      explanations={"guard_unavailable": f"{EXPLAIN['guard_unavailable']} ({why})"},
                      latency_ms=(time.perf_counter() - t0) * 1000)
+        self._spool_unrecorded(req, did, now, why)
         metrics.observe(d)
         return d
+
+    def _spool_unrecorded(self, req, did, now: datetime | None, why: str) -> None:
+        """A decision the audit stream never saw (store down, backlog ceiling):
+        written to the local spool, which audit-ship moves into PostgreSQL."""
+        if self.spool is None or not self.audit:
+            return
+        info = parse_number(req.number, self.default_region)
+        tag = self.keys.number_tag(info.e164) if info.valid else keyed_hash(self.settings.hash_secret,
+                                                                             "raw:" + req.number)
+        wall = int(time.time() * 1000)
+        payload = _encode({
+            "did": did, "at": ms(now) if now else wall, "ts": wall, "n": tag,
+            "ne": self.sealer.seal(info.e164) if info.e164 else None,
+            "campaign": req.campaign, "agent": req.agent, "subject": req.subject, "call_id": req.call_id,
+            "pre": [], "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
+            "rules": self.policy.name, "rv": self.policy.version_hash, "node": self.settings.node,
+            "unrecorded": why,
+        })
+        try:
+            self.spool.append({"t": "decision", "id": did, "allow": "0", "r": "guard_unavailable",
+                               "ch": "", "cs": "", "j": payload})
+        except Exception:  # noqa: BLE001 - the deny stands; the log says what was lost
+            log.exception("decision %s: could not be spooled (deny stands, record lost)", did)
 
     # -- outcomes and events ------------------------------------------------------
     async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None,
