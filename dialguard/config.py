@@ -66,3 +66,7 @@ class Settings:
     test_clock: bool = field(default_factory=lambda: _env("DIALGUARD_TEST_CLOCK", "0") == "1")
     node: str = field(default_factory=lambda: _env("DIALGUARD_NODE", os.uname().nodename))
     audit_backlog_max: int = field(default_factory=lambda: int(_env("DIALGUARD_AUDIT_BACKLOG_MAX", "1000000")))
+    # Local spool of decisions the audit stream never saw (Redis down, backlog
+    # ceiling), shipped by audit-ship on the same host; '' or 'off' disables it.
+    spool_dir: str = field(default_factory=lambda: _env("DIALGUARD_SPOOL_DIR", "/var/lib/dialguard/spool"))
+    spool_max_mb: float = field(default_factory=lambda: float(_env("DIALGUARD_SPOOL_MAX_MB", "256")))

@@ -128,6 +128,9 @@ class Engine:
             fast = None
         engine = cls(redis, settings, policy, **kw)
         engine.fast = fast
+        from dialguard.audit.spool import Spool  # the engine needs no audit import otherwise
+
+        engine.spool = Spool.from_settings(settings)
         try:
             for s in scripts.ALL:
                 await s.load(redis)
