@@ -33,6 +33,8 @@ REDIS_URL=${DIALGUARD_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 PG_DSN=${DIALGUARD_PG_DSN:-postgresql://dialguard@127.0.0.1:$PG_PORT/dialguard}
 # The cluster's superuser (trust on loopback in the dev stack): schema migrations only.
 PG_ADMIN_DSN=${DIALGUARD_PG_ADMIN_DSN:-postgresql://postgres@127.0.0.1:$PG_PORT/dialguard}
+# Local audit spool (dialguard/audit/spool.py): guard processes append, audit-ship drains it.
+SPOOL_DIR=${DIALGUARD_SPOOL_DIR:-$STACK_DIR/spool}
 
 VENV=$REPO_ROOT/.venv
 PROBE=$REPO_ROOT/scripts/probe.py

@@ -174,6 +174,7 @@ write_env() {
       echo "export DIALGUARD_$var=$(q "${!var}")"
     done
     echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
+    echo "export DIALGUARD_SPOOL_DIR=$(q "$SPOOL_DIR")"
     echo "export DIALGUARD_ARI_URL=$(q "http://127.0.0.1:$ARI_PORT")"
     echo "export DIALGUARD_STACK_DIR=$(q "$STACK_DIR")"
     echo "export DIALGUARD_ASTERISK=$(q "$ASTERISK_MODE")"
