@@ -1,13 +1,24 @@
 """Everyday administration commands: kill switches, lists, events, caller IDs, campaigns.
 
 Each command is one engine call against the live store (DIALGUARD_REDIS_URL),
-effective on the next decision on every node.
+effective on the next decision on every node. DNC lists are also kept at rest
+in PostgreSQL (DIALGUARD_PG_DSN, table dnc_entries): `dnc add|remove|import`
+write both, `dnc export` and `counters rebuild` read it; `--no-db` works on
+Redis alone.
+
+Exit codes (as dialguard/cli.py): 0 ok; 1 the answer is "no" (nothing to
+report is not a "no": an empty list exits 0); 2 bad input (number, option,
+file, a data key that cannot open the entries); 3 a service (Redis,
+PostgreSQL) is unreachable or not set up. Read commands take --json.
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -16,6 +27,7 @@ import typer
 from redis.exceptions import RedisError
 
 from dialguard.config import Settings
+from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.numbers import NumberError, normalize
 
 EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 2, 3
@@ -50,8 +62,11 @@ def _run(coro_fn, rules: str | None = None):
         _fail(str(exc))
     except ValueError as exc:
         _fail(str(exc))
+    except DncDbUnavailable as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_url}: {exc}", EXIT_UNAVAILABLE)
+        _fail(f"Redis unreachable at {settings.redis_url}: {exc} (start it with `make up` "
+              "or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 
 def _time(text: str | None, what: str) -> datetime | None:
@@ -71,86 +86,267 @@ def _say(as_json: bool, **fields):
         typer.echo(" ".join(f"{k}={v}" for k, v in fields.items()))
 
 
+def _stderr_console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+def _campaign_list(campaign: str | None) -> str:
+    if campaign == GLOBAL_LIST:
+        _fail(f"{GLOBAL_LIST!r} names the global list: leave out --campaign for it")
+    return campaign or GLOBAL_LIST
+
+
+async def _open_db(settings: Settings, no_db: bool):
+    """dnc_entries, or None with --no-db; DncDbUnavailable (exit 3) when unreachable."""
+    if no_db:
+        return None
+    from dialguard.dnc import DncDb
+    return await DncDb.open(settings.pg_dsn)
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def pause(campaign: Optional[str] = typer.Option(None, "--campaign"),
-              caller_id: Optional[str] = typer.Option(None, "--caller-id")):
-        """Kill switch: pause all outbound, one campaign or one caller ID."""
+              caller_id: Optional[str] = typer.Option(None, "--caller-id"),
+              status: bool = typer.Option(False, "--status", help="show what is paused; change nothing"),
+              as_json: bool = typer.Option(False, "--json")):
+        """Kill switch: pause all outbound, one campaign or one caller ID (--status: show them)."""
+        if status:
+            if campaign or caller_id:
+                _fail("--status shows every kill switch: give it alone")
+            return _show_paused(as_json)
         scope, name = _scope(campaign, caller_id)
         _run(lambda e: e.pause(scope, name))
-        typer.echo(f"paused {scope}{' ' + name if name else ''}")
+        _done(as_json, f"paused {scope}{' ' + name if name else ''}", action="pause", scope=scope, name=name)
 
     @app.command()
     def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
-               caller_id: Optional[str] = typer.Option(None, "--caller-id")):
+               caller_id: Optional[str] = typer.Option(None, "--caller-id"),
+               as_json: bool = typer.Option(False, "--json")):
         """Lift a kill switch set with `pause`."""
         scope, name = _scope(campaign, caller_id)
         _run(lambda e: e.resume(scope, name))
-        typer.echo(f"resumed {scope}{' ' + name if name else ''}")
+        _done(as_json, f"resumed {scope}{' ' + name if name else ''}", action="resume", scope=scope, name=name)
 
-    dnc = typer.Typer(help="Do-not-call lists (global, or per campaign).", no_args_is_help=True)
+    @app.command("status")
+    def status_(as_json: bool = typer.Option(False, "--json")):
+        """What is paused (kill switches), as `pause --status`."""
+        _show_paused(as_json)
+
+    dnc = typer.Typer(help="Do-not-call lists (global, or per campaign): Redis for decisions, "
+                           "PostgreSQL (dnc_entries) at rest.", no_args_is_help=True)
     app.add_typer(dnc, name="dnc")
+
+    no_db_opt = typer.Option(False, "--no-db", help="Redis only: do not keep the list at rest in PostgreSQL")
 
     @dnc.command("add")
     def dnc_add(number: str, campaign: Optional[str] = typer.Option(None, "--campaign"),
-                as_json: bool = typer.Option(False, "--json")):
-        changed = _run(lambda e: e.dnc_add(number, campaign))
-        _say(as_json, number=_norm(number), list=campaign or "global", added=bool(changed))
+                no_db: bool = no_db_opt, as_json: bool = typer.Option(False, "--json")):
+        """List a number: enforced from the next decision, then stored at rest."""
+        from dialguard.dnc import DncStore, list_name
+
+        n, lst = _norm(number), _campaign_list(campaign)
+        settings = Settings()
+
+        async def go(e):
+            # Redis first: the enforcement point, even if PostgreSQL is down
+            changed = await e.dnc_add(n, campaign)
+            tag = e.keys.number_tag(n)
+            changed = (await DncStore(e.redis, e.keys).add(list_name(campaign), [tag]) > 0) or changed
+            if no_db:
+                return changed, None
+            try:
+                db = await _open_db(settings, no_db)
+            except DncDbUnavailable as exc:
+                raise DncDbUnavailable(f"{n} is listed in Redis (denied from the next decision) but not stored "
+                                       f"at rest: {exc}; run the same command again once PostgreSQL is back") \
+                    from None
+            try:
+                return changed, await db.add(lst, tag, e.sealer.seal(n), "cli")
+            finally:
+                await db.close()
+
+        changed, stored = _run(go)
+        _say(as_json, number=n, list=lst, added=bool(changed), **({} if no_db else {"stored": stored}))
 
     @dnc.command("remove")
     def dnc_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign"),
-                   as_json: bool = typer.Option(False, "--json")):
-        changed = _run(lambda e: e.dnc_remove(number, campaign))
-        _say(as_json, number=_norm(number), list=campaign or "global", removed=bool(changed))
+                   no_db: bool = no_db_opt, as_json: bool = typer.Option(False, "--json")):
+        """Take a number off a list (its own flag and the imported list alike), then off the list at rest."""
+        n, lst = _norm(number), _campaign_list(campaign)
+        settings = Settings()
+
+        async def go(e):
+            changed = await e.dnc_remove(n, campaign)
+            if no_db:
+                return changed, None
+            try:
+                db = await _open_db(settings, no_db)
+            except DncDbUnavailable as exc:
+                # the list at rest still has it: safe (a rebuild would list it again), but say so
+                raise DncDbUnavailable(f"{n} is off the Redis list but still stored at rest (a counters rebuild "
+                                       f"would list it again): {exc}; run the same command again once "
+                                       "PostgreSQL is back") from None
+            try:
+                return changed, await db.remove(lst, e.keys.number_tag(n))
+            finally:
+                await db.close()
+
+        changed, deleted = _run(go)
+        _say(as_json, number=n, list=lst, removed=bool(changed or deleted),
+             **({} if no_db else {"unstored": deleted}))
 
     @dnc.command("import")
     def dnc_import(path: Path = typer.Argument(..., help="CSV: a number/phone column, or numbers in the first column"),
                    campaign: Optional[str] = typer.Option(None, "--campaign", help="the campaign's list (default: global)"),
                    rejects: Optional[Path] = typer.Option(None, "--rejects", help="where to write rejected rows (CSV)"),
+                   no_db: bool = no_db_opt,
+                   chunk_rows: int = typer.Option(200_000, "--chunk-rows", min=1,
+                                                  help="rows per batch (the resume granularity)"),
                    as_json: bool = typer.Option(False, "--json")):
-        """Import a large list: normalized, rejected rows reported, resumable after an interruption."""
+        """Import a large list: normalized, rejected rows reported, resumable after an interruption
+        (run the same command again). Stored in Redis and, unless --no-db, at rest in PostgreSQL."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         from dialguard.dnc import DncStore, count_rows, import_csv
 
-        if not path.exists():
+        if not path.is_file():
             _fail(f"{path}: no such file")
+        lst = _campaign_list(campaign)
         rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
         checkpoint = path.with_suffix(path.suffix + ".dnc-import")
         settings = Settings()
         total = count_rows(path)
 
         async def go(e):
-            store = DncStore(e.redis, e.keys)
-            with Progress(TextColumn("importing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
-                          TimeRemainingColumn(), transient=True, disable=as_json) as bar:
-                task = bar.add_task("import", total=total)
-                return await import_csv(store, store.list_name(campaign), path, e.default_region,
-                                        settings.hash_secret, rejects_path=rejects, checkpoint=checkpoint,
-                                        progress=lambda n: bar.update(task, completed=n))
+            db = await _open_db(settings, no_db)  # before any write: exit 3 without --no-db
+            try:
+                store = DncStore(e.redis, e.keys)
+                with Progress(TextColumn("importing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+                              TimeRemainingColumn(), transient=True, disable=as_json,
+                              console=_stderr_console()) as bar:
+                    task = bar.add_task("import", total=total)
+                    return await import_csv(store, store.list_name(campaign), path, e.default_region,
+                                            settings.hash_secret, rejects_path=rejects, checkpoint=checkpoint,
+                                            chunk_rows=chunk_rows, progress=lambda n: bar.update(task, completed=n),
+                                            db=db, db_name=lst, source=path.name)
+            finally:
+                if db is not None:
+                    await db.close()
 
         report = _run(go)
         if as_json:
-            print(json.dumps(report.as_dict()))
+            print(json.dumps(report.as_dict() | {"list": lst, "at_rest": not no_db}))
         else:
             typer.echo(f"{report.rows:,} rows: {report.added:,} added, {report.duplicates:,} already listed, "
                        f"{report.rejected:,} rejected" + (f" (see {rejects})" if report.rejected else "")
-                       + (f"; resumed after row {report.resumed_from:,}" if report.resumed_from else ""))
+                       + (f"; resumed after row {report.resumed_from:,}" if report.resumed_from else "")
+                       + ("" if no_db else f"; {report.stored:,} new entries stored at rest"))
+            if report.resume_note:
+                typer.echo(f"note: {report.resume_note}")
             for line, value, why in report.samples[:5]:
                 typer.echo(f"  line {line}: {value!r}: {why}")
 
     @dnc.command("count")
     def dnc_count(campaign: Optional[str] = typer.Option(None, "--campaign"),
+                  at_rest: bool = typer.Option(False, "--at-rest", help="also count the entries in PostgreSQL"),
                   as_json: bool = typer.Option(False, "--json")):
         """Entries in the global (or a campaign's) DNC list."""
         from dialguard.dnc import DncStore
 
+        lst = _campaign_list(campaign)
+        settings = Settings()
+
         async def go(e):
             store = DncStore(e.redis, e.keys)
-            return await store.count(store.list_name(campaign))
+            n = await store.count(store.list_name(campaign))
+            if not at_rest:
+                return n, None
+            db = await _open_db(settings, False)
+            try:
+                return n, await db.count(lst)
+            finally:
+                await db.close()
 
-        n = _run(go)
-        _say(as_json, list=campaign or "global", entries=n)
+        n, stored = _run(go)
+        _say(as_json, list=lst, entries=n, **({"at_rest": stored} if at_rest else {}))
+
+    @dnc.command("export")
+    def dnc_export(list_: str = typer.Option(GLOBAL_LIST, "--list", help="'global' or a campaign name"),
+                   out: Optional[Path] = typer.Option(None, "--out", help="CSV file (default: standard output)"),
+                   hashed: bool = typer.Option(False, "--hashed", help="keyed hashes instead of numbers (no data key needed)"),
+                   as_json: bool = typer.Option(False, "--json", help="summary as JSON (with --out)")):
+        """A list as CSV: E.164 numbers opened with the data key (DIALGUARD_DATA_KEY), or --hashed.
+        Read from PostgreSQL: Redis holds fingerprints only."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from dialguard.crypto import Sealer
+        from dialguard.dnc import DncDb
+
+        if as_json and out is None:
+            _fail("--json describes the export: use it with --out FILE (the CSV goes there)")
+        try:
+            sealer = None if hashed else Sealer()
+        except ValueError as exc:
+            _fail(f"{exc}; or export --hashed")
+        settings = Settings()
+        dest = str(out) if out else "standard output"
+
+        async def go():
+            db = await DncDb.open(settings.pg_dsn)
+            part = out.with_name(out.name + ".part") if out else None
+            f = open(part, "w", newline="") if part else sys.stdout
+            written = unreadable = 0
+            try:
+                total = await db.count(list_)
+                w = csv.writer(f, lineterminator="\n")
+                w.writerow(["number_hash" if hashed else "number"])
+                with Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                              TimeRemainingColumn(), transient=True, console=_stderr_console(),
+                              disable=total < 100_000) as bar:
+                    task = bar.add_task("export", total=total)
+                    seen = 0
+                    async for tag, enc in db.entries(list_):
+                        seen += 1
+                        if hashed:
+                            w.writerow([tag])
+                        else:
+                            try:
+                                w.writerow([sealer.open(enc)])
+                            except Exception:  # noqa: BLE001  wrong key, damaged row: count it, go on
+                                unreadable += 1
+                                continue
+                        written += 1
+                        if seen % 10_000 == 0:
+                            bar.update(task, completed=seen)
+                if part:
+                    f.close()
+                    os.replace(part, out)
+                else:
+                    f.flush()
+            finally:
+                if part and not f.closed:
+                    f.close()
+                    part.unlink(missing_ok=True)
+                await db.close()
+            return total, written, unreadable
+
+        total, written, unreadable = _run_plain(go)
+        summary = {"list": list_, "entries": total, "written": written, "unreadable": unreadable,
+                   "hashed": hashed, "out": str(out) if out else None}
+        if out and as_json:
+            print(json.dumps(summary))
+        else:
+            msg = f"exported {written:,} of {total:,} entries of list {list_} to {dest}"
+            (typer.echo(msg) if out else _stderr_console().print(msg, highlight=False))
+        if unreadable:
+            _fail(f"{unreadable:,} of {total:,} entries could not be opened with this data key "
+                  f"(DIALGUARD_DATA_KEY is not the key that sealed them, or the rows are damaged): they are "
+                  f"left out of {dest}. Set the key the list was imported with and export again, or use --hashed")
+        if total == 0 and list_ != GLOBAL_LIST:
+            _stderr_console().print(f"note: list {list_!r} has no entries at rest (a campaign's list is "
+                                    "named as given to `dnc import --campaign`)", highlight=False)
 
     @app.command()
     def optout(number: str):
@@ -190,6 +386,37 @@ def register(app: typer.Typer) -> None:
         _run(lambda e: e.remove_caller_id(n, campaign))
         typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
 
+    @cid.command("list")
+    def cid_list(as_json: bool = typer.Option(False, "--json")):
+        """Approved caller IDs: number (when a pool holds it sealed), pools, cool-down, pause."""
+        from dialguard.plan import ms
+
+        async def go(e):
+            approved = {t.decode() for t in await e.redis.smembers(e.keys.approved_cids)}
+            numbers, pools = await _cid_directory(e)
+            cool = {t.decode(): s for t, s in await e.redis.zrange(e.keys.cid_cooldown, 0, -1, withscores=True)}
+            paused = {k.decode()[4:] for k in await e.redis.hkeys(e.keys.pause) if k.startswith(b"cid:")}
+            now = ms(await e.now())
+            rows = []
+            for tag in sorted(approved | set(pools), key=lambda t: (numbers.get(t) or "~", t)):
+                rows.append({"caller_id": numbers.get(tag), "hash": tag, "approved": tag in approved,
+                             "pools": sorted(pools.get(tag, [])),
+                             "cooldown_until": _iso(cool[tag]) if cool.get(tag, 0) > now else None,
+                             "paused": tag in paused})
+            return rows
+
+        rows = _run(go)
+        if as_json:
+            print(json.dumps({"caller_ids": rows}))
+            return
+        if not rows:
+            typer.echo("no approved caller ID")
+        for r in rows:
+            flags = ([] if r["approved"] else ["NOT approved"]) + (["paused"] if r["paused"] else []) + (
+                [f"cooling down until {r['cooldown_until']}"] if r["cooldown_until"] else [])
+            typer.echo(f"{r['caller_id'] or 'hash ' + r['hash'][:12] + ' (number not in a pool)'}"
+                       f"  pools: {', '.join(r['pools']) or '-'}" + (f"  ({'; '.join(flags)})" if flags else ""))
+
     @cid.command("cooldown")
     def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
         n = _norm(number)
@@ -217,6 +444,82 @@ def register(app: typer.Typer) -> None:
     def camp_revoke(name: str):
         _run(lambda e: e.set_campaign(name, False))
         typer.echo(f"campaign {name} not approved")
+
+
+def _done(as_json: bool, text: str, **fields):
+    if as_json:
+        print(json.dumps(fields))
+    else:
+        typer.echo(text)
+
+
+def _run_plain(coro_fn):
+    """Run coro_fn() (PostgreSQL only, no engine); map failures to exit codes."""
+    try:
+        return asyncio.run(coro_fn())
+    except DncDbUnavailable as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+
+
+def _iso(ms_text) -> str | None:
+    try:
+        return datetime.fromtimestamp(int(float(ms_text)) / 1000, timezone.utc).isoformat()
+    except (TypeError, ValueError):
+        return None
+
+
+async def _cid_directory(e) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """What the store can say about caller IDs by their keyed hash: the E.164 (from the
+    sealed pools) and the pools each is in ('global' or a campaign name)."""
+    from dialguard.numbers import short_hash
+
+    names = {}
+    async for k in e.redis.scan_iter(match=e.keys.g("camp:*"), count=1000):
+        n = await e.redis.hget(k, "name")
+        if n:
+            names[short_hash(n.decode())] = n.decode()
+    numbers: dict[str, str] = {}
+    pools: dict[str, list[str]] = {}
+    pool_keys = [e.keys.pool(None)] + [k.decode() async for k in e.redis.scan_iter(match=e.keys.g("pool:*"), count=1000)]
+    for k in pool_keys:
+        sh = k.rsplit(":", 1)[1] if k != e.keys.pool(None) else None
+        label = "global" if sh is None else names.get(sh, f"campaign#{sh}")
+        for tag, sealed in (await e.redis.hgetall(k)).items():
+            tag = tag.decode()
+            pools.setdefault(tag, []).append(label)
+            if tag not in numbers:
+                try:
+                    numbers[tag] = e.sealer.open(sealed.decode())
+                except Exception:  # noqa: BLE001  another data key: show the hash
+                    pass
+    return numbers, pools
+
+
+def _show_paused(as_json: bool) -> None:
+    async def go(e):
+        raw = {k.decode(): v.decode() for k, v in (await e.redis.hgetall(e.keys.pause)).items()}
+        numbers = (await _cid_directory(e))[0] if any(k.startswith("cid:") for k in raw) else {}
+        out = []
+        for f, since in sorted(raw.items()):
+            if f == "all":
+                out.append({"scope": "all", "name": None, "since": _iso(since)})
+            elif f.startswith("camp:"):
+                out.append({"scope": "campaign", "name": f[5:], "since": _iso(since)})
+            elif f.startswith("cid:"):
+                tag = f[4:]
+                out.append({"scope": "caller_id", "name": numbers.get(tag), "hash": tag, "since": _iso(since)})
+        return out
+
+    paused = _run(go)
+    if as_json:
+        print(json.dumps({"paused": paused}))
+        return
+    if not paused:
+        typer.echo("nothing is paused")
+    for p in paused:
+        what = {"all": "all outbound calls", "campaign": f"campaign {p['name']}",
+                "caller_id": f"caller ID {p['name'] or 'hash ' + p['hash'][:12]}"}[p["scope"]]
+        typer.echo(f"paused: {what} since {p['since'] or '?'}")
 
 
 def _scope(campaign, caller_id):

@@ -8,6 +8,11 @@ bucket shares all 40 bits: at most (entries / 65,536) / 2^40 per lookup, about
 1.4e-10 at 10 million entries (below 1e-7 up to 7 billion entries). No
 plaintext number is stored. The lookup runs inside decide.lua, in the one
 atomic decision.
+
+At rest, each list is the PostgreSQL table dnc_entries (sql/040_dnc_entries.sql):
+the keyed hash and the AES-GCM sealed E.164 of every entry. Redis fingerprints
+cannot be turned back into numbers, so `dnc export` and `counters rebuild` read
+that table.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ BUCKET_BITS = 16
 REC_BYTES = 5
 BUCKETS = 1 << BUCKET_BITS
 GLOBAL = "g"
+GLOBAL_LIST = "global"  # the global list's name in dnc_entries and on the command line
 
 
 def fingerprint(tag_hex: str) -> tuple[int, bytes]:
@@ -40,8 +46,26 @@ def list_name(campaign: str | None) -> str:
     return GLOBAL if not campaign else "c" + short_hash(campaign)
 
 
+def db_list(campaign: str | None) -> str:
+    """The list's name in dnc_entries: 'global' or the campaign name."""
+    return campaign or GLOBAL_LIST
+
+
+def redis_list(db_name: str) -> str:
+    """The Redis list of a dnc_entries list name."""
+    return list_name(None if db_name == GLOBAL_LIST else db_name)
+
+
 def false_positive_bound(entries: int) -> float:
     return (entries / BUCKETS) / float(1 << 40)
+
+
+def _groups(tags: Iterable[str]) -> dict[int, list[bytes]]:
+    groups: dict[int, list[bytes]] = defaultdict(list)
+    for t in tags:
+        b, rec = fingerprint(t)
+        groups[b].append(rec)
+    return groups
 
 
 class DncStore:
@@ -59,12 +83,8 @@ class DncStore:
         return self.keys.dnc_count(list_name)
 
     async def _apply(self, op: str, list_name: str, tags: Iterable[str], batch: int = 512) -> int:
-        groups: dict[int, list[bytes]] = defaultdict(list)
-        for t in tags:
-            b, rec = fingerprint(t)
-            groups[b].append(rec)
         changed = 0
-        items = list(groups.items())
+        items = list(_groups(tags).items())
         for i in range(0, len(items), batch):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for b, recs in items[i:i + batch]:
@@ -99,6 +119,128 @@ class DncStore:
         return int(await self.redis.get(self.count_key(list_name)) or 0)
 
 
+def add_sync(redis, keys, list_name: str, tags: Iterable[str], batch: int = 512) -> int:
+    """DncStore.add for a synchronous redis-py client (counters rebuild)."""
+    redis.script_load(DNC.source)
+    changed = 0
+    items = list(_groups(tags).items())
+    for i in range(0, len(items), batch):
+        pipe = redis.pipeline(transaction=False)
+        for b, recs in items[i:i + batch]:
+            pipe.evalsha(DNC.sha, 2, keys.dnc_bucket(list_name, b), keys.dnc_count(list_name), "add", b"".join(recs))
+        changed += sum(int(x) for x in pipe.execute())
+    return changed
+
+
+# -- the lists at rest (PostgreSQL) ----------------------------------------------------
+
+class DncDbUnavailable(RuntimeError):
+    """PostgreSQL unreachable, or dnc_entries missing: the CLI exits 3 with this message."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class DncDb:
+    """dnc_entries through one autocommit psycopg async connection."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    @classmethod
+    async def open(cls, dsn: str, connect_timeout: int = 5) -> "DncDb":
+        import psycopg
+
+        from dialguard.audit.db import redact
+
+        hint = "start it, fix DIALGUARD_PG_DSN, or pass --no-db to work on Redis alone"
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=connect_timeout,
+                                                         application_name="dialguard-dnc")
+        except (psycopg.Error, OSError) as exc:
+            raise DncDbUnavailable(f"PostgreSQL unreachable at {redact(dsn)} ({_first_line(exc)}): {hint}") from None
+        try:
+            found = (await (await conn.execute("select to_regclass('dnc_entries')")).fetchone())[0]
+        except psycopg.Error as exc:
+            await conn.close()
+            raise DncDbUnavailable(f"PostgreSQL at {redact(dsn)}: {_first_line(exc)}") from None
+        if found is None:
+            await conn.close()
+            raise DncDbUnavailable(f"table dnc_entries is missing in {redact(dsn)}: run `dialguard db migrate` "
+                                   "(with DIALGUARD_PG_ADMIN_DSN set to an admin DSN), or pass --no-db")
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def add_block(self, list_: str, block: bytes, source: str) -> int:
+        """COPY `number_hash<TAB>number_enc` lines into a temp table, then insert the new
+        ones (ON CONFLICT DO NOTHING): idempotent, so a batch cut short is simply redone."""
+        if not block:
+            return 0
+        async with self.conn.transaction():
+            async with self.conn.cursor() as cur:
+                await cur.execute("create temp table if not exists dnc_load (number_hash text, number_enc text) "
+                                  "on commit delete rows")
+                async with cur.copy("copy dnc_load (number_hash, number_enc) from stdin") as cp:
+                    await cp.write(block)
+                await cur.execute("insert into dnc_entries (list, number_hash, number_enc, source) "
+                                  "select %s, number_hash, number_enc, %s from dnc_load "
+                                  "on conflict do nothing", (list_, source))
+                return cur.rowcount
+
+    async def add(self, list_: str, tag: str, sealed: str, source: str = "cli") -> bool:
+        cur = await self.conn.execute(
+            "insert into dnc_entries (list, number_hash, number_enc, source) values (%s, %s, %s, %s) "
+            "on conflict do nothing", (list_, tag, sealed, source))
+        return cur.rowcount == 1
+
+    async def remove(self, list_: str, tag: str) -> bool:
+        cur = await self.conn.execute("delete from dnc_entries where list = %s and number_hash = %s", (list_, tag))
+        return cur.rowcount == 1
+
+    async def count(self, list_: str) -> int:
+        cur = await self.conn.execute("select count(*) from dnc_entries where list = %s", (list_,))
+        return (await cur.fetchone())[0]
+
+    async def entries(self, list_: str, batch: int = 10_000):
+        """(number_hash, number_enc) of every entry of the list, streamed (server-side cursor)."""
+        async with self.conn.transaction():
+            async with self.conn.cursor(name="dnc_export") as cur:
+                cur.itersize = batch
+                await cur.execute("select number_hash, number_enc from dnc_entries where list = %s "
+                                  "order by number_hash", (list_,))
+                async for row in cur:
+                    yield row
+
+
+def restore_lists(conn, redis, keys, dry_run: bool = False) -> dict[str, int]:
+    """Counters rebuild: every list of dnc_entries back into its Redis buckets (additive:
+    entries Redis still has stay). Returns {list: entries written or found}."""
+    if conn.execute("select to_regclass('dnc_entries')").fetchone()[0] is None:
+        return {}
+    done: dict[str, int] = {}
+    with conn.cursor(name="dnc_restore") as cur:
+        cur.itersize = 50_000
+        cur.execute("select list, number_hash from dnc_entries order by list")
+        current, tags = None, []
+
+        def flush():
+            if current is not None and tags:
+                if not dry_run:
+                    add_sync(redis, keys, redis_list(current), tags)
+                done[current] = done.get(current, 0) + len(tags)
+
+        for lst, tag in cur:
+            if lst != current or len(tags) >= 200_000:
+                flush()
+                current, tags = lst, []
+            tags.append(tag)
+        flush()
+    return done
+
+
 # -- CSV import ---------------------------------------------------------------------
 
 @dataclass
@@ -109,6 +251,8 @@ class ImportReport:
     duplicates: int = 0
     rejected: int = 0
     resumed_from: int = 0
+    stored: int = 0          # new rows in dnc_entries (0 with --no-db)
+    resume_note: str | None = None
     rejects_path: str | None = None
     samples: list[tuple[int, str, str]] = field(default_factory=list)
 
@@ -139,21 +283,29 @@ def read_numbers(path: Path) -> Iterator[tuple[int, str]]:
             yield line, (row[col] if len(row) > col else "")
 
 
-def _normalize_chunk(args) -> tuple[list[str], list[tuple[int, str, str]]]:
-    """Worker: normalize a chunk of rows, hash the valid ones (no plaintext leaves)."""
-    rows, region, secret = args
+def _normalize_chunk(args) -> tuple[list[str], list[tuple[int, str, str]], bytes]:
+    """Worker: normalize a chunk of rows, hash the valid ones and, for PostgreSQL, seal
+    them (COPY lines `hash<TAB>sealed`). No plaintext number leaves the worker."""
+    rows, region, secret, data_key = args
     from dialguard.keys import Keys
     from dialguard.numbers import parse_number
 
     keys = Keys("x", secret)
-    tags, bad = [], []
+    sealer = None
+    if data_key is not None:
+        from dialguard.crypto import Sealer
+        sealer = Sealer(data_key)
+    tags, bad, lines = [], [], []
     for line, raw in rows:
         info = parse_number(raw, region)
         if info.problem:
             bad.append((line, raw[:64], info.problem))
         else:
-            tags.append(keys.number_tag(info.e164))
-    return tags, bad
+            tag = keys.number_tag(info.e164)
+            tags.append(tag)
+            if sealer:
+                lines.append(f"{tag}\t{sealer.seal(info.e164)}\n")
+    return tags, bad, "".join(lines).encode()
 
 
 def _chunks(it: Iterator, size: int) -> Iterator[list]:
@@ -167,31 +319,81 @@ def _chunks(it: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """A checkpoint is never seen half-written, even after kill -9."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+TOTALS = ("rows", "valid", "added", "duplicates", "rejected", "stored")
+
+
 async def import_csv(store: DncStore, list_name: str, path: Path, region: str, secret: bytes, *,
                      rejects_path: Path | None = None, checkpoint: Path | None = None,
                      chunk_rows: int = 200_000, workers: int | None = None,
-                     progress: Callable[[int], None] | None = None) -> ImportReport:
+                     progress: Callable[[int], None] | None = None,
+                     db: DncDb | None = None, db_name: str | None = None, data_key: bytes | None = None,
+                     source: str | None = None) -> ImportReport:
     """Import a CSV: normalized, invalid rows reported (line, value, why), resumable.
 
-    The checkpoint file records how many data rows are fully stored; a rerun
-    skips them. Adds are idempotent, so a chunk cut short is simply redone.
+    Every chunk goes to the Redis buckets and, with `db`, to dnc_entries (list
+    `db_name`, sealed with `data_key`), both idempotent; only then does the
+    checkpoint move past it (with the rejects file's length at that point). A
+    rerun skips the rows the checkpoint covers and cuts the rejects file back to
+    that length, so a chunk cut short by a crash is redone in both sinks and its
+    rejected rows are written once. A checkpoint from a Redis-only run does not
+    let a run with PostgreSQL skip rows (PostgreSQL never got them): it starts over.
     """
     import asyncio
     from concurrent.futures import ProcessPoolExecutor
 
+    if db is not None and data_key is None:
+        from dialguard.crypto import data_key as default_key
+        data_key = default_key()
+    db_name = db_name or GLOBAL_LIST
+    source = source or path.name
     report = ImportReport(rejects_path=str(rejects_path) if rejects_path else None)
-    done = 0
+    st = path.stat()
+    ident = {"file": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "list": list_name}
+    done, rej_offset = 0, 0
     if checkpoint and checkpoint.exists():
-        state = json.loads(checkpoint.read_text() or "{}")
-        if state.get("file") == str(path) and state.get("list") == list_name:
+        try:
+            state = json.loads(checkpoint.read_text() or "{}")
+        except ValueError:
+            state = {}
+        if {k: state.get(k) for k in ident} != ident:
+            report.resume_note = "the checkpoint is for another file, list or version of the file: started over"
+        elif db is not None and not state.get("db"):
+            report.resume_note = "the interrupted run was Redis-only (--no-db): started over to fill PostgreSQL"
+        elif rejects_path and state.get("rejects") != str(rejects_path):
+            report.resume_note = "the interrupted run wrote its rejects elsewhere: started over"
+        elif rejects_path and not rejects_path.exists():
+            report.resume_note = f"{rejects_path} (rejects so far) is gone: started over"
+        else:
             done = int(state.get("rows", 0))
+            rej_offset = int(state.get("rejects_offset", 0))
+            for k in TOTALS:
+                setattr(report, k, int(state.get("totals", {}).get(k, 0)))
             report.resumed_from = done
+    if rejects_path and done:
+        os.truncate(rejects_path, rej_offset)  # rows of the chunk the crash cut short come again
     rej = open(rejects_path, "a" if done else "w", newline="") if rejects_path else None
     rej_writer = csv.writer(rej) if rej else None
     if rej_writer and not done:
         rej_writer.writerow(["line", "value", "why"])
     loop = asyncio.get_running_loop()
     workers = workers or max(1, (os.cpu_count() or 2))
+    key = data_key if db is not None else None
+
+    def submit(pool, chunk):
+        sub = [chunk[i::workers] for i in range(workers)]
+        return chunk, asyncio.gather(*[loop.run_in_executor(pool, _normalize_chunk, (s, region, secret, key))
+                                       for s in sub if s])
+
     try:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows_iter = read_numbers(path)
@@ -201,27 +403,41 @@ async def import_csv(store: DncStore, list_name: str, path: Path, region: str, s
                     break
                 skipped += 1
             report.rows = skipped
-            pending = []
-            for chunk in _chunks(rows_iter, chunk_rows):
-                sub = [chunk[i::workers] for i in range(workers)]
-                pending = [loop.run_in_executor(pool, _normalize_chunk, (s, region, secret)) for s in sub if s]
-                results = await asyncio.gather(*pending)
+            if progress and skipped:
+                progress(skipped)
+            chunks = _chunks(rows_iter, chunk_rows)
+            first = next(chunks, None)
+            nxt = submit(pool, first) if first else None
+            while nxt:
+                chunk, fut = nxt
+                results = await fut
+                following = next(chunks, None)  # normalize the next chunk while this one is stored
+                nxt = submit(pool, following) if following else None
                 tags = [t for r in results for t in r[0]]
                 bad = sorted(b for r in results for b in r[1])
-                added = await store.add(list_name, tags)
+                if db is not None:
+                    added, stored = await asyncio.gather(
+                        store.add(list_name, tags), db.add_block(db_name, b"".join(r[2] for r in results), source))
+                else:
+                    added, stored = await store.add(list_name, tags), 0
                 report.rows += len(chunk)
                 report.valid += len(tags)
                 report.added += added
+                report.stored += stored
                 report.duplicates += len(tags) - added
                 report.rejected += len(bad)
                 if rej_writer:
                     rej_writer.writerows(bad)
                     rej.flush()
+                    os.fsync(rej.fileno())
                 for b in bad:
                     if len(report.samples) < 20:
                         report.samples.append(b)
                 if checkpoint:
-                    checkpoint.write_text(json.dumps({"file": str(path), "list": list_name, "rows": report.rows}))
+                    _write_atomic(checkpoint, json.dumps(ident | {
+                        "db": db is not None, "rows": report.rows, "rejects": str(rejects_path) if rejects_path else None,
+                        "rejects_offset": rej.tell() if rej else 0,
+                        "totals": {k: getattr(report, k) for k in TOTALS}}))
                 if progress:
                     progress(report.rows)
     finally:

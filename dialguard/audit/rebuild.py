@@ -19,9 +19,11 @@ Expiry is replayed too: a key expires at (Redis time of its last PEXPIRE + TTL),
 Redis time being the stream id of the record. Keys that would have expired are
 not written; the others get their remaining TTL. Leases whose time has passed
 are dropped (a concurrency check would ignore them anyway), so calls that ended
-keep no lease. Configuration (campaign approvals, caller IDs and pools, kill
-switches, cool-downs) and bulk DNC lists are not in the audit: restore them with
-the admin commands (docs/AUDIT.md).
+keep no lease. DNC lists (the Redis fingerprint buckets) come back from their
+copy at rest, the table dnc_entries (dialguard/dnc.py), added to whatever Redis
+still holds. Configuration (campaign approvals, caller IDs and pools, kill
+switches, cool-downs) is not in the audit: restore it with the admin commands
+(docs/AUDIT.md).
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ class Summary:
     dropped_leases: int = 0
     unknown_rules: Counter = field(default_factory=Counter)
     changed_rules: Counter = field(default_factory=Counter)
+    dnc_lists: dict = field(default_factory=dict)   # list -> entries restored from dnc_entries
 
 
 class Replayer:
@@ -493,4 +496,10 @@ def rebuild(conn: psycopg.Connection, redis, settings: Settings, *, prefix: str 
     rep.replay(read_records(conn, since))
     rule_now = ms(now) if now else rnow
     write(redis, rep.model, redis_time_ms(redis), rule_now, rep.summary, dry_run=dry_run)
+    from dialguard.dnc import restore_lists
+
+    rep.summary.dnc_lists = restore_lists(conn, redis, keys, dry_run=dry_run)
+    if rep.summary.dnc_lists:
+        # shown by `counters rebuild` with the key counts (entries, not keys)
+        rep.summary.keys["DNC list entries (from dnc_entries)"] = sum(rep.summary.dnc_lists.values())
     return rep.summary
