@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import redis.asyncio as aioredis
@@ -67,6 +68,22 @@ CONTEXT_TTL = 2.0  # seconds a campaign's rules and caller-ID pool are cached
 
 class CampaignRulesError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a decision needs besides the request, cached CONTEXT_TTL seconds."""
+
+    expires: float
+    policy: Policy
+    pool: tuple[str, ...]
+    rvs: str  # "<active>|<shadow>" rules versions evaluated with ("|": the node's own rules)
+    rver: str
+    shadow: Policy | None
+    sver: str
+
+
+STALE_RETRIES = 2  # a rules switch during a decision: reload and decide again
 ABANDON = {"abandoned": "ab", "amd": "am"}
 
 
@@ -87,19 +104,23 @@ def parse_time(text: str) -> datetime:
 
 class Engine:
     def __init__(self, redis, settings: Settings, policy: Policy, *, prefix: str | None = None,
-                 skip_caller_id_without_pool: bool = False, audit: bool = True):
+                 skip_caller_id_without_pool: bool = False, audit: bool = True, versioned: bool = True):
         self.redis = redis
         self.settings = settings
         self.policy = policy
         self.keys = Keys(prefix or settings.key_prefix, settings.hash_secret)
         self.skip_caller_id_without_pool = skip_caller_id_without_pool
         self.audit = audit
+        # Follow the rules versions published with `dialguard rules apply` (off for
+        # replays and `check --rules`, which name their rules explicitly).
+        self.versioned = versioned
+        self._versions: dict[str, Policy] = {}
         self.sealer = Sealer()
         self.timeout = settings.redis_timeout_ms / 1000
         self._rr = itertools.count()
         self.default_region = policy.default_region or settings.default_region
         self._cid_tags: dict[str, str] = {}
-        self._ctx_cache: dict[str, tuple[float, Policy, tuple[str, ...]]] = {}
+        self._ctx_cache: dict[str, _Context] = {}
         self._policies: dict[str, Policy] = {}
         # The decision's EVALSHA goes through this pipelined client when set
         # (Engine.create sets it); everything else uses `redis` (redis-py).
@@ -151,27 +172,35 @@ class Engine:
         return utcnow()
 
     # -- the decision -----------------------------------------------------------
-    async def _context(self, campaign: str) -> tuple[Policy, tuple[str, ...]]:
+    async def _context(self, campaign: str) -> _Context:
         """The campaign's rules and caller-ID pool, cached for CONTEXT_TTL seconds.
 
-        A campaign may name its own packs (`rules` in its record); caller IDs added
-        with `dialguard callerid add` (globally or for the campaign) join the pool
-        of the rules. Kill switches and approval are read inside the script, so
-        they take effect on the very next decision.
+        The rules are the version in effect (`dialguard rules apply`), else the
+        node's configured packs; a campaign may name its own packs instead (`rules`
+        in its record; shadow rules are not evaluated for it). Caller IDs added with
+        `dialguard callerid add` (globally or for the campaign) join the pool of the
+        rules. Kill switches, approval and the rules version are checked inside the
+        script, so they take effect on the very next decision.
         """
         hit = self._ctx_cache.get(campaign)
         mono = time.monotonic()
-        if hit and hit[0] > mono:
-            return hit[1], hit[2]
+        if hit and hit.expires > mono:
+            return hit
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.campaign(campaign), "rules")
             pipe.hvals(self.keys.pool(None))
             pipe.hvals(self.keys.pool(campaign))
-            rules, gpool, cpool = await pipe.execute()
-        policy = self.policy
+            if self.versioned:
+                pipe.hmget(self.keys.rules, "active", "shadow")
+            res = await pipe.execute()
+        rules, gpool, cpool = res[:3]
+        rver, sver = ((v.decode() if v else "") for v in res[3]) if self.versioned else ("", "")
+        policy = await self._version(rver) if rver else self.policy
+        shadow = await self._version(sver) if sver else None
         if rules:
             rules = rules.decode()
             policy = self._policies.get(rules)
+            shadow = None
             if policy is None:
                 try:
                     policy = Policy.load(rules)
@@ -188,10 +217,36 @@ class Engine:
                 continue
             if e164 not in pool:
                 pool.append(e164)
-        self._ctx_cache[campaign] = (mono + CONTEXT_TTL, policy, tuple(pool))
-        return policy, tuple(pool)
+        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver)
+        self._ctx_cache[campaign] = ctx
+        return ctx
 
-    async def _context_shared(self, campaign: str) -> tuple[Policy, tuple[str, ...]]:
+    async def _version(self, version: str) -> Policy:
+        """A published rules version (stored versions never change: cached for good)."""
+        policy = self._versions.get(version)
+        if policy is None:
+            from dialguard.rules_store import RulesVersion
+
+            raw = await self.redis.hget(self.keys.rules, f"v:{version}")
+            if raw is None:
+                raise CampaignRulesError(f"rules version {version} is in effect but not stored")
+            try:
+                policy = RulesVersion.from_json(raw).policy()
+            except (RulesError, ValueError, KeyError) as exc:  # deny rather than guess
+                log.error("rules version %s unusable here: %s", version, exc)
+                raise CampaignRulesError(f"rules version {version} unusable: {exc}") from None
+            self._versions[version] = policy
+        return policy
+
+    @property
+    def active_policy(self) -> Policy:
+        """The rules most recently seen in effect (for outcome retention, records)."""
+        for ctx in self._ctx_cache.values():
+            if ctx.rver:
+                return self._versions.get(ctx.rver, self.policy)
+        return self.policy
+
+    async def _context_shared(self, campaign: str) -> _Context:
         """_context, fetched once for every decision that missed the cache at the
         same time (a burst would otherwise send one fetch per decision)."""
         fut = self._ctx_inflight.get(campaign)
@@ -240,18 +295,72 @@ class Engine:
                 return self._unavailable(req, new_id(), t0, "test clock unreadable")
         now = now.astimezone(UTC)
         did = new_id()
-        try:
-            hit = self._ctx_cache.get(req.campaign)
-            if hit and hit[0] > time.monotonic():
-                policy, pool = hit[1], hit[2]
-            else:
-                async with asyncio.timeout_at(deadline):
-                    policy, pool = await self._context_shared(req.campaign)
-        except CampaignRulesError as exc:
-            return self._unavailable(req, did, t0, f"campaign rules unusable: {exc}", now)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
         info: NumberInfo = parse_number(req.number, self.default_region)
+        for _attempt in range(STALE_RETRIES + 1):
+            try:
+                ctx = self._ctx_cache.get(req.campaign)
+                if ctx is None or ctx.expires <= time.monotonic():
+                    async with asyncio.timeout_at(deadline):
+                        ctx = await self._context_shared(req.campaign)
+            except CampaignRulesError as exc:
+                return self._unavailable(req, did, t0, f"rules unusable: {exc}", now)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+            policy = ctx.policy
+            plan, why = self._plan(req, ctx, info, did, now)
+            try:
+                if self.fast is not None:
+                    res = await self.fast.evalsha(scripts.DECIDE, plan.keys, plan.args(), deadline=deadline)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
+            except (RedisError, RedisReplyError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("decide %s: store unavailable: %r", did, exc)
+                return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+            if int(res[4]) != 2:
+                break
+            # Rules changed since this node loaded them: drop every cached context.
+            self._ctx_cache.clear()
+        else:
+            return self._unavailable(req, did, t0, "rules kept changing while deciding", now)
+
+        allowed, lua_reasons, details, chosen, _status, rdid, lifted = res
+        if lua_reasons == [b"guard_unavailable"] or lua_reasons == ["guard_unavailable"]:
+            # the script refused before writing anything (audit backlog ceiling)
+            self._spool_unrecorded(req, did, now, "audit backlog ceiling")
+        chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
+        rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
+        all_reasons = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lua_reasons]) \
+            if lua_reasons else []
+        candidates = plan.candidates
+        caller_id = next((c.e164 for c in candidates if c.tag == chosen), None) if chosen else None
+        if not caller_id and req.caller_id and not all_reasons:
+            caller_id = candidates[0].e164 if candidates else None
+        lifted = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lifted]) if lifted else []
+        # Every field given and of its declared type: no validation pass needed.
+        decision = Decision.model_construct(
+            decision_id=rdid, decision="allow" if int(allowed) == 1 else "deny",
+            reasons=all_reasons, next_eligible_at=None, caller_id=caller_id,
+            max_duration_s=policy.max_duration_s, number=info.e164, override=bool(lifted),
+            overridden=lifted, explanations={}, latency_ms=0.0,
+        )
+        if lifted:
+            decision.explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
+        if decision.decision == "deny":
+            decision.next_eligible_at = self._next_eligible(policy, all_reasons, plan, details, info, now)
+            decision.explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
+            for item in details:
+                cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
+                meta = plan.checks.get(cid)
+                if meta and meta.label and meta.reason in decision.explanations:
+                    decision.explanations[meta.reason] = meta.label
+        decision.latency_ms = (time.perf_counter() - t0) * 1000
+        metrics.observe(decision)
+        return decision
+
+    def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime):
+        """The decide.lua plan for one request (and the shadow rules' plan inside it)."""
+        policy = ctx.policy
         reasons: list[str] = []
         why: dict[str, str] = {}
         if not info.valid:
@@ -263,7 +372,7 @@ class Engine:
             treasons, twhy = time_reasons(policy, info.timezones, now)
             reasons.extend(treasons)
             why.update(twhy)
-        candidates, check_cid = self._candidates(req, policy, pool, reasons, why)
+        candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
 
         pre = sort_reasons(reasons) if reasons else []
         payload = None
@@ -277,52 +386,30 @@ class Engine:
                 "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
                 "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
             })
+        common = dict(keys=self.keys, info=info, number_tag=number_tag, campaign=req.campaign, agent=req.agent,
+                      subject=req.subject, decision_id=did, now=now, candidates=candidates,
+                      check_caller_id=check_cid, site_timezone=self.settings.site_timezone)
         plan = build_plan(
-            policy=policy, keys=self.keys, info=info, number_tag=number_tag,
-            campaign=req.campaign, agent=req.agent, subject=req.subject, call_id=req.call_id,
-            decision_id=did, now=now, pre_reasons=list(pre), candidates=candidates,
-            check_caller_id=check_cid, site_timezone=self.settings.site_timezone,
-            audit_payload=payload, audit_max=self.settings.audit_backlog_max if self.audit else None,
-        )
-        try:
-            if self.fast is not None:
-                res = await self.fast.evalsha(scripts.DECIDE, plan.keys, plan.args(), deadline=deadline)
-            else:
-                async with asyncio.timeout_at(deadline):
-                    res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
-        except (RedisError, RedisReplyError, OSError, asyncio.TimeoutError) as exc:
-            log.warning("decide %s: store unavailable: %r", did, exc)
-            return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
-
-        allowed, lua_reasons, details, chosen, replayed, rdid = res
-        if lua_reasons == [b"guard_unavailable"] or lua_reasons == ["guard_unavailable"]:
-            # the script refused before writing anything (audit backlog ceiling)
-            self._spool_unrecorded(req, did, now, "audit backlog ceiling")
-        chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
-        rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
-        all_reasons = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lua_reasons]) \
-            if lua_reasons else []
-        caller_id = next((c.e164 for c in candidates if c.tag == chosen), None) if chosen else None
-        if not caller_id and req.caller_id and not all_reasons:
-            caller_id = candidates[0].e164 if candidates else None
-        # Every field given and of its declared type: no validation pass needed.
-        decision = Decision.model_construct(
-            decision_id=rdid, decision="allow" if int(allowed) == 1 else "deny",
-            reasons=all_reasons, next_eligible_at=None, caller_id=caller_id,
-            max_duration_s=policy.max_duration_s, number=info.e164, override=False,
-            explanations={}, latency_ms=0.0,
-        )
-        if decision.decision == "deny":
-            decision.next_eligible_at = self._next_eligible(policy, all_reasons, plan, details, info, now)
-            decision.explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
-            for item in details:
-                cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
-                meta = plan.checks.get(cid)
-                if meta and meta.label and meta.reason in decision.explanations:
-                    decision.explanations[meta.reason] = meta.label
-        decision.latency_ms = (time.perf_counter() - t0) * 1000
-        metrics.observe(decision)
-        return decision
+            policy=policy, call_id=req.call_id, pre_reasons=list(pre), audit_payload=payload,
+            audit_max=self.settings.audit_backlog_max if self.audit else None, **common)
+        b = plan.body
+        if info.valid:
+            b["ov"] = plan.k(self.keys.override(number_tag))
+        if self.versioned:
+            b["rk"] = plan.k(self.keys.rules)
+            b["rvs"] = ctx.rvs
+            b["rver"] = ctx.rver
+        if ctx.shadow is not None:
+            # The shadow rules see the same request and state; only their own
+            # time rules and limits differ. Read-only: nothing is reserved for them.
+            spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
+            if info.valid:
+                spre += time_reasons(ctx.shadow, info.timezones, now)[0]
+            shadow = build_plan(policy=ctx.shadow, call_id=None, pre_reasons=sort_reasons(spre),
+                                audit_payload=None, audit_max=None, share=plan, **common)
+            b["sh"] = shadow.body
+            b["sv"] = ctx.sver
+        return plan, why
 
     def _next_eligible(self, policy, reasons, plan, details, info, now) -> datetime | None:
         if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
@@ -357,7 +444,7 @@ class Engine:
             "ne": self.sealer.seal(info.e164) if info.e164 else None,
             "campaign": req.campaign, "agent": req.agent, "subject": req.subject, "call_id": req.call_id,
             "pre": [], "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
-            "rules": self.policy.name, "rv": self.policy.version_hash, "node": self.settings.node,
+            "rules": self.active_policy.name, "rv": self.active_policy.version_hash, "node": self.settings.node,
             "unrecorded": why,
         })
         try:
@@ -378,7 +465,7 @@ class Engine:
         payload = json.dumps({"call_id": call_id, "at": ms(now), "res": outcome.result,
                               "talk_s": outcome.talk_s, "cause": outcome.hangup_cause, "subject": subject,
                               "node": self.settings.node}, separators=(",", ":"))
-        qttl = str(int(self.policy.retention().total_seconds() * 1000))
+        qttl = str(int(max(self.policy.retention(), self.active_policy.retention()).total_seconds() * 1000))
         res = await scripts.OUTCOME(self.redis, [self.keys.call(call_id), self.keys.audit], [
             outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",
             "1" if outcome.result == CONVERSATION else "0", ABANDON.get(outcome.result, ""),
@@ -432,9 +519,20 @@ class Engine:
         return changed or removed > 0
 
     # -- administration ------------------------------------------------------------
+    # Every change is written together with its audit record (t=admin) in one
+    # MULTI: the record's stream position is the moment the change took effect.
+    def _admin(self, pipe, action: str, target: str | None, why: str = "", **extra) -> None:
+        if not self.audit:
+            return
+        from dialguard.rules_store import actor
+
+        j = {"action": action, "actor": extra.pop("actor", None) or actor(), "target": target, "why": why,
+             "at": int(time.time() * 1000), "node": self.settings.node, **extra}
+        pipe.xadd(self.keys.audit, {"t": "admin", "id": new_id(), "j": _encode(j)})
+
     async def set_campaign(self, campaign: str, approved: bool = True,
                            start: datetime | None = None, end: datetime | None = None,
-                           rules: str | None = None) -> None:
+                           rules: str | None = None, why: str = "") -> None:
         """Approve (or not) a campaign, its dates and optionally its own rule packs."""
         if rules:
             Policy.load(rules)  # refuse unusable rules before they reach the store
@@ -446,10 +544,13 @@ class Engine:
                 "start": str(ms(start)) if start else "", "end": str(ms(end)) if end else "",
                 "rules": rules or "",
             })
+            self._admin(pipe, "campaign_approve" if approved else "campaign_revoke", campaign, why,
+                        start=ms(start) if start else None, end=ms(end) if end else None, rules=rules or None)
             await pipe.execute()
         self._ctx_cache.pop(campaign, None)
 
-    async def approve_caller_id(self, e164: str, pool: bool = False, campaign: str | None = None) -> None:
+    async def approve_caller_id(self, e164: str, pool: bool = False, campaign: str | None = None,
+                                why: str = "") -> None:
         """Approve a caller ID; with pool=True the guard may also pick it (global
         pool, or the campaign's). The pool holds the number sealed, never plain."""
         tag = self.keys.cid_tag(e164)
@@ -457,10 +558,12 @@ class Engine:
             pipe.sadd(self.keys.approved_cids, tag)
             if pool or campaign:
                 pipe.hset(self.keys.pool(campaign), tag, self.sealer.seal(e164))
+            self._admin(pipe, "callerid_add", tag, why, ne=self.sealer.seal(e164), pool=bool(pool or campaign),
+                        campaign=campaign)
             await pipe.execute()
         self._ctx_cache.clear()
 
-    async def remove_caller_id(self, e164: str, campaign: str | None = None) -> None:
+    async def remove_caller_id(self, e164: str, campaign: str | None = None, why: str = "") -> None:
         tag = self.keys.cid_tag(e164)
         async with self.redis.pipeline(transaction=True) as pipe:
             if campaign:
@@ -468,17 +571,103 @@ class Engine:
             else:
                 pipe.srem(self.keys.approved_cids, tag)
                 pipe.hdel(self.keys.pool(None), tag)
+            self._admin(pipe, "callerid_remove", tag, why, ne=self.sealer.seal(e164), campaign=campaign)
             await pipe.execute()
         self._ctx_cache.clear()
 
-    async def cooldown_caller_id(self, e164: str, until: datetime) -> None:
-        await self.redis.zadd(self.keys.cid_cooldown, {self.keys.cid_tag(e164): ms(until)})
+    async def cooldown_caller_id(self, e164: str, until: datetime, why: str = "") -> None:
+        tag = self.keys.cid_tag(e164)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.cid_cooldown, {tag: ms(until)})
+            self._admin(pipe, "callerid_cooldown", tag, why, ne=self.sealer.seal(e164), until=ms(until))
+            await pipe.execute()
 
-    async def pause(self, scope: str = "all", name: str | None = None) -> None:
-        await self.redis.hset(self.keys.pause, self._pause_field(scope, name), str(ms(utcnow())))
+    async def pause(self, scope: str = "all", name: str | None = None, why: str = "") -> None:
+        """Kill switch: the next decision on every node is denied `paused`."""
+        f = self._pause_field(scope, name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.pause, f, str(ms(utcnow())))
+            self._admin(pipe, "pause", f, why)
+            await pipe.execute()
 
-    async def resume(self, scope: str = "all", name: str | None = None) -> None:
-        await self.redis.hdel(self.keys.pause, self._pause_field(scope, name))
+    async def resume(self, scope: str = "all", name: str | None = None, why: str = "") -> bool:
+        f = self._pause_field(scope, name)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.pause, f)
+            self._admin(pipe, "resume", f, why)
+            res = await pipe.execute()
+        return bool(res[0])
+
+    async def paused(self) -> dict[str, datetime]:
+        """Kill switches in effect: field (all, camp:NAME, cid:TAG) -> since."""
+        raw = await self.redis.hgetall(self.keys.pause)
+        return {k.decode(): from_ms(float(v)) for k, v in raw.items()}
+
+    # -- overrides (SPEC §2) ----------------------------------------------------------
+    async def override_grant(self, number: str, *, why: str, approver: str, expires: datetime,
+                             campaign: str | None = None, lifts: list[str] | None = None) -> str:
+        """A one-time exception for a number: its next decision denied only for
+        counter or hours reasons (or those in `lifts`) is allowed, and the grant is
+        used up. Never lifts dnc, opted_out, complained, invalid_number (nor
+        kill switches, approvals, consent). Returns the grant id."""
+        from dialguard.models import LIFTABLE
+        from dialguard.numbers import NumberError
+
+        if not why.strip() or not approver.strip():
+            raise ValueError("an override needs a reason and an approver")
+        lifts = sorted(set(lifts or ()))
+        bad = [r for r in lifts if r not in LIFTABLE]
+        if bad:
+            raise ValueError(f"an override cannot lift {', '.join(bad)} (only {', '.join(sorted(LIFTABLE))}; "
+                             "SPEC §2: never dnc, opted_out, complained, invalid_number)")
+        info = parse_number(number, self.default_region)
+        if not info.valid:
+            raise NumberError(f"{number!r}: {info.problem}")
+        if expires <= utcnow():
+            raise ValueError("the override's expiry is in the past")
+        tag = self.keys.number_tag(info.e164)
+        key = self.keys.override(tag)
+        gid = "ov-" + new_id()
+        from dialguard.rules_store import actor
+
+        rec = {"op": "grant", "n": tag, "ne": self.sealer.seal(info.e164), "campaign": campaign,
+               "lifted": lifts or sorted(LIFTABLE), "by": approver, "approver": approver, "actor": actor(),
+               "why": why, "at": int(time.time() * 1000), "expires": ms(expires), "node": self.settings.node}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)  # one grant per number: a new one replaces the old
+            pipe.hset(key, mapping={"id": gid, "camp": short_hash(campaign) if campaign else "",
+                                    "exp": str(ms(expires)), "lifts": ",".join(lifts)})
+            pipe.pexpireat(key, ms(expires))
+            if self.audit:
+                pipe.xadd(self.keys.audit, {"t": "override", "id": gid, "j": _encode(rec)})
+            await pipe.execute()
+        return gid
+
+    async def override_get(self, number: str) -> dict | None:
+        info = parse_number(number, self.default_region)
+        if not info.valid:
+            from dialguard.numbers import NumberError
+            raise NumberError(f"{number!r}: {info.problem}")
+        raw = await self.redis.hgetall(self.keys.override(self.keys.number_tag(info.e164)))
+        if not raw:
+            return None
+        g = {k.decode(): v.decode() for k, v in raw.items()}
+        return {"id": g.get("id"), "campaign_tag": g.get("camp") or None,
+                "expires_at": from_ms(float(g["exp"])).isoformat() if g.get("exp") else None,
+                "lifts": [r for r in (g.get("lifts") or "").split(",") if r] or None}
+
+    async def override_revoke(self, number: str, why: str = "") -> bool:
+        info = parse_number(number, self.default_region)
+        if not info.valid:
+            from dialguard.numbers import NumberError
+            raise NumberError(f"{number!r}: {info.problem}")
+        key = self.keys.override(self.keys.number_tag(info.e164))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, "id")
+            pipe.delete(key)
+            self._admin(pipe, "override_revoke", self.keys.number_tag(info.e164), why)
+            res = await pipe.execute()
+        return bool(res[1])
 
     def _pause_field(self, scope: str, name: str | None) -> str:
         if scope == "all":

@@ -22,6 +22,8 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{g}:call:<call id>            call record (what to release on outcome)
     {P}:{g}:audit                     audit stream (shipped to PostgreSQL)
     {P}:{g}:clock                     test clock (only with DIALGUARD_TEST_CLOCK=1)
+    {P}:{g}:rules                     rules versions: seq, active, shadow, v:<N> (bundle JSON)
+    {P}:{n:<H>}:ov                    override grant: id, camp, exp, lifts (used once)
 
 <H> and <K> are keyed hashes (HMAC-SHA256) of the E.164 number: no plaintext
 number is ever a key or a value. <S>, <C>, <A> are short hashes of names.
@@ -69,6 +71,9 @@ class Keys:
 
     def campaign_dnc(self, h: str) -> str:
         return self.num(h, "dncc")
+
+    def override(self, h: str) -> str:
+        return self.num(h, "ov")
 
     # -- agent / caller ID ---------------------------------------------------------
     def agent(self, agent: str) -> str:
@@ -120,3 +125,7 @@ class Keys:
     @property
     def clock(self) -> str:
         return self.g("clock")
+
+    @property
+    def rules(self) -> str:
+        return self.g("rules")

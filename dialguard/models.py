@@ -34,6 +34,9 @@ REASON_ORDER = {code: i for i, code in enumerate(REASONS)}
 
 # Reasons an override can never lift (SPEC §2).
 NEVER_OVERRIDDEN = frozenset({"dnc", "opted_out", "complained", "invalid_number"})
+# Reasons it can: counter and hours reasons (decide.lua's LIFTABLE).
+LIFTABLE = frozenset({"attempt_cap", "min_interval", "post_conversation_quiet", "post_abandon_quiet",
+                      "agent_cap", "caller_id_rate", "caller_id_concurrency", "outside_hours", "holiday"})
 # Reasons after which the number never becomes callable by waiting.
 PERMANENT = frozenset(
     {"invalid_number", "dnc", "opted_out", "complained", "no_consent",
@@ -75,7 +78,8 @@ class Decision(BaseModel):
     caller_id: str | None = None  # E.164 to present
     max_duration_s: int = 0  # 0 = no limit
     number: str | None = None  # normalized E.164, None when invalid
-    override: bool = False
+    override: bool = False  # an override grant turned this deny into an allow
+    overridden: list[str] = []  # the reasons it lifted
     explanations: dict[str, str] = {}
     latency_ms: float = 0.0
 

@@ -212,9 +212,14 @@ def build_plan(
     site_timezone: str,
     audit_payload: str | None,
     audit_max: int | None,
+    share: Plan | None = None,
 ) -> Plan:
+    """`share`: another plan whose KEYS list this one extends (the shadow rules'
+    plan rides inside the enforcing one's script call)."""
     st = _static(policy)
     plan = Plan(candidates=candidates)
+    if share is not None:
+        plan.keys, plan._index = share.keys, share._index
     k = plan.k
     pchecks = plan.checks
     now_ms = ms(now)

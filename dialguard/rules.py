@@ -294,19 +294,45 @@ def load_pack_file(path: str | Path) -> Pack:
         raise RulesError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise RulesError(f"{path}: not UTF-8 text") from None
+    return load_pack_text(text, str(path))
+
+
+def load_pack_text(text: str, origin: str) -> Pack:
+    """A pack from its YAML text; `origin` names it in errors (a file, a stored version)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise RulesError(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise RulesError(f"{origin}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise RulesError(f"{path}: (top): expected a mapping of rule settings")
+        raise RulesError(f"{origin}: (top): expected a mapping of rule settings")
     try:
         return Pack.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise RulesError(f"{path}: {problems}") from None
+        raise RulesError(f"{origin}: {problems}") from None
+
+
+def pack_source(ref: str, base_dir: Path | None = None) -> tuple[str, str]:
+    """(origin, YAML text) of a shipped pack name or a rules file, for storing a
+    rules version that every node loads the same way whatever its files."""
+    ref = ref.strip()
+    shipped = PACKS_DIR / f"{ref}.yaml"
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", ref) and shipped.exists():
+        path = shipped
+    else:
+        path = Path(ref)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.exists():
+            raise RulesError(f"{ref}: no such rule pack (shipped: {', '.join(shipped_packs())}) and no such file")
+    try:
+        return ref, path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RulesError(f"{path}: not UTF-8 text") from None
 
 
 def shipped_packs() -> list[str]:
@@ -340,6 +366,11 @@ class Policy:
         if isinstance(refs, str):
             refs = [r for r in refs.split(",") if r.strip()]
         return cls([resolve_pack(r, base_dir) for r in refs])
+
+    @classmethod
+    def from_sources(cls, sources: list[tuple[str, str]]) -> "Policy":
+        """Packs from (origin, YAML text) pairs: a stored rules version."""
+        return cls([load_pack_text(text, origin) for origin, text in sources])
 
     @cached_property
     def name(self) -> str:

@@ -9,20 +9,25 @@
 -- ARGV[1]: the plan as JSON. All scores/bounds arrive as strings so that Lua
 -- never formats a large number (Lua 5.1 would write 1.7e+12).
 --
--- Returns {allowed, reasons, details, chosen_caller_id_hash, replayed, decision_id}
+-- Returns {allowed, reasons, details, chosen_caller_id_hash, status, decision_id, lifted}
 --   details: flat list of {check_id, score_ms, candidate} triples for failing
 --   count rules: the attempt whose expiry lifts the limit (-1: never).
+--   status: 0 decided, 1 replayed (same call id), 2 stale rules (nothing
+--   written: the node evaluated with another rules version than the one in
+--   effect; it reloads and asks again).
+--   lifted: the reasons an override lifted (the decision is then an allow).
+--
+-- plan.sh, when present, is a second plan (shadow rules, same KEYS): evaluated
+-- first, read-only, on the same state; its verdict only goes to the audit record.
 
 local plan = cjson.decode(ARGV[1])
 local now = plan.now
-local reasons = {}
-local seen = {}
-local details = {}
 
-local function deny(code)
-  if not seen[code] then
-    seen[code] = true
-    reasons[#reasons + 1] = code
+-- The rules version this node evaluated with must be the one in effect.
+if plan.rk then
+  local v = redis.call('HMGET', KEYS[plan.rk], 'active', 'shadow')
+  if (v[1] or '') .. '|' .. (v[2] or '') ~= plan.rvs then
+    return {0, {}, {}, '', 2, plan.did, {}}
   end
 end
 
@@ -30,60 +35,25 @@ end
 if plan.call then
   local rec = redis.call('HMGET', KEYS[plan.call], 'did', 'ch')
   if rec[1] then
-    return {1, {}, {}, rec[2] or '', 1, rec[1]}
+    return {1, {}, {}, rec[2] or '', 1, rec[1], {}}
   end
 end
 
 -- Refuse rather than lose audit records when the shipper is far behind.
 if plan.audit and plan.amax and redis.call('XLEN', KEYS[plan.audit]) >= plan.amax then
-  return {0, {'guard_unavailable'}, {}, '', 0, plan.did}
+  return {0, {'guard_unavailable'}, {}, '', 0, plan.did, {}}
 end
 
-for _, code in ipairs(plan.pre or {}) do deny(code) end
+-- Reasons an override may lift (SPEC §2: counter and hours reasons only).
+local LIFTABLE = {attempt_cap = true, min_interval = true, post_conversation_quiet = true,
+  post_abandon_quiet = true, agent_cap = true, caller_id_rate = true, caller_id_concurrency = true,
+  outside_hours = true, holiday = true}
 
--- Kill switches: all outbound, this campaign, this caller ID.
-if plan.pause then
-  local vals = redis.call('HMGET', KEYS[plan.pause], unpack(plan.pf))
-  for i = 1, #plan.pf do
-    if vals[i] then deny('paused') end
+local function all_liftable(list)
+  for _, r in ipairs(list) do
+    if not LIFTABLE[r] then return false end
   end
-end
-
--- Campaign approval and its date range.
-if plan.camp then
-  local c = redis.call('HMGET', KEYS[plan.camp], 'approved', 'start', 'end')
-  if c[1] ~= '1' then
-    deny('campaign_not_approved')
-  else
-    if c[2] and c[2] ~= '' and tonumber(now) < tonumber(c[2]) then deny('campaign_not_approved') end
-    if c[3] and c[3] ~= '' and tonumber(now) >= tonumber(c[3]) then deny('campaign_not_approved') end
-  end
-end
-
--- Per-number flags.
-if plan.flags then
-  local f = redis.call('HMGET', KEYS[plan.flags], 'dnc', 'optout', 'complaint', 'consent')
-  if f[1] then deny('dnc') end
-  if plan.dncc and redis.call('SISMEMBER', KEYS[plan.dncc], plan.ch) == 1 then deny('dnc') end
-  if plan.dnck and not seen['dnc'] then
-    -- DNC lists at scale: an aligned plain find of the 5-byte fingerprint
-    local rec = string.gsub(plan.dncr, '..', function(h) return string.char(tonumber(h, 16)) end)
-    for _, ki in ipairs(plan.dnck) do
-      local s = redis.call('GET', KEYS[ki])
-      if s then
-        local init = 1
-        while true do
-          local pos = string.find(s, rec, init, true)
-          if not pos then break end
-          if (pos - 1) % 5 == 0 then deny('dnc') break end
-          init = pos + 1
-        end
-      end
-    end
-  end
-  if f[2] then deny('opted_out') end
-  if f[3] then deny('complained') end
-  if plan.consent == 1 and not f[4] then deny('no_consent') end
+  return true
 end
 
 -- Attempts whose reported outcome a rule may not count sit in <key>:x as
@@ -130,10 +100,7 @@ local function kth_oldest(c, keys, k)
   return all[k + 1] or -1
 end
 
--- Counters seen, for the audit record: "<check id>:<count>" per check.
-local seen_counts = {}
-
-local function run_checks(checks, cand, out_reasons, out_details)
+local function run_checks(checks, cand, out_reasons, out_details, seen_counts)
   for _, c in ipairs(checks) do
     local keys = c.k
     if cand then keys = {cand[c.f]} end
@@ -152,49 +119,148 @@ local function run_checks(checks, cand, out_reasons, out_details)
   end
 end
 
--- Number and agent counters.
-local rs = {}
-run_checks(plan.checks or {}, nil, rs, details)
-for _, r in ipairs(rs) do deny(r) end
-
--- Caller ID: check the given one, or pick the first passing one of the pool.
-local chosen = ''
-local chosen_cand = nil
-if plan.cid then
-  local cid = plan.cid
-  local first_reasons = nil
-  for _, cand in ipairs(cid.c) do
-    local cr, cd = {}, {}
-    if cid.req == 1 then
-      local ok = cand.ok == 1 or redis.call('SISMEMBER', KEYS[cid.cids], cand.h) == 1
-      local cool = redis.call('ZSCORE', KEYS[cid.cool], cand.h)
-      if cool and tonumber(cool) > tonumber(now) then ok = false end
-      if not ok then cr[#cr + 1] = 'caller_id_not_approved' end
+-- One evaluation of a plan: every failing reason, the details to compute
+-- next_eligible_at, the caller ID picked, and the first candidate whose
+-- failures an override could lift. Writes nothing but expired leases.
+local function evaluate(p)
+  local reasons, seen, details, seen_counts = {}, {}, {}, {}
+  local chosen, chosen_cand, lift_cand = '', nil, nil
+  local function deny(code)
+    if not seen[code] then
+      seen[code] = true
+      reasons[#reasons + 1] = code
     end
-    if redis.call('HEXISTS', KEYS[plan.pause], 'cid:' .. cand.h) == 1 then cr[#cr + 1] = 'paused' end
-    run_checks(cid.chk or {}, cand, cr, cd)
-    if cid.conc and cid.conc >= 0 then
-      redis.call('ZREMRANGEBYSCORE', KEYS[cand.l], '-inf', now)
-      if redis.call('ZCARD', KEYS[cand.l]) >= cid.conc then
-        cr[#cr + 1] = 'caller_id_concurrency'
-        local first = redis.call('ZRANGE', KEYS[cand.l], 0, 0, 'WITHSCORES')
-        cd[#cd + 1] = {'conc', tonumber(first[2] or -1), cand.n}
+  end
+  for _, code in ipairs(p.pre or {}) do deny(code) end
+
+  -- Kill switches: all outbound, this campaign, this caller ID.
+  if p.pause then
+    local vals = redis.call('HMGET', KEYS[p.pause], unpack(p.pf))
+    for i = 1, #p.pf do
+      if vals[i] then deny('paused') end
+    end
+  end
+
+  -- Campaign approval and its date range.
+  if p.camp then
+    local c = redis.call('HMGET', KEYS[p.camp], 'approved', 'start', 'end')
+    if c[1] ~= '1' then
+      deny('campaign_not_approved')
+    else
+      if c[2] and c[2] ~= '' and tonumber(now) < tonumber(c[2]) then deny('campaign_not_approved') end
+      if c[3] and c[3] ~= '' and tonumber(now) >= tonumber(c[3]) then deny('campaign_not_approved') end
+    end
+  end
+
+  -- Per-number flags.
+  if p.flags then
+    local f = redis.call('HMGET', KEYS[p.flags], 'dnc', 'optout', 'complaint', 'consent')
+    if f[1] then deny('dnc') end
+    if p.dncc and redis.call('SISMEMBER', KEYS[p.dncc], p.ch) == 1 then deny('dnc') end
+    if p.dnck and not seen['dnc'] then
+      -- DNC lists at scale: an aligned plain find of the 5-byte fingerprint
+      local rec = string.gsub(p.dncr, '..', function(h) return string.char(tonumber(h, 16)) end)
+      for _, ki in ipairs(p.dnck) do
+        local s = redis.call('GET', KEYS[ki])
+        if s then
+          local init = 1
+          while true do
+            local pos = string.find(s, rec, init, true)
+            if not pos then break end
+            if (pos - 1) % 5 == 0 then deny('dnc') break end
+            init = pos + 1
+          end
+        end
       end
     end
-    if #cr == 0 then
-      chosen = cand.h
-      chosen_cand = cand
-      break
-    end
-    if not first_reasons then first_reasons = cr end
-    for _, d in ipairs(cd) do details[#details + 1] = d end
+    if f[2] then deny('opted_out') end
+    if f[3] then deny('complained') end
+    if p.consent == 1 and not f[4] then deny('no_consent') end
   end
-  if chosen == '' then
-    if first_reasons then
-      for _, r in ipairs(first_reasons) do deny(r) end
-    else
-      deny('caller_id_not_approved')  -- empty pool
+
+  -- Number and agent counters.
+  local rs = {}
+  run_checks(p.checks or {}, nil, rs, details, seen_counts)
+  for _, r in ipairs(rs) do deny(r) end
+
+  -- Caller ID: check the given one, or pick the first passing one of the pool.
+  if p.cid then
+    local cid = p.cid
+    local first_reasons = nil
+    for _, cand in ipairs(cid.c) do
+      local cr, cd = {}, {}
+      if cid.req == 1 then
+        local ok = cand.ok == 1 or redis.call('SISMEMBER', KEYS[cid.cids], cand.h) == 1
+        local cool = redis.call('ZSCORE', KEYS[cid.cool], cand.h)
+        if cool and tonumber(cool) > tonumber(now) then ok = false end
+        if not ok then cr[#cr + 1] = 'caller_id_not_approved' end
+      end
+      if redis.call('HEXISTS', KEYS[p.pause], 'cid:' .. cand.h) == 1 then cr[#cr + 1] = 'paused' end
+      run_checks(cid.chk or {}, cand, cr, cd, seen_counts)
+      if cid.conc and cid.conc >= 0 then
+        redis.call('ZREMRANGEBYSCORE', KEYS[cand.l], '-inf', now)
+        if redis.call('ZCARD', KEYS[cand.l]) >= cid.conc then
+          cr[#cr + 1] = 'caller_id_concurrency'
+          local first = redis.call('ZRANGE', KEYS[cand.l], 0, 0, 'WITHSCORES')
+          cd[#cd + 1] = {'conc', tonumber(first[2] or -1), cand.n}
+        end
+      end
+      if #cr == 0 then
+        chosen = cand.h
+        chosen_cand = cand
+        break
+      end
+      if not first_reasons then first_reasons = cr end
+      if not lift_cand and all_liftable(cr) then lift_cand = cand end
+      for _, d in ipairs(cd) do details[#details + 1] = d end
     end
+    if chosen == '' then
+      if first_reasons then
+        for _, r in ipairs(first_reasons) do deny(r) end
+      else
+        deny('caller_id_not_approved')  -- empty pool
+      end
+    end
+  end
+  return reasons, details, chosen, chosen_cand, seen_counts, lift_cand
+end
+
+-- The shadow verdict, on the state before this attempt is recorded.
+local shadow_reasons = nil
+if plan.sh then
+  shadow_reasons = evaluate(plan.sh)
+end
+
+local reasons, details, chosen, chosen_cand, seen_counts, lift_cand = evaluate(plan)
+
+-- An override grant for this number turns a deny for counter or hours
+-- reasons into an allow, once (SPEC §2); the grant is consumed here.
+local lifted = {}
+local override_id = ''
+if #reasons > 0 and plan.ov and all_liftable(reasons) then
+  local g = redis.call('HMGET', KEYS[plan.ov], 'id', 'camp', 'exp', 'lifts')
+  local ok = g[1] and (g[2] == nil or g[2] == '' or g[2] == plan.ch)
+    and (g[3] == nil or g[3] == '' or tonumber(g[3]) > tonumber(now))
+  if ok and g[4] and g[4] ~= '' then
+    local allow_set = {}
+    for r in string.gmatch(g[4], '[^,]+') do allow_set[r] = true end
+    for _, r in ipairs(reasons) do
+      if not allow_set[r] then ok = false end
+    end
+  end
+  if ok and plan.cid and chosen == '' then
+    if lift_cand then
+      chosen, chosen_cand = lift_cand.h, lift_cand
+    else
+      ok = false
+    end
+  end
+  if ok then
+    override_id = g[1]
+    lifted = reasons
+    reasons = {}
+    details = {}
+    redis.call('DEL', KEYS[plan.ov])
   end
 end
 
@@ -226,9 +292,15 @@ if allowed == 1 then
 end
 
 if plan.audit then
+  local sa, sr = '', ''
+  if shadow_reasons then
+    sa = (#shadow_reasons == 0) and '1' or '0'
+    sr = table.concat(shadow_reasons, ',')
+  end
   redis.call('XADD', KEYS[plan.audit], '*', 't', 'decision', 'id', plan.did,
     'allow', allowed, 'r', table.concat(reasons, ','), 'ch', chosen, 'cs', table.concat(seen_counts, ','),
-    'j', plan.a)
+    'rver', plan.rver or '', 'sv', plan.sv or '', 'sa', sa, 'sr', sr,
+    'ov', override_id, 'ovr', table.concat(lifted, ','), 'j', plan.a)
 end
 
-return {allowed, reasons, details, chosen, 0, plan.did}
+return {allowed, reasons, details, chosen, 0, plan.did, lifted}

@@ -1,0 +1,148 @@
+"""Versioned rules in Redis: `dialguard rules apply|activate|diff|history`.
+
+A rules version is a self-contained bundle: the YAML text of every pack it
+combines, so every node evaluates exactly the same rules whatever files it has.
+Versions are numbered 1, 2, ... and never change once stored. One version is
+*active* (enforced); optionally another is *shadow* (evaluated beside the
+active one on every decision, never enforced, its verdict audited).
+
+Taking effect atomically everywhere: rules.lua switches the version and writes
+the audit record in one step, and decide.lua compares the version a node
+evaluated with the one in effect; a node with a stale copy reloads and decides
+again (dialguard/engine.py), so no decision after the switch uses the old rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dialguard import scripts
+from dialguard.keys import Keys
+from dialguard.rules import Policy, RulesError, pack_source
+
+
+def actor() -> str:
+    """Who runs an admin command: the sudo user when there is one."""
+    for var in ("DIALGUARD_ACTOR", "SUDO_USER", "USER", "LOGNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return f"uid:{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class RulesVersion:
+    version: int
+    hash: str
+    name: str
+    spec: str
+    files: tuple[tuple[str, str], ...]  # (origin, YAML text)
+    actor: str = ""
+    why: str = ""
+    at: int = 0  # ms
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "RulesVersion":
+        d = json.loads(text)
+        return cls(version=int(d["version"]), hash=d["hash"], name=d["name"], spec=d["spec"],
+                   files=tuple((f["ref"], f["text"]) for f in d["files"]), actor=d.get("actor", ""),
+                   why=d.get("why", ""), at=int(d.get("at") or 0))
+
+    def policy(self) -> Policy:
+        return Policy.from_sources([(f"rules version {self.version} ({ref})", text) for ref, text in self.files])
+
+
+def bundle(spec: str, base_dir: Path | None = None) -> tuple[Policy, dict]:
+    """Resolve packs or files into a bundle (validated: an invalid file never
+    becomes a version)."""
+    refs = [r.strip() for r in spec.split(",") if r.strip()]
+    if not refs:
+        raise RulesError("no rule pack given")
+    sources = [pack_source(r, base_dir) for r in refs]
+    policy = Policy.from_sources(sources)
+    return policy, {"hash": policy.version_hash, "name": policy.name, "spec": ",".join(refs),
+                    "files": [{"ref": ref, "text": text} for ref, text in sources]}
+
+
+def canonical(policy: Policy) -> str:
+    """The rules as the engine reads them, one pack after the other: what `diff` compares
+    (comments and key order in the files don't matter, values do)."""
+    docs = [p.model_dump(mode="json", exclude_none=True) for p in policy.packs]
+    return yaml.safe_dump_all(docs, sort_keys=True, allow_unicode=True, width=100)
+
+
+def diff(old: Policy | None, new: Policy, old_name: str, new_name: str) -> str:
+    a = canonical(old).splitlines(keepends=True) if old else []
+    b = canonical(new).splitlines(keepends=True)
+    return "".join(difflib.unified_diff(a, b, fromfile=old_name, tofile=new_name))
+
+
+class RulesStore:
+    def __init__(self, redis, keys: Keys, node: str = ""):
+        self.redis = redis
+        self.keys = keys
+        self.node = node
+
+    def _tail(self, why: str, who: str | None) -> str:
+        return json.dumps({"actor": who or actor(), "why": why, "at": int(time.time() * 1000), "node": self.node},
+                          separators=(",", ":"), ensure_ascii=False)
+
+    async def apply(self, spec: str, *, shadow: bool = False, why: str = "", who: str | None = None,
+                    base_dir: Path | None = None) -> tuple[int, bool]:
+        """Store the packs as a new version and put it in effect. Returns (version, new):
+        applying content identical to the version already in that role changes nothing."""
+        from dialguard.engine import new_id
+
+        policy, b = bundle(spec, base_dir)
+        mode = "shadow" if shadow else "active"
+        current = await self.current(mode)
+        if current and current.hash == b["hash"]:
+            return current.version, False
+        body = json.dumps(b, separators=(",", ":"), ensure_ascii=False)
+        n = await scripts.RULES(self.redis, [self.keys.rules, self.keys.audit],
+                                ["apply", mode, body, new_id(), self._tail(why, who)])
+        return int(n), True
+
+    async def activate(self, version: int, *, shadow: bool = False, why: str = "", who: str | None = None) -> int:
+        """Put a stored version back in effect (roll back or forward)."""
+        from dialguard.engine import new_id
+
+        return int(await scripts.RULES(self.redis, [self.keys.rules, self.keys.audit],
+                                       ["activate", "shadow" if shadow else "active", str(int(version)),
+                                        new_id(), self._tail(why, who)]))
+
+    async def shadow_off(self, *, why: str = "", who: str | None = None) -> bool:
+        from dialguard.engine import new_id
+
+        old = await self.redis.hget(self.keys.rules, "shadow")
+        await scripts.RULES(self.redis, [self.keys.rules, self.keys.audit],
+                            ["shadow_off", "shadow", "", new_id(), self._tail(why, who)])
+        return old is not None
+
+    async def in_effect(self) -> tuple[int | None, int | None]:
+        a, s = await self.redis.hmget(self.keys.rules, "active", "shadow")
+        return (int(a) if a else None, int(s) if s else None)
+
+    async def get(self, version: int) -> RulesVersion | None:
+        raw = await self.redis.hget(self.keys.rules, f"v:{int(version)}")
+        return RulesVersion.from_json(raw) if raw else None
+
+    async def current(self, mode: str = "active") -> RulesVersion | None:
+        v = await self.redis.hget(self.keys.rules, mode)
+        return await self.get(int(v)) if v else None
+
+    async def history(self) -> list[RulesVersion]:
+        seq = await self.redis.hget(self.keys.rules, "seq")
+        out = []
+        for n in range(1, int(seq or 0) + 1):
+            v = await self.get(n)
+            if v:
+                out.append(v)
+        return out
+
