@@ -65,7 +65,9 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
             async with asyncio.timeout_at(deadline):
                 await handler.handle(ctx)
         except Exception as exc:  # TimeoutError included
-            kind = "timeout" if isinstance(exc, TimeoutError) else "error"
+            # protocol: the peer broke the protocol or hung up mid-way, not a handler bug
+            kind = ("timeout" if isinstance(exc, TimeoutError)
+                    else "protocol" if isinstance(exc, p.ProtocolError) else "error")
             fields["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             fields["failure"] = kind
             if not isinstance(exc, (p.ProtocolError, TimeoutError)):

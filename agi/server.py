@@ -6,6 +6,13 @@ registered as NAME runs (see :mod:`agi.handlers`). Binds 127.0.0.1 by default;
 logged and closed and never yields ALLOW; nothing a client sends stops the
 server. SIGTERM/SIGINT: stop accepting, let sessions in flight finish (up to
 the session timeout), then exit.
+
+With ``metrics_port`` set (``--metrics-port``, DIALGUARD_METRICS_PORT; 0 or
+empty disables) the server also serves ``/metrics`` and ``/healthz`` over
+HTTP (:mod:`dialguard.metrics`), started and stopped with it. ``/healthz`` is
+200 when the server accepts sessions and Redis answers PING within the
+decision deadline, else 503 with the reason. Settings come from the
+environment first, then the config file (DIALGUARD_CONFIG), then defaults.
 """
 
 from __future__ import annotations
@@ -14,12 +21,15 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import os
 import signal
 import sys
 
+from dialguard import metrics
+from dialguard.config import ConfigError, Settings
+from dialguard.config import _env as _config_value
+
 from . import protocol as p
-from .engines import EngineProvider, load_factory
+from .engines import EngineProvider, EngineUnavailable, load_factory
 from .handlers import Handler, Options, load_builtin
 from .logs import setup_logging
 from .runner import run_session
@@ -28,6 +38,9 @@ log = logging.getLogger("dialguard.agi")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 14573
+
+_REFUSED = {"shutting down": "shutting_down", "client address not allowed": "allowlist",
+            "too many sessions": "max_sessions"}
 
 
 def parse_networks(values) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -47,7 +60,9 @@ class FastAGIServer:
     def __init__(self, engines: EngineProvider, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  allow=None, session_timeout: float = 5.0, max_sessions: int = 2000,
                  options: Options | None = None, handlers: dict[str, Handler] | None = None,
-                 max_line_bytes: int = p.MAX_LINE_BYTES, max_env_lines: int = p.MAX_ENV_LINES):
+                 max_line_bytes: int = p.MAX_LINE_BYTES, max_env_lines: int = p.MAX_ENV_LINES,
+                 metrics_host: str = DEFAULT_HOST, metrics_port: int | None = None,
+                 metrics_interval: float = 5.0):
         self.engines = engines
         self.host = host
         self.port = port
@@ -63,6 +78,10 @@ class FastAGIServer:
         self._closing = False
         self._bound_port: int | None = None
         self.stats = {"sessions": 0, "refused": 0}
+        self.metrics_host = metrics_host
+        self.metrics_port = metrics_port  # None or 0: no HTTP endpoint
+        self.metrics_interval = metrics_interval
+        self.metrics_server: metrics.MetricsServer | None = None
 
     @property
     def bound_port(self) -> int:
@@ -90,6 +109,45 @@ class FastAGIServer:
             "event": "agi_listening", "host": self.host, "port": self.bound_port,
             "allow": [str(n) for n in self.allow], "handlers": sorted(self.handlers),
             "session_timeout_s": self.session_timeout}})
+        if self.metrics_port:
+            await self._start_metrics()
+
+    async def _start_metrics(self) -> None:
+        srv = metrics.MetricsServer(self.metrics_host, self.metrics_port, self.health,
+                                    refresh=self.refresh_metrics, interval=self.metrics_interval)
+        try:
+            await srv.start()
+        except OSError as exc:
+            # The call path matters more than its dashboard: keep serving AGI;
+            # Prometheus sees the target down.
+            log.error("metrics endpoint not started: %s", exc, extra={"fields": {
+                "event": "metrics_bind_failed", "host": self.metrics_host, "port": self.metrics_port}})
+            return
+        self.metrics_server = srv
+        log.info("metrics listening", extra={"fields": {
+            "event": "metrics_listening", "host": self.metrics_host, "port": srv.bound_port}})
+
+    async def health(self) -> tuple[bool, str]:
+        """/healthz: accepting sessions and Redis answering PING within the deadline."""
+        if self._server is None or self._closing:
+            metrics.UP.set(0)
+            return False, "not accepting sessions (shutting down)" if self._closing else "not started"
+        try:
+            engine = await self.engines.get()
+        except EngineUnavailable as exc:
+            metrics.UP.set(0)
+            return False, str(exc)
+        ok, detail = await metrics.engine_health(engine)
+        return ok, (f"accepting sessions on port {self.bound_port}; {detail}" if ok else detail)
+
+    async def refresh_metrics(self) -> bool:
+        """Background gauges (never on the call path; never raises)."""
+        try:
+            engine = await self.engines.get()
+        except EngineUnavailable:
+            metrics.UP.set(0)
+            return False
+        return await metrics.refresh_from_engine(engine)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -104,6 +162,7 @@ class FastAGIServer:
             refused = "too many sessions"
         if refused:
             self.stats["refused"] += 1
+            metrics.observe_agi_refused(_REFUSED[refused])
             fields.update(outcome="refused", error=refused)
             log.warning("agi session refused", extra={"fields": fields})
             writer.transport.abort()
@@ -111,6 +170,7 @@ class FastAGIServer:
         task = asyncio.current_task()
         self._active.add(task)
         self.stats["sessions"] += 1
+        metrics.AGI_ACTIVE.inc()
         try:
             await run_session(reader, writer, handlers=self.handlers, engines=self.engines,
                               options=self.options, timeout_s=self.session_timeout,
@@ -118,7 +178,10 @@ class FastAGIServer:
                               max_env_lines=self.max_env_lines)
         except Exception:  # run_session does not raise; belt and braces
             log.exception("session crashed", extra={"fields": fields})
+            fields["outcome"] = "crashed"
         finally:
+            metrics.AGI_ACTIVE.dec()
+            metrics.observe_agi_session(fields)
             self._active.discard(task)
             try:
                 writer.close()
@@ -141,11 +204,26 @@ class FastAGIServer:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+            self.metrics_server = None
         log.info("stopped", extra={"fields": {"event": "agi_stopped", **self.stats}})
 
 
 def _env(name: str, default):
-    return os.environ.get(name, default)
+    """The environment first, then the config file (DIALGUARD_CONFIG), then the default."""
+    return _config_value(name, str(default))
+
+
+def _port_or_off(text: str) -> int:
+    """A metrics port; 0 or empty disables the endpoint."""
+    text = str(text).strip()
+    if text in ("", "0"):
+        return 0
+    n = int(text)
+    if not 0 < n < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "(env DIALGUARD_CONVERSATION_MIN_S, default %(default)s)")
     ap.add_argument("--engine-factory", default=_env("DIALGUARD_AGI_ENGINE_FACTORY", ""),
                     help="module:callable returning the engine (tests only; default: dialguard.engine)")
+    settings = Settings()  # the metrics settings are shared with the dialer (dialguard.config)
+    ap.add_argument("--metrics-host", default=settings.metrics_host,
+                    help="address of /metrics and /healthz (env DIALGUARD_METRICS_HOST, default %(default)s)")
+    ap.add_argument("--metrics-port", type=_port_or_off,
+                    default=str(settings.metrics_port),
+                    help="port of /metrics and /healthz, 0 disables (env DIALGUARD_METRICS_PORT, "
+                         "default %(default)s)")
+    ap.add_argument("--metrics-interval", type=float, default=settings.metrics_interval_s,
+                    help="seconds between refreshes of the gauges read from Redis "
+                         "(env DIALGUARD_METRICS_INTERVAL, default %(default)s)")
     ap.add_argument("--log-level", default=_env("DIALGUARD_LOG_LEVEL", "INFO"))
     return ap
 
@@ -185,7 +273,9 @@ async def serve(args: argparse.Namespace) -> int:
     server = FastAGIServer(engines, host=args.host, port=args.port, allow=args.allow,
                            session_timeout=args.session_timeout, max_sessions=args.max_sessions,
                            options=Options(conversation_min_s=args.conversation_min_s,
-                                           engine_timeout_s=args.engine_timeout))
+                                           engine_timeout_s=args.engine_timeout),
+                           metrics_host=args.metrics_host, metrics_port=args.metrics_port,
+                           metrics_interval=args.metrics_interval)
     try:
         await engines.get()  # warm up; when this fails, sessions deny and it is retried
     except Exception:
@@ -203,7 +293,12 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
+    try:
+        ap = build_parser()
+    except (ConfigError, ValueError) as exc:
+        print(f"dialguard-agi-server: unusable setting ({exc}): check the DIALGUARD_* environment "
+              f"and the config file (DIALGUARD_CONFIG)", file=sys.stderr)
+        return 2
     args = ap.parse_args(argv)
     try:
         args.allow = parse_networks(args.allow)
@@ -211,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--allow: {exc}")
     if args.session_timeout <= 0 or args.engine_timeout <= 0:
         ap.error("timeouts must be positive")
+    if args.metrics_interval <= 0:
+        ap.error("--metrics-interval must be positive")
     setup_logging(args.log_level)
     try:
         import uvloop

@@ -64,6 +64,11 @@ class Settings:
     redis_pool_size: int = field(default_factory=lambda: int(_env("DIALGUARD_REDIS_POOL", "32")))
     # Lets tests move the rules clock through Redis; never set in production.
     test_clock: bool = field(default_factory=lambda: _env("DIALGUARD_TEST_CLOCK", "0") == "1")
+    # FastAGI server's /metrics and /healthz (0 disables); loopback unless Prometheus is remote.
+    metrics_host: str = field(default_factory=lambda: _env("DIALGUARD_METRICS_HOST", "127.0.0.1"))
+    metrics_port: int = field(default_factory=lambda: int(_env("DIALGUARD_METRICS_PORT", "19100")))
+    # Seconds between refreshes of the gauges read from Redis (backlog, live calls, healthy).
+    metrics_interval_s: float = field(default_factory=lambda: float(_env("DIALGUARD_METRICS_INTERVAL", "5")))
     node: str = field(default_factory=lambda: _env("DIALGUARD_NODE", os.uname().nodename))
     audit_backlog_max: int = field(default_factory=lambda: int(_env("DIALGUARD_AUDIT_BACKLOG_MAX", "1000000")))
     # Local spool of decisions the audit stream never saw (Redis down, backlog

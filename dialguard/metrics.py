@@ -1,25 +1,56 @@
 """Prometheus metrics and the health endpoint (issue 8).
 
-Every adapter (FastAGI server, dialer) serves `/metrics` and `/healthz` with
-`MetricsServer`; decisions are observed in one place, `Engine.decide`.
+Every long-running adapter (FastAGI server, dialer) serves ``/metrics``
+(Prometheus text format) and ``/healthz`` with :class:`MetricsServer`.
+Decisions are observed in one place, ``Engine.decide`` (:func:`observe`);
+the gauges that need the store (audit backlog, live calls, healthy) are
+refreshed by a background task every few seconds, never on the call path.
 Caller IDs appear as labels (they are the call centre's own numbers); callee
 numbers never do.
+
+Using it from an adapter (the dialer does the same as ``agi/server.py``)::
+
+    from dialguard import metrics
+
+    srv = metrics.MetricsServer(
+        "127.0.0.1", port,                                   # port 0: any free port (tests)
+        health=lambda: metrics.engine_health(engine),        # -> (ok, detail)
+        refresh=lambda: metrics.refresh_from_engine(engine), # gauges from Redis
+        interval=5.0)
+    await srv.start()            # srv.bound_port is the port it got
+    ...
+    metrics.set_abandon_rate("campaign-7", 0.021)            # a ratio 0..1, per campaign
+    ...
+    await srv.stop()
+
+``health`` is any coroutine function returning ``(ok: bool, detail: str)``;
+``/healthz`` answers 200 ``{"ok": true, ...}`` or 503 with the detail. It is
+given 2 s; a health function that raises or times out is a 503. ``refresh`` may
+raise: the loop logs it and goes on. Start at most one MetricsServer per
+process (the registry is process-wide).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from typing import Awaitable, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
+
+from dialguard.models import REASONS
 
 log = logging.getLogger("dialguard.metrics")
 
+# *_created series double the output and no dashboard or alert here uses them.
+disable_created_metrics()
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+# -- decisions (every adapter; observed in Engine.decide) ------------------------------
 DECISIONS = Counter("dialguard_decisions_total", "Decisions by result", ["result"], registry=REGISTRY)
 DENY_REASONS = Counter("dialguard_deny_reasons_total", "Denied decisions by reason (one per reason)",
                        ["reason"], registry=REGISTRY)
@@ -28,13 +59,44 @@ LATENCY = Histogram("dialguard_decision_latency_seconds", "Time to decide",
                     registry=REGISTRY)
 REDIS_ERRORS = Counter("dialguard_redis_errors_total", "Decisions that found the store unavailable",
                        registry=REGISTRY)
+
+# -- gauges refreshed from the store -----------------------------------------------------
 AUDIT_BACKLOG = Gauge("dialguard_audit_backlog", "Audit records waiting in Redis for PostgreSQL",
                       registry=REGISTRY)
+AUDIT_SPOOL_BACKLOG = Gauge("dialguard_audit_spool_backlog",
+                            "Audit records in this node's local spool (store was down) waiting for PostgreSQL",
+                            registry=REGISTRY)
 LIVE_CALLS = Gauge("dialguard_live_calls", "Live calls holding a lease, per caller ID", ["caller_id"],
                    registry=REGISTRY)
-ABANDON_RATE = Gauge("dialguard_abandon_rate", "Abandoned / live-answered calls today, per campaign",
+ABANDON_RATE = Gauge("dialguard_abandon_rate", "Abandoned / live-answered calls, per campaign (0..1)",
                      ["campaign"], registry=REGISTRY)
-UP = Gauge("dialguard_healthy", "1 when the store answers", registry=REGISTRY)
+UP = Gauge("dialguard_healthy", "1 when the store answers PING within the decision deadline",
+           registry=REGISTRY)
+LAST_REFRESH = Gauge("dialguard_metrics_refresh_timestamp_seconds",
+                     "When the store-backed gauges were last refreshed successfully (unix time)",
+                     registry=REGISTRY)
+
+# -- FastAGI server ----------------------------------------------------------------------
+AGI_RESULTS = ("ok", "malformed", "timeout", "refused", "error")
+AGI_SESSIONS = Counter("dialguard_agi_sessions_total",
+                       "FastAGI sessions by result (ok, malformed, timeout, refused, error)", ["result"],
+                       registry=REGISTRY)
+AGI_REFUSED = Counter("dialguard_agi_refused_total",
+                      "FastAGI connections refused, by reason (allowlist, max_sessions, shutting_down)",
+                      ["reason"], registry=REGISTRY)
+AGI_HANDLER_ERRORS = Counter("dialguard_agi_handler_errors_total",
+                             "FastAGI handlers that raised or ran past the deadline (the channel is left "
+                             "fail-closed)", ["script", "kind"], registry=REGISTRY)
+AGI_ACTIVE = Gauge("dialguard_agi_sessions_active", "FastAGI sessions in progress", registry=REGISTRY)
+
+for _r in ("allow", "deny"):
+    DECISIONS.labels(_r)
+for _r in REASONS:
+    DENY_REASONS.labels(_r)
+for _r in AGI_RESULTS:
+    AGI_SESSIONS.labels(_r)
+for _r in ("allowlist", "max_sessions", "shutting_down"):
+    AGI_REFUSED.labels(_r)
 
 
 def observe(decision) -> None:
@@ -47,25 +109,149 @@ def observe(decision) -> None:
     LATENCY.observe(decision.latency_ms / 1000)
 
 
-async def refresh_from_engine(engine) -> bool:
-    """Gauges read from the store; returns whether the store answered."""
+def set_abandon_rate(campaign: str, value: float) -> None:
+    """The dialer's abandon rate for a campaign, as a ratio (0.03 = 3 %)."""
+    ABANDON_RATE.labels(campaign).set(float(value))
+
+
+# Session outcomes logged by agi.runner -> the result label.
+_AGI_OK = frozenset({"allow", "deny", "reported", "recorded", "skipped"})
+_AGI_MALFORMED = frozenset({"protocol_error", "unknown_script"})
+
+
+def agi_session_result(fields: dict) -> str:
+    """The result label of one finished FastAGI session, from its log fields."""
+    failure = fields.get("failure")
+    if failure == "timeout" or fields.get("outcome") == "timeout":
+        return "timeout"
+    if failure == "protocol" or fields.get("outcome") in _AGI_MALFORMED:
+        return "malformed"
+    if failure or fields.get("outcome") not in _AGI_OK:
+        return "error"
+    return "ok"
+
+
+def observe_agi_session(fields: dict) -> None:
+    """Count one finished FastAGI session (and its handler error, if any)."""
+    AGI_SESSIONS.labels(agi_session_result(fields)).inc()
+    failure = fields.get("failure")
+    if failure in ("timeout", "error"):
+        AGI_HANDLER_ERRORS.labels(fields.get("script") or "unknown", failure).inc()
+
+
+def observe_agi_refused(reason: str) -> None:
+    AGI_SESSIONS.labels("refused").inc()
+    AGI_REFUSED.labels(reason).inc()
+
+
+# -- the store ---------------------------------------------------------------------------
+async def ping(engine) -> None:
+    """PING through the client decisions use, within the decision deadline."""
+    fast = getattr(engine, "fast", None)
+    if fast is not None:
+        await fast.execute("PING")  # its default deadline is the decision deadline
+    else:
+        async with asyncio.timeout(max(engine.timeout, 0.05)):
+            await engine.redis.ping()
+
+
+async def engine_health(engine) -> tuple[bool, str]:
+    """(True, "...") when the store answers PING within the decision deadline."""
     try:
-        r = engine.redis
-        AUDIT_BACKLOG.set(await r.xlen(engine.keys.audit))
-        ctx = engine._ctx_cache  # caller IDs the engine has seen in pools
-        seen = {c for _, _, pool in ctx.values() for c in pool} | set(engine.policy.caller_id_pool)
-        for cid in seen:
-            LIVE_CALLS.labels(cid).set(await engine.live_calls(cid))
+        await ping(engine)
+    except Exception as exc:  # noqa: BLE001 - reported, never raised
+        UP.set(0)
+        return False, f"Redis did not answer PING within {engine.timeout * 1000:.0f} ms: " \
+                      f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}"
+    UP.set(1)
+    return True, "Redis answers"
+
+
+async def _spool_backlog(spool) -> int | None:
+    """Records waiting in the engine's local spool, if it can say (``backlog()``)."""
+    fn = getattr(spool, "backlog", None)
+    if not callable(fn):
+        return None
+    n = fn()
+    if inspect.isawaitable(n):
+        n = await n
+    return int(n)
+
+
+_campaigns_seen: set[str] = set()
+
+
+async def _pool_caller_ids(engine) -> set[str]:
+    """Caller IDs in the pools the engine knows: its rules' pool, the global
+    pool in Redis (`dialguard callerid add`) and the pools of every campaign it
+    has decided for since it started (read from Redis, opened with its key)."""
+    _campaigns_seen.update(getattr(engine, "_ctx_cache", {}).keys())
+    seen = set(engine.policy.caller_id_pool)
+    campaigns = sorted(_campaigns_seen)
+    async with engine.redis.pipeline(transaction=False) as pipe:
+        pipe.hvals(engine.keys.pool(None))
+        for c in campaigns:
+            pipe.hvals(engine.keys.pool(c))
+        pools = await pipe.execute()
+    for pool in pools:
+        for token in pool:
+            try:
+                seen.add(engine.sealer.open(token.decode()))
+            except Exception:  # noqa: BLE001 - sealed with another key: the engine logs it
+                continue
+    return seen
+
+
+_live_labels: set[str] = set()
+
+
+async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
+    """Refresh the store-backed gauges; returns whether the store answered.
+
+    Never raises: a store that is down sets dialguard_healthy to 0 and leaves
+    the other gauges at their last values (their timestamp stops moving).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await ping(engine)
+            AUDIT_BACKLOG.set(await engine.redis.xlen(engine.keys.audit))
+            cids = sorted(await _pool_caller_ids(engine))
+            if cids:
+                now_ms = int((await engine.now()).timestamp() * 1000)
+                async with engine.redis.pipeline(transaction=False) as pipe:
+                    for cid in cids:
+                        pipe.zcount(engine.keys.cid_live(engine.keys.cid_tag(cid)), now_ms, "+inf")
+                    counts = await pipe.execute()
+                for cid, n in zip(cids, counts):
+                    LIVE_CALLS.labels(cid).set(n)
+            # caller IDs that left every pool stop being reported
+            for gone in _live_labels.difference(cids):
+                LIVE_CALLS.remove(gone)
+            _live_labels.clear()
+            _live_labels.update(cids)
         UP.set(1)
-        return True
+        ok = True
+        LAST_REFRESH.set(time.time())
     except Exception as exc:  # noqa: BLE001 - health reports it, never raises
         log.warning("metrics refresh failed: %r", exc)
         UP.set(0)
-        return False
+        ok = False
+    try:  # the spool is local: readable whatever Redis does
+        n = await _spool_backlog(getattr(engine, "spool", None))
+        if n is not None:
+            AUDIT_SPOOL_BACKLOG.set(n)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("metrics: spool backlog unreadable: %r", exc)
+    return ok
 
 
 class MetricsServer:
-    """`/metrics` (Prometheus text) and `/healthz` (200 ok / 503 with the reason)."""
+    """``/metrics`` (Prometheus text) and ``/healthz`` (200 ok / 503 with the reason).
+
+    ``health``: coroutine function -> (ok, detail). ``refresh``: coroutine
+    function run every ``interval`` seconds in the background (first run at
+    start). API kept stable for every adapter (see the module docstring).
+    """
 
     def __init__(self, host: str, port: int, health: Callable[[], Awaitable[tuple[bool, str]]],
                  refresh: Callable[[], Awaitable[object]] | None = None, interval: float = 5.0):
@@ -96,7 +282,12 @@ class MetricsServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         self.bound_port = site._server.sockets[0].getsockname()[1]
         if self.refresh:
             self._task = asyncio.create_task(self._loop())
@@ -112,5 +303,11 @@ class MetricsServer:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            self._task = None
         if self._runner:
             await self._runner.cleanup()
+            self._runner = None

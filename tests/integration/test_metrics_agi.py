@@ -1,0 +1,250 @@
+"""/metrics and /healthz of a real FastAGI server process (``python -m
+agi.server``) on a real Redis of the test's own, so that it can be stopped:
+counters move by exactly what went through the AGI protocol, the backlog
+gauge is XLEN of the audit stream, and with Redis gone the health endpoint
+says 503 while the server keeps answering AGI sessions with a fail-closed DENY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis as syncredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from agi.testing import agi_call
+from dialguard.config import Settings
+from dialguard.engine import Engine
+from dialguard.keys import Keys
+from dialguard.rules import Policy
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+CID = "+862150000001"
+# Mon 2026-09-28 10:00 Asia/Shanghai: a working day inside cn-default's hours
+WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=timezone.utc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 15.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode}")
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{what} did not listen on {port} within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server of this test's own (the stack's is shared and must stay up)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server not installed: run `make setup`")
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="dg-metrics-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                             "--dir", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc, "redis-server")
+    yield proc, f"redis://{HOST}:{port}/0"
+    stop(proc)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def start_server(redis_url: str, prefix: str, tmp_path: Path):
+    agi_port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALGUARD_")}
+    env.update(DIALGUARD_REDIS_URL=redis_url, DIALGUARD_KEY_PREFIX=prefix, DIALGUARD_TEST_CLOCK="1",
+               DIALGUARD_RULES="cn-default", DIALGUARD_CONFIG=str(tmp_path / "absent.yaml"),
+               PYTHONPATH=str(ROOT))
+    # An absent DIALGUARD_CONFIG other than the default is an error: give it an empty file.
+    (tmp_path / "absent.yaml").write_text("{}\n")
+    log = open(tmp_path / f"agi-{agi_port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agi.server", "--port", str(agi_port), "--metrics-port", str(metrics_port),
+         "--metrics-interval", "0.2", "--session-timeout", "2", "--engine-timeout", "1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    wait_port(agi_port, proc, "dialguard-agi-server")
+    wait_port(metrics_port, proc, "metrics endpoint")
+    return proc, agi_port, metrics_port
+
+
+async def scrape(port: int) -> dict[tuple, float]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://{HOST}:{port}/metrics") as r:
+            assert r.status == 200
+            text = await r.text()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def val(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def healthz(port: int) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://{HOST}:{port}/healthz") as r:
+            return r.status, await r.json()
+
+
+async def wait_for(cond, timeout: float = 5.0, step: float = 0.1):
+    end = time.monotonic() + timeout
+    while True:
+        res = await cond()
+        if res or time.monotonic() > end:
+            return res
+        await asyncio.sleep(step)
+
+
+async def check(port, number, campaign, uniqueid):
+    res = await agi_call(HOST, port, "check", (number, campaign, "a1", "", CID), uniqueid=uniqueid)
+    return res.variables
+
+
+async def test_counters_backlog_live_calls_and_health_through_agi(own_redis, tmp_path):
+    redis_proc, url = own_redis
+    prefix = f"dgm:{uuid.uuid4().hex[:8]}"
+    settings = dataclasses.replace(Settings(), redis_url=url, test_clock=True)
+    eng = await Engine.create(settings, Policy.load("cn-default"), prefix=prefix)
+    try:
+        await eng.set_campaign("c1")
+        await eng.approve_caller_id(CID, pool=True)  # live calls are reported for pool caller IDs
+        await eng.set_test_clock(WORKDAY_10H)
+    finally:
+        await eng.close()
+    proc, agi_port, mport = start_server(url, prefix, tmp_path)
+    try:
+        status, body = await healthz(mport)
+        assert status == 200 and body["ok"] is True, body
+        before = await scrape(mport)
+        audit = syncredis.Redis.from_url(url)
+        stream = Keys(prefix, settings.hash_secret).audit
+        xlen0 = audit.xlen(stream)  # admin events of the setup are audited too
+
+        n_allow, n_deny = 4, 3
+        for i in range(n_allow):
+            v = await check(agi_port, f"1380013{i:04d}", "c1", f"u.a{i}")
+            assert v["DIALGUARD_RESULT"] == "ALLOW", v
+        for i in range(n_deny):
+            v = await check(agi_port, f"1390013{i:04d}", "not-approved", f"u.d{i}")
+            assert v["DIALGUARD_RESULT"] == "DENY" and v["DIALGUARD_REASONS"] == "campaign_not_approved", v
+        # one malformed session (no environment block, garbage) and one that never sends anything
+        r, w = await asyncio.open_connection(HOST, agi_port)
+        w.write(b"this is not agi\n\n")
+        await w.drain()
+        await r.read()
+        w.close()
+        r2, w2 = await asyncio.open_connection(HOST, agi_port)
+        await asyncio.wait_for(r2.read(), 5)  # closed by the server at the session deadline
+        w2.close()
+
+        xlen = audit.xlen(stream)
+        assert xlen - xlen0 == n_allow + n_deny  # every decision is audited; nothing ships this stream
+
+        async def settled():
+            s = await scrape(mport)
+            return s if (val(s, "dialguard_audit_backlog") == xlen
+                         and val(s, "dialguard_live_calls", caller_id=CID) == n_allow) else None
+
+        after = await wait_for(settled)
+        assert after, "backlog / live-call gauges never matched Redis"
+
+        def delta(name, **labels):
+            return val(after, name, **labels) - val(before, name, **labels)
+
+        assert delta("dialguard_decisions_total", result="allow") == n_allow
+        assert delta("dialguard_decisions_total", result="deny") == n_deny
+        assert delta("dialguard_deny_reasons_total", reason="campaign_not_approved") == n_deny
+        assert delta("dialguard_deny_reasons_total", reason="guard_unavailable") == 0
+        assert delta("dialguard_decision_latency_seconds_count") == n_allow + n_deny
+        assert delta("dialguard_redis_errors_total") == 0
+        assert delta("dialguard_agi_sessions_total", result="ok") == n_allow + n_deny
+        assert delta("dialguard_agi_sessions_total", result="malformed") == 1
+        assert delta("dialguard_agi_sessions_total", result="timeout") == 1
+        assert val(after, "dialguard_healthy") == 1
+        assert val(after, "dialguard_metrics_refresh_timestamp_seconds") > time.time() - 5
+
+        # Redis goes away: health says so, the server still answers, fail closed.
+        stop(redis_proc)
+        status, body = await healthz(mport)
+        assert status == 503 and body["ok"] is False and "Redis" in body["detail"], body
+
+        async def unhealthy():
+            s = await scrape(mport)
+            return s if val(s, "dialguard_healthy") == 0 else None
+
+        assert await wait_for(unhealthy), "dialguard_healthy stayed 1 with Redis stopped"
+        v = await check(agi_port, "13800130099", "c1", "u.down")
+        assert v["DIALGUARD_RESULT"] == "DENY" and v["DIALGUARD_REASONS"] == "guard_unavailable", v
+        down = await scrape(mport)
+        assert val(down, "dialguard_redis_errors_total") - val(after, "dialguard_redis_errors_total") == 1
+        assert val(down, "dialguard_deny_reasons_total", reason="guard_unavailable") - \
+            val(after, "dialguard_deny_reasons_total", reason="guard_unavailable") == 1
+        assert proc.poll() is None, "the server died with Redis"
+    finally:
+        rc = stop(proc)
+    assert rc == 0
+    # stopped with the server
+    with pytest.raises(OSError):
+        socket.create_connection((HOST, mport), timeout=0.5).close()
+
+
+async def test_server_pointed_at_a_dead_redis(tmp_path):
+    dead = f"redis://{HOST}:{free_port()}/0"  # nothing listens there
+    proc, agi_port, mport = start_server(dead, f"dgm:{uuid.uuid4().hex[:8]}", tmp_path)
+    try:
+        status, body = await healthz(mport)
+        assert status == 503 and "Redis did not answer PING" in body["detail"], body
+
+        async def unhealthy():
+            s = await scrape(mport)
+            return s if ("dialguard_healthy", ()) in s and val(s, "dialguard_healthy") == 0 else None
+
+        assert await wait_for(unhealthy)
+        v = await check(agi_port, "13800138000", "c1", "u.dead")
+        assert v["DIALGUARD_RESULT"] == "DENY" and v["DIALGUARD_REASONS"] == "guard_unavailable", v
+        s = await scrape(mport)
+        assert val(s, "dialguard_decisions_total", result="deny") == 1
+        assert val(s, "dialguard_redis_errors_total") == 1
+        assert val(s, "dialguard_agi_sessions_total", result="ok") == 1
+    finally:
+        assert stop(proc) == 0
