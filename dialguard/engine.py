@@ -605,7 +605,8 @@ class Engine:
 
     # -- overrides (SPEC §2) ----------------------------------------------------------
     async def override_grant(self, number: str, *, why: str, approver: str, expires: datetime,
-                             campaign: str | None = None, lifts: list[str] | None = None) -> str:
+                             campaign: str | None = None, lifts: list[str] | None = None,
+                             now: datetime | None = None) -> str:
         """A one-time exception for a number: its next decision denied only for
         counter or hours reasons (or those in `lifts`) is allowed, and the grant is
         used up. Never lifts dnc, opted_out, complained, invalid_number (nor
@@ -623,7 +624,8 @@ class Engine:
         info = parse_number(number, self.default_region)
         if not info.valid:
             raise NumberError(f"{number!r}: {info.problem}")
-        if expires <= utcnow():
+        # expiry is compared with the decisions' clock (the rules clock in tests)
+        if expires <= (now or await self.now()):
             raise ValueError("the override's expiry is in the past")
         tag = self.keys.number_tag(info.e164)
         key = self.keys.override(tag)
