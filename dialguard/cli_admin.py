@@ -288,8 +288,9 @@ def register(app: typer.Typer) -> None:
             _fail("--json describes the export: use it with --out FILE (the CSV goes there)")
         try:
             sealer = None if hashed else Sealer()
-        except ValueError as exc:
-            _fail(f"{exc}; or export --hashed")
+        except ValueError as exc:  # binascii.Error too
+            _fail(f"DIALGUARD_DATA_KEY is not usable ({exc}): it must be base64 of 32 bytes, the key the "
+                  "list was imported with; or export --hashed")
         settings = Settings()
         dest = str(out) if out else "standard output"
 

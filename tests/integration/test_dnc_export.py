@@ -1,0 +1,362 @@
+"""DNC lists at rest (dnc_entries) on a real PostgreSQL and Redis: import into
+both, kill -9 mid-import and resume, export round trip, wrong data key, services
+down, and `counters rebuild` after FLUSHALL bringing every entry back."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis as syncredis
+
+from dialguard.audit import migrate as m
+from dialguard.audit.db import sql_dir
+from dialguard.audit.testing import free_port
+from dialguard.config import Settings
+from dialguard.dnc import REC_BYTES, DncDb, DncStore, import_csv, list_name
+from dialguard.keys import Keys
+from dialguard.simulate import _drop_namespace
+
+SERVICE = "dg_service"
+NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai
+
+
+@pytest.fixture(scope="module")
+def dnc_db(cluster):
+    """A migrated database of the module's own PostgreSQL cluster; the service login's DSN."""
+    cluster.create_db("dgdnc")
+    with psycopg.connect(cluster.dsn("dgdnc"), autocommit=True) as conn:
+        m.migrate(conn, sql_dir(), writers=[SERVICE])
+    return cluster.dsn("dgdnc", SERVICE)
+
+
+@pytest.fixture
+def ns(settings, dnc_db):
+    """A key prefix and a campaign list of the test's own; both dropped afterwards."""
+    prefix = f"dgdncx:{uuid.uuid4().hex[:8]}"
+    camp = f"camp-{uuid.uuid4().hex[:6]}"
+    yield prefix, camp
+    r = syncredis.Redis.from_url(settings.redis_url)
+    for k in r.scan_iter(match=f"{prefix}:*", count=1000):
+        r.delete(k)
+    r.close()
+    with psycopg.connect(dnc_db, autocommit=True) as conn:
+        conn.execute("delete from dnc_entries where list = %s", (camp,))
+
+
+def cli_env(settings, prefix, dsn, **extra) -> dict:
+    return {**os.environ, "DIALGUARD_KEY_PREFIX": prefix, "DIALGUARD_PG_DSN": dsn,
+            "DIALGUARD_REDIS_URL": settings.redis_url, "DIALGUARD_RULES": "cn-default", **extra}
+
+
+def cli(env, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def write_list(path: Path, n: int) -> tuple[set[str], dict[int, str]]:
+    """n data rows after a header: national and international formats, duplicates,
+    garbage. Returns the distinct E.164 expected and {line: value} of the rows to reject."""
+    expected: set[str] = set()
+    bad: dict[int, str] = {}
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "phone"])
+        for i in range(n):
+            line = i + 2
+            if i % 97 == 13:
+                v = "garbage-" + "abcdefghij"[i % 10]
+                bad[line] = v
+            elif i % 211 == 17:
+                v = "110"  # emergency short code: never a list entry
+                bad[line] = v
+            elif i % 101 == 5 and i > 200:
+                j = i - 150
+                v = f"+86 138{j:08d}"  # an earlier row again, written another way
+                expected.add(f"+86138{j:08d}")
+            else:
+                v = f"138{i:08d}" if i % 2 else f"+86 138 {i // 10000:04d} {i % 10000:04d}"
+                expected.add(f"+86138{i:08d}")
+            w.writerow([f"n{i}", v])
+    return expected, bad
+
+
+def redis_list_state(settings, prefix, campaign) -> tuple[int, int, int]:
+    """(count key, records in buckets, distinct records in buckets) of a list."""
+    r = syncredis.Redis.from_url(settings.redis_url)
+    ln = list_name(campaign)
+    base = f"{prefix}:{{dnc}}:{ln}:"
+    count = int(r.get(base + "count") or 0)
+    recs = distinct = 0
+    for k in r.scan_iter(match=base + "*", count=1000):
+        if k.endswith(b":count"):
+            continue
+        v = r.get(k)
+        assert len(v) % REC_BYTES == 0
+        rs = [v[i:i + REC_BYTES] for i in range(0, len(v), REC_BYTES)]
+        recs += len(rs)
+        distinct += len(set(rs))
+    r.close()
+    return count, recs, distinct
+
+
+def pg_state(dsn, campaign) -> tuple[int, int]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("select count(*), count(distinct number_hash) from dnc_entries where list = %s",
+                            (campaign,)).fetchone()
+
+
+def exported(env, campaign, *extra) -> list[str]:
+    p = cli(env, "dnc", "export", "--list", campaign, *extra)
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.reader(p.stdout.splitlines()))
+    return [r[0] for r in rows[1:]]
+
+
+def test_import_killed_midway_then_resumed(settings, dnc_db, ns, tmp_path):
+    prefix, camp = ns
+    env = cli_env(settings, prefix, dnc_db)
+    path = tmp_path / "big.csv"
+    expected, bad = write_list(path, 60_000)
+    rejects = tmp_path / "rejects.csv"
+    args = [sys.executable, "-m", "dialguard.cli", "dnc", "import", str(path), "--campaign", camp,
+            "--rejects", str(rejects), "--chunk-rows", "3000", "--json"]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    r = syncredis.Redis.from_url(settings.redis_url)
+    count_key = f"{prefix}:{{dnc}}:{list_name(camp)}:count"
+    deadline = time.monotonic() + 120
+    try:
+        while int(r.get(count_key) or 0) < 15_000:  # about 5 of 20 chunks stored
+            assert p.poll() is None, f"import ended before it could be killed: {p.communicate()}"
+            assert time.monotonic() < deadline, "import never reached 15,000 entries"
+            time.sleep(0.005)
+        os.killpg(p.pid, signal.SIGKILL)  # the CLI and its normalizing workers
+    finally:
+        p.wait(timeout=30)
+    seen = int(r.get(count_key))
+    r.close()
+    ckpt = path.with_suffix(".csv.dnc-import")
+    assert ckpt.exists(), "a killed import leaves its checkpoint"
+    done = json.loads(ckpt.read_text())["rows"]
+    assert 0 < done < 60_000 and seen < len(expected)
+
+    p2 = cli(env, "dnc", "import", str(path), "--campaign", camp, "--rejects", str(rejects),
+             "--chunk-rows", "3000", "--json")
+    assert p2.returncode == 0, p2.stderr
+    rep = json.loads(p2.stdout)
+    assert rep["resumed_from"] == done and rep["rows"] == 60_000 and rep["rejected"] == len(bad)
+    assert not ckpt.exists()
+    # exact count, no duplicate fingerprint in Redis, no duplicate row in PostgreSQL
+    count, recs, distinct = redis_list_state(settings, prefix, camp)
+    assert count == recs == distinct == len(expected)
+    assert pg_state(dnc_db, camp) == (len(expected), len(expected))
+    # the rejects report: every bad row once, with its line, value and why
+    with open(rejects, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["line", "value", "why"]
+    got = {int(ln): (v, why) for ln, v, why in rows[1:]}
+    assert len(rows) - 1 == len(got) == len(bad)
+    assert {ln: v for ln, (v, _) in got.items()} == bad
+    assert all(why for _, why in got.values())
+    assert "unparseable" in got[15][1]                     # row 13, on line 15
+    assert any("emergency" in why or "short" in why or "invalid" in why for v, why in got.values() if v == "110")
+    # round trip: the list at rest is the set of numbers imported
+    assert set(exported(env, camp)) == expected
+
+
+def test_export_round_trip_hashed_and_out_file(settings, dnc_db, ns, tmp_path):
+    prefix, camp = ns
+    env = cli_env(settings, prefix, dnc_db)
+    path = tmp_path / "l.csv"
+    path.write_text("number\n13800138000\n+86 138 0013 8001\n008613800138002\ngarbage\n13800138000\n")
+    p = cli(env, "dnc", "import", str(path), "--campaign", camp, "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert (rep["added"], rep["stored"], rep["rejected"], rep["duplicates"]) == (3, 3, 1, 1)
+    assert rep["rejected_samples"] == [{"line": 5, "value": "garbage", "why": rep["rejected_samples"][0]["why"]}]
+    nums = {"+8613800138000", "+8613800138001", "+8613800138002"}
+    assert set(exported(env, camp)) == nums
+    keys = Keys(prefix, settings.hash_secret)
+    assert set(exported(env, camp, "--hashed")) == {keys.number_tag(n) for n in nums}
+    out = tmp_path / "out.csv"
+    p = cli(env, "dnc", "export", "--list", camp, "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"list": camp, "entries": 3, "written": 3, "unreadable": 0, "hashed": False,
+                                    "out": str(out)}
+    assert out.read_text().splitlines()[0] == "number" and set(out.read_text().split()[1:]) == nums
+    assert not out.with_name("out.csv.part").exists()
+    # the column holds no plaintext
+    with psycopg.connect(dnc_db) as conn:
+        for h, enc in conn.execute("select number_hash, number_enc from dnc_entries where list = %s", (camp,)):
+            assert "138" not in enc and "138" not in h
+    # an empty list exports a header and exits 0
+    assert exported(env, camp + "-none") == []
+
+
+def test_export_with_the_wrong_key_counts_unreadable_rows(settings, dnc_db, ns, tmp_path):
+    prefix, camp = ns
+    env = cli_env(settings, prefix, dnc_db)
+    path = tmp_path / "l.csv"
+    path.write_text("13800138000\n13800138001\n")
+    assert cli(env, "dnc", "import", str(path), "--campaign", camp).returncode == 0
+    other = base64.b64encode(os.urandom(32)).decode()
+    out = tmp_path / "x.csv"
+    p = cli({**env, "DIALGUARD_DATA_KEY": other}, "dnc", "export", "--list", camp, "--out", str(out), "--json")
+    assert p.returncode == 2
+    assert "2 of 2 entries could not be opened with this data key" in p.stderr and "--hashed" in p.stderr
+    assert json.loads(p.stdout)["unreadable"] == 2 and out.read_text().splitlines() == ["number"]
+    # --hashed needs no key
+    assert len(exported({**env, "DIALGUARD_DATA_KEY": other}, camp, "--hashed")) == 2
+    p = cli({**env, "DIALGUARD_DATA_KEY": "not base64 of 32 bytes"}, "dnc", "export", "--list", camp)
+    assert p.returncode == 2 and "DIALGUARD_DATA_KEY" in p.stderr
+    p = cli(env, "dnc", "export", "--list", camp, "--json")
+    assert p.returncode == 2 and "--out" in p.stderr
+
+
+def test_postgresql_unreachable_or_not_migrated(settings, cluster, dnc_db, ns, tmp_path):
+    prefix, camp = ns
+    path = tmp_path / "l.csv"
+    path.write_text("13800138000\n13800138001\n")
+    down = cli_env(settings, prefix, f"postgresql://{SERVICE}@127.0.0.1:{free_port()}/dgdnc")
+    p = cli(down, "dnc", "import", str(path), "--campaign", camp)
+    assert p.returncode == 3 and "PostgreSQL unreachable" in p.stderr and "--no-db" in p.stderr
+    assert redis_list_state(settings, prefix, camp)[0] == 0  # refused before writing anything
+    for args in (["dnc", "export", "--list", camp], ["dnc", "count", "--campaign", camp, "--at-rest"]):
+        p = cli(down, *args)
+        assert p.returncode == 3 and "PostgreSQL unreachable" in p.stderr, args
+    p = cli(down, "dnc", "add", "13800138005", "--campaign", camp)
+    assert p.returncode == 3 and "listed in Redis" in p.stderr and "run the same command again" in p.stderr
+    p = cli(down, "dnc", "remove", "13800138005", "--campaign", camp)
+    assert p.returncode == 3 and "still stored at rest" in p.stderr
+    # Redis alone on request
+    p = cli(down, "dnc", "import", str(path), "--campaign", camp, "--no-db", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["added"] == 2 and json.loads(p.stdout)["stored"] == 0
+    p = cli(down, "dnc", "add", "13800138006", "--campaign", camp, "--no-db", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["added"] is True
+    # reachable but never migrated
+    cluster.create_db("dgdnc_empty")
+    bare = cli_env(settings, prefix, cluster.dsn("dgdnc_empty"))
+    p = cli(bare, "dnc", "import", str(path), "--campaign", camp)
+    assert p.returncode == 3 and "dnc_entries is missing" in p.stderr and "db migrate" in p.stderr
+
+
+async def test_resume_of_a_redis_only_run_refills_postgresql(settings, dnc_db, ns, tmp_path):
+    """A checkpoint left by a --no-db run must not let a run with PostgreSQL skip rows."""
+    prefix, camp = ns
+    keys = Keys(prefix, settings.hash_secret)
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(settings.redis_url)
+    store = DncStore(r, keys)
+    path = tmp_path / "l.csv"
+    path.write_text("".join(f"138{i:08d}\n" for i in range(2500)))
+    ckpt = tmp_path / "ckpt"
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first(n):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        await import_csv(store, list_name(camp), path, "CN", settings.hash_secret, checkpoint=ckpt,
+                         chunk_rows=1000, workers=1, progress=stop_after_first)
+    assert json.loads(ckpt.read_text())["rows"] == 1000
+    db = await DncDb.open(dnc_db)
+    try:
+        rep = await import_csv(store, list_name(camp), path, "CN", settings.hash_secret, checkpoint=ckpt,
+                               chunk_rows=1000, workers=1, db=db, db_name=camp)
+        assert rep.resumed_from == 0 and "Redis-only" in rep.resume_note
+        assert rep.stored == 2500 and await db.count(camp) == 2500 and await store.count(list_name(camp)) == 2500
+    finally:
+        await db.close()
+        await r.aclose()
+
+
+# -- counters rebuild after FLUSHALL, on a Redis of the test's own ------------------------------------------
+@pytest.fixture
+def own_redis(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    c = syncredis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            c.ping()
+            break
+        except syncredis.ConnectionError:
+            time.sleep(0.02)
+    yield url, c
+    c.close()
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+async def test_rebuild_after_flushall_denies_every_imported_number(settings, dnc_db, own_redis, tmp_path):
+    from dialguard.engine import Engine
+    from dialguard.models import DecisionRequest
+    from dialguard.rules import Policy
+
+    url, r = own_redis
+    prefix = "dgrb"
+    camp = f"camp-{uuid.uuid4().hex[:6]}"
+    env = cli_env(settings, prefix, dnc_db, DIALGUARD_REDIS_URL=url)
+    gpath, cpath = tmp_path / "g.csv", tmp_path / "c.csv"
+    gnums = [f"+86138{i:08d}" for i in range(0, 6000, 3)]
+    cnums = [f"+86139{i:08d}" for i in range(0, 3000, 7)]
+    gpath.write_text("number\n" + "".join(n + "\n" for n in gnums) + "nonsense\n")
+    cpath.write_text("".join(n[3:] + "\n" for n in cnums))
+    try:
+        p = cli(env, "dnc", "import", str(gpath), "--json")
+        assert p.returncode == 0 and json.loads(p.stdout)["added"] == len(gnums), p.stderr
+        p = cli(env, "dnc", "import", str(cpath), "--campaign", camp, "--json")
+        assert p.returncode == 0 and json.loads(p.stdout)["added"] == len(cnums), p.stderr
+        assert cli(env, "dnc", "add", "+8613700000001", "--json").returncode == 0  # by hand, source 'cli'
+        counts = {"g": json.loads(cli(env, "dnc", "count", "--json").stdout)["entries"],
+                  "c": json.loads(cli(env, "dnc", "count", "--campaign", camp, "--json").stdout)["entries"]}
+        assert counts == {"g": len(gnums) + 1, "c": len(cnums)}
+
+        r.flushall()  # Redis lost everything
+        assert json.loads(cli(env, "dnc", "count", "--json").stdout)["entries"] == 0
+
+        p = cli(env, "counters", "rebuild", "--json", "--force")
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        assert out["keys"]["DNC list entries (from dnc_entries)"] >= len(gnums) + 1 + len(cnums)
+        assert json.loads(cli(env, "dnc", "count", "--json").stdout)["entries"] == counts["g"]
+        assert json.loads(cli(env, "dnc", "count", "--campaign", camp, "--json").stdout)["entries"] == counts["c"]
+
+        rules = tmp_path / "r.yaml"
+        rules.write_text("pack: r\ndefault_region: CN\n")
+        e = await Engine.create(Settings(redis_url=url, key_prefix=prefix), Policy.load(str(rules)))
+        try:
+            await e.set_campaign("c1")
+            await e.set_campaign(camp)
+            for n in gnums + ["+8613700000001"]:
+                d = await e.decide(DecisionRequest(number=n, campaign="c1", agent="a"), now=NOW)
+                assert d.reasons == ["dnc"], (n, d.reasons)
+            for n in cnums:
+                d = await e.decide(DecisionRequest(number=n, campaign=camp, agent="a"), now=NOW)
+                assert d.reasons == ["dnc"], (n, d.reasons)
+            assert (await e.decide(DecisionRequest(number=cnums[0], campaign="c1", agent="a"), now=NOW)).allowed
+            assert (await e.decide(DecisionRequest(number="+8613800000001", campaign="c1", agent="a"),
+                                   now=NOW)).allowed
+        finally:
+            await _drop_namespace(e.redis, prefix)
+            await e.close()
+    finally:
+        with psycopg.connect(dnc_db, autocommit=True) as conn:
+            conn.execute("delete from dnc_entries where list in (%s, 'global')", (camp,))
