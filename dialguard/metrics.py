@@ -33,13 +33,12 @@ process (the registry is process-wide).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from typing import Awaitable, Callable
 
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import choose_encoder
 
 from dialguard.models import REASONS
 
@@ -63,9 +62,12 @@ REDIS_ERRORS = Counter("dialguard_redis_errors_total", "Decisions that found the
 # -- gauges refreshed from the store -----------------------------------------------------
 AUDIT_BACKLOG = Gauge("dialguard_audit_backlog", "Audit records waiting in Redis for PostgreSQL",
                       registry=REGISTRY)
-AUDIT_SPOOL_BACKLOG = Gauge("dialguard_audit_spool_backlog",
-                            "Audit records in this node's local spool (store was down) waiting for PostgreSQL",
-                            registry=REGISTRY)
+AUDIT_SPOOL_FILES = Gauge("dialguard_audit_spool_files",
+                          "Files of this host's local audit spool (decisions denied while Redis was down) "
+                          "waiting for audit-ship", registry=REGISTRY)
+AUDIT_SPOOL_DROPPED = Gauge("dialguard_audit_spool_dropped",
+                            "Audit records this process could not spool (spool full) since it started: "
+                            "records missing from the audit", registry=REGISTRY)
 LIVE_CALLS = Gauge("dialguard_live_calls", "Live calls holding a lease, per caller ID", ["caller_id"],
                    registry=REGISTRY)
 ABANDON_RATE = Gauge("dialguard_abandon_rate", "Abandoned / live-answered calls, per campaign (0..1)",
@@ -167,15 +169,18 @@ async def engine_health(engine) -> tuple[bool, str]:
     return True, "Redis answers"
 
 
-async def _spool_backlog(spool) -> int | None:
-    """Records waiting in the engine's local spool, if it can say (``backlog()``)."""
-    fn = getattr(spool, "backlog", None)
-    if not callable(fn):
-        return None
-    n = fn()
-    if inspect.isawaitable(n):
-        n = await n
-    return int(n)
+def _refresh_spool(spool) -> None:
+    """The local spool (dialguard/audit/spool.py), when the engine has one."""
+    if spool is None:
+        return
+    dropped = getattr(spool, "dropped", None)
+    if isinstance(dropped, int):
+        AUDIT_SPOOL_DROPPED.set(dropped)
+    directory = getattr(spool, "dir", None)
+    if directory is not None:
+        from dialguard.audit.spool import pending
+
+        AUDIT_SPOOL_FILES.set(pending(directory))
 
 
 _campaigns_seen: set[str] = set()
@@ -237,9 +242,7 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
         UP.set(0)
         ok = False
     try:  # the spool is local: readable whatever Redis does
-        n = await _spool_backlog(getattr(engine, "spool", None))
-        if n is not None:
-            AUDIT_SPOOL_BACKLOG.set(n)
+        _refresh_spool(getattr(engine, "spool", None))
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: spool backlog unreadable: %r", exc)
     return ok
@@ -266,8 +269,10 @@ class MetricsServer:
     async def start(self) -> None:
         from aiohttp import web
 
-        async def metrics(_request):
-            return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        async def metrics(request):
+            # the format the scraper asks for (Prometheus text or OpenMetrics)
+            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
 
         async def healthz(_request):
             try:

@@ -90,7 +90,7 @@ def start_server(redis_url: str, prefix: str, tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALGUARD_")}
     env.update(DIALGUARD_REDIS_URL=redis_url, DIALGUARD_KEY_PREFIX=prefix, DIALGUARD_TEST_CLOCK="1",
                DIALGUARD_RULES="cn-default", DIALGUARD_CONFIG=str(tmp_path / "absent.yaml"),
-               PYTHONPATH=str(ROOT))
+               DIALGUARD_SPOOL_DIR=str(tmp_path / "spool"), PYTHONPATH=str(ROOT))
     # An absent DIALGUARD_CONFIG other than the default is an error: give it an empty file.
     (tmp_path / "absent.yaml").write_text("{}\n")
     log = open(tmp_path / f"agi-{agi_port}.log", "wb")
@@ -246,5 +246,13 @@ async def test_server_pointed_at_a_dead_redis(tmp_path):
         assert val(s, "dialguard_decisions_total", result="deny") == 1
         assert val(s, "dialguard_redis_errors_total") == 1
         assert val(s, "dialguard_agi_sessions_total", result="ok") == 1
+        # the deny the audit stream never saw went to the local spool, which audit-ship empties
+
+        async def spooled():
+            s = await scrape(mport)
+            return s if val(s, "dialguard_audit_spool_files") == 1 else None
+
+        assert await wait_for(spooled), "dialguard_audit_spool_files did not show the spooled deny"
+        assert val(s, "dialguard_audit_spool_dropped") == 0
     finally:
         assert stop(proc) == 0
