@@ -151,7 +151,7 @@ class Engine:
         engine.fast = fast
         from dialguard.audit.spool import Spool  # the engine needs no audit import otherwise
 
-        engine.spool = Spool.from_settings(settings)
+        engine.spool = Spool.from_settings(settings, prefix=engine.keys.prefix)
         try:
             for s in scripts.ALL:
                 await s.load(redis)

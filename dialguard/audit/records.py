@@ -3,11 +3,15 @@
 Stream entry fields (written by the Lua scripts in the same atomic step as the
 counters, see docs/AUDIT.md):
 
-- t=decision: id, allow (1|0), r (reasons, comma-separated), ch (caller-ID tag), j
+- t=decision: id, allow (1|0), r (reasons, comma-separated), ch (caller-ID tag), j,
+  and (versioned rules) rver (active rules version, '' = the node's config rules),
+  sv / sa / sr (shadow version, verdict '1'|'0', reasons; '' = no shadow),
+  ov / ovr (override id and the reasons it lifted)
 - t=outcome:  id, did ('' when the call id was unknown), res, j
 - t=event:    id, kind, j
 - t=override: id, j {did?, n, ne, campaign, lifted[], by, why, at, expires?, node}
 - t=admin:    id, j {action, actor, target, why, at, node, ...}
+- t=rules:    id, j {version, mode (active|shadow|shadow_off), hash, name, spec, files[], actor, why, at, node}
 
 An entry that cannot be read as one of these becomes a reject row (kept raw).
 """
@@ -21,6 +25,7 @@ from typing import Any
 
 UTC = timezone.utc
 
+RULES_MODES = frozenset({"active", "shadow", "shadow_off"})
 EVENT_KINDS = frozenset({"opt_out", "complaint", "consent", "consent_revoke", "dnc_add", "dnc_remove"})
 
 
@@ -68,6 +73,7 @@ class Batch:
     events: list[tuple] = field(default_factory=list)
     overrides: list[tuple] = field(default_factory=list)
     admin: list[tuple] = field(default_factory=list)
+    rules: list[tuple] = field(default_factory=list)
     rejects: list[tuple] = field(default_factory=list)
     campaigns: dict[str, str] = field(default_factory=dict)        # name -> tag
     caller_ids: dict[str, str] = field(default_factory=dict)       # tag -> caller ID as requested
@@ -80,7 +86,7 @@ class Batch:
 DECISION_COLS = ("decision_id", "stream_id", "decided_at", "recorded_at", "allowed", "reasons", "pre_reasons",
                  "number_hash", "number_enc", "campaign", "agent", "subject", "call_id", "caller_id_requested",
                  "caller_id_hash", "rules", "rules_version", "node", "latency_ms", "counters", "override_id",
-                 "request")
+                 "request", "rules_seq", "shadow_version", "shadow_allowed", "shadow_reasons", "override_lifted")
 OUTCOME_COLS = ("outcome_id", "stream_id", "decision_id", "call_id", "result", "talk_s", "hangup_cause",
                 "subject", "reported_at", "recorded_at", "node", "payload")
 EVENT_COLS = ("event_id", "stream_id", "kind", "number_hash", "number_enc", "campaign", "at", "recorded_at",
@@ -89,6 +95,8 @@ OVERRIDE_COLS = ("override_id", "stream_id", "decision_id", "number_hash", "numb
                  "granted_by", "why", "at", "expires_at", "recorded_at", "node", "payload")
 ADMIN_COLS = ("action_id", "stream_id", "action", "actor", "target", "why", "at", "recorded_at", "node",
               "payload")
+RULES_COLS = ("record_id", "stream_id", "version", "mode", "hash", "name", "spec", "files", "actor", "why", "at",
+              "recorded_at", "node", "payload")
 REJECT_COLS = ("stream_id", "fields", "error")
 
 
@@ -126,14 +134,25 @@ def decision_row(sid: str, f: dict[str, str]) -> tuple:
     latency = None
     if j.get("ts") is not None:  # wall clock at the request's start (ms), when the engine sends it
         latency = max(0.0, rec_ms - float(j["ts"]))
-    reasons = [r for r in (f.get("r") or "").split(",") if r]
+    reasons = _codes(f.get("r"))
+    sa = f.get("sa") or ""
+    if sa not in ("", "0", "1"):
+        raise BadRecord(f"shadow verdict sa={sa!r}: expected '1', '0' or ''")
+    shadow_version = _opt_int(f.get("sv"))
+    shadowed = shadow_version is not None or sa != ""
     return (
         did, sid, from_ms(_req(j, "at")), from_ms(rec_ms), f.get("allow") == "1", reasons,
         list(j.get("pre") or []), str(_req(j, "n")), _text(j.get("ne")), str(_req(j, "campaign")),
         str(_req(j, "agent")), _text(j.get("subject")), _text(j.get("call_id")), _text(j.get("cid_req")),
         f.get("ch") or None, _text(j.get("rules")), _text(j.get("rv")), _text(j.get("node")), latency,
-        _counters(f, j), _text(j.get("ov")), raw,
+        _counters(f, j), f.get("ov") or _text(j.get("ov")), raw,
+        _opt_int(f.get("rver")), shadow_version, (sa == "1") if sa else None,
+        _codes(f.get("sr")) if shadowed else None, _codes(f.get("ovr")) if f.get("ovr") else None,
     )
+
+
+def _codes(v: str | None) -> list[str]:
+    return [r for r in (v or "").split(",") if r]
 
 
 def outcome_row(sid: str, f: dict[str, str]) -> tuple:
@@ -173,6 +192,26 @@ def admin_row(sid: str, f: dict[str, str]) -> tuple:
     )
 
 
+def rules_row(sid: str, f: dict[str, str]) -> tuple:
+    j, raw = _payload(f)
+    mode = j.get("mode")
+    if mode not in RULES_MODES:
+        raise BadRecord(f"unknown rules mode {mode!r}")
+    version = j.get("version")
+    if version is None and mode == "shadow_off":
+        pass
+    elif isinstance(version, bool) or not isinstance(version, int):
+        raise BadRecord(f"rules version {version!r} is not an integer")
+    files = j.get("files") or []
+    if not isinstance(files, list):
+        raise BadRecord("rules files is not a list")
+    return (
+        _req(f, "id"), sid, version, mode, _text(j.get("hash")), _text(j.get("name")), _text(j.get("spec")),
+        json.dumps(files, ensure_ascii=False), _text(j.get("actor")), _text(j.get("why")), from_ms(_req(j, "at")),
+        from_ms(stream_ms(sid)), _text(j.get("node")), raw,
+    )
+
+
 def to_batch(entries: list[tuple[str, dict[str, str] | None]], short_hash=None) -> Batch:
     """Sort stream entries into rows. Entries whose fields vanished (None: deleted
     while pending) are only acknowledged."""
@@ -198,6 +237,8 @@ def to_batch(entries: list[tuple[str, dict[str, str] | None]], short_hash=None) 
                 b.overrides.append(override_row(sid, f))
             elif t == "admin":
                 b.admin.append(admin_row(sid, f))
+            elif t == "rules":
+                b.rules.append(rules_row(sid, f))
             else:
                 raise BadRecord(f"unknown record type {t!r}")
         except (BadRecord, ValueError, TypeError, KeyError, OverflowError) as exc:

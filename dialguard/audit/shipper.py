@@ -18,6 +18,11 @@ the stream grows (decide.lua denies with guard_unavailable beyond
 DIALGUARD_AUDIT_BACKLOG_MAX rather than lose a record). The shipper killed at any
 point: its entries stay pending and are shipped again by the next run (same
 consumer name) or claimed by another shipper after --claim-idle-ms.
+
+The local spool (dialguard/audit/spool.py: decisions denied with
+guard_unavailable that the stream never saw) is shipped by the same process
+every few seconds: rotate, insert through the same rows and INSERTs, delete a
+file only after COMMIT.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 import redis
@@ -38,6 +44,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.exceptions import RedisError, ResponseError
 
 from dialguard.audit import records
+from dialguard.audit import spool as spool_files
 from dialguard.audit.db import SchemaMissing, redact, require_schema
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
@@ -52,6 +59,10 @@ GROUP = "dialguard-audit"
 # missing table, privileges) is retried: it is the database, not the record.
 POISON_CLASSES = ("22", "23")
 PLAIN_NUMBER = re.compile(r"[0-9+()\-. ]{1,40}")
+TABLES = ("decisions", "outcomes", "events", "overrides", "admin", "rules", "rejects")
+# The newest migration whose columns the INSERTs below name.
+SHIPPER_SCHEMA_VERSION = 30
+SPOOL_CHUNK = 5000  # spooled records per transaction
 
 
 def _insert_sql(table: str, cols: tuple[str, ...], json_cols: tuple[str, ...] = ()) -> str:
@@ -65,7 +76,11 @@ INSERTS = {
     "events": _insert_sql("audit_events", records.EVENT_COLS, ("payload",)),
     "overrides": _insert_sql("audit_overrides", records.OVERRIDE_COLS, ("payload",)),
     "admin": _insert_sql("audit_admin_actions", records.ADMIN_COLS, ("payload",)),
-    "rejects": "insert into audit_rejects (stream_id, fields, error) values (%s, %s::jsonb, %s)",
+    "rules": _insert_sql("audit_rules_versions", records.RULES_COLS, ("files", "payload")),
+    # a reject has no id of its own: kept once per (stream id, fields), so a batch
+    # or spool file shipped twice does not keep it twice
+    "rejects": "insert into audit_rejects (stream_id, fields, error) select %(s)s, %(f)s::jsonb, %(e)s "
+               "where not exists (select 1 from audit_rejects where stream_id = %(s)s and fields = %(f)s::jsonb)",
 }
 
 
@@ -77,13 +92,16 @@ class Stats:
     batches: int = 0
     pg_errors: int = 0
     redis_errors: int = 0
+    spooled: int = 0          # spool records committed (spool files deleted after)
+    spool_errors: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
 class Shipper:
     def __init__(self, settings: Settings | None = None, *, prefix: str | None = None, dsn: str | None = None,
                  consumer: str | None = None, batch: int = 500, block_ms: int = 1000,
-                 claim_idle_ms: int = 60_000, claim_every_s: float = 5.0):
+                 claim_idle_ms: int = 60_000, claim_every_s: float = 5.0, spool_dir: str | None = None,
+                 spool_every_s: float = 2.0):
         self.settings = settings or Settings()
         self.keys = Keys(prefix or self.settings.key_prefix, self.settings.hash_secret)
         self.stream = self.keys.audit
@@ -117,6 +135,12 @@ class Shipper:
         self._next_pg_log = 0.0
         self._schema_ok = False
         self._next_pool_sync = 0.0
+        sd = spool_files.spool_dir(self.settings) if spool_dir is None else \
+            (None if spool_dir.strip().lower() in spool_files.DISABLED else Path(spool_dir))
+        self.spool_dir = sd
+        self.spool_every_s = spool_every_s
+        self._next_spool = 0.0
+        self._spool_commits = 0
 
     # -- lifecycle -----------------------------------------------------------------
     def open(self) -> None:
@@ -194,9 +218,11 @@ class Shipper:
     # -- PostgreSQL side ------------------------------------------------------------------
     def _insert(self, conn: psycopg.Connection, b: records.Batch) -> None:
         with conn.cursor() as cur:
-            for name in ("decisions", "outcomes", "events", "overrides", "admin", "rejects"):
+            for name in TABLES:
                 rows = getattr(b, name)
-                if rows:
+                if rows and name == "rejects":
+                    cur.executemany(INSERTS[name], [{"s": r[0], "f": r[1], "e": r[2]} for r in rows])
+                elif rows:
                     cur.executemany(INSERTS[name], rows)
             new_camps = [(n, t) for n, t in b.campaigns.items() if n not in self._known_campaigns]
             if new_camps:
@@ -206,7 +232,8 @@ class Shipper:
             if cids:
                 cur.executemany("insert into audit_caller_ids (tag, number_enc) values (%s, %s) "
                                 "on conflict do nothing", cids)
-        self.stats.rows += len(b.decisions) + len(b.outcomes) + len(b.events) + len(b.overrides) + len(b.admin)
+        self.stats.rows += (len(b.decisions) + len(b.outcomes) + len(b.events) + len(b.overrides) + len(b.admin)
+                            + len(b.rules))
 
     def _sealer_(self) -> Sealer:
         if self._sealer is None:
@@ -279,6 +306,10 @@ class Shipper:
         with self.pool.connection(timeout=5) as conn:
             if not self._schema_ok:
                 require_schema(conn)
+                if conn.execute("select 1 from dialguard_migrations where version = %s",
+                                (SHIPPER_SCHEMA_VERSION,)).fetchone() is None:
+                    raise SchemaMissing(f"migration {SHIPPER_SCHEMA_VERSION:03d} (rules versions, shadow verdicts) "
+                                        "is not applied: run `dialguard db migrate`")
                 self._schema_ok = True
             with conn.transaction():
                 self._insert(conn, b)
@@ -289,7 +320,7 @@ class Shipper:
     def _commit_one_by_one(self, b: records.Batch) -> None:
         """A batch with a poison entry: ship entry by entry; what cannot be
         inserted is kept raw in audit_rejects (never dropped)."""
-        for name in ("decisions", "outcomes", "events", "overrides", "admin", "rejects"):
+        for name in TABLES:
             for row in getattr(b, name):
                 one = records.Batch()
                 getattr(one, name).append(row)
@@ -313,25 +344,33 @@ class Shipper:
                     raise
         log.critical("stream entry %s could not even be kept raw; its content: %r", sid, row)
 
-    def ship(self, entries: list[tuple[str, dict | None]]) -> bool:
-        """Ship one batch: PostgreSQL first, then acknowledge. Retries until it
-        committed; False if asked to stop before (the entries stay pending)."""
+    def _rows(self, entries: list[tuple[str, dict | None]]) -> records.Batch:
         b = records.to_batch(entries, short_hash)
         self.seal_requested_caller_ids(b)
         if b.rejects:
             self.stats.rejects += len(b.rejects)
             for sid, _, err in b.rejects:
-                log.error("stream entry %s is not a readable audit record (%s): kept in audit_rejects", sid, err)
+                log.error("audit record %s is not readable (%s): kept in audit_rejects", sid, err)
+        return b
+
+    def _store(self, b: records.Batch) -> None:
+        """One transaction for the batch (entry by entry if one is poison)."""
+        if any(getattr(b, name) for name in TABLES):
+            try:
+                self._commit(b)
+            except psycopg.Error as exc:
+                if not _is_poison(exc):
+                    raise
+                self._commit_one_by_one(b)
+
+    def ship(self, entries: list[tuple[str, dict | None]]) -> bool:
+        """Ship one batch: PostgreSQL first, then acknowledge. Retries until it
+        committed; False if asked to stop before (the entries stay pending)."""
+        b = self._rows(entries)
         delay = 0.5
         while True:
             try:
-                if b.decisions or b.outcomes or b.events or b.overrides or b.admin or b.rejects:
-                    try:
-                        self._commit(b)
-                    except psycopg.Error as exc:
-                        if not _is_poison(exc):
-                            raise
-                        self._commit_one_by_one(b)
+                self._store(b)
                 break
             except (psycopg.Error, PoolTimeout, SchemaMissing, OSError) as exc:
                 self.stats.pg_errors += 1
@@ -356,11 +395,61 @@ class Shipper:
         self.stats.batches += 1
         return True
 
+    # -- the local spool -------------------------------------------------------------------
+    def ship_spool(self) -> int:
+        """Ship the spool files of this host (spool.py): rotate the active files,
+        insert each file's records (chunks of SPOOL_CHUNK, one transaction
+        each, ON CONFLICT DO NOTHING), delete the file only after its last
+        COMMIT. Garbage lines become audit_rejects rows. PostgreSQL trouble:
+        files are kept and retried at the next call. Returns records committed."""
+        if self.spool_dir is None or not self.spool_dir.is_dir():
+            return 0
+        done = 0
+        with spool_files.ShipLock(self.spool_dir, self.keys.prefix) as mine:
+            if not mine:
+                return 0  # another shipper on this host is at it
+            try:
+                for path in spool_files.rotate(self.spool_dir, self.keys.prefix):
+                    try:
+                        data = spool_files.read_locked(path)
+                    except FileNotFoundError:
+                        continue
+                    entries, bad = spool_files.parse(path.name, data)
+                    garbage = [records.reject_of(sid, raw, err) for sid, raw, err in bad]
+                    for sid, _, err in bad:
+                        log.error("spool %s: %s (%s): kept in audit_rejects", path.name, sid, err)
+                    self.stats.rejects += len(garbage)
+                    for i in range(0, max(len(entries), 1), SPOOL_CHUNK):
+                        chunk = entries[i:i + SPOOL_CHUNK]
+                        b = self._rows(chunk)
+                        if i == 0:
+                            b.rejects.extend(garbage)
+                        self._store(b)
+                        self._maybe_crash("spool_before_delete", self._spool_commits)
+                        self._spool_commits += 1
+                        done += len(chunk)
+                    path.unlink()
+                    log.info("spool %s shipped: %d records, %d garbage lines", path.name, len(entries), len(bad))
+            except (psycopg.Error, PoolTimeout, SchemaMissing, OSError) as exc:
+                self.stats.spool_errors += 1
+                log.warning("spool not shipped yet (%s: %s); retrying in %.0f s", type(exc).__name__,
+                            str(exc).strip().splitlines()[0] if str(exc) else "", self.spool_every_s)
+        self.stats.spooled += done
+        return done
+
+    def _spool_tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.spool_dir is not None and (force or now >= self._next_spool):
+            self._next_spool = now + self.spool_every_s
+            self.ship_spool()
+
     # -- test hook -------------------------------------------------------------------------
-    def _maybe_crash(self, point: str) -> None:
-        """DIALGUARD_AUDIT_SHIP_CRASH=<before_commit|after_commit>:<N> kills this
-        process with SIGKILL at that point of the N-th batch (tests only)."""
-        if self._crash and self._crash[0] == point and self.stats.batches + 1 == self._crash[1]:
+    def _maybe_crash(self, point: str, done: int | None = None) -> None:
+        """DIALGUARD_AUDIT_SHIP_CRASH=<before_commit|after_commit|spool_before_delete>:<N>
+        kills this process with SIGKILL at that point of the N-th batch (or
+        spool transaction) (tests only)."""
+        done = self.stats.batches if done is None else done
+        if self._crash and self._crash[0] == point and done + 1 == self._crash[1]:
             log.warning("test crash point %s reached: SIGKILL", point)
             logging.shutdown()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -398,9 +487,10 @@ class Shipper:
                     break
             else:
                 self.sync_pools()
+            self._spool_tick(force=drain and not entries)
             if not entries and drain:
                 try:
-                    if self.backlog() == 0:
+                    if self.backlog() == 0 and not spool_files.pending(self.spool_dir, self.keys.prefix):
                         break
                 except RedisError:
                     pass
@@ -415,8 +505,8 @@ class Shipper:
                     backlog = -1
                 log.info(json.dumps({"event": "audit_ship", "shipped": self.stats.shipped,
                                      "rate_per_s": round(rate, 1), "backlog": backlog,
-                                     "rejects": self.stats.rejects}))
-        log.info("stopped: %d entries shipped", self.stats.shipped)
+                                     "rejects": self.stats.rejects, "spooled": self.stats.spooled}))
+        log.info("stopped: %d entries shipped, %d spooled records", self.stats.shipped, self.stats.spooled)
         return self.stats
 
 
@@ -430,7 +520,7 @@ def _is_poison(exc: psycopg.Error) -> bool:
 
 
 def _row_of(b: records.Batch) -> tuple:
-    for name in ("decisions", "outcomes", "events", "overrides", "admin", "rejects"):
+    for name in TABLES:
         rows = getattr(b, name)
         if rows:
             return rows[0]
@@ -452,6 +542,8 @@ def backlog_status(settings: Settings, prefix: str | None = None) -> dict:
     try:
         out = {"stream": keys.audit, "backlog": int(r.xlen(keys.audit)), "ceiling": settings.audit_backlog_max,
                "pending": 0, "consumers": [], "oldest_age_s": None}
+        sd = spool_files.spool_dir(settings)  # this host's spool: denials the stream never saw
+        out["spool"] = {"dir": str(sd) if sd else None, "files": spool_files.pending(sd, keys.prefix)}
         first = r.xrange(keys.audit, count=1)
         if first:
             redis_now = r.time()

@@ -6,11 +6,13 @@ the stream. The engine then calls `Spool.append(fields)` with the fields a
 decision stream entry would have had; `dialguard audit-ship` moves the spool
 into PostgreSQL (Shipper.ship_spool), so these denials are on record too.
 
-Files (in DIALGUARD_SPOOL_DIR, one host's spool):
-- `decisions.<pid>.jsonl`: the active file of one writing process (one JSON
+Files (in DIALGUARD_SPOOL_DIR, one host's spool; <P> is the key prefix,
+%-quoted, so a shipper ships the spool of the installation whose stream it
+ships):
+- `decisions.<P>.<pid>.jsonl`: the active file of one writing process (one JSON
   object per line, appended with O_APPEND, one write() per record: no fsync,
   nothing buffered in the process);
-- `decisions.<pid>.<ns>.shipping`: a file the shipper took (renamed, so the
+- `decisions.<P>.<pid>.<ns>.shipping`: a file the shipper took (renamed, so the
   writer starts a new one); deleted only after its rows were committed. A
   shipper killed before that ships it again: rows are idempotent by decision id.
 
@@ -37,12 +39,12 @@ import os
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger("dialguard.audit.spool")
 
-ACTIVE_GLOB = "decisions.*.jsonl"
-SHIPPING_GLOB = "decisions.*.shipping"
-SHIP_LOCK = ".ship.lock"
+ACTIVE_GLOB = "decisions.{p}.*.jsonl"
+SHIPPING_GLOB = "decisions.{p}.*.shipping"
 DISABLED = {"", "off", "none", "0", "false", "no"}
 OTHERS_REFRESH_S = 1.0  # how stale the writer's view of the other files' sizes may be
 DROP_LOG_EVERY_S = 10.0
@@ -52,11 +54,19 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
+def file_prefix(key_prefix: str) -> str:
+    """The key prefix as a file-name part: no '/', no '.' (the name separator)."""
+    return quote(key_prefix, safe="").replace(".", "%2E")
+
+
 class Spool:
     """Append-only local spool of one process (see the module docstring)."""
 
-    def __init__(self, directory: str | os.PathLike, max_bytes: int = 256 * 1024 * 1024, node: str = ""):
+    def __init__(self, directory: str | os.PathLike, max_bytes: int = 256 * 1024 * 1024, node: str = "",
+                 prefix: str = "dg"):
         self.dir = Path(directory)
+        self.prefix = prefix
+        self._fp = file_prefix(prefix)
         self.max_bytes = max_bytes
         self.node = node
         self.dropped = 0          # records lost since the process started
@@ -72,14 +82,16 @@ class Spool:
         self._dir_ok = False
 
     @classmethod
-    def from_settings(cls, settings) -> "Spool | None":
-        """The spool of DIALGUARD_SPOOL_DIR; None when disabled ('' or 'off').
+    def from_settings(cls, settings, prefix: str | None = None) -> "Spool | None":
+        """The spool of DIALGUARD_SPOOL_DIR for key prefix `prefix` (default
+        DIALGUARD_KEY_PREFIX); None when disabled ('' or 'off').
         A directory that cannot be created is logged at once (not when it is
         needed) and tried again at each append."""
         raw = (settings.spool_dir or "").strip()
         if raw.lower() in DISABLED:
             return None
-        sp = cls(raw, max_bytes=int(settings.spool_max_mb * 1024 * 1024), node=settings.node)
+        sp = cls(raw, max_bytes=int(settings.spool_max_mb * 1024 * 1024), node=settings.node,
+                 prefix=prefix or settings.key_prefix)
         try:
             sp._ensure_dir()
         except OSError as exc:
@@ -89,7 +101,7 @@ class Spool:
 
     @property
     def path(self) -> Path:
-        return self.dir / f"decisions.{os.getpid()}.jsonl"
+        return self.dir / f"decisions.{self._fp}.{os.getpid()}.jsonl"
 
     def _ensure_dir(self) -> None:
         if not self._dir_ok:
@@ -104,10 +116,12 @@ class Spool:
         with self._lock:
             try:
                 self._ensure_dir()
-                if self._unreported and not self._full(0):
-                    self._write(self._drop_record())
-                    self._unreported = 0
-                if self._full(len(data)):
+                if self._unreported:  # room again: first say in the audit what was lost
+                    dr = self._drop_record()
+                    if not self._full(len(dr) + len(data)):
+                        self._write(dr)
+                        self._unreported = 0
+                if self._unreported or self._full(len(data)):
                     self._drop(f"spool full ({self.max_bytes} bytes)")
                     return False
                 self._write(data)
@@ -131,7 +145,10 @@ class Spool:
                         except FileNotFoundError:
                             pass  # shipped meanwhile
             self._others, self._others_at = total, now
-        own_size = os.fstat(self._fd).st_size if self._fd is not None and self._fd_pid == os.getpid() else 0
+        try:  # by name: the fd may still point to a file the shipper took
+            own_size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            own_size = 0
         return self._others + own_size + extra > self.max_bytes
 
     def _open(self) -> int:
@@ -199,10 +216,10 @@ class Spool:
 
 # -- shipper side (Shipper.ship_spool) ------------------------------------------------------
 class ShipLock:
-    """One shipper at a time per spool directory (non-blocking flock)."""
+    """One shipper at a time per spool directory and key prefix (non-blocking flock)."""
 
-    def __init__(self, directory: Path):
-        self.path = Path(directory) / SHIP_LOCK
+    def __init__(self, directory: Path, prefix: str = "dg"):
+        self.path = Path(directory) / f".ship.{file_prefix(prefix)}.lock"
         self.fd: int | None = None
 
     def __enter__(self) -> bool:
@@ -219,22 +236,25 @@ class ShipLock:
             self.fd = None
 
 
-def rotate(directory: Path) -> list[Path]:
-    """Rename every non-empty active file to a .shipping name (its writer starts
-    a new one at its next record); return every .shipping file, oldest first
-    (including those a killed shipper left)."""
-    directory = Path(directory)
-    for p in directory.glob(ACTIVE_GLOB):
+def rotate(directory: Path, prefix: str = "dg") -> list[Path]:
+    """Rename every non-empty active file of the prefix to a .shipping name (its
+    writer starts a new one at its next record); return every .shipping file of
+    the prefix, oldest first (including those a killed shipper left)."""
+    directory, fp = Path(directory), file_prefix(prefix)
+    for p in directory.glob(ACTIVE_GLOB.format(p=fp)):
         try:
             if p.stat().st_size == 0:
                 continue
-            pid = p.name.split(".")[1]
-            p.rename(directory / f"decisions.{pid}.{time.time_ns()}.shipping")
+            pid = p.name.split(".")[2]
+            p.rename(directory / f"decisions.{fp}.{pid}.{time.time_ns()}.shipping")
         except FileNotFoundError:
             continue
-    files = list(directory.glob(SHIPPING_GLOB))
-    return sorted(files, key=lambda p: (int(p.name.split(".")[2]) if p.name.split(".")[2].isdigit() else 0,
-                                        p.name))
+
+    def age(p: Path):
+        ns = p.name.split(".")[3]
+        return int(ns) if ns.isdigit() else 0, p.name
+
+    return sorted(directory.glob(SHIPPING_GLOB.format(p=fp)), key=age)
 
 
 def read_locked(path: Path) -> bytes:
@@ -296,12 +316,15 @@ def parse(name: str, data: bytes) -> tuple[list[tuple[str, dict]], list[tuple[st
     return entries, bad
 
 
-def pending(directory: Path | None) -> int:
-    """Spool files waiting to be shipped (non-empty active files and .shipping files)."""
+def pending(directory: Path | None, prefix: str | None = None) -> int:
+    """Spool files waiting to be shipped (non-empty active files and .shipping
+    files), of one key prefix or (None) of all."""
     if directory is None or not Path(directory).is_dir():
         return 0
     n = 0
-    for p in list(Path(directory).glob(ACTIVE_GLOB)) + list(Path(directory).glob(SHIPPING_GLOB)):
+    fp = "*" if prefix is None else file_prefix(prefix)
+    for p in list(Path(directory).glob(ACTIVE_GLOB.format(p=fp))) + \
+            list(Path(directory).glob(SHIPPING_GLOB.format(p=fp))):
         try:
             n += p.stat().st_size > 0 or p.name.endswith(".shipping")
         except FileNotFoundError:

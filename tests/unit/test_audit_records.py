@@ -65,6 +65,71 @@ def test_outcome_event_override_admin_rows():
     assert b.ids == ["5-0", "6-0", "7-0", "8-0", "9-0"]  # a vanished entry is only acknowledged
 
 
+def cols(row):
+    from dialguard.audit.records import DECISION_COLS
+
+    assert len(row) == len(DECISION_COLS)
+    return dict(zip(DECISION_COLS, row))
+
+
+def test_decision_rules_version_shadow_and_override_fields():
+    f = decision(allow="1", r="")
+    f.update(rver="7", sv="8", sa="0", sr="outside_hours,attempt_cap", ov="g1", ovr="attempt_cap")
+    row = cols(to_batch([("1-0", f)]).decisions[0])
+    assert (row["rules_seq"], row["shadow_version"], row["shadow_allowed"]) == (7, 8, False)
+    assert row["shadow_reasons"] == ["outside_hours", "attempt_cap"]
+    assert row["override_id"] == "g1" and row["override_lifted"] == ["attempt_cap"]
+    # a shadow that allows: verdict true, no reason (an empty list, not NULL)
+    f.update(sa="1", sr="", ov="", ovr="")
+    row = cols(to_batch([("1-0", f)]).decisions[0])
+    assert row["shadow_allowed"] is True and row["shadow_reasons"] == []
+    assert row["override_id"] is None and row["override_lifted"] is None
+
+
+def test_decision_without_versioned_rules_or_shadow_is_null():
+    f = decision()
+    f.update(rver="", sv="", sa="", sr="", ov="", ovr="")
+    for fields in (f, decision()):  # fields empty, or absent (records written before versioned rules)
+        row = cols(to_batch([("1-0", fields)]).decisions[0])
+        assert [row[k] for k in ("rules_seq", "shadow_version", "shadow_allowed", "shadow_reasons",
+                                 "override_id", "override_lifted")] == [None] * 6
+    # the override id may come in the payload only
+    assert cols(to_batch([("1-0", decision(ov="g9"))]).decisions[0])["override_id"] == "g9"
+
+
+def rules_entry(**j):
+    payload = {"version": 3, "mode": "shadow", "hash": "abc", "name": "cn-default", "spec": "cn-default",
+               "files": [{"ref": "cn-default", "text": "limits: {}\n"}], "actor": "alice", "why": "try 3/day",
+               "at": 1795000000000, "node": "n1", **j}
+    return {"t": "rules", "id": "r1", "j": json.dumps(payload)}
+
+
+def test_rules_version_row():
+    from dialguard.audit.records import RULES_COLS
+
+    b = to_batch([("1795000000005-0", rules_entry())])
+    assert not b.rejects and len(b.rules) == 1
+    row = dict(zip(RULES_COLS, b.rules[0]))
+    assert (row["record_id"], row["version"], row["mode"], row["actor"], row["why"]) == \
+        ("r1", 3, "shadow", "alice", "try 3/day")
+    assert json.loads(row["files"]) == [{"ref": "cn-default", "text": "limits: {}\n"}]
+    assert row["at"] == datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
+    assert to_batch([("1-0", rules_entry(mode="shadow_off", version=None))]).rules[0][2] is None
+
+
+@pytest.mark.parametrize("fields, error", [
+    (rules_entry(mode="dry"), "unknown rules mode"),
+    (rules_entry(version="3"), "not an integer"),
+    (rules_entry(version=True), "not an integer"),
+    (rules_entry(files="x.yaml"), "not a list"),
+    ({**decision(), "sa": "yes"}, "shadow verdict"),
+    ({**decision(), "rver": "v7"}, "invalid literal"),
+])
+def test_bad_rules_and_shadow_fields_become_rejects(fields, error):
+    b = to_batch([("1-0", fields)])
+    assert not b.rules and not b.decisions and len(b.rejects) == 1 and error in b.rejects[0][2]
+
+
 @pytest.mark.parametrize("fields, error", [
     ({"t": "decision", "id": "d", "j": "{oops"}, "not JSON"),
     ({"t": "decision", "id": "d", "j": json.dumps({"did": "other", "at": 1, "n": "h", "campaign": "c",
