@@ -3,36 +3,97 @@
 The key comes from DIALGUARD_DATA_KEY (base64 of 32 bytes). Without it a
 development key is derived from the hash secret so a dev stack works; a
 production install sets its own and keeps it apart from the database.
+
+Rotation (docs/OPERATIONS.md): the new key goes into DIALGUARD_DATA_KEY and
+the previous ones into DIALGUARD_DATA_KEY_OLD (comma-separated, newest
+first). Everything is sealed with the current key; opening tries the current
+key, then each old one (a token carries no key id: AES-GCM's tag tells a
+wrong key apart). An old key may be dropped only once nothing sealed with it
+is kept any more (audit rows are append-only: as long as they are retained).
+Both settings are read from the environment, then from the config file.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_AAD = b"dialguard-number"
+
+
+def _setting(name: str, default: str = "") -> str:
+    from dialguard.config import _env
+
+    return _env(name, default)
+
+
+def _decode_key(raw: str, name: str) -> bytes:
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name} must be base64 of 32 bytes (e.g. `openssl rand -base64 32`)") from None
+    if len(key) != 32:
+        raise ValueError(f"{name} must be base64 of 32 bytes, not {len(key)} (e.g. `openssl rand -base64 32`)")
+    return key
 
 
 def data_key() -> bytes:
-    raw = os.environ.get("DIALGUARD_DATA_KEY")
+    """The current key: everything is sealed with it."""
+    raw = _setting("DIALGUARD_DATA_KEY")
     if raw:
-        key = base64.b64decode(raw)
-        if len(key) != 32:
-            raise ValueError("DIALGUARD_DATA_KEY must be base64 of 32 bytes")
-        return key
-    secret = os.environ.get("DIALGUARD_HASH_SECRET", "dev-only-insecure-secret")
+        return _decode_key(raw, "DIALGUARD_DATA_KEY")
+    secret = _setting("DIALGUARD_HASH_SECRET", "dev-only-insecure-secret")
     return hashlib.sha256(b"dialguard-data-key:" + secret.encode()).digest()
 
 
+def old_data_keys() -> list[bytes]:
+    """Previous keys (DIALGUARD_DATA_KEY_OLD, comma-separated): opening only."""
+    raw = _setting("DIALGUARD_DATA_KEY_OLD")
+    return [_decode_key(part, "DIALGUARD_DATA_KEY_OLD") for part in raw.split(",") if part.strip()]
+
+
 class Sealer:
-    def __init__(self, key: bytes | None = None):
-        self._aead = AESGCM(key or data_key())
+    """seal() with the current key; open() with the current key, then the old ones.
+
+    ``Sealer()`` takes both from the settings; ``Sealer(key)`` uses that key
+    only, unless ``old_keys`` are given as well.
+    """
+
+    def __init__(self, key: bytes | None = None, old_keys: list[bytes] | None = None):
+        if key is None:
+            key = data_key()
+            if old_keys is None:
+                old_keys = old_data_keys()
+        self._aead = AESGCM(key)
+        self._old = [AESGCM(k) for k in (old_keys or ()) if k != key]
 
     def seal(self, text: str) -> str:
         nonce = os.urandom(12)
-        return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), b"dialguard-number")).decode()
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), _AAD)).decode()
 
     def open(self, token: str) -> str:
+        """The plaintext; InvalidTag when no configured key opens it."""
         blob = base64.b64decode(token)
-        return self._aead.decrypt(blob[:12], blob[12:], b"dialguard-number").decode()
+        try:
+            return self._aead.decrypt(blob[:12], blob[12:], _AAD).decode()
+        except InvalidTag:
+            for aead in self._old:
+                try:
+                    return aead.decrypt(blob[:12], blob[12:], _AAD).decode()
+                except InvalidTag:
+                    continue
+            raise
+
+    def sealed_with_current_key(self, token: str) -> bool:
+        """False for a token only an old key opens (a candidate for re-sealing)."""
+        blob = base64.b64decode(token)
+        try:
+            self._aead.decrypt(blob[:12], blob[12:], _AAD)
+            return True
+        except InvalidTag:
+            return False

@@ -1,0 +1,90 @@
+"""dialguard.crypto: AES-GCM sealing and data-key rotation (DIALGUARD_DATA_KEY_OLD)."""
+
+import base64
+import os
+
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from dialguard.config import _file_settings
+from dialguard.crypto import Sealer, data_key, old_data_keys
+
+NUMBER = "+8613800138000"
+
+
+def b64(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for var in ("DIALGUARD_DATA_KEY", "DIALGUARD_DATA_KEY_OLD", "DIALGUARD_HASH_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    monkeypatch.setenv("DIALGUARD_CONFIG", str(empty))
+    _file_settings.cache_clear()
+    yield
+    _file_settings.cache_clear()
+
+
+def test_seal_open_round_trip_and_nonce_per_seal(monkeypatch):
+    monkeypatch.setenv("DIALGUARD_DATA_KEY", b64(os.urandom(32)))
+    s = Sealer()
+    a, b = s.seal(NUMBER), s.seal(NUMBER)
+    assert a != b and NUMBER not in a  # random nonce: equal numbers do not give equal tokens
+    assert s.open(a) == s.open(b) == NUMBER
+
+
+def test_rotation_opens_old_tokens_and_seals_with_the_new_key(monkeypatch):
+    k1, k2, k3 = (os.urandom(32) for _ in range(3))
+    monkeypatch.setenv("DIALGUARD_DATA_KEY", b64(k1))
+    t1 = Sealer().seal(NUMBER)
+    monkeypatch.setenv("DIALGUARD_DATA_KEY", b64(k2))
+    t2 = Sealer().seal(NUMBER)
+    # after two rotations: k3 current, k2 and k1 old (newest first)
+    monkeypatch.setenv("DIALGUARD_DATA_KEY", b64(k3))
+    monkeypatch.setenv("DIALGUARD_DATA_KEY_OLD", f"{b64(k2)}, {b64(k1)}")
+    s = Sealer()
+    assert s.open(t1) == s.open(t2) == NUMBER
+    t3 = s.seal(NUMBER)
+    assert Sealer(k3).open(t3) == NUMBER  # new tokens use the current key only
+    with pytest.raises(InvalidTag):
+        Sealer(k2).open(t3)
+    assert s.sealed_with_current_key(t3) and not s.sealed_with_current_key(t1)
+
+
+def test_without_the_old_key_old_tokens_do_not_open(monkeypatch):
+    k1, k2 = os.urandom(32), os.urandom(32)
+    token = Sealer(k1).seal(NUMBER)
+    monkeypatch.setenv("DIALGUARD_DATA_KEY", b64(k2))
+    with pytest.raises(InvalidTag):
+        Sealer().open(token)
+    assert Sealer(k2, old_keys=[k1]).open(token) == NUMBER
+
+
+@pytest.mark.parametrize("var,value,msg", [
+    ("DIALGUARD_DATA_KEY", b64(os.urandom(16)), "32 bytes, not 16"),
+    ("DIALGUARD_DATA_KEY", "not base64!", "base64 of 32 bytes"),
+    ("DIALGUARD_DATA_KEY_OLD", f"{b64(os.urandom(32))},{b64(os.urandom(31))}", "DIALGUARD_DATA_KEY_OLD"),
+])
+def test_bad_keys_are_a_clear_error(monkeypatch, var, value, msg):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=msg):
+        Sealer()
+
+
+def test_keys_from_the_config_file(monkeypatch, tmp_path):
+    k, old = os.urandom(32), os.urandom(32)
+    cfg = tmp_path / "dialguard.yaml"
+    cfg.write_text(f"data_key: {b64(k)}\ndata_key_old: {b64(old)}\n")
+    monkeypatch.setenv("DIALGUARD_CONFIG", str(cfg))
+    _file_settings.cache_clear()
+    assert data_key() == k and old_data_keys() == [old]
+
+
+def test_dev_key_derives_from_the_hash_secret(monkeypatch):
+    monkeypatch.setenv("DIALGUARD_HASH_SECRET", "s1")
+    k1 = data_key()
+    monkeypatch.setenv("DIALGUARD_HASH_SECRET", "s2")
+    assert data_key() != k1 and len(k1) == 32
