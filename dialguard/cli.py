@@ -22,12 +22,16 @@ from dialguard.rules import Policy, RulesError, resolve_pack, shipped_packs
 
 app = typer.Typer(help="dialguard: outbound-call compliance guard for Asterisk.", no_args_is_help=True,
                   add_completion=False)
-rules_app = typer.Typer(help="Rule packs: validate and show.", no_args_is_help=True)
+rules_app = typer.Typer(help="Rule packs and published rules versions.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 
 from dialguard import cli_admin  # noqa: E402  (admin commands: pause, dnc, optout, ...)
 
 cli_admin.register(app)
+
+from dialguard import cli_rules  # noqa: E402  (rules apply/diff/history, override)
+
+cli_rules.register(app, rules_app)
 
 from dialguard.campaigns import cli as campaigns_cli  # noqa: E402  (dialer campaigns, leads, dialer run)
 
@@ -93,7 +97,8 @@ def check(
         fail(str(exc))
 
     async def run():
-        engine = await Engine.create(settings, policy)
+        # --rules names the rules to decide with; otherwise the published version applies
+        engine = await Engine.create(settings, policy, versioned=rules is None)
         try:
             return await engine.decide(DecisionRequest(number=number, campaign=campaign, agent=agent,
                                                        caller_id=caller_id, subject=subject), now=now)

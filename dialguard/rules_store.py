@@ -48,8 +48,10 @@ class RulesVersion:
     at: int = 0  # ms
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "RulesVersion":
+    def from_json(cls, text: str | bytes, meta: str | bytes | None = None) -> "RulesVersion":
         d = json.loads(text)
+        if meta:
+            d.update(json.loads(meta))
         return cls(version=int(d["version"]), hash=d["hash"], name=d["name"], spec=d["spec"],
                    files=tuple((f["ref"], f["text"]) for f in d["files"]), actor=d.get("actor", ""),
                    why=d.get("why", ""), at=int(d.get("at") or 0))
@@ -130,8 +132,8 @@ class RulesStore:
         return (int(a) if a else None, int(s) if s else None)
 
     async def get(self, version: int) -> RulesVersion | None:
-        raw = await self.redis.hget(self.keys.rules, f"v:{int(version)}")
-        return RulesVersion.from_json(raw) if raw else None
+        raw, meta = await self.redis.hmget(self.keys.rules, f"v:{int(version)}", f"m:{int(version)}")
+        return RulesVersion.from_json(raw, meta) if raw else None
 
     async def current(self, mode: str = "active") -> RulesVersion | None:
         v = await self.redis.hget(self.keys.rules, mode)

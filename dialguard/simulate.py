@@ -132,7 +132,8 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
     if sc.default_region:
         settings = Settings(**{**settings.__dict__, "default_region": sc.default_region})
     prefix = f"dgsim:{uuid.uuid4().hex[:12]}"
-    engine = await Engine.create(settings, policy, prefix=prefix, skip_caller_id_without_pool=True, audit=False)
+    engine = await Engine.create(settings, policy, prefix=prefix, skip_caller_id_without_pool=True, audit=False,
+                                 versioned=False)
     if sc.default_region:
         engine.default_region = sc.default_region
     region = engine.default_region

@@ -3,7 +3,7 @@
 -- this script has run no node decides under the previous version (a node with
 -- a stale copy is told so by the script and reloads before deciding).
 --
--- KEYS[1]: rules hash {seq, active, shadow, v:<N> = bundle JSON}
+-- KEYS[1]: rules hash {seq, active, shadow, v:<N> = bundle JSON, m:<N> = who/why/when JSON}
 -- KEYS[2]: audit stream
 -- ARGV: op ('apply'|'activate'|'shadow_off'), mode ('active'|'shadow'),
 --       bundle JSON object without its version (apply) or a version (activate),
@@ -26,7 +26,7 @@ end
 if op == 'apply' then
   local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   local bundle = '{"version":' .. n .. ',' .. string.sub(arg, 2)
-  redis.call('HSET', KEYS[1], 'v:' .. n, bundle, mode, n)
+  redis.call('HSET', KEYS[1], 'v:' .. n, bundle, 'm:' .. n, tail, mode, n)
   record(n, mode, arg)
   return n
 elseif op == 'activate' then
