@@ -9,8 +9,13 @@ outcome is written to PostgreSQL, reported to the engine, and the lead reschedul
 
 Restart safety: every step is recorded before the next; after each (re)connect of
 the events socket the dialer reconciles its calls with Asterisk's channels, ends
-those that vanished (outcome recorded, never lost), and reports outcomes that were
-recorded but not yet reported.
+those that vanished (outcome recorded, never lost), re-arms the maximum-duration
+cut of calls still up (from the deadline stored at answer), and reports outcomes
+that were recorded but not yet reported.
+
+One dialer per campaign: a dialer dials, adopts and recovers only the campaigns
+whose PostgreSQL advisory lock it holds (store.CampaignLocks); a second dialer
+on the same campaign waits and takes over when the first one dies.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from ari_app import metrics as m
 from ari_app.client import AriClient, AriError, AriUnavailable
 from ari_app.pacing import TokenBucket, abandon_rate, calls_to_start, effective_ratio
-from dialguard.campaigns.store import Campaign, Store, local_day
+from dialguard.campaigns.store import Campaign, CampaignLocks, Store, local_day
 from dialguard.models import DecisionRequest, Outcome
 
 log = logging.getLogger("ari_app.dialer")
@@ -70,6 +76,9 @@ class Call:
     max_duration_s: int = 0
     answered_at: float | None = None  # monotonic
     bridged_at: float | None = None
+    deadline: datetime | None = None  # wall clock: answered + max_duration_s (stored, survives a restart)
+    deadline_task: asyncio.Task | None = None
+    allowed: bool = False  # the engine allowed it: an attempt is counted, an outcome is owed
     bridge_id: str | None = None
     agent_channel: str | None = None
     bridged_agent: str | None = None
@@ -91,6 +100,7 @@ class DialerConfig:
     ari_password: str
     agents: dict[str, str]
     app: str = "dialguard-dialer"
+    name: str | None = None  # the name campaigns are assigned by (their `dialer`); default: app
     trunk: str = "carrier"
     campaigns: list[str] | None = None  # None: every running campaign
     bridge_timeout_s: float = 2.0
@@ -116,16 +126,34 @@ class Dialer:
         self.ratios: dict[str, float] = {}
         pool = max(8, min(64, 4 + 2 * len(self.agents)))
         self.ari = AriClient(config.ari_url, config.ari_user, config.ari_password, config.app, pool_size=pool,
-                             on_event=self.on_event, on_connect=self.reconcile)
+                             on_event=self.on_event, on_connect=self.reconcile, on_disconnect=self._socket_down)
+        self.locks = CampaignLocks(store.pool.conninfo)
         self._rr = 0
         self._stop = asyncio.Event()
         self._placing: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()  # retries that must not hold up a channel
         self.stats = {"originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
                       "reported": 0, "reconciled_ended": 0, "originate_errors": 0}
 
     # -- lifecycle -----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.cfg.name or self.cfg.app
+
     async def run(self) -> None:
-        await self.resume_from_store()
+        # standby while another process runs this Stasis app (it would steal our events)
+        waited = False
+        while not await self.locks.acquire_app(self.cfg.app):
+            if not waited:
+                log.warning("another dialer runs Stasis app %s: standing by until it stops", self.cfg.app)
+                waited = True
+            try:
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+                await self.shutdown()
+                return
+            except asyncio.TimeoutError:
+                pass
+        await self._refresh_campaigns()  # takes its campaigns' locks and adopts their calls
         self.ari.start()
         try:
             await self._pace_loop()
@@ -139,28 +167,63 @@ class Dialer:
         self._stop.set()
         if self._placing:
             await asyncio.gather(*self._placing, return_exceptions=True)
+        if self._background:  # an opt-out still retrying: give it a moment, then say so
+            _, pending = await asyncio.wait(self._background, timeout=5)
+            for t in pending:
+                log.error("stopping with an engine write still failing (opt-out): %s", t)
+                t.cancel()
         await self.ari.close()
         for c in self.calls.values():
             for t in c.tasks:
                 t.cancel()
+        await self.locks.close()
+        m.EVENTS_SOCKET_UP.set(0)
 
-    async def resume_from_store(self) -> None:
-        """App restart: calls in flight come back from PostgreSQL (reconcile decides
-        which still exist), recorded outcomes get reported, orphan leads return."""
-        for row in await self.store.live_calls():
+    def _socket_down(self) -> None:
+        m.EVENTS_SOCKET_UP.set(0)
+
+    async def adopt(self, names: list[str]) -> None:
+        """Campaigns just taken (start, restart, or another dialer died): their calls in
+        flight come back from PostgreSQL (reconcile decides which still exist and re-arms
+        their maximum duration), recorded outcomes get reported, orphan leads return."""
+        now_wall, now_mono = datetime.now(UTC), time.monotonic()
+
+        def mono(at: datetime | None) -> float | None:
+            return None if at is None else now_mono - max(0.0, (now_wall - at).total_seconds())
+
+        for row in await self.store.live_calls(names):
+            if row["channel_id"] in self.calls:
+                continue
             lead = await self.store.lead(row["lead_id"])
-            call = Call(row["channel_id"], lead, row["campaign"], agent=row["agent"], state=row["state"],
-                        caller_id=row["caller_id"], resumed=True)
+            cid = row["channel_id"]
+            call = Call(cid, lead, row["campaign"], agent=row["agent"], state=row["state"],
+                        caller_id=row["caller_id"], max_duration_s=row["max_duration_s"], resumed=True,
+                        deadline=row["hangup_deadline"], allowed=row["decision_id"] is not None)
             if row["state"] in ("answered", "bridged"):
-                call.answered_at = time.monotonic()
-                call.bridged_at = time.monotonic() if row["state"] == "bridged" else None
-            self.calls[call.channel_id] = call
-        await self._report_pending()
+                call.answered_at = mono(row["answered_at"]) or now_mono
+                call.bridge_id = f"dgb-{cid[4:]}"
+            if row["state"] == "bridged":
+                # the agent leg and its agent stay taken until the call ends
+                call.bridged_at = mono(row["bridged_at"]) or now_mono
+                call.agent_channel = f"dga-{cid[4:]}"
+                call.bridged_agent = row["agent"]
+                self.agent_legs[call.agent_channel] = cid
+                if row["agent"] in self.agents:
+                    self.agents[row["agent"]].call = cid
+                    self.agents[row["agent"]].channel = call.agent_channel
+            self.calls[cid] = call
+            log.info("adopted call %s (%s) of campaign %s", cid, row["state"], row["campaign"])
+        await self._report_pending(names)
+        if self.ari.healthy:
+            await self.reconcile()
 
-    async def _report_pending(self) -> None:
-        for row in await self.store.unreported():
+    async def _report_pending(self, names: list[str] | None = None) -> None:
+        names = sorted(self.locks.campaigns) if names is None else names
+        if not names:
+            return
+        for row in await self.store.unreported(names):
             await self._report(row["channel_id"], row["result"], row["talk_s"], row["hangup_cause"])
-        for lead in await self.store.orphan_dialing_leads():
+        for lead in await self.store.orphan_dialing_leads(names):
             if not any(c.lead["id"] == lead["id"] for c in self.calls.values()):
                 await self.store.release_lead(lead["id"], state="pending")
 
@@ -175,31 +238,60 @@ class Dialer:
                 self.stats["reconciled_ended"] += 1
                 log.info("reconcile: call %s vanished while the events socket was down", cid)
                 await self.finalize(call, cause=None, vanished=True)
-            elif call.state == "answered" and call.agent_channel is None and not call.abandoned:
+                continue
+            if call.deadline is not None:
+                self._arm_deadline(call)  # adopted after a restart: cut at its stored deadline
+            if call.state == "answered" and call.agent_channel is None and not call.abandoned:
                 # answered while we were away and no agent leg: too late to bridge in 2 s
                 await self._abandon(call)
         for ach in list(self.agent_legs):
             if ach not in live:
                 await self._agent_gone(ach)
+        # Strays: bridges and agent legs whose customer is gone, or is ours and does not
+        # use them. Another dialer's (other campaigns, same Asterisk) are left alone.
+        def stray(obj_id: str, in_use: bool) -> bool:
+            customer = "dgc-" + obj_id[4:]
+            return customer not in live or (customer in self.calls and not in_use)
+
         ours = {c.bridge_id for c in self.calls.values() if c.bridge_id}
         for b in await self.ari.get("bridges"):
-            if b["id"].startswith("dgb-") and b["id"] not in ours:
+            if b["id"].startswith("dgb-") and stray(b["id"], b["id"] in ours):
                 await self._quiet(self.ari.delete(f"bridges/{b['id']}"))
         for cid in live:
-            if cid.startswith("dga-") and cid not in self.agent_legs:
+            if cid.startswith("dga-") and stray(cid, cid in self.agent_legs):
                 await self._quiet(self.ari.delete(f"channels/{cid}"))
         await self._report_pending()
+        m.EVENTS_SOCKET_UP.set(1)
+        m.EVENTS_CONNECTS.set(self.ari.connects)
 
     # -- pacing loop ----------------------------------------------------------------------
-    async def _refresh_campaigns(self, now: datetime) -> None:
-        camps = await self.store.campaigns()
-        self.campaigns = {c.name: c for c in camps
-                          if (self.cfg.campaigns is None or c.name in self.cfg.campaigns)}
+    async def _refresh_campaigns(self) -> None:
+        """Campaigns this dialer serves and holds the lock of; settings, abandon rates."""
+        if self.locks.held and not await self.locks.check():
+            log.warning("campaign locks lost (PostgreSQL session ended): taking them again")
+        if not await self.locks.acquire_app(self.cfg.app):
+            log.error("Stasis app %s taken by another process while our PostgreSQL session was down",
+                      self.cfg.app)
+        camps = {c.name: c for c in await self.store.campaigns()
+                 if c.served_by(self.name, self.cfg.campaigns)}
+        work = await self.store.campaigns_with_work()
+        ours = {c.campaign for c in self.calls.values()}
+        wanted = {n for n, c in camps.items() if c.state in ("running", "paused") or n in work or n in ours}
+        for n in sorted(self.locks.campaigns - wanted):  # nothing to do there: another dialer may have it
+            await self.locks.release(n)
+        taken = [n for n in sorted(wanted - self.locks.campaigns) if await self.locks.acquire(n)]
+        if taken:
+            log.info("campaigns taken: %s", ", ".join(taken))
+            await self.adopt(taken)
+        self.campaigns = {n: camps[n] for n in sorted(self.locks.campaigns) if n in camps}
+        m.CAMPAIGNS_HELD.set(len(self.campaigns))
         day = local_day(datetime.now(UTC), self.cfg.site_timezone)
         for c in self.campaigns.values():
             answered, abandoned = await self.store.abandon_stats(c.name, *day)
-            self.ratios[c.name] = effective_ratio(c.dial_ratio, abandon_rate(answered, abandoned),
-                                                  c.abandon_limit_pct)
+            rate = abandon_rate(answered, abandoned)
+            self.ratios[c.name] = effective_ratio(c.dial_ratio, rate, c.abandon_limit_pct)
+            m.ABANDON_RATE.labels(c.name).set(rate / 100.0)
+            m.CALLS_IN_FLIGHT.labels(c.name).set(sum(1 for x in self.calls.values() if x.campaign == c.name))
             b = self.buckets.get(c.name)
             if b is None:
                 self.buckets[c.name] = TokenBucket(c.calls_per_second)
@@ -207,14 +299,20 @@ class Dialer:
                 b.set_rate(c.calls_per_second)
 
     async def _pace_loop(self) -> None:
-        last_refresh = last_report = 0.0
+        last_refresh = last_report = last_poll = 0.0
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_report > 30:
                     last_report = time.monotonic()
                     await self._report_pending()
+                if (self.ari.healthy and time.monotonic() - last_poll > 2
+                        and any(c.resumed for c in self.calls.values())):
+                    # adopted from a dialer on another Stasis app: their events go nowhere,
+                    # so look at those channels every 2 s
+                    last_poll = time.monotonic()
+                    await self.reconcile()
                 if time.monotonic() - last_refresh > 0.5:
-                    await self._refresh_campaigns(await self.engine.now())
+                    await self._refresh_campaigns()
                     last_refresh = time.monotonic()
                 if self.ari.healthy:  # dial only while the events socket is healthy
                     await self._tick()
@@ -258,10 +356,24 @@ class Dialer:
     async def _place(self, camp: Campaign, call: Call) -> None:
         try:
             await self._place_inner(camp, call)
-        except Exception:  # noqa: BLE001 - PostgreSQL trouble: the row stays for the next reconcile
+        except Exception:  # noqa: BLE001 - never leave the lead stuck in `dialing`
             log.exception("placing call %s for lead %s failed", call.channel_id, call.lead["id"])
-            if call.state == "reserved" and not call.finalizing:
-                self.calls.pop(call.channel_id, None)
+            if call.state != "reserved" or call.finalizing:
+                return
+            if call.allowed:  # an attempt was counted: end it like a failed call (outcome reported)
+                await self.finalize(call, cause=None, failed=True)
+                return
+            self.calls.pop(call.channel_id, None)
+            try:
+                try:
+                    nxt = await self.engine.now() + timedelta(seconds=self.cfg.admin_retry_s)
+                except Exception:  # noqa: BLE001
+                    nxt = datetime.now(UTC) + timedelta(seconds=self.cfg.admin_retry_s)
+                await self.store.end_call(call.channel_id, result="error", outcome_reported=True,
+                                          ended_at=datetime.now(UTC))
+                await self.store.release_lead(call.lead["id"], state="pending", next_at=nxt, result="error")
+            except Exception:  # noqa: BLE001 - PostgreSQL down: orphan recovery returns the lead later
+                log.exception("call %s: cannot release lead %s", call.channel_id, call.lead["id"])
 
     async def _place_inner(self, camp: Campaign, call: Call) -> None:
         lead = call.lead
@@ -282,9 +394,11 @@ class Dialer:
                                          outcome_reported=True, ended_at=datetime.now(UTC))
             await self._release_denied(camp, lead, d)
             return
+        call.allowed = True
         call.caller_id = d.caller_id
         call.max_duration_s = d.max_duration_s
-        await self.store.update_call(call.channel_id, decision_id=d.decision_id, caller_id=d.caller_id)
+        await self.store.update_call(call.channel_id, decision_id=d.decision_id, caller_id=d.caller_id,
+                                     max_duration_s=d.max_duration_s or 0)
         await self.store.release_lead(lead["id"], state="dialing", count_attempt=True)
         number = lead["number"] if self.cfg.dial_plus else lead["number"].lstrip("+")
         params = dict(endpoint=f"PJSIP/{number}@{self.cfg.trunk}", app=self.cfg.app, appArgs="customer",
@@ -301,6 +415,7 @@ class Dialer:
                 await self.store.mark_originated(call.channel_id)
         else:
             self.stats["originate_errors"] += 1
+            m.ORIGINATE_FAILURES.labels(camp.name).inc()
             await self.finalize(call, cause=None, failed=True)
 
     async def _originate(self, channel_id: str, params: dict, body: dict) -> bool:
@@ -375,9 +490,12 @@ class Dialer:
         call.state = "answered"
         call.answered_at = time.monotonic()
         self.stats["answered"] += 1
-        await self.store.update_call(ch, state="answered", answered_at=datetime.now(UTC))
+        answered = datetime.now(UTC)
         if call.max_duration_s:
-            call.tasks.append(asyncio.create_task(self._max_duration(call)))
+            call.deadline = answered + timedelta(seconds=call.max_duration_s)
+            self._arm_deadline(call)
+        # the deadline is stored so that a restarted dialer still cuts the call in time
+        await self.store.update_call(ch, state="answered", answered_at=answered, hangup_deadline=call.deadline)
         call.tasks.append(asyncio.create_task(self._bridge_deadline(call)))
         agent = self._free_agent(call.agent)
         if agent is None:
@@ -447,11 +565,26 @@ class Dialer:
             await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
         call.tasks.append(asyncio.create_task(hang_later()))
 
+    def _arm_deadline(self, call: Call) -> None:
+        if call.deadline is not None and call.deadline_task is None:
+            call.deadline_task = asyncio.create_task(self._max_duration(call))
+            call.tasks.append(call.deadline_task)
+
     async def _max_duration(self, call: Call) -> None:
-        await asyncio.sleep(call.max_duration_s)
-        if not call.finalizing:
-            log.info("call %s reached its maximum duration (%ss)", call.channel_id, call.max_duration_s)
-            await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+        """Hang up at the deadline (wall clock, so an adopted call keeps its answer time);
+        at once when it has passed. Asterisk unreachable: try again until the call ends."""
+        delay = (call.deadline - datetime.now(UTC)).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        log.info("call %s reached its maximum duration (%ss)", call.channel_id, call.max_duration_s)
+        while not call.finalizing:
+            try:
+                await self.ari.delete(f"channels/{call.channel_id}", reason="normal")
+                return
+            except AriError:  # 404: already gone
+                return
+            except AriUnavailable:
+                await asyncio.sleep(0.2)
 
     async def _dtmf(self, call: Call, digit: str | None) -> None:
         camp = self.campaigns.get(call.campaign)
@@ -459,9 +592,14 @@ class Dialer:
         if digit != key or call.opted_out:
             return
         call.opted_out = True
-        await self.engine.opt_out(call.lead["number"])
-        await self.store.release_lead(call.lead["id"], state="blocked", result="opted_out")
         log.info("call %s: opt-out key pressed; number opted out", call.channel_id)
+        # PostgreSQL first (the lead is never dialed again), then the engine (every
+        # campaign, the dialplan too): retried in the background while Redis is down,
+        # so this channel's events (its hangup) are not held up.
+        await self._retry(lambda: self.store.release_lead(call.lead["id"], state="blocked", result="opted_out"))
+        t = asyncio.create_task(self._retry(lambda: self.engine.opt_out(call.lead["number"])))
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
         await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
 
     async def _disposition(self, call: Call, value: str) -> None:
@@ -471,7 +609,8 @@ class Dialer:
         except ValueError as exc:
             log.warning("call %s: bad DIALGUARD_DISPOSITION %r: %s", call.channel_id, value, exc)
             return
-        call.lead["disposition"] = (disp, at)
+        # stored at once (the same as `dialguard campaign disposition`), applied at the end of the call
+        await self._retry(lambda: self.store.set_disposition(call.lead["id"], disp, at))
 
     async def _agent_gone(self, ach: str) -> None:
         cust = self.agent_legs.pop(ach, None)
@@ -506,9 +645,11 @@ class Dialer:
         else:
             result = not_answered_result(cause)
         ended_at = datetime.now(UTC)
-        # the outcome must reach PostgreSQL: retried while it is down (never dropped)
-        await self._retry(lambda: self.store.update_call(call.channel_id, state="ended", result=result,
-                                                         hangup_cause=cause, talk_s=talk_s, ended_at=ended_at))
+        # the outcome must reach PostgreSQL: retried while it is down (never dropped);
+        # False: the call was ended before (e.g. by a dialer that died after recording
+        # it): its outcome is not reported a second time
+        first = await self._retry(lambda: self.store.end_call(call.channel_id, result=result, hangup_cause=cause,
+                                                              talk_s=talk_s, ended_at=ended_at))
         # free the agent and the bridge
         if call.agent_channel:
             self.agent_legs.pop(call.agent_channel, None)
@@ -519,8 +660,9 @@ class Dialer:
                 a.channel = None
         if call.bridge_id:
             await self._quiet(self.ari.delete(f"bridges/{call.bridge_id}"))
-        await self._report(call.channel_id, result, talk_s, cause)
-        await self._retry(lambda: self._reschedule(call, result))
+        if first:
+            await self._report(call.channel_id, result, talk_s, cause)
+            await self._retry(lambda: self._reschedule(call, result))
         call.state = "ended"
         self.calls.pop(call.channel_id, None)
 
@@ -534,15 +676,14 @@ class Dialer:
         await self.store.update_call(channel_id, outcome_reported=True)
 
     async def _reschedule(self, call: Call, result: str) -> None:
-        lead = await self.store.lead(call.lead["id"])
+        lead = await self.store.lead_for_call(call.channel_id)
         if lead is None or lead["state"] == "blocked":
             return
         camp = self.campaigns.get(call.campaign) or await self.store.campaign(call.campaign)
-        disp = call.lead.get("disposition")
-        if isinstance(disp, tuple):
-            await self.store.set_disposition(lead["id"], disp[0], disp[1])
-            await self.store.release_lead(lead["id"], state="pending" if disp[0] == "follow-up" else "done",
-                                          result=result)
+        if lead["disposed"]:  # the agent's word, given during this call (channel variable or CLI)
+            follow = lead["disposition"] == "follow-up"
+            await self.store.release_lead(lead["id"], state="pending" if follow else "done",
+                                          next_at=lead["follow_up_at"] if follow else None, result=result)
             return
         if result == "conversation" or lead["attempts"] >= camp.max_attempts:
             await self.store.release_lead(lead["id"], state="done", result=result)

@@ -7,11 +7,48 @@ import logging
 import os
 import signal
 
+from ari_app import metrics as m
 from ari_app.dialer import Dialer, DialerConfig
+from dialguard import metrics
 from dialguard.campaigns.store import Store
 from dialguard.config import Settings
 
 log = logging.getLogger("ari_app")
+DEFAULT_METRICS_PORT = 19101  # + DIALGUARD_PORT_OFFSET (docs/PORTS.md)
+
+
+def metrics_port_from_env() -> int:
+    """DIALGUARD_DIALER_METRICS_PORT; 0 disables; default 19101 + DIALGUARD_PORT_OFFSET."""
+    raw = os.environ.get("DIALGUARD_DIALER_METRICS_PORT")
+    if raw is None:
+        return DEFAULT_METRICS_PORT + int(os.environ.get("DIALGUARD_PORT_OFFSET", "0") or 0)
+    raw = raw.strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > 65535:
+        raise ValueError(f"DIALGUARD_DIALER_METRICS_PORT={raw!r}: expected a TCP port (0 disables)")
+    return int(raw)
+
+
+def metrics_server(dialer: Dialer, engine, port: int, host: str = "127.0.0.1") -> metrics.MetricsServer:
+    """/metrics and /healthz of the dialer: 503 while the ARI events socket is down
+    (nothing is dialed then) or the campaign store does not answer."""
+
+    async def health() -> tuple[bool, str]:
+        if not dialer.ari.healthy:
+            return False, "ARI events socket down: not dialing"
+        try:
+            await dialer.store._one("select 1 as ok")
+        except Exception as exc:  # noqa: BLE001
+            return False, f"PostgreSQL (campaigns) unreachable: {exc!r}"
+        held = sorted(dialer.campaigns)
+        return True, f"events socket up; campaigns held: {', '.join(held) or 'none'}"
+
+    async def refresh():
+        m.EVENTS_SOCKET_UP.set(1 if dialer.ari.healthy else 0)
+        await metrics.refresh_from_engine(engine)
+
+    return metrics.MetricsServer(host, port, health, refresh=refresh, interval=2.0)
 
 
 def parse_agents(text: str) -> dict[str, str]:
@@ -34,14 +71,17 @@ def config_from_env(agents: dict[str, str], **kw) -> DialerConfig:
         ari_url=os.environ.get("DIALGUARD_ARI_URL", f"http://127.0.0.1:{port}"),
         ari_user=os.environ.get("DIALGUARD_ARI_USER", "dialguard"),
         ari_password=os.environ.get("DIALGUARD_ARI_PASSWORD", "dialguard-dev"),
-        agents=agents, site_timezone=settings.site_timezone, **kw)
+        agents=agents, site_timezone=settings.site_timezone,
+        # campaigns are assigned to a dialer by this name (default: its Stasis app)
+        name=os.environ.get("DIALGUARD_DIALER_NAME") or None, **kw)
 
 
 async def run_dialer(agents: dict[str, str], *, campaigns=None, trunk="carrier", app="dialguard-dialer",
-                     bridge_timeout=2.0) -> None:
+                     bridge_timeout=2.0, metrics_port: int | None = None) -> None:
     from dialguard.engine import Engine
 
     settings = Settings()
+    port = metrics_port_from_env() if metrics_port is None else metrics_port
     cfg = config_from_env(agents, campaigns=campaigns, trunk=trunk, app=app, bridge_timeout_s=bridge_timeout)
     engine = await Engine.create(settings)
     store = await Store.open(settings.pg_dsn)
@@ -50,8 +90,19 @@ async def run_dialer(agents: dict[str, str], *, campaigns=None, trunk="carrier",
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, dialer.stop)
     log.info("dialer %s: %d agents, campaigns %s, ARI %s", app, len(agents), campaigns or "all running", cfg.ari_url)
+    srv = None
+    if port:
+        srv = metrics_server(dialer, engine, port)
+        try:
+            await srv.start()
+            log.info("metrics on http://127.0.0.1:%d/metrics and /healthz", srv.bound_port)
+        except OSError as exc:  # dialing matters more than its metrics
+            log.error("metrics endpoint not started on port %d: %s", port, exc)
+            srv = None
     try:
         await dialer.run()
     finally:
+        if srv:
+            await srv.stop()
         await store.close()
         await engine.close()

@@ -47,10 +47,18 @@ class Campaign:
     retry_after_s: int
     ring_timeout_s: int
     optout_key: str
+    dialer: str | None = None  # the dialer (Stasis app) it is assigned to; None: any
+
 
     @classmethod
     def from_row(cls, r: dict) -> "Campaign":
         return cls(**{k: r[k] for k in cls.__dataclass_fields__})
+
+    def served_by(self, dialer: str, only: list[str] | None) -> bool:
+        """Whether the dialer named `dialer` (running `only` these campaigns, or all) may run it."""
+        if self.dialer is not None and self.dialer != dialer:
+            return False
+        return only is None or self.name in only
 
     def may_dial(self, now: datetime) -> bool:
         if not (self.approved and self.state == "running"):
@@ -61,7 +69,7 @@ class Campaign:
 
 
 TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pct", "max_attempts",
-           "retry_after_s", "ring_timeout_s", "optout_key")
+           "retry_after_s", "ring_timeout_s", "optout_key", "dialer")
 
 
 class Store:
@@ -82,10 +90,15 @@ class Store:
 
     async def check_schema(self) -> None:
         async with self.pool.connection() as c:
-            r = await (await c.execute("select to_regclass('dialer_calls') as t")).fetchone()
+            r = await (await c.execute(
+                "select to_regclass('dialer_calls') as t, exists (select 1 from information_schema.columns"
+                " where table_name = 'dialer_calls' and column_name = 'hangup_deadline') as d")).fetchone()
         if r["t"] is None:
             raise SchemaMissing("the dialer tables are missing: run `dialguard db migrate` "
                                 "(sql/050_dialer_campaigns.sql)")
+        if not r["d"]:
+            raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
+                                "(sql/060_dialer_deadlines.sql)")
 
     async def _one(self, sql: str, args: Any = ()) -> dict | None:
         async with self.pool.connection() as c:
@@ -189,11 +202,24 @@ class Store:
             (state, next_at, result, reasons, 1 if count_attempt else 0, lead_id))
 
     async def set_disposition(self, lead_id: int, disposition: str, follow_up: datetime | None) -> dict | None:
+        """An agent's disposition. A lead with a call up (`dialing`) keeps its state: the
+        dialer applies the disposition when the call ends (`lead_for_call`); setting it
+        to pending now would let the lead be claimed again while the call is up."""
         state = "pending" if disposition == "follow-up" else "done"
         return await self._one(
-            "update dialer_leads set disposition = %s, state = case when state = 'blocked' then state else %s end,"
-            " next_eligible_at = coalesce(%s, next_eligible_at), updated_at = now() where id = %s returning *",
-            (disposition, state, follow_up, lead_id))
+            "update dialer_leads set disposition = %s, disposition_at = now(), follow_up_at = %s,"
+            " state = case when state in ('blocked', 'dialing') then state else %s end,"
+            " next_eligible_at = case when state in ('blocked', 'dialing') then next_eligible_at"
+            "                    else coalesce(%s, next_eligible_at) end,"
+            " updated_at = now() where id = %s returning *",
+            (disposition, follow_up, state, follow_up, lead_id))
+
+    async def lead_for_call(self, channel_id: str) -> dict | None:
+        """The lead of a call, with `disposed`: a disposition was given since the call began."""
+        return await self._one(
+            "select l.*, coalesce(l.disposition_at >= c.created_at, false) as disposed"
+            " from dialer_calls c join dialer_leads l on l.id = c.lead_id where c.channel_id = %s",
+            (channel_id,))
 
     # -- calls ---------------------------------------------------------------------------
     async def new_call(self, channel_id: str, lead_id: int, campaign: str, agent: str | None) -> None:
@@ -205,6 +231,14 @@ class Store:
         await self._one(f"update dialer_calls set {sets} where channel_id = %s returning channel_id",
                         (*fields.values(), channel_id))
 
+    async def end_call(self, channel_id: str, **fields) -> bool:
+        """Record a call's end once: False when it was already ended (by an earlier
+        dialer, or a second path here), so its outcome is reported only once."""
+        sets = ", ".join(f"{k} = %s" for k in fields)
+        r = await self._one(f"update dialer_calls set state = 'ended', {sets} where channel_id = %s"
+                            " and state <> 'ended' returning channel_id", (*fields.values(), channel_id))
+        return r is not None
+
     async def mark_originated(self, channel_id: str) -> None:
         await self._one("update dialer_calls set state = 'originated' where channel_id = %s and state = 'reserved'"
                         " returning channel_id", (channel_id,))
@@ -212,18 +246,28 @@ class Store:
     async def call(self, channel_id: str) -> dict | None:
         return await self._one("select * from dialer_calls where channel_id = %s", (channel_id,))
 
-    async def live_calls(self) -> list[dict]:
+    async def live_calls(self, campaigns: list[str]) -> list[dict]:
         return await self._all("select c.*, l.number, l.subject from dialer_calls c join dialer_leads l"
-                               " on l.id = c.lead_id where c.state <> 'ended'")
+                               " on l.id = c.lead_id where c.state <> 'ended' and c.campaign = any(%s)",
+                               (list(campaigns),))
 
-    async def unreported(self) -> list[dict]:
-        return await self._all("select * from dialer_calls where state = 'ended' and not outcome_reported")
+    async def unreported(self, campaigns: list[str]) -> list[dict]:
+        return await self._all("select * from dialer_calls where state = 'ended' and not outcome_reported"
+                               " and campaign = any(%s)", (list(campaigns),))
 
-    async def orphan_dialing_leads(self) -> list[dict]:
+    async def orphan_dialing_leads(self, campaigns: list[str]) -> list[dict]:
         """Leads marked dialing with no live call (the dialer died between claim and call)."""
         return await self._all(
-            "select l.* from dialer_leads l where l.state = 'dialing' and not exists ("
-            " select 1 from dialer_calls c where c.lead_id = l.id and c.state <> 'ended')")
+            "select l.* from dialer_leads l where l.state = 'dialing' and l.campaign = any(%s) and not exists ("
+            " select 1 from dialer_calls c where c.lead_id = l.id and c.state <> 'ended')", (list(campaigns),))
+
+    async def campaigns_with_work(self) -> set[str]:
+        """Campaigns with calls not ended, outcomes not reported or leads left dialing:
+        whoever takes such a campaign over finishes that work, running or not."""
+        rows = await self._all(
+            "select distinct campaign from dialer_calls where state <> 'ended' or not outcome_reported"
+            " union select distinct campaign from dialer_leads where state = 'dialing'")
+        return {r["campaign"] for r in rows}
 
     async def abandon_stats(self, campaign: str, day_start: datetime, day_end: datetime) -> tuple[int, int]:
         """(answered, abandoned) calls of the campaign answered in [day_start, day_end)."""
@@ -242,3 +286,81 @@ def local_day(now: datetime, tz: str) -> tuple[datetime, datetime]:
     start = local.replace(hour=0, minute=0, second=0, microsecond=0)
     end = (start + timedelta(days=1)).replace(tzinfo=None).replace(tzinfo=z)
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+class CampaignLocks:
+    """One dialer per campaign: a session advisory lock per campaign, held on a
+    connection of its own. Only the holder dials the campaign, adopts its calls
+    after a restart and recovers its orphan leads; when the holder dies (even
+    kill -9) PostgreSQL drops its session and its locks, and another dialer
+    takes the campaign over."""
+
+    NAMESPACE = 0x64676469  # first key of pg_try_advisory_lock(int, int): "dgdi"
+    APP_NAMESPACE = 0x64676161  # "dgaa": one process per Stasis app name (Asterisk gives an
+    # app's events to its latest websocket only: a second process would steal them)
+
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self.conn: psycopg.AsyncConnection | None = None
+        self.held: set[str] = set()
+
+    async def _conn(self) -> psycopg.AsyncConnection:
+        if self.conn is None or self.conn.closed:
+            self.held.clear()  # a new session holds nothing
+            self.conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+        return self.conn
+
+    async def check(self) -> bool:
+        """Whether the session (and so every lock in `held`) is still there."""
+        if self.conn is None or self.conn.closed:
+            self.held.clear()
+            return False
+        try:
+            await (await self.conn.execute("select 1")).fetchone()
+            return True
+        except psycopg.Error:
+            await self.close()
+            return False
+
+    async def acquire(self, name: str) -> bool:
+        if name in self.held:
+            return True
+        c = await self._conn()
+        r = await (await c.execute("select pg_try_advisory_lock(%s, hashtext(%s))",
+                                   (self.NAMESPACE, name))).fetchone()
+        if r[0]:
+            self.held.add(name)
+        return bool(r[0])
+
+    async def acquire_app(self, app: str) -> bool:
+        """The Stasis app's lock, kept with the campaigns' (same session)."""
+        key = "\0app:" + app  # never a campaign name
+        if key in self.held:
+            return True
+        c = await self._conn()
+        r = await (await c.execute("select pg_try_advisory_lock(%s, hashtext(%s))",
+                                   (self.APP_NAMESPACE, app))).fetchone()
+        if r[0]:
+            self.held.add(key)
+        return bool(r[0])
+
+    def holds_app(self, app: str) -> bool:
+        return "\0app:" + app in self.held
+
+    @property
+    def campaigns(self) -> set[str]:
+        return {n for n in self.held if not n.startswith("\0")}
+
+    async def release(self, name: str) -> None:
+        if name in self.held and self.conn is not None and not self.conn.closed:
+            await self.conn.execute("select pg_advisory_unlock(%s, hashtext(%s))", (self.NAMESPACE, name))
+        self.held.discard(name)
+
+    async def close(self) -> None:
+        self.held.clear()
+        if self.conn is not None:
+            try:
+                await self.conn.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+            self.conn = None

@@ -44,6 +44,10 @@ class Rig:
         self.agent_port = agent_port
         self.dialers: list[tuple[Dialer, asyncio.Task]] = []
         self.campaign_names: list[str] = []
+        self.prefix: str | None = None  # the engine's Redis namespace (None: the live guard)
+        # This rig's Stasis app; its campaigns are assigned to it (their `dialer`), so the
+        # stack's own dialer (`make up`) leaves them alone.
+        self.app = f"dg-test-{uuid.uuid4().hex[:6]}"
 
     def agent(self, name: str) -> str:
         return f"PJSIP/agent-phones/sip:{name}@127.0.0.1:{self.agent_port}"
@@ -53,6 +57,7 @@ class Rig:
         settings.setdefault("ring_timeout_s", 3)
         settings.setdefault("retry_after_s", 3600)
         settings.setdefault("calls_per_second", 20)
+        settings.setdefault("dialer", self.app)
         await self.store.create_campaign(name, **settings)
         await self.store.set_approval(name, True)
         await self.engine.set_campaign(name, True)
@@ -65,7 +70,7 @@ class Rig:
 
     def start(self, campaign: str, agents: list[str], **cfg) -> Dialer:
         cfg.setdefault("abandon_media_max_s", 1.0)
-        cfg.setdefault("app", f"dg-test-{uuid.uuid4().hex[:6]}")
+        cfg.setdefault("app", self.app)
         d = Dialer(DialerConfig(ari_url=self.stack.ari_url, ari_user=self.stack.ari_user,
                                 ari_password=self.stack.ari_password, agents={a: self.agent(a) for a in agents},
                                 campaigns=[campaign], **cfg),
@@ -122,7 +127,7 @@ async def open_rig(stack, pg_dsn, tmp_path: Path, *, live: bool = False):
         await engine.set_test_clock(NOW)
     store = await Store.open(pg_dsn)
     r = Rig(stack, engine, store, tmp_path, agent_port)
-    r.carrier, r.agents = carrier, agents
+    r.carrier, r.agents, r.prefix = carrier, agents, prefix
     try:
         yield r
     finally:

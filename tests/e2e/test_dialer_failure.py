@@ -56,15 +56,14 @@ async def _true_when(v):
 async def test_dialer_restart_resumes_from_postgres(rig):
     nums = [number("99") for _ in range(2)]
     camp = await rig.campaign(nums, ring_timeout_s=4, retry_after_s=3600, max_concurrent=2)
-    app = "dg-test-resume"
-    d1 = rig.start(camp, ["agent1", "agent2"], app=app)
+    d1 = rig.start(camp, ["agent1", "agent2"])  # the rig's Stasis app, the same after the restart
     await wait_for(await originated(rig, camp, 2), 15, "2 calls ringing")
     # the dialer dies while both calls ring (no outcome yet)
     _, task = rig.dialers.pop()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert all(c["state"] == "originated" for c in await rig.calls(camp))
-    d2 = rig.start(camp, ["agent1", "agent2"], app=app)
+    d2 = rig.start(camp, ["agent1", "agent2"])
     leads = await rig.settle(camp, timeout=30)
     calls = await rig.calls(camp)
     assert len(calls) == 2 and all(c["result"] == "no_answer" and c["outcome_reported"] for c in calls)

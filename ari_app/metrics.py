@@ -1,0 +1,29 @@
+"""The dialer's metrics, on the process-wide registry of dialguard.metrics.
+
+`/metrics` and `/healthz` are served by dialguard.metrics.MetricsServer (port
+DIALGUARD_DIALER_METRICS_PORT, docs/PORTS.md); `/healthz` is 503 while the ARI
+events socket is down, because the dialer places no call then.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+from dialguard.metrics import ABANDON_RATE, REGISTRY
+
+CALLS_IN_FLIGHT = Gauge("dialguard_dialer_calls_in_flight",
+                        "Dialer calls placed and not ended yet, per campaign", ["campaign"], registry=REGISTRY)
+ORIGINATE_FAILURES = Counter("dialguard_dialer_originate_failures_total",
+                             "Originates Asterisk refused or never confirmed, per campaign", ["campaign"],
+                             registry=REGISTRY)
+EVENTS_SOCKET_UP = Gauge("dialguard_dialer_events_socket_up",
+                         "1 while the ARI events socket is connected and reconciled (the dialer dials only then)",
+                         registry=REGISTRY)
+EVENTS_CONNECTS = Gauge("dialguard_dialer_events_connects",
+                        "Connections of the ARI events socket since the dialer started (1 + reconnects)",
+                        registry=REGISTRY)
+CAMPAIGNS_HELD = Gauge("dialguard_dialer_campaigns_held",
+                       "Campaigns whose lock this dialer holds (one dialer per campaign)", registry=REGISTRY)
+
+__all__ = ["ABANDON_RATE", "CALLS_IN_FLIGHT", "ORIGINATE_FAILURES", "EVENTS_SOCKET_UP", "EVENTS_CONNECTS",
+           "CAMPAIGNS_HELD"]

@@ -1,0 +1,148 @@
+"""The dialer killed (SIGKILL) and restarted with a call up: the maximum duration
+still holds, and the outcome is reported once.
+
+The dialer runs as its own process (`dialguard dialer run`, in the rig's Redis
+namespace and test clock), so it can be killed like a crashed service. The callee
+is a number ending in 77 (scenarios/dialer_carrier): it answers, sends DTMF 9 after
+1 s and stays up 30 s; the campaign's opt-out key is `#`, so the 9 is just a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+from test_dialer_calls import number, rig  # noqa: F401  (fixture)
+
+UTC = timezone.utc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DialerProcess:
+    """`dialguard dialer run` for one campaign of the rig, in its own session."""
+
+    def __init__(self, rig, campaign: str, agents: list[str], *, app: str | None = None,
+                 metrics_port: int | None = None, name: str | None = None):
+        self.rig, self.campaign, self.agents = rig, campaign, agents
+        self.app = app or rig.app
+        self.metrics_port = metrics_port if metrics_port is not None else free_port()
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self) -> "DialerProcess":
+        self.runs += 1
+        env = {**os.environ, "DIALGUARD_TEST_CLOCK": "1", "DIALGUARD_KEY_PREFIX": self.rig.prefix,
+               "DIALGUARD_DIALER_METRICS_PORT": str(self.metrics_port)}
+        if self.name:
+            env["DIALGUARD_DIALER_NAME"] = self.name
+        agents = ",".join(f"{a}={self.rig.agent(a)}" for a in self.agents)
+        self.log = self.rig.workdir / f"dialer-{self.app}-{self.runs}.log"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dialguard.cli", "dialer", "run", "--agents", agents,
+                 "--campaign", self.campaign, "--app", self.app],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash, the OOM killer)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+async def wait_row(rig, camp: str, state: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [c for c in await rig.calls(camp) if c["state"] == state]
+        if rows:
+            return rows[0]
+        assert time.monotonic() < deadline, f"no call {state} in {timeout}s: {await rig.calls(camp)}"
+        await asyncio.sleep(0.1)
+
+
+async def outcome_records(rig, channel_id: str) -> list[dict]:
+    """Outcomes the engine recorded for this call (its audit stream, in the rig's namespace)."""
+    out = []
+    for _id, f in await rig.engine.redis.xrange(rig.engine.keys.audit):
+        f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in f.items()}
+        if f.get("t") == "outcome" and json.loads(f["j"]).get("call_id") == channel_id:
+            out.append(f)
+    return out
+
+
+async def long_call_campaign(rig, tmp_path, limit_s: int) -> tuple[str, str]:
+    pack = tmp_path / "limit.yaml"
+    pack.write_text(f"pack: limit-{limit_s}s\nmax_duration_s: {limit_s}\n")
+    n = number("77")
+    camp = await rig.campaign([n], optout_key="#")
+    await rig.engine.set_campaign(camp, True, rules=f"cn-default,{pack}")
+    return camp, n
+
+
+async def test_bridged_call_cut_at_its_limit_after_sigkill(rig, tmp_path):
+    limit = 8
+    camp, n = await long_call_campaign(rig, tmp_path, limit)
+    d = DialerProcess(rig, camp, ["agent1"]).start()
+    try:
+        row = await wait_row(rig, camp, "bridged")
+        assert row["max_duration_s"] == limit
+        assert row["hangup_deadline"] == row["answered_at"] + timedelta(seconds=limit)  # stored at answer
+        d.kill()
+        assert (datetime.now(UTC) - row["answered_at"]).total_seconds() < limit - 4, "killed too late"
+        d.start()
+        leads = await rig.settle(camp, timeout=40)
+    finally:
+        d.stop()
+    [c] = await rig.calls(camp)
+    held = (c["ended_at"] - c["answered_at"]).total_seconds()
+    assert limit - 0.3 <= held <= limit + 1.0, (held, d.output())
+    assert c["result"] == "conversation" and c["outcome_reported"], c
+    assert leads[n]["state"] == "done" and leads[n]["attempts"] == 1
+    assert len(await outcome_records(rig, c["channel_id"])) == 1
+
+
+async def test_call_past_its_deadline_cut_at_once_on_restart(rig, tmp_path):
+    limit = 3
+    camp, n = await long_call_campaign(rig, tmp_path, limit)
+    d = DialerProcess(rig, camp, ["agent1"]).start()
+    try:
+        row = await wait_row(rig, camp, "bridged")
+        d.kill()
+        await asyncio.sleep(max(0.0, (row["hangup_deadline"] - datetime.now(UTC)).total_seconds()) + 2)
+        assert (await rig.calls(camp))[0]["state"] == "bridged"  # nobody cut it while the dialer was dead
+        restarted = datetime.now(UTC)
+        d.start()
+        await rig.settle(camp, timeout=40)
+    finally:
+        d.stop()
+    [c] = await rig.calls(camp)
+    # cut as soon as the new process is up (Python start, ARI connect, reconcile), not 30 s later
+    assert (c["ended_at"] - restarted).total_seconds() < 6, (c, d.output())
+    assert c["result"] == "conversation" and c["outcome_reported"]
+    assert len(await outcome_records(rig, c["channel_id"])) == 1
