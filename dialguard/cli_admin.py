@@ -518,8 +518,12 @@ def _show_paused(as_json: bool) -> None:
     if not paused:
         typer.echo("nothing is paused")
     for p in paused:
-        what = {"all": "all outbound calls", "campaign": f"campaign {p['name']}",
-                "caller_id": f"caller ID {p['name'] or 'hash ' + p['hash'][:12]}"}[p["scope"]]
+        if p["scope"] == "all":
+            what = "all outbound calls"
+        elif p["scope"] == "campaign":
+            what = f"campaign {p['name']}"
+        else:
+            what = f"caller ID {p['name'] or 'hash ' + p['hash'][:12]}"
         typer.echo(f"paused: {what} since {p['since'] or '?'}")
 
 

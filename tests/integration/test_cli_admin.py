@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timezone
+
+import psycopg
+import pytest
 
 from dialguard.config import Settings
 from dialguard.engine import Engine
@@ -16,10 +22,31 @@ from dialguard.rules import Policy
 NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai
 
 
-def cli(prefix, *args):
-    env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix}
+def cli(prefix, *args, **env_extra):
+    env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix, **env_extra}
     return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
                           timeout=60, env=env)
+
+
+@pytest.fixture(scope="module")
+def admin_db(cluster):
+    """A migrated database of the module's own cluster: `dnc add` keeps dnc_entries
+    there, not in the stack's shared database."""
+    from dialguard.audit import migrate as m
+    from dialguard.audit.db import sql_dir
+
+    cluster.create_db("dgadmin")
+    with psycopg.connect(cluster.dsn("dgadmin"), autocommit=True) as conn:
+        m.migrate(conn, sql_dir(), writers=["dg_service"])
+    return cluster.dsn("dgadmin", "dg_service")
+
+
+@pytest.fixture(autouse=True)
+def _own_db(admin_db, monkeypatch):
+    monkeypatch.setenv("DIALGUARD_PG_DSN", admin_db)
+
+
+REDIS_DOWN = {"DIALGUARD_REDIS_URL": "redis://127.0.0.1:1/0"}
 
 
 async def test_admin_commands_take_effect(settings, tmp_path):
@@ -73,3 +100,148 @@ async def test_admin_commands_take_effect(settings, tmp_path):
         from dialguard.simulate import _drop_namespace
         await _drop_namespace(e.redis, prefix)
         await e.close()
+
+
+async def test_pause_status_json_and_kill_switch_during_decisions(settings, tmp_path):
+    """`pause` flipped while decisions run: every decision that starts after the command
+    returned is denied `paused`, on another process's engine; `resume` lifts it."""
+    prefix = f"dgcli:{uuid.uuid4().hex[:8]}"
+    rules = tmp_path / "r.yaml"
+    rules.write_text("pack: r\ndefault_region: CN\n")
+    e = await Engine.create(Settings(key_prefix=prefix), Policy.load(str(rules)))
+    try:
+        await e.set_campaign("c1")
+        await e.approve_caller_id("+862150000001", pool=True)
+        assert json.loads(cli(prefix, "pause", "--status", "--json").stdout) == {"paused": []}
+        assert cli(prefix, "status").stdout.strip() == "nothing is paused"
+
+        log: list[tuple[float, float, list[str]]] = []
+        stop = asyncio.Event()
+
+        async def dialer(k):
+            i = 0
+            while not stop.is_set():
+                t0 = time.monotonic()
+                d = await e.decide(DecisionRequest(number=f"1380013{k}{i:03d}", campaign="c1", agent=f"a{k}"),
+                                   now=NOW)
+                log.append((t0, time.monotonic(), d.reasons))
+                i = (i + 1) % 1000
+
+        tasks = [asyncio.create_task(dialer(k)) for k in range(4)]
+        await asyncio.sleep(0.3)
+        t_pause = time.monotonic()
+        p = await asyncio.to_thread(cli, prefix, "pause", "--json")
+        t_paused = time.monotonic()
+        assert p.returncode == 0 and json.loads(p.stdout) == {"action": "pause", "scope": "all", "name": None}
+        await asyncio.sleep(0.3)
+        t_resume = time.monotonic()
+        assert (await asyncio.to_thread(cli, prefix, "resume")).returncode == 0
+        t_resumed = time.monotonic()
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(*tasks)
+        before = [r for t0, t1, r in log if t1 < t_pause]
+        during = [r for t0, t1, r in log if t_paused < t0 and t1 < t_resume]
+        after = [r for t0, t1, r in log if t0 > t_resumed]
+        assert before and during and after
+        assert all(r == [] for r in before)
+        assert all(r == ["paused"] for r in during), {tuple(r) for r in during}
+        assert all(r == [] for r in after)
+
+        # every scope shows in --status, caller IDs by number when a pool holds them
+        assert cli(prefix, "pause").returncode == 0
+        assert cli(prefix, "pause", "--campaign", "c1").returncode == 0
+        assert cli(prefix, "pause", "--caller-id", "021 5000 0001").returncode == 0
+        st = json.loads(cli(prefix, "pause", "--status", "--json").stdout)["paused"]
+        assert [(x["scope"], x["name"]) for x in st] == [("all", None), ("campaign", "c1"),
+                                                         ("caller_id", "+862150000001")]
+        assert all(x["since"] for x in st)
+        text = cli(prefix, "status").stdout
+        assert "all outbound calls" in text and "campaign c1" in text and "caller ID +862150000001" in text
+        for args in ([], ["--campaign", "c1"], ["--caller-id", "+862150000001"]):
+            p = cli(prefix, "resume", *args, "--json")
+            assert p.returncode == 0 and json.loads(p.stdout)["action"] == "resume"
+        assert json.loads(cli(prefix, "status", "--json").stdout) == {"paused": []}
+        # failures
+        p = cli(prefix, "pause", "--status", "--campaign", "c1")
+        assert p.returncode == 2 and "alone" in p.stderr
+        p = cli(prefix, "pause", "--status", **REDIS_DOWN)
+        assert p.returncode == 3 and "Redis unreachable" in p.stderr and "DIALGUARD_REDIS_URL" in p.stderr
+    finally:
+        from dialguard.simulate import _drop_namespace
+        await _drop_namespace(e.redis, prefix)
+        await e.close()
+
+
+def test_callerid_list_json(settings):
+    prefix = f"dgcli:{uuid.uuid4().hex[:8]}"
+    try:
+        assert json.loads(cli(prefix, "callerid", "list", "--json").stdout) == {"caller_ids": []}
+        assert cli(prefix, "campaign", "approve", "c7").returncode == 0
+        assert cli(prefix, "callerid", "add", "+862150000001", "--pool").returncode == 0
+        assert cli(prefix, "callerid", "add", "+862150000002", "--campaign", "c7").returncode == 0
+        assert cli(prefix, "callerid", "add", "+862150000003").returncode == 0   # approved, not in a pool
+        assert cli(prefix, "callerid", "cooldown", "+862150000001", "--until", "2099-01-01T00:00:00Z").returncode == 0
+        assert cli(prefix, "pause", "--caller-id", "+862150000002").returncode == 0
+        rows = json.loads(cli(prefix, "callerid", "list", "--json").stdout)["caller_ids"]
+        by = {r["caller_id"]: r for r in rows}
+        assert set(by) == {"+862150000001", "+862150000002", None}
+        assert by["+862150000001"]["pools"] == ["global"] and by["+862150000001"]["cooldown_until"].startswith("2099")
+        assert by["+862150000002"]["pools"] == ["c7"] and by["+862150000002"]["paused"]
+        assert by[None]["approved"] and by[None]["pools"] == [] and len(by[None]["hash"]) == 32
+        assert all(r["approved"] for r in rows)
+        text = cli(prefix, "callerid", "list").stdout
+        assert "+862150000001  pools: global  (cooling down until 2099" in text and "number not in a pool" in text
+        p = cli(prefix, "callerid", "list", **REDIS_DOWN)
+        assert p.returncode == 3 and "Redis unreachable" in p.stderr
+    finally:
+        import redis as r
+        c = r.Redis.from_url(settings.redis_url)
+        for k in c.scan_iter(match=f"{prefix}:*"):
+            c.delete(k)
+
+
+def test_dnc_add_remove_keep_the_list_at_rest(settings, admin_db):
+    prefix = f"dgcli:{uuid.uuid4().hex[:8]}"
+    camp = f"c-{uuid.uuid4().hex[:6]}"
+
+    def rows():
+        with psycopg.connect(admin_db) as conn:
+            return conn.execute("select list, source from dnc_entries where list in ('global', %s) "
+                                "order by list", (camp,)).fetchall()
+
+    try:
+        before = rows()
+        p = cli(prefix, "dnc", "add", "13800138050", "--campaign", camp, "--json")
+        assert p.returncode == 0 and json.loads(p.stdout) == {"number": "+8613800138050", "list": camp,
+                                                               "added": True, "stored": True}
+        p = cli(prefix, "dnc", "add", "+86 138 0013 8050", "--campaign", camp, "--json")
+        assert json.loads(p.stdout)["added"] is False and json.loads(p.stdout)["stored"] is False  # already
+        assert [r for r in rows() if r[0] == camp] == [(camp, "cli")]
+        p = cli(prefix, "dnc", "count", "--campaign", camp, "--at-rest", "--json")
+        assert json.loads(p.stdout) == {"list": camp, "entries": 1, "at_rest": 1}
+        assert cli(prefix, "dnc", "count", "--campaign", camp).stdout.strip() == f"list={camp} entries=1"
+        p = cli(prefix, "dnc", "export", "--list", camp)
+        assert p.returncode == 0 and p.stdout.split() == ["number", "+8613800138050"]
+        p = cli(prefix, "dnc", "remove", "13800138050", "--campaign", camp, "--json")
+        assert p.returncode == 0 and json.loads(p.stdout) == {"number": "+8613800138050", "list": camp,
+                                                               "removed": True, "unstored": True}
+        assert [r for r in rows() if r[0] == camp] == []
+        assert json.loads(cli(prefix, "dnc", "count", "--campaign", camp, "--at-rest", "--json").stdout)[
+            "entries"] == 0
+        # bad input: nothing written anywhere
+        for args, why in ((["dnc", "add", "12"], "12"), (["dnc", "add", "13800138051", "--campaign", "global"],
+                                                         "global list"),
+                          (["dnc", "remove", "garbage"], "unparseable"),
+                          (["dnc", "import", "/nonexistent.csv"], "no such file"),
+                          (["dnc", "import", "/nonexistent.csv", "--chunk-rows", "0"], "chunk-rows")):
+            p = cli(prefix, *args)
+            assert p.returncode == 2 and why in p.stderr, (args, p.stderr)
+        assert rows() == before
+        p = cli(prefix, "dnc", "count", **REDIS_DOWN)
+        assert p.returncode == 3 and "Redis unreachable" in p.stderr
+    finally:
+        import redis as r
+        c = r.Redis.from_url(settings.redis_url)
+        for k in c.scan_iter(match=f"{prefix}:*"):
+            c.delete(k)
