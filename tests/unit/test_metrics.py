@@ -6,8 +6,11 @@ difference. The real engine and Redis: tests/integration/test_metrics_agi.py."""
 import asyncio
 import importlib.util
 import json
+import os
 import re
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -295,3 +298,65 @@ def test_grafana_dashboard_names_only_existing_metrics_and_covers_them_all():
             used |= {series[n] for n in names}
     families = {f for f in series.values() if f.startswith("dialguard_")}
     assert families - used == set(), f"metrics without a panel: {sorted(families - used)}"
+
+
+# -- deploy/: systemd units and the example config ---------------------------------------------
+UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+
+
+def test_every_service_has_a_unit_reading_the_config_file_with_env_overrides():
+    assert {u.name for u in UNITS} == {"dialguard-agi.service", "dialguard-audit-ship.service",
+                                       "dialguard-dialer.service"}
+    for unit in UNITS:
+        text = unit.read_text()
+        lines = text.splitlines()
+        assert "Environment=DIALGUARD_CONFIG=/etc/dialguard/dialguard.yaml" in lines, unit.name
+        assert "EnvironmentFile=-/etc/dialguard/dialguard.env" in lines, unit.name
+        for opt in ("NoNewPrivileges=yes", "ProtectSystem=strict", "StateDirectory=dialguard", "ProtectHome=yes",
+                    "PrivateTmp=yes", "CapabilityBoundingSet=", "User=dialguard", "Restart=always"):
+            assert opt in lines, f"{unit.name}: {opt}"
+        # the spool must stay writable under ProtectSystem=strict: it lives in the StateDirectory
+        exec_start = next(ln for ln in lines if ln.startswith("ExecStart=")).split("=", 1)[1].split()
+        assert exec_start[0].startswith("/opt/dialguard/.venv/bin/"), exec_start
+        assert Path(exec_start[0]).name in ("dialguard", "dialguard-agi-server")
+    example = (ROOT / "deploy" / "dialguard.yaml.example").read_text()
+    assert "spool_dir: /var/lib/dialguard/" in example  # StateDirectory=dialguard: writable
+
+
+@pytest.mark.parametrize("argv", [["audit-ship", "--help"], ["dialer", "run", "--help"]])
+def test_unit_commands_exist(argv):
+    from typer.testing import CliRunner
+
+    from dialguard.cli import app
+
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 0, res.output
+
+
+def test_systemd_analyze_verify(tmp_path):
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze not installed")
+    for unit in UNITS:  # the venv is not installed here: point ExecStart at a binary that exists
+        (tmp_path / unit.name).write_text(unit.read_text().replace("/opt/dialguard/.venv/bin/", "/usr/bin/env "))
+    res = subprocess.run([tool, "verify", *(str(tmp_path / u.name) for u in UNITS)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and not res.stderr.strip(), res.stderr
+
+
+def test_example_config_is_what_the_services_read(monkeypatch):
+    from dialguard.config import Settings, _file_settings
+
+    for var in [v for v in os.environ if v.startswith("DIALGUARD_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("DIALGUARD_CONFIG", str(ROOT / "deploy" / "dialguard.yaml.example"))
+    _file_settings.cache_clear()
+    try:
+        s = Settings()
+        assert s.redis_url == "redis://127.0.0.1:6379/0" and s.metrics_port == 9464
+        args = build_parser().parse_args([])
+        assert (args.port, args.metrics_port, args.session_timeout) == (4573, 9464, 5.0)
+        monkeypatch.setenv("DIALGUARD_METRICS_PORT", "0")  # the environment wins over the file
+        assert build_parser().parse_args([]).metrics_port == 0
+    finally:
+        _file_settings.cache_clear()
