@@ -8,6 +8,10 @@ approve = PostgreSQL first, then Engine.set_campaign; revoke = the engine first
 dialplan (never created here) is approved in the engine alone, as before.
 The dialer dials only a campaign approved and running in PostgreSQL, and every
 call is still decided by the engine, so a disagreement can only stop calls.
+
+Exit codes as dialguard/cli.py: 0 ok, 2 bad input (an unknown campaign or
+lead, a bad option), 3 PostgreSQL or Redis unreachable or not migrated.
+Read commands (`campaign list`, `campaign status`) take --json.
 """
 
 from __future__ import annotations
@@ -176,6 +180,26 @@ def register(app: typer.Typer) -> None:
 
         c, extra = _store_run(go)
         _show(c, extra, as_json)
+
+    @camp.command("list")
+    def list_(as_json: bool = typer.Option(False, "--json")):
+        """Dialer campaigns: state, approval and pacing."""
+        from dataclasses import asdict
+
+        rows = []
+        for c in _store_run(lambda s: s.campaigns()):
+            d = asdict(c)
+            for k in ("approved_start", "approved_end"):
+                d[k] = d[k].isoformat() if d[k] else None
+            rows.append(d)
+        if as_json:
+            print(json.dumps({"campaigns": rows}, ensure_ascii=False))
+            return
+        if not rows:
+            typer.echo("no dialer campaign (create one with `dialguard campaign create NAME`)")
+        for d in rows:
+            typer.echo(f"{d['name']}: {d['state']}, {'approved' if d['approved'] else 'not approved'}, "
+                       f"{d['calls_per_second']} calls/s, at most {d['max_concurrent']} at once")
 
     @camp.command("import")
     def import_(name: str, path: Path = typer.Argument(..., help="CSV or XLSX with a number column"),
