@@ -4,6 +4,8 @@
 #   scripts/agi-server.sh start|stop|restart|status
 # Same settings as `make up` (AGI_SERVER_ENV in lib.sh: dev-stack test clock,
 # DIALGUARD_RULES default cn-default); pid and log in .stack/services/agi.*.
+# It serves /metrics and /healthz on 127.0.0.1:$METRICS_PORT (DIALGUARD_METRICS_PORT,
+# 19100 + DIALGUARD_PORT_OFFSET); `status` shows what /healthz says.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [[ -f $STACK_DIR/env ]]; then
@@ -15,13 +17,29 @@ stack_lock
 [[ -f $STACK_DIR/env ]] || die "the stack is not up (no $STACK_DIR/env): run 'make up'"
 agi_server_available || die "no FastAGI server in $VENV: run 'make setup'"
 
+metrics_note() {
+  log "FastAGI metrics: http://127.0.0.1:$METRICS_PORT/metrics, health: http://127.0.0.1:$METRICS_PORT/healthz"
+}
+
 case ${1:-} in
-  start) agi_server_start ;;
+  start) agi_server_start; metrics_note ;;
   stop) agi_server_stop; log "FastAGI server stopped" ;;
-  restart) agi_server_stop; agi_server_start ;;
+  restart) agi_server_stop; agi_server_start; metrics_note ;;
   status)
     if pid_alive "$STACK_DIR/services/agi.pid" dialguard-agi-server; then
       echo "up (pid $(pid_of "$STACK_DIR/services/agi.pid"))"
+      # /healthz: 200 when it accepts sessions and Redis answers, else 503 and why
+      "$VENV/bin/python" - "$METRICS_PORT" <<'PY' || true
+import sys, urllib.error, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/healthz"
+try:
+    with urllib.request.urlopen(url, timeout=3) as r:
+        print(f"healthz {r.status}: {r.read().decode()}")
+except urllib.error.HTTPError as e:
+    print(f"healthz {e.code}: {e.read().decode()}")
+except OSError as e:
+    print(f"healthz: no answer on {url} ({e})")
+PY
     else
       echo down; exit 1
     fi ;;
