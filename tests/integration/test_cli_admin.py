@@ -245,3 +245,18 @@ def test_dnc_add_remove_keep_the_list_at_rest(settings, admin_db):
         c = r.Redis.from_url(settings.redis_url)
         for k in c.scan_iter(match=f"{prefix}:*"):
             c.delete(k)
+
+
+def test_campaign_list_json(admin_db):
+    prefix = f"dgcli:{uuid.uuid4().hex[:8]}"
+    name = f"list-{uuid.uuid4().hex[:6]}"
+    assert cli(prefix, "campaign", "create", name, "--cps", "3").returncode == 0
+    p = cli(prefix, "campaign", "list", "--json")
+    assert p.returncode == 0, p.stderr
+    mine = [c for c in json.loads(p.stdout)["campaigns"] if c["name"] == name]
+    assert len(mine) == 1 and mine[0]["state"] == "draft" and mine[0]["calls_per_second"] == 3
+    assert f"{name}: draft, not approved, 3.0 calls/s" in cli(prefix, "campaign", "list").stdout
+    p = cli(prefix, "campaign", "status", "no-such-campaign", "--json")
+    assert p.returncode == 2 and "does not exist" in p.stderr
+    p = cli(prefix, "campaign", "list", "--json", DIALGUARD_PG_DSN="postgresql://x@127.0.0.1:1/x")
+    assert p.returncode == 3 and "PostgreSQL unreachable" in p.stderr
