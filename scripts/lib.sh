@@ -16,6 +16,7 @@ AGI_PORT=${DIALGUARD_AGI_PORT:-$((14573 + PORT_OFFSET))}
 CARRIER_PORT=${DIALGUARD_CARRIER_PORT:-$((15070 + PORT_OFFSET))}
 AGENTS_PORT=${DIALGUARD_AGENTS_PORT:-$((15080 + PORT_OFFSET))}
 METRICS_PORT=${DIALGUARD_METRICS_PORT:-$((19100 + PORT_OFFSET))}
+DIALER_METRICS_PORT=${DIALGUARD_DIALER_METRICS_PORT:-$((19101 + PORT_OFFSET))}
 # Asterisk RTP range: 2000 ports; offsets in steps of 100 give disjoint ranges.
 RTP_START=${DIALGUARD_RTP_START:-$((20000 + PORT_OFFSET * 20))}
 RTP_END=${DIALGUARD_RTP_END:-$((RTP_START + 1999))}
@@ -203,4 +204,50 @@ agi_server_start() {
 # agi_server_stop: SIGTERM (sessions in flight finish), then make sure.
 agi_server_stop() {
   stop_pid "$STACK_DIR/services/agi.pid" dialguard-agi-server 10
+}
+
+# --- the campaign dialer (ARI Stasis app, `dialguard dialer run`) -------------------
+# Dev stack: agents are SIPp agent phones on the carrier port + 30 (the dialer e2e
+# tests start them there); campaigns not assigned to another dialer (their
+# `dialer` column) are run by this one, one dialer per campaign (advisory lock).
+# Same guard settings as the FastAGI server (test clock, default rules): both
+# share one engine and one set of counters.
+DIALER_APP=${DIALGUARD_DIALER_APP:-dialguard-dialer}
+AGENT_PHONES_PORT=$((CARRIER_PORT + 30))
+DIALER_AGENTS=${DIALGUARD_DIALER_AGENTS:-agent1=PJSIP/agent-phones/sip:agent1@127.0.0.1:$AGENT_PHONES_PORT,agent2=PJSIP/agent-phones/sip:agent2@127.0.0.1:$AGENT_PHONES_PORT}
+DIALER_ENV=("${AGI_SERVER_ENV[@]}" "DIALGUARD_DIALER_APP=$DIALER_APP" "DIALGUARD_DIALER_AGENTS=$DIALER_AGENTS"
+            "DIALGUARD_DIALER_METRICS_PORT=$DIALER_METRICS_PORT")
+
+dialer_available() {
+  [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" dialer run --help >/dev/null 2>&1
+}
+
+# dialer_settings_ok: the running dialer has the settings DIALER_ENV asks for.
+dialer_settings_ok() {
+  local pid var environ
+  pid=$(pid_of "$STACK_DIR/services/dialer.pid") || return 1
+  environ=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null) || return 1
+  for var in "${DIALER_ENV[@]}"; do
+    grep -qxF -- "$var" <<<"$environ" || return 1
+  done
+}
+
+# dialer_start: start the dialer (if not running; restarted if its settings
+# changed) and wait until its /healthz is 200 (events socket up, PostgreSQL ok).
+dialer_start() {
+  local d=$STACK_DIR/services url="http://127.0.0.1:$DIALER_METRICS_PORT/healthz"
+  if pid_alive "$d/dialer.pid" dialguard && ! dialer_settings_ok; then
+    log "campaign dialer runs with other settings: restarting it"
+    dialer_stop
+  fi
+  pid_alive "$d/dialer.pid" dialguard || "$VENV/bin/python" "$PROBE" free tcp "$DIALER_METRICS_PORT" ||
+    die "campaign dialer: metrics port $DIALER_METRICS_PORT busy. Another stack or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_DIALER_METRICS_PORT (docs/PORTS.md)"
+  start_service dialer "${DIALER_ENV[@]}" -- "$VENV/bin/dialguard" dialer run
+  wait_for "campaign dialer ($url)" "$d/dialer.log" 30 "$d/dialer.pid" "$VENV/bin/python" "$PROBE" http "$url"
+  log "campaign dialer up: Stasis app $DIALER_APP, metrics http://127.0.0.1:$DIALER_METRICS_PORT/metrics (log: $d/dialer.log)"
+}
+
+# dialer_stop: SIGTERM (it stops placing calls; calls up are adopted at the next start).
+dialer_stop() {
+  stop_pid "$STACK_DIR/services/dialer.pid" dialguard 15
 }

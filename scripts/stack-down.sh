@@ -18,6 +18,12 @@ for f in "$STACK_DIR"/sipp/*.pid; do
   log "stopped SIPp $(basename "$f" .pid)"
 done
 
+# The campaign dialer first: no new call while the rest goes down.
+if [[ -e $STACK_DIR/services/dialer.pid ]]; then
+  dialer_stop
+  log "stopped dialer"
+fi
+
 # dialguard services.
 for f in "$STACK_DIR"/services/*.pid; do
   [[ -e $f ]] || continue

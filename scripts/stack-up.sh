@@ -170,7 +170,7 @@ write_env() {
   {
     echo "# Written by scripts/stack-up.sh: source it to reach this checkout's stack."
     for var in REDIS_URL PG_DSN REDIS_PORT PG_PORT SIP_PORT ARI_PORT AGI_PORT CARRIER_PORT AGENTS_PORT \
-               METRICS_PORT RTP_START RTP_END ARI_USER ARI_PASSWORD; do
+               METRICS_PORT DIALER_METRICS_PORT RTP_START RTP_END ARI_USER ARI_PASSWORD; do
       echo "export DIALGUARD_$var=$(q "${!var}")"
     done
     echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
@@ -206,6 +206,10 @@ start_services() {
     sleep 1
     pid_alive "$d/audit-ship.pid" dialguard || fail_part "audit shipper" "$d/audit-ship.log" "the process exited"
     log "audit shipper running (log: $d/audit-ship.log)"
+  fi
+  # The campaign dialer (ARI Stasis app), after the schema it needs: dialer_* in lib.sh.
+  if dialer_available; then
+    dialer_start
   fi
 }
 

@@ -132,6 +132,8 @@ async def open_rig(stack, pg_dsn, tmp_path: Path, *, live: bool = False):
         yield r
     finally:
         await r.stop_all()
+        for name in r.campaign_names:  # no dialer (the stack's either) picks them up later
+            await store.set_state(name, "stopped")
         carrier.stop(grace=3)
         agents.stop(grace=3)
         if prefix:
@@ -261,3 +263,30 @@ async def test_disposition_from_channel_variable(rig):
     leads = await rig.settle(camp)
     assert leads[n]["disposition"] == "follow-up" and leads[n]["state"] == "pending"
     assert leads[n]["next_eligible_at"] == datetime(2026, 11, 24, 7, tzinfo=UTC)
+
+
+async def test_disposition_from_cli_during_the_call(rig, stack):
+    """`dialguard campaign disposition` while the call is up: the lead is not released
+    for another call meanwhile, and the follow-up time holds after the call ends."""
+    import os
+    import subprocess
+    import sys
+
+    n = number("00")
+    camp = await rig.campaign([n])
+    rig.start(camp, ["agent1"])
+    deadline = time.monotonic() + 15
+    while not [c for c in await rig.calls(camp) if c["state"] == "bridged"]:
+        assert time.monotonic() < deadline, "no bridged call"
+        await asyncio.sleep(0.1)
+    lead = (await rig.leads(camp))[n]
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "dialguard.cli", "campaign", "disposition", str(lead["id"]),
+                         "follow-up", "--at", "2026-11-25T09:30:00+08:00"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "DIALGUARD_KEY_PREFIX": rig.prefix})
+    assert out.returncode == 0, out.stderr
+    now = (await rig.leads(camp))[n]
+    assert now["state"] == "dialing" and now["disposition"] == "follow-up"  # still on the call
+    leads = await rig.settle(camp)
+    assert leads[n]["state"] == "pending" and leads[n]["last_result"] == "conversation"
+    assert leads[n]["next_eligible_at"] == datetime(2026, 11, 25, 1, 30, tzinfo=UTC)
