@@ -5,6 +5,8 @@
 Runs decide() in one guard process (uvloop) against the stack's Redis at each
 concurrency, then redis-benchmark EVALSHA of the same decide.lua with an
 equivalent plan (same keys per number, random numbers) as the ceiling.
+With --shadow, the same engine runs again with shadow rules published (cn-carrier
+evaluated beside cn-default in the same script call) and prints what they cost.
 Last line: the ratio at concurrency 16. Targets on the 2-core dev machine:
 >= 10,000 decisions/s per process at concurrency 16 with p99 <= 2 ms.
 """
@@ -97,6 +99,7 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,16,64")
+    ap.add_argument("--shadow", action="store_true", help="also measure with shadow rules published")
     args = ap.parse_args()
     try:
         import uvloop
@@ -118,6 +121,17 @@ async def main():
             rate, p50, p99 = await run_engine(engine, c, args.seconds)
             results[c] = rate
             print(f"{'engine decide()':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}", flush=True)
+        if args.shadow:
+            from dialguard.rules_store import RulesStore
+
+            store = RulesStore(engine.redis, engine.keys)
+            await store.apply("cn-default")
+            await store.apply("cn-carrier", shadow=True)
+            for c in levels:
+                rate, p50, p99 = await run_engine(engine, c, args.seconds)
+                print(f"{'decide() + shadow rules':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}"
+                      f"   ({rate / results[c]:.2f} of without)", flush=True)
+            await store.shadow_off()
         ceilings = {}
         for c in levels:
             rps, p50, p99 = redis_benchmark(engine, settings, c, n=max(20000, int(results[c] * args.seconds)))
