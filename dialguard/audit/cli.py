@@ -286,10 +286,14 @@ def report(
     tz: Optional[str] = typer.Option(None, "--tz", help="Time zone of the dates (default: DIALGUARD_SITE_TZ)"),
     csv_out: Optional[str] = typer.Option(None, "--csv", help="Write CSV to this file ('-': stdout)"),
     xlsx_out: Optional[Path] = typer.Option(None, "--xlsx", help="Write an Excel workbook"),
+    shadow: bool = typer.Option(False, "--shadow", help="Decisions the shadow rules would have decided "
+                                "otherwise, with a summary per shadow version (--by does not apply)"),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
 ):
     """Attempts, allowed, denied by reason, answers, talk time, answer, abandon rates, complaints.
 
     Per campaign, agent, caller ID or reason, over a date range (definitions: docs/AUDIT.md).
+    With --shadow: what the shadow rules would have changed.
     """
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -305,25 +309,70 @@ def report(
         _fail(f"dates: {exc}")
     if b <= a:
         _fail("--to is before --from")
+    if as_json and csv_out == "-":
+        _fail("--json and --csv - both write to stdout: pick one")
+    if shadow:
+        if xlsx_out:
+            _fail("--xlsx is not available with --shadow (use --csv or --json)")
+        with _pg(settings.pg_dsn) as conn:
+            srep = rp.build_shadow(conn, a, b, tz, number_label=_number_labeler())
+        if as_json:
+            print(json.dumps(rp.shadow_to_json(srep), default=str))
+        elif csv_out:
+            _write_csv(rp.shadow_to_csv(srep), csv_out)
+        else:
+            console = out if out.is_terminal else Console(width=200)
+            console.print(rp.shadow_to_rich(srep))
+        return
     if by not in rp.GROUPS:
         _fail(f"--by is one of {', '.join(rp.GROUPS)}")
     with _pg(settings.pg_dsn) as conn:
         label = _cid_labeler(conn) if by == "caller_id" else None
         rep = rp.build(conn, by, a, b, tz, cid_label=label)
+    if as_json:
+        print(json.dumps({"by": by, "from": _iso(a), "to": _iso(b), "tz": tz, "columns": rep.columns,
+                          "rows": rep.as_dicts(),
+                          "totals": dict(zip(rep.columns, rep.totals)) if rep.totals else None}, default=str))
     if csv_out:
-        text = rp.to_csv(rep)
-        if csv_out == "-":
-            sys.stdout.write(text)
-        else:
-            Path(csv_out).write_text(text, encoding="utf-8")
-            err.print(f"wrote {csv_out}", highlight=False)
+        _write_csv(rp.to_csv(rep), csv_out)
     if xlsx_out:
         rp.to_xlsx(rep, xlsx_out)
         err.print(f"wrote {xlsx_out}", highlight=False)
-    if not csv_out and not xlsx_out:
+    if not csv_out and not xlsx_out and not as_json:
         # a report is wide: when piped (no terminal to fit), do not squeeze it to 80 columns
         console = out if out.is_terminal else Console(width=200)
         console.print(rp.to_rich(rep))
+
+
+def _write_csv(text: str, dest: str) -> None:
+    if dest == "-":
+        sys.stdout.write(text)
+    else:
+        Path(dest).write_text(text, encoding="utf-8")
+        err.print(f"wrote {dest}", highlight=False)
+
+
+def _number_labeler():
+    """(number_hash, sealed number) -> the number masked (+86138******01) when the
+    data key opens it, else '#' and the hash prefix."""
+    from dialguard.audit.report import mask_number
+
+    sealer = None
+    try:
+        from dialguard.crypto import Sealer
+        sealer = Sealer()
+    except ValueError:
+        pass
+
+    def label(h: str, enc: str | None) -> str:
+        if enc and sealer:
+            try:
+                return mask_number(sealer.open(enc))
+            except Exception:  # noqa: BLE001 - another key: name the hash instead
+                pass
+        return "#" + h[:12]
+
+    return label
 
 
 def _cid_labeler(conn):

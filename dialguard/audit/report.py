@@ -236,3 +236,126 @@ def to_rich(rep: Report):
         t.add_section()
         t.add_row(*cells(rep.totals), style="bold")
     return t
+
+
+# -- shadow rules: what a candidate rules version would have changed ----------------------
+SHADOW_COLS = ["decided_at", "decision_id", "campaign", "agent", "number", "enforced", "enforced_reasons",
+               "shadow", "shadow_reasons", "rules_version", "shadow_version"]
+
+
+@dataclass
+class ShadowReport:
+    """Decisions evaluated under shadow rules (docs/AUDIT.md, "Shadow report"):
+    per shadow version, how many and what would have changed; and every
+    decision whose shadow verdict differs from the enforced one."""
+
+    start: datetime
+    end: datetime
+    tz: str
+    summary: list[dict] = field(default_factory=list)
+    columns: list[str] = field(default_factory=lambda: list(SHADOW_COLS))
+    rows: list[list] = field(default_factory=list)
+
+    def as_dicts(self) -> list[dict]:
+        return [dict(zip(self.columns, r)) for r in self.rows]
+
+
+def mask_number(e164: str) -> str:
+    """+8613800000001 -> +86138******01: enough to recognise, not to dial."""
+    if len(e164) <= 7:
+        return "*" * len(e164)
+    return e164[:6] + "*" * (len(e164) - 8) + e164[-2:]
+
+
+def build_shadow(conn: psycopg.Connection, start: datetime, end: datetime, tz: str,
+                 number_label=None) -> ShadowReport:
+    """number_label(number_hash, number_enc) -> text; default: the hash prefix."""
+    args = {"a": start, "b": end}
+    where = "decided_at >= %(a)s and decided_at < %(b)s and shadow_allowed is not null"
+    summary = conn.execute(f"""
+        select shadow_version, count(*),
+               count(*) filter (where allowed = shadow_allowed),
+               count(*) filter (where allowed and not shadow_allowed),
+               count(*) filter (where not allowed and shadow_allowed),
+               array_agg(distinct rules_seq) filter (where rules_seq is not null),
+               min(decided_at), max(decided_at)
+        from audit_decisions where {where}
+        group by shadow_version order by shadow_version nulls first""", args).fetchall()
+    by_reason = conn.execute(f"""
+        select shadow_version, r, count(*) from audit_decisions, unnest(shadow_reasons) r
+        where {where} and allowed and not shadow_allowed group by 1, 2""", args).fetchall()
+    # reasons the enforced rules denied for, on the decisions the shadow would have allowed
+    lifted = conn.execute(f"""
+        select shadow_version, r, count(*) from audit_decisions, unnest(reasons) r
+        where {where} and not allowed and shadow_allowed group by 1, 2""", args).fetchall()
+    reasons: dict = {}
+    for v, r, n in by_reason:
+        reasons.setdefault(v, {})[r] = n
+    unblocked: dict = {}
+    for v, r, n in lifted:
+        unblocked.setdefault(v, {})[r] = n
+    order = lambda d: dict(sorted(d.items(), key=lambda kv: REASON_ORDER.get(kv[0], 99)))  # noqa: E731
+    rep = ShadowReport(start, end, tz)
+    for v, n, same, a2d, d2a, rvers, first, last in summary:
+        rep.summary.append({
+            "shadow_version": v, "evaluated": n, "same_verdict": same, "would_change": a2d + d2a,
+            "allow_to_deny": a2d, "allow_to_deny_by_reason": order(reasons.get(v, {})),
+            "deny_to_allow": d2a, "deny_to_allow_enforced_reasons": order(unblocked.get(v, {})),
+            "rules_versions": sorted(rvers or []), "first": first, "last": last})
+    label = number_label or (lambda h, _enc: "#" + h[:12])
+    for row in conn.execute(f"""
+            select decided_at, decision_id, campaign, agent, number_hash, number_enc, allowed, reasons,
+                   shadow_allowed, shadow_reasons, rules_seq, shadow_version
+            from audit_decisions where {where} and allowed <> shadow_allowed
+            order by decided_at, decision_id""", args).fetchall():
+        at, did, camp, agent, h, enc, allowed, rs, sa, srs, rv, sv = row
+        rep.rows.append([at, did, camp, agent, label(h, enc), "allow" if allowed else "deny", ",".join(rs or []),
+                         "allow" if sa else "deny", ",".join(srs or []), rv, sv])
+    return rep
+
+
+def _cell(v):
+    if isinstance(v, datetime):
+        return v.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return "" if v is None else v
+
+
+def shadow_to_csv(rep: ShadowReport) -> str:
+    """The differing decisions, one per line (the summary is in --json and the table)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(rep.columns)
+    for r in rep.rows:
+        w.writerow([_cell(v) for v in r])
+    return buf.getvalue()
+
+
+def shadow_to_json(rep: ShadowReport) -> dict:
+    return {"from": _cell(rep.start), "to": _cell(rep.end), "tz": rep.tz,
+            "summary": [{k: _cell(v) if isinstance(v, datetime) else v for k, v in s.items()} for s in rep.summary],
+            "decisions": [{k: _cell(v) if isinstance(v, datetime) else v for k, v in d.items()}
+                          for d in rep.as_dicts()]}
+
+
+def shadow_to_rich(rep: ShadowReport):
+    from rich.console import Group
+    from rich.table import Table
+
+    head = Table(title=f"shadow rules: {rep.start:%Y-%m-%d %H:%M}Z – {rep.end:%Y-%m-%d %H:%M}Z (dates in {rep.tz})")
+    for c in ("shadow version", "evaluated", "same", "allow→deny", "by shadow reason", "deny→allow",
+              "enforced reasons lifted", "under active versions"):
+        head.add_column(c, justify="left" if c in ("by shadow reason", "enforced reasons lifted") else "right")
+    for s in rep.summary:
+        head.add_row(str(s["shadow_version"]), str(s["evaluated"]), str(s["same_verdict"]), str(s["allow_to_deny"]),
+                     "\n".join(f"{r} {n}" for r, n in s["allow_to_deny_by_reason"].items()),
+                     str(s["deny_to_allow"]),
+                     "\n".join(f"{r} {n}" for r, n in s["deny_to_allow_enforced_reasons"].items()),
+                     ",".join(map(str, s["rules_versions"])) or "(config)")
+    if not rep.summary:
+        head.caption = "no decision was evaluated under shadow rules in this range"
+    body = Table(title=f"{len(rep.rows)} decisions the shadow rules would have decided otherwise")
+    for c in rep.columns:
+        body.add_column(c.replace("_", " "))
+    for r in rep.rows:
+        body.add_row(*[str(_cell(v)) for v in r])
+    return Group(head, body)

@@ -154,3 +154,158 @@ async def test_audit_show_number_and_history_decrypt_with_the_key(shipped):
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["what"] for x in lines].count("decision") == 3 and any(x["detail"] == "deny attempt_cap" for x in lines)
     assert run("audit", "show", "nope").returncode == 1
+
+
+# -- rules versions and shadow verdicts ----------------------------------------------------------------
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+@pytest.fixture
+def shadow_shipped(cluster, settings):
+    """Stream entries as decide.lua and rules.lua write them (rules versions, shadow
+    verdicts, an override), shipped by the real shipper: returns (dsn, decision ids, prefix)."""
+    import redis as syncredis
+
+    from dialguard.crypto import Sealer
+    from dialguard.keys import Keys
+
+    name = f"dgsh_{uuid.uuid4().hex[:8]}"
+    cluster.create_db(name)
+    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+        m.migrate(conn, sql_dir(), writers=[SERVICE])
+    dsn = cluster.dsn(name, SERVICE)
+    prefix = f"dgtest:{uuid.uuid4().hex[:10]}"
+    keys = Keys(prefix, settings.hash_secret)
+    sealer = Sealer()
+    r = syncredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    yaml_v2 = "name: try-3\nlimits: {per_number_24h: 3}\n"
+
+    def rules(rid, version, mode, files=(), at=NOW):
+        j = {"version": version, "mode": mode, "actor": "alice", "why": f"{mode} {version}", "at": _ms(at),
+             "node": "n1"}
+        if mode != "shadow_off":
+            j.update(hash=f"h{version}", name="cn-default", spec="cn-default",
+                     files=[{"ref": "cn-default", "text": t} for t in files])
+        r.xadd(keys.audit, {"t": "rules", "id": rid, "j": json.dumps(j)})
+
+    ids = {}
+
+    def decision(key, allow, reasons="", sv="2", sa="", sr="", ov="", ovr="", minutes=0, number="+8613800000001"):
+        did = f"{key}-{uuid.uuid4().hex[:6]}"
+        ids[key] = did
+        at = NOW + timedelta(minutes=minutes)
+        j = {"did": did, "at": _ms(at), "ts": _ms(at), "n": keys.number_tag(number), "ne": sealer.seal(number),
+             "campaign": "c1", "agent": "alice" if key < "d5" else "bob", "subject": None, "call_id": key,
+             "cid_req": None, "pre": [], "rules": "cn-default", "rv": "h1", "node": "n1"}
+        r.xadd(keys.audit, {"t": "decision", "id": did, "allow": allow, "r": reasons, "ch": "", "cs": "",
+                            "rver": "1", "sv": sv, "sa": sa, "sr": sr, "ov": ov, "ovr": ovr, "j": json.dumps(j)})
+
+    try:
+        rules("r1", 1, "active", ["limits: {}\n"])
+        rules("r2", 2, "shadow", [yaml_v2])
+        decision("d1", "1", sa="1")                                                    # same verdict
+        decision("d2", "1", sa="0", sr="attempt_cap", minutes=1)                        # allow -> deny
+        decision("d3", "1", sa="0", sr="outside_hours,attempt_cap", minutes=2)          # allow -> deny (2 reasons)
+        decision("d4", "0", "attempt_cap", sa="1", minutes=3, number="+8613800000002")  # deny -> allow
+        decision("d5", "0", "dnc", sa="0", sr="dnc", minutes=4)                         # same verdict
+        decision("d6", "1", sv="", minutes=5)                                           # no shadow
+        decision("d7", "1", sa="0", sr="attempt_cap", ov="g1", ovr="attempt_cap", minutes=6)  # override
+        decision("d8", "1", sa="0", sr="attempt_cap", minutes=-3 * 24 * 60)            # out of the range
+        decision("d9", "0", "agent_cap", sv="3", sa="1", minutes=7)                     # another shadow version
+        rules("r3", 2, "shadow_off", at=NOW + timedelta(hours=1))
+        sh = Shipper(settings, prefix=prefix, dsn=dsn, block_ms=50)
+        try:
+            sh.run(drain=True)
+        finally:
+            sh.close()
+        yield dsn, ids, prefix
+    finally:
+        for k in r.scan_iter(match=f"{prefix}:*"):
+            r.delete(k)
+        r.close()
+
+
+def test_rules_versions_and_shadow_columns_are_shipped(shadow_shipped):
+    dsn, ids, _ = shadow_shipped
+    with psycopg.connect(dsn) as conn:
+        vers = conn.execute("select record_id, version, mode, files, actor, why from audit_rules_versions "
+                            "order by at, record_id").fetchall()
+        d = {r[0]: r[1:] for r in conn.execute(
+            "select decision_id, rules_seq, shadow_version, shadow_allowed, shadow_reasons, override_id, "
+            "override_lifted from audit_decisions").fetchall()}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # append-only like every audit table
+            conn.execute("update audit_rules_versions set why = 'edited'")
+    assert [(v[0], v[1], v[2]) for v in vers] == [("r1", 1, "active"), ("r2", 2, "shadow"), ("r3", 2, "shadow_off")]
+    assert vers[1][3] == [{"ref": "cn-default", "text": "name: try-3\nlimits: {per_number_24h: 3}\n"}]
+    assert vers[1][4:] == ("alice", "shadow 2") and vers[2][3] == []
+    assert d[ids["d3"]] == (1, 2, False, ["outside_hours", "attempt_cap"], None, None)
+    assert d[ids["d1"]] == (1, 2, True, [], None, None)
+    assert d[ids["d6"]] == (1, None, None, None, None, None)
+    assert d[ids["d7"]][4:] == ("g1", ["attempt_cap"])
+
+
+def test_shadow_report(shadow_shipped):
+    dsn, ids, _ = shadow_shipped
+    a = rp.parse_bound("2026-11-23", "Asia/Shanghai")
+    b = rp.parse_bound("2026-11-23", "Asia/Shanghai", end=True)
+    with psycopg.connect(dsn) as conn:
+        rep = rp.build_shadow(conn, a, b, "Asia/Shanghai")
+    v2, v3 = rep.summary
+    assert (v2["shadow_version"], v2["evaluated"], v2["same_verdict"], v2["would_change"]) == (2, 6, 2, 4)
+    assert v2["allow_to_deny"] == 3 and v2["deny_to_allow"] == 1
+    assert list(v2["allow_to_deny_by_reason"].items()) == [("outside_hours", 1), ("attempt_cap", 3)]  # SPEC order
+    assert v2["deny_to_allow_enforced_reasons"] == {"attempt_cap": 1} and v2["rules_versions"] == [1]
+    assert (v3["shadow_version"], v3["evaluated"], v3["deny_to_allow"]) == (3, 1, 1)
+    got = rep.as_dicts()
+    assert [x["decision_id"] for x in got] == [ids[k] for k in ("d2", "d3", "d4", "d7", "d9")]
+    d3 = got[1]
+    assert (d3["enforced"], d3["shadow"], d3["shadow_reasons"], d3["campaign"], d3["agent"]) == \
+        ("allow", "deny", "outside_hours,attempt_cap", "c1", "alice")
+    assert d3["number"].startswith("#") and "13800000001" not in d3["number"]  # no key given: the hash
+
+
+def test_shadow_report_cli_table_csv_json(shadow_shipped, settings):
+    dsn, ids, _ = shadow_shipped
+    env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_SITE_TZ": "Asia/Shanghai"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "dialguard.cli", "report", "--shadow",  # noqa: E731
+                                     "--from", "2026-11-23", "--to", "2026-11-23", *a], capture_output=True,
+                                    text=True, env=env, timeout=120)
+    r = run("--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert [s["shadow_version"] for s in j["summary"]] == [2, 3] and len(j["decisions"]) == 5
+    d4 = next(x for x in j["decisions"] if x["decision_id"] == ids["d4"])
+    assert d4["number"] == "+86138******02" and (d4["enforced"], d4["shadow"]) == ("deny", "allow")
+    assert d4["decided_at"] == "2026-11-23T02:03:00Z"
+    r = run("--csv", "-")
+    assert r.returncode == 0, r.stderr
+    table = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [x["decision_id"] for x in table] == [x["decision_id"] for x in j["decisions"]]
+    assert table[0]["shadow_reasons"] == "attempt_cap" and table[0]["rules_version"] == "1"
+    r = run()
+    assert r.returncode == 0 and "allow→deny" in r.stdout and "outside_hours 1" in r.stdout, r.stderr
+    assert run("--xlsx", "x.xlsx").returncode == 2
+
+
+def test_every_read_command_has_json(shipped):
+    """report, audit status|show|number|history, db status: --json for scripts."""
+    e, dsn, ds = shipped
+    env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_REDIS_URL": e.settings.redis_url,
+           "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(), "DIALGUARD_KEY_PREFIX": e.keys.prefix,
+           "DIALGUARD_SITE_TZ": "Asia/Shanghai"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "dialguard.cli", *a], capture_output=True,  # noqa: E731
+                                    text=True, env=env, timeout=120)
+    r = run("report", "--from", "2026-11-23", "--to", "2026-11-23", "--by", "agent", "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["by"] == "agent" and j["totals"]["attempts"] == 8
+    assert {x["agent"]: x["attempts"] for x in j["rows"]} == {"alice": 4, "bob": 4, rp.NO_CALL: 0}
+    st = json.loads(run("audit", "status", "--json").stdout)
+    assert st["backlog"] == 0 and "spool" in st
+    assert json.loads(run("audit", "number", e.keys.number_tag("+8613800000001"), "--json").stdout)["number"] \
+        == "+8613800000001"
+    for cmd in (["audit", "status"], ["audit", "show", ds["k1"].decision_id], ["audit", "history", "13800000001"],
+                ["audit", "number", e.keys.number_tag("+8613800000001")], ["report", "--from", "2026-11-23"]):
+        help_text = run(*cmd[:2 if cmd[0] == "audit" else 1], "--help").stdout
+        assert "--json" in help_text, cmd
