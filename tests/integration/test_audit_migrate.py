@@ -19,7 +19,7 @@ from dialguard.audit.db import sql_dir
 from dialguard.audit.testing import PgCluster
 
 AUDIT_TABLES = ("audit_decisions", "audit_outcomes", "audit_events", "audit_overrides", "audit_admin_actions",
-                "audit_campaigns", "audit_caller_ids", "audit_rejects")
+                "audit_campaigns", "audit_caller_ids", "audit_rejects", "audit_rules_versions")
 SERVICE = "dg_service"
 READER = "dg_report"
 
@@ -144,6 +144,30 @@ def test_trigger_refuses_update_and_delete_even_for_the_owner(cluster, db):
                     conn.execute("update audit_campaigns set tag = 'x'")
             conn.execute("delete from audit_campaigns where name = 'c1'")
         assert conn.execute("select count(*) from audit_campaigns").fetchone()[0] == 0
+
+
+def test_rules_shadow_migration_over_a_database_migrated_before_it(cluster, db, tmp_path):
+    """030 (rules versions, shadow columns) applied to a database that already has
+    the later files too: rows kept, new columns NULL, the new table append-only."""
+    d = tmp_path / "sql"
+    shutil.copytree(sql_dir(), d)
+    (d / "030_rules_shadow.sql").unlink()
+    migrate_as_admin(cluster, db, d)
+    cluster.sql("""insert into audit_decisions (decision_id, stream_id, decided_at, recorded_at, allowed,
+                   number_hash, campaign, agent, request) values ('old', '1-0', now(), now(), true, 'h', 'c1',
+                   'a1', '{}')""", db)
+    done = migrate_as_admin(cluster, db)
+    assert [x.version for x in done] == [30]
+    assert cluster.sql("select rules_seq, shadow_version, shadow_allowed, shadow_reasons, override_lifted "
+                       "from audit_decisions where decision_id = 'old'", db) == [(None,) * 5]
+    cluster.sql("""insert into audit_rules_versions (record_id, stream_id, version, mode, at, recorded_at, payload)
+                   values ('r1', '1-0', 1, 'active', now(), now(), '{}')""", db)
+    for stmt in ("update audit_rules_versions set why = 'x'", "delete from audit_rules_versions"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            cluster.sql(stmt, db)  # as the superuser: the trigger, not grants
+    with pytest.raises(psycopg.errors.CheckViolation):
+        cluster.sql("""insert into audit_rules_versions (record_id, stream_id, version, mode, at, recorded_at,
+                       payload) values ('r2', '1-0', 1, 'dry-run', now(), now(), '{}')""", db)
 
 
 def test_cli_migrate_and_status(cluster, db):
