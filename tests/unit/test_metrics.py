@@ -360,3 +360,20 @@ def test_example_config_is_what_the_services_read(monkeypatch):
         assert build_parser().parse_args([]).metrics_port == 0
     finally:
         _file_settings.cache_clear()
+
+
+def test_alert_rules_in_the_operations_guide_name_existing_metrics():
+    import yaml
+
+    doc = (ROOT / "docs" / "OPERATIONS.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.S) if b.startswith("groups:")]
+    assert len(blocks) == 1
+    rules = yaml.safe_load(blocks[0])["groups"][0]["rules"]
+    series = _registry_series()
+    assert len(rules) >= 10
+    for rule in rules:
+        assert rule["alert"].startswith("Dialguard") and rule["labels"]["severity"] in ("page", "warn")
+        names = set(re.findall(r"\bdialguard_[a-z0-9_]+", rule["expr"]))
+        assert names or "up{" in rule["expr"], rule
+        assert names <= set(series), f"{rule['alert']}: {sorted(names - set(series))}"
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["expr"]
