@@ -402,8 +402,8 @@ class Shipper:
         each, ON CONFLICT DO NOTHING), delete the file only after its last
         COMMIT. Garbage lines become audit_rejects rows. PostgreSQL trouble:
         files are kept and retried at the next call. Returns records committed."""
-        if self.spool_dir is None or not self.spool_dir.is_dir():
-            return 0
+        if not spool_files.pending(self.spool_dir, self.keys.prefix):
+            return 0  # the usual case: nothing spooled (and no lock file made)
         done = 0
         with spool_files.ShipLock(self.spool_dir, self.keys.prefix) as mine:
             if not mine:
