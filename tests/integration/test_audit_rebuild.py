@@ -169,7 +169,12 @@ async def test_flush_rebuild_then_same_decisions(make_engine, rules_file, audit_
 
     await _drop_namespace(b.redis, b.keys.prefix)  # the data loss
     assert snapshot(r, b.keys.prefix, now_ms) == {}
-    await configure(b)  # the admin restores configuration (not in the audit)
+    await configure(b)  # the admin restores configuration
+    sh = Shipper(b.settings, prefix=b.keys.prefix, dsn=audit_db, block_ms=50)
+    try:  # audit-ship runs all along: the re-configuration's own admin records reach PostgreSQL
+        await asyncio.to_thread(sh.run, True)
+    finally:
+        sh.close()
     with psycopg.connect(audit_db) as conn:
         summary = await asyncio.to_thread(rebuild, conn, r, b.settings, prefix=b.keys.prefix, policy=policy,
                                           now=now)
