@@ -180,7 +180,8 @@ def _refresh_spool(spool) -> None:
     if directory is not None:
         from dialguard.audit.spool import pending
 
-        AUDIT_SPOOL_FILES.set(pending(directory))
+        # this process's key prefix only (another namespace's files are not its backlog)
+        AUDIT_SPOOL_FILES.set(pending(directory, getattr(spool, "prefix", None)))
 
 
 _campaigns_seen: set[str] = set()
