@@ -106,6 +106,8 @@ def register(app: typer.Typer) -> None:
                retry_after: Optional[int] = typer.Option(None, "--retry-after", help="seconds before a retry"),
                ring_timeout: Optional[int] = typer.Option(None, "--ring-timeout", help="seconds"),
                optout_key: Optional[str] = typer.Option(None, "--optout-key", help="DTMF digit"),
+               dialer: Optional[str] = typer.Option(None, "--dialer",
+                                                    help="only this dialer (Stasis app name) runs it; default: any"),
                as_json: bool = typer.Option(False, "--json")):
         """Create a dialer campaign (draft: it dials only once approved and started)."""
         if optout_key is not None and (len(optout_key) != 1 or optout_key not in "0123456789*#"):
@@ -113,7 +115,7 @@ def register(app: typer.Typer) -> None:
         c = _store_run(lambda s: s.create_campaign(
             name, max_concurrent=max_concurrent, calls_per_second=cps, dial_ratio=dial_ratio,
             abandon_limit_pct=abandon_limit, max_attempts=max_attempts, retry_after_s=retry_after,
-            ring_timeout_s=ring_timeout, optout_key=optout_key))
+            ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer))
         _show(c, {}, as_json)
 
     @camp.command("approve")
@@ -242,7 +244,8 @@ def register(app: typer.Typer) -> None:
         if row is None:
             _fail(f"lead {lead_id} does not exist")
         typer.echo(f"lead {lead_id}: {kind}" + (f", next call at {when.isoformat()}" if when else "")
-                   + f" (state {row['state']})")
+                   + (" (on a call now: applied when the call ends)" if row["state"] == "dialing"
+                      else f" (state {row['state']})"))
 
     dialer = typer.Typer(help="The ARI campaign dialer.", no_args_is_help=True)
     app.add_typer(dialer, name="dialer")

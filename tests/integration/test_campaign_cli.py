@@ -46,9 +46,10 @@ async def test_lifecycle_and_approval_agree(schema):
 
     try:
         out = cli(prefix, "campaign", "create", name, "--max-concurrent", "4", "--cps", "5", "--abandon-limit", "3",
-                  "--json")
+                  "--dialer", "dialer-test-only", "--json")
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["state"] == "draft"
+        assert status()["dialer"] == "dialer-test-only"  # the stack's own dialer leaves it alone
         assert cli(prefix, "campaign", "create", name).returncode == 2  # exists
         # only approved campaigns dial
         out = cli(prefix, "campaign", "start", name)
