@@ -554,11 +554,12 @@ class Engine:
         """Approve a caller ID; with pool=True the guard may also pick it (global
         pool, or the campaign's). The pool holds the number sealed, never plain."""
         tag = self.keys.cid_tag(e164)
+        sealed = self.sealer.seal(e164)  # the same token in the pool and in the record (restored as is)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.sadd(self.keys.approved_cids, tag)
             if pool or campaign:
-                pipe.hset(self.keys.pool(campaign), tag, self.sealer.seal(e164))
-            self._admin(pipe, "callerid_add", tag, why, ne=self.sealer.seal(e164), pool=bool(pool or campaign),
+                pipe.hset(self.keys.pool(campaign), tag, sealed)
+            self._admin(pipe, "callerid_add", tag, why, ne=sealed, pool=bool(pool or campaign),
                         campaign=campaign)
             await pipe.execute()
         self._ctx_cache.clear()
@@ -625,7 +626,8 @@ class Engine:
         if not info.valid:
             raise NumberError(f"{number!r}: {info.problem}")
         # expiry is compared with the decisions' clock (the rules clock in tests)
-        if expires <= (now or await self.now()):
+        now = now or await self.now()
+        if expires <= now:
             raise ValueError("the override's expiry is in the past")
         tag = self.keys.number_tag(info.e164)
         key = self.keys.override(tag)
@@ -639,7 +641,7 @@ class Engine:
             pipe.delete(key)  # one grant per number: a new one replaces the old
             pipe.hset(key, mapping={"id": gid, "camp": short_hash(campaign) if campaign else "",
                                     "exp": str(ms(expires)), "lifts": ",".join(lifts)})
-            pipe.pexpireat(key, ms(expires))
+            pipe.pexpire(key, ms(expires) - ms(now))  # the key lives as long on Redis's clock
             if self.audit:
                 pipe.xadd(self.keys.audit, {"t": "override", "id": gid, "j": _encode(rec)})
             await pipe.execute()

@@ -21,9 +21,9 @@ not written; the others get their remaining TTL. Leases whose time has passed
 are dropped (a concurrency check would ignore them anyway), so calls that ended
 keep no lease. DNC lists (the Redis fingerprint buckets) come back from their
 copy at rest, the table dnc_entries (dialguard/dnc.py), added to whatever Redis
-still holds. Configuration (campaign approvals, caller IDs and pools, kill
-switches, cool-downs) is not in the audit: restore it with the admin commands
-(docs/AUDIT.md).
+still holds. Configuration (kill switches, campaign approvals, caller IDs and
+pools, cool-downs, published rules versions, unused override grants) comes back
+from the admin, rules and override records (dialguard/audit/config_restore.py).
 """
 
 from __future__ import annotations
@@ -232,9 +232,13 @@ class Replayer:
         self.model = Model()
         self.summary = Summary()
         self._policies: dict[str, Policy] = {}
+        # rules versions published with `dialguard rules apply`, by content hash
+        self.published: dict[str, Policy] = {}
         self._qttl = int(default_policy.retention().total_seconds() * 1000)
 
     def policy_for(self, rules: str | None, rv: str | None) -> Policy:
+        if rv and rv in self.published:  # a published version: its own stored text
+            return self.published[rv]
         name = rules or self.default_policy.name
         p = self._policies.get(name)
         if p is None and name == self.default_policy.name:
@@ -470,6 +474,18 @@ def write(redis, model: Model, redis_now_ms: int, rule_now_ms: int, summary: Sum
         pipe.execute()
 
 
+def published_versions(conn: psycopg.Connection) -> dict[str, Policy]:
+    """Rules versions from audit_rules_versions (their stored YAML), by content hash."""
+    out: dict[str, Policy] = {}
+    for h, version, files in conn.execute(
+            "select distinct on (hash) hash, version, files from audit_rules_versions where hash is not null"):
+        try:
+            out[h] = Policy.from_sources([(f"rules version {version} ({f['ref']})", f["text"]) for f in files])
+        except (RulesError, KeyError, TypeError) as exc:
+            log.warning("rules version %s in the audit cannot be loaded here: %s", version, exc)
+    return out
+
+
 def redis_time_ms(redis) -> int:
     s, us = redis.time()
     return int(s) * 1000 + int(us) // 1000
@@ -493,9 +509,17 @@ def rebuild(conn: psycopg.Connection, redis, settings: Settings, *, prefix: str 
     rnow = redis_time_ms(redis)
     since = horizon(conn, default_policy, datetime.fromtimestamp(rnow / 1000, UTC))
     rep = Replayer(settings, keys, default_policy)
+    rep.published = published_versions(conn)
     rep.replay(read_records(conn, since))
     rule_now = ms(now) if now else rnow
     write(redis, rep.model, redis_time_ms(redis), rule_now, rep.summary, dry_run=dry_run)
+    from dialguard.audit.config_restore import read_config, write_config
+
+    cfg = read_config(conn, rule_now)
+    write_config(redis, keys, cfg, rule_now, dry_run=dry_run)
+    for what, n in cfg.counts().items():
+        if n:
+            rep.summary.keys[f"configuration: {what}"] = n
     from dialguard.dnc import restore_lists
 
     rep.summary.dnc_lists = restore_lists(conn, redis, keys, dry_run=dry_run)

@@ -220,3 +220,87 @@ async def test_cli_rebuild_dry_run(make_engine, audit_db):
 
     out = json.loads(res.stdout)
     assert out["decisions"] == 1 and out["keys"]["attempt logs"] == 2 and out["keys"]["caller-ID leases"] == 1
+
+
+async def test_rebuild_restores_configuration_from_the_audit(make_engine, rules_file, audit_db, tmp_path):
+    """Kill switches, approvals, caller IDs and pools, cool-downs, rules versions and
+    unused override grants come back from the audit after Redis lost everything."""
+    from dialguard.rules_store import RulesStore
+
+    policy = rules_file(PACK)
+    e = await make_engine(policy)
+    t0 = START
+    await e.set_campaign("c1", start=t0 - timedelta(days=1), end=t0 + timedelta(days=30))
+    await e.set_campaign("c2")
+    await e.set_campaign("c3", approved=False)
+    await e.approve_caller_id(POOL[0], pool=True)
+    await e.approve_caller_id(POOL[1], campaign="c1")
+    await e.approve_caller_id(POOL[2])
+    await e.remove_caller_id(POOL[2])
+    await e.cooldown_caller_id(POOL[0], t0 + timedelta(hours=1))
+    await e.pause("campaign", "c2", why="carrier complaint")
+    await e.pause("caller_id", POOL[1])
+    await e.resume("caller_id", POOL[1])
+    p1 = tmp_path / "v1.yaml"
+    p1.write_text(PACK.replace("rb-test", "rb-v1"))
+    p2 = tmp_path / "v2.yaml"
+    p2.write_text(PACK.replace("rb-test", "rb-v2").replace("max: 3,", "max: 1,"))
+    store = RulesStore(e.redis, e.keys)
+    await store.apply(str(p1))
+    await store.apply(str(p2), shadow=True)
+    await store.shadow_off()
+    await store.apply(str(p2))
+    await store.apply(str(p1), shadow=True)
+    exp = t0 + timedelta(days=1)
+    await e.override_grant(NUMBERS[0], why="kept", approver="a", expires=exp, now=t0, lifts=["min_interval"])
+    await e.override_grant(NUMBERS[1], why="used", approver="a", expires=exp, now=t0)
+    await e.override_grant(NUMBERS[2], why="revoked", approver="a", expires=exp, now=t0)
+    await e.override_revoke(NUMBERS[2])
+    await e.override_grant(NUMBERS[3], why="expired", approver="a", expires=t0 + timedelta(minutes=5), now=t0)
+    req = DecisionRequest(number=NUMBERS[1], campaign="c1", agent="a1", caller_id=POOL[1])
+    assert (await e.decide(req, now=t0)).allowed
+    d = await e.decide(req, now=t0 + timedelta(minutes=1))  # min_interval, lifted by the grant
+    assert d.override
+
+    config_keys = [e.keys.pause, e.keys.approved_cids, e.keys.pool(None), e.keys.pool("c1"), e.keys.cid_cooldown,
+                   e.keys.rules, *(e.keys.campaign(c) for c in ("c1", "c2", "c3"))]
+    r = syncredis.Redis.from_url(e.settings.redis_url, decode_responses=True)
+
+    def dump():
+        out = {}
+        for k in config_keys:
+            t = r.type(k)
+            out[k] = {"hash": r.hgetall, "set": r.smembers, "zset": lambda k: r.zrange(k, 0, -1, withscores=True),
+                      "none": lambda k: None}[t](k)
+        for n in NUMBERS[:4]:
+            k = e.keys.override(e.keys.number_tag(n))
+            out[k] = r.hgetall(k) or None
+        return out
+
+    before = dump()
+    assert before[e.keys.override(e.keys.number_tag(NUMBERS[0]))]["lifts"] == "min_interval"
+    assert before[e.keys.override(e.keys.number_tag(NUMBERS[1]))] is None
+    sh = Shipper(e.settings, prefix=e.keys.prefix, dsn=audit_db, block_ms=50)
+    try:
+        await asyncio.to_thread(sh.run, True)
+    finally:
+        sh.close()
+    await _drop_namespace(e.redis, e.keys.prefix)
+    assert all(v in (None, {}, set(), []) for v in dump().values())
+    with psycopg.connect(audit_db) as conn:
+        summary = await asyncio.to_thread(rebuild, conn, r, e.settings, prefix=e.keys.prefix, policy=policy,
+                                          now=t0 + timedelta(minutes=10))
+    after = dump()
+    # the grant that expired at t0+5min is not restored; everything else is as it was
+    expired = e.keys.override(e.keys.number_tag(NUMBERS[3]))
+    assert before.pop(expired) is not None and after.pop(expired) is None
+    for k in before:
+        assert after[k] == before[k], k
+    assert summary.keys["configuration: rules versions"] == 4
+    # and it works: the published version 2 (cap 1 per 24 h) is what decides
+    e._ctx_cache.clear()
+    d = await e.decide(DecisionRequest(number=NUMBERS[1], campaign="c1", agent="a1", caller_id=POOL[1]),
+                       now=t0 + timedelta(hours=2))
+    assert d.reasons == ["attempt_cap"] and "rb-v2/n24" in d.explanations["attempt_cap"]
+    assert (await e.decide(DecisionRequest(number=NUMBERS[4], campaign="c2", agent="a1", caller_id=POOL[0]),
+                           now=t0 + timedelta(hours=2))).reasons == ["paused"]
