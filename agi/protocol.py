@@ -17,6 +17,13 @@ Permitted on a dead channel``, ``520 ...`` or the multi-line
 usage.``. When the channel hangs up during a FastAGI session Asterisk writes an
 unsolicited ``HANGUP`` line *between* replies; it is not a reply.
 
+res_agi reads one command, answers it, then waits on the socket for the next:
+commands written ahead sit in its stdio buffer unread until more bytes arrive
+(measured on Asterisk 22: a second command written with the first is only
+answered when a HANGUP wakes it up). So at most one command may be in flight;
+what saves round trips is fewer commands (:func:`mset_command`) and writing
+one early, before the decision, whose reply is read after it.
+
 Command arguments are split by Asterisk's ``parse_args``: whitespace separates
 words, double quotes group, and a backslash makes the next character literal.
 Asterisk reads a command into a 2048-byte buffer, so a longer command would be
@@ -230,6 +237,40 @@ def _quote_within(value: str, budget: int) -> str:
         used += n
         out.append(c)
     return quote_arg("".join(out))
+
+
+# Values MSet carries unchanged through both parsers (res_agi's parse_args, then
+# the application's argument splitter): reason codes, E.164, integers, ISO 8601
+# UTC, hex ids. No quote, backslash, '=' or '$' (AGIEXECFULL would expand it).
+_MSET_VALUE = re.compile(r"[A-Za-z0-9_+:.,\-]{0,256}")
+
+
+def mset_command(pairs) -> bytes:
+    """``EXEC MSet "N1=\\"v1\\",N2=\\"v2\\""``: several channel variables in one
+    command (one round trip instead of one per variable), set in the given
+    order. Each value is quoted for MSet so that a comma (the reasons list)
+    stays inside its value. Raises ValueError for a name or value outside the
+    safe sets (the caller then uses SET VARIABLE, which quotes anything)."""
+    parts = []
+    for name, value in pairs:
+        value = "" if value is None else str(value)
+        if not _VAR_NAME.fullmatch(name):
+            raise ValueError(f"bad channel variable name {name!r}")
+        if not _MSET_VALUE.fullmatch(value):
+            raise ValueError(f"value of {name} not safe for MSet")
+        parts.append(f'{name}="{value}"')
+    if not parts:
+        raise ValueError("MSet needs at least one variable")
+    cmd = f"EXEC MSet {quote_arg(','.join(parts))}\n".encode()
+    if len(cmd) > MAX_COMMAND_BYTES:
+        raise ValueError("MSet command longer than Asterisk's buffer")
+    return cmd
+
+
+def mset_ok(reply: "Reply") -> bool:
+    """MSet ran: ``200 result=0`` (res_agi's EXEC answers the application's
+    return value; -2 means the application does not exist)."""
+    return reply.code == 200 and reply.result == "0"
 
 
 def verbose_command(message: str, level: int = 3) -> bytes:

@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                     default=int(_env("DIALGUARD_CONVERSATION_MIN_S", "1")),
                     help="answered calls with at least this many talk seconds are a conversation "
                          "(env DIALGUARD_CONVERSATION_MIN_S, default %(default)s)")
+    ap.add_argument("--set-mode", choices=("mset", "set"), default=_env("DIALGUARD_AGI_SET_MODE", "mset"),
+                    help="how check writes its variables: one EXEC MSet (mset: 2 commands a check) or one "
+                         "SET VARIABLE each (set: 7) (env DIALGUARD_AGI_SET_MODE, default %(default)s)")
     ap.add_argument("--engine-factory", default=_env("DIALGUARD_AGI_ENGINE_FACTORY", ""),
                     help="module:callable returning the engine (tests only; default: dialguard.engine)")
     settings = Settings()  # the metrics settings are shared with the dialer (dialguard.config)
@@ -273,7 +276,8 @@ async def serve(args: argparse.Namespace) -> int:
     server = FastAGIServer(engines, host=args.host, port=args.port, allow=args.allow,
                            session_timeout=args.session_timeout, max_sessions=args.max_sessions,
                            options=Options(conversation_min_s=args.conversation_min_s,
-                                           engine_timeout_s=args.engine_timeout),
+                                           engine_timeout_s=args.engine_timeout,
+                                           set_mode=args.set_mode),
                            metrics_host=args.metrics_host, metrics_port=args.metrics_port,
                            metrics_interval=args.metrics_interval)
     try:

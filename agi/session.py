@@ -33,6 +33,9 @@ class AGISession:
         self.env: dict[str, str] = {}
         self.hungup = False
         self.commands_sent = 0
+        # Commands written with send() whose replies are not read yet (at most
+        # one: res_agi does not read ahead, see agi.protocol).
+        self._unread = 0
 
     async def _readline(self) -> bytes:
         try:
@@ -49,13 +52,42 @@ class AGISession:
         self.env = parser.env
         return self.env
 
-    async def command(self, cmd: bytes) -> p.Reply:
-        """Send one command line and return its reply, skipping HANGUP notices."""
+    @staticmethod
+    def _check_command(cmd: bytes) -> None:
         if not cmd.endswith(b"\n") or b"\n" in cmd[:-1] or len(cmd) > p.MAX_COMMAND_BYTES:
             raise ValueError("a command is one line of at most 2047 bytes")
+
+    def send(self, cmd: bytes) -> None:
+        """Write one command now, read its reply later with :meth:`collect`
+        (e.g. the fail-closed DENY, answered while the engine decides)."""
+        self._check_command(cmd)
+        if self._unread:
+            raise RuntimeError("res_agi answers one command at a time: collect() first")
+        self.writer.write(cmd)
+        self.commands_sent += 1
+        self._unread += 1
+
+    async def collect(self) -> p.Reply | None:
+        """The reply to the command written by :meth:`send` (None if none is due)."""
+        if not self._unread:
+            return None
+        await self.writer.drain()
+        self._unread = 0
+        return await self._read_reply()
+
+    async def command(self, cmd: bytes) -> p.Reply:
+        """Send one command line and return its reply, skipping HANGUP notices.
+
+        A reply still due for an earlier :meth:`send` is read first (on error
+        paths): replies stay in step with their commands."""
+        self._check_command(cmd)
+        await self.collect()
         self.writer.write(cmd)
         await self.writer.drain()
         self.commands_sent += 1
+        return await self._read_reply()
+
+    async def _read_reply(self) -> p.Reply:
         hangups = 0
         while True:
             line = p.decode_reply_line(await self._readline(), self.max_line_bytes)
@@ -80,6 +112,10 @@ class AGISession:
 
     async def set_variable(self, name: str, value: object) -> p.Reply:
         return await self.command(p.set_variable_command(name, "" if value is None else str(value)))
+
+    async def mset(self, pairs) -> p.Reply:
+        """Several variables in one command (EXEC MSet); ValueError for unsafe values."""
+        return await self.command(p.mset_command(pairs))
 
     async def verbose(self, message: str, level: int = 3) -> p.Reply:
         return await self.command(p.verbose_command(message, level))

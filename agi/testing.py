@@ -17,8 +17,9 @@ from dialguard.models import Decision, DecisionRequest, Outcome
 
 # Commands res_agi accepts on a dead channel (the "dead" column of its table).
 DEAD_OK = {("SET", "VARIABLE"), ("GET", "VARIABLE"), ("GET", "FULL"), ("VERBOSE",), ("NOOP",),
-           ("DATABASE", "GET"), ("DATABASE", "PUT"), ("DATABASE", "DEL"), ("DATABASE", "DELTREE")}
-KNOWN = DEAD_OK | {("ANSWER",), ("HANGUP",), ("EXEC",), ("STREAM", "FILE"), ("WAIT", "FOR")}
+           ("DATABASE", "GET"), ("DATABASE", "PUT"), ("DATABASE", "DEL"), ("DATABASE", "DELTREE"),
+           ("EXEC",)}
+KNOWN = DEAD_OK | {("ANSWER",), ("HANGUP",), ("STREAM", "FILE"), ("WAIT", "FOR")}
 SET_VARIABLE_USAGE = (
     " Usage: SET VARIABLE <variablename> <value>\n"
     "\tSets a variable to the current value.\n")
@@ -55,6 +56,37 @@ def parse_args(line: str) -> list[str]:
     if cur:
         argv[-1] += "".join(cur)
     return argv
+
+
+def app_args(data: str, sep: str = ",") -> list[str]:
+    """What Asterisk's application argument splitter (AST_STANDARD_APP_ARGS,
+    quotes and backslashes removed) makes of an application's data."""
+    out: list[str] = [""]
+    quoted = escaped = False
+    for ch in data:
+        if escaped:
+            out[-1] += ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            out.append("")
+        else:
+            out[-1] += ch
+    return out
+
+
+def mset_pairs(data: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs MSet sets, in order; entries without '=' are
+    ignored, as Asterisk does."""
+    pairs = []
+    for entry in app_args(data):
+        name, sep, value = entry.partition("=")
+        if sep:
+            pairs.append((name, "".join(app_args(value, "\0"))))
+    return pairs
 
 
 def env_block(script: str | None = "check", args=(), *, uniqueid: str = "1700000000.1",
@@ -97,16 +129,19 @@ class FakeAsterisk:
     ``HANGUP`` line is sent (then the channel is dead: commands not allowed on a
     dead channel get 511; with ``strict_dead`` every command does).
     ``replies``: command index -> raw reply bytes to send instead.
+    ``EXEC MSet`` sets its variables in order (``history`` gets one entry
+    each); other ``EXEC`` applications answer -2 (not found).
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer):
+    def __init__(self, reader: asyncio.StreamReader, writer, *, mset: bool = True):
         self.reader = reader
         self.writer = writer
+        self.mset = mset  # False: an Asterisk without the MSet application (EXEC answers -2)
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> "FakeAsterisk":
+    async def connect(cls, host: str, port: int, *, mset: bool = True) -> "FakeAsterisk":
         r, w = await asyncio.open_connection(host, port, limit=1 << 20)
-        return cls(r, w)
+        return cls(r, w, mset=mset)
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -147,6 +182,13 @@ class FakeAsterisk:
                     res.variables[argv[2]] = argv[3]
                     res.history.append((argv[2], argv[3]))
                     await self.send(b"200 result=1\n")
+                elif words[:1] == ("EXEC",) and len(argv) > 1 and argv[1].upper() == "MSET" and self.mset:
+                    for name, value in mset_pairs(argv[2] if len(argv) > 2 else ""):
+                        res.variables[name] = value
+                        res.history.append((name, value))
+                    await self.send(b"200 result=0\n")
+                elif words[:1] == ("EXEC",):
+                    await self.send(b"200 result=-2\n")  # no such application
                 else:
                     await self.send(b"200 result=1\n")
 
@@ -159,7 +201,7 @@ class FakeAsterisk:
 
 
 async def agi_call(host: str, port: int, script: str = "check", args=(), **serve_kw) -> PeerResult:
-    peer = await FakeAsterisk.connect(host, port)
+    peer = await FakeAsterisk.connect(host, port, mset=serve_kw.pop("mset", True))
     try:
         await peer.send(env_block(script, args, uniqueid=serve_kw.pop("uniqueid", "1700000000.1")))
         return await peer.serve(**serve_kw)

@@ -56,6 +56,9 @@ class Options:
     conversation_min_s: int = 1
     # Upper bound for one engine call; the session deadline may cut it shorter.
     engine_timeout_s: float = 2.0
+    # How check writes its variables: "mset" (one EXEC MSet command for all of
+    # them: 2 commands a check) or "set" (one SET VARIABLE each: 7 commands).
+    set_mode: str = "mset"
 
 
 class BadRequest(ValueError):

@@ -5,6 +5,11 @@ Dialplan: ``AGI(agi://HOST:PORT/check,NUMBER,CAMPAIGN,AGENT[,SUBJECT[,CALLERID[,
 sets DIALGUARD_RESULT=DENY and ALLOW is set last, only after a real allow and
 only when every other variable was set; any error leaves DENY with
 DIALGUARD_REASONS=guard_unavailable.
+
+Two commands a check (``--set-mode mset``, the default): the DENY, written
+before the decision and answered while it runs, then one ``EXEC MSet`` with
+the other variables and the result last (MSet sets them in order, in one
+application call). ``--set-mode set``: one SET VARIABLE per variable (7).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pydantic import ValidationError
 
 from dialguard.models import DecisionRequest, sort_reasons
 
+from .. import protocol as p
 from ..protocol import format_utc
 from . import BadRequest, Context, mask_number, register
 
@@ -39,6 +45,34 @@ async def _set(ctx: Context, name: str, value) -> None:
         raise ChannelRefused(f"SET VARIABLE {name}: {reply.text}")
 
 
+async def _set_all(ctx: Context, pairs: list[tuple[str, object]]) -> None:
+    """Set the variables in this order, the last one last: one EXEC MSet
+    (``200 result=0`` required) or, in "set" mode, for a value MSet cannot
+    carry, or where MSet does not exist (result=-2: nothing was set), one SET
+    VARIABLE each, every reply checked."""
+    if ctx.options.set_mode == "mset":
+        try:
+            cmd = p.mset_command(pairs)
+        except ValueError:
+            cmd = None
+        if cmd is not None:
+            reply = await ctx.session.command(cmd)
+            if p.mset_ok(reply):
+                return
+            if not (reply.ok and reply.result == "-2"):
+                raise ChannelRefused(f"EXEC MSet: {reply.text}")
+            ctx.fields["mset_missing"] = True
+    for name, value in pairs:
+        await _set(ctx, name, value)
+
+
+async def _deny_first(ctx: Context) -> None:
+    """The fail-closed DENY written at the start was set (its reply read now)."""
+    reply = await ctx.session.collect()
+    if reply is not None and not reply.ok:
+        raise ChannelRefused(f"SET VARIABLE DIALGUARD_RESULT: {reply.text}")
+
+
 def build_request(ctx: Context) -> DecisionRequest:
     try:
         return DecisionRequest(
@@ -56,11 +90,10 @@ def build_request(ctx: Context) -> DecisionRequest:
 
 async def _deny(ctx: Context, reasons: list[str], decision_id: str = "", next_eligible: str = "") -> None:
     # DIALGUARD_RESULT is already DENY (first command of the session).
-    await _set(ctx, "DIALGUARD_REASONS", ",".join(reasons))
-    await _set(ctx, "DIALGUARD_CALLERID", "")
-    await _set(ctx, "DIALGUARD_MAXDURATION", 0)
-    await _set(ctx, "DIALGUARD_NEXT_ELIGIBLE", next_eligible)
-    await _set(ctx, "DIALGUARD_DECISION_ID", decision_id)
+    await _deny_first(ctx)
+    await _set_all(ctx, [("DIALGUARD_REASONS", ",".join(reasons)), ("DIALGUARD_CALLERID", ""),
+                         ("DIALGUARD_MAXDURATION", 0), ("DIALGUARD_NEXT_ELIGIBLE", next_eligible),
+                         ("DIALGUARD_DECISION_ID", decision_id)])
 
 
 async def _release(ctx: Context, decision) -> None:
@@ -77,8 +110,9 @@ async def _release(ctx: Context, decision) -> None:
 
 async def handle(ctx: Context) -> None:
     ctx.fields["outcome"] = "deny"
-    # Fail closed before anything else (the dialplan presets DENY as well).
-    await _set(ctx, "DIALGUARD_RESULT", "DENY")
+    # Fail closed before anything else (the dialplan presets DENY as well);
+    # Asterisk answers it while the engine decides (reply read after).
+    ctx.session.send(p.set_variable_command("DIALGUARD_RESULT", "DENY"))
     try:
         req = build_request(ctx)
     except BadRequest as exc:
@@ -100,13 +134,13 @@ async def handle(ctx: Context) -> None:
         return
     delivered = False
     try:
-        await _set(ctx, "DIALGUARD_REASONS", "")
-        await _set(ctx, "DIALGUARD_CALLERID", decision.caller_id or "")
-        await _set(ctx, "DIALGUARD_MAXDURATION", max(0, int(decision.max_duration_s or 0)))
-        await _set(ctx, "DIALGUARD_NEXT_ELIGIBLE", format_utc(decision.next_eligible_at))
-        await _set(ctx, "DIALGUARD_DECISION_ID", decision.decision_id)
-        # Last, and only now: the one command that lets the dialplan dial.
-        await _set(ctx, "DIALGUARD_RESULT", "ALLOW")
+        await _deny_first(ctx)
+        # ALLOW last, and only now: the one value that lets the dialplan dial.
+        await _set_all(ctx, [("DIALGUARD_REASONS", ""), ("DIALGUARD_CALLERID", decision.caller_id or ""),
+                             ("DIALGUARD_MAXDURATION", max(0, int(decision.max_duration_s or 0))),
+                             ("DIALGUARD_NEXT_ELIGIBLE", format_utc(decision.next_eligible_at)),
+                             ("DIALGUARD_DECISION_ID", decision.decision_id),
+                             ("DIALGUARD_RESULT", "ALLOW")])
         delivered = True
     finally:
         if not delivered:

@@ -226,3 +226,29 @@ def test_report_classify(args, result, talk):
 def test_report_classify_threshold():
     assert classify("ANSWER", 4, 4, 16, conversation_min_s=5).result == "answered"
     assert classify("ANSWER", 5, 5, 16, conversation_min_s=5).result == "conversation"
+
+
+# -- EXEC MSet -------------------------------------------------------------------------
+def test_mset_command_round_trip_through_both_asterisk_parsers():
+    from agi.testing import mset_pairs, parse_args
+
+    pairs = [("DIALGUARD_REASONS", "attempt_cap,min_interval"), ("DIALGUARD_CALLERID", ""),
+             ("DIALGUARD_MAXDURATION", 3600), ("DIALGUARD_NEXT_ELIGIBLE", "2025-03-04T01:00:00Z"),
+             ("DIALGUARD_DECISION_ID", "0f" * 16), ("DIALGUARD_RESULT", "ALLOW")]
+    cmd = p.mset_command(pairs)
+    assert cmd.endswith(b"\n") and cmd.count(b"\n") == 1
+    argv = parse_args(cmd.decode()[:-1])
+    assert argv[:2] == ["EXEC", "MSet"] and len(argv) == 3
+    assert mset_pairs(argv[2]) == [(n, str(v)) for n, v in pairs]
+
+
+@pytest.mark.parametrize("value", ['a"b', "a\\b", "a=b", "${EVIL}", "a b", "x\n", "é"])
+def test_mset_command_refuses_unsafe_values(value):
+    with pytest.raises(ValueError):
+        p.mset_command([("DIALGUARD_CALLERID", value)])
+
+
+def test_mset_ok_only_for_result_0():
+    assert p.mset_ok(p.parse_reply_head("200 result=0")[0])
+    for line in ("200 result=-2", "200 result=1", "510 Invalid or unknown command"):
+        assert not p.mset_ok(p.parse_reply_head(line)[0])

@@ -122,20 +122,27 @@ async def test_engine_timeout_option(make_server):
     assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
 
 
-async def test_hangup_before_reply_is_not_a_reply(make_server, caplog):
-    # Asterisk's behaviour: HANGUP, then dead-channel-safe commands (SET VARIABLE)
-    # still get 200. The allow is delivered so the hangup handler can report it.
-    srv, _ = await make_server()
+# Commands of an allowed check: "set" mode, DENY + 6 SET VARIABLE; "mset" mode
+# (the default), DENY + one EXEC MSet carrying the 6 others.
+N_COMMANDS = {"set": 7, "mset": 2}
+
+
+@pytest.mark.parametrize("mode, at", [("set", 2), ("mset", 1)])
+async def test_hangup_before_reply_is_not_a_reply(make_server, caplog, mode, at):
+    # Asterisk's behaviour: HANGUP, then dead-channel-safe commands (SET VARIABLE,
+    # EXEC) still get 200. The allow is delivered so the hangup handler can report it.
+    srv, _ = await make_server(options=Options(set_mode=mode))
     with caplog.at_level(logging.INFO, "dialguard.agi"):
-        res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=2)
+        res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=at)
     assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
     assert len(res.history) == 7  # every reply matched its own command
+    assert len(res.commands) == N_COMMANDS[mode]
     assert sessions(caplog)[-1]["hungup"] is True
 
 
-@pytest.mark.parametrize("at", range(7))
-async def test_hangup_then_511_never_allows(make_server, at):
-    srv, eng = await make_server()
+@pytest.mark.parametrize("mode, at", [("set", i) for i in range(7)] + [("mset", i) for i in range(2)])
+async def test_hangup_then_511_never_allows(make_server, mode, at):
+    srv, eng = await make_server(options=Options(set_mode=mode))
     res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=at, strict_dead=True)
     assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
     assert res.closed_by_server
@@ -150,10 +157,12 @@ async def test_hangup_then_511_never_allows(make_server, at):
     b"\tSets a variable.\n520 End of proper usage.\n",
     b"520-Invalid command syntax.  Proper usage follows:\n Usage: glued520 End of proper usage.\n",
 ])
-async def test_error_replies_leave_deny(make_server, reply):
-    srv, _ = await make_server()
-    # The 6th command (DECISION_ID) is refused: ALLOW must not follow.
-    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, replies={5: reply})
+@pytest.mark.parametrize("mode, at", [("set", 5), ("mset", 1), ("set", 0), ("mset", 0)])
+async def test_error_replies_leave_deny(make_server, reply, mode, at):
+    srv, _ = await make_server(options=Options(set_mode=mode))
+    # A command before ALLOW is refused (set: the 6th, DECISION_ID; mset: the
+    # MSet itself; both: the first DENY, answered after the decision): no ALLOW.
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, replies={at: reply})
     assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
     assert res.variables["DIALGUARD_RESULT"] == "DENY"
     assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
@@ -162,9 +171,10 @@ async def test_error_replies_leave_deny(make_server, reply):
 
 
 @pytest.mark.parametrize("reply", [b"garbage\n", b"200 nothing\n", b"HANGUP\n" * 10, b"\xff\xfe\n"])
-async def test_garbage_replies_close_without_allow(make_server, reply):
-    srv, _ = await make_server()
-    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, replies={3: reply})
+@pytest.mark.parametrize("mode, at", [("set", 3), ("mset", 0)])
+async def test_garbage_replies_close_without_allow(make_server, reply, mode, at):
+    srv, _ = await make_server(options=Options(set_mode=mode))
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, replies={at: reply})
     assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
 
 
@@ -364,3 +374,67 @@ def test_cli_rejects_bad_cidr(capsys):
     with pytest.raises(SystemExit):
         main(["--allow", "not-a-network"])
     assert "--allow" in capsys.readouterr().err
+
+
+# -- fewer commands: EXEC MSet ----------------------------------------------------------
+async def test_mset_allow_is_two_commands_deny_first_allow_last(make_server, caplog):
+    srv, _ = await make_server()
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    assert res.commands[0] == 'SET VARIABLE DIALGUARD_RESULT "DENY"'
+    assert res.commands[1].startswith("EXEC MSet ") and len(res.commands) == 2
+    assert [n for n, _ in res.history] == [
+        "DIALGUARD_RESULT", "DIALGUARD_REASONS", "DIALGUARD_CALLERID", "DIALGUARD_MAXDURATION",
+        "DIALGUARD_NEXT_ELIGIBLE", "DIALGUARD_DECISION_ID", "DIALGUARD_RESULT"]
+    assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
+    assert res.variables["DIALGUARD_CALLERID"] == "+861012345678"
+    assert sessions(caplog)[-1]["commands"] == 2
+
+
+async def test_mset_deny_keeps_the_comma_separated_reasons(make_server):
+    srv, _ = await make_server(FakeEngine("deny:attempt_cap,min_interval,agent_cap"))
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+    assert len(res.commands) == 2
+    assert res.variables["DIALGUARD_REASONS"] == "attempt_cap,min_interval,agent_cap"
+    assert res.variables["DIALGUARD_RESULT"] == "DENY"
+    assert res.variables["DIALGUARD_NEXT_ELIGIBLE"] == "2025-03-04T01:00:00Z"
+
+
+async def test_mset_missing_falls_back_to_set_variable(make_server, caplog):
+    # An Asterisk without MSet answers EXEC with -2 and sets nothing: the check
+    # sets every variable one by one, ALLOW still last.
+    srv, _ = await make_server()
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, mset=False)
+    assert len(res.commands) == 8 and res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
+    assert len(res.history) == 7
+    assert sessions(caplog)[-1]["mset_missing"] is True
+
+
+@pytest.mark.parametrize("reply", [b"200 result=-1\n", b"200 result=1\n", b"511 Command Not Permitted\n"])
+async def test_mset_unexpected_result_denies(make_server, reply):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, replies={1: reply})
+    assert res.variables == {"DIALGUARD_RESULT": "DENY", "DIALGUARD_REASONS": "guard_unavailable"}
+    assert eng.calls[-1][0] == "report_outcome"  # the undelivered allow given back
+
+
+async def test_unsafe_value_for_mset_uses_set_variable(make_server):
+    # A caller ID with a character MSet cannot carry: SET VARIABLE quotes anything.
+    eng = FakeEngine()
+    srv, _ = await make_server(eng)
+    res = await agi_call(HOST, srv.bound_port, "check",
+                         ("+8613800138000", "c1", "a1", "", '+86"10=$x'))
+    assert res.variables["DIALGUARD_CALLERID"] == '+86"10=$x'
+    assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
+    assert not any(c.startswith("EXEC") for c in res.commands)
+
+
+async def test_early_deny_answer_read_after_the_decision(make_server):
+    # The DENY is written before the engine decides; its reply is read after, and
+    # a refusal of it stops the check before ALLOW.
+    srv, _ = await make_server(FakeEngine(delay_s=0.2))
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS,
+                         replies={0: b"520 Invalid command syntax.  Proper usage not available.\n"})
+    assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+    assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
