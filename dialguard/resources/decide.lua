@@ -8,6 +8,8 @@
 -- KEYS: every key the plan references (by 1-based index).
 -- ARGV[1]: the plan as JSON. All scores/bounds arrive as strings so that Lua
 -- never formats a large number (Lua 5.1 would write 1.7e+12).
+-- ARGV[2]: the audit record's JSON when the plan has no `a` (the engine's
+-- compiled plans: not escaped into the plan, not decoded here).
 --
 -- Returns {allowed, reasons, details, chosen_caller_id_hash, status, decision_id, lifted}
 --   details: flat list of {check_id, score_ms, candidate} triples for failing
@@ -300,7 +302,7 @@ if plan.audit then
   redis.call('XADD', KEYS[plan.audit], '*', 't', 'decision', 'id', plan.did,
     'allow', allowed, 'r', table.concat(reasons, ','), 'ch', chosen, 'cs', table.concat(seen_counts, ','),
     'rver', plan.rver or '', 'sv', plan.sv or '', 'sa', sa, 'sr', sr,
-    'ov', override_id, 'ovr', table.concat(lifted, ','), 'j', plan.a)
+    'ov', override_id, 'ovr', table.concat(lifted, ','), 'j', plan.a or ARGV[2])
 end
 
 return {allowed, reasons, details, chosen, 0, plan.did, lifted}

@@ -1,0 +1,129 @@
+"""Compiled plans (Engine._plan_compiled) equal the build_plan ones, field for field.
+
+The reference is Engine._plan_built: build_plan's dict plus the engine's own
+fields, JSON-encoded. Over generated requests (every shipped pack alone and
+combined, valid and invalid numbers of several countries, subjects, call ids,
+caller IDs given or picked from pools with duplicates, odd campaign, agent and
+prefix text, times across a year and DST changes, audit and rules versions on
+and off) the compiled plan must give the same KEYS, the same decoded ARGV[1]
+(the audit record moved to ARGV[2], byte for byte what _encode wrote), the
+same check metadata and candidates.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import dialguard.engine as engine_mod
+from dialguard.config import Settings
+from dialguard.engine import Engine, _Context, new_id
+from dialguard.models import DecisionRequest
+from dialguard.numbers import parse_number
+from dialguard.rules import Policy
+
+PACKS = ["cn-default", "cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom"]
+POLICIES = [[p] for p in PACKS] + [["cn-default", "cn-carrier"], ["us-tcpa", "us-regf", "us-fl-ftsa"],
+                                   ["uk-ofcom", "us-regf"], ["cn-default", "us-regf"]]
+ODD = ["c1", "spring sale", 'q"uote', "br{ace}s", "uni-码", "back\\slash", "tab\there", "{x}"]
+
+
+def numbers(rnd: random.Random) -> str:
+    return rnd.choice([
+        lambda: f"+86138{rnd.randrange(10**8):08d}",
+        lambda: f"138 {rnd.randrange(10**4):04d} {rnd.randrange(10**4):04d}",
+        lambda: f"+8610{rnd.randrange(10**8):08d}",
+        lambda: f"+1 202 555 {rnd.randrange(10**4):04d}",
+        lambda: f"+1{rnd.randrange(2, 10)}{rnd.randrange(10**9):09d}",
+        lambda: f"+4420{rnd.randrange(10**8):08d}",
+        lambda: f"+447{rnd.randrange(10**9):09d}",
+        lambda: "+19005551234",  # premium
+        lambda: "110",
+        lambda: "not a number",
+        lambda: f"+{rnd.randrange(10**12)}",
+    ])()
+
+
+class _Clock:
+    """time for dialguard.engine with a fixed wall clock (the audit record's ts)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def time(self):
+        return 1_790_000_000.123
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+class _Sealer:
+    def seal(self, text):  # deterministic, and with characters JSON escapes
+        return "S/" + text + '"\\'
+
+
+@pytest.fixture
+def fixed_time(monkeypatch):
+    monkeypatch.setattr(engine_mod, "time", _Clock(engine_mod.time))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_compiled_plan_equals_build_plan(seed, fixed_time):
+    rnd = random.Random(seed)
+    prefix = rnd.choice(["dg", "dgtest:abc", 'p{x}"q', "пре"])
+    base = Settings()
+    for _ in range(250):
+        refs = rnd.choice(POLICIES)
+        policy = Policy.load(refs)
+        settings = replace(base, site_timezone=rnd.choice(["Asia/Shanghai", "America/New_York", "Europe/London"]),
+                           node=rnd.choice(["vm", 'n"1', "节点"]), audit_backlog_max=rnd.choice([0, 1000]))
+        eng = Engine(None, settings, policy, prefix=prefix, audit=rnd.random() < 0.8,
+                     versioned=rnd.random() < 0.7, skip_caller_id_without_pool=rnd.random() < 0.5)
+        eng.sealer = _Sealer()
+        pool = tuple(rnd.choice(["+8613800138000", "+8613800138001", "+12025550100", "+442071838750"])
+                     for _ in range(rnd.choice([0, 0, 1, 3, 9])))  # duplicates on purpose
+        ctx = _Context(1e18, policy, pool, rnd.choice(["|", "3|", "3|4"]), rnd.choice(["", "3"]), None, "")
+        req = DecisionRequest(
+            number=numbers(rnd), campaign=rnd.choice(ODD), agent=rnd.choice(ODD + ["a1", "a2"]),
+            caller_id=rnd.choice([None, None, "+8613800138000", "+12025550100", "bad"]),
+            subject=rnd.choice([None, None, "debt-17", 'sub"j']),
+            call_id=rnd.choice([None, "1712.33", "ch{1}", 'c"id']))
+        now = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rnd.randrange(366 * 86400))
+        info = parse_number(req.number, eng.default_region)
+        did = new_id()
+        reasons, why = [], {}
+        if not info.valid:
+            tag = engine_mod.keyed_hash(settings.hash_secret, "raw:" + req.number)
+            reasons.append("invalid_number")
+        else:
+            tag = eng.keys.number_tag(info.e164)
+            reasons += engine_mod.time_reasons(policy, info.timezones, now)[0]
+        cands, check_cid = eng._candidates(req, policy, pool, reasons, why)
+        pre = engine_mod.sort_reasons(reasons)
+        fast = eng._plan_compiled(req, ctx, info, did, now, tag, pre, cands, check_cid)
+        slow = eng._plan_built(req, ctx, info, did, now, tag, pre, cands, check_cid)
+        assert fast.keys == slow.keys
+        body = json.loads(slow.args()[0])
+        payload = body.pop("a", None)
+        assert json.loads(fast.args()[0]) == body
+        if eng.audit:
+            assert fast.args()[1] == payload  # byte for byte
+        else:
+            assert payload is None and len(fast.args()) == 1
+        assert fast.checks == slow.checks
+        assert fast.candidates == slow.candidates
+
+
+def test_template_is_reused_per_shape(fixed_time):
+    eng = Engine(None, Settings(), Policy.load("cn-default"), prefix="dg", skip_caller_id_without_pool=True)
+    ctx = _Context(1e18, eng.policy, (), "|", "", None, "")
+    now = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)
+    for n in ("+8613812345678", "+8613912345678"):
+        req = DecisionRequest(number=n, campaign="c", agent="a")
+        info = parse_number(n, "CN")
+        eng._plan_compiled(req, ctx, info, new_id(), now, eng.keys.number_tag(info.e164), [], [], False)
+    assert len(eng._templates) == 1
