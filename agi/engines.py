@@ -57,7 +57,7 @@ class EngineProvider:
         self._failed_at: float | None = None
         self._last_error: str | None = None
 
-    async def get(self):
+    async def get(self, create_timeout_s: float | None = None):
         if self.engine is not None:
             return self.engine
         async with self._lock:
@@ -66,7 +66,7 @@ class EngineProvider:
             if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_s:
                 raise EngineUnavailable(self._last_error or "engine unavailable")
             try:
-                self.engine = await asyncio.wait_for(self.factory(), self.create_timeout_s)
+                self.engine = await asyncio.wait_for(self.factory(), create_timeout_s or self.create_timeout_s)
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 self._last_error = f"engine could not start: {exc!r}"

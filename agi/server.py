@@ -7,6 +7,11 @@ logged and closed and never yields ALLOW; nothing a client sends stops the
 server. SIGTERM/SIGINT: stop accepting, let sessions in flight finish (up to
 the session timeout), then exit.
 
+``--workers N`` (DIALGUARD_AGI_WORKERS; 0 = one per CPU): N server processes
+accept on one listening socket bound by a supervising parent (the pid to
+signal; see :mod:`agi.workers`), so one Python process is not the ceiling.
+Every worker has its own engine; all share Redis, so caps hold across them.
+
 With ``metrics_port`` set (``--metrics-port``, DIALGUARD_METRICS_PORT; 0 or
 empty disables) the server also serves ``/metrics`` and ``/healthz`` over
 HTTP (:mod:`dialguard.metrics`), started and stopped with it. ``/healthz`` is
@@ -21,6 +26,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import sys
 
@@ -38,6 +44,8 @@ log = logging.getLogger("dialguard.agi")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 14573
+
+WARMUP_TIMEOUT_S = 20.0
 
 _REFUSED = {"shutting down": "shutting_down", "client address not allowed": "allowlist",
             "too many sessions": "max_sessions"}
@@ -62,7 +70,7 @@ class FastAGIServer:
                  options: Options | None = None, handlers: dict[str, Handler] | None = None,
                  max_line_bytes: int = p.MAX_LINE_BYTES, max_env_lines: int = p.MAX_ENV_LINES,
                  metrics_host: str = DEFAULT_HOST, metrics_port: int | None = None,
-                 metrics_interval: float = 5.0):
+                 metrics_interval: float = 5.0, sock=None):
         self.engines = engines
         self.host = host
         self.port = port
@@ -82,6 +90,8 @@ class FastAGIServer:
         self.metrics_port = metrics_port  # None or 0: no HTTP endpoint
         self.metrics_interval = metrics_interval
         self.metrics_server: metrics.MetricsServer | None = None
+        self.sock = sock  # a listening socket shared by the workers (--workers N)
+        self._refresh_task: asyncio.Task | None = None
 
     @property
     def bound_port(self) -> int:
@@ -101,9 +111,13 @@ class FastAGIServer:
         return any(a in net for a in candidates for net in self.allow if a.version == net.version)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, limit=self.max_line_bytes,
-            reuse_address=True, backlog=1024)
+        if self.sock is not None:
+            self._server = await asyncio.start_server(
+                self._on_connect, sock=self.sock, limit=self.max_line_bytes, backlog=1024)
+        else:
+            self._server = await asyncio.start_server(
+                self._on_connect, self.host, self.port, limit=self.max_line_bytes,
+                reuse_address=True, backlog=1024)
         self._bound_port = self._server.sockets[0].getsockname()[1]
         log.info("listening", extra={"fields": {
             "event": "agi_listening", "host": self.host, "port": self.bound_port,
@@ -111,6 +125,15 @@ class FastAGIServer:
             "session_timeout_s": self.session_timeout}})
         if self.metrics_port:
             await self._start_metrics()
+        elif metrics.MULTIPROCESS:
+            # Another worker serves /metrics; this one still keeps its share of
+            # the gauges current (its spool's dropped records).
+            self._refresh_task = asyncio.create_task(self._refresh_loop())
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await self.refresh_metrics()
+            await asyncio.sleep(self.metrics_interval)
 
     async def _start_metrics(self) -> None:
         srv = metrics.MetricsServer(self.metrics_host, self.metrics_port, self.health,
@@ -207,6 +230,9 @@ class FastAGIServer:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
             self.metrics_server = None
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            self._refresh_task = None
         log.info("stopped", extra={"fields": {"event": "agi_stopped", **self.stats}})
 
 
@@ -266,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metrics-interval", type=float, default=settings.metrics_interval_s,
                     help="seconds between refreshes of the gauges read from Redis "
                          "(env DIALGUARD_METRICS_INTERVAL, default %(default)s)")
+    ap.add_argument("--workers", type=int, default=int(_env("DIALGUARD_AGI_WORKERS", "1")),
+                    help="server processes sharing the port (env DIALGUARD_AGI_WORKERS, default %(default)s; "
+                         "0: one per CPU)")
+    ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's socket
     ap.add_argument("--log-level", default=_env("DIALGUARD_LOG_LEVEL", "INFO"))
     return ap
 
@@ -273,21 +303,31 @@ def build_parser() -> argparse.ArgumentParser:
 async def serve(args: argparse.Namespace) -> int:
     engines = EngineProvider(load_factory(args.engine_factory),
                              create_timeout_s=max(0.5, args.session_timeout - 1.0))
-    server = FastAGIServer(engines, host=args.host, port=args.port, allow=args.allow,
+    sock = None
+    if args.listen_fd is not None:
+        import socket
+
+        sock = socket.socket(fileno=args.listen_fd)
+    server = FastAGIServer(engines, host=args.host, port=args.port, allow=args.allow, sock=sock,
                            session_timeout=args.session_timeout, max_sessions=args.max_sessions,
                            options=Options(conversation_min_s=args.conversation_min_s,
                                            engine_timeout_s=args.engine_timeout,
                                            set_mode=args.set_mode),
                            metrics_host=args.metrics_host, metrics_port=args.metrics_port,
                            metrics_interval=args.metrics_interval)
-    try:
-        await engines.get()  # warm up; when this fails, sessions deny and it is retried
-    except Exception:
-        pass
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    warm = asyncio.ensure_future(engines.get(create_timeout_s=WARMUP_TIMEOUT_S))
+    # Warm up before accepting (a busy machine may need seconds: several
+    # workers start at once); when this fails, sessions deny and it is retried.
+    await asyncio.wait([warm, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        warm.cancel()
+        await engines.close()
+        return 0
+    warm.exception() if warm.done() and not warm.cancelled() else None
     await server.start()
     await stop.wait()
     log.info("signal received: no new sessions, finishing those in flight")
@@ -312,7 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("timeouts must be positive")
     if args.metrics_interval <= 0:
         ap.error("--metrics-interval must be positive")
+    if args.workers < 0:
+        ap.error("--workers must be 0 (one per CPU) or more")
     setup_logging(args.log_level)
+    workers = args.workers or (os.cpu_count() or 1)
+    if workers > 1 and args.listen_fd is None:
+        from .workers import supervise
+
+        return supervise(args, workers, argv if argv is not None else sys.argv[1:])
     try:
         import uvloop
     except ImportError:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Awaitable, Callable
 
@@ -49,6 +50,11 @@ disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+# Several FastAGI worker processes (agi/workers.py) set PROMETHEUS_MULTIPROC_DIR
+# before starting: prometheus_client then keeps every value in files there and
+# /metrics sums the workers' counters; each gauge says how its values combine.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
 # -- decisions (every adapter; observed in Engine.decide) ------------------------------
 DECISIONS = Counter("dialguard_decisions_total", "Decisions by result", ["result"], registry=REGISTRY)
 DENY_REASONS = Counter("dialguard_deny_reasons_total", "Denied decisions by reason (one per reason)",
@@ -61,22 +67,22 @@ REDIS_ERRORS = Counter("dialguard_redis_errors_total", "Decisions that found the
 
 # -- gauges refreshed from the store -----------------------------------------------------
 AUDIT_BACKLOG = Gauge("dialguard_audit_backlog", "Audit records waiting in Redis for PostgreSQL",
-                      registry=REGISTRY)
+                      registry=REGISTRY, multiprocess_mode="mostrecent")
 AUDIT_SPOOL_FILES = Gauge("dialguard_audit_spool_files",
                           "Files of this host's local audit spool (decisions denied while Redis was down) "
-                          "waiting for audit-ship", registry=REGISTRY)
+                          "waiting for audit-ship", registry=REGISTRY, multiprocess_mode="mostrecent")
 AUDIT_SPOOL_DROPPED = Gauge("dialguard_audit_spool_dropped",
                             "Audit records this process could not spool (spool full) since it started: "
-                            "records missing from the audit", registry=REGISTRY)
+                            "records missing from the audit", registry=REGISTRY, multiprocess_mode="sum")
 LIVE_CALLS = Gauge("dialguard_live_calls", "Live calls holding a lease, per caller ID", ["caller_id"],
-                   registry=REGISTRY)
+                   registry=REGISTRY, multiprocess_mode="mostrecent")
 ABANDON_RATE = Gauge("dialguard_abandon_rate", "Abandoned / live-answered calls, per campaign (0..1)",
-                     ["campaign"], registry=REGISTRY)
+                     ["campaign"], registry=REGISTRY, multiprocess_mode="mostrecent")
 UP = Gauge("dialguard_healthy", "1 when the store answers PING within the decision deadline",
-           registry=REGISTRY)
+           registry=REGISTRY, multiprocess_mode="mostrecent")
 LAST_REFRESH = Gauge("dialguard_metrics_refresh_timestamp_seconds",
                      "When the store-backed gauges were last refreshed successfully (unix time)",
-                     registry=REGISTRY)
+                     registry=REGISTRY, multiprocess_mode="max")
 
 # -- FastAGI server ----------------------------------------------------------------------
 AGI_RESULTS = ("ok", "malformed", "timeout", "refused", "error")
@@ -89,7 +95,8 @@ AGI_REFUSED = Counter("dialguard_agi_refused_total",
 AGI_HANDLER_ERRORS = Counter("dialguard_agi_handler_errors_total",
                              "FastAGI handlers that raised or ran past the deadline (the channel is left "
                              "fail-closed)", ["script", "kind"], registry=REGISTRY)
-AGI_ACTIVE = Gauge("dialguard_agi_sessions_active", "FastAGI sessions in progress", registry=REGISTRY)
+AGI_ACTIVE = Gauge("dialguard_agi_sessions_active", "FastAGI sessions in progress", registry=REGISTRY,
+                   multiprocess_mode="livesum")
 
 for _r in ("allow", "deny"):
     DECISIONS.labels(_r)
@@ -249,6 +256,18 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
     return ok
 
 
+def exposed_registry() -> CollectorRegistry:
+    """What /metrics shows: this process's registry, or in multiprocess mode
+    every worker's values combined (read from PROMETHEUS_MULTIPROC_DIR)."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 class MetricsServer:
     """``/metrics`` (Prometheus text) and ``/healthz`` (200 ok / 503 with the reason).
 
@@ -273,7 +292,7 @@ class MetricsServer:
         async def metrics(request):
             # the format the scraper asks for (Prometheus text or OpenMetrics)
             encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-            return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
+            return web.Response(body=encoder(exposed_registry()), headers={"Content-Type": content_type})
 
         async def healthz(_request):
             try:

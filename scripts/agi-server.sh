@@ -6,6 +6,8 @@
 # DIALGUARD_RULES default cn-default); pid and log in .stack/services/agi.*.
 # It serves /metrics and /healthz on 127.0.0.1:$METRICS_PORT (DIALGUARD_METRICS_PORT,
 # 19100 + DIALGUARD_PORT_OFFSET); `status` shows what /healthz says.
+# DIALGUARD_AGI_WORKERS=N: N server processes on the port; the pid file holds
+# their parent (stop signals its process group: the workers stop with it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [[ -f $STACK_DIR/env ]]; then
@@ -27,7 +29,9 @@ case ${1:-} in
   restart) agi_server_stop; agi_server_start; metrics_note ;;
   status)
     if pid_alive "$STACK_DIR/services/agi.pid" dialguard-agi-server; then
-      echo "up (pid $(pid_of "$STACK_DIR/services/agi.pid"))"
+      pid=$(pid_of "$STACK_DIR/services/agi.pid")
+      workers=$(pgrep -P "$pid" -d, -f agi.server || true)
+      echo "up (pid $pid${workers:+, workers $workers})"
       # /healthz: 200 when it accepts sessions and Redis answers, else 503 and why
       "$VENV/bin/python" - "$METRICS_PORT" <<'PY' || true
 import sys, urllib.error, urllib.request

@@ -85,7 +85,7 @@ def own_redis():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def start_server(redis_url: str, prefix: str, tmp_path: Path):
+def start_server(redis_url: str, prefix: str, tmp_path: Path, workers: int = 1):
     agi_port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALGUARD_")}
     env.update(DIALGUARD_REDIS_URL=redis_url, DIALGUARD_KEY_PREFIX=prefix, DIALGUARD_TEST_CLOCK="1",
@@ -96,7 +96,8 @@ def start_server(redis_url: str, prefix: str, tmp_path: Path):
     log = open(tmp_path / f"agi-{agi_port}.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "agi.server", "--port", str(agi_port), "--metrics-port", str(metrics_port),
-         "--metrics-interval", "0.2", "--session-timeout", "2", "--engine-timeout", "1"],
+         "--metrics-interval", "0.2", "--session-timeout", "2", "--engine-timeout", "1",
+         "--workers", str(workers)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     wait_port(agi_port, proc, "dialguard-agi-server")
@@ -256,3 +257,92 @@ async def test_server_pointed_at_a_dead_redis(tmp_path):
         assert val(s, "dialguard_audit_spool_dropped") == 0
     finally:
         assert stop(proc) == 0
+
+
+# -- several worker processes (--workers N) ------------------------------------------------
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+async def _setup(url: str, prefix: str) -> None:
+    settings = dataclasses.replace(Settings(), redis_url=url, test_clock=True)
+    eng = await Engine.create(settings, Policy.load("cn-default"), prefix=prefix)
+    try:
+        await eng.set_campaign("c1")
+        await eng.approve_caller_id(CID, pool=True)
+        await eng.set_test_clock(WORKDAY_10H)
+    finally:
+        await eng.close()
+
+
+async def test_workers_share_one_cap_and_their_metrics_add_up(own_redis, tmp_path):
+    # 3 workers, 60 simultaneous checks of one number capped at 2 (cn-default):
+    # exactly 2 allows whichever workers took them; /metrics (served by worker 0)
+    # counts every session of every worker.
+    _, url = own_redis
+    prefix = f"dgm:{uuid.uuid4().hex[:8]}"
+    await _setup(url, prefix)
+    proc, agi_port, mport = start_server(url, prefix, tmp_path, workers=3)
+    try:
+        workers = children(proc.pid)
+        assert len(workers) == 3
+        before = await scrape(mport)
+        n = 60
+        results = await asyncio.gather(*(check(agi_port, "13800138000", "c1", f"w.{i}") for i in range(n)))
+        allowed = [v for v in results if v["DIALGUARD_RESULT"] == "ALLOW"]
+        assert len(allowed) == 2, [v.get("DIALGUARD_REASONS") for v in results]
+        assert all(v["DIALGUARD_REASONS"] for v in results if v not in allowed)
+        after = await scrape(mport)
+
+        def delta(name, **labels):
+            return val(after, name, **labels) - val(before, name, **labels)
+
+        assert delta("dialguard_decisions_total", result="allow") == 2
+        assert delta("dialguard_decisions_total", result="deny") == n - 2
+        assert delta("dialguard_agi_sessions_total", result="ok") == n
+        assert val(after, "dialguard_agi_sessions_active") == 0
+        status, body = await healthz(mport)
+        assert status == 200, body
+    finally:
+        rc = stop(proc)
+    assert rc == 0
+    assert not [p for p in workers if os.path.exists(f"/proc/{p}")], "a worker outlived the server"
+    assert not list(Path(tempfile.gettempdir()).glob(f"dialguard-agi-metrics-*{proc.pid}*"))
+
+
+async def test_workers_stop_gracefully_and_a_dead_worker_is_replaced(own_redis, tmp_path):
+    _, url = own_redis
+    prefix = f"dgm:{uuid.uuid4().hex[:8]}"
+    await _setup(url, prefix)
+    proc, agi_port, mport = start_server(url, prefix, tmp_path, workers=2)
+    try:
+        first = sorted(children(proc.pid))
+        assert len(first) == 2
+        os.kill(first[1], signal.SIGKILL)  # a crashed worker: started again, the port keeps answering
+        end = time.monotonic() + 10
+        while time.monotonic() < end and (first[1] in children(proc.pid) or len(children(proc.pid)) < 2):
+            await asyncio.sleep(0.1)
+        now = children(proc.pid)
+        assert len(now) == 2 and first[1] not in now
+        for i in range(6):
+            v = await check(agi_port, f"1380014{i:04d}", "c1", f"g.{i}")
+            assert v["DIALGUARD_RESULT"] == "ALLOW", v
+        # SIGTERM to the parent: a session in flight still finishes with its answer
+        pending = asyncio.create_task(check(agi_port, "13800150000", "c1", "g.last"))
+        await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        v = await pending
+        assert v["DIALGUARD_RESULT"] == "ALLOW", v
+        assert proc.wait(15) == 0
+    finally:
+        stop(proc)
+    assert not [p for p in now if os.path.exists(f"/proc/{p}")]
