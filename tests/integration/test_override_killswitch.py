@@ -147,19 +147,26 @@ async def test_kill_switch_flipped_while_deciding(make_engine, rules_file, scope
     b = await make_engine(policy, prefix=a.keys.prefix)
     await a.set_campaign("c1")
 
-    async def burst(engine, base):
+    progress = {"a": 0, "b": 0}
+
+    async def burst(engine, base, who):
         out = []
         for i in range(150):
             out.append(await engine.decide(req(f"138{base + i:08d}"), NOW))
+            progress[who] = i + 1
         return out
 
-    async def flip():
-        await asyncio.sleep(0.03)
+    async def until(n):
+        while min(progress.values()) < n:
+            await asyncio.sleep(0.001)
+
+    async def flip():  # both flips land while both nodes are deciding, whatever the machine's speed
+        await until(30)
         await a.pause(scope, name, why="carrier complaint")
-        await asyncio.sleep(0.05)
+        await until(80)
         await a.resume(scope, name, why="resolved")
 
-    ra, rb, _ = await asyncio.gather(burst(a, 10_000), burst(b, 20_000), flip())
+    ra, rb, _ = await asyncio.gather(burst(a, 10_000, "a"), burst(b, 20_000, "b"), flip())
     by_id = {d.decision_id: d for d in ra + rb}
     paused = False
     states = []

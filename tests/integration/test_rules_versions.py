@@ -161,12 +161,16 @@ async def test_switch_under_load_is_atomic(make_engine, packs):
     store = RulesStore(a.redis, a.keys)
     await store.apply(packs("two", 2))
 
+    started = asyncio.Event()
+
     async def burst(engine, base):
         for i in range(100):
+            if i == 30:
+                started.set()  # the switch lands while both nodes are deciding
             await engine.decide(req(f"138{base + i:08d}"), NOW)
 
     async def switch():
-        await asyncio.sleep(0.05)
+        await started.wait()
         await store.apply(packs("one", 1))
 
     await asyncio.gather(burst(a, 10_000), burst(b, 20_000), switch())
