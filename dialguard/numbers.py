@@ -91,13 +91,26 @@ def _classify(parsed) -> tuple[str | None, int]:
     return region, _pnu._number_type_helper(_pnu.national_significant_number(parsed), md)
 
 
-def _time_zones(parsed, ntype) -> tuple[str, ...]:
-    """phonenumbers.timezone.time_zones_for_number with the type already known."""
+# phonenumbers looks a geographical number's zones up by the longest known
+# prefix of its E.164 digits, at most this long: the answer depends on those
+# digits only, so it is remembered per prefix (a few thousand exist).
+_TZ_PREFIX = pn_timezone.TIMEZONE_LONGEST_PREFIX
+_tz_by_prefix: dict[str, tuple[str, ...]] = {}
+
+
+def _time_zones(parsed, ntype, e164: str) -> tuple[str, ...]:
+    """phonenumbers.timezone.time_zones_for_number with the type and E.164 known."""
     if not _pnu.is_number_type_geographical(ntype, parsed.country_code):
         zones = pn_timezone._country_level_time_zones_for_number(parsed)
-    else:
+        return tuple(z for z in zones if z != _UNKNOWN_TZ)
+    key = e164[1:1 + _TZ_PREFIX]
+    hit = _tz_by_prefix.get(key)
+    if hit is None:
         zones = pn_timezone.time_zones_for_geographical_number(parsed)
-    return tuple(z for z in zones if z != _UNKNOWN_TZ)
+        hit = tuple(z for z in zones if z != _UNKNOWN_TZ)
+        if len(_tz_by_prefix) < 65536:
+            _tz_by_prefix[key] = hit
+    return hit
 
 
 @lru_cache(maxsize=65536)
@@ -137,7 +150,7 @@ def parse_number(raw: str, default_region: str) -> NumberInfo:
                 return NumberInfo(raw, e164, region, (), "emergency number")
         except Exception:  # noqa: BLE001
             pass
-    return NumberInfo(raw, e164, region, _time_zones(parsed, ntype), None)
+    return NumberInfo(raw, e164, region, _time_zones(parsed, ntype, e164), None)
 
 
 def normalize(raw: str, default_region: str) -> str:
@@ -151,7 +164,7 @@ def normalize(raw: str, default_region: str) -> str:
 
 def keyed_hash(secret: bytes, value: str, size: int = 16) -> str:
     """HMAC-SHA256, hex, truncated to `size` bytes (128 bits: no practical collisions)."""
-    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[: size * 2]
+    return hmac.digest(secret, value.encode(), "sha256").hex()[: size * 2]  # one-shot: C all the way
 
 
 @lru_cache(maxsize=16384)

@@ -99,3 +99,43 @@ def test_fast_parse_matches_reference():
     problems = {reference(raw, region).problem for raw, region in samples}
     assert {None, "emergency number", "short code", "not a valid number for its region"} <= problems
     assert any(p and p.startswith("blocked class") for p in problems)
+
+
+def test_time_zone_prefix_cache_matches_phonenumbers():
+    """Zones remembered per E.164 prefix (numbers._tz_by_prefix) are phonenumbers'
+    answer for every number: random numbers of many countries, each twice (the
+    second time from the cache, and after numbers sharing its prefix)."""
+    rnd = random.Random(7)
+    samples = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS)[::3]:
+        for t in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            ex = phonenumbers.example_number_for_type(region, t)
+            if ex is None:
+                continue
+            e164 = phonenumbers.format_number(ex, phonenumbers.PhoneNumberFormat.E164)
+            for _ in range(15):
+                d = list(e164[1:])
+                for _ in range(rnd.randrange(1, 3)):  # often the last digits: same prefix, other number
+                    d[rnd.randrange(max(1, len(d) - 6), len(d))] = str(rnd.randrange(10))
+                samples.append(("+" + "".join(d), region))
+    numbers._tz_by_prefix.clear()
+    checked = 0
+    for _ in range(2):
+        for raw, region in samples:
+            info = parse_number.__wrapped__(raw, region)
+            if not info.valid:
+                continue
+            want = tuple(z for z in pn_timezone.time_zones_for_number(phonenumbers.parse(raw, region))
+                         if z != "Etc/Unknown")
+            assert info.timezones == want, raw
+            checked += 1
+    assert checked > 1000 and numbers._tz_by_prefix
+
+
+def test_keyed_hash_is_hmac_sha256():
+    import hashlib
+    import hmac
+
+    for secret, value in ((b"dev-only-insecure-secret", "n:+8613800138000"), (b"\x00" * 40, "c:+1202"), (b"k", "")):
+        assert numbers.keyed_hash(secret, value) == hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]
+        assert numbers.keyed_hash(secret, value, 8) == hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:16]
