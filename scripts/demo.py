@@ -412,7 +412,7 @@ class Admin:
             if all(st.get("backlog") == 0 for st in sts) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        print(f"  $ dialguard audit status --json  (until the shipper has shipped: backlog 0)")
+        print("  $ dialguard audit status --json  (until the shipper has shipped: backlog 0)")
         for p, st in zip((DEMO_PREFIX, STACK_PREFIX), sts):
             print(f"      {p}: backlog {st.get('backlog')}, pending {st.get('pending')}")
             if st.get("backlog") != 0:
@@ -426,11 +426,11 @@ def start_shipper(workdir: Path) -> subprocess.Popen:
 
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
-    log = open(workdir / "audit-ship.log", "ab")
-    return subprocess.Popen([str(CLI), "audit-ship", "--prefix", DEMO_PREFIX, "--consumer", "demo",
-                             "--block-ms", "200"],
-                            stdout=log, stderr=log, preexec_fn=die_with_parent,
-                            env={**os.environ, "DIALGUARD_KEY_PREFIX": DEMO_PREFIX})
+    with open(workdir / "audit-ship.log", "ab") as log:
+        return subprocess.Popen([str(CLI), "audit-ship", "--prefix", DEMO_PREFIX, "--consumer", "demo",
+                                 "--block-ms", "200"],
+                                stdout=log, stderr=log, preexec_fn=die_with_parent,
+                                env={**os.environ, "DIALGUARD_KEY_PREFIX": DEMO_PREFIX})
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
