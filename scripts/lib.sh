@@ -169,7 +169,7 @@ start_service() {
 #   production server never sets DIALGUARD_TEST_CLOCK (anyone who can write to
 #   Redis could then move the guard's clock).
 AGI_RULES=${DIALGUARD_RULES:-cn-default}
-AGI_SERVER_ENV=(DIALGUARD_TEST_CLOCK=1 "DIALGUARD_RULES=$AGI_RULES")
+AGI_SERVER_ENV=(DIALGUARD_TEST_CLOCK=1 "DIALGUARD_RULES=$AGI_RULES" "DIALGUARD_KEY_PREFIX=${DIALGUARD_KEY_PREFIX:-dg}")
 
 agi_server_available() {
   [[ -x $VENV/bin/dialguard-agi-server ]] && "$VENV/bin/python" -c 'import agi.server' >/dev/null 2>&1

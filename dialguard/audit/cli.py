@@ -218,7 +218,7 @@ def audit_show(decision_id: str, as_json: bool = typer.Option(False, "--json")):
               "campaign", "agent", "subject", "call_id", "caller_id_requested", "caller_id_hash", "rules",
               "rules_version", "node", "latency_ms", "counters", "override_id"):
         v = d.get(k)
-        t.add_row(k, ", ".join(v) if isinstance(v, list) else (_iso(v) if v is not None else "-"))
+        t.add_row(k, ", ".join(v) if isinstance(v, list) else (str(_iso(v)) if v is not None else "-"))
     out.print(t)
     for o in outcomes:
         out.print(f"  outcome {o['result']} talk {o['talk_s']}s cause {o['hangup_cause']} at "

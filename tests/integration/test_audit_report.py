@@ -144,6 +144,8 @@ async def test_audit_show_number_and_history_decrypt_with_the_key(shipped):
     shown = json.loads(r.stdout)
     assert shown["number"] == "+8613800000001" and shown["allowed"] is True
     assert [o["result"] for o in shown["outcomes"]] == ["conversation"]
+    r = run("audit", "show", ds["k1"].decision_id)  # the table too (a float once broke it)
+    assert r.returncode == 0 and ds["k1"].decision_id in r.stdout, r.stderr
     h = e.keys.number_tag("+8613800000001")
     r = run("audit", "number", h)
     assert r.returncode == 0 and r.stdout.strip() == "+8613800000001"
