@@ -7,7 +7,7 @@ logged and closed and never yields ALLOW; nothing a client sends stops the
 server. SIGTERM/SIGINT: stop accepting, let sessions in flight finish (up to
 the session timeout), then exit.
 
-``--workers N`` (DIALGUARD_AGI_WORKERS; 0 = one per CPU): N server processes
+``--workers N`` (DIALGUARD_AGI_WORKERS; 0, the default = half the CPUs): N server processes
 accept on one listening socket bound by a supervising parent (the pid to
 signal; see :mod:`agi.workers`), so one Python process is not the ceiling.
 Every worker has its own engine; all share Redis, so caps hold across them.
@@ -292,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metrics-interval", type=float, default=settings.metrics_interval_s,
                     help="seconds between refreshes of the gauges read from Redis "
                          "(env DIALGUARD_METRICS_INTERVAL, default %(default)s)")
-    ap.add_argument("--workers", type=int, default=int(_env("DIALGUARD_AGI_WORKERS", "1")),
-                    help="server processes sharing the port (env DIALGUARD_AGI_WORKERS, default %(default)s; "
-                         "0: one per CPU)")
+    ap.add_argument("--workers", type=int, default=int(_env("DIALGUARD_AGI_WORKERS", "0")),
+                    help="server processes sharing the port (env DIALGUARD_AGI_WORKERS; default 0: half the "
+                         "CPUs, at least 1, the rest left to Asterisk and Redis)")
     ap.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's socket
     ap.add_argument("--log-level", default=_env("DIALGUARD_LOG_LEVEL", "INFO"))
     return ap
@@ -355,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 0:
         ap.error("--workers must be 0 (one per CPU) or more")
     setup_logging(args.log_level)
-    workers = args.workers or (os.cpu_count() or 1)
+    # Measured on 2 cores: a second worker only adds contention (the machine,
+    # not one Python process, is the ceiling there), hence half the CPUs.
+    workers = args.workers or max(1, (os.cpu_count() or 1) // 2)
     if workers > 1 and args.listen_fd is None:
         from .workers import supervise
 

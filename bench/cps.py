@@ -9,7 +9,9 @@ guard written in plain dialplan, in one run; then FastAGI `check` latency.
 Three configurations, all SIPp agents -> Asterisk -> SIPp carrier on 127.0.0.1:
 
 - plain      endpoint `direct`: Dial straight to the carrier (the baseline);
-- dialguard  endpoint `agents`: [outbound] -> dialguard-dial -> FastAGI `check`
+- dialguard  endpoint `dgbench` ([dialguard-bench]: one GoSub, as an admin plugs
+             it in; `--dialguard-endpoint agents` goes through the test PBX's
+             [from-agents] instead): dialguard-dial -> FastAGI `check`
              on the stack's dialguard-agi-server -> engine -> Redis (one
              decide.lua call, audit record appended), Dial, then the `report`
              AGI at hangup; a campaign with its own pack (bench/cps-pack.yaml:
@@ -80,7 +82,7 @@ from dialguard.rules import Policy  # noqa: E402
 
 PACK = REPO / "bench" / "cps-pack.yaml"
 WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=timezone.utc)  # Mon 10:00 Asia/Shanghai, a working day
-CONFIGS = (("plain", "direct"), ("dialguard", "agents"), ("astdb", "astdb"))
+CONFIGS = (("plain", "direct"), ("dialguard", "dgbench"), ("astdb", "astdb"))
 POOL_SIZE = 200
 AGENTS = 50
 DEFAULT_RATES = "50,100,200,250,280,300,320,340,360,380,400,440"
@@ -134,16 +136,26 @@ def cpu_ticks(pids: dict[str, int]) -> dict[str, int]:
             out[name] = int(f[11]) + int(f[12])
         except (OSError, IndexError, ValueError):
             pass
-    if "postgres" in pids:
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    f = _stat(int(entry))
-                    if int(f[1]) == pids["postgres"]:
-                        out["postgres"] = out.get("postgres", 0) + int(f[11]) + int(f[12])
-                except (OSError, IndexError, ValueError):
-                    pass
+    # children count for their parent: PostgreSQL's backends, the FastAGI
+    # server's workers (--workers N)
+    parents = {pid: name for name, pid in pids.items() if name != "asterisk"}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                f = _stat(int(entry))
+                name = parents.get(int(f[1]))
+                if name is not None:
+                    out[name] = out.get(name, 0) + int(f[11]) + int(f[12])
+            except (OSError, IndexError, ValueError):
+                pass
     return out
+
+
+def _is_child(pid: int, parent: int) -> bool:
+    try:
+        return int(_stat(pid)[1]) == parent
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def astcli(command: str) -> str:
@@ -333,12 +345,17 @@ def main() -> int:
     ap.add_argument("--check-rates", default="100,1000", help="FastAGI check sessions per second ('' for none)")
     ap.add_argument("--check-s", type=float, default=5.0)
     ap.add_argument("--pool", type=int, default=POOL_SIZE, help="caller IDs in the campaign's pool")
+    ap.add_argument("--dialguard-endpoint", default="dgbench", choices=("dgbench", "agents"),
+                    help="dgbench: GoSub(dialguard-dial) straight from the endpoint's context, as an admin "
+                         "plugs it in (default); agents: through the test PBX's [from-agents] (header "
+                         "filters, CDR fields and handler: about 16 more dialplan steps a call)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
-    configs = [(name, caller) for name, caller in CONFIGS if name in wanted]
+    configs = [(name, args.dialguard_endpoint if name == "dialguard" else caller)
+               for name, caller in CONFIGS if name in wanted]
     env = os.environ
     ports = {"sip": int(env.get("DIALGUARD_SIP_PORT", 15060)), "agents": int(env.get("DIALGUARD_AGENTS_PORT", 15080)),
              "carrier": int(env.get("DIALGUARD_CARRIER_PORT", 15070)), "agi": int(env.get("DIALGUARD_AGI_PORT", 14573))}
@@ -359,15 +376,20 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001
         print(f"the stack's Asterisk does not answer ({exc}): run `make up` first", file=sys.stderr)
         return 3
-    if "dialguard-dial" not in astcli("dialplan show outbound"):
+    if "dialguard-dial" not in astcli("dialplan show outbound") + astcli("dialplan show dialguard-bench"):
         print("[outbound] does not go through dialguard-dial: the guard is not plugged in", file=sys.stderr)
         return 3
     services = sorted(p.stem for p in (stack_dir() / "services").glob("*.pid"))
+    agi_pid = stack_pids().get("agi")
+    agi_workers = 0
+    if agi_pid:
+        agi_workers = sum(1 for e in os.listdir("/proc") if e.isdigit() and _is_child(int(e), agi_pid))
     busy = round(cpu_busy(), 1)
     if busy > 15:
         print(f"note: the machine is already {busy:.0f}% busy before the bench (other work): every figure "
               f"below is lower than on an idle machine")
     print(f"bench/cps.py run {run_id}: {version}, services {', '.join(services) or 'none'}; "
+          f"FastAGI workers {agi_workers or 1}; "
           f"{os.cpu_count()} CPUs ({busy:.0f}% busy before); caller-ID pool {args.pool}; steps of {args.step_s:g} s; "
           f"SIPp logs in {workdir}")
 
