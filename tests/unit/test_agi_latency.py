@@ -34,7 +34,7 @@ async def server_process():
                    DIALGUARD_FAKE_ENGINE=fake, DIALGUARD_FAKE_ENGINE_DELAY_S=delay,
                    PYTHONPATH=str(ROOT), DIALGUARD_LOG_LEVEL="WARNING")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agi.server", "--port", str(port), *extra,
+            sys.executable, "-m", "agi.server", "--port", str(port), "--workers", "1", *extra,
             stderr=asyncio.subprocess.PIPE, env=env)
         procs.append(proc)
         for _ in range(100):
