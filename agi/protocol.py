@@ -52,6 +52,7 @@ _RESULT = re.compile(r"result=(?P<result>\S*)(?:\s+\((?P<data>.*?)\))?(?P<tail>.
 # Values that decide what we do must be valid UTF-8; the others (caller name...)
 # are informational and decoded leniently so an odd name never denies a call.
 _STRICT_KEYS = frozenset({"agi_network_script", "agi_request", "agi_uniqueid"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Script names: what may follow agi://host:port/ before '?'.
 _SCRIPT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
@@ -131,7 +132,7 @@ class EnvParser:
             value = value_b.decode("utf-8", "strict" if strict else "replace")
         except UnicodeDecodeError:
             raise ProtocolError(f"{key} is not valid UTF-8") from None
-        if strict and any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        if strict and _CONTROL.search(value):
             raise ProtocolError(f"control character in {key}")
         self.env[key] = value
         return False
