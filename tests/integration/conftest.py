@@ -58,6 +58,27 @@ def rules_file(tmp_path):
     return write
 
 
+OPEN_PACK = """pack: {name}
+version: "1"
+default_region: CN
+hours:
+  zone: callee
+  weekly: {{all: ["00:00-24:00"]}}
+caps:
+  - {{id: per-day, max: {cap}, window: {{rolling: 24h}}, scope: number}}
+"""
+
+
+@pytest.fixture
+def open_pack(tmp_path):
+    """A rules file open all day with at most `cap` attempts per number per rolling 24 h."""
+    def write(name: str, cap: int) -> str:
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(OPEN_PACK.format(name=name, cap=cap))
+        return str(p)
+    return write
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A PostgreSQL cluster of the test module's own (it may stop and restart it),
@@ -69,3 +90,20 @@ def cluster():
     c.create_login("dg_service")
     yield c
     c.destroy()
+
+
+@pytest.fixture
+def audit_db(cluster):
+    """A migrated database of its own in the module's cluster; returns the service DSN."""
+    import psycopg
+
+    from dialguard.audit import migrate
+    from dialguard.audit.db import sql_dir
+
+    if not cluster.running():  # a test of the module may have stopped it
+        cluster.start()
+    name = f"dga_{uuid.uuid4().hex[:8]}"
+    cluster.create_db(name)
+    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+        migrate.migrate(conn, sql_dir(), writers=["dg_service"])
+    return cluster.dsn(name, "dg_service")

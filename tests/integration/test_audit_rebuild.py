@@ -9,15 +9,12 @@ import os
 import random
 import subprocess
 import sys
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 import redis as syncredis
 
-from dialguard.audit import migrate as m
-from dialguard.audit.db import sql_dir
 from dialguard.audit.rebuild import RebuildError, rebuild
 from dialguard.audit.shipper import Shipper
 from dialguard.audit.testing import PgCluster
@@ -47,15 +44,6 @@ CONFIG_KEYS = (":{g}:audit", ":{g}:camp:", ":{g}:pause", ":{g}:cids", ":{g}:cool
 
 
 # `cluster`: a PostgreSQL cluster of the module's own (tests/integration/conftest.py)
-
-
-@pytest.fixture
-def audit_db(cluster):
-    name = f"dgr_{uuid.uuid4().hex[:8]}"
-    cluster.create_db(name)
-    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=[SERVICE])
-    return cluster.dsn(name, SERVICE)
 
 
 def scenario(seed: int, n: int = 170) -> list[tuple]:

@@ -22,8 +22,6 @@ import psycopg
 import pytest
 import redis as syncredis
 
-from dialguard.audit import migrate as m
-from dialguard.audit.db import sql_dir
 from dialguard.audit.shipper import GROUP, Shipper
 from dialguard.audit.testing import PgCluster, ShipperProcess, wait_until
 from dialguard.crypto import Sealer
@@ -37,18 +35,6 @@ OUTAGE_S = float(os.environ.get("DIALGUARD_TEST_OUTAGE_S", "5"))
 
 
 # `cluster`: a PostgreSQL cluster of the module's own (tests/integration/conftest.py)
-
-
-@pytest.fixture
-def audit_db(cluster):
-    """A migrated database; returns the service DSN."""
-    if not cluster.running():
-        cluster.start()
-    name = f"dgs_{uuid.uuid4().hex[:8]}"
-    cluster.create_db(name)
-    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=[SERVICE])
-    return cluster.dsn(name, SERVICE)
 
 
 @pytest.fixture

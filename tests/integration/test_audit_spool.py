@@ -16,9 +16,7 @@ import psycopg
 import pytest
 import redis as syncredis
 
-from dialguard.audit import migrate as m
 from dialguard.audit import spool as S
-from dialguard.audit.db import sql_dir
 from dialguard.audit.shipper import Shipper, backlog_status
 from dialguard.audit.testing import ShipperProcess, free_port
 from dialguard.crypto import Sealer
@@ -32,15 +30,6 @@ SERVICE = "dg_service"
 N = 40
 
 # `cluster`: a PostgreSQL cluster of the module's own (tests/integration/conftest.py)
-
-
-@pytest.fixture
-def audit_db(cluster):
-    name = f"dgsp_{uuid.uuid4().hex[:8]}"
-    cluster.create_db(name)
-    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=[SERVICE])
-    return cluster.dsn(name, SERVICE)
 
 
 @pytest.fixture

@@ -15,17 +15,6 @@ import redis as syncredis
 
 from dialguard.config import Settings
 
-BASE = """pack: {name}
-version: "1"
-default_region: CN
-hours:
-  zone: callee
-  weekly: {{all: ["00:00-24:00"]}}
-caps:
-  - {{id: per-day, max: {cap}, window: {{rolling: 24h}}, scope: number}}
-"""
-
-
 @pytest.fixture
 def prefix(settings):
     p = f"dgrules:{uuid.uuid4().hex[:8]}"
@@ -41,14 +30,10 @@ def cli(prefix, *args, env=None):
                           timeout=60, env=env)
 
 
-def pack(tmp_path, name, cap):
-    p = tmp_path / f"{name}.yaml"
-    p.write_text(BASE.format(name=name, cap=cap))
-    return str(p)
 
 
-def test_apply_status_history_diff_activate(prefix, tmp_path):
-    two, one = pack(tmp_path, "two", 2), pack(tmp_path, "one", 1)
+def test_apply_status_history_diff_activate(prefix, open_pack):
+    two, one = open_pack("two", 2), open_pack("one", 1)
     r = cli(prefix, "rules", "status", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["active"] is None
     r = cli(prefix, "rules", "apply", two, "--why", "first", "--json")

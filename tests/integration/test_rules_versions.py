@@ -21,24 +21,11 @@ UTC = timezone.utc
 # Tuesday 2026-11-24 10:00 Shanghai: inside cn hours, a working day
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 
-BASE = """pack: {name}
-version: "1"
-default_region: CN
-hours:
-  zone: callee
-  weekly: {{all: ["00:00-24:00"]}}
-caps:
-  - {{id: per-day, max: {cap}, window: {{rolling: 24h}}, scope: number}}
-"""
 
 
 @pytest.fixture
-def packs(tmp_path):
-    def write(name: str, cap: int) -> str:
-        p = tmp_path / f"{name}.yaml"
-        p.write_text(BASE.format(name=name, cap=cap))
-        return str(p)
-    return write
+def packs(open_pack):
+    return open_pack
 
 
 def req(number, campaign="c1", agent="a1", **kw):
@@ -145,7 +132,7 @@ async def test_shadow_time_rules_differ_from_the_active_ones(make_engine, packs,
     store = RulesStore(e.redis, e.keys)
     await store.apply(packs("two", 2))
     narrow = tmp_path / "narrow.yaml"
-    narrow.write_text(BASE.format(name="narrow", cap=5).replace('["00:00-24:00"]', '["12:00-13:00"]'))
+    narrow.write_text(open(packs("narrow", 5)).read().replace('["00:00-24:00"]', '["12:00-13:00"]'))
     await store.apply(str(narrow), shadow=True)
     assert (await e.decide(req("13800138007"), NOW)).allowed
     last = [f for _, f in await stream(e) if f["t"] == "decision"][-1]
