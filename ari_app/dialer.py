@@ -16,6 +16,10 @@ that were recorded but not yet reported.
 One dialer per campaign: a dialer dials, adopts and recovers only the campaigns
 whose PostgreSQL advisory lock it holds (store.CampaignLocks); a second dialer
 on the same campaign waits and takes over when the first one dies.
+
+One call per agent across campaigns and dialers: an agent is offered a call only
+under its lease in Redis (ari_app/agents.py), and not while Asterisk reports its
+device in use (a call outside the dialer); pacing counts only such free agents.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 from ari_app import metrics as m
+from ari_app.agents import BUSY_DEVICE_STATES, AgentLeases, Lease
 from ari_app.client import AriClient, AriError, AriUnavailable
 from ari_app.pacing import TokenBucket, abandon_rate, calls_to_start, effective_ratio
 from dialguard.campaigns.store import Campaign, CampaignLocks, Store, local_day
@@ -43,6 +49,9 @@ TRANSIENT = {"paused", "campaign_not_approved", "caller_id_not_approved", "no_co
 # Hangup causes (Q.850) of calls never answered.
 BUSY_CAUSES = {17}
 NO_ANSWER_CAUSES = {18, 19, 0, 16}
+# An agent leg started with less time than this before the bridge deadline cannot
+# be answered in time: the call is abandoned instead of ringing the agent for nothing.
+MIN_AGENT_LEG_S = 0.5
 
 
 def not_answered_result(cause: int | None) -> str:
@@ -53,12 +62,24 @@ def not_answered_result(cause: int | None) -> str:
     return "failed"
 
 
+def default_device(dial: str) -> str | None:
+    """The device whose state tells whether the agent is on a call: the endpoint itself
+    when dialed as TECH/RESOURCE (one endpoint per agent). A dial string with a URI
+    (PJSIP/agent-phones/sip:a1@host) names an endpoint shared by several agents, whose
+    state says nothing about one of them: none unless configured."""
+    parts = dial.split("/")
+    return dial if len(parts) == 2 and all(parts) else None
+
+
 @dataclass
 class Agent:
     name: str
     dial: str  # ARI endpoint, e.g. PJSIP/agent-phones/sip:agent1@127.0.0.1:15090
-    call: str | None = None  # customer channel id while reserved for / talking on a call
+    call: str | None = None  # customer channel id while its lease is ours (claimed, ringing, talking)
     channel: str | None = None
+    device: str | None = None  # Asterisk device (e.g. PJSIP/agent1) watched for calls outside the dialer
+    idle_since: float = 0.0  # monotonic: the agent idle longest is offered the next call
+    leased: bool = False  # its Redis lease is ours (for `call`): kept alive by our heartbeat
 
     @property
     def free(self) -> bool:
@@ -86,6 +107,7 @@ class Call:
     opted_out: bool = False
     finalizing: bool = False
     resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)
+    lease_checked: bool = False  # adopted: its agent's lease taken over (or found taken)
     tasks: list = field(default_factory=list)
 
     @property
@@ -111,6 +133,9 @@ class DialerConfig:
     guard_retry_s: int = 30  # guard_unavailable: try the lead again after this
     admin_retry_s: int = 60  # paused / not approved / no caller ID: look again after this
     dial_plus: bool = True  # dial the E.164 with its "+"
+    agent_devices: dict[str, str] | None = None  # agent -> device to watch (default: default_device)
+    agent_lease_s: float = 15.0  # an agent lease without heartbeat for this long has no live holder
+    agent_view_s: float = 0.2  # how often pacing re-reads every agent's lease
 
 
 class Dialer:
@@ -118,7 +143,20 @@ class Dialer:
         self.cfg = config
         self.engine = engine
         self.store = store
-        self.agents = {n: Agent(n, d) for n, d in config.agents.items()}
+        devices = config.agent_devices or {}
+        unknown = sorted(set(devices) - set(config.agents))
+        if unknown:
+            raise ValueError(f"agent devices for unknown agents: {', '.join(unknown)}")
+        self.agents = {n: Agent(n, d, device=devices.get(n) or default_device(d)) for n, d in config.agents.items()}
+        if config.agent_lease_s < 1:
+            raise ValueError(f"agent lease {config.agent_lease_s}s: at least 1 s (heartbeat every third)")
+        # this process's lease owner id: a restarted dialer is a new owner
+        self.owner = f"{config.name or config.app}/{uuid.uuid4().hex[:12]}"
+        self.leases = AgentLeases(engine.redis, engine.keys, self.owner, config.agent_lease_s)
+        self.lease_view: dict[str, Lease | None] | None = None  # None: unknown (Redis down): no agent free
+        self.device_states: dict[str, str] = {}
+        self._last_view = self._last_beat = 0.0
+        self._reaping: set[str] = set()
         self.calls: dict[str, Call] = {}  # customer channel id -> call
         self.agent_legs: dict[str, str] = {}  # agent channel id -> customer channel id
         self.buckets: dict[str, TokenBucket] = {}
@@ -133,7 +171,8 @@ class Dialer:
         self._placing: set[asyncio.Task] = set()
         self._background: set[asyncio.Task] = set()  # retries that must not hold up a channel
         self.stats = {"originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
-                      "reported": 0, "reconciled_ended": 0, "originate_errors": 0}
+                      "reported": 0, "reconciled_ended": 0, "originate_errors": 0, "agent_waits": 0,
+                      "leases_recovered": 0, "leases_lost": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -217,6 +256,27 @@ class Dialer:
         if self.ari.healthy:
             await self.reconcile()
 
+    async def _lease_adopted(self, call: Call) -> None:
+        """An adopted bridged call, still up with its agent leg, keeps its agent: the lease
+        is this call's, taken over from the dead holder (or taken again if recovered
+        meanwhile: nobody can have been offered the agent while both legs were up)."""
+        a = self.agents.get(call.bridged_agent or "")
+        if a is None or a.call != call.channel_id or a.leased:
+            call.lease_checked = True
+            return
+        try:
+            held = await self.leases.claim(a.name, call.channel_id, call.agent_channel or "")
+        except Exception as exc:  # noqa: BLE001 - Redis down: tried again at the next reconcile
+            log.warning("adopted call %s: lease of agent %s not taken yet: %s", call.channel_id, a.name, exc)
+            return
+        call.lease_checked = True
+        if held is None:
+            a.leased = True
+        else:
+            self.stats["leases_lost"] += 1
+            log.error("adopted call %s: agent %s is leased to call %s (double booked)",
+                      call.channel_id, a.name, held.call)
+
     async def _report_pending(self, names: list[str] | None = None) -> None:
         names = sorted(self.locks.campaigns) if names is None else names
         if not names:
@@ -229,6 +289,7 @@ class Dialer:
 
     # -- reconcile after every (re)connect -----------------------------------------
     async def reconcile(self) -> None:
+        await self._watch_devices()
         channels = await self.ari.get("channels")
         live = {c["id"]: c for c in channels}
         for cid, call in list(self.calls.items()):
@@ -241,6 +302,9 @@ class Dialer:
                 continue
             if call.deadline is not None:
                 self._arm_deadline(call)  # adopted after a restart: cut at its stored deadline
+            if (call.resumed and call.state == "bridged" and not call.lease_checked
+                    and call.agent_channel in live):
+                await self._lease_adopted(call)
             if call.state == "answered" and call.agent_channel is None and not call.abandoned:
                 # answered while we were away and no agent leg: too late to bridge in 2 s
                 await self._abandon(call)
@@ -314,6 +378,7 @@ class Dialer:
                 if time.monotonic() - last_refresh > 0.5:
                     await self._refresh_campaigns()
                     last_refresh = time.monotonic()
+                await self._refresh_agents()
                 if self.ari.healthy:  # dial only while the events socket is healthy
                     await self._tick()
             except Exception:  # noqa: BLE001 - keep dialing after a transient error
@@ -329,7 +394,7 @@ class Dialer:
         for c in self.campaigns.values():
             if not c.may_dial(now):
                 continue
-            free = sum(1 for a in self.agents.values() if a.free)
+            free = sum(1 for a in self.agents.values() if self._available(a))
             unbridged = sum(1 for x in self.calls.values() if x.unbridged)
             in_flight = sum(1 for x in self.calls.values() if x.campaign == c.name and x.state != "ended")
             n = calls_to_start(max_concurrent=c.max_concurrent, in_flight=in_flight,
@@ -348,9 +413,156 @@ class Dialer:
 
     def _intended_agent(self) -> str:
         names = sorted(self.agents)
-        free = [n for n in names if self.agents[n].free] or names
+        free = [n for n in names if self._available(self.agents[n])] or names
         self._rr += 1
         return free[self._rr % len(free)]
+
+    # -- agents: leases shared by every dialer, device states from Asterisk ----------------------
+    def _device_busy(self, a: Agent) -> bool:
+        return a.device is not None and self.device_states.get(a.device) in BUSY_DEVICE_STATES
+
+    def _available(self, a: Agent) -> bool:
+        """Free to be offered a call: not on one of ours, no lease held by anyone (as last
+        read from Redis), and its device not in use (a call outside the dialer)."""
+        if a.call is not None or self.lease_view is None or self._device_busy(a):
+            return False
+        return self.lease_view.get(a.name) is None
+
+    async def _refresh_agents(self) -> None:
+        """Heartbeat of our leases (every third of the lease time) and, every
+        `agent_view_s`, every agent's lease as Redis has it (pacing counts on it);
+        stale leases of a dead holder are checked in Asterisk and recovered."""
+        now = time.monotonic()
+        if now - self._last_beat >= self.cfg.agent_lease_s / 3:
+            held = {a.name: (a.call, a.channel or "") for a in self.agents.values() if a.call and a.leased}
+            try:
+                for name in await self.leases.refresh(held):
+                    self.agents[name].leased = False
+                    self.stats["leases_lost"] += 1
+                    log.error("agent %s: lease of call %s lost (not refreshed within %.0fs?)", name,
+                              held[name][0], self.cfg.agent_lease_s)
+                self._last_beat = now
+            except Exception as exc:  # noqa: BLE001 - Redis down: retried next tick
+                log.warning("agent lease heartbeat failed: %s", exc)
+        if now - self._last_view < self.cfg.agent_view_s:
+            return
+        self._last_view = now
+        try:
+            view = await self.leases.view(list(self.agents))
+        except Exception as exc:  # noqa: BLE001 - unknown: no agent counts as free
+            if self.lease_view is not None:
+                log.warning("agent leases unreadable (%s): no agent offered a call meanwhile", exc)
+            self.lease_view = None
+            return
+        ours = {a.call for a in self.agents.values() if a.call}
+        for name, lease in list(view.items()):
+            if lease is None or lease.call in ours or not lease.stale(self.leases.lease_ms):
+                continue
+            if name not in self._reaping:
+                self._reaping.add(name)
+                t = asyncio.create_task(self._reap(name, lease))
+                self._background.add(t)
+                t.add_done_callback(self._background.discard)
+        self.lease_view = view
+        m.AGENTS_FREE.set(sum(1 for a in self.agents.values() if self._available(a)))
+
+    async def _channel_up(self, cid: str) -> bool:
+        try:
+            await self.ari.get(f"channels/{cid}")
+            return True
+        except AriError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    async def _reap(self, name: str, lease: Lease) -> None:
+        """A lease whose holder stopped its heartbeat: the agent is still busy if its leg
+        and the customer are both up (a dialer died mid-call, Asterisk keeps the call);
+        otherwise the leftover leg is hung up and the lease removed."""
+        try:
+            leg_up = bool(lease.leg) and await self._channel_up(lease.leg)
+            if leg_up and await self._channel_up(lease.call):
+                log.info("agent %s: holder %s of its lease is gone, but its call %s is still up",
+                         name, lease.owner, lease.call)
+                return
+            if leg_up:
+                await self._quiet(self.ari.delete(f"channels/{lease.leg}"))
+            if await self.leases.reap(name, lease):
+                self.stats["leases_recovered"] += 1
+                m.AGENT_LEASES_RECOVERED.inc()
+                log.warning("agent %s: stale lease of %s (call %s, %.1fs without heartbeat) recovered",
+                            name, lease.owner, lease.call, lease.age_ms / 1000)
+                if self.lease_view is not None and self.lease_view.get(name) == lease:
+                    self.lease_view[name] = None
+        except (AriError, AriUnavailable) as exc:  # cannot tell: the agent stays busy
+            log.info("agent %s: stale lease not checked (%s)", name, exc)
+        except Exception as exc:  # noqa: BLE001 - Redis: next view
+            log.warning("agent %s: stale lease not recovered: %s", name, exc)
+        finally:
+            self._reaping.discard(name)
+
+    async def _claim_agent(self, call: Call) -> Agent | None:
+        """An agent for this answered call, leased in Redis (atomic: whatever dialer or
+        campaign asks at the same time, one call gets the agent). The decision's agent
+        first, then the agent idle longest. Redis decides, not our view of it (read every
+        `agent_view_s`): agents the view shows leased are tried too, a few per round."""
+        view = self.lease_view or {}
+        local = sorted((a for a in self.agents.values() if a.call is None and not self._device_busy(a)),
+                       key=lambda a: (a.name != call.agent, a.idle_since))
+        cands = [a for a in local if view.get(a.name) is None] + [a for a in local if view.get(a.name)][:3]
+        leg = f"dga-{call.channel_id[4:]}"
+        for a in cands:
+            if a.call is not None or self._device_busy(a):  # taken while we awaited
+                continue
+            try:
+                held = await self.leases.claim(a.name, call.channel_id, leg)
+            except Exception as exc:  # noqa: BLE001 - Redis down: no agent (never two calls)
+                log.warning("call %s: agent lease not claimed: %s", call.channel_id, exc)
+                return None
+            if held is None:
+                if a.call is not None:  # cannot happen (Redis arbitrates), but never share one
+                    await self._release_lease(a.name, call.channel_id)
+                    continue
+                a.call = call.channel_id
+                a.leased = True
+                if self.lease_view is not None:
+                    self.lease_view[a.name] = Lease(self.owner, call.channel_id, leg, 0)
+                return a
+            if self.lease_view is not None:
+                self.lease_view[a.name] = held
+        return None
+
+    async def _release_lease(self, name: str, cid: str) -> None:
+        try:
+            await self.leases.release(name, cid)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the lease goes stale and is recovered
+            log.warning("agent %s: lease of call %s not released (%s): recovered once stale", name, cid, exc)
+        if self.lease_view is not None:
+            cur = self.lease_view.get(name)
+            if cur is not None and cur.call == cid:
+                self.lease_view[name] = None
+
+    async def _free_agent_of(self, cid: str) -> None:
+        """The call `cid` no longer needs its agent: free it here and in Redis."""
+        for a in self.agents.values():
+            if a.call == cid:
+                leased, a.leased = a.leased, False
+                a.call = None
+                a.channel = None
+                a.idle_since = time.monotonic()
+                if leased:
+                    await self._release_lease(a.name, cid)
+
+    async def _watch_devices(self) -> None:
+        """Subscribe to the agents' device states (again after every reconnect: an
+        Asterisk restart forgets subscriptions) and read their current state."""
+        for dev in sorted({a.device for a in self.agents.values() if a.device}):
+            try:
+                await self.ari.post(f"applications/{self.cfg.app}/subscription", eventSource=f"deviceState:{dev}")
+                st = await self.ari.get("deviceStates/" + quote(dev, safe=""))
+                self.device_states[dev] = st.get("state", "UNKNOWN")
+            except AriError as exc:
+                log.warning("device %s: state not watched: %s", dev, exc)
 
     # -- placing one call ---------------------------------------------------------------------
     async def _place(self, camp: Campaign, call: Call) -> None:
@@ -477,6 +689,10 @@ class Dialer:
                 await self._agent_gone(ch)
         elif kind == "ChannelDtmfReceived" and ch in self.calls:
             await self._dtmf(self.calls[ch], e.get("digit"))
+        elif kind == "DeviceStateChanged":
+            st = e.get("device_state") or {}
+            if st.get("name"):
+                self.device_states[st["name"]] = st.get("state", "UNKNOWN")
         elif kind == "ChannelVarset" and e.get("variable") == "DIALGUARD_DISPOSITION":
             cust = ch if ch in self.calls else self.agent_legs.get(ch)
             if cust and cust in self.calls:
@@ -497,11 +713,29 @@ class Dialer:
         # the deadline is stored so that a restarted dialer still cuts the call in time
         await self.store.update_call(ch, state="answered", answered_at=answered, hangup_deadline=call.deadline)
         call.tasks.append(asyncio.create_task(self._bridge_deadline(call)))
-        agent = self._free_agent(call.agent)
+        # a task of its own: waiting for an agent must not hold up this channel's events
+        call.tasks.append(asyncio.create_task(self._connect_agent(call)))
+
+    async def _connect_agent(self, call: Call) -> None:
+        """Lease a free agent, waiting for one until the bridge deadline leaves too
+        little time to answer; then bridge the customer and call the agent."""
+        ch = call.channel_id
+        agent = await self._claim_agent(call)
         if agent is None:
-            await self._abandon(call)
+            self.stats["agent_waits"] += 1
+        while agent is None:
+            left = call.answered_at + self.cfg.bridge_timeout_s - time.monotonic()
+            if call.abandoned or call.finalizing:
+                return
+            if left < MIN_AGENT_LEG_S:
+                await self._abandon(call)
+                return
+            await asyncio.sleep(min(0.1, left - MIN_AGENT_LEG_S + 0.01))
+            agent = await self._claim_agent(call)
+        if call.abandoned or call.finalizing:  # the deadline or the hangup came meanwhile
+            await self._free_agent_of(ch)
             return
-        agent.call = ch
+        left = call.answered_at + self.cfg.bridge_timeout_s - time.monotonic()
         call.bridge_id = f"dgb-{ch[4:]}"
         call.agent_channel = f"dga-{ch[4:]}"
         call.bridged_agent = agent.name
@@ -512,16 +746,11 @@ class Dialer:
             await self.ari.post("bridges", type="mixing,dtmf_events", bridgeId=call.bridge_id, name=call.campaign)
             await self.ari.post(f"bridges/{call.bridge_id}/addChannel", channel=ch)
             await self.ari.post(f"channels/{call.agent_channel}", None, endpoint=agent.dial, app=self.cfg.app,
-                                appArgs=f"agent,{ch}", timeout=max(1, int(self.cfg.bridge_timeout_s + 0.999)),
+                                appArgs=f"agent,{ch}", timeout=max(1, int(left + 0.999)),
                                 callerId=call.lead["number"])
         except (AriError, AriUnavailable) as exc:
             log.warning("call %s: cannot reach agent %s: %s", ch, agent.name, exc)
             await self._abandon(call)
-
-    def _free_agent(self, preferred: str | None) -> Agent | None:
-        if preferred and preferred in self.agents and self.agents[preferred].free:
-            return self.agents[preferred]
-        return next((a for a in self.agents.values() if a.free), None)
 
     async def _agent_answered(self, ach: str, customer: str) -> None:
         call = self.calls.get(customer)
@@ -616,8 +845,7 @@ class Dialer:
         cust = self.agent_legs.pop(ach, None)
         for a in self.agents.values():
             if a.channel == ach:
-                a.channel = None
-                a.call = None
+                await self._free_agent_of(a.call)
         call = self.calls.get(cust) if cust else None
         if call and call.state == "bridged" and not call.finalizing:  # the agent hung up: end the call
             await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
@@ -654,10 +882,7 @@ class Dialer:
         if call.agent_channel:
             self.agent_legs.pop(call.agent_channel, None)
             await self._quiet(self.ari.delete(f"channels/{call.agent_channel}"))
-        for a in self.agents.values():
-            if a.call == call.channel_id:
-                a.call = None
-                a.channel = None
+        await self._free_agent_of(call.channel_id)
         if call.bridge_id:
             await self._quiet(self.ari.delete(f"bridges/{call.bridge_id}"))
         if first:

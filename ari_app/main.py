@@ -64,9 +64,35 @@ def parse_agents(text: str) -> dict[str, str]:
     return out
 
 
+def parse_agent_devices(text: str, agents: dict[str, str]) -> dict[str, str]:
+    """`a1=PJSIP/a1,a2=PJSIP/a2` -> {agent: Asterisk device whose state is watched}."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, dev = (x.strip() for x in part.partition("="))
+        if not sep or not name or "/" not in dev:
+            raise ValueError(f"agent device {part!r}: expected NAME=TECH/RESOURCE (e.g. a1=PJSIP/a1)")
+        if name not in agents:
+            raise ValueError(f"agent device {part!r}: no agent {name!r} in the dialer's agents")
+        out[name] = dev
+    return out
+
+
+def lease_from_env() -> float:
+    raw = os.environ.get("DIALGUARD_DIALER_AGENT_LEASE_S", "").strip() or "15"
+    try:
+        v = float(raw)
+    except ValueError:
+        v = 0.0
+    if not 1 <= v <= 3600:
+        raise ValueError(f"DIALGUARD_DIALER_AGENT_LEASE_S={raw!r}: expected seconds between 1 and 3600")
+    return v
+
+
 def config_from_env(agents: dict[str, str], **kw) -> DialerConfig:
     settings = Settings()
     port = os.environ.get("DIALGUARD_ARI_PORT", "18088")
+    kw.setdefault("agent_devices", parse_agent_devices(os.environ.get("DIALGUARD_DIALER_AGENT_DEVICES", ""), agents))
+    kw.setdefault("agent_lease_s", lease_from_env())
     return DialerConfig(
         ari_url=os.environ.get("DIALGUARD_ARI_URL", f"http://127.0.0.1:{port}"),
         ari_user=os.environ.get("DIALGUARD_ARI_USER", "dialguard"),
@@ -89,7 +115,9 @@ async def run_dialer(agents: dict[str, str], *, campaigns=None, trunk="carrier",
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, dialer.stop)
-    log.info("dialer %s: %d agents, campaigns %s, ARI %s", app, len(agents), campaigns or "all running", cfg.ari_url)
+    log.info("dialer %s: %d agents (lease %.0fs, devices watched: %s), campaigns %s, ARI %s", app, len(agents),
+             cfg.agent_lease_s, ", ".join(f"{a.name}={a.device}" for a in dialer.agents.values() if a.device) or "none",
+             campaigns or "all running", cfg.ari_url)
     srv = None
     if port:
         srv = metrics_server(dialer, engine, port)

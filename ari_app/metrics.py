@@ -25,5 +25,12 @@ EVENTS_CONNECTS = Gauge("dialguard_dialer_events_connects",
 CAMPAIGNS_HELD = Gauge("dialguard_dialer_campaigns_held",
                        "Campaigns whose lock this dialer holds (one dialer per campaign)", registry=REGISTRY)
 
+AGENTS_FREE = Gauge("dialguard_dialer_agents_free",
+                    "Agents of this dialer free to be offered a call: no lease held by any dialer, device not in use",
+                    registry=REGISTRY)
+AGENT_LEASES_RECOVERED = Counter("dialguard_dialer_agent_leases_recovered_total",
+                                 "Agent leases of a dialer that stopped its heartbeat (crashed), recovered once "
+                                 "Asterisk showed the agent off that call", registry=REGISTRY)
+
 __all__ = ["ABANDON_RATE", "CALLS_IN_FLIGHT", "ORIGINATE_FAILURES", "EVENTS_SOCKET_UP", "EVENTS_CONNECTS",
-           "CAMPAIGNS_HELD"]
+           "CAMPAIGNS_HELD", "AGENTS_FREE", "AGENT_LEASES_RECOVERED"]

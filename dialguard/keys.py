@@ -13,6 +13,7 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{n:<H>}:f                     flags: dnc, optout, complaint, consent
     {P}:{n:<H>}:dncc                  campaign DNC (set of campaign tags)
     {P}:{a:<A>}:a                     agent attempts
+    {P}:{a:<A>}:lease                 dialer's agent lease: o owner, c/l channel ids, hb ms (ari_app/agents.py)
     {P}:{c:<K>}:a / :live             caller-ID attempts / live-call leases (ZSET did -> expiry)
     {P}:{g}:pause                     kill switches: all, camp:<C>, cid:<K>
     {P}:{g}:camp:<C>                  campaign approval: approved, start, end (ms)
@@ -78,6 +79,10 @@ class Keys:
     # -- agent / caller ID ---------------------------------------------------------
     def agent(self, agent: str) -> str:
         return f"{self.prefix}:{{a:{short_hash(agent)}}}:a"
+
+    def agent_lease(self, agent: str) -> str:
+        """The campaign dialer's lease on an agent (one call at a time across dialers)."""
+        return f"{self.prefix}:{{a:{short_hash(agent)}}}:lease"
 
     def cid_attempts(self, k: str) -> str:
         return f"{self.prefix}:{{c:{k}}}:a"

@@ -68,12 +68,12 @@ class Rig:
         assert added == len(numbers)
         return name
 
-    def start(self, campaign: str, agents: list[str], **cfg) -> Dialer:
+    def start(self, campaign: str | list[str], agents: list[str], **cfg) -> Dialer:
         cfg.setdefault("abandon_media_max_s", 1.0)
         cfg.setdefault("app", self.app)
         d = Dialer(DialerConfig(ari_url=self.stack.ari_url, ari_user=self.stack.ari_user,
                                 ari_password=self.stack.ari_password, agents={a: self.agent(a) for a in agents},
-                                campaigns=[campaign], **cfg),
+                                campaigns=[campaign] if isinstance(campaign, str) else campaign, **cfg),
                    self.engine, self.store)
         self.dialers.append((d, asyncio.create_task(d.run())))
         return d

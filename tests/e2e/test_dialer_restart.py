@@ -34,8 +34,9 @@ class DialerProcess:
     """`dialguard dialer run` for one campaign of the rig, in its own session."""
 
     def __init__(self, rig, campaign: str, agents: list[str], *, app: str | None = None,
-                 metrics_port: int | None = None, name: str | None = None):
+                 metrics_port: int | None = None, name: str | None = None, env: dict[str, str] | None = None):
         self.rig, self.campaign, self.agents = rig, campaign, agents
+        self.extra_env = env or {}
         self.app = app or rig.app
         self.metrics_port = metrics_port if metrics_port is not None else free_port()
         self.name = name
@@ -45,7 +46,7 @@ class DialerProcess:
     def start(self) -> "DialerProcess":
         self.runs += 1
         env = {**os.environ, "DIALGUARD_TEST_CLOCK": "1", "DIALGUARD_KEY_PREFIX": self.rig.prefix,
-               "DIALGUARD_DIALER_METRICS_PORT": str(self.metrics_port)}
+               "DIALGUARD_DIALER_METRICS_PORT": str(self.metrics_port), **self.extra_env}
         if self.name:
             env["DIALGUARD_DIALER_NAME"] = self.name
         agents = ",".join(f"{a}={self.rig.agent(a)}" for a in self.agents)
