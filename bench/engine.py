@@ -7,6 +7,10 @@ concurrency, then redis-benchmark EVALSHA of the same decide.lua with an
 equivalent plan (same keys per number, random numbers) as the ceiling.
 With --shadow, the same engine runs again with shadow rules published (cn-carrier
 evaluated beside cn-default in the same script call) and prints what they cost.
+Every run draws its own numbers (a later run does not find the parsed numbers
+of an earlier one in the cache); --repeat R makes a share R of the decisions
+ask again about a number the same worker asked about before (dialer retries:
+parse_number's cache answers, some are denied by the attempt caps).
 "CPU us/op" is this process's CPU time per decision (client loop included): it
 moves much less than ops/s when other work shares the machine. Last line: the
 ratio at concurrency 16. Targets on the 2-core dev machine:
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import shutil
@@ -45,16 +50,26 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
-async def run_engine(engine: Engine, concurrency: int, seconds: float):
+_RUNS = itertools.count()
+
+
+async def run_engine(engine: Engine, concurrency: int, seconds: float, repeat: float = 0.0):
     lat: list[float] = []
     stop = time.perf_counter() + seconds
-    count = 0
+    count = denies = 0
+    run = next(_RUNS)
 
     async def worker(wid):
-        nonlocal count
-        rnd = random.Random(wid)
+        nonlocal count, denies
+        rnd = random.Random(f"{run}:{wid}")
+        seen: list[str] = []
         while time.perf_counter() < stop:
-            number = f"+86138{rnd.randrange(10**8):08d}"
+            if seen and rnd.random() < repeat:
+                number = rnd.choice(seen)
+            else:
+                number = f"+86138{rnd.randrange(10**8):08d}"
+                if len(seen) < 1000:
+                    seen.append(number)
             # many agents, as in a call centre: the agent cap (200/day) does not turn the run into denies
             agent = f"a{rnd.randrange(10**6)}"
             t0 = time.perf_counter()
@@ -63,12 +78,13 @@ async def run_engine(engine: Engine, concurrency: int, seconds: float):
             if "guard_unavailable" in d.reasons:
                 raise SystemExit(f"guard_unavailable during the benchmark: {d.explanations}")
             count += 1
+            denies += d.decision == "deny"
 
     t0, c0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     # CPU of this process per decision: what the code costs, whatever else runs on the machine
-    return count / wall, statistics.median(lat), pct(lat, 0.99), cpu / max(count, 1) * 1e6
+    return count / wall, statistics.median(lat), pct(lat, 0.99), cpu / max(count, 1) * 1e6, denies / max(count, 1)
 
 
 def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int):
@@ -103,6 +119,8 @@ async def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--shadow", action="store_true", help="also measure with shadow rules published")
+    ap.add_argument("--repeat", type=float, default=0.0,
+                    help="share of decisions on a number the worker asked about before (0..1)")
     args = ap.parse_args()
     settings = Settings()
     prefix = f"dgbench:{uuid.uuid4().hex[:8]}"
@@ -112,13 +130,16 @@ async def main():
     levels = [int(x) for x in args.concurrency.split(",")]
     print(f"dialguard engine benchmark: rules {policy.name}, Redis {settings.redis_url}, "
           f"{os.cpu_count()} cores, {args.seconds:.0f}s per level")
-    print(f"{'what':<28}{'conc':>6}{'ops/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/op':>11}")
+    if args.repeat:
+        print(f"{args.repeat:.0%} of the decisions on a number asked about before")
+    print(f"{'what':<28}{'conc':>6}{'ops/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'CPU us/op':>11}{'denied':>8}")
     results = {}
     try:
         for c in levels:
-            rate, p50, p99, cpu = await run_engine(engine, c, args.seconds)
+            rate, p50, p99, cpu, denied = await run_engine(engine, c, args.seconds, args.repeat)
             results[c] = rate
-            print(f"{'engine decide()':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}{cpu:>11.0f}", flush=True)
+            print(f"{'engine decide()':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}{cpu:>11.0f}{denied:>8.0%}",
+                  flush=True)
         if args.shadow:
             from dialguard.rules_store import RulesStore
 
@@ -126,9 +147,9 @@ async def main():
             await store.apply("cn-default")
             await store.apply("cn-carrier", shadow=True)
             for c in levels:
-                rate, p50, p99, cpu = await run_engine(engine, c, args.seconds)
+                rate, p50, p99, cpu, denied = await run_engine(engine, c, args.seconds, args.repeat)
                 print(f"{'decide() + shadow rules':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}{cpu:>11.0f}"
-                      f"   ({rate / results[c]:.2f} of without)", flush=True)
+                      f"{denied:>8.0%}   ({rate / results[c]:.2f} of without)", flush=True)
             await store.shadow_off()
         ceilings = {}
         for c in levels:

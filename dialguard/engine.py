@@ -28,7 +28,7 @@ from dialguard.config import Settings
 from dialguard.crypto import Sealer
 from dialguard.keys import Keys
 from dialguard.models import (
-    PERMANENT, Decision, DecisionRequest, Outcome, sort_reasons, utcnow,
+    PERMANENT, Decision, DecisionRequest, Outcome, decision_of, sort_reasons, utcnow,
 )
 from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
 from dialguard.redisclient import RedisClient, RedisReplyError
@@ -345,24 +345,27 @@ class Engine:
         if not caller_id and req.caller_id and not all_reasons:
             caller_id = candidates[0].e164 if candidates else None
         lifted = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lifted]) if lifted else []
-        # Every field given and of its declared type: no validation pass needed.
-        decision = Decision.model_construct(
-            decision_id=rdid, decision="allow" if int(allowed) == 1 else "deny",
-            reasons=all_reasons, next_eligible_at=None, caller_id=caller_id,
-            max_duration_s=policy.max_duration_s, number=info.e164, override=bool(lifted),
-            overridden=lifted, explanations={}, latency_ms=0.0,
-        )
+        verdict = "allow" if int(allowed) == 1 else "deny"
+        explanations: dict[str, str] = {}
+        next_at = None
         if lifted:
-            decision.explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
-        if decision.decision == "deny":
-            decision.next_eligible_at = self._next_eligible(policy, all_reasons, plan, details, info, now)
-            decision.explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
+            explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
+        if verdict == "deny":
+            next_at = self._next_eligible(policy, all_reasons, plan, details, info, now)
+            explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
                 meta = plan.checks.get(cid)
-                if meta and meta.label and meta.reason in decision.explanations:
-                    decision.explanations[meta.reason] = meta.label
-        decision.latency_ms = (time.perf_counter() - t0) * 1000
+                if meta and meta.label and meta.reason in explanations:
+                    explanations[meta.reason] = meta.label
+        # Every field given, in field order and of its declared type: no validation
+        # pass needed (Decision.model_construct without its per-field loop).
+        decision = decision_of({
+            "decision_id": rdid, "decision": verdict, "reasons": all_reasons, "next_eligible_at": next_at,
+            "caller_id": caller_id, "max_duration_s": policy.max_duration_s, "number": info.e164,
+            "override": bool(lifted), "overridden": lifted, "explanations": explanations,
+            "latency_ms": (time.perf_counter() - t0) * 1000,
+        })
         metrics.observe(decision)
         return decision
 
@@ -383,13 +386,12 @@ class Engine:
         candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
 
         pre = sort_reasons(reasons) if reasons else []
-        if ctx.shadow is None:
-            return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid), why
-        return self._plan_built(req, ctx, info, did, now, number_tag, pre, candidates, check_cid), why
+        return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid), why
 
     def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                     number_tag: str, pre: list[str], candidates: list, check_cid: bool):
-        """The plan through build_plan (shadow rules; the reference of _plan_compiled)."""
+        """The plan through build_plan: the reference of _plan_compiled
+        (tests/unit/test_plan_template.py), shadow rules included."""
         policy = ctx.policy
         payload = None
         if self.audit:
@@ -429,15 +431,16 @@ class Engine:
 
     def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool) -> FilledPlan:
-        """The plan of _plan without shadow rules, from a template compiled once per
-        shape (dialguard.plan.compile_plan): the same KEYS and JSON as build_plan
-        plus the fields added above, at a fraction of the cost."""
+        """The plan of _plan_built from a template compiled once per shape
+        (dialguard.plan.compile_plan): the same KEYS and JSON as build_plan plus
+        the fields added there, shadow rules included, at a fraction of the cost."""
         policy = ctx.policy
         tags = [c.tag for c in candidates]
         shape = tuple((tags.index(t), c.statically_approved) for t, c in zip(tags, candidates))
         audit = self.audit
+        shadow = ctx.shadow
         key = (policy, req.campaign, info.valid, info.timezones, shape, check_cid, req.call_id is not None,
-               ctx.rvs, ctx.rver)
+               ctx.rvs, ctx.rver, shadow, ctx.sver)
         tpl = self._templates.get(key)
         if tpl is None:
             if len(self._templates) >= 4096:  # bounded: shapes are few, campaigns and zones not unlimited
@@ -447,8 +450,19 @@ class Engine:
                 cand_shape=shape, check_caller_id=check_cid, has_call=req.call_id is not None,
                 site_timezone=self.settings.site_timezone, audit=audit,
                 audit_max=self.settings.audit_backlog_max if audit else None,
-                versions=(ctx.rvs, ctx.rver) if self.versioned else None)
+                versions=(ctx.rvs, ctx.rver) if self.versioned else None,
+                shadow=(shadow, ctx.sver) if shadow is not None else None)
+            # the audit record's constant end
+            tpl.tail = (f'"rules":{_jopt(policy.name)},"rv":{_jopt(policy.version_hash)},'
+                        f'"node":{_jopt(self.settings.node)}}}')
         pre_json = _encode(pre) if pre else "[]"
+        spre_json = "[]"
+        if shadow is not None:
+            # as _plan_built: the request's reasons but the time rules', then the shadow's time rules
+            spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
+            if info.valid:
+                spre += time_reasons(shadow, info.timezones, now)[0]
+            spre_json = _encode(sort_reasons(spre))
         payload = None
         if audit:
             # _encode of the same dict, written out (tests/unit/test_plan_template.py)
@@ -458,11 +472,10 @@ class Engine:
                 f'"ne":{_esc(self.sealer.seal(e164)) if e164 else "null"},"campaign":{_esc(req.campaign)},'
                 f'"agent":{_esc(req.agent)},"subject":{_esc(sub) if sub is not None else "null"},'
                 f'"call_id":{_esc(call) if call is not None else "null"},"pre":{pre_json},'
-                f'"cid_req":{_esc(self.sealer.seal(cid)) if cid else "null"},"rules":{_jopt(policy.name)},'
-                f'"rv":{_jopt(policy.version_hash)},"node":{_jopt(self.settings.node)}}}')
+                f'"cid_req":{_esc(self.sealer.seal(cid)) if cid else "null"},{tpl.tail}')
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
-                              cand_tags=tags, call_id=req.call_id, payload=payload)
+                              cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json)
         return FilledPlan(keys, argv, tpl.checks, candidates)
 
     def _next_eligible(self, policy, reasons, plan, details, info, now) -> datetime | None:

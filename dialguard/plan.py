@@ -434,30 +434,37 @@ class PlanTemplate:
     by the script.
     """
 
-    __slots__ = ("key_fmts", "static_keys", "body_fmt", "checks", "lows", "has_cid", "lease_ms", "cttl_ms",
-                 "ncand")
+    __slots__ = ("key_fmts", "static_keys", "keys_fmt", "call_at", "call_fmt", "body_fmt", "checks", "lows",
+                 "ncand", "tail")
 
     def fill(self, *, now: datetime, decision_id: str, pre_json: str, tag: str, agent_hash: str,
-             sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None
-             ) -> tuple[list[str], list[str]]:
+             sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None,
+             spre_json: str = "[]") -> tuple[list[str], list[str]]:
         now_ms = int(now.timestamp() * 1000)
         v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": now_ms,
-             "did": _esc(decision_id), "pre": pre_json, "dncr": tag[4:14], "bk": tag[:4]}
+             "did": _esc(decision_id), "pre": pre_json, "dncr": tag[4:14], "bk": tag[:4], "spre": spre_json}
         for i, t in enumerate(cand_tags):
             v[f"c{i}"] = t
         for name, kind, a in self.lows:
-            if kind == 0:  # rolling: (now - span, now]
+            if kind == 0:  # now minus a span: rolling windows' (now - span, now], and the lease (span < 0)
                 v[name] = now_ms - a
             else:  # calendar days: the earliest local day start over the zones
                 v[name] = min(_midnight_ms(now, now_ms, z, back) for z, back in a)
-        if self.has_cid:
-            v["lease"] = now_ms + self.lease_ms
-            v["cold"] = now_ms - self.cttl_ms
-        keys = [f.format_map(v) if f is not None else s for f, s in zip(self.key_fmts, self.static_keys)]
+        if self.keys_fmt is not None:
+            # every key but the call's in one format, split on a byte none of them
+            # holds (their fields are hex; compile_plan checked the literal text)
+            keys = self.keys_fmt.format_map(v).split(_KEY_SEP)
+            if self.call_at >= 0:
+                keys.insert(self.call_at, self.call_fmt.format_map(v))
+        else:
+            keys = [f.format_map(v) if f is not None else s for f, s in zip(self.key_fmts, self.static_keys)]
         args = [self.body_fmt.format_map(v)]
         if payload is not None:
             args.append(payload)
         return keys, args
+
+
+_KEY_SEP = "\x00"
 
 
 def compile_plan(
@@ -474,16 +481,19 @@ def compile_plan(
     audit: bool,
     audit_max: int | None,
     versions: tuple[str, str] | None,
+    shadow: tuple[Policy, str] | None = None,
 ) -> PlanTemplate:
     """The PlanTemplate of one shape, in build_plan's order of KEYS and fields.
 
     cand_shape: per caller-ID candidate, (index of the first candidate with the
     same tag, statically approved); versions: (rvs, rver) when the engine follows
-    published rules versions. The request's parts are format fields: {tag}
-    (number tag), {ag} (agent hash), {sub} (subject hash), {cN} (candidate N's
-    tag), {call} (call id), {now}, {did}, {pre}, {dncr}, {bk}, {loN}, {lease}, {cold}.
+    published rules versions; shadow: (shadow rules, their version) to evaluate
+    beside (the `sh` plan of Engine._plan_built: build_plan of the shadow rules
+    on the same KEYS, no call record, no audit). The request's parts are format
+    fields: {tag} (number tag), {ag} (agent hash), {sub} (subject hash), {cN}
+    (candidate N's tag), {call} (call id), {now}, {did}, {pre}, {spre} (the
+    shadow plan's pre reasons), {dncr}, {bk}, {loN} (bounds from the time).
     """
-    st = _static(policy)
     p = keys.prefix
     idx: dict[str, int] = {}
     fmts: list[str] = []
@@ -517,13 +527,6 @@ def compile_plan(
         lows.append((name, kind, a))
         return "{" + name + "}"
 
-    checks: dict[str, CheckMeta] = {}
-    # body: a list of JSON fragments, already format-escaped
-    out: list[str] = []
-
-    def field(name: str, value_fmt: str) -> None:
-        out.append(("," if out else "") + _lit(_esc(name) + ":") + value_fmt)
-
     def js(value) -> str:  # a constant, as JSON
         return _lit(_encode(value))
 
@@ -532,157 +535,181 @@ def compile_plan(
 
     from dialguard.dnc import GLOBAL, list_name
 
-    field("now", '"{now}"')
-    field("did", "{did}")
-    field("pre", "{pre}")
-    field("pause", str(k(_lit(keys.pause))))
-    field("pf", js(["all", "camp:" + campaign]))
-    field("camp", str(k(_lit(keys.campaign(campaign)))))
-    field("flags", str(k(num("f"))))
-    field("dncc", str(k(num("dncc"))))
-    if valid:
-        dk = [k(_lit(f"{p}:{{dnc}}:{GLOBAL}:") + "{bk}"),
-              k(_lit(f"{p}:{{dnc}}:{list_name(campaign)}:") + "{bk}")]
-        field("dnck", js(dk))
-        field("dncr", '"{dncr}"')
-    field("ch", js(short_hash(campaign)))
-    field("consent", js(st.consent))
+    def body(pol: Policy, pre_fmt: str, checks: dict[str, CheckMeta], main: bool) -> str:
+        """One plan's JSON object as a format (main: the enforcing plan, with the
+        call record, audit, override and rules-version fields)."""
+        st = _static(pol)
+        out: list[str] = []
 
-    items: list[str] = []
-    all_key = attempts("number")
-    writes = [all_key]
-    for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in st.caps:
-        base = all_key if scope == "number" else attempts(scope)
-        if base not in writes:
-            writes.append(base)
-        x = k(base + ":x")
-        kk = [k(base)]
-        cid = f"k{len(checks)}"
-        if rolling is not None:
-            checks[cid] = CheckMeta("attempt_cap", rolling=rolling, label=label)
-            lo = '"(' + low(0, rolling_ms) + '"'
-        elif days is not None:
-            zs = st.day_zones(pack_name, callee, site_timezone)
-            checks[cid] = CheckMeta("attempt_cap", days=days, zones=zs, label=label)
-            lo = '"' + low(1, tuple((z, days - 1) for z in zs)) + '"'
-        else:
-            checks[cid] = CheckMeta("attempt_cap", label=label)
-            lo = js("-inf")
-        pairs = [("i", js(cid)), ("k", js(kk)), ("lo", lo), ("m", js(cmax)), ("r", js("attempt_cap")), ("x", js(x))]
-        if uncounted:
-            pairs.append(("ex", js(",".join(uncounted))))
-        items.append(obj(*pairs))
+        def field(name: str, value_fmt: str) -> None:
+            out.append(("," if out else "") + _lit(_esc(name) + ":") + value_fmt)
 
-    if st.min_interval:
-        mi, mi_ms, label = st.min_interval
-        x = k(all_key + ":x")
-        cid = f"k{len(checks)}"
-        checks[cid] = CheckMeta("min_interval", rolling=mi, label=label)
-        items.append(obj(("i", js(cid)), ("k", js([k(all_key)])), ("lo", '"(' + low(0, mi_ms) + '"'),
-                         ("m", "1"), ("r", js("min_interval")), ("x", js(x))))
+        field("now", '"{now}"')
+        field("did", "{did}")
+        field("pre", pre_fmt)
+        field("pause", str(k(_lit(keys.pause))))
+        field("pf", js(["all", "camp:" + campaign]))
+        field("camp", str(k(_lit(keys.campaign(campaign)))))
+        field("flags", str(k(num("f"))))
+        field("dncc", str(k(num("dncc"))))
+        if valid:
+            dk = [k(_lit(f"{p}:{{dnc}}:{GLOBAL}:") + "{bk}"),
+                  k(_lit(f"{p}:{{dnc}}:{list_name(campaign)}:") + "{bk}")]
+            field("dnck", js(dk))
+            field("dncr", '"{dncr}"')
+        field("ch", js(short_hash(campaign)))
+        field("consent", js(st.consent))
 
-    conv_keys: list[str] = []
-    for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
-        ck = conversations(scope)
-        if ck not in conv_keys:
-            conv_keys.append(ck)
-        cid = f"k{len(checks)}"
-        if rolling is not None:
-            checks[cid] = CheckMeta("post_conversation_quiet", rolling=rolling, label=label)
-            lo = '"(' + low(0, rolling_ms) + '"'
-        else:
-            zs = st.day_zones(pack_name, callee, site_timezone)
-            checks[cid] = CheckMeta("post_conversation_quiet", days=days, zones=zs, label=label)
-            lo = '"' + low(1, tuple((z, days - 1) for z in zs)) + '"'
-        items.append(obj(("i", js(cid)), ("k", js([k(ck)])), ("lo", lo), ("m", "1"),
-                         ("r", js("post_conversation_quiet"))))
-
-    for q, suffix in ((st.ab, "ab"), (st.amd, "am")):
-        if q:
-            span, span_ms, label = q
+        items: list[str] = []
+        all_key = attempts("number")
+        writes = [all_key]
+        for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in st.caps:
+            base = all_key if scope == "number" else attempts(scope)
+            if base not in writes:
+                writes.append(base)
+            x = k(base + ":x")
+            kk = [k(base)]
             cid = f"k{len(checks)}"
-            checks[cid] = CheckMeta("post_abandon_quiet", rolling=span, label=label)
-            items.append(obj(("i", js(cid)), ("k", js([k(num(suffix))])), ("lo", '"(' + low(0, span_ms) + '"'),
-                             ("m", "1"), ("r", js("post_abandon_quiet"))))
+            if rolling is not None:
+                checks[cid] = CheckMeta("attempt_cap", rolling=rolling, label=label)
+                lo = '"(' + low(0, rolling_ms) + '"'
+            elif days is not None:
+                zs = st.day_zones(pack_name, callee, site_timezone)
+                checks[cid] = CheckMeta("attempt_cap", days=days, zones=zs, label=label)
+                lo = '"' + low(1, tuple((z, days - 1) for z in zs)) + '"'
+            else:
+                checks[cid] = CheckMeta("attempt_cap", label=label)
+                lo = js("-inf")
+            pairs = [("i", js(cid)), ("k", js(kk)), ("lo", lo), ("m", js(cmax)), ("r", js("attempt_cap")),
+                     ("x", js(x))]
+            if uncounted:
+                pairs.append(("ex", js(",".join(uncounted))))
+            items.append(obj(*pairs))
 
-    if st.agent:
-        apd, label = st.agent
-        akey = _lit(p + ":{a:") + "{ag}" + _lit("}:a")
-        cid = f"k{len(checks)}"
-        checks[cid] = CheckMeta("agent_cap", days=1, zones=(site_timezone,), label=label)
-        items.append(obj(("i", js(cid)), ("k", js([k(akey)])), ("lo", '"' + low(1, ((site_timezone, 0),)) + '"'),
-                         ("m", js(apd)), ("r", js("agent_cap"))))
-        writes.append(akey)
-
-    field("checks", "[" + ",".join(items) + "]")
-    field("ttl", js(st.ttl))
-    field("old", '"(' + low(0, st.retention_ms) + '"')
-    field("w", js([k(w) for w in writes]))
-
-    if check_caller_id:
-        cchk = []
-        for limit, span, span_ms, label in st.cid_rates:
+        if st.min_interval:
+            mi, mi_ms, label = st.min_interval
+            x = k(all_key + ":x")
             cid = f"k{len(checks)}"
-            checks[cid] = CheckMeta("caller_id_rate", rolling=span, label=label)
-            cchk.append(obj(("i", js(cid)), ("f", '"a"'), ("lo", '"(' + low(0, span_ms) + '"'),
-                            ("m", js(limit)), ("r", js("caller_id_rate"))))
-        if st.cid_day:
-            limit, label = st.cid_day
+            checks[cid] = CheckMeta("min_interval", rolling=mi, label=label)
+            items.append(obj(("i", js(cid)), ("k", js([k(all_key)])), ("lo", '"(' + low(0, mi_ms) + '"'),
+                             ("m", "1"), ("r", js("min_interval")), ("x", js(x))))
+
+        conv_keys: list[str] = []
+        for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
+            ck = conversations(scope)
+            if ck not in conv_keys:
+                conv_keys.append(ck)
             cid = f"k{len(checks)}"
-            checks[cid] = CheckMeta("caller_id_rate", days=1, zones=(site_timezone,), label=label)
-            cchk.append(obj(("i", js(cid)), ("f", '"a"'), ("lo", '"' + low(1, ((site_timezone, 0),)) + '"'),
-                            ("m", js(limit)), ("r", js("caller_id_rate"))))
-        cands = []
-        for n, (first, ok) in enumerate(cand_shape, start=1):
-            t = "{c%d}" % first
-            a = k(_lit(p + ":{c:") + t + _lit("}:a"))
-            lv = k(_lit(p + ":{c:") + t + _lit("}:live"))
-            cands.append(obj(("n", js(n)), ("h", '"' + t + '"'), ("ok", "1" if ok else "0"), ("a", js(a)),
-                             ("l", js(lv))))
-        cids, cool = k(_lit(keys.approved_cids)), k(_lit(keys.cid_cooldown))
-        field("cid", obj(("c", "[" + ",".join(cands) + "]"), ("chk", "[" + ",".join(cchk) + "]"),
-                         ("conc", js(st.conc)), ("req", js(st.cid_req)), ("cids", js(cids)), ("cool", js(cool))))
-        field("lease", '"{lease}"')
-        field("cttl", js(st.cttl))
-        field("cold", '"({cold}"')
+            if rolling is not None:
+                checks[cid] = CheckMeta("post_conversation_quiet", rolling=rolling, label=label)
+                lo = '"(' + low(0, rolling_ms) + '"'
+            else:
+                zs = st.day_zones(pack_name, callee, site_timezone)
+                checks[cid] = CheckMeta("post_conversation_quiet", days=days, zones=zs, label=label)
+                lo = '"' + low(1, tuple((z, days - 1) for z in zs)) + '"'
+            items.append(obj(("i", js(cid)), ("k", js([k(ck)])), ("lo", lo), ("m", "1"),
+                             ("r", js("post_conversation_quiet"))))
 
-    if has_call:
-        field("call", str(k(_lit(keys.g("call:")) + "{call}")))
+        for q, suffix in ((st.ab, "ab"), (st.amd, "am")):
+            if q:
+                span, span_ms, label = q
+                cid = f"k{len(checks)}"
+                checks[cid] = CheckMeta("post_abandon_quiet", rolling=span, label=label)
+                items.append(obj(("i", js(cid)), ("k", js([k(num(suffix))])), ("lo", '"(' + low(0, span_ms) + '"'),
+                                 ("m", "1"), ("r", js("post_abandon_quiet"))))
 
-        def jkeys(fmts_: list[str]) -> str:  # keys joined by spaces, as one JSON string
-            # the key formats hold literal text (escaped once for format) and fields
-            # whose values are hex: escape the text for JSON, keep the fields
-            return '"' + " ".join(_json_in_fmt(f) for f in fmts_) + '"'
+        if st.agent:
+            apd, label = st.agent
+            akey = _lit(p + ":{a:") + "{ag}" + _lit("}:a")
+            cid = f"k{len(checks)}"
+            checks[cid] = CheckMeta("agent_cap", days=1, zones=(site_timezone,), label=label)
+            items.append(obj(("i", js(cid)), ("k", js([k(akey)])),
+                             ("lo", '"' + low(1, ((site_timezone, 0),)) + '"'),
+                             ("m", js(apd)), ("r", js("agent_cap"))))
+            writes.append(akey)
 
-        field("rec", obj(
-            ("nk", '"' + _json_in_fmt(_lit(p + ":{n:") + "{tag}" + _lit("}")) + '"'),
-            ("ak", jkeys(writes[:-1] if st.agent else writes)),
-            ("cv", jkeys(conv_keys)),
-            ("ab", '"' + _json_in_fmt(num("ab")) + '"' if st.ab else '""'),
-            ("am", '"' + _json_in_fmt(num("am")) + '"' if st.amd else '""'),
-            ("ttl", js(st.call_ttl)),
-            ("qttl", js(st.qttl))))
-    if audit:
-        field("audit", str(k(_lit(keys.audit))))
-        if audit_max:
-            field("amax", js(audit_max))
-    if valid:
-        field("ov", str(k(num("ov"))))
-    if versions is not None:
-        field("rk", str(k(_lit(keys.rules))))
-        field("rvs", js(versions[0]))
-        field("rver", js(versions[1]))
+        field("checks", "[" + ",".join(items) + "]")
+        field("ttl", js(st.ttl))
+        field("old", '"(' + low(0, st.retention_ms) + '"')
+        field("w", js([k(w) for w in writes]))
+
+        if check_caller_id:
+            cchk = []
+            for limit, span, span_ms, label in st.cid_rates:
+                cid = f"k{len(checks)}"
+                checks[cid] = CheckMeta("caller_id_rate", rolling=span, label=label)
+                cchk.append(obj(("i", js(cid)), ("f", '"a"'), ("lo", '"(' + low(0, span_ms) + '"'),
+                                ("m", js(limit)), ("r", js("caller_id_rate"))))
+            if st.cid_day:
+                limit, label = st.cid_day
+                cid = f"k{len(checks)}"
+                checks[cid] = CheckMeta("caller_id_rate", days=1, zones=(site_timezone,), label=label)
+                cchk.append(obj(("i", js(cid)), ("f", '"a"'), ("lo", '"' + low(1, ((site_timezone, 0),)) + '"'),
+                                ("m", js(limit)), ("r", js("caller_id_rate"))))
+            cands = []
+            for n, (first, ok) in enumerate(cand_shape, start=1):
+                t = "{c%d}" % first
+                a = k(_lit(p + ":{c:") + t + _lit("}:a"))
+                lv = k(_lit(p + ":{c:") + t + _lit("}:live"))
+                cands.append(obj(("n", js(n)), ("h", '"' + t + '"'), ("ok", "1" if ok else "0"), ("a", js(a)),
+                                 ("l", js(lv))))
+            cids, cool = k(_lit(keys.approved_cids)), k(_lit(keys.cid_cooldown))
+            field("cid", obj(("c", "[" + ",".join(cands) + "]"), ("chk", "[" + ",".join(cchk) + "]"),
+                             ("conc", js(st.conc)), ("req", js(st.cid_req)), ("cids", js(cids)), ("cool", js(cool))))
+            # each plan its own lease and cold bound (a shadow's rules may differ)
+            field("lease", '"' + low(0, -st.lease_ms) + '"')
+            field("cttl", js(st.cttl))
+            field("cold", '"(' + low(0, st.cttl_ms) + '"')
+
+        if main and has_call:
+            field("call", str(k(_lit(keys.g("call:")) + "{call}")))
+
+            def jkeys(fmts_: list[str]) -> str:  # keys joined by spaces, as one JSON string
+                # the key formats hold literal text (escaped once for format) and fields
+                # whose values are hex: escape the text for JSON, keep the fields
+                return '"' + " ".join(_json_in_fmt(f) for f in fmts_) + '"'
+
+            field("rec", obj(
+                ("nk", '"' + _json_in_fmt(_lit(p + ":{n:") + "{tag}" + _lit("}")) + '"'),
+                ("ak", jkeys(writes[:-1] if st.agent else writes)),
+                ("cv", jkeys(conv_keys)),
+                ("ab", '"' + _json_in_fmt(num("ab")) + '"' if st.ab else '""'),
+                ("am", '"' + _json_in_fmt(num("am")) + '"' if st.amd else '""'),
+                ("ttl", js(st.call_ttl)),
+                ("qttl", js(st.qttl))))
+        if main:
+            if audit:
+                field("audit", str(k(_lit(keys.audit))))
+                if audit_max:
+                    field("amax", js(audit_max))
+            if valid:
+                field("ov", str(k(num("ov"))))
+            if versions is not None:
+                field("rk", str(k(_lit(keys.rules))))
+                field("rvs", js(versions[0]))
+                field("rver", js(versions[1]))
+            if shadow is not None:
+                field("sh", body(shadow[0], "{spre}", {}, False))  # its check metadata: unused
+                field("sv", js(shadow[1]))
+        return "{{" + "".join(out) + "}}"
+
+    checks: dict[str, CheckMeta] = {}
+    body_fmt = body(policy, "{pre}", checks, True)
 
     tpl = PlanTemplate()
     tpl.key_fmts = [f if "{" in f.replace("{{", "").replace("}}", "") else None for f in fmts]
     tpl.static_keys = [f.replace("{{", "{").replace("}}", "}") for f in fmts]
-    tpl.body_fmt = "{{" + "".join(out) + "}}"
+    call_fmt = _lit(keys.g("call:")) + "{call}"
+    tpl.call_at = fmts.index(call_fmt) if call_fmt in fmts else -1
+    tpl.call_fmt = call_fmt
+    others = [f for f in fmts if f != call_fmt]
+    # one format for the keys when no literal text holds the separator
+    tpl.keys_fmt = _KEY_SEP.join(others) if others and not any(_KEY_SEP in f for f in others) else None
+    tpl.body_fmt = body_fmt
     tpl.checks = checks
     tpl.lows = lows
-    tpl.has_cid = check_caller_id
-    tpl.lease_ms = st.lease_ms
-    tpl.cttl_ms = st.cttl_ms
     tpl.ncand = len(cand_shape)
+    tpl.tail = None
     return tpl
 
 

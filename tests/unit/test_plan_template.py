@@ -5,7 +5,8 @@ fields, JSON-encoded. Over generated requests (every shipped pack alone and
 combined, valid and invalid numbers of several countries, subjects, call ids,
 caller IDs given or picked from pools with duplicates, odd campaign, agent and
 prefix text, times across a year and DST changes, audit and rules versions on
-and off) the compiled plan must give the same KEYS, the same decoded ARGV[1]
+and off, shadow rules of another policy or none) the compiled plan must give the
+same KEYS, the same decoded ARGV[1]
 (the audit record moved to ARGV[2], byte for byte what _encode wrote), the
 same check metadata and candidates.
 """
@@ -74,7 +75,8 @@ def fixed_time(monkeypatch):
 @pytest.mark.parametrize("seed", range(8))
 def test_compiled_plan_equals_build_plan(seed, fixed_time):
     rnd = random.Random(seed)
-    prefix = rnd.choice(["dg", "dgtest:abc", 'p{x}"q', "пре"])
+    # "\x00": the keys cannot be formatted as one joined string (PlanTemplate.fill)
+    prefix = rnd.choice(["dg", "dgtest:abc", 'p{x}"q', "пре", "p\x00q"])
     base = Settings()
     for _ in range(250):
         refs = rnd.choice(POLICIES)
@@ -86,12 +88,14 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
         eng.sealer = _Sealer()
         pool = tuple(rnd.choice(["+8613800138000", "+8613800138001", "+12025550100", "+442071838750"])
                      for _ in range(rnd.choice([0, 0, 1, 3, 9])))  # duplicates on purpose
-        ctx = _Context(1e18, policy, pool, rnd.choice(["|", "3|", "3|4"]), rnd.choice(["", "3"]), None, "")
+        shadow = Policy.load(rnd.choice(POLICIES)) if rnd.random() < 0.4 else None
+        ctx = _Context(1e18, policy, pool, rnd.choice(["|", "3|", "3|4"]), rnd.choice(["", "3"]), shadow,
+                       rnd.choice(["4", 'v"5']) if shadow else "")
         req = DecisionRequest(
             number=numbers(rnd), campaign=rnd.choice(ODD), agent=rnd.choice(ODD + ["a1", "a2"]),
             caller_id=rnd.choice([None, None, "+8613800138000", "+12025550100", "bad"]),
             subject=rnd.choice([None, None, "debt-17", 'sub"j']),
-            call_id=rnd.choice([None, "1712.33", "ch{1}", 'c"id']))
+            call_id=rnd.choice([None, "1712.33", "ch{1}", 'c"id', "c\x00id"]))
         now = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rnd.randrange(366 * 86400))
         info = parse_number(req.number, eng.default_region)
         did = new_id()
@@ -126,4 +130,18 @@ def test_template_is_reused_per_shape(fixed_time):
         req = DecisionRequest(number=n, campaign="c", agent="a")
         info = parse_number(n, "CN")
         eng._plan_compiled(req, ctx, info, new_id(), now, eng.keys.number_tag(info.e164), [], [], False)
+    assert len(eng._templates) == 1
+
+
+def test_shadow_plan_is_compiled(fixed_time):
+    """With shadow rules the compiled plan carries them (`sh`, `sv`) and is reused per shape."""
+    eng = Engine(None, Settings(), Policy.load("cn-default"), prefix="dg", skip_caller_id_without_pool=True)
+    ctx = _Context(1e18, eng.policy, (), "3|4", "3", Policy.load("cn-carrier"), "4")
+    now = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)
+    for n in ("+8613812345678", "+8613912345678"):
+        req = DecisionRequest(number=n, campaign="c", agent="a")
+        info = parse_number(n, "CN")
+        plan, _why = eng._plan(req, ctx, info, new_id(), now)
+        body = json.loads(plan.args()[0])
+        assert body["sv"] == "4" and body["sh"]["checks"] and "audit" not in body["sh"]
     assert len(eng._templates) == 1
