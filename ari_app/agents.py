@@ -14,8 +14,8 @@ processes) is offered a call only by the dialer that holds its lease:
 - a lease whose heartbeat is older than the lease time has no live holder
   (the dialer crashed): whoever finds it asks Asterisk whether the call is still
   up. Agent leg and customer both up: the agent is really talking, still busy.
-  Otherwise the leftover agent leg is hung up and the lease taken over (compare
-  on the stale call id), so an agent is never stuck busy by a dead dialer.
+  Otherwise the leftover agent leg is hung up and the lease removed (compared on
+  the stale call id and its age), so an agent is never stuck busy by a dead dialer.
 
 The key expires `KEEP_S` after its last heartbeat, long after any call.
 """
