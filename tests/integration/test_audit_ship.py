@@ -208,6 +208,155 @@ async def test_unreadable_entries_are_kept_raw_and_acknowledged(engine, audit_db
     assert len(pg_ids(audit_db)) == 1
 
 
+# -- the insert paths: COPY + INSERT ... SELECT, and one INSERT per row ---------------------------------
+def second_db(cluster) -> str:
+    """Another migrated database in the module's cluster (service DSN)."""
+    from dialguard.audit import migrate
+    from dialguard.audit.db import sql_dir
+
+    name = f"dgb_{uuid.uuid4().hex[:8]}"
+    cluster.create_db(name)
+    with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+        migrate.migrate(conn, sql_dir(), writers=[SERVICE])
+    return cluster.dsn(name, SERVICE)
+
+
+def table_dump(dsn: str) -> dict[str, list]:
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        for table, key in (("audit_decisions", "decision_id"), ("audit_outcomes", "outcome_id"),
+                           ("audit_events", "event_id"), ("audit_campaigns", "name")):
+            cur = conn.execute(f"select * from {table} order by {key}")
+            cols = [c.name for c in cur.description]
+            out[table] = [{k: v for k, v in zip(cols, r) if k not in ("shipped_at", "first_seen_at")}
+                          for r in cur.fetchall()]
+    return out
+
+
+async def test_copy_and_row_by_row_store_the_same_rows(engine, audit_db, cluster):
+    """The staged COPY path and one INSERT per row give identical tables, NULLs,
+    arrays, jsonb and duplicates (an entry twice in one batch) included."""
+    for i in range(40):
+        await engine.decide(DecisionRequest(number=f"1390000{i:04d}", campaign="c1" if i % 4 else "cX", agent="a1",
+                                            call_id=f"k{i}", subject=None if i % 2 else f"s{i}",
+                                            caller_id=CALLER_IDS[i % 3] if i % 5 == 0 else None), now=NOW)
+        if i % 3 == 0:
+            await engine.report_outcome(f"k{i}", Outcome(result="busy" if i % 2 else "conversation", talk_s=i),
+                                        now=NOW + timedelta(seconds=30))
+    await engine.opt_out("13900000007", now=NOW + timedelta(minutes=1))
+    r = rx(engine)
+    entries = r.xrange(engine.keys.audit)
+    # a shadow verdict, an override and reasons, field by field as decide.lua writes them
+    sid, f = next((s, f) for s, f in entries if f["t"] == "decision" and f["allow"] == "1")
+    j = json.loads(f["j"])
+    j["did"] = "shadowed-1"
+    r.xadd(engine.keys.audit, {**f, "id": "shadowed-1", "rver": "7", "sv": "8", "sa": "0",
+                               "sr": "outside_hours,attempt_cap", "ov": "g1", "ovr": "attempt_cap",
+                               "j": json.dumps(j)})
+    entries = r.xrange(engine.keys.audit)
+    entries = entries + entries[:5]  # redelivered inside the same batch
+    dumps = []
+    for mode, dsn in (("copy", audit_db), ("rows", second_db(cluster))):
+        sh = Shipper(engine.settings, prefix=engine.keys.prefix, dsn=dsn, insert=mode)
+        sh.open()
+        try:
+            sh.ensure_group()
+            assert sh.ship(entries) and sh.ship(entries[:12])
+            assert (mode == "copy") == bool(sh._staged_conns)  # the path under test was the one taken
+        finally:
+            sh.close()
+        dumps.append(table_dump(dsn))
+    copy, rows = dumps
+    assert len(copy["audit_decisions"]) == 41 and len(copy["audit_outcomes"]) == 14
+    assert len(copy["audit_events"]) == 1
+    assert copy == rows
+    shadowed = next(d for d in copy["audit_decisions"] if d["decision_id"] == "shadowed-1")
+    assert (shadowed["rules_seq"], shadowed["shadow_version"], shadowed["shadow_allowed"],
+            shadowed["shadow_reasons"], shadowed["override_lifted"]) == (7, 8, False,
+                                                                       ["outside_hours", "attempt_cap"],
+                                                                       ["attempt_cap"])
+    assert isinstance(shadowed["request"], dict) and shadowed["request"]["did"] == "shadowed-1"
+
+
+async def test_without_temp_privilege_it_inserts_row_by_row(engine, audit_db, cluster, caplog):
+    """A database that refuses temporary tables to the service: the batch goes
+    in one INSERT per row, same rows, a warning logged."""
+    db = psycopg.conninfo.conninfo_to_dict(audit_db)["dbname"]
+    cluster.sql(f'revoke temporary on database "{db}" from public')
+    for i in range(20):
+        await engine.decide(DecisionRequest(number=f"1390001{i:04d}", campaign="c1", agent="a1"), now=NOW)
+    sh = Shipper(engine.settings, prefix=engine.keys.prefix, dsn=audit_db, block_ms=50)
+    try:
+        stats = await asyncio.to_thread(sh.run, True)
+    finally:
+        sh.close()
+    assert stats.shipped == 20 and len(pg_ids(audit_db)) == 20
+    assert sh.insert_mode == "rows" and "cannot create staging tables" in caplog.text
+
+
+async def test_a_trickle_is_shipped_in_few_transactions(engine, audit_db):
+    """Entries arriving one by one wait up to the linger time for the next ones:
+    a few transactions for 40 entries over ~1 s, not one each (and none is late
+    by more than the linger)."""
+    r = rx(engine)
+
+    async def trickle(linger_ms: int) -> tuple[int, float]:
+        await engine.redis.delete(engine.keys.audit)
+        sh = Shipper(engine.settings, prefix=engine.keys.prefix, dsn=audit_db, block_ms=100, linger_ms=linger_ms,
+                     consumer=f"trickle-{linger_ms}")
+        sh.ensure_group()
+        worker = asyncio.create_task(asyncio.to_thread(sh.run))
+        try:
+            for i in range(40):
+                await engine.decide(DecisionRequest(number=f"1390002{i:04d}", campaign="c1", agent="a1"), now=NOW)
+                await asyncio.sleep(0.025)
+            t_last = time.monotonic()
+            while r.xlen(engine.keys.audit):
+                assert time.monotonic() - t_last < linger_ms / 1000 + 3, "the last entry waited too long"
+                await asyncio.sleep(0.01)
+            late = time.monotonic() - t_last
+        finally:
+            sh.stop()
+            await worker
+            sh.close()
+        return sh.stats.batches, late
+
+    batches, late = await trickle(500)
+    assert 1 <= batches <= 5, batches
+    assert late < 0.5 + 1.5
+    batches0, _ = await trickle(0)  # the control: without the linger, about one transaction per entry
+    assert batches0 >= 15, batches0
+
+
+def proc_cpu_s(pid: int) -> float:
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_an_idle_shipper_costs_no_cpu(engine, audit_db, tmp_path):
+    sh = ShipperProcess(shipper_env(engine, audit_db), log=tmp_path / "idle.log").start()  # defaults: block 1 s
+    try:
+        await engine.decide(DecisionRequest(number="13900030000", campaign="c1", agent="a1"), now=NOW)
+        await asyncio.to_thread(wait_until, lambda: len(pg_ids(audit_db)) == 1, 30, 0.1, "the first record")
+        await asyncio.sleep(1)
+        c0 = proc_cpu_s(sh.proc.pid)
+        await asyncio.sleep(5)
+        used = proc_cpu_s(sh.proc.pid) - c0
+    finally:
+        sh.stop()
+    assert used <= 0.1, f"idle shipper used {used * 1000:.0f} ms CPU in 5 s"
+
+
+def test_indexes_serve_the_queries(audit_db):
+    """sql/070 dropped the indexes no query used; those the queries need stay."""
+    with psycopg.connect(audit_db) as conn:
+        names = {r[0] for r in conn.execute(
+            "select indexname from pg_indexes where tablename in ('audit_decisions', 'audit_outcomes')")}
+    assert {"audit_decisions_pkey", "audit_decisions_at", "audit_decisions_number_at", "audit_decisions_call",
+            "audit_decisions_recorded", "audit_decisions_shadow_at", "audit_outcomes_pkey",
+            "audit_outcomes_decision", "audit_outcomes_recorded"} == names
+
+
 # -- the backlog ceiling -------------------------------------------------------------------------------
 async def test_backlog_ceiling_denies_rather_than_lose_records(make_engine, settings, audit_db, tmp_path):
     e = await make_engine("cn-default", settings=dataclasses.replace(settings, audit_backlog_max=50))

@@ -155,6 +155,24 @@ def test_stream_order():
     assert sorted(ids, key=stream_key) == ["999-0", "1700-0", "1700-2", "1700-10"]
 
 
+def test_staged_copy_names_the_row_columns_in_order():
+    """COPY writes the row tuples as they are: the staging table and the move
+    name exactly the row's columns, in order, and the move skips what exists."""
+    from dialguard.audit.records import DECISION_COLS, OUTCOME_COLS
+    from dialguard.audit.shipper import STAGE_SQL
+
+    for name, cols, row in (("decisions", DECISION_COLS, to_batch([("1-0", decision())]).decisions[0]),
+                            ("outcomes", OUTCOME_COLS, to_batch([("2-0", {"t": "outcome", "id": "o", "res": "busy",
+                                                                          "j": json.dumps({"at": 1})})]).outcomes[0])):
+        create, copy, move = STAGE_SQL[name]
+        listed = ", ".join(cols)
+        assert len(row) == len(cols)
+        assert f"select {listed} from audit_{name} with no data" in create and "on commit delete rows" in create
+        assert copy == f"copy dg_stage_{name} ({listed}) from stdin"
+        assert move == (f"insert into audit_{name} ({listed}) select {listed} from dg_stage_{name} "
+                        "on conflict do nothing")
+
+
 # -- migration files -----------------------------------------------------------------------------------
 def test_discover_and_compare(tmp_path):
     (tmp_path / "010_a.sql").write_text("select 1;")
