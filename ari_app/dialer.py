@@ -366,6 +366,8 @@ class Dialer:
         last_refresh = last_report = last_poll = 0.0
         while not self._stop.is_set():
             try:
+                # first: the leases' heartbeat must not wait on PostgreSQL being back
+                await self._refresh_agents()
                 if time.monotonic() - last_report > 30:
                     last_report = time.monotonic()
                     await self._report_pending()
@@ -378,7 +380,6 @@ class Dialer:
                 if time.monotonic() - last_refresh > 0.5:
                     await self._refresh_campaigns()
                     last_refresh = time.monotonic()
-                await self._refresh_agents()
                 if self.ari.healthy:  # dial only while the events socket is healthy
                     await self._tick()
             except Exception:  # noqa: BLE001 - keep dialing after a transient error
