@@ -258,13 +258,24 @@ def register(app: typer.Typer) -> None:
         trunk: str = typer.Option(os.environ.get("DIALGUARD_DIALER_TRUNK", "carrier"), "--trunk"),
         app_name: str = typer.Option(os.environ.get("DIALGUARD_DIALER_APP", "dialguard-dialer"), "--app"),
         bridge_timeout: float = typer.Option(2.0, "--bridge-timeout", help="seconds from answer to agent"),
+        agent_devices: Optional[str] = typer.Option(
+            None, "--agent-devices", help="NAME=DEVICE,... whose Asterisk device state says an agent is busy "
+                                          "(default: DIALGUARD_DIALER_AGENT_DEVICES)"),
+        agent_lease: Optional[float] = typer.Option(
+            None, "--agent-lease", help="seconds an agent lease lives without a heartbeat "
+                                        "(default: DIALGUARD_DIALER_AGENT_LEASE_S, 15)"),
     ):
         """Run the dialer: ARI Stasis app, campaigns from PostgreSQL, decisions by the engine.
         ARI from DIALGUARD_ARI_URL / DIALGUARD_ARI_USER / DIALGUARD_ARI_PASSWORD."""
-        from ari_app.main import parse_agents, run_dialer
+        from ari_app.main import config_from_env, parse_agents, run_dialer
 
+        if agent_devices is not None:
+            os.environ["DIALGUARD_DIALER_AGENT_DEVICES"] = agent_devices
+        if agent_lease is not None:
+            os.environ["DIALGUARD_DIALER_AGENT_LEASE_S"] = str(agent_lease)
         try:
             agent_map = parse_agents(agents)
+            config_from_env(agent_map)  # every setting checked before anything starts
         except ValueError as exc:
             _fail(str(exc))
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -103,3 +103,19 @@ def test_disposition(schema, tmp_path):
     assert rows[0][:2] == ("success", "done")
     assert rows[1][:2] == ("follow-up", "pending")
     assert rows[1][2] == datetime(2026, 11, 24, 2, tzinfo=timezone.utc)
+
+
+def test_dialer_run_refuses_bad_settings_before_starting():
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "dialguard.cli", "dialer", "run", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    r = run("--agents", "a1=PJSIP/a1", "--agent-lease", "-3")
+    assert r.returncode == 2 and "between 1 and 3600" in r.stderr and "Traceback" not in r.stderr
+    r = run("--agents", "a1=PJSIP/a1", "--agent-devices", "zz")
+    assert r.returncode == 2 and "NAME=TECH/RESOURCE" in r.stderr
+    r = run("--agents", "nonsense")
+    assert r.returncode == 2 and "expected NAME=TECH/RESOURCE" in r.stderr
