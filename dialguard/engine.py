@@ -137,6 +137,8 @@ class Engine:
         self.spool = None
         self._ctx_inflight: dict[str, asyncio.Future] = {}
         self._templates: dict[tuple, object] = {}  # compiled plans by shape (_plan_compiled)
+        self._time_cache: dict[tuple, tuple] = {}  # _time_reasons
+        self._whole_seconds: dict[Policy, bool] = {}
 
     # -- lifecycle ------------------------------------------------------------
     @classmethod
@@ -380,7 +382,7 @@ class Engine:
             number_tag = keyed_hash(self.settings.hash_secret, "raw:" + req.number)
         else:
             number_tag = self.keys.number_tag(info.e164)
-            treasons, twhy = time_reasons(policy, info.timezones, now)
+            treasons, twhy = self._time_reasons(policy, info.timezones, now)
             reasons.extend(treasons)
             why.update(twhy)
         candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
@@ -461,7 +463,7 @@ class Engine:
             # as _plan_built: the request's reasons but the time rules', then the shadow's time rules
             spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
             if info.valid:
-                spre += time_reasons(shadow, info.timezones, now)[0]
+                spre += self._time_reasons(shadow, info.timezones, now)[0]
             spre_json = _encode(sort_reasons(spre))
         payload = None
         if audit:
@@ -477,6 +479,28 @@ class Engine:
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
                               cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json)
         return FilledPlan(keys, argv, tpl.checks, candidates)
+
+    def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime):
+        """time_reasons, remembered per UTC second: exact when every allowed-hours
+        boundary is a whole second (HH:MM in the packs), since zone offsets are
+        whole seconds too: all instants of one second then fall on the same side
+        of every boundary, on the same local date, with the same HH:MM:SS in the
+        explanation. The answer is shared: callers only read it."""
+        whole = self._whole_seconds.get(policy)
+        if whole is None:
+            whole = self._whole_seconds[policy] = all(
+                not (t.second or t.microsecond)
+                for _pack, hours, _cal in policy.time_rules if hours is not None
+                for spans in hours.weekly.values() for i in spans for t in (i.start, i.end))
+        if not whole:
+            return time_reasons(policy, zones, now)
+        key = (policy, zones, now.replace(microsecond=0))
+        hit = self._time_cache.get(key)
+        if hit is None:
+            if len(self._time_cache) >= 4096:
+                self._time_cache.clear()
+            hit = self._time_cache[key] = time_reasons(policy, zones, now)
+        return hit
 
     def _next_eligible(self, policy, reasons, plan, details, info, now) -> datetime | None:
         if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
