@@ -3,7 +3,8 @@
 insert path, side by side in one run.
 
     .venv/bin/python bench/audit.py          (after `make up`; about 2 minutes)
-    options: --records 20000 --rate 500 --seconds 20 --variants old=rows:0,new=copy:250 --json FILE
+    options: --records 20000 --rate 500 --seconds 20 --batch 500
+             --variants old=rows:0:+indexes,new=copy:500 --json FILE
 
 Each variant (name=INSERT:LINGER_MS[:+indexes]) runs a shipper (dialguard.audit.shipper.Shipper
 as a child process; INSERT `rows` = one INSERT ... ON CONFLICT DO NOTHING per
@@ -182,7 +183,7 @@ def run_variant(v: Variant, entries: list[dict], args, settings: Settings) -> di
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         backend = json.loads(proc.stdout.readline())["backend"]
         n = len(entries)
-        drain_set, paced_set = entries[:n // 2 * 2], None
+        drain_set = entries[:n // 2 * 2]
 
         def snap():
             return ticks(proc.pid), ticks(backend), wal(), time.monotonic()
@@ -218,10 +219,7 @@ def run_variant(v: Variant, entries: list[dict], args, settings: Settings) -> di
         # paced: --rate records/s for --seconds (fresh ids: a new call each)
         paced_set = make_entries(int(args.rate * args.seconds))
         a = snap()
-        tick = 0.01
-        per_tick = args.rate * tick
         t_start = time.monotonic()
-        sent = 0.0
         k = 0
         while k < len(paced_set):
             due = int((time.monotonic() - t_start) * args.rate)
@@ -232,8 +230,7 @@ def run_variant(v: Variant, entries: list[dict], args, settings: Settings) -> di
                     pipe.xadd(stream, f)
                 pipe.execute()
                 k = due
-            sent += per_tick
-            time.sleep(tick)
+            time.sleep(0.01)
         wait_drained(len(drain_set) + len(paced_set))
         b = snap()
         out["paced"] = {"records": len(paced_set), "rate": args.rate, **per_k(a, b, len(paced_set))}
@@ -307,7 +304,8 @@ def main() -> None:
         return
     settings = Settings()
     busy = cpu_busy()
-    print(f"bench/audit.py: {os.cpu_count()} CPUs ({busy:.0f}% busy before){'; BUSY: figures are low' if busy > 20 else ''}; "
+    noisy = "; BUSY: CPU figures are noisy (higher), rates lower" if busy > 20 else ""
+    print(f"bench/audit.py: {os.cpu_count()} CPUs ({busy:.0f}% busy before){noisy}; "
           f"{args.records} records drained, {args.rate}/s for {args.seconds:g} s paced, batches of {args.batch}",
           flush=True)
     entries = make_entries(args.records)
