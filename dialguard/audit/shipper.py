@@ -148,7 +148,9 @@ class Shipper:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_s = claim_every_s
-        self.linger_ms = linger_ms
+        # entries wait unacknowledged while the read lingers: far below the idle time
+        # after which another shipper would claim them (and ship them a second time)
+        self.linger_ms = max(0, min(linger_ms, claim_idle_ms // 4))
         self.insert_mode = insert
         self._staged_conns: weakref.WeakSet = weakref.WeakSet()  # connections whose staging tables exist
         self.dsn = dsn or self.settings.pg_dsn

@@ -173,6 +173,19 @@ def test_staged_copy_names_the_row_columns_in_order():
                         "on conflict do nothing")
 
 
+def test_linger_stays_far_below_the_claim_idle_time():
+    """Entries wait unacknowledged while a read lingers; another shipper must not
+    take them for a dead consumer's."""
+    from dialguard.audit.shipper import LINGER_MS, Shipper
+
+    for claim_ms, linger in ((60_000, LINGER_MS), (500, 125), (0, 0)):
+        sh = Shipper(prefix="t", dsn="postgresql://u@127.0.0.1:1/x", claim_idle_ms=claim_ms)
+        try:
+            assert sh.linger_ms == linger
+        finally:
+            sh.close()
+
+
 # -- migration files -----------------------------------------------------------------------------------
 def test_discover_and_compare(tmp_path):
     (tmp_path / "010_a.sql").write_text("select 1;")
