@@ -141,6 +141,9 @@ def audit_ship(
     consumer: Optional[str] = typer.Option(None, "--consumer", help="Consumer name (default: DIALGUARD_NODE)"),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="Key prefix (default: DIALGUARD_KEY_PREFIX)"),
     drain: bool = typer.Option(False, "--drain", help="Exit once the backlog is empty"),
+    linger_ms: int = typer.Option(500, "--linger-ms", min=0,
+                                  help="How long a short read waits for more entries (fewer transactions; "
+                                       "at most a quarter of --claim-idle-ms)"),
 ):
     """Ship the audit stream from Redis to PostgreSQL (a service: `make up` starts it)."""
     from dialguard.audit.shipper import Shipper
@@ -149,7 +152,7 @@ def audit_ship(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     sh = Shipper(Settings(), prefix=prefix, consumer=consumer, batch=batch, block_ms=block_ms,
-                 claim_idle_ms=claim_idle_ms)
+                 claim_idle_ms=claim_idle_ms, linger_ms=linger_ms)
     signal.signal(signal.SIGTERM, sh.stop)
     signal.signal(signal.SIGINT, sh.stop)
     try:
