@@ -54,6 +54,24 @@ if pid_alive "$data/postmaster.pid" postgres; then
   log "stopped PostgreSQL"
 fi
 
+# PostgreSQL clusters the tests made for themselves (dialguard/audit/testing.py
+# registers each one): an interrupted test run cannot stop them itself.
+registry=$STACK_DIR/test-clusters
+if [[ -f $registry ]]; then
+  while IFS= read -r dir; do
+    [[ -n $dir && -d $dir && $dir == */dg-audit-pg-* ]] || continue
+    if pid_alive "$dir/data/postmaster.pid" postgres; then
+      as=()
+      [[ $EUID -eq 0 ]] && as=(runuser -u postgres --)
+      "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 ||
+        stop_pid "$dir/data/postmaster.pid" postgres 10
+      log "stopped a test PostgreSQL cluster left by an interrupted run ($dir)"
+    fi
+    rm -rf "$dir"
+  done < "$registry"
+  rm -f "$registry"
+fi
+
 # Redis (SIGTERM: it flushes the AOF and exits).
 if pid_alive "$STACK_DIR/redis/redis.pid" redis-server; then
   stop_pid "$STACK_DIR/redis/redis.pid" redis-server 20

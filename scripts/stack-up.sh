@@ -175,6 +175,7 @@ write_env() {
     done
     echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
     echo "export DIALGUARD_SPOOL_DIR=$(q "$SPOOL_DIR")"
+    echo "export DIALGUARD_TEST_REGISTRY=$(q "$STACK_DIR/test-clusters")"
     echo "export DIALGUARD_ARI_URL=$(q "http://127.0.0.1:$ARI_PORT")"
     echo "export DIALGUARD_STACK_DIR=$(q "$STACK_DIR")"
     echo "export DIALGUARD_ASTERISK=$(q "$ASTERISK_MODE")"

@@ -40,6 +40,11 @@ class PgCluster:
         self.bin = pg_bin()
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="dg-audit-pg-"))
+        # `make down` stops clusters an interrupted test run left (scripts/stack-down.sh)
+        registry = os.environ.get("DIALGUARD_TEST_REGISTRY")
+        if registry:
+            with open(registry, "a", encoding="utf-8") as f:
+                f.write(f"{self.dir}\n")
         self.data = self.dir / "data"
         self.log = self.dir / "postgresql.log"
         self._as: list[str] = []
