@@ -40,31 +40,33 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
     fields.setdefault("event", "agi_session")
     session = AGISession(reader, writer, max_line_bytes=max_line_bytes, max_env_lines=max_env_lines)
     try:
-        # 1. The environment block and the request it names.
+        # One timeout for the whole session (a timer each costs CPU at high
+        # rates); ctx tells which step it cut short.
+        ctx = None
         try:
             async with asyncio.timeout_at(deadline):
+                # 1. The environment block and the request it names.
                 env = await session.read_env()
-            request = parse_request(env)
-        except TimeoutError:
-            fields.update(outcome="timeout", error="no complete environment block before the deadline")
-            return fields
-        except p.ProtocolError as exc:
-            fields.update(outcome="protocol_error", error=str(exc))
-            return fields
-        fields.update(script=request.name, channel=env.get("agi_channel"),
-                      uniqueid=env.get("agi_uniqueid"))
-        handler = handlers.get(request.name)
-        if handler is None:
-            fields.update(outcome="unknown_script", error=f"no handler named {request.name!r}")
-            return fields
-
-        # 2. The handler, under the same session deadline.
-        ctx = Context(session=session, request=request, handler=handler, engines=engines,
-                      options=options or Options(), deadline=deadline, fields=fields)
-        try:
-            async with asyncio.timeout_at(deadline):
+                request = parse_request(env)
+                fields.update(script=request.name, channel=env.get("agi_channel"),
+                              uniqueid=env.get("agi_uniqueid"))
+                handler = handlers.get(request.name)
+                if handler is None:
+                    fields.update(outcome="unknown_script", error=f"no handler named {request.name!r}")
+                    return fields
+                # 2. The handler, under the same session deadline.
+                ctx = Context(session=session, request=request, handler=handler, engines=engines,
+                              options=options or Options(), deadline=deadline, fields=fields)
                 await handler.handle(ctx)
         except Exception as exc:  # TimeoutError included
+            if ctx is None:
+                if isinstance(exc, TimeoutError):
+                    fields.update(outcome="timeout", error="no complete environment block before the deadline")
+                    return fields
+                if isinstance(exc, p.ProtocolError):
+                    fields.update(outcome="protocol_error", error=str(exc))
+                    return fields
+                raise
             # protocol: the peer broke the protocol or hung up mid-way, not a handler bug
             kind = ("timeout" if isinstance(exc, TimeoutError)
                     else "protocol" if isinstance(exc, p.ProtocolError) else "error")

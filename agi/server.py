@@ -208,8 +208,11 @@ class FastAGIServer:
             self._active.discard(task)
             try:
                 writer.close()
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
+                # Nothing left to send (the usual case): the transport closes
+                # now, no need to wait for it (a timer and a loop turn a session).
+                if writer.transport.get_write_buffer_size():
+                    async with asyncio.timeout(1.0):
+                        await writer.wait_closed()
             except Exception:
                 writer.transport.abort()
 

@@ -36,19 +36,48 @@ class AGISession:
         # Commands written with send() whose replies are not read yet (at most
         # one: res_agi does not read ahead, see agi.protocol).
         self._unread = 0
+        # Our own line buffer: the environment block (about 25 lines, one
+        # segment) is split in one go instead of one readuntil() a line.
+        self._buf = bytearray()
+        self._eof = False
+
+    def _pop_line(self) -> bytes | None:
+        """The next complete line in the buffer (at EOF: the rest, maybe empty),
+        None when more must be read. Never holds more than one overlong line."""
+        buf = self._buf
+        i = buf.find(b"\n")
+        if i < 0:
+            if len(buf) > self.max_line_bytes:
+                raise p.ProtocolError(f"line longer than {self.max_line_bytes} bytes")
+            if not self._eof:
+                return None
+            i = len(buf) - 1  # EOF: partial (maybe empty) line, rejected by the caller
+        elif i > self.max_line_bytes:
+            raise p.ProtocolError(f"line longer than {self.max_line_bytes} bytes")
+        line = bytes(buf[:i + 1])
+        del buf[:i + 1]
+        return line
+
+    async def _fill(self) -> None:
+        data = await self.reader.read(65536)
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
 
     async def _readline(self) -> bytes:
-        try:
-            return await self.reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial  # EOF: partial (maybe empty) line, rejected by the caller
-        except asyncio.LimitOverrunError:
-            raise p.ProtocolError(f"line longer than {self.max_line_bytes} bytes") from None
+        while (line := self._pop_line()) is None:
+            await self._fill()
+        return line
 
     async def read_env(self) -> dict[str, str]:
         parser = p.EnvParser(self.max_env_lines, self.max_line_bytes)
-        while not parser.feed(await self._readline()):
-            pass
+        while True:
+            line = self._pop_line()
+            if line is None:
+                await self._fill()
+            elif parser.feed(line):
+                break
         self.env = parser.env
         return self.env
 
