@@ -6,8 +6,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # redis-server, postgresql: the stack's own instances; sip-tester: SIPp;
-# debootstrap: the cached Asterisk root; python3-venv: .venv on Debian's python.
-PACKAGES=(redis-server postgresql sip-tester debootstrap python3-venv)
+# debootstrap: the cached Asterisk root; python3-venv: .venv on Debian's python;
+# systemd: systemd-analyze, which the tests use to verify the units in deploy/.
+PACKAGES=(redis-server postgresql sip-tester debootstrap python3-venv systemd)
 [[ $ASTERISK_MODE == system ]] && PACKAGES=("${PACKAGES[@]/debootstrap}")
 
 packages() {
