@@ -51,8 +51,10 @@ def _fail(msg: str, code: int = EXIT_BAD_INPUT):
     fail(msg, code)
 
 
-def _store_run(fn):
-    """Run fn(store) against PostgreSQL; map failures to exit codes."""
+def _store_run(fn, missing_ok: bool = False):
+    """Run fn(store) against PostgreSQL; map failures to exit codes. With
+    missing_ok, a database without the dialer's tables gives None (engine-only
+    campaigns) instead of an error."""
     import psycopg
     from psycopg_pool import PoolTimeout
 
@@ -61,7 +63,12 @@ def _store_run(fn):
     settings = Settings()
 
     async def go():
-        store = await Store.open(settings.pg_dsn, max_size=2)
+        try:
+            store = await Store.open(settings.pg_dsn, max_size=2)
+        except SchemaMissing:
+            if missing_ok:
+                return None
+            raise
         try:
             return await fn(store)
         finally:
@@ -288,27 +295,7 @@ def register(app: typer.Typer) -> None:
 
 def _dialer_record(fn):
     """fn(store) when the dialer's tables exist; None otherwise (engine-only campaigns)."""
-    import psycopg
-    from psycopg_pool import PoolTimeout
-
-    from dialguard.campaigns.store import SchemaMissing, Store
-
-    settings = Settings()
-
-    async def go():
-        try:
-            store = await Store.open(settings.pg_dsn, max_size=1)
-        except SchemaMissing:
-            return None
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(go())
-    except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
-        _fail(f"PostgreSQL unreachable at {settings.pg_dsn}: {exc}", EXIT_UNAVAILABLE)
+    return _store_run(fn, missing_ok=True)
 
 
 def _show(c, extra: dict, as_json: bool) -> None:
