@@ -29,6 +29,17 @@ def _store(engine):
     return RulesStore(engine.redis, engine.keys, engine.settings.node)
 
 
+def _bundle(spec: str):
+    """(policy, bundle) of packs or files, or a clear error (exit 2)."""
+    from dialguard.rules import RulesError
+    from dialguard.rules_store import bundle
+
+    try:
+        return bundle(spec)
+    except RulesError as exc:
+        _fail(str(exc))
+
+
 def _version_dict(v, role: str | None = None) -> dict:
     return {"version": v.version, "role": role, "name": v.name, "hash": v.hash, "spec": v.spec,
             "actor": v.actor, "why": v.why,
@@ -45,18 +56,14 @@ def register(app: typer.Typer, rules_app: typer.Typer) -> None:
                     why: str = typer.Option("", "--why", help="Reason, kept in the audit"),
                     as_json: bool = typer.Option(False, "--json")):
         """Publish rules as a new version, in effect on the next decision of every node."""
-        from dialguard.rules import RulesError
-        from dialguard.rules_store import bundle, diff
+        from dialguard.rules_store import diff
 
-        try:
-            new_policy, _ = bundle(spec)
-        except RulesError as exc:
-            _fail(str(exc))
+        new_policy, b = _bundle(spec)  # the files read and checked once
 
         async def go(engine):
             store = _store(engine)
             cur = await store.current("shadow" if shadow else "active")
-            n, changed = await store.apply(spec, shadow=shadow, why=why)
+            n, changed = await store.apply_bundle(b, shadow=shadow, why=why)
             return n, changed, cur
 
         n, changed, cur = _run(go)
@@ -145,17 +152,11 @@ def register(app: typer.Typer, rules_app: typer.Typer) -> None:
                    to_version: Optional[int] = typer.Option(None, "--to", help="Version instead of SPEC")):
         """What would change: the active version (or --from) against files (or --to).
         Exit 0 when identical, 1 when they differ."""
-        from dialguard.rules import RulesError
-        from dialguard.rules_store import bundle, diff
+        from dialguard.rules_store import diff
 
         if (spec is None) == (to_version is None):
             _fail("give either packs/files to compare with, or --to VERSION")
-        new = None
-        if spec is not None:
-            try:
-                new, _ = bundle(spec)
-            except RulesError as exc:
-                _fail(str(exc))
+        new = _bundle(spec)[0] if spec is not None else None
 
         async def go(engine):
             store = _store(engine)

@@ -99,9 +99,13 @@ class RulesStore:
                     base_dir: Path | None = None) -> tuple[int, bool]:
         """Store the packs as a new version and put it in effect. Returns (version, new):
         applying content identical to the version already in that role changes nothing."""
+        return await self.apply_bundle(bundle(spec, base_dir)[1], shadow=shadow, why=why, who=who)
+
+    async def apply_bundle(self, b: dict, *, shadow: bool = False, why: str = "",
+                           who: str | None = None) -> tuple[int, bool]:
+        """apply() for a bundle already built (and validated) by `bundle`."""
         from dialguard.engine import new_id
 
-        policy, b = bundle(spec, base_dir)
         mode = "shadow" if shadow else "active"
         current = await self.current(mode)
         if current and current.hash == b["hash"]:
