@@ -48,7 +48,6 @@ calls.csv's (or act 3's) expectation or a reason code was not shown.
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import os
 import shlex
@@ -69,6 +68,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO = REPO_ROOT / "scripts" / "demo"
 sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
+from guard import cdr_calls  # noqa: E402
 from sipp import load_stack_env, run_calls, stack_dir, write_injection  # noqa: E402
 
 load_stack_env()
@@ -82,8 +82,6 @@ from dialguard.rules import Policy  # noqa: E402
 UTC = timezone.utc
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CLI = REPO_ROOT / ".venv" / "bin" / "dialguard"
-CDR_COLUMNS = ["start", "src", "dst", "disposition", "billsec", "campaign", "agent",
-               "dialguard_result", "dialguard_reasons", "dialguard_decision_id", "uniqueid", "hangupcause"]
 
 # The rules clock of each wave (the dev stack's AGI server runs with DIALGUARD_TEST_CLOCK=1),
 # before the run's time-of-day shift (run_shift).
@@ -257,27 +255,6 @@ async def approve(engine: Engine) -> list[str]:
     return said
 
 
-def read_cdr(path: Path, offset: int) -> list[dict[str, str]]:
-    """CDR lines after `offset`, one per call: a call whose Dial failed (busy...)
-    also gets a line written before its hangup handler ran, without the guard's
-    columns; the line with them wins."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        f.seek(offset)
-        rows = [dict(zip(CDR_COLUMNS, row)) for row in csv.reader(f) if row]
-    calls: dict[str, dict[str, str]] = {}
-    for row in rows:
-        key = row.get("uniqueid") or str(id(row))
-        if key not in calls or row.get("dialguard_result"):
-            calls[key] = row
-    # in the order the calls came in (a denied call's line is written before that of
-    # an allowed call placed just before it to the same number): uniqueid is
-    # <epoch>.<sequence of the channel>
-    return sorted(calls.values(), key=lambda r: tuple(int(x) if x.isdigit() else 0
-                                                       for x in (r.get("uniqueid") or "0.0").split(".", 1)))
-
-
 def place_wave(wave: int | str, calls: list[Call], workdir: Path, ports: dict[str, int], cdr_path: Path) -> None:
     wd = workdir / f"wave-{wave}"
     wd.mkdir(parents=True, exist_ok=True)
@@ -292,7 +269,7 @@ def place_wave(wave: int | str, calls: list[Call], workdir: Path, ports: dict[st
     deadline = time.monotonic() + 5
     while True:
         rows = {}
-        for row in read_cdr(cdr_path, offset):
+        for row in cdr_calls(cdr_path, offset):
             rows.setdefault(row["dst"], []).append(row)
         if sum(map(len, rows.values())) >= len(calls) or time.monotonic() > deadline:
             break

@@ -35,6 +35,26 @@ CDR_COLUMNS = ["start", "src", "dst", "disposition", "billsec", "campaign", "age
 _rng = random.SystemRandom()
 
 
+def cdr_calls(path: Path, offset: int) -> list[dict[str, str]]:
+    """The guard's CDR lines after byte `offset`, one per call, in the order the
+    calls came in. A call whose Dial failed (busy...) also gets a line written
+    before its hangup handler ran, without the guard's columns: the line with them
+    wins. Order: uniqueid is <epoch>.<sequence of the channel> (a denied call's
+    line is written before that of an allowed call placed just before it)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        f.seek(offset)
+        rows = [dict(zip(CDR_COLUMNS, row)) for row in csv.reader(f) if row]
+    calls: dict[str, dict[str, str]] = {}
+    for row in rows:
+        key = row.get("uniqueid") or str(id(row))
+        if key not in calls or row.get("dialguard_result"):
+            calls[key] = row
+    return sorted(calls.values(), key=lambda r: tuple(int(x) if x.isdigit() else 0
+                                                       for x in (r.get("uniqueid") or "0.0").split(".", 1)))
+
+
 def tag() -> str:
     """A short random name part: e2e-<tag> campaigns and agents are this test's own."""
     return uuid.uuid4().hex[:8]
@@ -93,19 +113,7 @@ class Cdr:
         (a CDR is written when the channel is gone, just after SIPp's last message)."""
         deadline = time.monotonic() + timeout
         while True:
-            lines: list[dict[str, str]] = []
-            if self.path.exists():
-                with open(self.path, newline="") as f:
-                    f.seek(self.offset)
-                    lines = [dict(zip(CDR_COLUMNS, row)) for row in csv.reader(f) if row]
-            # One row per call: a call whose Dial failed (busy...) also gets a line
-            # written before its hangup handler ran, without the guard's columns.
-            calls: dict[str, dict[str, str]] = {}
-            for row in lines:
-                key = row.get("uniqueid") or str(len(calls))
-                if key not in calls or row.get("dialguard_result"):
-                    calls[key] = row
-            rows = list(calls.values())
+            rows = cdr_calls(self.path, self.offset)
             if len(rows) >= expect or time.monotonic() > deadline:
                 return rows
             time.sleep(0.1)
