@@ -44,15 +44,15 @@ if [[ $ASTERISK_MODE != system ]] && mountpoint -q "$ASTERISK_ROOT/proc" 2>/dev/
   umount "$ASTERISK_ROOT/proc" 2>/dev/null || umount -l "$ASTERISK_ROOT/proc" || log "could not unmount $ASTERISK_ROOT/proc"
 fi
 
-# PostgreSQL.
-data=$STACK_DIR/pg/data
-if pid_alive "$data/postmaster.pid" postgres; then
-  as=()
+# PostgreSQL: stop_pg DATA_DIR MODE -> 0 when it was running and is stopped.
+stop_pg() {
+  local data=$1 mode=$2 as=()
+  pid_alive "$data/postmaster.pid" postgres || return 1
   [[ $EUID -eq 0 ]] && as=(runuser -u postgres --)
-  "${as[@]}" "$PG_BIN/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+  "${as[@]}" "$PG_BIN/pg_ctl" -D "$data" -m "$mode" -w -t 30 stop >/dev/null 2>&1 ||
     stop_pid "$data/postmaster.pid" postgres 10
-  log "stopped PostgreSQL"
-fi
+}
+stop_pg "$STACK_DIR/pg/data" fast && log "stopped PostgreSQL"
 
 # PostgreSQL clusters the tests made for themselves (dialguard/audit/testing.py
 # registers each one): an interrupted test run cannot stop them itself.
@@ -60,13 +60,7 @@ registry=$STACK_DIR/test-clusters
 if [[ -f $registry ]]; then
   while IFS= read -r dir; do
     [[ -n $dir && -d $dir && $dir == */dg-audit-pg-* ]] || continue
-    if pid_alive "$dir/data/postmaster.pid" postgres; then
-      as=()
-      [[ $EUID -eq 0 ]] && as=(runuser -u postgres --)
-      "${as[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 ||
-        stop_pid "$dir/data/postmaster.pid" postgres 10
-      log "stopped a test PostgreSQL cluster left by an interrupted run ($dir)"
-    fi
+    stop_pg "$dir/data" immediate && log "stopped a test PostgreSQL cluster left by an interrupted run ($dir)"
     rm -rf "$dir"
   done < "$registry"
   rm -f "$registry"
