@@ -334,9 +334,8 @@ class Engine:
         else:
             return self._unavailable(req, did, t0, "rules kept changing while deciding", now)
 
-        allowed, lua_reasons, details, chosen, _status, rdid, lifted = res
-        if lua_reasons == [b"guard_unavailable"] or lua_reasons == ["guard_unavailable"]:
-            # the script refused before writing anything (audit backlog ceiling)
+        allowed, lua_reasons, details, chosen, status, rdid, lifted = res
+        if int(status) == 3:  # refused at the audit backlog ceiling: the stream has no record of it
             self._spool_unrecorded(req, did, now, "audit backlog ceiling")
         chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
         rdid = rdid.decode() if isinstance(rdid, bytes) else rdid

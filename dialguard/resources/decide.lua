@@ -16,7 +16,8 @@
 --   count rules: the attempt whose expiry lifts the limit (-1: never).
 --   status: 0 decided, 1 replayed (same call id), 2 stale rules (nothing
 --   written: the node evaluated with another rules version than the one in
---   effect; it reloads and asks again).
+--   effect; it reloads and asks again), 3 refused at the audit
+--   backlog ceiling (nothing written, not even the audit record).
 --   lifted: the reasons an override lifted (the decision is then an allow).
 --
 -- plan.sh, when present, is a second plan (shadow rules, same KEYS): evaluated
@@ -43,7 +44,7 @@ end
 
 -- Refuse rather than lose audit records when the shipper is far behind.
 if plan.audit and plan.amax and redis.call('XLEN', KEYS[plan.audit]) >= plan.amax then
-  return {0, {'guard_unavailable'}, {}, '', 0, plan.did, {}}
+  return {0, {'guard_unavailable'}, {}, '', 3, plan.did, {}}
 end
 
 -- Reasons an override may lift (SPEC §2: counter and hours reasons only).
