@@ -156,7 +156,8 @@ def rules_show(ref: str = typer.Argument(..., help="Pack name or rules file"),
                                               for i in ivs) for d, ivs in p.hours.weekly.items() if ivs)
         t.add_row("hours", f"{days} ({p.hours.zone} time)")
     if p.calendar:
-        t.add_row("calendar", f"{p.calendar.country} {p.calendar.mode}, unknown year: {p.calendar.unknown_year}")
+        where = p.calendar.country + (f"-{p.calendar.subdivision}" if p.calendar.subdivision else "")
+        t.add_row("calendar", f"{where} {p.calendar.mode}, unknown year: {p.calendar.unknown_year}")
     for c in p.caps:
         unc = f", not counting {', '.join(c.uncounted_outcomes)}" if c.uncounted_outcomes else ""
         t.add_row(f"cap {c.id}", f"at most {c.max} per {c.window.describe()} ({c.scope}){unc}")
