@@ -219,7 +219,25 @@ class Calendar(_Model):
     def _mode(self):
         if self.mode == "official_workdays" and self.country.upper() != "CN":
             raise ValueError("mode official_workdays is defined for country CN only")
+        if self.mode == "holidays":
+            _check_holiday_calendar(self.country.upper(), self.subdivision)
         return self
+
+
+def _check_holiday_calendar(country: str, subdivision: str | None) -> None:
+    """Refuse a calendar the `holidays` package does not have, when the pack is
+    loaded rather than on every call. Loading the country's module here also
+    keeps its one-time import cost (about 0.1 s) out of the first decision."""
+    import holidays
+
+    try:
+        holidays.country_holidays(country, subdiv=subdivision)
+    except NotImplementedError:
+        where = f"{country}-{subdivision}" if subdivision else country
+        known = ""
+        if subdivision and country in holidays.list_supported_countries():
+            known = f" (subdivisions: {', '.join(holidays.list_supported_countries()[country])})"
+        raise ValueError(f"no holiday calendar for {where} in the holidays package{known}") from None
 
 
 class CallerIdRules(_Model):

@@ -36,7 +36,8 @@ def test_pack_scenario(settings, scenario):
     assert len(got) == len(expected)
 
 
-@pytest.mark.parametrize("name", ["cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom"])
+@pytest.mark.parametrize("name", ["cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom", "us-ok", "us-md",
+                                  "us-wa", "us-la", "us-ms", "us-tx", "us-al"])
 def test_rules_show_cites_sources(name):
     p = subprocess.run([sys.executable, "-m", "dialguard.cli", "rules", "show", name],
                        capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", **__import__("os").environ})

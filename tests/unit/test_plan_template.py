@@ -29,7 +29,8 @@ from dialguard.rules import Policy
 
 PACKS = ["cn-default", "cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom"]
 POLICIES = [[p] for p in PACKS] + [["cn-default", "cn-carrier"], ["us-tcpa", "us-regf", "us-fl-ftsa"],
-                                   ["uk-ofcom", "us-regf"], ["cn-default", "us-regf"]]
+                                   ["uk-ofcom", "us-regf"], ["cn-default", "us-regf"],
+                                   ["us-tcpa", "us-ok", "us-la", "us-ms"], ["us-md", "us-wa", "us-tx", "us-al"]]
 ODD = ["c1", "spring sale", 'q"uote', "br{ace}s", "uni-码", "back\\slash", "tab\there", "{x}"]
 
 

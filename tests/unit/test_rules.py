@@ -42,6 +42,8 @@ def test_bad_yaml_names_the_line(tmp_path):
     ("hours: {weekly: {funday: ['09:00-18:00']}}", "unknown day"),
     ("hours: {zone: Mars/Olympus, weekly: {all: ['09:00-18:00']}}", "unknown time zone"),
     ("calendar: {country: US, mode: official_workdays}", "country CN only"),
+    ("calendar: {country: US, subdivision: XX}", r"no holiday calendar for US-XX .*subdivisions: .*LA"),
+    ("calendar: {country: ZZ}", "no holiday calendar for ZZ in the holidays package"),
     ("caps:\n  - {id: a, max: 2, window: {rolling: 1h}, uncounted_outcomes: [conversation]}", "uncounted_outcomes"),
     ("surprise: 1", "surprise: Extra inputs are not permitted"),
 ])

@@ -16,7 +16,8 @@ from dialguard.engine import Engine
 from dialguard.rules import Interval, Policy
 from dialguard.timerules import time_reasons, zone
 
-PACKS = ["cn-default", "cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom"]
+PACKS = ["cn-default", "cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom", "us-ok", "us-md", "us-wa", "us-la",
+         "us-ms", "us-tx", "us-al"]
 ZONES = [("Asia/Shanghai",), ("America/New_York",), ("America/Los_Angeles", "America/New_York"),
          ("Europe/London",), ()]
 US = timedelta(microseconds=1)
@@ -41,7 +42,7 @@ def instants(policy: Policy, zs: tuple[str, ...], rnd: random.Random):
         yield datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rnd.randrange(366 * 86400))
 
 
-@pytest.mark.parametrize("pack", PACKS + ["cn-default,cn-carrier", "us-tcpa,us-regf,us-fl-ftsa"])
+@pytest.mark.parametrize("pack", PACKS + ["cn-default,cn-carrier", "us-tcpa,us-regf,us-fl-ftsa", "us-tcpa,us-ms,us-la,us-tx"])
 def test_cached_time_reasons_equal_direct(pack):
     policy = Policy.load(pack)
     eng = Engine(None, Settings(), policy, prefix="dg")
