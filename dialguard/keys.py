@@ -24,6 +24,7 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{g}:audit                     audit stream (shipped to PostgreSQL)
     {P}:{g}:clock                     test clock (only with DIALGUARD_TEST_CLOCK=1)
     {P}:{g}:rules                     rules versions: seq, active, shadow, v:<N> (bundle JSON)
+    {P}:{g}:calendars                 calendar versions: seq, active, v:<N> (bundle JSON), m:<N>
     {P}:{n:<H>}:ov                    override grant: id, camp, exp, lifts (used once)
 
 <H> and <K> are keyed hashes (HMAC-SHA256) of the E.164 number: no plaintext
@@ -134,3 +135,7 @@ class Keys:
     @property
     def rules(self) -> str:
         return self.g("rules")
+
+    @property
+    def calendars(self) -> str:
+        return self.g("calendars")
