@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dialguard import metrics, scripts
+from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
 from dialguard.keys import Keys
@@ -36,7 +37,7 @@ from dialguard.plan import (
     CallerIdCandidate, FilledPlan, build_plan, compile_plan, eligible_from_details, from_ms, ms,
 )
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
-from dialguard.timerules import next_allowed, time_reasons
+from dialguard.timerules import next_allowed, time_check, time_reasons
 
 log = logging.getLogger("dialguard.engine")
 UTC = timezone.utc
@@ -83,6 +84,8 @@ class _Context:
     rver: str
     shadow: Policy | None
     sver: str
+    cver: str = ""  # the calendar version evaluated with ("": none imported)
+    cals: Calendars = NO_CALENDARS
 
 
 STALE_RETRIES = 2  # a rules switch during a decision: reload and decide again
@@ -95,6 +98,11 @@ _esc = json.encoder.encode_basestring_ascii  # what _encode writes for a str
 
 def _jopt(v) -> str:
     return "null" if v is None else _encode(v)
+
+
+def _est_json(est) -> str:
+    """The audit record's "est" field (calendars estimated), or nothing."""
+    return f'"est":{_encode(sorted(est))},' if est else ""
 
 
 def new_id() -> str:
@@ -122,6 +130,7 @@ class Engine:
         # replays and `check --rules`, which name their rules explicitly).
         self.versioned = versioned
         self._versions: dict[str, Policy] = {}
+        self._calendar_versions: dict[str, Calendars] = {}
         self.sealer = Sealer()
         self.timeout = settings.redis_timeout_ms / 1000
         self._rr = itertools.count()
@@ -200,11 +209,15 @@ class Engine:
             pipe.hget(self.keys.campaign(campaign), "rules")
             pipe.hvals(self.keys.pool(None))
             pipe.hvals(self.keys.pool(campaign))
+            # imported calendars are data of the namespace: followed even with named rules
+            pipe.hget(self.keys.calendars, "active")
             if self.versioned:
                 pipe.hmget(self.keys.rules, "active", "shadow")
             res = await pipe.execute()
-        rules, gpool, cpool = res[:3]
-        rver, sver = ((v.decode() if v else "") for v in res[3]) if self.versioned else ("", "")
+        rules, gpool, cpool, cver = res[:4]
+        cver = cver.decode() if cver else ""
+        cals = await self._calendars(cver) if cver else NO_CALENDARS
+        rver, sver = ((v.decode() if v else "") for v in res[4]) if self.versioned else ("", "")
         policy = await self._version(rver) if rver else self.policy
         shadow = await self._version(sver) if sver else None
         if rules:
@@ -227,7 +240,7 @@ class Engine:
                 continue
             if e164 not in pool:
                 pool.append(e164)
-        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver)
+        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals)
         self._ctx_cache[campaign] = ctx
         return ctx
 
@@ -247,6 +260,35 @@ class Engine:
                 raise CampaignRulesError(f"rules version {version} unusable: {exc}") from None
             self._versions[version] = policy
         return policy
+
+    async def _calendars(self, version: str) -> Calendars:
+        """A published calendar version (never changes once stored: cached for good)."""
+        cals = self._calendar_versions.get(version)
+        if cals is None:
+            raw = await self.redis.hget(self.keys.calendars, f"v:{version}")
+            if raw is None:
+                raise CampaignRulesError(f"calendar version {version} is in effect but not stored")
+            try:
+                cals = Calendars.from_json(raw)
+            except (ValueError, KeyError, TypeError) as exc:  # deny rather than guess
+                log.error("calendar version %s unusable here: %s", version, exc)
+                raise CampaignRulesError(f"calendar version {version} unusable: {exc}") from None
+            self._calendar_versions[version] = cals
+        return cals
+
+    async def calendars(self) -> Calendars:
+        """The calendar version in effect (the imported calendar years)."""
+        v = await self.redis.hget(self.keys.calendars, "active")
+        return await self._calendars(v.decode()) if v else NO_CALENDARS
+
+    async def calendar_horizons(self) -> dict:
+        """Calendar code -> last known day (date, or None: no end) of every calendar
+        the rules in effect on this node use (dialguard.calendars.horizons)."""
+        from dialguard.calendars import horizons
+
+        active = await self.redis.hget(self.keys.rules, "active") if self.versioned else None
+        policy = await self._version(active.decode()) if active else self.policy
+        return horizons(policy, await self.calendars())
 
     @property
     def active_policy(self) -> Policy:
@@ -352,7 +394,7 @@ class Engine:
         if lifted:
             explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
         if verdict == "deny":
-            next_at = self._next_eligible(policy, all_reasons, plan, details, info, now)
+            next_at = self._next_eligible(policy, all_reasons, plan, details, info, now, ctx.cals)
             explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
@@ -381,16 +423,17 @@ class Engine:
             number_tag = keyed_hash(self.settings.hash_secret, "raw:" + req.number)
         else:
             number_tag = self.keys.number_tag(info.e164)
-            treasons, twhy = self._time_reasons(policy, info.timezones, now)
+            treasons, twhy, est = self._time_check(policy, info.timezones, now, ctx.cals)
             reasons.extend(treasons)
             why.update(twhy)
         candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
 
         pre = sort_reasons(reasons) if reasons else []
-        return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid), why
+        return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
+                                   est if info.valid else ()), why
 
     def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
-                    number_tag: str, pre: list[str], candidates: list, check_cid: bool):
+                    number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=()):
         """The plan through build_plan: the reference of _plan_compiled
         (tests/unit/test_plan_template.py), shadow rules included."""
         policy = ctx.policy
@@ -403,7 +446,10 @@ class Engine:
                 "call_id": req.call_id, "pre": pre,
                 # the caller ID asked for, sealed: no plaintext number in Redis (SPEC §7)
                 "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
+                # calendars whose day was estimated (unknown year, unknown_year allow/weekdays)
+                **({"est": sorted(est)} if est else {}),
                 "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
+                "cal": int(ctx.cver) if ctx.cver else None,
             })
         common = dict(keys=self.keys, info=info, number_tag=number_tag, campaign=req.campaign, agent=req.agent,
                       subject=req.subject, decision_id=did, now=now, candidates=candidates,
@@ -418,12 +464,14 @@ class Engine:
             b["rk"] = plan.k(self.keys.rules)
             b["rvs"] = ctx.rvs
             b["rver"] = ctx.rver
+        b["ck"] = plan.k(self.keys.calendars)
+        b["cv"] = ctx.cver
         if ctx.shadow is not None:
             # The shadow rules see the same request and state; only their own
             # time rules and limits differ. Read-only: nothing is reserved for them.
             spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
             if info.valid:
-                spre += time_reasons(ctx.shadow, info.timezones, now)[0]
+                spre += time_reasons(ctx.shadow, info.timezones, now, ctx.cals)[0]
             shadow = build_plan(policy=ctx.shadow, call_id=None, pre_reasons=sort_reasons(spre),
                                 audit_payload=None, audit_max=None, share=plan, **common)
             b["sh"] = shadow.body
@@ -431,7 +479,8 @@ class Engine:
         return plan
 
     def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
-                       number_tag: str, pre: list[str], candidates: list, check_cid: bool) -> FilledPlan:
+                       number_tag: str, pre: list[str], candidates: list, check_cid: bool,
+                       est=()) -> FilledPlan:
         """The plan of _plan_built from a template compiled once per shape
         (dialguard.plan.compile_plan): the same KEYS and JSON as build_plan plus
         the fields added there, shadow rules included, at a fraction of the cost."""
@@ -441,7 +490,7 @@ class Engine:
         audit = self.audit
         shadow = ctx.shadow
         key = (policy, req.campaign, info.valid, info.timezones, shape, check_cid, req.call_id is not None,
-               ctx.rvs, ctx.rver, shadow, ctx.sver)
+               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver)
         tpl = self._templates.get(key)
         if tpl is None:
             if len(self._templates) >= 4096:  # bounded: shapes are few, campaigns and zones not unlimited
@@ -451,18 +500,18 @@ class Engine:
                 cand_shape=shape, check_caller_id=check_cid, has_call=req.call_id is not None,
                 site_timezone=self.settings.site_timezone, audit=audit,
                 audit_max=self.settings.audit_backlog_max if audit else None,
-                versions=(ctx.rvs, ctx.rver) if self.versioned else None,
+                versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendars=ctx.cver,
                 shadow=(shadow, ctx.sver) if shadow is not None else None)
             # the audit record's constant end
             tpl.tail = (f'"rules":{_jopt(policy.name)},"rv":{_jopt(policy.version_hash)},'
-                        f'"node":{_jopt(self.settings.node)}}}')
+                        f'"node":{_jopt(self.settings.node)},"cal":{int(ctx.cver) if ctx.cver else "null"}}}')
         pre_json = _encode(pre) if pre else "[]"
         spre_json = "[]"
         if shadow is not None:
             # as _plan_built: the request's reasons but the time rules', then the shadow's time rules
             spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
             if info.valid:
-                spre += self._time_reasons(shadow, info.timezones, now)[0]
+                spre += self._time_check(shadow, info.timezones, now, ctx.cals)[0]
             spre_json = _encode(sort_reasons(spre))
         payload = None
         if audit:
@@ -473,14 +522,20 @@ class Engine:
                 f'"ne":{_esc(self.sealer.seal(e164)) if e164 else "null"},"campaign":{_esc(req.campaign)},'
                 f'"agent":{_esc(req.agent)},"subject":{_esc(sub) if sub is not None else "null"},'
                 f'"call_id":{_esc(call) if call is not None else "null"},"pre":{pre_json},'
-                f'"cid_req":{_esc(self.sealer.seal(cid)) if cid else "null"},{tpl.tail}')
+                f'"cid_req":{_esc(self.sealer.seal(cid)) if cid else "null"},'
+                f'{_est_json(est)}{tpl.tail}')
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
                               cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json)
         return FilledPlan(keys, argv, tpl.checks, candidates)
 
-    def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime):
-        """time_reasons, remembered per UTC second: exact when every allowed-hours
+    def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime,
+                      cals: Calendars = NO_CALENDARS):
+        return self._time_check(policy, zones, now, cals)[:2]
+
+    def _time_check(self, policy: Policy, zones: tuple[str, ...], now: datetime,
+                    cals: Calendars = NO_CALENDARS):
+        """time_check, remembered per UTC second and calendar version: exact when every allowed-hours
         boundary is a whole second (HH:MM in the packs), since zone offsets are
         whole seconds too: all instants of one second then fall on the same side
         of every boundary, on the same local date, with the same HH:MM:SS in the
@@ -492,16 +547,18 @@ class Engine:
                 for _pack, hours, _cal in policy.time_rules if hours is not None
                 for spans in hours.weekly.values() for i in spans for t in (i.start, i.end))
         if not whole:
-            return time_reasons(policy, zones, now)
-        key = (policy, zones, now.replace(microsecond=0))
+            return time_check(policy, zones, now, cals)
+        # cals: one object per calendar version (Engine._calendars), compared by identity
+        key = (policy, zones, now.replace(microsecond=0), cals)
         hit = self._time_cache.get(key)
         if hit is None:
             if len(self._time_cache) >= 4096:
                 self._time_cache.clear()
-            hit = self._time_cache[key] = time_reasons(policy, zones, now)
+            hit = self._time_cache[key] = time_check(policy, zones, now, cals)
         return hit
 
-    def _next_eligible(self, policy, reasons, plan, details, info, now) -> datetime | None:
+    def _next_eligible(self, policy, reasons, plan, details, info, now,
+                       cals: Calendars = NO_CALENDARS) -> datetime | None:
         if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
             return None
         t, never = eligible_from_details(plan, details)
@@ -510,7 +567,7 @@ class Engine:
         start = max(now, t) if t else now
         if not info.valid:
             return None
-        return next_allowed(policy, info.timezones, start)
+        return next_allowed(policy, info.timezones, start, cals)
 
     def _unavailable(self, req, did, t0, why, now: datetime | None = None) -> Decision:
         d = Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],

@@ -482,6 +482,7 @@ def compile_plan(
     audit_max: int | None,
     versions: tuple[str, str] | None,
     shadow: tuple[Policy, str] | None = None,
+    calendars: str = "",
 ) -> PlanTemplate:
     """The PlanTemplate of one shape, in build_plan's order of KEYS and fields.
 
@@ -688,6 +689,9 @@ def compile_plan(
                 field("rk", str(k(_lit(keys.rules))))
                 field("rvs", js(versions[0]))
                 field("rver", js(versions[1]))
+            # the calendar version evaluated with (decide.lua: stale when another is active)
+            field("ck", str(k(_lit(keys.calendars))))
+            field("cv", js(calendars))
             if shadow is not None:
                 field("sh", body(shadow[0], "{spre}", {}, False))  # its check metadata: unused
                 field("sv", js(shadow[1]))

@@ -213,7 +213,10 @@ class Calendar(_Model):
     # official_workdays: mainland China's official calendar with make-up working
     # days; holidays: deny on public holidays (weekends follow `hours`).
     mode: Literal["official_workdays", "holidays"] = "holidays"
-    unknown_year: Literal["deny", "allow"] = "deny"
+    # A year the calendar data does not know (SPEC §3): deny (`holiday`), allow
+    # every day, or weekdays: estimate Monday to Friday as working days (the
+    # pack's hours apply); decisions taken on an estimate are marked in the audit.
+    unknown_year: Literal["deny", "allow", "weekdays"] = "deny"
 
     @model_validator(mode="after")
     def _mode(self):

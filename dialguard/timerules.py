@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import holidays as pyholidays
 
+from dialguard.calendars import NO_CALENDARS, Calendars, code_of
 from dialguard.rules import Calendar, Hours, Policy
 
 UTC = timezone.utc
@@ -45,13 +46,39 @@ def _holiday_set(country: str, subdivision: str | None, year: int):
         raise UnknownYear(f"no holiday calendar for {country}") from None
 
 
-def calling_day(d: date, cal: Calendar | None) -> bool:
-    """True if d is a calling day; raises UnknownYear when the calendar cannot tell."""
+def calling_day(d: date, cal: Calendar | None, imported: Calendars = NO_CALENDARS) -> bool:
+    """True if d is a calling day; raises UnknownYear when the calendar cannot tell.
+
+    `imported`: the calendar version in effect (dialguard/calendars.py); a year
+    imported for the pack's calendar wins over the packaged data.
+    """
     if cal is None:
         return True
+    f = imported.get(code_of(cal), d.year) if imported.files else None
     if cal.mode == "official_workdays":
+        if f is not None:  # the whole year, as the notice states it
+            return d in f.working_days or (d.weekday() < 5 and d not in f.holidays)
         return _cn_workday(d)
+    if f is not None:  # days on top of the holidays package
+        if d in f.holidays:
+            return False
+        if d in f.working_days:
+            return True
     return d not in _holiday_set(cal.country.upper(), cal.subdivision, d.year)
+
+
+def day_status(d: date, cal: Calendar | None, imported: Calendars = NO_CALENDARS) -> tuple[bool, bool]:
+    """(calling day, estimated): calling_day, with the pack's `unknown_year` applied
+    to a year the calendar does not know (estimated=True); raises UnknownYear when
+    the pack says deny."""
+    try:
+        return calling_day(d, cal, imported), False
+    except UnknownYear:
+        if cal is None or cal.unknown_year == "deny":
+            raise
+        if cal.unknown_year == "weekdays":
+            return d.weekday() < 5, True
+        return True, True  # allow
 
 
 def zones_for(hours: Hours | None, callee_zones: tuple[str, ...]) -> tuple[str, ...]:
@@ -65,25 +92,31 @@ def zones_for(hours: Hours | None, callee_zones: tuple[str, ...]) -> tuple[str, 
     return ()
 
 
-def _check_local(local: datetime, hours: Hours | None, cal: Calendar | None) -> set[str]:
+def _check_local(local: datetime, hours: Hours | None, cal: Calendar | None,
+                 imported: Calendars) -> tuple[set[str], bool]:
     reasons = set()
+    estimated = False
     try:
-        if not calling_day(local.date(), cal):
+        ok, estimated = day_status(local.date(), cal, imported)
+        if not ok:
             reasons.add("holiday")
     except UnknownYear:
-        if cal is not None and cal.unknown_year == "deny":
-            reasons.add("holiday")
+        reasons.add("holiday")
     if hours is not None:
         t = local.time()
         if not any(i.contains(t) for i in hours.intervals(local.weekday())):
             reasons.add("outside_hours")
-    return reasons
+    return reasons, estimated
 
 
-def time_reasons(policy: Policy, callee_zones: tuple[str, ...], at: datetime) -> tuple[set[str], dict[str, str]]:
-    """Reasons the time rules deny at `at`, with a human explanation for each."""
+def time_check(policy: Policy, callee_zones: tuple[str, ...], at: datetime,
+               imported: Calendars = NO_CALENDARS) -> tuple[set[str], dict[str, str], frozenset[str]]:
+    """Reasons the time rules deny at `at`, a human explanation for each, and the
+    calendars (codes) whose day was estimated under `unknown_year` (allow or
+    weekdays): the decision's audit record says so."""
     reasons: set[str] = set()
     why: dict[str, str] = {}
+    estimated: set[str] = set()
     for pack, hours, cal in policy.time_rules:
         zs = zones_for(hours, callee_zones)
         if not zs:
@@ -92,34 +125,48 @@ def time_reasons(policy: Policy, callee_zones: tuple[str, ...], at: datetime) ->
             continue
         for z in zs:
             local = at.astimezone(zone(z))
-            got = _check_local(local, hours, cal)
+            got, est = _check_local(local, hours, cal, imported)
+            if est:
+                estimated.add(code_of(cal))
             for r in got:
                 if r not in why:
                     stamp = local.strftime("%a %Y-%m-%d %H:%M:%S")
                     if r == "holiday":
                         try:
-                            calling_day(local.date(), cal)
-                            why[r] = f"{pack}: {local.date()} is not a calling day in {cal.country} ({z})"
+                            calling_day(local.date(), cal, imported)
+                            why[r] = f"{pack}: {local.date()} is not a calling day in {code_of(cal)} ({z})"
                         except UnknownYear as exc:
-                            why[r] = f"{pack}: {exc}; denied until the calendar is updated"
+                            if est:
+                                why[r] = (f"{pack}: {local.date()} is a weekend day ({exc}; estimated Monday to "
+                                          f"Friday: unknown_year weekdays)")
+                            else:
+                                why[r] = (f"{pack}: {exc}; denied until the calendar is updated "
+                                          f"(`dialguard calendar import {code_of(cal).lower()} FILE`)")
                     else:
                         why[r] = f"{pack}: {stamp} {z} is outside the allowed hours"
             reasons |= got
+    return reasons, why, frozenset(estimated)
+
+
+def time_reasons(policy: Policy, callee_zones: tuple[str, ...], at: datetime,
+                 imported: Calendars = NO_CALENDARS) -> tuple[set[str], dict[str, str]]:
+    """Reasons the time rules deny at `at`, with a human explanation for each."""
+    reasons, why, _ = time_check(policy, callee_zones, at, imported)
     return reasons, why
 
 
-def _next_single(at: datetime, z: str, hours: Hours | None, cal: Calendar | None) -> datetime | None:
+def _next_single(at: datetime, z: str, hours: Hours | None, cal: Calendar | None,
+                 imported: Calendars = NO_CALENDARS) -> datetime | None:
     """Earliest instant >= at allowed by one pack in one zone, or None."""
     tz = zone(z)
     local = at.astimezone(tz)
     for k in range(HORIZON_DAYS):
         d = local.date() + timedelta(days=k)
         try:
-            if not calling_day(d, cal):
+            if not day_status(d, cal, imported)[0]:
                 continue
         except UnknownYear:
-            if cal is not None and cal.unknown_year == "deny":
-                return None
+            return None
         if hours is None:
             if k == 0:
                 return at
@@ -136,7 +183,8 @@ def _next_single(at: datetime, z: str, hours: Hours | None, cal: Calendar | None
     return None
 
 
-def next_allowed(policy: Policy, callee_zones: tuple[str, ...], at: datetime) -> datetime | None:
+def next_allowed(policy: Policy, callee_zones: tuple[str, ...], at: datetime,
+                 imported: Calendars = NO_CALENDARS) -> datetime | None:
     """Earliest instant >= at at which every time rule passes in every zone."""
     at = at.astimezone(UTC)
     for _ in range(200):
@@ -146,7 +194,7 @@ def next_allowed(policy: Policy, callee_zones: tuple[str, ...], at: datetime) ->
             if not zs:
                 return None
             for z in zs:
-                n = _next_single(at, z, hours, cal)
+                n = _next_single(at, z, hours, cal, imported)
                 if n is None:
                     return None
                 latest = max(latest, n)

@@ -4,8 +4,8 @@ Every admin change is written with its audit record in one atomic step
 (dialguard/engine.py `_admin`, rules.lua, override grants), so the audit holds
 the whole history of the configuration. Replayed in stream order it gives the
 state Redis held: kill switches, campaign approvals (dates, own packs), approved
-caller IDs and pools, cool-downs, published rules versions (active and shadow)
-and override grants not yet used, revoked or expired.
+caller IDs and pools, cool-downs, published rules versions (active and shadow),
+imported calendar versions (the active one and every stored one) and override grants not yet used, revoked or expired.
 
 Records written before this existed (or by admin commands run with the audit
 off) are not there: what they changed must be restored by hand, as before.
@@ -31,6 +31,7 @@ class ConfigState:
     pools: dict[str | None, dict[str, str]] = field(default_factory=dict)  # campaign -> tag -> sealed
     cooldowns: dict[str, int] = field(default_factory=dict)
     rules: dict[str, str] = field(default_factory=dict)             # the rules hash, field -> value
+    calendars: dict[str, str] = field(default_factory=dict)         # the calendars hash, field -> value
     overrides: dict[str, tuple[dict[str, str], int]] = field(default_factory=dict)  # number tag -> (grant, exp ms)
     actions: int = 0
     skipped: int = 0
@@ -41,6 +42,7 @@ class ConfigState:
                 "pool entries": sum(len(p) for p in self.pools.values()),
                 "cool-downs": len(self.cooldowns),
                 "rules versions": sum(1 for k in self.rules if k.startswith("v:")),
+                "calendar versions": sum(1 for k in self.calendars if k.startswith("v:")),
                 "override grants": len(self.overrides)}
 
 
@@ -70,6 +72,8 @@ def _admin(state: ConfigState, j: dict) -> None:
         state.cooldowns[target] = int(j["until"])
     elif a == "override_revoke" and target:
         state.overrides.pop(target, None)
+    elif a in ("calendar_publish", "calendar_activate") and isinstance(j.get("version"), int):
+        _calendars(state, j)
     else:
         state.skipped += 1
         return
@@ -90,6 +94,19 @@ def _rules(state: ConfigState, version: int | None, mode: str, payload: dict) ->
         state.rules[mode] = v
         state.rules["seq"] = str(max(int(state.rules.get("seq", 0)), version))
     state.actions += 1
+
+
+def _calendars(state: ConfigState, j: dict) -> None:
+    """A calendar version published or activated (calendars.lua): every record
+    carries the whole set of years, so either one restores the version."""
+    v = str(j["version"])
+    if f"v:{v}" not in state.calendars:
+        bundle = {"version": j["version"], "hash": j.get("hash"), "calendars": j.get("calendars") or []}
+        state.calendars[f"v:{v}"] = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False)
+        state.calendars[f"m:{v}"] = json.dumps({k: j.get(k) for k in ("actor", "why", "at", "node")},
+                                               separators=(",", ":"), ensure_ascii=False)
+    state.calendars["active"] = v
+    state.calendars["seq"] = str(max(int(state.calendars.get("seq", 0)), j["version"]))
 
 
 def read_config(conn: psycopg.Connection, rule_now_ms: int) -> ConfigState:
@@ -149,6 +166,9 @@ def write_config(redis, keys: Keys, state: ConfigState, rule_now_ms: int, dry_ru
     if state.rules:
         pipe.delete(keys.rules)
         pipe.hset(keys.rules, mapping=state.rules)
+    if state.calendars:
+        pipe.delete(keys.calendars)
+        pipe.hset(keys.calendars, mapping=state.calendars)
     for tag, (grant, exp) in state.overrides.items():
         key = keys.override(tag)
         pipe.delete(key)

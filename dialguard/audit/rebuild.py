@@ -22,7 +22,8 @@ are dropped (a concurrency check would ignore them anyway), so calls that ended
 keep no lease. DNC lists (the Redis fingerprint buckets) come back from their
 copy at rest, the table dnc_entries (dialguard/dnc.py), added to whatever Redis
 still holds. Configuration (kill switches, campaign approvals, caller IDs and
-pools, cool-downs, published rules versions, unused override grants) comes back
+pools, cool-downs, published rules versions, imported calendar versions, unused
+override grants) comes back
 from the admin, rules and override records (dialguard/audit/config_restore.py).
 """
 

@@ -6,11 +6,14 @@ counters, see docs/AUDIT.md):
 - t=decision: id, allow (1|0), r (reasons, comma-separated), ch (caller-ID tag), j,
   and (versioned rules) rver (active rules version, '' = the node's config rules),
   sv / sa / sr (shadow version, verdict '1'|'0', reasons; '' = no shadow),
-  ov / ovr (override id and the reasons it lifted)
+  ov / ovr (override id and the reasons it lifted); in j, cal (imported calendar
+  version) and est (calendars whose day was estimated: unknown_year allow/weekdays)
 - t=outcome:  id, did ('' when the call id was unknown), res, j
 - t=event:    id, kind, j
 - t=override: id, j {did?, n, ne, campaign, lifted[], by, why, at, expires?, node}
-- t=admin:    id, j {action, actor, target, why, at, node, ...}
+- t=admin:    id, j {action, actor, target, why, at, node, ...}; calendar versions
+  (dialguard/calendars.py) are admin records: action calendar_publish|calendar_activate,
+  version, hash, calendars[] (the full set of imported years)
 - t=rules:    id, j {version, mode (active|shadow|shadow_off), hash, name, spec, files[], actor, why, at, node}
 
 An entry that cannot be read as one of these becomes a reject row (kept raw).
@@ -86,7 +89,8 @@ class Batch:
 DECISION_COLS = ("decision_id", "stream_id", "decided_at", "recorded_at", "allowed", "reasons", "pre_reasons",
                  "number_hash", "number_enc", "campaign", "agent", "subject", "call_id", "caller_id_requested",
                  "caller_id_hash", "rules", "rules_version", "node", "latency_ms", "counters", "override_id",
-                 "request", "rules_seq", "shadow_version", "shadow_allowed", "shadow_reasons", "override_lifted")
+                 "request", "rules_seq", "shadow_version", "shadow_allowed", "shadow_reasons", "override_lifted",
+                 "calendar_version", "calendar_estimated")
 OUTCOME_COLS = ("outcome_id", "stream_id", "decision_id", "call_id", "result", "talk_s", "hangup_cause",
                 "subject", "reported_at", "recorded_at", "node", "payload")
 EVENT_COLS = ("event_id", "stream_id", "kind", "number_hash", "number_enc", "campaign", "at", "recorded_at",
@@ -148,7 +152,16 @@ def decision_row(sid: str, f: dict[str, str]) -> tuple:
         _counters(f, j), f.get("ov") or _text(j.get("ov")), raw,
         _opt_int(f.get("rver")), shadow_version, (sa == "1") if sa else None,
         _codes(f.get("sr")) if shadowed else None, _codes(f.get("ovr")) if f.get("ovr") else None,
+        _opt_int(j.get("cal")), _estimated(j.get("est")),
     )
+
+
+def _estimated(v) -> list[str] | None:
+    if v is None or v == []:
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise BadRecord(f"est {v!r} is not a list of calendar codes")
+    return v
 
 
 def _codes(v: str | None) -> list[str]:

@@ -67,7 +67,7 @@ POISON_CLASSES = ("22", "23")
 PLAIN_NUMBER = re.compile(r"[0-9+()\-. ]{1,40}")
 TABLES = ("decisions", "outcomes", "events", "overrides", "admin", "rules", "rejects")
 # The newest migration whose columns the INSERTs below name.
-SHIPPER_SCHEMA_VERSION = 30
+SHIPPER_SCHEMA_VERSION = 80
 SPOOL_CHUNK = 5000  # spooled records per transaction
 # A read that returned less than a batch waits this long for more entries before
 # shipping: every transaction, COMMIT (WAL flush), XACK+XDEL and pool check costs
@@ -375,7 +375,7 @@ class Shipper:
                 require_schema(conn)
                 if conn.execute("select 1 from dialguard_migrations where version = %s",
                                 (SHIPPER_SCHEMA_VERSION,)).fetchone() is None:
-                    raise SchemaMissing(f"migration {SHIPPER_SCHEMA_VERSION:03d} (rules versions, shadow verdicts) "
+                    raise SchemaMissing(f"migration {SHIPPER_SCHEMA_VERSION:03d} (calendar columns of decisions) "
                                         "is not applied: run `dialguard db migrate`")
                 self._schema_ok = True
             try:

@@ -33,6 +33,10 @@ if plan.rk then
     return {0, {}, {}, '', 2, plan.did, {}}
   end
 end
+-- Likewise the calendar version (imported calendar years) it evaluated with.
+if plan.ck and (redis.call('HGET', KEYS[plan.ck], 'active') or '') ~= plan.cv then
+  return {0, {}, {}, '', 2, plan.did, {}}
+end
 
 -- Idempotency: the same call id decided again returns the first allow.
 if plan.call then

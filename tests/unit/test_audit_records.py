@@ -97,6 +97,15 @@ def test_decision_without_versioned_rules_or_shadow_is_null():
     assert cols(to_batch([("1-0", decision(ov="g9"))]).decisions[0])["override_id"] == "g9"
 
 
+def test_decision_calendar_version_and_estimate_fields():
+    row = cols(to_batch([("1-0", decision(cal=3, est=["CN"]))]).decisions[0])
+    assert (row["calendar_version"], row["calendar_estimated"]) == (3, ["CN"])
+    row = cols(to_batch([("1-0", decision(cal=None))]).decisions[0])  # nothing imported, nothing estimated
+    assert (row["calendar_version"], row["calendar_estimated"]) == (None, None)
+    bad = to_batch([("1-0", decision(est="CN"))])
+    assert not bad.decisions and "est" in bad.rejects[0][2]
+
+
 def rules_entry(**j):
     payload = {"version": 3, "mode": "shadow", "hash": "abc", "name": "cn-default", "spec": "cn-default",
                "files": [{"ref": "cn-default", "text": "limits: {}\n"}], "actor": "alice", "why": "try 3/day",

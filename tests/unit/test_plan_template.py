@@ -91,7 +91,7 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
                      for _ in range(rnd.choice([0, 0, 1, 3, 9])))  # duplicates on purpose
         shadow = Policy.load(rnd.choice(POLICIES)) if rnd.random() < 0.4 else None
         ctx = _Context(1e18, policy, pool, rnd.choice(["|", "3|", "3|4"]), rnd.choice(["", "3"]), shadow,
-                       rnd.choice(["4", 'v"5']) if shadow else "")
+                       rnd.choice(["4", 'v"5']) if shadow else "", rnd.choice(["", "2", "17"]))
         req = DecisionRequest(
             number=numbers(rnd), campaign=rnd.choice(ODD), agent=rnd.choice(ODD + ["a1", "a2"]),
             caller_id=rnd.choice([None, None, "+8613800138000", "+12025550100", "bad"]),
@@ -109,8 +109,9 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
             reasons += engine_mod.time_reasons(policy, info.timezones, now)[0]
         cands, check_cid = eng._candidates(req, policy, pool, reasons, why)
         pre = engine_mod.sort_reasons(reasons)
-        fast = eng._plan_compiled(req, ctx, info, did, now, tag, pre, cands, check_cid)
-        slow = eng._plan_built(req, ctx, info, did, now, tag, pre, cands, check_cid)
+        est = rnd.choice([(), (), ("CN",), ("CN", "US-LA")])  # calendars estimated (unknown_year)
+        fast = eng._plan_compiled(req, ctx, info, did, now, tag, pre, cands, check_cid, est)
+        slow = eng._plan_built(req, ctx, info, did, now, tag, pre, cands, check_cid, est)
         assert fast.keys == slow.keys
         body = json.loads(slow.args()[0])
         payload = body.pop("a", None)
