@@ -33,6 +33,10 @@ from dialguard import cli_rules  # noqa: E402  (rules apply/diff/history, overri
 
 cli_rules.register(app, rules_app)
 
+from dialguard import cli_calendar  # noqa: E402  (calendar import/status/history/activate)
+
+cli_calendar.register(app)
+
 from dialguard.campaigns import cli as campaigns_cli  # noqa: E402  (dialer campaigns, leads, dialer run)
 
 campaigns_cli.register(app)
@@ -132,6 +136,13 @@ def rules_validate(refs: list[str] = typer.Argument(..., help="Pack names or rul
         try:
             p = resolve_pack(ref)
             out.print(f"[green]ok[/] {ref}: pack {p.pack} version {p.version}", highlight=False)
+            if p.calendar and p.calendar.unknown_year != "deny":
+                days = ("Monday to Friday are estimated as working days"
+                        if p.calendar.unknown_year == "weekdays" else "every day is a calling day")
+                err.print(f"[yellow]warning[/] {ref}: calendar unknown_year {p.calendar.unknown_year}: in a year the "
+                          f"calendar data does not know, {days}: an estimate, not the official calendar "
+                          "(decisions taken so are marked in the audit; import the year with "
+                          "`dialguard calendar import`)", highlight=False)
         except RulesError as exc:
             err.print(f"[red]invalid[/] {exc}", highlight=False)
             bad += 1
@@ -157,7 +168,8 @@ def rules_show(ref: str = typer.Argument(..., help="Pack name or rules file"),
         t.add_row("hours", f"{days} ({p.hours.zone} time)")
     if p.calendar:
         where = p.calendar.country + (f"-{p.calendar.subdivision}" if p.calendar.subdivision else "")
-        t.add_row("calendar", f"{where} {p.calendar.mode}, unknown year: {p.calendar.unknown_year}")
+        t.add_row("calendar", f"{where} {p.calendar.mode}, unknown year: {p.calendar.unknown_year}"
+                              f"; {_calendar_state(p.calendar)}")
     for c in p.caps:
         unc = f", not counting {', '.join(c.uncounted_outcomes)}" if c.uncounted_outcomes else ""
         t.add_row(f"cap {c.id}", f"at most {c.max} per {c.window.describe()} ({c.scope}){unc}")
@@ -188,6 +200,40 @@ def rules_show(ref: str = typer.Argument(..., help="Pack name or rules file"),
         out.print(f"  • {s}", highlight=False)
     for n in p.notes:
         out.print(f"  note: {n}", highlight=False)
+
+
+def _calendar_state(cal) -> str:
+    """Until when the calendar is known, with the years imported on the live store
+    (`dialguard calendar import`); the packaged data alone when Redis does not answer."""
+    from dialguard.calendars import NO_CALENDARS, code_of, known_until, package_last_year
+
+    code = code_of(cal)
+    try:
+        async def imported():
+            import redis.asyncio as aioredis
+
+            from dialguard.calendars import CalendarStore
+            from dialguard.keys import Keys
+
+            settings = Settings()
+            r = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                return await CalendarStore(r, Keys(settings.key_prefix, settings.hash_secret)).current()
+            finally:
+                await r.aclose()
+
+        cals, note = asyncio.run(imported()), ""
+    except Exception as exc:  # noqa: BLE001 - rules show works offline
+        cals, note = NO_CALENDARS, f" (imported calendars not read: {type(exc).__name__})"
+    years = cals.years(code)
+    last = package_last_year(code)
+    end = known_until(code, cals)
+    parts = [f"known until {end.isoformat()}" if end else "computed for every year"]
+    if years:
+        over = [y for y in years if last is None or y <= last]
+        parts.append(f"imported {', '.join(map(str, years))} (calendar version {cals.version}"
+                     f"{'; overrides the packaged ' + ', '.join(map(str, over)) if over else ''})")
+    return "; ".join(parts) + note
 
 
 @rules_app.command("list")

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from dialguard.calendar_file import CalendarFile, CalendarFileError
+from dialguard.calendars import CalendarStore, Calendars, load_yaml
 from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.models import OUTCOME_RESULTS, DecisionRequest, Outcome
@@ -89,7 +91,10 @@ class Scenario(_M):
     default_region: str | None = None
     unapproved_campaigns: list[str] = []
     unapproved_caller_ids: list[str] = []
+    # calendar files (SPEC §9), loaded into the replay's namespace only
+    calendars: list[str] = []
     events: list[Event] = Field(default_factory=list)
+    _calendar_files: tuple[CalendarFile, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -119,7 +124,29 @@ def load_scenario(path: str | Path) -> tuple[Scenario, Policy]:
         policy = Policy.load(refs, base_dir=path.parent)
     except RulesError as exc:
         raise ScenarioError(f"{path}: rules: {exc}") from None
+    sc._calendar_files = _calendar_files(path, sc.calendars)
     return sc, policy
+
+
+def _calendar_files(path: Path, names: list[str]) -> tuple[CalendarFile, ...]:
+    files: dict[tuple[str, int], str] = {}
+    out = []
+    for name in names:
+        p = Path(name) if Path(name).is_absolute() else path.parent / name
+        try:
+            cf = load_yaml(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ScenarioError(f"{path}: calendars: {p}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ScenarioError(f"{path}: calendars: {p}: not UTF-8 text") from None
+        except CalendarFileError as exc:
+            raise ScenarioError(f"{path}: calendars: {p}: {exc}") from None
+        if (cf.calendar, cf.year) in files:
+            raise ScenarioError(f"{path}: calendars: {p} and {files[cf.calendar, cf.year]} both give "
+                                f"{cf.calendar} {cf.year}")
+        files[cf.calendar, cf.year] = str(p)
+        out.append(cf)
+    return tuple(out)
 
 
 def _z(t: datetime | None) -> str | None:
@@ -139,6 +166,9 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
     region = engine.default_region
     out: list[dict[str, Any]] = []
     try:
+        if sc._calendar_files:  # as an operator's imported calendars, in this namespace only
+            await CalendarStore(engine.redis, engine.keys, audit=False).publish(
+                Calendars(0, sc._calendar_files), why="scenario calendars")
         # Every campaign and caller ID named is approved unless listed otherwise.
         campaigns = {e.attempt.campaign for e in sc.events if e.attempt}
         for c in campaigns - set(sc.unapproved_campaigns):
