@@ -148,3 +148,90 @@ def test_rolling_eligibility_is_oldest_plus_window():
     meta = CheckMeta("attempt_cap", rolling=timedelta(hours=24))
     assert meta.eligible_at(utc(2026, 3, 2, 14).timestamp() * 1000) == utc(2026, 3, 3, 14)
     assert CheckMeta("attempt_cap").eligible_at(-1) is None
+
+
+# -- imported calendars (issue 12) ---------------------------------------------------
+def _cn_year(year, holidays=(), working_days=()):
+    from datetime import date
+
+    from dialguard.calendar_file import CalendarFile
+    from dialguard.calendars import Calendars
+
+    return Calendars(1, (CalendarFile("CN", year, frozenset(date.fromisoformat(d) for d in holidays),
+                                      frozenset(date.fromisoformat(d) for d in working_days)),))
+
+
+def test_an_imported_cn_year_is_known_as_the_file_states_it():
+    from dialguard.timerules import time_check
+
+    y = _cn_year(2027, ["2027-01-01", "2027-02-09"], ["2027-01-30"])
+    assert time_check(CN, SH, utc(2027, 1, 4, 2), y) == (set(), {}, frozenset())   # Monday
+    assert reasons_with(y, utc(2027, 1, 1, 2)) == {"holiday"}     # listed holiday (Fri)
+    assert reasons_with(y, utc(2027, 1, 9, 2)) == {"holiday"}     # a plain Saturday
+    assert reasons_with(y, utc(2027, 1, 30, 2)) == set()          # listed working Saturday
+    assert reasons_with(y, utc(2027, 2, 9, 2)) == {"holiday"}
+    # next_allowed runs through the imported year, and stops where it ends
+    assert next_allowed(CN, SH, utc(2027, 2, 9, 2), y) == utc(2027, 2, 10, 1)
+    assert next_allowed(CN, SH, utc(2027, 12, 31, 10), y) is None
+
+
+def reasons_with(imported, at, policy=CN):
+    return time_reasons(policy, SH, at, imported)[0]
+
+
+def test_an_imported_year_replaces_the_package_year():
+    # 2026-10-07 is a National Day holiday for chinesecalendar; the file says otherwise
+    y = _cn_year(2026, ["2026-10-01", "2026-10-09"], ["2026-10-10"])
+    assert reasons(CN, SH, utc(2026, 10, 7, 2)) == {"holiday"}
+    assert reasons_with(y, utc(2026, 10, 7, 2)) == set()
+    assert reasons_with(y, utc(2026, 10, 9, 2)) == {"holiday"}
+    # another calendar's years change nothing for CN
+    other = _cn_year(2025, ["2025-03-03"])
+    assert reasons_with(other, utc(2026, 10, 7, 2)) == {"holiday"}
+
+
+def test_a_subdivision_file_adds_days_on_top_of_the_holidays_package(tmp_path):
+    from datetime import date
+
+    from dialguard.calendar_file import CalendarFile
+    from dialguard.calendars import Calendars
+
+    la = pack(tmp_path, "pack: la\nhours: {zone: America/Chicago, weekly: {all: ['08:00-20:00']}}\n"
+                        "calendar: {country: US, subdivision: LA}\n")
+    chi = ("America/Chicago",)
+    gov = Calendars(1, (CalendarFile("US-LA", 2026, frozenset({date(2026, 12, 24)}),
+                                     frozenset({date(2026, 12, 25)})),))
+    noon = lambda d: utc(2026, 12, d, 18)  # noqa: E731 - 12:00 CST
+    assert time_reasons(la, chi, noon(24))[0] == set() and time_reasons(la, chi, noon(25))[0] == {"holiday"}
+    assert time_reasons(la, chi, noon(24), gov)[0] == {"holiday"}   # a governor's day off
+    assert time_reasons(la, chi, noon(25), gov)[0] == set()          # a package holiday taken out
+    assert time_reasons(la, chi, noon(28), gov)[0] == set()
+
+
+def test_unknown_year_weekdays_estimates_monday_to_friday_and_says_so(tmp_path):
+    from dialguard.timerules import time_check
+
+    pol = pack(tmp_path, "pack: x\nhours: {zone: Asia/Shanghai, weekly: {all: ['09:00-18:00']}}\n"
+                         "calendar: {country: CN, mode: official_workdays, unknown_year: weekdays}\n")
+    r, why, est = time_check(pol, SH, utc(2027, 1, 4, 2))
+    assert (r, est) == (set(), frozenset({"CN"}))
+    r, why, est = time_check(pol, SH, utc(2027, 1, 9, 2))  # Saturday
+    assert r == {"holiday"} and est == {"CN"} and "estimated Monday to Friday" in why["holiday"]
+    assert time_check(pol, SH, utc(2027, 1, 9, 12))[0] == {"holiday", "outside_hours"}
+    assert next_allowed(pol, SH, utc(2027, 1, 9, 2)) == utc(2027, 1, 11, 1)
+    # the pack's hours still apply; a known year is no estimate
+    assert time_check(pol, SH, utc(2026, 11, 23, 2))[2] == frozenset()
+    # an imported year ends the estimate
+    assert time_check(pol, SH, utc(2027, 1, 4, 2), _cn_year(2027, ["2027-01-04"]))[:3:2] == (
+        {"holiday"}, frozenset())
+
+
+def test_engine_time_cache_is_per_calendar_version():
+    from dialguard.config import Settings
+    from dialguard.engine import Engine
+
+    eng = Engine(None, Settings(), CN, prefix="dg")
+    at = utc(2027, 1, 4, 2)
+    assert eng._time_check(CN, SH, at)[0] == {"holiday"}
+    assert eng._time_check(CN, SH, at, _cn_year(2027, ["2027-01-01"]))[0] == set()
+    assert eng._time_check(CN, SH, at, _cn_year(2027, ["2027-01-04"]))[0] == {"holiday"}
