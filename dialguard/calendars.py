@@ -307,14 +307,14 @@ class CalendarStore:
         self.audit = audit
 
     def _tail(self, why: str, who: str | None) -> str:
-        from dialguard.rules_store import actor
+        from dialguard.ids import actor
 
         return json.dumps({"actor": who or actor(), "why": why, "at": int(time.time() * 1000), "node": self.node},
                           separators=(",", ":"), ensure_ascii=False)
 
     async def _call(self, op: str, arg: str, target: str, why: str, who: str | None) -> int:
         from dialguard import scripts
-        from dialguard.engine import new_id
+        from dialguard.ids import new_id
 
         head = json.dumps({"action": f"calendar_{op}", "target": target}, separators=(",", ":"),
                           ensure_ascii=False)

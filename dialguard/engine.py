@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from dialguard import metrics, scripts
 from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
+from dialguard.ids import new_id  # noqa: F401 - dialguard.engine.new_id for its users
 from dialguard.keys import Keys
 from dialguard.models import (
     PERMANENT, Decision, DecisionRequest, Outcome, decision_of, sort_reasons, utcnow,
@@ -103,11 +103,6 @@ def _jopt(v) -> str:
 def _est_json(est) -> str:
     """The audit record's "est" field (calendars estimated), or nothing."""
     return f'"est":{_encode(sorted(est))},' if est else ""
-
-
-def new_id() -> str:
-    """Time-ordered unique id: 12 hex of ms + 16 hex random."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
 def parse_time(text: str) -> datetime:
@@ -671,7 +666,7 @@ class Engine:
     def _admin(self, pipe, action: str, target: str | None, why: str = "", **extra) -> None:
         if not self.audit:
             return
-        from dialguard.rules_store import actor
+        from dialguard.ids import actor
 
         j = {"action": action, "actor": extra.pop("actor", None) or actor(), "target": target, "why": why,
              "at": int(time.time() * 1000), "node": self.settings.node, **extra}
@@ -779,7 +774,7 @@ class Engine:
         tag = self.keys.number_tag(info.e164)
         key = self.keys.override(tag)
         gid = "ov-" + new_id()
-        from dialguard.rules_store import actor
+        from dialguard.ids import actor
 
         rec = {"op": "grant", "n": tag, "ne": self.sealer.seal(info.e164), "campaign": campaign,
                "lifted": lifts or sorted(LIFTABLE), "by": approver, "approver": approver, "actor": actor(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +23,9 @@ from pathlib import Path
 import yaml
 
 from dialguard import scripts
+from dialguard.ids import actor, new_id  # noqa: F401 - rules_store.actor for its users
 from dialguard.keys import Keys
 from dialguard.rules import Policy, RulesError, pack_source
-
-
-def actor() -> str:
-    """Who runs an admin command: the sudo user when there is one."""
-    for var in ("DIALGUARD_ACTOR", "SUDO_USER", "USER", "LOGNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    return f"uid:{os.getuid()}"
 
 
 @dataclass(frozen=True)
@@ -104,8 +96,6 @@ class RulesStore:
     async def apply_bundle(self, b: dict, *, shadow: bool = False, why: str = "",
                            who: str | None = None) -> tuple[int, bool]:
         """apply() for a bundle already built (and validated) by `bundle`."""
-        from dialguard.engine import new_id
-
         mode = "shadow" if shadow else "active"
         current = await self.current(mode)
         if current and current.hash == b["hash"]:
@@ -117,15 +107,11 @@ class RulesStore:
 
     async def activate(self, version: int, *, shadow: bool = False, why: str = "", who: str | None = None) -> int:
         """Put a stored version back in effect (roll back or forward)."""
-        from dialguard.engine import new_id
-
         return int(await scripts.RULES(self.redis, [self.keys.rules, self.keys.audit],
                                        ["activate", "shadow" if shadow else "active", str(int(version)),
                                         new_id(), self._tail(why, who)]))
 
     async def shadow_off(self, *, why: str = "", who: str | None = None) -> bool:
-        from dialguard.engine import new_id
-
         old = await self.redis.hget(self.keys.rules, "shadow")
         await scripts.RULES(self.redis, [self.keys.rules, self.keys.audit],
                             ["shadow_off", "shadow", "", new_id(), self._tail(why, who)])
