@@ -157,8 +157,11 @@ def read_file(text: str, calendar: str) -> CalendarFile:
     (a notice has no `calendar:` / `year:` keys and names 月 and 日)."""
     code = check_code(calendar)
     if code == "CN" and not re.search(r"^\s*(calendar|year)\s*:", text, re.M) and "月" in text:
-        from dialguard.calendar_notice import parse_cn_notice  # only for notices
-
+        try:
+            from dialguard.calendar_notice import parse_cn_notice  # only for notices
+        except ImportError:
+            raise CalendarFileError("this looks like the State Council's notice, and this build cannot read "
+                                    "notices (no dialguard.calendar_notice): write a calendar file (SPEC §9)") from None
         cf = parse_cn_notice(text)
     else:
         cf = load_yaml(text)

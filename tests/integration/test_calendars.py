@@ -64,7 +64,9 @@ async def test_import_and_rollback_take_effect_on_every_node_at_once(make_engine
 
     store = CalendarStore(a.redis, a.keys)
     y2027 = load_yaml(CN_2027.read_text())
+    assert await a.calendar_horizons() == {"CN": date(2026, 12, 31)}  # chinesecalendar's last year
     assert await store.import_file(y2027, why="2027 notice") == (1, True)
+    assert await b.calendar_horizons() == {"CN": date(2027, 12, 31)}
     # the next decision on either node, well within the context cache's TTL, knows 2027
     assert (await a.decide(req("13800138003"), MON_2027)).allowed
     assert (await b.decide(req("13800138004"), MON_2027)).allowed

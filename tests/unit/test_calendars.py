@@ -90,3 +90,26 @@ def test_a_version_round_trips_through_its_bundle():
     assert (back.version, back.actor, back.hash, back.files) == (4, "ops", c.hash, c.files)
     replaced = back.with_file(load_yaml(CN_2027.replace("2027-02-07]", "2027-02-08]")))
     assert len(replaced.files) == 1 and date(2027, 2, 8) in replaced.get("CN", 2027).holidays
+
+
+def test_a_notice_text_goes_to_the_notice_parser_and_yaml_does_not(monkeypatch):
+    """read_file tells the two apart by content (dialguard.calendar_notice reads notices)."""
+    import sys
+    import types
+
+    seen = []
+    fake = types.ModuleType("dialguard.calendar_notice")
+
+    def parse_cn_notice(text):
+        seen.append(text)
+        return load_yaml(CN_2027)
+
+    fake.parse_cn_notice = parse_cn_notice
+    monkeypatch.setitem(sys.modules, "dialguard.calendar_notice", fake)
+    notice = "国务院办公厅关于2027年部分节假日安排的通知\n一、元旦：1月1日（周五）至3日（周日）放假调休，共3天。\n"
+    assert read_file(notice, "CN").year == 2027 and seen == [notice]
+    assert read_file(CN_2027, "CN").source == "test notice" and len(seen) == 1  # YAML, even with 月 in it
+    assert read_file(CN_2027.replace("test notice", "1月1日"), "CN").year == 2027 and len(seen) == 1
+    monkeypatch.setitem(sys.modules, "dialguard.calendar_notice", None)  # a build without the parser
+    with pytest.raises(CalendarFileError, match="cannot read notices"):
+        read_file(notice, "CN")
