@@ -228,7 +228,7 @@ class Calendars:
 
     @property
     def hash(self) -> str:
-        return self.bundle()["hash"] if self.files else ""
+        return self.bundle()["hash"]
 
     def with_file(self, cf: CalendarFile) -> "Calendars":
         """This set with cf in place of the same calendar year (a new, unnumbered set)."""
