@@ -106,8 +106,9 @@ def calendar_import(code: str = typer.Argument(..., help="Calendar: cn, or a cou
         for line in describe(cf):
             out.print(line, highlight=False, markup=False)
         if known:
-            out.print(f"the packaged data knows {cf.year}: this file overrides it "
-                      f"({len(changed)} day(s) change)", highlight=False)
+            how = ("this file overrides it" if cf.calendar == "CN"
+                   else "this file's days go on top of the holidays package")
+            out.print(f"the packaged data knows {cf.year}: {how} ({len(changed)} day(s) change)", highlight=False)
             for d, a, b in changed:
                 out.print(f"  {d.isoformat()} {d.strftime('%a')}: {'working' if a else 'off'} -> "
                           f"{'working' if b else 'off'}", highlight=False)
@@ -157,8 +158,12 @@ def calendar_status(as_json: bool = typer.Option(False, "--json")):
     else:
         out.print("no calendar imported: the packaged data only", highlight=False)
     for r in rows:
-        note = ("imported, overrides the packaged data" if r["overrides_package"]
-                else "imported (the packaged data does not know it)")
+        if r["calendar"] != "CN":
+            note = "imported, on top of the holidays package"
+        elif r["overrides_package"]:
+            note = "imported, overrides the packaged data (the imported year wins)"
+        else:
+            note = "imported (the packaged data does not know it)"
         out.print(f"  {r['calendar']} {r['year']}: {r['holidays']} holiday(s), {r['working_days']} working day(s), "
                   f"{note}{' — ' + r['source'] if r['source'] else ''}", highlight=False)
     for c in used:
