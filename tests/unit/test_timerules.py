@@ -235,3 +235,19 @@ def test_engine_time_cache_is_per_calendar_version():
     assert eng._time_check(CN, SH, at)[0] == {"holiday"}
     assert eng._time_check(CN, SH, at, _cn_year(2027, ["2027-01-01"]))[0] == set()
     assert eng._time_check(CN, SH, at, _cn_year(2027, ["2027-01-04"]))[0] == {"holiday"}
+
+
+def test_the_shipped_us_la_pack_takes_a_governors_day_off():
+    from datetime import date
+
+    from dialguard.calendar_file import CalendarFile
+    from dialguard.calendars import Calendars, horizons
+
+    la = Policy.load("us-la")
+    chi = ("America/Chicago",)
+    gov = Calendars(1, (CalendarFile("US-LA", 2026, frozenset({date(2026, 12, 24)})),))
+    at = utc(2026, 12, 24, 18)  # Thursday 12:00 CST
+    assert "holiday" not in time_reasons(la, chi, at)[0]
+    r, why = time_reasons(la, chi, at, gov)
+    assert "holiday" in r and "not a calling day in US-LA" in why["holiday"]
+    assert horizons(la, gov) == {"US-LA": None}  # the holidays package computes every year
