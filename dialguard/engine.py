@@ -88,7 +88,7 @@ class _Context:
     cals: Calendars = NO_CALENDARS
 
 
-STALE_RETRIES = 2  # a rules switch during a decision: reload and decide again
+STALE_RETRIES = 2  # a rules or calendar switch during a decision: reload and decide again
 ABANDON = {"abandoned": "ab", "amd": "am"}
 
 
@@ -366,7 +366,7 @@ class Engine:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
             if int(res[4]) != 2:
                 break
-            # Rules changed since this node loaded them: drop every cached context.
+            # Rules or calendars changed since this node loaded them: drop every cached context.
             self._ctx_cache.clear()
         else:
             return self._unavailable(req, did, t0, "rules kept changing while deciding", now)

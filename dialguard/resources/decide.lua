@@ -15,8 +15,8 @@
 --   details: flat list of {check_id, score_ms, candidate} triples for failing
 --   count rules: the attempt whose expiry lifts the limit (-1: never).
 --   status: 0 decided, 1 replayed (same call id), 2 stale rules (nothing
---   written: the node evaluated with another rules version than the one in
---   effect; it reloads and asks again), 3 refused at the audit
+--   written: the node evaluated with another rules or calendar version than
+--   the one in effect; it reloads and asks again), 3 refused at the audit
 --   backlog ceiling (nothing written, not even the audit record).
 --   lifted: the reasons an override lifted (the decision is then an allow).
 --
