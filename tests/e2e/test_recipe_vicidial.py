@@ -1,0 +1,89 @@
+"""The VICIdial recipe (docs/VICIDIAL.md) on a reproduction of VICIdial's
+generated dialplan: a carrier entry (call_log AGI, dialguard's line, Dial) run
+by the second leg of an Originate-shaped Local channel, as AST_VDauto_dial.pl
+places its calls.
+
+The guard gets the carrier entry's campaign, the number with its country code,
+the campaign CID VICIdial put on the channel, and VICIdial's call identifier
+(the caller ID name V<date><lead id>) as the call id, so the audit joins the
+lead.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from audit import decisions
+from guard import agi_server, dialguard, numbers, render, scenario
+from sipp import run_calls
+
+_rng = random.SystemRandom()
+
+
+def vicidial_code(lead_id: int) -> str:
+    """VICIdial's caller ID name of an auto-dialed call: V, 9 digits of
+    month/day/hour/minute/second (trimmed to 9), the lead id on 10 digits."""
+    return "V" + "".join(_rng.choice("0123456789") for _ in range(9)) + f"{lead_id:010d}"
+
+
+@pytest.fixture
+async def vicidial(guard, asterisk):
+    campaign, (cid,) = await guard.campaign("vd")
+    asterisk.rx(f"dialplan set global VD_E2E_CAMPAIGN {campaign}")
+    try:
+        yield campaign, cid
+    finally:
+        asterisk.rx("dialplan set global VD_E2E_CAMPAIGN \"\"")
+
+
+def call(stack, injection: Path, workdir: Path):
+    return run_calls(injection, workdir, sip_port=stack.sip_port, agents_port=stack.agents_port,
+                     carrier_port=stack.carrier_port, caller="vicidial", rate=5, limit=5, hold_ms=200,
+                     timeout_s=60)
+
+
+def write_calls(path: Path, ok: str, dnc: str, cid: str) -> tuple[str, str]:
+    code_ok, code_dnc = vicidial_code(_rng.randrange(1, 10**8)), vicidial_code(_rng.randrange(1, 10**8))
+    render(scenario("recipe_vicidial", "calls.csv"), path, ok=ok, dnc=dnc, code_ok=code_ok,
+           code_dnc=code_dnc, cid=cid.lstrip("+"))
+    return code_ok, code_dnc
+
+
+async def test_carrier_entry_allowed_and_dnc_refused(stack, vicidial, tmp_path: Path) -> None:
+    campaign, cid = vicidial
+    ok, dnc = numbers(2)
+    dialguard("dnc", "add", dnc)
+    code_ok, code_dnc = write_calls(tmp_path / "calls.csv", ok, dnc, cid)
+
+    run = call(stack, tmp_path / "calls.csv", tmp_path)
+
+    assert run.uac.failed == 0, run.uac.describe()
+    # Allowed: the carrier gets ${EXTEN:1} (country code + number) with the approved CID.
+    (invite,) = run.invites
+    assert invite.number == "86" + ok, run.carrier.describe()
+    assert invite.from_user == cid and invite.pai_user == cid, invite
+    # Refused: no INVITE; the carrier entry ended with cause 21 (SIP 403 on the first leg).
+    assert Counter((c.number, c.outcome, c.code) for c in run.calls) == \
+        {("986" + ok, "answered", None): 1, ("986" + dnc, "rejected", 403): 1}, run.calls
+    rows = decisions(stack.pg_dsn, campaign, expect=2)
+    assert [(r["allowed"], r["reasons"], r["call_id"], r["agent"]) for r in rows] == \
+        [(True, [], code_ok, "vicidial-auto"), (False, ["dnc"], code_dnc, "vicidial-auto")], rows
+
+
+async def test_guard_down_no_call_reaches_the_carrier(stack, vicidial, tmp_path: Path) -> None:
+    campaign, cid = vicidial
+    ok, other = numbers(2)
+    write_calls(tmp_path / "calls.csv", ok, other, cid)
+    agi_server("stop")
+    try:
+        run = call(stack, tmp_path / "calls.csv", tmp_path / "down")
+    finally:
+        agi_server("start")
+
+    assert run.uac.failed == 0, run.uac.describe()
+    assert run.invites == [], run.carrier.describe()
+    assert [(c.outcome, c.code) for c in run.calls] == [("rejected", 503)] * 2, run.calls
