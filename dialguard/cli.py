@@ -45,6 +45,14 @@ from dialguard.audit import cli as audit_cli  # noqa: E402  (db, audit-ship, aud
 
 audit_cli.register(app)
 
+from dialguard import cli_install  # noqa: E402  (install asterisk)
+
+cli_install.register(app)
+
+from dialguard import cli_loadtest  # noqa: E402  (loadtest)
+
+cli_loadtest.register(app)
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
 

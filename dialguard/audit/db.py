@@ -75,5 +75,9 @@ def require_schema(conn: psycopg.Connection) -> None:
 
 
 def sql_dir() -> Path:
-    """Migration files: DIALGUARD_SQL_DIR, else sql/ of this checkout."""
-    return Path(_env("DIALGUARD_SQL_DIR", "") or Path(__file__).resolve().parents[2] / "sql")
+    """Migration files: DIALGUARD_SQL_DIR, else sql/ of this checkout, else the
+    copy an installed package carries (dialguard/sql)."""
+    if _env("DIALGUARD_SQL_DIR", ""):
+        return Path(_env("DIALGUARD_SQL_DIR", ""))
+    checkout = Path(__file__).resolve().parents[2] / "sql"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parents[1] / "sql"
