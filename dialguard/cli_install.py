@@ -7,6 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+# Own consoles (not dialguard.cli's): the CLI imports this module, never the reverse.
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(msg: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
+    raise typer.Exit(code)
 
 install_app = typer.Typer(help="Install the guard's pieces into an existing PBX.", no_args_is_help=True)
 
@@ -24,7 +35,6 @@ def install_asterisk(
     Your own files are left alone unless --yes (then only the two #include
     lines are added to extensions.conf, with a backup). Running it again
     changes nothing unless the package's dialplan changed."""
-    from dialguard.cli import fail, out
     from dialguard.install import InstallError, apply, missing_includes, plan
 
     try:

@@ -9,6 +9,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+# Own consoles (not dialguard.cli's): the CLI imports this module, never the reverse.
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(msg: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
+    raise typer.Exit(code)
 
 
 def loadtest(
@@ -29,7 +40,6 @@ def loadtest(
 ) -> None:
     """Place rate x duration calls through your PBX with SIPp; print calls/s,
     post-dial delay (and what the guard adds, with --plain) and denials."""
-    from dialguard.cli import fail, out
     from dialguard.loadtest import LoadtestError, Options, render, run
 
     try:
