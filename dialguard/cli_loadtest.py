@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 # Own consoles (not dialguard.cli's): the CLI imports this module, never the reverse.
-out = Console()
+out = Console(soft_wrap=True)  # paths and diffs stay on one line
 err = Console(stderr=True, soft_wrap=True)
 
 
