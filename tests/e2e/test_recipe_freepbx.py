@@ -61,6 +61,8 @@ async def test_route_call_allowed_and_dnc_refused(stack, freepbx, tmp_path: Path
     # Refused: no INVITE; the phone gets the guard's cause (21: SIP 403).
     assert Counter((c.number, c.outcome, c.code) for c in run.calls) == \
         {(ok, "answered", None): 1, (dnc, "rejected", 403): 1}, run.calls
+    # One decision per call: the route's first trunk (2) fails, the call moves on
+    # to trunk 1 with the same allowed attempt (no second check, no second count).
     rows = decisions(stack.pg_dsn, campaign, expect=2)
     assert [(r["allowed"], r["reasons"], r["agent"]) for r in rows] == [(True, [], ext), (False, ["dnc"], ext)], rows
     # The allowed call's outcome was reported when the channel hung up (hangup handler;
