@@ -100,3 +100,28 @@ async def test_emergency_route_is_never_guarded(stack, freepbx, tmp_path: Path) 
 
     assert [i.number for i in run.invites] == ["110"], run.carrier.describe()
     assert [(c.outcome, c.code) for c in run.calls] == [("answered", None)], run.calls
+
+
+async def test_allowed_call_is_cut_at_the_rules_maximum(stack, guard, asterisk, tmp_path: Path) -> None:
+    """The guard's maximum duration reaches FreePBX's trunk Dial (L() appended
+    to DIAL_TRUNK_OPTIONS): neither side hangs up, the PBX does."""
+    campaign, (cid,) = await guard.campaign("fpbx-max", rules=scenario("guard_max_duration", "pack.yaml"))
+    ext = str(random.SystemRandom().randrange(200000, 999999))
+    asterisk.rx(f"database put DEVICE {DEVICE}/user {ext}")
+    asterisk.rx(f"database put AMPUSER {ext}/outboundcid {cid}")
+    asterisk.rx(f"dialplan set global DIALGUARD_CAMPAIGN_ROUTE_1 {campaign}")
+    (number,) = numbers(1)
+    injection = tmp_path / "calls.csv"
+    write_injection(injection, [[number, "-", "-"]])
+    try:
+        run = run_calls(injection, tmp_path, sip_port=stack.sip_port, agents_port=stack.agents_port,
+                        carrier_port=stack.carrier_port, caller=DEVICE, rate=1, limit=1, timeout_s=20,
+                        uac_scenario=scenario("guard_max_duration", "agents_uac.xml"))
+    finally:
+        asterisk.rx("dialplan set global DIALGUARD_CAMPAIGN_ROUTE_1 \"\"")
+        asterisk.rx(f"database deltree AMPUSER/{ext}")
+
+    assert run.uac.failed == 0 and run.carrier.failed == 0, run.uac.describe()
+    (invite,) = run.invites
+    held = run.byes[invite.call_id] - run.answers[invite.call_id]
+    assert held >= 3 - 0.05, f"cut after {held:.3f}s, before the 3 s maximum"
