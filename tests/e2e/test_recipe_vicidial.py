@@ -12,6 +12,7 @@ lead.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -87,3 +88,44 @@ async def test_guard_down_no_call_reaches_the_carrier(stack, vicidial, tmp_path:
     assert run.uac.failed == 0, run.uac.describe()
     assert run.invites == [], run.carrier.describe()
     assert [(c.outcome, c.code) for c in run.calls] == [("rejected", 503)] * 2, run.calls
+
+
+async def test_originate_as_vicidial_places_it(stack, vicidial, asterisk, tmp_path: Path) -> None:
+    """The call placed the way AST_VDauto_dial.pl places it: an Originate (here
+    through ARI, the same core originate as AMI's) of Local/9<86><number>@default
+    to Exten 8368 with Callerid "V<date><lead>" <campaign CID>: the carrier entry
+    runs on the Local channel's second leg with that caller ID."""
+    import base64
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from sipp import CARRIER_UAS, Sipp, parse_uas_log
+
+    campaign, cid = vicidial
+    (number,) = numbers(1)
+    code = vicidial_code(_rng.randrange(1, 10**8))
+    params = urllib.parse.urlencode({
+        "endpoint": f"Local/986{number}@default", "context": "default", "extension": "8368", "priority": "1",
+        "callerId": f'"{code}" <{cid.lstrip("+")}>', "timeout": "30"})
+    auth = base64.b64encode(f"{stack.ari_user}:{stack.ari_password}".encode()).decode()
+    carrier = Sipp("carrier", CARRIER_UAS, tmp_path, stack.carrier_port, timeout_s=60)
+    carrier_log = tmp_path / "carrier.log"  # Sipp's -log_file: <name>.log in its workdir
+    with carrier:
+        carrier.wait_ready()
+        req = urllib.request.Request(f"{stack.ari_url}/ari/channels?{params}", method="POST",
+                                     headers={"Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200, resp.read()
+            json.loads(resp.read())
+        rows = decisions(stack.pg_dsn, campaign, expect=1)
+        deadline = time.monotonic() + 15  # 8368 hangs up 1 s after the answer: the carrier gets a BYE
+        while not (carrier_log.exists() and "BYE;" in carrier_log.read_text()):
+            assert time.monotonic() < deadline, "the originated call never ended"
+            time.sleep(0.1)
+    result = carrier.stop(grace=5.0)
+
+    (invite,) = parse_uas_log(result.log)
+    assert invite.number == "86" + number, invite
+    assert invite.from_user == cid and invite.pai_user == cid, invite
+    assert [(r["allowed"], r["call_id"]) for r in rows] == [(True, code)], rows
