@@ -12,6 +12,7 @@ lead.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,10 +26,10 @@ from sipp import run_calls
 _rng = random.SystemRandom()
 
 
-def vicidial_code(lead_id: int) -> str:
-    """VICIdial's caller ID name of an auto-dialed call: V, 9 digits of
-    month/day/hour/minute/second (trimmed to 9), the lead id on 10 digits."""
-    return "V" + "".join(_rng.choice("0123456789") for _ in range(9)) + f"{lead_id:010d}"
+def vicidial_code(lead_id: int, kind: str = "V") -> str:
+    """VICIdial's caller ID name of an auto-dialed (V) or manual (M) call: 9
+    digits of month/day/hour/minute/second (trimmed to 9), the lead id on 10 digits."""
+    return kind + "".join(_rng.choice("0123456789") for _ in range(9)) + f"{lead_id:010d}"
 
 
 @pytest.fixture
@@ -47,38 +48,43 @@ def call(stack, injection: Path, workdir: Path):
                      timeout_s=60)
 
 
-def write_calls(path: Path, ok: str, dnc: str, cid: str) -> tuple[str, str]:
-    code_ok, code_dnc = vicidial_code(_rng.randrange(1, 10**8)), vicidial_code(_rng.randrange(1, 10**8))
-    render(scenario("recipe_vicidial", "calls.csv"), path, ok=ok, dnc=dnc, code_ok=code_ok,
-           code_dnc=code_dnc, cid=cid.lstrip("+"))
-    return code_ok, code_dnc
+def write_calls(path: Path, ok: str, dnc: str, manual: str, other: str, cid: str) -> tuple[str, str, str]:
+    codes = vicidial_code(_rng.randrange(1, 10**8)), vicidial_code(_rng.randrange(1, 10**8)), \
+        vicidial_code(_rng.randrange(1, 10**8), "M")
+    render(scenario("recipe_vicidial", "calls.csv"), path, ok=ok, dnc=dnc, manual=manual, other=other,
+           code_ok=codes[0], code_dnc=codes[1], code_manual=codes[2], cid=cid.lstrip("+"))
+    return codes
 
 
 async def test_carrier_entry_allowed_and_dnc_refused(stack, vicidial, tmp_path: Path) -> None:
     campaign, cid = vicidial
-    ok, dnc = numbers(2)
+    ok, dnc, manual, other = numbers(4)
     dialguard("dnc", "add", dnc)
-    code_ok, code_dnc = write_calls(tmp_path / "calls.csv", ok, dnc, cid)
+    code_ok, code_dnc, code_manual = write_calls(tmp_path / "calls.csv", ok, dnc, manual, other, cid)
 
     run = call(stack, tmp_path / "calls.csv", tmp_path)
 
     assert run.uac.failed == 0, run.uac.describe()
     # Allowed: the carrier gets ${EXTEN:1} (country code + number) with the approved CID.
-    (invite,) = run.invites
-    assert invite.number == "86" + ok, run.carrier.describe()
-    assert invite.from_user == cid and invite.pai_user == cid, invite
+    assert sorted(i.number for i in run.invites) == sorted("86" + n for n in (ok, manual, other)), \
+        run.carrier.describe()
+    assert all(i.from_user == cid and i.pai_user == cid for i in run.invites), run.invites
     # Refused: no INVITE; the carrier entry ended with cause 21 (SIP 403 on the first leg).
     assert Counter((c.number, c.outcome, c.code) for c in run.calls) == \
-        {("986" + ok, "answered", None): 1, ("986" + dnc, "rejected", 403): 1}, run.calls
-    rows = decisions(stack.pg_dsn, campaign, expect=2)
-    assert [(r["allowed"], r["reasons"], r["call_id"], r["agent"]) for r in rows] == \
-        [(True, [], code_ok, "vicidial-auto"), (False, ["dnc"], code_dnc, "vicidial-auto")], rows
+        {("986" + ok, "answered", None): 1, ("986" + dnc, "rejected", 403): 1,
+         ("986" + manual, "answered", None): 1, ("986" + other, "answered", None): 1}, run.calls
+    rows = decisions(stack.pg_dsn, campaign, expect=4)
+    assert [(r["allowed"], r["reasons"], r["call_id"], r["agent"]) for r in rows[:3]] == \
+        [(True, [], code_ok, "vicidial-auto"), (False, ["dnc"], code_dnc, "vicidial-auto"),
+         (True, [], code_manual, "vicidial-auto")], rows
+    # A caller ID name that is not VICIdial's V/M code is not taken as the call
+    # id: the channel's uniqueid is.
+    assert rows[3]["allowed"] and re.fullmatch(r"\d+\.\d+", rows[3]["call_id"]), rows[3]
 
 
 async def test_guard_down_no_call_reaches_the_carrier(stack, vicidial, tmp_path: Path) -> None:
     campaign, cid = vicidial
-    ok, other = numbers(2)
-    write_calls(tmp_path / "calls.csv", ok, other, cid)
+    write_calls(tmp_path / "calls.csv", *numbers(4), cid)
     agi_server("stop")
     try:
         run = call(stack, tmp_path / "calls.csv", tmp_path / "down")
@@ -87,7 +93,7 @@ async def test_guard_down_no_call_reaches_the_carrier(stack, vicidial, tmp_path:
 
     assert run.uac.failed == 0, run.uac.describe()
     assert run.invites == [], run.carrier.describe()
-    assert [(c.outcome, c.code) for c in run.calls] == [("rejected", 503)] * 2, run.calls
+    assert [(c.outcome, c.code) for c in run.calls] == [("rejected", 503)] * 4, run.calls
 
 
 async def test_originate_as_vicidial_places_it(stack, vicidial, asterisk, tmp_path: Path) -> None:
