@@ -21,7 +21,7 @@ import pytest
 
 from audit import decisions
 from guard import agi_server, dialguard, numbers, render, scenario
-from sipp import run_calls
+from sipp import run_calls, write_injection
 
 _rng = random.SystemRandom()
 
@@ -136,3 +136,24 @@ async def test_originate_as_vicidial_places_it(stack, vicidial, asterisk, tmp_pa
     assert invite.number == "86" + number, invite
     assert invite.from_user == cid and invite.pai_user == cid, invite
     assert [(r["allowed"], r["call_id"]) for r in rows] == [(True, code)], rows
+
+
+async def test_allowed_call_is_cut_at_the_rules_maximum(stack, guard, asterisk, tmp_path: Path) -> None:
+    """${DIALGUARD_DIAL_OPTS} at the end of the entry's Dial options carries the
+    guard's maximum duration: neither side hangs up, the PBX does."""
+    campaign, (cid,) = await guard.campaign("vd-max", rules=scenario("guard_max_duration", "pack.yaml"))
+    asterisk.rx(f"dialplan set global VD_E2E_CAMPAIGN {campaign}")
+    (number,) = numbers(1)
+    injection = tmp_path / "calls.csv"
+    write_injection(injection, [["986" + number, vicidial_code(_rng.randrange(1, 10**8)), cid.lstrip("+")]])
+    try:
+        run = run_calls(injection, tmp_path, sip_port=stack.sip_port, agents_port=stack.agents_port,
+                        carrier_port=stack.carrier_port, caller="vicidial", rate=1, limit=1, timeout_s=20,
+                        uac_scenario=scenario("guard_max_duration", "agents_uac.xml"))
+    finally:
+        asterisk.rx("dialplan set global VD_E2E_CAMPAIGN \"\"")
+
+    assert run.uac.failed == 0 and run.carrier.failed == 0, run.uac.describe()
+    (invite,) = run.invites
+    held = run.byes[invite.call_id] - run.answers[invite.call_id]
+    assert held >= 3 - 0.05, f"cut after {held:.3f}s, before the 3 s maximum"
