@@ -39,6 +39,15 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def stack_server_settings(stack) -> dict[str, str]:
+    """The DIALGUARD_* settings the stack's own FastAGI server runs with (its
+    store, key prefix, rules, test clock, secrets...), read from its process:
+    the installed server gets the same, whatever the stack passes it."""
+    pid = int((stack.dir / "services" / "agi.pid").read_text().split()[0])
+    pairs = (item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in item)
+    return {k: v for k, v in pairs if k.startswith("DIALGUARD_")}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,8 +114,8 @@ async def test_installed_server_answers_the_pbx(installed: Path, stack, guard, a
     dialguard("dnc", "add", dnc)
     port = free_port()
     log = tmp_path / "agi.log"
-    env = clean_env() | {"DIALGUARD_TEST_CLOCK": "1", "DIALGUARD_RULES": "cn-default",
-                         "DIALGUARD_KEY_PREFIX": os.environ.get("DIALGUARD_KEY_PREFIX", "dg")}
+    env = clean_env() | stack_server_settings(stack)
+    assert env.get("DIALGUARD_TEST_CLOCK") == "1" and env.get("DIALGUARD_REDIS_URL") == stack.redis_url
     with open(log, "wb") as out:
         server = subprocess.Popen([str(installed / "dialguard-agi-server"), "--port", str(port), "--metrics-port", "0"],
                                   cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
