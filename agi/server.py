@@ -16,7 +16,9 @@ With ``metrics_port`` set (``--metrics-port``, DIALGUARD_METRICS_PORT; 0 or
 empty disables) the server also serves ``/metrics`` and ``/healthz`` over
 HTTP (:mod:`dialguard.metrics`), started and stopped with it. ``/healthz`` is
 200 when the server accepts sessions and Redis answers PING within the
-decision deadline, else 503 with the reason. Settings come from the
+decision deadline, else 503 with the reason; 200 with ``"status": "degraded"``
+and the reason when a calendar its rules use is known for 45 days or less
+(:mod:`dialguard.calendar_expiry`). Settings come from the
 environment first, then the config file (DIALGUARD_CONFIG), then defaults.
 """
 
@@ -137,7 +139,8 @@ class FastAGIServer:
 
     async def _start_metrics(self) -> None:
         srv = metrics.MetricsServer(self.metrics_host, self.metrics_port, self.health,
-                                    refresh=self.refresh_metrics, interval=self.metrics_interval)
+                                    refresh=self.refresh_metrics, interval=self.metrics_interval,
+                                    degraded=self.degraded)
         try:
             await srv.start()
         except OSError as exc:
@@ -162,6 +165,14 @@ class FastAGIServer:
             return False, str(exc)
         ok, detail = await metrics.engine_health(engine)
         return ok, (f"accepting sessions on port {self.bound_port}; {detail}" if ok else detail)
+
+    async def degraded(self) -> list[str]:
+        """/healthz still 200 but "degraded": a calendar the rules use ends within 45 days."""
+        try:
+            engine = await self.engines.get()
+        except EngineUnavailable:
+            return []  # health() already says 503
+        return await metrics.calendar_degraded(engine)
 
     async def refresh_metrics(self) -> bool:
         """Background gauges (never on the call path; never raises)."""

@@ -24,8 +24,12 @@ Using it from an adapter (the dialer does the same as ``agi/server.py``)::
     await srv.stop()
 
 ``health`` is any coroutine function returning ``(ok: bool, detail: str)``;
-``/healthz`` answers 200 ``{"ok": true, ...}`` or 503 with the detail. It is
-given 2 s; a health function that raises or times out is a 503. ``refresh`` may
+``/healthz`` answers 200 ``{"ok": true, "status": "ok", ...}`` or 503
+``{"ok": false, "status": "down", ...}`` with the detail. ``degraded`` (optional)
+is a coroutine function returning the reasons the node, though serving, needs
+an operator soon (a calendar within 45 days of its end:
+:func:`calendar_degraded`): then 200 ``{"status": "degraded", "degraded": [...]}``.
+Each is given 2 s; a health function that raises or times out is a 503. ``refresh`` may
 raise: the loop logs it and goes on. Start at most one MetricsServer per
 process (the registry is process-wide).
 """
@@ -80,6 +84,10 @@ ABANDON_RATE = Gauge("dialguard_abandon_rate", "Abandoned / live-answered calls,
                      ["campaign"], registry=REGISTRY, multiprocess_mode="mostrecent")
 UP = Gauge("dialguard_healthy", "1 when the store answers PING within the decision deadline",
            registry=REGISTRY, multiprocess_mode="mostrecent")
+CALENDAR_KNOWN = Gauge("dialguard_calendar_known_seconds",
+                       "Seconds until the end of the last day each calendar the rules use is known "
+                       "(negative once past; /healthz is degraded from 45 days before)", ["calendar"],
+                       registry=REGISTRY, multiprocess_mode="min")
 LAST_REFRESH = Gauge("dialguard_metrics_refresh_timestamp_seconds",
                      "When the store-backed gauges were last refreshed successfully (unix time)",
                      registry=REGISTRY, multiprocess_mode="max")
@@ -249,6 +257,7 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
                 LIVE_CALLS.remove(gone)
             _live_labels.clear()
             _live_labels.update(cids)
+            set_calendar_known(await calendar_status(engine))
         UP.set(1)
         ok = True
         LAST_REFRESH.set(time.time())
@@ -261,6 +270,65 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: spool backlog unreadable: %r", exc)
     return ok
+
+
+# -- calendars: until when each one the rules use is known (dialguard/calendar_expiry.py) ----
+async def policies_in_effect(engine) -> list:
+    """The node's configured rules, the published version in effect and the
+    rules of campaigns that name their own (those it has decided for)."""
+    if getattr(engine, "policy", None) is None:
+        return []  # an engine stand-in without rules (protocol tests)
+    policies = [engine.policy]
+    if getattr(engine, "versioned", False):
+        active = await engine.redis.hget(engine.keys.rules, "active")
+        if active:
+            policies.append(await engine._version(active.decode()))
+    policies.extend(getattr(engine, "_policies", {}).values())
+    return policies
+
+
+async def imported_calendar_years(engine) -> dict[str, set[int]]:
+    """Calendar code -> the years imported with `dialguard calendar import`.
+
+    Hook for the calendar store (issue 12, item 2): until it is on this node
+    nothing is imported, and the packages alone say how long a calendar is known.
+    """
+    return {}
+
+
+async def calendar_status(engine, now=None) -> list:
+    """How long every calendar the rules in effect use is known, at `now`
+    (default: the engine's clock, the test clock when set)."""
+    from dialguard.calendar_expiry import calendars_known
+
+    policies = await policies_in_effect(engine)
+    if not policies:
+        return []
+    now = now or await engine.now()
+    return calendars_known(policies, now, await imported_calendar_years(engine))
+
+
+_calendar_labels: set[str] = set()
+
+
+def set_calendar_known(known) -> None:
+    """The gauge from a calendars_known() answer; calendars no longer used are dropped."""
+    codes = {k.calendar for k in known}
+    for k in known:
+        CALENDAR_KNOWN.labels(k.calendar).set(k.seconds_left)
+    for gone in _calendar_labels - codes:
+        CALENDAR_KNOWN.remove(gone)
+    _calendar_labels.clear()
+    _calendar_labels.update(codes)
+
+
+async def calendar_degraded(engine) -> list[str]:
+    """/healthz: why this node is degraded (a calendar within 45 days of its end), or []."""
+    from dialguard.calendar_expiry import warnings
+
+    known = await calendar_status(engine)
+    set_calendar_known(known)
+    return warnings(known)
 
 
 def exposed_registry() -> CollectorRegistry:
@@ -280,13 +348,16 @@ class MetricsServer:
 
     ``health``: coroutine function -> (ok, detail). ``refresh``: coroutine
     function run every ``interval`` seconds in the background (first run at
-    start). API kept stable for every adapter (see the module docstring).
+    start). ``degraded``: coroutine function -> reasons (200 "degraded" when
+    any). API kept stable for every adapter (see the module docstring).
     """
 
     def __init__(self, host: str, port: int, health: Callable[[], Awaitable[tuple[bool, str]]],
-                 refresh: Callable[[], Awaitable[object]] | None = None, interval: float = 5.0):
+                 refresh: Callable[[], Awaitable[object]] | None = None, interval: float = 5.0,
+                 degraded: Callable[[], Awaitable[list[str]]] | None = None):
         self.host, self.port = host, port
         self.health = health
+        self.degraded = degraded
         self.refresh = refresh
         self.interval = interval
         self._runner = None
@@ -306,7 +377,16 @@ class MetricsServer:
                 ok, why = await asyncio.wait_for(self.health(), 2.0)
             except Exception as exc:  # noqa: BLE001
                 ok, why = False, f"health check failed: {exc!r}"
-            return web.json_response({"ok": ok, "detail": why, "time": time.time()}, status=200 if ok else 503)
+            body = {"ok": ok, "status": "ok" if ok else "down", "detail": why, "time": time.time()}
+            if ok and self.degraded is not None:
+                # still serving (200), but something needs an operator soon
+                try:
+                    reasons = await asyncio.wait_for(self.degraded(), 2.0)
+                except Exception as exc:  # noqa: BLE001
+                    reasons = [f"degraded check failed: {exc!r}"]
+                if reasons:
+                    body.update(status="degraded", degraded=list(reasons))
+            return web.json_response(body, status=200 if ok else 503)
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)
