@@ -288,12 +288,18 @@ async def policies_in_effect(engine) -> list:
 
 
 async def imported_calendar_years(engine) -> dict[str, set[int]]:
-    """Calendar code -> the years imported with `dialguard calendar import`.
+    """Calendar code -> the years of the calendar version in effect (`dialguard
+    calendar import`): imported years extend how long a calendar is known.
 
-    Hook for the calendar store (issue 12, item 2): until it is on this node
-    nothing is imported, and the packages alone say how long a calendar is known.
+    Reads ``engine.calendars()`` (the active calendar version: ``codes`` and
+    ``years(code)``, dialguard/calendars.py); an engine without imported
+    calendars has none, and the packages alone say how long a calendar is known.
     """
-    return {}
+    get = getattr(engine, "calendars", None)
+    if get is None:
+        return {}
+    cals = await get()
+    return {code: set(cals.years(code)) for code in cals.codes}
 
 
 async def calendar_status(engine, now=None) -> list:

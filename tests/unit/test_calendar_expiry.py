@@ -182,3 +182,28 @@ async def test_down_is_not_degraded():
         assert r.status == 503 and body["status"] == "down" and "degraded" not in body
     finally:
         await srv.stop()
+
+
+async def test_imported_years_of_the_calendar_version_in_effect_extend_the_gauge():
+    """metrics.calendar_status reads the active calendar version (engine.calendars():
+    codes, years(code)); an imported next year moves the end by that year."""
+
+    class _Imported:
+        codes = ["CN", "US-LA"]
+
+        def years(self, code):
+            return {"CN": [CN_LAST + 1], "US-LA": [2026]}[code]
+
+    eng = _Engine(CN_END - timedelta(days=44))
+
+    async def calendars():
+        return _Imported()
+
+    assert await metrics.imported_calendar_years(eng) == {}  # no calendar store: the packages alone
+    [before] = await metrics.calendar_status(eng)
+    eng.calendars = calendars
+    assert await metrics.imported_calendar_years(eng) == {"CN": {CN_LAST + 1}, "US-LA": {2026}}
+    [after] = await metrics.calendar_status(eng)
+    assert before.warn and not after.warn and after.last_day == date(CN_LAST + 1, 12, 31)
+    assert after.seconds_left - before.seconds_left == (date(CN_LAST + 2, 1, 1) - date(CN_LAST + 1, 1, 1)).days * DAY
+    assert await metrics.calendar_degraded(eng) == []
