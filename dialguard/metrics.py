@@ -257,7 +257,6 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
                 LIVE_CALLS.remove(gone)
             _live_labels.clear()
             _live_labels.update(cids)
-            set_calendar_known(await calendar_status(engine))
         UP.set(1)
         ok = True
         LAST_REFRESH.set(time.time())
@@ -265,6 +264,12 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
         log.warning("metrics refresh failed: %r", exc)
         UP.set(0)
         ok = False
+    if ok:
+        try:  # rules that cannot be read say nothing about the store: logged, not "unhealthy"
+            async with asyncio.timeout(timeout):
+                set_calendar_known(await calendar_status(engine))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("metrics: calendars unknown: %r", exc)
     try:  # the spool is local: readable whatever Redis does
         _refresh_spool(getattr(engine, "spool", None))
     except Exception as exc:  # noqa: BLE001

@@ -207,3 +207,71 @@ async def test_imported_years_of_the_calendar_version_in_effect_extend_the_gauge
     assert before.warn and not after.warn and after.last_day == date(CN_LAST + 1, 12, 31)
     assert after.seconds_left - before.seconds_left == (date(CN_LAST + 2, 1, 1) - date(CN_LAST + 1, 1, 1)).days * DAY
     assert await metrics.calendar_degraded(eng) == []
+
+
+async def test_unreadable_rules_do_not_make_the_store_unhealthy_and_healthz_says_degraded():
+    """An active rules version this node cannot read: the store still answers
+    (dialguard_healthy 1), the calendar gauge is not refreshed, and /healthz
+    (still 200: the node decides, denying under those rules) is degraded with the reason."""
+
+    class _Pipe:
+        def __init__(self):
+            self.n = 0
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+        def hvals(self, key):
+            self.n += 1
+
+        async def execute(self):
+            return [[] for _ in range(self.n)]
+
+    class _Redis:
+        async def ping(self):
+            return True
+
+        async def xlen(self, key):
+            return 0
+
+        def pipeline(self, transaction=False):
+            return _Pipe()
+
+        async def hget(self, key, field):
+            return b"7"  # rules version 7 is in effect
+
+    class _Keys:
+        audit, rules = "a", "r"
+
+        def pool(self, campaign):
+            return f"p:{campaign}"
+
+    eng = _Engine(CN_END - timedelta(days=100))
+    eng.versioned, eng.redis, eng.keys, eng.timeout = True, _Redis(), _Keys(), 0.2
+    eng.spool = None
+
+    async def unreadable(version):
+        raise RuntimeError(f"rules version {version} unusable")
+
+    eng._version = unreadable
+    metrics.CALENDAR_KNOWN.labels("CN").set(123.0)
+    assert await metrics.refresh_from_engine(eng) is True
+    assert metrics.REGISTRY.get_sample_value("dialguard_healthy") == 1
+    assert metrics.REGISTRY.get_sample_value("dialguard_calendar_known_seconds", {"calendar": "CN"}) == 123.0
+
+    async def health():
+        return True, "store answers"
+
+    srv = metrics.MetricsServer("127.0.0.1", 0, health, degraded=lambda: metrics.calendar_degraded(eng))
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{srv.bound_port}/healthz") as r:
+                body = await r.json()
+        assert r.status == 200 and body["status"] == "degraded", body
+        assert "rules version 7 unusable" in body["degraded"][0]
+    finally:
+        await srv.stop()
