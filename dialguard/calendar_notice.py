@@ -35,7 +35,6 @@ _ITEM = re.compile(r"^\s*[一二三四五六七八九十]{1,3}\s*、\s*([^:]{1,3
 _STRAY = re.compile(r"\d{1,2}月\d{1,2}日\s*(?:\([^)]*(?:周|星期|礼拜)|放假|上班|补休|调休)")
 
 _DATE = r"(?:(\d{4})年)?(?:(\d{1,2})月)?(\d{1,2})日(?:\(([^)]*)\))?"
-_DATE_RE = re.compile(_DATE)
 _RANGE_SEP = r"(?:至|到|—|–|-|~)"
 _SPAN = re.compile(rf"{_DATE}(?:{_RANGE_SEP}{_DATE})?")
 # One clause: a list of days or ranges, then what happens on them.
@@ -162,12 +161,12 @@ class _Reader:
             m = _CLAUSE.match(clause)
             if m:
                 days = self.spans(m.group("days"))
+                if m.group("n") and int(m.group("n")) != len(days):
+                    self.fail(f"{m.group('n')}天 but {len(days)} day(s) listed")
                 if m.group("action") == "上班":
                     worked = True
                     self.add(days, working=True)
                 else:
-                    if m.group("n") and int(m.group("n")) != len(days):
-                        self.fail(f"{m.group('n')}天 but {len(days)} day(s) listed")
                     off.extend(days)
                     self.add(days, working=False)
                 continue
@@ -196,6 +195,13 @@ class _Reader:
 def _read(text: str, year: int | None) -> _Reader:
     if not isinstance(text, str):
         raise CalendarFileError("the notice must be text")
+    if year is not None:
+        try:
+            titled = notice_year(text)
+        except CalendarFileError:
+            titled = year  # items pasted without the title: the caller says which year
+        if titled != year:
+            raise CalendarFileError(f"the notice is about {titled}, not {year}")
     r = _Reader(year or notice_year(text))
     items = 0
     for r.lineno, r.raw in enumerate(text.splitlines(), start=1):

@@ -86,6 +86,8 @@ def test_year_from_title_or_argument():
     assert parse_cn_notice(items, year=2026).holidays == {date(2026, 1, d) for d in (1, 2, 3)}
     with pytest.raises(CalendarFileError, match="no year found"):
         parse_cn_notice(items)
+    with pytest.raises(CalendarFileError, match="about 2025, not 2026"):
+        parse_cn_notice(notice(2025), year=2026)
 
 
 # The 2023 notice (国办发明电〔2022〕16号, 2022-12-08) starts its New Year holiday in 2022.
@@ -152,6 +154,11 @@ def test_unknown_text_in_parentheses_refused():
 def test_impossible_date_refused():
     text = notice(2026).replace("2月28日(周六)上班", "2月30日(周六)上班")
     refused(text, "2月30日", "2026年2月30日 is not a date")
+
+
+def test_one_day_count_mismatch_refused():
+    text = notice(2025).replace("1月1日(周三)放假1天", "1月1日(周三)放假2天")
+    refused(text, "放假2天", "2天 but 1 day")
 
 
 def test_count_mismatch_refused():
