@@ -275,3 +275,30 @@ async def test_unreadable_rules_do_not_make_the_store_unhealthy_and_healthz_says
         assert "rules version 7 unusable" in body["degraded"][0]
     finally:
         await srv.stop()
+
+
+async def test_dialer_healthz_is_degraded_too():
+    """The dialer's /healthz (ari_app/main.py): 200 "degraded" at 44 days before the end."""
+    from types import SimpleNamespace
+
+    from ari_app.main import metrics_server
+
+    async def select_one(sql):
+        return {"ok": 1}
+
+    dialer = SimpleNamespace(ari=SimpleNamespace(healthy=True), store=SimpleNamespace(_one=select_one),
+                             campaigns={})
+    eng = _Engine(CN_END - timedelta(days=46))
+    srv = metrics_server(dialer, eng, 0)
+    srv.refresh = None  # the store-backed gauges are not what this test is about
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{srv.bound_port}/healthz") as r:
+                assert r.status == 200 and (await r.json())["status"] == "ok"
+            eng.at = CN_END - timedelta(days=44)
+            async with s.get(f"http://127.0.0.1:{srv.bound_port}/healthz") as r:
+                body = await r.json()
+        assert r.status == 200 and body["status"] == "degraded" and "calendar CN" in body["degraded"][0]
+    finally:
+        await srv.stop()
