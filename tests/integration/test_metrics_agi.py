@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
@@ -352,10 +352,14 @@ async def test_workers_stop_gracefully_and_a_dead_worker_is_replaced(own_redis, 
 async def test_calendar_gauge_and_degraded_health_follow_the_rules_clock(own_redis, tmp_path):
     """cn-default's calendar (chinesecalendar) ends on 31 December of its last
     year: 46 days before, /healthz is ok; at 44 days it is degraded (still 200)
-    and the gauge says 44 days, read from the server's test clock, not the wall clock."""
+    and the gauge says 44 days, read from the server's test clock, not the wall
+    clock; an imported next year (the calendar store) extends both by that year."""
     from zoneinfo import ZoneInfo
 
     from chinese_calendar import constants
+
+    from dialguard.calendar_file import CalendarFile
+    from dialguard.calendars import CalendarStore
 
     last = max(d.year for d in constants.holidays)
     end = datetime(last + 1, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
@@ -383,6 +387,14 @@ async def test_calendar_gauge_and_degraded_health_follow_the_rules_clock(own_red
         status, body = await healthz(mport)
         assert status == 200 and body["status"] == "degraded" and "known only until" in body["degraded"][0]
         assert await wait_for(gauge_is, args=(-1,))
+        # the operator imports the next year (dialguard calendar import): known one year longer
+        await eng.set_test_clock(end - timedelta(days=44))
+        nxt = CalendarFile("CN", last + 1, frozenset({date(last + 1, 1, 1)}), source="test")
+        await CalendarStore(eng.redis, eng.keys).import_file(nxt, why="test")
+        status, body = await healthz(mport)
+        assert status == 200 and body["status"] == "ok", body
+        year = (date(last + 2, 1, 1) - date(last + 1, 1, 1)).days
+        assert await wait_for(gauge_is, args=(44 + year,)), "an imported year did not extend the gauge"
     finally:
         await eng.close()
         assert stop(proc) == 0
