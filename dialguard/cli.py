@@ -77,7 +77,7 @@ def simulate(scenario: Path = typer.Argument(..., help="Scenario YAML (SPEC §5)
     try:
         asyncio.run(run_scenario(sc, policy, emit=lambda line: print(line, flush=True)))
     except (RedisError, OSError) as exc:
-        fail(f"Redis unreachable at {Settings().redis_url}: {exc} (start it with `make up` "
+        fail(f"Redis unreachable at {Settings().redis_where()}: {exc} (start it with `make up` "
              f"or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 
