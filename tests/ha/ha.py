@@ -74,12 +74,23 @@ def wait_new_primary(settings: Settings, old_port: int, timeout: float = 30) -> 
     raise AssertionError(f"no failover within {timeout}s (primary still {primary(settings)})")
 
 
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().split()[0]), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def restore(settings: Settings, timeout: float = 60) -> None:
     """Start what is down again with `make up`'s script: the killed node comes
     back as a replica of the new primary; wait until the Sentinels see it."""
+    down = [d for d in ("redis", "redis-replica", "redis-replica2")
+            if not _alive(stack_dir() / d / "redis.pid")]
     env = dict(os.environ)
-    subprocess.run([str(REPO / "scripts" / "stack-up.sh")], env=env, check=True, timeout=300,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if down:
+            subprocess.run([str(REPO / "scripts" / "stack-up.sh")], env=env, check=True, timeout=300,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     end = time.monotonic() + timeout
     host, port = primary(settings)
     while time.monotonic() < end:
