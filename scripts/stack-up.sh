@@ -260,6 +260,8 @@ write_env() {
       echo "export DIALGUARD_REDIS_HA=1"
       echo "export DIALGUARD_REDIS_SENTINELS=$(q "$REDIS_SENTINELS")"
       echo "export DIALGUARD_REDIS_MASTER=$(q "$REDIS_MASTER")"
+      # An ALLOW waits until a replica has its reservation (no over-admission across a failover).
+      echo "export DIALGUARD_REDIS_WAIT_REPLICAS=$(q "${DIALGUARD_REDIS_WAIT_REPLICAS:-1}")"
       echo "export DIALGUARD_REDIS_REPLICA_PORT=$(q "$REDIS_REPLICA_PORT")"
       echo "export DIALGUARD_REDIS_REPLICA2_PORT=$(q "$REDIS_REPLICA2_PORT")"
       echo "export DIALGUARD_SENTINEL_PORT=$(q "$SENTINEL_PORT")"

@@ -18,3 +18,13 @@ def ha_settings():
         pytest.fail("no Sentinel names a primary: is the HA stack up?")
     yield s
     ha.restore(s)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The HA tests need the whole stack answering, as the e2e tests do."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(here):
+            item.add_marker(pytest.mark.e2e)
