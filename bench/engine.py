@@ -16,7 +16,10 @@ moves much less than ops/s when other work shares the machine. Last line: the
 ratio at concurrency 16. With --wait N (needs replicas: the DIALGUARD_REDIS_HA=1
 stack), the engine runs again with DIALGUARD_REDIS_WAIT_REPLICAS=N and prints
 what waiting for the replicas' acknowledgement of every ALLOW costs (p50, p99,
-ops/s side by side). Targets on the 2-core dev machine:
+ops/s side by side). --ceiling adds redis-benchmark EVALSHA pipelined 16 deep:
+what one Redis core can decide when the client costs next to nothing (the
+traffic at which a single primary stops being enough, docs/OPERATIONS.md).
+Targets on the 2-core dev machine:
 >= 10,000 decisions/s per process at concurrency 16 with p99 <= 2 ms.
 """
 
@@ -90,7 +93,7 @@ async def run_engine(engine: Engine, concurrency: int, seconds: float, repeat: f
     return count / wall, statistics.median(lat), pct(lat, 0.99), cpu / max(count, 1) * 1e6, denies / max(count, 1)
 
 
-def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int):
+def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int, pipeline: int = 1):
     """EVALSHA of decide.lua with the plan the engine builds; numbers randomized."""
     exe = shutil.which("redis-benchmark")
     if not exe:
@@ -111,7 +114,7 @@ def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int
 
         host, port = Sentinel(settings.sentinel_addrs()).discover_master(settings.redis_master)
     cmd = [exe, "-h", host, "-p", str(port), "-n", str(n), "-c", str(concurrency),
-           "-r", "100000000", "-q", "--csv", "EVALSHA", scripts.DECIDE.sha, str(len(keys)), *keys, *plan.args()]
+           "-r", "100000000", "-P", str(pipeline), "-q", "--csv", "EVALSHA", scripts.DECIDE.sha, str(len(keys)), *keys, *plan.args()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     # CSV: "test","rps","avg_latency_ms","min","p50","p95","p99","max"
     rows = [r for r in out.splitlines() if r.startswith('"EVALSHA')]
@@ -127,6 +130,8 @@ async def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--shadow", action="store_true", help="also measure with shadow rules published")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also redis-benchmark EVALSHA pipelined (-P 16): one Redis core's ceiling")
     ap.add_argument("--wait", type=int, default=0,
                     help="also measure with an ALLOW waiting for this many replicas (WAIT)")
     ap.add_argument("--repeat", type=float, default=0.0,
@@ -182,6 +187,11 @@ async def main():
             rps, p50, p99 = redis_benchmark(engine, settings, c, n=max(20000, int(results[c] * args.seconds)))
             ceilings[c] = rps
             print(f"{'redis-benchmark EVALSHA':<28}{c:>6}{rps:>12,.0f}{p50:>10.3f}{p99:>10.3f}", flush=True)
+        if args.ceiling:
+            # Pipelined: the client's cost almost gone, what one Redis core can decide.
+            rps, p50, p99 = redis_benchmark(engine, settings, 16, n=200000, pipeline=16)
+            print(f"{'redis-benchmark EVALSHA -P 16':<28}{16:>6}{rps:>12,.0f}{p50:>10.3f}{p99:>10.3f}"
+                  "   (one Redis core's decision ceiling)", flush=True)
     finally:
         await _drop_namespace(engine.redis, prefix)
         await engine.close()
