@@ -163,6 +163,8 @@ class Engine:
             fast = None
         engine = cls(redis, settings, policy, **kw)
         engine.fast = fast
+        if settings.redis_wait_replicas and fast is None:  # WAIT needs the connection that wrote
+            log.warning("DIALGUARD_REDIS_WAIT_REPLICAS is ignored by an engine given its own Redis client")
         from dialguard.audit.spool import Spool  # the engine needs no audit import otherwise
 
         engine.spool = Spool.from_settings(settings, prefix=engine.keys.prefix)
