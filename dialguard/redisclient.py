@@ -23,8 +23,9 @@ few) connections and pipelines every concurrent request on them:
 - EVALSHA answered with NOSCRIPT (Redis restarted, SCRIPT FLUSH, failover) is
   retried once as EVAL of the source, which also caches the script again;
 - with Sentinels (`sentinels=`, `master=`) every connect asks them for the
-  primary (SENTINEL GET-MASTER-ADDR-BY-NAME, the Sentinel that answered last
-  asked first) and checks with ROLE that the node is a primary; an answer
+  primary (SENTINEL GET-MASTER-ADDR-BY-NAME; the Sentinel that answered last
+  asked first, those that failed last; each gets its share of the connect
+  budget, so a silent one cannot use it up) and checks with ROLE that the node is a primary; an answer
   -READONLY, -LOADING or -MASTERDOWN (a demoted primary, a replica still
   loading) fails that request and drops the connection, so the next request
   asks the Sentinels again. Nothing is retried on another node: a failed
@@ -287,23 +288,35 @@ class RedisClient:
         if self.sentinel_password:
             hello.append(("AUTH", self.sentinel_username, self.sentinel_password) if self.sentinel_username
                          else ("AUTH", self.sentinel_password))
-        problems = []
-        for k, (host, port) in enumerate(list(self.sentinels)):
-            conn = _Conn(self)
-            try:
-                await self._open(conn, host, port, hello, deadline)
-                r = await conn.send(_pack(("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master)), deadline)
-            except (OSError, TimeoutError) as exc:
-                problems.append(f"{host}:{port}: {exc!r}")
-                continue
-            finally:
-                conn.close()
-            if isinstance(r, _ReplyError) or not r:
-                problems.append(f"{host}:{port}: {r or 'does not know master ' + repr(self.master)}")
-                continue
-            if k:  # ask this one first next time
-                self.sentinels.insert(0, self.sentinels.pop(k))
-            return r[0].decode(), int(r[1])
+        problems, failed = [], []
+        order = list(self.sentinels)
+        try:
+            for k, (host, port) in enumerate(order):
+                # Each Sentinel gets its share of what is left, so one that does not
+                # answer at all (its host gone) cannot use up the whole budget.
+                now = self._loop.time()
+                mine = now + (deadline - now) / (len(order) - k)
+                conn = _Conn(self)
+                try:
+                    async with asyncio.timeout_at(mine):
+                        await self._open(conn, host, port, hello, mine)
+                        r = await conn.send(_pack(("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master)), mine)
+                except (OSError, TimeoutError) as exc:
+                    problems.append(f"{host}:{port}: {exc!r}")
+                    failed.append((host, port))
+                    continue
+                finally:
+                    conn.close()
+                if isinstance(r, _ReplyError) or not r:
+                    problems.append(f"{host}:{port}: {r or 'does not know master ' + repr(self.master)}")
+                    failed.append((host, port))
+                    continue
+                # Ask this one first next time, the ones that failed last.
+                self.sentinels = [(host, port)] + [a for a in order if a != (host, port) and a not in failed] + failed
+                return r[0].decode(), int(r[1])
+        finally:
+            if len(failed) == len(order):
+                self.sentinels = order
         raise RedisConnectionError(f"no Sentinel named the primary {self.master!r}: {'; '.join(problems)}")
 
     async def _connect(self, i: int) -> _Conn:

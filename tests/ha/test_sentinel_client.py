@@ -106,3 +106,23 @@ async def test_unknown_master_name_fails_closed(ha_settings):
             await c.execute("PING")
     finally:
         await c.close()
+
+
+async def test_a_silent_sentinel_does_not_block_discovery(ha_settings):
+    """The first Sentinel listed accepts nothing (its host gone: a listening socket
+    that never answers): the others are asked within the same connect budget, and
+    the silent one is asked last from then on."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(0)  # connects may complete in the backlog; nothing is ever read
+    addr = silent.getsockname()
+    c = RedisClient("redis://127.0.0.1:1/0", timeout=0.5, connect_timeout=0.5,
+                    sentinels=[addr, *ha_settings.sentinel_addrs()], master=ha_settings.redis_master)
+    try:
+        assert (await c.execute("ROLE"))[0] == b"master"
+        assert c.sentinels[-1] == addr and c.sentinels[0] != addr
+    finally:
+        await c.close()
+        silent.close()
