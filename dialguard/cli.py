@@ -77,7 +77,7 @@ def simulate(scenario: Path = typer.Argument(..., help="Scenario YAML (SPEC §5)
     try:
         asyncio.run(run_scenario(sc, policy, emit=lambda line: print(line, flush=True)))
     except (RedisError, OSError) as exc:
-        fail(f"Redis unreachable at {Settings().redis_url}: {exc} (start it with `make up` "
+        fail(f"Redis unreachable at {Settings().redis_where()}: {exc} (start it with `make up` "
              f"or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 
@@ -218,13 +218,12 @@ def _calendar_state(cal) -> str:
     code = code_of(cal)
     try:
         async def imported():
-            import redis.asyncio as aioredis
-
+            from dialguard import redisconn
             from dialguard.calendars import CalendarStore
             from dialguard.keys import Keys
 
             settings = Settings()
-            r = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+            r = redisconn.async_redis(settings, max_connections=2, timeout=1)
             try:
                 return await CalendarStore(r, Keys(settings.key_prefix, settings.hash_secret)).current()
             finally:

@@ -65,7 +65,7 @@ def _run(coro_fn, rules: str | None = None):
     except DncDbUnavailable as exc:
         _fail(str(exc), EXIT_UNAVAILABLE)
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_url}: {exc} (start it with `make up` "
+        _fail(f"Redis unreachable at {settings.redis_where()}: {exc} (start it with `make up` "
               "or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 

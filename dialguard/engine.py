@@ -19,10 +19,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from dialguard import metrics, scripts
+from dialguard import metrics, redisconn, scripts
 from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
@@ -105,6 +104,11 @@ def _est_json(est) -> str:
     return f'"est":{_encode(sorted(est))},' if est else ""
 
 
+def _allowed(res) -> bool:
+    """decide.lua's reply is an ALLOW (its first element)."""
+    return isinstance(res, list) and bool(res) and res[0] == 1
+
+
 def parse_time(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if t.tzinfo is None:
@@ -152,17 +156,15 @@ class Engine:
         policy = policy or Policy.load(settings.rules)
         if redis is None:
             t = settings.redis_timeout_ms / 1000
-            # A bounded pool: a burst of calls queues for a connection (within the
-            # decision deadline) instead of opening hundreds of sockets at once.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=settings.redis_pool_size, timeout=max(t, 0.05),
-                socket_timeout=max(t, 0.05), socket_connect_timeout=max(t, 0.05))
-            redis = aioredis.Redis(connection_pool=pool)
-            fast = RedisClient(settings.redis_url, timeout=t, connect_timeout=max(t, 0.05))
+            # One URL or the primary Sentinel names (dialguard/redisconn.py).
+            redis = redisconn.async_redis(settings, max_connections=settings.redis_pool_size, timeout=max(t, 0.05))
+            fast = redisconn.fast_client(settings, timeout=t, connect_timeout=max(t, 0.05))
         else:
             fast = None
         engine = cls(redis, settings, policy, **kw)
         engine.fast = fast
+        if settings.redis_wait_replicas and fast is None:  # WAIT needs the connection that wrote
+            log.warning("DIALGUARD_REDIS_WAIT_REPLICAS is ignored by an engine given its own Redis client")
         from dialguard.audit.spool import Spool  # the engine needs no audit import otherwise
 
         engine.spool = Spool.from_settings(settings, prefix=engine.keys.prefix)
@@ -355,8 +357,19 @@ class Engine:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
             policy = ctx.policy
             plan, why = self._plan(req, ctx, info, did, now)
+            acked = None
             try:
-                if self.fast is not None:
+                if self.fast is not None and self.settings.redis_wait_replicas:
+                    # An ALLOW waits until a replica has its reservation: a failover
+                    # then cannot forget an attempt the caller was told to place.
+                    w0 = time.perf_counter()
+                    res, acked = await self.fast.evalsha_acked(
+                        scripts.DECIDE, plan.keys, plan.args(), deadline=deadline,
+                        replicas=self.settings.redis_wait_replicas, wait_ms=self.settings.redis_wait_ms,
+                        need=_allowed)
+                    if acked is not None:
+                        metrics.observe_replica_wait(time.perf_counter() - w0)
+                elif self.fast is not None:
                     res = await self.fast.evalsha(scripts.DECIDE, plan.keys, plan.args(), deadline=deadline)
                 else:
                     async with asyncio.timeout_at(deadline):
@@ -372,6 +385,18 @@ class Engine:
             return self._unavailable(req, did, t0, "rules kept changing while deciding", now)
 
         allowed, lua_reasons, details, chosen, status, rdid, lifted = res
+        if acked is not None and acked < self.settings.redis_wait_replicas:
+            # The reservation is on the primary only: a failover now could lose it.
+            # Deny (fail closed); the reservation stays counted, which over-counts
+            # (safe). The audit stream has the allow record of `rdid`; the spool gets
+            # the deny the caller saw, under its own id, naming that record.
+            rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
+            metrics.observe_replica_unacked()
+            log.warning("decide %s: %d of %d replicas acknowledged within %d ms: denied",
+                        rdid, acked, self.settings.redis_wait_replicas, self.settings.redis_wait_ms)
+            return self._unavailable(
+                req, new_id(), t0, f"reservation {rdid} not acknowledged by {self.settings.redis_wait_replicas} "
+                f"replica(s) within {self.settings.redis_wait_ms} ms", now)
         if int(status) == 3:  # refused at the audit backlog ceiling: the stream has no record of it
             self._spool_unrecorded(req, did, now, "audit backlog ceiling")
         chosen = chosen.decode() if isinstance(chosen, bytes) else chosen

@@ -68,6 +68,14 @@ LATENCY = Histogram("dialguard_decision_latency_seconds", "Time to decide",
                     registry=REGISTRY)
 REDIS_ERRORS = Counter("dialguard_redis_errors_total", "Decisions that found the store unavailable",
                        registry=REGISTRY)
+# DIALGUARD_REDIS_WAIT_REPLICAS: the decision plus WAIT for the replicas (an ALLOW
+# only), and the ALLOWs turned into denials because too few replicas acknowledged.
+REPLICA_WAIT = Histogram("dialguard_replica_wait_seconds",
+                         "Decision script plus WAIT for the replicas' acknowledgement (ALLOWs only)",
+                         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+                         registry=REGISTRY)
+REPLICA_UNACKED = Counter("dialguard_replica_unacked_total",
+                          "ALLOWs denied because too few replicas acknowledged in time", registry=REGISTRY)
 
 # -- gauges refreshed from the store -----------------------------------------------------
 AUDIT_BACKLOG = Gauge("dialguard_audit_backlog", "Audit records waiting in Redis for PostgreSQL",
@@ -131,6 +139,15 @@ def observe(decision) -> None:
         if r == "guard_unavailable":
             REDIS_ERRORS.inc()
     LATENCY.observe(decision.latency_ms / 1000)
+
+
+def observe_replica_wait(seconds: float) -> None:
+    """One ALLOW's decision script + WAIT round trip."""
+    REPLICA_WAIT.observe(seconds)
+
+
+def observe_replica_unacked() -> None:
+    REPLICA_UNACKED.inc()
 
 
 def set_abandon_rate(campaign: str, value: float) -> None:
