@@ -32,10 +32,19 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
                       parse_request: RequestParser = p.fastagi_request,
                       fields: dict | None = None,
                       max_line_bytes: int = p.MAX_LINE_BYTES,
-                      max_env_lines: int = p.MAX_ENV_LINES) -> dict:
+                      max_env_lines: int = p.MAX_ENV_LINES,
+                      env_timeout_s: float | None = None,
+                      on_env: Callable[[], None] | None = None,
+                      quiet_before_env: bool = False) -> dict:
+    """`env_timeout_s`: the environment block must be complete within this
+    (Asterisk sends it at once; an idle or slow peer is cut off early), then
+    the session has the rest of `timeout_s`. `on_env`: called once it is.
+    `quiet_before_env`: a session that ends before its environment block is
+    not logged here (the FastAGI server counts those in one line a second)."""
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     deadline = loop.time() + timeout_s
+    env_deadline = deadline if env_timeout_s is None else min(deadline, loop.time() + env_timeout_s)
     fields = fields if fields is not None else {}
     fields.setdefault("event", "agi_session")
     session = AGISession(reader, writer, max_line_bytes=max_line_bytes, max_env_lines=max_env_lines)
@@ -44,9 +53,13 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
         # rates); ctx tells which step it cut short.
         ctx = None
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(env_deadline) as cut:
                 # 1. The environment block and the request it names.
                 env = await session.read_env()
+                if env_deadline != deadline:
+                    cut.reschedule(deadline)
+                if on_env is not None:
+                    on_env()
                 request = parse_request(env)
                 fields.update(script=request.name, channel=env.get("agi_channel"),
                               uniqueid=env.get("agi_uniqueid"))
@@ -88,6 +101,9 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
         fields["hungup"] = session.hungup
         fields["commands"] = session.commands_sent
         fields["duration_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        level = logging.INFO if fields.get("outcome") in (
-            "allow", "deny", "reported", "recorded", "skipped") else logging.WARNING
-        log.log(level, "agi session %s", fields.get("outcome"), extra={"fields": dict(fields)})
+        # before its environment block, a quiet session is counted by the caller
+        # instead (a flood of idle connections logs one line a second)
+        if not (quiet_before_env and not session.env):
+            level = logging.INFO if fields.get("outcome") in (
+                "allow", "deny", "reported", "recorded", "skipped") else logging.WARNING
+            log.log(level, "agi session %s", fields.get("outcome"), extra={"fields": dict(fields)})

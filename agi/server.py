@@ -38,6 +38,7 @@ from dialguard.config import _env as _config_value
 
 from . import protocol as p
 from .engines import EngineProvider, EngineUnavailable, load_factory
+from .flood import Conn, ConnTable, CountLog
 from .handlers import Handler, Options, load_builtin
 from .logs import setup_logging
 from .runner import run_session
@@ -72,13 +73,20 @@ class FastAGIServer:
                  options: Options | None = None, handlers: dict[str, Handler] | None = None,
                  max_line_bytes: int = p.MAX_LINE_BYTES, max_env_lines: int = p.MAX_ENV_LINES,
                  metrics_host: str = DEFAULT_HOST, metrics_port: int | None = None,
-                 metrics_interval: float = 5.0, sock=None):
+                 metrics_interval: float = 5.0, sock=None, env_timeout: float = 2.0,
+                 max_pending_per_source: int = 500):
         self.engines = engines
         self.host = host
         self.port = port
         self.allow = parse_networks(allow)
         self.session_timeout = session_timeout
         self.max_sessions = max_sessions
+        # A flood of idle connections (agi/flood.py): the environment block within
+        # env_timeout, the oldest without one closed first when the table is full,
+        # at most max_pending_per_source without one per address.
+        self.env_timeout = min(env_timeout, session_timeout)
+        self.table = ConnTable(max_sessions, max_pending_per_source)
+        self.flood_log = CountLog(log, "agi connections not served (last second)")
         self.options = options or Options()
         self.handlers = handlers if handlers is not None else load_builtin()
         self.max_line_bytes = max_line_bytes
@@ -87,7 +95,7 @@ class FastAGIServer:
         self._active: set[asyncio.Task] = set()
         self._closing = False
         self._bound_port: int | None = None
-        self.stats = {"sessions": 0, "refused": 0}
+        self.stats = {"sessions": 0, "refused": 0, "evicted": 0}
         self.metrics_host = metrics_host
         self.metrics_port = metrics_port  # None or 0: no HTTP endpoint
         self.metrics_interval = metrics_interval
@@ -192,15 +200,20 @@ class FastAGIServer:
             refused = "shutting down"
         elif not self.allowed(peer_host):
             refused = "client address not allowed"
-        elif len(self._active) >= self.max_sessions:
-            refused = "too many sessions"
+        else:
+            ok, victims = self.table.admit(peer_host)
+            for victim, why in victims:
+                self._evict(victim, why)
+            if not ok:
+                refused = "too many sessions"
         if refused:
             self.stats["refused"] += 1
             metrics.observe_agi_refused(_REFUSED[refused])
-            fields.update(outcome="refused", error=refused)
-            log.warning("agi session refused", extra={"fields": fields})
+            self.flood_log.add(f"refused ({refused})")
             writer.transport.abort()
             return
+        conn = Conn(peer_host, writer.transport)
+        self.table.add(conn)
         task = asyncio.current_task()
         self._active.add(task)
         self.stats["sessions"] += 1
@@ -209,12 +222,18 @@ class FastAGIServer:
             await run_session(reader, writer, handlers=self.handlers, engines=self.engines,
                               options=self.options, timeout_s=self.session_timeout,
                               fields=fields, max_line_bytes=self.max_line_bytes,
-                              max_env_lines=self.max_env_lines)
+                              max_env_lines=self.max_env_lines, env_timeout_s=self.env_timeout,
+                              on_env=lambda: self.table.env_done(conn), quiet_before_env=True)
         except Exception:  # run_session does not raise; belt and braces
             log.exception("session crashed", extra={"fields": fields})
             fields["outcome"] = "crashed"
         finally:
+            self.table.remove(conn)
             metrics.AGI_ACTIVE.dec()
+            if conn.evicted:
+                fields.update(outcome="evicted", error=conn.evicted)
+            elif not conn.env:  # idle, slow or garbage before its environment block
+                self.flood_log.add(f"closed without environment block ({fields.get('outcome')})")
             metrics.observe_agi_session(fields)
             self._active.discard(task)
             try:
@@ -226,6 +245,14 @@ class FastAGIServer:
                         await writer.wait_closed()
             except Exception:
                 writer.transport.abort()
+
+    def _evict(self, conn: Conn, why: str) -> None:
+        """Close a connection without environment block to make room (agi/flood.py)."""
+        conn.evicted = why
+        self.stats["evicted"] += 1
+        metrics.observe_agi_evicted(why)
+        self.flood_log.add(f"closed to make room ({why})")
+        conn.transport.abort()
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stop accepting, then wait for the sessions in flight (cancelled after grace)."""
@@ -247,7 +274,29 @@ class FastAGIServer:
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             self._refresh_task = None
+        self.flood_log.flush()
         log.info("stopped", extra={"fields": {"event": "agi_stopped", **self.stats}})
+
+
+def raise_fd_limit(max_sessions: int) -> int:
+    """Raise the soft limit of open files to the hard one: every connection
+    is a descriptor, and a server out of descriptors accepts nothing, Asterisk
+    included (the systemd unit sets LimitNOFILE). Returns the soft limit."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, exc)
+    if soft != resource.RLIM_INFINITY and soft < max_sessions + 256:
+        log.warning("open files limit %d is below --max-sessions %d + 256: under a flood the server may "
+                    "run out of descriptors (raise LimitNOFILE / ulimit -n)", soft, max_sessions)
+    return soft
 
 
 def _env(name: str, default):
@@ -286,7 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
                     default=float(_env("DIALGUARD_AGI_ENGINE_TIMEOUT", "2")),
                     help="seconds one engine call may take (env DIALGUARD_AGI_ENGINE_TIMEOUT, default %(default)s)")
     ap.add_argument("--max-sessions", type=int, default=int(_env("DIALGUARD_AGI_MAX_SESSIONS", "2000")),
-                    help="concurrent sessions; more are refused (default %(default)s)")
+                    help="connections held at once; when full, the oldest one that has not sent its "
+                         "environment block is closed for a new one, else the new one is refused "
+                         "(env DIALGUARD_AGI_MAX_SESSIONS, default %(default)s)")
+    ap.add_argument("--env-timeout", type=float, default=float(_env("DIALGUARD_AGI_ENV_TIMEOUT", "2")),
+                    help="seconds a connection has to send its environment block (Asterisk sends it at "
+                         "once) (env DIALGUARD_AGI_ENV_TIMEOUT, default %(default)s)")
+    ap.add_argument("--max-pending-per-source", type=int,
+                    default=int(_env("DIALGUARD_AGI_MAX_PENDING_PER_SOURCE", "500")),
+                    help="connections without environment block per client address; one more closes "
+                         "that address's oldest (env DIALGUARD_AGI_MAX_PENDING_PER_SOURCE, default "
+                         "%(default)s)")
     ap.add_argument("--conversation-min-s", type=int,
                     default=int(_env("DIALGUARD_CONVERSATION_MIN_S", "1")),
                     help="answered calls with at least this many talk seconds are a conversation "
@@ -324,6 +383,7 @@ async def serve(args: argparse.Namespace) -> int:
         sock = socket.socket(fileno=args.listen_fd)
     server = FastAGIServer(engines, host=args.host, port=args.port, allow=args.allow, sock=sock,
                            session_timeout=args.session_timeout, max_sessions=args.max_sessions,
+                           env_timeout=args.env_timeout, max_pending_per_source=args.max_pending_per_source,
                            options=Options(conversation_min_s=args.conversation_min_s,
                                            engine_timeout_s=args.engine_timeout,
                                            set_mode=args.set_mode),
@@ -368,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--metrics-interval must be positive")
     if args.workers < 0:
         ap.error("--workers must be 0 (one per CPU) or more")
+    if args.env_timeout <= 0 or args.max_sessions < 1 or args.max_pending_per_source < 1:
+        ap.error("--env-timeout must be positive, --max-sessions and --max-pending-per-source at least 1")
     setup_logging(args.log_level)
+    raise_fd_limit(args.max_sessions)
     # Measured on 2 cores: a second worker only adds contention (the machine,
     # not one Python process, is the ceiling there), hence half the CPUs.
     workers = args.workers or max(1, (os.cpu_count() or 1) // 2)
