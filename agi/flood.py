@@ -6,18 +6,20 @@ Asterisk sends its environment block as soon as it has connected, so a
 connection that has not sent one yet is either Asterisk's of the last
 millisecond or somebody idling. Hence:
 
-- a connection must complete its environment block within a short deadline
-  (the server's `env_timeout_s`), else it is closed;
-- when the table is full, the oldest connection still without environment
-  block is closed to make room: the newest is served, never refused for that
-  (a refusal then only happens when every slot runs a real session);
-- per source address, at most `max_pending_per_source` connections without
-  environment block: one more closes that source's oldest. Asterisk connects
-  from one address, often the same as everything else on the host (127.0.0.1):
-  the limit counts only connections that have not sent their environment
-  block, so Asterisk's sessions, which send it at once, never count against
-  it, and whatever floods from its address loses its own oldest idle
-  connections first;
+- until its environment block is complete, a connection is *pending*: a
+  buffer and a slot in this table, no task, no timer of its own (a flood costs
+  little), and not counted against the sessions (`max_sessions`);
+- it must complete the block within a short deadline (`env_timeout`), else it
+  is closed (one sweep for all of them);
+- when the pending table is full, the oldest pending connection is closed to
+  make room: the newest is always taken, never refused for that;
+- per source address, at most `max_pending_per_source` pending connections:
+  one more closes that source's oldest. Asterisk connects from one address,
+  often the one everything else on the host uses (127.0.0.1): the limit counts
+  only pending connections, so Asterisk's sessions, which send their block at
+  once, never count against it; a flood from its address loses its own oldest
+  idle connections first;
+- a refusal then only happens when `max_sessions` real sessions run at once;
 - refusals and closings are counted (metrics) and logged in one line a second
   with their counts (CountLog), not a line each.
 """
@@ -33,70 +35,70 @@ from collections import Counter
 class Conn:
     """One connection of the table (the server keeps its transport here)."""
 
-    __slots__ = ("source", "transport", "evicted", "env", "held")
+    __slots__ = ("source", "transport", "evicted", "held")
 
     def __init__(self, source: str, transport=None):
         self.source = source
         self.transport = transport
-        self.evicted: str | None = None  # why the server closed it to make room
-        self.env = False  # its environment block is complete
-        self.held = False  # counted in the table
+        self.evicted: str | None = None  # why the server closed it (to make room, deadline)
+        self.held = False  # in the table of pending connections
 
 
 class ConnTable:
-    """Every connection the server holds; which one makes room for a new one."""
+    """The pending connections (no environment block yet); which one makes
+    room for a new one."""
 
-    def __init__(self, max_sessions: int, max_pending_per_source: int):
-        if max_sessions < 1 or max_pending_per_source < 1:
-            raise ValueError("max_sessions and max_pending_per_source must be at least 1")
-        self.max_sessions = max_sessions
+    def __init__(self, max_pending: int, max_pending_per_source: int):
+        if max_pending < 1 or max_pending_per_source < 1:
+            raise ValueError("max_pending and max_pending_per_source must be at least 1")
+        self.max_pending = max_pending
         self.max_pending_per_source = max_pending_per_source
-        self.size = 0
-        self.pending: dict[Conn, None] = {}  # without environment block, oldest first
+        self.pending: dict[Conn, float] = {}  # -> when it connected; oldest first
         self.by_source: dict[str, dict[Conn, None]] = {}
 
-    def admit(self, source: str) -> tuple[bool, list[tuple[Conn, str]]]:
-        """Whether a new connection from `source` gets a slot, and the
-        connections to close for it (already out of the table), with why:
-        "source_limit" or "table_full"."""
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def admit(self, source: str) -> list[tuple[Conn, str]]:
+        """The connections to close for a new one from `source` (already out of
+        the table), with why: "source_limit" or "table_full"."""
         victims: list[tuple[Conn, str]] = []
         mine = self.by_source.get(source)
         if mine is not None and len(mine) >= self.max_pending_per_source:
             oldest = next(iter(mine))
             self.remove(oldest)
             victims.append((oldest, "source_limit"))
-        if self.size >= self.max_sessions:
-            if not self.pending:
-                return False, victims  # every slot runs a real session
+        if len(self.pending) >= self.max_pending:
             oldest = next(iter(self.pending))
             self.remove(oldest)
             victims.append((oldest, "table_full"))
-        return True, victims
+        return victims
 
-    def add(self, conn: Conn) -> None:
+    def add(self, conn: Conn, now: float) -> None:
         conn.held = True
-        self.size += 1
-        self.pending[conn] = None
+        self.pending[conn] = now
         self.by_source.setdefault(conn.source, {})[conn] = None
 
-    def env_done(self, conn: Conn) -> None:
-        """Its environment block is complete: no longer evictable."""
-        conn.env = True
-        self._unpend(conn)
-
     def remove(self, conn: Conn) -> None:
+        """Out of the table (its block arrived, it closed, or it was closed)."""
         if conn.held:
             conn.held = False
-            self.size -= 1
-            self._unpend(conn)
-
-    def _unpend(self, conn: Conn) -> None:
-        if conn in self.pending:
             del self.pending[conn]
             mine = self.by_source[conn.source]
             del mine[conn]
             if not mine:
                 del self.by_source[conn.source]
+
+    def expired(self, before: float) -> list[Conn]:
+        """Out of the table: the connections that connected before `before`."""
+        out = []
+        for conn, since in self.pending.items():
+            if since >= before:
+                break
+            out.append(conn)
+        for conn in out:
+            self.remove(conn)
+        return out
 
 
 class CountLog:

@@ -33,18 +33,12 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
                       fields: dict | None = None,
                       max_line_bytes: int = p.MAX_LINE_BYTES,
                       max_env_lines: int = p.MAX_ENV_LINES,
-                      env_timeout_s: float | None = None,
-                      on_env: Callable[[], None] | None = None,
                       quiet_before_env: bool = False) -> dict:
-    """`env_timeout_s`: the environment block must be complete within this
-    (Asterisk sends it at once; an idle or slow peer is cut off early), then
-    the session has the rest of `timeout_s`. `on_env`: called once it is.
-    `quiet_before_env`: a session that ends before its environment block is
+    """`quiet_before_env`: a session that ends before its environment block is
     not logged here (the FastAGI server counts those in one line a second)."""
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     deadline = loop.time() + timeout_s
-    env_deadline = deadline if env_timeout_s is None else min(deadline, loop.time() + env_timeout_s)
     fields = fields if fields is not None else {}
     fields.setdefault("event", "agi_session")
     session = AGISession(reader, writer, max_line_bytes=max_line_bytes, max_env_lines=max_env_lines)
@@ -53,13 +47,9 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
         # rates); ctx tells which step it cut short.
         ctx = None
         try:
-            async with asyncio.timeout_at(env_deadline) as cut:
+            async with asyncio.timeout_at(deadline):
                 # 1. The environment block and the request it names.
                 env = await session.read_env()
-                if env_deadline != deadline:
-                    cut.reschedule(deadline)
-                if on_env is not None:
-                    on_env()
                 request = parse_request(env)
                 fields.update(script=request.name, channel=env.get("agi_channel"),
                               uniqueid=env.get("agi_uniqueid"))

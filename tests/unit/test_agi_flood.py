@@ -21,46 +21,45 @@ CHECK_ARGS = ("+8613800138000", "c1", "a1")
 
 
 # -- the policy ---------------------------------------------------------------------------
-def test_full_table_evicts_the_oldest_without_environment_block():
-    t = ConnTable(max_sessions=3, max_pending_per_source=10)
+def test_full_table_closes_the_oldest_pending_connection():
+    t = ConnTable(max_pending=3, max_pending_per_source=10)
     a, b, c = Conn("10.0.0.1"), Conn("10.0.0.2"), Conn("10.0.0.1")
-    for x in (a, b, c):
-        assert t.admit(x.source) == (True, [])
-        t.add(x)
-    t.env_done(a)  # a real session: never evicted
-    ok, victims = t.admit("10.0.0.9")
-    assert ok and victims == [(b, "table_full")]  # b: the oldest still idle
-    t.add(Conn("10.0.0.9"))
-    assert t.size == 3 and b not in t.pending
-    t.remove(b)  # its task ends later: counted out only once
-    assert t.size == 3
+    for i, x in enumerate((a, b, c)):
+        assert t.admit(x.source) == []
+        t.add(x, float(i))
+    t.remove(a)  # its environment block arrived: a session now, out of the table
+    assert t.admit("10.0.0.9") == []
+    d = Conn("10.0.0.9")
+    t.add(d, 3.0)
+    assert t.admit("10.0.0.7") == [(b, "table_full")]  # the oldest still pending
+    assert len(t) == 2 and not b.held
+    t.remove(b)  # its connection_lost comes later: nothing counted twice
+    assert list(t.pending) == [c, d]
 
 
-def test_full_table_of_real_sessions_refuses_the_newest():
-    t = ConnTable(max_sessions=2, max_pending_per_source=10)
-    for src in ("a", "b"):
-        x = Conn(src)
-        t.add(x)
-        t.env_done(x)
-    assert t.admit("c") == (False, [])
-    assert t.size == 2
-
-
-def test_per_source_limit_counts_only_connections_without_environment_block():
-    t = ConnTable(max_sessions=100, max_pending_per_source=2)
-    asterisk = [Conn("127.0.0.1") for _ in range(5)]
-    for x in asterisk:  # Asterisk's sessions send their block at once: never limited
-        assert t.admit(x.source) == (True, [])
-        t.add(x)
-        t.env_done(x)
+def test_per_source_limit_counts_only_pending_connections():
+    t = ConnTable(max_pending=100, max_pending_per_source=2)
+    for i in range(5):  # Asterisk's sessions send their block at once: out of the table at once
+        x = Conn("127.0.0.1")
+        assert t.admit(x.source) == []
+        t.add(x, float(i))
+        t.remove(x)
     idle1, idle2 = Conn("127.0.0.1"), Conn("127.0.0.1")
-    for x in (idle1, idle2):
-        assert t.admit(x.source) == (True, [])
-        t.add(x)
-    ok, victims = t.admit("127.0.0.1")  # a third idle one from the same address: its oldest goes
-    assert ok and victims == [(idle1, "source_limit")]
-    assert t.admit("10.1.1.1") == (True, [])  # other addresses are not affected
-    assert t.size == 6 and list(t.by_source["127.0.0.1"]) == [idle2]
+    for i, x in enumerate((idle1, idle2)):
+        assert t.admit(x.source) == []
+        t.add(x, 10.0 + i)
+    assert t.admit("127.0.0.1") == [(idle1, "source_limit")]  # that address's oldest
+    assert t.admit("10.1.1.1") == []  # other addresses are not affected
+    assert list(t.by_source) == ["127.0.0.1"] and list(t.by_source["127.0.0.1"]) == [idle2]
+
+
+def test_expired_takes_the_connections_past_the_deadline_oldest_first():
+    t = ConnTable(max_pending=10, max_pending_per_source=10)
+    conns = [Conn("a") for _ in range(4)]
+    for i, x in enumerate(conns):
+        t.add(x, float(i))
+    assert t.expired(2.0) == conns[:2]
+    assert list(t.pending) == conns[2:] and t.expired(2.0) == []
 
 
 def test_count_log_one_line_per_interval_with_the_counts(caplog):
@@ -135,7 +134,7 @@ def sample(name, **labels) -> float:
 
 
 async def test_idle_connections_make_room_for_real_checks(make_server):
-    srv, eng = await make_server(max_sessions=20, max_pending_per_source=1000)
+    srv, eng = await make_server(max_pending=20)
     ev0 = sample("dialguard_agi_evicted_total", reason="table_full")
     conns = await idle(srv.bound_port, 20)
     await asyncio.sleep(0.1)
@@ -166,7 +165,7 @@ async def test_full_of_real_sessions_refuses_the_newest(make_server):
 
 
 async def test_per_source_limit_closes_that_sources_oldest_idle(make_server):
-    srv, eng = await make_server(max_sessions=1000, max_pending_per_source=5)
+    srv, eng = await make_server(max_pending_per_source=5)
     ev0 = sample("dialguard_agi_evicted_total", reason="source_limit")
     conns = await idle(srv.bound_port, 8)
     await asyncio.sleep(0.1)
@@ -185,6 +184,7 @@ async def test_environment_block_deadline_closes_an_idle_connection_early(make_s
     w.write(b"agi_network: yes\n")  # a slow peer: part of a block, then nothing
     assert await closed_by_server(r, 2.0)  # well before the 5 s session deadline
     w.close()
+    assert srv.table.pending == {}
     # a real session gets the whole session timeout after its block
     eng_slow, _ = await make_server(FakeEngine(delay_s=0.6), session_timeout=3.0, env_timeout=0.3)
     res = await agi_call(HOST, eng_slow.bound_port, "check", CHECK_ARGS)
@@ -192,7 +192,7 @@ async def test_environment_block_deadline_closes_an_idle_connection_early(make_s
 
 
 async def test_a_flood_is_logged_in_one_line_a_second_with_counts(make_server, caplog):
-    srv, _ = await make_server(max_sessions=10, max_pending_per_source=1000)
+    srv, _ = await make_server(max_pending=10)
     with caplog.at_level(logging.INFO, "dialguard.agi"):
         conns = await idle(srv.bound_port, 210)  # 200 evicted to make room
         await asyncio.sleep(0.2)
