@@ -17,7 +17,8 @@ a Python AGI client, in three phases of one run, side by side:
   every connection the server closes is opened again at once: --connections
   open at any time, thousands of new ones a second.
 
-Per phase: checks answered (DIALGUARD_RESULT set) / failed, p50 / p99 / max of
+Per phase: checks answered (a decision id and DIALGUARD_RESULT set; of those,
+how many were guard_unavailable: Redis too slow) / failed, p50 / p99 / max of
 the whole session at the socket, the server's evictions and refusals (from
 its /metrics), the flood's connections still open at the end and how many it
 (re)opened. Last line: the p99 ratio flood / baseline. Target: p99 <= 20 ms at
@@ -157,11 +158,11 @@ def numbers(n: int) -> list[str]:
 async def checks(port: int, rate: float, seconds: float, campaign: str) -> dict:
     n = int(rate * seconds)
     lat: list[float] = []
-    failed = allow = 0
+    failed = allow = unavailable = 0
     start = time.perf_counter()
 
     async def one(i: int, number: str) -> None:
-        nonlocal failed, allow
+        nonlocal failed, allow, unavailable
         t = time.perf_counter()
         try:
             res = await asyncio.wait_for(agi_call("127.0.0.1", port, "check", (number, campaign, "bench"),
@@ -169,9 +170,10 @@ async def checks(port: int, rate: float, seconds: float, campaign: str) -> dict:
             v = res.variables.get("DIALGUARD_RESULT")
         except (OSError, asyncio.TimeoutError, Exception):  # noqa: BLE001 - counted as failed
             v = None
-        if v not in ("ALLOW", "DENY") or res.variables.get("DIALGUARD_REASONS") == "guard_unavailable":
-            failed += 1
+        if v not in ("ALLOW", "DENY") or not res.variables.get("DIALGUARD_DECISION_ID"):
+            failed += 1  # no answer: refused, closed, or no decision (guard_unavailable before the engine)
             return
+        unavailable += res.variables.get("DIALGUARD_REASONS") == "guard_unavailable"  # the store was slow
         allow += v == "ALLOW"
         lat.append((time.perf_counter() - t) * 1000)
 
@@ -187,7 +189,7 @@ async def checks(port: int, rate: float, seconds: float, campaign: str) -> dict:
     def pct(q):
         return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else float("nan")
 
-    return {"checks": n, "answered": len(lat), "failed": failed, "allowed": allow,
+    return {"checks": n, "answered": len(lat), "failed": failed, "allowed": allow, "guard_unavailable": unavailable,
             "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 2) if lat else float("nan")}
 
 
@@ -292,12 +294,12 @@ async def main_async(a) -> None:
     print(f"\nFastAGI check at {a.rate:g}/s for {a.seconds:g} s a phase; flood: {a.connections} connections "
           f"from one process ({a.slow_share:.0%} send half an environment block)")
     print(f"machine busy before the run: {busy:.0%}")
-    print(f"{'phase':<12} {'answered':>9} {'failed':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+    print(f"{'phase':<12} {'answered':>9} {'failed':>6} {'unavail':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
           f"{'evicted':>8} {'refused':>8} {'flood open/opened':>18} {'CPU server/flood':>17}")
     for r in rows:
         fl = f"{r.get('flood_open', '-')}/{r.get('flood_opened', '-')}"
         cpu = f"{r['server_cpu']:.0%}/{r.get('flood_cpu', 0):.0%}"
-        print(f"{r['phase']:<12} {r['answered']:>9} {r['failed']:>6} {r['p50_ms']:>7} {r['p99_ms']:>7} "
+        print(f"{r['phase']:<12} {r['answered']:>9} {r['failed']:>6} {r['guard_unavailable']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
               f"{r['max_ms']:>7} {r['evicted']:>8} {r['refused']:>8} {fl:>18} {cpu:>17}")
     base = rows[0]["p99_ms"]
     print("p99 ratio flood/baseline: " + ", ".join(f"{r['phase']} {r['p99_ms'] / base:.2f}" for r in rows[1:]))

@@ -205,3 +205,22 @@ async def test_a_flood_is_logged_in_one_line_a_second_with_counts(make_server, c
     assert not [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "agi_session"]
     for _r, w in conns:
         w.close()
+
+
+def test_open_files_soft_limit_raised_to_the_hard_one(caplog):
+    import resource
+
+    from agi.server import raise_fd_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 512) if hard == resource.RLIM_INFINITY else min(hard, 512)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        got = raise_fd_limit(100)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard == got
+        with caplog.at_level(logging.WARNING, "dialguard.agi"):
+            if hard != resource.RLIM_INFINITY:
+                raise_fd_limit(hard)  # more connections than descriptors: said at start
+                assert "open files limit" in caplog.text
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
