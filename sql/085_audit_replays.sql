@@ -4,5 +4,4 @@
 -- repeats. Such a row is an answer, not an attempt: `counters rebuild` and the
 -- reports count attempts from rows where replay_of IS NULL.
 ALTER TABLE audit_decisions ADD COLUMN replay_of text;  -- the decision this answer repeated; NULL: decided
-CREATE INDEX audit_decisions_replay ON audit_decisions (replay_of) WHERE replay_of IS NOT NULL;
 COMMENT ON COLUMN audit_decisions.replay_of IS 'Set when this answer repeated an earlier decision (identical request under the same call id): that decision''s id';
