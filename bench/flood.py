@@ -159,6 +159,7 @@ async def checks(port: int, rate: float, seconds: float, campaign: str) -> dict:
     n = int(rate * seconds)
     lat: list[float] = []
     failed = allow = unavailable = 0
+    why: dict[str, int] = {}
     start = time.perf_counter()
 
     async def one(i: int, number: str) -> None:
@@ -168,10 +169,14 @@ async def checks(port: int, rate: float, seconds: float, campaign: str) -> dict:
             res = await asyncio.wait_for(agi_call("127.0.0.1", port, "check", (number, campaign, "bench"),
                                                   uniqueid=f"{int(start)}.{i}"), 10)
             v = res.variables.get("DIALGUARD_RESULT")
-        except (OSError, asyncio.TimeoutError, Exception):  # noqa: BLE001 - counted as failed
-            v = None
+        except (OSError, asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - counted as failed
+            v, res = None, None
+            why[type(exc).__name__] = why.get(type(exc).__name__, 0) + 1
         if v not in ("ALLOW", "DENY") or not res.variables.get("DIALGUARD_DECISION_ID"):
             failed += 1  # no answer: refused, closed, or no decision (guard_unavailable before the engine)
+            if res is not None:
+                k = f"{v}:{res.variables.get('DIALGUARD_REASONS')}"
+                why[k] = why.get(k, 0) + 1
             return
         unavailable += res.variables.get("DIALGUARD_REASONS") == "guard_unavailable"  # the store was slow
         allow += v == "ALLOW"
@@ -189,7 +194,7 @@ async def checks(port: int, rate: float, seconds: float, campaign: str) -> dict:
     def pct(q):
         return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else float("nan")
 
-    return {"checks": n, "answered": len(lat), "failed": failed, "allowed": allow, "guard_unavailable": unavailable,
+    return {"checks": n, "answered": len(lat), "failed": failed, "failures": why, "allowed": allow, "guard_unavailable": unavailable,
             "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 2) if lat else float("nan")}
 
 
@@ -244,6 +249,8 @@ async def main_async(a) -> None:
     # churn: the default deadline (2 s), every closed connection reopened at once
     phases = (("baseline", None, ()), ("held flood", "idle", ("--env-timeout", "600", "--session-timeout", "600")),
               ("churn flood", "churn", ()))
+    wanted = set(a.phases.split(","))
+    phases = tuple(p for p in phases if p[0].split()[0] in wanted)
     try:
         for phase, mode, extra in phases:
             port, mport = free_port(), free_port()
@@ -301,8 +308,9 @@ async def main_async(a) -> None:
         cpu = f"{r['server_cpu']:.0%}/{r.get('flood_cpu', 0):.0%}"
         print(f"{r['phase']:<12} {r['answered']:>9} {r['failed']:>6} {r['guard_unavailable']:>7} {r['p50_ms']:>7} {r['p99_ms']:>7} "
               f"{r['max_ms']:>7} {r['evicted']:>8} {r['refused']:>8} {fl:>18} {cpu:>17}")
-    base = rows[0]["p99_ms"]
-    print("p99 ratio flood/baseline: " + ", ".join(f"{r['phase']} {r['p99_ms'] / base:.2f}" for r in rows[1:]))
+    if rows and rows[0]["phase"] == "baseline":
+        base = rows[0]["p99_ms"]
+        print("p99 ratio flood/baseline: " + ", ".join(f"{r['phase']} {r['p99_ms'] / base:.2f}" for r in rows[1:]))
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -312,6 +320,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=50.0, help="real checks per second")
     ap.add_argument("--seconds", type=float, default=20.0, help="per phase")
     ap.add_argument("--slow-share", type=float, default=0.5)
+    ap.add_argument("--phases", default="baseline,held,churn", help="which phases to run (comma-separated)")
     ap.add_argument("--flooder", type=int, help=argparse.SUPPRESS)  # internal: the flooding process
     ap.add_argument("--churn", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--status", help=argparse.SUPPRESS)
