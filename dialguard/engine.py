@@ -109,6 +109,19 @@ def _allowed(res) -> bool:
     return isinstance(res, list) and bool(res) and res[0] == 1
 
 
+def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -> str:
+    """What makes two requests under one call id "the same request" (SPEC §2):
+    the number (normalized when valid), campaign, agent, caller ID and subject
+    as requested, and the location and party fields when the request has them.
+    Keyed: the call record holds this hash, never the number."""
+    parts = [info.e164 or "raw:" + req.number, req.campaign, req.agent, req.caller_id, req.subject]
+    for extra in ("region", "postal_code", "party"):
+        v = getattr(req, extra, None)
+        if v is not None:
+            parts.append([extra, v])
+    return keyed_hash(secret, "req:" + _encode(parts))
+
+
 def parse_time(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if t.tzinfo is None:
@@ -384,7 +397,7 @@ class Engine:
         else:
             return self._unavailable(req, did, t0, "rules kept changing while deciding", now)
 
-        allowed, lua_reasons, details, chosen, status, rdid, lifted = res
+        allowed, lua_reasons, details, chosen, status, rdid, lifted = res[:7]
         if acked is not None and acked < self.settings.redis_wait_replicas:
             # The reservation is on the primary only: a failover now could lose it.
             # Deny (fail closed); the reservation stays counted, which over-counts
@@ -397,6 +410,9 @@ class Engine:
             return self._unavailable(
                 req, new_id(), t0, f"reservation {rdid} not acknowledged by {self.settings.redis_wait_replicas} "
                 f"replica(s) within {self.settings.redis_wait_ms} ms", now)
+        replay = int(status) == 1
+        if replay:  # the earlier answer to the identical request: its own time for next_eligible_at
+            now = from_ms(float(res[7]))
         if int(status) == 3:  # refused at the audit backlog ceiling: the stream has no record of it
             self._spool_unrecorded(req, did, now, "audit backlog ceiling")
         chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
@@ -405,6 +421,8 @@ class Engine:
             if lua_reasons else []
         candidates = plan.candidates
         caller_id = next((c.e164 for c in candidates if c.tag == chosen), None) if chosen else None
+        if chosen and caller_id is None:  # a replay: picked from the pool by an earlier decision
+            caller_id = next((c for c in ctx.pool if self._cid_tag(c) == chosen), None)
         if not caller_id and req.caller_id and not all_reasons:
             caller_id = candidates[0].e164 if candidates else None
         lifted = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lifted]) if lifted else []
@@ -427,7 +445,7 @@ class Engine:
             "decision_id": rdid, "decision": verdict, "reasons": all_reasons, "next_eligible_at": next_at,
             "caller_id": caller_id, "max_duration_s": policy.max_duration_s, "number": info.e164,
             "override": bool(lifted), "overridden": lifted, "explanations": explanations,
-            "latency_ms": (time.perf_counter() - t0) * 1000,
+            "latency_ms": (time.perf_counter() - t0) * 1000, "replay": replay,
         })
         metrics.observe(decision)
         return decision
@@ -451,6 +469,9 @@ class Engine:
         pre = sort_reasons(reasons) if reasons else []
         return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
                                    est if info.valid else ()), why
+
+    def _fingerprint(self, req: DecisionRequest, info: NumberInfo) -> str:
+        return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
 
     def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                     number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=()):
@@ -476,7 +497,8 @@ class Engine:
                       check_caller_id=check_cid, site_timezone=self.settings.site_timezone)
         plan = build_plan(
             policy=policy, call_id=req.call_id, pre_reasons=list(pre), audit_payload=payload,
-            audit_max=self.settings.audit_backlog_max if self.audit else None, **common)
+            audit_max=self.settings.audit_backlog_max if self.audit else None,
+            request_fp=self._fingerprint(req, info) or None, **common)
         b = plan.body
         if info.valid:
             b["ov"] = plan.k(self.keys.override(number_tag))
@@ -546,7 +568,8 @@ class Engine:
                 f'{_est_json(est)}{tpl.tail}')
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
-                              cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json)
+                              cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
+                              request_fp=self._fingerprint(req, info))
         return FilledPlan(keys, argv, tpl.checks, candidates)
 
     def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime,

@@ -101,13 +101,16 @@ LAST_REFRESH = Gauge("dialguard_metrics_refresh_timestamp_seconds",
                      registry=REGISTRY, multiprocess_mode="max")
 
 # -- FastAGI server ----------------------------------------------------------------------
-AGI_RESULTS = ("ok", "malformed", "timeout", "refused", "error")
+AGI_RESULTS = ("ok", "malformed", "timeout", "refused", "evicted", "error")
 AGI_SESSIONS = Counter("dialguard_agi_sessions_total",
-                       "FastAGI sessions by result (ok, malformed, timeout, refused, error)", ["result"],
+                       "FastAGI sessions by result (ok, malformed, timeout, refused, evicted, error)", ["result"],
                        registry=REGISTRY)
 AGI_REFUSED = Counter("dialguard_agi_refused_total",
                       "FastAGI connections refused, by reason (allowlist, max_sessions, shutting_down)",
                       ["reason"], registry=REGISTRY)
+AGI_EVICTED = Counter("dialguard_agi_evicted_total",
+                      "FastAGI connections closed before their environment block to make room, by reason "
+                      "(table_full, source_limit)", ["reason"], registry=REGISTRY)
 AGI_HANDLER_ERRORS = Counter("dialguard_agi_handler_errors_total",
                              "FastAGI handlers that raised or ran past the deadline (the channel is left "
                              "fail-closed)", ["script", "kind"], registry=REGISTRY)
@@ -122,6 +125,8 @@ for _r in AGI_RESULTS:
     AGI_SESSIONS.labels(_r)
 for _r in ("allowlist", "max_sessions", "shutting_down"):
     AGI_REFUSED.labels(_r)
+for _r in ("table_full", "source_limit"):
+    AGI_EVICTED.labels(_r)
 
 
 # The children created above, looked up once: labels() costs more than inc()
@@ -163,6 +168,8 @@ _AGI_MALFORMED = frozenset({"protocol_error", "unknown_script"})
 def agi_session_result(fields: dict) -> str:
     """The result label of one finished FastAGI session, from its log fields."""
     failure = fields.get("failure")
+    if fields.get("outcome") == "evicted":
+        return "evicted"
     if failure == "timeout" or fields.get("outcome") == "timeout":
         return "timeout"
     if failure == "protocol" or fields.get("outcome") in _AGI_MALFORMED:
@@ -178,6 +185,10 @@ def observe_agi_session(fields: dict) -> None:
     failure = fields.get("failure")
     if failure in ("timeout", "error"):
         AGI_HANDLER_ERRORS.labels(fields.get("script") or "unknown", failure).inc()
+
+
+def observe_agi_evicted(reason: str) -> None:
+    AGI_EVICTED.labels(reason).inc()
 
 
 def observe_agi_refused(reason: str) -> None:

@@ -622,11 +622,17 @@ def backlog_status(settings: Settings, prefix: str | None = None) -> dict:
             redis_now = r.time()
             now_ms = redis_now[0] * 1000 + redis_now[1] // 1000
             out["oldest_age_s"] = round((now_ms - records.stream_ms(first[0][0])) / 1000, 1)
+        # lag: entries not delivered to the shipper yet. Not Redis's own `lag`:
+        # that counter goes wrong for good when entries leave the stream behind
+        # the group's back (trimmed, an AOF cut short by a crash: issue 13 saw
+        # "lag: 22728" with backlog 0). The shipper deletes what it acknowledged,
+        # so what the stream holds is pending (delivered) or not delivered yet.
+        out["lag"] = out["backlog"]
         try:
             for g in r.xinfo_groups(keys.audit):
                 if g["name"] == GROUP:
                     out["pending"] = int(g["pending"])
-                    out["lag"] = g.get("lag")
+                    out["lag"] = max(0, out["backlog"] - out["pending"])
             out["consumers"] = [{"name": c["name"], "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
                                 for c in r.xinfo_consumers(keys.audit, GROUP)]
         except ResponseError:
