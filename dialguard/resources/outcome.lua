@@ -244,7 +244,7 @@ else
   until_ms = cur
 end
 redis.call('HSET', h_key, 'since', tostring(until_ms), 'pen', '0')
-local why_j = cjson.encode({at = now, ['until'] = until_ms, did = did, triggered = triggered})
+local why_j = cjson.encode({at = now, ts = tonumber(wall), ['until'] = until_ms, did = did, triggered = triggered})
 redis.call('HSET', pfx .. ':{g}:coolwhy', ch, why_j)
 local names = {}
 for _, t in ipairs(triggered) do names[#names + 1] = (t.pack ~= '' and (t.pack .. '/') or '') .. t.rule end
