@@ -187,7 +187,10 @@ def longest_hours(policy: Policy) -> timedelta:
 
 async def read_health(engine, caller_ids: list[str], now_ms: int) -> list[dict]:
     """Each caller ID's figures by the engine's rules (their first health
-    settings), its pool-pick penalty, and its cool-down with the reason."""
+    settings) over the whole window, its pool-pick penalty, and its cool-down
+    with the reason. The figures include the outcomes before its last health
+    cool-down (`rules_since`), which the rules no longer count: what the
+    carrier saw, and why it was cooled down."""
     policy = engine.active_policy
     cfg = primary(policy)
     keys = engine.keys
@@ -209,7 +212,7 @@ async def read_health(engine, caller_ids: list[str], now_ms: int) -> list[dict]:
                 entries.append(Entry.decode(r))
             except ValueError:
                 continue
-        f = figures(entries, now_ms, cfg, int(float(since)) if since else 0)
+        f = figures(entries, now_ms, cfg)
         until = cools[i] if cools and cools[i] and cools[i] > now_ms else None
         why = None
         if until and whys and whys[i]:
@@ -220,6 +223,7 @@ async def read_health(engine, caller_ids: list[str], now_ms: int) -> list[dict]:
             except ValueError:
                 why = None
         out.append({"caller_id": cid, "tag": tag, "figures": f.as_dict(), "penalty": float(pen) if pen else 0.0,
+                    "rules_since": int(float(since)) if since else None,
                     "cooldown_until": int(until) if until else None,
                     "cooldown_reason": why or ("set by an admin" if until else None)})
     return out
