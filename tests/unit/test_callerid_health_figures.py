@@ -201,3 +201,10 @@ def test_classify_keeps_the_sip_code_of_an_unanswered_call():
     o = classify("BUSY", None, 0, 17, sip=486)
     assert (o.result, o.sip_code) == ("busy", 486)
     assert classify("CONGESTION", None, 0, 999).hangup_cause is None  # not a Q.850 cause
+
+
+def test_dialer_reads_the_sip_code_from_ari_tech_cause():
+    from ari_app.dialer import cause_of, sip_of
+
+    assert [sip_of(v) for v in (403, "603", 486, 0, 200, None, "x")] == [403, 603, 486, None, None, None, None]
+    assert [cause_of(v) for v in (21, 0, 128, None, "17")] == [21, 0, None, None, 17]
