@@ -210,3 +210,92 @@ async def test_replay_with_sip_codes_gives_the_same_cool_down(settings, tmp_path
     assert [o["decision"] for o in out] == ["allow"] * 6 + ["deny", "allow"]
     assert out[6]["reasons"] == ["caller_id_not_approved"]
     assert set(json.loads(lines[0])) == {"i", "at", "number", "decision", "reasons", "next_eligible_at"}
+
+
+def _snapshot(r, prefix: str, now_ms: int) -> dict:
+    """Every key of the namespace but configuration and the audit stream (leases that ended ignored)."""
+    skip = (":{g}:audit", ":{g}:camp:", ":{g}:pause", ":{g}:cids", ":{g}:cool", ":{g}:pool", ":{g}:clock")
+    out = {}
+    for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        if any(c in key for c in skip):
+            continue
+        typ = r.type(key)
+        v = {"zset": lambda: {m: s for m, s in r.zrange(key, 0, -1, withscores=True)
+                              if not key.endswith(":live") or s > now_ms},
+             "hash": lambda: r.hgetall(key), "set": lambda: r.smembers(key),
+             "list": lambda: r.lrange(key, 0, -1), "string": lambda: r.get(key)}[typ]()
+        if v:
+            out[key[len(prefix):]] = (v, r.pttl(key))
+    return out
+
+
+async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_file, audit_db):
+    """Redis loses its data after carrier rejections, short answers and a
+    health cool-down: the health state rebuilt from the audit is the one Redis
+    had, and the following decisions (pool picks weighed by health) are the same."""
+    import random
+
+    import psycopg
+    import redis as syncredis
+
+    from dialguard.audit.rebuild import rebuild
+    from dialguard.audit.shipper import Shipper
+    from dialguard.simulate import _drop_namespace
+
+    policy = rules_file(pack(
+        "      - {id: run, metric: consecutive_rejections, threshold: 3, cool_down: 2h}\n"
+        "      - {id: pool, metric: answer_rate_vs_pool, threshold: 0.5, min_calls: 6, cool_down: 1h}\n",
+        extra="  per_hour: 30\n"))
+    rnd = random.Random(7)
+    ops = []
+    t = AT
+    outcomes = [REJECTED, BUSY, ANSWERED, Outcome(result="answered", talk_s=2), Outcome(result="no_answer")]
+    for i in range(90):
+        t += timedelta(seconds=rnd.randint(5, 90))
+        ops.append(("decide", t, i))
+        ops.append(("outcome", t + timedelta(seconds=3), i, rnd.choices(outcomes, [4, 1, 3, 2, 1])[0]))
+    ops.sort(key=lambda o: o[1])
+
+    async def run(e, op):
+        if op[0] == "decide":
+            d = await e.decide(req(op[2]), now=op[1])
+            return (d.decision, d.reasons, d.caller_id)
+        return await e.report_outcome(f"call-{op[2]}", op[3], now=op[1])
+
+    engines = []
+    for _ in range(2):
+        e = await make_engine(policy)
+        await e.set_campaign("c1")
+        for c in POOL:
+            await e.approve_caller_id(c)
+        engines.append(e)
+    a, b = engines
+    expected = [await run(a, op) for op in ops]
+    cut = len(ops) * 2 // 3
+    got = [await run(b, op) for op in ops[:cut]]
+    assert got == expected[:cut]
+    assert await b.redis.zcard(b.keys.cid_cooldown) > 0, "no health cool-down before the data loss"
+    for _ in range(2):
+        sh = Shipper(b.settings, prefix=b.keys.prefix, dsn=audit_db, block_ms=50)
+        try:
+            await asyncio.to_thread(sh.run, True)
+        finally:
+            sh.close()
+        if _ == 0:
+            r = syncredis.Redis.from_url(b.settings.redis_url, decode_responses=True)
+            now = ops[cut - 1][1]
+            before = _snapshot(r, b.keys.prefix, ms(now))
+            assert any(k.endswith("}:o") for k in before) and any(":{g}:hp:" in k for k in before)
+            await _drop_namespace(b.redis, b.keys.prefix)
+            await b.set_campaign("c1")
+            for c in POOL:
+                await b.approve_caller_id(c)
+    with psycopg.connect(audit_db) as conn:
+        await asyncio.to_thread(rebuild, conn, r, b.settings, prefix=b.keys.prefix, policy=policy, now=now)
+    after = _snapshot(r, b.keys.prefix, ms(now))
+    assert set(before) == set(after), (set(before) ^ set(after))
+    for k in before:
+        assert before[k][0] == after[k][0], k
+        assert abs(before[k][1] - after[k][1]) <= 30_000 or before[k][1] == after[k][1] == -1, k
+    got += [await run(b, op) for op in ops[cut:]]
+    assert got == expected
