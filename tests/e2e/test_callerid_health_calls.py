@@ -111,25 +111,36 @@ async def test_carrier_blocking_a_number_cools_it_down_and_calls_move_on(stack, 
 
     # The replay: the same calls on the same caller IDs with the outcomes the
     # carrier gave (SPEC §5 hangup_cause / sip_code), then the probe
-    # carrier in the order things happened: attempts when their INVITE left, a
-    # rejection when its report was applied (the one that cooled the number
-    # down: at the cool-down; the others' place changes no decision).
+    # carrier in the order things happened: attempts when the guard decided them
+    # (a decision id starts with its time in ms), a rejection when its report
+    # was applied: the one that cooled the number down at the cool-down, the
+    # rejections counted in its figures before it, those still in flight then
+    # (reported later; the figures start afresh after a cool-down) after it; an
+    # answered call when it ended (an answer reported after a 403 breaks the run).
     at = WORKDAY_10H.isoformat()
+    decided = {r["dst"]: int(r["dialguard_decision_id"][:12], 16) / 1000 for rs in rows.values() for r in rs}
+    others = sorted((c for c in rejects if c != why_call), key=rejects.get)
+    before_trigger = set(others[:trig["rejected"] - 1])
     timeline = []
     for i in invites:
-        timeline.append((i.at or 0, 0, {"at": at, "attempt": {"number": i.number, "campaign": campaign,
-                                                              "agent": agent, "caller_id": i.from_user}}))
+        timeline.append((decided[i.number], 0, {"at": at, "attempt": {"number": i.number, "campaign": campaign,
+                                                                      "agent": agent, "caller_id": i.from_user}}))
         if i.call_id in rejects:
-            t = cooled_at if i.call_id == why_call else rejects[i.call_id]
+            t = cooled_at if i.call_id == why_call else \
+                min(rejects[i.call_id], cooled_at) if i.call_id in before_trigger else cooled_at + 0.001
             outcome = {"result": "failed", "hangup_cause": 21, "sip_code": 403}
-        else:
-            t, outcome = i.at or 0, {"result": "answered"}
+        else:  # reported when the call ended (the carrier got its BYE): after a later 403, maybe
+            t, outcome = run.byes.get(i.call_id, i.at or 0), {"result": "answered"}
         timeline.append((t, 1, {"at": at, "outcome": {"number": i.number, **outcome}}))
     events = [e for _, _, e in sorted(timeline, key=lambda x: (x[0], x[1]))]
     events.append({"at": at, "attempt": {"number": probe_number, "campaign": campaign, "agent": agent,
                                          "caller_id": blocked}})
     sc = Scenario.model_validate({"rules": str(rules), "default_region": "CN", "events": events})
     replay = await run_scenario(sc, Policy.load(str(rules)), emit=lambda _line: None)
+    if [r["decision"] for r in replay].count("deny") != 1:
+        for t, k, e in sorted(timeline, key=lambda x: (x[0], x[1])):
+            print(round(t - first_reject, 3), k, e.get("attempt", e.get("outcome")))
+        print(trig, cooled_at - first_reject, [(r["i"], r["decision"]) for r in replay if r["decision"] == "deny"])
     assert [(r["decision"], r["reasons"]) for r in replay] == [("allow", [])] * CALLS + \
         [("deny", ["caller_id_not_approved"])]
 
