@@ -299,3 +299,29 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
         assert abs(before[k][1] - after[k][1]) <= 30_000 or before[k][1] == after[k][1] == -1, k
     got += [await run(b, op) for op in ops[cut:]]
     assert got == expected
+
+
+async def test_metrics_show_health_per_caller_id(make_engine, rules_file):
+    from dialguard import metrics
+
+    e = await engine_with(make_engine, rules_file, pack(RUN3, pool=False))
+    await e.approve_caller_id(POOL[0], pool=True)
+    await e.approve_caller_id(POOL[1], pool=True)
+    await e.set_test_clock(AT)
+    settings = e.settings.__class__(**{**e.settings.__dict__, "test_clock": True})
+    e.settings = settings
+    for i, o in enumerate([ANSWERED, REJECTED, REJECTED, REJECTED]):
+        assert (await e.decide(req(i, caller_id=POOL[0]), now=AT)).allowed
+        await e.report_outcome(f"call-{i}", o, now=AT)
+    assert await metrics.refresh_from_engine(e)
+
+    def value(gauge, cid):
+        return gauge.labels(cid)._value.get()
+
+    assert value(metrics.CID_CALLS, POOL[0]) == 4
+    assert value(metrics.CID_REJECTION_RUN, POOL[0]) == 3
+    assert value(metrics.CID_REJECTION_RATE, POOL[0]) == 0.75
+    assert value(metrics.CID_ANSWER_RATE, POOL[0]) == 0.25
+    assert value(metrics.CID_COOLING, POOL[0]) == 1
+    assert value(metrics.CID_COOLING, POOL[1]) == 0 and value(metrics.CID_CALLS, POOL[1]) == 0
+    assert metrics.HEALTH_COOLDOWNS.labels(rule="health-test/run")._value.get() >= 1
