@@ -908,10 +908,11 @@ class Engine:
         else:
             await self.redis.set(self.keys.clock, str(ms(at)))
 
-    async def live_calls(self, e164: str) -> int:
-        """Calls holding a lease on this caller ID now (by the rules clock)."""
+    async def live_calls(self, e164: str, now: datetime | None = None) -> int:
+        """Calls holding a lease on this caller ID at `now` (default: the rules clock)."""
         tag = self.keys.cid_tag(e164)
-        return await self.redis.zcount(self.keys.cid_live(tag), ms(await self.now()), "+inf")
+        now = now or await self.now()
+        return await self.redis.zcount(self.keys.cid_live(tag), ms(now), "+inf")
 
     def _cid_tag(self, e164: str) -> str:
         tag = self._cid_tags.get(e164)

@@ -112,7 +112,7 @@ async def test_override_picks_a_caller_id_over_its_concurrency(make_engine, rule
     await e.override_grant("13800138002", why="w", approver="a", expires=NOW + timedelta(hours=1), now=NOW)
     d = await e.decide(req("13800138002", call_id="k3"), NOW)
     assert d.allowed and d.caller_id == "+862150000001" and d.overridden == ["caller_id_concurrency"]
-    assert await e.live_calls("+862150000001") == 2
+    assert await e.live_calls("+862150000001", NOW) == 2
     assert await e.report_outcome("k3", Outcome(result="no_answer"), NOW)
 
 
