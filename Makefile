@@ -9,11 +9,12 @@ SETUP_STAMP := $(VENV)/.dialguard-setup
 PYTEST_ARGS ?=
 
 .PHONY: help setup packages up down test test-ha test-unit test-integration test-e2e demo \
-        asterisk-root asterisk-cli status clean distclean
+        test-dates asterisk-root asterisk-cli status clean distclean
 
 help:
 	@echo "make demo         bring the stack up and place real calls through the guard"
-	@echo "make test         setup, up, unit + integration + e2e tests, down"
+	@echo "make test         setup, up, unit + integration + e2e tests, down; unit + integration on a shifted clock"
+	@echo "make test-dates   the whole suite with the clock shifted to 2028-02-29 and 2031-07-14 (libfaketime)"
 	@echo "make setup        Debian packages (when missing) and .venv"
 	@echo "make up | down    start / stop the dev stack (.stack/)"
 	@echo "make test-ha      Redis failover tests on a primary + 2 replicas + 3 Sentinels stack (own up/down)"
@@ -41,6 +42,10 @@ test: setup
 
 test-ha: setup
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/run-tests-ha.sh
+
+# TEST_DATES='2029-12-31T15:59:00Z ...' picks the dates; TEST_SUITES='tests/unit' the suites.
+test-dates: setup
+	@PYTEST_ARGS="$(PYTEST_ARGS)" DIALGUARD_TEST_SUITES="$(TEST_SUITES)" scripts/test-dates.sh $(TEST_DATES)
 
 test-unit: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit

@@ -136,12 +136,12 @@ stop_pid() {
 ast_rx() {
   local t=${DIALGUARD_AST_RX_TIMEOUT:-30}
   if [[ $ASTERISK_MODE == system ]]; then
-    timeout "$t" "$ASTERISK_BIN" -C "$AST_DIR/etc/asterisk.conf" -rx "$1"
+    no_fake timeout "$t" "$ASTERISK_BIN" -C "$AST_DIR/etc/asterisk.conf" -rx "$1"
   else
     local pid
     pid=$(pid_of "$AST_PIDFILE") || return 1
     # The runtime folder is only mounted in Asterisk's own mount namespace.
-    timeout "$t" nsenter -t "$pid" -m -- chroot "$ASTERISK_ROOT" "$ASTERISK_BIN" \
+    no_fake timeout "$t" nsenter -t "$pid" -m -- chroot "$ASTERISK_ROOT" "$ASTERISK_BIN" \
       -C "$AST_DIR/etc/asterisk.conf" -rx "$1"
   fi
 }
@@ -267,4 +267,51 @@ dialer_start() {
 # dialer_stop: SIGTERM (it stops placing calls; calls up are adopted at the next start).
 dialer_stop() {
   stop_pid "$STACK_DIR/services/dialer.pid" dialguard 15
+}
+
+# --- a shifted clock (make test-dates, the shifted pass of make test) ----------------
+# fake_clock AT: every process started from here on (Redis, PostgreSQL, the guard's
+# services, pytest and the test clusters) sees the wall clock moved to AT (ISO time,
+# e.g. 2028-02-29T14:00:00Z) and ticking from there, through libfaketime (Debian
+# package faketime). One fixed offset for all processes ("+N" seconds, computed
+# once here), so Redis TIME, PostgreSQL now() and Python agree to the second; "@AT"
+# would start each process's clock at AT when that process starts. Monotonic clocks
+# stay real (timeouts, pacing, asyncio). Asterisk keeps the real clock (no_fake): the
+# guard's rules clock is what decides, and the chroot has no libfaketime; SIPp, started
+# by the tests, is shifted with them (it only measures intervals).
+FAKETIME_LIB=${DIALGUARD_FAKETIME_LIB:-$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1)}
+fake_clock() {
+  local at=$1 target off
+  [[ -n $FAKETIME_LIB && -f $FAKETIME_LIB ]] || die "libfaketime not found: run 'make setup' (Debian package faketime)"
+  target=$(date -u -d "$at" +%s) || die "cannot read the time $at"
+  off=$((target - $(date -u +%s)))
+  ((off >= 0)) && off="+$off"
+  fake_malloc_lib || die "could not build scripts/libc-malloc.c (needs cc: run 'make setup')"
+  export LD_PRELOAD=$FAKETIME_LIB:$FAKE_MALLOC_LIB FAKETIME=$off FAKETIME_DONT_FAKE_MONOTONIC=1 DIALGUARD_FAKE_AT=$at
+  unset FAKETIME_SHARED
+}
+
+# fake_malloc_lib: build scripts/libc-malloc.c (glibc's allocator for the jemalloc
+# of Debian's redis-server, which hangs under libfaketime otherwise; see the file).
+FAKE_MALLOC_LIB=$REPO_ROOT/.stack/faketime/libc-malloc.so
+fake_malloc_lib() {
+  local src=$REPO_ROOT/scripts/libc-malloc.c
+  [[ -f $FAKE_MALLOC_LIB && $FAKE_MALLOC_LIB -nt $src ]] && return 0
+  mkdir -p "$(dirname "$FAKE_MALLOC_LIB")"
+  cc -shared -fPIC -O2 -o "$FAKE_MALLOC_LIB.tmp" "$src" -ldl && mv "$FAKE_MALLOC_LIB.tmp" "$FAKE_MALLOC_LIB"
+}
+
+# no_fake CMD...: CMD on the real clock (Asterisk, its CLI). An array, not a
+# function, so that `"${NO_FAKE[@]}" CMD &` leaves $! the pid of CMD.
+NO_FAKE=(env -u LD_PRELOAD -u FAKETIME -u FAKETIME_SHARED -u FAKETIME_DONT_FAKE_MONOTONIC)
+no_fake() { "${NO_FAKE[@]}" "$@"; }
+
+# clock_report: the time as Python, Redis and PostgreSQL of the stack see it.
+clock_report() {
+  local py redis pg
+  py=$("$VENV/bin/python" -c 'import datetime; print(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))')
+  redis=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" time | head -n 1)
+  redis=$(date -u -d "@$redis" +%Y-%m-%dT%H:%M:%S+00:00 2>/dev/null || echo "$redis")
+  pg=$("$PG_BIN/psql" "$PG_ADMIN_DSN" -qAt -c "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS+00:00')")
+  log "clock: python $py, redis TIME $redis, postgresql now() $pg, real $(no_fake date -u +%Y-%m-%dT%H:%M:%S+00:00)"
 }

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# make test: up, unit + integration + e2e tests, down. The stack is stopped
-# whatever happens; the exit code is the tests' one (or up's, if it failed).
+# make test: up, unit + integration + e2e tests, down; then unit + integration
+# again on a shifted clock (scripts/test-dates.sh: the suite must pass on any
+# date). The stack is stopped whatever happens; the exit code is the tests' one
+# (or up's, if it failed).
+#   DIALGUARD_TEST_SUITES  the test folders (default: tests/unit tests/integration tests/e2e)
+#   DIALGUARD_FAKE_AT      run on a clock shifted to this time (set by test-dates.sh)
+#   DIALGUARD_TEST_SHIFTED=0  skip the shifted pass of make test
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -10,13 +15,25 @@ trap down EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+read -r -a suites <<<"${DIALGUARD_TEST_SUITES:-tests/unit tests/integration tests/e2e}"
+[[ -n ${DIALGUARD_FAKE_AT:-} ]] && fake_clock "$DIALGUARD_FAKE_AT"
+start=$SECONDS
 "$REPO_ROOT/scripts/stack-up.sh" || exit $?
 set -a
 # shellcheck disable=SC1091
 source "$STACK_DIR/env"
 set +a
+[[ -n ${DIALGUARD_FAKE_AT:-} ]] && clock_report
 # shellcheck disable=SC2086
-"$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} tests/unit tests/integration tests/e2e
+"$VENV/bin/python" -m pytest ${PYTEST_ARGS:-} "${suites[@]}"
 rc=$?
-log "tests finished with exit code $rc"
+log "tests finished with exit code $rc in $((SECONDS - start))s${DIALGUARD_FAKE_AT:+ (clock shifted to $DIALGUARD_FAKE_AT)}"
+if [[ -z ${DIALGUARD_FAKE_AT:-} && ${DIALGUARD_TEST_SHIFTED:-1} != 0 ]]; then
+  down
+  trap - EXIT
+  DIALGUARD_TEST_SUITES="tests/unit tests/integration" \
+    "$REPO_ROOT/scripts/test-dates.sh" "${DIALGUARD_SHIFTED_DATE:-2028-02-29T14:00:00Z}"
+  r=$?
+  ((rc == 0)) && rc=$r
+fi
 exit $rc

@@ -8,8 +8,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # redis-server, postgresql: the stack's own instances (redis-sentinel: the
 # DIALGUARD_REDIS_HA=1 stack's Sentinels); sip-tester: SIPp;
 # debootstrap: the cached Asterisk root; python3-venv: .venv on Debian's python;
-# systemd: systemd-analyze, which the tests use to verify the units in deploy/.
-PACKAGES=(redis-server redis-sentinel postgresql sip-tester debootstrap python3-venv systemd)
+# systemd: systemd-analyze, which the tests use to verify the units in deploy/;
+# faketime: libfaketime, the shifted clock of make test-dates; gcc, libc6-dev: its
+# helper for Redis (scripts/libc-malloc.c).
+PACKAGES=(redis-server redis-sentinel postgresql sip-tester debootstrap python3-venv systemd faketime gcc libc6-dev)
 [[ $ASTERISK_MODE == system ]] && PACKAGES=("${PACKAGES[@]/debootstrap}")
 
 packages() {

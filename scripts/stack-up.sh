@@ -222,12 +222,12 @@ start_asterisk() {
     rm -f "$AST_HOST_DIR/run/asterisk.ctl" "$AST_HOST_DIR/run/asterisk.pid"
     if [[ $ASTERISK_MODE == system ]]; then
       [[ -x $ASTERISK_BIN ]] || die "DIALGUARD_ASTERISK=system but no asterisk binary (set DIALGUARD_ASTERISK_BIN)"
-      setsid "$ASTERISK_BIN" -f -n -C "$AST_DIR/etc/asterisk.conf" >"$console" 2>&1 </dev/null 8>&- &
+      "${NO_FAKE[@]}" setsid "$ASTERISK_BIN" -f -n -C "$AST_DIR/etc/asterisk.conf" >"$console" 2>&1 </dev/null 8>&- &
     else
       [[ $EUID -eq 0 ]] || die "the chrooted Asterisk needs root (or DIALGUARD_ASTERISK=system)"
       # Private mount namespace: /proc and the runtime folder are mounted for
       # Asterisk only and vanish with it, even if it is killed.
-      setsid unshare --mount --propagation private -- sh -c '
+      "${NO_FAKE[@]}" setsid unshare --mount --propagation private -- sh -c '
         mount -t proc proc "$1/proc" && mount --bind "$2" "$1/dialguard" &&
         exec chroot "$1" "$3" -f -n -C /dialguard/etc/asterisk.conf' \
         sh "$ASTERISK_ROOT" "$AST_HOST_DIR" "$ASTERISK_BIN" >"$console" 2>&1 </dev/null 8>&- &
