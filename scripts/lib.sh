@@ -286,19 +286,20 @@ fake_clock() {
   target=$(date -u -d "$at" +%s) || die "cannot read the time $at"
   off=$((target - $(date -u +%s)))
   ((off >= 0)) && off="+$off"
-  fake_malloc_lib || die "could not build scripts/libc-malloc.c (needs cc: run 'make setup')"
-  export LD_PRELOAD=$FAKETIME_LIB:$FAKE_MALLOC_LIB FAKETIME=$off FAKETIME_DONT_FAKE_MONOTONIC=1 DIALGUARD_FAKE_AT=$at
+  faketime_fixes || die "could not build scripts/faketime-fixes.c (needs cc: run 'make setup')"
+  export LD_PRELOAD=$FAKETIME_FIXES:$FAKETIME_LIB FAKETIME=$off FAKETIME_DONT_FAKE_MONOTONIC=1 DIALGUARD_FAKE_AT=$at
   unset FAKETIME_SHARED
 }
 
-# fake_malloc_lib: build scripts/libc-malloc.c (glibc's allocator for the jemalloc
-# of Debian's redis-server, which hangs under libfaketime otherwise; see the file).
-FAKE_MALLOC_LIB=$REPO_ROOT/.stack/faketime/libc-malloc.so
-fake_malloc_lib() {
-  local src=$REPO_ROOT/scripts/libc-malloc.c
-  [[ -f $FAKE_MALLOC_LIB && $FAKE_MALLOC_LIB -nt $src ]] && return 0
-  mkdir -p "$(dirname "$FAKE_MALLOC_LIB")"
-  cc -shared -fPIC -O2 -o "$FAKE_MALLOC_LIB.tmp" "$src" -ldl && mv "$FAKE_MALLOC_LIB.tmp" "$FAKE_MALLOC_LIB"
+# faketime_fixes: build scripts/faketime-fixes.c, preloaded before libfaketime:
+# Redis's jemalloc hangs under libfaketime, and Python's time.sleep fails with
+# FAKETIME_DONT_FAKE_MONOTONIC=1 (see the file).
+FAKETIME_FIXES=$REPO_ROOT/.stack/faketime/faketime-fixes.so
+faketime_fixes() {
+  local src=$REPO_ROOT/scripts/faketime-fixes.c
+  [[ -f $FAKETIME_FIXES && $FAKETIME_FIXES -nt $src ]] && return 0
+  mkdir -p "$(dirname "$FAKETIME_FIXES")"
+  cc -shared -fPIC -O2 -Wall -o "$FAKETIME_FIXES.tmp" "$src" -ldl && mv "$FAKETIME_FIXES.tmp" "$FAKETIME_FIXES"
 }
 
 # no_fake CMD...: CMD on the real clock (Asterisk, its CLI). An array, not a

@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # debootstrap: the cached Asterisk root; python3-venv: .venv on Debian's python;
 # systemd: systemd-analyze, which the tests use to verify the units in deploy/;
 # faketime: libfaketime, the shifted clock of make test-dates; gcc, libc6-dev: its
-# helper for Redis (scripts/libc-malloc.c).
+# fixes (scripts/faketime-fixes.c).
 PACKAGES=(redis-server redis-sentinel postgresql sip-tester debootstrap python3-venv systemd faketime gcc libc6-dev)
 [[ $ASTERISK_MODE == system ]] && PACKAGES=("${PACKAGES[@]/debootstrap}")
 
