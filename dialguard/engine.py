@@ -694,13 +694,16 @@ class Engine:
                               f"{', pool median ' + str(round(t['pool_median'], 3)) if t.get('pool_median') else ''},"
                               f" {t.get('calls')} calls)" for t in why.get("triggered", [])))
 
-    async def _event(self, kind: str, number: str, op: str, field: str, value: str,
+    async def _event(self, kind: str, number: str, op: str, field: str, value: str | None,
                      now: datetime | None, campaign: str | None = None) -> bool:
+        """value None: the event's time (the rules clock), as `counters rebuild` restores it."""
         e164 = parse_number(number, self.default_region)
         if not e164.valid:
             from dialguard.numbers import NumberError
             raise NumberError(f"{number!r}: {e164.problem}")
         now = (now or await self.now()).astimezone(UTC)
+        if value is None:
+            value = str(ms(now))
         tag = self.keys.number_tag(e164.e164)
         payload = json.dumps({"kind": kind, "n": tag, "ne": self.sealer.seal(e164.e164), "at": ms(now),
                               "campaign": campaign, "node": self.settings.node}, separators=(",", ":"))
@@ -709,13 +712,13 @@ class Engine:
         return int(res) == 1
 
     async def opt_out(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("opt_out", number, "set", "optout", str(ms(now or utcnow())), now)
+        return await self._event("opt_out", number, "set", "optout", None, now)
 
     async def complaint(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("complaint", number, "set", "complaint", str(ms(now or utcnow())), now)
+        return await self._event("complaint", number, "set", "complaint", None, now)
 
     async def consent(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("consent", number, "set", "consent", str(ms(now or utcnow())), now)
+        return await self._event("consent", number, "set", "consent", None, now)
 
     async def consent_revoke(self, number: str, now: datetime | None = None) -> bool:
         return await self._event("consent_revoke", number, "clear", "consent", "", now)

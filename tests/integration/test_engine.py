@@ -397,3 +397,20 @@ async def test_live_calls_follow_the_rules_clock(make_engine, rules_file, settin
     assert await e.live_calls("+862150000001") == 1
     await e.report_outcome("lc1", Outcome(result="no_answer"))
     assert await e.live_calls("+862150000001") == 0
+
+
+async def test_flags_carry_the_rules_clock_like_their_records(make_engine, rules_file, settings):
+    """opt-out, complaint and consent stamp the flag with the event's time (the rules
+    clock), the time its audit record carries and `counters rebuild` restores."""
+    from dialguard.config import Settings
+    e = await make_engine(rules_file(OPEN), settings=Settings(**{**settings.__dict__, "test_clock": True}))
+    at = sh(2026, 9, 28, 10)
+    await e.set_test_clock(at)
+    await e.opt_out(NUM)
+    await e.complaint(NUM, now=at + timedelta(minutes=1))
+    await e.consent(NUM)
+    flags = await e.redis.hgetall(e.keys.flags(e.keys.number_tag("+86" + NUM)))
+    assert {k.decode(): int(v) for k, v in flags.items()} == {
+        "optout": ms(at), "complaint": ms(at + timedelta(minutes=1)), "consent": ms(at)}
+    records = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f.get(b"t") == b"event"]
+    assert [r["at"] for r in records] == [ms(at), ms(at + timedelta(minutes=1)), ms(at)]
