@@ -39,6 +39,12 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def real_clock(env: dict[str, str]) -> dict[str, str]:
+    """env on the real clock, for pip: it fetches over TLS, whose certificates are
+    checked against the clock, and `make test-dates` shifts it (libfaketime)."""
+    return {k: v for k, v in env.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
+
+
 def stack_server_settings(stack) -> dict[str, str]:
     """The DIALGUARD_* settings the stack's own FastAGI server runs with (its
     store, key prefix, rules, test clock, secrets...), read from its process:
@@ -62,15 +68,16 @@ def digest(folder: Path) -> dict[str, tuple[str, int]]:
 def installed(tmp_path_factory) -> Path:
     """bin/ of a fresh venv with the built wheel installed."""
     root = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", REPO_ROOT, "--no-deps", "-q", "-w", root / "dist", cwd=root)
+    run(sys.executable, "-m", "pip", "wheel", REPO_ROOT, "--no-deps", "-q", "-w", root / "dist", cwd=root,
+        env=real_clock(dict(os.environ)))
     (wheel,) = (root / "dist").glob("dialguard-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for part in [*(f"dialguard/asterisk/{n}" for n in SHIPPED), "dialguard/resources/decide.lua",
                  "dialguard/packs/cn-default.yaml", "dialguard/sql/010_audit.sql",
                  "dialguard/loadtest/uac.xml", "dialguard/loadtest/uas.xml"]:
         assert part in names, f"{part} missing from {wheel.name}"
-    run("python3", "-m", "venv", root / "venv", env=clean_env())
-    run(root / "venv" / "bin" / "pip", "install", "-q", wheel, env=clean_env(), cwd=root)
+    run("python3", "-m", "venv", root / "venv", env=real_clock(clean_env()))
+    run(root / "venv" / "bin" / "pip", "install", "-q", wheel, env=real_clock(clean_env()), cwd=root)
     where = run(root / "venv" / "bin" / "python", "-c", "import dialguard, agi; print(dialguard.__file__, agi.__file__)",
                 env=clean_env(), cwd=root).stdout
     assert str(REPO_ROOT) not in where and str(root / "venv") in where, where
