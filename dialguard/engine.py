@@ -809,9 +809,10 @@ class Engine:
     async def pause(self, scope: str = "all", name: str | None = None, why: str = "") -> None:
         """Kill switch: the next decision on every node is denied `paused`."""
         f = self._pause_field(scope, name)
+        at = int(time.time() * 1000)  # one reading: `counters rebuild` restores "since" from the record's "at"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.pause, f, str(ms(utcnow())))
-            self._admin(pipe, "pause", f, why)
+            pipe.hset(self.keys.pause, f, str(at))
+            self._admin(pipe, "pause", f, why, at=at)
             await pipe.execute()
 
     async def resume(self, scope: str = "all", name: str | None = None, why: str = "") -> bool:
