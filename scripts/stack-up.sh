@@ -14,7 +14,21 @@ if [[ -f $STACK_DIR/env ]] && { pid_alive "$STACK_DIR/redis/redis.pid" redis-ser
 fi
 [[ -x $VENV/bin/python ]] || die ".venv missing: run 'make setup' first"
 PY=$VENV/bin/python
+# Everything the stack writes (Redis data and AOF, logs, spool, secrets) is for
+# its owner only; .stack itself stays traversable for the postgres OS user.
+umask 077
 mkdir -p "$STACK_DIR"
+chmod 0711 "$STACK_DIR"
+
+# --- secrets: generated once per checkout, never built in ------------------------
+# .stack/secrets/: secrets.env (hash secret, data key), redis-<role>.env (one
+# Redis ACL user per role) and redis-users.acl (Redis' aclfile). `make clean`
+# removes them with the data they protect.
+ensure_secrets() {
+  # Key pattern dg*: the dev stack's services use prefix dg, the tests dg<something>:.
+  "$VENV/bin/dialguard" init --dir "$SECRETS_DIR" --prefix 'dg*' >"$STACK_DIR/init.log" 2>&1 ||
+    fail_part "secrets" "$STACK_DIR/init.log" "dialguard init failed"
+}
 
 need_free() { # PART PROTO PORT...
   local part=$1; shift
@@ -22,7 +36,7 @@ need_free() { # PART PROTO PORT...
 }
 
 # --- Redis (AOF, fsync every second) -----------------------------------------
-redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+redis_ping() { [[ $(redis-cli -u "$(role_url admin)" --no-auth-warning ping 2>/dev/null) == PONG ]]; }
 start_redis() {
   local d=$STACK_DIR/redis
   local pidf=$d/redis.pid logf=$d/redis.log
@@ -30,6 +44,8 @@ start_redis() {
     command -v redis-server >/dev/null || die "redis-server missing: run 'make setup'"
     need_free Redis tcp "$REDIS_PORT"
     mkdir -p "$d/data"
+    chmod 0700 "$d" "$d/data"
+    # No default user: one ACL user per role (dialguard/redis_acl.py, .stack/secrets/redis-users.acl).
     cat >"$d/redis.conf" <<CONF
 bind 127.0.0.1
 port $REDIS_PORT
@@ -41,8 +57,12 @@ dir $d/data
 appendonly yes
 appendfsync everysec
 save ""
+aclfile $SECRETS_DIR/redis-users.acl
 CONF
     redis-server "$d/redis.conf" 8>&- || fail_part Redis "$logf" "redis-server failed to start"
+  else
+    # A running Redis picks up users added since it started.
+    redis-cli -u "$(role_url admin)" --no-auth-warning acl load >/dev/null 2>&1 || true
   fi
   wait_for "Redis (127.0.0.1:$REDIS_PORT)" "$logf" 20 "$pidf" redis_ping
   log "Redis up on 127.0.0.1:$REDIS_PORT (log: $logf)"
@@ -175,6 +195,8 @@ write_env() {
     done
     echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
     echo "export DIALGUARD_SPOOL_DIR=$(q "$SPOOL_DIR")"
+    echo "export DIALGUARD_SECRETS_FILE=$(q "$SECRETS_DIR/secrets.env")"
+    echo "export DIALGUARD_SECRETS_DIR=$(q "$SECRETS_DIR")"
     echo "export DIALGUARD_TEST_REGISTRY=$(q "$STACK_DIR/test-clusters")"
     echo "export DIALGUARD_ARI_URL=$(q "http://127.0.0.1:$ARI_PORT")"
     echo "export DIALGUARD_STACK_DIR=$(q "$STACK_DIR")"
@@ -203,7 +225,7 @@ start_services() {
   fi
   # HOOK (audit): ships decisions and outcomes from Redis to PostgreSQL.
   if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" audit-ship --help >/dev/null 2>&1; then
-    start_service audit-ship -- "$VENV/bin/dialguard" audit-ship
+    start_service audit-ship "DIALGUARD_REDIS_URL=$(role_url shipper)" -- "$VENV/bin/dialguard" audit-ship
     sleep 1
     pid_alive "$d/audit-ship.pid" dialguard || fail_part "audit shipper" "$d/audit-ship.log" "the process exited"
     log "audit shipper running (log: $d/audit-ship.log)"
@@ -215,6 +237,8 @@ start_services() {
 }
 
 start=$SECONDS
+ensure_secrets
+REDIS_URL=$(role_url admin)  # the operator's (and the tests') user; services get their own
 start_redis
 start_pg
 write_env

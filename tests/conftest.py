@@ -28,6 +28,23 @@ from sipp import load_stack_env  # noqa: E402  (tests/e2e/sipp.py, stdlib only)
 load_stack_env()
 
 
+def _session_secrets() -> None:
+    """Tests run with a hash secret and data key from outside the code: the
+    stack's generated ones (.stack/secrets/secrets.env, named by .stack/env),
+    else fresh ones for this session. There are no built-in defaults."""
+    import secrets
+
+    from dialguard.config import secrets_file
+
+    if os.environ.get("DIALGUARD_HASH_SECRET") or secrets_file():
+        return
+    os.environ["DIALGUARD_HASH_SECRET"] = secrets.token_hex(32)
+    os.environ["DIALGUARD_DATA_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+_session_secrets()
+
+
 def _port(name: str, default: int) -> int:
     return int(os.environ.get(f"DIALGUARD_{name}_PORT", default))
 
