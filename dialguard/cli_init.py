@@ -7,7 +7,9 @@ leaves every sealed number unreadable):
     secrets.env          DIALGUARD_HASH_SECRET, DIALGUARD_DATA_KEY
     redis-<role>.env     DIALGUARD_REDIS_USER, DIALGUARD_REDIS_PASSWORD of one role
                          (guard, dialer, shipper, admin: dialguard/redis_acl.py)
-    redis-users.acl      Redis `aclfile`: the default user off, the role users
+    redis-default.env    the default user's (Redis' superuser): for the Redis
+                         administrator only, never for a dialguard component
+    redis-users.acl      Redis `aclfile`: the default user behind that password, the role users
                          with their passwords' SHA-256 (rewritten from the role files)
 
 Services read secrets.env through systemd's EnvironmentFile (deploy/systemd/)
@@ -62,7 +64,7 @@ def generate(directory: Path, *, secrets_file: Path | None = None, prefix: str =
                            f"DIALGUARD_DATA_KEY={base64.b64encode(secrets.token_bytes(32)).decode()}\n", owner)
         created.append(sf)
     passwords = {}
-    for role in ROLES:
+    for role in (*ROLES, "default"):
         f = directory / f"redis-{role}.env"
         if f.exists():
             passwords[role] = parse_env_file(f.read_text()).get("DIALGUARD_REDIS_PASSWORD", "")
@@ -72,7 +74,7 @@ def generate(directory: Path, *, secrets_file: Path | None = None, prefix: str =
             continue
         passwords[role] = secrets.token_urlsafe(32)
         _write_private(f, f"# Redis ACL user of the {role} role (dialguard init)\n"
-                          f"DIALGUARD_REDIS_USER={username(role)}\n"
+                          f"DIALGUARD_REDIS_USER={'default' if role == 'default' else username(role)}\n"
                           f"DIALGUARD_REDIS_PASSWORD={passwords[role]}\n", owner)
         created.append(f)
     acl = directory / "redis-users.acl"

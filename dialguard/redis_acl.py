@@ -41,7 +41,7 @@ _SHIPPER = ("+evalsha +eval +script|load +get +hget +hgetall +exists "
 _DIALER = _GUARD + " +hsetnx +pexpireat +expire +watch +unwatch +multi +exec +discard"
 
 # The operator's tools: everything on the prefix but the server's own administration.
-_ADMIN = "+@all -@dangerous +info +scan +script|flush"
+_ADMIN = "+@all -@dangerous +info +scan +script|flush +client|list +client|kill +acl|log +acl|whoami"
 
 _CMDS = {"guard": _GUARD, "dialer": _DIALER, "shipper": _SHIPPER, "admin": _ADMIN}
 
@@ -69,8 +69,12 @@ def setuser_line(role: str, prefix: str, password: str) -> str:
 
 
 def acl_file(passwords: dict[str, str], prefix: str) -> str:
-    """A Redis `aclfile`: the default user off, one user per role (hashed passwords)."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    """A Redis `aclfile`: one user per role, and the default user (the server's
+    superuser) behind a generated password (passwords["default"]): no `nopass`.
+    Not `off`: Redis 7.0 replays the AOF as the default user, and refuses
+    the replayed commands of a disabled one."""
+    digest = hashlib.sha256(passwords["default"].encode()).hexdigest()
+    lines = [f"user default on resetkeys resetchannels ~* &* +@all #{digest}"]
     for role in ROLES:
         digest = hashlib.sha256(passwords[role].encode()).hexdigest()
         lines.append(f"user {username(role)} {acl_rules(role, prefix)} #{digest}")

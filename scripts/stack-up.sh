@@ -40,6 +40,11 @@ redis_ping() { [[ $(redis-cli -u "$(role_url admin)" --no-auth-warning ping 2>/d
 start_redis() {
   local d=$STACK_DIR/redis
   local pidf=$d/redis.pid logf=$d/redis.log
+  if pid_alive "$pidf" redis-server && ! cmp -s "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"; then
+    # Users changed (or a Redis from before the ACL users): restart it (the AOF keeps the data).
+    log "Redis ACL users changed: restarting Redis"
+    stop_pid "$pidf" redis-server 20
+  fi
   if ! pid_alive "$pidf" redis-server; then
     command -v redis-server >/dev/null || die "redis-server missing: run 'make setup'"
     need_free Redis tcp "$REDIS_PORT"
@@ -60,9 +65,7 @@ save ""
 aclfile $SECRETS_DIR/redis-users.acl
 CONF
     redis-server "$d/redis.conf" 8>&- || fail_part Redis "$logf" "redis-server failed to start"
-  else
-    # A running Redis picks up users added since it started.
-    redis-cli -u "$(role_url admin)" --no-auth-warning acl load >/dev/null 2>&1 || true
+    cp "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"
   fi
   wait_for "Redis (127.0.0.1:$REDIS_PORT)" "$logf" 20 "$pidf" redis_ping
   log "Redis up on 127.0.0.1:$REDIS_PORT (log: $logf)"

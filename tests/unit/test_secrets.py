@@ -61,7 +61,7 @@ def test_init_writes_private_secrets_that_every_component_accepts(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     files = sorted(f.name for f in d.iterdir())
-    assert files == ["redis-admin.env", "redis-dialer.env", "redis-guard.env", "redis-shipper.env",
+    assert files == ["redis-admin.env", "redis-default.env", "redis-dialer.env", "redis-guard.env", "redis-shipper.env",
                      "redis-users.acl", "secrets.env"]
     for f in d.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
@@ -77,7 +77,7 @@ def test_init_writes_private_secrets_that_every_component_accepts(tmp_path):
         pw = [ln for ln in (d / f"redis-{role}.env").read_text().splitlines()
               if ln.startswith("DIALGUARD_REDIS_PASSWORD=")][0].split("=", 1)[1]
         assert len(pw) >= 40 and pw not in acl and f"user dialguard-{role} on" in acl
-    assert acl.startswith("user default off")
+    assert acl.startswith("user default on") and "nopass" not in acl
 
     # The components start past the secrets check with the file (the shipper
     # then fails on the unreachable PostgreSQL, exit 3, not on secrets).
