@@ -222,7 +222,8 @@ start_services() {
   # admin, writer and reader roles); idempotent, refuses a changed applied file.
   mkdir -p "$d"
   if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" db --help >/dev/null 2>&1; then
-    DIALGUARD_PG_DSN=$PG_DSN DIALGUARD_PG_ADMIN_DSN=$PG_ADMIN_DSN "$VENV/bin/dialguard" db migrate \
+    DIALGUARD_PG_DSN=$PG_DSN DIALGUARD_PG_ADMIN_DSN=$PG_ADMIN_DSN DIALGUARD_SECRETS_FILE=$SECRETS_DIR/secrets.env \
+      "$VENV/bin/dialguard" db migrate \
       >"$d/migrate.log" 2>&1 || fail_part "schema migration" "$d/migrate.log" "dialguard db migrate failed"
     log "database schema up to date (log: $d/migrate.log)"
   fi
