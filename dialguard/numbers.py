@@ -167,6 +167,16 @@ def keyed_hash(secret: bytes, value: str, size: int = 16) -> str:
     return hmac.digest(secret, value.encode(), "sha256").hex()[: size * 2]  # one-shot: C all the way
 
 
+def mask_number(number: str | None) -> str | None:
+    """The one way dialguard shows a number in logs and reports: the last four
+    digits, the rest as '*' (+8613800000001 -> *********0001). Enough to
+    recognise a number a caller reads out, not to dial it."""
+    if not number:
+        return number
+    digits = [c for c in number if c.isdigit()]
+    return "*" * max(0, len(digits) - 4) + "".join(digits[-4:])
+
+
 @lru_cache(maxsize=16384)
 def short_hash(value: str) -> str:
     """Stable tag for non-secret names (campaign, agent) used in keys."""

@@ -40,3 +40,16 @@ def test_keyed_hash_is_keyed_and_hides_the_number():
     a = keyed_hash(b"s1", "+12025550123")
     assert a != keyed_hash(b"s2", "+12025550123")
     assert "2025550123" not in a and len(a) == 32
+
+
+def test_one_mask_for_logs_and_reports():
+    """One masking function (issue 13): the FastAGI log fields and the audit
+    reports show the same last four digits, never more."""
+    from agi.handlers import mask_number as agi_mask
+    from dialguard.audit.report import mask_number as report_mask
+    from dialguard.numbers import mask_number
+
+    assert agi_mask is mask_number and report_mask is mask_number
+    assert mask_number("+8613800000001") == "*********0001"
+    assert mask_number("138 0013 8000") == "*******8000"
+    assert mask_number("110") == "110"[-4:] and mask_number("") == "" and mask_number(None) is None
