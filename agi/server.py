@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
               f"and the config file (DIALGUARD_CONFIG)", file=sys.stderr)
         return 2
     args = ap.parse_args(argv)
+    os.umask(0o077)  # the spool and anything else the server writes: owner only
     try:
         require_secrets("dialguard-agi-server")
     except ConfigError as exc:

@@ -64,6 +64,9 @@ NO_SECRETS = {"init", "db"}
 @app.callback()
 def _main(ctx: typer.Context):
     """Every command but init and db refuses to start without a hash secret and a data key."""
+    import os
+
+    os.umask(0o077)  # files the CLI writes (exports, checkpoints, rejects, spool) are the owner's only
     if ctx.invoked_subcommand in NO_SECRETS or ctx.resilient_parsing or "--help" in sys.argv[1:]:
         return
     try:
