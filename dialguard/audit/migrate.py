@@ -262,8 +262,10 @@ def seal_plaintext_leads(conn: psycopg.Connection, say: Callable[[str], None] = 
                          "and column_name = 'number_enc'")
         if not has:
             return 0
-        n = _one(conn, "select count(*) from dialer_leads where number is not null")
-        validated = _one(conn, "select convalidated from pg_constraint where conname = 'dialer_leads_sealed'")
+        n = _one(conn, "select (select count(*) from dialer_leads where number is not null)"
+                       " + (select count(*) from dialer_calls where caller_id is not null)")
+        validated = _one(conn, "select bool_and(convalidated) from pg_constraint"
+                               " where conname in ('dialer_leads_sealed', 'dialer_calls_sealed')")
     if not n and validated:
         return 0
     from dialguard.campaigns.store import lead_number_hash
@@ -279,19 +281,26 @@ def seal_plaintext_leads(conn: psycopg.Connection, say: Callable[[str], None] = 
     with conn.transaction():
         conn.execute(sql.SQL("set local role {}").format(sql.Identifier(ADMIN_ROLE)))
         rows = conn.execute("select id, number from dialer_leads where number is not null for update").fetchall()
+        calls = conn.execute("select channel_id, caller_id from dialer_calls where caller_id is not null"
+                             " for update").fetchall()
         with conn.cursor() as cur:
             cur.executemany("update dialer_leads set number_hash = %s, number_enc = %s, number = null where id = %s",
                             [(lead_number_hash(secret, num), sealer.seal(num), i) for i, num in rows])
+            cur.executemany("update dialer_calls set caller_id_enc = %s, caller_id = null where channel_id = %s",
+                            [(sealer.seal(cid), ch) for ch, cid in calls])
         conn.execute("alter table dialer_leads validate constraint dialer_leads_sealed")
-    if rows:
+        conn.execute("alter table dialer_calls validate constraint dialer_calls_sealed")
+    if rows or calls:
         conn.execute(sql.SQL("set role {}").format(sql.Identifier(ADMIN_ROLE)))
         autocommit = conn.autocommit
         conn.commit()
         conn.autocommit = True
         try:
             conn.execute("vacuum full dialer_leads")
+            conn.execute("vacuum full dialer_calls")
         finally:
             conn.autocommit = autocommit
             conn.execute("reset role")
-        say(f"sealed {len(rows)} dialer leads (number_hash + number_enc; table rewritten)")
-    return len(rows)
+        say(f"sealed {len(rows)} dialer leads (number_hash + number_enc) and {len(calls)} calls' caller IDs; "
+            "tables rewritten")
+    return len(rows) + len(calls)

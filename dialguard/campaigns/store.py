@@ -126,9 +126,20 @@ class Store:
                                 "(sql/080_dialer_leads_sealed.sql seals them)")
 
     def _opened(self, row: dict | None) -> dict | None:
-        if row is not None and row.get("number_enc"):
-            row["number"] = self.sealer.open(row["number_enc"])
+        if row is not None:
+            if row.get("number_enc"):
+                row["number"] = self.sealer.open(row["number_enc"])
+            if "caller_id_enc" in row:
+                enc = row["caller_id_enc"]
+                row["caller_id"] = self.sealer.open(enc) if enc else None
         return row
+
+    def _sealed(self, fields: dict) -> dict:
+        """A call's caller ID goes to caller_id_enc, sealed (sql/080)."""
+        if "caller_id" in fields:
+            cid = fields.pop("caller_id")
+            fields["caller_id_enc"] = self.sealer.seal(cid) if cid else None
+        return fields
 
     async def _one(self, sql: str, args: Any = ()) -> dict | None:
         async with self.pool.connection() as c:
@@ -261,6 +272,7 @@ class Store:
                         " returning channel_id", (channel_id, lead_id, campaign, agent))
 
     async def update_call(self, channel_id: str, **fields) -> None:
+        fields = self._sealed(fields)
         sets = ", ".join(f"{k} = %s" for k in fields)
         await self._one(f"update dialer_calls set {sets} where channel_id = %s returning channel_id",
                         (*fields.values(), channel_id))
@@ -268,6 +280,7 @@ class Store:
     async def end_call(self, channel_id: str, **fields) -> bool:
         """Record a call's end once: False when it was already ended (by an earlier
         dialer, or a second path here), so its outcome is reported only once."""
+        fields = self._sealed(fields)
         sets = ", ".join(f"{k} = %s" for k in fields)
         r = await self._one(f"update dialer_calls set state = 'ended', {sets} where channel_id = %s"
                             " and state <> 'ended' returning channel_id", (*fields.values(), channel_id))

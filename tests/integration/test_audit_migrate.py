@@ -210,17 +210,21 @@ def test_080_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
         c.execute("insert into dialer_campaigns (name) values ('c1')")
         for n in nums:
             c.execute("insert into dialer_leads (campaign, number, subject) values ('c1', %s, 's')", (n,))
+        c.execute("insert into dialer_calls (channel_id, lead_id, campaign, caller_id) select 'ch1', min(id), 'c1',"
+                  " '+861050000001' from dialer_leads")
     said = []
     migrate_as_admin(cluster, db, say=said.append)
-    assert any("sealed 2 dialer leads" in s for s in said), said
+    assert any("sealed 2 dialer leads" in s and "1 calls' caller IDs" in s for s in said), said
     secret, sealer = Settings().hash_secret, Sealer()
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
         rows = c.execute("select number, number_hash, number_enc from dialer_leads order by id").fetchall()
         assert [r[0] for r in rows] == [None, None]
         assert [sealer.open(r[2]) for r in rows] == nums
         assert [r[1] for r in rows] == [lead_number_hash(secret, n) for n in nums]
-        assert c.execute("select convalidated from pg_constraint where conname = 'dialer_leads_sealed'"
-                         ).fetchone()[0]
+        assert c.execute("select bool_and(convalidated) from pg_constraint"
+                         " where conname in ('dialer_leads_sealed', 'dialer_calls_sealed')").fetchone()[0]
+        cid, enc = c.execute("select caller_id, caller_id_enc from dialer_calls").fetchone()
+        assert cid is None and sealer.open(enc) == "+861050000001"
         # plaintext can no longer be written; the same number twice is refused by its hash
         with pytest.raises(psycopg.errors.CheckViolation):
             c.execute("insert into dialer_leads (campaign, number, number_hash, number_enc, subject) "
