@@ -35,7 +35,7 @@ _GUARD = ("+evalsha +eval +script|load +script|exists "
 _SHIPPER = ("+evalsha +eval +script|load +get +hget +hgetall +exists "
             "+xreadgroup +xread +xack +xautoclaim +xclaim +xpending +xrange +xrevrange +xlen +xdel +xtrim "
             "+xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xgroup|setid "
-            "+xinfo|groups +xinfo|stream +xinfo|consumers")
+            "+xinfo|groups +xinfo|stream +xinfo|consumers +multi +exec +discard")  # XACK+XDEL in one MULTI
 
 # Agent leases (ari_app/agents.py) on top of the guard's set.
 _DIALER = _GUARD + " +hsetnx +pexpireat +expire +watch +unwatch +multi +exec +discard"
