@@ -99,6 +99,10 @@ async def test_no_number_used_is_at_rest_in_plaintext(stack, guard, pg_dsn, tmp_
     assert mine <= set(wanted), "the recorder missed this test's own numbers"
     needles = [d.encode() for d in wanted]
 
+    # The search itself works: Asterisk's CDR (the admin's file, not searched) holds the called number.
+    cdr_bytes = b"".join(f.read_bytes() for f in (stack.dir / "asterisk" / "log").rglob("*.csv"))
+    assert national_digits(called).encode() in cdr_bytes
+
     files = files_under(searched_roots(stack.dir))
     assert any("appendonly" in f.name for f in files), "no Redis AOF under .stack/redis"
     assert any("pg_wal" in f.parts for f in files), "no PostgreSQL WAL under .stack/pg"
