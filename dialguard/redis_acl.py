@@ -32,7 +32,7 @@ _GUARD = ("+evalsha +eval +script|load +script|exists "
           "+xlen +xinfo|groups +xinfo|stream "
           "+del +unlink +set +hset +hdel +hincrby +pexpire +sadd +srem +zadd +zrem +zremrangebyscore +xadd")
 
-_SHIPPER = ("+evalsha +eval +script|load +get +hget +hgetall +exists "
+_SHIPPER = ("+get +hget +hgetall +exists "
             "+xreadgroup +xread +xack +xautoclaim +xclaim +xpending +xrange +xrevrange +xlen +xdel +xtrim "
             "+xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xgroup|setid "
             "+xinfo|groups +xinfo|stream +xinfo|consumers +multi +exec +discard")  # XACK+XDEL in one MULTI

@@ -102,12 +102,17 @@ start_pg() {
   wait_for "PostgreSQL (127.0.0.1:$PG_PORT)" "$logf" 30 "$data/postmaster.pid" \
     "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
   local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  # The services' login `dialguard` owns nothing: not the database (whose owner
+  # owns schema public and may drop any table in it), not a table (dialguard_admin,
+  # via `dialguard db migrate`, owns them); it is a member of dialguard_writer only.
   if [[ $("${psql[@]}" -d postgres -c "select 1 from pg_roles where rolname = 'dialguard'") != 1 ]]; then
-    "${psql[@]}" -d postgres -c "create role dialguard login createdb" >/dev/null
+    "${psql[@]}" -d postgres -c "create role dialguard login" >/dev/null
   fi
+  "${psql[@]}" -d postgres -c "alter role dialguard nocreatedb nocreaterole nosuperuser" >/dev/null
   if [[ $("${psql[@]}" -d postgres -c "select 1 from pg_database where datname = 'dialguard'") != 1 ]]; then
-    "${psql[@]}" -d postgres -c "create database dialguard owner dialguard" >/dev/null
+    "${psql[@]}" -d postgres -c "create database dialguard owner postgres" >/dev/null
   fi
+  "${psql[@]}" -d postgres -c "alter database dialguard owner to postgres" >/dev/null
   log "PostgreSQL up on 127.0.0.1:$PG_PORT, database dialguard (log: $logf)"
 }
 
