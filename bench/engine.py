@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlparse
 
 from dialguard import scripts
-from dialguard.config import Settings
+from dialguard.config import Settings, redacted_url
 from dialguard.engine import Engine
 from dialguard.models import DecisionRequest
 from dialguard.numbers import parse_number
@@ -102,7 +102,11 @@ def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int
     atag = engine.keys.agent("a1").split("{a:")[1].split("}")[0]
     keys = [k.replace(tag, tag[:20] + "__rand_int__").replace(atag, "__rand_int__") for k in plan.keys]
     u = urlparse(settings.redis_url)
-    cmd = [exe, "-h", u.hostname or "127.0.0.1", "-p", str(u.port or 6379), "-n", str(n), "-c", str(concurrency),
+    from dialguard.config import redis_auth
+
+    user, password = redis_auth(settings.redis_url)  # the dev stack has no password-less user
+    auth = (["--user", user] if user else []) + (["-a", password] if password else [])
+    cmd = [exe, "-h", u.hostname or "127.0.0.1", "-p", str(u.port or 6379), *auth, "-n", str(n), "-c", str(concurrency),
            "-r", "100000000", "-q", "--csv", "EVALSHA", scripts.DECIDE.sha, str(len(keys)), *keys, *plan.args()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     # CSV: "test","rps","avg_latency_ms","min","p50","p95","p99","max"
@@ -128,7 +132,7 @@ async def main():
     engine = await Engine.create(settings, policy, prefix=prefix, skip_caller_id_without_pool=True)
     await engine.set_campaign("bench")
     levels = [int(x) for x in args.concurrency.split(",")]
-    print(f"dialguard engine benchmark: rules {policy.name}, Redis {settings.redis_url}, "
+    print(f"dialguard engine benchmark: rules {policy.name}, Redis {redacted_url(settings.redis_url)}, "
           f"{os.cpu_count()} cores, {args.seconds:.0f}s per level")
     if args.repeat:
         print(f"{args.repeat:.0%} of the decisions on a number asked about before")

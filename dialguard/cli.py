@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialguard.config import ConfigError, Settings, require_secrets
+from dialguard.config import ConfigError, Settings, require_secrets, redacted_url
 from dialguard.models import DecisionRequest
 from dialguard.rules import Policy, RulesError, resolve_pack, shipped_packs
 
@@ -101,7 +101,7 @@ def simulate(scenario: Path = typer.Argument(..., help="Scenario YAML (SPEC §5)
     try:
         asyncio.run(run_scenario(sc, policy, emit=lambda line: print(line, flush=True)))
     except (RedisError, OSError) as exc:
-        fail(f"Redis unreachable at {Settings().redis_url}: {exc} (start it with `make up` "
+        fail(f"Redis unreachable at {redacted_url(Settings().redis_url)}: {exc} (start it with `make up` "
              f"or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 

@@ -26,7 +26,7 @@ from typing import Optional
 import typer
 from redis.exceptions import RedisError
 
-from dialguard.config import Settings
+from dialguard.config import Settings, redacted_url
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.numbers import NumberError, normalize
 
@@ -65,7 +65,7 @@ def _run(coro_fn, rules: str | None = None):
     except DncDbUnavailable as exc:
         _fail(str(exc), EXIT_UNAVAILABLE)
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_url}: {exc} (start it with `make up` "
+        _fail(f"Redis unreachable at {redacted_url(settings.redis_url)}: {exc} (start it with `make up` "
               "or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 

@@ -162,6 +162,16 @@ def redis_auth(url: str | None = None) -> tuple[str | None, str | None]:
     return user, password
 
 
+def redacted_url(url: str) -> str:
+    """The URL for messages and logs: the password replaced by ***."""
+    u = urlsplit(url)
+    if not u.password:
+        return url
+    netloc = u.netloc.rsplit("@", 1)
+    user = u.netloc.split(":", 1)[0] if u.username else ""
+    return urlunsplit((u.scheme, f"{user}:***@{netloc[-1]}", u.path, u.query, u.fragment))
+
+
 def redis_url_with_auth(url: str) -> str:
     """The URL carrying the credentials redis_auth() chose (unchanged when there are none)."""
     user, password = redis_auth(url)

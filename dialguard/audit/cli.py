@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialguard.config import Settings
+from dialguard.config import Settings, redacted_url
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -174,7 +174,7 @@ def audit_status(prefix: Optional[str] = typer.Option(None, "--prefix"),
     try:
         st = backlog_status(settings, prefix)
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_url}: {exc}", EXIT_UNAVAILABLE)
+        _fail(f"Redis unreachable at {redacted_url(settings.redis_url)}: {exc}", EXIT_UNAVAILABLE)
     if as_json:
         print(json.dumps(st))
         return
@@ -445,7 +445,7 @@ def counters_rebuild(
     except RebuildError as exc:
         _fail(str(exc))
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_url}: {exc}", EXIT_UNAVAILABLE)
+        _fail(f"Redis unreachable at {redacted_url(settings.redis_url)}: {exc}", EXIT_UNAVAILABLE)
     finally:
         r.close()
     res = {"dry_run": dry_run, "decisions": summary.decisions, "outcomes": summary.outcomes,
