@@ -59,7 +59,10 @@ def acl_rules(role: str, prefix: str) -> str:
     """The rules of one role (everything after `ACL SETUSER <name>` but the password)."""
     if role not in _CMDS:
         raise ValueError(f"unknown Redis role {role!r} (one of {', '.join(ROLES)})")
-    return f"on resetkeys resetchannels ~{key_pattern(prefix)} -@all {_BASE} {_CMDS[role]}"
+    keys = f"~{key_pattern(prefix)}"
+    if role == "admin" and not key_pattern(prefix).startswith("dg*"):
+        keys += " ~dgsim:*"  # `dialguard simulate`'s throw-away namespaces (dialguard/simulate.py)
+    return f"on resetkeys resetchannels {keys} -@all {_BASE} {_CMDS[role]}"
 
 
 def setuser_line(role: str, prefix: str, password: str) -> str:
