@@ -121,6 +121,7 @@ def _env(name: str, default: str) -> str:
 
 
 MIN_SECRET_LEN = 16
+PUBLIC_DEV_SECRET = "dev-only-insecure-secret"  # the default before issue 13: in every old checkout
 
 
 def require_secrets(component: str) -> None:
@@ -134,6 +135,8 @@ def require_secrets(component: str) -> None:
         problems.append("DIALGUARD_HASH_SECRET is not set")
     elif len(secret) < MIN_SECRET_LEN:
         problems.append(f"DIALGUARD_HASH_SECRET is shorter than {MIN_SECRET_LEN} characters")
+    elif secret == PUBLIC_DEV_SECRET:
+        problems.append("DIALGUARD_HASH_SECRET is the development default older releases shipped (public)")
     key = _env("DIALGUARD_DATA_KEY", "")
     if not key:
         problems.append("DIALGUARD_DATA_KEY is not set")
@@ -150,15 +153,12 @@ def require_secrets(component: str) -> None:
 
 
 def redis_auth(url: str | None = None) -> tuple[str | None, str | None]:
-    """(username, password) for Redis: DIALGUARD_REDIS_USER / DIALGUARD_REDIS_PASSWORD
-    when set (environment, secrets file, config file), else the URL's user info.
+    """(username, password) for Redis: each from DIALGUARD_REDIS_USER / DIALGUARD_REDIS_PASSWORD
+    when set (environment, secrets file, config file), else from the URL's user info.
     The one place that decides Redis credentials (URL clients and Sentinel alike)."""
-    user = _env("DIALGUARD_REDIS_USER", "") or None
-    password = _env("DIALGUARD_REDIS_PASSWORD", "") or None
-    if user is None and password is None and url:
-        u = urlsplit(url)
-        user = unquote(u.username) if u.username else None
-        password = unquote(u.password) if u.password else None
+    u = urlsplit(url or "")
+    user = _env("DIALGUARD_REDIS_USER", "") or (unquote(u.username) if u.username else None)
+    password = _env("DIALGUARD_REDIS_PASSWORD", "") or (unquote(u.password) if u.password else None)
     return user, password
 
 

@@ -146,3 +146,11 @@ def test_keys_refuse_an_empty_hash_secret():
 
     with pytest.raises(ValueError, match="DIALGUARD_HASH_SECRET is not set"):
         Keys("dg", b"")
+
+
+def test_the_old_public_default_is_refused(tmp_path):
+    """The hash secret older releases shipped as a default is public: refused like no secret."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    env = clean_env(tmp_path, DIALGUARD_HASH_SECRET="dev-only-insecure-secret", DIALGUARD_DATA_KEY=key)
+    p = subprocess.run(COMPONENTS["CLI"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "development default" in " ".join(p.stderr.split()), p.stderr
