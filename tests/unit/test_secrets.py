@@ -154,3 +154,14 @@ def test_the_old_public_default_is_refused(tmp_path):
     env = clean_env(tmp_path, DIALGUARD_HASH_SECRET="dev-only-insecure-secret", DIALGUARD_DATA_KEY=key)
     p = subprocess.run(COMPONENTS["CLI"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "development default" in " ".join(p.stderr.split()), p.stderr
+
+
+def test_documented_acl_lines_are_the_code_s():
+    """docs/OPERATIONS.md shows each role's ACL SETUSER line as dialguard/redis_acl.py builds it."""
+    from dialguard.redis_acl import acl_rules
+
+    doc = (REPO / "docs" / "OPERATIONS.md").read_text()
+    for role in ("guard", "shipper", "admin"):
+        assert f"ACL SETUSER dialguard-{role} reset {acl_rules(role, 'dg')} #" in doc, role
+    dialer_extra = acl_rules("dialer", "dg").split(acl_rules("guard", "dg"), 1)[1].strip()
+    assert f"ACL SETUSER dialguard-dialer reset <the guard's rules> {dialer_extra} #" in doc
