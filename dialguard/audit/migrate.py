@@ -252,7 +252,7 @@ def _applied_or_none(conn: psycopg.Connection) -> list[Applied]:
 
 
 def seal_plaintext_leads(conn: psycopg.Connection, say: Callable[[str], None] = lambda s: None) -> int:
-    """Leads written before sql/080 still hold their number in clear: hash and
+    """Leads written before sql/090 still hold their number in clear: hash and
     seal them (keys from the environment or secrets file: SQL has none), clear
     `number`, validate the constraint that keeps it clear, and rewrite the
     table (VACUUM FULL) so no dead row version keeps the plaintext. Returns how

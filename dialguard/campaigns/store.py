@@ -80,7 +80,7 @@ def lead_number_hash(secret: bytes, e164: str) -> str:
 
 
 class Store:
-    """Leads keep no plaintext number (sql/080): number_hash dedups, number_enc
+    """Leads keep no plaintext number (sql/090): number_hash dedups, number_enc
     is sealed; every row read back carries `number` opened again for the dialer."""
 
     def __init__(self, pool: AsyncConnectionPool, secret: bytes | None = None, sealer=None):
@@ -123,7 +123,7 @@ class Store:
                                 "(sql/060_dialer_deadlines.sql)")
         if not r["s"]:
             raise SchemaMissing("the dialer's leads still hold plaintext numbers: run `dialguard db migrate` "
-                                "(sql/080_dialer_leads_sealed.sql seals them)")
+                                "(sql/090_dialer_leads_sealed.sql seals them)")
 
     def _opened(self, row: dict | None) -> dict | None:
         if row is not None:
@@ -135,7 +135,7 @@ class Store:
         return row
 
     def _sealed(self, fields: dict) -> dict:
-        """A call's caller ID goes to caller_id_enc, sealed (sql/080)."""
+        """A call's caller ID goes to caller_id_enc, sealed (sql/090)."""
         if "caller_id" in fields:
             cid = fields.pop("caller_id")
             fields["caller_id_enc"] = self.sealer.seal(cid) if cid else None

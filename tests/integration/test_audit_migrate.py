@@ -191,8 +191,8 @@ def test_cli_migrate_and_status(cluster, db):
     assert r.returncode == 2 and "DIALGUARD_PG_ADMIN_DSN" in r.stderr + r.stdout
 
 
-def test_080_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
-    """Leads written before 080 hold plaintext numbers: migrating seals them
+def test_090_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
+    """Leads written before 090 hold plaintext numbers: migrating seals them
     (hash + sealed number, number NULL, table rewritten), and the unique key is
     the hash from then on."""
     from dialguard.campaigns.store import lead_number_hash
@@ -202,7 +202,7 @@ def test_080_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
     old = tmp_path / "sql"
     old.mkdir()
     for f in sql_dir().glob("*.sql"):
-        if int(f.name.split("_")[0]) < 80:
+        if int(f.name.split("_")[0]) < 90:
             shutil.copy(f, old / f.name)
     migrate_as_admin(cluster, db, old)
     nums = ["+8613800138000", "+8613800138001"]

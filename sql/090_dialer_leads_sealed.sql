@@ -18,10 +18,10 @@ ALTER TABLE dialer_leads DROP CONSTRAINT IF EXISTS dialer_leads_campaign_number_
 CREATE UNIQUE INDEX dialer_leads_campaign_hash_subject ON dialer_leads (campaign, number_hash, subject);
 ALTER TABLE dialer_leads ADD CONSTRAINT dialer_leads_sealed
     CHECK (number IS NULL AND number_hash IS NOT NULL AND number_enc IS NOT NULL) NOT VALID;
-COMMENT ON COLUMN dialer_leads.number IS 'always NULL since 080: the number is number_enc (sealed), deduplicated by number_hash';
+COMMENT ON COLUMN dialer_leads.number IS 'always NULL since 090: the number is number_enc (sealed), deduplicated by number_hash';
 
 -- The caller ID a call presented: sealed as well (caller_id_enc), as the audit
 -- seals caller_id_requested; caller_id stays NULL from now on.
 ALTER TABLE dialer_calls ADD COLUMN caller_id_enc text;
 ALTER TABLE dialer_calls ADD CONSTRAINT dialer_calls_sealed CHECK (caller_id IS NULL) NOT VALID;
-COMMENT ON COLUMN dialer_calls.caller_id IS 'always NULL since 080: the caller ID is caller_id_enc (sealed)';
+COMMENT ON COLUMN dialer_calls.caller_id IS 'always NULL since 090: the caller ID is caller_id_enc (sealed)';
