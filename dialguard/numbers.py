@@ -177,6 +177,18 @@ def mask_number(number: str | None) -> str | None:
     return "*" * max(0, len(digits) - 4) + "".join(digits[-4:])
 
 
+_DIGIT_RUN = re.compile(r"(?<![-\d])\+?\d{7,}")  # not a channel's "-00000001" sequence
+
+
+def mask_digits(text: str | None) -> str | None:
+    """Free text for logs (a channel name such as Local/98613800000001@default):
+    every run of 7 or more digits masked like a number, but a channel's
+    sequence number after '-'."""
+    if not text:
+        return text
+    return _DIGIT_RUN.sub(lambda m: mask_number(m.group()), text)
+
+
 @lru_cache(maxsize=16384)
 def short_hash(value: str) -> str:
     """Stable tag for non-secret names (campaign, agent) used in keys."""

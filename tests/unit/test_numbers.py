@@ -53,3 +53,13 @@ def test_one_mask_for_logs_and_reports():
     assert mask_number("+8613800000001") == "*********0001"
     assert mask_number("138 0013 8000") == "*******8000"
     assert mask_number("110") == "110"[-4:] and mask_number("") == "" and mask_number(None) is None
+
+
+def test_channel_names_are_masked_in_logs():
+    """A dialplan may dial Local/9<number>@context: the number in a channel name is masked too."""
+    from dialguard.numbers import mask_digits
+
+    assert mask_digits("Local/98613974510642@default-00000001;2") == "Local/**********0642@default-00000001;2"
+    assert mask_digits("SIP/carrier/+8613974510642") == "SIP/carrier/*********0642"
+    assert mask_digits("PJSIP/agent-00000001") == "PJSIP/agent-00000001"
+    assert mask_digits(None) is None
