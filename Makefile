@@ -8,7 +8,7 @@ SETUP_STAMP := $(VENV)/.dialguard-setup
 # Extra pytest arguments, e.g. make test PYTEST_ARGS='-x -k e2e'
 PYTEST_ARGS ?=
 
-.PHONY: help setup packages up down test test-unit test-integration test-e2e demo \
+.PHONY: help setup packages up down test test-ha test-unit test-integration test-e2e demo \
         asterisk-root asterisk-cli status clean distclean
 
 help:
@@ -16,6 +16,7 @@ help:
 	@echo "make test         setup, up, unit + integration + e2e tests, down"
 	@echo "make setup        Debian packages (when missing) and .venv"
 	@echo "make up | down    start / stop the dev stack (.stack/)"
+	@echo "make test-ha      Redis failover tests on a primary + 2 replicas + 3 Sentinels stack (own up/down)"
 	@echo "make test-unit | test-integration | test-e2e   one suite (the last two need 'make up')"
 	@echo "make status       what runs; make asterisk-cli: Asterisk console"
 	@echo "make clean        down, remove .stack/ but keep the cached Asterisk root"
@@ -37,6 +38,9 @@ down:
 
 test: setup
 	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/run-tests.sh
+
+test-ha: setup
+	@PYTEST_ARGS="$(PYTEST_ARGS)" scripts/run-tests-ha.sh
 
 test-unit: setup
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit

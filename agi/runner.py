@@ -34,7 +34,10 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
                       parse_request: RequestParser = p.fastagi_request,
                       fields: dict | None = None,
                       max_line_bytes: int = p.MAX_LINE_BYTES,
-                      max_env_lines: int = p.MAX_ENV_LINES) -> dict:
+                      max_env_lines: int = p.MAX_ENV_LINES,
+                      quiet_before_env: bool = False) -> dict:
+    """`quiet_before_env`: a session that ends before its environment block is
+    not logged here (the FastAGI server counts those in one line a second)."""
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     deadline = loop.time() + timeout_s
@@ -91,6 +94,9 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
         fields["hungup"] = session.hungup
         fields["commands"] = session.commands_sent
         fields["duration_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        level = logging.INFO if fields.get("outcome") in (
-            "allow", "deny", "reported", "recorded", "skipped") else logging.WARNING
-        log.log(level, "agi session %s", fields.get("outcome"), extra={"fields": dict(fields)})
+        # before its environment block, a quiet session is counted by the caller
+        # instead (a flood of idle connections logs one line a second)
+        if not (quiet_before_env and not session.env):
+            level = logging.INFO if fields.get("outcome") in (
+                "allow", "deny", "reported", "recorded", "skipped") else logging.WARNING
+            log.log(level, "agi session %s", fields.get("outcome"), extra={"fields": dict(fields)})

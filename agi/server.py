@@ -16,7 +16,9 @@ With ``metrics_port`` set (``--metrics-port``, DIALGUARD_METRICS_PORT; 0 or
 empty disables) the server also serves ``/metrics`` and ``/healthz`` over
 HTTP (:mod:`dialguard.metrics`), started and stopped with it. ``/healthz`` is
 200 when the server accepts sessions and Redis answers PING within the
-decision deadline, else 503 with the reason. Settings come from the
+decision deadline, else 503 with the reason; 200 with ``"status": "degraded"``
+and the reason when a calendar its rules use is known for 45 days or less
+(:mod:`dialguard.calendar_expiry`). Settings come from the
 environment first, then the config file (DIALGUARD_CONFIG), then defaults.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -36,6 +39,7 @@ from dialguard.config import _env as _config_value
 
 from . import protocol as p
 from .engines import EngineProvider, EngineUnavailable, load_factory
+from .flood import Conn, ConnTable, CountLog
 from .handlers import Handler, Options, load_builtin
 from .logs import setup_logging
 from .runner import run_session
@@ -70,13 +74,23 @@ class FastAGIServer:
                  options: Options | None = None, handlers: dict[str, Handler] | None = None,
                  max_line_bytes: int = p.MAX_LINE_BYTES, max_env_lines: int = p.MAX_ENV_LINES,
                  metrics_host: str = DEFAULT_HOST, metrics_port: int | None = None,
-                 metrics_interval: float = 5.0, sock=None):
+                 metrics_interval: float = 5.0, sock=None, env_timeout: float = 2.0,
+                 max_pending: int = 10_000, max_pending_per_source: int = 10_000):
         self.engines = engines
         self.host = host
         self.port = port
         self.allow = parse_networks(allow)
         self.session_timeout = session_timeout
         self.max_sessions = max_sessions
+        # A flood of idle connections (agi/flood.py): connections wait for their
+        # environment block as cheap "pending" entries (no task), within env_timeout;
+        # the oldest pending goes first when max_pending (or the source's
+        # max_pending_per_source) is reached.
+        self.env_timeout = min(env_timeout, session_timeout)
+        self.table = ConnTable(max_pending, max_pending_per_source)
+        self.flood_log = CountLog(log, "agi connections not served (last second)")
+        self._max_env_bytes = max_line_bytes * (max_env_lines + 1)
+        self._sweeper: asyncio.TimerHandle | None = None
         self.options = options or Options()
         self.handlers = handlers if handlers is not None else load_builtin()
         self.max_line_bytes = max_line_bytes
@@ -85,7 +99,7 @@ class FastAGIServer:
         self._active: set[asyncio.Task] = set()
         self._closing = False
         self._bound_port: int | None = None
-        self.stats = {"sessions": 0, "refused": 0}
+        self.stats = {"sessions": 0, "refused": 0, "evicted": 0}
         self.metrics_host = metrics_host
         self.metrics_port = metrics_port  # None or 0: no HTTP endpoint
         self.metrics_interval = metrics_interval
@@ -111,13 +125,13 @@ class FastAGIServer:
         return any(a in net for a in candidates for net in self.allow if a.version == net.version)
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.sock is not None:
-            self._server = await asyncio.start_server(
-                self._on_connect, sock=self.sock, limit=self.max_line_bytes, backlog=1024)
+            self._server = await loop.create_server(lambda: _Pending(self), sock=self.sock, backlog=1024)
         else:
-            self._server = await asyncio.start_server(
-                self._on_connect, self.host, self.port, limit=self.max_line_bytes,
-                reuse_address=True, backlog=1024)
+            self._server = await loop.create_server(lambda: _Pending(self), self.host, self.port,
+                                                    reuse_address=True, backlog=1024)
+        self._sweeper = loop.call_later(SWEEP_S, self._sweep)
         self._bound_port = self._server.sockets[0].getsockname()[1]
         log.info("listening", extra={"fields": {
             "event": "agi_listening", "host": self.host, "port": self.bound_port,
@@ -137,7 +151,8 @@ class FastAGIServer:
 
     async def _start_metrics(self) -> None:
         srv = metrics.MetricsServer(self.metrics_host, self.metrics_port, self.health,
-                                    refresh=self.refresh_metrics, interval=self.metrics_interval)
+                                    refresh=self.refresh_metrics, interval=self.metrics_interval,
+                                    degraded=self.degraded)
         try:
             await srv.start()
         except OSError as exc:
@@ -163,6 +178,14 @@ class FastAGIServer:
         ok, detail = await metrics.engine_health(engine)
         return ok, (f"accepting sessions on port {self.bound_port}; {detail}" if ok else detail)
 
+    async def degraded(self) -> list[str]:
+        """/healthz still 200 but "degraded": a calendar the rules use ends within 45 days."""
+        try:
+            engine = await self.engines.get()
+        except EngineUnavailable:
+            return []  # health() already says 503
+        return await metrics.calendar_degraded(engine)
+
     async def refresh_metrics(self) -> bool:
         """Background gauges (never on the call path; never raises)."""
         try:
@@ -172,38 +195,95 @@ class FastAGIServer:
             return False
         return await metrics.refresh_from_engine(engine)
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
-        fields = {"event": "agi_session", "peer": f"{peer_host}:{peer[1]}" if isinstance(peer, tuple) else peer_host}
+    # -- connections: pending until their environment block is complete (agi/flood.py) --
+    def _connected(self, pending: "_Pending") -> None:
+        transport = pending.transport
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
         refused = None
         if self._closing:
             refused = "shutting down"
-        elif not self.allowed(peer_host):
+        elif not self.allowed(host):
             refused = "client address not allowed"
-        elif len(self._active) >= self.max_sessions:
-            refused = "too many sessions"
         if refused:
-            self.stats["refused"] += 1
-            metrics.observe_agi_refused(_REFUSED[refused])
-            fields.update(outcome="refused", error=refused)
-            log.warning("agi session refused", extra={"fields": fields})
-            writer.transport.abort()
+            self._refuse(transport, refused)
             return
-        task = asyncio.current_task()
+        for victim, why in self.table.admit(host):
+            self._close_pending(victim, why)
+        pending.conn = Conn(host, transport)
+        pending.peer = peer
+        self.table.add(pending.conn, asyncio.get_running_loop().time())
+
+    def _refuse(self, transport, why: str) -> None:
+        self.stats["refused"] += 1
+        metrics.observe_agi_refused(_REFUSED[why])
+        self.flood_log.add(f"refused ({why})")
+        transport.abort()
+
+    def _close_pending(self, conn: Conn, why: str) -> None:
+        """Close a connection that has not sent its environment block."""
+        conn.evicted = why
+        if why == "env_timeout":
+            metrics.observe_agi_session({"outcome": "timeout"})
+            self.flood_log.add("closed: no environment block within the deadline")
+        else:
+            self.stats["evicted"] += 1
+            metrics.observe_agi_evicted(why)
+            metrics.observe_agi_session({"outcome": "evicted"})
+            self.flood_log.add(f"closed to make room ({why})")
+        conn.transport.abort()
+
+    def _sweep(self) -> None:
+        """Close the pending connections past the environment block deadline."""
+        loop = asyncio.get_running_loop()
+        for conn in self.table.expired(loop.time() - self.env_timeout):
+            self._close_pending(conn, "env_timeout")
+        self._sweeper = None if self._closing else loop.call_later(SWEEP_S, self._sweep)
+
+    def _env_ready(self, pending: "_Pending") -> None:
+        """The environment block is buffered: hand the connection to a session."""
+        conn = pending.conn
+        self.table.remove(conn)
+        transport = pending.transport
+        if self._closing:
+            self._refuse(transport, "shutting down")
+            return
+        if len(self._active) >= self.max_sessions:
+            self._refuse(transport, "too many sessions")
+            return
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=self.max_line_bytes, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        reader.feed_data(bytes(pending.buf))
+        pending.buf = None
+        pending.transport = None  # the session's protocol has it now
+        conn.transport = None
+        if pending.eof:
+            reader.feed_eof()
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        task = loop.create_task(self._session(reader, writer, pending.peer))
         self._active.add(task)
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer) -> None:
+        peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
+        fields = {"event": "agi_session", "peer": f"{peer_host}:{peer[1]}" if isinstance(peer, tuple) else peer_host}
+        task = asyncio.current_task()
         self.stats["sessions"] += 1
         metrics.AGI_ACTIVE.inc()
         try:
             await run_session(reader, writer, handlers=self.handlers, engines=self.engines,
                               options=self.options, timeout_s=self.session_timeout,
                               fields=fields, max_line_bytes=self.max_line_bytes,
-                              max_env_lines=self.max_env_lines)
+                              max_env_lines=self.max_env_lines, quiet_before_env=True)
         except Exception:  # run_session does not raise; belt and braces
             log.exception("session crashed", extra={"fields": fields})
             fields["outcome"] = "crashed"
         finally:
             metrics.AGI_ACTIVE.dec()
+            if "script" not in fields:  # garbage instead of an environment block
+                self.flood_log.add(f"closed: bad environment block ({fields.get('outcome')})")
             metrics.observe_agi_session(fields)
             self._active.discard(task)
             try:
@@ -216,11 +296,25 @@ class FastAGIServer:
             except Exception:
                 writer.transport.abort()
 
+    def _pending_lost(self, pending: "_Pending") -> None:
+        """A pending connection closed by its peer (or by us: then counted already)."""
+        conn = pending.conn
+        if conn is not None and conn.held:
+            self.table.remove(conn)
+            metrics.observe_agi_session({"outcome": "protocol_error"})
+            self.flood_log.add("closed by the client before its environment block")
+
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stop accepting, then wait for the sessions in flight (cancelled after grace)."""
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self.table.pending):
+            self.table.remove(conn)
+            conn.transport.abort()
         pending = set(self._active)
         if pending:
             log.info("waiting for %d sessions in flight", len(pending))
@@ -236,7 +330,77 @@ class FastAGIServer:
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             self._refresh_task = None
+        self.flood_log.flush()
         log.info("stopped", extra={"fields": {"event": "agi_stopped", **self.stats}})
+
+
+SWEEP_S = 0.01  # how often pending connections past their deadline are closed (often: small batches)
+
+
+class _Pending(asyncio.Protocol):
+    """A connection until its environment block is complete: a buffer and a
+    slot in the server's table, no task and no timer of its own (a flood of
+    idle connections costs little); then handed to a session (agi/flood.py)."""
+
+    __slots__ = ("server", "transport", "buf", "conn", "peer", "eof")
+
+    def __init__(self, server: FastAGIServer):
+        self.server = server
+        self.transport = None
+        self.buf = bytearray()
+        self.conn: Conn | None = None
+        self.peer = None
+        self.eof = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server._connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is None or not self.conn.held:
+            return  # refused or closed: nothing more to do
+        buf = self.buf
+        buf += data
+        # the block ends with an empty line (or is garbage: the session's parser says so)
+        if (buf[:1] == b"\n" or buf[:2] == b"\r\n" or b"\n\n" in buf or b"\n\r\n" in buf
+                or len(buf) > self.server._max_env_bytes):
+            self.server._env_ready(self)
+
+    def eof_received(self):
+        if self.conn is not None and self.conn.held and self.buf:
+            self.eof = True  # a block then EOF: let the session parse what came
+            self.server._env_ready(self)
+            return True
+        return False  # closes the transport: connection_lost follows
+
+    def connection_lost(self, exc) -> None:
+        self.server._pending_lost(self)
+        # no reference cycle left behind: freed at once, not by the cyclic GC
+        # (its passes took up to 11 ms under a churning flood)
+        self.transport = self.buf = None
+        if self.conn is not None:
+            self.conn.transport = None
+
+
+def raise_fd_limit(max_sessions: int) -> int:
+    """Raise the soft limit of open files to the hard one: every connection
+    is a descriptor, and a server out of descriptors accepts nothing, Asterisk
+    included (the systemd unit sets LimitNOFILE). Returns the soft limit."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, exc)
+    if soft != resource.RLIM_INFINITY and soft < max_sessions + 256:
+        log.warning("open files limit %d is below --max-sessions + --max-pending (%d) + 256: under a flood "
+                    "the server may run out of descriptors (raise LimitNOFILE / ulimit -n)", soft, max_sessions)
+    return soft
 
 
 def _env(name: str, default):
@@ -275,7 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
                     default=float(_env("DIALGUARD_AGI_ENGINE_TIMEOUT", "2")),
                     help="seconds one engine call may take (env DIALGUARD_AGI_ENGINE_TIMEOUT, default %(default)s)")
     ap.add_argument("--max-sessions", type=int, default=int(_env("DIALGUARD_AGI_MAX_SESSIONS", "2000")),
-                    help="concurrent sessions; more are refused (default %(default)s)")
+                    help="sessions (environment block received) at once; more are refused "
+                         "(env DIALGUARD_AGI_MAX_SESSIONS, default %(default)s)")
+    ap.add_argument("--max-pending", type=int, default=int(_env("DIALGUARD_AGI_MAX_PENDING", "10000")),
+                    help="connections waiting for their environment block; when full, the oldest is "
+                         "closed for a new one (env DIALGUARD_AGI_MAX_PENDING, default %(default)s)")
+    ap.add_argument("--env-timeout", type=float, default=float(_env("DIALGUARD_AGI_ENV_TIMEOUT", "2")),
+                    help="seconds a connection has to send its environment block (Asterisk sends it at "
+                         "once) (env DIALGUARD_AGI_ENV_TIMEOUT, default %(default)s)")
+    ap.add_argument("--max-pending-per-source", type=int,
+                    default=int(_env("DIALGUARD_AGI_MAX_PENDING_PER_SOURCE", "10000")),
+                    help="connections without environment block per client address; one more closes "
+                         "that address's oldest (env DIALGUARD_AGI_MAX_PENDING_PER_SOURCE, default "
+                         "%(default)s)")
     ap.add_argument("--conversation-min-s", type=int,
                     default=int(_env("DIALGUARD_CONVERSATION_MIN_S", "1")),
                     help="answered calls with at least this many talk seconds are a conversation "
@@ -313,6 +489,8 @@ async def serve(args: argparse.Namespace) -> int:
         sock = socket.socket(fileno=args.listen_fd)
     server = FastAGIServer(engines, host=args.host, port=args.port, allow=args.allow, sock=sock,
                            session_timeout=args.session_timeout, max_sessions=args.max_sessions,
+                           env_timeout=args.env_timeout, max_pending=args.max_pending,
+                           max_pending_per_source=args.max_pending_per_source,
                            options=Options(conversation_min_s=args.conversation_min_s,
                                            engine_timeout_s=args.engine_timeout,
                                            set_mode=args.set_mode),
@@ -332,6 +510,9 @@ async def serve(args: argparse.Namespace) -> int:
         return 0
     warm.exception() if warm.done() and not warm.cancelled() else None
     await server.start()
+    # What start-up built lives as long as the process: out of the cyclic GC's
+    # full passes, which under a flood of connections would walk it again and again.
+    gc.freeze()
     await stop.wait()
     log.info("signal received: no new sessions, finishing those in flight")
     await server.shutdown()
@@ -363,7 +544,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--metrics-interval must be positive")
     if args.workers < 0:
         ap.error("--workers must be 0 (one per CPU) or more")
+    if args.env_timeout <= 0 or min(args.max_sessions, args.max_pending, args.max_pending_per_source) < 1:
+        ap.error("--env-timeout must be positive, --max-sessions, --max-pending and "
+                 "--max-pending-per-source at least 1")
     setup_logging(args.log_level)
+    raise_fd_limit(args.max_sessions + args.max_pending)
     # Measured on 2 cores: a second worker only adds contention (the machine,
     # not one Python process, is the ceiling there), hence half the CPUs.
     workers = args.workers or max(1, (os.cpu_count() or 1) // 2)

@@ -38,6 +38,7 @@ from ari_app.client import AriClient, AriError, AriUnavailable
 from ari_app.pacing import TokenBucket, abandon_rate, calls_to_start, effective_ratio
 from dialguard.campaigns.store import Campaign, CampaignLocks, Store, local_day
 from dialguard.models import DecisionRequest, Outcome
+from dialguard.outage import OutageLog
 
 log = logging.getLogger("ari_app.dialer")
 UTC = timezone.utc
@@ -136,6 +137,24 @@ class DialerConfig:
     agent_devices: dict[str, str] | None = None  # agent -> device to watch (default: default_device)
     agent_lease_s: float = 15.0  # an agent lease without heartbeat for this long has no live holder
     agent_view_s: float = 0.2  # how often pacing re-reads every agent's lease
+    outage_log_s: float = 60.0  # while Redis or PostgreSQL is down: one log line per this many seconds
+
+
+def store_kind(exc: BaseException) -> str:
+    """Which store an error of the pacing loop came from: "Redis", "PostgreSQL",
+    else "dialer" (not a store: a bug or something unexpected)."""
+    import psycopg
+    import psycopg_pool
+    from redis.exceptions import RedisError
+
+    from dialguard.redisclient import RedisReplyError
+
+    for e in (exc, exc.__cause__, exc.__context__):
+        if isinstance(e, (psycopg.Error, psycopg_pool.PoolTimeout)):
+            return "PostgreSQL"
+        if isinstance(e, (RedisError, RedisReplyError)):
+            return "Redis"
+    return "dialer"
 
 
 class Dialer:
@@ -170,6 +189,8 @@ class Dialer:
         self._stop = asyncio.Event()
         self._placing: set[asyncio.Task] = set()
         self._background: set[asyncio.Task] = set()  # retries that must not hold up a channel
+        # Redis or PostgreSQL down: a line when it starts, one a minute, one when it ends
+        self.outages = {k: OutageLog(log, k, config.outage_log_s) for k in ("Redis", "PostgreSQL", "dialer")}
         self.stats = {"originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
                       "reported": 0, "reconciled_ended": 0, "originate_errors": 0, "agent_waits": 0,
                       "leases_recovered": 0, "leases_lost": 0}
@@ -382,9 +403,16 @@ class Dialer:
                     last_refresh = time.monotonic()
                 if self.ari.healthy:  # dial only while the events socket is healthy
                     await self._tick()
-            except Exception:  # noqa: BLE001 - keep dialing after a transient error
-                log.exception("pacing loop")
+            except Exception as exc:  # noqa: BLE001 - keep dialing after a transient error
+                kind = store_kind(exc)
+                o = self.outages[kind]
+                if kind == "dialer" and not o.down:  # not a store: a bug, its traceback once
+                    log.exception("pacing loop")
+                o.failed(exc)
                 await asyncio.sleep(1)
+            else:
+                for o in self.outages.values():
+                    o.ok()
             try:
                 await asyncio.wait_for(self._stop.wait(), self.cfg.tick_s)
             except asyncio.TimeoutError:
@@ -444,7 +472,7 @@ class Dialer:
                               held[name][0], self.cfg.agent_lease_s)
                 self._last_beat = now
             except Exception as exc:  # noqa: BLE001 - Redis down: retried next tick
-                log.warning("agent lease heartbeat failed: %s", exc)
+                self.outages["Redis"].failed(f"agent lease heartbeat: {exc}")
         if now - self._last_view < self.cfg.agent_view_s:
             return
         self._last_view = now

@@ -32,7 +32,8 @@ def metrics_port_from_env() -> int:
 
 def metrics_server(dialer: Dialer, engine, port: int, host: str = "127.0.0.1") -> metrics.MetricsServer:
     """/metrics and /healthz of the dialer: 503 while the ARI events socket is down
-    (nothing is dialed then) or the campaign store does not answer."""
+    (nothing is dialed then) or the campaign store does not answer; 200
+    "degraded" when a calendar its rules use is known for 45 days or less."""
 
     async def health() -> tuple[bool, str]:
         if not dialer.ari.healthy:
@@ -48,7 +49,8 @@ def metrics_server(dialer: Dialer, engine, port: int, host: str = "127.0.0.1") -
         m.EVENTS_SOCKET_UP.set(1 if dialer.ari.healthy else 0)
         await metrics.refresh_from_engine(engine)
 
-    return metrics.MetricsServer(host, port, health, refresh=refresh, interval=2.0)
+    return metrics.MetricsServer(host, port, health, refresh=refresh, interval=2.0,
+                                 degraded=lambda: metrics.calendar_degraded(engine))
 
 
 def parse_agents(text: str) -> dict[str, str]:

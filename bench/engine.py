@@ -13,7 +13,13 @@ ask again about a number the same worker asked about before (dialer retries:
 parse_number's cache answers, some are denied by the attempt caps).
 "CPU us/op" is this process's CPU time per decision (client loop included): it
 moves much less than ops/s when other work shares the machine. Last line: the
-ratio at concurrency 16. Targets on the 2-core dev machine:
+ratio at concurrency 16. With --wait N (needs replicas: the DIALGUARD_REDIS_HA=1
+stack), the engine runs again with DIALGUARD_REDIS_WAIT_REPLICAS=N and prints
+what waiting for the replicas' acknowledgement of every ALLOW costs (p50, p99,
+ops/s side by side). --ceiling adds redis-benchmark EVALSHA pipelined 16 deep:
+what one Redis core can decide when the client costs next to nothing (the
+traffic at which a single primary stops being enough, docs/OPERATIONS.md).
+Targets on the 2-core dev machine:
 >= 10,000 decisions/s per process at concurrency 16 with p99 <= 2 ms.
 """
 
@@ -34,7 +40,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlparse
 
 from dialguard import scripts
-from dialguard.config import Settings, redacted_url
+from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.models import DecisionRequest
 from dialguard.numbers import parse_number
@@ -87,7 +93,7 @@ async def run_engine(engine: Engine, concurrency: int, seconds: float, repeat: f
     return count / wall, statistics.median(lat), pct(lat, 0.99), cpu / max(count, 1) * 1e6, denies / max(count, 1)
 
 
-def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int):
+def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int, pipeline: int = 1):
     """EVALSHA of decide.lua with the plan the engine builds; numbers randomized."""
     exe = shutil.which("redis-benchmark")
     if not exe:
@@ -102,12 +108,17 @@ def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int
     atag = engine.keys.agent("a1").split("{a:")[1].split("}")[0]
     keys = [k.replace(tag, tag[:20] + "__rand_int__").replace(atag, "__rand_int__") for k in plan.keys]
     u = urlparse(settings.redis_url)
+    host, port = u.hostname or "127.0.0.1", u.port or 6379
+    if settings.redis_sentinels:  # the primary Sentinel names now
+        from redis.sentinel import Sentinel
+
+        host, port = Sentinel(settings.sentinel_addrs()).discover_master(settings.redis_master)
     from dialguard.config import redis_auth
 
     user, password = redis_auth(settings.redis_url)  # the dev stack has no password-less user
     auth = (["--user", user] if user else []) + (["-a", password] if password else [])
-    cmd = [exe, "-h", u.hostname or "127.0.0.1", "-p", str(u.port or 6379), *auth, "-n", str(n), "-c", str(concurrency),
-           "-r", "100000000", "-q", "--csv", "EVALSHA", scripts.DECIDE.sha, str(len(keys)), *keys, *plan.args()]
+    cmd = [exe, "-h", host, "-p", str(port), *auth, "-n", str(n), "-c", str(concurrency),
+           "-r", "100000000", "-P", str(pipeline), "-q", "--csv", "EVALSHA", scripts.DECIDE.sha, str(len(keys)), *keys, *plan.args()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     # CSV: "test","rps","avg_latency_ms","min","p50","p95","p99","max"
     rows = [r for r in out.splitlines() if r.startswith('"EVALSHA')]
@@ -123,6 +134,10 @@ async def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--shadow", action="store_true", help="also measure with shadow rules published")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also redis-benchmark EVALSHA pipelined (-P 16): one Redis core's ceiling")
+    ap.add_argument("--wait", type=int, default=0,
+                    help="also measure with an ALLOW waiting for this many replicas (WAIT)")
     ap.add_argument("--repeat", type=float, default=0.0,
                     help="share of decisions on a number the worker asked about before (0..1)")
     args = ap.parse_args()
@@ -132,7 +147,7 @@ async def main():
     engine = await Engine.create(settings, policy, prefix=prefix, skip_caller_id_without_pool=True)
     await engine.set_campaign("bench")
     levels = [int(x) for x in args.concurrency.split(",")]
-    print(f"dialguard engine benchmark: rules {policy.name}, Redis {redacted_url(settings.redis_url)}, "
+    print(f"dialguard engine benchmark: rules {policy.name}, Redis {settings.redis_where()}, "
           f"{os.cpu_count()} cores, {args.seconds:.0f}s per level")
     if args.repeat:
         print(f"{args.repeat:.0%} of the decisions on a number asked about before")
@@ -155,11 +170,32 @@ async def main():
                 print(f"{'decide() + shadow rules':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}{cpu:>11.0f}"
                       f"{denied:>8.0%}   ({rate / results[c]:.2f} of without)", flush=True)
             await store.shadow_off()
+        if args.wait:
+            from dataclasses import replace
+
+            waiting = await Engine.create(replace(settings, redis_wait_replicas=args.wait, redis_wait_ms=100),
+                                          policy, prefix=prefix, skip_caller_id_without_pool=True)
+            try:
+                base = {}
+                for c in levels:
+                    base[c] = await run_engine(engine, c, args.seconds, args.repeat)
+                    rate, p50, p99, cpu, denied = await run_engine(waiting, c, args.seconds, args.repeat)
+                    b = base[c]
+                    print(f"{f'decide() + WAIT {args.wait}':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}"
+                          f"{cpu:>11.0f}{denied:>8.0%}   (without, just before: {b[0]:,.0f}/s, p50 {b[1]:.3f}, "
+                          f"p99 {b[2]:.3f}; ratio {rate / b[0]:.2f})", flush=True)
+            finally:
+                await waiting.close()
         ceilings = {}
         for c in levels:
             rps, p50, p99 = redis_benchmark(engine, settings, c, n=max(20000, int(results[c] * args.seconds)))
             ceilings[c] = rps
             print(f"{'redis-benchmark EVALSHA':<28}{c:>6}{rps:>12,.0f}{p50:>10.3f}{p99:>10.3f}", flush=True)
+        if args.ceiling:
+            # Pipelined: the client's cost almost gone, what one Redis core can decide.
+            rps, p50, p99 = redis_benchmark(engine, settings, 16, n=200000, pipeline=16)
+            print(f"{'redis-benchmark EVALSHA -P 16':<28}{16:>6}{rps:>12,.0f}{p50:>10.3f}{p99:>10.3f}"
+                  "   (one Redis core's decision ceiling)", flush=True)
     finally:
         await _drop_namespace(engine.redis, prefix)
         await engine.close()

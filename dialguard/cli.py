@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialguard.config import ConfigError, Settings, require_secrets, redacted_url
+from dialguard.config import ConfigError, Settings, require_secrets
 from dialguard.models import DecisionRequest
 from dialguard.rules import Policy, RulesError, resolve_pack, shipped_packs
 
@@ -101,7 +101,7 @@ def simulate(scenario: Path = typer.Argument(..., help="Scenario YAML (SPEC §5)
     try:
         asyncio.run(run_scenario(sc, policy, emit=lambda line: print(line, flush=True)))
     except (RedisError, OSError) as exc:
-        fail(f"Redis unreachable at {redacted_url(Settings().redis_url)}: {exc} (start it with `make up` "
+        fail(f"Redis unreachable at {Settings().redis_where()}: {exc} (start it with `make up` "
              f"or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 
@@ -242,13 +242,12 @@ def _calendar_state(cal) -> str:
     code = code_of(cal)
     try:
         async def imported():
-            import redis.asyncio as aioredis
-
+            from dialguard import redisconn
             from dialguard.calendars import CalendarStore
             from dialguard.keys import Keys
 
             settings = Settings()
-            r = aioredis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+            r = redisconn.async_redis(settings, max_connections=2, timeout=1)
             try:
                 return await CalendarStore(r, Keys(settings.key_prefix, settings.hash_secret)).current()
             finally:

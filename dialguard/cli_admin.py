@@ -26,7 +26,7 @@ from typing import Optional
 import typer
 from redis.exceptions import RedisError
 
-from dialguard.config import Settings, redacted_url
+from dialguard.config import Settings
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.numbers import NumberError, normalize
 
@@ -65,7 +65,7 @@ def _run(coro_fn, rules: str | None = None):
     except DncDbUnavailable as exc:
         _fail(str(exc), EXIT_UNAVAILABLE)
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {redacted_url(settings.redis_url)}: {exc} (start it with `make up` "
+        _fail(f"Redis unreachable at {settings.redis_where()}: {exc} (start it with `make up` "
               "or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
 
 
@@ -131,8 +131,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("status")
     def status_(as_json: bool = typer.Option(False, "--json")):
-        """What is paused (kill switches), as `pause --status`."""
-        _show_paused(as_json)
+        """What is paused (kill switches, as `pause --status`) and until when the
+        calendars of the rules in effect are known (a warning within 45 days)."""
+        _show_paused(as_json, calendars=True)
 
     dnc = typer.Typer(help="Do-not-call lists (global, or per campaign): Redis for decisions, "
                            "PostgreSQL (dnc_entries) at rest.", no_args_is_help=True)
@@ -496,7 +497,29 @@ async def _cid_directory(e) -> tuple[dict[str, str], dict[str, list[str]]]:
     return numbers, pools
 
 
-def _show_paused(as_json: bool) -> None:
+async def calendar_report(engine) -> list:
+    """Until when every calendar of the rules in effect is known, at the engine's clock."""
+    from dialguard.metrics import calendar_status
+    return await calendar_status(engine)
+
+
+def calendar_json(known) -> list[dict]:
+    return [{"calendar": k.calendar, "known_until": k.last_day.isoformat() if k.last_day else None,
+             "source": k.source, "seconds_left": k.seconds_left, "warn": k.warn} for k in known]
+
+
+def print_calendars(known) -> None:
+    """One line per calendar on stdout; a warning on stderr for each within 45 days of its end."""
+    for k in known:
+        until = k.last_day.isoformat() if k.last_day else "never"
+        typer.echo(f"calendar {k.calendar}: known until {until} ({k.source}), "
+                   f"{k.seconds_left / 86400:.1f} days left")
+    for k in known:
+        if k.warn:
+            typer.echo(f"warning: {k.message()}", err=True)
+
+
+def _show_paused(as_json: bool, calendars: bool = False) -> None:
     async def go(e):
         raw = {k.decode(): v.decode() for k, v in (await e.redis.hgetall(e.keys.pause)).items()}
         numbers = (await _cid_directory(e))[0] if any(k.startswith("cid:") for k in raw) else {}
@@ -509,12 +532,14 @@ def _show_paused(as_json: bool) -> None:
             elif f.startswith("cid:"):
                 tag = f[4:]
                 out.append({"scope": "caller_id", "name": numbers.get(tag), "hash": tag, "since": _iso(since)})
-        return out
+        return out, (await calendar_report(e) if calendars else None)
 
-    paused = _run(go)
+    paused, known = _run(go)
     if as_json:
-        print(json.dumps({"paused": paused}))
+        print(json.dumps({"paused": paused, **({"calendars": calendar_json(known)} if calendars else {})}))
         return
+    if calendars:
+        print_calendars(known)
     if not paused:
         typer.echo("nothing is paused")
     for p in paused:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from dialguard.cli_admin import _fail, _run, _time
+from dialguard.cli_admin import _fail, _run, _time, calendar_json, calendar_report, print_calendars
 
 override_app = typer.Typer(help="One-time, audited exceptions for a number (SPEC §2).", no_args_is_help=True)
 MAX_OVERRIDE = timedelta(days=30)  # a forgotten grant must not live for ever
@@ -105,16 +105,18 @@ def register(app: typer.Typer, rules_app: typer.Typer) -> None:
 
     @rules_app.command("status")
     def rules_status(as_json: bool = typer.Option(False, "--json")):
-        """The rules versions in effect (active and shadow)."""
+        """The rules versions in effect (active and shadow), and until when their
+        calendars are known (a warning within 45 days of the end)."""
         async def go(engine):
             store = _store(engine)
-            return await store.current("active"), await store.current("shadow"), engine.settings.rules
+            return (await store.current("active"), await store.current("shadow"), engine.settings.rules,
+                    await calendar_report(engine))
 
-        active, shadow, configured = _run(go)
+        active, shadow, configured, known = _run(go)
         if as_json:
             print(json.dumps({"active": _version_dict(active, "active") if active else None,
                               "shadow": _version_dict(shadow, "shadow") if shadow else None,
-                              "configured": configured}))
+                              "configured": configured, "calendars": calendar_json(known)}))
             return
         out, _ = _consoles()
         if active:
@@ -125,6 +127,7 @@ def register(app: typer.Typer, rules_app: typer.Typer) -> None:
                       highlight=False)
         out.print(f"shadow: version {shadow.version} {shadow.name} ({shadow.hash})" if shadow else "shadow: none",
                   highlight=False)
+        print_calendars(known)
 
     @rules_app.command("history")
     def rules_history(as_json: bool = typer.Option(False, "--json")):

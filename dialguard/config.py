@@ -11,6 +11,12 @@ Redis credentials are parsed here and nowhere else (redis_auth): a user and
 password in DIALGUARD_REDIS_URL, or DIALGUARD_REDIS_USER and
 DIALGUARD_REDIS_PASSWORD, which win and also serve connections that take no
 URL (Sentinel).
+
+Redis behind Sentinel (docs/OPERATIONS.md, "Redis high availability"):
+DIALGUARD_REDIS_SENTINELS (host:port,host:port,...) and DIALGUARD_REDIS_MASTER
+(the master name the Sentinels monitor) replace the host and port of
+DIALGUARD_REDIS_URL, which still gives the data nodes' credentials, database
+and scheme; DIALGUARD_REDIS_SENTINEL_PASSWORD authenticates to the Sentinels.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlparse, urlsplit, urlunsplit
 
 DEFAULT_CONFIG = "/etc/dialguard/dialguard.yaml"
 DEFAULT_SECRETS = "/etc/dialguard/secrets.env"
@@ -190,6 +196,16 @@ def redis_url_with_auth(url: str) -> str:
 class Settings:
     redis_url: str = field(default_factory=lambda: redis_url_with_auth(
         _env("DIALGUARD_REDIS_URL", "redis://127.0.0.1:16379/0")))
+    # Sentinel: comma-separated host:port of the Sentinels ('' = connect to redis_url directly).
+    redis_sentinels: str = field(default_factory=lambda: _env("DIALGUARD_REDIS_SENTINELS", ""))
+    redis_master: str = field(default_factory=lambda: _env("DIALGUARD_REDIS_MASTER", "dialguard"))
+    redis_sentinel_username: str = field(default_factory=lambda: _env("DIALGUARD_REDIS_SENTINEL_USERNAME", ""))
+    redis_sentinel_password: str = field(default_factory=lambda: _env("DIALGUARD_REDIS_SENTINEL_PASSWORD", ""))
+    # An ALLOW is given only once this many replicas acknowledged its reservation
+    # (WAIT after the decision; 0 = asynchronous replication, see docs/OPERATIONS.md).
+    redis_wait_replicas: int = field(default_factory=lambda: int(_env("DIALGUARD_REDIS_WAIT_REPLICAS", "0")))
+    # How long that WAIT may take (ms, > 0); not acknowledged in time: guard_unavailable.
+    redis_wait_ms: int = field(default_factory=lambda: int(_env("DIALGUARD_REDIS_WAIT_MS", "50")))
     pg_dsn: str = field(default_factory=lambda: _env(
         "DIALGUARD_PG_DSN", "postgresql://dialguard@127.0.0.1:15432/dialguard"))
     # Keyed hash for numbers at rest (SPEC §7). No default: empty when unset, and
@@ -216,3 +232,38 @@ class Settings:
     # ceiling), shipped by audit-ship on the same host; '' or 'off' disables it.
     spool_dir: str = field(default_factory=lambda: _env("DIALGUARD_SPOOL_DIR", "/var/lib/dialguard/spool"))
     spool_max_mb: float = field(default_factory=lambda: float(_env("DIALGUARD_SPOOL_MAX_MB", "256")))
+
+    def __post_init__(self):
+        if self.redis_wait_replicas < 0:
+            raise ConfigError("DIALGUARD_REDIS_WAIT_REPLICAS must be 0 or more")
+        if self.redis_wait_replicas and self.redis_wait_ms <= 0:  # WAIT n 0 would wait forever
+            raise ConfigError("DIALGUARD_REDIS_WAIT_MS must be more than 0")
+        if self.redis_sentinels:
+            self.sentinel_addrs()  # a typo is an error at start, not at the first call
+            if not self.redis_master:
+                raise ConfigError("DIALGUARD_REDIS_MASTER is empty")
+
+    def sentinel_addrs(self) -> list[tuple[str, int]]:
+        """The Sentinels of DIALGUARD_REDIS_SENTINELS as (host, port); [] when unset."""
+        return parse_sentinels(self.redis_sentinels)
+
+    def redis_where(self) -> str:
+        """Where Redis is, for messages (never the credentials)."""
+        if self.redis_sentinels:
+            return f"master {self.redis_master!r} of Sentinels {self.redis_sentinels}"
+        u = urlparse(self.redis_url)
+        return f"{u.scheme}://{u.hostname or ''}{':' + str(u.port) if u.port else ''}{u.path or ''}"
+
+
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """'h1:26379, h2:26379,[::1]:26379' -> [(host, port), ...]; ConfigError when malformed."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        host, sep, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"DIALGUARD_REDIS_SENTINELS: {part!r} is not host:port")
+        out.append((host, int(port)))
+    return out

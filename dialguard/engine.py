@@ -19,10 +19,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from dialguard import metrics, scripts
+from dialguard import metrics, redisconn, scripts
 from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
@@ -105,6 +104,24 @@ def _est_json(est) -> str:
     return f'"est":{_encode(sorted(est))},' if est else ""
 
 
+def _allowed(res) -> bool:
+    """decide.lua's reply is an ALLOW (its first element)."""
+    return isinstance(res, list) and bool(res) and res[0] == 1
+
+
+def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -> str:
+    """What makes two requests under one call id "the same request" (SPEC §2):
+    the number (normalized when valid), campaign, agent, caller ID and subject
+    as requested, and the location and party fields when the request has them.
+    Keyed: the call record holds this hash, never the number."""
+    parts = [info.e164 or "raw:" + req.number, req.campaign, req.agent, req.caller_id, req.subject]
+    for extra in ("region", "postal_code", "party"):
+        v = getattr(req, extra, None)
+        if v is not None:
+            parts.append([extra, v])
+    return keyed_hash(secret, "req:" + _encode(parts))
+
+
 def parse_time(text: str) -> datetime:
     t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if t.tzinfo is None:
@@ -152,17 +169,15 @@ class Engine:
         policy = policy or Policy.load(settings.rules)
         if redis is None:
             t = settings.redis_timeout_ms / 1000
-            # A bounded pool: a burst of calls queues for a connection (within the
-            # decision deadline) instead of opening hundreds of sockets at once.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                settings.redis_url, max_connections=settings.redis_pool_size, timeout=max(t, 0.05),
-                socket_timeout=max(t, 0.05), socket_connect_timeout=max(t, 0.05))
-            redis = aioredis.Redis(connection_pool=pool)
-            fast = RedisClient(settings.redis_url, timeout=t, connect_timeout=max(t, 0.05))
+            # One URL or the primary Sentinel names (dialguard/redisconn.py).
+            redis = redisconn.async_redis(settings, max_connections=settings.redis_pool_size, timeout=max(t, 0.05))
+            fast = redisconn.fast_client(settings, timeout=t, connect_timeout=max(t, 0.05))
         else:
             fast = None
         engine = cls(redis, settings, policy, **kw)
         engine.fast = fast
+        if settings.redis_wait_replicas and fast is None:  # WAIT needs the connection that wrote
+            log.warning("DIALGUARD_REDIS_WAIT_REPLICAS is ignored by an engine given its own Redis client")
         from dialguard.audit.spool import Spool  # the engine needs no audit import otherwise
 
         engine.spool = Spool.from_settings(settings, prefix=engine.keys.prefix)
@@ -355,8 +370,19 @@ class Engine:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
             policy = ctx.policy
             plan, why = self._plan(req, ctx, info, did, now)
+            acked = None
             try:
-                if self.fast is not None:
+                if self.fast is not None and self.settings.redis_wait_replicas:
+                    # An ALLOW waits until a replica has its reservation: a failover
+                    # then cannot forget an attempt the caller was told to place.
+                    w0 = time.perf_counter()
+                    res, acked = await self.fast.evalsha_acked(
+                        scripts.DECIDE, plan.keys, plan.args(), deadline=deadline,
+                        replicas=self.settings.redis_wait_replicas, wait_ms=self.settings.redis_wait_ms,
+                        need=_allowed)
+                    if acked is not None:
+                        metrics.observe_replica_wait(time.perf_counter() - w0)
+                elif self.fast is not None:
                     res = await self.fast.evalsha(scripts.DECIDE, plan.keys, plan.args(), deadline=deadline)
                 else:
                     async with asyncio.timeout_at(deadline):
@@ -371,7 +397,22 @@ class Engine:
         else:
             return self._unavailable(req, did, t0, "rules kept changing while deciding", now)
 
-        allowed, lua_reasons, details, chosen, status, rdid, lifted = res
+        allowed, lua_reasons, details, chosen, status, rdid, lifted = res[:7]
+        if acked is not None and acked < self.settings.redis_wait_replicas:
+            # The reservation is on the primary only: a failover now could lose it.
+            # Deny (fail closed); the reservation stays counted, which over-counts
+            # (safe). The audit stream has the allow record of `rdid`; the spool gets
+            # the deny the caller saw, under its own id, naming that record.
+            rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
+            metrics.observe_replica_unacked()
+            log.warning("decide %s: %d of %d replicas acknowledged within %d ms: denied",
+                        rdid, acked, self.settings.redis_wait_replicas, self.settings.redis_wait_ms)
+            return self._unavailable(
+                req, new_id(), t0, f"reservation {rdid} not acknowledged by {self.settings.redis_wait_replicas} "
+                f"replica(s) within {self.settings.redis_wait_ms} ms", now)
+        replay = int(status) == 1
+        if replay:  # the earlier answer to the identical request: its own time for next_eligible_at
+            now = from_ms(float(res[7]))
         if int(status) == 3:  # refused at the audit backlog ceiling: the stream has no record of it
             self._spool_unrecorded(req, did, now, "audit backlog ceiling")
         chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
@@ -380,6 +421,8 @@ class Engine:
             if lua_reasons else []
         candidates = plan.candidates
         caller_id = next((c.e164 for c in candidates if c.tag == chosen), None) if chosen else None
+        if chosen and caller_id is None:  # a replay: picked from the pool by an earlier decision
+            caller_id = next((c for c in ctx.pool if self._cid_tag(c) == chosen), None)
         if not caller_id and req.caller_id and not all_reasons:
             caller_id = candidates[0].e164 if candidates else None
         lifted = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lifted]) if lifted else []
@@ -402,7 +445,7 @@ class Engine:
             "decision_id": rdid, "decision": verdict, "reasons": all_reasons, "next_eligible_at": next_at,
             "caller_id": caller_id, "max_duration_s": policy.max_duration_s, "number": info.e164,
             "override": bool(lifted), "overridden": lifted, "explanations": explanations,
-            "latency_ms": (time.perf_counter() - t0) * 1000,
+            "latency_ms": (time.perf_counter() - t0) * 1000, "replay": replay,
         })
         metrics.observe(decision)
         return decision
@@ -426,6 +469,9 @@ class Engine:
         pre = sort_reasons(reasons) if reasons else []
         return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
                                    est if info.valid else ()), why
+
+    def _fingerprint(self, req: DecisionRequest, info: NumberInfo) -> str:
+        return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
 
     def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                     number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=()):
@@ -451,7 +497,8 @@ class Engine:
                       check_caller_id=check_cid, site_timezone=self.settings.site_timezone)
         plan = build_plan(
             policy=policy, call_id=req.call_id, pre_reasons=list(pre), audit_payload=payload,
-            audit_max=self.settings.audit_backlog_max if self.audit else None, **common)
+            audit_max=self.settings.audit_backlog_max if self.audit else None,
+            request_fp=self._fingerprint(req, info) or None, **common)
         b = plan.body
         if info.valid:
             b["ov"] = plan.k(self.keys.override(number_tag))
@@ -521,7 +568,8 @@ class Engine:
                 f'{_est_json(est)}{tpl.tail}')
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
-                              cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json)
+                              cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
+                              request_fp=self._fingerprint(req, info))
         return FilledPlan(keys, argv, tpl.checks, candidates)
 
     def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime,

@@ -24,8 +24,12 @@ Using it from an adapter (the dialer does the same as ``agi/server.py``)::
     await srv.stop()
 
 ``health`` is any coroutine function returning ``(ok: bool, detail: str)``;
-``/healthz`` answers 200 ``{"ok": true, ...}`` or 503 with the detail. It is
-given 2 s; a health function that raises or times out is a 503. ``refresh`` may
+``/healthz`` answers 200 ``{"ok": true, "status": "ok", ...}`` or 503
+``{"ok": false, "status": "down", ...}`` with the detail. ``degraded`` (optional)
+is a coroutine function returning the reasons the node, though serving, needs
+an operator soon (a calendar within 45 days of its end:
+:func:`calendar_degraded`): then 200 ``{"status": "degraded", "degraded": [...]}``.
+Each is given 2 s; a health function that raises or times out is a 503. ``refresh`` may
 raise: the loop logs it and goes on. Start at most one MetricsServer per
 process (the registry is process-wide).
 """
@@ -64,6 +68,14 @@ LATENCY = Histogram("dialguard_decision_latency_seconds", "Time to decide",
                     registry=REGISTRY)
 REDIS_ERRORS = Counter("dialguard_redis_errors_total", "Decisions that found the store unavailable",
                        registry=REGISTRY)
+# DIALGUARD_REDIS_WAIT_REPLICAS: the decision plus WAIT for the replicas (an ALLOW
+# only), and the ALLOWs turned into denials because too few replicas acknowledged.
+REPLICA_WAIT = Histogram("dialguard_replica_wait_seconds",
+                         "Decision script plus WAIT for the replicas' acknowledgement (ALLOWs only)",
+                         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+                         registry=REGISTRY)
+REPLICA_UNACKED = Counter("dialguard_replica_unacked_total",
+                          "ALLOWs denied because too few replicas acknowledged in time", registry=REGISTRY)
 
 # -- gauges refreshed from the store -----------------------------------------------------
 AUDIT_BACKLOG = Gauge("dialguard_audit_backlog", "Audit records waiting in Redis for PostgreSQL",
@@ -80,18 +92,25 @@ ABANDON_RATE = Gauge("dialguard_abandon_rate", "Abandoned / live-answered calls,
                      ["campaign"], registry=REGISTRY, multiprocess_mode="mostrecent")
 UP = Gauge("dialguard_healthy", "1 when the store answers PING within the decision deadline",
            registry=REGISTRY, multiprocess_mode="mostrecent")
+CALENDAR_KNOWN = Gauge("dialguard_calendar_known_seconds",
+                       "Seconds until the end of the last day each calendar the rules use is known "
+                       "(negative once past; /healthz is degraded from 45 days before)", ["calendar"],
+                       registry=REGISTRY, multiprocess_mode="min")
 LAST_REFRESH = Gauge("dialguard_metrics_refresh_timestamp_seconds",
                      "When the store-backed gauges were last refreshed successfully (unix time)",
                      registry=REGISTRY, multiprocess_mode="max")
 
 # -- FastAGI server ----------------------------------------------------------------------
-AGI_RESULTS = ("ok", "malformed", "timeout", "refused", "error")
+AGI_RESULTS = ("ok", "malformed", "timeout", "refused", "evicted", "error")
 AGI_SESSIONS = Counter("dialguard_agi_sessions_total",
-                       "FastAGI sessions by result (ok, malformed, timeout, refused, error)", ["result"],
+                       "FastAGI sessions by result (ok, malformed, timeout, refused, evicted, error)", ["result"],
                        registry=REGISTRY)
 AGI_REFUSED = Counter("dialguard_agi_refused_total",
                       "FastAGI connections refused, by reason (allowlist, max_sessions, shutting_down)",
                       ["reason"], registry=REGISTRY)
+AGI_EVICTED = Counter("dialguard_agi_evicted_total",
+                      "FastAGI connections closed before their environment block to make room, by reason "
+                      "(table_full, source_limit)", ["reason"], registry=REGISTRY)
 AGI_HANDLER_ERRORS = Counter("dialguard_agi_handler_errors_total",
                              "FastAGI handlers that raised or ran past the deadline (the channel is left "
                              "fail-closed)", ["script", "kind"], registry=REGISTRY)
@@ -106,6 +125,8 @@ for _r in AGI_RESULTS:
     AGI_SESSIONS.labels(_r)
 for _r in ("allowlist", "max_sessions", "shutting_down"):
     AGI_REFUSED.labels(_r)
+for _r in ("table_full", "source_limit"):
+    AGI_EVICTED.labels(_r)
 
 
 # The children created above, looked up once: labels() costs more than inc()
@@ -125,6 +146,15 @@ def observe(decision) -> None:
     LATENCY.observe(decision.latency_ms / 1000)
 
 
+def observe_replica_wait(seconds: float) -> None:
+    """One ALLOW's decision script + WAIT round trip."""
+    REPLICA_WAIT.observe(seconds)
+
+
+def observe_replica_unacked() -> None:
+    REPLICA_UNACKED.inc()
+
+
 def set_abandon_rate(campaign: str, value: float) -> None:
     """The dialer's abandon rate for a campaign, as a ratio (0.03 = 3 %)."""
     ABANDON_RATE.labels(campaign).set(float(value))
@@ -138,6 +168,8 @@ _AGI_MALFORMED = frozenset({"protocol_error", "unknown_script"})
 def agi_session_result(fields: dict) -> str:
     """The result label of one finished FastAGI session, from its log fields."""
     failure = fields.get("failure")
+    if fields.get("outcome") == "evicted":
+        return "evicted"
     if failure == "timeout" or fields.get("outcome") == "timeout":
         return "timeout"
     if failure == "protocol" or fields.get("outcome") in _AGI_MALFORMED:
@@ -153,6 +185,10 @@ def observe_agi_session(fields: dict) -> None:
     failure = fields.get("failure")
     if failure in ("timeout", "error"):
         AGI_HANDLER_ERRORS.labels(fields.get("script") or "unknown", failure).inc()
+
+
+def observe_agi_evicted(reason: str) -> None:
+    AGI_EVICTED.labels(reason).inc()
 
 
 def observe_agi_refused(reason: str) -> None:
@@ -256,11 +292,82 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
         log.warning("metrics refresh failed: %r", exc)
         UP.set(0)
         ok = False
+    if ok:
+        try:  # rules that cannot be read say nothing about the store: logged, not "unhealthy"
+            async with asyncio.timeout(timeout):
+                set_calendar_known(await calendar_status(engine))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("metrics: calendars unknown: %r", exc)
     try:  # the spool is local: readable whatever Redis does
         _refresh_spool(getattr(engine, "spool", None))
     except Exception as exc:  # noqa: BLE001
         log.warning("metrics: spool backlog unreadable: %r", exc)
     return ok
+
+
+# -- calendars: until when each one the rules use is known (dialguard/calendar_expiry.py) ----
+async def policies_in_effect(engine) -> list:
+    """The node's configured rules, the published version in effect and the
+    rules of campaigns that name their own (those it has decided for)."""
+    if getattr(engine, "policy", None) is None:
+        return []  # an engine stand-in without rules (protocol tests)
+    policies = [engine.policy]
+    if getattr(engine, "versioned", False):
+        active = await engine.redis.hget(engine.keys.rules, "active")
+        if active:
+            policies.append(await engine._version(active.decode()))
+    policies.extend(getattr(engine, "_policies", {}).values())
+    return policies
+
+
+async def imported_calendar_years(engine) -> dict[str, set[int]]:
+    """Calendar code -> the years of the calendar version in effect (`dialguard
+    calendar import`): imported years extend how long a calendar is known.
+
+    Reads ``engine.calendars()`` (the active calendar version: ``codes`` and
+    ``years(code)``, dialguard/calendars.py); an engine without imported
+    calendars has none, and the packages alone say how long a calendar is known.
+    """
+    get = getattr(engine, "calendars", None)
+    if get is None:
+        return {}
+    cals = await get()
+    return {code: set(cals.years(code)) for code in cals.codes}
+
+
+async def calendar_status(engine, now=None) -> list:
+    """How long every calendar the rules in effect use is known, at `now`
+    (default: the engine's clock, the test clock when set)."""
+    from dialguard.calendar_expiry import calendars_known
+
+    policies = await policies_in_effect(engine)
+    if not policies:
+        return []
+    now = now or await engine.now()
+    return calendars_known(policies, now, await imported_calendar_years(engine))
+
+
+_calendar_labels: set[str] = set()
+
+
+def set_calendar_known(known) -> None:
+    """The gauge from a calendars_known() answer; calendars no longer used are dropped."""
+    codes = {k.calendar for k in known}
+    for k in known:
+        CALENDAR_KNOWN.labels(k.calendar).set(k.seconds_left)
+    for gone in _calendar_labels - codes:
+        CALENDAR_KNOWN.remove(gone)
+    _calendar_labels.clear()
+    _calendar_labels.update(codes)
+
+
+async def calendar_degraded(engine) -> list[str]:
+    """/healthz: why this node is degraded (a calendar within 45 days of its end), or []."""
+    from dialguard.calendar_expiry import warnings
+
+    known = await calendar_status(engine)
+    set_calendar_known(known)
+    return warnings(known)
 
 
 def exposed_registry() -> CollectorRegistry:
@@ -280,13 +387,16 @@ class MetricsServer:
 
     ``health``: coroutine function -> (ok, detail). ``refresh``: coroutine
     function run every ``interval`` seconds in the background (first run at
-    start). API kept stable for every adapter (see the module docstring).
+    start). ``degraded``: coroutine function -> reasons (200 "degraded" when
+    any). API kept stable for every adapter (see the module docstring).
     """
 
     def __init__(self, host: str, port: int, health: Callable[[], Awaitable[tuple[bool, str]]],
-                 refresh: Callable[[], Awaitable[object]] | None = None, interval: float = 5.0):
+                 refresh: Callable[[], Awaitable[object]] | None = None, interval: float = 5.0,
+                 degraded: Callable[[], Awaitable[list[str]]] | None = None):
         self.host, self.port = host, port
         self.health = health
+        self.degraded = degraded
         self.refresh = refresh
         self.interval = interval
         self._runner = None
@@ -306,7 +416,16 @@ class MetricsServer:
                 ok, why = await asyncio.wait_for(self.health(), 2.0)
             except Exception as exc:  # noqa: BLE001
                 ok, why = False, f"health check failed: {exc!r}"
-            return web.json_response({"ok": ok, "detail": why, "time": time.time()}, status=200 if ok else 503)
+            body = {"ok": ok, "status": "ok" if ok else "down", "detail": why, "time": time.time()}
+            if ok and self.degraded is not None:
+                # still serving (200), but something needs an operator soon
+                try:
+                    reasons = await asyncio.wait_for(self.degraded(), 2.0)
+                except Exception as exc:  # noqa: BLE001
+                    reasons = [f"degraded check failed: {exc!r}"]
+                if reasons:
+                    body.update(status="degraded", degraded=list(reasons))
+            return web.json_response(body, status=200 if ok else 503)
 
         app = web.Application()
         app.router.add_get("/metrics", metrics)

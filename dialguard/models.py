@@ -82,6 +82,9 @@ class Decision(BaseModel):
     overridden: list[str] = []  # the reasons it lifted
     explanations: dict[str, str] = {}
     latency_ms: float = 0.0
+    # the earlier answer to the identical request under this call id (SPEC §2),
+    # decision_id being that earlier decision's; audited as a replay
+    replay: bool = False
 
     @property
     def allowed(self) -> bool:

@@ -213,9 +213,12 @@ def build_plan(
     audit_payload: str | None,
     audit_max: int | None,
     share: Plan | None = None,
+    request_fp: str | None = None,
 ) -> Plan:
     """`share`: another plan whose KEYS list this one extends (the shadow rules'
-    plan rides inside the enforcing one's script call)."""
+    plan rides inside the enforcing one's script call). `request_fp`: the
+    request's keyed hash (dialguard.engine.request_fingerprint), with a call id:
+    an identical request under that call id gets the earlier answer again."""
     st = _static(policy)
     plan = Plan(candidates=candidates)
     if share is not None:
@@ -341,6 +344,8 @@ def build_plan(
 
     if call_id:
         b["call"] = k(keys.call(call_id))
+        if request_fp:
+            b["fp"] = request_fp
         b["rec"] = {
             "nk": f"{keys.prefix}:{{n:{number_tag}}}",
             "ak": " ".join(writes[:-1] if st.agent else writes),
@@ -439,9 +444,9 @@ class PlanTemplate:
 
     def fill(self, *, now: datetime, decision_id: str, pre_json: str, tag: str, agent_hash: str,
              sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None,
-             spre_json: str = "[]") -> tuple[list[str], list[str]]:
+             spre_json: str = "[]", request_fp: str = "") -> tuple[list[str], list[str]]:
         now_ms = int(now.timestamp() * 1000)
-        v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": now_ms,
+        v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": now_ms, "fp": request_fp,
              "did": _esc(decision_id), "pre": pre_json, "dncr": tag[4:14], "bk": tag[:4], "spre": spre_json}
         for i, t in enumerate(cand_tags):
             v[f"c{i}"] = t
@@ -664,6 +669,7 @@ def compile_plan(
 
         if main and has_call:
             field("call", str(k(_lit(keys.g("call:")) + "{call}")))
+            field("fp", '"{fp}"')  # hex
 
             def jkeys(fmts_: list[str]) -> str:  # keys joined by spaces, as one JSON string
                 # the key formats hold literal text (escaped once for format) and fields

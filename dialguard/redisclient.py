@@ -21,7 +21,17 @@ few) connections and pipelines every concurrent request on them:
   requests wait (Redis frozen, a network black hole) is dropped, so pending
   requests cannot pile up without bound;
 - EVALSHA answered with NOSCRIPT (Redis restarted, SCRIPT FLUSH, failover) is
-  retried once as EVAL of the source, which also caches the script again.
+  retried once as EVAL of the source, which also caches the script again;
+- with Sentinels (`sentinels=`, `master=`) every connect asks them for the
+  primary (SENTINEL GET-MASTER-ADDR-BY-NAME; the Sentinel that answered last
+  asked first, those that failed last; each gets its share of the connect
+  budget, so a silent one cannot use it up) and checks with ROLE that the node is a primary; an answer
+  -READONLY, -LOADING or -MASTERDOWN (a demoted primary, a replica still
+  loading) fails that request and drops the connection, so the next request
+  asks the Sentinels again. Nothing is retried on another node: a failed
+  request is a `guard_unavailable` deny, never a second reservation;
+- `evalsha_acked` sends WAIT on the connection that carried the script, so an
+  ALLOW can wait until a replica has its reservation (docs/OPERATIONS.md).
 
 Works with the default asyncio loop and with uvloop. Administration and other
 cold paths keep using redis-py.
@@ -53,6 +63,8 @@ class RedisTimeout(TimeoutError):
 
 _pack = hiredis.pack_command
 _ReplyError = hiredis.ReplyError
+# Error replies that mean "this node is not a primary you can use now".
+_NOT_PRIMARY = ("READONLY", "LOADING", "MASTERDOWN")
 
 
 class _Pending:
@@ -100,6 +112,15 @@ class _Conn(asyncio.Protocol):
                 self._lost(RedisConnectionError("reply without a request"))
                 return
             fut = pending.popleft().fut
+            if type(reply) is _ReplyError and str(reply).startswith(_NOT_PRIMARY):
+                # Not (or no longer) a usable primary: whatever else is pending here
+                # went to the wrong node too. Drop the connection: the next request
+                # reconnects (and asks the Sentinels again).
+                exc = RedisConnectionError(f"Redis at {self.client._where()} answered {str(reply)[:60]!r}")
+                if not fut.done():
+                    fut.set_exception(exc)
+                self._lost(exc)
+                return
             if not fut.done():
                 fut.set_result(reply)
 
@@ -195,7 +216,9 @@ class RedisClient:
     """
 
     def __init__(self, url: str, *, timeout: float = 0.2, connect_timeout: float | None = None,
-                 connections: int = 1, stale_s: float | None = None):
+                 connections: int = 1, stale_s: float | None = None,
+                 sentinels: list[tuple[str, int]] | None = None, master: str | None = None,
+                 sentinel_username: str | None = None, sentinel_password: str | None = None):
         u = urlparse(url)
         self.url = url
         self.scheme = u.scheme
@@ -224,6 +247,13 @@ class RedisClient:
         self._backoff = [0.0] * self.n
         self._rr = 0
         self._closed = False
+        # Sentinel mode: the primary's address is asked for at every connect.
+        self.sentinels = list(sentinels or [])
+        if self.sentinels and (not master or self.path):
+            raise ValueError("Sentinel mode needs a master name and a TCP (redis:// or rediss://) URL")
+        self.master = master
+        self.sentinel_username = sentinel_username
+        self.sentinel_password = sentinel_password
 
     # -- connections -------------------------------------------------------------
     def _conn_lost(self, conn: _Conn) -> None:
@@ -231,34 +261,86 @@ class RedisClient:
             if c is conn:
                 self._conns[i] = None
 
+    async def _open(self, conn: _Conn, host: str | None, port: int, hello: list, deadline: float) -> None:
+        """Connect `conn` and send the `hello` commands (AUTH, SELECT, ...);
+        an error reply to one of them is a RedisConnectionError."""
+        loop = self._loop
+        if self.path:
+            await loop.create_unix_connection(lambda: conn, self.path)
+        else:
+            ctx = ssl.create_default_context() if self.scheme == "rediss" else None
+            await loop.create_connection(lambda: conn, host, port, ssl=ctx)
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                import socket
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
+        for cmd in hello:
+            r = await conn.send(_pack(cmd), deadline)
+            if isinstance(r, _ReplyError):
+                raise RedisConnectionError(f"Redis at {host}:{port} refused {cmd[0]}: {r}")
+
+    async def _discover(self, deadline: float) -> tuple[str, int]:
+        """The primary's address, from the first Sentinel that knows it."""
+        hello = []
+        if self.sentinel_password:
+            hello.append(("AUTH", self.sentinel_username, self.sentinel_password) if self.sentinel_username
+                         else ("AUTH", self.sentinel_password))
+        problems, failed = [], []
+        order = list(self.sentinels)
+        try:
+            for k, (host, port) in enumerate(order):
+                # Each Sentinel gets its share of what is left, so one that does not
+                # answer at all (its host gone) cannot use up the whole budget.
+                now = self._loop.time()
+                mine = now + (deadline - now) / (len(order) - k)
+                conn = _Conn(self)
+                try:
+                    async with asyncio.timeout_at(mine):
+                        await self._open(conn, host, port, hello, mine)
+                        r = await conn.send(_pack(("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master)), mine)
+                except (OSError, TimeoutError) as exc:
+                    problems.append(f"{host}:{port}: {exc!r}")
+                    failed.append((host, port))
+                    continue
+                finally:
+                    conn.close()
+                if isinstance(r, _ReplyError) or not r:
+                    problems.append(f"{host}:{port}: {r or 'does not know master ' + repr(self.master)}")
+                    failed.append((host, port))
+                    continue
+                # Ask this one first next time, the ones that failed last.
+                self.sentinels = [(host, port)] + [a for a in order if a != (host, port) and a not in failed] + failed
+                return r[0].decode(), int(r[1])
+        finally:
+            if len(failed) == len(order):
+                self.sentinels = order
+        raise RedisConnectionError(f"no Sentinel named the primary {self.master!r}: {'; '.join(problems)}")
+
     async def _connect(self, i: int) -> _Conn:
         loop = self._loop
         conn = _Conn(self)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                if self.path:
-                    await loop.create_unix_connection(lambda: conn, self.path)
-                else:
-                    ctx = ssl.create_default_context() if self.scheme == "rediss" else None
-                    await loop.create_connection(lambda: conn, self.host, self.port, ssl=ctx)
-                sock = conn.transport.get_extra_info("socket")
-                if sock is not None and not self.path:
-                    import socket
-                    try:
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    except OSError:
-                        pass
+                deadline = loop.time() + self.connect_timeout
+                if self.sentinels:
+                    self.host, self.port = await self._discover(deadline)
                 hello = []
                 if self.password:
                     hello.append(("AUTH", self.username, self.password) if self.username
                                  else ("AUTH", self.password))
                 if self.db:
                     hello.append(("SELECT", str(self.db)))
-                deadline = loop.time() + self.connect_timeout
-                for cmd in hello:
-                    r = await conn.send(_pack(cmd), deadline)
-                    if isinstance(r, _ReplyError):
-                        raise RedisConnectionError(f"Redis refused {cmd[0]}: {r}")
+                await self._open(conn, self.host, self.port, hello, deadline)
+                if self.sentinels:
+                    # The Sentinels may not have noticed a demotion yet (or the node
+                    # restarted as a replica): only a primary takes decisions.
+                    role = await conn.send(_pack(("ROLE",)), deadline)
+                    if isinstance(role, _ReplyError) or not role or role[0] != b"master":
+                        raise RedisConnectionError(
+                            f"Redis at {self._where()} is not a primary (ROLE: {role!r:.60}): failover under way?")
         except BaseException as exc:
             conn.close()
             self._backoff[i] = min(1.0, max(0.05, self._backoff[i] * 2))
@@ -271,7 +353,8 @@ class RedisClient:
         return conn
 
     def _where(self) -> str:
-        return self.path or f"{self.host}:{self.port}"
+        where = self.path or f"{self.host}:{self.port}"
+        return f"{where} (primary {self.master!r} per Sentinel)" if self.sentinels else where
 
     async def _get_conn(self, i: int, deadline: float) -> _Conn:
         if self._closed:
@@ -304,7 +387,7 @@ class RedisClient:
             raise RedisReplyError(str(reply))
         return reply
 
-    async def _send(self, packed: bytes, deadline: float | None):
+    async def _pick(self, deadline: float | None) -> tuple[_Conn, float]:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -316,20 +399,42 @@ class RedisClient:
         conn = self._conns[i]
         if conn is None:
             conn = await self._get_conn(i, deadline)
+        return conn, deadline
+
+    async def _send(self, packed: bytes, deadline: float | None):
+        conn, deadline = await self._pick(deadline)
         return await conn.send(packed, deadline)
 
-    async def evalsha(self, script, keys, args, *, deadline: float | None = None):
-        """EVALSHA of a dialguard.scripts.Script (sha, source); on NOSCRIPT,
-        EVAL of its source once (which caches it again)."""
+    async def _evalsha_on(self, conn: _Conn, script, keys, args, deadline: float):
         n = len(keys)
-        reply = await self._send(_pack(("EVALSHA", script.sha, n, *keys, *args)), deadline)
+        reply = await conn.send(_pack(("EVALSHA", script.sha, n, *keys, *args)), deadline)
         if isinstance(reply, _ReplyError):
             if str(reply).startswith("NOSCRIPT"):
-                reply = await self._send(_pack(("EVAL", script.source, n, *keys, *args)), deadline)
+                reply = await conn.send(_pack(("EVAL", script.source, n, *keys, *args)), deadline)
                 if not isinstance(reply, _ReplyError):
                     return reply
             raise RedisReplyError(str(reply))
         return reply
+
+    async def evalsha(self, script, keys, args, *, deadline: float | None = None):
+        """EVALSHA of a dialguard.scripts.Script (sha, source); on NOSCRIPT,
+        EVAL of its source once (which caches it again)."""
+        conn, deadline = await self._pick(deadline)
+        return await self._evalsha_on(conn, script, keys, args, deadline)
+
+    async def evalsha_acked(self, script, keys, args, *, replicas: int, wait_ms: int, need,
+                            deadline: float | None = None):
+        """evalsha, then, when need(reply), `WAIT replicas wait_ms` on the same
+        connection (WAIT counts the replicas that have this connection's writes).
+        Returns (reply, replicas that acknowledged, or None when not asked)."""
+        conn, deadline = await self._pick(deadline)
+        reply = await self._evalsha_on(conn, script, keys, args, deadline)
+        if not need(reply):
+            return reply, None
+        acked = await conn.send(_pack(("WAIT", replicas, wait_ms)), deadline)
+        if isinstance(acked, _ReplyError):
+            raise RedisReplyError(str(acked))
+        return reply, int(acked)
 
     async def close(self) -> None:
         self._closed = True

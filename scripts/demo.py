@@ -453,6 +453,33 @@ def metrics_lines() -> list[str]:
     return [url, *keep]
 
 
+def calendar_lines() -> list[str]:
+    """Until when the calendars of the stack guard's rules are known, at its clock, and its /healthz."""
+    from dialguard.metrics import calendar_status
+
+    async def go():
+        e = await Engine.create(Settings())  # the stack's guard: its configured rules and published version
+        try:
+            return await calendar_status(e)
+        finally:
+            await e.close()
+
+    out = []
+    for k in asyncio.run(go()):
+        until = k.last_day.isoformat() if k.last_day else "never"
+        out.append(f"{k.calendar:6} known until {until} ({k.source}): {k.seconds_left / 86400:.1f} days left"
+                   + ("  <- import the next year (docs/OPERATIONS.md, Calendars)" if k.warn else ""))
+    url = f"http://127.0.0.1:{os.environ.get('DIALGUARD_METRICS_PORT', '19100')}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body = json.loads(r.read().decode())
+        out.append(f"{url}: {r.status} {body.get('status')}"
+                   + (f" ({'; '.join(body['degraded'])})" if body.get("degraded") else ""))
+    except OSError as exc:
+        out.append(f"{url}: no answer ({exc})")
+    return out
+
+
 def act3(engine3: Engine, t0: datetime, t3: datetime, ports: dict[str, int], workdir: Path,
          cdr_path: Path) -> tuple[bool, list[str]]:
     """Operating it, through real calls on the demo's own FastAGI server. Returns (ok, metrics)."""
@@ -686,6 +713,10 @@ def main() -> int:
         print(f"  the demo's FastAGI server's metrics ({metrics[0]}, before it stopped):")
         for line in metrics[1:]:
             print(f"      {line}")
+    print()
+    print("calendars: until when the days of the guard's calendars are known (dialguard status says the same)")
+    for line in calendar_lines():
+        print(f"  {line}")
     print()
     print("where to look next")
     print(f"  the CDR with the guard's verdict   {cdr_path}")

@@ -31,6 +31,23 @@ ASTERISK_ROOT=${DIALGUARD_ASTERISK_ROOT:-$STACK_DIR/cache/asterisk-root}
 DEBIAN_MIRROR=${DIALGUARD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 REDIS_URL=${DIALGUARD_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
+# DIALGUARD_REDIS_HA=1: a primary ($REDIS_PORT), two replicas and three Sentinels
+# watching them (docs/OPERATIONS.md, "Redis high availability"); every component
+# then finds the primary through the Sentinels (DIALGUARD_REDIS_SENTINELS).
+# DIALGUARD_REDIS_URL still gives the credentials and database. Two replicas: after
+# a failover the new primary still has one to acknowledge ALLOWs
+# (DIALGUARD_REDIS_WAIT_REPLICAS=1) while the lost node is away.
+REDIS_HA=${DIALGUARD_REDIS_HA:-0}
+REDIS_REPLICA_PORT=${DIALGUARD_REDIS_REPLICA_PORT:-$((REDIS_PORT + 2))}
+REDIS_REPLICA2_PORT=${DIALGUARD_REDIS_REPLICA2_PORT:-$((REDIS_PORT + 4))}
+SENTINEL_PORT=${DIALGUARD_SENTINEL_PORT:-$((26381 + PORT_OFFSET))}
+SENTINEL_PORTS=("$SENTINEL_PORT" "$((SENTINEL_PORT + 1))" "$((SENTINEL_PORT + 2))")
+REDIS_MASTER=${DIALGUARD_REDIS_MASTER:-dialguard}
+if [[ $REDIS_HA == 1 ]]; then
+  REDIS_SENTINELS=127.0.0.1:${SENTINEL_PORTS[0]},127.0.0.1:${SENTINEL_PORTS[1]},127.0.0.1:${SENTINEL_PORTS[2]}
+else
+  REDIS_SENTINELS=
+fi
 PG_DSN=${DIALGUARD_PG_DSN:-postgresql://dialguard@127.0.0.1:$PG_PORT/dialguard}
 # The cluster's superuser (trust on loopback in the dev stack): schema migrations only.
 PG_ADMIN_DSN=${DIALGUARD_PG_ADMIN_DSN:-postgresql://postgres@127.0.0.1:$PG_PORT/dialguard}

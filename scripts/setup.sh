@@ -5,10 +5,11 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# redis-server, postgresql: the stack's own instances; sip-tester: SIPp;
+# redis-server, postgresql: the stack's own instances (redis-sentinel: the
+# DIALGUARD_REDIS_HA=1 stack's Sentinels); sip-tester: SIPp;
 # debootstrap: the cached Asterisk root; python3-venv: .venv on Debian's python;
 # systemd: systemd-analyze, which the tests use to verify the units in deploy/.
-PACKAGES=(redis-server postgresql sip-tester debootstrap python3-venv systemd)
+PACKAGES=(redis-server redis-sentinel postgresql sip-tester debootstrap python3-venv systemd)
 [[ $ASTERISK_MODE == system ]] && PACKAGES=("${PACKAGES[@]/debootstrap}")
 
 packages() {

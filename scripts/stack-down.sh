@@ -66,10 +66,19 @@ if [[ -f $registry ]]; then
   rm -f "$registry"
 fi
 
-# Redis (SIGTERM: it flushes the AOF and exits).
-if pid_alive "$STACK_DIR/redis/redis.pid" redis-server; then
-  stop_pid "$STACK_DIR/redis/redis.pid" redis-server 20
-  log "stopped Redis"
-fi
-rm -f "$STACK_DIR/redis/redis.pid" "$STACK_DIR/env"
+# Sentinels first (DIALGUARD_REDIS_HA=1), so that stopping the primary starts no failover.
+for f in "$STACK_DIR"/sentinel-*/sentinel.pid; do
+  [[ -e $f ]] || continue
+  stop_pid "$f" redis-server 10
+  log "stopped Sentinel $(basename "$(dirname "$f")")"
+done
+# Redis nodes (SIGTERM: each flushes its AOF and exits).
+for d in redis redis-replica redis-replica2; do
+  if pid_alive "$STACK_DIR/$d/redis.pid" redis-server; then
+    stop_pid "$STACK_DIR/$d/redis.pid" redis-server 20
+    log "stopped Redis ($d)"
+  fi
+  rm -f "$STACK_DIR/$d/redis.pid"
+done
+rm -f "$STACK_DIR/env"
 log "stack down"

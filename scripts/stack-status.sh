@@ -12,6 +12,12 @@ show() { # NAME PIDFILE WORD LOG
   printf '%-14s %-18s %s\n' "$1" "$state" "$4"
 }
 show Redis "$STACK_DIR/redis/redis.pid" redis-server "$STACK_DIR/redis/redis.log"
+for d in redis-replica redis-replica2; do
+  [[ -e $STACK_DIR/$d/redis.pid ]] && show "Redis $d" "$STACK_DIR/$d/redis.pid" redis-server "$STACK_DIR/$d/redis.log"
+done
+for f in "$STACK_DIR"/sentinel-*/sentinel.pid; do
+  [[ -e $f ]] && show "$(basename "$(dirname "$f")")" "$f" redis-server "${f%.pid}.log"
+done
 show PostgreSQL "$STACK_DIR/pg/data/postmaster.pid" postgres "$STACK_DIR/pg/postgresql.log"
 show Asterisk "$AST_PIDFILE" asterisk "$AST_HOST_DIR/log/messages.log"
 for f in "$STACK_DIR"/services/*.pid; do

@@ -36,24 +36,50 @@ need_free() { # PART PROTO PORT...
 }
 
 # --- Redis (AOF, fsync every second) -----------------------------------------
-redis_ping() { [[ $(redis-cli -u "$(role_url admin)" --no-auth-warning ping 2>/dev/null) == PONG ]]; }
-start_redis() {
-  local d=$STACK_DIR/redis
-  local pidf=$d/redis.pid logf=$d/redis.log
+# Data nodes answer the admin ACL user only (no password-less user); Sentinels anyone on loopback.
+redis_ping() { [[ $(redis-cli -u "$(role_url admin | sed "s/:$REDIS_PORT\//:$1\//")" --no-auth-warning ping 2>/dev/null) == PONG ]]; }
+sentinel_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
+
+# The data nodes' credentials for replication and Sentinel: Redis' own superuser
+# (the default user behind its generated password, .stack/secrets/redis-default.env);
+# the dialguard roles may not replicate or reconfigure.
+redis_url_auth() {
+  local DIALGUARD_REDIS_USER DIALGUARD_REDIS_PASSWORD
+  # shellcheck disable=SC1091
+  source "$SECRETS_DIR/redis-default.env"
+  printf '%s\n%s\n' "$DIALGUARD_REDIS_USER" "$DIALGUARD_REDIS_PASSWORD"
+}
+
+# The primary the Sentinels name now ("host port"), empty if none answers.
+sentinel_primary() {
+  local p
+  for p in "${SENTINEL_PORTS[@]}"; do
+    redis-cli -h 127.0.0.1 -p "$p" sentinel get-master-addr-by-name "$REDIS_MASTER" 2>/dev/null |
+      paste -sd ' ' | grep -E '^[0-9.]+ [0-9]+$' && return 0
+  done
+  return 0
+}
+
+# start_redis_node DIR PORT: one data node. With DIALGUARD_REDIS_HA=1 a node that
+# is not the primary the Sentinels name (the replica; a killed primary coming
+# back after a failover) starts as a replica of it.
+start_redis_node() {
+  local d=$STACK_DIR/$1 port=$2
+  local pidf=$d/redis.pid logf=$d/redis.log primary=
   if pid_alive "$pidf" redis-server && ! cmp -s "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"; then
     # Users changed (or a Redis from before the ACL users): restart it (the AOF keeps the data).
-    log "Redis ACL users changed: restarting Redis"
+    log "Redis ACL users changed: restarting Redis on port $port"
     stop_pid "$pidf" redis-server 20
   fi
   if ! pid_alive "$pidf" redis-server; then
     command -v redis-server >/dev/null || die "redis-server missing: run 'make setup'"
-    need_free Redis tcp "$REDIS_PORT"
+    need_free Redis tcp "$port"
     mkdir -p "$d/data"
     chmod 0700 "$d" "$d/data"
     # No default user: one ACL user per role (dialguard/redis_acl.py, .stack/secrets/redis-users.acl).
     cat >"$d/redis.conf" <<CONF
 bind 127.0.0.1
-port $REDIS_PORT
+port $port
 protected-mode yes
 daemonize yes
 pidfile $pidf
@@ -64,11 +90,72 @@ appendfsync everysec
 save ""
 aclfile $SECRETS_DIR/redis-users.acl
 CONF
+    if [[ $REDIS_HA == 1 ]]; then
+      primary=$(sentinel_primary)
+      [[ -n $primary ]] || primary="127.0.0.1 $REDIS_PORT"   # first start: the primary is $REDIS_PORT
+      if [[ $primary == "127.0.0.1 $port" ]]; then primary=; else echo "replicaof $primary" >>"$d/redis.conf"; fi
+      local auth; mapfile -t auth < <(redis_url_auth)
+      [[ -z ${auth[0]} ]] || echo "masteruser ${auth[0]}" >>"$d/redis.conf"
+      [[ -z ${auth[1]} ]] || echo "masterauth ${auth[1]}" >>"$d/redis.conf"
+    fi
     redis-server "$d/redis.conf" 8>&- || fail_part Redis "$logf" "redis-server failed to start"
     cp "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"
   fi
-  wait_for "Redis (127.0.0.1:$REDIS_PORT)" "$logf" 20 "$pidf" redis_ping
-  log "Redis up on 127.0.0.1:$REDIS_PORT (log: $logf)"
+  wait_for "Redis (127.0.0.1:$port)" "$logf" 20 "$pidf" redis_ping "$port"
+  log "Redis up on 127.0.0.1:$port${primary:+ (replica of ${primary/ /:})} (log: $logf)"
+}
+
+start_sentinel() { # N PORT
+  local d=$STACK_DIR/sentinel-$1 port=$2
+  local pidf=$d/sentinel.pid logf=$d/sentinel.log
+  if ! pid_alive "$pidf" redis-server; then
+    need_free Sentinel tcp "$port"
+    mkdir -p "$d"
+    local primary auth; primary=$(sentinel_primary)
+    [[ -n $primary ]] || primary="127.0.0.1 $REDIS_PORT"
+    mapfile -t auth < <(redis_url_auth)
+    # Quorum 2 of 3; a primary silent for 1 s is down (the refusal window is
+    # about that plus the election; docs/OPERATIONS.md). Sentinel rewrites this
+    # file as it learns the replicas, the other Sentinels and failovers.
+    cat >"$d/sentinel.conf" <<CONF
+bind 127.0.0.1
+port $port
+daemonize yes
+pidfile $pidf
+logfile $logf
+dir $d
+sentinel monitor $REDIS_MASTER $primary 2
+sentinel down-after-milliseconds $REDIS_MASTER 1000
+sentinel failover-timeout $REDIS_MASTER 10000
+sentinel parallel-syncs $REDIS_MASTER 1
+CONF
+    [[ -z ${auth[0]} ]] || echo "sentinel auth-user $REDIS_MASTER ${auth[0]}" >>"$d/sentinel.conf"
+    [[ -z ${auth[1]} ]] || echo "sentinel auth-pass $REDIS_MASTER ${auth[1]}" >>"$d/sentinel.conf"
+    # redis-sentinel is redis-server in Sentinel mode (Debian's redis-sentinel package).
+    redis-server "$d/sentinel.conf" --sentinel 8>&- || fail_part Sentinel "$logf" "redis-server --sentinel failed"
+  fi
+  wait_for "Sentinel (127.0.0.1:$port)" "$logf" 20 "$pidf" sentinel_ping "$port"
+}
+
+# Every Sentinel knows the replica and the two other Sentinels: a failover can happen.
+sentinels_ready() {
+  local p info
+  for p in "${SENTINEL_PORTS[@]}"; do
+    info=$(redis-cli -h 127.0.0.1 -p "$p" sentinel master "$REDIS_MASTER" 2>/dev/null | paste -sd ' ')
+    [[ $info =~ num-slaves\ ([0-9]+) ]] && ((BASH_REMATCH[1] >= 2)) || return 1
+    [[ $info =~ num-other-sentinels\ ([0-9]+) ]] && ((BASH_REMATCH[1] >= 2)) || return 1
+  done
+}
+
+start_redis() {
+  start_redis_node redis "$REDIS_PORT"
+  [[ $REDIS_HA == 1 ]] || return 0
+  start_redis_node redis-replica "$REDIS_REPLICA_PORT"
+  start_redis_node redis-replica2 "$REDIS_REPLICA2_PORT"
+  local i
+  for i in 0 1 2; do start_sentinel "$((i + 1))" "${SENTINEL_PORTS[$i]}"; done
+  wait_for "Sentinels (127.0.0.1:${SENTINEL_PORTS[*]})" "$STACK_DIR/sentinel-1/sentinel.log" 30 - sentinels_ready
+  log "Redis HA up: primary $(sentinel_primary | tr ' ' :), Sentinels on 127.0.0.1:${SENTINEL_PORTS[*]}, master name $REDIS_MASTER"
 }
 
 # --- PostgreSQL: a cluster of our own ------------------------------------------
@@ -202,6 +289,16 @@ write_env() {
       echo "export DIALGUARD_$var=$(q "${!var}")"
     done
     echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
+    if [[ $REDIS_HA == 1 ]]; then
+      echo "export DIALGUARD_REDIS_HA=1"
+      echo "export DIALGUARD_REDIS_SENTINELS=$(q "$REDIS_SENTINELS")"
+      echo "export DIALGUARD_REDIS_MASTER=$(q "$REDIS_MASTER")"
+      # An ALLOW waits until a replica has its reservation (no over-admission across a failover).
+      echo "export DIALGUARD_REDIS_WAIT_REPLICAS=$(q "${DIALGUARD_REDIS_WAIT_REPLICAS:-1}")"
+      echo "export DIALGUARD_REDIS_REPLICA_PORT=$(q "$REDIS_REPLICA_PORT")"
+      echo "export DIALGUARD_REDIS_REPLICA2_PORT=$(q "$REDIS_REPLICA2_PORT")"
+      echo "export DIALGUARD_SENTINEL_PORT=$(q "$SENTINEL_PORT")"
+    fi
     echo "export DIALGUARD_SPOOL_DIR=$(q "$SPOOL_DIR")"
     echo "export DIALGUARD_SECRETS_FILE=$(q "$SECRETS_DIR/secrets.env")"
     echo "export DIALGUARD_SECRETS_DIR=$(q "$SECRETS_DIR")"

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialguard.config import Settings, redacted_url
+from dialguard.config import Settings
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -174,7 +174,7 @@ def audit_status(prefix: Optional[str] = typer.Option(None, "--prefix"),
     try:
         st = backlog_status(settings, prefix)
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {redacted_url(settings.redis_url)}: {exc}", EXIT_UNAVAILABLE)
+        _fail(f"Redis unreachable at {settings.redis_where()}: {exc}", EXIT_UNAVAILABLE)
     if as_json:
         print(json.dumps(st))
         return
@@ -414,7 +414,7 @@ def counters_rebuild(
     Pause calling first (`dialguard pause`) and let `dialguard audit-ship` drain:
     decisions taken during the rebuild are not in it.
     """
-    import redis as syncredis
+    from dialguard import redisconn
     from redis.exceptions import RedisError
 
     from dialguard.audit.db import require_schema, SchemaMissing
@@ -428,7 +428,7 @@ def counters_rebuild(
             now = parse_time(at)
         except ValueError as exc:
             _fail(f"--at: {exc}")
-    r = syncredis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=30)
+    r = redisconn.sync_redis(settings, decode_responses=True, socket_timeout=30)
     try:
         if now is None and settings.test_clock:
             from dialguard.keys import Keys
@@ -445,7 +445,7 @@ def counters_rebuild(
     except RebuildError as exc:
         _fail(str(exc))
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {redacted_url(settings.redis_url)}: {exc}", EXIT_UNAVAILABLE)
+        _fail(f"Redis unreachable at {settings.redis_where()}: {exc}", EXIT_UNAVAILABLE)
     finally:
         r.close()
     res = {"dry_run": dry_run, "decisions": summary.decisions, "outcomes": summary.outcomes,

@@ -289,6 +289,8 @@ class Replayer:
         if d.call_id:
             rec = b["rec"]
             ck = K[b["call"] - 1]
+            m.hdel(ck, t, "rep")  # as decide.lua: a new allowed attempt is the call's open one
+            m.hdel(ck, t, "res")
             m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], "ak": rec["ak"], "cv": rec["cv"],
                            "ab": rec["ab"], "am": rec["am"], "nk": rec["nk"], "lv": lv, "ca": ca})
             m.pexpire(ck, t, int(rec["ttl"]))
@@ -392,7 +394,8 @@ def read_records(conn: psycopg.Connection, since: datetime) -> Iterator[tuple[tu
     decisions = _stream(conn, "rb_decisions", f"""
         select decision_id, stream_id, (request->>'at')::bigint, number_hash, campaign, agent, subject, call_id,
                caller_id_hash, rules, rules_version
-        from audit_decisions where allowed and recorded_at >= %(since)s {ORDER}""", args, DecisionRec)
+        from audit_decisions where allowed and replay_of is null and recorded_at >= %(since)s {ORDER}""",
+        args, DecisionRec)
     outcomes = _stream(conn, "rb_outcomes", f"""
         select outcome_id, stream_id, decision_id, call_id, result, (payload->>'at')::bigint, subject
         from audit_outcomes where decision_id is not null and recorded_at >= %(since)s {ORDER}""", args, OutcomeRec)

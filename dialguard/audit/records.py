@@ -6,8 +6,10 @@ counters, see docs/AUDIT.md):
 - t=decision: id, allow (1|0), r (reasons, comma-separated), ch (caller-ID tag), j,
   and (versioned rules) rver (active rules version, '' = the node's config rules),
   sv / sa / sr (shadow version, verdict '1'|'0', reasons; '' = no shadow),
-  ov / ovr (override id and the reasons it lifted); in j, cal (imported calendar
-  version) and est (calendars whose day was estimated: unknown_year allow/weekdays)
+  ov / ovr (override id and the reasons it lifted), rp (a replay: the decision
+  whose answer an identical request under the same call id got again); in j,
+  cal (imported calendar version) and est (calendars whose day was estimated:
+  unknown_year allow/weekdays)
 - t=outcome:  id, did ('' when the call id was unknown), res, j
 - t=event:    id, kind, j
 - t=override: id, j {did?, n, ne, campaign, lifted[], by, why, at, expires?, node}
@@ -90,7 +92,7 @@ DECISION_COLS = ("decision_id", "stream_id", "decided_at", "recorded_at", "allow
                  "number_hash", "number_enc", "campaign", "agent", "subject", "call_id", "caller_id_requested",
                  "caller_id_hash", "rules", "rules_version", "node", "latency_ms", "counters", "override_id",
                  "request", "rules_seq", "shadow_version", "shadow_allowed", "shadow_reasons", "override_lifted",
-                 "calendar_version", "calendar_estimated")
+                 "calendar_version", "calendar_estimated", "replay_of")
 OUTCOME_COLS = ("outcome_id", "stream_id", "decision_id", "call_id", "result", "talk_s", "hangup_cause",
                 "subject", "reported_at", "recorded_at", "node", "payload")
 EVENT_COLS = ("event_id", "stream_id", "kind", "number_hash", "number_enc", "campaign", "at", "recorded_at",
@@ -152,7 +154,7 @@ def decision_row(sid: str, f: dict[str, str]) -> tuple:
         _counters(f, j), f.get("ov") or _text(j.get("ov")), raw,
         _opt_int(f.get("rver")), shadow_version, (sa == "1") if sa else None,
         _codes(f.get("sr")) if shadowed else None, _codes(f.get("ovr")) if f.get("ovr") else None,
-        _opt_int(j.get("cal")), _estimated(j.get("est")),
+        _opt_int(j.get("cal")), _estimated(j.get("est")), f.get("rp") or None,
     )
 
 

@@ -75,7 +75,7 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
     main = conn.execute(f"""
         with d as (
             select decision_id, allowed, {g} as g from audit_decisions
-            where decided_at >= %(a)s and decided_at < %(b)s
+            where decided_at >= %(a)s and decided_at < %(b)s and replay_of is null
         ), o as (
             select distinct on (o.decision_id) o.decision_id, o.result, o.talk_s
             from audit_outcomes o join d using (decision_id)
@@ -91,7 +91,7 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
         group by d.g""", args).fetchall()
     denied = conn.execute(f"""
         select {g}, r, count(*) from audit_decisions, unnest(reasons) r
-        where not allowed and decided_at >= %(a)s and decided_at < %(b)s
+        where not allowed and decided_at >= %(a)s and decided_at < %(b)s and replay_of is null
         group by 1, 2""", args).fetchall()
     facts = conn.execute(f"""
         select ld.g, e.kind, count(*) from audit_events e
@@ -148,11 +148,11 @@ def _by_reason(conn, start, end, tz) -> Report:
     args = {"a": start, "b": end}
     total, denied = conn.execute(
         "select count(*), count(*) filter (where not allowed) from audit_decisions "
-        "where decided_at >= %(a)s and decided_at < %(b)s", args).fetchone()
+        "where decided_at >= %(a)s and decided_at < %(b)s and replay_of is null", args).fetchone()
     rows = conn.execute("""
         select r, count(*), count(distinct number_hash), count(distinct campaign)
         from audit_decisions, unnest(reasons) r
-        where not allowed and decided_at >= %(a)s and decided_at < %(b)s
+        where not allowed and decided_at >= %(a)s and decided_at < %(b)s and replay_of is null
         group by r""", args).fetchall()
     rows.sort(key=lambda r: REASON_ORDER.get(r[0], 99))
     cols = ["reason", "denials", "numbers", "campaigns", "share_of_attempts", "share_of_denials"]

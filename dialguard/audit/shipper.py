@@ -45,13 +45,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
 from redis.exceptions import RedisError, ResponseError
 
 from dialguard.audit import records
 from dialguard.audit import spool as spool_files
 from dialguard.audit.db import SchemaMissing, redact, require_schema
+from dialguard import redisconn
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
 from dialguard.keys import Keys
@@ -154,7 +154,7 @@ class Shipper:
         self.insert_mode = insert
         self._staged_conns: weakref.WeakSet = weakref.WeakSet()  # connections whose staging tables exist
         self.dsn = dsn or self.settings.pg_dsn
-        self.redis = redis.Redis.from_url(self.settings.redis_url, decode_responses=True, socket_timeout=10,
+        self.redis = redisconn.sync_redis(self.settings, decode_responses=True, socket_timeout=10,
                                           socket_connect_timeout=3, health_check_interval=30)
         self.pool = ConnectionPool(
             self.dsn, min_size=1, max_size=1, open=False, name="audit-ship",
@@ -611,7 +611,7 @@ def _crash_point() -> tuple[str, int] | None:
 def backlog_status(settings: Settings, prefix: str | None = None) -> dict:
     """Backlog of the audit stream: entries not yet in PostgreSQL, pending per consumer."""
     keys = Keys(prefix or settings.key_prefix, settings.hash_secret)
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
+    r = redisconn.sync_redis(settings, decode_responses=True, socket_timeout=3, socket_connect_timeout=3)
     try:
         out = {"stream": keys.audit, "backlog": int(r.xlen(keys.audit)), "ceiling": settings.audit_backlog_max,
                "pending": 0, "consumers": [], "oldest_age_s": None}
@@ -622,11 +622,17 @@ def backlog_status(settings: Settings, prefix: str | None = None) -> dict:
             redis_now = r.time()
             now_ms = redis_now[0] * 1000 + redis_now[1] // 1000
             out["oldest_age_s"] = round((now_ms - records.stream_ms(first[0][0])) / 1000, 1)
+        # lag: entries not delivered to the shipper yet. Not Redis's own `lag`:
+        # that counter goes wrong for good when entries leave the stream behind
+        # the group's back (trimmed, an AOF cut short by a crash: issue 13 saw
+        # "lag: 22728" with backlog 0). The shipper deletes what it acknowledged,
+        # so what the stream holds is pending (delivered) or not delivered yet.
+        out["lag"] = out["backlog"]
         try:
             for g in r.xinfo_groups(keys.audit):
                 if g["name"] == GROUP:
                     out["pending"] = int(g["pending"])
-                    out["lag"] = g.get("lag")
+                    out["lag"] = max(0, out["backlog"] - out["pending"])
             out["consumers"] = [{"name": c["name"], "pending": int(c["pending"]), "idle_ms": int(c["idle"])}
                                 for c in r.xinfo_consumers(keys.audit, GROUP)]
         except ResponseError:

@@ -11,12 +11,13 @@
 -- ARGV[2]: the audit record's JSON when the plan has no `a` (the engine's
 -- compiled plans: not escaped into the plan, not decoded here).
 --
--- Returns {allowed, reasons, details, chosen_caller_id_hash, status, decision_id, lifted}
+-- Returns {allowed, reasons, details, chosen_caller_id_hash, status, decision_id, lifted[, at]}
 --   details: flat list of {check_id, score_ms, candidate} triples for failing
 --   count rules: the attempt whose expiry lifts the limit (-1: never).
---   status: 0 decided, 1 replayed (same call id), 2 stale rules (nothing
---   written: the node evaluated with another rules or calendar version than
---   the one in effect; it reloads and asks again), 3 refused at the audit
+--   status: 0 decided, 1 replayed (same call id, identical request: the
+--   earlier answer, its decision id, and `at`, the time it was decided),
+--   2 stale rules (nothing written: the node evaluated with another rules or
+--   calendar version than the one in effect; it reloads and asks again), 3 refused at the audit
 --   backlog ceiling (nothing written, not even the audit record).
 --   lifted: the reasons an override lifted (the decision is then an allow).
 --
@@ -38,17 +39,47 @@ if plan.ck and (redis.call('HGET', KEYS[plan.ck], 'active') or '') ~= plan.cv th
   return {0, {}, {}, '', 2, plan.did, {}}
 end
 
--- Idempotency: the same call id decided again returns the first allow.
-if plan.call then
-  local rec = redis.call('HMGET', KEYS[plan.call], 'did', 'ch')
-  if rec[1] then
-    return {1, {}, {}, rec[2] or '', 1, rec[1], {}}
-  end
-end
-
 -- Refuse rather than lose audit records when the shipper is far behind.
 if plan.audit and plan.amax and redis.call('XLEN', KEYS[plan.audit]) >= plan.amax then
   return {0, {'guard_unavailable'}, {}, '', 3, plan.did, {}}
+end
+
+-- Idempotency never widens a decision (SPEC §2). The call record keeps, per
+-- request fingerprint (plan.fp: keyed hash of number, campaign, agent, caller
+-- ID as requested, subject, location, party), the answer given to it. Only the
+-- identical request gets that answer again, and only when
+--   * nothing denied it before Redis this time (plan.pre: number, hours...);
+--   * for a deny: within DENY_REPLAY_MS of it (decision clock);
+--   * for an allow: it is still the call's open attempt (no outcome reported,
+--     not superseded by a later allowed attempt) and no kill switch is on.
+-- Anything else is decided afresh below as a new attempt. A replay is audited
+-- too (its own record id, rp = the decision it repeats).
+local DENY_REPLAY_MS = 10000
+if plan.call and plan.fp and #(plan.pre or {}) == 0 then
+  local rec = redis.call('HMGET', KEYS[plan.call], 'f:' .. plan.fp, 'did', 'rep')
+  if rec[1] then
+    local r = cjson.decode(rec[1])
+    -- a deny is the answer of its moment: repeated within DENY_REPLAY_MS (a
+    -- retry of a lost answer), later the same request is a new attempt
+    local age = tonumber(now) - tonumber(r.at)
+    local ok = r.a == 0 and age >= 0 and age < DENY_REPLAY_MS
+    if r.a == 1 and r.did == rec[2] and rec[3] ~= '1' then
+      ok = true
+      local vals = redis.call('HMGET', KEYS[plan.pause], unpack(plan.pf))
+      for i = 1, #plan.pf do
+        if vals[i] then ok = false end
+      end
+      if r.ch ~= '' and redis.call('HEXISTS', KEYS[plan.pause], 'cid:' .. r.ch) == 1 then ok = false end
+    end
+    if ok then
+      if plan.audit then
+        redis.call('XADD', KEYS[plan.audit], '*', 't', 'decision', 'id', plan.did, 'rp', r.did,
+          'allow', r.a, 'r', table.concat(r.r, ','), 'ch', r.ch, 'cs', '', 'rver', plan.rver or '',
+          'sv', '', 'sa', '', 'sr', '', 'ov', '', 'ovr', table.concat(r.l, ','), 'j', plan.a or ARGV[2])
+      end
+      return {r.a, r.r, r.d, r.ch, 1, r.did, r.l, tostring(r.at)}
+    end
+  end
 end
 
 -- Reasons an override may lift (SPEC §2: counter and hours reasons only).
@@ -289,13 +320,26 @@ if allowed == 1 then
     redis.call('PEXPIRE', KEYS[chosen_cand.l], plan.cttl)
   end
   if plan.call then
+    -- this attempt is now the call's open one: the previous attempt's report
+    -- state goes (outcome.lua applies the next report to this attempt)
     local rec = plan.rec
+    redis.call('HDEL', KEYS[plan.call], 'rep', 'res')
     redis.call('HSET', KEYS[plan.call], 'did', plan.did, 'ch', chosen, 'at', now,
       'ak', rec.ak, 'cv', rec.cv, 'ab', rec.ab, 'am', rec.am, 'nk', rec.nk,
       'lv', chosen_cand and KEYS[chosen_cand.l] or '',
       'ca', chosen_cand and KEYS[chosen_cand.a] or '')
     redis.call('PEXPIRE', KEYS[plan.call], rec.ttl)
   end
+end
+
+-- The answer to this request under this call id, for an identical replay.
+-- Not after a pre-Redis deny (those are decided again every time anyway).
+if plan.call and plan.fp and #(plan.pre or {}) == 0 then
+  local d = {}
+  for i, item in ipairs(details) do d[i] = {item[1], item[2], item[3]} end
+  redis.call('HSET', KEYS[plan.call], 'f:' .. plan.fp, cjson.encode({
+    did = plan.did, a = allowed, r = reasons, ch = chosen, d = d, l = lifted, at = now}))
+  redis.call('PEXPIRE', KEYS[plan.call], plan.rec.ttl)
 end
 
 if plan.audit then

@@ -109,7 +109,9 @@ def snapshot(r: syncredis.Redis, prefix: str, rule_now_ms: int) -> dict:
             if key.endswith(":live"):
                 v = {mb: s for mb, s in v.items() if s > rule_now_ms}
         elif typ == "hash":
-            v = r.hgetall(key)
+            # the answers kept for identical replays (f:<request hash>) are not
+            # rebuilt: after a data loss a repeated request is decided afresh
+            v = {f: x for f, x in r.hgetall(key).items() if not f.startswith("f:")}
         elif typ == "set":
             v = r.smembers(key)
         else:

@@ -113,7 +113,7 @@ async def test_pause_status_json_and_kill_switch_during_decisions(settings, tmp_
         await e.set_campaign("c1")
         await e.approve_caller_id("+862150000001", pool=True)
         assert json.loads(cli(prefix, "pause", "--status", "--json").stdout) == {"paused": []}
-        assert cli(prefix, "status").stdout.strip() == "nothing is paused"
+        assert "nothing is paused" in cli(prefix, "status").stdout.splitlines()
 
         log: list[tuple[float, float, list[str]]] = []
         stop = asyncio.Event()
@@ -161,7 +161,7 @@ async def test_pause_status_json_and_kill_switch_during_decisions(settings, tmp_
         for args in ([], ["--campaign", "c1"], ["--caller-id", "+862150000001"]):
             p = cli(prefix, "resume", *args, "--json")
             assert p.returncode == 0 and json.loads(p.stdout)["action"] == "resume"
-        assert json.loads(cli(prefix, "status", "--json").stdout) == {"paused": []}
+        assert json.loads(cli(prefix, "status", "--json").stdout)["paused"] == []
         # failures
         p = cli(prefix, "pause", "--status", "--campaign", "c1")
         assert p.returncode == 2 and "alone" in p.stderr
@@ -260,3 +260,40 @@ def test_campaign_list_json(admin_db):
     assert p.returncode == 2 and "does not exist" in p.stderr
     p = cli(prefix, "campaign", "list", "--json", DIALGUARD_PG_DSN="postgresql://x@127.0.0.1:1/x")
     assert p.returncode == 3 and "PostgreSQL unreachable" in p.stderr
+
+
+async def test_status_and_rules_status_warn_before_a_calendar_ends(settings):
+    """At the rules clock (the test clock), 46 days before the end of cn-default's
+    calendar: no warning; 44 days before: both commands warn, with the date."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from chinese_calendar import constants
+
+    last = max(d.year for d in constants.holidays)
+    end = datetime(last + 1, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
+    prefix = f"dgcli:{uuid.uuid4().hex[:8]}"
+    env = {"DIALGUARD_TEST_CLOCK": "1", "DIALGUARD_RULES": "cn-default"}
+    e = await Engine.create(Settings(key_prefix=prefix, test_clock=True), Policy.load("cn-default"))
+    try:
+        await e.set_test_clock(end - timedelta(days=46))
+        for cmd in (["status"], ["rules", "status"]):
+            p = cli(prefix, *cmd, **env)
+            assert p.returncode == 0, p.stderr
+            assert f"calendar CN: known until {last}-12-31" in p.stdout and "46.0 days left" in p.stdout
+            assert "warning" not in p.stderr, p.stderr
+        st = json.loads(cli(prefix, "status", "--json", **env).stdout)["calendars"]
+        assert [(c["calendar"], c["known_until"], c["seconds_left"], c["warn"]) for c in st] == [
+            ("CN", f"{last}-12-31", 46 * 86400, False)]
+        await e.set_test_clock(end - timedelta(days=44))
+        for cmd in (["status"], ["rules", "status"]):
+            p = cli(prefix, *cmd, **env)
+            assert p.returncode == 0, p.stderr
+            assert "warning:" in p.stderr and f"known until {last}-12-31" in p.stderr, p.stderr
+            assert "44.0 days left" in p.stderr
+        rs = json.loads(cli(prefix, "rules", "status", "--json", **env).stdout)["calendars"]
+        assert [(c["calendar"], c["seconds_left"], c["warn"]) for c in rs] == [("CN", 44 * 86400, True)]
+    finally:
+        from dialguard.simulate import _drop_namespace
+        await _drop_namespace(e.redis, prefix)
+        await e.close()

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
@@ -128,10 +128,10 @@ async def healthz(port: int) -> tuple[int, dict]:
             return r.status, await r.json()
 
 
-async def wait_for(cond, timeout: float = 5.0, step: float = 0.1):
+async def wait_for(cond, timeout: float = 5.0, step: float = 0.1, args: tuple = ()):
     end = time.monotonic() + timeout
     while True:
-        res = await cond()
+        res = await cond(*args)
         if res or time.monotonic() > end:
             return res
         await asyncio.sleep(step)
@@ -347,3 +347,55 @@ async def test_workers_stop_gracefully_and_a_dead_worker_is_replaced(own_redis, 
     finally:
         stop(proc)
     assert not [p for p in now if os.path.exists(f"/proc/{p}")]
+
+
+# -- calendars: known until when (dialguard/calendar_expiry.py) ---------------------------------
+async def test_calendar_gauge_and_degraded_health_follow_the_rules_clock(own_redis, tmp_path):
+    """cn-default's calendar (chinesecalendar) ends on 31 December of its last
+    year: 46 days before, /healthz is ok; at 44 days it is degraded (still 200)
+    and the gauge says 44 days, read from the server's test clock, not the wall
+    clock; an imported next year (the calendar store) extends both by that year."""
+    from zoneinfo import ZoneInfo
+
+    from chinese_calendar import constants
+
+    from dialguard.calendar_file import CalendarFile
+    from dialguard.calendars import CalendarStore
+
+    last = max(d.year for d in constants.holidays)
+    end = datetime(last + 1, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
+    _, url = own_redis
+    prefix = f"dgm:{uuid.uuid4().hex[:8]}"
+    settings = dataclasses.replace(Settings(), redis_url=url, test_clock=True)
+    eng = await Engine.create(settings, Policy.load("cn-default"), prefix=prefix)
+    await eng.set_test_clock(end - timedelta(days=46))
+    proc, _agi_port, mport = start_server(url, prefix, tmp_path)
+
+    async def gauge_is(days):
+        s = await scrape(mport)
+        return s if val(s, "dialguard_calendar_known_seconds", calendar="CN") == days * 86400 else None
+
+    try:
+        status, body = await healthz(mport)
+        assert status == 200 and body["status"] == "ok" and "degraded" not in body, body
+        assert await wait_for(gauge_is, args=(46,)), "the gauge never showed 46 days"
+        await eng.set_test_clock(end - timedelta(days=44))
+        status, body = await healthz(mport)
+        assert status == 200 and body["ok"] is True and body["status"] == "degraded", body
+        assert f"calendar CN is known until {last}-12-31" in body["degraded"][0], body
+        assert await wait_for(gauge_is, args=(44,)), "the gauge never showed 44 days"
+        await eng.set_test_clock(end + timedelta(days=1))  # past the end: negative, still degraded
+        status, body = await healthz(mport)
+        assert status == 200 and body["status"] == "degraded" and "known only until" in body["degraded"][0]
+        assert await wait_for(gauge_is, args=(-1,))
+        # the operator imports the next year (dialguard calendar import): known one year longer
+        await eng.set_test_clock(end - timedelta(days=44))
+        nxt = CalendarFile("CN", last + 1, frozenset({date(last + 1, 1, 1)}), source="test")
+        await CalendarStore(eng.redis, eng.keys).import_file(nxt, why="test")
+        status, body = await healthz(mport)
+        assert status == 200 and body["status"] == "ok", body
+        year = (date(last + 2, 1, 1) - date(last + 1, 1, 1)).days
+        assert await wait_for(gauge_is, args=(44 + year,)), "an imported year did not extend the gauge"
+    finally:
+        await eng.close()
+        assert stop(proc) == 0

@@ -55,3 +55,44 @@ def test_redis_credentials_in_one_place(monkeypatch, tmp_path):
     c = RedisClient(url)
     assert (c.username, c.password, c.host, c.port) == ("dialguard-shipper", "s3cr:t/", "10.0.0.1", 6379)
     assert redacted_url(url) == "redis://dialguard-shipper:***@10.0.0.1:6379/0" and "s3cr" not in redacted_url(url)
+
+
+def test_sentinel_settings(monkeypatch):
+    from dialguard.config import parse_sentinels
+
+    _file_settings.cache_clear()
+    monkeypatch.setenv("DIALGUARD_CONFIG", "/etc/dialguard/dialguard.yaml")
+    monkeypatch.setenv("DIALGUARD_REDIS_SENTINELS", "10.0.0.1:26379, 10.0.0.2:26379,[::1]:26380")
+    monkeypatch.setenv("DIALGUARD_REDIS_MASTER", "guard")
+    monkeypatch.setenv("DIALGUARD_REDIS_URL", "redis://dg:s3cret@ignored:1/2")
+    s = Settings()
+    assert s.sentinel_addrs() == [("10.0.0.1", 26379), ("10.0.0.2", 26379), ("::1", 26380)]
+    assert "s3cret" not in s.redis_where() and "guard" in s.redis_where()
+    assert parse_sentinels("") == []
+    for bad in ("10.0.0.1", "10.0.0.1:x", ":26379", "h:70000"):
+        with pytest.raises(ConfigError, match="not host:port"):
+            parse_sentinels(bad)
+    monkeypatch.setenv("DIALGUARD_REDIS_SENTINELS", "10.0.0.1")
+    with pytest.raises(ConfigError, match="DIALGUARD_REDIS_SENTINELS"):
+        Settings()  # a typo stops the process at start, not at the first call
+
+
+def test_replica_wait_settings(monkeypatch):
+    _file_settings.cache_clear()
+    monkeypatch.setenv("DIALGUARD_CONFIG", "/etc/dialguard/dialguard.yaml")
+    monkeypatch.delenv("DIALGUARD_REDIS_SENTINELS", raising=False)
+    monkeypatch.setenv("DIALGUARD_REDIS_WAIT_REPLICAS", "1")
+    monkeypatch.setenv("DIALGUARD_REDIS_WAIT_MS", "0")  # WAIT 1 0 would block forever
+    with pytest.raises(ConfigError, match="DIALGUARD_REDIS_WAIT_MS"):
+        Settings()
+    monkeypatch.setenv("DIALGUARD_REDIS_WAIT_REPLICAS", "-1")
+    monkeypatch.setenv("DIALGUARD_REDIS_WAIT_MS", "50")
+    with pytest.raises(ConfigError, match="DIALGUARD_REDIS_WAIT_REPLICAS"):
+        Settings()
+
+
+def test_redis_credentials_from_the_url():
+    from dialguard.redisconn import credentials
+
+    s = Settings(redis_url="rediss://guard:p%40ss@h:6380/3", redis_sentinels="h:26379")
+    assert credentials(s) == {"username": "guard", "password": "p@ss", "db": 3, "ssl": True}

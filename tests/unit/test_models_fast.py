@@ -8,11 +8,12 @@ from dialguard.models import Decision, decision_of
 
 ALLOW = {"decision_id": "d1", "decision": "allow", "reasons": [], "next_eligible_at": None,
          "caller_id": "+8613800138000", "max_duration_s": 0, "number": "+8613800138001", "override": True,
-         "overridden": ["attempt_cap"], "explanations": {"attempt_cap": "lifted"}, "latency_ms": 0.25}
+         "overridden": ["attempt_cap"], "explanations": {"attempt_cap": "lifted"}, "latency_ms": 0.25,
+         "replay": False}
 DENY = {"decision_id": "d2", "decision": "deny", "reasons": ["dnc", "attempt_cap"],
         "next_eligible_at": datetime(2026, 11, 24, 1, tzinfo=timezone.utc), "caller_id": None,
         "max_duration_s": 600, "number": None, "override": False, "overridden": [],
-        "explanations": {"dnc": "x", "attempt_cap": "y"}, "latency_ms": 1.5}
+        "explanations": {"dnc": "x", "attempt_cap": "y"}, "latency_ms": 1.5, "replay": True}
 
 
 def test_same_object_as_model_construct():
