@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Callable
 
-from dialguard.numbers import mask_digits
+from dialguard.masking import mask_digits
 
 from . import protocol as p
 from .handlers import Context, Handler, Options

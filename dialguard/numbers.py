@@ -17,6 +17,8 @@ from phonenumbers import PhoneMetadata, PhoneNumberType, shortnumberinfo
 from phonenumbers import phonenumberutil as _pnu
 from phonenumbers import timezone as pn_timezone
 
+from dialguard.masking import mask_digits, mask_number  # noqa: F401  (re-exported: the one masking)
+
 # phonenumbers answers this when it cannot tell the zone.
 _UNKNOWN_TZ = "Etc/Unknown"
 
@@ -165,28 +167,6 @@ def normalize(raw: str, default_region: str) -> str:
 def keyed_hash(secret: bytes, value: str, size: int = 16) -> str:
     """HMAC-SHA256, hex, truncated to `size` bytes (128 bits: no practical collisions)."""
     return hmac.digest(secret, value.encode(), "sha256").hex()[: size * 2]  # one-shot: C all the way
-
-
-def mask_number(number: str | None) -> str | None:
-    """The one way dialguard shows a number in logs and reports: the last four
-    digits, the rest as '*' (+8613800000001 -> *********0001). Enough to
-    recognise a number a caller reads out, not to dial it."""
-    if not number:
-        return number
-    digits = [c for c in number if c.isdigit()]
-    return "*" * max(0, len(digits) - 4) + "".join(digits[-4:])
-
-
-_DIGIT_RUN = re.compile(r"(?<![-\d])\+?\d{7,}")  # not a channel's "-00000001" sequence
-
-
-def mask_digits(text: str | None) -> str | None:
-    """Free text for logs (a channel name such as Local/98613800000001@default):
-    every run of 7 or more digits masked like a number, but a channel's
-    sequence number after '-'."""
-    if not text:
-        return text
-    return _DIGIT_RUN.sub(lambda m: mask_number(m.group()), text)
 
 
 @lru_cache(maxsize=16384)

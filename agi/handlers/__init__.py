@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from dialguard.numbers import mask_number  # noqa: F401  (handlers log numbers masked)
+from dialguard.masking import mask_number  # noqa: F401  (handlers log numbers masked)
 
 from ..protocol import ScriptRequest
 from ..session import AGISession

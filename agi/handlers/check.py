@@ -20,7 +20,7 @@ import logging
 from pydantic import ValidationError
 
 from dialguard.models import DecisionRequest, sort_reasons
-from dialguard.numbers import mask_digits
+from dialguard.masking import mask_digits
 
 from .. import protocol as p
 from ..protocol import format_utc
