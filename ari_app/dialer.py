@@ -55,6 +55,29 @@ NO_ANSWER_CAUSES = {18, 19, 0, 16}
 MIN_AGENT_LEG_S = 0.5
 
 
+ANSWERED = frozenset({"conversation", "answered", "abandoned", "amd", "voicemail"})
+
+
+def sip_of(tech_cause) -> int | None:
+    """ChannelDestroyed's tech_cause (Asterisk 22: for PJSIP the SIP response
+    code): kept when it is a SIP failure (400-699) so that caller-ID health
+    tells a carrier's 403 from a busy callee's 486."""
+    try:
+        code = int(tech_cause)
+    except (TypeError, ValueError):
+        return None
+    return code if 400 <= code <= 699 else None
+
+
+def cause_of(cause) -> int | None:
+    """A Q.850 cause as the outcome takes it (0-127), else unknown."""
+    try:
+        c = int(cause)
+    except (TypeError, ValueError):
+        return None
+    return c if 0 <= c <= 127 else None
+
+
 def not_answered_result(cause: int | None) -> str:
     if cause in BUSY_CAUSES:
         return "busy"
@@ -713,7 +736,7 @@ class Dialer:
                 await self._agent_answered(ch, args[1] if len(args) > 1 else "")
         elif kind == "ChannelDestroyed":
             if ch in self.calls:
-                await self.finalize(self.calls[ch], cause=e.get("cause"))
+                await self.finalize(self.calls[ch], cause=e.get("cause"), sip=sip_of(e.get("tech_cause")))
             elif ch in self.agent_legs:
                 await self._agent_gone(ch)
         elif kind == "ChannelDtmfReceived" and ch in self.calls:
@@ -880,7 +903,8 @@ class Dialer:
             await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
 
     # -- the end of a call: record, report, reschedule ---------------------------------------------
-    async def finalize(self, call: Call, cause: int | None, vanished: bool = False, failed: bool = False) -> None:
+    async def finalize(self, call: Call, cause: int | None, vanished: bool = False, failed: bool = False,
+                       sip: int | None = None) -> None:
         if call.finalizing:
             return
         call.finalizing = True
@@ -915,14 +939,16 @@ class Dialer:
         if call.bridge_id:
             await self._quiet(self.ari.delete(f"bridges/{call.bridge_id}"))
         if first:
-            await self._report(call.channel_id, result, talk_s, cause)
+            await self._report(call.channel_id, result, talk_s, cause, sip if result not in ANSWERED else None)
             await self._retry(lambda: self._reschedule(call, result))
         call.state = "ended"
         self.calls.pop(call.channel_id, None)
 
-    async def _report(self, channel_id: str, result: str, talk_s: int, cause: int | None) -> None:
+    async def _report(self, channel_id: str, result: str, talk_s: int, cause: int | None,
+                      sip: int | None = None) -> None:
         try:
-            await self.engine.report_outcome(channel_id, Outcome(result=result, talk_s=talk_s, hangup_cause=cause))
+            await self.engine.report_outcome(channel_id, Outcome(result=result, talk_s=talk_s,
+                                                                 hangup_cause=cause_of(cause), sip_code=sip))
         except Exception as exc:  # noqa: BLE001 - left unreported: retried at the next reconcile
             log.warning("outcome of %s not reported yet: %s", channel_id, exc)
             return

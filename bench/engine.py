@@ -5,6 +5,9 @@
 Runs decide() in one guard process (uvloop) against the stack's Redis at each
 concurrency, then redis-benchmark EVALSHA of the same decide.lua with an
 equivalent plan (same keys per number, random numbers) as the ceiling.
+With --pool N, the same engine runs again with N caller IDs in the campaign's
+pool: each decision checks the window of candidates offered (8 at most) and
+picks the least used, healthiest one (decide.lua), and prints what that costs.
 With --shadow, the same engine runs again with shadow rules published (cn-carrier
 evaluated beside cn-default in the same script call) and prints what they cost.
 Every run draws its own numbers (a later run does not find the parsed numbers
@@ -138,6 +141,7 @@ async def main():
                     help="also redis-benchmark EVALSHA pipelined (-P 16): one Redis core's ceiling")
     ap.add_argument("--wait", type=int, default=0,
                     help="also measure with an ALLOW waiting for this many replicas (WAIT)")
+    ap.add_argument("--pool", type=int, default=0, help="also measure with N caller IDs in the campaign's pool")
     ap.add_argument("--repeat", type=float, default=0.0,
                     help="share of decisions on a number the worker asked about before (0..1)")
     args = ap.parse_args()
@@ -159,6 +163,15 @@ async def main():
             results[c] = rate
             print(f"{'engine decide()':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}{cpu:>11.0f}{denied:>8.0%}",
                   flush=True)
+        if args.pool:
+            for i in range(args.pool):
+                await engine.approve_caller_id(f"+8621{50000000 + i:08d}", campaign="bench")
+            for c in levels:
+                rate, p50, p99, cpu, denied = await run_engine(engine, c, args.seconds, args.repeat)
+                print(f"{f'decide() + pool of {args.pool}':<28}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}"
+                      f"{cpu:>11.0f}{denied:>8.0%}   ({rate / results[c]:.2f} of without)", flush=True)
+            await engine.redis.delete(engine.keys.pool("bench"))
+            engine._ctx_cache.clear()
         if args.shadow:
             from dialguard.rules_store import RulesStore
 

@@ -219,6 +219,19 @@ def rules_show(ref: str = typer.Argument(..., help="Pack name or rules file"),
         c = p.caller_id
         t.add_row("caller ID", f"approved only: {c.require_approved}; per minute {c.per_minute}, per hour "
                                f"{c.per_hour}, per day {c.per_day}, concurrency {c.concurrency}")
+        h = c.health
+        if h:
+            from dialguard.rules import _fmt_td
+
+            t.add_row("caller-ID health", f"last {h.window_calls} calls within {h.window_hours} h; short answer "
+                                          f"< {h.short_answer_s} s; carrier rejection: SIP "
+                                          f"{', '.join(map(str, h.rejection_sip_codes))} (else Q.850 "
+                                          f"{', '.join(map(str, h.rejection_causes))})")
+            for r in h.rules:
+                cond = (f"answer rate < {r.threshold:g} x the pool median" if r.metric == "answer_rate_vs_pool"
+                        else f"{r.metric} >= {r.threshold:g}")
+                t.add_row(f"health {r.id}", f"{cond}" + (f" over >= {r.min_calls} calls" if r.min_calls else "")
+                          + f": cool down {_fmt_td(r.cool_down)}" + (f" — {r.note}" if r.note else ""))
     if p.max_duration_s:
         t.add_row("max duration", f"{p.max_duration_s}s")
     if p.consent_required:

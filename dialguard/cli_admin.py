@@ -398,12 +398,15 @@ def register(app: typer.Typer) -> None:
             numbers, pools = await _cid_directory(e)
             cool = {t.decode(): s for t, s in await e.redis.zrange(e.keys.cid_cooldown, 0, -1, withscores=True)}
             paused = {k.decode()[4:] for k in await e.redis.hkeys(e.keys.pause) if k.startswith(b"cid:")}
+            whys = {t.decode(): v for t, v in (await e.redis.hgetall(e.keys.cid_cool_why)).items()}
             now = ms(await e.now())
             rows = []
             for tag in sorted(approved | set(pools), key=lambda t: (numbers.get(t) or "~", t)):
+                cooling = cool.get(tag, 0) > now
                 rows.append({"caller_id": numbers.get(tag), "hash": tag, "approved": tag in approved,
                              "pools": sorted(pools.get(tag, [])),
-                             "cooldown_until": _iso(cool[tag]) if cool.get(tag, 0) > now else None,
+                             "cooldown_until": _iso(cool[tag]) if cooling else None,
+                             "cooldown_reason": _cool_reason(whys.get(tag), cool.get(tag)) if cooling else None,
                              "paused": tag in paused})
             return rows
 
@@ -415,9 +418,40 @@ def register(app: typer.Typer) -> None:
             typer.echo("no approved caller ID")
         for r in rows:
             flags = ([] if r["approved"] else ["NOT approved"]) + (["paused"] if r["paused"] else []) + (
-                [f"cooling down until {r['cooldown_until']}"] if r["cooldown_until"] else [])
+                [f"cooling down until {r['cooldown_until']}: {r['cooldown_reason']}"] if r["cooldown_until"] else [])
             typer.echo(f"{r['caller_id'] or 'hash ' + r['hash'][:12] + ' (number not in a pool)'}"
                        f"  pools: {', '.join(r['pools']) or '-'}" + (f"  ({'; '.join(flags)})" if flags else ""))
+
+    @cid.command("health")
+    def cid_health(as_json: bool = typer.Option(False, "--json"),
+                   full: bool = typer.Option(False, "--full", help="show whole numbers (masked by default)")):
+        """Health of the pool caller IDs from their reported outcomes: answer rate,
+        short answers, carrier rejections (rate and current run), cool-down."""
+        from dialguard.callerid_health import read_health
+        from dialguard.plan import ms
+
+        async def go(e):
+            numbers, pools = await _cid_directory(e)
+            cids = sorted({n for n in numbers.values() if n})
+            return await read_health(e, cids, ms(await e.now()))
+
+        rows = _run(go)
+        for r in rows:
+            r["caller_id"] = r["caller_id"] if full else _mask(r["caller_id"])
+            r["cooldown_until"] = _iso(r["cooldown_until"]) if r["cooldown_until"] else None
+        if as_json:
+            print(json.dumps({"caller_ids": rows}))
+            return
+        if not rows:
+            typer.echo("no caller ID in a pool")
+            return
+        typer.echo(f"{'caller ID':<16} {'calls':>5} {'answer':>7} {'short':>6} {'reject':>7} {'run':>4} "
+                   f"{'penalty':>7}  cool-down")
+        for r in rows:
+            f = r["figures"]
+            cool = f"until {r['cooldown_until']}: {r['cooldown_reason']}" if r["cooldown_until"] else "-"
+            typer.echo(f"{r['caller_id']:<16} {f['calls']:>5} {f['answer_rate']:>7.1%} {f['short_answer_rate']:>6.1%} "
+                       f"{f['rejection_rate']:>7.1%} {f['run']:>4} {r['penalty']:>7.3f}  {cool}")
 
     @cid.command("cooldown")
     def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
@@ -461,6 +495,26 @@ def _run_plain(coro_fn):
         return asyncio.run(coro_fn())
     except DncDbUnavailable as exc:
         _fail(str(exc), EXIT_UNAVAILABLE)
+
+
+def _mask(e164: str) -> str:
+    """+8610****5678: enough to tell caller IDs apart in a shared screen or log."""
+    return e164[:5] + "*" * max(0, len(e164) - 9) + e164[-4:] if len(e164) > 9 else e164
+
+
+def _cool_reason(raw, until) -> str:
+    """Why a caller ID cools down: the health rules that triggered (outcome.lua)
+    when the record belongs to this cool-down, else an admin set it."""
+    if raw:
+        try:
+            w = json.loads(raw)
+            if until is not None and int(w.get("until", -1)) == int(until):
+                return "health: " + "; ".join(
+                    f"{t.get('rule')} ({t.get('metric')} {round(t['value'], 3) if isinstance(t.get('value'), float) else t.get('value')}"
+                    f" vs {t.get('threshold')}, {t.get('calls')} calls)" for t in w.get("triggered", []))
+        except (ValueError, TypeError):
+            pass
+    return "set by an admin"
 
 
 def _iso(ms_text) -> str | None:

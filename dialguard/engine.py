@@ -241,6 +241,9 @@ class Engine:
                     log.error("campaign %s: rules %r unusable: %s", campaign, rules, exc)
                     raise CampaignRulesError(str(exc)) from None
                 self._policies[rules] = policy
+        # The health settings the call records of this campaign name (outcome.lua
+        # reads them there): written on every refresh, so a flushed store gets them back.
+        await self._publish_health(policy)
         pool = list(policy.caller_id_pool)
         for token in list(gpool) + list(cpool):
             try:
@@ -253,6 +256,12 @@ class Engine:
         ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals)
         self._ctx_cache[campaign] = ctx
         return ctx
+
+    async def _publish_health(self, policy: Policy) -> None:
+        from dialguard import callerid_health
+
+        await self.redis.set(self.keys.health_config(callerid_health.config_id(policy)),
+                             callerid_health.config_json(policy))
 
     async def _version(self, version: str) -> Policy:
         """A published rules version (stored versions never change: cached for good)."""
@@ -651,18 +660,39 @@ class Engine:
         `subject`: for a conversation that covered another subject (debt) than the
         call's own, report once per subject; each starts that subject's quiet period.
         """
+        from dialguard.callerid_health import entry_of
+
         now = (now or await self.now()).astimezone(UTC)
         payload = json.dumps({"call_id": call_id, "at": ms(now), "res": outcome.result,
-                              "talk_s": outcome.talk_s, "cause": outcome.hangup_cause, "subject": subject,
-                              "node": self.settings.node}, separators=(",", ":"))
+                              "talk_s": outcome.talk_s, "cause": outcome.hangup_cause, "sip": outcome.sip_code,
+                              "subject": subject, "node": self.settings.node}, separators=(",", ":"))
+        entry = entry_of(outcome.result, outcome.talk_s, outcome.sip_code, outcome.hangup_cause, ms(now))
         qttl = str(int(max(self.policy.retention(), self.active_policy.retention()).total_seconds() * 1000))
         res = await scripts.OUTCOME(self.redis, [self.keys.call(call_id), self.keys.audit], [
             outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",
             "1" if outcome.result == CONVERSATION else "0", ABANDON.get(outcome.result, ""),
             qttl, payload, new_id(),
             ("cv:s:" + short_hash(subject)) if subject and outcome.result == CONVERSATION else "",
+            entry.encode(), self.keys.prefix, new_id(), str(int(time.time() * 1000)), self.settings.node or "",
         ])
+        if len(res) > 2 and res[2]:
+            self._health_cooldown(res[2])
         return int(res[0]) in (1, 3)
+
+    def _health_cooldown(self, raw) -> None:
+        """outcome.lua cooled a caller ID down on its health: alert (log + metric)."""
+        try:
+            why = json.loads(raw)
+        except ValueError:
+            log.error("caller-ID health cool-down with an unreadable record: %r", raw[:200])
+            return
+        for t in why.get("triggered", []):
+            metrics.HEALTH_COOLDOWNS.labels(rule=f"{t.get('pack') or ''}/{t.get('rule')}".lstrip("/")).inc()
+        log.warning("caller-ID health: cool-down until %s after decision %s: %s",
+                    from_ms(float(why["until"])).isoformat(), why.get("did"),
+                    "; ".join(f"{t.get('rule')} ({t.get('metric')} {t.get('value')} vs {t.get('threshold')}"
+                              f"{', pool median ' + str(round(t['pool_median'], 3)) if t.get('pool_median') else ''},"
+                              f" {t.get('calls')} calls)" for t in why.get("triggered", [])))
 
     async def _event(self, kind: str, number: str, op: str, field: str, value: str,
                      now: datetime | None, campaign: str | None = None) -> bool:

@@ -15,6 +15,11 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{a:<A>}:a                     agent attempts
     {P}:{a:<A>}:lease                 dialer's agent lease: o owner, c/l channel ids, hb ms (ari_app/agents.py)
     {P}:{c:<K>}:a / :live             caller-ID attempts / live-call leases (ZSET did -> expiry)
+    {P}:{c:<K>}:o / :h                caller-ID outcome log "ms|answered|talk|sip|cause" (LIST, newest
+                                      first) / health figures and pick penalty (dialguard/callerid_health.py)
+    {P}:{g}:hp:<C>                    caller IDs with outcomes for campaign C (the pool for medians)
+    {P}:{g}:hcfg:<id>                 a policy's health settings as outcome.lua reads them
+    {P}:{g}:coolwhy                   why each caller ID cools down: tag -> JSON (rule, figures, until)
     {P}:{g}:pause                     kill switches: all, camp:<C>, cid:<K>
     {P}:{g}:camp:<C>                  campaign approval: approved, start, end (ms)
     {P}:{g}:cids / :cool              approved caller IDs / cool-downs
@@ -97,6 +102,19 @@ class Keys:
 
     def cid_live(self, k: str) -> str:
         return f"{self.prefix}:{{c:{k}}}:live"
+
+    def cid_outcomes(self, k: str) -> str:
+        return f"{self.prefix}:{{c:{k}}}:o"
+
+    def cid_health(self, k: str) -> str:
+        return f"{self.prefix}:{{c:{k}}}:h"
+
+    @property
+    def cid_cool_why(self) -> str:
+        return self.g("coolwhy")
+
+    def health_config(self, config_id: str) -> str:
+        return self.g("hcfg:" + config_id)
 
     # -- global --------------------------------------------------------------
     def g(self, suffix: str) -> str:

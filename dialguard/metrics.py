@@ -90,6 +90,24 @@ LIVE_CALLS = Gauge("dialguard_live_calls", "Live calls holding a lease, per call
                    registry=REGISTRY, multiprocess_mode="mostrecent")
 ABANDON_RATE = Gauge("dialguard_abandon_rate", "Abandoned / live-answered calls, per campaign (0..1)",
                      ["campaign"], registry=REGISTRY, multiprocess_mode="mostrecent")
+# caller-ID health (dialguard/callerid_health.py), per caller ID of the pools
+CID_CALLS = Gauge("dialguard_callerid_health_calls", "Outcomes in the caller ID's health window",
+                  ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+CID_ANSWER_RATE = Gauge("dialguard_callerid_answer_rate", "Answered / calls in the health window (0..1)",
+                        ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+CID_SHORT_RATE = Gauge("dialguard_callerid_short_answer_rate",
+                       "Answered calls with talk under the short-answer threshold / answered (0..1)",
+                       ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+CID_REJECTION_RATE = Gauge("dialguard_callerid_rejection_rate",
+                           "Carrier rejections (SIP 403/603..., Q.850 21) / calls in the health window (0..1)",
+                           ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+CID_REJECTION_RUN = Gauge("dialguard_callerid_rejection_run", "Consecutive carrier rejections, newest first",
+                          ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+CID_COOLING = Gauge("dialguard_callerid_cooling_down", "1 while the caller ID is cooling down",
+                    ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+HEALTH_COOLDOWNS = Counter("dialguard_callerid_health_cooldowns_total",
+                           "Caller IDs cooled down by a health rule (pack/rule)", ["rule"], registry=REGISTRY)
+_CID_GAUGES = (CID_CALLS, CID_ANSWER_RATE, CID_SHORT_RATE, CID_REJECTION_RATE, CID_REJECTION_RUN, CID_COOLING)
 UP = Gauge("dialguard_healthy", "1 when the store answers PING within the decision deadline",
            registry=REGISTRY, multiprocess_mode="mostrecent")
 CALENDAR_KNOWN = Gauge("dialguard_calendar_known_seconds",
@@ -280,9 +298,24 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
                     counts = await pipe.execute()
                 for cid, n in zip(cids, counts):
                     LIVE_CALLS.labels(cid).set(n)
+                from dialguard.callerid_health import read_health
+
+                for row in await read_health(engine, cids, now_ms):
+                    cid, f = row["caller_id"], row["figures"]
+                    CID_CALLS.labels(cid).set(f["calls"])
+                    CID_ANSWER_RATE.labels(cid).set(f["answer_rate"])
+                    CID_SHORT_RATE.labels(cid).set(f["short_answer_rate"])
+                    CID_REJECTION_RATE.labels(cid).set(f["rejection_rate"])
+                    CID_REJECTION_RUN.labels(cid).set(f["run"])
+                    CID_COOLING.labels(cid).set(1 if row["cooldown_until"] else 0)
             # caller IDs that left every pool stop being reported
             for gone in _live_labels.difference(cids):
                 LIVE_CALLS.remove(gone)
+                for g in _CID_GAUGES:
+                    try:
+                        g.remove(gone)
+                    except KeyError:
+                        pass
             _live_labels.clear()
             _live_labels.update(cids)
         UP.set(1)

@@ -113,5 +113,6 @@ def decision_of(values: dict) -> Decision:
 
 class Outcome(BaseModel):
     result: OutcomeResult
-    talk_s: int = 0
-    hangup_cause: int | None = None
+    talk_s: int = Field(default=0, ge=0)
+    hangup_cause: int | None = Field(default=None, ge=0, le=127)  # Q.850
+    sip_code: int | None = Field(default=None, ge=100, le=699)  # the trunk's SIP response, when known

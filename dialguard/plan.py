@@ -147,6 +147,8 @@ class _Static:
         self.cttl = str(self.cttl_ms)
         self.call_ttl = str(_td_ms(CALL_RECORD_TTL))
         self.packs = [(p.pack, p.hours) for p in policy.packs]
+        from dialguard.callerid_health import config_id
+        self.health_id = config_id(policy)
         self._day_zones: dict[tuple, tuple[str, ...]] = {}
 
     def day_zones(self, pack_name: str, callee: tuple[str, ...], site_timezone: str) -> tuple[str, ...]:
@@ -333,7 +335,8 @@ def build_plan(
         cands = []
         for n, c in enumerate(candidates, start=1):
             cands.append({"n": n, "h": c.tag, "ok": 1 if c.statically_approved else 0,
-                          "a": k(keys.cid_attempts(c.tag)), "l": k(keys.cid_live(c.tag))})
+                          "a": k(keys.cid_attempts(c.tag)), "l": k(keys.cid_live(c.tag)),
+                          "hh": k(keys.cid_health(c.tag))})
         b["cid"] = {
             "c": cands, "chk": cchk, "conc": st.conc, "req": st.cid_req,
             "cids": k(keys.approved_cids), "cool": k(keys.cid_cooldown),
@@ -354,6 +357,8 @@ def build_plan(
             "am": keys.num(number_tag, "am") if st.amd else "",
             "ttl": st.call_ttl,
             "qttl": st.qttl,
+            "hc": st.health_id,
+            "cp": short_hash(campaign),
         }
     if audit_payload is not None:
         b["audit"] = k(keys.audit)
@@ -657,8 +662,9 @@ def compile_plan(
                 t = "{c%d}" % first
                 a = k(_lit(p + ":{c:") + t + _lit("}:a"))
                 lv = k(_lit(p + ":{c:") + t + _lit("}:live"))
+                hh = k(_lit(p + ":{c:") + t + _lit("}:h"))
                 cands.append(obj(("n", js(n)), ("h", '"' + t + '"'), ("ok", "1" if ok else "0"), ("a", js(a)),
-                                 ("l", js(lv))))
+                                 ("l", js(lv)), ("hh", js(hh))))
             cids, cool = k(_lit(keys.approved_cids)), k(_lit(keys.cid_cooldown))
             field("cid", obj(("c", "[" + ",".join(cands) + "]"), ("chk", "[" + ",".join(cchk) + "]"),
                              ("conc", js(st.conc)), ("req", js(st.cid_req)), ("cids", js(cids)), ("cool", js(cool))))
@@ -683,7 +689,9 @@ def compile_plan(
                 ("ab", '"' + _json_in_fmt(num("ab")) + '"' if st.ab else '""'),
                 ("am", '"' + _json_in_fmt(num("am")) + '"' if st.amd else '""'),
                 ("ttl", js(st.call_ttl)),
-                ("qttl", js(st.qttl))))
+                ("qttl", js(st.qttl)),
+                ("hc", js(st.health_id)),
+                ("cp", js(short_hash(campaign)))))
         if main:
             if audit:
                 field("audit", str(k(_lit(keys.audit))))

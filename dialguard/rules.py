@@ -243,6 +243,83 @@ def _check_holiday_calendar(country: str, subdivision: str | None) -> None:
         raise ValueError(f"no holiday calendar for {where} in the holidays package{known}") from None
 
 
+HEALTH_METRICS = ("consecutive_rejections", "rejection_rate", "short_answer_rate", "answer_rate_vs_pool")
+
+
+class HealthRule(_Model):
+    """One caller-ID health rule: when `metric` crosses `threshold` over the
+    window (and the window holds at least `min_calls` calls), the caller ID
+    cools down for `cool_down`. Every metric triggers at >= threshold except
+    answer_rate_vs_pool, which triggers when the caller ID's answer rate is
+    below `threshold` times the median of its pool (strictly below)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    metric: Literal["consecutive_rejections", "rejection_rate", "short_answer_rate", "answer_rate_vs_pool"]
+    threshold: float = Field(gt=0, le=1_000_000)
+    min_calls: int = Field(default=0, ge=0, le=100_000)
+    cool_down: timedelta
+    note: str | None = None
+
+    @field_validator("cool_down", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return parse_duration(v)
+
+    @model_validator(mode="after")
+    def _sane(self):
+        if self.cool_down <= timedelta(0):
+            raise ValueError("cool_down must be positive")
+        if self.metric in ("rejection_rate", "short_answer_rate") and self.threshold > 1:
+            raise ValueError(f"{self.metric} is a fraction: threshold must be in (0, 1]")
+        if self.metric == "consecutive_rejections" and self.threshold != int(self.threshold):
+            raise ValueError("consecutive_rejections needs a whole number")
+        return self
+
+
+class CallerIdHealth(_Model):
+    """Caller-ID health from reported outcomes (dialguard/callerid_health.py).
+
+    Figures cover the last `window_calls` outcomes that are also within the last
+    `window_hours`. A carrier rejection is an unanswered call whose SIP code is
+    in `rejection_sip_codes`, or, when the trunk gave no SIP code, whose Q.850
+    cause is in `rejection_causes` (a busy callee, 17 / SIP 486, never is)."""
+
+    window_calls: int = Field(default=100, ge=1, le=1000)
+    window_hours: int = Field(default=24, ge=1, le=24 * 31)
+    short_answer_s: int = Field(default=5, ge=1, le=600)
+    rejection_sip_codes: tuple[int, ...] = (403, 603, 608)
+    rejection_causes: tuple[int, ...] = (21,)
+    rules: tuple[HealthRule, ...] = ()
+
+    @field_validator("rejection_sip_codes")
+    @classmethod
+    def _sip(cls, v):
+        for c in v:
+            if not 400 <= c <= 699:
+                raise ValueError(f"{c} is not a SIP failure code (400-699)")
+            if c in (486, 600):
+                raise ValueError(f"{c} means the callee is busy, not a carrier rejection")
+        return v
+
+    @field_validator("rejection_causes")
+    @classmethod
+    def _q850(cls, v):
+        for c in v:
+            if not 1 <= c <= 127:
+                raise ValueError(f"{c} is not a Q.850 cause (1-127)")
+            if c in (16, 17):
+                raise ValueError(f"Q.850 {c} is a normal clearing or a busy callee, not a carrier rejection")
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self):
+        ids = [r.id for r in self.rules]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate health rule id(s): {', '.join(sorted(dup))}")
+        return self
+
+
 class CallerIdRules(_Model):
     require_approved: bool = True
     pool: tuple[str, ...] = ()
@@ -251,6 +328,7 @@ class CallerIdRules(_Model):
     per_day: int | None = Field(default=None, ge=0)  # call-centre local day
     concurrency: int | None = Field(default=None, ge=0)
     returnable: bool = False  # a caller ID must be presented (never withheld)
+    health: CallerIdHealth | None = None
 
 
 class AgentRules(_Model):
@@ -452,6 +530,12 @@ class Policy:
             return ()
         keep = set(pools[0]).intersection(*pools[1:])
         return tuple(c for c in pools[0] if c in keep)
+
+    @cached_property
+    def caller_id_health(self) -> list[tuple[str, CallerIdHealth]]:
+        """Every pack's health settings: each pack's rules apply over its own
+        windows (the strictest wins: any rule of any pack may cool a number down)."""
+        return [(p.pack, p.caller_id.health) for p in self.packs if p.caller_id and p.caller_id.health]
 
     @cached_property
     def max_duration_s(self) -> int:

@@ -46,7 +46,9 @@ class OutcomeEv(_M):
     number: str
     subject: str | None = None
     result: Literal["conversation", "answered", "voicemail", "no_answer", "busy", "failed", "abandoned", "amd"]
-    talk_s: int = 0
+    talk_s: int = Field(default=0, ge=0)
+    hangup_cause: int | None = Field(default=None, ge=0, le=127)  # Q.850, e.g. 21 call rejected
+    sip_code: int | None = Field(default=None, ge=100, le=699)  # the trunk's SIP response, e.g. 403
 
 
 class NumberEv(_M):
@@ -194,8 +196,8 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
                     last_call[(e164, None)] = call_id
                 line = {"i": i, "at": _z(ev.at), "number": e164, "decision": d.decision,
                         "reasons": d.reasons, "next_eligible_at": _z(d.next_eligible_at)}
-                out.append(line)
-                emit(json.dumps(line))
+                emit(json.dumps(line))  # SPEC §5's line; the caller ID picked only in the returned list
+                out.append({**line, "caller_id": d.caller_id if d.allowed else None})
             elif k == "outcome":
                 o = ev.outcome
                 e164 = parse_number(o.number, region).e164 or o.number
@@ -207,8 +209,9 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
                     call_id = last_call.get((e164, None))
                     other_subject = o.subject
                 if call_id:
-                    await engine.report_outcome(call_id, Outcome(result=o.result, talk_s=o.talk_s), now=ev.at,
-                                                subject=other_subject)
+                    await engine.report_outcome(call_id, Outcome(result=o.result, talk_s=o.talk_s,
+                                                                 hangup_cause=o.hangup_cause, sip_code=o.sip_code),
+                                                now=ev.at, subject=other_subject)
             else:
                 nev = getattr(ev, k)
                 if k == "opt_out":

@@ -3,13 +3,16 @@ hangup handler (answered or not). Releases the engine's concurrency lease and
 feeds the outcome-based rules (post-conversation quiet period, Regulation F
 "never connected" calls taken back out of the count).
 
-Dialplan: ``AGI(agi://HOST:PORT/report,${DIALSTATUS},${ANSWEREDTIME},${CDR(billsec)},${HANGUPCAUSE},${DIALGUARD_DECISION_ID}[,AMDSTATUS[,CALLID]])``.
+Dialplan: ``AGI(agi://HOST:PORT/report,${DIALSTATUS},${ANSWEREDTIME},${CDR(billsec)},${HANGUPCAUSE},${DIALGUARD_DECISION_ID}[,AMDSTATUS[,CALLID[,SIPCODE]]])``.
+SIPCODE: the trunk's SIP response (from ``HANGUPCAUSE(<channel>,tech)``, e.g.
+403), so that caller-ID health tells a carrier's rejection from a busy callee.
 It writes nothing to the channel (it is usually dead by then).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from dialguard.models import OUTCOME_RESULTS, Outcome
 
@@ -17,7 +20,7 @@ from . import BadRequest, Context, register
 
 log = logging.getLogger("dialguard.agi")
 
-PARAMS = ("dialstatus", "answeredtime", "billsec", "hangupcause", "decisionid", "amdstatus", "callid")
+PARAMS = ("dialstatus", "answeredtime", "billsec", "hangupcause", "decisionid", "amdstatus", "callid", "sipcode")
 
 # DIALSTATUS -> outcome result (SPEC §5 list) for calls that were not answered.
 _NOT_ANSWERED = {
@@ -44,9 +47,16 @@ def _int(value: str | None) -> int | None:
     return n if 0 <= n < 10_000_000 else None
 
 
+def sip_code(value: str | None) -> int | None:
+    """A SIP final response code (400-699: a failed call) from "403" or
+    "SIP 403 Forbidden"; None for anything else (never guessed)."""
+    m = re.search(r"(?<!\d)([4-6]\d\d)(?!\d)", value or "")
+    return int(m.group(1)) if m else None
+
+
 def classify(dialstatus: str | None, answered_s: int | None, billsec: int | None,
              hangup_cause: int | None, amdstatus: str | None = None,
-             conversation_min_s: int = 1) -> Outcome:
+             conversation_min_s: int = 1, sip: int | None = None) -> Outcome:
     """Map what Asterisk knows after a Dial to an :class:`Outcome`.
 
     An answered call is a ``conversation`` when it lasted at least
@@ -54,6 +64,8 @@ def classify(dialstatus: str | None, answered_s: int | None, billsec: int | None
     ``answered``. A machine detected by AMD is ``amd``.
     """
     status = (dialstatus or "").strip().upper()
+    if hangup_cause is not None and not 0 <= hangup_cause <= 127:
+        hangup_cause = None  # not a Q.850 cause: unknown rather than a failed report
     talk = answered_s if answered_s is not None else (billsec or 0)
     if status == "ANSWER" or (not status and talk > 0):
         if (amdstatus or "").strip().upper() == "MACHINE":
@@ -64,10 +76,10 @@ def classify(dialstatus: str | None, answered_s: int | None, billsec: int | None
         # The privacy manager picked up and the callee refused: answered, no talk.
         return Outcome(result="answered", talk_s=0, hangup_cause=hangup_cause)
     if not status and hangup_cause in _CAUSE_BUSY:
-        return Outcome(result="busy", talk_s=0, hangup_cause=hangup_cause)
+        return Outcome(result="busy", talk_s=0, hangup_cause=hangup_cause, sip_code=sip)
     if not status and hangup_cause in _CAUSE_NO_ANSWER:
-        return Outcome(result="no_answer", talk_s=0, hangup_cause=hangup_cause)
-    return Outcome(result=_NOT_ANSWERED.get(status, "failed"), talk_s=0, hangup_cause=hangup_cause)
+        return Outcome(result="no_answer", talk_s=0, hangup_cause=hangup_cause, sip_code=sip)
+    return Outcome(result=_NOT_ANSWERED.get(status, "failed"), talk_s=0, hangup_cause=hangup_cause, sip_code=sip)
 
 
 async def handle(ctx: Context) -> None:
@@ -82,12 +94,14 @@ async def handle(ctx: Context) -> None:
         raise BadRequest(f"result={override[:20]!r} is not one of {', '.join(OUTCOME_RESULTS)}")
     outcome = classify(
         ctx.param("dialstatus"), _int(ctx.param("answeredtime")), _int(ctx.param("billsec")),
-        _int(ctx.param("hangupcause")), ctx.param("amdstatus"), ctx.options.conversation_min_s)
+        _int(ctx.param("hangupcause")), ctx.param("amdstatus"), ctx.options.conversation_min_s,
+        sip_code(ctx.param("sipcode")))
     if override:
         # A dialer or IVR that knows better (e.g. voicemail, abandoned) says so.
-        outcome = Outcome(result=override, talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause)
+        outcome = Outcome(result=override, talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause,
+                          sip_code=outcome.sip_code)
     ctx.fields.update(call_id=call_id, decision_id=decision_id, result=outcome.result,
-                      talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause,
+                      talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause, sip_code=outcome.sip_code,
                       dialstatus=ctx.param("dialstatus") or "")
     matched = await ctx.engine_call("report_outcome", call_id, outcome)
     ctx.fields["outcome"] = "reported"

@@ -13,7 +13,12 @@ the writes those scripts made:
   "<outcome>|<did>" for not-connected outcomes, the lease is released, the
   conversation / abandoned / answering-machine logs get the call;
 - an event: the number's flags hash (dnc, optout, complaint, consent) and its
-  campaign DNC set.
+  campaign DNC set;
+- caller-ID health (outcome.lua's second half, dialguard/callerid_health.py):
+  the caller ID's outcome log, its figures and pick penalty, the campaign's
+  set of caller IDs and the policies' health settings. The cool-down a health
+  rule triggered comes back with the configuration (its audit record is an
+  admin record); that the figures start afresh after it, too.
 
 Expiry is replayed too: a key expires at (Redis time of its last PEXPIRE + TTL),
 Redis time being the stream id of the record. Keys that would have expired are
@@ -91,12 +96,16 @@ class Model:
         self.z: dict[str, dict[str, float]] = {}
         self.h: dict[str, dict[str, str]] = {}
         self.s: dict[str, set[str]] = {}
+        self.l: dict[str, list[str]] = {}
+        self.str: dict[str, str] = {}
         self.exp: dict[str, int] = {}
 
     def _drop(self, key: str) -> None:
         self.z.pop(key, None)
         self.h.pop(key, None)
         self.s.pop(key, None)
+        self.l.pop(key, None)
+        self.str.pop(key, None)
         self.exp.pop(key, None)
 
     def live(self, key: str, t: int) -> None:
@@ -105,7 +114,29 @@ class Model:
             self._drop(key)
 
     def exists(self, key: str) -> bool:
-        return key in self.z or key in self.h or key in self.s
+        return key in self.z or key in self.h or key in self.s or key in self.l or key in self.str
+
+    # lists and strings
+    def lpush(self, key: str, t: int, value: str) -> None:
+        self.live(key, t)
+        self.l.setdefault(key, []).insert(0, value)
+
+    def ltrim(self, key: str, t: int, keep: int) -> None:
+        """LTRIM key 0 keep-1"""
+        self.live(key, t)
+        if key in self.l:
+            del self.l[key][keep:]
+            if not self.l[key]:
+                self._drop(key)
+
+    def lrange(self, key: str, t: int) -> list[str]:
+        self.live(key, t)
+        return self.l.get(key, [])
+
+    def set(self, key: str, t: int, value: str) -> None:
+        self.live(key, t)
+        self.str[key] = value
+        self.exp.pop(key, None)
 
     # sorted sets
     def zadd(self, key: str, t: int, member: str, score: float) -> None:
@@ -197,6 +228,9 @@ class OutcomeRec:
     result: str
     at_ms: int
     subject: str | None
+    talk_s: int | None = None
+    hangup_cause: int | None = None
+    sip_code: int | None = None
 
 
 @dataclass
@@ -236,6 +270,8 @@ class Replayer:
         # rules versions published with `dialguard rules apply`, by content hash
         self.published: dict[str, Policy] = {}
         self._qttl = int(default_policy.retention().total_seconds() * 1000)
+        self._health: dict[str, list] = {}  # health settings id -> [(pack, CallerIdHealth)]
+        self._cooled: dict[str, int] = {}  # caller-ID tag -> end of its last health cool-down
 
     def policy_for(self, rules: str | None, rv: str | None) -> Policy:
         if rv and rv in self.published:  # a published version: its own stored text
@@ -292,8 +328,14 @@ class Replayer:
             m.hdel(ck, t, "rep")  # as decide.lua: a new allowed attempt is the call's open one
             m.hdel(ck, t, "res")
             m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], "ak": rec["ak"], "cv": rec["cv"],
-                           "ab": rec["ab"], "am": rec["am"], "nk": rec["nk"], "lv": lv, "ca": ca})
+                           "ab": rec["ab"], "am": rec["am"], "nk": rec["nk"], "lv": lv, "ca": ca,
+                           "hc": rec["hc"], "cp": rec["cp"]})
             m.pexpire(ck, t, int(rec["ttl"]))
+            if rec["hc"] not in self._health:  # the engine publishes them when it loads the rules
+                from dialguard import callerid_health
+
+                self._health[rec["hc"]] = callerid_health.configs(policy)
+                m.set(self.keys.health_config(rec["hc"]), t, callerid_health.config_json(policy))
 
     # -- outcome.lua ------------------------------------------------------------------------
     def outcome(self, o: OutcomeRec) -> None:
@@ -341,6 +383,64 @@ class Replayer:
             m.zadd(rec[ab], t, did, now)
             m.pexpire(rec[ab], t, self._qttl)
         m.hset(ck, t, {"rep": "1", "res": o.result})
+        if rec.get("ch"):
+            self._caller_id_health(rec, o, t, did)
+
+    def _caller_id_health(self, rec: dict, o: OutcomeRec, t: int, did: str) -> None:
+        """outcome.lua's caller-ID health step, write for write."""
+        from dialguard import callerid_health as chh
+
+        m, ch, now = self.model, rec["ch"], int(o.at_ms)
+        cfgs = self._health.get(rec.get("hc") or "") or [("", chh.DEFAULT)]
+        ok, hk = self.keys.cid_outcomes(ch), self.keys.cid_health(ch)
+        keep = max(1, max(c.window_calls for _, c in cfgs))
+        longest = max(c.window_hours * 3_600_000 for _, c in cfgs)
+        m.lpush(ok, t, chh.entry_of(o.result, o.talk_s or 0, o.sip_code, o.hangup_cause, now).encode())
+        m.ltrim(ok, t, keep)
+        m.pexpire(ok, t, longest + 86_400_000)
+        pool_key = ""
+        if rec.get("cp"):
+            pool_key = self.keys.g("hp:" + rec["cp"])
+            m.sadd(pool_key, t, ch)
+            m.pexpire(pool_key, t, longest + 86_400_000)
+        entries = [chh.Entry.decode(x) for x in m.lrange(ok, t)]
+        since = int(float(m.hgetall(hk, t).get("since") or 0))
+        fields: dict[str, str] = {}
+        first = None
+        until = 0
+        for i, (pack, cfg) in enumerate(cfgs):
+            f = chh.figures(entries, now, cfg, since)
+            first = first or f
+            fields[f"calls:{pack}"], fields[f"ans:{pack}"] = str(f.calls), str(f.answered)
+            for r in cfg.rules:
+                median = None
+                if r.metric == "answer_rate_vs_pool":
+                    if not (f.calls > 0 and f.calls >= r.min_calls and f.answer_rate < r.threshold and pool_key):
+                        continue
+                    rates = []
+                    for member in sorted(m.s.get(pool_key, ())):
+                        if member == ch:
+                            n, a = f.calls, f.answered
+                        else:
+                            h = m.hgetall(self.keys.cid_health(member), t)
+                            n, a = int(h.get(f"calls:{pack}") or 0), int(h.get(f"ans:{pack}") or 0)
+                        if n > 0 and n >= r.min_calls:
+                            rates.append(a / n)
+                    median = chh.median(rates) if len(rates) >= 2 else None
+                if chh.triggers(r, f, median):
+                    until = max(until, now + int(r.cool_down.total_seconds() * 1000))
+        pen = 0.0
+        if first is not None:
+            pen = min(3.0, first.rejection_rate + 0.5 * first.short_answer_rate + 0.1 * first.run)
+        fields["pen"], fields["at"] = "%.3f" % pen, str(now)
+        m.hset(hk, t, fields)
+        m.pexpire(hk, t, longest + 86_400_000)
+        if until:
+            # the cool-down itself comes back from its admin record (config_restore);
+            # one longer in force at the time (an admin's) is not known here
+            until = max(until, self._cooled.get(ch, 0))
+            self._cooled[ch] = until
+            m.hset(hk, t, {"since": str(until), "pen": "0"})
 
     # -- event.lua ----------------------------------------------------------------------------
     def event(self, e: EventRec) -> None:
@@ -397,7 +497,8 @@ def read_records(conn: psycopg.Connection, since: datetime) -> Iterator[tuple[tu
         from audit_decisions where allowed and replay_of is null and recorded_at >= %(since)s {ORDER}""",
         args, DecisionRec)
     outcomes = _stream(conn, "rb_outcomes", f"""
-        select outcome_id, stream_id, decision_id, call_id, result, (payload->>'at')::bigint, subject
+        select outcome_id, stream_id, decision_id, call_id, result, (payload->>'at')::bigint, subject,
+               talk_s, hangup_cause, (payload->>'sip')::int
         from audit_outcomes where decision_id is not null and recorded_at >= %(since)s {ORDER}""", args, OutcomeRec)
     events = _stream(conn, "rb_events", f"""
         select event_id, stream_id, kind, number_hash, campaign, (payload->>'at')::bigint
@@ -421,7 +522,10 @@ def key_kind(key: str) -> str:
     if "{a:" in key:
         return "agent logs"
     if "{c:" in key:
-        return "caller-ID leases" if tail == "live" else "caller-ID attempt logs"
+        return {"live": "caller-ID leases", "o": "caller-ID outcome logs", "h": "caller-ID health"}.get(
+            tail, "caller-ID attempt logs")
+    if "{g}:hp:" in key or "{g}:hcfg:" in key:
+        return "caller-ID health"
     if tail.startswith("a:"):
         return "attempt logs"
     if tail.startswith("cv:"):
@@ -440,7 +544,7 @@ def write(redis, model: Model, redis_now_ms: int, rule_now_ms: int, summary: Sum
     """Replace every live key of the model in Redis, with its remaining TTL."""
     pipe = redis.pipeline(transaction=False)
     n = 0
-    keys = list(model.z) + list(model.h) + list(model.s)
+    keys = list(model.z) + list(model.h) + list(model.s) + list(model.l) + list(model.str)
     for key in keys:
         e = model.exp.get(key)
         if e is not None and e <= redis_now_ms:
@@ -463,6 +567,15 @@ def write(redis, model: Model, redis_now_ms: int, rule_now_ms: int, summary: Sum
             if not dry_run:
                 pipe.delete(key)
                 pipe.hset(key, mapping=model.h[key])
+        elif key in model.l:
+            summary.members += len(model.l[key])
+            if not dry_run:
+                pipe.delete(key)
+                pipe.rpush(key, *model.l[key])
+        elif key in model.str:
+            summary.members += 1
+            if not dry_run:
+                pipe.set(key, model.str[key])
         else:
             summary.members += len(model.s[key])
             if not dry_run:

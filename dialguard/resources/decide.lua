@@ -138,7 +138,10 @@ local function kth_oldest(c, keys, k)
   return all[k + 1] or -1
 end
 
+-- Returns the highest use of a limit (count / limit) over the checks: how
+-- close the caller ID is to the carrier's rate limits.
 local function run_checks(checks, cand, out_reasons, out_details, seen_counts)
+  local use = 0
   for _, c in ipairs(checks) do
     local keys = c.k
     if cand then keys = {cand[c.f]} end
@@ -148,6 +151,7 @@ local function run_checks(checks, cand, out_reasons, out_details, seen_counts)
     end
     local n = count_in(c, keys)
     seen_counts[#seen_counts + 1] = c.i .. ':' .. n
+    if c.m > 0 and n / c.m > use then use = n / c.m end
     if n >= c.m then
       out_reasons[#out_reasons + 1] = c.r
       local score = -1
@@ -155,6 +159,7 @@ local function run_checks(checks, cand, out_reasons, out_details, seen_counts)
       out_details[#out_details + 1] = {c.i, score, cand and cand.n or 0}
     end
   end
+  return use
 end
 
 -- One evaluation of a plan: every failing reason, the details to compute
@@ -221,10 +226,15 @@ local function evaluate(p)
   run_checks(p.checks or {}, nil, rs, details, seen_counts)
   for _, r in ipairs(rs) do deny(r) end
 
-  -- Caller ID: check the given one, or pick the first passing one of the pool.
+  -- Caller ID: check the given one, or pick from the pool the passing one
+  -- farthest from its rate limits and healthiest: the lowest score of
+  -- (highest count/limit of its rate and concurrency limits) + (health
+  -- penalty written by outcome.lua); ties go to the earliest in the offered
+  -- order (the engine's round robin), so the pick is deterministic.
   if p.cid then
     local cid = p.cid
     local first_reasons = nil
+    local best_score = nil
     for _, cand in ipairs(cid.c) do
       local cr, cd = {}, {}
       if cid.req == 1 then
@@ -234,23 +244,33 @@ local function evaluate(p)
         if not ok then cr[#cr + 1] = 'caller_id_not_approved' end
       end
       if redis.call('HEXISTS', KEYS[p.pause], 'cid:' .. cand.h) == 1 then cr[#cr + 1] = 'paused' end
-      run_checks(cid.chk or {}, cand, cr, cd, seen_counts)
+      local use = run_checks(cid.chk or {}, cand, cr, cd, seen_counts)
       if cid.conc and cid.conc >= 0 then
         redis.call('ZREMRANGEBYSCORE', KEYS[cand.l], '-inf', now)
-        if redis.call('ZCARD', KEYS[cand.l]) >= cid.conc then
+        local live = redis.call('ZCARD', KEYS[cand.l])
+        if cid.conc > 0 and live / cid.conc > use then use = live / cid.conc end
+        if live >= cid.conc then
           cr[#cr + 1] = 'caller_id_concurrency'
           local first = redis.call('ZRANGE', KEYS[cand.l], 0, 0, 'WITHSCORES')
           cd[#cd + 1] = {'conc', tonumber(first[2] or -1), cand.n}
         end
       end
       if #cr == 0 then
-        chosen = cand.h
-        chosen_cand = cand
-        break
+        local score = use
+        if #cid.c > 1 and cand.hh then
+          score = score + (tonumber(redis.call('HGET', KEYS[cand.hh], 'pen')) or 0)
+        end
+        if best_score == nil or score < best_score then
+          best_score = score
+          chosen = cand.h
+          chosen_cand = cand
+        end
       end
-      if not first_reasons then first_reasons = cr end
-      if not lift_cand and all_liftable(cr) then lift_cand = cand end
-      for _, d in ipairs(cd) do details[#details + 1] = d end
+      if #cr > 0 then
+        if not first_reasons then first_reasons = cr end
+        if not lift_cand and all_liftable(cr) then lift_cand = cand end
+        for _, d in ipairs(cd) do details[#details + 1] = d end
+      end
     end
     if chosen == '' then
       if first_reasons then
@@ -327,7 +347,8 @@ if allowed == 1 then
     redis.call('HSET', KEYS[plan.call], 'did', plan.did, 'ch', chosen, 'at', now,
       'ak', rec.ak, 'cv', rec.cv, 'ab', rec.ab, 'am', rec.am, 'nk', rec.nk,
       'lv', chosen_cand and KEYS[chosen_cand.l] or '',
-      'ca', chosen_cand and KEYS[chosen_cand.a] or '')
+      'ca', chosen_cand and KEYS[chosen_cand.a] or '',
+      'hc', rec.hc or '', 'cp', rec.cp or '')
     redis.call('PEXPIRE', KEYS[plan.call], rec.ttl)
   end
 end

@@ -8,10 +8,20 @@
 -- ARGV: result, now_ms, movable(0/1), conversation(0/1), abandon('ab'|'am'|''),
 --       quiet_ttl_ms, audit payload JSON, outcome id,
 --       extra conversation key suffix ('cv:s:<subject tag>' or ''): a conversation
---       in one call about several subjects (debts) starts each one's quiet period
+--       in one call about several subjects (debts) starts each one's quiet period,
+--       health entry "ms|answered|talk|sip|cause" ('' = none), key prefix,
+--       admin record id, wall-clock ms, node
+--
+-- Caller-ID health (dialguard/callerid_health.py holds the same computation):
+-- the outcome joins the log of the caller ID the call presented; the figures
+-- of every pack's health settings are computed over it, its rules evaluated,
+-- and a rule that triggers cools the caller ID down here, atomically with the
+-- outcome: a decision that runs after this script returns no longer picks it.
+-- Returns {status, decision id, triggered JSON ('' = none)}.
 
 local result, now, movable, conv, abandon, qttl, payload, oid, extra =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local hentry, pfx, admin_id, wall, node = ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14]
 
 local function words(s)
   local out = {}
@@ -19,11 +29,11 @@ local function words(s)
   return out
 end
 
-local rec = redis.call('HMGET', KEYS[1], 'did', 'rep', 'ak', 'cv', 'ab', 'am', 'lv', 'nk')
+local rec = redis.call('HMGET', KEYS[1], 'did', 'rep', 'ak', 'cv', 'ab', 'am', 'lv', 'nk', 'ch', 'hc', 'cp')
 local did = rec[1]
 if not did then
   redis.call('XADD', KEYS[2], '*', 't', 'outcome', 'id', oid, 'did', '', 'res', result, 'j', payload)
-  return {0, ''}
+  return {0, '', ''}
 end
 
 local function extra_conversation()
@@ -40,9 +50,9 @@ if rec[2] == '1' then
   -- already reported: only another subject's conversation may still be added
   if extra_conversation() then
     redis.call('XADD', KEYS[2], '*', 't', 'outcome', 'id', oid, 'did', did, 'res', result, 'j', payload)
-    return {3, did}
+    return {3, did, ''}
   end
-  return {2, did}
+  return {2, did, ''}
 end
 extra_conversation()
 
@@ -80,4 +90,166 @@ end
 
 redis.call('HSET', KEYS[1], 'rep', '1', 'res', result)
 redis.call('XADD', KEYS[2], '*', 't', 'outcome', 'id', oid, 'did', did, 'res', result, 'j', payload)
-return {1, did}
+
+-- Caller-ID health -----------------------------------------------------------
+local ch = rec[9]
+if not hentry or hentry == '' or not ch or ch == '' or not pfx or pfx == '' then
+  return {1, did, ''}
+end
+local DEFAULT = {{p = '', wc = 100, wh = 86400000, ss = 5, sc = {'403', '603', '608'}, qc = {'21'}, r = {}}}
+local cfgs = nil
+if rec[10] and rec[10] ~= '' then
+  local raw = redis.call('GET', pfx .. ':{g}:hcfg:' .. rec[10])
+  if raw then cfgs = cjson.decode(raw) end
+end
+cfgs = cfgs or DEFAULT
+
+local ok_key = pfx .. ':{c:' .. ch .. '}:o'
+local h_key = pfx .. ':{c:' .. ch .. '}:h'
+local keep, longest = 1, 0
+for _, c in ipairs(cfgs) do
+  if c.wc > keep then keep = c.wc end
+  if c.wh > longest then longest = c.wh end
+end
+redis.call('LPUSH', ok_key, hentry)
+redis.call('LTRIM', ok_key, 0, keep - 1)
+redis.call('PEXPIRE', ok_key, longest + 86400000)
+local pool_key = ''
+if rec[11] and rec[11] ~= '' then
+  pool_key = pfx .. ':{g}:hp:' .. rec[11]
+  redis.call('SADD', pool_key, ch)
+  redis.call('PEXPIRE', pool_key, longest + 86400000)
+end
+
+local log = redis.call('LRANGE', ok_key, 0, keep - 1)
+local parsed = {}
+for i, raw in ipairs(log) do
+  local ms, ans, talk, sip, cause = string.match(raw, '^(%d+)|(%d)|(%d*)|(%d*)|(%d*)$')
+  if ms then
+    parsed[#parsed + 1] = {tonumber(ms), ans == '1', tonumber(talk) or 0, sip, cause}
+  end
+end
+local since = tonumber(redis.call('HGET', h_key, 'since') or '0') or 0
+local nowv = tonumber(now)
+
+local function set_of(list)
+  local out = {}
+  for _, v in ipairs(list or {}) do out[tostring(v)] = true end
+  return out
+end
+
+local function figures(c)
+  local sc, qc = set_of(c.sc), set_of(c.qc)
+  local lo = nowv - c.wh
+  if since > lo then lo = since end
+  local f = {calls = 0, answered = 0, short = 0, rejected = 0, run = 0}
+  local in_run = true
+  for i = 1, math.min(#parsed, c.wc) do
+    local e = parsed[i]
+    if e[1] <= lo then break end
+    f.calls = f.calls + 1
+    local rej = false
+    if e[2] then
+      f.answered = f.answered + 1
+      if e[3] < c.ss then f.short = f.short + 1 end
+    elseif e[4] ~= '' then
+      rej = sc[e[4]] == true
+    elseif e[5] ~= '' then
+      rej = qc[e[5]] == true
+    end
+    if rej then
+      f.rejected = f.rejected + 1
+      if in_run then f.run = f.run + 1 end
+    else
+      in_run = false
+    end
+  end
+  return f
+end
+
+local function rate(a, b) if b > 0 then return a / b end return 0 end
+
+local triggered = {}
+local until_ms = 0
+local first = nil
+local hset = {}
+for ci, c in ipairs(cfgs) do
+  local f = figures(c)
+  if ci == 1 then first = f end
+  local tagp = c.p or ''
+  hset[#hset + 1] = 'calls:' .. tagp; hset[#hset + 1] = f.calls
+  hset[#hset + 1] = 'ans:' .. tagp; hset[#hset + 1] = f.answered
+  local ar = rate(f.answered, f.calls)
+  for _, r in ipairs(c.r or {}) do
+    if f.calls > 0 and f.calls >= r.n then
+      local value, hit, median = nil, false, nil
+      if r.m == 'consecutive_rejections' then value = f.run
+      elseif r.m == 'rejection_rate' then value = rate(f.rejected, f.calls)
+      elseif r.m == 'short_answer_rate' then value = rate(f.short, f.answered)
+      elseif r.m == 'answer_rate_vs_pool' then value = ar end
+      if r.m == 'answer_rate_vs_pool' then
+        -- the median can only be above the answer rate / threshold when the rate is under the threshold
+        if ar < r.t and pool_key ~= '' then
+          local rates = {}
+          for _, m in ipairs(redis.call('SMEMBERS', pool_key)) do
+            local n, a
+            if m == ch then n, a = f.calls, f.answered
+            else
+              local v = redis.call('HMGET', pfx .. ':{c:' .. m .. '}:h', 'calls:' .. tagp, 'ans:' .. tagp)
+              n, a = tonumber(v[1] or '0') or 0, tonumber(v[2] or '0') or 0
+            end
+            if n > 0 and n >= r.n then rates[#rates + 1] = a / n end
+          end
+          if #rates >= 2 then
+            table.sort(rates)
+            local k = #rates
+            if k % 2 == 1 then median = rates[(k + 1) / 2] else median = (rates[k / 2] + rates[k / 2 + 1]) / 2 end
+            hit = median > 0 and ar < r.t * median
+          end
+        end
+      elseif value ~= nil then
+        hit = value >= r.t
+      end
+      if hit then
+        local u = nowv + r.cd
+        if u > until_ms then until_ms = u end
+        triggered[#triggered + 1] = {pack = tagp, rule = r.id, metric = r.m, threshold = r.t,
+          value = value, pool_median = median, cool_down_ms = r.cd, calls = f.calls,
+          answered = f.answered, short = f.short, rejected = f.rejected, run = f.run}
+      end
+    end
+  end
+end
+
+local pen = 0
+if first then
+  pen = rate(first.rejected, first.calls) + 0.5 * rate(first.short, first.answered) + 0.1 * first.run
+  if pen > 3 then pen = 3 end
+end
+hset[#hset + 1] = 'pen'; hset[#hset + 1] = string.format('%.3f', pen)
+hset[#hset + 1] = 'at'; hset[#hset + 1] = now
+redis.call('HSET', h_key, unpack(hset))
+redis.call('PEXPIRE', h_key, longest + 86400000)
+
+if #triggered == 0 then
+  return {1, did, ''}
+end
+-- Cool down (never shorten one in force), start the figures afresh after it,
+-- say why, and audit it with the figures, as `callerid cooldown` would.
+local cool_key = pfx .. ':{g}:cool'
+local cur = tonumber(redis.call('ZSCORE', cool_key, ch) or '0') or 0
+if until_ms > cur then
+  redis.call('ZADD', cool_key, until_ms, ch)
+else
+  until_ms = cur
+end
+redis.call('HSET', h_key, 'since', tostring(until_ms), 'pen', '0')
+local why_j = cjson.encode({at = now, ts = tonumber(wall), ['until'] = until_ms, did = did, triggered = triggered})
+redis.call('HSET', pfx .. ':{g}:coolwhy', ch, why_j)
+local names = {}
+for _, t in ipairs(triggered) do names[#names + 1] = (t.pack ~= '' and (t.pack .. '/') or '') .. t.rule end
+local admin_j = cjson.encode({action = 'callerid_cooldown', actor = 'dialguard-health', target = ch,
+  why = 'caller-ID health: ' .. table.concat(names, ', '), at = tonumber(wall), ['until'] = until_ms,
+  rules_at = now, did = did, triggered = triggered, node = node})
+redis.call('XADD', KEYS[2], '*', 't', 'admin', 'id', admin_id, 'j', admin_j)
+return {1, did, why_j}

@@ -114,6 +114,10 @@ def snapshot(r: syncredis.Redis, prefix: str, rule_now_ms: int) -> dict:
             v = {f: x for f, x in r.hgetall(key).items() if not f.startswith("f:")}
         elif typ == "set":
             v = r.smembers(key)
+        elif typ == "list":
+            v = r.lrange(key, 0, -1)
+        elif typ == "string":
+            v = r.get(key)
         else:
             raise AssertionError(f"unexpected {typ} key {key}")
         if v:

@@ -69,7 +69,8 @@ async def test_classic_report(tmp_path):
     res, rc, _ = await run_script(("report", "NOANSWER", "", "0", "19", "d1"), tmp_path=tmp_path)
     assert rc == 0 and res.commands == []
     call = json.loads((tmp_path / "calls.jsonl").read_text())
-    assert call == ["report_outcome", "1700000000.1", {"result": "no_answer", "talk_s": 0, "hangup_cause": 19}]
+    assert call == ["report_outcome", "1700000000.1", {"result": "no_answer", "talk_s": 0, "hangup_cause": 19,
+                                                     "sip_code": None}]
 
 
 @pytest.mark.parametrize("raw", [

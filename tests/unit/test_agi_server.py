@@ -306,9 +306,18 @@ async def test_report_handler(make_server):
                          uniqueid="1700000000.7")
     assert res.commands == []
     assert eng.calls == [("report_outcome", "1700000000.7",
-                          {"result": "conversation", "talk_s": 42, "hangup_cause": 16})]
+                          {"result": "conversation", "talk_s": 42, "hangup_cause": 16, "sip_code": None})]
     await agi_call(HOST, srv.bound_port, "report", ("BUSY", "", "0", "17", "d2", "", "CALL-2"))
-    assert eng.calls[-1] == ("report_outcome", "CALL-2", {"result": "busy", "talk_s": 0, "hangup_cause": 17})
+    assert eng.calls[-1] == ("report_outcome", "CALL-2", {"result": "busy", "talk_s": 0, "hangup_cause": 17,
+                                                          "sip_code": None})
+    # the trunk's SIP code (8th argument, the digits of HANGUPCAUSE(<channel>,tech)): a carrier's 403
+    await agi_call(HOST, srv.bound_port, "report", ("CONGESTION", "", "0", "21", "d4", "", "CALL-4", "403"))
+    assert eng.calls[-1] == ("report_outcome", "CALL-4", {"result": "failed", "talk_s": 0, "hangup_cause": 21,
+                                                          "sip_code": 403})
+    await agi_call(HOST, srv.bound_port, "report", ("BUSY", "", "0", "17", "d5", "", "CALL-5", "486"))
+    assert eng.calls[-1][2] == {"result": "busy", "talk_s": 0, "hangup_cause": 17, "sip_code": 486}
+    await agi_call(HOST, srv.bound_port, "report", ("CONGESTION", "", "0", "21", "d6", "", "CALL-6", "x"))
+    assert eng.calls[-1][2]["sip_code"] is None  # not a SIP code: unknown, never guessed
     await agi_call(HOST, srv.bound_port, "report?result=voicemail", ("ANSWER", "20", "20", "16", "d3"))
     assert eng.calls[-1][2]["result"] == "voicemail"
 

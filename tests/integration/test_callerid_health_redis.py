@@ -1,0 +1,329 @@
+"""Caller-ID health on the real Redis: outcome.lua computes the figures, cools a
+caller ID down atomically with the outcome that triggered it, audits and
+explains it; decide.lua's pool pick weighs rate-limit use and health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from dialguard.callerid_health import Entry, figures, primary, read_health
+from dialguard.models import DecisionRequest, Outcome
+from dialguard.plan import ms
+from dialguard.simulate import Scenario, run_scenario
+
+UTC = timezone.utc
+AT = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+POOL = ["+862150000001", "+862150000002", "+862150000003"]
+
+
+def pack(rules: str, extra: str = "", pool: bool = True) -> str:
+    return ("pack: health-test\nversion: '1'\ndefault_region: CN\ncaller_id:\n  require_approved: true\n"
+            + (f"  pool: {json.dumps(POOL)}\n" if pool else "") + extra
+            + "  health:\n    window_calls: 20\n    window_hours: 24\n    short_answer_s: 5\n"
+            + "    rules:\n" + rules)
+
+
+RUN3 = "      - {id: run, metric: consecutive_rejections, threshold: 3, cool_down: 24h}\n"
+REJECTED = Outcome(result="failed", hangup_cause=21, sip_code=403)
+BUSY = Outcome(result="busy", hangup_cause=17, sip_code=486)
+ANSWERED = Outcome(result="conversation", talk_s=60, hangup_cause=16)
+
+
+def req(i: int, caller_id: str | None = None, campaign: str = "c1") -> DecisionRequest:
+    return DecisionRequest(number=f"1380013{i:04d}", campaign=campaign, agent="a1", caller_id=caller_id,
+                           call_id=f"call-{i}")
+
+
+async def engine_with(make_engine, rules_file, text: str):
+    e = await make_engine(rules_file(text))
+    await e.set_campaign("c1")
+    for c in POOL:
+        await e.approve_caller_id(c)
+    return e
+
+
+async def test_rejection_run_cools_down_with_the_outcome_audited_and_explained(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(RUN3, pool=False))
+    x = POOL[0]
+    for i in range(3):
+        d = await e.decide(req(i, caller_id=x), now=AT)
+        assert d.allowed and d.caller_id == x
+        matched = await e.report_outcome(f"call-{i}", REJECTED, now=AT + timedelta(seconds=i))
+        assert matched
+        cooling = await e.redis.zscore(e.keys.cid_cooldown, e.keys.cid_tag(x))
+        # the third rejection in a row, and not before, cools the caller ID down for 24 h from the outcome
+        assert (cooling is not None) == (i == 2)
+    assert int(cooling) == ms(AT + timedelta(seconds=2) + timedelta(hours=24))
+    # an agent presenting it explicitly is checked, and denied, not given another number
+    d = await e.decide(req(10, caller_id=x), now=AT + timedelta(minutes=1))
+    assert d.reasons == ["caller_id_not_approved"] and d.caller_id is None
+    assert (await e.decide(req(11, caller_id=x), now=AT + timedelta(seconds=2, hours=24))).allowed
+
+    # why, with the figures, for `callerid list` / `callerid health`
+    (row,) = await read_health(e, [x], ms(AT + timedelta(minutes=1)))
+    assert row["cooldown_until"] == int(cooling) and row["cooldown_reason"] == "run (consecutive_rejections)"
+    why = json.loads(await e.redis.hget(e.keys.cid_cool_why, e.keys.cid_tag(x)))
+    (t,) = why["triggered"]
+    assert (t["rule"], t["metric"], t["value"], t["threshold"], t["run"], t["calls"]) == \
+        ("run", "consecutive_rejections", 3, 3, 3, 3)
+    # audited as a cool-down (shipped to PostgreSQL as an admin action, restored by audit rebuild)
+    admin = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"admin"]
+    (cool,) = [a for a in admin if a["action"] == "callerid_cooldown"]
+    assert cool["target"] == e.keys.cid_tag(x) and cool["until"] == int(cooling)
+    assert cool["actor"] == "dialguard-health" and "run" in cool["why"] and cool["triggered"][0]["run"] == 3
+    # the outcome record carries the SIP code too
+    outcomes = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"outcome"]
+    assert {(o["cause"], o["sip"]) for o in outcomes} == {(21, 403)}
+
+
+async def test_busy_callees_never_cool_a_number_down(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(RUN3, pool=False))
+    for i in range(6):
+        assert (await e.decide(req(i, caller_id=POOL[0]), now=AT)).allowed
+        await e.report_outcome(f"call-{i}", BUSY if i % 2 else Outcome(result="busy", hangup_cause=17), now=AT)
+    assert await e.redis.zscore(e.keys.cid_cooldown, e.keys.cid_tag(POOL[0])) is None
+    (row,) = await read_health(e, [POOL[0]], ms(AT))
+    assert row["figures"]["calls"] == 6 and row["figures"]["rejected"] == 0
+
+
+async def test_lua_and_python_figures_agree(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(
+        "      - {id: never, metric: consecutive_rejections, threshold: 1000, cool_down: 1h}\n", pool=False))
+    x = POOL[1]
+    seq = [ANSWERED, REJECTED, Outcome(result="answered", talk_s=2), BUSY, REJECTED, REJECTED,
+           Outcome(result="conversation", talk_s=4), Outcome(result="failed", hangup_cause=21)]
+    for i, o in enumerate(seq):
+        assert (await e.decide(req(i, caller_id=x), now=AT)).allowed
+        await e.report_outcome(f"call-{i}", o, now=AT + timedelta(seconds=i))
+    tag = e.keys.cid_tag(x)
+    raw = await e.redis.lrange(e.keys.cid_outcomes(tag), 0, -1)
+    f = figures([Entry.decode(r) for r in raw], ms(AT + timedelta(seconds=7)), primary(e.policy))
+    assert (f.calls, f.answered, f.short, f.rejected, f.run) == (8, 3, 2, 4, 1)
+    h = {k.decode(): v.decode() for k, v in (await e.redis.hgetall(e.keys.cid_health(tag))).items()}
+    assert int(h["calls:health-test"]) == f.calls and int(h["ans:health-test"]) == f.answered
+    from dialguard.callerid_health import penalty
+    assert float(h["pen"]) == penalty(f)
+
+
+async def test_answer_rate_far_under_the_pool_median_cools_down(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(
+        "      - {id: pool, metric: answer_rate_vs_pool, threshold: 0.5, min_calls: 4, cool_down: 12h}\n",
+        pool=False))
+    i = 0
+    # two caller IDs answer 3 calls in 4, the third 1 in 4 (0.25 < 0.5 x 0.75)
+    for cid, answered in ((POOL[0], 3), (POOL[1], 3), (POOL[2], 1)):
+        for k in range(4):
+            assert (await e.decide(req(i, caller_id=cid), now=AT)).allowed
+            await e.report_outcome(f"call-{i}", ANSWERED if k < answered else BUSY, now=AT)
+            i += 1
+    tags = [e.keys.cid_tag(c) for c in POOL]
+    cool = await e.redis.zmscore(e.keys.cid_cooldown, tags)
+    assert cool[:2] == [None, None] and int(cool[2]) == ms(AT + timedelta(hours=12))
+    t = json.loads(await e.redis.hget(e.keys.cid_cool_why, tags[2]))["triggered"][0]
+    assert t["pool_median"] == 0.75 and t["value"] == 0.25
+
+
+async def test_pool_pick_prefers_healthy_and_unloaded_caller_ids(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(
+        "      - {id: run, metric: consecutive_rejections, threshold: 5, cool_down: 24h}\n",
+        extra="  per_hour: 100\n"))
+    # spread: with no outcomes yet, 9 picks go 3 to each caller ID (lowest use first)
+    picks = [(await e.decide(req(i), now=AT)).caller_id for i in range(9)]
+    assert sorted(picks.count(c) for c in POOL) == [3, 3, 3]
+    # the caller ID with rejections gets fewer calls while it is not cooled down
+    bad = picks[0]
+    for i, c in enumerate(picks):
+        await e.report_outcome(f"call-{i}", REJECTED if c == bad else ANSWERED, now=AT)
+    later = [(await e.decide(req(100 + i), now=AT)).caller_id for i in range(12)]
+    assert later.count(bad) < min(later.count(c) for c in POOL if c != bad), later
+    assert await e.redis.zscore(e.keys.cid_cooldown, e.keys.cid_tag(bad)) is None
+
+
+async def test_cool_down_is_atomic_with_the_outcome_under_concurrent_decisions(make_engine, rules_file, settings):
+    """Decisions race the outcome that cools the caller ID down: every decision
+    that picked it was decided before the cool-down (audit stream order), and
+    none that started after the outcome returned picked it."""
+    e = await engine_with(make_engine, rules_file, pack(
+        "      - {id: run, metric: consecutive_rejections, threshold: 1, cool_down: 24h}\n"))
+    x = POOL[0]
+    tag = e.keys.cid_tag(x)
+    assert (await e.decide(req(0, caller_id=x), now=AT)).allowed
+    returned: list[float] = []
+    results: list[tuple[float, str | None]] = []
+
+    async def decider(worker: int):
+        for k in range(40):
+            t0 = time.monotonic()
+            d = await e.decide(req(1000 + worker * 100 + k), now=AT)
+            results.append((t0, d.caller_id if d.allowed else None))
+
+    async def reporter():
+        await asyncio.sleep(0.02)
+        await e.report_outcome("call-0", REJECTED, now=AT)
+        returned.append(time.monotonic())
+
+    await asyncio.gather(reporter(), *(decider(w) for w in range(8)))
+    (done,) = returned
+    after = [c for t0, c in results if t0 > done]
+    before = [c for t0, c in results if t0 <= done]
+    assert after and x not in after, "a decision started after the outcome returned picked the cooled caller ID"
+    assert x in before, "the race never happened: no decision picked it before the outcome"
+    # the stream order is the order Redis ran the scripts: no pick of x after the cool-down record
+    seen_cool = False
+    for _, f in await e.redis.xrange(e.keys.audit):
+        if f[b"t"] == b"admin" and json.loads(f[b"j"])["action"] == "callerid_cooldown":
+            seen_cool = True
+        elif f[b"t"] == b"decision" and seen_cool:
+            assert f[b"ch"].decode() != tag
+    assert seen_cool
+
+
+async def test_replay_with_sip_codes_gives_the_same_cool_down(settings, tmp_path: Path):
+    rules = tmp_path / "health.yaml"
+    rules.write_text(pack(RUN3, pool=False))
+    x, y = POOL[0], POOL[1]
+    events = []
+    t = AT
+    for i in range(3):
+        events.append({"at": t.isoformat(), "attempt": {"number": f"1380013{i:04d}", "campaign": "c1",
+                                                        "caller_id": x}})
+        t += timedelta(seconds=1)
+        events.append({"at": t.isoformat(), "outcome": {"number": f"1380013{i:04d}", "result": "failed",
+                                                        "hangup_cause": 21, "sip_code": 403}})
+    # a busy callee on y (486 / 17) is not a rejection
+    for i in range(3, 6):
+        events.append({"at": t.isoformat(), "attempt": {"number": f"1380013{i:04d}", "campaign": "c1",
+                                                        "caller_id": y}})
+        events.append({"at": t.isoformat(), "outcome": {"number": f"1380013{i:04d}", "result": "busy",
+                                                        "hangup_cause": 17, "sip_code": 486}})
+    events.append({"at": t.isoformat(), "attempt": {"number": "13800139999", "campaign": "c1", "caller_id": x}})
+    events.append({"at": t.isoformat(), "attempt": {"number": "13800139998", "campaign": "c1", "caller_id": y}})
+    sc = Scenario.model_validate({"rules": str(rules), "default_region": "CN", "events": events})
+    from dialguard.rules import Policy
+
+    lines: list[str] = []
+    out = await run_scenario(sc, Policy.load(str(rules)), settings, emit=lines.append)
+    assert [o["decision"] for o in out] == ["allow"] * 6 + ["deny", "allow"]
+    assert out[6]["reasons"] == ["caller_id_not_approved"]
+    assert set(json.loads(lines[0])) == {"i", "at", "number", "decision", "reasons", "next_eligible_at"}
+
+
+def _snapshot(r, prefix: str, now_ms: int) -> dict:
+    """Every key of the namespace but configuration and the audit stream (leases that ended ignored)."""
+    skip = (":{g}:audit", ":{g}:camp:", ":{g}:pause", ":{g}:cids", ":{g}:cool", ":{g}:pool", ":{g}:clock")
+    out = {}
+    for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+        if any(c in key for c in skip):
+            continue
+        typ = r.type(key)
+        v = {"zset": lambda: {m: s for m, s in r.zrange(key, 0, -1, withscores=True)
+                              if not key.endswith(":live") or s > now_ms},
+             # the answers a call record keeps for identical replays (f:<request hash>) are not rebuilt
+             "hash": lambda: {f: x for f, x in r.hgetall(key).items() if not f.startswith("f:")},
+             "set": lambda: r.smembers(key),
+             "list": lambda: r.lrange(key, 0, -1), "string": lambda: r.get(key)}[typ]()
+        if v:
+            out[key[len(prefix):]] = (v, r.pttl(key))
+    return out
+
+
+async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_file, audit_db):
+    """Redis loses its data after carrier rejections, short answers and a
+    health cool-down: the health state rebuilt from the audit is the one Redis
+    had, and the following decisions (pool picks weighed by health) are the same."""
+    import random
+
+    import psycopg
+    import redis as syncredis
+
+    from dialguard.audit.rebuild import rebuild
+    from dialguard.audit.shipper import Shipper
+    from dialguard.simulate import _drop_namespace
+
+    policy = rules_file(pack(
+        "      - {id: run, metric: consecutive_rejections, threshold: 3, cool_down: 2h}\n"
+        "      - {id: pool, metric: answer_rate_vs_pool, threshold: 0.5, min_calls: 6, cool_down: 1h}\n",
+        extra="  per_hour: 30\n"))
+    rnd = random.Random(7)
+    ops = []
+    t = AT
+    outcomes = [REJECTED, BUSY, ANSWERED, Outcome(result="answered", talk_s=2), Outcome(result="no_answer")]
+    for i in range(90):
+        t += timedelta(seconds=rnd.randint(5, 90))
+        ops.append(("decide", t, i))
+        ops.append(("outcome", t + timedelta(seconds=3), i, rnd.choices(outcomes, [4, 1, 3, 2, 1])[0]))
+    ops.sort(key=lambda o: o[1])
+
+    async def run(e, op):
+        if op[0] == "decide":
+            d = await e.decide(req(op[2]), now=op[1])
+            return (d.decision, d.reasons, d.caller_id)
+        return await e.report_outcome(f"call-{op[2]}", op[3], now=op[1])
+
+    engines = []
+    for _ in range(2):
+        e = await make_engine(policy)
+        await e.set_campaign("c1")
+        for c in POOL:
+            await e.approve_caller_id(c)
+        engines.append(e)
+    a, b = engines
+    expected = [await run(a, op) for op in ops]
+    cut = len(ops) * 2 // 3
+    got = [await run(b, op) for op in ops[:cut]]
+    assert got == expected[:cut]
+    assert await b.redis.zcard(b.keys.cid_cooldown) > 0, "no health cool-down before the data loss"
+    for _ in range(2):
+        sh = Shipper(b.settings, prefix=b.keys.prefix, dsn=audit_db, block_ms=50)
+        try:
+            await asyncio.to_thread(sh.run, True)
+        finally:
+            sh.close()
+        if _ == 0:
+            r = syncredis.Redis.from_url(b.settings.redis_url, decode_responses=True)
+            now = ops[cut - 1][1]
+            before = _snapshot(r, b.keys.prefix, ms(now))
+            assert any(k.endswith("}:o") for k in before) and any(":{g}:hp:" in k for k in before)
+            await _drop_namespace(b.redis, b.keys.prefix)
+            await b.set_campaign("c1")
+            for c in POOL:
+                await b.approve_caller_id(c)
+    with psycopg.connect(audit_db) as conn:
+        await asyncio.to_thread(rebuild, conn, r, b.settings, prefix=b.keys.prefix, policy=policy, now=now)
+    after = _snapshot(r, b.keys.prefix, ms(now))
+    assert set(before) == set(after), [(k, before.get(k), after.get(k)) for k in set(before) ^ set(after)]
+    for k in before:
+        assert before[k][0] == after[k][0], k
+        assert abs(before[k][1] - after[k][1]) <= 30_000 or before[k][1] == after[k][1] == -1, k
+    got += [await run(b, op) for op in ops[cut:]]
+    assert got == expected
+
+
+async def test_metrics_show_health_per_caller_id(make_engine, rules_file):
+    from dialguard import metrics
+
+    e = await engine_with(make_engine, rules_file, pack(RUN3, pool=False))
+    await e.approve_caller_id(POOL[0], pool=True)
+    await e.approve_caller_id(POOL[1], pool=True)
+    await e.set_test_clock(AT)
+    settings = e.settings.__class__(**{**e.settings.__dict__, "test_clock": True})
+    e.settings = settings
+    for i, o in enumerate([ANSWERED, REJECTED, REJECTED, REJECTED]):
+        assert (await e.decide(req(i, caller_id=POOL[0]), now=AT)).allowed
+        await e.report_outcome(f"call-{i}", o, now=AT)
+    assert await metrics.refresh_from_engine(e)
+
+    def value(gauge, cid):
+        return gauge.labels(cid)._value.get()
+
+    assert value(metrics.CID_CALLS, POOL[0]) == 4
+    assert value(metrics.CID_REJECTION_RUN, POOL[0]) == 3
+    assert value(metrics.CID_REJECTION_RATE, POOL[0]) == 0.75
+    assert value(metrics.CID_ANSWER_RATE, POOL[0]) == 0.25
+    assert value(metrics.CID_COOLING, POOL[0]) == 1
+    assert value(metrics.CID_COOLING, POOL[1]) == 0 and value(metrics.CID_CALLS, POOL[1]) == 0
+    assert metrics.HEALTH_COOLDOWNS.labels(rule="health-test/run")._value.get() >= 1
