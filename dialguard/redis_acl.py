@@ -28,9 +28,10 @@ _BASE = "+ping +time +hello +auth +select +client|setname +client|id +client|get
 # What the scripts the guard runs call (decide.lua, outcome.lua, event.lua), and the reads around them.
 _GUARD = ("+evalsha +eval +script|load +script|exists "
           "+get +mget +exists +pttl +hget +hmget +hgetall +hvals +hkeys +hexists +hlen "
-          "+sismember +smembers +scard +zrange +zrangebyscore +zcount +zscore +zcard "
+          "+sismember +smembers +scard +zrange +zrangebyscore +zcount +zscore +zcard +zmscore +lrange +llen "
           "+xlen +xinfo|groups +xinfo|stream "
-          "+del +unlink +set +hset +hdel +hincrby +pexpire +sadd +srem +zadd +zrem +zremrangebyscore +xadd")
+          "+del +unlink +set +hset +hdel +hincrby +pexpire +sadd +srem +zadd +zrem +zremrangebyscore +xadd "
+          "+lpush +ltrim")  # outcome.lua: the caller-ID health window
 
 _SHIPPER = ("+get +hget +hgetall +exists "
             "+xreadgroup +xread +xack +xautoclaim +xclaim +xpending +xrange +xrevrange +xlen +xdel +xtrim "
