@@ -15,6 +15,8 @@ import logging
 import time
 from typing import Callable
 
+from dialguard.masking import mask_digits
+
 from . import protocol as p
 from .handlers import Context, Handler, Options
 from .session import AGISession
@@ -51,7 +53,8 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
                 # 1. The environment block and the request it names.
                 env = await session.read_env()
                 request = parse_request(env)
-                fields.update(script=request.name, channel=env.get("agi_channel"),
+                # A channel name may carry the dialed number (Local/9<number>@...): masked.
+                fields.update(script=request.name, channel=mask_digits(env.get("agi_channel")),
                               uniqueid=env.get("agi_uniqueid"))
                 handler = handlers.get(request.name)
                 if handler is None:

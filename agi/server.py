@@ -34,7 +34,7 @@ import signal
 import sys
 
 from dialguard import metrics
-from dialguard.config import ConfigError, Settings
+from dialguard.config import ConfigError, Settings, require_secrets
 from dialguard.config import _env as _config_value
 
 from . import protocol as p
@@ -528,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
               f"and the config file (DIALGUARD_CONFIG)", file=sys.stderr)
         return 2
     args = ap.parse_args(argv)
+    os.umask(0o077)  # the spool and anything else the server writes: owner only
+    try:
+        require_secrets("dialguard-agi-server")
+    except ConfigError as exc:
+        print(f"dialguard-agi-server: {exc}", file=sys.stderr)
+        return 2
     try:
         args.allow = parse_networks(args.allow)
     except ValueError as exc:

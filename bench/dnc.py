@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 
-from dialguard.config import Settings
+from dialguard.config import Settings, redacted_url
 from dialguard.dnc import DncDb, DncDbUnavailable, DncStore, false_positive_bound, import_csv
 from dialguard.keys import Keys
 from dialguard.simulate import _drop_namespace
@@ -54,7 +54,7 @@ async def main():
     prefix = f"dgbench-dnc:{uuid.uuid4().hex[:6]}"
     keys = Keys(prefix, s.hash_secret)
     store = DncStore(r, keys)
-    print(f"dialguard DNC benchmark: Redis {s.redis_url}, {os.cpu_count()} cores")
+    print(f"dialguard DNC benchmark: Redis {redacted_url(s.redis_url)}, {os.cpu_count()} cores")
     try:
         # 1. memory at scale
         before = await used_memory(r)
@@ -118,7 +118,11 @@ async def main():
 
         # 3. ceiling: redis-benchmark pipelined SADD
         u = urlparse(s.redis_url)
-        out = subprocess.run(["redis-benchmark", "-h", u.hostname, "-p", str(u.port), "-n", "1000000", "-P", "64",
+        from dialguard.config import redis_auth
+
+        user, password = redis_auth(s.redis_url)  # the dev stack has no password-less user
+        auth = (["--user", user] if user else []) + (["-a", password] if password else [])
+        out = subprocess.run(["redis-benchmark", "-h", u.hostname, "-p", str(u.port), *auth, "-n", "1000000", "-P", "64",
                               "-r", "100000000", "-q", "--csv", "SADD", f"{prefix}:sadd", "__rand_int__"],
                              capture_output=True, text=True, timeout=300).stdout
         row = [x for x in out.splitlines() if x.startswith('"SADD')][-1]

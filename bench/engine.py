@@ -116,7 +116,11 @@ def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int
         from redis.sentinel import Sentinel
 
         host, port = Sentinel(settings.sentinel_addrs()).discover_master(settings.redis_master)
-    cmd = [exe, "-h", host, "-p", str(port), "-n", str(n), "-c", str(concurrency),
+    from dialguard.config import redis_auth
+
+    user, password = redis_auth(settings.redis_url)  # the dev stack has no password-less user
+    auth = (["--user", user] if user else []) + (["-a", password] if password else [])
+    cmd = [exe, "-h", host, "-p", str(port), *auth, "-n", str(n), "-c", str(concurrency),
            "-r", "100000000", "-P", str(pipeline), "-q", "--csv", "EVALSHA", scripts.DECIDE.sha, str(len(keys)), *keys, *plan.args()]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     # CSV: "test","rps","avg_latency_ms","min","p50","p95","p99","max"

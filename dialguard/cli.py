@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialguard.config import Settings
+from dialguard.config import ConfigError, Settings, require_secrets
 from dialguard.models import DecisionRequest
 from dialguard.rules import Policy, RulesError, resolve_pack, shipped_packs
 
@@ -55,6 +55,30 @@ cli_loadtest.register(app)
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
+
+# Commands that touch no number and so run without the secrets: `init` makes
+# them, `db` manages the schema (a migration that must seal rows asks itself).
+NO_SECRETS = {"init", "db"}
+
+
+@app.callback()
+def _main(ctx: typer.Context):
+    """Every command but init and db refuses to start without a hash secret and a data key."""
+    import os
+
+    os.umask(0o077)  # files the CLI writes (exports, checkpoints, rejects, spool) are the owner's only
+    if ctx.invoked_subcommand in NO_SECRETS or ctx.resilient_parsing or "--help" in sys.argv[1:]:
+        return
+    try:
+        require_secrets(f"dialguard {ctx.invoked_subcommand}")
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2)
+
+
+from dialguard import cli_init  # noqa: E402  (dialguard init: secrets and Redis ACL users)
+
+cli_init.register(app)
 
 EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 

@@ -1,8 +1,9 @@
 """Numbers at rest: AES-GCM with an application key (SPEC §7, issue 5).
 
-The key comes from DIALGUARD_DATA_KEY (base64 of 32 bytes). Without it a
-development key is derived from the hash secret so a dev stack works; a
-production install sets its own and keeps it apart from the database.
+The key comes from DIALGUARD_DATA_KEY (base64 of 32 bytes), from the
+environment or the secrets file `dialguard init` writes. There is no default
+and nothing is derived: without a key nothing is sealed or opened (an error
+that says how to make one). Keep it apart from the database.
 
 Rotation (docs/OPERATIONS.md): the new key goes into DIALGUARD_DATA_KEY and
 the previous ones into DIALGUARD_DATA_KEY_OLD (comma-separated, newest
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -45,10 +45,11 @@ def _decode_key(raw: str, name: str) -> bytes:
 def data_key() -> bytes:
     """The current key: everything is sealed with it."""
     raw = _setting("DIALGUARD_DATA_KEY")
-    if raw:
-        return _decode_key(raw, "DIALGUARD_DATA_KEY")
-    secret = _setting("DIALGUARD_HASH_SECRET", "dev-only-insecure-secret")
-    return hashlib.sha256(b"dialguard-data-key:" + secret.encode()).digest()
+    if not raw:
+        from dialguard.config import INIT_HINT
+
+        raise ValueError(f"DIALGUARD_DATA_KEY is not set: no number can be sealed or opened; {INIT_HINT}")
+    return _decode_key(raw, "DIALGUARD_DATA_KEY")
 
 
 def old_data_keys() -> list[bytes]:

@@ -48,6 +48,13 @@ class Keys:
     prefix: str
     secret: bytes
 
+    def __post_init__(self):
+        if not self.secret:
+            # Fail closed: an empty key would make every number hash public.
+            from dialguard.config import INIT_HINT
+
+            raise ValueError(f"DIALGUARD_HASH_SECRET is not set: numbers cannot be hashed; {INIT_HINT}")
+
     # -- hashing -----------------------------------------------------------
     def number_tag(self, e164: str) -> str:
         return keyed_hash(self.secret, "n:" + e164)

@@ -17,6 +17,8 @@ from phonenumbers import PhoneMetadata, PhoneNumberType, shortnumberinfo
 from phonenumbers import phonenumberutil as _pnu
 from phonenumbers import timezone as pn_timezone
 
+from dialguard.masking import mask_digits, mask_number  # noqa: F401  (re-exported: the one masking)
+
 # phonenumbers answers this when it cannot tell the zone.
 _UNKNOWN_TZ = "Etc/Unknown"
 

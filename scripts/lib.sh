@@ -54,6 +54,17 @@ PG_ADMIN_DSN=${DIALGUARD_PG_ADMIN_DSN:-postgresql://postgres@127.0.0.1:$PG_PORT/
 # Local audit spool (dialguard/audit/spool.py): guard processes append, audit-ship drains it.
 SPOOL_DIR=${DIALGUARD_SPOOL_DIR:-$STACK_DIR/spool}
 
+# Generated secrets (scripts/stack-up.sh runs `dialguard init` into it).
+SECRETS_DIR=$STACK_DIR/secrets
+
+# role_url ROLE: the Redis URL of ROLE's ACL user (guard, dialer, shipper, admin).
+role_url() {
+  local DIALGUARD_REDIS_USER DIALGUARD_REDIS_PASSWORD
+  # shellcheck disable=SC1090
+  source "$SECRETS_DIR/redis-$1.env"
+  printf 'redis://%s:%s@127.0.0.1:%s/0' "$DIALGUARD_REDIS_USER" "$DIALGUARD_REDIS_PASSWORD" "$REDIS_PORT"
+}
+
 VENV=$REPO_ROOT/.venv
 PROBE=$REPO_ROOT/scripts/probe.py
 
@@ -149,7 +160,9 @@ ast_rx() {
 # Take the stack lock (fd 8) so concurrent up/down of one checkout do not race.
 # Daemons must be started with 8>&- so they do not keep holding it.
 stack_lock() {
+  umask 077   # what the stack writes is for its owner only (issue 13)
   mkdir -p "$STACK_DIR"
+  chmod 0711 "$STACK_DIR"   # the postgres OS user must traverse it to its cluster
   exec 8>"$STACK_DIR/.lock"
   flock -w 900 8 || die "another make up/down holds $STACK_DIR/.lock"
 }
@@ -212,7 +225,7 @@ agi_server_start() {
   fi
   pid_alive "$d/agi.pid" dialguard-agi-server || "$VENV/bin/python" "$PROBE" free tcp "$AGI_PORT" ||
     die "FastAGI server: port $AGI_PORT busy. Another stack (another checkout?) or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_AGI_PORT (docs/PORTS.md)"
-  start_service agi "${AGI_SERVER_ENV[@]}" -- "$VENV/bin/dialguard-agi-server"
+  start_service agi "${AGI_SERVER_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url guard)" -- "$VENV/bin/dialguard-agi-server"
   wait_for "FastAGI server (127.0.0.1:$AGI_PORT)" "$d/agi.log" 30 "$d/agi.pid" \
     "$VENV/bin/python" "$PROBE" tcp "$AGI_PORT"
   log "FastAGI server up on 127.0.0.1:$AGI_PORT, rules $AGI_RULES, test clock on (log: $d/agi.log)"
@@ -259,7 +272,7 @@ dialer_start() {
   fi
   pid_alive "$d/dialer.pid" dialguard || "$VENV/bin/python" "$PROBE" free tcp "$DIALER_METRICS_PORT" ||
     die "campaign dialer: metrics port $DIALER_METRICS_PORT busy. Another stack or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_DIALER_METRICS_PORT (docs/PORTS.md)"
-  start_service dialer "${DIALER_ENV[@]}" -- "$VENV/bin/dialguard" dialer run
+  start_service dialer "${DIALER_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url dialer)" -- "$VENV/bin/dialguard" dialer run
   wait_for "campaign dialer ($url)" "$d/dialer.log" 30 "$d/dialer.pid" "$VENV/bin/python" "$PROBE" http "$url"
   log "campaign dialer up: Stasis app $DIALER_APP, metrics http://127.0.0.1:$DIALER_METRICS_PORT/metrics (log: $d/dialer.log)"
 }

@@ -14,7 +14,21 @@ if [[ -f $STACK_DIR/env ]] && { pid_alive "$STACK_DIR/redis/redis.pid" redis-ser
 fi
 [[ -x $VENV/bin/python ]] || die ".venv missing: run 'make setup' first"
 PY=$VENV/bin/python
+# Everything the stack writes (Redis data and AOF, logs, spool, secrets) is for
+# its owner only; .stack itself stays traversable for the postgres OS user.
+umask 077
 mkdir -p "$STACK_DIR"
+chmod 0711 "$STACK_DIR"
+
+# --- secrets: generated once per checkout, never built in ------------------------
+# .stack/secrets/: secrets.env (hash secret, data key), redis-<role>.env (one
+# Redis ACL user per role) and redis-users.acl (Redis' aclfile). `make clean`
+# removes them with the data they protect.
+ensure_secrets() {
+  # Key pattern dg*: the dev stack's services use prefix dg, the tests dg<something>:.
+  "$VENV/bin/dialguard" init --dir "$SECRETS_DIR" --prefix 'dg*' >"$STACK_DIR/init.log" 2>&1 ||
+    fail_part "secrets" "$STACK_DIR/init.log" "dialguard init failed"
+}
 
 need_free() { # PART PROTO PORT...
   local part=$1; shift
@@ -22,13 +36,18 @@ need_free() { # PART PROTO PORT...
 }
 
 # --- Redis (AOF, fsync every second) -----------------------------------------
-redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
+# Data nodes answer the admin ACL user only (no password-less user); Sentinels anyone on loopback.
+redis_ping() { [[ $(redis-cli -u "$(role_url admin | sed "s/:$REDIS_PORT\//:$1\//")" --no-auth-warning ping 2>/dev/null) == PONG ]]; }
+sentinel_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
 
-# The data nodes' credentials (user and password of DIALGUARD_REDIS_URL, if any):
-# a replica authenticates to its primary, a Sentinel to both, with them.
+# The data nodes' credentials for replication and Sentinel: Redis' own superuser
+# (the default user behind its generated password, .stack/secrets/redis-default.env);
+# the dialguard roles may not replicate or reconfigure.
 redis_url_auth() {
-  "$PY" -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1])
-print(u.unquote(p.username or "")); print(u.unquote(p.password or ""))' "$REDIS_URL"
+  local DIALGUARD_REDIS_USER DIALGUARD_REDIS_PASSWORD
+  # shellcheck disable=SC1091
+  source "$SECRETS_DIR/redis-default.env"
+  printf '%s\n%s\n' "$DIALGUARD_REDIS_USER" "$DIALGUARD_REDIS_PASSWORD"
 }
 
 # The primary the Sentinels name now ("host port"), empty if none answers.
@@ -47,10 +66,17 @@ sentinel_primary() {
 start_redis_node() {
   local d=$STACK_DIR/$1 port=$2
   local pidf=$d/redis.pid logf=$d/redis.log primary=
+  if pid_alive "$pidf" redis-server && ! cmp -s "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"; then
+    # Users changed (or a Redis from before the ACL users): restart it (the AOF keeps the data).
+    log "Redis ACL users changed: restarting Redis on port $port"
+    stop_pid "$pidf" redis-server 20
+  fi
   if ! pid_alive "$pidf" redis-server; then
     command -v redis-server >/dev/null || die "redis-server missing: run 'make setup'"
     need_free Redis tcp "$port"
     mkdir -p "$d/data"
+    chmod 0700 "$d" "$d/data"
+    # No default user: one ACL user per role (dialguard/redis_acl.py, .stack/secrets/redis-users.acl).
     cat >"$d/redis.conf" <<CONF
 bind 127.0.0.1
 port $port
@@ -62,6 +88,7 @@ dir $d/data
 appendonly yes
 appendfsync everysec
 save ""
+aclfile $SECRETS_DIR/redis-users.acl
 CONF
     if [[ $REDIS_HA == 1 ]]; then
       primary=$(sentinel_primary)
@@ -72,6 +99,7 @@ CONF
       [[ -z ${auth[1]} ]] || echo "masterauth ${auth[1]}" >>"$d/redis.conf"
     fi
     redis-server "$d/redis.conf" 8>&- || fail_part Redis "$logf" "redis-server failed to start"
+    cp "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"
   fi
   wait_for "Redis (127.0.0.1:$port)" "$logf" 20 "$pidf" redis_ping "$port"
   log "Redis up on 127.0.0.1:$port${primary:+ (replica of ${primary/ /:})} (log: $logf)"
@@ -106,7 +134,7 @@ CONF
     # redis-sentinel is redis-server in Sentinel mode (Debian's redis-sentinel package).
     redis-server "$d/sentinel.conf" --sentinel 8>&- || fail_part Sentinel "$logf" "redis-server --sentinel failed"
   fi
-  wait_for "Sentinel (127.0.0.1:$port)" "$logf" 20 "$pidf" redis_ping "$port"
+  wait_for "Sentinel (127.0.0.1:$port)" "$logf" 20 "$pidf" sentinel_ping "$port"
 }
 
 # Every Sentinel knows the replica and the two other Sentinels: a failover can happen.
@@ -161,12 +189,17 @@ start_pg() {
   wait_for "PostgreSQL (127.0.0.1:$PG_PORT)" "$logf" 30 "$data/postmaster.pid" \
     "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
   local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+  # The services' login `dialguard` owns nothing: not the database (whose owner
+  # owns schema public and may drop any table in it), not a table (dialguard_admin,
+  # via `dialguard db migrate`, owns them); it is a member of dialguard_writer only.
   if [[ $("${psql[@]}" -d postgres -c "select 1 from pg_roles where rolname = 'dialguard'") != 1 ]]; then
-    "${psql[@]}" -d postgres -c "create role dialguard login createdb" >/dev/null
+    "${psql[@]}" -d postgres -c "create role dialguard login" >/dev/null
   fi
+  "${psql[@]}" -d postgres -c "alter role dialguard nocreatedb nocreaterole nosuperuser" >/dev/null
   if [[ $("${psql[@]}" -d postgres -c "select 1 from pg_database where datname = 'dialguard'") != 1 ]]; then
-    "${psql[@]}" -d postgres -c "create database dialguard owner dialguard" >/dev/null
+    "${psql[@]}" -d postgres -c "create database dialguard owner postgres" >/dev/null
   fi
+  "${psql[@]}" -d postgres -c "alter database dialguard owner to postgres" >/dev/null
   log "PostgreSQL up on 127.0.0.1:$PG_PORT, database dialguard (log: $logf)"
 }
 
@@ -267,6 +300,8 @@ write_env() {
       echo "export DIALGUARD_SENTINEL_PORT=$(q "$SENTINEL_PORT")"
     fi
     echo "export DIALGUARD_SPOOL_DIR=$(q "$SPOOL_DIR")"
+    echo "export DIALGUARD_SECRETS_FILE=$(q "$SECRETS_DIR/secrets.env")"
+    echo "export DIALGUARD_SECRETS_DIR=$(q "$SECRETS_DIR")"
     echo "export DIALGUARD_TEST_REGISTRY=$(q "$STACK_DIR/test-clusters")"
     echo "export DIALGUARD_ARI_URL=$(q "http://127.0.0.1:$ARI_PORT")"
     echo "export DIALGUARD_STACK_DIR=$(q "$STACK_DIR")"
@@ -289,13 +324,14 @@ start_services() {
   # admin, writer and reader roles); idempotent, refuses a changed applied file.
   mkdir -p "$d"
   if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" db --help >/dev/null 2>&1; then
-    DIALGUARD_PG_DSN=$PG_DSN DIALGUARD_PG_ADMIN_DSN=$PG_ADMIN_DSN "$VENV/bin/dialguard" db migrate \
+    DIALGUARD_PG_DSN=$PG_DSN DIALGUARD_PG_ADMIN_DSN=$PG_ADMIN_DSN DIALGUARD_SECRETS_FILE=$SECRETS_DIR/secrets.env \
+      "$VENV/bin/dialguard" db migrate \
       >"$d/migrate.log" 2>&1 || fail_part "schema migration" "$d/migrate.log" "dialguard db migrate failed"
     log "database schema up to date (log: $d/migrate.log)"
   fi
   # HOOK (audit): ships decisions and outcomes from Redis to PostgreSQL.
   if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" audit-ship --help >/dev/null 2>&1; then
-    start_service audit-ship -- "$VENV/bin/dialguard" audit-ship
+    start_service audit-ship "DIALGUARD_REDIS_URL=$(role_url shipper)" -- "$VENV/bin/dialguard" audit-ship
     sleep 1
     pid_alive "$d/audit-ship.pid" dialguard || fail_part "audit shipper" "$d/audit-ship.log" "the process exited"
     log "audit shipper running (log: $d/audit-ship.log)"
@@ -307,6 +343,8 @@ start_services() {
 }
 
 start=$SECONDS
+ensure_secrets
+REDIS_URL=$(role_url admin)  # the operator's (and the tests') user; services get their own
 start_redis
 start_pg
 write_env

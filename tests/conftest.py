@@ -28,6 +28,78 @@ from sipp import load_stack_env  # noqa: E402  (tests/e2e/sipp.py, stdlib only)
 load_stack_env()
 
 
+def _session_secrets() -> None:
+    """Tests run with a hash secret and data key from outside the code: the
+    stack's generated ones (.stack/secrets/secrets.env, named by .stack/env),
+    else fresh ones for this session. There are no built-in defaults."""
+    import secrets
+
+    from dialguard.config import secrets_file
+
+    if os.environ.get("DIALGUARD_HASH_SECRET") or secrets_file():
+        return
+    os.environ["DIALGUARD_HASH_SECRET"] = secrets.token_hex(32)
+    os.environ["DIALGUARD_DATA_KEY"] = base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+_session_secrets()
+
+
+def pytest_configure(config):
+    """Record every number the session hands to the system (tests/e2e/used_numbers.py).
+    Patched before collection, so the test modules import the recording versions."""
+    import functools
+    import inspect
+
+    import guard
+    import sipp
+    from used_numbers import record
+
+    from dialguard.campaigns.store import Store
+    from dialguard.engine import Engine
+
+    def recording(fn, pick):
+        """fn, recording pick(args, kwargs) and (for a list result) what it returns."""
+        if getattr(fn, "_records", False):
+            return fn
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def wrapper(*a, **kw):
+                record(*pick(a, kw))
+                return await fn(*a, **kw)
+        else:
+            @functools.wraps(fn)
+            def wrapper(*a, **kw):
+                record(*pick(a, kw))
+                out = fn(*a, **kw)
+                record(*(out if isinstance(out, list) else ()))
+                return out
+        wrapper._records = True
+        return wrapper
+
+    def arg(i, name):
+        return lambda a, kw: a[i] if len(a) > i else kw.get(name)
+
+    leads, req = arg(2, "leads"), arg(1, "req")
+    write = sipp.write_injection
+    if not getattr(write, "_records", False):
+        @functools.wraps(write)
+        def write_injection(path, rows, *a, **kw):
+            rows = [list(r) for r in rows]  # an iterator is read once: here, then written
+            record(*[f for r in rows for f in r])
+            return write(path, rows, *a, **kw)
+
+        write_injection._records = True
+        sipp.write_injection = write_injection
+    guard.numbers = recording(guard.numbers, lambda a, kw: ())
+    guard.caller_ids = recording(guard.caller_ids, lambda a, kw: ())
+    Store.add_leads = recording(Store.add_leads, lambda a, kw: [x.number for x in leads(a, kw)])
+    Engine.decide = recording(Engine.decide, lambda a, kw: [req(a, kw).number, req(a, kw).caller_id])
+    for name in ("opt_out", "dnc_add", "approve_caller_id"):
+        setattr(Engine, name, recording(getattr(Engine, name), lambda a, kw: [a[1] if len(a) > 1
+                                                                        else kw.get("number") or kw.get("e164")]))
+
+
 def _port(name: str, default: int) -> int:
     return int(os.environ.get(f"DIALGUARD_{name}_PORT", default))
 

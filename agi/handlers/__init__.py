@@ -12,6 +12,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from dialguard.masking import mask_number  # noqa: F401  (handlers log numbers masked)
+
 from ..protocol import ScriptRequest
 from ..session import AGISession
 
@@ -114,9 +116,3 @@ class Context:
             return await getattr(engine, fn_name)(*args, **kwargs)
 
 
-def mask_number(number: str | None) -> str | None:
-    """Numbers in logs: last four digits only (SPEC §7 keeps them out of storage)."""
-    if not number:
-        return number
-    digits = [c for c in number if c.isdigit()]
-    return "*" * max(0, len(digits) - 4) + "".join(digits[-4:])

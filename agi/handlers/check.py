@@ -20,6 +20,7 @@ import logging
 from pydantic import ValidationError
 
 from dialguard.models import DecisionRequest, sort_reasons
+from dialguard.masking import mask_digits
 
 from .. import protocol as p
 from ..protocol import format_utc
@@ -119,7 +120,7 @@ async def handle(ctx: Context) -> None:
         bad = str(exc).split(",")
         reasons = sort_reasons(_FIELD_REASON.get(f, "guard_unavailable") for f in bad)
         ctx.fields.update(reasons=reasons, error=f"bad request: {exc}")
-        log.warning("check: unusable arguments (%s) from %s", exc, ctx.env.get("agi_channel"))
+        log.warning("check: unusable arguments (%s) from %s", exc, mask_digits(ctx.env.get("agi_channel")))
         await _deny(ctx, reasons)
         return
     ctx.fields.update(number=mask_number(req.number), campaign=req.campaign, agent=req.agent,

@@ -235,6 +235,7 @@ def migrate(conn: psycopg.Connection, directory: Path, *, writers: Iterable[str]
                 conn.rollback()
             conn.execute("select pg_advisory_unlock(%s)", (LOCK_ID,))
             conn.commit()
+    seal_plaintext_leads(conn, say)
     for group, logins in ((WRITER_ROLE, writers), (READER_ROLE, readers)):
         for login in logins:
             if grant_member(conn, group, login):
@@ -248,3 +249,58 @@ def _applied_or_none(conn: psycopg.Connection) -> list[Applied]:
             return read_applied(conn)
     except psycopg.errors.InsufficientPrivilege:
         return []  # not readable by this login: bootstrap will tell whether it may migrate
+
+
+def seal_plaintext_leads(conn: psycopg.Connection, say: Callable[[str], None] = lambda s: None) -> int:
+    """Leads written before sql/090 still hold their number in clear: hash and
+    seal them (keys from the environment or secrets file: SQL has none), clear
+    `number`, validate the constraint that keeps it clear, and rewrite the
+    table (VACUUM FULL) so no dead row version keeps the plaintext. Returns how
+    many rows were sealed; nothing to do costs one query."""
+    with conn.transaction():
+        has = _one(conn, "select count(*) from information_schema.columns where table_name = 'dialer_leads' "
+                         "and column_name = 'number_enc'")
+        if not has:
+            return 0
+        n = _one(conn, "select (select count(*) from dialer_leads where number is not null)"
+                       " + (select count(*) from dialer_calls where caller_id is not null)")
+        validated = _one(conn, "select bool_and(convalidated) from pg_constraint"
+                               " where conname in ('dialer_leads_sealed', 'dialer_calls_sealed')")
+    if not n and validated:
+        return 0
+    from dialguard.campaigns.store import lead_number_hash
+    from dialguard.config import Settings, require_secrets
+    from dialguard.crypto import Sealer
+
+    if n:
+        try:
+            require_secrets(f"sealing {n} plaintext dialer leads")
+        except ValueError as exc:
+            raise MigrationError(str(exc)) from None
+    secret, sealer = (Settings().hash_secret, Sealer()) if n else (b"", None)
+    with conn.transaction():
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(ADMIN_ROLE)))
+        rows = conn.execute("select id, number from dialer_leads where number is not null for update").fetchall()
+        calls = conn.execute("select channel_id, caller_id from dialer_calls where caller_id is not null"
+                             " for update").fetchall()
+        with conn.cursor() as cur:
+            cur.executemany("update dialer_leads set number_hash = %s, number_enc = %s, number = null where id = %s",
+                            [(lead_number_hash(secret, num), sealer.seal(num), i) for i, num in rows])
+            cur.executemany("update dialer_calls set caller_id_enc = %s, caller_id = null where channel_id = %s",
+                            [(sealer.seal(cid), ch) for ch, cid in calls])
+        conn.execute("alter table dialer_leads validate constraint dialer_leads_sealed")
+        conn.execute("alter table dialer_calls validate constraint dialer_calls_sealed")
+    if rows or calls:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(ADMIN_ROLE)))
+        autocommit = conn.autocommit
+        conn.commit()
+        conn.autocommit = True
+        try:
+            conn.execute("vacuum full dialer_leads")
+            conn.execute("vacuum full dialer_calls")
+        finally:
+            conn.autocommit = autocommit
+            conn.execute("reset role")
+        say(f"sealed {len(rows)} dialer leads (number_hash + number_enc) and {len(calls)} calls' caller IDs; "
+            "tables rewritten")
+    return len(rows) + len(calls)

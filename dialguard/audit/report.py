@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from dialguard.models import REASON_ORDER
+from dialguard.numbers import mask_number  # noqa: F401  (the one masking, for reports and logs)
 
 GROUPS = {"campaign": "campaign", "agent": "agent", "caller_id": "caller_id_hash", "reason": None}
 ANSWERED = ("conversation", "answered", "abandoned")
@@ -259,12 +260,6 @@ class ShadowReport:
     def as_dicts(self) -> list[dict]:
         return [dict(zip(self.columns, r)) for r in self.rows]
 
-
-def mask_number(e164: str) -> str:
-    """+8613800000001 -> +86138******01: enough to recognise, not to dial."""
-    if len(e164) <= 7:
-        return "*" * len(e164)
-    return e164[:6] + "*" * (len(e164) - 8) + e164[-2:]
 
 
 def build_shadow(conn: psycopg.Connection, start: datetime, end: datetime, tz: str,

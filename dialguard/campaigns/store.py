@@ -72,16 +72,36 @@ TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pc
            "retry_after_s", "ring_timeout_s", "optout_key", "dialer")
 
 
+def lead_number_hash(secret: bytes, e164: str) -> str:
+    """A lead's number_hash: the audit's and the Redis keys' (Keys.number_tag)."""
+    from dialguard.keys import Keys
+
+    return Keys("", secret).number_tag(e164)
+
+
 class Store:
-    def __init__(self, pool: AsyncConnectionPool):
+    """Leads keep no plaintext number (sql/090): number_hash dedups, number_enc
+    is sealed; every row read back carries `number` opened again for the dialer."""
+
+    def __init__(self, pool: AsyncConnectionPool, secret: bytes | None = None, sealer=None):
+        from dialguard.config import Settings
+        from dialguard.crypto import Sealer
+
         self.pool = pool
+        self.secret = secret if secret is not None else Settings().hash_secret
+        self.sealer = sealer if sealer is not None else Sealer()
+        lead_number_hash(self.secret, "")  # no hash secret: refuse now, not at the first import
 
     @classmethod
     async def open(cls, dsn: str, max_size: int = 8) -> "Store":
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, open=False,
                                    kwargs={"autocommit": True, "row_factory": dict_row})
         await pool.open(wait=True, timeout=10)
-        store = cls(pool)
+        try:
+            store = cls(pool)
+        except ValueError:
+            await pool.close()
+            raise
         await store.check_schema()
         return store
 
@@ -92,21 +112,42 @@ class Store:
         async with self.pool.connection() as c:
             r = await (await c.execute(
                 "select to_regclass('dialer_calls') as t, exists (select 1 from information_schema.columns"
-                " where table_name = 'dialer_calls' and column_name = 'hangup_deadline') as d")).fetchone()
+                " where table_name = 'dialer_calls' and column_name = 'hangup_deadline') as d,"
+                " exists (select 1 from information_schema.columns"
+                " where table_name = 'dialer_leads' and column_name = 'number_enc') as s")).fetchone()
         if r["t"] is None:
             raise SchemaMissing("the dialer tables are missing: run `dialguard db migrate` "
                                 "(sql/050_dialer_campaigns.sql)")
         if not r["d"]:
             raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
                                 "(sql/060_dialer_deadlines.sql)")
+        if not r["s"]:
+            raise SchemaMissing("the dialer's leads still hold plaintext numbers: run `dialguard db migrate` "
+                                "(sql/090_dialer_leads_sealed.sql seals them)")
+
+    def _opened(self, row: dict | None) -> dict | None:
+        if row is not None:
+            if row.get("number_enc"):
+                row["number"] = self.sealer.open(row["number_enc"])
+            if "caller_id_enc" in row:
+                enc = row["caller_id_enc"]
+                row["caller_id"] = self.sealer.open(enc) if enc else None
+        return row
+
+    def _sealed(self, fields: dict) -> dict:
+        """A call's caller ID goes to caller_id_enc, sealed (sql/090)."""
+        if "caller_id" in fields:
+            cid = fields.pop("caller_id")
+            fields["caller_id_enc"] = self.sealer.seal(cid) if cid else None
+        return fields
 
     async def _one(self, sql: str, args: Any = ()) -> dict | None:
         async with self.pool.connection() as c:
-            return await (await c.execute(sql, args)).fetchone()
+            return self._opened(await (await c.execute(sql, args)).fetchone())
 
     async def _all(self, sql: str, args: Any = ()) -> list[dict]:
         async with self.pool.connection() as c:
-            return await (await c.execute(sql, args)).fetchall()
+            return [self._opened(r) for r in await (await c.execute(sql, args)).fetchall()]
 
     # -- campaigns -------------------------------------------------------------------
     async def create_campaign(self, name: str, **tun) -> Campaign:
@@ -158,19 +199,23 @@ class Store:
             raise CampaignError(f"campaign {campaign!r} does not exist (dialguard campaign create)")
         now = now or datetime.now(UTC)
         added: set[tuple[str, str]] = set()
+        hashes = {x.number: lead_number_hash(self.secret, x.number) for x in leads}
         async with self.pool.connection() as c:
             async with c.transaction():
                 for i in range(0, len(leads), 1000):
                     chunk = leads[i:i + 1000]
                     cur = await c.execute(
-                        "insert into dialer_leads (campaign, number, subject, name, source_line, next_eligible_at)"
-                        " select %s, t.number, t.subject, t.name, t.line, %s::timestamptz"
-                        " from unnest(%s::text[], %s::text[], %s::text[], %s::int[]) as t(number, subject, name, line)"
-                        " on conflict (campaign, number, subject) do nothing returning number, subject",
-                        (campaign, now, [x.number for x in chunk], [x.subject for x in chunk],
+                        "insert into dialer_leads (campaign, number_hash, number_enc, subject, name, source_line,"
+                        " next_eligible_at)"
+                        " select %s, t.h, t.enc, t.subject, t.name, t.line, %s::timestamptz"
+                        " from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[])"
+                        " as t(h, enc, subject, name, line)"
+                        " on conflict (campaign, number_hash, subject) do nothing returning number_hash, subject",
+                        (campaign, now, [hashes[x.number] for x in chunk],
+                         [self.sealer.seal(x.number) for x in chunk], [x.subject for x in chunk],
                          [x.name for x in chunk], [x.line for x in chunk]))
-                    added.update((r["number"], r["subject"]) for r in await cur.fetchall())
-        existing = [x for x in leads if (x.number, x.subject) not in added]
+                    added.update((r["number_hash"], r["subject"]) for r in await cur.fetchall())
+        existing = [x for x in leads if (hashes[x.number], x.subject) not in added]
         return len(added), existing
 
     async def lead(self, lead_id: int) -> dict | None:
@@ -227,6 +272,7 @@ class Store:
                         " returning channel_id", (channel_id, lead_id, campaign, agent))
 
     async def update_call(self, channel_id: str, **fields) -> None:
+        fields = self._sealed(fields)
         sets = ", ".join(f"{k} = %s" for k in fields)
         await self._one(f"update dialer_calls set {sets} where channel_id = %s returning channel_id",
                         (*fields.values(), channel_id))
@@ -234,6 +280,7 @@ class Store:
     async def end_call(self, channel_id: str, **fields) -> bool:
         """Record a call's end once: False when it was already ended (by an earlier
         dialer, or a second path here), so its outcome is reported only once."""
+        fields = self._sealed(fields)
         sets = ", ".join(f"{k} = %s" for k in fields)
         r = await self._one(f"update dialer_calls set state = 'ended', {sets} where channel_id = %s"
                             " and state <> 'ended' returning channel_id", (*fields.values(), channel_id))
@@ -247,7 +294,7 @@ class Store:
         return await self._one("select * from dialer_calls where channel_id = %s", (channel_id,))
 
     async def live_calls(self, campaigns: list[str]) -> list[dict]:
-        return await self._all("select c.*, l.number, l.subject from dialer_calls c join dialer_leads l"
+        return await self._all("select c.*, l.number_enc, l.subject from dialer_calls c join dialer_leads l"
                                " on l.id = c.lead_id where c.state <> 'ended' and c.campaign = any(%s)",
                                (list(campaigns),))
 

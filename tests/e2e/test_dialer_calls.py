@@ -90,7 +90,7 @@ class Rig:
 
     async def calls(self, campaign: str) -> list[dict]:
         return await self.store._all(
-            "select c.*, l.number from dialer_calls c join dialer_leads l on l.id = c.lead_id"
+            "select c.*, l.number_enc from dialer_calls c join dialer_leads l on l.id = c.lead_id"
             " where c.campaign = %s order by c.created_at", (campaign,))
 
     async def settle(self, campaign: str, timeout: float = 40) -> dict[str, dict]:

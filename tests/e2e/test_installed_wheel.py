@@ -122,7 +122,10 @@ async def test_installed_server_answers_the_pbx(installed: Path, stack, guard, a
     port = free_port()
     log = tmp_path / "agi.log"
     env = clean_env() | stack_server_settings(stack)
-    assert env.get("DIALGUARD_TEST_CLOCK") == "1" and env.get("DIALGUARD_REDIS_URL") == stack.redis_url
+    # The same Redis, as the stack's server connects to it (its own ACL user, the guard role).
+    assert env.get("DIALGUARD_TEST_CLOCK") == "1"
+    assert env["DIALGUARD_REDIS_URL"].rsplit("@", 1)[-1] == stack.redis_url.rsplit("@", 1)[-1]
+    assert env["DIALGUARD_REDIS_URL"].startswith("redis://dialguard-guard:")
     with open(log, "wb") as out:
         server = subprocess.Popen([str(installed / "dialguard-agi-server"), "--port", str(port), "--metrics-port", "0"],
                                   cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -189,3 +189,50 @@ def test_cli_migrate_and_status(cluster, db):
                        timeout=120, env={**os.environ, "DIALGUARD_PG_ADMIN_DSN": "",
                                          "DIALGUARD_PG_DSN": cluster.dsn(other, SERVICE)})
     assert r.returncode == 2 and "DIALGUARD_PG_ADMIN_DSN" in r.stderr + r.stdout
+
+
+def test_090_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
+    """Leads written before 090 hold plaintext numbers: migrating seals them
+    (hash + sealed number, number NULL, table rewritten), and the unique key is
+    the hash from then on."""
+    from dialguard.campaigns.store import lead_number_hash
+    from dialguard.config import Settings
+    from dialguard.crypto import Sealer
+
+    old = tmp_path / "sql"
+    old.mkdir()
+    for f in sql_dir().glob("*.sql"):
+        if int(f.name.split("_")[0]) < 90:
+            shutil.copy(f, old / f.name)
+    migrate_as_admin(cluster, db, old)
+    nums = ["+8613800138000", "+8613800138001"]
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
+        c.execute("insert into dialer_campaigns (name) values ('c1')")
+        for n in nums:
+            c.execute("insert into dialer_leads (campaign, number, subject) values ('c1', %s, 's')", (n,))
+        c.execute("insert into dialer_calls (channel_id, lead_id, campaign, caller_id) select 'ch1', min(id), 'c1',"
+                  " '+861050000001' from dialer_leads")
+    said = []
+    migrate_as_admin(cluster, db, say=said.append)
+    assert any("sealed 2 dialer leads" in s and "1 calls' caller IDs" in s for s in said), said
+    secret, sealer = Settings().hash_secret, Sealer()
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
+        rows = c.execute("select number, number_hash, number_enc from dialer_leads order by id").fetchall()
+        assert [r[0] for r in rows] == [None, None]
+        assert [sealer.open(r[2]) for r in rows] == nums
+        assert [r[1] for r in rows] == [lead_number_hash(secret, n) for n in nums]
+        assert c.execute("select bool_and(convalidated) from pg_constraint"
+                         " where conname in ('dialer_leads_sealed', 'dialer_calls_sealed')").fetchone()[0]
+        cid, enc = c.execute("select caller_id, caller_id_enc from dialer_calls").fetchone()
+        assert cid is None and sealer.open(enc) == "+861050000001"
+        # plaintext can no longer be written; the same number twice is refused by its hash
+        with pytest.raises(psycopg.errors.CheckViolation):
+            c.execute("insert into dialer_leads (campaign, number, number_hash, number_enc, subject) "
+                      "values ('c1', '+8613800138009', 'h', 'e', 's')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("insert into dialer_leads (campaign, number_hash, number_enc, subject) values ('c1', %s, %s, 's')",
+                      (rows[0][1], sealer.seal(nums[0])))
+    # a second run has nothing to do
+    said.clear()
+    migrate_as_admin(cluster, db, say=said.append)
+    assert not any("sealed" in s for s in said)

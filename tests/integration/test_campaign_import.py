@@ -28,9 +28,22 @@ def cli(*args, env=None):
 
 
 def leads(dsn, campaign):
+    """The campaign's leads with their numbers opened: at rest there is only the
+    keyed hash and the sealed number (sql/090), never the plaintext."""
+    from dialguard.campaigns.store import lead_number_hash
+    from dialguard.config import Settings
+    from dialguard.crypto import Sealer
+
+    sealer, secret = Sealer(), Settings().hash_secret
     with psycopg.connect(dsn) as c:
-        return c.execute("select number, subject, name, state, attempts, source_line from dialer_leads"
-                         " where campaign = %s order by source_line", (campaign,)).fetchall()
+        rows = c.execute("select number, number_hash, number_enc, subject, name, state, attempts, source_line"
+                         " from dialer_leads where campaign = %s order by source_line", (campaign,)).fetchall()
+    out = []
+    for plain, h, enc, *rest in rows:
+        number = sealer.open(enc)
+        assert plain is None and h == lead_number_hash(secret, number) and number not in enc
+        out.append((number, *rest))
+    return out
 
 
 def test_csv_import_normalizes_dedupes_and_reports(schema, tmp_path):

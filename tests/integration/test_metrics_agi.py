@@ -87,7 +87,8 @@ def own_redis():
 
 def start_server(redis_url: str, prefix: str, tmp_path: Path, workers: int = 1):
     agi_port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALGUARD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIALGUARD_")
+           or k in ("DIALGUARD_SECRETS_FILE", "DIALGUARD_HASH_SECRET", "DIALGUARD_DATA_KEY")}  # keys from outside
     env.update(DIALGUARD_REDIS_URL=redis_url, DIALGUARD_KEY_PREFIX=prefix, DIALGUARD_TEST_CLOCK="1",
                DIALGUARD_RULES="cn-default", DIALGUARD_CONFIG=str(tmp_path / "absent.yaml"),
                DIALGUARD_SPOOL_DIR=str(tmp_path / "spool"), PYTHONPATH=str(ROOT))

@@ -18,7 +18,7 @@ def b64(key: bytes) -> str:
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
-    for var in ("DIALGUARD_DATA_KEY", "DIALGUARD_DATA_KEY_OLD", "DIALGUARD_HASH_SECRET"):
+    for var in ("DIALGUARD_DATA_KEY", "DIALGUARD_DATA_KEY_OLD", "DIALGUARD_HASH_SECRET", "DIALGUARD_SECRETS_FILE"):
         monkeypatch.delenv(var, raising=False)
     empty = tmp_path / "empty.yaml"
     empty.write_text("{}\n")
@@ -69,6 +69,7 @@ def test_without_the_old_key_old_tokens_do_not_open(monkeypatch):
     ("DIALGUARD_DATA_KEY_OLD", f"{b64(os.urandom(32))},{b64(os.urandom(31))}", "DIALGUARD_DATA_KEY_OLD"),
 ])
 def test_bad_keys_are_a_clear_error(monkeypatch, var, value, msg):
+    monkeypatch.setenv("DIALGUARD_DATA_KEY", b64(os.urandom(32)))
     monkeypatch.setenv(var, value)
     with pytest.raises(ValueError, match=msg):
         Sealer()
@@ -83,8 +84,11 @@ def test_keys_from_the_config_file(monkeypatch, tmp_path):
     assert data_key() == k and old_data_keys() == [old]
 
 
-def test_dev_key_derives_from_the_hash_secret(monkeypatch):
-    monkeypatch.setenv("DIALGUARD_HASH_SECRET", "s1")
-    k1 = data_key()
-    monkeypatch.setenv("DIALGUARD_HASH_SECRET", "s2")
-    assert data_key() != k1 and len(k1) == 32
+def test_no_key_no_sealing_nothing_derived(monkeypatch):
+    """No built-in key: without DIALGUARD_DATA_KEY nothing is sealed or opened,
+    whatever the hash secret (the old dev default derived one from it)."""
+    monkeypatch.setenv("DIALGUARD_HASH_SECRET", "dev-only-insecure-secret")
+    with pytest.raises(ValueError, match="DIALGUARD_DATA_KEY is not set.*dialguard init"):
+        data_key()
+    with pytest.raises(ValueError, match="DIALGUARD_DATA_KEY is not set"):
+        Sealer()

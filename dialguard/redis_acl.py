@@ -1,0 +1,85 @@
+"""Redis ACL users, one per role (docs/OPERATIONS.md, "Redis users").
+
+Each dialguard component connects as its own user, allowed only the commands
+it sends and only the keys under the installation's prefix (DIALGUARD_KEY_PREFIX):
+
+    guard    FastAGI server: its Lua scripts (decide, outcome, event) and the reads around them
+    dialer   the campaign dialer: the guard's commands plus its agent leases
+    shipper  audit-ship: the audit stream (consumer group reads, XACK, XAUTOCLAIM, trimming)
+    admin    the `dialguard` CLI: rules, DNC imports, counters rebuild; still no server administration
+
+Redis has no per-script permission: a user that may run EVALSHA may load a
+script of its own, and every command a script calls is checked against the
+user's ACL (Redis 7). So the guard is also allowed the write commands its
+scripts use, on its prefix only. What no role gets: FLUSHALL/FLUSHDB, CONFIG,
+KEYS, DEBUG, ACL, SHUTDOWN, MONITOR, REPLICAOF, MODULE (the @dangerous
+category), and any key outside the prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+ROLES = ("guard", "dialer", "shipper", "admin")
+
+# Every connection: handshake (redis-py sends HELLO/CLIENT SETINFO), PING, TIME.
+_BASE = "+ping +time +hello +auth +select +client|setname +client|id +client|getname"
+
+# What the scripts the guard runs call (decide.lua, outcome.lua, event.lua), and the reads around them.
+_GUARD = ("+evalsha +eval +script|load +script|exists "
+          "+get +mget +exists +pttl +hget +hmget +hgetall +hvals +hkeys +hexists +hlen "
+          "+sismember +smembers +scard +zrange +zrangebyscore +zcount +zscore +zcard +zmscore +lrange +llen "
+          "+xlen +xinfo|groups +xinfo|stream "
+          "+del +unlink +set +hset +hdel +hincrby +pexpire +sadd +srem +zadd +zrem +zremrangebyscore +xadd "
+          "+lpush +ltrim")  # outcome.lua: the caller-ID health window
+
+_SHIPPER = ("+get +hget +hgetall +exists "
+            "+xreadgroup +xread +xack +xautoclaim +xclaim +xpending +xrange +xrevrange +xlen +xdel +xtrim "
+            "+xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xgroup|setid "
+            "+xinfo|groups +xinfo|stream +xinfo|consumers +multi +exec +discard")  # XACK+XDEL in one MULTI
+
+# Agent leases (ari_app/agents.py) on top of the guard's set.
+_DIALER = _GUARD + " +hsetnx +pexpireat +expire +watch +unwatch +multi +exec +discard"
+
+# The operator's tools: everything on the prefix but the server's own administration.
+_ADMIN = "+@all -@dangerous +info +scan +script|flush +client|list +client|kill +acl|log +acl|whoami"
+
+_CMDS = {"guard": _GUARD, "dialer": _DIALER, "shipper": _SHIPPER, "admin": _ADMIN}
+
+
+def username(role: str) -> str:
+    return f"dialguard-{role}"
+
+
+def key_pattern(prefix: str) -> str:
+    """The keys of an installation: `<prefix>:*` (a pattern ending in * is taken as is)."""
+    return prefix if prefix.endswith("*") else f"{prefix}:*"
+
+
+def acl_rules(role: str, prefix: str) -> str:
+    """The rules of one role (everything after `ACL SETUSER <name>` but the password)."""
+    if role not in _CMDS:
+        raise ValueError(f"unknown Redis role {role!r} (one of {', '.join(ROLES)})")
+    keys = f"~{key_pattern(prefix)}"
+    if role == "admin" and not key_pattern(prefix).startswith("dg*"):
+        keys += " ~dgsim:*"  # `dialguard simulate`'s throw-away namespaces (dialguard/simulate.py)
+    return f"on resetkeys resetchannels {keys} -@all {_BASE} {_CMDS[role]}"
+
+
+def setuser_line(role: str, prefix: str, password: str) -> str:
+    """`ACL SETUSER` for redis-cli; the password goes in as its SHA-256 (#...), never in clear."""
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    return f"ACL SETUSER {username(role)} reset {acl_rules(role, prefix)} #{digest}"
+
+
+def acl_file(passwords: dict[str, str], prefix: str) -> str:
+    """A Redis `aclfile`: one user per role, and the default user (the server's
+    superuser) behind a generated password (passwords["default"]): no `nopass`.
+    Not `off`: Redis 7.0 replays the AOF as the default user, and refuses
+    the replayed commands of a disabled one."""
+    digest = hashlib.sha256(passwords["default"].encode()).hexdigest()
+    lines = [f"user default on resetkeys resetchannels ~* &* +@all #{digest}"]
+    for role in ROLES:
+        digest = hashlib.sha256(passwords[role].encode()).hexdigest()
+        lines.append(f"user {username(role)} {acl_rules(role, prefix)} #{digest}")
+    return "\n".join(lines) + "\n"
