@@ -1,4 +1,4 @@
-# dialguard: developer entry points. See README.md ("Quick start", "The dev stack").
+# dialguard: developer entry points. See README.md ("Quick start") and docs/DEVELOPING.md.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
