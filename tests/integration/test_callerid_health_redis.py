@@ -246,7 +246,8 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
 
     policy = rules_file(pack(
         "      - {id: run, metric: consecutive_rejections, threshold: 3, cool_down: 2h}\n"
-        "      - {id: pool, metric: answer_rate_vs_pool, threshold: 0.5, min_calls: 6, cool_down: 1h}\n",
+        "      - {id: pool, metric: answer_rate_vs_pool, threshold: 0.5, min_calls: 6, cool_down: 1h}\n"
+        "      - {id: complaints, metric: complaints_per_1000, threshold: 150, min_calls: 2, cool_down: 1h}\n",
         extra="  per_hour: 30\n"))
     rnd = random.Random(7)
     ops = []
@@ -256,12 +257,16 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
         t += timedelta(seconds=rnd.randint(5, 90))
         ops.append(("decide", t, i))
         ops.append(("outcome", t + timedelta(seconds=3), i, rnd.choices(outcomes, [4, 1, 3, 2, 1])[0]))
+        if rnd.random() < 0.25:  # complaints and opt-outs, attributed to the caller ID that called
+            ops.append((rnd.choice(["complaint", "opt_out"]), t + timedelta(seconds=4), i))
     ops.sort(key=lambda o: o[1])
 
     async def run(e, op):
         if op[0] == "decide":
             d = await e.decide(req(op[2]), now=op[1])
             return (d.decision, d.reasons, d.caller_id)
+        if op[0] in ("complaint", "opt_out"):
+            return await getattr(e, op[0])(f"1380013{op[2]:04d}", now=op[1])
         return await e.report_outcome(f"call-{op[2]}", op[3], now=op[1])
 
     engines = []
@@ -274,6 +279,11 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
     a, b = engines
     expected = [await run(a, op) for op in ops]
     cut = len(ops) * 2 // 3
+    admin = [json.loads(f[b"j"]) for _, f in await a.redis.xrange(a.keys.audit) if f[b"t"] == b"admin"]
+    by_event = [x for x in admin if x["action"] == "callerid_cooldown" and x.get("event")]
+    assert by_event and by_event[0]["triggered"][0]["metric"] == "complaints_per_1000"
+    cut_at = ops[cut - 1][1]
+    assert any(int(x["rules_at"]) <= ms(cut_at) for x in by_event), "no complaint cool-down before the data loss"
     got = [await run(b, op) for op in ops[:cut]]
     assert got == expected[:cut]
     assert await b.redis.zcard(b.keys.cid_cooldown) > 0, "no health cool-down before the data loss"
@@ -288,6 +298,7 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
             now = ops[cut - 1][1]
             before = _snapshot(r, b.keys.prefix, ms(now))
             assert any(k.endswith("}:o") for k in before) and any(":{g}:hp:" in k for k in before)
+            assert any(k.endswith("}:e") for k in before) and any(k.endswith("}:lc") for k in before)
             await _drop_namespace(b.redis, b.keys.prefix)
             await b.set_campaign("c1")
             for c in POOL:
