@@ -73,6 +73,8 @@ class Figures:
     short: int = 0
     rejected: int = 0
     run: int = 0  # consecutive carrier rejections, newest first
+    complaints: int = 0  # complaints / opt-outs on numbers it last called, in the window
+    optouts: int = 0
 
     @property
     def answer_rate(self) -> float:
@@ -87,24 +89,62 @@ class Figures:
     def rejection_rate(self) -> float:
         return self.rejected / self.calls if self.calls else 0.0
 
+    @property
+    def complaints_per_1000(self) -> float:
+        return 1000 * self.complaints / self.calls if self.calls else 0.0
+
+    @property
+    def optouts_per_1000(self) -> float:
+        return 1000 * self.optouts / self.calls if self.calls else 0.0
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d.update(answer_rate=round(self.answer_rate, 4), short_answer_rate=round(self.short_answer_rate, 4),
-                 rejection_rate=round(self.rejection_rate, 4))
+                 rejection_rate=round(self.rejection_rate, 4),
+                 complaints_per_1000=round(self.complaints_per_1000, 2),
+                 optouts_per_1000=round(self.optouts_per_1000, 2))
         return d
 
 
-def figures(entries: list[Entry], now_ms: int, cfg: CallerIdHealth, since_ms: int = 0) -> Figures:
+@dataclass(frozen=True)
+class Event:
+    """A complaint ("c") or opt-out ("o") on a number, attributed to the caller ID
+    of the last allowed call to it (event.lua); `{c:<K>}:e` holds "ms|kind"."""
+    at_ms: int
+    kind: str
+
+    def encode(self) -> str:
+        return f"{self.at_ms}|{self.kind}"
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> "Event":
+        if isinstance(raw, bytes):
+            raw = raw.decode()
+        ms, kind = raw.split("|")
+        if kind not in ("c", "o"):
+            raise ValueError(kind)
+        return cls(int(ms), kind)
+
+
+EVENTS_KEPT = 1000  # the most window_calls allows: more than one per call in the window never counts
+
+
+def figures(entries: list[Entry], now_ms: int, cfg: CallerIdHealth, since_ms: int = 0,
+            events: list[Event] = ()) -> Figures:
     """Figures over the newest `window_calls` entries (newest first) that lie in
     the last `window_hours` (now - hours, now] and after `since_ms` (the end of
-    the caller ID's last health cool-down: it starts afresh)."""
+    the caller ID's last health cool-down: it starts afresh). Complaints and
+    opt-outs count over the same span: after that bound and not before the
+    oldest call in the window (none when the window holds no call)."""
     lo = max(now_ms - cfg.window_hours * 3_600_000, since_ms)
     calls = answered = short = rejected = run = 0
+    oldest = None
     in_run = True
     for e in entries[:cfg.window_calls]:
         if e.at_ms <= lo:
             break
         calls += 1
+        oldest = e.at_ms
         rej = is_rejection(e, cfg)
         if e.answered:
             answered += 1
@@ -116,7 +156,15 @@ def figures(entries: list[Entry], now_ms: int, cfg: CallerIdHealth, since_ms: in
                 run += 1
         else:
             in_run = False
-    return Figures(calls, answered, short, rejected, run)
+    complaints = optouts = 0
+    if oldest is not None:
+        for ev in events:
+            if ev.at_ms > lo and ev.at_ms >= oldest:
+                if ev.kind == "c":
+                    complaints += 1
+                else:
+                    optouts += 1
+    return Figures(calls, answered, short, rejected, run, complaints, optouts)
 
 
 def median(values: list[float]) -> float | None:
@@ -127,6 +175,7 @@ def value_of(rule: HealthRule, f: Figures) -> float:
     return {
         "consecutive_rejections": f.run, "rejection_rate": f.rejection_rate,
         "short_answer_rate": f.short_answer_rate, "answer_rate_vs_pool": f.answer_rate,
+        "complaints_per_1000": f.complaints_per_1000, "optouts_per_1000": f.optouts_per_1000,
     }[rule.metric]
 
 
@@ -199,20 +248,26 @@ async def read_health(engine, caller_ids: list[str], now_ms: int) -> list[dict]:
         for t in tags:
             pipe.lrange(keys.cid_outcomes(t), 0, cfg.window_calls - 1)
             pipe.hmget(keys.cid_health(t), "since", "pen")
+            pipe.lrange(keys.cid_events(t), 0, EVENTS_KEPT - 1)
         pipe.zmscore(keys.cid_cooldown, tags) if tags else pipe.ping()
         pipe.hmget(keys.cid_cool_why, tags) if tags else pipe.ping()
         res = await pipe.execute()
     cools, whys = res[-2], res[-1]
     out = []
     for i, (cid, tag) in enumerate(zip(caller_ids, tags)):
-        raw, (since, pen) = res[2 * i], res[2 * i + 1]
-        entries = []
+        raw, (since, pen), raw_ev = res[3 * i], res[3 * i + 1], res[3 * i + 2]
+        entries, events = [], []
         for r in raw:
             try:
                 entries.append(Entry.decode(r))
             except ValueError:
                 continue
-        f = figures(entries, now_ms, cfg)
+        for r in raw_ev:
+            try:
+                events.append(Event.decode(r))
+            except ValueError:
+                continue
+        f = figures(entries, now_ms, cfg, events=events)
         until = cools[i] if cools and cools[i] and cools[i] > now_ms else None
         why = None
         if until and whys and whys[i]:

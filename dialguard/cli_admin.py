@@ -426,7 +426,8 @@ def register(app: typer.Typer) -> None:
     def cid_health(as_json: bool = typer.Option(False, "--json"),
                    full: bool = typer.Option(False, "--full", help="show whole numbers (masked by default)")):
         """Health of the pool caller IDs from their reported outcomes: answer rate,
-        short answers, carrier rejections (rate and current run), cool-down."""
+        short answers, carrier rejections (rate and current run), complaints and
+        opt-outs per 1,000 calls, cool-down."""
         from dialguard.callerid_health import read_health
         from dialguard.plan import ms
 
@@ -446,12 +447,13 @@ def register(app: typer.Typer) -> None:
             typer.echo("no caller ID in a pool")
             return
         typer.echo(f"{'caller ID':<16} {'calls':>5} {'answer':>7} {'short':>6} {'reject':>7} {'run':>4} "
-                   f"{'penalty':>7}  cool-down")
+                   f"{'compl/1k':>8} {'optout/1k':>9} {'penalty':>7}  cool-down")
         for r in rows:
             f = r["figures"]
             cool = f"until {r['cooldown_until']}: {r['cooldown_reason']}" if r["cooldown_until"] else "-"
             typer.echo(f"{r['caller_id']:<16} {f['calls']:>5} {f['answer_rate']:>7.1%} {f['short_answer_rate']:>6.1%} "
-                       f"{f['rejection_rate']:>7.1%} {f['run']:>4} {r['penalty']:>7.3f}  {cool}")
+                       f"{f['rejection_rate']:>7.1%} {f['run']:>4} {f['complaints_per_1000']:>8.1f} "
+                       f"{f['optouts_per_1000']:>9.1f} {r['penalty']:>7.3f}  {cool}")
 
     @cid.command("cooldown")
     def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):

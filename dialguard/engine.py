@@ -688,8 +688,9 @@ class Engine:
             return
         for t in why.get("triggered", []):
             metrics.HEALTH_COOLDOWNS.labels(rule=f"{t.get('pack') or ''}/{t.get('rule')}".lstrip("/")).inc()
-        log.warning("caller-ID health: cool-down until %s after decision %s: %s",
-                    from_ms(float(why["until"])).isoformat(), why.get("did"),
+        log.warning("caller-ID health: cool-down until %s after %s: %s",
+                    from_ms(float(why["until"])).isoformat(),
+                    f"decision {why['did']}" if why.get("did") else f"event {why.get('event')}",
                     "; ".join(f"{t.get('rule')} ({t.get('metric')} {t.get('value')} vs {t.get('threshold')}"
                               f"{', pool median ' + str(round(t['pool_median'], 3)) if t.get('pool_median') else ''},"
                               f" {t.get('calls')} calls)" for t in why.get("triggered", [])))
@@ -707,9 +708,13 @@ class Engine:
         tag = self.keys.number_tag(e164.e164)
         payload = json.dumps({"kind": kind, "n": tag, "ne": self.sealer.seal(e164.e164), "at": ms(now),
                               "campaign": campaign, "node": self.settings.node}, separators=(",", ":"))
-        res = await scripts.EVENT(self.redis, [self.keys.flags(tag), self.keys.campaign_dnc(tag), self.keys.audit],
-                                  [op, field, value, payload, new_id(), kind])
-        return int(res) == 1
+        res = await scripts.EVENT(self.redis, [self.keys.flags(tag), self.keys.campaign_dnc(tag), self.keys.audit,
+                                               self.keys.last_caller(tag)],
+                                  [op, field, value, payload, new_id(), kind, self.keys.prefix, str(ms(now)),
+                                   new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
+        if len(res) > 1 and res[1]:
+            self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
+        return int(res[0]) == 1
 
     async def opt_out(self, number: str, now: datetime | None = None) -> bool:
         return await self._event("opt_out", number, "set", "optout", None, now)

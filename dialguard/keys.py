@@ -17,6 +17,10 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{c:<K>}:a / :live             caller-ID attempts / live-call leases (ZSET did -> expiry)
     {P}:{c:<K>}:o / :h                caller-ID outcome log "ms|answered|talk|sip|cause" (LIST, newest
                                       first) / health figures and pick penalty (dialguard/callerid_health.py)
+    {P}:{c:<K>}:e                     complaints / opt-outs attributed to the caller ID "ms|c" / "ms|o"
+                                      (LIST, newest first, event.lua)
+    {P}:{n:<H>}:lc                    the caller ID of the last allowed call to the number "<K>|<health
+                                      settings id>" (decide.lua, 30 days): whom a complaint is about
     {P}:{g}:hp:<C>                    caller IDs with outcomes for campaign C (the pool for medians)
     {P}:{g}:hcfg:<id>                 a policy's health settings as outcome.lua reads them
     {P}:{g}:coolwhy                   why each caller ID cools down: tag -> JSON (rule, figures, until)
@@ -86,6 +90,9 @@ class Keys:
     def campaign_dnc(self, h: str) -> str:
         return self.num(h, "dncc")
 
+    def last_caller(self, h: str) -> str:
+        return self.num(h, "lc")
+
     def override(self, h: str) -> str:
         return self.num(h, "ov")
 
@@ -105,6 +112,9 @@ class Keys:
 
     def cid_outcomes(self, k: str) -> str:
         return f"{self.prefix}:{{c:{k}}}:o"
+
+    def cid_events(self, k: str) -> str:
+        return f"{self.prefix}:{{c:{k}}}:e"
 
     def cid_health(self, k: str) -> str:
         return f"{self.prefix}:{{c:{k}}}:h"

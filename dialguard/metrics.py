@@ -103,11 +103,18 @@ CID_REJECTION_RATE = Gauge("dialguard_callerid_rejection_rate",
                            ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
 CID_REJECTION_RUN = Gauge("dialguard_callerid_rejection_run", "Consecutive carrier rejections, newest first",
                           ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+CID_COMPLAINTS = Gauge("dialguard_callerid_complaints_per_1000",
+                       "Complaints on numbers it last called, per 1,000 calls in the health window",
+                       ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
+CID_OPTOUTS = Gauge("dialguard_callerid_optouts_per_1000",
+                    "Opt-outs on numbers it last called, per 1,000 calls in the health window",
+                    ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
 CID_COOLING = Gauge("dialguard_callerid_cooling_down", "1 while the caller ID is cooling down",
                     ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
 HEALTH_COOLDOWNS = Counter("dialguard_callerid_health_cooldowns_total",
                            "Caller IDs cooled down by a health rule (pack/rule)", ["rule"], registry=REGISTRY)
-_CID_GAUGES = (CID_CALLS, CID_ANSWER_RATE, CID_SHORT_RATE, CID_REJECTION_RATE, CID_REJECTION_RUN, CID_COOLING)
+_CID_GAUGES = (CID_CALLS, CID_ANSWER_RATE, CID_SHORT_RATE, CID_REJECTION_RATE, CID_REJECTION_RUN, CID_COMPLAINTS,
+               CID_OPTOUTS, CID_COOLING)
 UP = Gauge("dialguard_healthy", "1 when the store answers PING within the decision deadline",
            registry=REGISTRY, multiprocess_mode="mostrecent")
 CALENDAR_KNOWN = Gauge("dialguard_calendar_known_seconds",
@@ -307,6 +314,8 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
                     CID_SHORT_RATE.labels(cid).set(f["short_answer_rate"])
                     CID_REJECTION_RATE.labels(cid).set(f["rejection_rate"])
                     CID_REJECTION_RUN.labels(cid).set(f["run"])
+                    CID_COMPLAINTS.labels(cid).set(f["complaints_per_1000"])
+                    CID_OPTOUTS.labels(cid).set(f["optouts_per_1000"])
                     CID_COOLING.labels(cid).set(1 if row["cooldown_until"] else 0)
             # caller IDs that left every pool stop being reported
             for gone in _live_labels.difference(cids):

@@ -31,7 +31,7 @@ _GUARD = ("+evalsha +eval +script|load +script|exists "
           "+sismember +smembers +scard +zrange +zrangebyscore +zcount +zscore +zcard +zmscore +lrange +llen "
           "+xlen +xinfo|groups +xinfo|stream "
           "+del +unlink +set +hset +hdel +hincrby +pexpire +sadd +srem +zadd +zrem +zremrangebyscore +xadd "
-          "+lpush +ltrim")  # outcome.lua: the caller-ID health window
+          "+lpush +ltrim")  # outcome.lua / event.lua: the caller-ID health window and its complaints
 
 _SHIPPER = ("+get +hget +hgetall +exists "
             "+xreadgroup +xread +xack +xautoclaim +xclaim +xpending +xrange +xrevrange +xlen +xdel +xtrim "

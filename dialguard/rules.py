@@ -243,7 +243,8 @@ def _check_holiday_calendar(country: str, subdivision: str | None) -> None:
         raise ValueError(f"no holiday calendar for {where} in the holidays package{known}") from None
 
 
-HEALTH_METRICS = ("consecutive_rejections", "rejection_rate", "short_answer_rate", "answer_rate_vs_pool")
+HEALTH_METRICS = ("consecutive_rejections", "rejection_rate", "short_answer_rate", "answer_rate_vs_pool",
+                  "complaints_per_1000", "optouts_per_1000")
 
 
 class HealthRule(_Model):
@@ -251,10 +252,14 @@ class HealthRule(_Model):
     window (and the window holds at least `min_calls` calls), the caller ID
     cools down for `cool_down`. Every metric triggers at >= threshold except
     answer_rate_vs_pool, which triggers when the caller ID's answer rate is
-    below `threshold` times the median of its pool (strictly below)."""
+    below `threshold` times the median of its pool (strictly below).
+    complaints_per_1000 / optouts_per_1000: complaints (opt-outs) on numbers
+    whose last allowed call presented the caller ID, per 1,000 of its calls in
+    the window; checked when an outcome or such an event arrives."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    metric: Literal["consecutive_rejections", "rejection_rate", "short_answer_rate", "answer_rate_vs_pool"]
+    metric: Literal["consecutive_rejections", "rejection_rate", "short_answer_rate", "answer_rate_vs_pool",
+                    "complaints_per_1000", "optouts_per_1000"]
     threshold: float = Field(gt=0, le=1_000_000)
     min_calls: int = Field(default=0, ge=0, le=100_000)
     cool_down: timedelta
@@ -273,6 +278,8 @@ class HealthRule(_Model):
             raise ValueError(f"{self.metric} is a fraction: threshold must be in (0, 1]")
         if self.metric == "consecutive_rejections" and self.threshold != int(self.threshold):
             raise ValueError("consecutive_rejections needs a whole number")
+        if self.metric in ("complaints_per_1000", "optouts_per_1000") and self.threshold > 1000:
+            raise ValueError(f"{self.metric} counts per 1,000 calls: threshold must be in (0, 1000]")
         return self
 
 
@@ -317,6 +324,10 @@ class CallerIdHealth(_Model):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate health rule id(s): {', '.join(sorted(dup))}")
+        for r in self.rules:
+            if r.min_calls > self.window_calls:
+                raise ValueError(f"health rule {r.id}: min_calls {r.min_calls} exceeds window_calls "
+                                 f"{self.window_calls} (it could never trigger)")
         return self
 
 

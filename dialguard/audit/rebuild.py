@@ -66,6 +66,9 @@ EVENT_OPS = {  # kind -> (op, field) as dialguard.engine.Engine._event callers
 }
 
 
+LAST_CALLER_TTL_MS = 30 * 86_400_000  # decide.lua's '{n:<H>}:lc'
+
+
 class RebuildError(RuntimeError):
     pass
 
@@ -322,6 +325,9 @@ class Replayer:
             m.pexpire(ca, t, int(b["cttl"]))
             m.zadd(lv, t, did, float(b["lease"]))
             m.pexpire(lv, t, int(b["cttl"]))
+            lc = self.keys.last_caller(d.number_hash)  # whom a complaint is about (decide.lua)
+            m.set(lc, t, f"{ch}|{b['rec']['hc'] if d.call_id else ''}")
+            m.pexpire(lc, t, LAST_CALLER_TTL_MS)
         if d.call_id:
             rec = b["rec"]
             ck = K[b["call"] - 1]
@@ -404,12 +410,13 @@ class Replayer:
             m.sadd(pool_key, t, ch)
             m.pexpire(pool_key, t, longest + 86_400_000)
         entries = [chh.Entry.decode(x) for x in m.lrange(ok, t)]
+        events = [chh.Event.decode(x) for x in m.lrange(self.keys.cid_events(ch), t)]
         since = int(float(m.hgetall(hk, t).get("since") or 0))
         fields: dict[str, str] = {}
         first = None
         until = 0
         for i, (pack, cfg) in enumerate(cfgs):
-            f = chh.figures(entries, now, cfg, since)
+            f = chh.figures(entries, now, cfg, since, events)
             first = first or f
             fields[f"calls:{pack}"], fields[f"ans:{pack}"] = str(f.calls), str(f.answered)
             for r in cfg.rules:
@@ -453,9 +460,45 @@ class Replayer:
             return
         k = self.keys.flags(e.number_hash)
         if op == "set":
+            new = fld not in m.hgetall(k, t)
             m.hset(k, t, {fld: "1" if fld == "dnc" else str(e.at_ms)})
+            if new and e.kind in ("complaint", "opt_out"):
+                self._attribute(e, t)
         else:
             m.hdel(k, t, fld)
+
+    def _attribute(self, e: EventRec, t: int) -> None:
+        """event.lua's caller-ID health step, write for write."""
+        from dialguard import callerid_health as chh
+
+        m = self.model
+        lc = self.keys.last_caller(e.number_hash)
+        m.live(lc, t)
+        if not m.exists(lc):
+            return
+        ch, _, hc = m.str[lc].partition("|")
+        cfgs = self._health.get(hc) or [("", chh.DEFAULT)]
+        keep = max(1, max(c.window_calls for _, c in cfgs))
+        longest = max(c.window_hours * 3_600_000 for _, c in cfgs)
+        ek, hk = self.keys.cid_events(ch), self.keys.cid_health(ch)
+        now = int(e.at_ms)
+        m.lpush(ek, t, chh.Event(now, "c" if e.kind == "complaint" else "o").encode())
+        m.ltrim(ek, t, chh.EVENTS_KEPT)
+        m.pexpire(ek, t, longest + 86_400_000)
+        entries = [chh.Entry.decode(x) for x in m.lrange(self.keys.cid_outcomes(ch), t)][:keep]
+        events = [chh.Event.decode(x) for x in m.lrange(ek, t)]
+        since = int(float(m.hgetall(hk, t).get("since") or 0))
+        until = 0
+        for _pack, cfg in cfgs:
+            f = chh.figures(entries, now, cfg, since, events)
+            for r in cfg.rules:
+                if r.metric in ("complaints_per_1000", "optouts_per_1000") and chh.triggers(r, f):
+                    until = max(until, now + int(r.cool_down.total_seconds() * 1000))
+        if until:
+            until = max(until, self._cooled.get(ch, 0))
+            self._cooled[ch] = until
+            m.hset(hk, t, {"since": str(until), "pen": "0"})
+            m.pexpire(hk, t, longest + 86_400_000)
 
     def replay(self, records: Iterable[tuple[tuple[int, int], str, object]]) -> None:
         for _, kind, rec in records:

@@ -339,6 +339,13 @@ if allowed == 1 then
     redis.call('ZADD', KEYS[chosen_cand.l], plan.lease, plan.did)
     redis.call('PEXPIRE', KEYS[chosen_cand.l], plan.cttl)
   end
+  if chosen ~= '' and plan.flags then
+    -- whom a later complaint or opt-out on this number is about (event.lua):
+    -- '{n:<H>}:lc' beside the number's flags '{n:<H>}:f', kept 30 days
+    local fk = KEYS[plan.flags]
+    redis.call('SET', string.sub(fk, 1, -2) .. 'lc', chosen .. '|' .. ((plan.rec and plan.rec.hc) or ''),
+      'PX', 2592000000)
+  end
   if plan.call then
     -- this attempt is now the call's open one: the previous attempt's report
     -- state goes (outcome.lua applies the next report to this attempt)

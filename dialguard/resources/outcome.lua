@@ -130,6 +130,12 @@ for i, raw in ipairs(log) do
   end
 end
 local since = tonumber(redis.call('HGET', h_key, 'since') or '0') or 0
+-- complaints / opt-outs attributed to this caller ID by event.lua
+local evs = {}
+for _, raw in ipairs(redis.call('LRANGE', pfx .. ':{c:' .. ch .. '}:e', 0, 999)) do
+  local ms, k = string.match(raw, '^(%d+)|([co])$')
+  if ms then evs[#evs + 1] = {tonumber(ms), k} end
+end
 local nowv = tonumber(now)
 
 local function set_of(list)
@@ -142,12 +148,14 @@ local function figures(c)
   local sc, qc = set_of(c.sc), set_of(c.qc)
   local lo = nowv - c.wh
   if since > lo then lo = since end
-  local f = {calls = 0, answered = 0, short = 0, rejected = 0, run = 0}
+  local f = {calls = 0, answered = 0, short = 0, rejected = 0, run = 0, complaints = 0, optouts = 0}
   local in_run = true
+  local oldest = nil
   for i = 1, math.min(#parsed, c.wc) do
     local e = parsed[i]
     if e[1] <= lo then break end
     f.calls = f.calls + 1
+    oldest = e[1]
     local rej = false
     if e[2] then
       f.answered = f.answered + 1
@@ -162,6 +170,13 @@ local function figures(c)
       if in_run then f.run = f.run + 1 end
     else
       in_run = false
+    end
+  end
+  if oldest then
+    for _, e in ipairs(evs) do
+      if e[1] > lo and e[1] >= oldest then
+        if e[2] == 'c' then f.complaints = f.complaints + 1 else f.optouts = f.optouts + 1 end
+      end
     end
   end
   return f
@@ -186,7 +201,9 @@ for ci, c in ipairs(cfgs) do
       if r.m == 'consecutive_rejections' then value = f.run
       elseif r.m == 'rejection_rate' then value = rate(f.rejected, f.calls)
       elseif r.m == 'short_answer_rate' then value = rate(f.short, f.answered)
-      elseif r.m == 'answer_rate_vs_pool' then value = ar end
+      elseif r.m == 'answer_rate_vs_pool' then value = ar
+      elseif r.m == 'complaints_per_1000' then value = 1000 * f.complaints / f.calls
+      elseif r.m == 'optouts_per_1000' then value = 1000 * f.optouts / f.calls end
       if r.m == 'answer_rate_vs_pool' then
         -- the median can only be above the answer rate / threshold when the rate is under the threshold
         if ar < r.t and pool_key ~= '' then
@@ -215,7 +232,8 @@ for ci, c in ipairs(cfgs) do
         if u > until_ms then until_ms = u end
         triggered[#triggered + 1] = {pack = tagp, rule = r.id, metric = r.m, threshold = r.t,
           value = value, pool_median = median, cool_down_ms = r.cd, calls = f.calls,
-          answered = f.answered, short = f.short, rejected = f.rejected, run = f.run}
+          answered = f.answered, short = f.short, rejected = f.rejected, run = f.run,
+          complaints = f.complaints, optouts = f.optouts}
       end
     end
   end

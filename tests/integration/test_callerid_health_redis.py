@@ -246,7 +246,8 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
 
     policy = rules_file(pack(
         "      - {id: run, metric: consecutive_rejections, threshold: 3, cool_down: 2h}\n"
-        "      - {id: pool, metric: answer_rate_vs_pool, threshold: 0.5, min_calls: 6, cool_down: 1h}\n",
+        "      - {id: pool, metric: answer_rate_vs_pool, threshold: 0.5, min_calls: 6, cool_down: 1h}\n"
+        "      - {id: complaints, metric: complaints_per_1000, threshold: 150, min_calls: 2, cool_down: 1h}\n",
         extra="  per_hour: 30\n"))
     rnd = random.Random(7)
     ops = []
@@ -256,12 +257,16 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
         t += timedelta(seconds=rnd.randint(5, 90))
         ops.append(("decide", t, i))
         ops.append(("outcome", t + timedelta(seconds=3), i, rnd.choices(outcomes, [4, 1, 3, 2, 1])[0]))
+        if rnd.random() < 0.25:  # complaints and opt-outs, attributed to the caller ID that called
+            ops.append((rnd.choice(["complaint", "opt_out"]), t + timedelta(seconds=4), i))
     ops.sort(key=lambda o: o[1])
 
     async def run(e, op):
         if op[0] == "decide":
             d = await e.decide(req(op[2]), now=op[1])
             return (d.decision, d.reasons, d.caller_id)
+        if op[0] in ("complaint", "opt_out"):
+            return await getattr(e, op[0])(f"1380013{op[2]:04d}", now=op[1])
         return await e.report_outcome(f"call-{op[2]}", op[3], now=op[1])
 
     engines = []
@@ -274,6 +279,11 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
     a, b = engines
     expected = [await run(a, op) for op in ops]
     cut = len(ops) * 2 // 3
+    admin = [json.loads(f[b"j"]) for _, f in await a.redis.xrange(a.keys.audit) if f[b"t"] == b"admin"]
+    by_event = [x for x in admin if x["action"] == "callerid_cooldown" and x.get("event")]
+    assert by_event and by_event[0]["triggered"][0]["metric"] == "complaints_per_1000"
+    cut_at = ops[cut - 1][1]
+    assert any(int(x["rules_at"]) <= ms(cut_at) for x in by_event), "no complaint cool-down before the data loss"
     got = [await run(b, op) for op in ops[:cut]]
     assert got == expected[:cut]
     assert await b.redis.zcard(b.keys.cid_cooldown) > 0, "no health cool-down before the data loss"
@@ -288,6 +298,7 @@ async def test_counters_rebuild_brings_caller_id_health_back(make_engine, rules_
             now = ops[cut - 1][1]
             before = _snapshot(r, b.keys.prefix, ms(now))
             assert any(k.endswith("}:o") for k in before) and any(":{g}:hp:" in k for k in before)
+            assert any(k.endswith("}:e") for k in before) and any(k.endswith("}:lc") for k in before)
             await _drop_namespace(b.redis, b.keys.prefix)
             await b.set_campaign("c1")
             for c in POOL:
@@ -327,3 +338,116 @@ async def test_metrics_show_health_per_caller_id(make_engine, rules_file):
     assert value(metrics.CID_COOLING, POOL[0]) == 1
     assert value(metrics.CID_COOLING, POOL[1]) == 0 and value(metrics.CID_CALLS, POOL[1]) == 0
     assert metrics.HEALTH_COOLDOWNS.labels(rule="health-test/run")._value.get() >= 1
+
+
+# -- complaints and opt-outs per 1,000 calls (attributed by the number's last allowed call) ----------
+COMPLAINTS = ("      - {id: complaints, metric: complaints_per_1000, threshold: 300, min_calls: 5, cool_down: 24h}\n"
+              "      - {id: optouts, metric: optouts_per_1000, threshold: 600, min_calls: 5, cool_down: 6h}\n")
+
+
+async def _calls(e, caller_id: str, numbers: range, at: datetime = AT):
+    for i in numbers:
+        d = await e.decide(req(i, caller_id=caller_id), now=at)
+        assert d.allowed and d.caller_id == caller_id
+        assert await e.report_outcome(f"call-{i}", ANSWERED, now=at + timedelta(seconds=1))
+
+
+async def test_complaints_cool_down_the_caller_id_that_called_not_the_others(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(COMPLAINTS, pool=False))
+    a, b = POOL[0], POOL[1]
+    ta, tb = e.keys.cid_tag(a), e.keys.cid_tag(b)
+    await _calls(e, a, range(0, 5))
+    await _calls(e, b, range(5, 10))
+    # the number remembers whom it was called by, as hashes only (no plaintext number)
+    lc = await e.redis.get(e.keys.last_caller(e.keys.number_tag("+8613800130000")))
+    assert lc.split(b"|")[0].decode() == ta and b"138" not in lc and b"2150" not in lc
+    assert 0 < await e.redis.pttl(e.keys.last_caller(e.keys.number_tag("+8613800130000"))) <= 30 * 86_400_000
+
+    t1 = AT + timedelta(minutes=5)
+    assert await e.complaint("13800130000", now=t1)
+    ra, rb = await read_health(e, [a, b], ms(t1))
+    assert ra["figures"]["complaints"] == 1 and ra["figures"]["complaints_per_1000"] == 200
+    assert rb["figures"]["complaints"] == 0 and rb["figures"]["complaints_per_1000"] == 0
+    assert await e.redis.zscore(e.keys.cid_cooldown, ta) is None  # 200 < 300
+    # a second complaint on the same number is no new complaint
+    assert not await e.complaint("13800130000", now=t1 + timedelta(seconds=1))
+    assert (await read_health(e, [a], ms(t1)))[0]["figures"]["complaints"] == 1
+
+    # the second complainant called by A: 400 per 1,000 >= 300 -> A cools down for 24 h, with the event
+    t2 = t1 + timedelta(minutes=1)
+    assert await e.complaint("13800130001", now=t2)
+    cool = await e.redis.zmscore(e.keys.cid_cooldown, [ta, tb])
+    assert int(cool[0]) == ms(t2 + timedelta(hours=24)) and cool[1] is None
+    why = json.loads(await e.redis.hget(e.keys.cid_cool_why, ta))
+    (t,) = why["triggered"]
+    assert (t["rule"], t["metric"], t["value"], t["calls"], t["complaints"]) == \
+        ("complaints", "complaints_per_1000", 400, 5, 2)
+    admin = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"admin"]
+    (rec,) = [x for x in admin if x["action"] == "callerid_cooldown"]
+    assert rec["target"] == ta and rec["until"] == int(cool[0]) and rec["actor"] == "dialguard-health"
+    assert rec["triggered"][0]["complaints"] == 2
+    # Python reads the same figures the script judged (the Lua/Python agreement)
+    raw = await e.redis.lrange(e.keys.cid_outcomes(ta), 0, -1)
+    evs = await e.redis.lrange(e.keys.cid_events(ta), 0, -1)
+    from dialguard.callerid_health import Event
+    f = figures([Entry.decode(r) for r in raw], ms(t2), primary(e.policy), events=[Event.decode(x) for x in evs])
+    assert (f.calls, f.complaints, f.complaints_per_1000) == (t["calls"], t["complaints"], t["value"])
+    (row,) = await read_health(e, [a], ms(t2))
+    assert row["cooldown_reason"] == "complaints (complaints_per_1000)"
+
+    # the next decision no longer takes A; B goes on
+    assert (await e.decide(req(20, caller_id=a), now=t2)).reasons == ["caller_id_not_approved"]
+    assert (await e.decide(req(21, caller_id=b), now=t2)).allowed
+
+
+async def test_optouts_count_apart_and_an_outcome_reaching_min_calls_triggers(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(COMPLAINTS, pool=False))
+    a = POOL[2]
+    ta = e.keys.cid_tag(a)
+    await _calls(e, a, range(0, 4))
+    t1 = AT + timedelta(minutes=1)
+    for i in range(3):  # 3 opt-outs over 4 calls: under min_calls, nothing yet
+        assert await e.opt_out(f"1380013{i:04d}", now=t1)
+    (row,) = await read_health(e, [a], ms(t1))
+    assert (row["figures"]["optouts"], row["figures"]["complaints"]) == (3, 0)
+    assert row["figures"]["optouts_per_1000"] == 750 and row["cooldown_until"] is None
+    # the fifth call's outcome (outcome.lua): 3 / 5 = 600 per 1,000 >= 600 -> 6 h
+    t2 = t1 + timedelta(minutes=1)
+    await _calls(e, a, range(4, 5), at=t2)
+    cool = await e.redis.zscore(e.keys.cid_cooldown, ta)
+    assert int(cool) == ms(t2 + timedelta(seconds=1) + timedelta(hours=6))
+    (t,) = json.loads(await e.redis.hget(e.keys.cid_cool_why, ta))["triggered"]
+    assert (t["rule"], t["value"], t["optouts"], t["calls"]) == ("optouts", 600, 3, 5)
+
+
+async def test_complaint_without_a_call_from_the_guard_is_attributed_to_nobody(make_engine, rules_file):
+    e = await engine_with(make_engine, rules_file, pack(COMPLAINTS, pool=False))
+    assert await e.complaint("13900000000", now=AT)
+    assert await e.redis.keys(f"{e.keys.prefix}:{{c:*}}:e") == []
+
+
+async def test_replay_with_complaints_gives_the_same_cool_down(settings, tmp_path: Path):
+    rules = tmp_path / "health.yaml"
+    rules.write_text(pack(COMPLAINTS, pool=False))
+    a, b = POOL[0], POOL[1]
+    events = []
+    t = AT
+    for i, cid in enumerate([a] * 5 + [b] * 5):
+        n = f"1380013{i:04d}"
+        events.append({"at": t.isoformat(), "attempt": {"number": n, "campaign": "c1", "caller_id": cid}})
+        t += timedelta(seconds=1)
+        events.append({"at": t.isoformat(), "outcome": {"number": n, "result": "conversation", "talk_s": 60}})
+    for i in (0, 1, 5):  # two complaints on numbers A called, one on a number B called
+        t += timedelta(seconds=1)
+        events.append({"at": t.isoformat(), "complaint": {"number": f"1380013{i:04d}"}})
+    events.append({"at": t.isoformat(), "attempt": {"number": "13800139999", "campaign": "c1", "caller_id": a}})
+    events.append({"at": t.isoformat(), "attempt": {"number": "13800139998", "campaign": "c1", "caller_id": b}})
+    sc = Scenario.model_validate({"rules": str(rules), "default_region": "CN", "events": events})
+    from dialguard.rules import Policy
+
+    out = await run_scenario(sc, Policy.load(str(rules)), settings)
+    assert [o["decision"] for o in out] == ["allow"] * 10 + ["deny", "allow"]
+    assert out[10]["reasons"] == ["caller_id_not_approved"]
+    # the same scenario replayed again decides the same
+    again = await run_scenario(sc, Policy.load(str(rules)), settings)
+    assert [(o["decision"], o["reasons"]) for o in again] == [(o["decision"], o["reasons"]) for o in out]

@@ -8,7 +8,7 @@ import pytest
 
 from agi.handlers.report import classify, sip_code
 from dialguard import callerid_health as ch
-from dialguard.callerid_health import Entry, Figures, figures, is_rejection, median, triggers
+from dialguard.callerid_health import Entry, Event, Figures, figures, is_rejection, median, triggers
 from dialguard.rules import CallerIdHealth, HealthRule, Policy, RulesError, load_pack_text
 
 H = 3_600_000
@@ -160,6 +160,9 @@ BASE = "pack: t\ncaller_id:\n  health:\n"
     ("    rules: [{id: a, metric: consecutive_rejections, threshold: 2, cool_down: 1h},"
      " {id: a, metric: rejection_rate, threshold: 0.5, cool_down: 1h}]\n", "duplicate"),
     ("    window_calls: 0\n", "window_calls"),
+    ("    rules: [{id: a, metric: complaints_per_1000, threshold: 1001, cool_down: 1h}]\n", "per 1,000"),
+    ("    window_calls: 100\n    rules: [{id: a, metric: optouts_per_1000, threshold: 3, min_calls: 101,"
+     " cool_down: 1h}]\n", "never trigger"),
 ])
 def test_bad_health_settings_are_refused_with_the_reason(body, problem):
     with pytest.raises(RulesError, match=problem):
@@ -178,6 +181,72 @@ def test_cn_carrier_ships_health_rules_with_their_reasoning():
     # combined with cn-default, approval stays cn-default's rule
     assert Policy.load("cn-default,cn-carrier").caller_id_required
     assert not Policy.load("cn-carrier").caller_id_required
+
+
+# -- complaints and opt-outs per 1,000 calls ---------------------------------------------------
+CFG1000 = CallerIdHealth(window_calls=1000, window_hours=24)
+
+
+def calls(n, last=NOW):
+    """n answered calls, newest first, one a second up to `last`."""
+    return [ans(at=last - i * 1000) for i in range(n)]
+
+
+def test_complaints_and_optouts_count_in_the_window_of_calls():
+    entries = calls(10)  # the oldest call in the window is at NOW - 9 s
+    events = [Event(NOW, "c"), Event(NOW - 9000, "c"), Event(NOW - 9001, "c"),  # the last one: before the window
+              Event(NOW - 1, "o")]
+    f = figures(entries, NOW, CFG1000, events=events)
+    assert (f.calls, f.complaints, f.optouts) == (10, 2, 1)
+    assert f.complaints_per_1000 == 200 and f.optouts_per_1000 == 100
+    # a window truncated by window_calls: events before its oldest call do not count
+    f = figures(entries, NOW, CallerIdHealth(window_calls=5, window_hours=24), events=events)
+    assert (f.calls, f.complaints, f.optouts) == (5, 1, 1)
+    # the hours bound and the end of the last cool-down bound them too
+    f = figures(entries, NOW, CFG1000, since_ms=NOW - 1, events=events)
+    assert (f.calls, f.complaints, f.optouts) == (1, 1, 0)
+    # no call in the window: nothing counts, nothing triggers
+    f = figures([], NOW, CFG1000, events=events)
+    assert (f.complaints, f.complaints_per_1000) == (0, 0.0)
+    assert not triggers(rule("complaints_per_1000", 0.001), f)
+
+
+@pytest.mark.parametrize("n_calls, n_complaints, min_calls, hit", [
+    (1000, 3, 300, True),    # exactly 3 per 1,000
+    (1000, 2, 300, False),   # 2 per 1,000
+    (667, 2, 300, False),    # 2.9985 per 1,000: just under
+    (666, 2, 300, True),     # 3.003 per 1,000: just over
+    (300, 1, 300, True),     # 3.33 per 1,000 at exactly min_calls
+    (299, 1, 300, False),    # one call short of min_calls
+])
+def test_complaint_rule_edges(n_calls, n_complaints, min_calls, hit):
+    cfg = CallerIdHealth(window_calls=1000, window_hours=24)
+    events = [Event(NOW - i, "c") for i in range(n_complaints)]
+    f = figures(calls(n_calls), NOW, cfg, events=events)
+    assert f.calls == min(n_calls, 1000)
+    assert triggers(rule("complaints_per_1000", 3, min_calls), f) is hit
+    # opt-outs are counted apart: the same events as opt-outs do not trip the complaint rule
+    g = figures(calls(n_calls), NOW, cfg, events=[Event(e.at_ms, "o") for e in events])
+    assert not triggers(rule("complaints_per_1000", 3, min_calls), g)
+    assert triggers(rule("optouts_per_1000", 3, min_calls), g) is hit
+
+
+def test_event_round_trips_and_refuses_unknown_kinds():
+    for e in (Event(NOW, "c"), Event(NOW, "o")):
+        assert Event.decode(e.encode()) == e and Event.decode(e.encode().encode()) == e
+    with pytest.raises(ValueError):
+        Event.decode(f"{NOW}|x")
+
+
+def test_cn_carrier_cools_a_number_down_on_complaints():
+    (_pack, h), = Policy.load("cn-carrier").caller_id_health
+    r = {r.id: r for r in h.rules}["complaints"]
+    assert (r.metric, r.threshold, r.min_calls, r.cool_down) == ("complaints_per_1000", 20, 100, timedelta(hours=24))
+    assert r.min_calls <= h.window_calls
+    one = figures(calls(100, NOW), NOW, h, events=[Event(NOW, "c")])
+    two = figures(calls(100, NOW), NOW, h, events=[Event(NOW, "c"), Event(NOW - 1, "c")])
+    early = figures(calls(99, NOW), NOW, h, events=[Event(NOW, "c"), Event(NOW - 1, "c")])
+    assert not triggers(r, one) and triggers(r, two) and not triggers(r, early)
 
 
 def test_config_id_changes_with_the_settings():
