@@ -53,6 +53,10 @@ from dialguard import cli_loadtest  # noqa: E402  (loadtest)
 
 cli_loadtest.register(app)
 
+from dialguard import cli_users  # noqa: E402  (user add/passwd/role/token)
+
+cli_users.register(app)
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
 
