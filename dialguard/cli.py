@@ -57,6 +57,10 @@ from dialguard import cli_users  # noqa: E402  (user add/passwd/role/token)
 
 cli_users.register(app)
 
+from dialguard.web import cli as web_cli  # noqa: E402  (web: console and API)
+
+web_cli.register(app)
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
 

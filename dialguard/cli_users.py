@@ -24,8 +24,8 @@ user_app = typer.Typer(help="Console and API users, roles and tokens (PostgreSQL
 
 
 def _fail(msg: str, code: int = 2):
-    from dialguard.cli import fail
-    fail(msg, code)
+    typer.echo(f"error: {msg}", err=True)  # as dialguard.cli.fail, without importing it (no cycle)
+    raise typer.Exit(code)
 
 
 def _conn():

@@ -811,20 +811,23 @@ class Engine:
             self._admin(pipe, "callerid_cooldown", tag, why, ne=self.sealer.seal(e164), until=ms(until))
             await pipe.execute()
 
-    async def pause(self, scope: str = "all", name: str | None = None, why: str = "") -> None:
-        """Kill switch: the next decision on every node is denied `paused`."""
+    async def pause(self, scope: str = "all", name: str | None = None, why: str = "",
+                    actor: str | None = None) -> None:
+        """Kill switch: the next decision on every node is denied `paused`.
+        actor: the authenticated identity (dialguard.authz.actor_of) when there is one."""
         f = self._pause_field(scope, name)
         at = int(time.time() * 1000)  # one reading: `counters rebuild` restores "since" from the record's "at"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.pause, f, str(at))
-            self._admin(pipe, "pause", f, why, at=at)
+            self._admin(pipe, "pause", f, why, at=at, actor=actor)
             await pipe.execute()
 
-    async def resume(self, scope: str = "all", name: str | None = None, why: str = "") -> bool:
+    async def resume(self, scope: str = "all", name: str | None = None, why: str = "",
+                     actor: str | None = None) -> bool:
         f = self._pause_field(scope, name)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(self.keys.pause, f)
-            self._admin(pipe, "resume", f, why)
+            self._admin(pipe, "resume", f, why, actor=actor)
             res = await pipe.execute()
         return bool(res[0])
 

@@ -17,6 +17,7 @@ CARRIER_PORT=${DIALGUARD_CARRIER_PORT:-$((15070 + PORT_OFFSET))}
 AGENTS_PORT=${DIALGUARD_AGENTS_PORT:-$((15080 + PORT_OFFSET))}
 METRICS_PORT=${DIALGUARD_METRICS_PORT:-$((19100 + PORT_OFFSET))}
 DIALER_METRICS_PORT=${DIALGUARD_DIALER_METRICS_PORT:-$((19101 + PORT_OFFSET))}
+WEB_PORT=${DIALGUARD_WEB_PORT:-$((19102 + PORT_OFFSET))}
 # Asterisk RTP range: 2000 ports; offsets in steps of 100 give disjoint ranges.
 RTP_START=${DIALGUARD_RTP_START:-$((20000 + PORT_OFFSET * 20))}
 RTP_END=${DIALGUARD_RTP_END:-$((RTP_START + 1999))}
@@ -328,4 +329,24 @@ clock_report() {
   redis=$(date -u -d "@$redis" +%Y-%m-%dT%H:%M:%S+00:00 2>/dev/null || echo "$redis")
   pg=$("$PG_BIN/psql" "$PG_ADMIN_DSN" -qAt -c "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS+00:00')")
   log "clock: python $py, redis TIME $redis, postgresql now() $pg, real $(no_fake date -u +%Y-%m-%dT%H:%M:%S+00:00)"
+}
+
+# --- the console and API (`dialguard web`, docs/WEB.md) -------------------------------
+# Same guard settings as the FastAGI server (test clock, default rules): the
+# eligibility API answers on the clock and rules the guard decides with.
+WEB_ENV=("${AGI_SERVER_ENV[@]}" "DIALGUARD_WEB_PORT=$WEB_PORT" "DIALGUARD_WEB_HOST=127.0.0.1")
+
+web_available() {
+  [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" web --help >/dev/null 2>&1
+}
+
+# web_start: start the console (if not running) and wait until /healthz is 200
+# (PostgreSQL users table and Redis answering).
+web_start() {
+  local d=$STACK_DIR/services url="http://127.0.0.1:$WEB_PORT/healthz"
+  pid_alive "$d/web.pid" dialguard || "$VENV/bin/python" "$PROBE" free tcp "$WEB_PORT" ||
+    die "console: port $WEB_PORT busy. Another stack or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_WEB_PORT (docs/PORTS.md)"
+  start_service web "${WEB_ENV[@]}" -- "$VENV/bin/dialguard" web
+  wait_for "console ($url)" "$d/web.log" 30 "$d/web.pid" "$VENV/bin/python" "$PROBE" http "$url"
+  log "console up: http://127.0.0.1:$WEB_PORT/ (users: dialguard user add; log: $d/web.log)"
 }

@@ -285,7 +285,7 @@ write_env() {
   {
     echo "# Written by scripts/stack-up.sh: source it to reach this checkout's stack."
     for var in REDIS_URL PG_DSN REDIS_PORT PG_PORT SIP_PORT ARI_PORT AGI_PORT CARRIER_PORT AGENTS_PORT \
-               METRICS_PORT DIALER_METRICS_PORT RTP_START RTP_END ARI_USER ARI_PASSWORD; do
+               METRICS_PORT DIALER_METRICS_PORT WEB_PORT RTP_START RTP_END ARI_USER ARI_PASSWORD; do
       echo "export DIALGUARD_$var=$(q "${!var}")"
     done
     echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
@@ -339,6 +339,10 @@ start_services() {
   # The campaign dialer (ARI Stasis app), after the schema it needs: dialer_* in lib.sh.
   if dialer_available; then
     dialer_start
+  fi
+  # The console and API, after the schema (users): web_* in lib.sh.
+  if web_available; then
+    web_start
   fi
 }
 

@@ -20,6 +20,7 @@
 --   calendar version than the one in effect; it reloads and asks again), 3 refused at the audit
 --   backlog ceiling (nothing written, not even the audit record).
 --   lifted: the reasons an override lifted (the decision is then an allow).
+-- ARGV[3] = 'ro': evaluate only (see below), status 4.
 --
 -- plan.sh, when present, is a second plan (shadow rules, same KEYS): evaluated
 -- first, read-only, on the same state; its verdict only goes to the audit record.
@@ -290,6 +291,13 @@ if plan.sh then
 end
 
 local reasons, details, chosen, chosen_cand, seen_counts, lift_cand = evaluate(plan)
+
+-- Read-only (ARGV[3] = 'ro', the eligibility API): the verdict on the live
+-- state and nothing else: no attempt recorded, no override consumed, no audit
+-- record (an eligibility question is not an attempt). Status 4.
+if ARGV[3] == 'ro' then
+  return {(#reasons == 0) and 1 or 0, reasons, details, chosen, 4, plan.did, {}}
+end
 
 -- An override grant for this number turns a deny for counter or hours
 -- reasons into an allow, once (SPEC §2); the grant is consumed here.

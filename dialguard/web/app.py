@@ -1,0 +1,431 @@
+"""`dialguard web`: the console (server-rendered HTML) and the API (/api/v1) in one aiohttp service.
+
+Console: session cookie (HttpOnly, SameSite=Strict, Secure behind TLS), a
+CSRF token in every form checked on every POST (login included: a pre-session
+cookie), login rate-limited per user name and per source. The API takes a
+Bearer token only, never the session cookie (so no CSRF there). Every admin
+write asks dialguard.authz first and writes the authenticated identity to the
+audit. docs/WEB.md.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+import secrets
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
+
+from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from dialguard import authz, users
+from dialguard.config import Settings
+from dialguard.eligibility import MAX_BATCH, Eligibility
+from dialguard.engine import Engine
+from dialguard.models import DecisionRequest
+from dialguard.web.i18n import LANGS, pick, t
+from dialguard.web.security import LoginLimiter, WebSettings, mask
+
+log = logging.getLogger("dialguard.web")
+
+SESSION, PRE, LANG = "dg_session", "dg_pre", "dg_lang"
+CSRF, LANGK, IDENT = web.RequestKey("csrf", str), web.RequestKey("lang", str), web.RequestKey("identity", users.Identity)
+POOL = web.AppKey("pool", AsyncConnectionPool)
+ENGINE = web.AppKey("engine", Engine)
+ELIG = web.AppKey("elig", Eligibility)
+LIMITER = web.AppKey("limiter", LoginLimiter)
+WS = web.AppKey("ws", WebSettings)
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- page helpers ---------------------------------------------------------------------
+
+def _e(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def page(request: web.Request, body: str, status: int = 200) -> web.Response:
+    lang = request[LANGK]
+    ident = request.get(IDENT)
+    other = "zh" if lang == "en" else "en"
+    head = f'<a href="/lang/{other}">{t(lang, "language")}</a>'
+    if ident:
+        head = (f'{_e(t(lang, "signed_in_as", user=ident.user, role=ident.role))} · '
+                f'<a href="/">{t(lang, "home")}</a> · <a href="/number">{t(lang, "lookup")}</a> · '
+                f'<form method="post" action="/logout" style="display:inline">{csrf_field(request)}'
+                f'<button>{t(lang, "logout")}</button></form> · ' + head)
+    doc = (f'<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
+           f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+           f'<title>{t(lang, "title")}</title><style>body{{font-family:sans-serif;max-width:60rem;margin:1rem auto;'
+           f'padding:0 1rem}}.msg{{padding:.5rem;background:#eef}}.err{{padding:.5rem;background:#fdd}}'
+           f'form.box{{margin:.5rem 0;padding:.5rem;border:1px solid #ccc}}</style></head><body>'
+           f'<header>{head}</header><h1>{t(lang, "title")}</h1>{body}</body></html>')
+    return web.Response(text=doc, status=status, content_type="text/html")
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def csrf_field(request: web.Request) -> str:
+    return f'<input type="hidden" name="csrf" value="{_e(request.get(CSRF, ""))}">'
+
+
+def _cookie(resp: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int | None,
+            http_only: bool = True) -> None:
+    resp.set_cookie(name, value, max_age=max_age, path="/", httponly=http_only, samesite="Strict",
+                    secure=request.app[WS].tls)
+
+
+def _source(request: web.Request) -> str:
+    remote = request.remote or "?"
+    if remote in request.app[WS].trusted_proxies:
+        fwd = request.headers.get("X-Forwarded-For", "")
+        if fwd:
+            return fwd.split(",")[-1].strip()
+    return remote
+
+
+# -- middlewares ----------------------------------------------------------------------
+
+@web.middleware
+async def security_headers(request: web.Request, handler):
+    resp = await handler(request)
+    resp.headers.setdefault("Content-Security-Policy", CSP)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+@web.middleware
+async def session_and_csrf(request: web.Request, handler):
+    request[LANGK] = pick(request.cookies.get(LANG), request.headers.get("Accept-Language"))
+    if request.path.startswith("/api/") or request.path == "/healthz":
+        return await handler(request)
+    sid = request.cookies.get(SESSION)
+    if sid:
+        async with request.app[POOL].connection() as conn:
+            cur = await conn.execute(
+                "select s.csrf, u.name, u.role from web_sessions s join web_users u on u.name = s.user_name "
+                "where s.id_sha256 = %s and s.expires_at > now() and not u.disabled", (users.sha256(sid),))
+            row = await cur.fetchone()
+        if row:
+            request[CSRF] = row[0]
+            request[IDENT] = users.Identity(row[1], row[2], "web")
+    if request.method == "POST":
+        form = await request.post()
+        expected = request.get(CSRF) if request.path != "/login" else request.cookies.get(PRE)
+        given = form.get("csrf", "")
+        if not expected or not isinstance(given, str) or not hmac.compare_digest(expected, given):
+            return page(request, f'<p class="err">{t(request[LANGK], "csrf")}</p>', 403)
+    return await handler(request)
+
+
+# -- console --------------------------------------------------------------------------
+
+async def login_form(request: web.Request, msg: str = "", status: int = 200) -> web.Response:
+    lang = request[LANGK]
+    pre = request.cookies.get(PRE) or secrets.token_urlsafe(32)
+    request[CSRF] = pre
+    body = (f'{msg}<form class="box" method="post" action="/login">{csrf_field(request)}'
+            f'<label>{t(lang, "user")} <input name="user" autocomplete="username" required></label> '
+            f'<label>{t(lang, "password")} <input name="password" type="password" '
+            f'autocomplete="current-password" required></label> '
+            f'<button id="login">{t(lang, "login")}</button></form>')
+    resp = page(request, body, status)
+    _cookie(resp, request, PRE, pre, 3600)
+    return resp
+
+
+async def login(request: web.Request) -> web.Response:
+    lang = request[LANGK]
+    form = await request.post()
+    name, password = str(form.get("user", "")).strip().lower(), str(form.get("password", ""))
+    src, limiter, mono = _source(request), request.app[LIMITER], time.monotonic()
+    wait = limiter.retry_after(name, src, mono)
+    if wait > 0:
+        return await login_form(request, f'<p class="err">{t(lang, "rate_limited", minutes=int(wait // 60) + 1)}'
+                                         f'</p>', 429)
+    async with request.app[POOL].connection() as conn:
+        ident = await users.authenticate(conn, name, password)
+        if ident is None:
+            limiter.failed(name, src, mono)
+            log.warning("failed login for %r from %s", name, src)
+            return await login_form(request, f'<p class="err">{t(lang, "bad_login")}</p>', 401)
+        limiter.succeeded(name)
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        hours = request.app[WS].session_hours
+        await conn.execute("delete from web_sessions where expires_at < now()")
+        await conn.execute("insert into web_sessions (id_sha256, user_name, csrf, expires_at) "
+                           "values (%s, %s, %s, now() + %s)", (users.sha256(sid), name, csrf,
+                                                               timedelta(hours=hours)))
+    log.info("login %s (%s) from %s", name, ident.role, src)
+    resp = redirect("/")
+    _cookie(resp, request, SESSION, sid, int(hours * 3600))
+    resp.del_cookie(PRE, path="/")
+    return resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    sid = request.cookies.get(SESSION)
+    if sid:
+        async with request.app[POOL].connection() as conn:
+            await conn.execute("delete from web_sessions where id_sha256 = %s", (users.sha256(sid),))
+    resp = redirect("/login")
+    resp.del_cookie(SESSION, path="/")
+    return resp
+
+
+def _signed_in(request: web.Request) -> users.Identity:
+    ident = request.get(IDENT)
+    if ident is None:
+        raise web.HTTPSeeOther("/login")
+    return ident
+
+
+def _pause_label(lang: str, field: str) -> str:
+    if field == "all":
+        return t(lang, "all_outbound")
+    if field.startswith("camp:"):
+        return f'{t(lang, "campaign")} {field[5:]}'
+    return f"caller ID #{field[4:10]}"
+
+
+async def home(request: web.Request, msg: str = "", status: int = 200) -> web.Response:
+    ident = _signed_in(request)
+    lang = request[LANGK]
+    try:
+        paused = await request.app[ENGINE].paused()
+    except (RedisError, OSError) as exc:
+        return page(request, f'<p class="err">Redis: {_e(type(exc).__name__)}</p>', 503)
+    items = "".join(f'<li class="paused">{_e(t(lang, "paused_item", what=_pause_label(lang, f), since=s.isoformat(timespec="seconds")))}</li>'
+                    for f, s in sorted(paused.items()))
+    state = f'<ul id="paused">{items}</ul>' if items else f'<p id="paused">{t(lang, "paused_none")}</p>'
+    forms = ""
+    if authz.allowed(ident, "pause"):
+        why = (f'<label>{t(lang, "reason")} <input name="why"></label>')
+        forms = (
+            f'<form class="box" method="post" action="/killswitch">{csrf_field(request)}'
+            f'<input type="hidden" name="scope" value="all">{why} '
+            f'<button name="action" value="pause" id="pause-all">{t(lang, "pause_all")}</button> '
+            f'<button name="action" value="resume" id="resume-all">{t(lang, "resume_all")}</button></form>'
+            f'<form class="box" method="post" action="/killswitch">{csrf_field(request)}'
+            f'<input type="hidden" name="scope" value="campaign">'
+            f'<label>{t(lang, "campaign")} <input name="name" required></label> {why} '
+            f'<button name="action" value="pause">{t(lang, "pause_campaign")}</button> '
+            f'<button name="action" value="resume">{t(lang, "resume_campaign")}</button></form>')
+    else:
+        # the viewer sees the switch, but the server refuses it (the button is not the check)
+        forms = (f'<form class="box" method="post" action="/killswitch">{csrf_field(request)}'
+                 f'<input type="hidden" name="scope" value="all">'
+                 f'<button name="action" value="pause" id="pause-all">{t(lang, "pause_all")}</button></form>')
+    return page(request, f'{msg}<h2>{t(lang, "killswitch")}</h2>{state}{forms}', status)
+
+
+async def killswitch(request: web.Request) -> web.Response:
+    ident = _signed_in(request)
+    lang = request[LANGK]
+    form = await request.post()
+    action, scope, name = str(form.get("action", "")), str(form.get("scope", "all")), str(form.get("name", ""))
+    why = str(form.get("why", ""))[:500]
+    if action not in ("pause", "resume") or scope not in ("all", "campaign") or (scope == "campaign" and not name):
+        return await home(request, f'<p class="err">{_e(t(lang, "bad_input", msg="action/scope"))}</p>', 400)
+    try:
+        authz.require(ident, action)
+    except authz.Forbidden as exc:
+        log.warning("refused %s to %s (%s)", action, ident.user, ident.role)
+        return await home(request, f'<p class="err" id="refused">{_e(t(lang, "forbidden", msg=str(exc)))}</p>',
+                          403)
+    engine = request.app[ENGINE]
+    fn = engine.pause if action == "pause" else engine.resume
+    try:
+        await fn(scope, name or None, why=why, actor=authz.actor_of(ident))
+    except (RedisError, OSError) as exc:
+        return await home(request, f'<p class="err">Redis: {_e(type(exc).__name__)}</p>', 503)
+    what = t(lang, "all_outbound") if scope == "all" else f'{t(lang, "campaign")} {name}'
+    log.info("%s %s by %s", action, scope + (" " + name if name else ""), authz.actor_of(ident))
+    return await home(request, f'<p class="msg" id="done">{_e(t(lang, "done_" + action, what=what))}</p>')
+
+
+async def number_page(request: web.Request) -> web.Response:
+    ident = _signed_in(request)
+    lang = request[LANGK]
+    q = request.query
+    number, campaign, agent = q.get("n", ""), q.get("campaign", ""), q.get("agent", "") or "lookup"
+    result = ""
+    if number and campaign:
+        try:
+            req = DecisionRequest(number=number, campaign=campaign, agent=agent)
+        except ValidationError as exc:
+            result = f'<p class="err">{_e(t(lang, "bad_input", msg=exc.errors()[0]["msg"]))}</p>'
+        else:
+            a = await request.app[ELIG].check(req)
+            show = (lambda n: n) if authz.allowed(ident, "view_numbers") else mask
+            d = a.as_dict(show)
+            rows = "".join(f"<li><code>{_e(r)}</code>: {_e(a.explanations.get(r, ''))}</li>" for r in a.reasons)
+            nxt = d["next_eligible_at"] or (t(lang, "never") if a.decision == "deny" else "")
+            result = (f'<table id="result"><tr><th>{t(lang, "number")}</th><td id="number">{_e(d["number"] or "-")}</td></tr>'
+                      f'<tr><th>{t(lang, "status")}</th><td id="decision" class="{a.decision}">'
+                      f'{t(lang, a.decision)}</td></tr><tr><th>{t(lang, "why")}</th><td><ul>{rows}</ul></td></tr>'
+                      f'<tr><th>{t(lang, "next_eligible")}</th><td>{_e(nxt)}</td></tr></table>')
+    shown = number if authz.allowed(ident, "view_numbers") else ""
+    body = (f'<h2>{t(lang, "lookup")}</h2><form class="box" method="get" action="/number">'
+            f'<label>{t(lang, "number")} <input name="n" value="{_e(shown)}" required></label> '
+            f'<label>{t(lang, "campaign")} <input name="campaign" value="{_e(campaign)}" required></label> '
+            f'<label>{t(lang, "agent")} <input name="agent" value="{_e(q.get("agent", ""))}"></label> '
+            f'<button>{t(lang, "check")}</button></form>{result}')
+    return page(request, body)
+
+
+async def set_lang(request: web.Request) -> web.Response:
+    lang = request.match_info["lang"]
+    if lang not in LANGS:
+        raise web.HTTPNotFound()
+    resp = redirect("/" if request.get(IDENT) else "/login")
+    _cookie(resp, request, LANG, lang, 365 * 86400)
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    problems = []
+    try:
+        async with request.app[POOL].connection(timeout=2) as conn:
+            await conn.execute("select 1 from web_users limit 1")
+    except Exception as exc:  # noqa: BLE001 - any failure is "not healthy"
+        problems.append(f"postgresql: {type(exc).__name__}")
+    try:
+        await request.app[ENGINE].redis.ping()
+    except (RedisError, OSError) as exc:
+        problems.append(f"redis: {type(exc).__name__}")
+    return web.json_response({"ok": not problems, "problems": problems}, status=503 if problems else 200)
+
+
+# -- API --------------------------------------------------------------------------------
+
+async def _api_identity(request: web.Request) -> users.Identity:
+    auth = request.headers.get("Authorization", "")
+    ident = None
+    if auth.startswith("Bearer "):
+        async with request.app[POOL].connection() as conn:
+            ident = await users.token_identity(conn, auth[7:].strip(), utcnow())
+    if ident is None:
+        raise web.HTTPUnauthorized(text=json.dumps({"error": "a valid API token is required (Authorization: "
+                                                            "Bearer dgt_...)"}),
+                                   content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        authz.require(ident, "eligibility")
+    except authz.Forbidden as exc:
+        raise web.HTTPForbidden(text=json.dumps({"error": str(exc)}), content_type="application/json") from None
+    return ident
+
+
+def _bad(msg: str) -> web.Response:
+    return web.json_response({"error": msg}, status=400)
+
+
+def _shower(ident: users.Identity):
+    return (lambda n: n) if authz.allowed(ident, "view_numbers") else mask
+
+
+async def api_eligibility_get(request: web.Request) -> web.Response:
+    ident = await _api_identity(request)
+    q = request.query
+    try:
+        req = DecisionRequest(number=q.get("number", ""), campaign=q.get("campaign", ""),
+                              agent=q.get("agent") or "eligibility", caller_id=q.get("caller_id") or None,
+                              subject=q.get("subject") or None)
+    except ValidationError as exc:
+        return _bad("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    a = await request.app[ELIG].check(req)
+    return web.json_response(a.as_dict(_shower(ident)))
+
+
+async def api_eligibility_post(request: web.Request) -> web.Response:
+    ident = await _api_identity(request)
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _bad("the body is not JSON")
+    if not isinstance(body, dict) or not isinstance(body.get("leads"), list):
+        return _bad('expected {"campaign": ..., "agent": ..., "leads": [{"number": ...}, ...]}')
+    leads = body["leads"]
+    if len(leads) > MAX_BATCH:
+        return web.json_response({"error": f"at most {MAX_BATCH:,} leads per request, got {len(leads):,}"},
+                                 status=413)
+    reqs = []
+    for i, lead in enumerate(leads):
+        if isinstance(lead, str):
+            lead = {"number": lead}
+        if not isinstance(lead, dict):
+            return _bad(f"leads[{i}]: a number or an object with number")
+        try:
+            reqs.append(DecisionRequest(number=lead.get("number", ""),
+                                        campaign=lead.get("campaign") or body.get("campaign", ""),
+                                        agent=lead.get("agent") or body.get("agent") or "eligibility",
+                                        caller_id=lead.get("caller_id") or body.get("caller_id"),
+                                        subject=lead.get("subject")))
+        except ValidationError as exc:
+            return _bad(f"leads[{i}]: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                    for e in exc.errors()))
+    answers = await request.app[ELIG].check_many(reqs)
+    show = _shower(ident)
+    return web.json_response({"results": [a.as_dict(show) for a in answers]})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from dialguard.web.openapi import SPEC
+    return web.json_response(SPEC)
+
+
+# -- the application -------------------------------------------------------------------
+
+def make_app(settings: Settings | None = None, ws: WebSettings | None = None) -> web.Application:
+    settings = settings or Settings()
+    app = web.Application(middlewares=[security_headers, session_and_csrf], client_max_size=4 * 1024 * 1024)
+    app[WS] = ws or WebSettings()
+    app[LIMITER] = LoginLimiter()
+
+    async def lifecycle(app: web.Application):
+        pool = AsyncConnectionPool(settings.pg_dsn, min_size=1, max_size=8, open=False,
+                                   kwargs={"autocommit": True, "application_name": "dialguard-web"})
+        await pool.open(wait=True, timeout=10)
+        app[POOL] = pool
+        app[ENGINE] = await Engine.create(settings)
+        app[ELIG] = Eligibility(await Engine.create(settings, audit=False))
+        yield
+        await app[ELIG].engine.close()
+        await app[ENGINE].close()
+        await pool.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/login", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", home)
+    app.router.add_post("/killswitch", killswitch)
+    app.router.add_get("/number", number_page)
+    app.router.add_get("/lang/{lang}", set_lang)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/v1/eligibility", api_eligibility_get)
+    app.router.add_post("/api/v1/eligibility", api_eligibility_post)
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    return app
+
+
+def run(host: str | None = None, port: int | None = None) -> None:
+    ws = WebSettings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(make_app(ws=ws), host=host or ws.host, port=port or ws.port, access_log=None,
+                print=lambda s: log.info("%s", s))

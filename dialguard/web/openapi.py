@@ -1,0 +1,64 @@
+"""The API's OpenAPI 3.1 description, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from dialguard.eligibility import MAX_BATCH
+
+_answer = {
+    "type": "object",
+    "required": ["decision", "reasons", "explanations", "next_eligible_at"],
+    "properties": {
+        "number": {"type": ["string", "null"], "description": "E.164; masked unless the token's role is "
+                                                               "supervisor or above; null when invalid"},
+        "decision": {"type": "string", "enum": ["allow", "deny"]},
+        "reasons": {"type": "array", "items": {"type": "string"},
+                    "description": "every reason code that denies now (SPEC §2), in SPEC order"},
+        "explanations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "next_eligible_at": {"type": ["string", "null"], "format": "date-time",
+                             "description": "earliest time the same question may be answered allow; null "
+                                            "for allow, or when waiting cannot help (dnc, opted_out, ...)"},
+        "caller_id": {"type": ["string", "null"], "description": "the caller ID the guard would present"},
+    },
+}
+_err = {"type": "object", "properties": {"error": {"type": "string"}}}
+_params = [
+    {"name": "number", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 64}},
+    {"name": "campaign", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 128}},
+    {"name": "agent", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 128},
+     "description": "the agent who would take the call (agent caps); default: none in particular"},
+    {"name": "caller_id", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "subject", "in": "query", "required": False, "schema": {"type": "string"}},
+]
+_lead = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["number"], "properties": {
+    "number": {"type": "string"}, "campaign": {"type": "string"}, "agent": {"type": "string"},
+    "caller_id": {"type": "string"}, "subject": {"type": "string"}}}]}
+_errors = {"400": {"description": "bad input", "content": {"application/json": {"schema": _err}}},
+           "401": {"description": "no valid token"}, "403": {"description": "the token's role may not"}}
+
+SPEC = {
+    "openapi": "3.1.0",
+    "info": {"title": "dialguard API", "version": "1",
+             "description": "Read-only questions to the guard: the same rules and live state as a call "
+                            "attempt, nothing reserved, nothing recorded."},
+    "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer",
+                                                 "description": "dialguard user token NAME (dgt_...)"}},
+                   "schemas": {"Answer": _answer}},
+    "security": [{"token": []}],
+    "paths": {
+        "/api/v1/eligibility": {
+            "get": {"summary": "May this number be called now, and if not, when?", "parameters": _params,
+                    "responses": {"200": {"description": "the answer", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Answer"}}}}, **_errors}},
+            "post": {"summary": f"The same question for up to {MAX_BATCH:,} leads",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["leads"], "properties": {
+                             "campaign": {"type": "string"}, "agent": {"type": "string"},
+                             "caller_id": {"type": "string"},
+                             "leads": {"type": "array", "maxItems": MAX_BATCH, "items": _lead}}}}}},
+                     "responses": {"200": {"description": "one answer per lead, in order", "content": {
+                         "application/json": {"schema": {"type": "object", "properties": {"results": {
+                             "type": "array", "items": {"$ref": "#/components/schemas/Answer"}}}}}}},
+                         "413": {"description": f"more than {MAX_BATCH:,} leads"}, **_errors}},
+        },
+    },
+}

@@ -1,0 +1,184 @@
+"""`dialguard web` on the stack's real PostgreSQL and Redis: login, sessions, CSRF, rate limit,
+the kill switch through the authorization layer, languages (dialguard/web/app.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+
+import aiohttp
+import psycopg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from dialguard import users as u
+from dialguard.audit.db import admin_dsn
+from dialguard.models import DecisionRequest
+from dialguard.simulate import _drop_namespace
+from dialguard.web.app import make_app
+from dialguard.web.security import WebSettings
+
+pytestmark = pytest.mark.integration
+PW = "a long enough passphrase"
+AT_10 = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)  # Monday 10:00 in Shanghai
+
+
+@pytest.fixture
+def people():
+    """A viewer and a supervisor, removed afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    names = {"viewer": f"v{tag}", "supervisor": f"s{tag}"}
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        for role, n in names.items():
+            u.add_user(c, n, role, PW)
+        yield names
+        for n in names.values():
+            c.execute("delete from web_users where name = %s", (n,))
+
+
+@pytest.fixture
+async def web_app(settings):
+    """The console on a namespace of its own; yields (make_client, settings)."""
+    s = dataclasses.replace(settings, key_prefix=f"dgtest:{uuid.uuid4().hex[:10]}")
+    clients = []
+
+    async def client(tls: bool = False) -> TestClient:
+        ws = dataclasses.replace(WebSettings(), tls=tls)
+        c = TestClient(TestServer(make_app(s, ws)), cookie_jar=aiohttp.CookieJar(unsafe=True))
+        await c.start_server()
+        clients.append(c)
+        return c
+
+    yield client, s
+    for c in clients:
+        await c.close()
+    import redis.asyncio as aioredis
+    r = aioredis.from_url(s.redis_url)
+    await _drop_namespace(r, s.key_prefix)
+    await r.aclose()
+
+
+def _csrf(text: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', text).group(1)
+
+
+async def _login(c: TestClient, user: str, password: str = PW):
+    r = await c.get("/login")
+    token = _csrf(await r.text())
+    return await c.post("/login", data={"user": user, "password": password, "csrf": token},
+                        allow_redirects=False)
+
+
+async def test_login_sets_a_strict_httponly_session_and_logout_ends_it(web_app, people):
+    client, _ = web_app
+    c = await client()
+    r = await _login(c, people["viewer"], PW + "x")
+    assert r.status == 401 and "Wrong user name or password" in await r.text()
+    r = await _login(c, people["viewer"])
+    assert r.status == 303 and r.headers["Location"] == "/"
+    cookie = r.headers.getall("Set-Cookie")
+    session = next(h for h in cookie if h.startswith("dg_session="))
+    assert "HttpOnly" in session and "SameSite=Strict" in session and "Secure" not in session
+    home = await c.get("/")
+    text = await home.text()
+    assert home.status == 200 and people["viewer"] in text
+    assert home.headers["X-Frame-Options"] == "DENY" and "default-src 'none'" in home.headers[
+        "Content-Security-Policy"]
+    r = await c.post("/logout", data={"csrf": _csrf(text)}, allow_redirects=False)
+    assert r.status == 303
+    c.session.cookie_jar.update_cookies({"dg_session": session.split(";")[0].split("=", 1)[1]})
+    r = await c.get("/", allow_redirects=False)  # the old session id is dead in the database
+    assert r.status == 303 and r.headers["Location"] == "/login"
+
+
+async def test_behind_tls_the_cookie_is_secure(web_app, people):
+    client, _ = web_app
+    c = await client(tls=True)
+    r = await c.get("/login")
+    pre = _csrf(await r.text())
+    assert any(h.startswith("dg_pre=") and "Secure" in h for h in r.headers.getall("Set-Cookie"))
+    # the test client speaks plain HTTP, so it would not send a Secure cookie back: send it by hand
+    r = await c.post("/login", data={"user": people["viewer"], "password": PW, "csrf": pre},
+                     cookies={"dg_pre": pre}, allow_redirects=False)
+    assert r.status == 303
+    assert any(h.startswith("dg_session=") and "Secure" in h for h in r.headers.getall("Set-Cookie"))
+
+
+async def test_every_post_needs_the_forms_csrf_token(web_app, people):
+    client, s = web_app
+    c = await client()
+    r = await c.post("/login", data={"user": people["supervisor"], "password": PW}, allow_redirects=False)
+    assert r.status == 403  # no pre-session token: not even a login
+    assert (await _login(c, people["supervisor"])).status == 303
+    for data in ({"action": "pause", "scope": "all"}, {"action": "pause", "scope": "all", "csrf": "forged"}):
+        r = await c.post("/killswitch", data=data)
+        assert r.status == 403 and "did not come from this console" in await r.text()
+    from dialguard.engine import Engine
+    e = await Engine.create(s)
+    try:
+        assert await e.paused() == {}
+    finally:
+        await e.close()
+
+
+async def test_login_is_rate_limited_per_user(web_app, people):
+    client, _ = web_app
+    c = await client()
+    for _ in range(5):
+        assert (await _login(c, people["supervisor"], "wrong password!!")).status == 401
+    r = await _login(c, people["supervisor"])  # the right password, too late
+    assert r.status == 429 and "Too many failed sign-ins" in await r.text()
+    assert (await _login(c, people["viewer"])).status == 303  # another user from the same source still may
+
+
+async def test_kill_switch_viewer_refused_supervisor_pauses_audited_as_web_user(web_app, people):
+    client, s = web_app
+    from dialguard.engine import Engine
+    e = await Engine.create(s)
+    req = DecisionRequest(number="+8613800138000", campaign="web-test", agent="a1", caller_id="+8610555")
+    try:
+        viewer = await client()
+        await _login(viewer, people["viewer"])
+        page = await (await viewer.get("/")).text()
+        r = await viewer.post("/killswitch", data={"action": "pause", "scope": "all", "csrf": _csrf(page)})
+        assert r.status == 403 and "pause needs the role supervisor" in await r.text()
+        assert await e.paused() == {}
+
+        sup = await client()
+        await _login(sup, people["supervisor"])
+        page = await (await sup.get("/")).text()
+        r = await sup.post("/killswitch", data={"action": "pause", "scope": "all", "csrf": _csrf(page),
+                                               "why": "incident 42", "actor": "chief-compliance-officer"})
+        assert r.status == 200 and 'id="done"' in await r.text()
+        assert "all" in await e.paused()
+        d = await e.decide(req, now=AT_10)
+        assert d.decision == "deny" and "paused" in d.reasons
+        entries = await e.redis.xrange(e.keys.audit)
+        admin = [json.loads(f[b"j"]) for _id, f in entries if f[b"t"] == b"admin"]
+        assert admin[-1]["action"] == "pause" and admin[-1]["why"] == "incident 42"
+        assert admin[-1]["actor"] == f"web:{people['supervisor']}"  # authenticated, not the typed name
+
+        page = await (await sup.get("/")).text()
+        assert 'class="paused"' in page
+        r = await sup.post("/killswitch", data={"action": "resume", "scope": "all", "csrf": _csrf(page)})
+        assert r.status == 200 and await e.paused() == {}
+        d = await e.decide(req.model_copy(update={"number": "+8613800138001"}), now=AT_10)
+        assert "paused" not in d.reasons
+    finally:
+        await e.close()
+
+
+async def test_language_is_the_operators_choice_and_remembered(web_app, people):
+    client, _ = web_app
+    c = await client()
+    r = await c.get("/lang/zh", allow_redirects=False)
+    assert r.status == 303 and any("dg_lang=zh" in h for h in r.headers.getall("Set-Cookie"))
+    assert "登录" in await (await c.get("/login")).text()
+    await _login(c, people["viewer"])
+    assert "紧急停止" in await (await c.get("/")).text()
+    await c.get("/lang/en")
+    assert "Kill switch" in await (await c.get("/")).text()
+    assert (await c.get("/lang/fr", allow_redirects=False)).status == 404
