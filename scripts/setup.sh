@@ -10,8 +10,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # debootstrap: the cached Asterisk root; python3-venv: .venv on Debian's python;
 # systemd: systemd-analyze, which the tests use to verify the units in deploy/;
 # faketime: libfaketime, the shifted clock of make test-dates; gcc, libc6-dev: its
-# fixes (scripts/faketime-fixes.c).
-PACKAGES=(redis-server redis-sentinel postgresql sip-tester debootstrap python3-venv systemd faketime gcc libc6-dev)
+# fixes (scripts/faketime-fixes.c); chromium, chromium-driver: the console's
+# real-browser test (Selenium, headless).
+PACKAGES=(redis-server redis-sentinel postgresql sip-tester debootstrap python3-venv systemd faketime gcc libc6-dev
+          chromium chromium-driver)
 [[ $ASTERISK_MODE == system ]] && PACKAGES=("${PACKAGES[@]/debootstrap}")
 
 packages() {

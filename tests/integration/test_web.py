@@ -42,7 +42,12 @@ def people():
 @pytest.fixture
 async def web_app(settings):
     """The console on a namespace of its own; yields (make_client, settings)."""
-    s = dataclasses.replace(settings, key_prefix=f"dgtest:{uuid.uuid4().hex[:10]}")
+    # the rules clock of the namespace at a working day's 10:00 (Engine.now), whatever the date
+    s = dataclasses.replace(settings, key_prefix=f"dgtest:{uuid.uuid4().hex[:10]}", test_clock=True)
+    from dialguard.engine import Engine
+    e = await Engine.create(s)
+    await e.set_test_clock(AT_10)
+    await e.close()
     clients = []
 
     async def client(tls: bool = False) -> TestClient:
@@ -182,3 +187,29 @@ async def test_language_is_the_operators_choice_and_remembered(web_app, people):
     await c.get("/lang/en")
     assert "Kill switch" in await (await c.get("/")).text()
     assert (await c.get("/lang/fr", allow_redirects=False)).status == 404
+
+
+async def test_number_lookup_says_why_and_masks_numbers_for_viewers(web_app, people):
+    client, s = web_app
+    from dialguard.engine import Engine
+    e = await Engine.create(s)
+    try:
+        await e.set_campaign("spring")
+        await e.approve_caller_id("+861058000000", pool=True)
+        await e.dnc_add("+8613800138000")
+    finally:
+        await e.close()
+    viewer = await client()
+    await _login(viewer, people["viewer"])
+    text = await (await viewer.get("/number", params={"n": "+8613800138000", "campaign": "spring"})).text()
+    assert 'id="decision" class="deny"' in text and "<code>dnc</code>" in text
+    assert "+8613800138000" not in text and "+86138******00" in text  # masked, the form not refilled
+    assert "not by waiting" in text
+    sup = await client()
+    await _login(sup, people["supervisor"])
+    text = await (await sup.get("/number", params={"n": "+8613800138001", "campaign": "spring"})).text()
+    assert 'id="decision" class="allow"' in text and "+8613800138001" in text
+    text = await (await sup.get("/number", params={"n": "x" * 80, "campaign": "spring"})).text()
+    assert "Bad input" in text
+    r = await (await client()).get("/number", allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/login"

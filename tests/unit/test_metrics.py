@@ -306,7 +306,7 @@ UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
 
 def test_every_service_has_a_unit_reading_the_config_file_with_env_overrides():
     assert {u.name for u in UNITS} == {"dialguard-agi.service", "dialguard-audit-ship.service",
-                                       "dialguard-dialer.service"}
+                                       "dialguard-dialer.service", "dialguard-web.service"}
     for unit in UNITS:
         text = unit.read_text()
         lines = text.splitlines()
@@ -323,7 +323,7 @@ def test_every_service_has_a_unit_reading_the_config_file_with_env_overrides():
     assert "spool_dir: /var/lib/dialguard/" in example  # StateDirectory=dialguard: writable
 
 
-@pytest.mark.parametrize("argv", [["audit-ship", "--help"], ["dialer", "run", "--help"]])
+@pytest.mark.parametrize("argv", [["audit-ship", "--help"], ["dialer", "run", "--help"], ["web", "--help"]])
 def test_unit_commands_exist(argv):
     from typer.testing import CliRunner
 
