@@ -20,7 +20,8 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 from aiohttp import web
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -107,6 +108,19 @@ async def security_headers(request: web.Request, handler):
     resp.headers["Referrer-Policy"] = "no-referrer"
     resp.headers.setdefault("Cache-Control", "no-store")
     return resp
+
+
+@web.middleware
+async def store_errors(request: web.Request, handler):
+    """PostgreSQL or Redis down: 503 saying which, never a crash, never a half-done write."""
+    try:
+        return await handler(request)
+    except (psycopg.Error, PoolTimeout, RedisError, OSError) as exc:
+        what = "redis" if isinstance(exc, RedisError) else "postgresql"
+        log.error("%s %s: %s unavailable: %r", request.method, request.path, what, exc)
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": f"{what} unavailable"}, status=503)
+        return web.Response(text=f"503: {what} unavailable; the guard itself is not affected", status=503)
 
 
 @web.middleware
@@ -393,14 +407,16 @@ async def openapi(request: web.Request) -> web.Response:
 
 def make_app(settings: Settings | None = None, ws: WebSettings | None = None) -> web.Application:
     settings = settings or Settings()
-    app = web.Application(middlewares=[security_headers, session_and_csrf], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[security_headers, store_errors, session_and_csrf], client_max_size=4 * 1024 * 1024)
     app[WS] = ws or WebSettings()
     app[LIMITER] = LoginLimiter()
 
     async def lifecycle(app: web.Application):
-        pool = AsyncConnectionPool(settings.pg_dsn, min_size=1, max_size=8, open=False,
-                                   kwargs={"autocommit": True, "application_name": "dialguard-web"})
-        await pool.open(wait=True, timeout=10)
+        # Not waiting for PostgreSQL: the service starts and says 503 (healthz too) until it answers.
+        pool = AsyncConnectionPool(settings.pg_dsn, min_size=1, max_size=8, open=False, timeout=3,
+                                   kwargs={"autocommit": True, "application_name": "dialguard-web",
+                                           "connect_timeout": 3})
+        await pool.open(wait=False)
         app[POOL] = pool
         app[ENGINE] = await Engine.create(settings)
         app[ELIG] = Eligibility(await Engine.create(settings, audit=False))

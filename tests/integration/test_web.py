@@ -213,3 +213,19 @@ async def test_number_lookup_says_why_and_masks_numbers_for_viewers(web_app, peo
     assert "Bad input" in text
     r = await (await client()).get("/number", allow_redirects=False)
     assert r.status == 303 and r.headers["Location"] == "/login"
+
+
+async def test_postgresql_down_answers_503_and_healthz_says_so(settings):
+    s = dataclasses.replace(settings, pg_dsn="postgresql://dialguard@127.0.0.1:1/dialguard")
+    c = TestClient(TestServer(make_app(s)), cookie_jar=aiohttp.CookieJar(unsafe=True))
+    await c.start_server()
+    try:
+        r = await c.get("/healthz")
+        assert r.status == 503 and any("postgresql" in p for p in (await r.json())["problems"])
+        r = await _login(c, "anyone")
+        assert r.status == 503 and "postgresql unavailable" in await r.text()
+        r = await c.get("/api/v1/eligibility", params={"number": "+8613800138000", "campaign": "c"},
+                        headers={"Authorization": "Bearer dgt_AAAAAAAAAAAA_" + "A" * 43})
+        assert r.status == 503 and (await r.json())["error"] == "postgresql unavailable"
+    finally:
+        await c.close()
