@@ -97,8 +97,26 @@ def parse_token(token: str) -> tuple[str, str] | None:
 
 
 # -- management (sync, dialguard_admin connection) -----------------------------------
+# Each change writes its audit_user_changes row in the same transaction.
 
-def add_user(conn, name: str, role: str, password: str | None) -> None:
+def cli_actor() -> str:
+    """The identity of `dialguard user` (break-glass on the database host): the OS user,
+    the one behind sudo if any; never DIALGUARD_ACTOR, which anyone may type."""
+    import getpass
+    import os
+
+    return "cli:" + (os.environ.get("SUDO_USER") or getpass.getuser())
+
+
+def _audit(conn, actor: str, action: str, name: str, role: str | None = None, token_id: str | None = None,
+           **detail) -> None:
+    import json
+
+    conn.execute("insert into audit_user_changes (actor, action, user_name, role, token_id, detail) "
+                 "values (%s, %s, %s, %s, %s, %s)", (actor, action, name, role, token_id, json.dumps(detail)))
+
+
+def add_user(conn, name: str, role: str, password: str | None, actor: str | None = None) -> None:
     check_name(name)
     rank(role)
     ph = hash_password(password) if password else None
@@ -106,9 +124,10 @@ def add_user(conn, name: str, role: str, password: str | None) -> None:
         if conn.execute("select 1 from web_users where name = %s", (name,)).fetchone():
             raise UserError(f"user {name!r} exists (dialguard user passwd|role to change it)")
         conn.execute("insert into web_users (name, role, password_hash) values (%s, %s, %s)", (name, role, ph))
+        _audit(conn, actor or cli_actor(), "user_add", name, role, password=ph is not None)
 
 
-def set_password(conn, name: str, password: str) -> None:
+def set_password(conn, name: str, password: str, actor: str | None = None) -> None:
     ph = hash_password(password)
     with conn.transaction():
         cur = conn.execute("update web_users set password_hash = %s, updated_at = now() where name = %s",
@@ -117,18 +136,20 @@ def set_password(conn, name: str, password: str) -> None:
             raise UserError(f"no user {name!r}")
         # a new password ends every session of the old one
         conn.execute("delete from web_sessions where user_name = %s", (name,))
+        _audit(conn, actor or cli_actor(), "passwd", name)
 
 
-def set_role(conn, name: str, role: str) -> None:
+def set_role(conn, name: str, role: str, actor: str | None = None) -> None:
     rank(role)
     with conn.transaction():
         cur = conn.execute("update web_users set role = %s, updated_at = now() where name = %s", (role, name))
         if cur.rowcount != 1:
             raise UserError(f"no user {name!r}")
         conn.execute("delete from web_sessions where user_name = %s", (name,))
+        _audit(conn, actor or cli_actor(), "role", name, role)
 
 
-def set_disabled(conn, name: str, disabled: bool) -> None:
+def set_disabled(conn, name: str, disabled: bool, actor: str | None = None) -> None:
     with conn.transaction():
         cur = conn.execute("update web_users set disabled = %s, updated_at = now() where name = %s",
                            (disabled, name))
@@ -136,10 +157,11 @@ def set_disabled(conn, name: str, disabled: bool) -> None:
             raise UserError(f"no user {name!r}")
         if disabled:
             conn.execute("delete from web_sessions where user_name = %s", (name,))
+        _audit(conn, actor or cli_actor(), "disable" if disabled else "enable", name)
 
 
 def add_token(conn, name: str, role: str | None = None, label: str = "",
-              expires: datetime | None = None) -> tuple[str, str]:
+              expires: datetime | None = None, actor: str | None = None) -> tuple[str, str]:
     """A new token for user `name`, scoped to `role` (default: the user's). Returns (token, id)."""
     row = conn.execute("select role from web_users where name = %s", (name,)).fetchone()
     if row is None:
@@ -151,15 +173,18 @@ def add_token(conn, name: str, role: str | None = None, label: str = "",
     with conn.transaction():
         conn.execute("insert into web_tokens (id, user_name, role, secret_sha256, label, expires_at) "
                      "values (%s, %s, %s, %s, %s, %s)", (tid, name, role, digest, label, expires))
+        _audit(conn, actor or cli_actor(), "token_add", name, role, tid, label=label,
+               expires=expires.isoformat() if expires else None)
     return token, tid
 
 
-def revoke_token(conn, tid: str) -> None:
+def revoke_token(conn, tid: str, actor: str | None = None) -> None:
     with conn.transaction():
-        cur = conn.execute("update web_tokens set revoked_at = now() where id = %s and revoked_at is null",
-                           (tid,))
-        if cur.rowcount != 1:
+        row = conn.execute("update web_tokens set revoked_at = now() where id = %s and revoked_at is null "
+                           "returning user_name", (tid,)).fetchone()
+        if row is None:
             raise UserError(f"no live token {tid!r}")
+        _audit(conn, actor or cli_actor(), "token_revoke", row[0], token_id=tid)
 
 
 def list_users(conn) -> list[dict]:

@@ -44,6 +44,28 @@ CREATE TABLE web_sessions (
 );
 CREATE INDEX web_sessions_expiry ON web_sessions (expires_at);
 
+-- Every change to users and tokens, append-only like every audit table (010):
+-- who (the OS user of `dialguard user`, cli:<name>; later web:<admin>), what, to whom.
+CREATE TABLE audit_user_changes (
+    id            bigserial PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT now(),
+    actor         text NOT NULL,
+    action        text NOT NULL CHECK (action IN ('user_add', 'passwd', 'role', 'disable', 'enable',
+                                                  'token_add', 'token_revoke')),
+    user_name     text NOT NULL,
+    role          text,                          -- the new role (user_add, role, token_add)
+    token_id      text,                          -- token_add, token_revoke
+    detail        jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX audit_user_changes_user ON audit_user_changes (user_name, at);
+CREATE TRIGGER audit_user_changes_append_only BEFORE UPDATE OR DELETE ON audit_user_changes
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_user_changes_no_truncate BEFORE TRUNCATE ON audit_user_changes
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+REVOKE ALL ON audit_user_changes FROM PUBLIC;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_user_changes FROM dialguard_writer;
+GRANT SELECT ON audit_user_changes TO dialguard_writer, dialguard_reader;
+
 -- The default privileges of 010 grant the writer everything on new tables: narrow them.
 REVOKE ALL ON web_users, web_tokens, web_sessions FROM PUBLIC;
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON web_users, web_tokens FROM dialguard_writer;
@@ -57,4 +79,5 @@ REVOKE ALL ON web_users, web_tokens, web_sessions FROM dialguard_reader;
 
 COMMENT ON TABLE web_users IS 'Console and API users: role viewer < supervisor < compliance < admin; argon2id password hash';
 COMMENT ON TABLE web_tokens IS 'API tokens for machines: SHA-256 of the secret only, scoped to a role no higher than the user''s';
+COMMENT ON TABLE audit_user_changes IS 'Append-only: every user and token change, with the OS or console identity that made it';
 COMMENT ON TABLE web_sessions IS 'Console sessions: SHA-256 of the cookie id, CSRF token, expiry';

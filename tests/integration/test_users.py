@@ -106,6 +106,34 @@ def _cli(*args, stdin: str = ""):
                           capture_output=True, text=True, env=os.environ, timeout=60)
 
 
+def test_every_change_is_audited_append_only_with_the_os_user(admin, name):
+    u.add_user(admin, name, "viewer", PW)
+    u.set_role(admin, name, "supervisor")
+    tok, tid = u.add_token(admin, name, label="crm")
+    u.revoke_token(admin, tid)
+    u.set_password(admin, name, PW + "!", actor="web:boss")
+    u.set_disabled(admin, name, True)
+    rows = admin.execute("select actor, action, role, token_id from audit_user_changes where user_name = %s "
+                         "order by id", (name,)).fetchall()
+    me = u.cli_actor()
+    assert me.startswith("cli:") and me != "cli:"
+    assert rows == [(me, "user_add", "viewer", None), (me, "role", "supervisor", None),
+                    (me, "token_add", "supervisor", tid), (me, "token_revoke", None, tid),
+                    ("web:boss", "passwd", None, None), (me, "disable", None, None)]
+    assert tok not in str(admin.execute("select detail from audit_user_changes where token_id = %s",
+                                        (tid,)).fetchall())
+    with psycopg.connect(service_dsn(), autocommit=True) as svc:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            svc.execute("insert into audit_user_changes (actor, action, user_name) values ('x', 'passwd', 'y')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):  # not even the owner
+        admin.execute("delete from audit_user_changes where user_name = %s", (name,))
+
+
+def test_cli_actor_ignores_the_typed_dialguard_actor(monkeypatch):
+    monkeypatch.setenv("DIALGUARD_ACTOR", "chief-compliance-officer")
+    assert "chief-compliance-officer" not in u.cli_actor()
+
+
 def test_cli_reads_the_password_from_stdin_never_an_argument(admin, name):
     r = _cli("add", name, "--role", "supervisor", "--password-stdin", stdin=PW + "\n")
     assert r.returncode == 0, r.stderr
