@@ -63,6 +63,7 @@ def page(request: web.Request, body: str, status: int = 200) -> web.Response:
     if ident:
         head = (f'{_e(t(lang, "signed_in_as", user=ident.user, role=ident.role))} · '
                 f'<a href="/">{t(lang, "home")}</a> · <a href="/number">{t(lang, "lookup")}</a> · '
+                f'<a href="/live">{t(lang, "live")}</a> · '
                 f'<form method="post" action="/logout" style="display:inline">{csrf_field(request)}'
                 f'<button>{t(lang, "logout")}</button></form> · ' + head)
     doc = (f'<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
@@ -278,7 +279,7 @@ async def number_page(request: web.Request) -> web.Response:
     lang = request[LANGK]
     q = request.query
     number, campaign, agent = q.get("n", ""), q.get("campaign", ""), q.get("agent", "") or "lookup"
-    result = ""
+    result, a = "", None
     if number and campaign:
         try:
             req = DecisionRequest(number=number, campaign=campaign, agent=agent)
@@ -294,6 +295,8 @@ async def number_page(request: web.Request) -> web.Response:
                       f'<tr><th>{t(lang, "status")}</th><td id="decision" class="{a.decision}">'
                       f'{t(lang, a.decision)}</td></tr><tr><th>{t(lang, "why")}</th><td><ul>{rows}</ul></td></tr>'
                       f'<tr><th>{t(lang, "next_eligible")}</th><td>{_e(nxt)}</td></tr></table>')
+    if number and campaign and a is not None and a.e164:
+        result += await _history(request, a.e164)
     shown = number if authz.allowed(ident, "view_numbers") else ""
     body = (f'<h2>{t(lang, "lookup")}</h2><form class="box" method="get" action="/number">'
             f'<label>{t(lang, "number")} <input name="n" value="{_e(shown)}" required></label> '
@@ -301,6 +304,63 @@ async def number_page(request: web.Request) -> web.Response:
             f'<label>{t(lang, "agent")} <input name="agent" value="{_e(q.get("agent", ""))}"></label> '
             f'<button>{t(lang, "check")}</button></form>{result}')
     return page(request, body)
+
+
+async def _history(request: web.Request, e164: str) -> str:
+    """The number's last decisions from the audit (keyed hash: no plaintext number is queried)."""
+    lang = request[LANGK]
+    tag = request.app[ENGINE].keys.number_tag(e164)
+    async with request.app[POOL].connection() as conn:
+        cur = await conn.execute("select decided_at, campaign, agent, allowed, reasons from audit_decisions "
+                                 "where number_hash = %s order by decided_at desc limit 20", (tag,))
+        rows = await cur.fetchall()
+    if not rows:
+        return f'<h3>{t(lang, "history")}</h3><p id="history">{t(lang, "no_history")}</p>'
+    trs = "".join(f"<tr><td>{_e(r[0].isoformat(timespec='seconds'))}</td><td>{_e(r[1])}</td><td>{_e(r[2])}</td>"
+                  f"<td>{'✓' if r[3] else '✗'}</td><td>{_e(', '.join(r[4]))}</td></tr>" for r in rows)
+    return (f'<h3>{t(lang, "history")}</h3><table id="history"><tr><th>{t(lang, "time")}</th>'
+            f'<th>{t(lang, "campaign")}</th><th>{t(lang, "agent")}</th><th>{t(lang, "allowed_col")}</th>'
+            f'<th>{t(lang, "why")}</th></tr>{trs}</table>')
+
+
+async def live(request: web.Request) -> web.Response:
+    """Decisions per minute, denials by reason and per campaign (audit, by recorded time), guard health."""
+    _signed_in(request)
+    lang = request[LANGK]
+    async with request.app[POOL].connection() as conn:
+        per_min = await (await conn.execute(
+            "select date_trunc('minute', recorded_at) m, count(*), count(*) filter (where not allowed) "
+            "from audit_decisions where recorded_at > now() - interval '15 minutes' group by m order by m desc"
+        )).fetchall()
+        by_reason = await (await conn.execute(
+            "select r, count(*) from audit_decisions, unnest(reasons) r "
+            "where recorded_at > now() - interval '1 hour' and not allowed group by r order by 2 desc")).fetchall()
+        by_camp = await (await conn.execute(
+            "select campaign, count(*), count(*) filter (where not allowed) from audit_decisions "
+            "where recorded_at > now() - interval '1 hour' group by campaign order by 2 desc limit 50")).fetchall()
+    e = request.app[ENGINE]
+    backlog = await e.redis.xlen(e.keys.audit)
+    paused = await e.paused()
+
+    def table(tid, heads, rows):
+        th = "".join(f"<th>{_e(h)}</th>" for h in heads)
+        trs = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+        return f'<table id="{tid}"><tr>{th}</tr>{trs}</table>'
+
+    body = (f'<h2>{t(lang, "live")}</h2><p><a href="/live">↻</a></p>'
+            f'<h3>{t(lang, "health")}</h3><ul id="health"><li>Redis: ok</li>'
+            f'<li>{t(lang, "backlog")}: {backlog:,}</li>'
+            + "".join(f"<li>{_e(t(lang, 'paused_item', what=_pause_label(lang, f), since=v.isoformat(timespec='seconds')))}</li>"
+                      for f, v in sorted(paused.items())) + "</ul>"
+            f'<h3>{t(lang, "per_minute")}</h3>'
+            + table("per-minute", [t(lang, "minute"), t(lang, "decisions"), t(lang, "denied")],
+                    [(m.strftime("%H:%M"), n, d) for m, n, d in per_min])
+            + f'<h3>{t(lang, "by_reason")}</h3>' + table("by-reason", [t(lang, "why"), t(lang, "denied")], by_reason)
+            + f'<h3>{t(lang, "by_campaign")}</h3>'
+            + table("by-campaign", [t(lang, "campaign"), t(lang, "decisions"), t(lang, "denied")], by_camp))
+    resp = page(request, body)
+    resp.headers["Refresh"] = "10"  # no JavaScript: the browser reloads the page
+    return resp
 
 
 async def set_lang(request: web.Request) -> web.Response:
@@ -432,6 +492,7 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
     app.router.add_get("/", home)
     app.router.add_post("/killswitch", killswitch)
     app.router.add_get("/number", number_page)
+    app.router.add_get("/live", live)
     app.router.add_get("/lang/{lang}", set_lang)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/eligibility", api_eligibility_get)

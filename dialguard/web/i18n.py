@@ -42,6 +42,19 @@ TEXT: dict[str, tuple[str, str]] = {
     "bad_input": ("Bad input: {msg}", "输入有误：{msg}"),
     "language": ("中文", "English"),
     "home": ("Console", "控制台"),
+    "history": ("History (audit, latest first)", "历史记录（审计，最新在前）"),
+    "no_history": ("No decision recorded for this number.", "该号码没有判定记录。"),
+    "live": ("Live view", "实时监控"),
+    "per_minute": ("Decisions per minute (last 15 min, recorded time)", "每分钟判定数（最近 15 分钟）"),
+    "minute": ("Minute", "分钟"),
+    "decisions": ("Decisions", "判定"),
+    "denied": ("Denied", "拒绝"),
+    "by_reason": ("Denials by reason (last hour)", "按原因统计的拒绝（最近一小时）"),
+    "by_campaign": ("By campaign (last hour)", "按任务统计（最近一小时）"),
+    "health": ("Guard health", "守卫状态"),
+    "backlog": ("Audit records waiting to be shipped", "待写入审计库的记录"),
+    "allowed_col": ("Allowed", "允许"),
+    "time": ("Time", "时间"),
 }
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import aiohttp
 import psycopg
@@ -229,3 +229,41 @@ async def test_postgresql_down_answers_503_and_healthz_says_so(settings):
         assert r.status == 503 and (await r.json())["error"] == "postgresql unavailable"
     finally:
         await c.close()
+
+
+async def test_number_history_and_live_view_come_from_the_shipped_audit(web_app, people):
+    """Decisions on the stack's own namespace, shipped to PostgreSQL by its audit shipper."""
+    import asyncio
+
+    from dialguard.config import Settings
+    from dialguard.engine import Engine
+    client, _ = web_app
+    camp, number = f"webtest-{uuid.uuid4().hex[:6]}", f"+86139{uuid.uuid4().int % 10**8:08d}"
+    e = await Engine.create(Settings())
+    try:
+        await e.set_campaign(camp)
+        await e.approve_caller_id("+861058000000")
+        for i in range(3):  # cn-default: 2 attempts per number per campaign, the third denied
+            await e.decide(DecisionRequest(number=number, campaign=camp, agent="a1", caller_id="+861058000000"),
+                           AT_10 + timedelta(minutes=i))
+    finally:
+        await e.close()
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        for _ in range(100):
+            n = c.execute("select count(*) from audit_decisions where campaign = %s", (camp,)).fetchone()[0]
+            if n == 3:
+                break
+            await asyncio.sleep(0.2)
+    assert n == 3, "the stack's audit shipper did not ship the decisions"
+    viewer = await client()
+    await _login(viewer, people["viewer"])
+    text = await (await viewer.get("/number", params={"n": number, "campaign": camp})).text()
+    history = text.split('id="history"')[1]
+    assert history.count("<tr>") == 4 and "attempt_cap" in history and camp in history
+    assert number not in text
+    r = await viewer.get("/live")
+    text = await r.text()
+    assert r.status == 200 and r.headers["Refresh"] == "10"
+    row = re.search(rf"<tr><td>{camp}</td><td>(\d+)</td><td>(\d+)</td></tr>", text)
+    assert row and row.groups() == ("3", "1")
+    assert "attempt_cap" in text.split('id="by-reason"')[1]
