@@ -45,6 +45,7 @@ def browser(tmp_path):
         opts.add_argument(flag)
     drv = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)  # no Selenium Manager download
     drv.set_page_load_timeout(30)
+    drv.implicitly_wait(5)  # find_element waits for the element of the next page
     yield drv
     drv.quit()
 
@@ -76,11 +77,19 @@ def shot(drv, name: str) -> None:
 
 def click(drv, element) -> None:
     """Click a submit button and wait for the next page (the old one gone)."""
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def gone(_):
+        try:
+            element.is_enabled()
+            return False
+        except WebDriverException:  # stale, or "node does not belong to the document": the page changed
+            return True
+
     element.click()
-    WebDriverWait(drv, 20).until(ec.staleness_of(element))
+    WebDriverWait(drv, 20).until(gone)
+    WebDriverWait(drv, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def login(drv, user: str) -> None:
@@ -128,6 +137,7 @@ async def test_viewer_refused_supervisor_pauses_and_the_guard_denies_paused(brow
 
         browser.get(base_url() + "/lang/zh")
         assert "紧急停止" in browser.page_source
+        shot(browser, "console-zh")
         browser.get(base_url() + "/lang/en")
     finally:
         await engine.resume("campaign", camp)
