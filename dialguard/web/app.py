@@ -388,7 +388,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 # -- API --------------------------------------------------------------------------------
 
-async def _api_identity(request: web.Request) -> users.Identity:
+async def _api_identity(request: web.Request, action: str = "eligibility") -> users.Identity:
     auth = request.headers.get("Authorization", "")
     ident = None
     if auth.startswith("Bearer "):
@@ -399,7 +399,7 @@ async def _api_identity(request: web.Request) -> users.Identity:
                                                             "Bearer dgt_...)"}),
                                    content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
     try:
-        authz.require(ident, "eligibility")
+        authz.require(ident, action)
     except authz.Forbidden as exc:
         raise web.HTTPForbidden(text=json.dumps({"error": str(exc)}), content_type="application/json") from None
     return ident
@@ -458,6 +458,44 @@ async def api_eligibility_post(request: web.Request) -> web.Response:
     return web.json_response({"results": [a.as_dict(show) for a in answers]})
 
 
+def _paused_json(paused: dict) -> list[dict]:
+    return [{"switch": f, "since": v.isoformat()} for f, v in sorted(paused.items())]
+
+
+async def api_killswitch_get(request: web.Request) -> web.Response:
+    await _api_identity(request, "view")
+    return web.json_response({"paused": _paused_json(await request.app[ENGINE].paused())})
+
+
+async def api_killswitch_post(request: web.Request) -> web.Response:
+    """The kill switch for machines (and the CLI with a token): the same authz check and audit as the console."""
+    ident = await _api_identity(request, "view")  # who first: nothing is said to an unknown caller
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _bad("the body is not JSON")
+    if not isinstance(body, dict):
+        return _bad('expected {"action": "pause"|"resume", "scope": "all"|"campaign", "name": ..., "why": ...}')
+    action, scope, name = body.get("action"), body.get("scope", "all"), body.get("name")
+    why = body.get("why", "")
+    if action not in ("pause", "resume"):
+        return _bad('action: "pause" or "resume"')
+    if scope not in ("all", "campaign") or (scope == "campaign" and not (isinstance(name, str) and name)):
+        return _bad('scope: "all", or "campaign" with a name')
+    if not isinstance(why, str) or len(why) > 500:
+        return _bad("why: text, at most 500 characters")
+    try:
+        authz.require(ident, action)
+    except authz.Forbidden as exc:
+        return web.json_response({"error": str(exc)}, status=403)
+    engine = request.app[ENGINE]
+    fn = engine.pause if action == "pause" else engine.resume
+    await fn(scope, name if scope == "campaign" else None, why=why, actor=authz.actor_of(ident))
+    log.info("%s %s by %s", action, scope + (" " + name if scope == "campaign" else ""), authz.actor_of(ident))
+    return web.json_response({"done": action, "by": authz.actor_of(ident),
+                              "paused": _paused_json(await engine.paused())})
+
+
 async def openapi(request: web.Request) -> web.Response:
     from dialguard.web.openapi import SPEC
     return web.json_response(SPEC)
@@ -497,6 +535,8 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/eligibility", api_eligibility_get)
     app.router.add_post("/api/v1/eligibility", api_eligibility_post)
+    app.router.add_get("/api/v1/killswitch", api_killswitch_get)
+    app.router.add_post("/api/v1/killswitch", api_killswitch_post)
     app.router.add_get("/api/v1/openapi.json", openapi)
     return app
 

@@ -60,5 +60,19 @@ SPEC = {
                              "type": "array", "items": {"$ref": "#/components/schemas/Answer"}}}}}}},
                          "413": {"description": f"more than {MAX_BATCH:,} leads"}, **_errors}},
         },
+        "/api/v1/killswitch": {
+            "get": {"summary": "Kill switches in effect (viewer or above)",
+                    "responses": {"200": {"description": "switches: all, camp:NAME, cid:TAG, with since"},
+                                  **_errors}},
+            "post": {"summary": "Pause or resume all outbound or a campaign (supervisor or above); audited "
+                                "as token:<id>:<user>",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["action"], "properties": {
+                             "action": {"type": "string", "enum": ["pause", "resume"]},
+                             "scope": {"type": "string", "enum": ["all", "campaign"], "default": "all"},
+                             "name": {"type": "string", "description": "the campaign (scope campaign)"},
+                             "why": {"type": "string", "maxLength": 500}}}}}},
+                     "responses": {"200": {"description": "done; the switches now in effect"}, **_errors}},
+        },
     },
 }

@@ -149,3 +149,37 @@ async def test_api_needs_a_token_masks_for_viewers_and_validates(settings, make_
         assert spec["openapi"].startswith("3.") and "/api/v1/eligibility" in spec["paths"]
     finally:
         await c.close()
+
+
+async def test_api_kill_switch_through_the_same_authorization_and_audit(settings, make_engine, tokens):
+    import json as _json
+    s = dataclasses.replace(settings, key_prefix=f"dgtest:{uuid.uuid4().hex[:10]}")
+    e = await make_engine("cn-default", prefix=s.key_prefix)
+    viewer, sup = tokens
+    c = TestClient(TestServer(make_app(s)))
+    await c.start_server()
+    try:
+        body = {"action": "pause", "scope": "campaign", "name": "spring", "why": "complaints spike"}
+        assert (await c.post("/api/v1/killswitch", json=body)).status == 401
+        r = await c.post("/api/v1/killswitch", json=body, headers={"Authorization": f"Bearer {viewer}"})
+        assert r.status == 403 and "supervisor" in (await r.json())["error"]
+        assert await e.paused() == {}
+        r = await c.post("/api/v1/killswitch", json={**body, "scope": "galaxy"},
+                         headers={"Authorization": f"Bearer {sup}"})
+        assert r.status == 400
+        r = await c.post("/api/v1/killswitch", json={**body, "actor": "head-of-legal"},
+                         headers={"Authorization": f"Bearer {sup}"})
+        out = await r.json()
+        assert r.status == 200 and [p["switch"] for p in out["paused"]] == ["camp:spring"]
+        assert "camp:spring" in await e.paused()
+        admin = [_json.loads(f[b"j"]) for _id, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"admin"]
+        tid = sup.split("_")[1]
+        assert admin[-1]["actor"] == out["by"] and out["by"].startswith(f"token:{tid}:sup")
+        assert admin[-1]["why"] == "complaints spike"
+        r = await c.get("/api/v1/killswitch", headers={"Authorization": f"Bearer {viewer}"})
+        assert [p["switch"] for p in (await r.json())["paused"]] == ["camp:spring"]
+        r = await c.post("/api/v1/killswitch", json={"action": "resume", "scope": "campaign", "name": "spring"},
+                         headers={"Authorization": f"Bearer {sup}"})
+        assert r.status == 200 and await e.paused() == {}
+    finally:
+        await c.close()
