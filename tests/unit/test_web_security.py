@@ -63,3 +63,17 @@ def test_passwords_are_argon2id_and_tokens_carry_only_a_hashable_secret():
     assert users.parse_token(tok) == (tid, tok.split("_", 2)[2])
     assert users.sha256(tok.split("_", 2)[2]) == digest and tok not in digest
     assert users.parse_token("dgt_short_x") is None
+
+
+def test_every_console_text_exists_in_both_languages_with_the_same_placeholders():
+    import string
+
+    from dialguard.web.i18n import TEXT, pick, t
+
+    for key, (en, zh) in TEXT.items():
+        assert en.strip() and zh.strip(), key
+        names = [{f for _, f, _, _ in string.Formatter().parse(x) if f} for x in (en, zh)]
+        assert names[0] == names[1], key
+    assert pick(None, "zh-CN,zh;q=0.9") == "zh" and pick(None, "en-US") == "en" and pick("en", "zh-CN") == "en"
+    assert pick("fr", None) == "en"
+    assert t("zh", "paused_item", what="x", since="y").startswith("已暂停")
