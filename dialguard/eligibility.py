@@ -4,7 +4,9 @@ The same plan as a decision (Engine._plan: the rules version and calendars in
 effect, the campaign's own packs, the caller-ID pool) evaluated by the same
 script, decide.lua, in its read-only mode (ARGV[3] = 'ro'): the live counters,
 flags, DNC lists, kill switches and approvals are read, nothing is reserved,
-no override is consumed and no audit record is written, as for shadow rules.
+no override is consumed and no audit record is written, as for shadow rules;
+no command that writes runs at all (expired caller-ID leases are counted out,
+not trimmed), so a Redis user without write rights on those keys may ask.
 An override grant waiting for the number is not applied here (it is used up
 by the call, not by the question).
 

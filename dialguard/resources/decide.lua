@@ -20,12 +20,13 @@
 --   calendar version than the one in effect; it reloads and asks again), 3 refused at the audit
 --   backlog ceiling (nothing written, not even the audit record).
 --   lifted: the reasons an override lifted (the decision is then an allow).
--- ARGV[3] = 'ro': evaluate only (see below), status 4.
+-- ARGV[3] = 'ro': evaluate only, no command that writes (see below), status 4.
 --
 -- plan.sh, when present, is a second plan (shadow rules, same KEYS): evaluated
 -- first, read-only, on the same state; its verdict only goes to the audit record.
 
 local plan = cjson.decode(ARGV[1])
+local RO = ARGV[3] == 'ro'  -- the eligibility question: read, never write (below)
 local now = plan.now
 
 -- The rules version this node evaluated with must be the one in effect.
@@ -247,12 +248,13 @@ local function evaluate(p)
       if redis.call('HEXISTS', KEYS[p.pause], 'cid:' .. cand.h) == 1 then cr[#cr + 1] = 'paused' end
       local use = run_checks(cid.chk or {}, cand, cr, cd, seen_counts)
       if cid.conc and cid.conc >= 0 then
-        redis.call('ZREMRANGEBYSCORE', KEYS[cand.l], '-inf', now)
-        local live = redis.call('ZCARD', KEYS[cand.l])
+        -- leases expire at their score; read-only: counted without trimming
+        if not RO then redis.call('ZREMRANGEBYSCORE', KEYS[cand.l], '-inf', now) end
+        local live = redis.call('ZCOUNT', KEYS[cand.l], '(' .. now, '+inf')
         if cid.conc > 0 and live / cid.conc > use then use = live / cid.conc end
         if live >= cid.conc then
           cr[#cr + 1] = 'caller_id_concurrency'
-          local first = redis.call('ZRANGE', KEYS[cand.l], 0, 0, 'WITHSCORES')
+          local first = redis.call('ZRANGEBYSCORE', KEYS[cand.l], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
           cd[#cd + 1] = {'conc', tonumber(first[2] or -1), cand.n}
         end
       end
@@ -295,7 +297,7 @@ local reasons, details, chosen, chosen_cand, seen_counts, lift_cand = evaluate(p
 -- Read-only (ARGV[3] = 'ro', the eligibility API): the verdict on the live
 -- state and nothing else: no attempt recorded, no override consumed, no audit
 -- record (an eligibility question is not an attempt). Status 4.
-if ARGV[3] == 'ro' then
+if RO then
   return {(#reasons == 0) and 1 or 0, reasons, details, chosen, 4, plan.did, {}}
 end
 

@@ -183,3 +183,23 @@ async def test_api_kill_switch_through_the_same_authorization_and_audit(settings
         assert r.status == 200 and await e.paused() == {}
     finally:
         await c.close()
+
+
+async def test_read_only_writes_nothing_even_an_expired_lease(make_engine, rules_file):
+    policy = rules_file("pack: open\ndefault_region: CN\nmax_duration_s: 60\n"
+                        "caller_id: {concurrency: 1, pool: ['+862150000001']}\n")
+    e = await make_engine(policy)
+    await e.set_campaign("c1")
+    el = Eligibility(await make_engine(policy, prefix=e.keys.prefix, audit=False))
+    assert (await e.decide(DecisionRequest(number="13800130001", campaign="c1", agent="a1", call_id="x1"),
+                           NOW)).allowed
+    a = await el.check(req("+8613800130002"), NOW + timedelta(seconds=5))
+    assert a.reasons == ["caller_id_concurrency"] and a.next_eligible_at == NOW + timedelta(seconds=660)
+    keys = sorted(await e.redis.keys(f"{e.keys.prefix}:*"))
+    dump = {k: await e.redis.dump(k) for k in keys}
+    later = NOW + timedelta(seconds=700)  # the lease has expired: the answer says so ...
+    a = await el.check(req("+8613800130002"), later)
+    assert a.decision == "allow" and a.caller_id == "+862150000001"
+    # ... yet nothing was written: not even the expired lease trimmed (a decision would)
+    assert sorted(await e.redis.keys(f"{e.keys.prefix}:*")) == keys
+    assert {k: await e.redis.dump(k) for k in keys} == dump
