@@ -117,7 +117,8 @@ def register(app: typer.Typer) -> None:
                 _fail("--status shows every kill switch: give it alone")
             return _show_paused(as_json)
         scope, name = _scope(campaign, caller_id)
-        _run(lambda e: e.pause(scope, name))
+        if not _remote_killswitch("pause", scope, name):
+            _run(lambda e: e.pause(scope, name))
         _done(as_json, f"paused {scope}{' ' + name if name else ''}", action="pause", scope=scope, name=name)
 
     @app.command()
@@ -126,7 +127,8 @@ def register(app: typer.Typer) -> None:
                as_json: bool = typer.Option(False, "--json")):
         """Lift a kill switch set with `pause`."""
         scope, name = _scope(campaign, caller_id)
-        _run(lambda e: e.resume(scope, name))
+        if not _remote_killswitch("resume", scope, name):
+            _run(lambda e: e.resume(scope, name))
         _done(as_json, f"resumed {scope}{' ' + name if name else ''}", action="resume", scope=scope, name=name)
 
     @app.command("status")
@@ -482,6 +484,19 @@ def register(app: typer.Typer) -> None:
     def camp_revoke(name: str):
         _run(lambda e: e.set_campaign(name, False))
         typer.echo(f"campaign {name} not approved")
+
+
+def _remote_killswitch(action: str, scope: str, name: str | None) -> bool:
+    """With DIALGUARD_TOKEN: the change through the API as the token's user (dialguard/remote.py); True if sent."""
+    from dialguard import remote
+
+    if not remote.token():
+        return False
+    try:
+        remote.killswitch(action, scope, name)
+    except remote.RemoteError as exc:
+        _fail(str(exc), 1 if exc.status == 403 else EXIT_UNAVAILABLE if exc.status in (0, 503) else EXIT_BAD_INPUT)
+    return True
 
 
 def _done(as_json: bool, text: str, **fields):
