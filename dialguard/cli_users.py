@@ -19,7 +19,7 @@ import typer
 
 from dialguard.users import ROLES, UserError
 
-user_app = typer.Typer(help="Console and API users, roles and tokens (PostgreSQL, sql/090_users.sql).",
+user_app = typer.Typer(help="Console and API users, roles and tokens (PostgreSQL, sql/100_users.sql).",
                        no_args_is_help=True)
 
 

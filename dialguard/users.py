@@ -1,4 +1,4 @@
-"""Users, roles and API tokens of the console and the API (issue 15; sql/090_users.sql).
+"""Users, roles and API tokens of the console and the API (issue 15; sql/100_users.sql).
 
 Roles are ordered: viewer < supervisor < compliance < admin; a role may do
 what every role below it may (dialguard/authz.py says what each action needs).

@@ -346,7 +346,9 @@ web_start() {
   local d=$STACK_DIR/services url="http://127.0.0.1:$WEB_PORT/healthz"
   pid_alive "$d/web.pid" dialguard || "$VENV/bin/python" "$PROBE" free tcp "$WEB_PORT" ||
     die "console: port $WEB_PORT busy. Another stack or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_WEB_PORT (docs/PORTS.md)"
-  start_service web "${WEB_ENV[@]}" -- "$VENV/bin/dialguard" web
+  # Redis: the dialer's ACL user for now (the guard's commands, MULTI for the kill switch's
+  # change-and-audit); a role of its own (read-mostly) is to do in dialguard/redis_acl.py.
+  start_service web "${WEB_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url dialer)" -- "$VENV/bin/dialguard" web
   wait_for "console ($url)" "$d/web.log" 30 "$d/web.pid" "$VENV/bin/python" "$PROBE" http "$url"
   log "console up: http://127.0.0.1:$WEB_PORT/ (users: dialguard user add; log: $d/web.log)"
 }

@@ -1,5 +1,5 @@
 -- Users, roles, API tokens and console sessions (issue 15; docs/WEB.md).
--- Applied by `dialguard db migrate` as dialguard_admin, over 010..080.
+-- Applied by `dialguard db migrate` as dialguard_admin, over 010..090.
 --
 -- State, not audit. Least privilege: the service (dialguard_writer: the web
 -- console and the API) may read users and tokens and note a token's last use,
