@@ -101,3 +101,12 @@ def restore(settings: Settings, timeout: float = 60) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("the old primary did not come back as a replica")
+
+
+def pack_capped_at_two(name: str, approved_caller_ids: bool = True) -> str:
+    """A rules file open every hour of every day, each number capped at 2 per
+    24 hours: what the failover tests race against."""
+    text = (f'pack: {name}\nversion: "1"\ndefault_region: CN\nhours:\n  zone: callee\n'
+            '  weekly: {all: ["00:00-24:00"]}\ncaps:\n'
+            '  - {id: two, max: 2, window: {rolling: 24h}, scope: number}\n')
+    return text if approved_caller_ids else text + "caller_id: {require_approved: false}\n"

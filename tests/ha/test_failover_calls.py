@@ -33,15 +33,7 @@ from tests.ha import ha
 RATE = 30
 CALLS = 420          # 14 s at 30 calls/s
 KILL_AFTER_S = 4.0
-PACK = """pack: ha-calls
-version: "1"
-default_region: CN
-hours:
-  zone: callee
-  weekly: {all: ["00:00-24:00"]}
-caps:
-  - {id: two, max: 2, window: {rolling: 24h}, scope: number}
-"""
+PACK = ha.pack_capped_at_two("ha-calls")
 
 
 async def _cleanup(engine: Engine, campaign: str) -> None:

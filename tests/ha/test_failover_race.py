@@ -31,16 +31,7 @@ from dialguard.simulate import _drop_namespace
 from tests.ha import ha
 
 NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai
-RULES = """pack: ha-race
-version: "1"
-default_region: CN
-hours:
-  zone: callee
-  weekly: {all: ["00:00-24:00"]}
-caps:
-  - {id: two, max: 2, window: {rolling: 24h}, scope: number}
-caller_id: {require_approved: false}
-"""
+RULES = ha.pack_capped_at_two("ha-race", approved_caller_ids=False)
 RACE = 500        # decisions in flight at once
 PER_NUMBER = 5    # of which this many on each number: 100 numbers a round, cap 2 each
 KILL_ROUND = 3
