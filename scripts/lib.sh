@@ -325,7 +325,7 @@ no_fake() { "${NO_FAKE[@]}" "$@"; }
 clock_report() {
   local py redis pg
   py=$("$VENV/bin/python" -c 'import datetime; print(datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))')
-  redis=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" time | head -n 1)
+  redis=$(redis-cli -u "$(role_url admin)" --no-auth-warning time | head -n 1)
   redis=$(date -u -d "@$redis" +%Y-%m-%dT%H:%M:%S+00:00 2>/dev/null || echo "$redis")
   pg=$("$PG_BIN/psql" "$PG_ADMIN_DSN" -qAt -c "select to_char(now() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS+00:00')")
   log "clock: python $py, redis TIME $redis, postgresql now() $pg, real $(no_fake date -u +%Y-%m-%dT%H:%M:%S+00:00)"
