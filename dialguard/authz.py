@@ -29,6 +29,7 @@ ACTIONS: dict[str, Action] = {
     # read
     "view": Action("viewer", "see the console: kill switches, number status (numbers masked)", True),
     "eligibility": Action("viewer", "ask whether a number may be called (API, read-only)", True),
+    "view_callerids": Action("viewer", "see caller-ID health and cool-downs (numbers masked)", True),
     "view_numbers": Action("supervisor", "see numbers unmasked", True),
     # kill switch: supervisor or above, instantly (issue 15, point 4)
     "pause": Action("supervisor", "kill switch: pause all outbound, a campaign or a caller ID", True),

@@ -126,6 +126,7 @@ class Event:
         return cls(int(ms), kind)
 
 
+ADMIN_COOL = "set by an admin"  # the reason of a cool-down no health rule set
 EVENTS_KEPT = 1000  # the most window_calls allows: more than one per call in the window never counts
 
 
@@ -280,5 +281,43 @@ async def read_health(engine, caller_ids: list[str], now_ms: int) -> list[dict]:
         out.append({"caller_id": cid, "tag": tag, "figures": f.as_dict(), "penalty": float(pen) if pen else 0.0,
                     "rules_since": int(float(since)) if since else None,
                     "cooldown_until": int(until) if until else None,
-                    "cooldown_reason": why or ("set by an admin" if until else None)})
+                    "cooldown_reason": why or (ADMIN_COOL if until else None)})
     return out
+
+
+async def directory(e) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """What the store can say about caller IDs by their keyed hash: the E.164 (from the
+    sealed pools) and the pools each is in ('global' or a campaign name)."""
+    from dialguard.numbers import short_hash
+
+    names = {}
+    async for k in e.redis.scan_iter(match=e.keys.g("camp:*"), count=1000):
+        n = await e.redis.hget(k, "name")
+        if n:
+            names[short_hash(n.decode())] = n.decode()
+    numbers: dict[str, str] = {}
+    pools: dict[str, list[str]] = {}
+    pool_keys = [e.keys.pool(None)] + [k.decode() async for k in e.redis.scan_iter(match=e.keys.g("pool:*"), count=1000)]
+    for k in pool_keys:
+        sh = k.rsplit(":", 1)[1] if k != e.keys.pool(None) else None
+        label = "global" if sh is None else names.get(sh, f"campaign#{sh}")
+        for tag, sealed in (await e.redis.hgetall(k)).items():
+            tag = tag.decode()
+            pools.setdefault(tag, []).append(label)
+            if tag not in numbers:
+                try:
+                    numbers[tag] = e.sealer.open(sealed.decode())
+                except Exception:  # noqa: BLE001  another data key: show the hash
+                    pass
+    return numbers, pools
+
+
+async def report(engine, now_ms: int) -> list[dict]:
+    """`read_health` for every caller ID in a pool, sorted by number, each with
+    its pools: what `dialguard callerid health` prints and the console shows."""
+    numbers, pools = await directory(engine)
+    cids = sorted({n for n in numbers.values() if n})
+    rows = await read_health(engine, cids, now_ms)
+    for r in rows:
+        r["pools"] = sorted(pools.get(r["tag"], []))
+    return rows

@@ -26,6 +26,7 @@ from typing import Optional
 import typer
 from redis.exceptions import RedisError
 
+from dialguard.callerid_health import directory as _cid_directory
 from dialguard.config import Settings
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.numbers import NumberError, normalize
@@ -430,13 +431,11 @@ def register(app: typer.Typer) -> None:
         """Health of the pool caller IDs from their reported outcomes: answer rate,
         short answers, carrier rejections (rate and current run), complaints and
         opt-outs per 1,000 calls, cool-down."""
-        from dialguard.callerid_health import read_health
+        from dialguard.callerid_health import report
         from dialguard.plan import ms
 
         async def go(e):
-            numbers, pools = await _cid_directory(e)
-            cids = sorted({n for n in numbers.values() if n})
-            return await read_health(e, cids, ms(await e.now()))
+            return await report(e, ms(await e.now()))
 
         rows = _run(go)
         for r in rows:
@@ -539,33 +538,6 @@ def _iso(ms_text) -> str | None:
         return datetime.fromtimestamp(int(float(ms_text)) / 1000, timezone.utc).isoformat()
     except (TypeError, ValueError):
         return None
-
-
-async def _cid_directory(e) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """What the store can say about caller IDs by their keyed hash: the E.164 (from the
-    sealed pools) and the pools each is in ('global' or a campaign name)."""
-    from dialguard.numbers import short_hash
-
-    names = {}
-    async for k in e.redis.scan_iter(match=e.keys.g("camp:*"), count=1000):
-        n = await e.redis.hget(k, "name")
-        if n:
-            names[short_hash(n.decode())] = n.decode()
-    numbers: dict[str, str] = {}
-    pools: dict[str, list[str]] = {}
-    pool_keys = [e.keys.pool(None)] + [k.decode() async for k in e.redis.scan_iter(match=e.keys.g("pool:*"), count=1000)]
-    for k in pool_keys:
-        sh = k.rsplit(":", 1)[1] if k != e.keys.pool(None) else None
-        label = "global" if sh is None else names.get(sh, f"campaign#{sh}")
-        for tag, sealed in (await e.redis.hgetall(k)).items():
-            tag = tag.decode()
-            pools.setdefault(tag, []).append(label)
-            if tag not in numbers:
-                try:
-                    numbers[tag] = e.sealer.open(sealed.decode())
-                except Exception:  # noqa: BLE001  another data key: show the hash
-                    pass
-    return numbers, pools
 
 
 async def calendar_report(engine) -> list:

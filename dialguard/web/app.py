@@ -26,10 +26,12 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from dialguard import authz, users
+from dialguard.callerid_health import ADMIN_COOL, report
 from dialguard.config import Settings
 from dialguard.eligibility import MAX_BATCH, Eligibility
 from dialguard.engine import Engine
 from dialguard.models import DecisionRequest
+from dialguard.plan import ms
 from dialguard.web.i18n import LANGS, pick, t
 from dialguard.web.security import LoginLimiter, WebSettings, mask
 
@@ -63,7 +65,7 @@ def page(request: web.Request, body: str, status: int = 200) -> web.Response:
     if ident:
         head = (f'{_e(t(lang, "signed_in_as", user=ident.user, role=ident.role))} · '
                 f'<a href="/">{t(lang, "home")}</a> · <a href="/number">{t(lang, "lookup")}</a> · '
-                f'<a href="/live">{t(lang, "live")}</a> · '
+                f'<a href="/live">{t(lang, "live")}</a> · <a href="/callerids">{t(lang, "callerids")}</a> · '
                 f'<form method="post" action="/logout" style="display:inline">{csrf_field(request)}'
                 f'<button>{t(lang, "logout")}</button></form> · ' + head)
     doc = (f'<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
@@ -363,6 +365,40 @@ async def live(request: web.Request) -> web.Response:
     return resp
 
 
+async def callerids(request: web.Request) -> web.Response:
+    """Each pool caller ID's health figures and cool-down (callerid_health.report,
+    the data of `dialguard callerid health`); read-only, numbers masked below supervisor."""
+    ident = _signed_in(request)
+    lang = request[LANGK]
+    try:
+        authz.require(ident, "view_callerids")
+    except authz.Forbidden as exc:
+        return page(request, f'<p class="err">{_e(t(lang, "forbidden", msg=str(exc)))}</p>', 403)
+    e = request.app[ENGINE]
+    rows = await report(e, ms(await e.now()))
+    show = (lambda n: n) if authz.allowed(ident, "view_numbers") else mask
+    pct = lambda v: f"{v:.1%}"  # noqa: E731
+    trs = []
+    for r in rows:
+        f = r["figures"]
+        if r["cooldown_until"]:
+            until = datetime.fromtimestamp(r["cooldown_until"] / 1000, timezone.utc).isoformat(timespec="seconds")
+            why = r["cooldown_reason"]
+            cool = t(lang, "cool_until", until=until, why=t(lang, "cool_admin") if why == ADMIN_COOL else why)
+        else:
+            cool = t(lang, "cool_none")
+        cells = (show(r["caller_id"]), ", ".join(r["pools"]), f["calls"], pct(f["answer_rate"]),
+                 pct(f["short_answer_rate"]), pct(f["rejection_rate"]), f["run"],
+                 f'{f["complaints_per_1000"]:.1f}', f'{f["optouts_per_1000"]:.1f}')
+        trs.append(f'<tr class="cid">' + "".join(f"<td>{_e(c)}</td>" for c in cells)
+                   + f'<td class="{"cooling" if r["cooldown_until"] else "ok"}">{_e(cool)}</td></tr>')
+    heads = ("callerid", "pools", "calls", "answer_rate", "short_rate", "reject_rate", "run", "complaints_1k",
+             "optouts_1k", "cooldown")
+    table = (f'<table id="callerids"><tr>{"".join(f"<th>{t(lang, h)}</th>" for h in heads)}</tr>{"".join(trs)}'
+             f'</table>') if rows else f'<p id="callerids">{t(lang, "cid_none")}</p>'
+    return page(request, f'<h2>{t(lang, "callerids")}</h2><p>{_e(t(lang, "cid_intro"))}</p>{table}')
+
+
 async def set_lang(request: web.Request) -> web.Response:
     lang = request.match_info["lang"]
     if lang not in LANGS:
@@ -531,6 +567,7 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
     app.router.add_post("/killswitch", killswitch)
     app.router.add_get("/number", number_page)
     app.router.add_get("/live", live)
+    app.router.add_get("/callerids", callerids)
     app.router.add_get("/lang/{lang}", set_lang)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/eligibility", api_eligibility_get)

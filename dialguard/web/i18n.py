@@ -55,6 +55,23 @@ TEXT: dict[str, tuple[str, str]] = {
     "backlog": ("Audit records waiting to be shipped", "待写入审计库的记录"),
     "allowed_col": ("Allowed", "允许"),
     "time": ("Time", "时间"),
+    "callerids": ("Caller IDs", "主叫号码"),
+    "callerid": ("Caller ID", "主叫号码"),
+    "cid_intro": ("Health from reported outcomes over the rules' window (as `dialguard callerid health`).",
+                  "按规则窗口内上报的呼叫结果计算的健康度（同 `dialguard callerid health`）。"),
+    "cid_none": ("No caller ID in a pool.", "号码池中没有主叫号码。"),
+    "pools": ("Pools", "号码池"),
+    "calls": ("Calls in window", "窗口内呼叫"),
+    "answer_rate": ("Answer rate", "接通率"),
+    "short_rate": ("Short answers", "短通话率"),
+    "reject_rate": ("Carrier rejections", "运营商拒接率"),
+    "run": ("Current run", "连续拒接"),
+    "complaints_1k": ("Complaints /1,000", "投诉/千次"),
+    "optouts_1k": ("Opt-outs /1,000", "退订/千次"),
+    "cooldown": ("Cool-down", "冷却"),
+    "cool_until": ("until {until}: {why}", "至 {until}：{why}"),
+    "cool_none": ("-", "-"),
+    "cool_admin": ("set by an admin", "管理员设置"),
 }
 
 

@@ -50,9 +50,10 @@ async def web_app(settings):
     await e.close()
     clients = []
 
-    async def client(tls: bool = False) -> TestClient:
+    async def client(tls: bool = False, rules: str | None = None) -> TestClient:
         ws = dataclasses.replace(WebSettings(), tls=tls)
-        c = TestClient(TestServer(make_app(s, ws)), cookie_jar=aiohttp.CookieJar(unsafe=True))
+        app_settings = dataclasses.replace(s, rules=rules) if rules else s
+        c = TestClient(TestServer(make_app(app_settings, ws)), cookie_jar=aiohttp.CookieJar(unsafe=True))
         await c.start_server()
         clients.append(c)
         return c
@@ -267,3 +268,81 @@ async def test_number_history_and_live_view_come_from_the_shipped_audit(web_app,
     row = re.search(rf"<tr><td>{camp}</td><td>(\d+)</td><td>(\d+)</td></tr>", text)
     assert row and row.groups() == ("3", "1")
     assert "attempt_cap" in text.split('id="by-reason"')[1]
+
+
+HEALTH_PACK = """pack: web-health
+version: '1'
+default_region: CN
+caller_id:
+  require_approved: true
+  health:
+    window_calls: 20
+    window_hours: 24
+    short_answer_s: 5
+    rules:
+      - {id: run, metric: consecutive_rejections, threshold: 3, cool_down: 24h}
+"""
+
+
+async def test_caller_id_page_shows_health_and_cool_down_masked_for_viewers(web_app, people, tmp_path):
+    """/callerids: the figures of `dialguard callerid health` per pool caller ID with its pools; a
+    caller ID cooled down by a health rule shows the rule and the end; numbers masked below supervisor."""
+    client, s = web_app
+    rules = tmp_path / "health.yaml"
+    rules.write_text(HEALTH_PACK)
+    from dialguard.engine import Engine
+    from dialguard.models import Outcome
+    e = await Engine.create(dataclasses.replace(s, rules=str(rules)))
+    bad, good, held = "+862150000001", "+862150000002", "+862150000003"
+    try:
+        await e.set_campaign("spring")
+        await e.approve_caller_id(bad, pool=True)
+        await e.approve_caller_id(good, pool=True, campaign="spring")
+        await e.approve_caller_id(held, pool=True)
+        await e.cooldown_caller_id(held, AT_10 + timedelta(hours=1))  # by hand: no rule to name
+        for i in range(3):  # three carrier rejections in a row: the rule `run` cools `bad` down for 24 h
+            d = await e.decide(DecisionRequest(number=f"1380013{i:04d}", campaign="spring", agent="a1",
+                                               caller_id=bad, call_id=f"w{i}"), now=AT_10)
+            assert d.allowed
+            await e.report_outcome(f"w{i}", Outcome(result="failed", hangup_cause=21, sip_code=403),
+                                   now=AT_10 + timedelta(seconds=i))
+        d = await e.decide(DecisionRequest(number="13800139999", campaign="spring", agent="a1",
+                                           caller_id=good, call_id="w9"), now=AT_10)
+        assert d.allowed
+        await e.report_outcome("w9", Outcome(result="conversation", talk_s=60, hangup_cause=16), now=AT_10)
+    finally:
+        await e.close()
+    end = (AT_10 + timedelta(seconds=2, hours=24)).isoformat(timespec="seconds")
+
+    viewer = await client(rules=str(rules))
+    await _login(viewer, people["viewer"])
+    home = await (await viewer.get("/")).text()
+    assert 'href="/callerids"' in home  # in the navigation
+    r = await viewer.get("/callerids")
+    text = await r.text()
+    assert r.status == 200 and 'id="callerids"' in text
+    assert bad not in text and good not in text
+    rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr class="cid"><td>([^<]+)</td>.*?</tr>', text)}
+    assert set(rows) == {"+86215*****01", "+86215*****02", "+86215*****03"}
+    cooled, fine = rows["+86215*****01"], rows["+86215*****02"]
+    # calls 3, answer 0 %, short 0 %, rejections 100 %, run 3, complaints and opt-outs 0 per 1,000
+    assert "<td>global</td><td>3</td><td>0.0%</td><td>0.0%</td><td>100.0%</td><td>3</td><td>0.0</td><td>0.0</td>" in cooled
+    assert f'class="cooling">until {end}: run (consecutive_rejections)</td>' in cooled
+    assert "<td>spring</td><td>1</td><td>100.0%</td><td>0.0%</td><td>0.0%</td><td>0</td>" in fine
+    assert 'class="ok">-</td>' in fine
+    held_until = (AT_10 + timedelta(hours=1)).isoformat(timespec="seconds")
+    assert f'class="cooling">until {held_until}: set by an admin</td>' in rows["+86215*****03"]
+
+    sup = await client(rules=str(rules))
+    await _login(sup, people["supervisor"])
+    text = await (await sup.get("/callerids")).text()
+    assert f"<td>{bad}</td>" in text and f"<td>{good}</td>" in text and "until " + end in text
+    # in Chinese too
+    await sup.get("/lang/zh")
+    text = await (await sup.get("/callerids")).text()
+    assert "主叫号码" in text and "接通率" in text and f"至 {end}：run (consecutive_rejections)" in text
+    assert f"至 {held_until}：管理员设置" in text
+    # read-only and signed-in only
+    r = await (await client()).get("/callerids", allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/login"
+    assert re.findall(r'action="([^"]+)"', text) == ["/logout"]  # no form but signing out

@@ -39,6 +39,7 @@ def test_each_action_needs_its_least_role_and_unknown_actions_are_refused():
     assert not authz.allowed(sup, "override_approve") and authz.allowed(comp, "override_approve")
     assert not authz.allowed(comp, "users_manage") and authz.allowed(admin, "users_manage")
     assert authz.allowed(viewer, "eligibility") and not authz.allowed(viewer, "view_numbers")
+    assert authz.allowed(viewer, "view_callerids") and not authz.allowed(None, "view_callerids")
     assert not authz.allowed(None, "view")
     with pytest.raises(authz.Forbidden, match="not an action"):
         authz.require(admin, "format_disk")
