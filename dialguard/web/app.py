@@ -390,7 +390,7 @@ async def callerids(request: web.Request) -> web.Response:
         cells = (show(r["caller_id"]), ", ".join(r["pools"]), f["calls"], pct(f["answer_rate"]),
                  pct(f["short_answer_rate"]), pct(f["rejection_rate"]), f["run"],
                  f'{f["complaints_per_1000"]:.1f}', f'{f["optouts_per_1000"]:.1f}')
-        trs.append(f'<tr class="cid">' + "".join(f"<td>{_e(c)}</td>" for c in cells)
+        trs.append('<tr class="cid">' + "".join(f"<td>{_e(c)}</td>" for c in cells)
                    + f'<td class="{"cooling" if r["cooldown_until"] else "ok"}">{_e(cool)}</td></tr>')
     heads = ("callerid", "pools", "calls", "answer_rate", "short_rate", "reject_rate", "run", "complaints_1k",
              "optouts_1k", "cooldown")
