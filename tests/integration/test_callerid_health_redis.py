@@ -423,7 +423,7 @@ async def test_optouts_count_apart_and_an_outcome_reaching_min_calls_triggers(ma
 async def test_complaint_without_a_call_from_the_guard_is_attributed_to_nobody(make_engine, rules_file):
     e = await engine_with(make_engine, rules_file, pack(COMPLAINTS, pool=False))
     assert await e.complaint("13900000000", now=AT)
-    assert await e.redis.keys(f"{e.keys.prefix}:{{c:*}}:e") == []
+    assert [k async for k in e.redis.scan_iter(match=f"{e.keys.prefix}:{{c:*}}:e")] == []
 
 
 async def test_replay_with_complaints_gives_the_same_cool_down(settings, tmp_path: Path):
