@@ -301,8 +301,25 @@ fake_clock() {
   off=$((target - $(date -u +%s)))
   ((off >= 0)) && off="+$off"
   faketime_fixes || die "could not build scripts/faketime-fixes.c (needs cc: run 'make setup')"
+  faketime_clear_stale
   export LD_PRELOAD=$FAKETIME_FIXES:$FAKETIME_LIB FAKETIME=$off FAKETIME_DONT_FAKE_MONOTONIC=1 DIALGUARD_FAKE_AT=$at
   unset FAKETIME_SHARED
+}
+
+# faketime_clear_stale: libfaketime gives every process a semaphore and a shared
+# memory segment named after its pid (/dev/shm/sem.faketime_sem_PID, faketime_shm_PID,
+# mode 0600) and removes them only on a clean exit; a process that execs or is
+# killed leaves them. A postgres-user process whose pid matches a stale root-owned
+# pair cannot create its own and dies ("sem_open failed ... Permission denied"):
+# remove the pairs of processes that no longer run.
+faketime_clear_stale() {
+  local f pid
+  for f in /dev/shm/sem.faketime_sem_* /dev/shm/faketime_shm_*; do
+    [[ -e $f ]] || continue
+    pid=${f##*_}
+    [[ $pid =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null && rm -f "$f"
+  done
+  return 0
 }
 
 # faketime_fixes: build scripts/faketime-fixes.c, preloaded before libfaketime:

@@ -33,6 +33,23 @@ def pg_bin() -> Path:
     return found[-1]
 
 
+def clear_stale_faketime() -> None:
+    """Remove libfaketime's per-pid semaphores and segments of processes that no
+    longer run (scripts/lib.sh faketime_clear_stale says why): under `make
+    test-dates` a postgres-user process whose pid matches a stale root-owned pair
+    cannot start."""
+    for f in [*Path("/dev/shm").glob("sem.faketime_sem_*"), *Path("/dev/shm").glob("faketime_shm_*")]:
+        pid = f.name.rsplit("_", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 class PgCluster:
     """initdb + pg_ctl in a temporary folder; as the postgres OS user when root."""
 
@@ -54,6 +71,8 @@ class PgCluster:
             self._as = ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *args: str, timeout: float = 120) -> None:
+        if "faketime" in os.environ.get("LD_PRELOAD", ""):
+            clear_stale_faketime()
         out = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=timeout)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:2])} failed: {out.stderr.strip() or out.stdout.strip()}\n"
