@@ -397,8 +397,12 @@ class Engine:
                     async with asyncio.timeout_at(deadline):
                         res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
             except (RedisError, RedisReplyError, OSError, asyncio.TimeoutError) as exc:
+                # The script may have run before the connection broke (or during WAIT):
+                # its allow record of `did` can be in the audit stream. The deny the
+                # caller gets has its own id, so the audit never holds two verdicts for one.
                 log.warning("decide %s: store unavailable: %r", did, exc)
-                return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+                return self._unavailable(req, new_id(), t0, f"store unavailable: {type(exc).__name__} "
+                                         f"(attempt {did} may be reserved)", now)
             if int(res[4]) != 2:
                 break
             # Rules or calendars changed since this node loaded them: drop every cached context.

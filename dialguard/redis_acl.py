@@ -22,8 +22,12 @@ import hashlib
 
 ROLES = ("guard", "dialer", "shipper", "admin")
 
-# Every connection: handshake (redis-py sends HELLO/CLIENT SETINFO), PING, TIME.
+# Every connection: handshake (redis-py sends HELLO/CLIENT SETINFO), PING, TIME, and ROLE:
+# a client behind Sentinel checks that the node it reached is the primary (redisclient.py).
+# ROLE is in @dangerous (@admin), so it is granted after each role's own rules: the
+# admin role's `-@dangerous` would otherwise take it back.
 _BASE = "+ping +time +hello +auth +select +client|setname +client|id +client|getname"
+_LAST = "+role"
 
 # What the scripts the guard runs call (decide.lua, outcome.lua, event.lua), and the reads around them.
 _GUARD = ("+evalsha +eval +script|load +script|exists "
@@ -31,7 +35,8 @@ _GUARD = ("+evalsha +eval +script|load +script|exists "
           "+sismember +smembers +scard +zrange +zrangebyscore +zcount +zscore +zcard +zmscore +lrange +llen "
           "+xlen +xinfo|groups +xinfo|stream "
           "+del +unlink +set +hset +hdel +hincrby +pexpire +sadd +srem +zadd +zrem +zremrangebyscore +xadd "
-          "+lpush +ltrim")  # outcome.lua / event.lua: the caller-ID health window and its complaints
+          "+lpush +ltrim "  # outcome.lua / event.lua: the caller-ID health window and its complaints
+          "+wait")  # DIALGUARD_REDIS_WAIT_REPLICAS: an ALLOW waits for its reservation on a replica
 
 _SHIPPER = ("+get +hget +hgetall +exists "
             "+xreadgroup +xread +xack +xautoclaim +xclaim +xpending +xrange +xrevrange +xlen +xdel +xtrim "
@@ -63,7 +68,7 @@ def acl_rules(role: str, prefix: str) -> str:
     keys = f"~{key_pattern(prefix)}"
     if role == "admin" and not key_pattern(prefix).startswith("dg*"):
         keys += " ~dgsim:*"  # `dialguard simulate`'s throw-away namespaces (dialguard/simulate.py)
-    return f"on resetkeys resetchannels {keys} -@all {_BASE} {_CMDS[role]}"
+    return f"on resetkeys resetchannels {keys} -@all {_BASE} {_CMDS[role]} {_LAST}"
 
 
 def setuser_line(role: str, prefix: str, password: str) -> str:

@@ -8,10 +8,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis as syncredis
 
-from dialguard.config import Settings
+from dialguard.config import Settings, redis_auth
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,6 +27,20 @@ def require_ha() -> Settings:
         raise RuntimeError("these tests need the HA stack: DIALGUARD_REDIS_HA=1 make up, then source "
                            ".stack/env (or run `make test-ha`)")
     return s
+
+
+def node(host: str, port: int, **kw) -> syncredis.Redis:
+    """A connection to one data node as the tests' Redis user (the data nodes
+    answer ACL users only; the Sentinels anyone on loopback)."""
+    user, password = redis_auth(Settings().redis_url)
+    return syncredis.Redis(host=host, port=port, username=user, password=password, **kw)
+
+
+def node_url(port: int, host: str = "127.0.0.1") -> str:
+    """redis:// URL of one data node with the tests' credentials (for RedisClient)."""
+    user, password = redis_auth(Settings().redis_url)
+    cred = f"{quote(user or '', safe='')}:{quote(password or '', safe='')}@" if password else ""
+    return f"redis://{cred}{host}:{port}/0"
 
 
 def primary(settings: Settings) -> tuple[str, int] | None:
@@ -65,7 +80,7 @@ def wait_new_primary(settings: Settings, old_port: int, timeout: float = 30) -> 
         p = primary(settings)
         if p and p[1] != old_port:
             try:
-                role = syncredis.Redis(host=p[0], port=p[1], socket_timeout=1).execute_command("ROLE")
+                role = node(p[0], p[1], socket_timeout=1).execute_command("ROLE")
                 if role[0] == b"master":
                     return p[1], time.monotonic()
             except (syncredis.RedisError, OSError):
@@ -94,7 +109,7 @@ def restore(settings: Settings, timeout: float = 60) -> None:
     end = time.monotonic() + timeout
     host, port = primary(settings)
     while time.monotonic() < end:
-        info = syncredis.Redis(host=host, port=port, socket_timeout=1, decode_responses=True).info("replication")
+        info = node(host, port, socket_timeout=1, decode_responses=True).info("replication")
         online = [k for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
                   and v.get("state") == "online"]
         if len(online) >= 2:

@@ -97,7 +97,7 @@ async def test_failover_mid_race_never_over_admits(ha_settings, tmp_path):
             for req, d in zip(reqs, await asyncio.gather(*(engine.decide(q, now=NOW) for q in reqs))):
                 seen[req.number].append(d)
         host, port = ha.primary(settings)
-        stream = syncredis.Redis(host=host, port=port, decode_responses=True).xrange(engine.keys.audit)
+        stream = ha.node(host, port, decode_responses=True).xrange(engine.keys.audit)
     finally:
         try:
             await _drop_namespace(engine.redis, prefix)

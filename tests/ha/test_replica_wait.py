@@ -81,7 +81,7 @@ async def test_a_frozen_replica_withholds_the_allow(ha_settings, tmp_path):
     """WAIT 2 with one replica stopped (SIGSTOP): the ALLOW is denied within the wait;
     WAIT 1 is still satisfied by the other replica."""
     host, port = ha.primary(ha_settings)
-    info = syncredis.Redis(host=host, port=port, decode_responses=True).info("replication")
+    info = ha.node(host, port, decode_responses=True).info("replication")
     replica_port = int(info["slave0"]["port"])
     pid = int((ha.node_dir(replica_port) / "redis.pid").read_text().split()[0])
     e2 = await _engine(ha_settings, tmp_path, redis_wait_replicas=2, redis_wait_ms=100)

@@ -65,9 +65,9 @@ async def test_clients_follow_a_failover(ha_settings):
         assert fast.port == new_port, "the client writes to the new primary"
         assert (await fast.execute("ROLE"))[0] == b"master"
         # Scripts: the new primary may not have them (a restarted node has none).
-        syncredis.Redis(host="127.0.0.1", port=new_port).script_flush()
+        ha.node("127.0.0.1", new_port).script_flush()
         assert await fast.evalsha(_Script("return 7"), [], []) == 7
-        assert syncredis.Redis(host="127.0.0.1", port=new_port).script_exists(_Script("return 7").sha) == [True]
+        assert ha.node("127.0.0.1", new_port).script_exists(_Script("return 7").sha) == [True]
         # redis-py through Sentinel: a READONLY (or a closed connection) makes it ask again.
         for _ in range(100):
             try:
@@ -75,7 +75,7 @@ async def test_clients_follow_a_failover(ha_settings):
                 break
             except syncredis.ConnectionError:
                 time.sleep(0.05)
-        assert syncredis.Redis(host="127.0.0.1", port=new_port).get(key + ":slow") == b"2"
+        assert ha.node("127.0.0.1", new_port).get(key + ":slow") == b"2"
     finally:
         await fast.close()
         slow.close()
@@ -85,9 +85,9 @@ async def test_readonly_answer_drops_the_connection(ha_settings):
     """A node that answers READONLY (a replica, a demoted primary) is never used again
     through that connection: the request fails (the decision is a guard_unavailable deny)."""
     host, port = ha.primary(ha_settings)
-    info = syncredis.Redis(host=host, port=port, decode_responses=True).info("replication")
+    info = ha.node(host, port, decode_responses=True).info("replication")
     replica = int(info["slave0"]["port"])
-    c = RedisClient(f"redis://127.0.0.1:{replica}/0", timeout=0.5)
+    c = RedisClient(ha.node_url(replica), timeout=0.5)
     try:
         assert await c.execute("PING") == b"PONG"
         conn = c._conns[0]
@@ -99,7 +99,7 @@ async def test_readonly_answer_drops_the_connection(ha_settings):
 
 
 async def test_unknown_master_name_fails_closed(ha_settings):
-    c = RedisClient("redis://127.0.0.1:1/0", timeout=0.5, sentinels=ha_settings.sentinel_addrs(),
+    c = RedisClient(ha.node_url(1), timeout=0.5, sentinels=ha_settings.sentinel_addrs(),
                     master="no-such-master")
     try:
         with pytest.raises(RedisConnectionError, match="no Sentinel named the primary 'no-such-master'"):
@@ -118,7 +118,7 @@ async def test_a_silent_sentinel_does_not_block_discovery(ha_settings):
     silent.bind(("127.0.0.1", 0))
     silent.listen(0)  # connects may complete in the backlog; nothing is ever read
     addr = silent.getsockname()
-    c = RedisClient("redis://127.0.0.1:1/0", timeout=0.5, connect_timeout=0.5,
+    c = RedisClient(ha.node_url(1), timeout=0.5, connect_timeout=0.5,
                     sentinels=[addr, *ha_settings.sentinel_addrs()], master=ha_settings.redis_master)
     try:
         assert (await c.execute("ROLE"))[0] == b"master"

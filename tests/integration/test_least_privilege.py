@@ -63,11 +63,20 @@ def test_no_role_may_administer_the_server_or_leave_its_prefix(redis_url, role):
         refused(r, *cmd)
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_may_ask_the_node_its_replication_role(redis_url, role):
+    """Behind Sentinel a client checks with ROLE that it reached the primary
+    (redisclient.py); a NOPERM there would turn every call into guard_unavailable."""
+    assert role_client(redis_url, role).execute_command("ROLE")[0] == b"master"
+
+
 def test_guard_role_runs_its_scripts_and_reads_nothing_else(redis_url):
     g = role_client(redis_url, "guard")
     assert g.execute_command("EVAL", "return redis.call('HSET', KEYS[1], 'a', '1')", 1, "dgtest:acl:h") in (0, 1)
     assert g.hget("dgtest:acl:h", "a") == b"1"
     g.delete("dgtest:acl:h")
+    # DIALGUARD_REDIS_WAIT_REPLICAS: an ALLOW waits for a replica (no replica here: 0 acknowledged).
+    assert g.execute_command("WAIT", 0, 10) == 0
     # Not the shipper's or an admin's commands: no consumer groups, no SCAN, no XREADGROUP.
     for cmd in (("SCAN", "0"), ("XREADGROUP", "GROUP", "g", "c", "STREAMS", "dgtest:acl:{g}:audit", ">"),
                 ("XGROUP", "DESTROY", "dgtest:acl:{g}:audit", "shippers"), ("RENAME", "dgtest:acl:a", "dgtest:acl:b"),
