@@ -884,7 +884,7 @@ class Dialer:
         await self._quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
 
     async def _disposition(self, call: Call, value: str) -> None:
-        from dialguard.campaigns.cli import parse_disposition
+        from dialguard.campaigns.disposition import parse_disposition
         try:
             disp, at = parse_disposition(value)
         except ValueError as exc:

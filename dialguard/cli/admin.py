@@ -35,7 +35,7 @@ EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 2, 3
 
 
 def _fail(msg: str, code: int = EXIT_BAD_INPUT):
-    from dialguard.cli import fail
+    from dialguard.cli.main import fail
     fail(msg, code)
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import typer
 
-from dialguard.cli_admin import _fail, _run
+from dialguard.cli.admin import _fail, _run
 
 calendar_app = typer.Typer(help="Calendars as data: import a year, roll back (SPEC §9).", no_args_is_help=True)
 
 
 def _out():
-    from dialguard.cli import out
+    from dialguard.cli.main import out
     return out
 
 

@@ -26,28 +26,12 @@ from typing import Optional
 
 import typer
 
+from dialguard.campaigns.disposition import parse_disposition
 from dialguard.config import Settings
 
 EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 2, 3
-DISPOSITIONS = ("success", "failed", "follow-up")
-
-
-def parse_disposition(text: str) -> tuple[str, datetime | None]:
-    """`success`, `failed`, or `follow-up@<ISO time with offset>`."""
-    from dialguard.engine import parse_time
-
-    kind, _, at = text.strip().partition("@")
-    if kind not in DISPOSITIONS:
-        raise ValueError(f"disposition {kind!r}: expected one of {', '.join(DISPOSITIONS)}")
-    if kind == "follow-up":
-        if not at:
-            raise ValueError("follow-up needs a time: follow-up@2025-03-04T10:00:00+08:00")
-        return kind, parse_time(at)
-    return kind, None
-
-
 def _fail(msg: str, code: int = EXIT_BAD_INPUT):
-    from dialguard.cli import fail
+    from dialguard.cli.main import fail
     fail(msg, code)
 
 
@@ -94,7 +78,7 @@ def _group(app: typer.Typer, name: str) -> typer.Typer:
 
 
 def register(app: typer.Typer) -> None:
-    from dialguard import cli_admin
+    from dialguard.cli import admin as cli_admin
 
     camp = _group(app, "campaign")
     camp.info.help = "Campaigns: approval (engine and dialer), dialer campaigns, leads."

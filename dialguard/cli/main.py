@@ -25,35 +25,35 @@ app = typer.Typer(help="dialguard: outbound-call compliance guard for Asterisk."
 rules_app = typer.Typer(help="Rule packs and published rules versions.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 
-from dialguard import cli_admin  # noqa: E402  (admin commands: pause, dnc, optout, ...)
+from dialguard.cli import admin as cli_admin  # noqa: E402  (admin commands: pause, dnc, optout, ...)
 
 cli_admin.register(app)
 
-from dialguard import cli_rules  # noqa: E402  (rules apply/diff/history, override)
+from dialguard.cli import rules as cli_rules  # noqa: E402  (rules apply/diff/history, override)
 
 cli_rules.register(app, rules_app)
 
-from dialguard import cli_calendar  # noqa: E402  (calendar import/status/history/activate)
+from dialguard.cli import calendar as cli_calendar  # noqa: E402  (calendar import/status/history/activate)
 
 cli_calendar.register(app)
 
-from dialguard.campaigns import cli as campaigns_cli  # noqa: E402  (dialer campaigns, leads, dialer run)
+from dialguard.cli import campaigns as campaigns_cli  # noqa: E402  (dialer campaigns, leads, dialer run)
 
 campaigns_cli.register(app)
 
-from dialguard.audit import cli as audit_cli  # noqa: E402  (db, audit-ship, audit, report, counters)
+from dialguard.cli import audit as audit_cli  # noqa: E402  (db, audit-ship, audit, report, counters)
 
 audit_cli.register(app)
 
-from dialguard import cli_install  # noqa: E402  (install asterisk)
+from dialguard.cli import install as cli_install  # noqa: E402  (install asterisk)
 
 cli_install.register(app)
 
-from dialguard import cli_loadtest  # noqa: E402  (loadtest)
+from dialguard.cli import loadtest as cli_loadtest  # noqa: E402  (loadtest)
 
 cli_loadtest.register(app)
 
-from dialguard import cli_users  # noqa: E402  (user add/passwd/role/token)
+from dialguard.cli import users as cli_users  # noqa: E402  (user add/passwd/role/token)
 
 cli_users.register(app)
 
@@ -84,7 +84,7 @@ def _main(ctx: typer.Context):
         raise typer.Exit(2)
 
 
-from dialguard import cli_init  # noqa: E402  (dialguard init: secrets and Redis ACL users)
+from dialguard.cli import init as cli_init  # noqa: E402  (dialguard init: secrets and Redis ACL users)
 
 cli_init.register(app)
 

@@ -13,14 +13,14 @@ from typing import Optional
 
 import typer
 
-from dialguard.cli_admin import _fail, _run, _time, calendar_json, calendar_report, print_calendars
+from dialguard.cli.admin import _fail, _run, _time, calendar_json, calendar_report, print_calendars
 
 override_app = typer.Typer(help="One-time, audited exceptions for a number (SPEC §2).", no_args_is_help=True)
 MAX_OVERRIDE = timedelta(days=30)  # a forgotten grant must not live for ever
 
 
 def _consoles():
-    from dialguard.cli import err, out
+    from dialguard.cli.main import err, out
     return out, err
 
 
