@@ -74,3 +74,31 @@ def calls_to_start(*, max_concurrent: int, in_flight: int, tokens: int, free_age
     if free_agents > 0 and unbridged == 0:
         by_agents = max(by_agents, 1)  # the slowest pace: one call at a time for a free agent
     return max(0, min(max_concurrent - in_flight, tokens, by_agents))
+
+
+class Pacer:
+    """Per campaign: its token bucket and effective ratio, and how many calls to start now."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.buckets: dict[str, TokenBucket] = {}
+        self.ratios: dict[str, float] = {}
+
+    def update(self, name: str, *, calls_per_second: float, dial_ratio: float, rate_pct: float,
+               limit_pct: float) -> None:
+        """A campaign's settings and abandon rate, as last read."""
+        self.ratios[name] = effective_ratio(dial_ratio, rate_pct, limit_pct)
+        b = self.buckets.get(name)
+        if b is None:
+            self.buckets[name] = TokenBucket(calls_per_second, clock=self.clock)
+        elif b.rate != calls_per_second:
+            b.set_rate(calls_per_second)
+
+    def how_many(self, name: str, *, max_concurrent: int, in_flight: int, free_agents: int,
+                 unbridged: int) -> int:
+        return calls_to_start(max_concurrent=max_concurrent, in_flight=in_flight,
+                              tokens=self.buckets[name].available(), free_agents=free_agents,
+                              unbridged=unbridged, ratio=self.ratios.get(name, 1.0))
+
+    def take(self, name: str) -> None:
+        self.buckets[name].take()

@@ -13,7 +13,7 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{n:<H>}:f                     flags: dnc, optout, complaint, consent
     {P}:{n:<H>}:dncc                  campaign DNC (set of campaign tags)
     {P}:{a:<A>}:a                     agent attempts
-    {P}:{a:<A>}:lease                 dialer's agent lease: o owner, c/l channel ids, hb ms (ari_app/agents.py)
+    {P}:{a:<A>}:lease                 dialer's agent lease: o owner, c/l channel ids, hb ms (ari_app/leases.py)
     {P}:{c:<K>}:a / :live             caller-ID attempts / live-call leases (ZSET did -> expiry)
     {P}:{c:<K>}:o / :h                caller-ID outcome log "ms|answered|talk|sip|cause" (LIST, newest
                                       first) / health figures and pick penalty (dialguard/callerid_health.py)

@@ -43,7 +43,7 @@ _SHIPPER = ("+get +hget +hgetall +exists "
             "+xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xgroup|setid "
             "+xinfo|groups +xinfo|stream +xinfo|consumers +multi +exec +discard")  # XACK+XDEL in one MULTI
 
-# Agent leases (ari_app/agents.py) on top of the guard's set.
+# Agent leases (ari_app/leases.py) on top of the guard's set.
 _DIALER = _GUARD + " +hsetnx +pexpireat +expire +watch +unwatch +multi +exec +discard"
 
 # The operator's tools: everything on the prefix but the server's own administration.

@@ -1,6 +1,6 @@
 """One agent, several campaigns and dialers: an agent is never offered two calls at once.
 
-Agents are leased in Redis when a customer answers (ari_app/agents.py), whatever
+Agents are leased in Redis when a customer answers (ari_app/leases.py), whatever
 dialer or campaign asks; pacing counts only agents with no lease and no device in
 use. Numbers ending in 00 answer and hang up 4 s later (scenarios/dialer_carrier);
 agent phones answer at once (scenarios/dialer_agents).
@@ -130,7 +130,7 @@ async def test_agent_busy_on_a_dialplan_call_is_not_offered_one(stack, pg_dsn, g
         d = rig.start(camp, [agent], agent_devices={agent: "PJSIP/agents"})
         await d.ari.wait_healthy(10)
         uac.start()
-        await wait_for(lambda: _eq(d.device_states.get("PJSIP/agents"), "INUSE"), 10, "the agent's device in use")
+        await wait_for(lambda: _eq(d.pool.device_states.get("PJSIP/agents"), "INUSE"), 10, "the agent's device in use")
         assert await device_state(d, "PJSIP/agents") == "INUSE"
         await rig.store.set_state(camp, "running")
         busy_seen = time.monotonic()

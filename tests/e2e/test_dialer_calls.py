@@ -203,7 +203,7 @@ async def test_no_agent_in_time_is_abandoned_and_slows_pacing(rig):
                                                         c["answered_at"] + timedelta(hours=1))
     assert (answered, abandoned) == (1, 1)
     await asyncio.sleep(0.7)  # next campaign refresh
-    assert d.ratios[camp] == 0.5
+    assert d.pacer.ratios[camp] == 0.5
     # the agent was called and cancelled; the engine got "abandoned"
     assert [i.number for i in invites(rig.agents)] == ["slow1"]
 

@@ -63,3 +63,23 @@ def test_token_bucket_rate_over_time():
         b.take(n)
         started += n
     assert 495 <= started <= 502
+
+
+def test_pacer_per_campaign_bucket_and_ratio():
+    from ari_app.pacing import Pacer
+
+    t = [0.0]
+    p = Pacer(clock=lambda: t[0])
+    p.update("a", calls_per_second=10, dial_ratio=2.0, rate_pct=0.0, limit_pct=3.0)
+    p.update("b", calls_per_second=10, dial_ratio=2.0, rate_pct=3.0, limit_pct=3.0)  # at the limit
+    # a: one token to start with, ratio 2 for 4 free agents
+    assert p.how_many("a", max_concurrent=10, in_flight=0, free_agents=4, unbridged=0) == 1
+    p.take("a")
+    assert p.how_many("a", max_concurrent=10, in_flight=1, free_agents=4, unbridged=1) == 0  # no token left
+    t[0] = 1.0  # 10 tokens/s, burst 2
+    assert p.how_many("a", max_concurrent=10, in_flight=1, free_agents=4, unbridged=1) == 2
+    assert p.ratios["b"] == 0.5
+    t[0] = 2.0
+    assert p.how_many("b", max_concurrent=10, in_flight=0, free_agents=4, unbridged=0) == 2  # 4 x 0.5
+    p.update("a", calls_per_second=1, dial_ratio=2.0, rate_pct=0.0, limit_pct=3.0)
+    assert p.buckets["a"].rate == 1 and p.buckets["a"].burst == 1.0

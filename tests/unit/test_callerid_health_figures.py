@@ -273,7 +273,7 @@ def test_classify_keeps_the_sip_code_of_an_unanswered_call():
 
 
 def test_dialer_reads_the_sip_code_from_ari_tech_cause():
-    from ari_app.dialer import cause_of, sip_of
+    from ari_app.calls import cause_of, sip_of
 
     assert [sip_of(v) for v in (403, "603", 486, 0, 200, None, "x")] == [403, 603, 486, None, None, None, None]
     assert [cause_of(v) for v in (21, 0, 128, None, "17")] == [21, 0, None, None, 17]

@@ -1,0 +1,92 @@
+"""A dialer call as the dialer tracks it, and how its end becomes an outcome
+(pure data and functions, shared by the dialer's components)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ari_app.client import AriError, AriUnavailable
+
+log = logging.getLogger("ari_app.calls")
+
+BLOCKING = {"dnc", "opted_out", "complained", "invalid_number", "unknown_timezone"}
+# Denials an admin (or the guard coming back) can lift: look at the lead again later.
+TRANSIENT = {"paused", "campaign_not_approved", "caller_id_not_approved", "no_consent", "guard_unavailable",
+             "caller_id_rate", "caller_id_concurrency", "agent_cap"}
+# Hangup causes (Q.850) of calls never answered.
+BUSY_CAUSES = {17}
+NO_ANSWER_CAUSES = {18, 19, 0, 16}
+# An agent leg started with less time than this before the bridge deadline cannot
+# be answered in time: the call is abandoned instead of ringing the agent for nothing.
+MIN_AGENT_LEG_S = 0.5
+
+
+ANSWERED = frozenset({"conversation", "answered", "abandoned", "amd", "voicemail"})
+
+
+def sip_of(tech_cause) -> int | None:
+    """ChannelDestroyed's tech_cause (Asterisk 22: for PJSIP the SIP response
+    code): kept when it is a SIP failure (400-699) so that caller-ID health
+    tells a carrier's 403 from a busy callee's 486."""
+    try:
+        code = int(tech_cause)
+    except (TypeError, ValueError):
+        return None
+    return code if 400 <= code <= 699 else None
+
+
+def cause_of(cause) -> int | None:
+    """A Q.850 cause as the outcome takes it (0-127), else unknown."""
+    try:
+        c = int(cause)
+    except (TypeError, ValueError):
+        return None
+    return c if 0 <= c <= 127 else None
+
+
+def not_answered_result(cause: int | None) -> str:
+    if cause in BUSY_CAUSES:
+        return "busy"
+    if cause in NO_ANSWER_CAUSES or cause is None:
+        return "no_answer"
+    return "failed"
+
+
+@dataclass
+class Call:
+    channel_id: str
+    lead: dict
+    campaign: str
+    agent: str | None = None  # the agent named in the decision
+    state: str = "reserved"  # reserved, originated, answered, bridged, ended
+    caller_id: str | None = None
+    max_duration_s: int = 0
+    answered_at: float | None = None  # monotonic
+    bridged_at: float | None = None
+    deadline: datetime | None = None  # wall clock: answered + max_duration_s (stored, survives a restart)
+    deadline_task: asyncio.Task | None = None
+    allowed: bool = False  # the engine allowed it: an attempt is counted, an outcome is owed
+    bridge_id: str | None = None
+    agent_channel: str | None = None
+    bridged_agent: str | None = None
+    abandoned: bool = False
+    opted_out: bool = False
+    finalizing: bool = False
+    resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)
+    lease_checked: bool = False  # adopted: its agent's lease taken over (or found taken)
+    tasks: list = field(default_factory=list)
+
+    @property
+    def unbridged(self) -> bool:
+        return self.state in ("reserved", "originated", "answered")
+
+
+async def quiet(coro) -> None:
+    """An ARI request whose failure changes nothing (the channel is already gone)."""
+    try:
+        await coro
+    except (AriError, AriUnavailable) as exc:
+        log.debug("ignored: %s", exc)

@@ -1,0 +1,502 @@
+"""The life of a dialer call, from the lead claimed to the outcome reported.
+
+Per lead: claim it in PostgreSQL -> write the call row with our own channel id ->
+`Engine.decide` (same Redis counters as the FastAGI check) -> originate with that
+channel id and the decision's caller ID -> on answer, a mixing bridge and an agent
+leg; the agent must be in the bridge within `bridge_timeout_s` of the answer,
+otherwise a short message and hangup, counted as abandoned -> on hangup the
+outcome is written to PostgreSQL, reported to the engine, and the lead rescheduled.
+
+Restart safety: every step is recorded before the next; after each (re)connect of
+the events socket the dialer reconciles its calls with Asterisk's channels, ends
+those that vanished (outcome recorded, never lost), re-arms the maximum-duration
+cut of calls still up (from the deadline stored at answer), and reports outcomes
+that were recorded but not yet reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from ari_app import metrics as m
+from ari_app.agents import AgentPool
+from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call, cause_of, not_answered_result,
+                           quiet, sip_of)
+from ari_app.client import AriError, AriUnavailable
+from dialguard.campaigns.store import Campaign, Store
+from dialguard.models import DecisionRequest, Outcome
+
+log = logging.getLogger("ari_app.lifecycle")
+UTC = timezone.utc
+
+
+class Lifecycle:
+    """The dialer's calls: placing, ARI events, reconciliation, deadlines, outcomes."""
+
+    def __init__(self, cfg, engine, store: Store, ari, pool: AgentPool, locks, *, stats: dict, background: set,
+                 campaign_of: Callable[[str], Campaign | None]):
+        self.cfg, self.engine, self.store, self.ari = cfg, engine, store, ari
+        self.pool, self.locks, self.stats = pool, locks, stats
+        self._background = background  # retries that must not hold up a channel
+        self.campaign_of = campaign_of
+        self.calls: dict[str, Call] = {}  # customer channel id -> call
+        self.agent_legs: dict[str, str] = {}  # agent channel id -> customer channel id
+        self.placing: set[asyncio.Task] = set()
+
+    def start(self, camp: Campaign, call: Call) -> None:
+        """A lead claimed for `call`: counted in flight at once, placed in a task of its own."""
+        self.calls[call.channel_id] = call
+        t = asyncio.create_task(self.place(camp, call))
+        self.placing.add(t)
+        t.add_done_callback(self.placing.discard)
+
+    async def adopt(self, names: list[str]) -> None:
+        """Campaigns just taken (start, restart, or another dialer died): their calls in
+        flight come back from PostgreSQL (reconcile decides which still exist and re-arms
+        their maximum duration), recorded outcomes get reported, orphan leads return."""
+        now_wall, now_mono = datetime.now(UTC), time.monotonic()
+
+        def mono(at: datetime | None) -> float | None:
+            return None if at is None else now_mono - max(0.0, (now_wall - at).total_seconds())
+
+        for row in await self.store.live_calls(names):
+            if row["channel_id"] in self.calls:
+                continue
+            lead = await self.store.lead(row["lead_id"])
+            cid = row["channel_id"]
+            call = Call(cid, lead, row["campaign"], agent=row["agent"], state=row["state"],
+                        caller_id=row["caller_id"], max_duration_s=row["max_duration_s"], resumed=True,
+                        deadline=row["hangup_deadline"], allowed=row["decision_id"] is not None)
+            if row["state"] in ("answered", "bridged"):
+                call.answered_at = mono(row["answered_at"]) or now_mono
+                call.bridge_id = f"dgb-{cid[4:]}"
+            if row["state"] == "bridged":
+                # the agent leg and its agent stay taken until the call ends
+                call.bridged_at = mono(row["bridged_at"]) or now_mono
+                call.agent_channel = f"dga-{cid[4:]}"
+                call.bridged_agent = row["agent"]
+                self.agent_legs[call.agent_channel] = cid
+                if row["agent"] in self.pool.agents:
+                    self.pool.agents[row["agent"]].call = cid
+                    self.pool.agents[row["agent"]].channel = call.agent_channel
+            self.calls[cid] = call
+            log.info("adopted call %s (%s) of campaign %s", cid, row["state"], row["campaign"])
+        await self.report_pending(names)
+        if self.ari.healthy:
+            await self.reconcile()
+
+    async def report_pending(self, names: list[str] | None = None) -> None:
+        names = sorted(self.locks.campaigns) if names is None else names
+        if not names:
+            return
+        for row in await self.store.unreported(names):
+            await self._report(row["channel_id"], row["result"], row["talk_s"], row["hangup_cause"])
+        for lead in await self.store.orphan_dialing_leads(names):
+            if not any(c.lead["id"] == lead["id"] for c in self.calls.values()):
+                await self.store.release_lead(lead["id"], state="pending")
+
+    async def reconcile(self) -> None:
+        await self.pool.watch_devices()
+        channels = await self.ari.get("channels")
+        live = {c["id"]: c for c in channels}
+        for cid, call in list(self.calls.items()):
+            if (call.state == "reserved" and not call.resumed) or call.finalizing:
+                continue  # being placed right now: _place handles it
+            if cid not in live:
+                self.stats["reconciled_ended"] += 1
+                log.info("reconcile: call %s vanished while the events socket was down", cid)
+                await self.finalize(call, cause=None, vanished=True)
+                continue
+            if call.deadline is not None:
+                self._arm_deadline(call)  # adopted after a restart: cut at its stored deadline
+            if (call.resumed and call.state == "bridged" and not call.lease_checked
+                    and call.agent_channel in live):
+                await self.pool.adopt_lease(call)
+            if call.state == "answered" and call.agent_channel is None and not call.abandoned:
+                # answered while we were away and no agent leg: too late to bridge in 2 s
+                await self._abandon(call)
+        for ach in list(self.agent_legs):
+            if ach not in live:
+                await self._agent_gone(ach)
+        # Strays: bridges and agent legs whose customer is gone, or is ours and does not
+        # use them. Another dialer's (other campaigns, same Asterisk) are left alone.
+        def stray(obj_id: str, in_use: bool) -> bool:
+            customer = "dgc-" + obj_id[4:]
+            return customer not in live or (customer in self.calls and not in_use)
+
+        ours = {c.bridge_id for c in self.calls.values() if c.bridge_id}
+        for b in await self.ari.get("bridges"):
+            if b["id"].startswith("dgb-") and stray(b["id"], b["id"] in ours):
+                await quiet(self.ari.delete(f"bridges/{b['id']}"))
+        for cid in live:
+            if cid.startswith("dga-") and stray(cid, cid in self.agent_legs):
+                await quiet(self.ari.delete(f"channels/{cid}"))
+        await self.report_pending()
+        m.EVENTS_SOCKET_UP.set(1)
+        m.EVENTS_CONNECTS.set(self.ari.connects)
+
+    async def place(self, camp: Campaign, call: Call) -> None:
+        try:
+            await self._place_inner(camp, call)
+        except Exception:  # noqa: BLE001 - never leave the lead stuck in `dialing`
+            log.exception("placing call %s for lead %s failed", call.channel_id, call.lead["id"])
+            if call.state != "reserved" or call.finalizing:
+                return
+            if call.allowed:  # an attempt was counted: end it like a failed call (outcome reported)
+                await self.finalize(call, cause=None, failed=True)
+                return
+            self.calls.pop(call.channel_id, None)
+            try:
+                try:
+                    nxt = await self.engine.now() + timedelta(seconds=self.cfg.admin_retry_s)
+                except Exception:  # noqa: BLE001
+                    nxt = datetime.now(UTC) + timedelta(seconds=self.cfg.admin_retry_s)
+                await self.store.end_call(call.channel_id, result="error", outcome_reported=True,
+                                          ended_at=datetime.now(UTC))
+                await self.store.release_lead(call.lead["id"], state="pending", next_at=nxt, result="error")
+            except Exception:  # noqa: BLE001 - PostgreSQL down: orphan recovery returns the lead later
+                log.exception("call %s: cannot release lead %s", call.channel_id, call.lead["id"])
+
+    async def _place_inner(self, camp: Campaign, call: Call) -> None:
+        lead = call.lead
+        try:
+            await self.store.new_call(call.channel_id, lead["id"], camp.name, call.agent)
+        except Exception:
+            log.exception("cannot record call for lead %s", lead["id"])
+            self.calls.pop(call.channel_id, None)
+            await quiet(self.store.release_lead(lead["id"], state="pending"))
+            return
+        d = await self.engine.decide(DecisionRequest(
+            number=lead["number"], campaign=camp.name, agent=call.agent or "dialer",
+            subject=lead["subject"] or None, call_id=call.channel_id))
+        if not d.allowed:
+            self.stats["denied"] += 1
+            self.calls.pop(call.channel_id, None)
+            await self.store.update_call(call.channel_id, state="ended", result="denied", decision_id=d.decision_id,
+                                         outcome_reported=True, ended_at=datetime.now(UTC))
+            await self._release_denied(camp, lead, d)
+            return
+        call.allowed = True
+        call.caller_id = d.caller_id
+        call.max_duration_s = d.max_duration_s
+        await self.store.update_call(call.channel_id, decision_id=d.decision_id, caller_id=d.caller_id,
+                                     max_duration_s=d.max_duration_s or 0)
+        await self.store.release_lead(lead["id"], state="dialing", count_attempt=True)
+        number = lead["number"] if self.cfg.dial_plus else lead["number"].lstrip("+")
+        params = dict(endpoint=f"PJSIP/{number}@{self.cfg.trunk}", app=self.cfg.app, appArgs="customer",
+                      timeout=camp.ring_timeout_s)
+        if d.caller_id:
+            params["callerId"] = d.caller_id
+        body = {"variables": {"DIALGUARD_DECISION_ID": d.decision_id, "DIALGUARD_CAMPAIGN": camp.name,
+                              "CDR(campaign)": camp.name, "CDR(dialguard_decision_id)": d.decision_id}}
+        ok = await self._originate(call.channel_id, params, body)
+        if ok:
+            self.stats["originated"] += 1
+            if call.state == "reserved" and not call.finalizing:
+                call.state = "originated"
+                await self.store.mark_originated(call.channel_id)
+        else:
+            self.stats["originate_errors"] += 1
+            m.ORIGINATE_FAILURES.labels(camp.name).inc()
+            await self.finalize(call, cause=None, failed=True)
+
+    async def _originate(self, channel_id: str, params: dict, body: dict) -> bool:
+        """Originate with our channel id; on an unknown result retry with the SAME id
+        (Asterisk refuses a duplicate id), never a new one."""
+        for attempt in range(3):
+            try:
+                await self.ari.post(f"channels/{channel_id}", body, **params)
+                return True
+            except AriError as exc:
+                if exc.status == 409:  # our earlier try did create it
+                    return True
+                log.warning("originate %s refused: %s", channel_id, exc)
+                return False
+            except AriUnavailable as exc:
+                log.warning("originate %s: no answer (%s); checking", channel_id, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+                try:
+                    await self.ari.get(f"channels/{channel_id}")
+                    return True
+                except AriError as e2:
+                    if e2.status != 404:
+                        return False
+                except AriUnavailable:
+                    if not await self.ari.wait_healthy(5):
+                        # Asterisk is down: a channel created just before died with it
+                        return False
+        return False
+
+    async def _release_denied(self, camp: Campaign, lead: dict, d) -> None:
+        now = await self.engine.now()
+        reasons = ",".join(d.reasons)
+        if BLOCKING & set(d.reasons):
+            await self.store.release_lead(lead["id"], state="blocked", result="denied", reasons=reasons)
+        elif d.next_eligible_at:
+            await self.store.release_lead(lead["id"], state="pending", next_at=d.next_eligible_at,
+                                          result="denied", reasons=reasons)
+        elif set(d.reasons) <= TRANSIENT:
+            wait = self.cfg.guard_retry_s if "guard_unavailable" in d.reasons else self.cfg.admin_retry_s
+            await self.store.release_lead(lead["id"], state="pending", next_at=now + timedelta(seconds=wait),
+                                          result="denied", reasons=reasons)
+        else:  # a cap that never lifts (e.g. lifetime attempts per campaign): the lead is done
+            await self.store.release_lead(lead["id"], state="done", result="denied", reasons=reasons)
+
+    async def on_event(self, e: dict) -> None:
+        kind = e.get("type")
+        ch = (e.get("channel") or {}).get("id")
+        if kind == "StasisStart":
+            args = e.get("args") or []
+            if args[:1] == ["customer"]:
+                await self._answered(ch)
+            elif args[:1] == ["agent"]:
+                await self._agent_answered(ch, args[1] if len(args) > 1 else "")
+        elif kind == "ChannelDestroyed":
+            if ch in self.calls:
+                await self.finalize(self.calls[ch], cause=e.get("cause"), sip=sip_of(e.get("tech_cause")))
+            elif ch in self.agent_legs:
+                await self._agent_gone(ch)
+        elif kind == "ChannelDtmfReceived" and ch in self.calls:
+            await self._dtmf(self.calls[ch], e.get("digit"))
+        elif kind == "DeviceStateChanged":
+            st = e.get("device_state") or {}
+            if st.get("name"):
+                self.pool.device_states[st["name"]] = st.get("state", "UNKNOWN")
+        elif kind == "ChannelVarset" and e.get("variable") == "DIALGUARD_DISPOSITION":
+            cust = ch if ch in self.calls else self.agent_legs.get(ch)
+            if cust and cust in self.calls:
+                await self._disposition(self.calls[cust], e.get("value") or "")
+
+    async def _answered(self, ch: str) -> None:
+        call = self.calls.get(ch)
+        if call is None:  # not ours (or already finalized): do not leave it up
+            await quiet(self.ari.delete(f"channels/{ch}"))
+            return
+        call.state = "answered"
+        call.answered_at = time.monotonic()
+        self.stats["answered"] += 1
+        answered = datetime.now(UTC)
+        if call.max_duration_s:
+            call.deadline = answered + timedelta(seconds=call.max_duration_s)
+            self._arm_deadline(call)
+        # the deadline is stored so that a restarted dialer still cuts the call in time
+        await self.store.update_call(ch, state="answered", answered_at=answered, hangup_deadline=call.deadline)
+        call.tasks.append(asyncio.create_task(self._bridge_deadline(call)))
+        # a task of its own: waiting for an agent must not hold up this channel's events
+        call.tasks.append(asyncio.create_task(self._connect_agent(call)))
+
+    async def _connect_agent(self, call: Call) -> None:
+        """Lease a free agent, waiting for one until the bridge deadline leaves too
+        little time to answer; then bridge the customer and call the agent."""
+        ch = call.channel_id
+        agent = await self.pool.claim(call)
+        if agent is None:
+            self.stats["agent_waits"] += 1
+        while agent is None:
+            left = call.answered_at + self.cfg.bridge_timeout_s - time.monotonic()
+            if call.abandoned or call.finalizing:
+                return
+            if left < MIN_AGENT_LEG_S:
+                await self._abandon(call)
+                return
+            await asyncio.sleep(min(0.1, left - MIN_AGENT_LEG_S + 0.01))
+            agent = await self.pool.claim(call)
+        if call.abandoned or call.finalizing:  # the deadline or the hangup came meanwhile
+            await self.pool.free_agent_of(ch)
+            return
+        left = call.answered_at + self.cfg.bridge_timeout_s - time.monotonic()
+        call.bridge_id = f"dgb-{ch[4:]}"
+        call.agent_channel = f"dga-{ch[4:]}"
+        call.bridged_agent = agent.name
+        agent.channel = call.agent_channel
+        self.agent_legs[call.agent_channel] = ch
+        try:
+            # dtmf_events: no native RTP bridging, so the opt-out key reaches us during the call
+            await self.ari.post("bridges", type="mixing,dtmf_events", bridgeId=call.bridge_id, name=call.campaign)
+            await self.ari.post(f"bridges/{call.bridge_id}/addChannel", channel=ch)
+            await self.ari.post(f"channels/{call.agent_channel}", None, endpoint=agent.dial, app=self.cfg.app,
+                                appArgs=f"agent,{ch}", timeout=max(1, int(left + 0.999)),
+                                callerId=call.lead["number"])
+        except (AriError, AriUnavailable) as exc:
+            log.warning("call %s: cannot reach agent %s: %s", ch, agent.name, exc)
+            await self._abandon(call)
+
+    async def _agent_answered(self, ach: str, customer: str) -> None:
+        call = self.calls.get(customer)
+        if call is None or call.abandoned or call.finalizing or call.agent_channel != ach:
+            await quiet(self.ari.delete(f"channels/{ach}"))
+            return
+        try:
+            await self.ari.post(f"bridges/{call.bridge_id}/addChannel", channel=ach)
+        except (AriError, AriUnavailable) as exc:
+            log.warning("call %s: agent leg not bridged: %s", customer, exc)
+            return
+        if call.abandoned or call.finalizing:  # the deadline fired meanwhile
+            await quiet(self.ari.delete(f"channels/{ach}"))
+            return
+        call.state = "bridged"
+        call.bridged_at = time.monotonic()
+        self.stats["bridged"] += 1
+        await self.store.update_call(customer, state="bridged", bridged_at=datetime.now(UTC),
+                                     agent=call.bridged_agent)
+
+    async def _bridge_deadline(self, call: Call) -> None:
+        await asyncio.sleep(self.cfg.bridge_timeout_s)
+        if call.state == "answered" and not call.finalizing:
+            await self._abandon(call)
+
+    async def _abandon(self, call: Call) -> None:
+        if call.abandoned or call.finalizing:
+            return
+        call.abandoned = True
+        self.stats["abandoned"] += 1
+        log.info("call %s abandoned: no agent within %.1fs", call.channel_id, self.cfg.bridge_timeout_s)
+        if call.agent_channel:
+            await quiet(self.ari.delete(f"channels/{call.agent_channel}"))
+        if call.bridge_id:
+            await quiet(self.ari.post(f"bridges/{call.bridge_id}/removeChannel", channel=call.channel_id))
+        if self.cfg.abandon_media:
+            await quiet(self.ari.post(f"channels/{call.channel_id}/play", media=self.cfg.abandon_media))
+
+        async def hang_later():
+            await asyncio.sleep(self.cfg.abandon_media_max_s)
+            await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+        call.tasks.append(asyncio.create_task(hang_later()))
+
+    def _arm_deadline(self, call: Call) -> None:
+        if call.deadline is not None and call.deadline_task is None:
+            call.deadline_task = asyncio.create_task(self._max_duration(call))
+            call.tasks.append(call.deadline_task)
+
+    async def _max_duration(self, call: Call) -> None:
+        """Hang up at the deadline (wall clock, so an adopted call keeps its answer time);
+        at once when it has passed. Asterisk unreachable: try again until the call ends."""
+        delay = (call.deadline - datetime.now(UTC)).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        log.info("call %s reached its maximum duration (%ss)", call.channel_id, call.max_duration_s)
+        while not call.finalizing:
+            try:
+                await self.ari.delete(f"channels/{call.channel_id}", reason="normal")
+                return
+            except AriError:  # 404: already gone
+                return
+            except AriUnavailable:
+                await asyncio.sleep(0.2)
+
+    async def _dtmf(self, call: Call, digit: str | None) -> None:
+        camp = self.campaign_of(call.campaign)
+        key = camp.optout_key if camp else "9"
+        if digit != key or call.opted_out:
+            return
+        call.opted_out = True
+        log.info("call %s: opt-out key pressed; number opted out", call.channel_id)
+        # PostgreSQL first (the lead is never dialed again), then the engine (every
+        # campaign, the dialplan too): retried in the background while Redis is down,
+        # so this channel's events (its hangup) are not held up.
+        await self._retry(lambda: self.store.release_lead(call.lead["id"], state="blocked", result="opted_out"))
+        t = asyncio.create_task(self._retry(lambda: self.engine.opt_out(call.lead["number"])))
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
+        await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+
+    async def _disposition(self, call: Call, value: str) -> None:
+        from dialguard.campaigns.disposition import parse_disposition
+        try:
+            disp, at = parse_disposition(value)
+        except ValueError as exc:
+            log.warning("call %s: bad DIALGUARD_DISPOSITION %r: %s", call.channel_id, value, exc)
+            return
+        # stored at once (the same as `dialguard campaign disposition`), applied at the end of the call
+        await self._retry(lambda: self.store.set_disposition(call.lead["id"], disp, at))
+
+    async def _agent_gone(self, ach: str) -> None:
+        cust = self.agent_legs.pop(ach, None)
+        for a in self.pool.agents.values():
+            if a.channel == ach:
+                await self.pool.free_agent_of(a.call)
+        call = self.calls.get(cust) if cust else None
+        if call and call.state == "bridged" and not call.finalizing:  # the agent hung up: end the call
+            await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+
+    async def finalize(self, call: Call, cause: int | None, vanished: bool = False, failed: bool = False,
+                       sip: int | None = None) -> None:
+        if call.finalizing:
+            return
+        call.finalizing = True
+        for t in call.tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        talk_s = 0
+        if call.bridged_at is not None:
+            talk_s = int(time.monotonic() - call.bridged_at)
+            result = "conversation"
+        elif call.abandoned:
+            result = "abandoned"
+        elif call.answered_at is not None:
+            result = "answered"
+        elif failed:
+            result = "failed"
+        elif vanished:
+            result = "no_answer"  # unknown: counted, nothing taken back out of the caps
+        else:
+            result = not_answered_result(cause)
+        ended_at = datetime.now(UTC)
+        # the outcome must reach PostgreSQL: retried while it is down (never dropped);
+        # False: the call was ended before (e.g. by a dialer that died after recording
+        # it): its outcome is not reported a second time
+        first = await self._retry(lambda: self.store.end_call(call.channel_id, result=result, hangup_cause=cause,
+                                                              talk_s=talk_s, ended_at=ended_at))
+        # free the agent and the bridge
+        if call.agent_channel:
+            self.agent_legs.pop(call.agent_channel, None)
+            await quiet(self.ari.delete(f"channels/{call.agent_channel}"))
+        await self.pool.free_agent_of(call.channel_id)
+        if call.bridge_id:
+            await quiet(self.ari.delete(f"bridges/{call.bridge_id}"))
+        if first:
+            await self._report(call.channel_id, result, talk_s, cause, sip if result not in ANSWERED else None)
+            await self._retry(lambda: self._reschedule(call, result))
+        call.state = "ended"
+        self.calls.pop(call.channel_id, None)
+
+    async def _report(self, channel_id: str, result: str, talk_s: int, cause: int | None,
+                      sip: int | None = None) -> None:
+        try:
+            await self.engine.report_outcome(channel_id, Outcome(result=result, talk_s=talk_s,
+                                                                 hangup_cause=cause_of(cause), sip_code=sip))
+        except Exception as exc:  # noqa: BLE001 - left unreported: retried at the next reconcile
+            log.warning("outcome of %s not reported yet: %s", channel_id, exc)
+            return
+        self.stats["reported"] += 1
+        await self.store.update_call(channel_id, outcome_reported=True)
+
+    async def _reschedule(self, call: Call, result: str) -> None:
+        lead = await self.store.lead_for_call(call.channel_id)
+        if lead is None or lead["state"] == "blocked":
+            return
+        camp = self.campaign_of(call.campaign) or await self.store.campaign(call.campaign)
+        if lead["disposed"]:  # the agent's word, given during this call (channel variable or CLI)
+            follow = lead["disposition"] == "follow-up"
+            await self.store.release_lead(lead["id"], state="pending" if follow else "done",
+                                          next_at=lead["follow_up_at"] if follow else None, result=result)
+            return
+        if result == "conversation" or lead["attempts"] >= camp.max_attempts:
+            await self.store.release_lead(lead["id"], state="done", result=result)
+        else:
+            nxt = await self.engine.now() + timedelta(seconds=camp.retry_after_s)
+            await self.store.release_lead(lead["id"], state="pending", next_at=nxt, result=result)
+
+    async def _retry(self, fn, cap: float = 10.0) -> None:
+        delay = 0.2
+        while True:
+            try:
+                return await fn()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("PostgreSQL write failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
