@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,18 @@ async def test_classic_malformed_input_never_allows(raw):
     assert logs[-1]["outcome"] in ("protocol_error", "unknown_script")
 
 
+async def _until_handled(pid: int, sig: int, timeout: float = 30) -> None:
+    """Until /proc says `pid` catches or ignores `sig`."""
+    bit = 1 << (sig - 1)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        if (int(fields["SigCgt"], 16) | int(fields["SigIgn"], 16)) & bit:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"process {pid} never installed a handler for signal {sig}")
+
+
 async def test_classic_survives_sighup_from_asterisk():
     # Asterisk signals SIGHUP to a classic AGI when the channel hangs up; the
     # script must still finish (a report has to reach the engine).
@@ -97,7 +110,9 @@ async def test_classic_survives_sighup_from_asterisk():
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
     peer = FakeAsterisk(proc.stdout, proc.stdin)
     await peer.send(env_block(None, CHECK, network=False))
-    await asyncio.sleep(0.3)
+    # Signal once the script handles SIGHUP (not after a fixed delay: a loaded
+    # machine may not have started Python yet, and the default action kills).
+    await _until_handled(proc.pid, signal.SIGHUP)
     proc.send_signal(signal.SIGHUP)
     res = await peer.serve(hangup_before=1)
     await proc.wait()
