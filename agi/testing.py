@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dialguard.models import Decision, DecisionRequest, Outcome
+from dialguard.decision.models import Decision, DecisionRequest, Outcome
 
 # Commands res_agi accepts on a dead channel (the "dead" column of its table).
 DEAD_OK = {("SET", "VARIABLE"), ("GET", "VARIABLE"), ("GET", "FULL"), ("VERBOSE",), ("NOOP",),

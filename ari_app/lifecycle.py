@@ -28,7 +28,7 @@ from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call,
                            quiet, sip_of)
 from ari_app.client import AriError, AriUnavailable
 from dialguard.campaigns.store import Campaign, Store
-from dialguard.models import DecisionRequest, Outcome
+from dialguard.decision.models import DecisionRequest, Outcome
 
 log = logging.getLogger("ari_app.lifecycle")
 UTC = timezone.utc

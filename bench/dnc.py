@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 
 from dialguard.config import Settings, redacted_url
 from dialguard.dnc import DncDb, DncDbUnavailable, DncStore, false_positive_bound, import_csv
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.simulate import _drop_namespace
 
 

@@ -35,7 +35,7 @@ from dialguard.audit.db import admin_dsn
 from dialguard.config import Settings
 from dialguard.eligibility import Eligibility
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.simulate import _drop_namespace
 from dialguard.web.app import make_app
 

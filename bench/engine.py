@@ -42,12 +42,12 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlparse
 
-from dialguard import scripts
+from dialguard.decision import scripts
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.numbers import parse_number
-from dialguard.plan import build_plan
+from dialguard.decision.plan import build_plan
 from dialguard.rules import Policy
 from dialguard.simulate import _drop_namespace
 

@@ -22,10 +22,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from dialguard import redisconn, scripts
+from dialguard import redisconn
+from dialguard.decision import scripts
 from dialguard.config import Settings
 from dialguard.engine import Engine, _allowed
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy
 from dialguard.simulate import _drop_namespace

@@ -316,7 +316,7 @@ class CalendarStore:
                           separators=(",", ":"), ensure_ascii=False)
 
     async def _call(self, op: str, arg: str, target: str, why: str, who: str | None) -> int:
-        from dialguard import scripts
+        from dialguard.decision import scripts
         from dialguard.ids import new_id
 
         head = json.dumps({"action": f"calendar_{op}", "target": target}, separators=(",", ":"),

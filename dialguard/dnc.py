@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from dialguard.scripts import DNC
+from dialguard.decision.scripts import DNC
 
 BUCKET_BITS = 16
 REC_BYTES = 5
@@ -287,7 +287,7 @@ def _normalize_chunk(args) -> tuple[list[str], list[tuple[int, str, str]], bytes
     """Worker: normalize a chunk of rows, hash the valid ones and, for PostgreSQL, seal
     them (COPY lines `hash<TAB>sealed`). No plaintext number leaves the worker."""
     rows, region, secret, data_key = args
-    from dialguard.keys import Keys
+    from dialguard.decision.keys import Keys
     from dialguard.numbers import parse_number
 
     keys = Keys("x", secret)

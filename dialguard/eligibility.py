@@ -20,10 +20,10 @@ from datetime import datetime, timezone
 
 from redis.exceptions import NoScriptError, RedisError
 
-from dialguard import scripts
+from dialguard.decision import scripts
 from dialguard.engine import EXPLAIN, CampaignRulesError, Engine
 from dialguard.ids import new_id
-from dialguard.models import DecisionRequest, sort_reasons
+from dialguard.decision.models import DecisionRequest, sort_reasons
 from dialguard.numbers import parse_number
 
 CHUNK = 500

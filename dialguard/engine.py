@@ -21,18 +21,19 @@ from datetime import datetime, timezone
 
 from redis.exceptions import RedisError
 
-from dialguard import metrics, redisconn, scripts
+from dialguard import metrics, redisconn
+from dialguard.decision import scripts
 from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
 from dialguard.ids import new_id  # noqa: F401 - dialguard.engine.new_id for its users
-from dialguard.keys import Keys
-from dialguard.models import (
+from dialguard.decision.keys import Keys
+from dialguard.decision.models import (
     PERMANENT, Decision, DecisionRequest, Outcome, decision_of, sort_reasons, utcnow,
 )
 from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
 from dialguard.redisclient import RedisClient, RedisReplyError
-from dialguard.plan import (
+from dialguard.decision.plan import (
     CallerIdCandidate, FilledPlan, build_plan, compile_plan, eligible_from_details, from_ms, ms,
 )
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
@@ -537,7 +538,7 @@ class Engine:
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool,
                        est=()) -> FilledPlan:
         """The plan of _plan_built from a template compiled once per shape
-        (dialguard.plan.compile_plan): the same KEYS and JSON as build_plan plus
+        (dialguard.decision.plan.compile_plan): the same KEYS and JSON as build_plan plus
         the fields added there, shadow rules included, at a fraction of the cost."""
         policy = ctx.policy
         tags = [c.tag for c in candidates]
@@ -848,7 +849,7 @@ class Engine:
         counter or hours reasons (or those in `lifts`) is allowed, and the grant is
         used up. Never lifts dnc, opted_out, complained, invalid_number (nor
         kill switches, approvals, consent). Returns the grant id."""
-        from dialguard.models import LIFTABLE
+        from dialguard.decision.models import LIFTABLE
         from dialguard.numbers import NumberError
 
         if not why.strip() or not approver.strip():

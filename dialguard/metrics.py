@@ -45,7 +45,7 @@ from typing import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from dialguard.models import REASONS
+from dialguard.decision.models import REASONS
 
 log = logging.getLogger("dialguard.metrics")
 

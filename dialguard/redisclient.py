@@ -417,7 +417,7 @@ class RedisClient:
         return reply
 
     async def evalsha(self, script, keys, args, *, deadline: float | None = None):
-        """EVALSHA of a dialguard.scripts.Script (sha, source); on NOSCRIPT,
+        """EVALSHA of a dialguard.decision.scripts.Script (sha, source); on NOSCRIPT,
         EVAL of its source once (which caches it again)."""
         conn, deadline = await self._pick(deadline)
         return await self._evalsha_on(conn, script, keys, args, deadline)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import yaml
 
-from dialguard import scripts
+from dialguard.decision import scripts
 from dialguard.ids import actor, new_id  # noqa: F401 - rules_store.actor for its users
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.rules import Policy, RulesError, pack_source
 
 

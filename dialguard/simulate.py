@@ -19,7 +19,7 @@ from dialguard.calendar_file import CalendarFile, CalendarFileError
 from dialguard.calendars import CalendarStore, Calendars, load_yaml
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import OUTCOME_RESULTS, DecisionRequest, Outcome
+from dialguard.decision.models import OUTCOME_RESULTS, DecisionRequest, Outcome
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy, RulesError
 

@@ -75,7 +75,7 @@ load_stack_env()
 
 from dialguard.config import Settings  # noqa: E402
 from dialguard.engine import EXPLAIN, Engine  # noqa: E402
-from dialguard.models import REASONS  # noqa: E402
+from dialguard.decision.models import REASONS  # noqa: E402
 from dialguard.numbers import parse_number  # noqa: E402
 from dialguard.rules import Policy  # noqa: E402
 

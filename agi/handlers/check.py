@@ -19,7 +19,7 @@ import logging
 
 from pydantic import ValidationError
 
-from dialguard.models import DecisionRequest, sort_reasons
+from dialguard.decision.models import DecisionRequest, sort_reasons
 from dialguard.masking import mask_digits
 
 from .. import protocol as p
@@ -99,7 +99,7 @@ async def _deny(ctx: Context, reasons: list[str], decision_id: str = "", next_el
 
 async def _release(ctx: Context, decision) -> None:
     """An allow the channel never learnt of: give the reservation back."""
-    from dialguard.models import Outcome
+    from dialguard.decision.models import Outcome
 
     try:
         await asyncio.shield(ctx.engine_call(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 
-from dialguard.models import OUTCOME_RESULTS, Outcome
+from dialguard.decision.models import OUTCOME_RESULTS, Outcome
 
 from . import BadRequest, Context, register
 

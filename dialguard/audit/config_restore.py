@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from dialguard.audit.records import stream_key
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.numbers import short_hash
 
 

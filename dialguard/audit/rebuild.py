@@ -4,7 +4,7 @@ After Redis lost its data, the keys decide.lua, outcome.lua and event.lua had
 written are recomputed from PostgreSQL by replaying, in stream order, exactly
 the writes those scripts made:
 
-- an allowed decision: the plan the engine would build (dialguard.plan.build_plan,
+- an allowed decision: the plan the engine would build (dialguard.decision.plan.build_plan,
   same Keys, same short hashes) gives the attempt logs it wrote (number,
   number+subject, number+campaign, agent), each ZADD + trim + PEXPIRE; the
   caller-ID attempt log and live-call lease of the chosen caller ID (`ch`); the
@@ -45,9 +45,9 @@ import psycopg
 
 from dialguard.audit.records import stream_key
 from dialguard.config import Settings
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.numbers import NumberInfo, short_hash
-from dialguard.plan import CallerIdCandidate, build_plan, ms
+from dialguard.decision.plan import CallerIdCandidate, build_plan, ms
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
 
 log = logging.getLogger("dialguard.audit.rebuild")

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from dialguard.models import REASON_ORDER
+from dialguard.decision.models import REASON_ORDER
 from dialguard.numbers import mask_number  # noqa: F401  (the one masking, for reports and logs)
 
 GROUPS = {"campaign": "campaign", "agent": "agent", "caller_id": "caller_id_hash", "reason": None}

@@ -54,7 +54,7 @@ from dialguard.audit.db import SchemaMissing, redact, require_schema
 from dialguard import redisconn
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.numbers import parse_number, short_hash
 
 log = logging.getLogger("dialguard.audit.ship")

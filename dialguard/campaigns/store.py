@@ -74,7 +74,7 @@ TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pc
 
 def lead_number_hash(secret: bytes, e164: str) -> str:
     """A lead's number_hash: the audit's and the Redis keys' (Keys.number_tag)."""
-    from dialguard.keys import Keys
+    from dialguard.decision.keys import Keys
 
     return Keys("", secret).number_tag(e164)
 

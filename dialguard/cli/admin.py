@@ -394,7 +394,7 @@ def register(app: typer.Typer) -> None:
     @cid.command("list")
     def cid_list(as_json: bool = typer.Option(False, "--json")):
         """Approved caller IDs: number (when a pool holds it sealed), pools, cool-down, pause."""
-        from dialguard.plan import ms
+        from dialguard.decision.plan import ms
 
         async def go(e):
             approved = {t.decode() for t in await e.redis.smembers(e.keys.approved_cids)}
@@ -432,7 +432,7 @@ def register(app: typer.Typer) -> None:
         short answers, carrier rejections (rate and current run), complaints and
         opt-outs per 1,000 calls, cool-down."""
         from dialguard.callerid_health import report
-        from dialguard.plan import ms
+        from dialguard.decision.plan import ms
 
         async def go(e):
             return await report(e, ms(await e.now()))

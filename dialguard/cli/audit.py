@@ -246,7 +246,7 @@ def audit_number(number_hash: str, as_json: bool = typer.Option(False, "--json")
 def audit_history(number: str, limit: int = typer.Option(50, "--limit"),
                   as_json: bool = typer.Option(False, "--json")):
     """Why, when, by whom a number was called: its decisions, outcomes and events."""
-    from dialguard.keys import Keys
+    from dialguard.decision.keys import Keys
     from dialguard.numbers import parse_number
 
     settings = Settings()
@@ -431,8 +431,8 @@ def counters_rebuild(
     r = redisconn.sync_redis(settings, decode_responses=True, socket_timeout=30)
     try:
         if now is None and settings.test_clock:
-            from dialguard.keys import Keys
-            from dialguard.plan import from_ms
+            from dialguard.decision.keys import Keys
+            from dialguard.decision.plan import from_ms
 
             v = r.get(Keys(prefix or settings.key_prefix, settings.hash_secret).clock)
             now = from_ms(float(v)) if v else None

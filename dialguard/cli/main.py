@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dialguard.config import ConfigError, Settings, require_secrets
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy, RulesError, resolve_pack, shipped_packs
 
 app = typer.Typer(help="dialguard: outbound-call compliance guard for Asterisk.", no_args_is_help=True,
@@ -265,7 +265,7 @@ def _calendar_state(cal) -> str:
         async def imported():
             from dialguard import redisconn
             from dialguard.calendars import CalendarStore
-            from dialguard.keys import Keys
+            from dialguard.decision.keys import Keys
 
             settings = Settings()
             r = redisconn.async_redis(settings, max_connections=2, timeout=1)

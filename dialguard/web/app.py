@@ -30,8 +30,8 @@ from dialguard.callerid_health import ADMIN_COOL, report
 from dialguard.config import Settings
 from dialguard.eligibility import MAX_BATCH, Eligibility
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
-from dialguard.plan import ms
+from dialguard.decision.models import DecisionRequest
+from dialguard.decision.plan import ms
 from dialguard.web.i18n import LANGS, pick, t
 from dialguard.web.security import LoginLimiter, WebSettings, mask
 

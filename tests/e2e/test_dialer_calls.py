@@ -24,7 +24,7 @@ from dialguard.campaigns.leads import Lead
 from dialguard.campaigns.store import Store
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.simulate import _drop_namespace
 from sipp import SCENARIOS, Sipp, parse_uas_log
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy
 from guard import WORKDAY_10H, Cdr, numbers, place_calls, render, scenario, tag
 

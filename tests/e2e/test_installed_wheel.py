@@ -72,7 +72,7 @@ def installed(tmp_path_factory) -> Path:
         env=real_clock(dict(os.environ)))
     (wheel,) = (root / "dist").glob("dialguard-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for part in [*(f"dialguard/asterisk/{n}" for n in SHIPPED), "dialguard/resources/decide.lua",
+    for part in [*(f"dialguard/asterisk/{n}" for n in SHIPPED), "dialguard/decision/lua/decide.lua",
                  "dialguard/packs/cn-default.yaml", "dialguard/sql/010_audit.sql",
                  "dialguard/loadtest/uac.xml", "dialguard/loadtest/uas.xml"]:
         assert part in names, f"{part} missing from {wheel.name}"

@@ -22,7 +22,7 @@ from dialguard import users as u
 from dialguard.audit.db import admin_dsn
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 
 pytestmark = pytest.mark.e2e
 PW = "browser test passphrase"

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import redis as syncredis
 
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy, load_pack_file
 from dialguard.simulate import _drop_namespace
 from tests.ha import ha

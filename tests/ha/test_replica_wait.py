@@ -15,7 +15,7 @@ import redis as syncredis
 
 from dialguard import metrics
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy, load_pack_file
 from dialguard.simulate import _drop_namespace
 from tests.ha import ha

@@ -18,7 +18,7 @@ from tests.ha import ha
 
 
 class _Script:
-    """What RedisClient.evalsha needs of dialguard.scripts.Script."""
+    """What RedisClient.evalsha needs of dialguard.decision.scripts.Script."""
 
     def __init__(self, source: str):
         import hashlib

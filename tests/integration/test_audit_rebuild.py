@@ -18,7 +18,7 @@ import redis as syncredis
 from dialguard.audit.rebuild import RebuildError, rebuild
 from dialguard.audit.shipper import Shipper
 from dialguard.audit.testing import PgCluster
-from dialguard.models import DecisionRequest, Outcome
+from dialguard.decision.models import DecisionRequest, Outcome
 from dialguard.simulate import _drop_namespace
 
 UTC = timezone.utc

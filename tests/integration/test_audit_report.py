@@ -21,7 +21,7 @@ from dialguard.audit import report as rp
 from dialguard.audit.db import sql_dir
 from dialguard.audit.shipper import Shipper
 from dialguard.audit.testing import PgCluster
-from dialguard.models import DecisionRequest, Outcome
+from dialguard.decision.models import DecisionRequest, Outcome
 
 UTC = timezone.utc
 SERVICE = "dg_service"
@@ -170,7 +170,7 @@ def shadow_shipped(cluster, settings):
     import redis as syncredis
 
     from dialguard.crypto import Sealer
-    from dialguard.keys import Keys
+    from dialguard.decision.keys import Keys
 
     name = f"dgsh_{uuid.uuid4().hex[:8]}"
     cluster.create_db(name)

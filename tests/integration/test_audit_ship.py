@@ -25,7 +25,7 @@ import redis as syncredis
 from dialguard.audit.shipper import GROUP, Shipper
 from dialguard.audit.testing import PgCluster, ShipperProcess, wait_until
 from dialguard.crypto import Sealer
-from dialguard.models import DecisionRequest, Outcome
+from dialguard.decision.models import DecisionRequest, Outcome
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 2, tzinfo=UTC)  # Mon 10:00 in Shanghai, a working day

@@ -21,7 +21,7 @@ from dialguard.audit.shipper import Shipper, backlog_status
 from dialguard.audit.testing import ShipperProcess, free_port
 from dialguard.crypto import Sealer
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy
 
 UTC = timezone.utc

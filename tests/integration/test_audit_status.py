@@ -15,7 +15,7 @@ import redis as syncredis
 
 from dialguard.audit.shipper import GROUP, backlog_status
 from dialguard.config import Settings
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 
 
 def _free_port() -> int:

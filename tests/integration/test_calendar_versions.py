@@ -25,7 +25,7 @@ from dialguard.audit.rebuild import rebuild
 from dialguard.audit.shipper import Shipper
 from dialguard.calendar_file import CalendarFile
 from dialguard.calendars import CalendarStore, Calendars, load_yaml
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.simulate import _drop_namespace
 
 UTC = timezone.utc
@@ -239,7 +239,7 @@ async def test_counters_rebuild_restores_calendar_versions(make_engine, audit_db
 
 def test_simulate_loads_the_scenario_calendars_in_its_namespace_only(settings, tmp_path):
     r = syncredis.Redis.from_url(settings.redis_url)
-    from dialguard.keys import Keys
+    from dialguard.decision.keys import Keys
 
     live = Keys(settings.key_prefix, settings.hash_secret)
     before = r.dump(live.calendars)

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from dialguard.callerid_health import Entry, figures, primary, read_health
-from dialguard.models import DecisionRequest, Outcome
-from dialguard.plan import ms
+from dialguard.decision.models import DecisionRequest, Outcome
+from dialguard.decision.plan import ms
 from dialguard.simulate import Scenario, run_scenario
 
 UTC = timezone.utc

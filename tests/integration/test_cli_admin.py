@@ -16,7 +16,7 @@ import pytest
 
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy
 
 NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai

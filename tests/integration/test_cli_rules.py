@@ -78,7 +78,7 @@ def test_rules_commands_refuse_bad_input(prefix, tmp_path):
 
 async def test_override_commands(prefix, settings):
     from dialguard.engine import Engine
-    from dialguard.models import DecisionRequest
+    from dialguard.decision.models import DecisionRequest
     from dialguard.rules import Policy
 
     n = "13800138000"

@@ -25,7 +25,7 @@ from dialguard.audit.db import sql_dir
 from dialguard.audit.testing import free_port
 from dialguard.config import Settings
 from dialguard.dnc import REC_BYTES, DncDb, DncStore, import_csv, list_name
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.simulate import _drop_namespace
 
 SERVICE = "dg_service"
@@ -307,7 +307,7 @@ def own_redis(tmp_path):
 
 async def test_rebuild_after_flushall_denies_every_imported_number(settings, dnc_db, own_redis, tmp_path):
     from dialguard.engine import Engine
-    from dialguard.models import DecisionRequest
+    from dialguard.decision.models import DecisionRequest
     from dialguard.rules import Policy
 
     url, r = own_redis

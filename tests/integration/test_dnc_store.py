@@ -146,7 +146,7 @@ def test_cli_import_and_count(settings, tmp_path):
 async def test_imported_list_denies_inside_the_decision(store, tmp_path):
     from datetime import datetime, timezone
 
-    from dialguard.models import DecisionRequest
+    from dialguard.decision.models import DecisionRequest
 
     st, e = store
     await e.set_campaign("c1")

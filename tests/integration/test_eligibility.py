@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dialguard import users as u
 from dialguard.audit.db import admin_dsn
 from dialguard.eligibility import Eligibility
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.web.app import make_app
 
 pytestmark = pytest.mark.integration

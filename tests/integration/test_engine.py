@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dialguard.models import DecisionRequest, Outcome
-from dialguard.plan import ms
+from dialguard.decision.models import DecisionRequest, Outcome
+from dialguard.decision.plan import ms
 
 UTC = timezone.utc
 NUM = "13800138000"  # a Shanghai mobile

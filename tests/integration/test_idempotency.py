@@ -18,7 +18,7 @@ from agi.engines import EngineProvider
 from agi.server import FastAGIServer
 from agi.testing import agi_call
 from dialguard.audit.shipper import Shipper
-from dialguard.models import Outcome
+from dialguard.decision.models import Outcome
 
 UTC = timezone.utc
 NUM = "13800138000"
@@ -195,7 +195,7 @@ async def test_replays_reach_postgresql_marked(guard, audit_db):
 async def test_a_denied_request_is_replayed_only_briefly(make_engine):
     """A deny is repeated for a retry (within 10 s on the decision clock); later
     the same request under the same call id is a new attempt, decided afresh."""
-    from dialguard.models import DecisionRequest
+    from dialguard.decision.models import DecisionRequest
 
     eng = await make_engine("cn-default", skip_caller_id_without_pool=True)
     await eng.set_campaign("c1")

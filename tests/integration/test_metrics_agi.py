@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agi.testing import agi_call
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.rules import Policy
 
 ROOT = Path(__file__).resolve().parents[2]

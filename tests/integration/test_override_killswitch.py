@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dialguard.models import DecisionRequest, Outcome
+from dialguard.decision.models import DecisionRequest, Outcome
 from dialguard.numbers import NumberError
 
 UTC = timezone.utc

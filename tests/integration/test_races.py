@@ -11,7 +11,7 @@ import pytest
 
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy, load_pack_file
 from dialguard.simulate import _drop_namespace
 

@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import pytest
 import redis.asyncio as aioredis
 
-from dialguard import scripts
-from dialguard.models import DecisionRequest
+from dialguard.decision import scripts
+from dialguard.decision.models import DecisionRequest
 from dialguard.redisclient import RedisClient, RedisConnectionError, RedisReplyError, RedisTimeout
 
 NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)

@@ -19,7 +19,7 @@ def run(*args, env=None):
 
 def test_replay_prints_one_json_line_per_attempt(settings):
     r = syncredis.Redis.from_url(settings.redis_url)
-    from dialguard.keys import Keys
+    from dialguard.decision.keys import Keys
     live = Keys(settings.key_prefix, settings.hash_secret)
 
     def live_state():  # the live keys of this scenario's numbers, with their content

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from dialguard import users as u
 from dialguard.audit.db import admin_dsn
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.simulate import _drop_namespace
 from dialguard.web.app import make_app
 from dialguard.web.security import WebSettings
@@ -291,7 +291,7 @@ async def test_caller_id_page_shows_health_and_cool_down_masked_for_viewers(web_
     rules = tmp_path / "health.yaml"
     rules.write_text(HEALTH_PACK)
     from dialguard.engine import Engine
-    from dialguard.models import Outcome
+    from dialguard.decision.models import Outcome
     e = await Engine.create(dataclasses.replace(s, rules=str(rules)))
     bad, good, held = "+862150000001", "+862150000002", "+862150000003"
     try:

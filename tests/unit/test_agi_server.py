@@ -367,7 +367,7 @@ def test_limits_are_the_documented_ones():
 
 
 async def test_override_allow_reports_no_reasons(make_server):
-    from dialguard.models import Decision
+    from dialguard.decision.models import Decision
 
     class OverrideEngine(FakeEngine):
         async def decide(self, req, now=None):

@@ -8,9 +8,9 @@ from dialguard.audit.rebuild import (
     DecisionRec, EventRec, Model, OutcomeRec, Replayer, Summary, at_time, key_kind, write,
 )
 from dialguard.config import Settings
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.numbers import short_hash
-from dialguard.plan import ms
+from dialguard.decision.plan import ms
 from dialguard.rules import Policy
 
 UTC = timezone.utc

@@ -22,7 +22,7 @@ from agi.engines import EngineProvider
 from agi.server import FastAGIServer, build_parser
 from agi.testing import FakeEngine, agi_call
 from dialguard import metrics
-from dialguard.models import REASONS, Decision
+from dialguard.decision.models import REASONS, Decision
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"

@@ -2,7 +2,7 @@
 the children looked up once, any other through labels()) and the latency."""
 
 from dialguard import metrics
-from dialguard.models import REASONS, Decision
+from dialguard.decision.models import REASONS, Decision
 
 
 def sample(name, **labels) -> float:

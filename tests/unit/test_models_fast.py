@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from dialguard.models import Decision, decision_of
+from dialguard.decision.models import Decision, decision_of
 
 ALLOW = {"decision_id": "d1", "decision": "allow", "reasons": [], "next_eligible_at": None,
          "caller_id": "+8613800138000", "max_duration_s": 0, "number": "+8613800138001", "override": True,

@@ -23,7 +23,7 @@ import pytest
 import dialguard.engine as engine_mod
 from dialguard.config import Settings
 from dialguard.engine import Engine, _Context, new_id
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy
 

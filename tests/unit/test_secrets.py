@@ -142,7 +142,7 @@ def test_a_clean_environment_cannot_open_a_sealed_number(tmp_path):
 
 
 def test_keys_refuse_an_empty_hash_secret():
-    from dialguard.keys import Keys
+    from dialguard.decision.keys import Keys
 
     with pytest.raises(ValueError, match="DIALGUARD_HASH_SECRET is not set"):
         Keys("dg", b"")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dialguard.plan import CheckMeta
+from dialguard.decision.plan import CheckMeta
 from dialguard.rules import Policy, load_pack_file
 from dialguard.timerules import local_midnight, next_allowed, time_reasons
 

@@ -1,4 +1,4 @@
-"""Lua scripts from dialguard/resources: loaded once, called by SHA.
+"""Lua scripts from dialguard/decision/lua: loaded once, called by SHA.
 
 If Redis lost its script cache (restart, SCRIPT FLUSH, failover), EVALSHA
 answers NOSCRIPT; we load the script again and retry once.
@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError
 class Script:
     def __init__(self, name: str):
         self.name = name
-        self.source = resources.files("dialguard.resources").joinpath(f"{name}.lua").read_text()
+        self.source = resources.files("dialguard.decision.lua").joinpath(f"{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def load(self, redis) -> None:

@@ -11,7 +11,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.rules import Policy
 from dialguard.timerules import day_start_after, local_midnight, zones_for
