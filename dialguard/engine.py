@@ -38,6 +38,7 @@ from dialguard.decision.plan import (
 )
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
 from dialguard.timerules import next_allowed, time_check, time_reasons
+from dialguard.timeutil import parse_time  # noqa: F401 - dialguard.engine.parse_time for its users
 
 log = logging.getLogger("dialguard.engine")
 UTC = timezone.utc
@@ -121,13 +122,6 @@ def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -
         if v is not None:
             parts.append([extra, v])
     return keyed_hash(secret, "req:" + _encode(parts))
-
-
-def parse_time(text: str) -> datetime:
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        raise ValueError(f"time {text!r} has no UTC offset")
-    return t.astimezone(UTC)
 
 
 class Engine:

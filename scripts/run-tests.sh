@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make test: up, unit + integration + e2e tests, down; then unit + integration
+# make test: the import layers (lint-imports), up, unit + integration + e2e tests, down; then unit + integration
 # again on a shifted clock (scripts/test-dates.sh: the suite must pass on any
 # date). The stack is stopped whatever happens; the exit code is the tests' one
 # (or up's, if it failed).
@@ -16,6 +16,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 read -r -a suites <<<"${DIALGUARD_TEST_SUITES:-tests/unit tests/integration tests/e2e}"
+# The import layers (pyproject.toml [tool.importlinter], docs/ARCHITECTURE.md)
+# first: a broken layer fails the run before any service starts.
+if [[ -z ${DIALGUARD_FAKE_AT:-} ]]; then
+  "$VENV/bin/lint-imports" --no-cache || { log "lint-imports: an import layer is broken (docs/ARCHITECTURE.md)"; exit 1; }
+fi
 [[ -n ${DIALGUARD_FAKE_AT:-} ]] && fake_clock "$DIALGUARD_FAKE_AT"
 start=$SECONDS
 "$REPO_ROOT/scripts/stack-up.sh" || exit $?

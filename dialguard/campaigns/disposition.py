@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from dialguard.timeutil import parse_time
+
 DISPOSITIONS = ("success", "failed", "follow-up")
 
 
 def parse_disposition(text: str) -> tuple[str, datetime | None]:
     """`success`, `failed`, or `follow-up@<ISO time with offset>`."""
-    from dialguard.engine import parse_time
-
     kind, _, at = text.strip().partition("@")
     if kind not in DISPOSITIONS:
         raise ValueError(f"disposition {kind!r}: expected one of {', '.join(DISPOSITIONS)}")

@@ -6,7 +6,7 @@ in PostgreSQL (DIALGUARD_PG_DSN, table dnc_entries): `dnc add|remove|import`
 write both, `dnc export` and `counters rebuild` read it; `--no-db` works on
 Redis alone.
 
-Exit codes (as dialguard/cli.py): 0 ok; 1 the answer is "no" (nothing to
+Exit codes (dialguard/cli/common.py): 0 ok; 1 the answer is "no" (nothing to
 report is not a "no": an empty list exits 0); 2 bad input (number, option,
 file, a data key that cannot open the entries); 3 a service (Redis,
 PostgreSQL) is unreachable or not set up. Read commands take --json.
@@ -24,60 +24,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from redis.exceptions import RedisError
 
 from dialguard.callerid_health import directory as _cid_directory
+from dialguard.cli.common import EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, run, time_arg
 from dialguard.config import Settings
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.numbers import NumberError, normalize
-
-EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 2, 3
-
-
-def _fail(msg: str, code: int = EXIT_BAD_INPUT):
-    from dialguard.cli.main import fail
-    fail(msg, code)
-
-
-def _run(coro_fn, rules: str | None = None):
-    """Run coro_fn(engine) with an engine on the live store; map failures to exit codes."""
-    from dialguard.engine import Engine
-    from dialguard.rules import Policy, RulesError
-
-    settings = Settings()
-    try:
-        policy = Policy.load(rules or settings.rules)
-    except RulesError as exc:
-        _fail(str(exc))
-
-    async def go():
-        engine = await Engine.create(settings, policy)
-        try:
-            return await coro_fn(engine)
-        finally:
-            await engine.close()
-
-    try:
-        return asyncio.run(go())
-    except NumberError as exc:
-        _fail(str(exc))
-    except ValueError as exc:
-        _fail(str(exc))
-    except DncDbUnavailable as exc:
-        _fail(str(exc), EXIT_UNAVAILABLE)
-    except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_where()}: {exc} (start it with `make up` "
-              "or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
-
-
-def _time(text: str | None, what: str) -> datetime | None:
-    if not text:
-        return None
-    from dialguard.engine import parse_time
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        _fail(f"{what}: {exc}")
 
 
 def _say(as_json: bool, **fields):
@@ -94,7 +46,7 @@ def _stderr_console():
 
 def _campaign_list(campaign: str | None) -> str:
     if campaign == GLOBAL_LIST:
-        _fail(f"{GLOBAL_LIST!r} names the global list: leave out --campaign for it")
+        fail(f"{GLOBAL_LIST!r} names the global list: leave out --campaign for it")
     return campaign or GLOBAL_LIST
 
 
@@ -106,383 +58,379 @@ async def _open_db(settings: Settings, no_db: bool):
     return await DncDb.open(settings.pg_dsn)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def pause(campaign: Optional[str] = typer.Option(None, "--campaign"),
-              caller_id: Optional[str] = typer.Option(None, "--caller-id"),
-              status: bool = typer.Option(False, "--status", help="show what is paused; change nothing"),
-              as_json: bool = typer.Option(False, "--json")):
-        """Kill switch: pause all outbound, one campaign or one caller ID (--status: show them)."""
-        if status:
-            if campaign or caller_id:
-                _fail("--status shows every kill switch: give it alone")
-            return _show_paused(as_json)
-        scope, name = _scope(campaign, caller_id)
-        if not _remote_killswitch("pause", scope, name):
-            _run(lambda e: e.pause(scope, name))
-        _done(as_json, f"paused {scope}{' ' + name if name else ''}", action="pause", scope=scope, name=name)
+app = typer.Typer()
 
-    @app.command()
-    def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
-               caller_id: Optional[str] = typer.Option(None, "--caller-id"),
-               as_json: bool = typer.Option(False, "--json")):
-        """Lift a kill switch set with `pause`."""
-        scope, name = _scope(campaign, caller_id)
-        if not _remote_killswitch("resume", scope, name):
-            _run(lambda e: e.resume(scope, name))
-        _done(as_json, f"resumed {scope}{' ' + name if name else ''}", action="resume", scope=scope, name=name)
 
-    @app.command("status")
-    def status_(as_json: bool = typer.Option(False, "--json")):
-        """What is paused (kill switches, as `pause --status`) and until when the
-        calendars of the rules in effect are known (a warning within 45 days)."""
-        _show_paused(as_json, calendars=True)
+@app.command()
+def pause(campaign: Optional[str] = typer.Option(None, "--campaign"),
+          caller_id: Optional[str] = typer.Option(None, "--caller-id"),
+          status: bool = typer.Option(False, "--status", help="show what is paused; change nothing"),
+          as_json: bool = typer.Option(False, "--json")):
+    """Kill switch: pause all outbound, one campaign or one caller ID (--status: show them)."""
+    if status:
+        if campaign or caller_id:
+            fail("--status shows every kill switch: give it alone")
+        return _show_paused(as_json)
+    scope, name = _scope(campaign, caller_id)
+    if not _remote_killswitch("pause", scope, name):
+        run(lambda e: e.pause(scope, name))
+    _done(as_json, f"paused {scope}{' ' + name if name else ''}", action="pause", scope=scope, name=name)
 
-    dnc = typer.Typer(help="Do-not-call lists (global, or per campaign): Redis for decisions, "
-                           "PostgreSQL (dnc_entries) at rest.", no_args_is_help=True)
-    app.add_typer(dnc, name="dnc")
 
-    no_db_opt = typer.Option(False, "--no-db", help="Redis only: do not keep the list at rest in PostgreSQL")
+@app.command()
+def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
+           caller_id: Optional[str] = typer.Option(None, "--caller-id"),
+           as_json: bool = typer.Option(False, "--json")):
+    """Lift a kill switch set with `pause`."""
+    scope, name = _scope(campaign, caller_id)
+    if not _remote_killswitch("resume", scope, name):
+        run(lambda e: e.resume(scope, name))
+    _done(as_json, f"resumed {scope}{' ' + name if name else ''}", action="resume", scope=scope, name=name)
 
-    @dnc.command("add")
-    def dnc_add(number: str, campaign: Optional[str] = typer.Option(None, "--campaign"),
-                no_db: bool = no_db_opt, as_json: bool = typer.Option(False, "--json")):
-        """List a number: enforced from the next decision, then stored at rest."""
-        from dialguard.dnc import DncStore, list_name
 
-        n, lst = _norm(number), _campaign_list(campaign)
-        settings = Settings()
+@app.command("status")
+def status_(as_json: bool = typer.Option(False, "--json")):
+    """What is paused (kill switches, as `pause --status`) and until when the
+    calendars of the rules in effect are known (a warning within 45 days)."""
+    _show_paused(as_json, calendars=True)
 
-        async def go(e):
-            # Redis first: the enforcement point, even if PostgreSQL is down
-            changed = await e.dnc_add(n, campaign)
-            tag = e.keys.number_tag(n)
-            changed = (await DncStore(e.redis, e.keys).add(list_name(campaign), [tag]) > 0) or changed
-            if no_db:
-                return changed, None
-            try:
-                db = await _open_db(settings, no_db)
-            except DncDbUnavailable as exc:
-                raise DncDbUnavailable(f"{n} is listed in Redis (denied from the next decision) but not stored "
-                                       f"at rest: {exc}; run the same command again once PostgreSQL is back") \
-                    from None
-            try:
-                return changed, await db.add(lst, tag, e.sealer.seal(n), "cli")
-            finally:
-                await db.close()
+dnc = typer.Typer(help="Do-not-call lists (global, or per campaign): Redis for decisions, "
+                       "PostgreSQL (dnc_entries) at rest.", no_args_is_help=True)
+app.add_typer(dnc, name="dnc")
 
-        changed, stored = _run(go)
-        _say(as_json, number=n, list=lst, added=bool(changed), **({} if no_db else {"stored": stored}))
+no_db_opt = typer.Option(False, "--no-db", help="Redis only: do not keep the list at rest in PostgreSQL")
 
-    @dnc.command("remove")
-    def dnc_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign"),
-                   no_db: bool = no_db_opt, as_json: bool = typer.Option(False, "--json")):
-        """Take a number off a list (its own flag and the imported list alike), then off the list at rest."""
-        n, lst = _norm(number), _campaign_list(campaign)
-        settings = Settings()
 
-        async def go(e):
-            changed = await e.dnc_remove(n, campaign)
-            if no_db:
-                return changed, None
-            try:
-                db = await _open_db(settings, no_db)
-            except DncDbUnavailable as exc:
-                # the list at rest still has it: safe (a rebuild would list it again), but say so
-                raise DncDbUnavailable(f"{n} is off the Redis list but still stored at rest (a counters rebuild "
-                                       f"would list it again): {exc}; run the same command again once "
-                                       "PostgreSQL is back") from None
-            try:
-                return changed, await db.remove(lst, e.keys.number_tag(n))
-            finally:
-                await db.close()
+@dnc.command("add")
+def dnc_add(number: str, campaign: Optional[str] = typer.Option(None, "--campaign"),
+            no_db: bool = no_db_opt, as_json: bool = typer.Option(False, "--json")):
+    """List a number: enforced from the next decision, then stored at rest."""
+    from dialguard.dnc import DncStore, list_name
 
-        changed, deleted = _run(go)
-        _say(as_json, number=n, list=lst, removed=bool(changed or deleted),
-             **({} if no_db else {"unstored": deleted}))
+    n, lst = _norm(number), _campaign_list(campaign)
+    settings = Settings()
 
-    @dnc.command("import")
-    def dnc_import(path: Path = typer.Argument(..., help="CSV: a number/phone column, or numbers in the first column"),
-                   campaign: Optional[str] = typer.Option(None, "--campaign", help="the campaign's list (default: global)"),
-                   rejects: Optional[Path] = typer.Option(None, "--rejects", help="where to write rejected rows (CSV)"),
-                   no_db: bool = no_db_opt,
-                   chunk_rows: int = typer.Option(200_000, "--chunk-rows", min=1,
-                                                  help="rows per batch (the resume granularity)"),
-                   as_json: bool = typer.Option(False, "--json")):
-        """Import a large list: normalized, rejected rows reported, resumable after an interruption
-        (run the same command again). Stored in Redis and, unless --no-db, at rest in PostgreSQL."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from dialguard.dnc import DncStore, count_rows, import_csv
-
-        if not path.is_file():
-            _fail(f"{path}: no such file")
-        lst = _campaign_list(campaign)
-        rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
-        checkpoint = path.with_suffix(path.suffix + ".dnc-import")
-        settings = Settings()
-        total = count_rows(path)
-
-        async def go(e):
-            db = await _open_db(settings, no_db)  # before any write: exit 3 without --no-db
-            try:
-                store = DncStore(e.redis, e.keys)
-                with Progress(TextColumn("importing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
-                              TimeRemainingColumn(), transient=True, disable=as_json,
-                              console=_stderr_console()) as bar:
-                    task = bar.add_task("import", total=total)
-                    return await import_csv(store, store.list_name(campaign), path, e.default_region,
-                                            settings.hash_secret, rejects_path=rejects, checkpoint=checkpoint,
-                                            chunk_rows=chunk_rows, progress=lambda n: bar.update(task, completed=n),
-                                            db=db, db_name=lst, source=path.name)
-            finally:
-                if db is not None:
-                    await db.close()
-
-        report = _run(go)
-        if as_json:
-            print(json.dumps(report.as_dict() | {"list": lst, "at_rest": not no_db}))
-        else:
-            typer.echo(f"{report.rows:,} rows: {report.added:,} added, {report.duplicates:,} already listed, "
-                       f"{report.rejected:,} rejected" + (f" (see {rejects})" if report.rejected else "")
-                       + (f"; resumed after row {report.resumed_from:,}" if report.resumed_from else "")
-                       + ("" if no_db else f"; {report.stored:,} new entries stored at rest"))
-            if report.resume_note:
-                typer.echo(f"note: {report.resume_note}")
-            for line, value, why in report.samples[:5]:
-                typer.echo(f"  line {line}: {value!r}: {why}")
-
-    @dnc.command("count")
-    def dnc_count(campaign: Optional[str] = typer.Option(None, "--campaign"),
-                  at_rest: bool = typer.Option(False, "--at-rest", help="also count the entries in PostgreSQL"),
-                  as_json: bool = typer.Option(False, "--json")):
-        """Entries in the global (or a campaign's) DNC list."""
-        from dialguard.dnc import DncStore
-
-        lst = _campaign_list(campaign)
-        settings = Settings()
-
-        async def go(e):
-            store = DncStore(e.redis, e.keys)
-            n = await store.count(store.list_name(campaign))
-            if not at_rest:
-                return n, None
-            db = await _open_db(settings, False)
-            try:
-                return n, await db.count(lst)
-            finally:
-                await db.close()
-
-        n, stored = _run(go)
-        _say(as_json, list=lst, entries=n, **({"at_rest": stored} if at_rest else {}))
-
-    @dnc.command("export")
-    def dnc_export(list_: str = typer.Option(GLOBAL_LIST, "--list", help="'global' or a campaign name"),
-                   out: Optional[Path] = typer.Option(None, "--out", help="CSV file (default: standard output)"),
-                   hashed: bool = typer.Option(False, "--hashed", help="keyed hashes instead of numbers (no data key needed)"),
-                   as_json: bool = typer.Option(False, "--json", help="summary as JSON (with --out)")):
-        """A list as CSV: E.164 numbers opened with the data key (DIALGUARD_DATA_KEY), or --hashed.
-        Read from PostgreSQL: Redis holds fingerprints only."""
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from dialguard.crypto import Sealer
-        from dialguard.dnc import DncDb
-
-        if as_json and out is None:
-            _fail("--json describes the export: use it with --out FILE (the CSV goes there)")
+    async def go(e):
+        # Redis first: the enforcement point, even if PostgreSQL is down
+        changed = await e.dnc_add(n, campaign)
+        tag = e.keys.number_tag(n)
+        changed = (await DncStore(e.redis, e.keys).add(list_name(campaign), [tag]) > 0) or changed
+        if no_db:
+            return changed, None
         try:
-            sealer = None if hashed else Sealer()
-        except ValueError as exc:  # binascii.Error too
-            _fail(f"DIALGUARD_DATA_KEY is not usable ({exc}): it must be base64 of 32 bytes, the key the "
-                  "list was imported with; or export --hashed")
-        settings = Settings()
-        dest = str(out) if out else "standard output"
+            db = await _open_db(settings, no_db)
+        except DncDbUnavailable as exc:
+            raise DncDbUnavailable(f"{n} is listed in Redis (denied from the next decision) but not stored "
+                                   f"at rest: {exc}; run the same command again once PostgreSQL is back") \
+                from None
+        try:
+            return changed, await db.add(lst, tag, e.sealer.seal(n), "cli")
+        finally:
+            await db.close()
 
-        async def go():
-            db = await DncDb.open(settings.pg_dsn)
-            part = out.with_name(out.name + ".part") if out else None
-            f = open(part, "w", newline="") if part else sys.stdout
-            written = unreadable = 0
-            try:
-                total = await db.count(list_)
-                w = csv.writer(f, lineterminator="\n")
-                w.writerow(["number_hash" if hashed else "number"])
-                with Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                              TimeRemainingColumn(), transient=True, console=_stderr_console(),
-                              disable=total < 100_000) as bar:
-                    task = bar.add_task("export", total=total)
-                    seen = 0
-                    async for tag, enc in db.entries(list_):
-                        seen += 1
-                        if hashed:
-                            w.writerow([tag])
-                        else:
-                            try:
-                                w.writerow([sealer.open(enc)])
-                            except Exception:  # noqa: BLE001  wrong key, damaged row: count it, go on
-                                unreadable += 1
-                                continue
-                        written += 1
-                        if seen % 10_000 == 0:
-                            bar.update(task, completed=seen)
-                if part:
-                    f.close()
-                    os.replace(part, out)
-                else:
-                    f.flush()
-            finally:
-                if part and not f.closed:
-                    f.close()
-                    part.unlink(missing_ok=True)
+    changed, stored = run(go)
+    _say(as_json, number=n, list=lst, added=bool(changed), **({} if no_db else {"stored": stored}))
+
+
+@dnc.command("remove")
+def dnc_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign"),
+               no_db: bool = no_db_opt, as_json: bool = typer.Option(False, "--json")):
+    """Take a number off a list (its own flag and the imported list alike), then off the list at rest."""
+    n, lst = _norm(number), _campaign_list(campaign)
+    settings = Settings()
+
+    async def go(e):
+        changed = await e.dnc_remove(n, campaign)
+        if no_db:
+            return changed, None
+        try:
+            db = await _open_db(settings, no_db)
+        except DncDbUnavailable as exc:
+            # the list at rest still has it: safe (a rebuild would list it again), but say so
+            raise DncDbUnavailable(f"{n} is off the Redis list but still stored at rest (a counters rebuild "
+                                   f"would list it again): {exc}; run the same command again once "
+                                   "PostgreSQL is back") from None
+        try:
+            return changed, await db.remove(lst, e.keys.number_tag(n))
+        finally:
+            await db.close()
+
+    changed, deleted = run(go)
+    _say(as_json, number=n, list=lst, removed=bool(changed or deleted),
+         **({} if no_db else {"unstored": deleted}))
+
+
+@dnc.command("import")
+def dnc_import(path: Path = typer.Argument(..., help="CSV: a number/phone column, or numbers in the first column"),
+               campaign: Optional[str] = typer.Option(None, "--campaign", help="the campaign's list (default: global)"),
+               rejects: Optional[Path] = typer.Option(None, "--rejects", help="where to write rejected rows (CSV)"),
+               no_db: bool = no_db_opt,
+               chunk_rows: int = typer.Option(200_000, "--chunk-rows", min=1,
+                                              help="rows per batch (the resume granularity)"),
+               as_json: bool = typer.Option(False, "--json")):
+    """Import a large list: normalized, rejected rows reported, resumable after an interruption
+    (run the same command again). Stored in Redis and, unless --no-db, at rest in PostgreSQL."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dialguard.dnc import DncStore, count_rows, import_csv
+
+    if not path.is_file():
+        fail(f"{path}: no such file")
+    lst = _campaign_list(campaign)
+    rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
+    checkpoint = path.with_suffix(path.suffix + ".dnc-import")
+    settings = Settings()
+    total = count_rows(path)
+
+    async def go(e):
+        db = await _open_db(settings, no_db)  # before any write: exit 3 without --no-db
+        try:
+            store = DncStore(e.redis, e.keys)
+            with Progress(TextColumn("importing"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+                          TimeRemainingColumn(), transient=True, disable=as_json,
+                          console=_stderr_console()) as bar:
+                task = bar.add_task("import", total=total)
+                return await import_csv(store, store.list_name(campaign), path, e.default_region,
+                                        settings.hash_secret, rejects_path=rejects, checkpoint=checkpoint,
+                                        chunk_rows=chunk_rows, progress=lambda n: bar.update(task, completed=n),
+                                        db=db, db_name=lst, source=path.name)
+        finally:
+            if db is not None:
                 await db.close()
-            return total, written, unreadable
 
-        total, written, unreadable = _run_plain(go)
-        summary = {"list": list_, "entries": total, "written": written, "unreadable": unreadable,
-                   "hashed": hashed, "out": str(out) if out else None}
-        if out and as_json:
-            print(json.dumps(summary))
-        else:
-            msg = f"exported {written:,} of {total:,} entries of list {list_} to {dest}"
-            (typer.echo(msg) if out else _stderr_console().print(msg, highlight=False))
-        if unreadable:
-            _fail(f"{unreadable:,} of {total:,} entries could not be opened with this data key "
-                  f"(DIALGUARD_DATA_KEY is not the key that sealed them, or the rows are damaged): they are "
-                  f"left out of {dest}. Set the key the list was imported with and export again, or use --hashed")
-        if total == 0 and list_ != GLOBAL_LIST:
-            _stderr_console().print(f"note: list {list_!r} has no entries at rest (a campaign's list is "
-                                    "named as given to `dnc import --campaign`)", highlight=False)
+    report = run(go)
+    if as_json:
+        print(json.dumps(report.as_dict() | {"list": lst, "at_rest": not no_db}))
+    else:
+        typer.echo(f"{report.rows:,} rows: {report.added:,} added, {report.duplicates:,} already listed, "
+                   f"{report.rejected:,} rejected" + (f" (see {rejects})" if report.rejected else "")
+                   + (f"; resumed after row {report.resumed_from:,}" if report.resumed_from else "")
+                   + ("" if no_db else f"; {report.stored:,} new entries stored at rest"))
+        if report.resume_note:
+            typer.echo(f"note: {report.resume_note}")
+        for line, value, why in report.samples[:5]:
+            typer.echo(f"  line {line}: {value!r}: {why}")
 
-    @app.command()
-    def optout(number: str):
-        """Record that the person asked not to be called (permanent)."""
-        _run(lambda e: e.opt_out(number))
-        typer.echo(f"opted out {_norm(number)}")
 
-    @app.command()
-    def complaint(number: str):
-        """Record a complaint for the number (permanent block)."""
-        _run(lambda e: e.complaint(number))
-        typer.echo(f"complaint recorded for {_norm(number)}")
+@dnc.command("count")
+def dnc_count(campaign: Optional[str] = typer.Option(None, "--campaign"),
+              at_rest: bool = typer.Option(False, "--at-rest", help="also count the entries in PostgreSQL"),
+              as_json: bool = typer.Option(False, "--json")):
+    """Entries in the global (or a campaign's) DNC list."""
+    from dialguard.dnc import DncStore
 
-    @app.command()
-    def consent(number: str, revoke: bool = typer.Option(False, "--revoke")):
-        """Record (or revoke) the person's consent to be called."""
-        _run(lambda e: e.consent_revoke(number) if revoke else e.consent(number))
-        typer.echo(f"consent {'revoked' if revoke else 'recorded'} for {_norm(number)}")
+    lst = _campaign_list(campaign)
+    settings = Settings()
 
-    cid = typer.Typer(help="Approved caller IDs.", no_args_is_help=True)
-    app.add_typer(cid, name="callerid")
+    async def go(e):
+        store = DncStore(e.redis, e.keys)
+        n = await store.count(store.list_name(campaign))
+        if not at_rest:
+            return n, None
+        db = await _open_db(settings, False)
+        try:
+            return n, await db.count(lst)
+        finally:
+            await db.close()
 
-    @cid.command("add")
-    def cid_add(number: str,
-                pool: bool = typer.Option(False, "--pool", help="the guard may pick it for calls without one"),
-                campaign: Optional[str] = typer.Option(None, "--campaign", help="add to this campaign's pool")):
-        """Approve a caller ID (and put it in the global or a campaign's pool)."""
-        n = _norm(number)
-        _run(lambda e: e.approve_caller_id(n, pool=pool, campaign=campaign))
-        where = f" in campaign {campaign}'s pool" if campaign else (" in the global pool" if pool else "")
-        typer.echo(f"approved caller ID {n}{where}")
+    n, stored = run(go)
+    _say(as_json, list=lst, entries=n, **({"at_rest": stored} if at_rest else {}))
 
-    @cid.command("remove")
-    def cid_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign")):
-        """Withdraw a caller ID (or take it out of one campaign's pool)."""
-        n = _norm(number)
-        _run(lambda e: e.remove_caller_id(n, campaign))
-        typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
 
-    @cid.command("list")
-    def cid_list(as_json: bool = typer.Option(False, "--json")):
-        """Approved caller IDs: number (when a pool holds it sealed), pools, cool-down, pause."""
-        from dialguard.decision.plan import ms
+@dnc.command("export")
+def dnc_export(list_: str = typer.Option(GLOBAL_LIST, "--list", help="'global' or a campaign name"),
+               out: Optional[Path] = typer.Option(None, "--out", help="CSV file (default: standard output)"),
+               hashed: bool = typer.Option(False, "--hashed", help="keyed hashes instead of numbers (no data key needed)"),
+               as_json: bool = typer.Option(False, "--json", help="summary as JSON (with --out)")):
+    """A list as CSV: E.164 numbers opened with the data key (DIALGUARD_DATA_KEY), or --hashed.
+    Read from PostgreSQL: Redis holds fingerprints only."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        async def go(e):
-            approved = {t.decode() for t in await e.redis.smembers(e.keys.approved_cids)}
-            numbers, pools = await _cid_directory(e)
-            cool = {t.decode(): s for t, s in await e.redis.zrange(e.keys.cid_cooldown, 0, -1, withscores=True)}
-            paused = {k.decode()[4:] for k in await e.redis.hkeys(e.keys.pause) if k.startswith(b"cid:")}
-            whys = {t.decode(): v for t, v in (await e.redis.hgetall(e.keys.cid_cool_why)).items()}
-            now = ms(await e.now())
-            rows = []
-            for tag in sorted(approved | set(pools), key=lambda t: (numbers.get(t) or "~", t)):
-                cooling = cool.get(tag, 0) > now
-                rows.append({"caller_id": numbers.get(tag), "hash": tag, "approved": tag in approved,
-                             "pools": sorted(pools.get(tag, [])),
-                             "cooldown_until": _iso(cool[tag]) if cooling else None,
-                             "cooldown_reason": _cool_reason(whys.get(tag), cool.get(tag)) if cooling else None,
-                             "paused": tag in paused})
-            return rows
+    from dialguard.crypto import Sealer
+    from dialguard.dnc import DncDb
 
-        rows = _run(go)
-        if as_json:
-            print(json.dumps({"caller_ids": rows}))
-            return
-        if not rows:
-            typer.echo("no approved caller ID")
-        for r in rows:
-            flags = ([] if r["approved"] else ["NOT approved"]) + (["paused"] if r["paused"] else []) + (
-                [f"cooling down until {r['cooldown_until']}: {r['cooldown_reason']}"] if r["cooldown_until"] else [])
-            typer.echo(f"{r['caller_id'] or 'hash ' + r['hash'][:12] + ' (number not in a pool)'}"
-                       f"  pools: {', '.join(r['pools']) or '-'}" + (f"  ({'; '.join(flags)})" if flags else ""))
+    if as_json and out is None:
+        fail("--json describes the export: use it with --out FILE (the CSV goes there)")
+    try:
+        sealer = None if hashed else Sealer()
+    except ValueError as exc:  # binascii.Error too
+        fail(f"DIALGUARD_DATA_KEY is not usable ({exc}): it must be base64 of 32 bytes, the key the "
+              "list was imported with; or export --hashed")
+    settings = Settings()
+    dest = str(out) if out else "standard output"
 
-    @cid.command("health")
-    def cid_health(as_json: bool = typer.Option(False, "--json"),
-                   full: bool = typer.Option(False, "--full", help="show whole numbers (masked by default)")):
-        """Health of the pool caller IDs from their reported outcomes: answer rate,
-        short answers, carrier rejections (rate and current run), complaints and
-        opt-outs per 1,000 calls, cool-down."""
-        from dialguard.callerid_health import report
-        from dialguard.decision.plan import ms
+    async def go():
+        db = await DncDb.open(settings.pg_dsn)
+        part = out.with_name(out.name + ".part") if out else None
+        f = open(part, "w", newline="") if part else sys.stdout
+        written = unreadable = 0
+        try:
+            total = await db.count(list_)
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["number_hash" if hashed else "number"])
+            with Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                          TimeRemainingColumn(), transient=True, console=_stderr_console(),
+                          disable=total < 100_000) as bar:
+                task = bar.add_task("export", total=total)
+                seen = 0
+                async for tag, enc in db.entries(list_):
+                    seen += 1
+                    if hashed:
+                        w.writerow([tag])
+                    else:
+                        try:
+                            w.writerow([sealer.open(enc)])
+                        except Exception:  # noqa: BLE001  wrong key, damaged row: count it, go on
+                            unreadable += 1
+                            continue
+                    written += 1
+                    if seen % 10_000 == 0:
+                        bar.update(task, completed=seen)
+            if part:
+                f.close()
+                os.replace(part, out)
+            else:
+                f.flush()
+        finally:
+            if part and not f.closed:
+                f.close()
+                part.unlink(missing_ok=True)
+            await db.close()
+        return total, written, unreadable
 
-        async def go(e):
-            return await report(e, ms(await e.now()))
+    total, written, unreadable = _run_plain(go)
+    summary = {"list": list_, "entries": total, "written": written, "unreadable": unreadable,
+               "hashed": hashed, "out": str(out) if out else None}
+    if out and as_json:
+        print(json.dumps(summary))
+    else:
+        msg = f"exported {written:,} of {total:,} entries of list {list_} to {dest}"
+        (typer.echo(msg) if out else _stderr_console().print(msg, highlight=False))
+    if unreadable:
+        fail(f"{unreadable:,} of {total:,} entries could not be opened with this data key "
+              f"(DIALGUARD_DATA_KEY is not the key that sealed them, or the rows are damaged): they are "
+              f"left out of {dest}. Set the key the list was imported with and export again, or use --hashed")
+    if total == 0 and list_ != GLOBAL_LIST:
+        _stderr_console().print(f"note: list {list_!r} has no entries at rest (a campaign's list is "
+                                "named as given to `dnc import --campaign`)", highlight=False)
 
-        rows = _run(go)
-        for r in rows:
-            r["caller_id"] = r["caller_id"] if full else _mask(r["caller_id"])
-            r["cooldown_until"] = _iso(r["cooldown_until"]) if r["cooldown_until"] else None
-        if as_json:
-            print(json.dumps({"caller_ids": rows}))
-            return
-        if not rows:
-            typer.echo("no caller ID in a pool")
-            return
-        typer.echo(f"{'caller ID':<16} {'calls':>5} {'answer':>7} {'short':>6} {'reject':>7} {'run':>4} "
-                   f"{'compl/1k':>8} {'optout/1k':>9} {'penalty':>7}  cool-down")
-        for r in rows:
-            f = r["figures"]
-            cool = f"until {r['cooldown_until']}: {r['cooldown_reason']}" if r["cooldown_until"] else "-"
-            typer.echo(f"{r['caller_id']:<16} {f['calls']:>5} {f['answer_rate']:>7.1%} {f['short_answer_rate']:>6.1%} "
-                       f"{f['rejection_rate']:>7.1%} {f['run']:>4} {f['complaints_per_1000']:>8.1f} "
-                       f"{f['optouts_per_1000']:>9.1f} {r['penalty']:>7.3f}  {cool}")
 
-    @cid.command("cooldown")
-    def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
-        n = _norm(number)
-        t = _time(until, "--until")
-        _run(lambda e: e.cooldown_caller_id(n, t))
-        typer.echo(f"caller ID {n} cooling down until {t.isoformat()}")
+@app.command()
+def optout(number: str):
+    """Record that the person asked not to be called (permanent)."""
+    run(lambda e: e.opt_out(number))
+    typer.echo(f"opted out {_norm(number)}")
 
-    camp = typer.Typer(help="Campaign approval in the live store.", no_args_is_help=True)
-    app.add_typer(camp, name="campaign")
 
-    @camp.command("approve")
-    def camp_approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
-                     end: Optional[str] = typer.Option(None, "--end"),
-                     rules: Optional[str] = typer.Option(None, "--rules",
-                                                         help="the campaign's own packs, comma-separated")):
-        """Approve a campaign, optionally for a date range and with its own rule packs."""
-        s, e_ = _time(start, "--start"), _time(end, "--end")
-        if s and e_ and e_ <= s:
-            _fail("--end must be after --start")
-        _run(lambda e: e.set_campaign(name, True, s, e_, rules=rules))
-        typer.echo(f"campaign {name} approved" + (f" from {s.isoformat()}" if s else "")
-                   + (f" until {e_.isoformat()}" if e_ else ""))
+@app.command()
+def complaint(number: str):
+    """Record a complaint for the number (permanent block)."""
+    run(lambda e: e.complaint(number))
+    typer.echo(f"complaint recorded for {_norm(number)}")
 
-    @camp.command("revoke")
-    def camp_revoke(name: str):
-        _run(lambda e: e.set_campaign(name, False))
-        typer.echo(f"campaign {name} not approved")
+
+@app.command()
+def consent(number: str, revoke: bool = typer.Option(False, "--revoke")):
+    """Record (or revoke) the person's consent to be called."""
+    run(lambda e: e.consent_revoke(number) if revoke else e.consent(number))
+    typer.echo(f"consent {'revoked' if revoke else 'recorded'} for {_norm(number)}")
+
+cid = typer.Typer(help="Approved caller IDs.", no_args_is_help=True)
+app.add_typer(cid, name="callerid")
+
+
+@cid.command("add")
+def cid_add(number: str,
+            pool: bool = typer.Option(False, "--pool", help="the guard may pick it for calls without one"),
+            campaign: Optional[str] = typer.Option(None, "--campaign", help="add to this campaign's pool")):
+    """Approve a caller ID (and put it in the global or a campaign's pool)."""
+    n = _norm(number)
+    run(lambda e: e.approve_caller_id(n, pool=pool, campaign=campaign))
+    where = f" in campaign {campaign}'s pool" if campaign else (" in the global pool" if pool else "")
+    typer.echo(f"approved caller ID {n}{where}")
+
+
+@cid.command("remove")
+def cid_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign")):
+    """Withdraw a caller ID (or take it out of one campaign's pool)."""
+    n = _norm(number)
+    run(lambda e: e.remove_caller_id(n, campaign))
+    typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
+
+
+@cid.command("list")
+def cid_list(as_json: bool = typer.Option(False, "--json")):
+    """Approved caller IDs: number (when a pool holds it sealed), pools, cool-down, pause."""
+    from dialguard.decision.plan import ms
+
+    async def go(e):
+        approved = {t.decode() for t in await e.redis.smembers(e.keys.approved_cids)}
+        numbers, pools = await _cid_directory(e)
+        cool = {t.decode(): s for t, s in await e.redis.zrange(e.keys.cid_cooldown, 0, -1, withscores=True)}
+        paused = {k.decode()[4:] for k in await e.redis.hkeys(e.keys.pause) if k.startswith(b"cid:")}
+        whys = {t.decode(): v for t, v in (await e.redis.hgetall(e.keys.cid_cool_why)).items()}
+        now = ms(await e.now())
+        rows = []
+        for tag in sorted(approved | set(pools), key=lambda t: (numbers.get(t) or "~", t)):
+            cooling = cool.get(tag, 0) > now
+            rows.append({"caller_id": numbers.get(tag), "hash": tag, "approved": tag in approved,
+                         "pools": sorted(pools.get(tag, [])),
+                         "cooldown_until": _iso(cool[tag]) if cooling else None,
+                         "cooldown_reason": _cool_reason(whys.get(tag), cool.get(tag)) if cooling else None,
+                         "paused": tag in paused})
+        return rows
+
+    rows = run(go)
+    if as_json:
+        print(json.dumps({"caller_ids": rows}))
+        return
+    if not rows:
+        typer.echo("no approved caller ID")
+    for r in rows:
+        flags = ([] if r["approved"] else ["NOT approved"]) + (["paused"] if r["paused"] else []) + (
+            [f"cooling down until {r['cooldown_until']}: {r['cooldown_reason']}"] if r["cooldown_until"] else [])
+        typer.echo(f"{r['caller_id'] or 'hash ' + r['hash'][:12] + ' (number not in a pool)'}"
+                   f"  pools: {', '.join(r['pools']) or '-'}" + (f"  ({'; '.join(flags)})" if flags else ""))
+
+
+@cid.command("health")
+def cid_health(as_json: bool = typer.Option(False, "--json"),
+               full: bool = typer.Option(False, "--full", help="show whole numbers (masked by default)")):
+    """Health of the pool caller IDs from their reported outcomes: answer rate,
+    short answers, carrier rejections (rate and current run), complaints and
+    opt-outs per 1,000 calls, cool-down."""
+    from dialguard.callerid_health import report
+    from dialguard.decision.plan import ms
+
+    async def go(e):
+        return await report(e, ms(await e.now()))
+
+    rows = run(go)
+    for r in rows:
+        r["caller_id"] = r["caller_id"] if full else _mask(r["caller_id"])
+        r["cooldown_until"] = _iso(r["cooldown_until"]) if r["cooldown_until"] else None
+    if as_json:
+        print(json.dumps({"caller_ids": rows}))
+        return
+    if not rows:
+        typer.echo("no caller ID in a pool")
+        return
+    typer.echo(f"{'caller ID':<16} {'calls':>5} {'answer':>7} {'short':>6} {'reject':>7} {'run':>4} "
+               f"{'compl/1k':>8} {'optout/1k':>9} {'penalty':>7}  cool-down")
+    for r in rows:
+        f = r["figures"]
+        cool = f"until {r['cooldown_until']}: {r['cooldown_reason']}" if r["cooldown_until"] else "-"
+        typer.echo(f"{r['caller_id']:<16} {f['calls']:>5} {f['answer_rate']:>7.1%} {f['short_answer_rate']:>6.1%} "
+                   f"{f['rejection_rate']:>7.1%} {f['run']:>4} {f['complaints_per_1000']:>8.1f} "
+                   f"{f['optouts_per_1000']:>9.1f} {r['penalty']:>7.3f}  {cool}")
+
+
+@cid.command("cooldown")
+def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
+    n = _norm(number)
+    t = time_arg(until, "--until")
+    run(lambda e: e.cooldown_caller_id(n, t))
+    typer.echo(f"caller ID {n} cooling down until {t.isoformat()}")
 
 
 def _remote_killswitch(action: str, scope: str, name: str | None) -> bool:
@@ -494,7 +442,7 @@ def _remote_killswitch(action: str, scope: str, name: str | None) -> bool:
     try:
         remote.killswitch(action, scope, name)
     except remote.RemoteError as exc:
-        _fail(str(exc), 1 if exc.status == 403 else EXIT_UNAVAILABLE if exc.status in (0, 503) else EXIT_BAD_INPUT)
+        fail(str(exc), EXIT_DENIED if exc.status == 403 else EXIT_UNAVAILABLE if exc.status in (0, 503) else EXIT_BAD_INPUT)
     return True
 
 
@@ -510,7 +458,7 @@ def _run_plain(coro_fn):
     try:
         return asyncio.run(coro_fn())
     except DncDbUnavailable as exc:
-        _fail(str(exc), EXIT_UNAVAILABLE)
+        fail(str(exc), EXIT_UNAVAILABLE)
 
 
 def _mask(e164: str) -> str:
@@ -577,7 +525,7 @@ def _show_paused(as_json: bool, calendars: bool = False) -> None:
                 out.append({"scope": "caller_id", "name": numbers.get(tag), "hash": tag, "since": _iso(since)})
         return out, (await calendar_report(e) if calendars else None)
 
-    paused, known = _run(go)
+    paused, known = run(go)
     if as_json:
         print(json.dumps({"paused": paused, **({"calendars": calendar_json(known)} if calendars else {})}))
         return
@@ -597,7 +545,7 @@ def _show_paused(as_json: bool, calendars: bool = False) -> None:
 
 def _scope(campaign, caller_id):
     if campaign and caller_id:
-        _fail("give --campaign or --caller-id, not both")
+        fail("give --campaign or --caller-id, not both")
     if campaign:
         return "campaign", campaign
     if caller_id:
@@ -609,4 +557,4 @@ def _norm(number: str) -> str:
     try:
         return normalize(number, Settings().default_region)
     except NumberError as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -1,5 +1,5 @@
 """Audit commands: `db migrate|status`, `audit-ship`, `audit status|show|number|history`,
-`report`, `counters rebuild`. Registered on the main app by dialguard/cli.py.
+`report`, `counters rebuild`. Merged into the root by dialguard/cli/main.py.
 
 Exit codes as the rest of the CLI: 0 ok, 1 not found, 2 bad input, 3 a service
 is unreachable.
@@ -19,21 +19,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dialguard.cli.common import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, err, fail, out
 from dialguard.config import Settings
 
-EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
-
+app = typer.Typer()
 db_app = typer.Typer(help="PostgreSQL schema: migrations, roles, grants.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail: shipping backlog, decisions, numbers.", no_args_is_help=True)
 counters_app = typer.Typer(help="Redis counters: rebuild them from the audit.", no_args_is_help=True)
-
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(msg: str, code: int = EXIT_BAD_INPUT):
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
-    raise typer.Exit(code)
+app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
+app.add_typer(counters_app, name="counters")
 
 
 def _pg(dsn: str):
@@ -44,7 +39,7 @@ def _pg(dsn: str):
     try:
         return connect(dsn)
     except psycopg.OperationalError as exc:
-        _fail(f"PostgreSQL unreachable at {redact(dsn)}: {str(exc).strip().splitlines()[0]}", EXIT_UNAVAILABLE)
+        fail(f"PostgreSQL unreachable at {redact(dsn)}: {str(exc).strip().splitlines()[0]}", EXIT_UNAVAILABLE)
 
 
 def _sealer():
@@ -53,7 +48,7 @@ def _sealer():
     try:
         return Sealer()
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _open(sealer, token: str | None) -> str:
@@ -99,7 +94,7 @@ def db_migrate(
             done = m.migrate(conn, directory or sql_dir(), writers=writers, readers=reader,
                              say=lambda s: out.print(s, highlight=False))
         except m.MigrationError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if not done:
             out.print("database is up to date")
 
@@ -116,7 +111,7 @@ def db_status(directory: Optional[Path] = typer.Option(None, "--dir"),
         try:
             st = m.status(conn, directory or sql_dir())
         except m.MigrationError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if as_json:
         print(json.dumps({"applied": [{"version": a.version, "name": a.name, "applied_at": _iso(a.applied_at),
                                        "applied_by": a.applied_by} for a in st.applied],
@@ -133,6 +128,7 @@ def db_status(directory: Optional[Path] = typer.Option(None, "--dir"),
 
 
 # -- audit-ship ----------------------------------------------------------------------------
+@app.command("audit-ship")
 def audit_ship(
     batch: int = typer.Option(500, "--batch", min=1, max=10000, help="Entries per PostgreSQL transaction"),
     block_ms: int = typer.Option(1000, "--block-ms", min=1, help="How long one read waits for new entries"),
@@ -174,7 +170,7 @@ def audit_status(prefix: Optional[str] = typer.Option(None, "--prefix"),
     try:
         st = backlog_status(settings, prefix)
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_where()}: {exc}", EXIT_UNAVAILABLE)
+        fail(f"Redis unreachable at {settings.redis_where()}: {exc}", EXIT_UNAVAILABLE)
     if as_json:
         print(json.dumps(st))
         return
@@ -197,7 +193,7 @@ def audit_show(decision_id: str, as_json: bool = typer.Option(False, "--json")):
         cur = conn.execute("select * from audit_decisions where decision_id = %s", (decision_id,))
         row = cur.fetchone()
         if row is None:
-            _fail(f"no decision {decision_id} in the audit (not shipped yet? see `dialguard audit status`)",
+            fail(f"no decision {decision_id} in the audit (not shipped yet? see `dialguard audit status`)",
                   EXIT_NOT_FOUND)
         d = dict(zip([c.name for c in cur.description], row))
         cur = conn.execute("select outcome_id, result, talk_s, hangup_cause, subject, reported_at, node "
@@ -237,7 +233,7 @@ def audit_number(number_hash: str, as_json: bool = typer.Option(False, "--json")
             "union all select number_enc from audit_events where number_hash = %s and number_enc is not null "
             "limit 1", (number_hash, number_hash)).fetchone()
     if row is None:
-        _fail(f"no record with number hash {number_hash}", EXIT_NOT_FOUND)
+        fail(f"no record with number hash {number_hash}", EXIT_NOT_FOUND)
     number = _open(_sealer(), row[0])
     print(json.dumps({"number_hash": number_hash, "number": number}) if as_json else number)
 
@@ -252,7 +248,7 @@ def audit_history(number: str, limit: int = typer.Option(50, "--limit"),
     settings = Settings()
     info = parse_number(number, settings.default_region)
     if not info.valid:
-        _fail(f"{number!r}: {info.problem}")
+        fail(f"{number!r}: {info.problem}")
     h = Keys(settings.key_prefix, settings.hash_secret).number_tag(info.e164)
     with _pg(settings.pg_dsn) as conn:
         rows = conn.execute("""
@@ -282,6 +278,7 @@ def audit_history(number: str, limit: int = typer.Option(50, "--limit"),
 
 
 # -- report ---------------------------------------------------------------------------------------
+@app.command("report")
 def report(
     start: str = typer.Option(..., "--from", help="First day (YYYY-MM-DD, local) or ISO time"),
     end: Optional[str] = typer.Option(None, "--to", help="Last day, inclusive (default: today)"),
@@ -309,14 +306,14 @@ def report(
         a = rp.parse_bound(start, tz)
         b = rp.parse_bound(end or datetime.now(ZoneInfo(tz)).date().isoformat(), tz, end=True)
     except (ValueError, ZoneInfoNotFoundError) as exc:
-        _fail(f"dates: {exc}")
+        fail(f"dates: {exc}")
     if b <= a:
-        _fail("--to is before --from")
+        fail("--to is before --from")
     if as_json and csv_out == "-":
-        _fail("--json and --csv - both write to stdout: pick one")
+        fail("--json and --csv - both write to stdout: pick one")
     if shadow:
         if xlsx_out:
-            _fail("--xlsx is not available with --shadow (use --csv or --json)")
+            fail("--xlsx is not available with --shadow (use --csv or --json)")
         with _pg(settings.pg_dsn) as conn:
             srep = rp.build_shadow(conn, a, b, tz, number_label=_number_labeler())
         if as_json:
@@ -328,7 +325,7 @@ def report(
             console.print(rp.shadow_to_rich(srep))
         return
     if by not in rp.GROUPS:
-        _fail(f"--by is one of {', '.join(rp.GROUPS)}")
+        fail(f"--by is one of {', '.join(rp.GROUPS)}")
     with _pg(settings.pg_dsn) as conn:
         label = _cid_labeler(conn) if by == "caller_id" else None
         rep = rp.build(conn, by, a, b, tz, cid_label=label)
@@ -419,7 +416,7 @@ def counters_rebuild(
 
     from dialguard.audit.db import require_schema, SchemaMissing
     from dialguard.audit.rebuild import RebuildError, rebuild
-    from dialguard.engine import parse_time
+    from dialguard.timeutil import parse_time
 
     settings = Settings()
     now = None
@@ -427,7 +424,7 @@ def counters_rebuild(
         try:
             now = parse_time(at)
         except ValueError as exc:
-            _fail(f"--at: {exc}")
+            fail(f"--at: {exc}")
     r = redisconn.sync_redis(settings, decode_responses=True, socket_timeout=30)
     try:
         if now is None and settings.test_clock:
@@ -440,12 +437,12 @@ def counters_rebuild(
             try:
                 require_schema(conn)
             except SchemaMissing as exc:
-                _fail(str(exc), EXIT_UNAVAILABLE)
+                fail(str(exc), EXIT_UNAVAILABLE)
             summary = rebuild(conn, r, settings, prefix=prefix, now=now, dry_run=dry_run, force=force)
     except RebuildError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (RedisError, OSError) as exc:
-        _fail(f"Redis unreachable at {settings.redis_where()}: {exc}", EXIT_UNAVAILABLE)
+        fail(f"Redis unreachable at {settings.redis_where()}: {exc}", EXIT_UNAVAILABLE)
     finally:
         r.close()
     res = {"dry_run": dry_run, "decisions": summary.decisions, "outcomes": summary.outcomes,
@@ -467,11 +464,3 @@ def counters_rebuild(
     for k, n in summary.changed_rules.items():
         err.print(f"[yellow]warning[/] rules changed since {n} decisions ({k}): keys follow today's packs",
                   highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(db_app, name="db")
-    app.add_typer(audit_app, name="audit")
-    app.add_typer(counters_app, name="counters")
-    app.command("audit-ship")(audit_ship)
-    app.command("report")(report)

@@ -1,6 +1,6 @@
 """Imported calendars: `dialguard calendar import|status|history|activate` (issue 12, SPEC §9).
 
-Exit codes as dialguard/cli.py: 0 ok; 2 bad input (a file that cannot be
+Exit codes (dialguard/cli/common.py): 0 ok; 2 bad input (a file that cannot be
 accounted for, with its line; an unknown version); 3 Redis unreachable.
 """
 
@@ -12,14 +12,11 @@ from pathlib import Path
 
 import typer
 
-from dialguard.cli.admin import _fail, _run
+from dialguard.cli.common import fail, out, run
 
+app = typer.Typer()
 calendar_app = typer.Typer(help="Calendars as data: import a year, roll back (SPEC §9).", no_args_is_help=True)
-
-
-def _out():
-    from dialguard.cli.main import out
-    return out
+app.add_typer(calendar_app, name="calendar")
 
 
 def _store(engine):
@@ -90,18 +87,17 @@ def calendar_import(code: str = typer.Argument(..., help="Calendar: cn, or a cou
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        _fail(f"{file}: cannot read: {exc.strerror}")
+        fail(f"{file}: cannot read: {exc.strerror}")
     except UnicodeDecodeError:
-        _fail(f"{file}: not UTF-8 text")
+        fail(f"{file}: not UTF-8 text")
     try:
         cf = read_file(text, code)
     except (CalendarFileError, ValueError) as exc:
-        _fail(f"{file}: {exc}; nothing published")
+        fail(f"{file}: {exc}; nothing published")
     known, changed = changes(cf)
     result = {"calendar": _file_json(cf), "package_knows_year": known,
               "changes": [{"day": d.isoformat(), "package": "working" if a else "off",
                            "file": "working" if b else "off"} for d, a, b in changed]}
-    out = _out()
     if not as_json:
         for line in describe(cf):
             out.print(line, highlight=False, markup=False)
@@ -118,7 +114,7 @@ def calendar_import(code: str = typer.Argument(..., help="Calendar: cn, or a cou
         else:
             out.print("dry run: nothing published")
         return
-    n, new = _run(lambda engine: _store(engine).import_file(cf, why=why))
+    n, new = run(lambda engine: _store(engine).import_file(cf, why=why))
     if as_json:
         print(json.dumps({**result, "published": new, "version": n}, ensure_ascii=False))
     elif new:
@@ -139,7 +135,7 @@ def calendar_status(as_json: bool = typer.Option(False, "--json")):
         policy = await engine._version(active.decode()) if active else engine.policy
         return cals, policy
 
-    cals, policy = _run(go)
+    cals, policy = run(go)
     used = [code_of(c) for c in calendars_used(policy)]
     until = horizons(policy, cals)
     unknown_year = {code_of(c): c.unknown_year for c in calendars_used(policy)}
@@ -151,7 +147,6 @@ def calendar_status(as_json: bool = typer.Option(False, "--json")):
                                             "unknown_year": unknown_year[c]} for c in used}},
                          ensure_ascii=False))
         return
-    out = _out()
     if cals.version:
         out.print(f"calendar version {cals.version} by {cals.actor or '?'}{': ' + cals.why if cals.why else ''}",
                   highlight=False)
@@ -181,7 +176,7 @@ def calendar_history(as_json: bool = typer.Option(False, "--json")):
         store = _store(engine)
         return await store.history(), await store.active_version()
 
-    versions, active = _run(go)
+    versions, active = run(go)
     rows = [{"version": v.version, "active": v.version == active,
              "years": [f"{f.calendar} {f.year}" for f in v.files], "hash": v.hash, "actor": v.actor,
              "why": v.why, "at": _at(v.at)} for v in versions]
@@ -192,7 +187,7 @@ def calendar_history(as_json: bool = typer.Option(False, "--json")):
     for r in rows:
         t.add_row(str(r["version"]), "active" if r["active"] else "", ", ".join(r["years"]), r["hash"], r["actor"],
                   r["at"] or "", r["why"])
-    _out().print(t)
+    out.print(t)
 
 
 @calendar_app.command("activate")
@@ -207,9 +202,5 @@ def calendar_activate(version: int = typer.Argument(..., help="A stored version 
         except ResponseError as exc:
             raise ValueError(f"{exc}; see `dialguard calendar history`") from None
 
-    n = _run(go)
-    _out().print(f"calendar version {n} is now in effect", highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(calendar_app, name="calendar")
+    n = run(go)
+    out.print(f"calendar version {n} is now in effect", highlight=False)

@@ -1,15 +1,15 @@
 """`dialguard campaign ...` (dialer campaigns in PostgreSQL) and `dialguard dialer run`.
 
-The `campaign` group already holds the engine's Redis approval (cli_admin.py);
-`approve` and `revoke` are replaced here by versions that keep the PostgreSQL
-campaign record and the engine's approval in agreement:
+The `campaign` group holds both the engine's Redis approval and the dialer's
+campaigns; `approve` and `revoke` keep the PostgreSQL campaign record and the
+engine's approval in agreement:
 approve = PostgreSQL first, then Engine.set_campaign; revoke = the engine first
 (the enforcement point), then PostgreSQL. A campaign that exists only for the
 dialplan (never created here) is approved in the engine alone, as before.
 The dialer dials only a campaign approved and running in PostgreSQL, and every
 call is still decided by the engine, so a disagreement can only stop calls.
 
-Exit codes as dialguard/cli.py: 0 ok, 2 bad input (an unknown campaign or
+Exit codes (dialguard/cli/common.py): 0 ok, 2 bad input (an unknown campaign or
 lead, a bad option), 3 PostgreSQL or Redis unreachable or not migrated.
 Read commands (`campaign list`, `campaign status`) take --json.
 """
@@ -27,12 +27,8 @@ from typing import Optional
 import typer
 
 from dialguard.campaigns.disposition import parse_disposition
+from dialguard.cli.common import EXIT_UNAVAILABLE, fail, run, time_arg
 from dialguard.config import Settings
-
-EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 2, 3
-def _fail(msg: str, code: int = EXIT_BAD_INPUT):
-    from dialguard.cli.main import fail
-    fail(msg, code)
 
 
 def _store_run(fn, missing_ok: bool = False):
@@ -61,220 +57,217 @@ def _store_run(fn, missing_ok: bool = False):
     try:
         return asyncio.run(go())
     except (CampaignError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except SchemaMissing as exc:
-        _fail(str(exc), EXIT_UNAVAILABLE)
+        fail(str(exc), EXIT_UNAVAILABLE)
     except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
-        _fail(f"PostgreSQL unreachable at {settings.pg_dsn}: {exc}", EXIT_UNAVAILABLE)
+        fail(f"PostgreSQL unreachable at {settings.pg_dsn}: {exc}", EXIT_UNAVAILABLE)
 
 
-def _group(app: typer.Typer, name: str) -> typer.Typer:
-    for g in app.registered_groups:
-        if g.name == name and g.typer_instance is not None:
-            return g.typer_instance
-    sub = typer.Typer(help="Campaigns.", no_args_is_help=True)
-    app.add_typer(sub, name=name)
-    return sub
+app = typer.Typer()
+camp = typer.Typer(help="Campaigns: approval (engine and dialer), dialer campaigns, leads.", no_args_is_help=True)
+app.add_typer(camp, name="campaign")
 
 
-def register(app: typer.Typer) -> None:
-    from dialguard.cli import admin as cli_admin
+@camp.command("create")
+def create(name: str,
+           max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent"),
+           cps: Optional[float] = typer.Option(None, "--cps", help="calls per second"),
+           dial_ratio: Optional[float] = typer.Option(None, "--dial-ratio", help="calls per free agent"),
+           abandon_limit: Optional[float] = typer.Option(None, "--abandon-limit", help="percent per day"),
+           max_attempts: Optional[int] = typer.Option(None, "--max-attempts"),
+           retry_after: Optional[int] = typer.Option(None, "--retry-after", help="seconds before a retry"),
+           ring_timeout: Optional[int] = typer.Option(None, "--ring-timeout", help="seconds"),
+           optout_key: Optional[str] = typer.Option(None, "--optout-key", help="DTMF digit"),
+           dialer: Optional[str] = typer.Option(None, "--dialer",
+                                                help="only this dialer (Stasis app name) runs it; default: any"),
+           as_json: bool = typer.Option(False, "--json")):
+    """Create a dialer campaign (draft: it dials only once approved and started)."""
+    if optout_key is not None and (len(optout_key) != 1 or optout_key not in "0123456789*#"):
+        fail("--optout-key must be one DTMF digit (0-9, *, #)")
+    c = _store_run(lambda s: s.create_campaign(
+        name, max_concurrent=max_concurrent, calls_per_second=cps, dial_ratio=dial_ratio,
+        abandon_limit_pct=abandon_limit, max_attempts=max_attempts, retry_after_s=retry_after,
+        ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer))
+    _show(c, {}, as_json)
 
-    camp = _group(app, "campaign")
-    camp.info.help = "Campaigns: approval (engine and dialer), dialer campaigns, leads."
-    # replaced below by versions that keep PostgreSQL and the engine in agreement
-    camp.registered_commands[:] = [c for c in camp.registered_commands
-                                   if (c.name or c.callback.__name__) not in ("approve", "camp_approve",
-                                                                              "revoke", "camp_revoke")]
 
-    @camp.command("create")
-    def create(name: str,
-               max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent"),
-               cps: Optional[float] = typer.Option(None, "--cps", help="calls per second"),
-               dial_ratio: Optional[float] = typer.Option(None, "--dial-ratio", help="calls per free agent"),
-               abandon_limit: Optional[float] = typer.Option(None, "--abandon-limit", help="percent per day"),
-               max_attempts: Optional[int] = typer.Option(None, "--max-attempts"),
-               retry_after: Optional[int] = typer.Option(None, "--retry-after", help="seconds before a retry"),
-               ring_timeout: Optional[int] = typer.Option(None, "--ring-timeout", help="seconds"),
-               optout_key: Optional[str] = typer.Option(None, "--optout-key", help="DTMF digit"),
-               dialer: Optional[str] = typer.Option(None, "--dialer",
-                                                    help="only this dialer (Stasis app name) runs it; default: any"),
-               as_json: bool = typer.Option(False, "--json")):
-        """Create a dialer campaign (draft: it dials only once approved and started)."""
-        if optout_key is not None and (len(optout_key) != 1 or optout_key not in "0123456789*#"):
-            _fail("--optout-key must be one DTMF digit (0-9, *, #)")
-        c = _store_run(lambda s: s.create_campaign(
-            name, max_concurrent=max_concurrent, calls_per_second=cps, dial_ratio=dial_ratio,
-            abandon_limit_pct=abandon_limit, max_attempts=max_attempts, retry_after_s=retry_after,
-            ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer))
-        _show(c, {}, as_json)
-
-    @camp.command("approve")
-    def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
-                end: Optional[str] = typer.Option(None, "--end"),
-                rules: Optional[str] = typer.Option(None, "--rules", help="the campaign's own packs, comma-separated")):
-        """Approve a campaign (dialer record first, then the engine), optionally for a date
-        range and with its own rule packs."""
-        s, e_ = cli_admin._time(start, "--start"), cli_admin._time(end, "--end")
-        if s and e_ and e_ <= s:
-            _fail("--end must be after --start")
-        if rules:
-            from dialguard.rules import Policy, RulesError
-            try:
-                Policy.load(rules)
-            except RulesError as exc:
-                _fail(str(exc))
-        rec = _dialer_record(lambda st: st.set_approval(name, True, s, e_, rules))
-        cli_admin._run(lambda e: e.set_campaign(name, True, s, e_, rules=rules))
-        typer.echo(f"campaign {name} approved" + (f" from {s.isoformat()}" if s else "")
-                   + (f" until {e_.isoformat()}" if e_ else "")
-                   + ("" if rec else " (engine only: no dialer campaign of that name)"))
-
-    @camp.command("revoke")
-    def revoke(name: str):
-        """Withdraw approval: the engine denies at once; a running dialer campaign stops."""
-        cli_admin._run(lambda e: e.set_campaign(name, False))
-        _dialer_record(lambda st: st.set_approval(name, False))
-        typer.echo(f"campaign {name} not approved")
-
-    def _set_state(name: str, state: str, verb: str):
-        c = _store_run(lambda s: s.set_state(name, state))
-        typer.echo(f"campaign {c.name} {verb}")
-
-    @camp.command("start")
-    def start_(name: str):
-        """Start dialing an approved campaign."""
-        _set_state(name, "running", "running")
-
-    @camp.command("pause")
-    def pause_(name: str):
-        """Stop placing new calls (calls in progress finish)."""
-        _set_state(name, "paused", "paused")
-
-    @camp.command("stop")
-    def stop_(name: str):
-        """Stop the campaign (start it again to resume)."""
-        _set_state(name, "stopped", "stopped")
-
-    @camp.command("status")
-    def status(name: str, as_json: bool = typer.Option(False, "--json")):
-        """State, settings, leads by state, today's answered/abandoned calls and abandon rate."""
-        from dialguard.campaigns.store import local_day
-
-        async def go(s):
-            c = await s.campaign(name)
-            if c is None:
-                raise ValueError(f"campaign {name!r} does not exist")
-            from datetime import timezone
-            answered, abandoned = await s.abandon_stats(name, *local_day(datetime.now(timezone.utc),
-                                                                           Settings().site_timezone))
-            return c, {"leads": await s.lead_counts(name), "answered_today": answered,
-                       "abandoned_today": abandoned}
-
-        c, extra = _store_run(go)
-        _show(c, extra, as_json)
-
-    @camp.command("list")
-    def list_(as_json: bool = typer.Option(False, "--json")):
-        """Dialer campaigns: state, approval and pacing."""
-        from dataclasses import asdict
-
-        rows = []
-        for c in _store_run(lambda s: s.campaigns()):
-            d = asdict(c)
-            for k in ("approved_start", "approved_end"):
-                d[k] = d[k].isoformat() if d[k] else None
-            rows.append(d)
-        if as_json:
-            print(json.dumps({"campaigns": rows}, ensure_ascii=False))
-            return
-        if not rows:
-            typer.echo("no dialer campaign (create one with `dialguard campaign create NAME`)")
-        for d in rows:
-            typer.echo(f"{d['name']}: {d['state']}, {'approved' if d['approved'] else 'not approved'}, "
-                       f"{d['calls_per_second']} calls/s, at most {d['max_concurrent']} at once")
-
-    @camp.command("import")
-    def import_(name: str, path: Path = typer.Argument(..., help="CSV or XLSX with a number column"),
-                rejects: Optional[Path] = typer.Option(None, "--rejects", help="CSV report of rejected rows"),
-                as_json: bool = typer.Option(False, "--json")):
-        """Import leads: numbers normalized to E.164, duplicates dropped, rejected rows reported."""
-        from dialguard.campaigns.leads import LeadFileError, Reject, parse_leads, write_rejects
-
+@camp.command("approve")
+def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
+            end: Optional[str] = typer.Option(None, "--end"),
+            rules: Optional[str] = typer.Option(None, "--rules", help="the campaign's own packs, comma-separated")):
+    """Approve a campaign (dialer record first, then the engine), optionally for a date
+    range and with its own rule packs."""
+    s, e_ = time_arg(start, "--start"), time_arg(end, "--end")
+    if s and e_ and e_ <= s:
+        fail("--end must be after --start")
+    if rules:
+        from dialguard.rules import Policy, RulesError
         try:
-            parsed = parse_leads(path, Settings().default_region)
-        except LeadFileError as exc:
-            _fail(str(exc))
-        added, existing = _store_run(lambda s: s.add_leads(name, parsed.leads))
-        rej = parsed.rejects + [Reject(x.line, x.number, "already a lead of this campaign") for x in existing]
-        rej.sort(key=lambda r: r.line)
-        rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
-        if rej:
-            write_rejects(rejects, rej)
-        report = {"campaign": name, "rows": parsed.rows, "added": added,
-                  "duplicates": parsed.duplicates_in_file + len(existing),
-                  "rejected": len(rej), "rejects_file": str(rejects) if rej else None,
-                  "rejects": [{"line": r.line, "value": r.value, "why": r.why} for r in rej[:100]]}
-        if as_json:
-            print(json.dumps(report, ensure_ascii=False))
-            return
-        typer.echo(f"{parsed.rows} rows: {added} leads added, {len(rej)} rejected"
-                   + (f" (see {rejects})" if rej else ""))
-        for r in rej[:10]:
-            typer.echo(f"  line {r.line}: {r.value!r}: {r.why}")
+            Policy.load(rules)
+        except RulesError as exc:
+            fail(str(exc))
+    rec = _dialer_record(lambda st: st.set_approval(name, True, s, e_, rules))
+    run(lambda e: e.set_campaign(name, True, s, e_, rules=rules))
+    typer.echo(f"campaign {name} approved" + (f" from {s.isoformat()}" if s else "")
+               + (f" until {e_.isoformat()}" if e_ else "")
+               + ("" if rec else " (engine only: no dialer campaign of that name)"))
 
-    @camp.command("disposition")
-    def disposition(lead_id: int, result: str = typer.Argument(..., help="success | failed | follow-up"),
-                    at: Optional[str] = typer.Option(None, "--at", help="follow-up time, ISO 8601 with offset")):
-        """An agent's disposition of a lead: done (success, failed) or called again at a time."""
-        try:
-            kind, when = parse_disposition(result + (f"@{at}" if at else ""))
-        except ValueError as exc:
-            _fail(str(exc))
-        row = _store_run(lambda s: s.set_disposition(lead_id, kind, when))
-        if row is None:
-            _fail(f"lead {lead_id} does not exist")
-        typer.echo(f"lead {lead_id}: {kind}" + (f", next call at {when.isoformat()}" if when else "")
-                   + (" (on a call now: applied when the call ends)" if row["state"] == "dialing"
-                      else f" (state {row['state']})"))
 
-    dialer = typer.Typer(help="The ARI campaign dialer.", no_args_is_help=True)
-    app.add_typer(dialer, name="dialer")
+@camp.command("revoke")
+def revoke(name: str):
+    """Withdraw approval: the engine denies at once; a running dialer campaign stops."""
+    run(lambda e: e.set_campaign(name, False))
+    _dialer_record(lambda st: st.set_approval(name, False))
+    typer.echo(f"campaign {name} not approved")
 
-    @dialer.command("run")
-    def dialer_run(
-        agents: str = typer.Option(os.environ.get("DIALGUARD_DIALER_AGENTS", ""), "--agents",
-                                   help="NAME=ENDPOINT,... e.g. a1=PJSIP/agent-phones/sip:a1@10.0.0.5"),
-        campaign: Optional[list[str]] = typer.Option(None, "--campaign", help="only these (default: all running)"),
-        trunk: str = typer.Option(os.environ.get("DIALGUARD_DIALER_TRUNK", "carrier"), "--trunk"),
-        app_name: str = typer.Option(os.environ.get("DIALGUARD_DIALER_APP", "dialguard-dialer"), "--app"),
-        bridge_timeout: float = typer.Option(2.0, "--bridge-timeout", help="seconds from answer to agent"),
-        agent_devices: Optional[str] = typer.Option(
-            None, "--agent-devices", help="NAME=DEVICE,... whose Asterisk device state says an agent is busy "
-                                          "(default: DIALGUARD_DIALER_AGENT_DEVICES)"),
-        agent_lease: Optional[float] = typer.Option(
-            None, "--agent-lease", help="seconds an agent lease lives without a heartbeat "
-                                        "(default: DIALGUARD_DIALER_AGENT_LEASE_S, 15)"),
-    ):
-        """Run the dialer: ARI Stasis app, campaigns from PostgreSQL, decisions by the engine.
-        ARI from DIALGUARD_ARI_URL / DIALGUARD_ARI_USER / DIALGUARD_ARI_PASSWORD."""
-        from ari_app.main import config_from_env, parse_agents, run_dialer
 
-        if agent_devices is not None:
-            os.environ["DIALGUARD_DIALER_AGENT_DEVICES"] = agent_devices
-        if agent_lease is not None:
-            os.environ["DIALGUARD_DIALER_AGENT_LEASE_S"] = str(agent_lease)
-        try:
-            agent_map = parse_agents(agents)
-            config_from_env(agent_map)  # every setting checked before anything starts
-        except ValueError as exc:
-            _fail(str(exc))
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        try:
-            asyncio.run(run_dialer(agent_map, campaigns=campaign or None, trunk=trunk, app=app_name,
-                                   bridge_timeout=bridge_timeout))
-        except KeyboardInterrupt:
-            pass
+def _set_state(name: str, state: str, verb: str):
+    c = _store_run(lambda s: s.set_state(name, state))
+    typer.echo(f"campaign {c.name} {verb}")
+
+
+@camp.command("start")
+def start_(name: str):
+    """Start dialing an approved campaign."""
+    _set_state(name, "running", "running")
+
+
+@camp.command("pause")
+def pause_(name: str):
+    """Stop placing new calls (calls in progress finish)."""
+    _set_state(name, "paused", "paused")
+
+
+@camp.command("stop")
+def stop_(name: str):
+    """Stop the campaign (start it again to resume)."""
+    _set_state(name, "stopped", "stopped")
+
+
+@camp.command("status")
+def status(name: str, as_json: bool = typer.Option(False, "--json")):
+    """State, settings, leads by state, today's answered/abandoned calls and abandon rate."""
+    from dialguard.campaigns.store import local_day
+
+    async def go(s):
+        c = await s.campaign(name)
+        if c is None:
+            raise ValueError(f"campaign {name!r} does not exist")
+        from datetime import timezone
+        answered, abandoned = await s.abandon_stats(name, *local_day(datetime.now(timezone.utc),
+                                                                       Settings().site_timezone))
+        return c, {"leads": await s.lead_counts(name), "answered_today": answered,
+                   "abandoned_today": abandoned}
+
+    c, extra = _store_run(go)
+    _show(c, extra, as_json)
+
+
+@camp.command("list")
+def list_(as_json: bool = typer.Option(False, "--json")):
+    """Dialer campaigns: state, approval and pacing."""
+    from dataclasses import asdict
+
+    rows = []
+    for c in _store_run(lambda s: s.campaigns()):
+        d = asdict(c)
+        for k in ("approved_start", "approved_end"):
+            d[k] = d[k].isoformat() if d[k] else None
+        rows.append(d)
+    if as_json:
+        print(json.dumps({"campaigns": rows}, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("no dialer campaign (create one with `dialguard campaign create NAME`)")
+    for d in rows:
+        typer.echo(f"{d['name']}: {d['state']}, {'approved' if d['approved'] else 'not approved'}, "
+                   f"{d['calls_per_second']} calls/s, at most {d['max_concurrent']} at once")
+
+
+@camp.command("import")
+def import_(name: str, path: Path = typer.Argument(..., help="CSV or XLSX with a number column"),
+            rejects: Optional[Path] = typer.Option(None, "--rejects", help="CSV report of rejected rows"),
+            as_json: bool = typer.Option(False, "--json")):
+    """Import leads: numbers normalized to E.164, duplicates dropped, rejected rows reported."""
+    from dialguard.campaigns.leads import LeadFileError, Reject, parse_leads, write_rejects
+
+    try:
+        parsed = parse_leads(path, Settings().default_region)
+    except LeadFileError as exc:
+        fail(str(exc))
+    added, existing = _store_run(lambda s: s.add_leads(name, parsed.leads))
+    rej = parsed.rejects + [Reject(x.line, x.number, "already a lead of this campaign") for x in existing]
+    rej.sort(key=lambda r: r.line)
+    rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
+    if rej:
+        write_rejects(rejects, rej)
+    report = {"campaign": name, "rows": parsed.rows, "added": added,
+              "duplicates": parsed.duplicates_in_file + len(existing),
+              "rejected": len(rej), "rejects_file": str(rejects) if rej else None,
+              "rejects": [{"line": r.line, "value": r.value, "why": r.why} for r in rej[:100]]}
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    typer.echo(f"{parsed.rows} rows: {added} leads added, {len(rej)} rejected"
+               + (f" (see {rejects})" if rej else ""))
+    for r in rej[:10]:
+        typer.echo(f"  line {r.line}: {r.value!r}: {r.why}")
+
+
+@camp.command("disposition")
+def disposition(lead_id: int, result: str = typer.Argument(..., help="success | failed | follow-up"),
+                at: Optional[str] = typer.Option(None, "--at", help="follow-up time, ISO 8601 with offset")):
+    """An agent's disposition of a lead: done (success, failed) or called again at a time."""
+    try:
+        kind, when = parse_disposition(result + (f"@{at}" if at else ""))
+    except ValueError as exc:
+        fail(str(exc))
+    row = _store_run(lambda s: s.set_disposition(lead_id, kind, when))
+    if row is None:
+        fail(f"lead {lead_id} does not exist")
+    typer.echo(f"lead {lead_id}: {kind}" + (f", next call at {when.isoformat()}" if when else "")
+               + (" (on a call now: applied when the call ends)" if row["state"] == "dialing"
+                  else f" (state {row['state']})"))
+
+dialer = typer.Typer(help="The ARI campaign dialer.", no_args_is_help=True)
+app.add_typer(dialer, name="dialer")
+
+
+@dialer.command("run")
+def dialer_run(
+    agents: str = typer.Option(os.environ.get("DIALGUARD_DIALER_AGENTS", ""), "--agents",
+                               help="NAME=ENDPOINT,... e.g. a1=PJSIP/agent-phones/sip:a1@10.0.0.5"),
+    campaign: Optional[list[str]] = typer.Option(None, "--campaign", help="only these (default: all running)"),
+    trunk: str = typer.Option(os.environ.get("DIALGUARD_DIALER_TRUNK", "carrier"), "--trunk"),
+    app_name: str = typer.Option(os.environ.get("DIALGUARD_DIALER_APP", "dialguard-dialer"), "--app"),
+    bridge_timeout: float = typer.Option(2.0, "--bridge-timeout", help="seconds from answer to agent"),
+    agent_devices: Optional[str] = typer.Option(
+        None, "--agent-devices", help="NAME=DEVICE,... whose Asterisk device state says an agent is busy "
+                                      "(default: DIALGUARD_DIALER_AGENT_DEVICES)"),
+    agent_lease: Optional[float] = typer.Option(
+        None, "--agent-lease", help="seconds an agent lease lives without a heartbeat "
+                                    "(default: DIALGUARD_DIALER_AGENT_LEASE_S, 15)"),
+):
+    """Run the dialer: ARI Stasis app, campaigns from PostgreSQL, decisions by the engine.
+    ARI from DIALGUARD_ARI_URL / DIALGUARD_ARI_USER / DIALGUARD_ARI_PASSWORD."""
+    from ari_app.main import config_from_env, parse_agents, run_dialer
+
+    if agent_devices is not None:
+        os.environ["DIALGUARD_DIALER_AGENT_DEVICES"] = agent_devices
+    if agent_lease is not None:
+        os.environ["DIALGUARD_DIALER_AGENT_LEASE_S"] = str(agent_lease)
+    try:
+        agent_map = parse_agents(agents)
+        config_from_env(agent_map)  # every setting checked before anything starts
+    except ValueError as exc:
+        fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_dialer(agent_map, campaigns=campaign or None, trunk=trunk, app=app_name,
+                               bridge_timeout=bridge_timeout))
+    except KeyboardInterrupt:
+        pass
 
 
 def _dialer_record(fn):

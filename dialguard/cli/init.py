@@ -26,6 +26,7 @@ from typing import Optional
 
 import typer
 
+from dialguard.cli.common import fail
 from dialguard.config import parse_env_file
 from dialguard.redis_acl import ROLES, acl_file, setuser_line, username
 
@@ -83,31 +84,32 @@ def generate(directory: Path, *, secrets_file: Path | None = None, prefix: str =
     return {"created": created, "kept": kept, "passwords": passwords}
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("init")
-    def init(
-        directory: Path = typer.Option(Path("/etc/dialguard"), "--dir", help="where the files go"),
-        secrets_file: Optional[Path] = typer.Option(None, "--secrets-file",
-                                                    help="hash secret and data key file (default DIR/secrets.env)"),
-        prefix: str = typer.Option(os.environ.get("DIALGUARD_KEY_PREFIX", "dg"), "--prefix",
-                                   help="Redis key prefix the ACL users are confined to"),
-        owner: Optional[str] = typer.Option(None, "--owner", help="owner of the secrets (the service user; "
-                                                                  "default: whoever runs init)"),
-        redis_owner: Optional[str] = typer.Option(None, "--redis-owner", help="owner of redis-users.acl "
-                                                                              "(the redis user)"),
-    ):
-        """Generate the hash secret, the data key and one Redis ACL user per role (files 0600, kept if present)."""
-        try:
-            res = generate(directory, secrets_file=secrets_file, prefix=prefix, owner=owner,
-                           redis_owner=redis_owner)
-        except (OSError, ValueError, KeyError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
-        for p in res["kept"]:
-            typer.echo(f"kept     {p} (exists: never overwritten)")
-        for p in res["created"]:
-            typer.echo(f"written  {p} (0600)")
-        typer.echo("Redis: `aclfile` " + str(directory / "redis-users.acl") + " in redis.conf, or these lines "
-                   "in redis-cli (passwords as SHA-256):")
-        for role in ROLES:
-            typer.echo("  " + setuser_line(role, prefix, res["passwords"][role]))
+app = typer.Typer()
+
+
+@app.command("init")
+def init(
+    directory: Path = typer.Option(Path("/etc/dialguard"), "--dir", help="where the files go"),
+    secrets_file: Optional[Path] = typer.Option(None, "--secrets-file",
+                                                help="hash secret and data key file (default DIR/secrets.env)"),
+    prefix: str = typer.Option(os.environ.get("DIALGUARD_KEY_PREFIX", "dg"), "--prefix",
+                               help="Redis key prefix the ACL users are confined to"),
+    owner: Optional[str] = typer.Option(None, "--owner", help="owner of the secrets (the service user; "
+                                                              "default: whoever runs init)"),
+    redis_owner: Optional[str] = typer.Option(None, "--redis-owner", help="owner of redis-users.acl "
+                                                                          "(the redis user)"),
+):
+    """Generate the hash secret, the data key and one Redis ACL user per role (files 0600, kept if present)."""
+    try:
+        res = generate(directory, secrets_file=secrets_file, prefix=prefix, owner=owner,
+                       redis_owner=redis_owner)
+    except (OSError, ValueError, KeyError) as exc:
+        fail(str(exc))
+    for p in res["kept"]:
+        typer.echo(f"kept     {p} (exists: never overwritten)")
+    for p in res["created"]:
+        typer.echo(f"written  {p} (0600)")
+    typer.echo("Redis: `aclfile` " + str(directory / "redis-users.acl") + " in redis.conf, or these lines "
+               "in redis-cli (passwords as SHA-256):")
+    for role in ROLES:
+        typer.echo("  " + setuser_line(role, prefix, res["passwords"][role]))

@@ -8,18 +8,14 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-# Own consoles (not dialguard.cli's): the CLI imports this module, never the reverse.
+from dialguard.cli.common import fail
+
 out = Console(soft_wrap=True)  # paths and diffs stay on one line
-err = Console(stderr=True, soft_wrap=True)
 
-
-def fail(msg: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
-    raise typer.Exit(code)
-
+app = typer.Typer()
 install_app = typer.Typer(help="Install the guard's pieces into an existing PBX.", no_args_is_help=True)
+app.add_typer(install_app, name="install")
 
 
 @install_app.command("asterisk")
@@ -68,6 +64,3 @@ def install_asterisk(
                       "  (docs/FREEPBX.md) or extensions_dialguard_vicidial.conf (docs/VICIDIAL.md)",
                       highlight=False, markup=False)
 
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(install_app, name="install")

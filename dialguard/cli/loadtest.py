@@ -10,18 +10,15 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-# Own consoles (not dialguard.cli's): the CLI imports this module, never the reverse.
+from dialguard.cli.common import fail
+
 out = Console(soft_wrap=True)  # paths and diffs stay on one line
-err = Console(stderr=True, soft_wrap=True)
+
+app = typer.Typer()
 
 
-def fail(msg: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
-    raise typer.Exit(code)
-
-
+@app.command("loadtest")
 def loadtest(
     pbx: str = typer.Option(..., "--pbx", help="HOST:PORT of the PBX's SIP listener."),
     caller: str = typer.Option(..., "--caller", help="From user your PBX routes through the guard."),
@@ -61,6 +58,3 @@ def loadtest(
     else:
         out.print(render(report), highlight=False, markup=False)
 
-
-def register(app: typer.Typer) -> None:
-    app.command("loadtest")(loadtest)

@@ -1,0 +1,82 @@
+"""What every `dialguard` command shares: exit codes, consoles, failing with a
+clear message, running one call against the live store.
+
+Exit codes: 0 ok; 1 the command ran and the answer is "no" (a check denied, a
+record not found, rules that differ; an empty list is not a "no"); 2 bad input
+(rules file, scenario, number, option, file); 3 a service (Redis, PostgreSQL)
+is unreachable or not set up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import typer
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.markup import escape
+
+from dialguard.config import Settings
+from dialguard.dnc import DncDbUnavailable
+from dialguard.numbers import NumberError
+from dialguard.timeutil import parse_time
+
+EXIT_OK, EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_NOT_FOUND = EXIT_DENIED  # "no such record" is a "no", not bad input
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # errors stay on one line, whatever the width
+
+
+def fail(msg: str, code: int = EXIT_BAD_INPUT):
+    """Print `error: msg` on stderr and exit with code."""
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def redis_unreachable(settings: Settings, exc: Exception):
+    fail(f"Redis unreachable at {settings.redis_where()}: {exc} (start it with `make up` "
+         "or set DIALGUARD_REDIS_URL)", EXIT_UNAVAILABLE)
+
+
+def run(coro_fn, rules: str | None = None):
+    """Run coro_fn(store) with the admin store on the live Redis; map failures to exit codes.
+
+    The admin store loads no hot path (no Lua preload, no pipelined client, no spool)."""
+    from dialguard.engine import Engine
+    from dialguard.rules import Policy, RulesError
+
+    settings = Settings()
+    try:
+        policy = Policy.load(rules or settings.rules)
+    except RulesError as exc:
+        fail(str(exc))
+
+    async def go():
+        engine = await Engine.create(settings, policy)
+        try:
+            return await coro_fn(engine)
+        finally:
+            await engine.close()
+
+    try:
+        return asyncio.run(go())
+    except NumberError as exc:
+        fail(str(exc))
+    except ValueError as exc:
+        fail(str(exc))
+    except DncDbUnavailable as exc:
+        fail(str(exc), EXIT_UNAVAILABLE)
+    except (RedisError, OSError) as exc:
+        redis_unreachable(settings, exc)
+
+
+def time_arg(text: str | None, what: str) -> datetime | None:
+    """An option holding an ISO 8601 time with offset (None when not given); exit 2 when malformed."""
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        fail(f"{what}: {exc}")

@@ -1,0 +1,89 @@
+"""Decisions from the command line: `dialguard check` (one real decision on the
+live store) and `dialguard simulate` (a scenario replayed in an isolated namespace)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dialguard.cli.common import EXIT_DENIED, EXIT_UNAVAILABLE, fail, out, redis_unreachable
+from dialguard.config import Settings
+from dialguard.decision.models import DecisionRequest
+from dialguard.rules import Policy, RulesError
+from dialguard.timeutil import parse_time
+
+app = typer.Typer()
+
+
+@app.command()
+def simulate(scenario: Path = typer.Argument(..., help="Scenario YAML (SPEC §5)")):
+    """Replay a scenario against rules in an isolated namespace; one JSON line per attempt."""
+    from dialguard.simulate import ScenarioError, load_scenario, run_scenario
+    from redis.exceptions import RedisError
+
+    try:
+        sc, policy = load_scenario(scenario)
+    except ScenarioError as exc:
+        fail(str(exc))
+    try:
+        asyncio.run(run_scenario(sc, policy, emit=lambda line: print(line, flush=True)))
+    except (RedisError, OSError) as exc:
+        redis_unreachable(Settings(), exc)
+
+
+@app.command()
+def check(
+    number: str = typer.Argument(..., help="Number to call, any format"),
+    campaign: str = typer.Option(..., "--campaign", "-c"),
+    agent: str = typer.Option(..., "--agent", "-a"),
+    caller_id: Optional[str] = typer.Option(None, "--caller-id"),
+    subject: Optional[str] = typer.Option(None, "--subject"),
+    at: Optional[str] = typer.Option(None, "--at", help="ISO 8601 time with offset (default: now)"),
+    rules: Optional[str] = typer.Option(None, "--rules", help="Packs or files, comma-separated"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Decide one attempt against the live store, explaining each reason.
+
+    A check is a real decision: when allowed, the attempt is counted.
+    """
+    from dialguard.engine import Engine
+
+    try:
+        now = parse_time(at) if at else None
+    except ValueError as exc:
+        fail(f"--at: {exc}")
+    settings = Settings()
+    try:
+        policy = Policy.load(rules or settings.rules)
+    except RulesError as exc:
+        fail(str(exc))
+
+    async def run():
+        # --rules names the rules to decide with; otherwise the published version applies
+        engine = await Engine.create(settings, policy, versioned=rules is None)
+        try:
+            return await engine.decide(DecisionRequest(number=number, campaign=campaign, agent=agent,
+                                                       caller_id=caller_id, subject=subject), now=now)
+        finally:
+            await engine.close()
+
+    d = asyncio.run(run())
+    if as_json:
+        print(d.model_dump_json())
+    else:
+        color = "green" if d.allowed else "red"
+        out.print(f"[bold {color}]{d.decision.upper()}[/] {d.number or number}  decision {d.decision_id}")
+        if d.allowed:
+            out.print(f"  caller ID: {d.caller_id or '(dialplan default)'}   max duration: "
+                      f"{d.max_duration_s or 'none'}{'s' if d.max_duration_s else ''}")
+        for r in d.reasons:
+            out.print(f"  [bold]{r}[/]: {d.explanations.get(r, '')}", highlight=False)
+        if not d.allowed:
+            ne = d.next_eligible_at.isoformat() if d.next_eligible_at else "never (a permanent block) or unknown"
+            out.print(f"  next eligible: {ne}")
+    if d.reasons == ["guard_unavailable"]:
+        raise typer.Exit(EXIT_UNAVAILABLE)
+    raise typer.Exit(0 if d.allowed else EXIT_DENIED)
