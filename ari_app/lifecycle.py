@@ -27,6 +27,7 @@ from ari_app.agents import AgentPool
 from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call, cause_of, not_answered_result,
                            quiet, sip_of)
 from ari_app.client import AriError, AriUnavailable
+from dialguard.campaigns.disposition import parse_disposition
 from dialguard.campaigns.store import Campaign, Store
 from dialguard.models import DecisionRequest, Outcome
 
@@ -518,7 +519,6 @@ class Lifecycle:
         await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
 
     async def _disposition(self, call: Call, value: str) -> None:
-        from dialguard.campaigns.cli import parse_disposition
         try:
             disp, at = parse_disposition(value)
         except ValueError as exc:

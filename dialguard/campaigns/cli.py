@@ -26,24 +26,10 @@ from typing import Optional
 
 import typer
 
+from dialguard.campaigns.disposition import DISPOSITIONS, parse_disposition  # noqa: F401
 from dialguard.config import Settings
 
 EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 2, 3
-DISPOSITIONS = ("success", "failed", "follow-up")
-
-
-def parse_disposition(text: str) -> tuple[str, datetime | None]:
-    """`success`, `failed`, or `follow-up@<ISO time with offset>`."""
-    from dialguard.engine import parse_time
-
-    kind, _, at = text.strip().partition("@")
-    if kind not in DISPOSITIONS:
-        raise ValueError(f"disposition {kind!r}: expected one of {', '.join(DISPOSITIONS)}")
-    if kind == "follow-up":
-        if not at:
-            raise ValueError("follow-up needs a time: follow-up@2025-03-04T10:00:00+08:00")
-        return kind, parse_time(at)
-    return kind, None
 
 
 def _fail(msg: str, code: int = EXIT_BAD_INPUT):
