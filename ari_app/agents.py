@@ -231,12 +231,13 @@ class AgentPool:
         """The call `cid` no longer needs its agent: free it here and in Redis."""
         for a in self.agents.values():
             if a.call == cid:
-                leased, a.leased = a.leased, False
+                a.leased = False
                 a.call = None
                 a.channel = None
                 a.idle_since = time.monotonic()
-                if leased:
-                    await self.release_lease(a.name, cid)
+                # released even when not taken over yet (an adopted call that ended while no
+                # dialer ran): compared on the call id, it never frees another call's lease
+                await self.release_lease(a.name, cid)
 
     async def watch_devices(self) -> None:
         """Subscribe to the agents' device states (again after every reconnect: an

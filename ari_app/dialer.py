@@ -43,10 +43,12 @@ class DialerConfig:
     app: str = "dialguard-dialer"
     name: str | None = None  # the name campaigns are assigned by (their `dialer`); default: app
     trunk: str = "carrier"
+    context: str = "dialguard-dialer"  # dialplan context customer legs are originated into
+    drain_s: float = 10.0  # on stop: how long calls ringing or answered get to be bridged
     campaigns: list[str] | None = None  # None: every running campaign
     bridge_timeout_s: float = 2.0
     abandon_media: str = "sound:all-circuits-busy-now"
-    abandon_media_max_s: float = 4.0
+    abandon_media_max_s: float = 30.0  # the abandon message is cut after this (normally: hangup at its end)
     tick_s: float = 0.05
     site_timezone: str = "Asia/Shanghai"
     guard_retry_s: int = 30  # guard_unavailable: try the lead again after this
@@ -104,6 +106,7 @@ class Dialer:
         self.ari.on_event = self.life.on_event
         self.ari.on_connect = self.life.reconcile
         self._stop = asyncio.Event()
+        self._started = False
 
     # the parts' state, as tests and metrics read it
     @property
@@ -137,18 +140,25 @@ class Dialer:
                 pass
         await self._refresh_campaigns()  # takes its campaigns' locks and adopts their calls
         self.ari.start()
+        self._started = True
         try:
             await self._pace_loop()
         finally:
-            await self.shutdown()
+            # drained only when asked to stop (SIGTERM); cancelled, it stops at once
+            await self.shutdown(drain=self._stop.is_set())
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, drain: bool = False) -> None:
         self._stop.set()
         if self.life.placing:
             await asyncio.gather(*self.life.placing, return_exceptions=True)
+        if drain and self._started:
+            try:
+                await self.life.drain(self.cfg.drain_s, self.pool.refresh)
+            except Exception:  # noqa: BLE001 - stopping anyway: the next dialer adopts what is left
+                log.exception("drain on stop failed")
         if self._background:  # an opt-out still retrying: give it a moment, then say so
             _, pending = await asyncio.wait(self._background, timeout=5)
             for t in pending:

@@ -27,11 +27,37 @@ from ari_app.agents import AgentPool
 from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call, cause_of, not_answered_result,
                            quiet, sip_of)
 from ari_app.client import AriError, AriUnavailable
+from dialguard.campaigns.disposition import parse_disposition
 from dialguard.campaigns.store import Campaign, Store
 from dialguard.decision.models import DecisionRequest, Outcome
 
 log = logging.getLogger("ari_app.lifecycle")
 UTC = timezone.utc
+
+
+def sound_of(media: str | None) -> str:
+    """Playback()'s argument for an ARI media URI (sound:NAME -> NAME); "" for none."""
+    if not media:
+        return ""
+    return media[len("sound:"):] if media.startswith("sound:") else media
+
+
+def fallback_var(cid: str) -> str:
+    """The global the dialplan's fallback writes for channel `cid` (extensions_dialguard.conf)."""
+    return "DGAB_" + cid.split("-", 1)[-1]
+
+
+def parse_trace(value: str | None) -> tuple[datetime, datetime, str] | None:
+    """"answered/ended/how" (epoch seconds) -> (answered, ended, how); None when unset or bad."""
+    parts = (value or "").split("/")
+    if len(parts) != 3 or parts[2] not in ("stasis", "fallback"):
+        return None
+    try:
+        answered = datetime.fromtimestamp(float(parts[0]), UTC)
+        ended = datetime.fromtimestamp(float(parts[1]), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return answered, max(answered, ended), parts[2]
 
 
 class Lifecycle:
@@ -46,6 +72,82 @@ class Lifecycle:
         self.calls: dict[str, Call] = {}  # customer channel id -> call
         self.agent_legs: dict[str, str] = {}  # agent channel id -> customer channel id
         self.placing: set[asyncio.Task] = set()
+
+    def abandon_media(self, campaign: str) -> str:
+        """The campaign's abandon message (an Asterisk media URI), else the dialer's default."""
+        camp = self.campaign_of(campaign)
+        return (camp.abandon_media if camp and camp.abandon_media else None) or self.cfg.abandon_media
+
+    async def watch_trunk(self) -> None:
+        """Our calls are not in Stasis until they answer: their channel events (a busy,
+        a no answer, an answer in the dialplan's fallback) reach us through the trunk
+        endpoint's subscription, taken again after every reconnect."""
+        await self.ari.post(f"applications/{self.cfg.app}/subscription",
+                            eventSource=f"endpoint:PJSIP/{self.cfg.trunk}")
+
+    async def fallback_trace(self, cid: str) -> tuple[datetime, datetime, str] | None:
+        """(answered, ended, how) of an answered call as the dialplan recorded it at hangup
+        (how: "stasis", handled by a dialer, or "fallback", abandoned by the dialplan
+        with no dialer to take it); None: not answered, or not ended yet."""
+        try:
+            r = await self.ari.get("asterisk/variable", variable=fallback_var(cid))
+        except AriError as exc:
+            if exc.status in (400, 404):
+                return None
+            raise
+        return parse_trace(r.get("value") if isinstance(r, dict) else None)
+
+    async def drain(self, bound_s: float, heartbeat) -> None:
+        """A stopping dialer (SIGTERM) places no new call and gives its calls up to
+        `bound_s` to be answered and bridged (or abandoned); then the answered ones
+        still without an agent go to the dialplan's fallback (the abandon message,
+        hangup, recorded as abandoned), and agents leased for calls not bridged are
+        released. Bridged calls are handed over: they stay up in Asterisk and the next
+        dialer adopts them (their agents' leases with them). Calls still ringing are
+        left to the dialplan: answered later, the fallback abandons them lawfully."""
+        deadline = time.monotonic() + bound_s
+
+        def pending() -> list[Call]:
+            return [c for c in self.calls.values() if not c.finalizing and c.state != "bridged"
+                    and (c.state != "originated" or c.answered_at is not None)]
+
+        def waiting() -> bool:
+            # ringing calls too, until the bound
+            return any(not c.finalizing and c.state != "bridged" for c in self.calls.values())
+
+        while self.ari.healthy and time.monotonic() < deadline and waiting():
+            await heartbeat()
+            await asyncio.sleep(0.1)
+        if not self.ari.healthy:
+            return
+        for c in pending():
+            if c.state != "answered":
+                continue
+            for t in c.tasks:
+                t.cancel()
+            if not c.abandoned:
+                c.abandoned = True
+                self.stats["abandoned"] += 1
+            log.info("stopping: call %s answered with no agent yet: to the dialplan's abandon message",
+                     c.channel_id)
+            if c.agent_channel:
+                self.agent_legs.pop(c.agent_channel, None)
+                await quiet(self.ari.delete(f"channels/{c.agent_channel}"))
+            await quiet(self.ari.post(f"channels/{c.channel_id}/continue", context=self.cfg.context,
+                                      extension="s", label="fallback"))
+            if c.bridge_id:
+                await quiet(self.ari.delete(f"bridges/{c.bridge_id}"))
+            await self.pool.free_agent_of(c.channel_id)
+        # a moment for the messages to end, so that their outcomes are ours to record
+        end = time.monotonic() + min(self.cfg.abandon_media_max_s, 10.0)
+        while self.ari.healthy and time.monotonic() < end and any(
+                c.abandoned and not c.finalizing for c in self.calls.values()):
+            await heartbeat()
+            await asyncio.sleep(0.1)
+        bridged = {c.channel_id for c in self.calls.values() if c.state == "bridged"}
+        for a in self.pool.agents.values():
+            if a.call is not None and a.call not in bridged:
+                await self.pool.free_agent_of(a.call)
 
     def start(self, camp: Campaign, call: Call) -> None:
         """A lead claimed for `call`: counted in flight at once, placed in a task of its own."""
@@ -101,6 +203,7 @@ class Lifecycle:
 
     async def reconcile(self) -> None:
         await self.pool.watch_devices()
+        await self.watch_trunk()
         channels = await self.ari.get("channels")
         live = {c["id"]: c for c in channels}
         for cid, call in list(self.calls.items()):
@@ -187,11 +290,16 @@ class Lifecycle:
                                      max_duration_s=d.max_duration_s or 0)
         await self.store.release_lead(lead["id"], state="dialing", count_attempt=True)
         number = lead["number"] if self.cfg.dial_plus else lead["number"].lstrip("+")
-        params = dict(endpoint=f"PJSIP/{number}@{self.cfg.trunk}", app=self.cfg.app, appArgs="customer",
-                      timeout=camp.ring_timeout_s)
+        # into the dialplan context, which enters our Stasis app on answer: if no dialer
+        # runs by then, the context abandons the call lawfully instead of Asterisk
+        # hanging up on the callee ("Stasis app not active")
+        params = dict(endpoint=f"PJSIP/{number}@{self.cfg.trunk}", context=self.cfg.context, extension="s",
+                      priority=1, timeout=camp.ring_timeout_s)
         if d.caller_id:
             params["callerId"] = d.caller_id
         body = {"variables": {"DIALGUARD_DECISION_ID": d.decision_id, "DIALGUARD_CAMPAIGN": camp.name,
+                              "DIALGUARD_APP": self.cfg.app,
+                              "DIALGUARD_ABANDON_SOUND": sound_of(self.abandon_media(camp.name)),
                               "CDR(campaign)": camp.name, "CDR(dialguard_decision_id)": d.decision_id}}
         ok = await self._originate(call.channel_id, params, body)
         if ok:
@@ -260,6 +368,10 @@ class Lifecycle:
                 await self.finalize(self.calls[ch], cause=e.get("cause"), sip=sip_of(e.get("tech_cause")))
             elif ch in self.agent_legs:
                 await self._agent_gone(ch)
+        elif kind == "PlaybackFinished" and (e.get("playback") or {}).get("id", "").startswith("dgp-"):
+            call = self.calls.get("dgc-" + e["playback"]["id"][4:])
+            if call is not None and call.abandoned and not call.finalizing:  # the abandon message is over
+                await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
         elif kind == "ChannelDtmfReceived" and ch in self.calls:
             await self._dtmf(self.calls[ch], e.get("digit"))
         elif kind == "DeviceStateChanged":
@@ -359,8 +471,10 @@ class Lifecycle:
             await quiet(self.ari.delete(f"channels/{call.agent_channel}"))
         if call.bridge_id:
             await quiet(self.ari.post(f"bridges/{call.bridge_id}/removeChannel", channel=call.channel_id))
-        if self.cfg.abandon_media:
-            await quiet(self.ari.post(f"channels/{call.channel_id}/play", media=self.cfg.abandon_media))
+        media = self.abandon_media(call.campaign)
+        if media:
+            # hung up when the message ends (PlaybackFinished), at the latest after abandon_media_max_s
+            await quiet(self.ari.post(f"channels/{call.channel_id}/play/dgp-{call.channel_id[4:]}", media=media))
 
         async def hang_later():
             await asyncio.sleep(self.cfg.abandon_media_max_s)
@@ -405,7 +519,6 @@ class Lifecycle:
         await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
 
     async def _disposition(self, call: Call, value: str) -> None:
-        from dialguard.campaigns.disposition import parse_disposition
         try:
             disp, at = parse_disposition(value)
         except ValueError as exc:
@@ -431,13 +544,38 @@ class Lifecycle:
         for t in call.tasks:
             if t is not asyncio.current_task():
                 t.cancel()
+        ended_at = datetime.now(UTC)
+        # What the dialplan saw (extensions_dialguard.conf [dialguard-dialer]): needed when
+        # the call may have been answered, or may have ended, while no dialer was watching.
+        trace = None
+        if not failed and (vanished or call.resumed or call.state in ("reserved", "originated")):
+            try:
+                trace = await self.fallback_trace(call.channel_id)
+            except AriUnavailable:
+                trace = None
+        answered_wall = None
+        if trace is not None:
+            answered_wall, ended_at, how = trace
+            if how == "fallback" and call.bridged_at is None:  # answered with no dialer: abandoned
+                if not call.abandoned:
+                    call.abandoned = True
+                    self.stats["abandoned"] += 1
+                log.info("call %s: answered while no dialer could take it, abandoned by the dialplan "
+                         "(its message, then hangup)", call.channel_id)
+            elif call.answered_at is not None:
+                answered_wall = None  # answered under our eyes: its stored answer time stands
         talk_s = 0
         if call.bridged_at is not None:
-            talk_s = int(time.monotonic() - call.bridged_at)
+            # to the end Asterisk saw (a call that ended while no dialer ran is not inflated)
+            end_mono = time.monotonic() - max(0.0, (datetime.now(UTC) - ended_at).total_seconds())
+            talk_s = max(0, int(end_mono - call.bridged_at))
             result = "conversation"
         elif call.abandoned:
             result = "abandoned"
-        elif call.answered_at is not None:
+        elif call.answered_at is not None and call.resumed:
+            # answered, then its dialer stopped before any agent came: nobody took the call
+            result = "abandoned"
+        elif call.answered_at is not None or answered_wall is not None:
             result = "answered"
         elif failed:
             result = "failed"
@@ -445,12 +583,14 @@ class Lifecycle:
             result = "no_answer"  # unknown: counted, nothing taken back out of the caps
         else:
             result = not_answered_result(cause)
-        ended_at = datetime.now(UTC)
+        extra = {"answered_at": answered_wall} if answered_wall is not None else {}
         # the outcome must reach PostgreSQL: retried while it is down (never dropped);
         # False: the call was ended before (e.g. by a dialer that died after recording
         # it): its outcome is not reported a second time
         first = await self._retry(lambda: self.store.end_call(call.channel_id, result=result, hangup_cause=cause,
-                                                              talk_s=talk_s, ended_at=ended_at))
+                                                              talk_s=talk_s, ended_at=ended_at, **extra))
+        if call.answered_at is not None or trace is not None:  # the dialplan left a trace: clear it
+            await quiet(self.ari.post("asterisk/variable", variable=fallback_var(call.channel_id), value=""))
         # free the agent and the bridge
         if call.agent_channel:
             self.agent_legs.pop(call.agent_channel, None)

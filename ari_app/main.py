@@ -90,11 +90,25 @@ def lease_from_env() -> float:
     return v
 
 
+def drain_from_env() -> float:
+    """DIALGUARD_DIALER_DRAIN_S: on SIGTERM, how long ringing and answered calls get to be
+    bridged before the dialer stops (default 10; keep the service manager's stop timeout above it)."""
+    raw = os.environ.get("DIALGUARD_DIALER_DRAIN_S", "").strip() or "10"
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not 0 <= v <= 600:
+        raise ValueError(f"DIALGUARD_DIALER_DRAIN_S={raw!r}: expected seconds between 0 and 600")
+    return v
+
+
 def config_from_env(agents: dict[str, str], **kw) -> DialerConfig:
     settings = Settings()
     port = os.environ.get("DIALGUARD_ARI_PORT", "18088")
     kw.setdefault("agent_devices", parse_agent_devices(os.environ.get("DIALGUARD_DIALER_AGENT_DEVICES", ""), agents))
     kw.setdefault("agent_lease_s", lease_from_env())
+    kw.setdefault("drain_s", drain_from_env())
     return DialerConfig(
         ari_url=os.environ.get("DIALGUARD_ARI_URL", f"http://127.0.0.1:{port}"),
         ari_user=os.environ.get("DIALGUARD_ARI_USER", "dialguard"),

@@ -48,11 +48,12 @@ class Campaign:
     ring_timeout_s: int
     optout_key: str
     dialer: str | None = None  # the dialer (Stasis app) it is assigned to; None: any
+    abandon_media: str | None = None  # its abandon message (Asterisk media URI); None: the dialer's default
 
 
     @classmethod
     def from_row(cls, r: dict) -> "Campaign":
-        return cls(**{k: r[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: r[k] for k in cls.__dataclass_fields__ if k in r})
 
     def served_by(self, dialer: str, only: list[str] | None) -> bool:
         """Whether the dialer named `dialer` (running `only` these campaigns, or all) may run it."""
@@ -69,7 +70,7 @@ class Campaign:
 
 
 TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pct", "max_attempts",
-           "retry_after_s", "ring_timeout_s", "optout_key", "dialer")
+           "retry_after_s", "ring_timeout_s", "optout_key", "dialer", "abandon_media")
 
 
 def lead_number_hash(secret: bytes, e164: str) -> str:
@@ -95,7 +96,11 @@ class Store:
     @classmethod
     async def open(cls, dsn: str, max_size: int = 8) -> "Store":
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, open=False,
-                                   kwargs={"autocommit": True, "row_factory": dict_row})
+                                   # no server-side prepared statements: a `select *` prepared before
+                                   # a migration adds a column fails ("cached plan must not change
+                                   # result type") on every call until the process restarts
+                                   kwargs={"autocommit": True, "row_factory": dict_row,
+                                           "prepare_threshold": None})
         await pool.open(wait=True, timeout=10)
         try:
             store = cls(pool)

@@ -38,6 +38,11 @@ def number(suffix: str) -> str:
     return f"+86138{uuid.uuid4().int % 10**6:06d}{suffix}"
 
 
+def rtp_sink_port(stack) -> int:
+    """Where the carrier's calls to ...55 and ...44 send their media (tests listen there)."""
+    return stack.carrier_port + 40
+
+
 class Rig:
     def __init__(self, stack, engine: Engine, store: Store, workdir: Path, agent_port: int):
         self.stack, self.engine, self.store, self.workdir = stack, engine, store, workdir
@@ -117,7 +122,7 @@ async def open_rig(stack, pg_dsn, tmp_path: Path, *, live: bool = False):
     ensure_schema(pg_dsn)
     agent_port = stack.carrier_port + 30
     carrier = Sipp("dialer-carrier", SCENARIOS / "dialer_carrier" / "carrier.xml", tmp_path, stack.carrier_port,
-                   timeout_s=600)
+                   timeout_s=600, keys={"rtpsink": str(rtp_sink_port(stack))})
     agents = Sipp("dialer-agents", SCENARIOS / "dialer_agents" / "agent.xml", tmp_path, agent_port, timeout_s=600)
     carrier.start().wait_ready()
     agents.start().wait_ready()
