@@ -237,6 +237,28 @@ agi_server_stop() {
   stop_pid "$STACK_DIR/services/agi.pid" dialguard-agi-server 10
 }
 
+# --- the outcome reader (dialguard-agi-outcomes, agi/outcomes.py) -------------------
+# Reads the guard's call outcomes from Asterisk's CEL file (one CELGenUserEvent
+# per allowed call at hangup) and applies them; its offset survives restarts.
+OUTCOMES_ENV=("${AGI_SERVER_ENV[@]}" "DIALGUARD_OUTCOMES_FILE=$AST_HOST_DIR/log/cel-custom/dialguard-outcomes.csv"
+              "DIALGUARD_OUTCOMES_STATE=$STACK_DIR/services/outcomes.offset")
+
+outcomes_available() {
+  [[ -x $VENV/bin/dialguard-agi-outcomes ]]
+}
+
+outcomes_start() {
+  local d=$STACK_DIR/services
+  start_service outcomes "${OUTCOMES_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url guard)" -- "$VENV/bin/dialguard-agi-outcomes"
+  sleep 0.5
+  pid_alive "$d/outcomes.pid" dialguard-agi-outcomes || fail_part "outcome reader" "$d/outcomes.log" "the process exited"
+  log "outcome reader running: $AST_HOST_DIR/log/cel-custom/dialguard-outcomes.csv (log: $d/outcomes.log)"
+}
+
+outcomes_stop() {
+  stop_pid "$STACK_DIR/services/outcomes.pid" dialguard-agi-outcomes 10
+}
+
 # --- the campaign dialer (ARI Stasis app, `dialguard dialer run`) -------------------
 # Dev stack: agents are SIPp agent phones on the carrier port + 30 (the dialer e2e
 # tests start them there); campaigns not assigned to another dialer (their
