@@ -148,7 +148,7 @@ class OutcomeReader:
         matched = await self.engine.report_outcome(ev.call_id, ev.outcome, now=now)
         self.applied += 1
         if not matched:
-            log.info("outcome for no allowed call", extra={"fields": {
+            log.info("outcome matched no unreported allowed call (already applied, or unknown)", extra={"fields": {
                 "event": "outcome_unmatched", "call_id": ev.call_id, "decision_id": ev.decision_id}})
 
     async def _drain(self, path: Path) -> bool:
