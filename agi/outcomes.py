@@ -17,8 +17,9 @@ A line applied twice (a crash after applying it, before saving the offset) is
 harmless: outcome.lua marks the call record reported and a second report
 changes nothing and writes no audit record.
 
-Time: an outcome applied late (catch-up) is dated when Asterisk wrote it (the
-event time in the line), on the engine's clock: ``engine.now() - lag``.
+Time: an outcome applied more than a second late (catch-up) is dated when
+Asterisk wrote it (the event time in the line), on the engine's clock:
+``engine.now() - lag``; one applied at once is dated ``engine.now()``.
 
 Rotation: past ``--rotate-mb`` with everything read, the file is renamed to
 ``<file>.old``; Asterisk opens the file for every record, so its next record
@@ -50,6 +51,8 @@ log = logging.getLogger("dialguard.agi.outcomes")
 EVENT = "dialguard_outcome"
 DEFAULT_FILE = "/var/log/asterisk/cel-custom/dialguard-outcomes.csv"
 DEFAULT_STATE = "/var/lib/dialguard/outcomes.offset"
+# An outcome applied later than this after Asterisk wrote it is dated back.
+LATE_S = 1.0
 # Time Asterisk gets to finish a record it began writing before the rename.
 ROTATE_SETTLE_S = 1.0
 
@@ -143,8 +146,10 @@ class OutcomeReader:
     async def _apply(self, ev: OutcomeEvent) -> None:
         now = await self.engine.now()
         if ev.at is not None:
-            lag = max(0.0, time.time() - ev.at)
-            now = now - timedelta(seconds=lag)
+            # Caught up late (the reader was away): dated when Asterisk wrote it.
+            lag = time.time() - ev.at
+            if lag > LATE_S:
+                now = now - timedelta(seconds=lag)
         matched = await self.engine.report_outcome(ev.call_id, ev.outcome, now=now)
         self.applied += 1
         if not matched:
