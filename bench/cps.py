@@ -19,6 +19,9 @@ Three configurations, all SIPp agents -> Asterisk -> SIPp carrier on 127.0.0.1:
              shape, open every hour and day, generous agent and caller-ID
              limits) and a 200-number caller-ID pool; the real clock
              (`--clock test`: the dev stack's test clock, a working day 10:00);
+- agireport  (`--configs plain,dialguard,agireport,astdb`) dialguard with the
+             global DIALGUARD_REPORT=agi: the outcome by a second AGI session
+             (`report`) from the hangup handler, the path before issue 21;
 - astdb      endpoint `astdb`: what an admin writes today without dialguard
              (asterisk_conf/extensions_astdb_guard.conf): GotoIfTime, AstDB
              DB_EXISTS(dnc/N) and a per-number counter in AstDB.
@@ -86,7 +89,10 @@ from dialguard.rules import Policy  # noqa: E402
 
 PACK = REPO / "bench" / "cps-pack.yaml"
 WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=timezone.utc)  # Mon 10:00 Asia/Shanghai, a working day
-CONFIGS = (("plain", "direct"), ("dialguard", "dgbench"), ("astdb", "astdb"))
+CONFIGS = (("plain", "direct"), ("dialguard", "dgbench"), ("agireport", "dgbench"), ("astdb", "astdb"))
+# dialguard's configurations, told apart by the dialplan global DIALGUARD_REPORT:
+# "agireport" reports outcomes with a second AGI session (the path before issue 21).
+GUARDED = {"dialguard": "cel", "agireport": "agi"}
 POOL_SIZE = 200
 AGENTS = 50
 DEFAULT_RATES = "50,100,200,250,280,300,320,340,360,380,400,440"
@@ -285,7 +291,7 @@ def agi_cpu_ms() -> float:
 
 
 async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str,
-                        clients: int = 0) -> dict:
+                        clients: int = 0, script: str = CHECK_SCRIPT) -> dict:
     """Sessions offered at `rate` per second; or, with `clients` > 0, that many
     clients back to back (closed loop: the rate the server sustains)."""
     loop = asyncio.get_running_loop()
@@ -297,7 +303,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
     async def one(i: int, number: str) -> None:
         t0 = time.perf_counter()
         try:
-            res = await agi_call("127.0.0.1", port, CHECK_SCRIPT, (number, campaign, f"bench-agent-{i % AGENTS}", "", ""),
+            res = await agi_call("127.0.0.1", port, script, (number, campaign, f"bench-agent-{i % AGENTS}", "", ""),
                                  uniqueid=f"bench-{run_id}-{i}")
         except Exception as exc:  # noqa: BLE001 - counted and reported
             errors.append(repr(exc))
@@ -390,6 +396,9 @@ def main() -> int:
     ap.add_argument("--max-pdd-ms", type=float, default=1000.0, help="a step fails above this PDD p99")
     ap.add_argument("--check-rates", default="100,1000", help="FastAGI check sessions per second ('' for none)")
     ap.add_argument("--check-s", type=float, default=5.0)
+    ap.add_argument("--check-scripts", default=CHECK_SCRIPT,
+                    help="AGI scripts to time at each check rate, in turn, e.g. 'check,check?preset=deny' "
+                         "(2 AGI commands a check against 1)")
     ap.add_argument("--pool", type=int, default=POOL_SIZE, help="caller IDs in the campaign's pool")
     ap.add_argument("--dialguard-endpoint", default="dgbench", choices=("dgbench", "agents"),
                     help="dgbench: GoSub(dialguard-dial) straight from the endpoint's context, as an admin "
@@ -408,7 +417,7 @@ def main() -> int:
 
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
-    configs = [(name, args.dialguard_endpoint if name == "dialguard" else caller)
+    configs = [(name, args.dialguard_endpoint if name in GUARDED else caller)
                for name, caller in CONFIGS if name in wanted]
     env = os.environ
     ports = {"sip": int(env.get("DIALGUARD_SIP_PORT", 15060)), "agents": int(env.get("DIALGUARD_AGENTS_PORT", 15080)),
@@ -468,6 +477,8 @@ def main() -> int:
             for name, caller in configs:
                 if name not in alive:
                     continue
+                if name in GUARDED:
+                    astcli(f"dialplan set global DIALGUARD_REPORT {GUARDED[name]}")
                 left = wait_idle()
                 if left:
                     print(f"  (Asterisk still has {left} channels before this step)")
@@ -482,15 +493,21 @@ def main() -> int:
         import uvloop  # the client as fast as it gets, so the server is what is measured
 
         for rate in [float(r) for r in args.check_rates.split(",") if r.strip()]:
-            nums = numbers.take(int(rate * args.check_s))
-            checks.append({"rate": rate, **uvloop.run(check_latency(ports["agi"], campaign, nums, rate, run_id))})
-            time.sleep(1)
+            for script in [x.strip() for x in args.check_scripts.split(",") if x.strip()]:
+                nums = numbers.take(int(rate * args.check_s))
+                checks.append({"rate": rate, "script": script, **uvloop.run(
+                    check_latency(ports["agi"], campaign, nums, rate, run_id, script=script))})
+                time.sleep(1)
         if args.saturation_s > 0:
             # Sized from the last rate's throughput; at least 2,000 sessions.
             n = int(max(2000, max([c["done_per_s"] for c in checks] or [0]) * args.saturation_s))
             saturation = {"rate": 0, "clients": args.saturation_clients, **uvloop.run(check_latency(
                 ports["agi"], campaign, numbers.take(n), 0, run_id, clients=args.saturation_clients))}
     finally:
+        try:
+            astcli("dialplan set global DIALGUARD_REPORT cel")
+        except Exception as exc:  # noqa: BLE001
+            print(f"could not reset DIALGUARD_REPORT: {exc}", file=sys.stderr)
         if real_clock:
             try:
                 restart_guard(test_clock=True)
@@ -535,7 +552,7 @@ def main() -> int:
             print(f"  at {g.rate} calls/s (dialguard's best): plain p50 {gp.pdd_p50_ms:.1f} / p99 {gp.pdd_p99_ms:.1f} ms, "
                   f"dialguard p50 {g.pdd_p50_ms:.1f} / p99 {g.pdd_p99_ms:.1f} ms")
     for check in checks:
-        print(f"FastAGI check latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
+        print(f"FastAGI {check['script']} latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
               f"{check['offered_per_s']:.0f}/s offered; Python AGI client at the socket): p50 {check['p50_ms']:.2f} ms, "
               f"p99 {check['p99_ms']:.2f} ms, max {check['max_ms']} ms; server CPU {check['server_cpu_ms_per_check']:.3f} "
               f"ms a check; results {check['results']}, errors {check['errors']}")
