@@ -71,6 +71,18 @@ class AGISession:
         return line
 
     async def read_env(self) -> dict[str, str]:
+        # Asterisk sends the block in one segment: parsed in one pass when it
+        # is all there and clean, else line by line (exact errors).
+        if not self._buf:
+            await self._fill()
+        buf = self._buf
+        end = buf.find(b"\n\n")
+        if end >= 0 and buf[:1] != b"\n":
+            env = p.parse_env_fast(bytes(buf[:end + 1]), self.max_env_lines, self.max_line_bytes)
+            if env is not None:
+                del buf[:end + 2]
+                self.env = env
+                return env
         parser = p.EnvParser(self.max_env_lines, self.max_line_bytes)
         while True:
             line = self._pop_line()

@@ -13,10 +13,15 @@ Three configurations, all SIPp agents -> Asterisk -> SIPp carrier on 127.0.0.1:
              it in; `--dialguard-endpoint agents` goes through the test PBX's
              [from-agents] instead): dialguard-dial -> FastAGI `check`
              on the stack's dialguard-agi-server -> engine -> Redis (one
-             decide.lua call, audit record appended), Dial, then the `report`
-             AGI at hangup; a campaign with its own pack (bench/cps-pack.yaml:
-             cn-default's shape, generous agent and caller-ID limits) and a
-             200-number caller-ID pool; the test clock at a working day 10:00;
+             decide.lua call, audit record appended), Dial, then at hangup
+             one CEL event read by the outcome reader (dialguard-agi-outcomes);
+             a campaign with its own pack (bench/cps-pack.yaml: cn-default's
+             shape, open every hour and day, generous agent and caller-ID
+             limits) and a 200-number caller-ID pool; the real clock
+             (`--clock test`: the dev stack's test clock, a working day 10:00);
+- agireport  (`--configs plain,dialguard,agireport,astdb`) dialguard with the
+             global DIALGUARD_REPORT=agi: the outcome by a second AGI session
+             (`report`) from the hangup handler, the path before issue 21;
 - astdb      endpoint `astdb`: what an admin writes today without dialguard
              (asterisk_conf/extensions_astdb_guard.conf): GotoIfTime, AstDB
              DB_EXISTS(dnc/N) and a per-number counter in AstDB.
@@ -35,14 +40,16 @@ same host), p50/p99; "added" = minus plain's at the same rate.
 FastAGI `check` latency: a Python AGI client (the protocol, as Asterisk speaks
 it; uvloop) opens sessions at each of `--check-rates` per second for `--check-s`
 seconds against the stack's server (no calls running), each a real allowed
-decision; latency = connect to the server's close, at the socket, p50/p99.
+decision; latency = connect to the server's close, at the socket, p50/p99,
+and the server's CPU per check. Then `--saturation-clients` clients back to
+back for `--saturation-s`: the checks/s the server sustains (saturation).
 The client shares the machine's CPUs with the server.
 
 The machine's CPU use is sampled for a second before the run: other work on
 the machine lowers every figure (the run says so when it is busy).
 
 Each step also prints the CPU time the stack's processes spent per call
-(Asterisk, FastAGI server, Redis, PostgreSQL backends, audit shipper; from
+(Asterisk, FastAGI server, outcome reader, Redis, PostgreSQL backends, audit shipper; from
 /proc, SIPp excluded): where the guard's cost goes.
 
 Last line: guarded/plain CPS ratio (target >= 0.95).
@@ -82,7 +89,10 @@ from dialguard.rules import Policy  # noqa: E402
 
 PACK = REPO / "bench" / "cps-pack.yaml"
 WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=timezone.utc)  # Mon 10:00 Asia/Shanghai, a working day
-CONFIGS = (("plain", "direct"), ("dialguard", "dgbench"), ("astdb", "astdb"))
+CONFIGS = (("plain", "direct"), ("dialguard", "dgbench"), ("agireport", "dgbench"), ("astdb", "astdb"))
+# dialguard's configurations, told apart by the dialplan global DIALGUARD_REPORT:
+# "agireport" reports outcomes with a second AGI session (the path before issue 21).
+GUARDED = {"dialguard": "cel", "agireport": "agi"}
 POOL_SIZE = 200
 AGENTS = 50
 DEFAULT_RATES = "50,100,200,250,280,300,320,340,360,380,400,440"
@@ -156,6 +166,19 @@ def _is_child(pid: int, parent: int) -> bool:
         return int(_stat(pid)[1]) == parent
     except (OSError, IndexError, ValueError):
         return False
+
+
+def restart_guard(test_clock: bool) -> None:
+    """Restart the stack's FastAGI server and outcome reader with or without the
+    dev stack's test clock (scripts/lib.sh, DIALGUARD_STACK_TEST_CLOCK)."""
+    env = dict(os.environ, DIALGUARD_STACK_TEST_CLOCK="1" if test_clock else "0")
+    for script in ("agi-server.sh", "agi-outcomes.sh"):
+        if script == "agi-outcomes.sh" and not (stack_dir() / "services" / "outcomes.pid").exists():
+            continue
+        out = subprocess.run([str(REPO / "scripts" / script), "restart"], capture_output=True, text=True,
+                             timeout=120, env=env)
+        if out.returncode != 0:
+            raise RuntimeError(f"{script} restart: {out.stderr.strip() or out.stdout.strip()}")
 
 
 def astcli(command: str) -> str:
@@ -257,16 +280,30 @@ def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: 
                 round(pct(pdd, 0.5), 2), round(pct(pdd, 0.99), 2), "; ".join(why), cpu, pdd)
 
 
-async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str) -> dict:
+# As the dialplan asks (dialguard-dial presets DENY): one AGI command a check.
+CHECK_SCRIPT = "check?preset=deny"
+
+
+def agi_cpu_ms() -> float:
+    """CPU time of the FastAGI server (its workers included), in ms."""
+    pid = stack_pids().get("agi")
+    return cpu_ticks({"agi": pid}).get("agi", 0) * 1000 / os.sysconf("SC_CLK_TCK") if pid else 0.0
+
+
+async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str,
+                        clients: int = 0, script: str = CHECK_SCRIPT) -> dict:
+    """Sessions offered at `rate` per second; or, with `clients` > 0, that many
+    clients back to back (closed loop: the rate the server sustains)."""
     loop = asyncio.get_running_loop()
     lat: list[float] = []
     results: dict[str, int] = {}
     errors: list[str] = []
+    cpu0 = agi_cpu_ms()
 
     async def one(i: int, number: str) -> None:
         t0 = time.perf_counter()
         try:
-            res = await agi_call("127.0.0.1", port, "check", (number, campaign, f"bench-agent-{i % AGENTS}", "", ""),
+            res = await agi_call("127.0.0.1", port, script, (number, campaign, f"bench-agent-{i % AGENTS}", "", ""),
                                  uniqueid=f"bench-{run_id}-{i}")
         except Exception as exc:  # noqa: BLE001 - counted and reported
             errors.append(repr(exc))
@@ -277,20 +314,34 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
 
     tasks = []
     start = loop.time()
-    for i, number in enumerate(numbers):
-        delay = start + i / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, number)))
-    launched = loop.time() - start
-    await asyncio.gather(*tasks)
+    if clients:
+        todo = iter(enumerate(numbers))
+
+        async def client() -> None:
+            for i, number in todo:
+                await one(i, number)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        launched = loop.time() - start
+    else:
+        for i, number in enumerate(numbers):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, number)))
+        launched = loop.time() - start
+        await asyncio.gather(*tasks)
+    took = loop.time() - start
+    cpu = agi_cpu_ms() - cpu0
     return {"sessions": len(numbers), "offered_per_s": round((len(numbers) - 1) / launched, 1) if launched else 0,
+            "done_per_s": round(len(lat) / took, 1) if took else 0,
             "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
             "max_ms": round(max(lat), 2) if lat else None, "results": results, "errors": len(errors),
-            "first_error": errors[0] if errors else None}
+            "first_error": errors[0] if errors else None,
+            "server_cpu_ms_per_check": round(cpu / max(1, len(lat)), 3)}
 
 
-async def setup_guard(engine: Engine, campaign: str, pool: list[str]) -> None:
+async def setup_guard(engine: Engine, campaign: str, pool: list[str], test_clock: bool) -> None:
     await engine.set_campaign(campaign, True, rules=str(PACK))
     async with engine.redis.pipeline(transaction=False) as pipe:
         for cid in pool:
@@ -298,7 +349,8 @@ async def setup_guard(engine: Engine, campaign: str, pool: list[str]) -> None:
             pipe.sadd(engine.keys.approved_cids, tag)
             pipe.hset(engine.keys.pool(campaign), tag, engine.sealer.seal(cid))
         await pipe.execute()
-    await engine.set_test_clock(WORKDAY_10H)
+    if test_clock:
+        await engine.set_test_clock(WORKDAY_10H)
 
 
 async def cleanup_guard(engine: Engine, campaign: str, pool: list[str], numbers: list[str]) -> int:
@@ -344,17 +396,28 @@ def main() -> int:
     ap.add_argument("--max-pdd-ms", type=float, default=1000.0, help="a step fails above this PDD p99")
     ap.add_argument("--check-rates", default="100,1000", help="FastAGI check sessions per second ('' for none)")
     ap.add_argument("--check-s", type=float, default=5.0)
+    ap.add_argument("--check-scripts", default=CHECK_SCRIPT,
+                    help="AGI scripts to time at each check rate, in turn, e.g. 'check,check?preset=deny' "
+                         "(2 AGI commands a check against 1)")
     ap.add_argument("--pool", type=int, default=POOL_SIZE, help="caller IDs in the campaign's pool")
     ap.add_argument("--dialguard-endpoint", default="dgbench", choices=("dgbench", "agents"),
                     help="dgbench: GoSub(dialguard-dial) straight from the endpoint's context, as an admin "
                          "plugs it in (default); agents: through the test PBX's [from-agents] (header "
                          "filters, CDR fields and handler: about 16 more dialplan steps a call)")
+    ap.add_argument("--clock", default="real", choices=("real", "test"),
+                    help="real (default): the stack's FastAGI server and outcome reader are restarted "
+                         "without DIALGUARD_TEST_CLOCK for the run, as in production (the bench pack is "
+                         "open every hour of every day), and restarted as before afterwards; test: the "
+                         "dev stack's test clock at a working day 10:00 (a Redis read a decision)")
+    ap.add_argument("--saturation-s", type=float, default=5.0,
+                    help="seconds of the closed-loop check phase (0: none)")
+    ap.add_argument("--saturation-clients", type=int, default=32)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
-    configs = [(name, args.dialguard_endpoint if name == "dialguard" else caller)
+    configs = [(name, args.dialguard_endpoint if name in GUARDED else caller)
                for name, caller in CONFIGS if name in wanted]
     env = os.environ
     ports = {"sip": int(env.get("DIALGUARD_SIP_PORT", 15060)), "agents": int(env.get("DIALGUARD_AGENTS_PORT", 15080)),
@@ -393,13 +456,18 @@ def main() -> int:
           f"{os.cpu_count()} CPUs ({busy:.0f}% busy before); caller-ID pool {args.pool}; steps of {args.step_s:g} s; "
           f"SIPp logs in {workdir}")
 
+    real_clock = args.clock == "real"
+    if real_clock:
+        restart_guard(test_clock=False)
+    print(f"clock: {'real (FastAGI server and outcome reader without DIALGUARD_TEST_CLOCK)' if real_clock else 'test (a working day 10:00)'}")
     engine_loop = asyncio.new_event_loop()
     engine = engine_loop.run_until_complete(Engine.create(Settings(), Policy.load("cn-default")))
-    engine_loop.run_until_complete(setup_guard(engine, campaign, pool))
+    engine_loop.run_until_complete(setup_guard(engine, campaign, pool, test_clock=not real_clock))
     for n in ASTDB_DNC:
         astcli(f"database put dnc {n} 1")
     steps: list[Step] = []
     checks: list[dict] = []
+    saturation: dict | None = None
     t_start = time.monotonic()
     try:
         alive = {name for name, _ in configs}
@@ -409,6 +477,8 @@ def main() -> int:
             for name, caller in configs:
                 if name not in alive:
                     continue
+                if name in GUARDED:
+                    astcli(f"dialplan set global DIALGUARD_REPORT {GUARDED[name]}")
                 left = wait_idle()
                 if left:
                     print(f"  (Asterisk still has {left} channels before this step)")
@@ -423,10 +493,26 @@ def main() -> int:
         import uvloop  # the client as fast as it gets, so the server is what is measured
 
         for rate in [float(r) for r in args.check_rates.split(",") if r.strip()]:
-            nums = numbers.take(int(rate * args.check_s))
-            checks.append({"rate": rate, **uvloop.run(check_latency(ports["agi"], campaign, nums, rate, run_id))})
-            time.sleep(1)
+            for script in [x.strip() for x in args.check_scripts.split(",") if x.strip()]:
+                nums = numbers.take(int(rate * args.check_s))
+                checks.append({"rate": rate, "script": script, **uvloop.run(
+                    check_latency(ports["agi"], campaign, nums, rate, run_id, script=script))})
+                time.sleep(1)
+        if args.saturation_s > 0:
+            # Sized from the last rate's throughput; at least 2,000 sessions.
+            n = int(max(2000, max([c["done_per_s"] for c in checks] or [0]) * args.saturation_s))
+            saturation = {"rate": 0, "clients": args.saturation_clients, **uvloop.run(check_latency(
+                ports["agi"], campaign, numbers.take(n), 0, run_id, clients=args.saturation_clients))}
     finally:
+        try:
+            astcli("dialplan set global DIALGUARD_REPORT cel")
+        except Exception as exc:  # noqa: BLE001
+            print(f"could not reset DIALGUARD_REPORT: {exc}", file=sys.stderr)
+        if real_clock:
+            try:
+                restart_guard(test_clock=True)
+            except Exception as exc:  # noqa: BLE001
+                print(f"could not restart the FastAGI server with the test clock: {exc}", file=sys.stderr)
         deleted = engine_loop.run_until_complete(cleanup_guard(engine, campaign, pool, numbers.used))
         engine_loop.run_until_complete(engine.close())
         engine_loop.close()
@@ -466,17 +552,23 @@ def main() -> int:
             print(f"  at {g.rate} calls/s (dialguard's best): plain p50 {gp.pdd_p50_ms:.1f} / p99 {gp.pdd_p99_ms:.1f} ms, "
                   f"dialguard p50 {g.pdd_p50_ms:.1f} / p99 {g.pdd_p99_ms:.1f} ms")
     for check in checks:
-        print(f"FastAGI check latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
+        print(f"FastAGI {check['script']} latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
               f"{check['offered_per_s']:.0f}/s offered; Python AGI client at the socket): p50 {check['p50_ms']:.2f} ms, "
-              f"p99 {check['p99_ms']:.2f} ms, max {check['max_ms']} ms; results {check['results']}, "
-              f"errors {check['errors']}")
-    print(f"cleanup: {deleted} bench keys deleted, AstDB counters dropped, test clock reset; "
+              f"p99 {check['p99_ms']:.2f} ms, max {check['max_ms']} ms; server CPU {check['server_cpu_ms_per_check']:.3f} "
+              f"ms a check; results {check['results']}, errors {check['errors']}")
+    if saturation:
+        print(f"FastAGI check saturation ({saturation['clients']} clients back to back, {saturation['sessions']} "
+              f"sessions): {saturation['done_per_s']:.0f} checks/s, p50 {saturation['p50_ms']:.2f} ms, "
+              f"p99 {saturation['p99_ms']:.2f} ms; server CPU {saturation['server_cpu_ms_per_check']:.3f} ms a check; "
+              f"errors {saturation['errors']}")
+    print(f"cleanup: {deleted} bench keys deleted, AstDB counters dropped, test clock reset; clock {args.clock}; "
           f"run took {time.monotonic() - t_start:.0f} s")
     ratio = (best["dialguard"].rate / best["plain"].rate) if best.get("dialguard") and best.get("plain") else 0.0
     if args.json:
         args.json.write_text(json.dumps({
             "run": run_id, "steps": [{k: v for k, v in asdict(s).items() if k != "pdd"} for s in steps],
-            "best": {k: (v.rate if v else 0) for k, v in best.items()}, "checks": checks, "ratio": ratio,
+            "best": {k: (v.rate if v else 0) for k, v in best.items()}, "checks": checks,
+            "saturation": saturation, "clock": args.clock, "ratio": ratio,
             "busy_before_pct": busy}, indent=2))
     print(f"guarded/plain CPS ratio: {ratio:.3f} "
           f"({best['dialguard'].rate if best.get('dialguard') else 0}/{best['plain'].rate if best.get('plain') else 0}; "

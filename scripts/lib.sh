@@ -200,7 +200,8 @@ start_service() {
 #   production server never sets DIALGUARD_TEST_CLOCK (anyone who can write to
 #   Redis could then move the guard's clock).
 AGI_RULES=${DIALGUARD_RULES:-cn-default}
-AGI_SERVER_ENV=(DIALGUARD_TEST_CLOCK=1 "DIALGUARD_RULES=$AGI_RULES" "DIALGUARD_KEY_PREFIX=${DIALGUARD_KEY_PREFIX:-dg}")
+# DIALGUARD_STACK_TEST_CLOCK=0 (bench/cps.py): the real clock, as in production.
+AGI_SERVER_ENV=("DIALGUARD_TEST_CLOCK=${DIALGUARD_STACK_TEST_CLOCK:-1}" "DIALGUARD_RULES=$AGI_RULES" "DIALGUARD_KEY_PREFIX=${DIALGUARD_KEY_PREFIX:-dg}")
 
 agi_server_available() {
   [[ -x $VENV/bin/dialguard-agi-server ]] && "$VENV/bin/python" -c 'import agi.server' >/dev/null 2>&1
@@ -229,12 +230,34 @@ agi_server_start() {
   start_service agi "${AGI_SERVER_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url guard)" -- "$VENV/bin/dialguard-agi-server"
   wait_for "FastAGI server (127.0.0.1:$AGI_PORT)" "$d/agi.log" 30 "$d/agi.pid" \
     "$VENV/bin/python" "$PROBE" tcp "$AGI_PORT"
-  log "FastAGI server up on 127.0.0.1:$AGI_PORT, rules $AGI_RULES, test clock on (log: $d/agi.log)"
+  log "FastAGI server up on 127.0.0.1:$AGI_PORT, rules $AGI_RULES, test clock $( [[ ${DIALGUARD_STACK_TEST_CLOCK:-1} == 1 ]] && echo on || echo off) (log: $d/agi.log)"
 }
 
 # agi_server_stop: SIGTERM (sessions in flight finish), then make sure.
 agi_server_stop() {
   stop_pid "$STACK_DIR/services/agi.pid" dialguard-agi-server 10
+}
+
+# --- the outcome reader (dialguard-agi-outcomes, agi/outcomes.py) -------------------
+# Reads the guard's call outcomes from Asterisk's CEL file (one CELGenUserEvent
+# per allowed call at hangup) and applies them; its offset survives restarts.
+OUTCOMES_ENV=("${AGI_SERVER_ENV[@]}" "DIALGUARD_OUTCOMES_FILE=$AST_HOST_DIR/log/cel-custom/dialguard-outcomes.csv"
+              "DIALGUARD_OUTCOMES_STATE=$STACK_DIR/services/outcomes.offset")
+
+outcomes_available() {
+  [[ -x $VENV/bin/dialguard-agi-outcomes ]]
+}
+
+outcomes_start() {
+  local d=$STACK_DIR/services
+  start_service outcomes "${OUTCOMES_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url guard)" -- "$VENV/bin/dialguard-agi-outcomes"
+  sleep 0.5
+  pid_alive "$d/outcomes.pid" dialguard-agi-outcomes || fail_part "outcome reader" "$d/outcomes.log" "the process exited"
+  log "outcome reader running: $AST_HOST_DIR/log/cel-custom/dialguard-outcomes.csv (log: $d/outcomes.log)"
+}
+
+outcomes_stop() {
+  stop_pid "$STACK_DIR/services/outcomes.pid" dialguard-agi-outcomes 10
 }
 
 # --- the campaign dialer (ARI Stasis app, `dialguard dialer run`) -------------------

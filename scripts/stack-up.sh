@@ -208,7 +208,7 @@ sed_escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 
 render_asterisk_conf() {
   local etc=$AST_HOST_DIR/etc f args=() var
-  mkdir -p "$AST_HOST_DIR"/{etc,run,log/cdr-csv,log/cdr-custom,spool,db,cache}
+  mkdir -p "$AST_HOST_DIR"/{etc,run,log/cdr-csv,log/cdr-custom,log/cel-custom,spool,db,cache}
   for var in AST_DIR SIP_PORT CARRIER_PORT AGENTS_PORT ARI_PORT ARI_USER ARI_PASSWORD AGI_PORT RTP_START RTP_END; do
     args+=(-e "s|@@$var@@|$(sed_escape "${!var}")|g")
   done
@@ -335,6 +335,10 @@ start_services() {
     sleep 1
     pid_alive "$d/audit-ship.pid" dialguard || fail_part "audit shipper" "$d/audit-ship.log" "the process exited"
     log "audit shipper running (log: $d/audit-ship.log)"
+  fi
+  # Call outcomes from Asterisk's CEL file (no second AGI session a call): outcomes_* in lib.sh.
+  if outcomes_available; then
+    outcomes_start
   fi
   # The campaign dialer (ARI Stasis app), after the schema it needs: dialer_* in lib.sh.
   if dialer_available; then

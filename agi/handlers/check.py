@@ -2,7 +2,9 @@
 
 Dialplan: ``AGI(agi://HOST:PORT/check,NUMBER,CAMPAIGN,AGENT[,SUBJECT[,CALLERID[,CALLID]]])``
 (the same names also work as query arguments). Fail-closed: the first command
-sets DIALGUARD_RESULT=DENY and ALLOW is set last, only after a real allow and
+sets DIALGUARD_RESULT=DENY (unless the request says ``?preset=deny``: the
+dialplan set DENY and guard_unavailable before the AGI, as dialguard-dial and
+dialguard-check do, so one command a check) and ALLOW is set last, only after a real allow and
 only when every other variable was set; any error leaves DENY with
 DIALGUARD_REASONS=guard_unavailable.
 
@@ -34,6 +36,9 @@ PARAMS = ("number", "campaign", "agent", "subject", "callerid", "callid")
 # anything else wrong with the request is "the guard could not decide".
 _FIELD_REASON = {"number": "invalid_number", "campaign": "campaign_not_approved",
                  "caller_id": "caller_id_not_approved"}
+
+
+_DENY_CMD = p.set_variable_command("DIALGUARD_RESULT", "DENY")
 
 
 class ChannelRefused(RuntimeError):
@@ -111,9 +116,12 @@ async def _release(ctx: Context, decision) -> None:
 
 async def handle(ctx: Context) -> None:
     ctx.fields["outcome"] = "deny"
-    # Fail closed before anything else (the dialplan presets DENY as well);
-    # Asterisk answers it while the engine decides (reply read after).
-    ctx.session.send(p.set_variable_command("DIALGUARD_RESULT", "DENY"))
+    # Fail closed before anything else; Asterisk answers it while the engine
+    # decides (reply read after). Skipped when the dialplan says it preset
+    # DENY and guard_unavailable itself (``check?preset=deny``, as
+    # dialguard-dial and dialguard-check do): one command a check.
+    if ctx.request.query.get("preset") != "deny":
+        ctx.session.send(_DENY_CMD)
     try:
         req = build_request(ctx)
     except BadRequest as exc:

@@ -449,3 +449,39 @@ async def test_early_deny_answer_read_after_the_decision(make_server):
                          replies={0: b"520 Invalid command syntax.  Proper usage not available.\n"})
     assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
     assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
+
+
+# -- one command a check when the dialplan preset DENY (check?preset=deny) ----------------
+PRESET = "check?preset=deny"
+
+
+async def test_preset_allow_is_one_command_allow_last(make_server):
+    srv, _ = await make_server()
+    res = await agi_call(HOST, srv.bound_port, PRESET, CHECK_ARGS)
+    assert len(res.commands) == 1 and res.commands[0].startswith("EXEC MSet ")
+    assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
+    assert ("DIALGUARD_RESULT", "DENY") not in res.history
+
+
+async def test_preset_deny_is_one_command_and_never_allows(make_server):
+    srv, _ = await make_server(FakeEngine("deny:attempt_cap"))
+    res = await agi_call(HOST, srv.bound_port, PRESET, CHECK_ARGS)
+    assert len(res.commands) == 1
+    assert res.variables["DIALGUARD_REASONS"] == "attempt_cap"
+    assert "DIALGUARD_RESULT" not in res.variables  # the dialplan's DENY stays
+
+
+@pytest.mark.parametrize("reply", [b"510 Invalid or unknown command\n", b"200 result=-1\n",
+                                   b"511 Command Not Permitted\n"])
+async def test_preset_refused_command_leaves_deny(make_server, reply):
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, PRESET, CHECK_ARGS, replies={0: reply})
+    assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+    assert eng.calls[-1][0] == "report_outcome"  # the undelivered allow given back
+
+
+async def test_preset_engine_timeout_denies(make_server):
+    srv, _ = await make_server(FakeEngine(delay_s=0.5), options=Options(engine_timeout_s=0.1))
+    res = await agi_call(HOST, srv.bound_port, PRESET, CHECK_ARGS)
+    assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
+    assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"

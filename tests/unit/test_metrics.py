@@ -305,8 +305,9 @@ UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
 
 
 def test_every_service_has_a_unit_reading_the_config_file_with_env_overrides():
-    assert {u.name for u in UNITS} == {"dialguard-agi.service", "dialguard-audit-ship.service",
-                                       "dialguard-dialer.service", "dialguard-web.service"}
+    assert {u.name for u in UNITS} == {"dialguard-agi.service", "dialguard-agi-outcomes.service",
+                                       "dialguard-audit-ship.service", "dialguard-dialer.service",
+                                       "dialguard-web.service"}
     for unit in UNITS:
         text = unit.read_text()
         lines = text.splitlines()
@@ -318,7 +319,7 @@ def test_every_service_has_a_unit_reading_the_config_file_with_env_overrides():
         # the spool must stay writable under ProtectSystem=strict: it lives in the StateDirectory
         exec_start = next(ln for ln in lines if ln.startswith("ExecStart=")).split("=", 1)[1].split()
         assert exec_start[0].startswith("/opt/dialguard/.venv/bin/"), exec_start
-        assert Path(exec_start[0]).name in ("dialguard", "dialguard-agi-server")
+        assert Path(exec_start[0]).name in ("dialguard", "dialguard-agi-server", "dialguard-agi-outcomes")
     example = (ROOT / "deploy" / "dialguard.yaml.example").read_text()
     assert "spool_dir: /var/lib/dialguard/" in example  # StateDirectory=dialguard: writable
 
