@@ -221,6 +221,8 @@ class _Plan:
         self.cc = md.country_code
         self.cc_str = str(md.country_code)
         self.idd = re.compile(md.international_prefix).match if md.international_prefix else None
+        npfp = md.national_prefix_for_parsing
+        self.national_prefix = re.compile(npfp).match if npfp else None
         self.leading = re.compile(md.leading_digits).match if md.leading_digits is not None else None
         self.general = _Desc(md.general_desc)
         T = PhoneNumberType
@@ -229,7 +231,7 @@ class _Plan:
                         (T.SHARED_COST, _Desc(md.shared_cost)), (T.VOIP, _Desc(md.voip)),
                         (T.PERSONAL_NUMBER, _Desc(md.personal_number)), (T.PAGER, _Desc(md.pager)),
                         (T.UAN, _Desc(md.uan)), (T.VOICEMAIL, _Desc(md.voicemail))]
-        self.special = [(t, d) for t, d in self.special if d.full is not None]
+        self.special = [(t, d.lengths, d.full) for t, d in self.special if d.full is not None]
         self.fixed = _Desc(md.fixed_line)
         self.mobile = _Desc(md.mobile)
         self.same = md.same_mobile_and_fixed_line_pattern
@@ -238,8 +240,9 @@ class _Plan:
         """phonenumbers' _number_type_helper(nsn, metadata)."""
         if not self.general.matches(nsn):
             return _UNKNOWN
-        for t, d in self.special:
-            if d.matches(nsn):
+        n = len(nsn)
+        for t, lengths, full in self.special:
+            if (lengths is None or n in lengths) and full(nsn) is not None:
                 return t
         if self.fixed.matches(nsn):
             if self.same or self.mobile.matches(nsn):
@@ -270,8 +273,24 @@ def _plan_for_cc(cc: int) -> _Plan | None:
     return _plans[key]
 
 
+_single: dict[int, tuple[str, _Plan] | None] = {}
+
+
+def _single_region(cc: int) -> tuple[str, _Plan] | None:
+    """(region, plan) of a calling code with one geographic region, else None."""
+    if cc not in _single:
+        regions = _CC_REGIONS.get(cc) or ()
+        plan = _plan_for_region(regions[0]) if len(regions) == 1 else None
+        ok = plan is not None and regions[0] != _pnu.REGION_CODE_FOR_NON_GEO_ENTITY and plan.cc == cc
+        _single[cc] = (regions[0], plan) if ok else None
+    return _single[cc]
+
+
 def _classify_nsn(cc: int, nsn: str) -> tuple[str | None, int]:
     """_classify for a number given as calling code and national significant number."""
+    one = _single_region(cc)
+    if one is not None:
+        return one[0], one[1].number_type(nsn)
     regions = _CC_REGIONS.get(cc)
     if not regions:
         return None, _UNKNOWN
@@ -329,10 +348,12 @@ def fast_e164(raw: str, default_region: str) -> tuple[str | None, str | None] | 
         cc, nsn = plan.cc, text
     if plan is None:
         return None
-    # parse's national-prefix step, with phonenumbers' own functions
-    _, stripped, did = _pnu._maybe_strip_national_prefix_carrier_code(nsn, plan.md)
-    if did and stripped != nsn and _pnu._test_number_length(stripped, plan.md) not in _NO_STRIP:
-        nsn = stripped
+    # parse's national-prefix step, with phonenumbers' own functions (which change
+    # nothing unless the prefix pattern matches)
+    if plan.national_prefix is not None and plan.national_prefix(nsn):
+        _, stripped, did = _pnu._maybe_strip_national_prefix_carrier_code(nsn, plan.md)
+        if did and stripped != nsn and _pnu._test_number_length(stripped, plan.md) not in _NO_STRIP:
+            nsn = stripped
     if len(nsn) < 2 or len(nsn) > 17 or nsn[0] == "0":
         return None  # too short/long for parse, or a leading zero (italian_leading_zero): let it decide
     if _EMERGENCY_MAX is None or len(nsn) <= _EMERGENCY_MAX:
