@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from dialguard.models import OUTCOME_RESULTS, Outcome
+from dialguard.decision.models import OUTCOME_RESULTS, Outcome
 
 from .handlers.report import _int, classify, sip_code
 from .logs import setup_logging

@@ -77,6 +77,17 @@ class Sealer:
         nonce = os.urandom(12)
         return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), _AAD)).decode()
 
+    def seal_many(self, texts: list[str]) -> list[str]:
+        """seal() of each, for bulk imports: the same tokens (a fresh random 12-byte
+        nonce each), the nonces drawn in one read of the system's random source."""
+        rnd = os.urandom(12 * len(texts))
+        enc, b64 = self._aead.encrypt, binascii.b2a_base64
+        out = []
+        for i, text in enumerate(texts):
+            nonce = rnd[12 * i:12 * i + 12]
+            out.append(b64(nonce + enc(nonce, text.encode(), _AAD), newline=False).decode())
+        return out
+
     def open(self, token: str) -> str:
         """The plaintext; InvalidTag when no configured key opens it."""
         blob = base64.b64decode(token)

@@ -173,3 +173,209 @@ def keyed_hash(secret: bytes, value: str, size: int = 16) -> str:
 def short_hash(value: str) -> str:
     """Stable tag for non-secret names (campaign, agent) used in keys."""
     return hashlib.sha1(value.encode()).hexdigest()[:16]
+
+
+# -- the fast path for bulk imports ---------------------------------------------------
+#
+# A DNC import normalizes millions of rows, nearly all of them already plain
+# E.164 (`+` and digits) or national digits of the import's region. For those
+# the steps of phonenumbers.parse that look for a number inside free text
+# (RFC 3966, extensions, letters, punctuation) change nothing, so fast_e164
+# runs only the steps that can: the country code, the IDD and national-prefix
+# checks (phonenumbers' own functions) and the same classification as
+# parse_number. Whatever it is not sure of (short numbers, leading zeros, an
+# IDD, the region's country code written in front, a number short enough to be
+# an emergency number) it declines and parse_number decides.
+# tests/unit/test_fast_numbers.py checks it against parse_number on random numbers.
+
+_CC_REGIONS = _pnu.COUNTRY_CODE_TO_REGION_CODE
+_NO_STRIP = (_pnu.ValidationResult.TOO_SHORT, _pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+             _pnu.ValidationResult.INVALID_LENGTH)
+_INVALID = "not a valid number for its region"
+_BLOCKED = {t: f"blocked class: {name}" for t, name in BLOCKED_TYPES.items()}
+
+
+class _Desc:
+    """A PhoneNumberDesc as _is_number_matching_desc reads it, compiled once."""
+
+    __slots__ = ("lengths", "full")
+
+    def __init__(self, desc):
+        pattern = desc.national_number_pattern if desc is not None else None
+        self.full = re.compile(pattern).fullmatch if pattern else None
+        self.lengths = frozenset(desc.possible_length) if desc is not None and desc.possible_length else None
+
+    def matches(self, nsn: str) -> bool:
+        if self.full is None:
+            return False
+        if self.lengths is not None and len(nsn) not in self.lengths:
+            return False
+        return self.full(nsn) is not None
+
+
+class _Plan:
+    """What fast_e164 needs of one region's (or calling code's) metadata."""
+
+    def __init__(self, md):
+        self.md = md
+        self.cc = md.country_code
+        self.cc_str = str(md.country_code)
+        self.idd = re.compile(md.international_prefix).match if md.international_prefix else None
+        npfp = md.national_prefix_for_parsing
+        self.national_prefix = re.compile(npfp).match if npfp else None
+        self.leading = re.compile(md.leading_digits).match if md.leading_digits is not None else None
+        self.general = _Desc(md.general_desc)
+        T = PhoneNumberType
+        # the order of phonenumbers' _number_type_helper
+        self.special = [(T.PREMIUM_RATE, _Desc(md.premium_rate)), (T.TOLL_FREE, _Desc(md.toll_free)),
+                        (T.SHARED_COST, _Desc(md.shared_cost)), (T.VOIP, _Desc(md.voip)),
+                        (T.PERSONAL_NUMBER, _Desc(md.personal_number)), (T.PAGER, _Desc(md.pager)),
+                        (T.UAN, _Desc(md.uan)), (T.VOICEMAIL, _Desc(md.voicemail))]
+        self.special = [(t, d.lengths, d.full) for t, d in self.special if d.full is not None]
+        self.fixed = _Desc(md.fixed_line)
+        self.mobile = _Desc(md.mobile)
+        self.same = md.same_mobile_and_fixed_line_pattern
+
+    def number_type(self, nsn: str) -> int:
+        """phonenumbers' _number_type_helper(nsn, metadata)."""
+        if not self.general.matches(nsn):
+            return _UNKNOWN
+        n = len(nsn)
+        for t, lengths, full in self.special:
+            if (lengths is None or n in lengths) and full(nsn) is not None:
+                return t
+        if self.fixed.matches(nsn):
+            if self.same or self.mobile.matches(nsn):
+                return PhoneNumberType.FIXED_LINE_OR_MOBILE
+            return PhoneNumberType.FIXED_LINE
+        if not self.same and self.mobile.matches(nsn):
+            return PhoneNumberType.MOBILE
+        return _UNKNOWN
+
+
+_plans: dict[tuple, _Plan | None] = {}
+
+
+def _plan_for_region(region: str) -> _Plan | None:
+    key = ("r", region)
+    if key not in _plans:
+        md = PhoneMetadata.metadata_for_region(region.upper(), None)
+        _plans[key] = _Plan(md) if md is not None else None
+    return _plans[key]
+
+
+def _plan_for_cc(cc: int) -> _Plan | None:
+    """The metadata parse uses for a number written with +cc."""
+    key = ("c", cc)
+    if key not in _plans:
+        md = PhoneMetadata.metadata_for_region_or_calling_code(cc, _pnu.region_code_for_country_code(cc))
+        _plans[key] = _Plan(md) if md is not None else None
+    return _plans[key]
+
+
+_single: dict[int, tuple[str, _Plan] | None] = {}
+
+
+def _single_region(cc: int) -> tuple[str, _Plan] | None:
+    """(region, plan) of a calling code with one geographic region, else None."""
+    if cc not in _single:
+        regions = _CC_REGIONS.get(cc) or ()
+        plan = _plan_for_region(regions[0]) if len(regions) == 1 else None
+        ok = plan is not None and regions[0] != _pnu.REGION_CODE_FOR_NON_GEO_ENTITY and plan.cc == cc
+        _single[cc] = (regions[0], plan) if ok else None
+    return _single[cc]
+
+
+def _classify_nsn(cc: int, nsn: str) -> tuple[str | None, int]:
+    """_classify for a number given as calling code and national significant number."""
+    one = _single_region(cc)
+    if one is not None:
+        return one[0], one[1].number_type(nsn)
+    regions = _CC_REGIONS.get(cc)
+    if not regions:
+        return None, _UNKNOWN
+    if len(regions) == 1:
+        region = regions[0]
+    else:  # phonenumbers' _region_code_for_number_from_list
+        region = None
+        for rc in regions:
+            plan = _plan_for_region(rc)
+            if plan is None:
+                continue
+            if plan.leading is not None:
+                if plan.leading(nsn):
+                    region = rc
+                    break
+            elif plan.number_type(nsn) != _UNKNOWN:
+                region = rc
+                break
+        if region is None:
+            return None, _UNKNOWN
+    if region == _pnu.REGION_CODE_FOR_NON_GEO_ENTITY:
+        plan = _plan_for_cc(cc)
+    else:
+        plan = _plan_for_region(region)
+        if plan is not None and plan.cc != cc:
+            return region, _UNKNOWN
+    if plan is None:
+        return region, _UNKNOWN
+    return region, plan.number_type(nsn)
+
+
+def fast_e164(raw: str, default_region: str) -> tuple[str | None, str | None] | None:
+    """(E.164, problem) exactly as parse_number would say, for `+digits` or national
+    digits of `default_region`; None when it is not sure (ask parse_number)."""
+    text = raw.strip()
+    if text[:1] == "+":
+        digits = text[1:]
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 17 or len(digits) < 8 or digits[0] == "0":
+            return None
+        if int(digits[:1]) in _CC_REGIONS:
+            cc, nsn = int(digits[:1]), digits[1:]
+        elif int(digits[:2]) in _CC_REGIONS:
+            cc, nsn = int(digits[:2]), digits[2:]
+        elif int(digits[:3]) in _CC_REGIONS:
+            cc, nsn = int(digits[:3]), digits[3:]
+        else:
+            return None
+        plan = _plan_for_cc(cc)
+    else:
+        if not (text.isascii() and text.isdigit()) or len(text) > 17 or len(text) < 7 or not default_region:
+            return None
+        plan = _plan_for_region(default_region)
+        if plan is None or (plan.idd is not None and plan.idd(text)) or text.startswith(plan.cc_str):
+            return None
+        cc, nsn = plan.cc, text
+    if plan is None:
+        return None
+    # parse's national-prefix step, with phonenumbers' own functions (which change
+    # nothing unless the prefix pattern matches)
+    if plan.national_prefix is not None and plan.national_prefix(nsn):
+        _, stripped, did = _pnu._maybe_strip_national_prefix_carrier_code(nsn, plan.md)
+        if did and stripped != nsn and _pnu._test_number_length(stripped, plan.md) not in _NO_STRIP:
+            nsn = stripped
+    if len(nsn) < 2 or len(nsn) > 17 or nsn[0] == "0":
+        return None  # too short/long for parse, or a leading zero (italian_leading_zero): let it decide
+    if _EMERGENCY_MAX is None or len(nsn) <= _EMERGENCY_MAX:
+        return None
+    region, ntype = _classify_nsn(cc, nsn)
+    if ntype == _UNKNOWN:
+        return None, _INVALID
+    e164 = f"+{cc}{nsn}"
+    blocked = _BLOCKED.get(ntype)
+    if blocked is not None:
+        return e164, blocked
+    return e164, None
+
+
+def normalize_bulk(raw: str, default_region: str) -> tuple[str | None, str | None]:
+    """(E.164, problem) for an import row: the fast path, else parse_number (uncached:
+    an import sees each number once)."""
+    hit = fast_e164(raw, default_region)
+    if hit is not None:
+        return hit
+    info = _parse_number_uncached(raw, default_region)
+    return info.e164, info.problem
+
+
+_parse_number_uncached = parse_number.__wrapped__

@@ -284,6 +284,50 @@ async def test_resume_of_a_redis_only_run_refills_postgresql(settings, dnc_db, n
         await r.aclose()
 
 
+async def test_import_copies_new_batches_straight_and_stages_the_others(settings, dnc_db, ns, tmp_path):
+    """A batch of new numbers is COPYed straight into dnc_entries; one that meets a row
+    already there (a number listed twice, an overlapping file) falls back to the staged
+    INSERT ... ON CONFLICT DO NOTHING, and the counts stay exact either way. List and
+    source names with COPY's special characters arrive intact."""
+    prefix, _ = ns
+    camp = f"camp\\{uuid.uuid4().hex[:6]}\tx"  # a backslash and a tab
+    keys = Keys(prefix, settings.hash_secret)
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(settings.redis_url)
+    store = DncStore(r, keys)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("".join(f"+86138{i:08d}\n" for i in range(3000)))
+    # b: 1000 of a's numbers (national form), 2000 new ones, one new number twice in one batch
+    b.write_text("".join(f"138{i:08d}\n" for i in range(2000, 3000))
+                 + "".join(f"138{i:08d}\n" for i in range(3000, 5000)) + "13800004000\n")
+    db = await DncDb.open(dnc_db)
+    try:
+        ra = await import_csv(store, list_name(camp), a, "CN", settings.hash_secret, chunk_rows=1000, workers=2,
+                              db=db, db_name=camp, source="a\tfile\\1")
+        assert ra.stored == 3000 and ra.added == 3000 and db.direct  # every batch went straight in
+        rb = await import_csv(store, list_name(camp), b, "CN", settings.hash_secret, chunk_rows=1000, workers=2,
+                              db=db, db_name=camp, source="b")
+        assert (rb.rows, rb.valid, rb.stored, rb.added, rb.duplicates) == (3001, 3001, 2000, 2000, 1001)
+        assert await db.count(camp) == 5000 and await store.count(list_name(camp)) == 5000
+        # and a batch after staged ones without duplicates goes straight in again
+        c = tmp_path / "c.csv"
+        c.write_text("".join(f"138{i:08d}\n" for i in range(5000, 5500)))
+        rc = await import_csv(store, list_name(camp), c, "CN", settings.hash_secret, chunk_rows=100, workers=1,
+                              db=db, db_name=camp, source="c")
+        assert rc.stored == 500 and db.direct
+    finally:
+        await db.close()
+        await r.aclose()
+    with psycopg.connect(dnc_db) as conn:
+        rows = conn.execute("select source, count(*), min(number_hash) from dnc_entries where list = %s "
+                            "group by source order by source", (camp,)).fetchall()
+        conn.execute("delete from dnc_entries where list = %s", (camp,))
+        conn.commit()
+    assert [(src, n) for src, n, _ in rows] == [("a\tfile\\1", 3000), ("b", 2000), ("c", 500)]
+    assert all(len(h) == 32 and "138" not in src for src, _, h in rows)
+
+
 # -- counters rebuild after FLUSHALL, on a Redis of the test's own ------------------------------------------
 @pytest.fixture
 def own_redis(tmp_path):

@@ -1,9 +1,19 @@
--- dialguard dnc: add or remove fingerprints in one bucket of a DNC list.
+-- dialguard dnc: add or remove fingerprints in buckets of one DNC list.
 -- A bucket is a string of 5-byte records (40-bit fingerprints); membership is
 -- an aligned plain find, so no ordering (and no locale) is involved.
--- KEYS[1]: bucket, KEYS[2]: the list's entry counter
--- ARGV[1]: 'add' | 'remove', ARGV[2]: concatenated 5-byte records
+-- KEYS[1..n]: buckets, KEYS[n+1]: the list's entry counter
+-- ARGV[1]: 'add' | 'remove', ARGV[1+i]: concatenated 5-byte records for KEYS[i]
+-- One call takes many buckets: a bulk import makes a few hundred calls per
+-- million numbers instead of one per bucket.
 local REC = 5
+local op = ARGV[1]
+if op ~= 'add' and op ~= 'remove' then
+  return redis.error_reply('unknown op ' .. tostring(op))
+end
+local n = #KEYS - 1
+if #ARGV ~= n + 1 then
+  return redis.error_reply('dnc: ' .. n .. ' buckets but ' .. (#ARGV - 1) .. ' record strings')
+end
 
 local function find(s, rec)
   local init = 1
@@ -15,32 +25,39 @@ local function find(s, rec)
   end
 end
 
-local s = redis.call('GET', KEYS[1]) or ''
-local recs = ARGV[2]
-local changed = 0
-if ARGV[1] == 'add' then
-  local add = {}
-  for i = 1, #recs, REC do
-    local r = string.sub(recs, i, i + REC - 1)
-    if not find(s, r) then
-      s = s .. r
-      changed = changed + 1
+local total = 0
+for k = 1, n do
+  local s = redis.call('GET', KEYS[k]) or ''
+  local recs = ARGV[k + 1]
+  local changed = 0
+  if op == 'add' then
+    -- new records are collected and appended once (one copy of the bucket)
+    local new, seen = {}, {}
+    for i = 1, #recs, REC do
+      local r = string.sub(recs, i, i + REC - 1)
+      if not seen[r] and not find(s, r) then
+        seen[r] = true
+        changed = changed + 1
+        new[changed] = r
+      end
+    end
+    if changed > 0 then s = s .. table.concat(new) end
+  else
+    for i = 1, #recs, REC do
+      local r = string.sub(recs, i, i + REC - 1)
+      local pos = find(s, r)
+      if pos then
+        s = string.sub(s, 1, pos - 1) .. string.sub(s, pos + REC)
+        changed = changed + 1
+      end
     end
   end
-elseif ARGV[1] == 'remove' then
-  for i = 1, #recs, REC do
-    local r = string.sub(recs, i, i + REC - 1)
-    local pos = find(s, r)
-    if pos then
-      s = string.sub(s, 1, pos - 1) .. string.sub(s, pos + REC)
-      changed = changed + 1
-    end
+  if changed > 0 then
+    if #s == 0 then redis.call('DEL', KEYS[k]) else redis.call('SET', KEYS[k], s) end
+    total = total + changed
   end
-else
-  return redis.error_reply('unknown op ' .. tostring(ARGV[1]))
 end
-if changed > 0 then
-  if #s == 0 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], s) end
-  redis.call('INCRBY', KEYS[2], ARGV[1] == 'add' and changed or -changed)
+if total > 0 then
+  redis.call('INCRBY', KEYS[n + 1], op == 'add' and total or -total)
 end
-return changed
+return total
