@@ -46,7 +46,7 @@ ACTIONS: dict[str, Action] = {
     "dnc_remove": Action("compliance", "remove a number from a DNC list", False),
     "optout_record": Action("supervisor", "record an opt-out, a complaint or consent", False),
     "callerid_edit": Action("compliance", "approve, remove or cool down a caller ID", False),
-    "report_export": Action("viewer", "export reports (CSV, XLSX, PDF), numbers masked below supervisor", False),
+    "report_export": Action("viewer", "export reports (CSV, XLSX, PDF), numbers masked below supervisor", True),
     "users_manage": Action("admin", "add users, change roles, mint tokens", False),
 }
 
