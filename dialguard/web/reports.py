@@ -152,7 +152,7 @@ def table(lang: str, rep: rp.Report) -> str:
     if rep.totals:
         trs += ('<tr class="total">' + "".join(f"<th>{_e(cell(c, v))}</th>" for c, v in zip(rep.columns, rep.totals))
                 + "</tr>")
-    return f'<div style="overflow-x:auto"><table id="report" border="1" cellpadding="3">' \
+    return f'<div style="overflow-x:auto;font-size:.8rem"><table id="report" border="1" cellpadding="3">' \
            f'<tr>{th}</tr>{trs}</table></div>'
 
 
