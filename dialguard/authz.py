@@ -40,7 +40,7 @@ ACTIONS: dict[str, Action] = {
     "override_revoke": Action("supervisor", "revoke an override grant", False),
     "campaign_request": Action("supervisor", "request approval of a campaign (purpose, scope, caps, hours)", False),
     "campaign_approve": Action("compliance", "approve or revoke a campaign", False),
-    "rules_apply": Action("compliance", "apply rules (active or shadow)", False),
+    "rules_apply": Action("compliance", "apply rules (active or shadow)", True),
     "calendar_publish": Action("compliance", "import or activate a calendar version", False),
     "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", False),
     "dnc_remove": Action("compliance", "remove a number from a DNC list", False),
