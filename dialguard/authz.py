@@ -41,7 +41,7 @@ ACTIONS: dict[str, Action] = {
     "campaign_request": Action("supervisor", "request approval of a campaign (purpose, scope, caps, hours)", False),
     "campaign_approve": Action("compliance", "approve or revoke a campaign", False),
     "rules_apply": Action("compliance", "apply rules (active or shadow)", True),
-    "calendar_publish": Action("compliance", "import or activate a calendar version", False),
+    "calendar_publish": Action("compliance", "import or activate a calendar version", True),
     "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", False),
     "dnc_remove": Action("compliance", "remove a number from a DNC list", False),
     "optout_record": Action("supervisor", "record an opt-out, a complaint or consent", False),
