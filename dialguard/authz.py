@@ -42,7 +42,7 @@ ACTIONS: dict[str, Action] = {
     "campaign_approve": Action("compliance", "approve or revoke a campaign", False),
     "rules_apply": Action("compliance", "apply rules (active or shadow)", True),
     "calendar_publish": Action("compliance", "import or activate a calendar version", True),
-    "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", False),
+    "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", True),
     "dnc_remove": Action("compliance", "remove a number from a DNC list", False),
     "optout_record": Action("supervisor", "record an opt-out, a complaint or consent", False),
     "callerid_edit": Action("compliance", "approve, remove or cool down a caller ID", False),

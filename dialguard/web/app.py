@@ -31,7 +31,7 @@ from dialguard.eligibility import MAX_BATCH, Eligibility
 from dialguard.engine import Engine
 from dialguard.models import DecisionRequest
 from dialguard.plan import ms
-from dialguard.web import calendars_page, reports, rules_versions
+from dialguard.web import calendars_page, dnc_page, reports, rules_versions
 from dialguard.web.i18n import LANGS, pick, t
 from dialguard.web.security import LoginLimiter, WebSettings, mask
 from dialguard.web.ui import (CSP, CSRF, ELIG, ENGINE, IDENT, LANG, LANGK, LIMITER, POOL, PRE, SESSION, WS, _cookie,
@@ -522,6 +522,7 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
     reports.setup(app)
     rules_versions.setup(app)
     calendars_page.setup(app)
+    dnc_page.setup(app)
     return app
 
 

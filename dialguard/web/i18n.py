@@ -41,6 +41,32 @@ TEXT: dict[str, tuple[str, str]] = {
     "never": ("not by waiting (permanent reason)", "等待无法解除（永久原因）"),
     "bad_input": ("Bad input: {msg}", "输入有误：{msg}"),
     "language": ("中文", "English"),
+    # DNC lists (dialguard/web/dnc_page.py)
+    "dnc": ("DNC lists", "免打扰名单"),
+    "dnc_global": ("global", "全局"),
+    "dnc_list": ("List", "名单"),
+    "dnc_in_redis": ("Entries (Redis fingerprints)", "条目（Redis 指纹）"),
+    "dnc_at_rest": ("Entries at rest (PostgreSQL, sealed)", "存档条目（PostgreSQL，加密）"),
+    "dnc_upload": ("Import a CSV", "导入 CSV"),
+    "dnc_upload_help": ("A number/phone column, or numbers in the first column; up to {mb} MiB (larger lists: "
+                        "`dialguard dnc import`). Supervisor or above. Rows that are not phone numbers are listed "
+                        "with their line and why; the file is never written to disk.",
+                        "number/phone 列，或第一列为号码；最大 {mb} MiB（更大的名单请用 `dialguard dnc import`）。"
+                        "需主管及以上角色。无效行会列出行号和原因；文件不会写入磁盘。"),
+    "dnc_file": ("CSV file", "CSV 文件"),
+    "dnc_import": ("Import", "导入"),
+    "dnc_no_file": ("choose a CSV file", "请选择 CSV 文件"),
+    "dnc_too_large": ("the file is larger than {mb} MiB: use `dialguard dnc import`",
+                      "文件超过 {mb} MiB：请使用 `dialguard dnc import`"),
+    "dnc_no_job": ("No such import (finished imports are kept one hour).", "没有该导入任务（已完成的任务保留一小时）。"),
+    "dnc_job": ("Import of {source} into the list {list}", "导入 {source} 到名单 {list}"),
+    "dnc_progress": ("{done:,} of {total:,} lines ({pct}%)", "已处理 {done:,} / {total:,} 行（{pct}%）"),
+    "dnc_done": ("{rows:,} rows: {added:,} added, {dup:,} already listed, {rejected:,} rejected; {stored:,} new "
+                 "entries stored at rest.",
+                 "共 {rows:,} 行：新增 {added:,}，已在名单 {dup:,}，拒绝 {rejected:,}；{stored:,} 条新条目已加密存档。"),
+    "dnc_rejected": ("{n:,} rejected rows (first {shown:,} shown)", "{n:,} 行被拒绝（显示前 {shown:,} 行）"),
+    "dnc_line": ("Line", "行号"),
+    "dnc_value": ("Value", "内容"),
     # calendars (dialguard/web/calendars_page.py)
     "calendars": ("Calendars", "日历"),
     "cal_in_force": ("Calendars the rules in effect use", "生效规则使用的日历"),
