@@ -137,3 +137,92 @@ async def test_viewer_exports_the_report_as_csv_xlsx_pdf_and_they_match_the_audi
     f = downloaded(dl, ".csv", seen | {p for p in dl.glob("*.csv")})
     body = f.read_text(encoding="utf-8")
     assert mask(CID) in body and CID not in body
+
+
+@pytest.fixture
+def compliance_people(people):
+    """people plus a compliance user (removed afterwards)."""
+    from dialguard import users as u
+    from dialguard.audit.db import admin_dsn
+
+    name = "bc" + uuid.uuid4().hex[:8]
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        u.add_user(c, name, "compliance", "browser test passphrase")
+        yield {**people, "compliance": name}
+        c.execute("delete from web_users where name = %s", (name,))
+
+
+async def test_viewer_refused_compliance_actions_supervisor_uploads_a_dnc_csv(browser, compliance_people, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from dialguard.audit.db import admin_dsn
+    from dialguard.calendars import CalendarStore
+    from dialguard.dnc import DncStore, list_name
+    from dialguard.rules_store import RulesStore
+    from used_numbers import record
+
+    people = compliance_people
+    camp = f"dncb-{uuid.uuid4().hex[:6]}"
+    good = [f"+86139{uuid.uuid4().int % 10**8:08d}" for _ in range(30)]
+    record(*good)  # the at-rest check (test_zz_numbers_at_rest.py) greps the stack for them
+    csv_file = tmp_path / "optouts.csv"
+    csv_file.write_text("phone,note\n" + "".join(f"{n},asked\n" for n in good) + "not a number,x\n,empty\n123,short\n")
+    cal_file = tmp_path / "cn-2027.yaml"
+    cal_file.write_text((Path(__file__).parents[1] / "scenarios" / "calendars" / "cn-2027-test.yaml").read_text())
+    engine = await Engine.create(Settings())
+    try:
+        rules_before = len(await RulesStore(engine.redis, engine.keys).history())
+        cals_before = len(await CalendarStore(engine.redis, engine.keys).history())
+
+        # a viewer: every compliance-only (and supervisor) action refused by the server
+        login(browser, people["viewer"])
+        browser.get(base_url() + "/rules")
+        browser.find_element(By.CSS_SELECTOR, "#apply-form input[value=cn-default]").click()
+        browser.find_element(By.CSS_SELECTOR, "#apply-form input[name=why]").send_keys("viewer tries")
+        click(browser, browser.find_element(By.ID, "apply"))
+        assert "rules_apply needs the role compliance" in browser.find_element(By.ID, "refused").text
+        browser.get(base_url() + "/calendars")
+        browser.find_element(By.CSS_SELECTOR, "#import-form input[name=code]").send_keys("CN")
+        browser.find_element(By.CSS_SELECTOR, "#import-form input[name=file]").send_keys(str(cal_file))
+        click(browser, browser.find_element(By.ID, "publish"))
+        assert "calendar_publish needs the role compliance" in browser.find_element(By.ID, "refused").text
+        browser.get(base_url() + "/dnc")
+        browser.find_element(By.CSS_SELECTOR, "#dnc-form input[name=file]").send_keys(str(csv_file))
+        click(browser, browser.find_element(By.ID, "dnc-import"))
+        assert "dnc_edit needs the role supervisor" in browser.find_element(By.ID, "refused").text
+        assert len(await RulesStore(engine.redis, engine.keys).history()) == rules_before
+        assert len(await CalendarStore(engine.redis, engine.keys).history()) == cals_before
+
+        # a supervisor uploads the CSV into a campaign's list and follows the progress page
+        login(browser, people["supervisor"])
+        browser.get(base_url() + "/dnc")
+        browser.find_element(By.CSS_SELECTOR, "#dnc-form input[name=file]").send_keys(str(csv_file))
+        browser.find_element(By.CSS_SELECTOR, "#dnc-form input[name=campaign]").send_keys(camp)
+        browser.find_element(By.CSS_SELECTOR, "#dnc-form input[name=why]").send_keys("browser test")
+        click(browser, browser.find_element(By.ID, "dnc-import"))
+        done = WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.ID, "done"))[0]  # reloads itself
+        assert "33 rows: 30 added, 0 already listed, 3 rejected; 30 new entries stored at rest" in done.text
+        rejects = browser.find_element(By.ID, "rejects").text
+        assert "not a number" in rejects and "123" in rejects
+        shot(browser, "console-dnc")
+        store = DncStore(engine.redis, engine.keys)
+        for n in good:
+            assert await store.contains(list_name(camp), engine.keys.number_tag(n))
+        with psycopg.connect(admin_dsn()) as conn:
+            assert conn.execute("select count(*) from dnc_entries where list = %s", (camp,)).fetchone()[0] == 30
+        browser.get(base_url() + "/dnc")
+        assert camp in browser.find_element(By.ID, "dnc-lists").text
+
+        # compliance may publish (here: preview only, the stack's calendars stay as they are)
+        login(browser, people["compliance"])
+        browser.get(base_url() + "/calendars")
+        browser.find_element(By.CSS_SELECTOR, "#import-form input[name=code]").send_keys("CN")
+        browser.find_element(By.CSS_SELECTOR, "#import-form input[name=file]").send_keys(str(cal_file))
+        click(browser, browser.find_element(By.ID, "preview"))
+        assert "CN 2027" in browser.find_element(By.ID, "preview-result").text
+        shot(browser, "console-calendars")
+    finally:
+        await engine.close()
+        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+            conn.execute("delete from dnc_entries where list = %s", (camp,))
