@@ -40,13 +40,13 @@ ACTIONS: dict[str, Action] = {
     "override_revoke": Action("supervisor", "revoke an override grant", False),
     "campaign_request": Action("supervisor", "request approval of a campaign (purpose, scope, caps, hours)", False),
     "campaign_approve": Action("compliance", "approve or revoke a campaign", False),
-    "rules_apply": Action("compliance", "apply rules (active or shadow)", False),
-    "calendar_publish": Action("compliance", "import or activate a calendar version", False),
-    "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", False),
+    "rules_apply": Action("compliance", "apply rules (active or shadow)", True),
+    "calendar_publish": Action("compliance", "import or activate a calendar version", True),
+    "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", True),
     "dnc_remove": Action("compliance", "remove a number from a DNC list", False),
     "optout_record": Action("supervisor", "record an opt-out, a complaint or consent", False),
     "callerid_edit": Action("compliance", "approve, remove or cool down a caller ID", False),
-    "report_export": Action("viewer", "export reports (CSV, XLSX, PDF), numbers masked below supervisor", False),
+    "report_export": Action("viewer", "export reports (CSV, XLSX, PDF), numbers masked below supervisor", True),
     "users_manage": Action("admin", "add users, change roles, mint tokens", False),
 }
 

@@ -23,7 +23,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from dialguard.decision.scripts import DNC
 
@@ -313,26 +313,34 @@ class ImportReport:
             "rejected_samples": [{"line": ln, "value": v, "why": w} for ln, v, w in self.samples]}
 
 
-def read_numbers(path: Path) -> Iterator[tuple[int, str]]:
+def read_numbers(path: Path | IO[str]) -> Iterator[tuple[int, str]]:
     """(line number, raw value) per data row: the `number`/`phone` column, or the first.
 
     A first row with no digit in it is a header. Undecodable bytes become U+FFFD,
     so such a row is rejected as unparseable rather than stopping the import.
+    `path` may be an open text stream instead (the console's upload, kept in memory).
     """
+    if not isinstance(path, (str, Path)):
+        yield from _rows(path)
+        return
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        reader = csv.reader(f)
-        col = 0
-        for row in reader:
-            line = reader.line_num
-            if line == 1 and row:
-                lowered = [c.strip().lower() for c in row]
-                named = [n for n in ("number", "phone", "msisdn", "e164", "tel") if n in lowered]
-                if named:
-                    col = lowered.index(named[0])
-                    continue
-                if not any(ch.isdigit() for ch in row[0]):
-                    continue
-            yield line, (row[col] if len(row) > col else "")
+        yield from _rows(f)
+
+
+def _rows(f: IO[str]) -> Iterator[tuple[int, str]]:
+    reader = csv.reader(f)
+    col = 0
+    for row in reader:
+        line = reader.line_num
+        if line == 1 and row:
+            lowered = [c.strip().lower() for c in row]
+            named = [n for n in ("number", "phone", "msisdn", "e164", "tel") if n in lowered]
+            if named:
+                col = lowered.index(named[0])
+                continue
+            if not any(ch.isdigit() for ch in row[0]):
+                continue
+        yield line, (row[col] if len(row) > col else "")
 
 
 def _normalize_chunk(args) -> tuple[dict[int, bytes], int, list[tuple[int, str, str]], bytes]:
@@ -399,12 +407,12 @@ def _write_atomic(path: Path, text: str) -> None:
 TOTALS = ("rows", "valid", "added", "duplicates", "rejected", "stored")
 
 
-async def import_csv(store: DncStore, list_name: str, path: Path, region: str, secret: bytes, *,
+async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], region: str, secret: bytes, *,
                      rejects_path: Path | None = None, checkpoint: Path | None = None,
                      chunk_rows: int = 200_000, workers: int | None = None,
                      progress: Callable[[int], None] | None = None,
                      db: DncDb | None = None, db_name: str | None = None, data_key: bytes | None = None,
-                     source: str | None = None) -> ImportReport:
+                     source: str | None = None, rejects_sink: list | None = None) -> ImportReport:
     """Import a CSV: normalized, invalid rows reported (line, value, why), resumable.
 
     Every chunk goes to the Redis buckets and, with `db`, to dnc_entries (list
@@ -422,10 +430,15 @@ async def import_csv(store: DncStore, list_name: str, path: Path, region: str, s
         from dialguard.crypto import data_key as default_key
         data_key = default_key()
     db_name = db_name or GLOBAL_LIST
+    stream = not isinstance(path, (str, Path))  # an upload in memory: nothing to resume from
+    if stream and (checkpoint or not source):
+        raise ValueError("a stream is imported without a checkpoint, and needs a source name")
     source = source or path.name
     report = ImportReport(rejects_path=str(rejects_path) if rejects_path else None)
-    st = path.stat()
-    ident = {"file": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "list": list_name}
+    ident = {}
+    if checkpoint:
+        st = path.stat()
+        ident = {"file": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "list": list_name}
     done, rej_offset = 0, 0
     if checkpoint and checkpoint.exists():
         try:
@@ -499,6 +512,8 @@ async def import_csv(store: DncStore, list_name: str, path: Path, region: str, s
                 report.stored += stored
                 report.duplicates += valid - added
                 report.rejected += len(bad)
+                if rejects_sink is not None:  # the console: every rejected row, in memory
+                    rejects_sink.extend(bad)
                 if rej_writer:
                     rej_writer.writerows(bad)
                     rej.flush()

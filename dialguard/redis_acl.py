@@ -43,8 +43,9 @@ _SHIPPER = ("+get +hget +hgetall +exists "
             "+xgroup|create +xgroup|createconsumer +xgroup|delconsumer +xgroup|setid "
             "+xinfo|groups +xinfo|stream +xinfo|consumers +multi +exec +discard")  # XACK+XDEL in one MULTI
 
-# Agent leases (ari_app/leases.py) on top of the guard's set.
-_DIALER = _GUARD + " +hsetnx +pexpireat +expire +watch +unwatch +multi +exec +discard"
+# Agent leases (ari_app/leases.py) on top of the guard's set; INCRBY: dnc.lua's list count,
+# for the console's DNC imports (the console runs as the dialer until it has a role of its own).
+_DIALER = _GUARD + " +hsetnx +pexpireat +expire +watch +unwatch +multi +exec +discard +incrby"
 
 # The operator's tools: everything on the prefix but the server's own administration.
 _ADMIN = "+@all -@dangerous +info +scan +script|flush +client|list +client|kill +acl|log +acl|whoami"

@@ -58,9 +58,15 @@ def bundle(spec: str, base_dir: Path | None = None) -> tuple[Policy, dict]:
     refs = [r.strip() for r in spec.split(",") if r.strip()]
     if not refs:
         raise RulesError("no rule pack given")
-    sources = [pack_source(r, base_dir) for r in refs]
+    return bundle_sources([pack_source(r, base_dir) for r in refs])
+
+
+def bundle_sources(sources: list[tuple[str, str]]) -> tuple[Policy, dict]:
+    """A bundle of (origin, YAML text) already read (the console's uploads), validated."""
+    if not sources:
+        raise RulesError("no rule pack given")
     policy = Policy.from_sources(sources)
-    return policy, {"hash": policy.version_hash, "name": policy.name, "spec": ",".join(refs),
+    return policy, {"hash": policy.version_hash, "name": policy.name, "spec": ",".join(r for r, _ in sources),
                     "files": [{"ref": ref, "text": text} for ref, text in sources]}
 
 

@@ -12,7 +12,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # faketime: libfaketime, the shifted clock of make test-dates; gcc, libc6-dev: its
 # fixes (scripts/faketime-fixes.c); chromium, chromium-driver: the console's
 # real-browser test (Selenium, headless); fonts-wqy-microhei: a CJK font, so its
-# screenshots of the Chinese console show the characters.
+# screenshots of the Chinese console show the characters and the console's PDF
+# reports embed it (dialguard/audit/report_pdf.py).
 PACKAGES=(redis-server redis-sentinel postgresql sip-tester debootstrap python3-venv systemd faketime gcc libc6-dev
           chromium chromium-driver fonts-wqy-microhei)
 [[ $ASTERISK_MODE == system ]] && PACKAGES=("${PACKAGES[@]/debootstrap}")

@@ -160,6 +160,29 @@ def _by_reason(conn, start, end, tz) -> Report:
     return Report("reason", start, end, tz, cols, out, ["total denied", denied, None, None, _pct(denied, total), None])
 
 
+def caller_id_labeler(conn: psycopg.Connection, show=lambda n: n):
+    """Caller-ID tag -> show(its number) when the data key opens it (caller IDs are the
+    business's own numbers; the console masks them below supervisor), else '#' and the tag's prefix."""
+    tokens = dict(conn.execute("select tag, number_enc from audit_caller_ids").fetchall())
+    sealer = None
+    try:
+        from dialguard.crypto import Sealer
+        sealer = Sealer()
+    except ValueError:
+        pass
+
+    def label(tag: str) -> str:
+        tok = tokens.get(tag)
+        if tok and sealer:
+            try:
+                return show(sealer.open(tok))
+            except Exception:  # noqa: BLE001 - another key: name the tag instead
+                pass
+        return "#" + tag[:12]
+
+    return label
+
+
 # -- renderers ----------------------------------------------------------------------------
 def to_csv(rep: Report) -> str:
     buf = io.StringIO()

@@ -11,7 +11,6 @@ audit. docs/WEB.md.
 from __future__ import annotations
 
 import hmac
-import html
 import json
 import logging
 import secrets
@@ -32,63 +31,15 @@ from dialguard.eligibility import MAX_BATCH, Eligibility
 from dialguard.engine import Engine
 from dialguard.decision.models import DecisionRequest
 from dialguard.decision.plan import ms
+from dialguard.web import calendars_page, dnc_page, reports, rules_versions
 from dialguard.web.i18n import LANGS, pick, t
 from dialguard.web.security import LoginLimiter, WebSettings, mask
+from dialguard.web.ui import (CSP, CSRF, ELIG, ENGINE, IDENT, LANG, LANGK, LIMITER, POOL, PRE, SESSION, WS, _cookie,
+                              _e, _signed_in, csrf_field, page, redirect, utcnow)
 
 log = logging.getLogger("dialguard.web")
 
-SESSION, PRE, LANG = "dg_session", "dg_pre", "dg_lang"
-CSRF, LANGK, IDENT = web.RequestKey("csrf", str), web.RequestKey("lang", str), web.RequestKey("identity", users.Identity)
-POOL = web.AppKey("pool", AsyncConnectionPool)
-ENGINE = web.AppKey("engine", Engine)
-ELIG = web.AppKey("elig", Eligibility)
-LIMITER = web.AppKey("limiter", LoginLimiter)
-WS = web.AppKey("ws", WebSettings)
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-# -- page helpers ---------------------------------------------------------------------
-
-def _e(s) -> str:
-    return html.escape(str(s), quote=True)
-
-
-def page(request: web.Request, body: str, status: int = 200) -> web.Response:
-    lang = request[LANGK]
-    ident = request.get(IDENT)
-    other = "zh" if lang == "en" else "en"
-    head = f'<a href="/lang/{other}">{t(lang, "language")}</a>'
-    if ident:
-        head = (f'{_e(t(lang, "signed_in_as", user=ident.user, role=ident.role))} · '
-                f'<a href="/">{t(lang, "home")}</a> · <a href="/number">{t(lang, "lookup")}</a> · '
-                f'<a href="/live">{t(lang, "live")}</a> · <a href="/callerids">{t(lang, "callerids")}</a> · '
-                f'<form method="post" action="/logout" style="display:inline">{csrf_field(request)}'
-                f'<button>{t(lang, "logout")}</button></form> · ' + head)
-    doc = (f'<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">'
-           f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-           f'<title>{t(lang, "title")}</title><style>body{{font-family:sans-serif;max-width:60rem;margin:1rem auto;'
-           f'padding:0 1rem}}.msg{{padding:.5rem;background:#eef}}.err{{padding:.5rem;background:#fdd}}'
-           f'form.box{{margin:.5rem 0;padding:.5rem;border:1px solid #ccc}}</style></head><body>'
-           f'<header>{head}</header><h1>{t(lang, "title")}</h1>{body}</body></html>')
-    return web.Response(text=doc, status=status, content_type="text/html")
-
-
-def redirect(location: str) -> web.Response:
-    return web.Response(status=303, headers={"Location": location})
-
-
-def csrf_field(request: web.Request) -> str:
-    return f'<input type="hidden" name="csrf" value="{_e(request.get(CSRF, ""))}">'
-
-
-def _cookie(resp: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int | None,
-            http_only: bool = True) -> None:
-    resp.set_cookie(name, value, max_age=max_age, path="/", httponly=http_only, samesite="Strict",
-                    secure=request.app[WS].tls)
+# keys and page helpers shared by every page module: dialguard/web/ui.py
 
 
 def _source(request: web.Request) -> str:
@@ -203,13 +154,6 @@ async def logout(request: web.Request) -> web.Response:
     resp = redirect("/login")
     resp.del_cookie(SESSION, path="/")
     return resp
-
-
-def _signed_in(request: web.Request) -> users.Identity:
-    ident = request.get(IDENT)
-    if ident is None:
-        raise web.HTTPSeeOther("/login")
-    return ident
 
 
 def _pause_label(lang: str, field: str) -> str:
@@ -575,6 +519,10 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
     app.router.add_get("/api/v1/killswitch", api_killswitch_get)
     app.router.add_post("/api/v1/killswitch", api_killswitch_post)
     app.router.add_get("/api/v1/openapi.json", openapi)
+    reports.setup(app)
+    rules_versions.setup(app)
+    calendars_page.setup(app)
+    dnc_page.setup(app)
     return app
 
 
