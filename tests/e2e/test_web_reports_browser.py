@@ -21,7 +21,7 @@ import pytest
 from dialguard.audit import report as rp
 from dialguard.config import Settings
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest, Outcome
+from dialguard.decision.models import DecisionRequest, Outcome
 from dialguard.web.security import mask
 from test_web_browser import base_url, browser, click, login, people, shot  # noqa: F401  (fixtures)
 

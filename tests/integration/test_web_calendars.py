@@ -22,7 +22,7 @@ from dialguard import users as u
 from dialguard.audit.db import admin_dsn
 from dialguard.calendars import CalendarStore
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy
 from dialguard.simulate import _drop_namespace
 from dialguard.web.app import make_app

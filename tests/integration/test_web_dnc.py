@@ -23,7 +23,7 @@ from dialguard.audit.db import admin_dsn
 from dialguard.crypto import Sealer
 from dialguard.dnc import DncStore, list_name
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy
 from dialguard.simulate import _drop_namespace
 from dialguard.web.app import make_app

@@ -23,7 +23,7 @@ from dialguard.audit import migrate as m
 from dialguard.audit import report as rp
 from dialguard.audit.db import sql_dir
 from dialguard.audit.shipper import Shipper
-from dialguard.models import DecisionRequest, Outcome
+from dialguard.decision.models import DecisionRequest, Outcome
 from dialguard.web.app import make_app
 from dialguard.web.security import WebSettings, mask
 

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dialguard import users as u
 from dialguard.audit.db import admin_dsn
 from dialguard.engine import Engine
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy
 from dialguard.rules_store import RulesStore
 from dialguard.simulate import _drop_namespace
