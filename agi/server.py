@@ -252,21 +252,25 @@ class FastAGIServer:
             self._refuse(transport, "too many sessions")
             return
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=self.max_line_bytes, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        reader.feed_data(bytes(pending.buf))
+        if SESSION_IO == "streams":
+            reader = asyncio.StreamReader(limit=self.max_line_bytes, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            reader.feed_data(bytes(pending.buf))
+            if pending.eof:
+                reader.feed_eof()
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        else:
+            reader = writer = _SessionIO(transport, pending.buf, pending.eof, loop)
+            transport.set_protocol(reader)
         pending.buf = None
         pending.transport = None  # the session's protocol has it now
         conn.transport = None
-        if pending.eof:
-            reader.feed_eof()
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         task = loop.create_task(self._session(reader, writer, pending.peer))
         self._active.add(task)
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer) -> None:
+    async def _session(self, reader, writer, peer) -> None:
         peer_host = peer[0] if isinstance(peer, tuple) else str(peer)
         fields = {"event": "agi_session", "peer": f"{peer_host}:{peer[1]}" if isinstance(peer, tuple) else peer_host}
         task = asyncio.current_task()
@@ -335,6 +339,102 @@ class FastAGIServer:
 
 
 SWEEP_S = 0.01  # how often pending connections past their deadline are closed (often: small batches)
+
+
+# How a session reads and writes its socket: "protocol" (default), one small
+# asyncio.Protocol that is both the session's reader and writer; "streams",
+# asyncio's StreamReader/StreamWriter pair (DIALGUARD_AGI_IO=streams).
+SESSION_IO = os.environ.get("DIALGUARD_AGI_IO", "protocol")
+
+
+class _SessionIO(asyncio.Protocol):
+    """A session's socket as the reader and writer AGISession needs (read,
+    write, drain, close), without a StreamReader, StreamWriter and
+    StreamReaderProtocol per session."""
+
+    __slots__ = ("transport", "_buf", "_eof", "_lost", "_waiter", "_paused", "_drainer", "_closed", "_loop")
+
+    def __init__(self, transport, buf: bytearray, eof: bool, loop):
+        self.transport = transport
+        self._buf = buf
+        self._eof = eof
+        self._lost = False
+        self._waiter = None
+        self._paused = False
+        self._drainer = None
+        self._closed = None
+        self._loop = loop
+
+    # -- protocol callbacks
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # as StreamReaderProtocol: our replies may still go out
+
+    def connection_lost(self, exc) -> None:
+        self._eof = self._lost = True
+        self._wake()
+        d = self._drainer
+        if d is not None and not d.done():
+            d.set_result(None)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        d = self._drainer
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    # -- the reader
+    async def read(self, n: int) -> bytes:
+        while not self._buf and not self._eof:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    # -- the writer
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        if self._paused:
+            self._drainer = self._loop.create_future()
+            try:
+                await self._drainer
+            finally:
+                self._drainer = None
+            if self._lost:
+                raise ConnectionResetError("Connection lost")
+
+    def close(self) -> None:
+        self.transport.close()
+
+    async def wait_closed(self) -> None:
+        if self._lost:
+            return
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+        await self._closed
 
 
 class _Pending(asyncio.Protocol):
