@@ -142,6 +142,7 @@ class OutcomeReader:
         self.retry_s = retry_s
         self.applied = 0
         self.bad = 0
+        self.unmatched = 0
         self._check_old = True
 
     async def _apply(self, ev: OutcomeEvent) -> None:
@@ -154,8 +155,8 @@ class OutcomeReader:
         matched = await self.engine.report_outcome(ev.call_id, ev.outcome, now=now)
         self.applied += 1
         if not matched:
-            log.info("outcome matched no unreported allowed call (already applied, or unknown)", extra={"fields": {
-                "event": "outcome_unmatched", "call_id": ev.call_id, "decision_id": ev.decision_id}})
+            # Already applied (a replay) or unknown: counted, one line a batch.
+            self.unmatched += 1
 
     async def _drain(self, path: Path) -> bool:
         """Apply the complete lines of `path` after the saved offset. False if
@@ -186,6 +187,7 @@ class OutcomeReader:
         if end < 0:
             return True  # a record still being written
         pos = self.state.offset
+        unmatched = self.unmatched
         for raw in data[:end + 1].splitlines(keepends=True):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             try:
@@ -209,6 +211,10 @@ class OutcomeReader:
             pos += len(raw)
             self.state.offset = pos
         self.state.save()
+        if self.unmatched > unmatched:
+            log.info("%d outcomes matched no unreported allowed call (already applied, or unknown)",
+                     self.unmatched - unmatched, extra={"fields": {"event": "outcome_unmatched",
+                                                                   "count": self.unmatched - unmatched}})
         return True
 
     async def _finish_old(self) -> None:
