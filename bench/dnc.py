@@ -3,7 +3,7 @@ numbers, Redis only and with the PostgreSQL sink, side by side with
 redis-benchmark's pipelined SADD rate (the ceiling) in one run, and the Redis
 memory each imported number takes.
 
-    .venv/bin/python bench/dnc.py [--rows 10000000] [--no-pg] [--workers N]
+    .venv/bin/python bench/dnc.py [--rows 10000000] [--no-pg | --pg-only] [--workers N] [--chunk-rows N]
 
 Each import goes into a fresh list with its own CSV of `--rows` distinct
 numbers of the region CN (70 % E.164, 30 % national digits, one row in 1,000
@@ -94,6 +94,7 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", "--csv-rows", "--size", type=int, default=10_000_000, help="rows of each import CSV")
     ap.add_argument("--no-pg", action="store_true", help="skip the import with the PostgreSQL sink")
+    ap.add_argument("--pg-only", action="store_true", help="only the import with both sinks")
     ap.add_argument("--workers", type=int, default=None, help="normalizing processes (default: the CPUs)")
     ap.add_argument("--chunk-rows", type=int, default=None, help="rows per batch (default: import_csv's)")
     args = ap.parse_args()
@@ -115,7 +116,7 @@ async def main():
             except DncDbUnavailable as exc:
                 print(f"PostgreSQL sink: skipped ({exc})")
         try:
-            runs = [("Redis only (--no-db)", None, "139", "r1")]
+            runs = [] if args.pg_only else [("Redis only (--no-db)", None, "139", "r1")]
             if db is not None:
                 runs.append(("Redis + PostgreSQL", db, "137", "r2"))
             for label, sink, digits, lst in runs:

@@ -373,7 +373,9 @@ def _normalize_chunk(args) -> tuple[dict[int, bytes], int, list[tuple[int, str, 
         from dialguard.crypto import Sealer
 
         sealed = Sealer(data_key).seal_many(valid)
-        block = "".join([f"{head}{h}\t{t}{tail}" for h, t in zip(hashes, sealed)]).encode()
+        lines = [f"{head}{h}\t{t}{tail}" for h, t in zip(hashes, sealed)]
+        lines.sort()  # in hash order (head is the same on every line): PostgreSQL's index pages in turn
+        block = "".join(lines).encode()
     return {b: b"".join(r) for b, r in groups.items()}, len(valid), bad, block
 
 
