@@ -286,6 +286,7 @@ def report(
     tz: Optional[str] = typer.Option(None, "--tz", help="Time zone of the dates (default: DIALGUARD_SITE_TZ)"),
     csv_out: Optional[str] = typer.Option(None, "--csv", help="Write CSV to this file ('-': stdout)"),
     xlsx_out: Optional[Path] = typer.Option(None, "--xlsx", help="Write an Excel workbook"),
+    pdf_out: Optional[Path] = typer.Option(None, "--pdf", help="Write a PDF (landscape A4, as the console's)"),
     shadow: bool = typer.Option(False, "--shadow", help="Decisions the shadow rules would have decided "
                                 "otherwise, with a summary per shadow version (--by does not apply)"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
@@ -312,8 +313,8 @@ def report(
     if as_json and csv_out == "-":
         fail("--json and --csv - both write to stdout: pick one")
     if shadow:
-        if xlsx_out:
-            fail("--xlsx is not available with --shadow (use --csv or --json)")
+        if xlsx_out or pdf_out:
+            fail("--xlsx and --pdf are not available with --shadow (use --csv or --json)")
         with _pg(settings.pg_dsn) as conn:
             srep = rp.build_shadow(conn, a, b, tz, number_label=_number_labeler())
         if as_json:
@@ -338,7 +339,17 @@ def report(
     if xlsx_out:
         rp.to_xlsx(rep, xlsx_out)
         err.print(f"wrote {xlsx_out}", highlight=False)
-    if not csv_out and not xlsx_out and not as_json:
+    if pdf_out:
+        from dialguard.audit.report_pdf import FontMissing, to_pdf
+
+        meta = [f"{_iso(a)} to {_iso(b)} (end excluded; dates in {tz}); definitions: docs/AUDIT.md, 'Reports'",
+                f"generated {_iso(datetime.now(timezone.utc))}"]
+        try:
+            pdf_out.write_bytes(to_pdf(rep, f"dialguard report by {by}", lambda c: c.replace("_", " "), meta))
+        except FontMissing as exc:
+            fail(str(exc))
+        err.print(f"wrote {pdf_out}", highlight=False)
+    if not csv_out and not xlsx_out and not pdf_out and not as_json:
         # a report is wide: when piped (no terminal to fit), do not squeeze it to 80 columns
         console = out if out.is_terminal else Console(width=200)
         console.print(rp.to_rich(rep))

@@ -112,8 +112,9 @@ async def test_report_cli_csv_and_xlsx(shipped, tmp_path):
     e, dsn, _ = shipped
     env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_REDIS_URL": e.settings.redis_url,
            "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(), "DIALGUARD_SITE_TZ": "Asia/Shanghai"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "dialguard.cli", *a], capture_output=True,  # noqa: E731
-                                    text=True, env=env, timeout=120)
+    run = lambda *a, env_extra={}: subprocess.run([sys.executable, "-m", "dialguard.cli", *a],  # noqa: E731
+                                                  capture_output=True, text=True, env={**env, **env_extra},
+                                                  timeout=120)
     r = run("report", "--from", "2026-11-23", "--to", "2026-11-23", "--by", "caller_id", "--csv", "-")
     assert r.returncode == 0, r.stderr
     table = list(csv.DictReader(io.StringIO(r.stdout)))
@@ -127,6 +128,16 @@ async def test_report_cli_csv_and_xlsx(shipped, tmp_path):
     ws = load_workbook(x)["by agent"]
     values = [[c.value for c in row] for row in ws.iter_rows()]
     assert values[0][:3] == ["agent", "attempts", "allowed"] and values[-1][0] == "total"
+    pdf = tmp_path / "r.pdf"
+    r = run("report", "--from", "2026-11-23", "--to", "2026-11-23", "--by", "caller_id", "--pdf", str(pdf))
+    assert r.returncode == 0, r.stderr
+    from pypdf import PdfReader
+
+    text = PdfReader(pdf).pages[0].extract_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith(CID1 + " "))
+    assert "dialguard report by caller_id" in text and line.split()[1:3] == [by[CID1]["attempts"], "3"]
+    r = run("report", "--from", "2026-11-23", "--pdf", str(pdf), env_extra={"DIALGUARD_PDF_FONT": "/nonexistent.ttf"})
+    assert r.returncode == 2 and "no CJK font" in r.stderr
     r = run("report", "--from", "2026-11-23", "--by", "campaign")
     assert r.returncode == 0 and "c1" in r.stdout and "abandon" in r.stdout
     assert run("report", "--from", "2026-11-24", "--to", "2026-11-23").returncode == 2

@@ -24,6 +24,7 @@ from dialguard.audit import report as rp
 from dialguard.audit.db import sql_dir
 from dialguard.audit.shipper import Shipper
 from dialguard.decision.models import DecisionRequest, Outcome
+from dialguard.rules_store import RulesStore, bundle_sources
 from dialguard.web.app import make_app
 from dialguard.web.security import WebSettings, mask
 
@@ -34,6 +35,15 @@ PW = "a long enough passphrase"
 NOW = datetime(2026, 11, 23, 2, tzinfo=UTC)  # Mon 10:00 Shanghai
 CID1, CID2 = "+862150000001", "+862150000002"
 DAY = {"from": "2026-11-23", "to": "2026-11-23", "tz": "Asia/Shanghai"}
+SHADOW_PACK = """pack: shadow-one
+version: "1"
+default_region: CN
+hours:
+  zone: callee
+  weekly: {all: ["00:00-24:00"]}
+caps:
+  - {id: per-day, max: 1, window: {rolling: 24h}, scope: number}
+"""
 
 
 @pytest.fixture
@@ -52,6 +62,9 @@ async def console(cluster, make_engine, settings):
         await e.set_campaign(c)
     for c in (CID1, CID2):
         await e.approve_caller_id(c)
+    # shadow rules beside the active ones: one attempt a day (the active pack allows two)
+    await RulesStore(e.redis, e.keys).apply_bundle(bundle_sources([("shadow-one", SHADOW_PACK)])[1], shadow=True,
+                                                   why="trial")
 
     async def call(key, number, campaign, agent, cid, result=None, talk=0, minutes=0):
         d = await e.decide(DecisionRequest(number=number, campaign=campaign, agent=agent, caller_id=cid,
@@ -191,3 +204,23 @@ async def test_bad_parameters_say_what_is_wrong(console, query, msg):
         r = await c.get(path, params={**DAY, **query})
         assert r.status == 400 and msg in await r.text()
     assert (await c.get("/reports/export.doc", params=DAY)).status == 404
+
+
+async def test_rules_page_shadow_report_masked_for_a_viewer(console):
+    """/rules' shadow report (dialguard report --shadow) on the shipped decisions: the
+    second call to +8613800000001 (k5) is allowed by the active rules, denied by the shadow."""
+    c, people, dsn = console
+    n = "+8613800000001"
+    await login(c, people["viewer"])
+    text = await (await c.get("/rules", params=DAY)).text()
+    row = re.search(r'<table id="shadow-report".*?</table>', text, re.S).group(0)
+    cells = re.findall(r"<td>([^<]*)</td>", row)
+    # 8 decisions under shadow version 1: 6 the same; k5 allow -> deny (attempt_cap); k8 deny -> allow
+    # (the shadow pack does not ask for approved caller IDs, cn-default does)
+    assert cells[:5] == ["1", "8", "6", "1", "1"] and "attempt_cap 1" in cells[5]
+    rows = re.search(r'<table id="shadow-rows".*?</table>', text, re.S).group(0)
+    assert mask(n) in rows and n not in rows and "c2" in rows and "attempt_cap" in rows
+    await login(c, people["supervisor"])
+    rows = re.search(r'<table id="shadow-rows".*?</table>', await (await c.get("/rules", params=DAY)).text(),
+                     re.S).group(0)
+    assert n in rows
