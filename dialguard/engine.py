@@ -27,6 +27,7 @@ from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.crypto import Sealer
 from dialguard.ids import new_id  # noqa: F401 - dialguard.engine.new_id for its users
+from dialguard.decision import record
 from dialguard.decision.keys import Keys
 from dialguard.decision.models import (
     PERMANENT, Decision, DecisionRequest, Outcome, decision_of, sort_reasons, utcnow,
@@ -34,11 +35,10 @@ from dialguard.decision.models import (
 from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
 from dialguard.redisclient import RedisClient, RedisReplyError
 from dialguard.decision.plan import (
-    CallerIdCandidate, FilledPlan, build_plan, compile_plan, eligible_from_details, from_ms, ms,
+    CallerIdCandidate, FilledPlan, compile_plan, eligible_from_details, from_ms, ms,
 )
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
-from dialguard.timerules import next_allowed, time_check, time_reasons
-from dialguard.timeutil import parse_time  # noqa: F401 - dialguard.engine.parse_time for its users
+from dialguard.timerules import next_allowed, time_check
 
 log = logging.getLogger("dialguard.engine")
 UTC = timezone.utc
@@ -94,16 +94,6 @@ ABANDON = {"abandoned": "ab", "amd": "am"}
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-_esc = json.encoder.encode_basestring_ascii  # what _encode writes for a str
-
-
-def _jopt(v) -> str:
-    return "null" if v is None else _encode(v)
-
-
-def _est_json(est) -> str:
-    """The audit record's "est" field (calendars estimated), or nothing."""
-    return f'"est":{_encode(sorted(est))},' if est else ""
 
 
 def _allowed(res) -> bool:
@@ -481,59 +471,12 @@ class Engine:
     def _fingerprint(self, req: DecisionRequest, info: NumberInfo) -> str:
         return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
 
-    def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
-                    number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=()):
-        """The plan through build_plan: the reference of _plan_compiled
-        (tests/unit/test_plan_template.py), shadow rules included."""
-        policy = ctx.policy
-        payload = None
-        if self.audit:
-            payload = _encode({
-                "did": did, "at": ms(now), "ts": int(time.time() * 1000), "n": number_tag,
-                "ne": self.sealer.seal(info.e164) if info.e164 else None,
-                "campaign": req.campaign, "agent": req.agent, "subject": req.subject,
-                "call_id": req.call_id, "pre": pre,
-                # the caller ID asked for, sealed: no plaintext number in Redis (SPEC §7)
-                "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
-                # calendars whose day was estimated (unknown year, unknown_year allow/weekdays)
-                **({"est": sorted(est)} if est else {}),
-                "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
-                "cal": int(ctx.cver) if ctx.cver else None,
-            })
-        common = dict(keys=self.keys, info=info, number_tag=number_tag, campaign=req.campaign, agent=req.agent,
-                      subject=req.subject, decision_id=did, now=now, candidates=candidates,
-                      check_caller_id=check_cid, site_timezone=self.settings.site_timezone)
-        plan = build_plan(
-            policy=policy, call_id=req.call_id, pre_reasons=list(pre), audit_payload=payload,
-            audit_max=self.settings.audit_backlog_max if self.audit else None,
-            request_fp=self._fingerprint(req, info) or None, **common)
-        b = plan.body
-        if info.valid:
-            b["ov"] = plan.k(self.keys.override(number_tag))
-        if self.versioned:
-            b["rk"] = plan.k(self.keys.rules)
-            b["rvs"] = ctx.rvs
-            b["rver"] = ctx.rver
-        b["ck"] = plan.k(self.keys.calendars)
-        b["cv"] = ctx.cver
-        if ctx.shadow is not None:
-            # The shadow rules see the same request and state; only their own
-            # time rules and limits differ. Read-only: nothing is reserved for them.
-            spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
-            if info.valid:
-                spre += time_reasons(ctx.shadow, info.timezones, now, ctx.cals)[0]
-            shadow = build_plan(policy=ctx.shadow, call_id=None, pre_reasons=sort_reasons(spre),
-                                audit_payload=None, audit_max=None, share=plan, **common)
-            b["sh"] = shadow.body
-            b["sv"] = ctx.sver
-        return plan
-
     def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool,
                        est=()) -> FilledPlan:
-        """The plan of _plan_built from a template compiled once per shape
-        (dialguard.decision.plan.compile_plan): the same KEYS and JSON as build_plan plus
-        the fields added there, shadow rules included, at a fraction of the cost."""
+        """The plan from a template compiled once per shape (dialguard.decision.plan.compile_plan):
+        the same KEYS and JSON as build_plan (tests/unit/test_plan_template.py), shadow rules
+        included, at a fraction of the cost."""
         policy = ctx.policy
         tags = [c.tag for c in candidates]
         shape = tuple((tags.index(t), c.statically_approved) for t, c in zip(tags, candidates))
@@ -553,27 +496,23 @@ class Engine:
                 versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendars=ctx.cver,
                 shadow=(shadow, ctx.sver) if shadow is not None else None)
             # the audit record's constant end
-            tpl.tail = (f'"rules":{_jopt(policy.name)},"rv":{_jopt(policy.version_hash)},'
-                        f'"node":{_jopt(self.settings.node)},"cal":{int(ctx.cver) if ctx.cver else "null"}}}')
+            tpl.tail = record.tail(policy.name, policy.version_hash, self.settings.node, calendar=ctx.cver)
         pre_json = _encode(pre) if pre else "[]"
         spre_json = "[]"
         if shadow is not None:
-            # as _plan_built: the request's reasons but the time rules', then the shadow's time rules
+            # the shadow's pre reasons: the request's but the time rules', then the shadow's time rules
             spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
             if info.valid:
                 spre += self._time_check(shadow, info.timezones, now, ctx.cals)[0]
             spre_json = _encode(sort_reasons(spre))
         payload = None
         if audit:
-            # _encode of the same dict, written out (tests/unit/test_plan_template.py)
-            e164, sub, cid, call = info.e164, req.subject, req.caller_id, req.call_id
-            payload = (
-                f'{{"did":{_esc(did)},"at":{ms(now)},"ts":{int(time.time() * 1000)},"n":{_esc(number_tag)},'
-                f'"ne":{_esc(self.sealer.seal(e164)) if e164 else "null"},"campaign":{_esc(req.campaign)},'
-                f'"agent":{_esc(req.agent)},"subject":{_esc(sub) if sub is not None else "null"},'
-                f'"call_id":{_esc(call) if call is not None else "null"},"pre":{pre_json},'
-                f'"cid_req":{_esc(self.sealer.seal(cid)) if cid else "null"},'
-                f'{_est_json(est)}{tpl.tail}')
+            e164, cid = info.e164, req.caller_id
+            payload = record.decision_record(
+                decision_id=did, at_ms=ms(now), ts_ms=int(time.time() * 1000), number_tag=number_tag,
+                sealed_number=self.sealer.seal(e164) if e164 else None, campaign=req.campaign, agent=req.agent,
+                subject=req.subject, call_id=req.call_id, pre_json=pre_json,
+                sealed_caller_id=self.sealer.seal(cid) if cid else None, estimated=est, end=tpl.tail)
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
                               cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
@@ -637,14 +576,13 @@ class Engine:
         tag = self.keys.number_tag(info.e164) if info.valid else keyed_hash(self.settings.hash_secret,
                                                                              "raw:" + req.number)
         wall = int(time.time() * 1000)
-        payload = _encode({
-            "did": did, "at": ms(now) if now else wall, "ts": wall, "n": tag,
-            "ne": self.sealer.seal(info.e164) if info.e164 else None,
-            "campaign": req.campaign, "agent": req.agent, "subject": req.subject, "call_id": req.call_id,
-            "pre": [], "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
-            "rules": self.active_policy.name, "rv": self.active_policy.version_hash, "node": self.settings.node,
-            "unrecorded": why,
-        })
+        payload = record.decision_record(
+            decision_id=did, at_ms=ms(now) if now else wall, ts_ms=wall, number_tag=tag,
+            sealed_number=self.sealer.seal(info.e164) if info.e164 else None, campaign=req.campaign,
+            agent=req.agent, subject=req.subject, call_id=req.call_id, pre_json="[]",
+            sealed_caller_id=self.sealer.seal(req.caller_id) if req.caller_id else None,
+            end=record.tail(self.active_policy.name, self.active_policy.version_hash, self.settings.node,
+                            unrecorded=why))
         try:
             self.spool.append({"t": "decision", "id": did, "allow": "0", "r": "guard_unavailable",
                                "ch": "", "cs": "", "j": payload})
