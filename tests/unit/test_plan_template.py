@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import dialguard.engine as engine_mod
+import dialguard.decision.decider as decider_mod
 from dialguard.config import Settings
 from dialguard.decision.models import DecisionRequest, sort_reasons
 from dialguard.decision.plan import build_plan, ms
@@ -40,7 +40,7 @@ def plan_built(eng: Engine, req: DecisionRequest, ctx: _Context, info, did: str,
     payload = None
     if eng.audit:
         payload = _encode({
-            "did": did, "at": ms(now), "ts": int(engine_mod.time.time() * 1000), "n": number_tag,
+            "did": did, "at": ms(now), "ts": int(decider_mod.time.time() * 1000), "n": number_tag,
             "ne": eng.sealer.seal(info.e164) if info.e164 else None,
             "campaign": req.campaign, "agent": req.agent, "subject": req.subject,
             "call_id": req.call_id, "pre": pre,
@@ -87,7 +87,7 @@ def numbers(rnd: random.Random) -> str:
 
 
 class _Clock:
-    """time for dialguard.engine with a fixed wall clock (the audit record's ts)."""
+    """time for the decider with a fixed wall clock (the audit record's ts)."""
 
     def __init__(self, real):
         self._real = real
@@ -106,7 +106,7 @@ class _Sealer:
 
 @pytest.fixture
 def fixed_time(monkeypatch):
-    monkeypatch.setattr(engine_mod, "time", _Clock(engine_mod.time))
+    monkeypatch.setattr(decider_mod, "time", _Clock(decider_mod.time))
 
 
 @pytest.mark.parametrize("seed", range(8))
