@@ -38,7 +38,7 @@ import heapq
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable, Iterator
 
 import psycopg
@@ -49,9 +49,9 @@ from dialguard.decision.keys import Keys
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.decision.plan import CallerIdCandidate, build_plan, ms
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
+from dialguard.timeutil import UTC
 
 log = logging.getLogger("dialguard.audit.rebuild")
-UTC = timezone.utc
 
 CONVERSATION = "conversation"
 ABANDON = {"abandoned": "ab", "amd": "am"}  # as dialguard.engine.ABANDON

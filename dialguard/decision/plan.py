@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from dialguard.decision.keys import Keys
 from dialguard.decision.models import LIFTABLE
@@ -19,20 +19,12 @@ from dialguard.dnc import fingerprint, list_name
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.rules import Policy
 from dialguard.timerules import day_start_after, local_midnight, zones_for
+from dialguard.timeutil import from_ms, to_ms as ms
 
-UTC = timezone.utc
 CALL_RECORD_TTL = timedelta(days=2)
 DEFAULT_LEASE = timedelta(hours=2)
 # decide.lua's set of the reasons an override may lift (plan field liftable)
 LIFTABLE_LIST = sorted(LIFTABLE)
-
-
-def ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
-
-
-def from_ms(v: float) -> datetime:
-    return datetime.fromtimestamp(v / 1000, UTC)
 
 
 @dataclass
