@@ -33,7 +33,7 @@ async def default_factory():
 
 def load_factory(spec: str | None = None) -> EngineFactory:
     """``module:callable`` returning an awaitable engine; the default is the real
-    engine. Tests point this at a fake (``agi.testing:fake_engine_factory``)."""
+    engine. Tests point this at a fake (``fakes.engine:fake_engine_factory``, tests/fakes/)."""
     spec = spec or os.environ.get(FACTORY_ENV) or ""
     if not spec:
         return default_factory

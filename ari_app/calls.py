@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ari_app.client import AriError, AriUnavailable
+from dialguard.decision.models import not_answered_result as cause_result
 
 log = logging.getLogger("ari_app.calls")
 
@@ -16,9 +17,6 @@ BLOCKING = {"dnc", "opted_out", "complained", "invalid_number", "unknown_timezon
 # Denials an admin (or the guard coming back) can lift: look at the lead again later.
 TRANSIENT = {"paused", "campaign_not_approved", "caller_id_not_approved", "no_consent", "guard_unavailable",
              "caller_id_rate", "caller_id_concurrency", "agent_cap"}
-# Hangup causes (Q.850) of calls never answered.
-BUSY_CAUSES = {17}
-NO_ANSWER_CAUSES = {18, 19, 0, 16}
 # An agent leg started with less time than this before the bridge deadline cannot
 # be answered in time: the call is abandoned instead of ringing the agent for nothing.
 MIN_AGENT_LEG_S = 0.5
@@ -48,11 +46,9 @@ def cause_of(cause) -> int | None:
 
 
 def not_answered_result(cause: int | None) -> str:
-    if cause in BUSY_CAUSES:
-        return "busy"
-    if cause in NO_ANSWER_CAUSES or cause is None:
-        return "no_answer"
-    return "failed"
+    """An unanswered dialer call's outcome from its hangup cause (the one rule,
+    dialguard.decision.models); no cause at all: counted as a no-answer."""
+    return "no_answer" if cause is None else cause_result(cause)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from ari_app import metrics as m
 from ari_app.agents import AgentPool
@@ -29,9 +29,9 @@ from ari_app.lifecycle import Lifecycle
 from ari_app.pacing import Pacer, abandon_rate
 from dialguard.campaigns.store import Campaign, CampaignLocks, Store, local_day
 from dialguard.outage import OutageLog
+from dialguard.timeutil import UTC
 
 log = logging.getLogger("ari_app.dialer")
-UTC = timezone.utc
 
 
 @dataclass

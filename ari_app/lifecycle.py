@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from ari_app import metrics as m
@@ -30,9 +30,9 @@ from ari_app.client import AriError, AriUnavailable
 from dialguard.campaigns.disposition import parse_disposition
 from dialguard.campaigns.store import Campaign, Store
 from dialguard.decision.models import DecisionRequest, Outcome
+from dialguard.timeutil import UTC
 
 log = logging.getLogger("ari_app.lifecycle")
-UTC = timezone.utc
 
 
 def sound_of(media: str | None) -> str:

@@ -81,7 +81,7 @@ from sipp import load_stack_env, run_calls, stack_dir, write_injection  # noqa: 
 
 load_stack_env()
 
-from agi.testing import agi_call  # noqa: E402
+from agi.client import agi_call# noqa: E402
 from dialguard.config import Settings  # noqa: E402
 from dialguard.engine import Engine  # noqa: E402
 from dialguard.numbers import parse_number  # noqa: E402

@@ -47,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agi.testing import agi_call  # noqa: E402
+from agi.client import agi_call# noqa: E402
 
 PACK = """pack: bench-flood
 version: "1"

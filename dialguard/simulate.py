@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +22,8 @@ from dialguard.engine import Engine
 from dialguard.decision.models import OUTCOME_RESULTS, DecisionRequest, Outcome
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy, RulesError
+from dialguard.timeutil import UTC
 
-UTC = timezone.utc
 
 
 class ScenarioError(ValueError):

@@ -6,7 +6,7 @@ Redis call and are easy to test at their edges.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -14,8 +14,8 @@ import holidays as pyholidays
 
 from dialguard.calendars import NO_CALENDARS, Calendars, code_of
 from dialguard.rules import Calendar, Hours, Policy
+from dialguard.timeutil import UTC
 
-UTC = timezone.utc
 HORIZON_DAYS = 400
 
 

@@ -54,7 +54,7 @@ stop_pg() {
 }
 stop_pg "$STACK_DIR/pg/data" fast && log "stopped PostgreSQL"
 
-# PostgreSQL clusters the tests made for themselves (dialguard/audit/testing.py
+# PostgreSQL clusters the tests made for themselves (tests/fakes/pg.py
 # registers each one): an interrupted test run cannot stop them itself.
 registry=$STACK_DIR/test-clusters
 if [[ -f $registry ]]; then

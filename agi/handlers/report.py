@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 
-from dialguard.decision.models import OUTCOME_RESULTS, Outcome
+from dialguard.decision.models import OUTCOME_RESULTS, Outcome, not_answered_result
 
 from . import BadRequest, Context, register
 
@@ -32,9 +32,6 @@ _NOT_ANSWERED = {
     "INVALIDARGS": "failed",
     "": "failed",  # Dial never ran (e.g. the agent hung up during the check)
 }
-# Q.850 causes, used when DIALSTATUS says nothing better.
-_CAUSE_BUSY = {17}
-_CAUSE_NO_ANSWER = {18, 19}
 
 
 def _int(value: str | None) -> int | None:
@@ -75,10 +72,9 @@ def classify(dialstatus: str | None, answered_s: int | None, billsec: int | None
     if status in ("DONTCALL", "TORTURE"):
         # The privacy manager picked up and the callee refused: answered, no talk.
         return Outcome(result="answered", talk_s=0, hangup_cause=hangup_cause)
-    if not status and hangup_cause in _CAUSE_BUSY:
-        return Outcome(result="busy", talk_s=0, hangup_cause=hangup_cause, sip_code=sip)
-    if not status and hangup_cause in _CAUSE_NO_ANSWER:
-        return Outcome(result="no_answer", talk_s=0, hangup_cause=hangup_cause, sip_code=sip)
+    if not status and hangup_cause is not None:
+        # no DIALSTATUS: the Q.850 cause decides (dialguard.decision.models, as the dialer)
+        return Outcome(result=not_answered_result(hangup_cause), talk_s=0, hangup_cause=hangup_cause, sip_code=sip)
     return Outcome(result=_NOT_ANSWERED.get(status, "failed"), talk_s=0, hangup_cause=hangup_cause, sip_code=sip)
 
 

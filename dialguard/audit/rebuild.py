@@ -38,7 +38,7 @@ import heapq
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable, Iterator
 
 import psycopg
@@ -49,9 +49,9 @@ from dialguard.decision.keys import Keys
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.decision.plan import CallerIdCandidate, build_plan, ms
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
+from dialguard.timeutil import UTC
 
 log = logging.getLogger("dialguard.audit.rebuild")
-UTC = timezone.utc
 
 CONVERSATION = "conversation"
 ABANDON = {"abandoned": "ab", "amd": "am"}  # as dialguard.engine.ABANDON
@@ -310,38 +310,40 @@ class Replayer:
             audit_payload=None, audit_max=None)
         b, K = plan.body, plan.keys
         now = float(b["now"])
-        old = _bound(b["old"])
-        for ki in b["w"]:
+        old = _bound(b["trim_before"])
+        for ki in b["write_keys"]:
             k = K[ki - 1]
             m.zadd(k, t, did, now)
             m.ztrim_below(k, t, old)
-            m.pexpire(k, t, int(b["ttl"]))
+            m.pexpire(k, t, int(b["ttl_ms"]))
         lv = ca = ""
         if ch:
-            cand = b["cid"]["c"][0]
-            ca, lv = K[cand["a"] - 1], K[cand["l"] - 1]
+            cand = b["caller_id"]["candidates"][0]
+            ca, lv = K[cand["attempts_key"] - 1], K[cand["live_key"] - 1]
             m.zadd(ca, t, did, now)
-            m.ztrim_below(ca, t, _bound(b["cold"]))
-            m.pexpire(ca, t, int(b["cttl"]))
-            m.zadd(lv, t, did, float(b["lease"]))
-            m.pexpire(lv, t, int(b["cttl"]))
+            m.ztrim_below(ca, t, _bound(b["caller_id_trim_before"]))
+            m.pexpire(ca, t, int(b["caller_id_ttl_ms"]))
+            m.zadd(lv, t, did, float(b["lease_until"]))
+            m.pexpire(lv, t, int(b["caller_id_ttl_ms"]))
             lc = self.keys.last_caller(d.number_hash)  # whom a complaint is about (decide.lua)
-            m.set(lc, t, f"{ch}|{b['rec']['hc'] if d.call_id else ''}")
+            m.set(lc, t, f"{ch}|{b['call_record']['health_config'] if d.call_id else ''}")
             m.pexpire(lc, t, LAST_CALLER_TTL_MS)
         if d.call_id:
-            rec = b["rec"]
-            ck = K[b["call"] - 1]
+            rec = b["call_record"]
+            ck = K[b["call_key"] - 1]
             m.hdel(ck, t, "rep")  # as decide.lua: a new allowed attempt is the call's open one
             m.hdel(ck, t, "res")
-            m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], "ak": rec["ak"], "cv": rec["cv"],
-                           "ab": rec["ab"], "am": rec["am"], "nk": rec["nk"], "lv": lv, "ca": ca,
-                           "hc": rec["hc"], "cp": rec["cp"]})
-            m.pexpire(ck, t, int(rec["ttl"]))
-            if rec["hc"] not in self._health:  # the engine publishes them when it loads the rules
+            m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], "ak": rec["attempt_keys"],
+                           "cv": rec["conversation_keys"], "ab": rec["abandon_key"], "am": rec["machine_key"],
+                           "nk": rec["number_key"], "lv": lv, "ca": ca, "hc": rec["health_config"],
+                           "cp": rec["campaign_tag"]})
+            m.pexpire(ck, t, int(rec["ttl_ms"]))
+            hc = rec["health_config"]
+            if hc not in self._health:  # the engine publishes them when it loads the rules
                 from dialguard import callerid_health
 
-                self._health[rec["hc"]] = callerid_health.configs(policy)
-                m.set(self.keys.health_config(rec["hc"]), t, callerid_health.config_json(policy))
+                self._health[hc] = callerid_health.configs(policy)
+                m.set(self.keys.health_config(hc), t, callerid_health.config_json(policy))
 
     # -- outcome.lua ------------------------------------------------------------------------
     def outcome(self, o: OutcomeRec) -> None:

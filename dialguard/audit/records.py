@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
+from dialguard.timeutil import from_ms
 
-UTC = timezone.utc
 
 RULES_MODES = frozenset({"active", "shadow", "shadow_off"})
 EVENT_KINDS = frozenset({"opt_out", "complaint", "consent", "consent_revoke", "dnc_add", "dnc_remove"})
@@ -46,10 +45,6 @@ def stream_key(stream_id: str) -> tuple[int, int]:
     """Sort key of a stream id: (ms, sequence)."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def from_ms(v) -> datetime:
-    return datetime.fromtimestamp(float(v) / 1000, UTC)
 
 
 def _req(d: dict, k: str):

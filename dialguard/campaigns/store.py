@@ -7,7 +7,7 @@ transaction, so a dialer restarted at any point resumes from what is here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,8 +16,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from dialguard.campaigns.leads import Lead
+from dialguard.timeutil import UTC
 
-UTC = timezone.utc
 STATES = ("draft", "approved", "running", "paused", "stopped")
 # Outcomes after which a lead is not called again by this campaign.
 FINAL_RESULTS = {"conversation"}

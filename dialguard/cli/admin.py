@@ -29,6 +29,7 @@ from dialguard.callerid_health import directory as _cid_directory
 from dialguard.cli.common import EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, run, time_arg
 from dialguard.config import Settings
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
+from dialguard.masking import mask_number
 from dialguard.numbers import NumberError, normalize
 
 
@@ -407,7 +408,7 @@ def cid_health(as_json: bool = typer.Option(False, "--json"),
 
     rows = run(go)
     for r in rows:
-        r["caller_id"] = r["caller_id"] if full else _mask(r["caller_id"])
+        r["caller_id"] = r["caller_id"] if full else mask_number(r["caller_id"])
         r["cooldown_until"] = _iso(r["cooldown_until"]) if r["cooldown_until"] else None
     if as_json:
         print(json.dumps({"caller_ids": rows}))
@@ -459,11 +460,6 @@ def _run_plain(coro_fn):
         return asyncio.run(coro_fn())
     except DncDbUnavailable as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
-
-
-def _mask(e164: str) -> str:
-    """+8610****5678: enough to tell caller IDs apart in a shared screen or log."""
-    return e164[:5] + "*" * max(0, len(e164) - 9) + e164[-4:] if len(e164) > 9 else e164
 
 
 def _cool_reason(raw, until) -> str:

@@ -440,7 +440,7 @@ def counters_rebuild(
     try:
         if now is None and settings.test_clock:
             from dialguard.decision.keys import Keys
-            from dialguard.decision.plan import from_ms
+            from dialguard.timeutil import from_ms
 
             v = r.get(Keys(prefix or settings.key_prefix, settings.hash_secret).clock)
             now = from_ms(float(v)) if v else None

@@ -41,10 +41,10 @@ def redis_unreachable(settings: Settings, exc: Exception):
 
 
 def run(coro_fn, rules: str | None = None):
-    """Run coro_fn(store) with the admin store on the live Redis; map failures to exit codes.
+    """Run coro_fn(admin) with dialguard.admin.Admin on the live Redis; map failures to exit codes.
 
-    The admin store loads no hot path (no Lua preload, no pipelined client, no spool)."""
-    from dialguard.engine import Engine
+    Admin loads nothing of the hot path (no Lua preload, no pipelined client, no spool)."""
+    from dialguard.admin import Admin
     from dialguard.rules import Policy, RulesError
 
     settings = Settings()
@@ -54,11 +54,11 @@ def run(coro_fn, rules: str | None = None):
         fail(str(exc))
 
     async def go():
-        engine = await Engine.create(settings, policy)
+        admin = await Admin.create(settings, policy)
         try:
-            return await coro_fn(engine)
+            return await coro_fn(admin)
         finally:
-            await engine.close()
+            await admin.close()
 
     try:
         return asyncio.run(go())

@@ -13,6 +13,7 @@ Modules, by what they operate on:
   users.py      console and API users
   init.py       secrets and Redis ACL users
   install.py    install into an existing PBX;  loadtest.py  SIPp load test
+  agi.py        a check session against a FastAGI server (agi/client.py)
 """
 
 from __future__ import annotations
@@ -22,20 +23,21 @@ import sys
 
 import typer
 
-from dialguard.cli import admin, audit, calendar, campaigns, decide, init, install, loadtest, rules, users
+from dialguard.cli import admin, agi, audit, calendar, campaigns, decide, init, install, loadtest, rules, users
 from dialguard.cli.common import EXIT_BAD_INPUT, fail
 from dialguard.config import ConfigError, require_secrets
 from dialguard.web import cli as web_cli
 
 app = typer.Typer(help="dialguard: outbound-call compliance guard for Asterisk.", no_args_is_help=True,
                   add_completion=False)
-for module in (admin, rules, calendar, campaigns, audit, install, loadtest, users, init, decide):
+for module in (admin, rules, calendar, campaigns, audit, install, loadtest, users, init, decide, agi):
     app.add_typer(module.app)
 web_cli.register(app)
 
 # Commands that touch no number and so run without the secrets: `init` makes
-# them, `db` manages the schema (a migration that must seal rows asks itself).
-NO_SECRETS = {"init", "db"}
+# them, `db` manages the schema (a migration that must seal rows asks itself),
+# `agi` only hands a number to a FastAGI server (which hashes it with its own).
+NO_SECRETS = {"init", "db", "agi"}
 
 
 @app.callback()

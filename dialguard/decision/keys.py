@@ -67,22 +67,34 @@ class Keys:
         return keyed_hash(self.secret, "c:" + e164)
 
     # -- number --------------------------------------------------------------
+    def number_base(self, h: str) -> str:
+        """What every key of the number starts with (the call record keeps it for outcome.lua)."""
+        return f"{self.prefix}:{{n:{h}}}"
+
     def num(self, h: str, suffix: str) -> str:
-        return f"{self.prefix}:{{n:{h}}}:{suffix}"
+        return f"{self.number_base(h)}:{suffix}"
 
     def attempts(self, h: str, scope: str, campaign: str | None = None, subject: str | None = None) -> str:
+        return self.attempts_hashed(h, scope, short_hash(campaign or "") if scope == "number_campaign" else "",
+                                    short_hash(subject or "") if scope == "number_subject" else "")
+
+    def attempts_hashed(self, h: str, scope: str, campaign_hash: str, subject_hash: str) -> str:
+        """attempts() with the campaign's and subject's short hashes given (compiled plans)."""
         if scope == "number":
             return self.num(h, "a:all")
         if scope == "number_subject":
-            return self.num(h, "a:s:" + short_hash(subject or ""))
+            return self.num(h, "a:s:" + subject_hash)
         if scope == "number_campaign":
-            return self.num(h, "a:c:" + short_hash(campaign or ""))
+            return self.num(h, "a:c:" + campaign_hash)
         raise ValueError(scope)
 
     def conversations(self, h: str, scope: str, subject: str | None = None) -> str:
+        return self.conversations_hashed(h, scope, short_hash(subject or "") if scope != "number" else "")
+
+    def conversations_hashed(self, h: str, scope: str, subject_hash: str) -> str:
         if scope == "number":
             return self.num(h, "cv:all")
-        return self.num(h, "cv:s:" + short_hash(subject or ""))
+        return self.num(h, "cv:s:" + subject_hash)
 
     def flags(self, h: str) -> str:
         return self.num(h, "f")
@@ -98,7 +110,10 @@ class Keys:
 
     # -- agent / caller ID ---------------------------------------------------------
     def agent(self, agent: str) -> str:
-        return f"{self.prefix}:{{a:{short_hash(agent)}}}:a"
+        return self.agent_hashed(short_hash(agent))
+
+    def agent_hashed(self, agent_hash: str) -> str:
+        return f"{self.prefix}:{{a:{agent_hash}}}:a"
 
     def agent_lease(self, agent: str) -> str:
         """The campaign dialer's lease on an agent (one call at a time across dialers)."""
@@ -147,7 +162,10 @@ class Keys:
 
     # -- DNC lists at scale (dialguard/dnc.py) ---------------------------------------
     def dnc_bucket(self, list_name: str, bucket: int) -> str:
-        return f"{self.prefix}:{{dnc}}:{list_name}:{bucket:04x}"
+        return self.dnc_bucket_hex(list_name, f"{bucket:04x}")
+
+    def dnc_bucket_hex(self, list_name: str, bucket_hex: str) -> str:
+        return f"{self.prefix}:{{dnc}}:{list_name}:{bucket_hex}"
 
     def dnc_count(self, list_name: str) -> str:
         return f"{self.prefix}:{{dnc}}:{list_name}:count"

@@ -116,3 +116,24 @@ class Outcome(BaseModel):
     talk_s: int = Field(default=0, ge=0)
     hangup_cause: int | None = Field(default=None, ge=0, le=127)  # Q.850
     sip_code: int | None = Field(default=None, ge=100, le=699)  # the trunk's SIP response, when known
+
+
+# Q.850 hangup causes of a call that was never answered, and what each means
+# for its outcome: the one rule for the FastAGI report (agi/handlers/report.py,
+# when DIALSTATUS says nothing better) and the dialer (ari_app/calls.py).
+BUSY_CAUSES = frozenset({17})  # user busy
+# no user responding (18), no answer (19); normal clearing (16) and no cause (0)
+# on a call never reported answered: the callee may have been rung, so the
+# attempt counts, as a no-answer does (a `failed` attempt is left out of the
+# caps that do not count calls never connected, e.g. Regulation F's): when in
+# doubt, count it.
+NO_ANSWER_CAUSES = frozenset({0, 16, 18, 19})
+
+
+def not_answered_result(cause: int) -> str:
+    """The outcome of an unanswered call from its Q.850 hangup cause."""
+    if cause in BUSY_CAUSES:
+        return "busy"
+    if cause in NO_ANSWER_CAUSES:
+        return "no_answer"
+    return "failed"

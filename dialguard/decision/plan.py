@@ -2,6 +2,8 @@
 
 Pure functions: the *what* of every counter rule (which key, which window
 bound, which limit) is decided here; decide.lua only counts and reserves.
+The plan's fields are written down in dialguard/decision/schema.py; every key
+comes from keys.py.
 """
 
 from __future__ import annotations
@@ -9,24 +11,20 @@ from __future__ import annotations
 import json
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from dialguard.decision.keys import Keys
+from dialguard.decision.models import LIFTABLE
+from dialguard.dnc import fingerprint, list_name
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.rules import Policy
 from dialguard.timerules import day_start_after, local_midnight, zones_for
+from dialguard.timeutil import from_ms, to_ms as ms
 
-UTC = timezone.utc
 CALL_RECORD_TTL = timedelta(days=2)
 DEFAULT_LEASE = timedelta(hours=2)
-
-
-def ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
-
-
-def from_ms(v: float) -> datetime:
-    return datetime.fromtimestamp(v / 1000, UTC)
+# decide.lua's set of the reasons an override may lift (plan field liftable)
+LIFTABLE_LIST = sorted(LIFTABLE)
 
 
 @dataclass
@@ -107,26 +105,16 @@ class _Static:
         mi = policy.min_interval
         self.min_interval = (mi, _td_ms(mi), f"at least {mi} between attempts") if mi else None
         self.quiet = []
-        quiet_ttl = timedelta(days=1)
         for pack in policy.packs:
             q = pack.quiet_after_conversation
             if not q:
                 continue
             label = f"{pack.pack}: quiet {q.window.describe()} after a conversation ({q.scope})"
-            if q.window.rolling is not None:
-                quiet_ttl = max(quiet_ttl, q.window.rolling)
-            else:
-                quiet_ttl = max(quiet_ttl, timedelta(days=q.window.days + 1))
             self.quiet.append((pack.pack, q.scope, label, q.window.rolling,
                                _td_ms(q.window.rolling) if q.window.rolling is not None else None, q.window.days))
         ab, amd = policy.abandon_quiet
         self.ab = (ab, _td_ms(ab), f"quiet {ab} after an abandoned call") if ab else None
         self.amd = (amd, _td_ms(amd), f"quiet {amd} after an answering-machine hang-up") if amd else None
-        if ab:
-            quiet_ttl = max(quiet_ttl, ab)
-        if amd:
-            quiet_ttl = max(quiet_ttl, amd)
-        self.qttl = str(_td_ms(quiet_ttl))
         apd = policy.agent_per_day
         self.agent = (apd, f"agent at most {apd} per day") if apd is not None else None
         retention = _td_ms(policy.retention())
@@ -216,35 +204,43 @@ def build_plan(
     audit_max: int | None,
     share: Plan | None = None,
     request_fp: str | None = None,
+    versions: tuple[str, str] | None = None,
+    calendar_version: str | None = None,
+    shadow: tuple[Policy, str, list[str]] | None = None,
 ) -> Plan:
-    """`share`: another plan whose KEYS list this one extends (the shadow rules'
-    plan rides inside the enforcing one's script call). `request_fp`: the
+    """The plan (dialguard/decision/schema.py) as a dict: the reference compile_plan
+    must equal. `share`: another plan whose KEYS list this one extends (the shadow
+    rules' plan rides inside the enforcing one's script call). `request_fp`: the
     request's keyed hash (dialguard.engine.request_fingerprint), with a call id:
-    an identical request under that call id gets the earlier answer again."""
+    an identical request under that call id gets the earlier answer again.
+    The enforcing plan's own fields: versions (rules_versions, rules_version) when
+    following published rules; calendar_version; shadow (the shadow rules, their
+    version, their pre reasons)."""
     st = _static(policy)
     plan = Plan(candidates=candidates)
-    if share is not None:
+    main = share is None
+    if not main:
         plan.keys, plan._index = share.keys, share._index
     k = plan.k
     pchecks = plan.checks
     now_ms = ms(now)
     b = plan.body
     b["now"] = str(now_ms)
-    b["did"] = decision_id
-    b["pre"] = pre_reasons
-    b["pause"] = k(keys.pause)
-    b["pf"] = ["all", "camp:" + campaign]
-    b["camp"] = k(keys.campaign(campaign))
-    b["flags"] = k(keys.flags(number_tag))
-    b["dncc"] = k(keys.campaign_dnc(number_tag))
+    b["decision_id"] = decision_id
+    b["pre_reasons"] = pre_reasons
+    b["pause_key"] = k(keys.pause)
+    b["pause_fields"] = ["all", "camp:" + campaign]
+    b["campaign_key"] = k(keys.campaign(campaign))
+    b["flags_key"] = k(keys.flags(number_tag))
+    b["campaign_dnc_key"] = k(keys.campaign_dnc(number_tag))
     if info.valid:
         # DNC lists at scale: the number's fingerprint in the global and the campaign's list
-        from dialguard.dnc import fingerprint, list_name
         bucket, rec = fingerprint(number_tag)
-        b["dnck"] = [k(keys.dnc_bucket(list_name(None), bucket)), k(keys.dnc_bucket(list_name(campaign), bucket))]
-        b["dncr"] = rec.hex()
-    b["ch"] = short_hash(campaign)
-    b["consent"] = st.consent
+        b["dnc_bucket_keys"] = [k(keys.dnc_bucket(list_name(None), bucket)),
+                                k(keys.dnc_bucket(list_name(campaign), bucket))]
+        b["dnc_record"] = rec.hex()
+    b["campaign_tag"] = short_hash(campaign)
+    b["consent_required"] = st.consent
 
     checks: list[dict] = []
     all_key = keys.attempts(number_tag, "number")
@@ -268,9 +264,9 @@ def build_plan(
         else:
             pchecks[cid] = CheckMeta("attempt_cap", label=label)
             lo = "-inf"
-        d = {"i": cid, "k": kk, "lo": lo, "m": cmax, "r": "attempt_cap", "x": x}
+        d = {"id": cid, "keys": kk, "since": lo, "max": cmax, "reason": "attempt_cap", "outcome_log": x}
         if uncounted:
-            d["ex"] = ",".join(uncounted)
+            d["uncounted"] = ",".join(uncounted)
         checks.append(d)
 
     if st.min_interval:
@@ -278,8 +274,8 @@ def build_plan(
         x = k(all_key + ":x")
         cid = f"k{len(pchecks)}"
         pchecks[cid] = CheckMeta("min_interval", rolling=mi, label=label)
-        checks.append({"i": cid, "k": [k(all_key)], "lo": "(" + str(now_ms - mi_ms), "m": 1,
-                       "r": "min_interval", "x": x})
+        checks.append({"id": cid, "keys": [k(all_key)], "since": "(" + str(now_ms - mi_ms), "max": 1,
+                       "reason": "min_interval", "outcome_log": x})
 
     conv_keys: list[str] = []
     for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
@@ -289,35 +285,34 @@ def build_plan(
         cid = f"k{len(pchecks)}"
         if rolling is not None:
             pchecks[cid] = CheckMeta("post_conversation_quiet", rolling=rolling, label=label)
-            checks.append({"i": cid, "k": [k(ck)], "lo": "(" + str(now_ms - rolling_ms), "m": 1,
-                           "r": "post_conversation_quiet"})
+            lo = "(" + str(now_ms - rolling_ms)
         else:
             zs = st.day_zones(pack_name, callee, site_timezone)
-            lo = min(_midnight_ms(now, now_ms, z, days - 1) for z in zs)
             pchecks[cid] = CheckMeta("post_conversation_quiet", days=days, zones=zs, label=label)
-            checks.append({"i": cid, "k": [k(ck)], "lo": str(lo), "m": 1, "r": "post_conversation_quiet"})
+            lo = str(min(_midnight_ms(now, now_ms, z, days - 1) for z in zs))
+        checks.append({"id": cid, "keys": [k(ck)], "since": lo, "max": 1, "reason": "post_conversation_quiet"})
 
     for q, suffix in ((st.ab, "ab"), (st.amd, "am")):
         if q:
             span, span_ms, label = q
             cid = f"k{len(pchecks)}"
             pchecks[cid] = CheckMeta("post_abandon_quiet", rolling=span, label=label)
-            checks.append({"i": cid, "k": [k(keys.num(number_tag, suffix))],
-                           "lo": "(" + str(now_ms - span_ms), "m": 1, "r": "post_abandon_quiet"})
+            checks.append({"id": cid, "keys": [k(keys.num(number_tag, suffix))],
+                           "since": "(" + str(now_ms - span_ms), "max": 1, "reason": "post_abandon_quiet"})
 
     if st.agent:
         apd, label = st.agent
         akey = keys.agent(agent)
         cid = f"k{len(pchecks)}"
         pchecks[cid] = CheckMeta("agent_cap", days=1, zones=(site_timezone,), label=label)
-        checks.append({"i": cid, "k": [k(akey)], "lo": str(_midnight_ms(now, now_ms, site_timezone, 0)),
-                       "m": apd, "r": "agent_cap"})
+        checks.append({"id": cid, "keys": [k(akey)], "since": str(_midnight_ms(now, now_ms, site_timezone, 0)),
+                       "max": apd, "reason": "agent_cap"})
         writes.append(akey)
 
     b["checks"] = checks
-    b["ttl"] = st.ttl
-    b["old"] = "(" + str(now_ms - st.retention_ms)
-    b["w"] = [k(w) for w in writes]
+    b["ttl_ms"] = st.ttl
+    b["trim_before"] = "(" + str(now_ms - st.retention_ms)
+    b["write_keys"] = [k(w) for w in writes]
 
     # Caller ID: rates per minute/hour (rolling) and per call-centre day.
     if check_caller_id:
@@ -325,46 +320,69 @@ def build_plan(
         for limit, span, span_ms, label in st.cid_rates:
             cid = f"k{len(pchecks)}"
             pchecks[cid] = CheckMeta("caller_id_rate", rolling=span, label=label)
-            cchk.append({"i": cid, "f": "a", "lo": "(" + str(now_ms - span_ms), "m": limit, "r": "caller_id_rate"})
+            cchk.append({"id": cid, "candidate_key": "attempts_key", "since": "(" + str(now_ms - span_ms),
+                         "max": limit, "reason": "caller_id_rate"})
         if st.cid_day:
             limit, label = st.cid_day
             cid = f"k{len(pchecks)}"
             pchecks[cid] = CheckMeta("caller_id_rate", days=1, zones=(site_timezone,), label=label)
-            cchk.append({"i": cid, "f": "a", "lo": str(_midnight_ms(now, now_ms, site_timezone, 0)),
-                         "m": limit, "r": "caller_id_rate"})
+            cchk.append({"id": cid, "candidate_key": "attempts_key",
+                         "since": str(_midnight_ms(now, now_ms, site_timezone, 0)),
+                         "max": limit, "reason": "caller_id_rate"})
         cands = []
         for n, c in enumerate(candidates, start=1):
-            cands.append({"n": n, "h": c.tag, "ok": 1 if c.statically_approved else 0,
-                          "a": k(keys.cid_attempts(c.tag)), "l": k(keys.cid_live(c.tag)),
-                          "hh": k(keys.cid_health(c.tag))})
-        b["cid"] = {
-            "c": cands, "chk": cchk, "conc": st.conc, "req": st.cid_req,
-            "cids": k(keys.approved_cids), "cool": k(keys.cid_cooldown),
+            cands.append({"index": n, "tag": c.tag, "approved": 1 if c.statically_approved else 0,
+                          "attempts_key": k(keys.cid_attempts(c.tag)), "live_key": k(keys.cid_live(c.tag)),
+                          "health_key": k(keys.cid_health(c.tag))})
+        b["caller_id"] = {
+            "candidates": cands, "checks": cchk, "concurrency": st.conc, "required": st.cid_req,
+            "approved_key": k(keys.approved_cids), "cooldown_key": k(keys.cid_cooldown),
         }
-        b["lease"] = str(now_ms + st.lease_ms)
-        b["cttl"] = st.cttl
-        b["cold"] = "(" + str(now_ms - st.cttl_ms)
+        b["lease_until"] = str(now_ms + st.lease_ms)
+        b["caller_id_ttl_ms"] = st.cttl
+        b["caller_id_trim_before"] = "(" + str(now_ms - st.cttl_ms)
 
+    if not main:
+        return plan
     if call_id:
-        b["call"] = k(keys.call(call_id))
+        b["call_key"] = k(keys.call(call_id))
         if request_fp:
-            b["fp"] = request_fp
-        b["rec"] = {
-            "nk": f"{keys.prefix}:{{n:{number_tag}}}",
-            "ak": " ".join(writes[:-1] if st.agent else writes),
-            "cv": " ".join(conv_keys),
-            "ab": keys.num(number_tag, "ab") if st.ab else "",
-            "am": keys.num(number_tag, "am") if st.amd else "",
-            "ttl": st.call_ttl,
-            "qttl": st.qttl,
-            "hc": st.health_id,
-            "cp": short_hash(campaign),
+            b["request_fp"] = request_fp
+        b["call_record"] = {
+            "number_key": keys.number_base(number_tag),
+            "attempt_keys": " ".join(writes[:-1] if st.agent else writes),
+            "conversation_keys": " ".join(conv_keys),
+            "abandon_key": keys.num(number_tag, "ab") if st.ab else "",
+            "machine_key": keys.num(number_tag, "am") if st.amd else "",
+            "ttl_ms": st.call_ttl,
+            "health_config": st.health_id,
+            "campaign_tag": short_hash(campaign),
         }
     if audit_payload is not None:
-        b["audit"] = k(keys.audit)
-        b["a"] = audit_payload
+        b["audit_key"] = k(keys.audit)
+        b["audit_record"] = audit_payload
         if audit_max:
-            b["amax"] = audit_max
+            b["audit_max"] = audit_max
+    if info.valid:
+        b["override_key"] = k(keys.override(number_tag))
+    b["liftable"] = LIFTABLE_LIST
+    if versions is not None:
+        b["rules_key"] = k(keys.rules)
+        b["rules_versions"], b["rules_version"] = versions
+    if calendar_version is not None:
+        # the calendar version evaluated with (decide.lua: stale when another is active)
+        b["calendars_key"] = k(keys.calendars)
+        b["calendar_version"] = calendar_version
+    if shadow is not None:
+        # The shadow rules see the same request and state; only their own time
+        # rules and limits differ. Read-only: nothing is reserved for them.
+        spolicy, sversion, spre = shadow
+        sh = build_plan(policy=spolicy, keys=keys, info=info, number_tag=number_tag, campaign=campaign,
+                        agent=agent, subject=subject, call_id=None, decision_id=decision_id, now=now,
+                        pre_reasons=spre, candidates=candidates, check_caller_id=check_caller_id,
+                        site_timezone=site_timezone, audit_payload=None, audit_max=None, share=plan)
+        b["shadow"] = sh.body
+        b["shadow_version"] = sversion
     return plan
 
 
@@ -440,7 +458,7 @@ class PlanTemplate:
     """KEYS and ARGV[1] of one plan shape; fill() gives a request's plan.
 
     The audit payload is not inside the JSON: it goes as ARGV[2] (decide.lua
-    reads plan.a or ARGV[2]), so it is neither escaped again here nor decoded
+    reads plan.audit_record or ARGV[2]), so it is neither escaped again here nor decoded
     by the script.
     """
 
@@ -451,8 +469,10 @@ class PlanTemplate:
              sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None,
              spre_json: str = "[]", request_fp: str = "") -> tuple[list[str], list[str]]:
         now_ms = int(now.timestamp() * 1000)
+        bucket, rec = fingerprint(tag)
         v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": now_ms, "fp": request_fp,
-             "did": _esc(decision_id), "pre": pre_json, "dncr": tag[4:14], "bk": tag[:4], "spre": spre_json}
+             "did": _esc(decision_id), "pre": pre_json, "dncr": rec.hex(), "bk": f"{bucket:04x}",
+             "spre": spre_json}
         for i, t in enumerate(cand_tags):
             v[f"c{i}"] = t
         for name, kind, a in self.lows:
@@ -499,13 +519,12 @@ def compile_plan(
     cand_shape: per caller-ID candidate, (index of the first candidate with the
     same tag, statically approved); versions: (rvs, rver) when the engine follows
     published rules versions; shadow: (shadow rules, their version) to evaluate
-    beside (the `sh` plan of Engine._plan_built: build_plan of the shadow rules
+    beside (the `shadow` plan of build_plan: the shadow rules' plan
     on the same KEYS, no call record, no audit). The request's parts are format
     fields: {tag} (number tag), {ag} (agent hash), {sub} (subject hash), {cN}
     (candidate N's tag), {call} (call id), {now}, {did}, {pre}, {spre} (the
     shadow plan's pre reasons), {dncr}, {bk}, {loN} (bounds from the time).
     """
-    p = keys.prefix
     idx: dict[str, int] = {}
     fmts: list[str] = []
 
@@ -516,20 +535,28 @@ def compile_plan(
             i = idx[fmt] = len(fmts)
         return i
 
-    def num(suffix: str) -> str:  # Keys.num with the tag as a field
-        return _lit(p + ":{n:") + "{tag}" + _lit("}:" + suffix)
+    # Keys come from keys.py, called with a marker in place of each request
+    # part; the markers then become format fields ({tag}, {sub}, ...).
+    mark = next(c for c in "\x01\x02\x03\x04\x05\x06" if c not in keys.prefix)
+
+    def f(name: str) -> str:  # the marker of one format field
+        return f"{mark}{name}{mark}"
+
+    def fmt(key: str) -> str:  # a key holding markers, as a format
+        parts = key.split(mark)
+        return "".join(_lit(part) if i % 2 == 0 else "{" + part + "}" for i, part in enumerate(parts))
+
+    tag, sub = f("tag"), f("sub")
+    campaign_hash = short_hash(campaign)
+
+    def num(suffix: str) -> str:
+        return fmt(keys.num(tag, suffix))
 
     def attempts(scope: str) -> str:
-        if scope == "number":
-            return num("a:all")
-        if scope == "number_subject":
-            return num("a:s:") + "{sub}"
-        if scope == "number_campaign":
-            return num("a:c:" + short_hash(campaign))
-        raise ValueError(scope)
+        return fmt(keys.attempts_hashed(tag, scope, campaign_hash, sub))
 
     def conversations(scope: str) -> str:
-        return num("cv:all") if scope == "number" else num("cv:s:") + "{sub}"
+        return fmt(keys.conversations_hashed(tag, scope, sub))
 
     lows: list[tuple[str, int, object]] = []
 
@@ -544,8 +571,6 @@ def compile_plan(
     def obj(*pairs) -> str:  # a JSON object of (name, value already as a format) pairs
         return "{{" + ",".join(_lit(_esc(n) + ":") + v for n, v in pairs) + "}}"
 
-    from dialguard.dnc import GLOBAL, list_name
-
     def body(pol: Policy, pre_fmt: str, checks: dict[str, CheckMeta], main: bool) -> str:
         """One plan's JSON object as a format (main: the enforcing plan, with the
         call record, audit, override and rules-version fields)."""
@@ -556,20 +581,20 @@ def compile_plan(
             out.append(("," if out else "") + _lit(_esc(name) + ":") + value_fmt)
 
         field("now", '"{now}"')
-        field("did", "{did}")
-        field("pre", pre_fmt)
-        field("pause", str(k(_lit(keys.pause))))
-        field("pf", js(["all", "camp:" + campaign]))
-        field("camp", str(k(_lit(keys.campaign(campaign)))))
-        field("flags", str(k(num("f"))))
-        field("dncc", str(k(num("dncc"))))
+        field("decision_id", "{did}")
+        field("pre_reasons", pre_fmt)
+        field("pause_key", str(k(_lit(keys.pause))))
+        field("pause_fields", js(["all", "camp:" + campaign]))
+        field("campaign_key", str(k(_lit(keys.campaign(campaign)))))
+        field("flags_key", str(k(fmt(keys.flags(tag)))))
+        field("campaign_dnc_key", str(k(fmt(keys.campaign_dnc(tag)))))
         if valid:
-            dk = [k(_lit(f"{p}:{{dnc}}:{GLOBAL}:") + "{bk}"),
-                  k(_lit(f"{p}:{{dnc}}:{list_name(campaign)}:") + "{bk}")]
-            field("dnck", js(dk))
-            field("dncr", '"{dncr}"')
-        field("ch", js(short_hash(campaign)))
-        field("consent", js(st.consent))
+            dk = [k(fmt(keys.dnc_bucket_hex(list_name(None), f("bk")))),
+                  k(fmt(keys.dnc_bucket_hex(list_name(campaign), f("bk"))))]
+            field("dnc_bucket_keys", js(dk))
+            field("dnc_record", '"{dncr}"')
+        field("campaign_tag", js(campaign_hash))
+        field("consent_required", js(st.consent))
 
         items: list[str] = []
         all_key = attempts("number")
@@ -591,10 +616,10 @@ def compile_plan(
             else:
                 checks[cid] = CheckMeta("attempt_cap", label=label)
                 lo = js("-inf")
-            pairs = [("i", js(cid)), ("k", js(kk)), ("lo", lo), ("m", js(cmax)), ("r", js("attempt_cap")),
-                     ("x", js(x))]
+            pairs = [("id", js(cid)), ("keys", js(kk)), ("since", lo), ("max", js(cmax)),
+                     ("reason", js("attempt_cap")), ("outcome_log", js(x))]
             if uncounted:
-                pairs.append(("ex", js(",".join(uncounted))))
+                pairs.append(("uncounted", js(",".join(uncounted))))
             items.append(obj(*pairs))
 
         if st.min_interval:
@@ -602,8 +627,8 @@ def compile_plan(
             x = k(all_key + ":x")
             cid = f"k{len(checks)}"
             checks[cid] = CheckMeta("min_interval", rolling=mi, label=label)
-            items.append(obj(("i", js(cid)), ("k", js([k(all_key)])), ("lo", '"(' + low(0, mi_ms) + '"'),
-                             ("m", "1"), ("r", js("min_interval")), ("x", js(x))))
+            items.append(obj(("id", js(cid)), ("keys", js([k(all_key)])), ("since", '"(' + low(0, mi_ms) + '"'),
+                             ("max", "1"), ("reason", js("min_interval")), ("outcome_log", js(x))))
 
         conv_keys: list[str] = []
         for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
@@ -618,106 +643,110 @@ def compile_plan(
                 zs = st.day_zones(pack_name, callee, site_timezone)
                 checks[cid] = CheckMeta("post_conversation_quiet", days=days, zones=zs, label=label)
                 lo = '"' + low(1, tuple((z, days - 1) for z in zs)) + '"'
-            items.append(obj(("i", js(cid)), ("k", js([k(ck)])), ("lo", lo), ("m", "1"),
-                             ("r", js("post_conversation_quiet"))))
+            items.append(obj(("id", js(cid)), ("keys", js([k(ck)])), ("since", lo), ("max", "1"),
+                             ("reason", js("post_conversation_quiet"))))
 
         for q, suffix in ((st.ab, "ab"), (st.amd, "am")):
             if q:
                 span, span_ms, label = q
                 cid = f"k{len(checks)}"
                 checks[cid] = CheckMeta("post_abandon_quiet", rolling=span, label=label)
-                items.append(obj(("i", js(cid)), ("k", js([k(num(suffix))])), ("lo", '"(' + low(0, span_ms) + '"'),
-                                 ("m", "1"), ("r", js("post_abandon_quiet"))))
+                items.append(obj(("id", js(cid)), ("keys", js([k(num(suffix))])),
+                                 ("since", '"(' + low(0, span_ms) + '"'), ("max", "1"),
+                                 ("reason", js("post_abandon_quiet"))))
 
         if st.agent:
             apd, label = st.agent
-            akey = _lit(p + ":{a:") + "{ag}" + _lit("}:a")
+            akey = fmt(keys.agent_hashed(f("ag")))
             cid = f"k{len(checks)}"
             checks[cid] = CheckMeta("agent_cap", days=1, zones=(site_timezone,), label=label)
-            items.append(obj(("i", js(cid)), ("k", js([k(akey)])),
-                             ("lo", '"' + low(1, ((site_timezone, 0),)) + '"'),
-                             ("m", js(apd)), ("r", js("agent_cap"))))
+            items.append(obj(("id", js(cid)), ("keys", js([k(akey)])),
+                             ("since", '"' + low(1, ((site_timezone, 0),)) + '"'),
+                             ("max", js(apd)), ("reason", js("agent_cap"))))
             writes.append(akey)
 
         field("checks", "[" + ",".join(items) + "]")
-        field("ttl", js(st.ttl))
-        field("old", '"(' + low(0, st.retention_ms) + '"')
-        field("w", js([k(w) for w in writes]))
+        field("ttl_ms", js(st.ttl))
+        field("trim_before", '"(' + low(0, st.retention_ms) + '"')
+        field("write_keys", js([k(w) for w in writes]))
 
         if check_caller_id:
             cchk = []
             for limit, span, span_ms, label in st.cid_rates:
                 cid = f"k{len(checks)}"
                 checks[cid] = CheckMeta("caller_id_rate", rolling=span, label=label)
-                cchk.append(obj(("i", js(cid)), ("f", '"a"'), ("lo", '"(' + low(0, span_ms) + '"'),
-                                ("m", js(limit)), ("r", js("caller_id_rate"))))
+                cchk.append(obj(("id", js(cid)), ("candidate_key", '"attempts_key"'),
+                                ("since", '"(' + low(0, span_ms) + '"'), ("max", js(limit)),
+                                ("reason", js("caller_id_rate"))))
             if st.cid_day:
                 limit, label = st.cid_day
                 cid = f"k{len(checks)}"
                 checks[cid] = CheckMeta("caller_id_rate", days=1, zones=(site_timezone,), label=label)
-                cchk.append(obj(("i", js(cid)), ("f", '"a"'), ("lo", '"' + low(1, ((site_timezone, 0),)) + '"'),
-                                ("m", js(limit)), ("r", js("caller_id_rate"))))
+                cchk.append(obj(("id", js(cid)), ("candidate_key", '"attempts_key"'),
+                                ("since", '"' + low(1, ((site_timezone, 0),)) + '"'), ("max", js(limit)),
+                                ("reason", js("caller_id_rate"))))
             cands = []
             for n, (first, ok) in enumerate(cand_shape, start=1):
-                t = "{c%d}" % first
-                a = k(_lit(p + ":{c:") + t + _lit("}:a"))
-                lv = k(_lit(p + ":{c:") + t + _lit("}:live"))
-                hh = k(_lit(p + ":{c:") + t + _lit("}:h"))
-                cands.append(obj(("n", js(n)), ("h", '"' + t + '"'), ("ok", "1" if ok else "0"), ("a", js(a)),
-                                 ("l", js(lv)), ("hh", js(hh))))
+                ct = f("c%d" % first)
+                a = k(fmt(keys.cid_attempts(ct)))
+                lv = k(fmt(keys.cid_live(ct)))
+                hh = k(fmt(keys.cid_health(ct)))
+                cands.append(obj(("index", js(n)), ("tag", '"{c%d}"' % first), ("approved", "1" if ok else "0"),
+                                 ("attempts_key", js(a)), ("live_key", js(lv)), ("health_key", js(hh))))
             cids, cool = k(_lit(keys.approved_cids)), k(_lit(keys.cid_cooldown))
-            field("cid", obj(("c", "[" + ",".join(cands) + "]"), ("chk", "[" + ",".join(cchk) + "]"),
-                             ("conc", js(st.conc)), ("req", js(st.cid_req)), ("cids", js(cids)), ("cool", js(cool))))
+            field("caller_id", obj(("candidates", "[" + ",".join(cands) + "]"), ("checks", "[" + ",".join(cchk) + "]"),
+                                   ("concurrency", js(st.conc)), ("required", js(st.cid_req)),
+                                   ("approved_key", js(cids)), ("cooldown_key", js(cool))))
             # each plan its own lease and cold bound (a shadow's rules may differ)
-            field("lease", '"' + low(0, -st.lease_ms) + '"')
-            field("cttl", js(st.cttl))
-            field("cold", '"(' + low(0, st.cttl_ms) + '"')
+            field("lease_until", '"' + low(0, -st.lease_ms) + '"')
+            field("caller_id_ttl_ms", js(st.cttl))
+            field("caller_id_trim_before", '"(' + low(0, st.cttl_ms) + '"')
 
         if main and has_call:
-            field("call", str(k(_lit(keys.g("call:")) + "{call}")))
-            field("fp", '"{fp}"')  # hex
+            field("call_key", str(k(call_fmt)))
+            field("request_fp", '"{fp}"')  # hex
 
             def jkeys(fmts_: list[str]) -> str:  # keys joined by spaces, as one JSON string
                 # the key formats hold literal text (escaped once for format) and fields
                 # whose values are hex: escape the text for JSON, keep the fields
-                return '"' + " ".join(_json_in_fmt(f) for f in fmts_) + '"'
+                return '"' + " ".join(_json_in_fmt(f_) for f_ in fmts_) + '"'
 
-            field("rec", obj(
-                ("nk", '"' + _json_in_fmt(_lit(p + ":{n:") + "{tag}" + _lit("}")) + '"'),
-                ("ak", jkeys(writes[:-1] if st.agent else writes)),
-                ("cv", jkeys(conv_keys)),
-                ("ab", '"' + _json_in_fmt(num("ab")) + '"' if st.ab else '""'),
-                ("am", '"' + _json_in_fmt(num("am")) + '"' if st.amd else '""'),
-                ("ttl", js(st.call_ttl)),
-                ("qttl", js(st.qttl)),
-                ("hc", js(st.health_id)),
-                ("cp", js(short_hash(campaign)))))
+            field("call_record", obj(
+                ("number_key", '"' + _json_in_fmt(fmt(keys.number_base(tag))) + '"'),
+                ("attempt_keys", jkeys(writes[:-1] if st.agent else writes)),
+                ("conversation_keys", jkeys(conv_keys)),
+                ("abandon_key", '"' + _json_in_fmt(num("ab")) + '"' if st.ab else '""'),
+                ("machine_key", '"' + _json_in_fmt(num("am")) + '"' if st.amd else '""'),
+                ("ttl_ms", js(st.call_ttl)),
+                ("health_config", js(st.health_id)),
+                ("campaign_tag", js(campaign_hash))))
         if main:
             if audit:
-                field("audit", str(k(_lit(keys.audit))))
+                field("audit_key", str(k(_lit(keys.audit))))
                 if audit_max:
-                    field("amax", js(audit_max))
+                    field("audit_max", js(audit_max))
             if valid:
-                field("ov", str(k(num("ov"))))
+                field("override_key", str(k(fmt(keys.override(tag)))))
+            field("liftable", js(LIFTABLE_LIST))
             if versions is not None:
-                field("rk", str(k(_lit(keys.rules))))
-                field("rvs", js(versions[0]))
-                field("rver", js(versions[1]))
+                field("rules_key", str(k(_lit(keys.rules))))
+                field("rules_versions", js(versions[0]))
+                field("rules_version", js(versions[1]))
             # the calendar version evaluated with (decide.lua: stale when another is active)
-            field("ck", str(k(_lit(keys.calendars))))
-            field("cv", js(calendars))
+            field("calendars_key", str(k(_lit(keys.calendars))))
+            field("calendar_version", js(calendars))
             if shadow is not None:
-                field("sh", body(shadow[0], "{spre}", {}, False))  # its check metadata: unused
-                field("sv", js(shadow[1]))
+                field("shadow", body(shadow[0], "{spre}", {}, False))  # its check metadata: unused
+                field("shadow_version", js(shadow[1]))
         return "{{" + "".join(out) + "}}"
 
+    call_fmt = fmt(keys.call(f("call")))
     checks: dict[str, CheckMeta] = {}
     body_fmt = body(policy, "{pre}", checks, True)
 
     tpl = PlanTemplate()
     tpl.key_fmts = [f if "{" in f.replace("{{", "").replace("}}", "") else None for f in fmts]
     tpl.static_keys = [f.replace("{{", "{").replace("}}", "}") for f in fmts]
-    call_fmt = _lit(keys.g("call:")) + "{call}"
     tpl.call_at = fmts.index(call_fmt) if call_fmt in fmts else -1
     tpl.call_fmt = call_fmt
     others = [f for f in fmts if f != call_fmt]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ari_app.dialer import Dialer, DialerConfig
-from ari_app.testing import ensure_schema
+from fakes.dialer_db import ensure_schema
 from dialguard.campaigns.leads import Lead
 from dialguard.campaigns.store import Store
 from dialguard.config import Settings

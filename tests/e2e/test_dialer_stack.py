@@ -67,7 +67,7 @@ async def test_stack_dialer_abandon_rate_in_metrics(stack, pg_dsn, guard, tmp_pa
 
 
 async def test_healthz_503_while_the_events_socket_is_down(stack, pg_dsn, redis_url):
-    from ari_app.testing import ensure_schema
+    from fakes.dialer_db import ensure_schema
     from dialguard.campaigns.store import Store
     from dialguard.config import Settings
     from dialguard.engine import Engine

@@ -83,7 +83,7 @@ def open_pack(tmp_path):
 def cluster():
     """A PostgreSQL cluster of the test module's own (it may stop and restart it),
     with the service login `dg_service`."""
-    from dialguard.audit.testing import PgCluster
+    from fakes.pg import PgCluster
 
     c = PgCluster().init()
     c.start()

@@ -16,7 +16,7 @@ import pytest
 
 from agi.engines import EngineProvider
 from agi.server import FastAGIServer
-from agi.testing import FakeAsterisk, agi_call, env_block
+from agi.client import AgiPeer, agi_call, env_block
 from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.rules import Policy
@@ -141,7 +141,7 @@ async def test_classic_script_with_real_engine(guard, settings):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agi.dialguard_agi", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-        peer = FakeAsterisk(proc.stdout, proc.stdin)
+        peer = AgiPeer(proc.stdout, proc.stdin)
         await peer.send(env_block(None, args, network=False, uniqueid=uniqueid))
         res = await peer.serve()
         await proc.wait()

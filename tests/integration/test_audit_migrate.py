@@ -16,7 +16,7 @@ import pytest
 
 from dialguard.audit import migrate as m
 from dialguard.audit.db import sql_dir
-from dialguard.audit.testing import PgCluster
+from fakes.pg import PgCluster
 
 AUDIT_TABLES = ("audit_decisions", "audit_outcomes", "audit_events", "audit_overrides", "audit_admin_actions",
                 "audit_campaigns", "audit_caller_ids", "audit_rejects", "audit_rules_versions")

@@ -17,7 +17,7 @@ import redis as syncredis
 
 from dialguard.audit.rebuild import RebuildError, rebuild
 from dialguard.audit.shipper import Shipper
-from dialguard.audit.testing import PgCluster
+from fakes.pg import PgCluster
 from dialguard.decision.models import DecisionRequest, Outcome
 from dialguard.simulate import _drop_namespace
 

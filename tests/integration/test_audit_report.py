@@ -20,7 +20,7 @@ from dialguard.audit import migrate as m
 from dialguard.audit import report as rp
 from dialguard.audit.db import sql_dir
 from dialguard.audit.shipper import Shipper
-from dialguard.audit.testing import PgCluster
+from fakes.pg import PgCluster
 from dialguard.decision.models import DecisionRequest, Outcome
 
 UTC = timezone.utc

@@ -23,7 +23,7 @@ import pytest
 import redis as syncredis
 
 from dialguard.audit.shipper import GROUP, Shipper
-from dialguard.audit.testing import PgCluster, ShipperProcess, wait_until
+from fakes.pg import PgCluster, ShipperProcess, wait_until
 from dialguard.crypto import Sealer
 from dialguard.decision.models import DecisionRequest, Outcome
 

@@ -18,7 +18,7 @@ import redis as syncredis
 
 from dialguard.audit import spool as S
 from dialguard.audit.shipper import Shipper, backlog_status
-from dialguard.audit.testing import ShipperProcess, free_port
+from fakes.pg import ShipperProcess, free_port
 from dialguard.crypto import Sealer
 from dialguard.engine import Engine
 from dialguard.decision.models import DecisionRequest

@@ -281,7 +281,7 @@ async def test_fastagi_server_allows_2027_once_the_year_is_imported(make_engine,
 
     from agi.engines import EngineProvider
     from agi.server import FastAGIServer
-    from agi.testing import agi_call
+    from agi.client import agi_call
 
     cid = "+862150000001"
     eng = await make_engine("cn-default", settings=dataclasses.replace(settings, test_clock=True))

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from ari_app.testing import ensure_schema
+from fakes.dialer_db import ensure_schema
 from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.decision.models import DecisionRequest

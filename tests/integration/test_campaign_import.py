@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from openpyxl import Workbook
 
-from ari_app.testing import ensure_schema
+from fakes.dialer_db import ensure_schema
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import redis as syncredis
 
 from dialguard.audit import migrate as m
 from dialguard.audit.db import sql_dir
-from dialguard.audit.testing import free_port
+from fakes.pg import free_port
 from dialguard.config import Settings
 from dialguard.dnc import REC_BYTES, DncDb, DncStore, import_csv, list_name
 from dialguard.decision.keys import Keys

@@ -16,7 +16,7 @@ import pytest
 
 from agi.engines import EngineProvider
 from agi.server import FastAGIServer
-from agi.testing import agi_call
+from agi.client import agi_call
 from dialguard.audit.shipper import Shipper
 from dialguard.decision.models import Outcome
 

@@ -26,7 +26,7 @@ import pytest
 import redis as syncredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from agi.testing import agi_call
+from agi.client import agi_call
 from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.decision.keys import Keys

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agi.testing import FakeAsterisk, env_block
+from agi.client import AgiPeer, env_block
 
 ROOT = Path(__file__).resolve().parents[2]
 WRAPPER = ROOT / "agi" / "dialguard-agi"
@@ -20,8 +20,8 @@ CHECK = ("check", "+8613800138000", "c1", "a1")
 
 async def run_script(args, *, mode="allow", extra_env=None, raw: bytes | None = None,
                      wrapper=False, tmp_path=None, **serve_kw):
-    env = dict(os.environ, DIALGUARD_AGI_ENGINE_FACTORY="agi.testing:fake_engine_factory",
-               DIALGUARD_FAKE_ENGINE=mode, PYTHONPATH=str(ROOT), DIALGUARD_AGI_SESSION_TIMEOUT="3")
+    env = dict(os.environ, DIALGUARD_AGI_ENGINE_FACTORY="fakes.engine:fake_engine_factory",
+               DIALGUARD_FAKE_ENGINE=mode, PYTHONPATH=os.pathsep.join((str(ROOT), str(ROOT / "tests"))), DIALGUARD_AGI_SESSION_TIMEOUT="3")
     if tmp_path is not None:
         env["DIALGUARD_FAKE_ENGINE_LOG"] = str(tmp_path / "calls.jsonl")
     if wrapper:
@@ -31,7 +31,7 @@ async def run_script(args, *, mode="allow", extra_env=None, raw: bytes | None = 
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env, cwd="/")
-    peer = FakeAsterisk(proc.stdout, proc.stdin)
+    peer = AgiPeer(proc.stdout, proc.stdin)
     await peer.send(raw if raw is not None else env_block(None, args, network=False))
     if raw is not None:
         proc.stdin.close()
@@ -103,12 +103,12 @@ async def _until_handled(pid: int, sig: int, timeout: float = 30) -> None:
 async def test_classic_survives_sighup_from_asterisk():
     # Asterisk signals SIGHUP to a classic AGI when the channel hangs up; the
     # script must still finish (a report has to reach the engine).
-    env = dict(os.environ, DIALGUARD_AGI_ENGINE_FACTORY="agi.testing:fake_engine_factory",
-               DIALGUARD_FAKE_ENGINE_DELAY_S="0.5", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, DIALGUARD_AGI_ENGINE_FACTORY="fakes.engine:fake_engine_factory",
+               DIALGUARD_FAKE_ENGINE_DELAY_S="0.5", PYTHONPATH=os.pathsep.join((str(ROOT), str(ROOT / "tests"))))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agi.dialguard_agi", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    peer = FakeAsterisk(proc.stdout, proc.stdin)
+    peer = AgiPeer(proc.stdout, proc.stdin)
     await peer.send(env_block(None, CHECK, network=False))
     # Signal once the script handles SIGHUP (not after a fixed delay: a loaded
     # machine may not have started Python yet, and the default action kills).

@@ -13,7 +13,8 @@ import pytest
 from agi.engines import EngineProvider
 from agi.flood import Conn, ConnTable, CountLog
 from agi.server import FastAGIServer
-from agi.testing import FakeEngine, agi_call, env_block
+from agi.client import agi_call, env_block
+from fakes.engine import FakeEngine
 from dialguard import metrics
 
 HOST = "127.0.0.1"

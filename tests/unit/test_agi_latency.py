@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agi.testing import agi_call, measure_check_latency
+from agi.client import agi_call, measure_check_latency
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +30,9 @@ async def server_process():
 
     async def start(*extra, fake="allow", delay="0"):
         port = free_port()
-        env = dict(os.environ, DIALGUARD_AGI_ENGINE_FACTORY="agi.testing:fake_engine_factory",
+        env = dict(os.environ, DIALGUARD_AGI_ENGINE_FACTORY="fakes.engine:fake_engine_factory",
                    DIALGUARD_FAKE_ENGINE=fake, DIALGUARD_FAKE_ENGINE_DELAY_S=delay,
-                   PYTHONPATH=str(ROOT), DIALGUARD_LOG_LEVEL="WARNING")
+                   PYTHONPATH=os.pathsep.join((str(ROOT), str(ROOT / "tests"))), DIALGUARD_LOG_LEVEL="WARNING")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "agi.server", "--port", str(port), "--workers", "1", *extra,
             stderr=asyncio.subprocess.PIPE, env=env)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from agi import protocol as p
 from agi.handlers.report import classify
-from agi.testing import env_block, parse_args
+from agi.client import env_block, parse_args
 
 
 def feed_all(block: bytes, **kw) -> dict:
@@ -230,7 +230,7 @@ def test_report_classify_threshold():
 
 # -- EXEC MSet -------------------------------------------------------------------------
 def test_mset_command_round_trip_through_both_asterisk_parsers():
-    from agi.testing import mset_pairs, parse_args
+    from agi.client import mset_pairs, parse_args
 
     pairs = [("DIALGUARD_REASONS", "attempt_cap,min_interval"), ("DIALGUARD_CALLERID", ""),
              ("DIALGUARD_MAXDURATION", 3600), ("DIALGUARD_NEXT_ELIGIBLE", "2025-03-04T01:00:00Z"),

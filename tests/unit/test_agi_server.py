@@ -1,5 +1,5 @@
 """The FastAGI server over real loopback sockets, driven by a scripted
-Asterisk peer (agi.testing.FakeAsterisk) and a fake engine object. Protocol
+Asterisk peer (agi.client.AgiPeer) and a fake engine object. Protocol
 tests: the real engine and Redis are exercised by tests/integration."""
 
 import asyncio
@@ -12,7 +12,8 @@ from agi import protocol as p
 from agi.engines import EngineProvider
 from agi.handlers import Options
 from agi.server import FastAGIServer, build_parser
-from agi.testing import FakeAsterisk, FakeEngine, agi_call, env_block
+from agi.client import AgiPeer, agi_call, env_block
+from fakes.engine import FakeEngine
 
 HOST = "127.0.0.1"
 CHECK_ARGS = ("+8613800138000", "c1", "a1")
@@ -232,7 +233,7 @@ async def test_hostile_session_closed_without_commands(make_server, data):
 
 async def test_non_utf8_caller_name_still_served(make_server):
     srv, _ = await make_server()
-    peer = await FakeAsterisk.connect(HOST, srv.bound_port)
+    peer = await AgiPeer.connect(HOST, srv.bound_port)
     block = env_block("check", CHECK_ARGS).replace(b"Agent One", b"Agent \xe9")
     await peer.send(block)
     res = await peer.serve()
@@ -242,7 +243,7 @@ async def test_non_utf8_caller_name_still_served(make_server):
 
 async def test_peer_vanishes_mid_session(make_server, caplog):
     srv, eng = await make_server()
-    peer = await FakeAsterisk.connect(HOST, srv.bound_port)
+    peer = await AgiPeer.connect(HOST, srv.bound_port)
     await peer.send(env_block("check", CHECK_ARGS))
     await peer.reader.readline()  # first SET VARIABLE
     peer.writer.transport.abort()

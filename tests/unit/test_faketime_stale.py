@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dialguard.audit.testing import clear_stale_faketime
+from fakes.pg import clear_stale_faketime
 
 
 def test_stale_pairs_go_live_ones_stay():

@@ -76,4 +76,4 @@ def test_import_layers_contract_catches_a_core_importing_the_cli(tmp_path):
     p = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert p.returncode == 1, p.stdout[-3000:] + p.stderr[-2000:]
-    assert "dialguard.decision is not allowed to import dialguard.cli" in p.stdout
+    assert "dialguard.decision.models is not allowed to import dialguard.cli" in p.stdout

@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agi.engines import EngineProvider
 from agi.server import FastAGIServer, build_parser
-from agi.testing import FakeEngine, agi_call
+from agi.client import agi_call
+from fakes.engine import FakeEngine
 from dialguard import metrics
 from dialguard.decision.models import REASONS, Decision
 

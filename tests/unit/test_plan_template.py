@@ -1,7 +1,8 @@
 """Compiled plans (Engine._plan_compiled) equal the build_plan ones, field for field.
 
-The reference is Engine._plan_built: build_plan's dict plus the engine's own
-fields, JSON-encoded. Over generated requests (every shipped pack alone and
+The reference is plan_built below: build_plan's dict, JSON-encoded, with the
+audit record as json.dumps of a dict (the engine writes it as text,
+dialguard/decision/record.py). Over generated requests (every shipped pack alone and
 combined, valid and invalid numbers of several countries, subjects, call ids,
 caller IDs given or picked from pools with duplicates, odd campaign, agent and
 prefix text, times across a year and DST changes, audit and rules versions on
@@ -20,12 +21,47 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-import dialguard.engine as engine_mod
+import dialguard.decision.decider as decider_mod
 from dialguard.config import Settings
+from dialguard.decision.models import DecisionRequest, sort_reasons
+from dialguard.decision.plan import build_plan, ms
 from dialguard.engine import Engine, _Context, new_id
-from dialguard.decision.models import DecisionRequest
-from dialguard.numbers import parse_number
+from dialguard.numbers import keyed_hash, parse_number
 from dialguard.rules import Policy
+from dialguard.timerules import time_reasons
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def plan_built(eng: Engine, req: DecisionRequest, ctx: _Context, info, did: str, now: datetime,
+               number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=()):
+    """The plan through build_plan, as the engine would send it (shadow rules included)."""
+    policy = ctx.policy
+    payload = None
+    if eng.audit:
+        payload = _encode({
+            "did": did, "at": ms(now), "ts": int(decider_mod.time.time() * 1000), "n": number_tag,
+            "ne": eng.sealer.seal(info.e164) if info.e164 else None,
+            "campaign": req.campaign, "agent": req.agent, "subject": req.subject,
+            "call_id": req.call_id, "pre": pre,
+            "cid_req": eng.sealer.seal(req.caller_id) if req.caller_id else None,
+            **({"est": sorted(est)} if est else {}),
+            "rules": policy.name, "rv": policy.version_hash, "node": eng.settings.node,
+            "cal": int(ctx.cver) if ctx.cver else None,
+        })
+    shadow = None
+    if ctx.shadow is not None:
+        spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
+        if info.valid:
+            spre += time_reasons(ctx.shadow, info.timezones, now, ctx.cals)[0]
+        shadow = (ctx.shadow, ctx.sver, sort_reasons(spre))
+    return build_plan(
+        policy=policy, keys=eng.keys, info=info, number_tag=number_tag, campaign=req.campaign, agent=req.agent,
+        subject=req.subject, decision_id=did, now=now, candidates=candidates, check_caller_id=check_cid,
+        site_timezone=eng.settings.site_timezone, call_id=req.call_id, pre_reasons=list(pre),
+        audit_payload=payload, audit_max=eng.settings.audit_backlog_max if eng.audit else None,
+        request_fp=eng._fingerprint(req, info) or None,
+        versions=(ctx.rvs, ctx.rver) if eng.versioned else None, calendar_version=ctx.cver, shadow=shadow)
 
 PACKS = ["cn-default", "cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom"]
 POLICIES = [[p] for p in PACKS] + [["cn-default", "cn-carrier"], ["us-tcpa", "us-regf", "us-fl-ftsa"],
@@ -51,7 +87,7 @@ def numbers(rnd: random.Random) -> str:
 
 
 class _Clock:
-    """time for dialguard.engine with a fixed wall clock (the audit record's ts)."""
+    """time for the decider with a fixed wall clock (the audit record's ts)."""
 
     def __init__(self, real):
         self._real = real
@@ -70,7 +106,7 @@ class _Sealer:
 
 @pytest.fixture
 def fixed_time(monkeypatch):
-    monkeypatch.setattr(engine_mod, "time", _Clock(engine_mod.time))
+    monkeypatch.setattr(decider_mod, "time", _Clock(decider_mod.time))
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -102,19 +138,19 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
         did = new_id()
         reasons, why = [], {}
         if not info.valid:
-            tag = engine_mod.keyed_hash(settings.hash_secret, "raw:" + req.number)
+            tag = keyed_hash(settings.hash_secret, "raw:" + req.number)
             reasons.append("invalid_number")
         else:
             tag = eng.keys.number_tag(info.e164)
-            reasons += engine_mod.time_reasons(policy, info.timezones, now)[0]
+            reasons += time_reasons(policy, info.timezones, now)[0]
         cands, check_cid = eng._candidates(req, policy, pool, reasons, why)
-        pre = engine_mod.sort_reasons(reasons)
+        pre = sort_reasons(reasons)
         est = rnd.choice([(), (), ("CN",), ("CN", "US-LA")])  # calendars estimated (unknown_year)
         fast = eng._plan_compiled(req, ctx, info, did, now, tag, pre, cands, check_cid, est)
-        slow = eng._plan_built(req, ctx, info, did, now, tag, pre, cands, check_cid, est)
+        slow = plan_built(eng, req, ctx, info, did, now, tag, pre, cands, check_cid, est)
         assert fast.keys == slow.keys
         body = json.loads(slow.args()[0])
-        payload = body.pop("a", None)
+        payload = body.pop("audit_record", None)
         assert json.loads(fast.args()[0]) == body
         if eng.audit:
             assert fast.args()[1] == payload  # byte for byte
@@ -136,7 +172,7 @@ def test_template_is_reused_per_shape(fixed_time):
 
 
 def test_shadow_plan_is_compiled(fixed_time):
-    """With shadow rules the compiled plan carries them (`sh`, `sv`) and is reused per shape."""
+    """With shadow rules the compiled plan carries them (`shadow`, `shadow_version`) and is reused per shape."""
     eng = Engine(None, Settings(), Policy.load("cn-default"), prefix="dg", skip_caller_id_without_pool=True)
     ctx = _Context(1e18, eng.policy, (), "3|4", "3", Policy.load("cn-carrier"), "4")
     now = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)
@@ -145,5 +181,5 @@ def test_shadow_plan_is_compiled(fixed_time):
         info = parse_number(n, "CN")
         plan, _why = eng._plan(req, ctx, info, new_id(), now)
         body = json.loads(plan.args()[0])
-        assert body["sv"] == "4" and body["sh"]["checks"] and "audit" not in body["sh"]
+        assert body["shadow_version"] == "4" and body["shadow"]["checks"] and "audit_key" not in body["shadow"]
     assert len(eng._templates) == 1

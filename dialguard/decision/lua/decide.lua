@@ -1,14 +1,15 @@
 -- dialguard decide: one atomic check-and-reserve (SPEC §2).
 --
 -- The *what* (which windows, which limits, which bounds) is computed in Python
--- (dialguard/plan.py); this script is the *where*: it counts, and records the
--- attempt in every counter only if every counter-based rule passes. Redis runs
--- scripts one at a time, so concurrent decisions can never over-admit.
+-- (dialguard/decision/plan.py; its fields: dialguard/decision/schema.py); this
+-- script is the *where*: it counts, and records the attempt in every counter
+-- only if every counter-based rule passes. Redis runs scripts one at a time, so
+-- concurrent decisions can never over-admit.
 --
 -- KEYS: every key the plan references (by 1-based index).
 -- ARGV[1]: the plan as JSON. All scores/bounds arrive as strings so that Lua
 -- never formats a large number (Lua 5.1 would write 1.7e+12).
--- ARGV[2]: the audit record's JSON when the plan has no `a` (the engine's
+-- ARGV[2]: the audit record's JSON when the plan has no `audit_record` (the engine's
 -- compiled plans: not escaped into the plan, not decoded here).
 --
 -- Returns {allowed, reasons, details, chosen_caller_id_hash, status, decision_id, lifted[, at]}
@@ -22,7 +23,7 @@
 --   lifted: the reasons an override lifted (the decision is then an allow).
 -- ARGV[3] = 'ro': evaluate only, no command that writes (see below), status 4.
 --
--- plan.sh, when present, is a second plan (shadow rules, same KEYS): evaluated
+-- plan.shadow, when present, is a second plan (shadow rules, same KEYS): evaluated
 -- first, read-only, on the same state; its verdict only goes to the audit record.
 
 local plan = cjson.decode(ARGV[1])
@@ -30,35 +31,36 @@ local RO = ARGV[3] == 'ro'  -- the eligibility question: read, never write (belo
 local now = plan.now
 
 -- The rules version this node evaluated with must be the one in effect.
-if plan.rk then
-  local v = redis.call('HMGET', KEYS[plan.rk], 'active', 'shadow')
-  if (v[1] or '') .. '|' .. (v[2] or '') ~= plan.rvs then
-    return {0, {}, {}, '', 2, plan.did, {}}
+if plan.rules_key then
+  local v = redis.call('HMGET', KEYS[plan.rules_key], 'active', 'shadow')
+  if (v[1] or '') .. '|' .. (v[2] or '') ~= plan.rules_versions then
+    return {0, {}, {}, '', 2, plan.decision_id, {}}
   end
 end
 -- Likewise the calendar version (imported calendar years) it evaluated with.
-if plan.ck and (redis.call('HGET', KEYS[plan.ck], 'active') or '') ~= plan.cv then
-  return {0, {}, {}, '', 2, plan.did, {}}
+if plan.calendars_key
+    and (redis.call('HGET', KEYS[plan.calendars_key], 'active') or '') ~= plan.calendar_version then
+  return {0, {}, {}, '', 2, plan.decision_id, {}}
 end
 
 -- Refuse rather than lose audit records when the shipper is far behind.
-if plan.audit and plan.amax and redis.call('XLEN', KEYS[plan.audit]) >= plan.amax then
-  return {0, {'guard_unavailable'}, {}, '', 3, plan.did, {}}
+if plan.audit_key and plan.audit_max and redis.call('XLEN', KEYS[plan.audit_key]) >= plan.audit_max then
+  return {0, {'guard_unavailable'}, {}, '', 3, plan.decision_id, {}}
 end
 
 -- Idempotency never widens a decision (SPEC §2). The call record keeps, per
--- request fingerprint (plan.fp: keyed hash of number, campaign, agent, caller
+-- request fingerprint (plan.request_fp: keyed hash of number, campaign, agent, caller
 -- ID as requested, subject, location, party), the answer given to it. Only the
 -- identical request gets that answer again, and only when
---   * nothing denied it before Redis this time (plan.pre: number, hours...);
+--   * nothing denied it before Redis this time (plan.pre_reasons: number, hours...);
 --   * for a deny: within DENY_REPLAY_MS of it (decision clock);
 --   * for an allow: it is still the call's open attempt (no outcome reported,
 --     not superseded by a later allowed attempt) and no kill switch is on.
 -- Anything else is decided afresh below as a new attempt. A replay is audited
 -- too (its own record id, rp = the decision it repeats).
 local DENY_REPLAY_MS = 10000
-if plan.call and plan.fp and #(plan.pre or {}) == 0 then
-  local rec = redis.call('HMGET', KEYS[plan.call], 'f:' .. plan.fp, 'did', 'rep')
+if plan.call_key and plan.request_fp and #(plan.pre_reasons or {}) == 0 then
+  local rec = redis.call('HMGET', KEYS[plan.call_key], 'f:' .. plan.request_fp, 'did', 'rep')
   if rec[1] then
     local r = cjson.decode(rec[1])
     -- a deny is the answer of its moment: repeated within DENY_REPLAY_MS (a
@@ -67,27 +69,27 @@ if plan.call and plan.fp and #(plan.pre or {}) == 0 then
     local ok = r.a == 0 and age >= 0 and age < DENY_REPLAY_MS
     if r.a == 1 and r.did == rec[2] and rec[3] ~= '1' then
       ok = true
-      local vals = redis.call('HMGET', KEYS[plan.pause], unpack(plan.pf))
-      for i = 1, #plan.pf do
+      local vals = redis.call('HMGET', KEYS[plan.pause_key], unpack(plan.pause_fields))
+      for i = 1, #plan.pause_fields do
         if vals[i] then ok = false end
       end
-      if r.ch ~= '' and redis.call('HEXISTS', KEYS[plan.pause], 'cid:' .. r.ch) == 1 then ok = false end
+      if r.ch ~= '' and redis.call('HEXISTS', KEYS[plan.pause_key], 'cid:' .. r.ch) == 1 then ok = false end
     end
     if ok then
-      if plan.audit then
-        redis.call('XADD', KEYS[plan.audit], '*', 't', 'decision', 'id', plan.did, 'rp', r.did,
-          'allow', r.a, 'r', table.concat(r.r, ','), 'ch', r.ch, 'cs', '', 'rver', plan.rver or '',
-          'sv', '', 'sa', '', 'sr', '', 'ov', '', 'ovr', table.concat(r.l, ','), 'j', plan.a or ARGV[2])
+      if plan.audit_key then
+        redis.call('XADD', KEYS[plan.audit_key], '*', 't', 'decision', 'id', plan.decision_id, 'rp', r.did,
+          'allow', r.a, 'r', table.concat(r.r, ','), 'ch', r.ch, 'cs', '', 'rver', plan.rules_version or '',
+          'sv', '', 'sa', '', 'sr', '', 'ov', '', 'ovr', table.concat(r.l, ','), 'j', plan.audit_record or ARGV[2])
       end
       return {r.a, r.r, r.d, r.ch, 1, r.did, r.l, tostring(r.at)}
     end
   end
 end
 
--- Reasons an override may lift (SPEC §2: counter and hours reasons only).
-local LIFTABLE = {attempt_cap = true, min_interval = true, post_conversation_quiet = true,
-  post_abandon_quiet = true, agent_cap = true, caller_id_rate = true, caller_id_concurrency = true,
-  outside_hours = true, holiday = true}
+-- Reasons an override may lift (SPEC §2: counter and hours reasons only):
+-- dialguard.decision.models.LIFTABLE, sent in the plan. None sent: none lifts.
+local LIFTABLE = {}
+for _, r in ipairs(plan.liftable or {}) do LIFTABLE[r] = true end
 
 local function all_liftable(list)
   for _, r in ipairs(list) do
@@ -114,13 +116,13 @@ end
 local function count_in(c, keys)
   local n = 0
   for _, ki in ipairs(keys) do
-    n = n + redis.call('ZCOUNT', KEYS[ki], c.lo, '+inf')
+    n = n + redis.call('ZCOUNT', KEYS[ki], c.since, '+inf')
   end
-  if c.x then
-    if c.ex == nil then
-      n = n + redis.call('ZCOUNT', KEYS[c.x], c.lo, '+inf')
+  if c.outcome_log then
+    if c.uncounted == nil then
+      n = n + redis.call('ZCOUNT', KEYS[c.outcome_log], c.since, '+inf')
     else
-      n = n + #x_scores(c.x, c.lo, c.exs)
+      n = n + #x_scores(c.outcome_log, c.since, c.uncounted_set)
     end
   end
   return n
@@ -130,11 +132,11 @@ end
 local function kth_oldest(c, keys, k)
   local all = {}
   for _, ki in ipairs(keys) do
-    local r = redis.call('ZRANGEBYSCORE', KEYS[ki], c.lo, '+inf', 'WITHSCORES', 'LIMIT', 0, k + 1)
+    local r = redis.call('ZRANGEBYSCORE', KEYS[ki], c.since, '+inf', 'WITHSCORES', 'LIMIT', 0, k + 1)
     for j = 2, #r, 2 do all[#all + 1] = tonumber(r[j]) end
   end
-  if c.x then
-    for _, v in ipairs(x_scores(c.x, c.lo, c.exs or {}, k + 1)) do all[#all + 1] = v end
+  if c.outcome_log then
+    for _, v in ipairs(x_scores(c.outcome_log, c.since, c.uncounted_set or {}, k + 1)) do all[#all + 1] = v end
   end
   table.sort(all)
   return all[k + 1] or -1
@@ -145,20 +147,20 @@ end
 local function run_checks(checks, cand, out_reasons, out_details, seen_counts)
   local use = 0
   for _, c in ipairs(checks) do
-    local keys = c.k
-    if cand then keys = {cand[c.f]} end
-    if c.ex and not c.exs then
-      c.exs = {}
-      for o in string.gmatch(c.ex, '[^,]+') do c.exs[o] = true end
+    local keys = c.keys
+    if cand then keys = {cand[c.candidate_key]} end
+    if c.uncounted and not c.uncounted_set then
+      c.uncounted_set = {}
+      for o in string.gmatch(c.uncounted, '[^,]+') do c.uncounted_set[o] = true end
     end
     local n = count_in(c, keys)
-    seen_counts[#seen_counts + 1] = c.i .. ':' .. n
-    if c.m > 0 and n / c.m > use then use = n / c.m end
-    if n >= c.m then
-      out_reasons[#out_reasons + 1] = c.r
+    seen_counts[#seen_counts + 1] = c.id .. ':' .. n
+    if c.max > 0 and n / c.max > use then use = n / c.max end
+    if n >= c.max then
+      out_reasons[#out_reasons + 1] = c.reason
       local score = -1
-      if c.m > 0 then score = kth_oldest(c, keys, n - c.m) end
-      out_details[#out_details + 1] = {c.i, score, cand and cand.n or 0}
+      if c.max > 0 then score = kth_oldest(c, keys, n - c.max) end
+      out_details[#out_details + 1] = {c.id, score, cand and cand.index or 0}
     end
   end
   return use
@@ -176,19 +178,19 @@ local function evaluate(p)
       reasons[#reasons + 1] = code
     end
   end
-  for _, code in ipairs(p.pre or {}) do deny(code) end
+  for _, code in ipairs(p.pre_reasons or {}) do deny(code) end
 
   -- Kill switches: all outbound, this campaign, this caller ID.
-  if p.pause then
-    local vals = redis.call('HMGET', KEYS[p.pause], unpack(p.pf))
-    for i = 1, #p.pf do
+  if p.pause_key then
+    local vals = redis.call('HMGET', KEYS[p.pause_key], unpack(p.pause_fields))
+    for i = 1, #p.pause_fields do
       if vals[i] then deny('paused') end
     end
   end
 
   -- Campaign approval and its date range.
-  if p.camp then
-    local c = redis.call('HMGET', KEYS[p.camp], 'approved', 'start', 'end')
+  if p.campaign_key then
+    local c = redis.call('HMGET', KEYS[p.campaign_key], 'approved', 'start', 'end')
     if c[1] ~= '1' then
       deny('campaign_not_approved')
     else
@@ -198,14 +200,16 @@ local function evaluate(p)
   end
 
   -- Per-number flags.
-  if p.flags then
-    local f = redis.call('HMGET', KEYS[p.flags], 'dnc', 'optout', 'complaint', 'consent')
+  if p.flags_key then
+    local f = redis.call('HMGET', KEYS[p.flags_key], 'dnc', 'optout', 'complaint', 'consent')
     if f[1] then deny('dnc') end
-    if p.dncc and redis.call('SISMEMBER', KEYS[p.dncc], p.ch) == 1 then deny('dnc') end
-    if p.dnck and not seen['dnc'] then
+    if p.campaign_dnc_key and redis.call('SISMEMBER', KEYS[p.campaign_dnc_key], p.campaign_tag) == 1 then
+      deny('dnc')
+    end
+    if p.dnc_bucket_keys and not seen['dnc'] then
       -- DNC lists at scale: an aligned plain find of the 5-byte fingerprint
-      local rec = string.gsub(p.dncr, '..', function(h) return string.char(tonumber(h, 16)) end)
-      for _, ki in ipairs(p.dnck) do
+      local rec = string.gsub(p.dnc_record, '..', function(h) return string.char(tonumber(h, 16)) end)
+      for _, ki in ipairs(p.dnc_bucket_keys) do
         local s = redis.call('GET', KEYS[ki])
         if s then
           local init = 1
@@ -220,7 +224,7 @@ local function evaluate(p)
     end
     if f[2] then deny('opted_out') end
     if f[3] then deny('complained') end
-    if p.consent == 1 and not f[4] then deny('no_consent') end
+    if p.consent_required == 1 and not f[4] then deny('no_consent') end
   end
 
   -- Number and agent counters.
@@ -233,39 +237,40 @@ local function evaluate(p)
   -- (highest count/limit of its rate and concurrency limits) + (health
   -- penalty written by outcome.lua); ties go to the earliest in the offered
   -- order (the engine's round robin), so the pick is deterministic.
-  if p.cid then
-    local cid = p.cid
+  if p.caller_id then
+    local cid = p.caller_id
     local first_reasons = nil
     local best_score = nil
-    for _, cand in ipairs(cid.c) do
+    for _, cand in ipairs(cid.candidates) do
       local cr, cd = {}, {}
-      if cid.req == 1 then
-        local ok = cand.ok == 1 or redis.call('SISMEMBER', KEYS[cid.cids], cand.h) == 1
-        local cool = redis.call('ZSCORE', KEYS[cid.cool], cand.h)
+      if cid.required == 1 then
+        local ok = cand.approved == 1 or redis.call('SISMEMBER', KEYS[cid.approved_key], cand.tag) == 1
+        local cool = redis.call('ZSCORE', KEYS[cid.cooldown_key], cand.tag)
         if cool and tonumber(cool) > tonumber(now) then ok = false end
         if not ok then cr[#cr + 1] = 'caller_id_not_approved' end
       end
-      if redis.call('HEXISTS', KEYS[p.pause], 'cid:' .. cand.h) == 1 then cr[#cr + 1] = 'paused' end
-      local use = run_checks(cid.chk or {}, cand, cr, cd, seen_counts)
-      if cid.conc and cid.conc >= 0 then
+      if redis.call('HEXISTS', KEYS[p.pause_key], 'cid:' .. cand.tag) == 1 then cr[#cr + 1] = 'paused' end
+      local use = run_checks(cid.checks or {}, cand, cr, cd, seen_counts)
+      if cid.concurrency and cid.concurrency >= 0 then
         -- leases expire at their score; read-only: counted without trimming
-        if not RO then redis.call('ZREMRANGEBYSCORE', KEYS[cand.l], '-inf', now) end
-        local live = redis.call('ZCOUNT', KEYS[cand.l], '(' .. now, '+inf')
-        if cid.conc > 0 and live / cid.conc > use then use = live / cid.conc end
-        if live >= cid.conc then
+        if not RO then redis.call('ZREMRANGEBYSCORE', KEYS[cand.live_key], '-inf', now) end
+        local live = redis.call('ZCOUNT', KEYS[cand.live_key], '(' .. now, '+inf')
+        if cid.concurrency > 0 and live / cid.concurrency > use then use = live / cid.concurrency end
+        if live >= cid.concurrency then
           cr[#cr + 1] = 'caller_id_concurrency'
-          local first = redis.call('ZRANGEBYSCORE', KEYS[cand.l], '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-          cd[#cd + 1] = {'conc', tonumber(first[2] or -1), cand.n}
+          local first = redis.call('ZRANGEBYSCORE', KEYS[cand.live_key], '(' .. now, '+inf',
+            'WITHSCORES', 'LIMIT', 0, 1)
+          cd[#cd + 1] = {'conc', tonumber(first[2] or -1), cand.index}
         end
       end
       if #cr == 0 then
         local score = use
-        if #cid.c > 1 and cand.hh then
-          score = score + (tonumber(redis.call('HGET', KEYS[cand.hh], 'pen')) or 0)
+        if #cid.candidates > 1 and cand.health_key then
+          score = score + (tonumber(redis.call('HGET', KEYS[cand.health_key], 'pen')) or 0)
         end
         if best_score == nil or score < best_score then
           best_score = score
-          chosen = cand.h
+          chosen = cand.tag
           chosen_cand = cand
         end
       end
@@ -288,8 +293,8 @@ end
 
 -- The shadow verdict, on the state before this attempt is recorded.
 local shadow_reasons = nil
-if plan.sh then
-  shadow_reasons = evaluate(plan.sh)
+if plan.shadow then
+  shadow_reasons = evaluate(plan.shadow)
 end
 
 local reasons, details, chosen, chosen_cand, seen_counts, lift_cand = evaluate(plan)
@@ -298,16 +303,16 @@ local reasons, details, chosen, chosen_cand, seen_counts, lift_cand = evaluate(p
 -- state and nothing else: no attempt recorded, no override consumed, no audit
 -- record (an eligibility question is not an attempt). Status 4.
 if RO then
-  return {(#reasons == 0) and 1 or 0, reasons, details, chosen, 4, plan.did, {}}
+  return {(#reasons == 0) and 1 or 0, reasons, details, chosen, 4, plan.decision_id, {}}
 end
 
 -- An override grant for this number turns a deny for counter or hours
 -- reasons into an allow, once (SPEC §2); the grant is consumed here.
 local lifted = {}
 local override_id = ''
-if #reasons > 0 and plan.ov and all_liftable(reasons) then
-  local g = redis.call('HMGET', KEYS[plan.ov], 'id', 'camp', 'exp', 'lifts')
-  local ok = g[1] and (g[2] == nil or g[2] == '' or g[2] == plan.ch)
+if #reasons > 0 and plan.override_key and all_liftable(reasons) then
+  local g = redis.call('HMGET', KEYS[plan.override_key], 'id', 'camp', 'exp', 'lifts')
+  local ok = g[1] and (g[2] == nil or g[2] == '' or g[2] == plan.campaign_tag)
     and (g[3] == nil or g[3] == '' or tonumber(g[3]) > tonumber(now))
   if ok and g[4] and g[4] ~= '' then
     local allow_set = {}
@@ -316,9 +321,9 @@ if #reasons > 0 and plan.ov and all_liftable(reasons) then
       if not allow_set[r] then ok = false end
     end
   end
-  if ok and plan.cid and chosen == '' then
+  if ok and plan.caller_id and chosen == '' then
     if lift_cand then
-      chosen, chosen_cand = lift_cand.h, lift_cand
+      chosen, chosen_cand = lift_cand.tag, lift_cand
     else
       ok = false
     end
@@ -328,7 +333,7 @@ if #reasons > 0 and plan.ov and all_liftable(reasons) then
     lifted = reasons
     reasons = {}
     details = {}
-    redis.call('DEL', KEYS[plan.ov])
+    redis.call('DEL', KEYS[plan.override_key])
   end
 end
 
@@ -337,59 +342,60 @@ local allowed = (#reasons == 0) and 1 or 0
 if allowed == 1 then
   -- Record the attempt; trim what no window can see any more so that hot
   -- keys (agents, caller IDs) stay bounded although their TTL is refreshed.
-  for _, ki in ipairs(plan.w or {}) do
-    redis.call('ZADD', KEYS[ki], now, plan.did)
-    redis.call('ZREMRANGEBYSCORE', KEYS[ki], '-inf', plan.old)
-    redis.call('PEXPIRE', KEYS[ki], plan.ttl)
+  for _, ki in ipairs(plan.write_keys or {}) do
+    redis.call('ZADD', KEYS[ki], now, plan.decision_id)
+    redis.call('ZREMRANGEBYSCORE', KEYS[ki], '-inf', plan.trim_before)
+    redis.call('PEXPIRE', KEYS[ki], plan.ttl_ms)
   end
   if chosen_cand then
-    redis.call('ZADD', KEYS[chosen_cand.a], now, plan.did)
-    redis.call('ZREMRANGEBYSCORE', KEYS[chosen_cand.a], '-inf', plan.cold)
-    redis.call('PEXPIRE', KEYS[chosen_cand.a], plan.cttl)
-    redis.call('ZADD', KEYS[chosen_cand.l], plan.lease, plan.did)
-    redis.call('PEXPIRE', KEYS[chosen_cand.l], plan.cttl)
+    redis.call('ZADD', KEYS[chosen_cand.attempts_key], now, plan.decision_id)
+    redis.call('ZREMRANGEBYSCORE', KEYS[chosen_cand.attempts_key], '-inf', plan.caller_id_trim_before)
+    redis.call('PEXPIRE', KEYS[chosen_cand.attempts_key], plan.caller_id_ttl_ms)
+    redis.call('ZADD', KEYS[chosen_cand.live_key], plan.lease_until, plan.decision_id)
+    redis.call('PEXPIRE', KEYS[chosen_cand.live_key], plan.caller_id_ttl_ms)
   end
-  if chosen ~= '' and plan.flags then
+  if chosen ~= '' and plan.flags_key then
     -- whom a later complaint or opt-out on this number is about (event.lua):
     -- '{n:<H>}:lc' beside the number's flags '{n:<H>}:f', kept 30 days
-    local fk = KEYS[plan.flags]
-    redis.call('SET', string.sub(fk, 1, -2) .. 'lc', chosen .. '|' .. ((plan.rec and plan.rec.hc) or ''),
-      'PX', 2592000000)
+    local fk = KEYS[plan.flags_key]
+    local hc = (plan.call_record and plan.call_record.health_config) or ''
+    redis.call('SET', string.sub(fk, 1, -2) .. 'lc', chosen .. '|' .. hc, 'PX', 2592000000)
   end
-  if plan.call then
+  if plan.call_key then
     -- this attempt is now the call's open one: the previous attempt's report
     -- state goes (outcome.lua applies the next report to this attempt)
-    local rec = plan.rec
-    redis.call('HDEL', KEYS[plan.call], 'rep', 'res')
-    redis.call('HSET', KEYS[plan.call], 'did', plan.did, 'ch', chosen, 'at', now,
-      'ak', rec.ak, 'cv', rec.cv, 'ab', rec.ab, 'am', rec.am, 'nk', rec.nk,
-      'lv', chosen_cand and KEYS[chosen_cand.l] or '',
-      'ca', chosen_cand and KEYS[chosen_cand.a] or '',
-      'hc', rec.hc or '', 'cp', rec.cp or '')
-    redis.call('PEXPIRE', KEYS[plan.call], rec.ttl)
+    local rec = plan.call_record
+    redis.call('HDEL', KEYS[plan.call_key], 'rep', 'res')
+    redis.call('HSET', KEYS[plan.call_key], 'did', plan.decision_id, 'ch', chosen, 'at', now,
+      'ak', rec.attempt_keys, 'cv', rec.conversation_keys, 'ab', rec.abandon_key, 'am', rec.machine_key,
+      'nk', rec.number_key,
+      'lv', chosen_cand and KEYS[chosen_cand.live_key] or '',
+      'ca', chosen_cand and KEYS[chosen_cand.attempts_key] or '',
+      'hc', rec.health_config or '', 'cp', rec.campaign_tag or '')
+    redis.call('PEXPIRE', KEYS[plan.call_key], rec.ttl_ms)
   end
 end
 
 -- The answer to this request under this call id, for an identical replay.
 -- Not after a pre-Redis deny (those are decided again every time anyway).
-if plan.call and plan.fp and #(plan.pre or {}) == 0 then
+if plan.call_key and plan.request_fp and #(plan.pre_reasons or {}) == 0 then
   local d = {}
   for i, item in ipairs(details) do d[i] = {item[1], item[2], item[3]} end
-  redis.call('HSET', KEYS[plan.call], 'f:' .. plan.fp, cjson.encode({
-    did = plan.did, a = allowed, r = reasons, ch = chosen, d = d, l = lifted, at = now}))
-  redis.call('PEXPIRE', KEYS[plan.call], plan.rec.ttl)
+  redis.call('HSET', KEYS[plan.call_key], 'f:' .. plan.request_fp, cjson.encode({
+    did = plan.decision_id, a = allowed, r = reasons, ch = chosen, d = d, l = lifted, at = now}))
+  redis.call('PEXPIRE', KEYS[plan.call_key], plan.call_record.ttl_ms)
 end
 
-if plan.audit then
+if plan.audit_key then
   local sa, sr = '', ''
   if shadow_reasons then
     sa = (#shadow_reasons == 0) and '1' or '0'
     sr = table.concat(shadow_reasons, ',')
   end
-  redis.call('XADD', KEYS[plan.audit], '*', 't', 'decision', 'id', plan.did,
+  redis.call('XADD', KEYS[plan.audit_key], '*', 't', 'decision', 'id', plan.decision_id,
     'allow', allowed, 'r', table.concat(reasons, ','), 'ch', chosen, 'cs', table.concat(seen_counts, ','),
-    'rver', plan.rver or '', 'sv', plan.sv or '', 'sa', sa, 'sr', sr,
-    'ov', override_id, 'ovr', table.concat(lifted, ','), 'j', plan.a or ARGV[2])
+    'rver', plan.rules_version or '', 'sv', plan.shadow_version or '', 'sa', sa, 'sr', sr,
+    'ov', override_id, 'ovr', table.concat(lifted, ','), 'j', plan.audit_record or ARGV[2])
 end
 
-return {allowed, reasons, details, chosen, 0, plan.did, lifted}
+return {allowed, reasons, details, chosen, 0, plan.decision_id, lifted}

@@ -1,19 +1,14 @@
-"""Test helpers: a scripted Asterisk peer speaking the AGI protocol, and a
-small fake engine. Used by the protocol tests and the latency measurement;
-never loaded by the server unless its engine factory is pointed here.
+"""A FastAGI client: the Asterisk side of an AGI session, scripted. What
+`dialguard agi check` points at a FastAGI server (an admin's end-to-end check
+without a PBX), the latency measurement of bench/cps.py, and the protocol tests
+use (their fake engine: tests/fakes/engine.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-
-from dialguard.decision.models import Decision, DecisionRequest, Outcome
 
 # Commands res_agi accepts on a dead channel (the "dead" column of its table).
 DEAD_OK = {("SET", "VARIABLE"), ("GET", "VARIABLE"), ("GET", "FULL"), ("VERBOSE",), ("NOOP",),
@@ -122,7 +117,7 @@ class PeerResult:
     closed_by_server: bool = False
 
 
-class FakeAsterisk:
+class AgiPeer:
     """The Asterisk side of one AGI session, scripted.
 
     ``hangup_before``: index of the command before whose reply an unsolicited
@@ -139,7 +134,7 @@ class FakeAsterisk:
         self.mset = mset  # False: an Asterisk without the MSet application (EXEC answers -2)
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, mset: bool = True) -> "FakeAsterisk":
+    async def connect(cls, host: str, port: int, *, mset: bool = True) -> "AgiPeer":
         r, w = await asyncio.open_connection(host, port, limit=1 << 20)
         return cls(r, w, mset=mset)
 
@@ -201,75 +196,12 @@ class FakeAsterisk:
 
 
 async def agi_call(host: str, port: int, script: str = "check", args=(), **serve_kw) -> PeerResult:
-    peer = await FakeAsterisk.connect(host, port, mset=serve_kw.pop("mset", True))
+    peer = await AgiPeer.connect(host, port, mset=serve_kw.pop("mset", True))
     try:
         await peer.send(env_block(script, args, uniqueid=serve_kw.pop("uniqueid", "1700000000.1")))
         return await peer.serve(**serve_kw)
     finally:
         await peer.close()
-
-
-class FakeEngine:
-    """The engine's interface with scripted answers (protocol tests only)."""
-
-    def __init__(self, mode: str = "allow", delay_s: float = 0.0, log_path: str | None = None,
-                 max_duration_s: int = 3600):
-        self.mode = mode
-        self.max_duration_s = max_duration_s
-        self.delay_s = delay_s
-        self.log_path = log_path
-        self.calls: list[tuple] = []
-
-    def _log(self, *call) -> None:
-        self.calls.append(call)
-        if self.log_path:
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(call, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o)) + "\n")
-
-    async def _maybe_fail(self) -> None:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if self.mode == "raise":
-            raise RuntimeError("fake engine failure")
-
-    async def decide(self, req: DecisionRequest, now: datetime | None = None) -> Decision:
-        self._log("decide", req.model_dump())
-        await self._maybe_fail()
-        did = uuid.uuid4().hex
-        if self.mode.startswith("deny"):
-            reasons = (self.mode.partition(":")[2] or "attempt_cap").split(",")
-            return Decision(decision_id=did, decision="deny", reasons=reasons,
-                            next_eligible_at=datetime(2025, 3, 4, 1, 0, tzinfo=timezone.utc),
-                            number=req.number)
-        return Decision(decision_id=did, decision="allow", reasons=[], caller_id=req.caller_id or "+861012345678",
-                        max_duration_s=self.max_duration_s, number=req.number)
-
-    async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None) -> None:
-        self._log("report_outcome", call_id, outcome.model_dump())
-        await self._maybe_fail()
-
-    async def opt_out(self, number: str, now: datetime | None = None) -> None:
-        self._log("opt_out", number)
-        await self._maybe_fail()
-
-    async def complaint(self, number: str, now: datetime | None = None) -> None:
-        self._log("complaint", number)
-        await self._maybe_fail()
-
-    async def close(self) -> None:
-        pass
-
-
-async def fake_engine_factory() -> FakeEngine:
-    """For subprocess tests: DIALGUARD_FAKE_ENGINE=allow|deny[:r1,r2]|raise|down,
-    DIALGUARD_FAKE_ENGINE_DELAY_S, DIALGUARD_FAKE_ENGINE_LOG (JSON lines of calls),
-    DIALGUARD_FAKE_ENGINE_MAXDURATION (seconds, default 3600)."""
-    mode = os.environ.get("DIALGUARD_FAKE_ENGINE", "allow")
-    if mode == "down":
-        raise ConnectionError("fake engine: Redis unreachable")
-    return FakeEngine(mode, float(os.environ.get("DIALGUARD_FAKE_ENGINE_DELAY_S", "0")),
-                      os.environ.get("DIALGUARD_FAKE_ENGINE_LOG"),
-                      int(os.environ.get("DIALGUARD_FAKE_ENGINE_MAXDURATION", "3600")))
 
 
 async def measure_check_latency(host: str, port: int, n: int = 1000, concurrency: int = 1) -> dict:

@@ -1,0 +1,524 @@
+"""The hot-path decider: one atomic check-and-reserve per outbound attempt.
+
+Order of work for `decide` (SPEC §2):
+1. rules that need no counters, in-process: number validity, hours, holidays;
+2. one decide.lua call: kill switches, campaign approval, DNC/opt-out/complaint/
+   consent, every counter rule, caller-ID choice; reserve only if all pass,
+   and append the audit record in the same atomic step;
+3. next_eligible_at from the failing rules.
+Redis trouble or a slow answer is a deny with `guard_unavailable` (fail closed).
+`create` loads the hot path: the Lua scripts, the pipelined client, the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from redis.exceptions import RedisError
+
+from dialguard import metrics, redisconn
+from dialguard.calendars import NO_CALENDARS, Calendars
+from dialguard.config import Settings
+from dialguard.decision import record, scripts
+from dialguard.decision.models import PERMANENT, Decision, DecisionRequest, decision_of, sort_reasons
+from dialguard.decision.plan import CallerIdCandidate, FilledPlan, compile_plan, eligible_from_details
+from dialguard.ids import new_id
+from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
+from dialguard.redisclient import RedisClient, RedisReplyError
+from dialguard.rules import Policy, RulesError
+from dialguard.store import CampaignRulesError, Store, from_ms, log, ms
+from dialguard.timerules import next_allowed, time_check
+from dialguard.timeutil import UTC
+
+EXPLAIN = {
+    "invalid_number": "the number is not a valid dialable number",
+    "paused": "outbound calling is paused (kill switch)",
+    "campaign_not_approved": "the campaign is unknown, not approved, or outside its approved dates",
+    "caller_id_not_approved": "the caller ID is not in the approved pool or is cooling down",
+    "dnc": "the number is on a do-not-call list",
+    "opted_out": "the person asked not to be called",
+    "complained": "a complaint was recorded for this number",
+    "no_consent": "the rules require recorded consent and there is none",
+    "outside_hours": "outside the allowed hours in the callee's local time",
+    "holiday": "not a calling day in the callee's calendar",
+    "unknown_timezone": "the callee's local time cannot be determined",
+    "attempt_cap": "too many attempts on this number in a window",
+    "min_interval": "too soon after the previous attempt",
+    "post_conversation_quiet": "within the quiet period after a conversation",
+    "post_abandon_quiet": "within the quiet period after an abandoned call",
+    "agent_cap": "the agent reached their daily cap",
+    "caller_id_rate": "the caller ID reached its rate limit",
+    "caller_id_concurrency": "the caller ID has too many live calls",
+    "guard_unavailable": "the guard could not decide (store unreachable or too slow); denied to be safe",
+}
+
+POOL_WINDOW = 8  # caller IDs offered to one decision when the guard picks from a pool
+CONTEXT_TTL = 2.0  # seconds a campaign's rules and caller-ID pool are cached
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a decision needs besides the request, cached CONTEXT_TTL seconds."""
+
+    expires: float
+    policy: Policy
+    pool: tuple[str, ...]
+    rvs: str  # "<active>|<shadow>" rules versions evaluated with ("|": the node's own rules)
+    rver: str
+    shadow: Policy | None
+    sver: str
+    cver: str = ""  # the calendar version evaluated with ("": none imported)
+    cals: Calendars = NO_CALENDARS
+
+
+STALE_RETRIES = 2  # a rules or calendar switch during a decision: reload and decide again
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _allowed(res) -> bool:
+    """decide.lua's reply is an ALLOW (its first element)."""
+    return isinstance(res, list) and bool(res) and res[0] == 1
+
+
+def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -> str:
+    """What makes two requests under one call id "the same request" (SPEC §2):
+    the number (normalized when valid), campaign, agent, caller ID and subject
+    as requested, and the location and party fields when the request has them.
+    Keyed: the call record holds this hash, never the number."""
+    parts = [info.e164 or "raw:" + req.number, req.campaign, req.agent, req.caller_id, req.subject]
+    for extra in ("region", "postal_code", "party"):
+        v = getattr(req, extra, None)
+        if v is not None:
+            parts.append([extra, v])
+    return keyed_hash(secret, "req:" + _encode(parts))
+
+
+class Decider(Store):
+    def __init__(self, redis, settings: Settings, policy: Policy, *, prefix: str | None = None,
+                 skip_caller_id_without_pool: bool = False, audit: bool = True, versioned: bool = True):
+        super().__init__(redis, settings, policy, prefix=prefix, audit=audit, versioned=versioned)
+        self.skip_caller_id_without_pool = skip_caller_id_without_pool
+        self.timeout = settings.redis_timeout_ms / 1000
+        self._rr = itertools.count()
+        self._cid_tags: dict[str, str] = {}
+        self._ctx_cache: dict[str, _Context] = {}
+        self._policies: dict[str, Policy] = {}
+        # The decision's EVALSHA goes through this pipelined client when set
+        # (create sets it); everything else uses `redis` (redis-py).
+        self.fast: RedisClient | None = None
+        # Where decisions the audit stream never saw go (dialguard/audit/spool.py);
+        # an object with append(fields: dict), set by create when configured.
+        self.spool = None
+        self._ctx_inflight: dict[str, asyncio.Future] = {}
+        self._templates: dict[tuple, object] = {}  # compiled plans by shape (_plan_compiled)
+        self._time_cache: dict[tuple, tuple] = {}  # _time_reasons
+        self._whole_seconds: dict[Policy, bool] = {}
+
+    # -- lifecycle ------------------------------------------------------------
+    @classmethod
+    async def create(cls, settings: Settings | None = None, policy: Policy | None = None,
+                     redis=None, **kw) -> "Decider":
+        settings = settings or Settings()
+        policy = policy or Policy.load(settings.rules)
+        if redis is None:
+            t = settings.redis_timeout_ms / 1000
+            # One URL or the primary Sentinel names (dialguard/redisconn.py).
+            redis = redisconn.async_redis(settings, max_connections=settings.redis_pool_size, timeout=max(t, 0.05))
+            fast = redisconn.fast_client(settings, timeout=t, connect_timeout=max(t, 0.05))
+        else:
+            fast = None
+        engine = cls(redis, settings, policy, **kw)
+        engine.fast = fast
+        if settings.redis_wait_replicas and fast is None:  # WAIT needs the connection that wrote
+            log.warning("DIALGUARD_REDIS_WAIT_REPLICAS is ignored by an engine given its own Redis client")
+        from dialguard.audit.spool import Spool  # the engine needs no audit import otherwise
+
+        engine.spool = Spool.from_settings(settings, prefix=engine.keys.prefix)
+        try:
+            for s in scripts.ALL:
+                await s.load(redis)
+        except (RedisError, OSError) as exc:  # decide() retries on NOSCRIPT; stay up, fail closed
+            log.warning("could not preload scripts: %s", exc)
+        return engine
+
+    async def close(self) -> None:
+        if self.fast is not None:
+            await self.fast.close()
+        await super().close()
+
+    def _forget(self, campaign: str | None = None) -> None:
+        if campaign is None:
+            self._ctx_cache.clear()
+        else:
+            self._ctx_cache.pop(campaign, None)
+
+    # -- the decision -----------------------------------------------------------
+    async def _context(self, campaign: str) -> _Context:
+        """The campaign's rules and caller-ID pool, cached for CONTEXT_TTL seconds.
+
+        The rules are the version in effect (`dialguard rules apply`), else the
+        node's configured packs; a campaign may name its own packs instead (`rules`
+        in its record; shadow rules are not evaluated for it). Caller IDs added with
+        `dialguard callerid add` (globally or for the campaign) join the pool of the
+        rules. Kill switches, approval and the rules version are checked inside the
+        script, so they take effect on the very next decision.
+        """
+        hit = self._ctx_cache.get(campaign)
+        mono = time.monotonic()
+        if hit and hit.expires > mono:
+            return hit
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.campaign(campaign), "rules")
+            pipe.hvals(self.keys.pool(None))
+            pipe.hvals(self.keys.pool(campaign))
+            # imported calendars are data of the namespace: followed even with named rules
+            pipe.hget(self.keys.calendars, "active")
+            if self.versioned:
+                pipe.hmget(self.keys.rules, "active", "shadow")
+            res = await pipe.execute()
+        rules, gpool, cpool, cver = res[:4]
+        cver = cver.decode() if cver else ""
+        cals = await self._calendars(cver) if cver else NO_CALENDARS
+        rver, sver = ((v.decode() if v else "") for v in res[4]) if self.versioned else ("", "")
+        policy = await self._version(rver) if rver else self.policy
+        shadow = await self._version(sver) if sver else None
+        if rules:
+            rules = rules.decode()
+            policy = self._policies.get(rules)
+            shadow = None
+            if policy is None:
+                try:
+                    policy = Policy.load(rules)
+                except RulesError as exc:  # never guess: this campaign's calls are denied
+                    log.error("campaign %s: rules %r unusable: %s", campaign, rules, exc)
+                    raise CampaignRulesError(str(exc)) from None
+                self._policies[rules] = policy
+        # The health settings the call records of this campaign name (outcome.lua
+        # reads them there): written on every refresh, so a flushed store gets them back.
+        await self._publish_health(policy)
+        pool = list(policy.caller_id_pool)
+        for token in list(gpool) + list(cpool):
+            try:
+                e164 = self.sealer.open(token.decode())
+            except Exception:  # noqa: BLE001 - a record sealed with another key
+                log.error("caller-ID pool entry cannot be opened with this data key; ignored")
+                continue
+            if e164 not in pool:
+                pool.append(e164)
+        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals)
+        self._ctx_cache[campaign] = ctx
+        return ctx
+
+    async def _publish_health(self, policy: Policy) -> None:
+        from dialguard import callerid_health
+
+        await self.redis.set(self.keys.health_config(callerid_health.config_id(policy)),
+                             callerid_health.config_json(policy))
+
+    @property
+    def active_policy(self) -> Policy:
+        """The rules most recently seen in effect (for outcome retention, records)."""
+        for ctx in self._ctx_cache.values():
+            if ctx.rver:
+                return self._versions.get(ctx.rver, self.policy)
+        return self.policy
+
+    async def _context_shared(self, campaign: str) -> _Context:
+        """_context, fetched once for every decision that missed the cache at the
+        same time (a burst would otherwise send one fetch per decision)."""
+        fut = self._ctx_inflight.get(campaign)
+        if fut is None:
+            fut = self._ctx_inflight[campaign] = asyncio.ensure_future(self._context(campaign))
+            fut.add_done_callback(lambda f, c=campaign: self._ctx_fetched(c, f))
+        return await asyncio.shield(fut)
+
+    def _ctx_fetched(self, campaign: str, fut: asyncio.Future) -> None:
+        if self._ctx_inflight.get(campaign) is fut:
+            del self._ctx_inflight[campaign]
+        if not fut.cancelled():
+            fut.exception()  # retrieved here: a waiter past its deadline may never look
+
+    def _candidates(self, req: DecisionRequest, policy: Policy, pool: tuple[str, ...],
+                    reasons: list[str], why: dict) -> tuple[list, bool]:
+        if req.caller_id:
+            info = parse_number(req.caller_id, self.default_region)
+            if not info.valid:
+                reasons.append("caller_id_not_approved")
+                why["caller_id_not_approved"] = f"caller ID {req.caller_id!r}: {info.problem}"
+                return [], False
+            return [CallerIdCandidate(info.e164, self.keys.cid_tag(info.e164), info.e164 in pool)], True
+        if pool:
+            # Round robin spreads the load; a window of POOL_WINDOW candidates keeps
+            # the cost of a decision flat however large the pool (the next decision
+            # starts one further on, so every caller ID gets its turn).
+            start = next(self._rr) % len(pool)
+            order = [pool[(start + i) % len(pool)] for i in range(min(len(pool), POOL_WINDOW))]
+            return [CallerIdCandidate(c, self._cid_tag(c), True) for c in order], True
+        if self.skip_caller_id_without_pool or not policy.caller_id_required:
+            return [], False
+        reasons.append("caller_id_not_approved")
+        why["caller_id_not_approved"] = "no caller ID given and the rules define no pool to pick from"
+        return [], False
+
+    async def decide(self, req: DecisionRequest, now: datetime | None = None) -> Decision:
+        t0 = time.perf_counter()
+        # One deadline for the whole decision, whatever the number of round trips.
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        if now is None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    now = await self.now()
+            except (RedisError, OSError, asyncio.TimeoutError):
+                return self._unavailable(req, new_id(), t0, "test clock unreadable")
+        now = now.astimezone(UTC)
+        did = new_id()
+        info: NumberInfo = parse_number(req.number, self.default_region)
+        for _attempt in range(STALE_RETRIES + 1):
+            try:
+                ctx = self._ctx_cache.get(req.campaign)
+                if ctx is None or ctx.expires <= time.monotonic():
+                    async with asyncio.timeout_at(deadline):
+                        ctx = await self._context_shared(req.campaign)
+            except CampaignRulesError as exc:
+                return self._unavailable(req, did, t0, f"rules unusable: {exc}", now)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+            policy = ctx.policy
+            plan, why = self._plan(req, ctx, info, did, now)
+            acked = None
+            try:
+                if self.fast is not None and self.settings.redis_wait_replicas:
+                    # An ALLOW waits until a replica has its reservation: a failover
+                    # then cannot forget an attempt the caller was told to place.
+                    w0 = time.perf_counter()
+                    res, acked = await self.fast.evalsha_acked(
+                        scripts.DECIDE, plan.keys, plan.args(), deadline=deadline,
+                        replicas=self.settings.redis_wait_replicas, wait_ms=self.settings.redis_wait_ms,
+                        need=_allowed)
+                    if acked is not None:
+                        metrics.observe_replica_wait(time.perf_counter() - w0)
+                elif self.fast is not None:
+                    res = await self.fast.evalsha(scripts.DECIDE, plan.keys, plan.args(), deadline=deadline)
+                else:
+                    async with asyncio.timeout_at(deadline):
+                        res = await scripts.DECIDE(self.redis, plan.keys, plan.args())
+            except (RedisError, RedisReplyError, OSError, asyncio.TimeoutError) as exc:
+                # The script may have run before the connection broke (or during WAIT):
+                # its allow record of `did` can be in the audit stream. The deny the
+                # caller gets has its own id, so the audit never holds two verdicts for one.
+                log.warning("decide %s: store unavailable: %r", did, exc)
+                return self._unavailable(req, new_id(), t0, f"store unavailable: {type(exc).__name__} "
+                                         f"(attempt {did} may be reserved)", now)
+            if int(res[4]) != 2:
+                break
+            # Rules or calendars changed since this node loaded them: drop every cached context.
+            self._ctx_cache.clear()
+        else:
+            return self._unavailable(req, did, t0, "rules kept changing while deciding", now)
+
+        allowed, lua_reasons, details, chosen, status, rdid, lifted = res[:7]
+        if acked is not None and acked < self.settings.redis_wait_replicas:
+            # The reservation is on the primary only: a failover now could lose it.
+            # Deny (fail closed); the reservation stays counted, which over-counts
+            # (safe). The audit stream has the allow record of `rdid`; the spool gets
+            # the deny the caller saw, under its own id, naming that record.
+            rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
+            metrics.observe_replica_unacked()
+            log.warning("decide %s: %d of %d replicas acknowledged within %d ms: denied",
+                        rdid, acked, self.settings.redis_wait_replicas, self.settings.redis_wait_ms)
+            return self._unavailable(
+                req, new_id(), t0, f"reservation {rdid} not acknowledged by {self.settings.redis_wait_replicas} "
+                f"replica(s) within {self.settings.redis_wait_ms} ms", now)
+        replay = int(status) == 1
+        if replay:  # the earlier answer to the identical request: its own time for next_eligible_at
+            now = from_ms(float(res[7]))
+        if int(status) == 3:  # refused at the audit backlog ceiling: the stream has no record of it
+            self._spool_unrecorded(req, did, now, "audit backlog ceiling")
+        chosen = chosen.decode() if isinstance(chosen, bytes) else chosen
+        rdid = rdid.decode() if isinstance(rdid, bytes) else rdid
+        all_reasons = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lua_reasons]) \
+            if lua_reasons else []
+        candidates = plan.candidates
+        caller_id = next((c.e164 for c in candidates if c.tag == chosen), None) if chosen else None
+        if chosen and caller_id is None:  # a replay: picked from the pool by an earlier decision
+            caller_id = next((c for c in ctx.pool if self._cid_tag(c) == chosen), None)
+        if not caller_id and req.caller_id and not all_reasons:
+            caller_id = candidates[0].e164 if candidates else None
+        lifted = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lifted]) if lifted else []
+        verdict = "allow" if int(allowed) == 1 else "deny"
+        explanations: dict[str, str] = {}
+        next_at = None
+        if lifted:
+            explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
+        if verdict == "deny":
+            next_at = self._next_eligible(policy, all_reasons, plan, details, info, now, ctx.cals)
+            explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
+            for item in details:
+                cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
+                meta = plan.checks.get(cid)
+                if meta and meta.label and meta.reason in explanations:
+                    explanations[meta.reason] = meta.label
+        # Every field given, in field order and of its declared type: no validation
+        # pass needed (Decision.model_construct without its per-field loop).
+        decision = decision_of({
+            "decision_id": rdid, "decision": verdict, "reasons": all_reasons, "next_eligible_at": next_at,
+            "caller_id": caller_id, "max_duration_s": policy.max_duration_s, "number": info.e164,
+            "override": bool(lifted), "overridden": lifted, "explanations": explanations,
+            "latency_ms": (time.perf_counter() - t0) * 1000, "replay": replay,
+        })
+        metrics.observe(decision)
+        return decision
+
+    def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime):
+        """The decide.lua plan for one request (and the shadow rules' plan inside it)."""
+        policy = ctx.policy
+        reasons: list[str] = []
+        why: dict[str, str] = {}
+        if not info.valid:
+            reasons.append("invalid_number")
+            why["invalid_number"] = f"{req.number!r}: {info.problem}"
+            number_tag = keyed_hash(self.settings.hash_secret, "raw:" + req.number)
+        else:
+            number_tag = self.keys.number_tag(info.e164)
+            treasons, twhy, est = self._time_check(policy, info.timezones, now, ctx.cals)
+            reasons.extend(treasons)
+            why.update(twhy)
+        candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
+
+        pre = sort_reasons(reasons) if reasons else []
+        return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
+                                   est if info.valid else ()), why
+
+    def _fingerprint(self, req: DecisionRequest, info: NumberInfo) -> str:
+        return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
+
+    def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
+                       number_tag: str, pre: list[str], candidates: list, check_cid: bool,
+                       est=()) -> FilledPlan:
+        """The plan from a template compiled once per shape (dialguard.decision.plan.compile_plan):
+        the same KEYS and JSON as build_plan (tests/unit/test_plan_template.py), shadow rules
+        included, at a fraction of the cost."""
+        policy = ctx.policy
+        tags = [c.tag for c in candidates]
+        shape = tuple((tags.index(t), c.statically_approved) for t, c in zip(tags, candidates))
+        audit = self.audit
+        shadow = ctx.shadow
+        key = (policy, req.campaign, info.valid, info.timezones, shape, check_cid, req.call_id is not None,
+               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver)
+        tpl = self._templates.get(key)
+        if tpl is None:
+            if len(self._templates) >= 4096:  # bounded: shapes are few, campaigns and zones not unlimited
+                self._templates.clear()
+            tpl = self._templates[key] = compile_plan(
+                policy=policy, keys=self.keys, valid=info.valid, callee=info.timezones, campaign=req.campaign,
+                cand_shape=shape, check_caller_id=check_cid, has_call=req.call_id is not None,
+                site_timezone=self.settings.site_timezone, audit=audit,
+                audit_max=self.settings.audit_backlog_max if audit else None,
+                versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendars=ctx.cver,
+                shadow=(shadow, ctx.sver) if shadow is not None else None)
+            # the audit record's constant end
+            tpl.tail = record.tail(policy.name, policy.version_hash, self.settings.node, calendar=ctx.cver)
+        pre_json = _encode(pre) if pre else "[]"
+        spre_json = "[]"
+        if shadow is not None:
+            # the shadow's pre reasons: the request's but the time rules', then the shadow's time rules
+            spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
+            if info.valid:
+                spre += self._time_check(shadow, info.timezones, now, ctx.cals)[0]
+            spre_json = _encode(sort_reasons(spre))
+        payload = None
+        if audit:
+            e164, cid = info.e164, req.caller_id
+            payload = record.decision_record(
+                decision_id=did, at_ms=ms(now), ts_ms=int(time.time() * 1000), number_tag=number_tag,
+                sealed_number=self.sealer.seal(e164) if e164 else None, campaign=req.campaign, agent=req.agent,
+                subject=req.subject, call_id=req.call_id, pre_json=pre_json,
+                sealed_caller_id=self.sealer.seal(cid) if cid else None, estimated=est, end=tpl.tail)
+        keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
+                              agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
+                              cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
+                              request_fp=self._fingerprint(req, info))
+        return FilledPlan(keys, argv, tpl.checks, candidates)
+
+    def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime,
+                      cals: Calendars = NO_CALENDARS):
+        return self._time_check(policy, zones, now, cals)[:2]
+
+    def _time_check(self, policy: Policy, zones: tuple[str, ...], now: datetime,
+                    cals: Calendars = NO_CALENDARS):
+        """time_check, remembered per UTC second and calendar version: exact when every allowed-hours
+        boundary is a whole second (HH:MM in the packs), since zone offsets are
+        whole seconds too: all instants of one second then fall on the same side
+        of every boundary, on the same local date, with the same HH:MM:SS in the
+        explanation. The answer is shared: callers only read it."""
+        whole = self._whole_seconds.get(policy)
+        if whole is None:
+            whole = self._whole_seconds[policy] = all(
+                not (t.second or t.microsecond)
+                for _pack, hours, _cal in policy.time_rules if hours is not None
+                for spans in hours.weekly.values() for i in spans for t in (i.start, i.end))
+        if not whole:
+            return time_check(policy, zones, now, cals)
+        # cals: one object per calendar version (Engine._calendars), compared by identity
+        key = (policy, zones, now.replace(microsecond=0), cals)
+        hit = self._time_cache.get(key)
+        if hit is None:
+            if len(self._time_cache) >= 4096:
+                self._time_cache.clear()
+            hit = self._time_cache[key] = time_check(policy, zones, now, cals)
+        return hit
+
+    def _next_eligible(self, policy, reasons, plan, details, info, now,
+                       cals: Calendars = NO_CALENDARS) -> datetime | None:
+        if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
+            return None
+        t, never = eligible_from_details(plan, details)
+        if never:
+            return None
+        start = max(now, t) if t else now
+        if not info.valid:
+            return None
+        return next_allowed(policy, info.timezones, start, cals)
+
+    def _unavailable(self, req, did, t0, why, now: datetime | None = None) -> Decision:
+        d = Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],
+                     explanations={"guard_unavailable": f"{EXPLAIN['guard_unavailable']} ({why})"},
+                     latency_ms=(time.perf_counter() - t0) * 1000)
+        self._spool_unrecorded(req, did, now, why)
+        metrics.observe(d)
+        return d
+
+    def _spool_unrecorded(self, req, did, now: datetime | None, why: str) -> None:
+        """A decision the audit stream never saw (store down, backlog ceiling):
+        written to the local spool, which audit-ship moves into PostgreSQL."""
+        if self.spool is None or not self.audit:
+            return
+        info = parse_number(req.number, self.default_region)
+        tag = self.keys.number_tag(info.e164) if info.valid else keyed_hash(self.settings.hash_secret,
+                                                                             "raw:" + req.number)
+        wall = int(time.time() * 1000)
+        payload = record.decision_record(
+            decision_id=did, at_ms=ms(now) if now else wall, ts_ms=wall, number_tag=tag,
+            sealed_number=self.sealer.seal(info.e164) if info.e164 else None, campaign=req.campaign,
+            agent=req.agent, subject=req.subject, call_id=req.call_id, pre_json="[]",
+            sealed_caller_id=self.sealer.seal(req.caller_id) if req.caller_id else None,
+            end=record.tail(self.active_policy.name, self.active_policy.version_hash, self.settings.node,
+                            unrecorded=why))
+        try:
+            self.spool.append({"t": "decision", "id": did, "allow": "0", "r": "guard_unavailable",
+                               "ch": "", "cs": "", "j": payload})
+        except Exception:  # noqa: BLE001 - the deny stands; the log says what was lost
+            log.exception("decision %s: could not be spooled (deny stands, record lost)", did)
+
+    def _cid_tag(self, e164: str) -> str:
+        tag = self._cid_tags.get(e164)
+        if tag is None:
+            tag = self._cid_tags[e164] = self.keys.cid_tag(e164)
+        return tag

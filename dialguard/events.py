@@ -1,0 +1,116 @@
+"""Number events: a call's outcome, opt-out, complaint, consent, DNC entries;
+each applied by one Lua script with its audit record."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+from dialguard import metrics
+from dialguard.decision import scripts
+from dialguard.decision.models import Outcome
+from dialguard.ids import new_id
+from dialguard.numbers import parse_number, short_hash
+from dialguard.rules import MOVABLE_OUTCOMES
+from dialguard.store import Store, from_ms, log, ms
+from dialguard.timeutil import UTC
+
+CONVERSATION = "conversation"
+ABANDON = {"abandoned": "ab", "amd": "am"}
+
+
+class NumberEvents(Store):
+    # -- outcomes and events ------------------------------------------------------
+    async def report_outcome(self, call_id: str, outcome: Outcome, now: datetime | None = None,
+                             subject: str | None = None) -> bool:
+        """Apply a call's outcome. True if it matched a recorded allowed call.
+
+        `subject`: for a conversation that covered another subject (debt) than the
+        call's own, report once per subject; each starts that subject's quiet period.
+        """
+        from dialguard.callerid_health import entry_of
+
+        now = (now or await self.now()).astimezone(UTC)
+        payload = json.dumps({"call_id": call_id, "at": ms(now), "res": outcome.result,
+                              "talk_s": outcome.talk_s, "cause": outcome.hangup_cause, "sip": outcome.sip_code,
+                              "subject": subject, "node": self.settings.node}, separators=(",", ":"))
+        entry = entry_of(outcome.result, outcome.talk_s, outcome.sip_code, outcome.hangup_cause, ms(now))
+        qttl = str(int(max(self.policy.retention(), self.active_policy.retention()).total_seconds() * 1000))
+        res = await scripts.OUTCOME(self.redis, [self.keys.call(call_id), self.keys.audit], [
+            outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",
+            "1" if outcome.result == CONVERSATION else "0", ABANDON.get(outcome.result, ""),
+            qttl, payload, new_id(),
+            ("cv:s:" + short_hash(subject)) if subject and outcome.result == CONVERSATION else "",
+            entry.encode(), self.keys.prefix, new_id(), str(int(time.time() * 1000)), self.settings.node or "",
+        ])
+        if len(res) > 2 and res[2]:
+            self._health_cooldown(res[2])
+        return int(res[0]) in (1, 3)
+
+    def _health_cooldown(self, raw) -> None:
+        """outcome.lua cooled a caller ID down on its health: alert (log + metric)."""
+        try:
+            why = json.loads(raw)
+        except ValueError:
+            log.error("caller-ID health cool-down with an unreadable record: %r", raw[:200])
+            return
+        for t in why.get("triggered", []):
+            metrics.HEALTH_COOLDOWNS.labels(rule=f"{t.get('pack') or ''}/{t.get('rule')}".lstrip("/")).inc()
+        log.warning("caller-ID health: cool-down until %s after %s: %s",
+                    from_ms(float(why["until"])).isoformat(),
+                    f"decision {why['did']}" if why.get("did") else f"event {why.get('event')}",
+                    "; ".join(f"{t.get('rule')} ({t.get('metric')} {t.get('value')} vs {t.get('threshold')}"
+                              f"{', pool median ' + str(round(t['pool_median'], 3)) if t.get('pool_median') else ''},"
+                              f" {t.get('calls')} calls)" for t in why.get("triggered", [])))
+
+    async def _event(self, kind: str, number: str, op: str, field: str, value: str | None,
+                     now: datetime | None, campaign: str | None = None) -> bool:
+        """value None: the event's time (the rules clock), as `counters rebuild` restores it."""
+        e164 = parse_number(number, self.default_region)
+        if not e164.valid:
+            from dialguard.numbers import NumberError
+            raise NumberError(f"{number!r}: {e164.problem}")
+        now = (now or await self.now()).astimezone(UTC)
+        if value is None:
+            value = str(ms(now))
+        tag = self.keys.number_tag(e164.e164)
+        payload = json.dumps({"kind": kind, "n": tag, "ne": self.sealer.seal(e164.e164), "at": ms(now),
+                              "campaign": campaign, "node": self.settings.node}, separators=(",", ":"))
+        res = await scripts.EVENT(self.redis, [self.keys.flags(tag), self.keys.campaign_dnc(tag), self.keys.audit,
+                                               self.keys.last_caller(tag)],
+                                  [op, field, value, payload, new_id(), kind, self.keys.prefix, str(ms(now)),
+                                   new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
+        if len(res) > 1 and res[1]:
+            self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
+        return int(res[0]) == 1
+
+    async def opt_out(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("opt_out", number, "set", "optout", None, now)
+
+    async def complaint(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("complaint", number, "set", "complaint", None, now)
+
+    async def consent(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("consent", number, "set", "consent", None, now)
+
+    async def consent_revoke(self, number: str, now: datetime | None = None) -> bool:
+        return await self._event("consent_revoke", number, "clear", "consent", "", now)
+
+    async def dnc_add(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
+        from dialguard.numbers import short_hash
+        if campaign:
+            return await self._event("dnc_add", number, "camp_add", short_hash(campaign), "", now, campaign)
+        return await self._event("dnc_add", number, "set", "dnc", "1", now)
+
+    async def dnc_remove(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
+        """Remove a number from a list: its own flag and the bulk-imported list alike."""
+        from dialguard.dnc import DncStore, list_name
+
+        if campaign:
+            changed = await self._event("dnc_remove", number, "camp_del", short_hash(campaign), "", now, campaign)
+        else:
+            changed = await self._event("dnc_remove", number, "clear", "dnc", "", now)
+        tag = self.keys.number_tag(parse_number(number, self.default_region).e164)
+        removed = await DncStore(self.redis, self.keys).remove(list_name(campaign), [tag])
+        return changed or removed > 0

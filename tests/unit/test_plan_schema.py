@@ -1,0 +1,100 @@
+"""The plan is written down once (dialguard/decision/schema.py): decide.lua reads
+exactly those fields, and build_plan writes exactly those (compile_plan equals
+build_plan: tests/unit/test_plan_template.py). A field added in one place only
+fails here."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from importlib import resources
+
+from dialguard.decision import schema
+from dialguard.decision.keys import Keys
+from dialguard.decision.models import LIFTABLE
+from dialguard.decision.plan import CallerIdCandidate, build_plan
+from dialguard.numbers import parse_number
+from dialguard.rules import Policy
+
+LUA = resources.files("dialguard.decision.lua").joinpath("decide.lua").read_text()
+# decide.lua's variables holding each table of the schema
+VARS = {"plan": ("plan", "p"), "check": ("c",), "caller_id": ("cid",),
+        "candidate": ("cand", "chosen_cand", "lift_cand"), "call_record": ("rec", r"plan\.call_record")}
+RUNTIME = {"check": {"uncounted_set"}}  # decide.lua's own cache on a check, not sent
+
+
+def lua_reads(table: str) -> set[str]:
+    code = "\n".join(line.split("--")[0] for line in LUA.splitlines())  # comments out
+    found = set()
+    for var in VARS[table]:
+        found |= set(re.findall(r"(?<![\w.])" + var + r"\.([a-z_]+)", code))
+    return found - RUNTIME.get(table, set())
+
+
+def test_decide_lua_reads_exactly_the_schema():
+    for table, fields in schema.TABLES.items():
+        assert lua_reads(table) == schema.names(fields), table
+
+
+EVERY_RULE = """
+pack: every-rule
+version: "1"
+title: one pack with every kind of rule the plan carries
+sources: ["test"]
+default_region: CN
+hours: {zone: Asia/Shanghai, weekly: {all: ["09:00-18:00"]}}
+caps:
+  - {id: c1, scope: number_subject, max: 7, window: {days: 7}, uncounted_outcomes: [busy, failed]}
+  - {id: c2, scope: number, max: 2, window: {rolling: 24h}}
+min_interval: 1h
+quiet_after_conversation: {scope: number_subject, window: {rolling: 48h}}
+quiet_after_abandon: {abandoned: 72h, amd: 24h}
+agent: {per_day: 200}
+caller_id: {require_approved: true, per_minute: 5, per_hour: 50, per_day: 500, concurrency: 2}
+consent_required: true
+"""
+
+
+def full_plan(tmp_path):
+    """A plan with every field: every rule kind, caller ID candidates, call id,
+    audit, rules and calendar versions, shadow rules, a valid number."""
+    f = tmp_path / "every-rule.yaml"
+    f.write_text(EVERY_RULE)
+    policy = Policy.load(str(f))
+    keys = Keys("dg", b"k" * 32)
+    info = parse_number("+8613812345678", "CN")
+    tag = keys.number_tag(info.e164)
+    cands = [CallerIdCandidate("+8613800138000", keys.cid_tag("+8613800138000"), True)]
+    return build_plan(
+        policy=policy, keys=keys, info=info, number_tag=tag, campaign="c1", agent="a1", subject="debt-1",
+        call_id="1712.1", decision_id="d1", now=datetime(2026, 3, 2, 3, tzinfo=timezone.utc), pre_reasons=[],
+        candidates=cands, check_caller_id=True, site_timezone="Asia/Shanghai", audit_payload="{}",
+        audit_max=1000, request_fp="ab", versions=("3|", "3"), calendar_version="2",
+        shadow=(Policy.load("us-tcpa"), "4", []))
+
+
+def test_build_plan_writes_exactly_the_schema(tmp_path):
+    b = full_plan(tmp_path).body
+    assert set(b) == schema.names(schema.PLAN)
+    assert set(b["shadow"]) <= schema.names(schema.PLAN)
+    assert set(b["caller_id"]) == schema.names(schema.CALLER_ID)
+    assert set(b["call_record"]) == schema.names(schema.CALL_RECORD)
+    for c in b["caller_id"]["candidates"]:
+        assert set(c) == schema.names(schema.CANDIDATE)
+    written = set()
+    for c in b["checks"] + b["caller_id"]["checks"]:
+        written |= set(c)
+        assert set(c) <= schema.names(schema.CHECK)
+    assert written == schema.names(schema.CHECK)
+
+
+def test_liftable_reasons_come_from_python(tmp_path):
+    """decide.lua has no list of its own: the plan carries models.LIFTABLE."""
+    assert full_plan(tmp_path).body["liftable"] == sorted(LIFTABLE)
+    assert "attempt_cap" not in LUA and "LIFTABLE = {}" in LUA
+
+
+def test_every_field_is_documented():
+    for fields in schema.TABLES.values():
+        for f in fields:
+            assert f.name.islower() and (len(f.name) > 2 or f.name == "id") and f.type and f.meaning, f
