@@ -321,6 +321,16 @@ class Store:
             " union select distinct campaign from dialer_leads where state = 'dialing'")
         return {r["campaign"] for r in rows}
 
+    async def live_abandon_stats(self, campaign: str, since: datetime, until: datetime) -> tuple[int, int]:
+        """(answered by a live person, abandoned) calls of the campaign answered in
+        [since, until): the base of a pack's abandon limit (machines, voicemail out)."""
+        r = await self._one(
+            "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
+            "       count(*) filter (where result = 'abandoned') abandoned"
+            " from dialer_calls where campaign = %s and answered_at >= %s and answered_at < %s",
+            (campaign, since, until))
+        return int(r["answered"]), int(r["abandoned"])
+
     async def abandon_stats(self, campaign: str, day_start: datetime, day_end: datetime) -> tuple[int, int]:
         """(answered, abandoned) calls of the campaign answered in [day_start, day_end)."""
         r = await self._one(
