@@ -100,6 +100,7 @@ class Dialer:
         self.pacer = Pacer()
         self.verdicts: dict[str, Verdict] = {}  # campaign -> what its abandon limits allow
         self.limits: dict[str, list[Limit]] = {}  # campaign -> its abandon limits, as last measured
+        self.held: dict[str, str | None] = {}  # campaign -> why a kill switch holds its leads back
         self._limits_at: dict[str, float] = {}
         pool = max(8, min(64, 4 + 2 * len(self.pool.agents)))
         self.ari = AriClient(config.ari_url, config.ari_user, config.ari_password, config.app, pool_size=pool,
@@ -273,10 +274,34 @@ class Dialer:
             except asyncio.TimeoutError:
                 pass
 
+    async def _held_back(self, c: Campaign, paused: dict) -> str | None:
+        """Why a kill switch holds the campaign's leads back (none are taken, so none is
+        denied and pushed back: dialing resumes at the next tick after `resume`)."""
+        if "all" in paused:
+            return "all outbound paused"
+        if "camp:" + c.name in paused:
+            return "campaign paused"
+        if any(k.startswith("cid:") for k in paused):
+            pool = await self.engine.campaign_caller_ids(c.name)
+            if pool and all("cid:" + self.engine.keys.cid_tag(e) in paused for e in pool):
+                return "every caller ID of the campaign paused"
+        return None
+
     async def _tick(self) -> None:
         now = await self.engine.now()
+        paused = await self.engine.paused()
         for c in self.campaigns.values():
             if not c.may_dial(now):
+                continue
+            why = await self._held_back(c, paused) if paused else None
+            if why != self.held.get(c.name):
+                if why:
+                    log.info("campaign %s: leads held back (%s): none taken until resumed", c.name, why)
+                else:
+                    log.info("campaign %s: dialing again (kill switch lifted)", c.name)
+                self.held[c.name] = why
+                m.HELD_BACK.labels(c.name).set(1 if why else 0)
+            if why:
                 continue
             n = self.pacer.how_many(
                 c.name, max_concurrent=c.max_concurrent,
