@@ -48,7 +48,9 @@ class DialerConfig:
     abandon_check_s: float = 2.0  # how often each campaign's abandon limits are measured
     drain_s: float = 10.0  # on stop: how long calls ringing or answered get to be bridged
     campaigns: list[str] | None = None  # None: every running campaign
-    bridge_timeout_s: float = 2.0
+    # from answer to agent; past it the call is abandoned and its message must begin within
+    # 2 s of the answer (47 CFR 64.1200(a)(7)(i)(A)): the abandon leaves 0.3 s to start it
+    bridge_timeout_s: float = 1.7
     abandon_media: str = "sound:all-circuits-busy-now"
     abandon_media_max_s: float = 30.0  # the abandon message is cut after this (normally: hangup at its end)
     tick_s: float = 0.05

@@ -201,3 +201,48 @@ async def test_sigterm_bound_then_restart_ringing_calls_abandoned_not_dropped(ri
     counts = await check_nobody_dropped(rig, camp, nums, sink)
     print("after SIGTERM (bound 0.5 s) and restart with 2 calls ringing:", counts)
     assert counts == {"answered": 2, "conversation": 0, "abandoned": 2, "no_answer": 0}, (counts, d.output())
+
+
+def tone_wav(path, seconds: float = 3.0) -> None:
+    """An admin's abandon message: 8 kHz 16-bit mono (Asterisk's format_wav)."""
+    import math
+    import struct
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 8000)))
+                               for i in range(int(8000 * seconds))))
+
+
+async def test_campaign_abandon_message_heard_within_2s_of_answer(rig, asterisk):
+    """No agent answers in time (slow1 never does): the running dialer abandons the call
+    with the campaign's own message, and the carrier receives its audio within 2 s."""
+    spool = next(line.split(":", 1)[1].strip() for line in asterisk.rx("core show settings").splitlines()
+                 if "Spool directory" in line)
+    host_dir = rig.stack.dir / "asterisk" / "sounds"  # the stack's Asterisk folder is its /dialguard
+    host_dir.mkdir(exist_ok=True)
+    name = f"abandon-{rig.app}"
+    tone_wav(host_dir / f"{name}.wav")
+    media = f"sound:{spool.rsplit('/', 1)[0]}/sounds/{name}"
+    sink = RtpSink(rtp_sink_port(rig.stack))
+    n = number("44")
+    camp = await rig.campaign([n], abandon_media=media, ring_timeout_s=10)
+    try:
+        d = rig.start(camp, ["slow1"], abandon_media_max_s=10.0)
+        await rig.settle(camp, timeout=40)
+    finally:
+        sink.close()
+        (host_dir / f"{name}.wav").unlink(missing_ok=True)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "abandoned", c
+    [(_, port, at)] = carrier_answers(rig)
+    assert port in sink.first, (port, sink.first, d.stats)
+    delay = sink.first[port] - at
+    print(f"abandon message at the carrier {delay:.2f}s after its answer, {sink.packets[port]} packets")
+    assert delay < 2.0, delay
+    # the whole 3 s message was played, then the dialer hung up (PlaybackFinished)
+    assert sink.packets[port] >= 140, sink.packets[port]  # 20 ms packets
+    assert 3.0 <= (c["ended_at"] - c["answered_at"]).total_seconds() < 1.7 + 3.0 + 2.0, c
