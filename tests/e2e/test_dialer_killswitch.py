@@ -58,6 +58,11 @@ async def test_paused_campaign_all_and_caller_ids_hold_leads_back(rig):
         [call] = await rig.calls(c)
         assert call["result"] == "conversation", call  # one attempt each, no denial recorded
     assert m.HELD_BACK.labels(camps[0])._value.get() == 0
+    # stopped campaigns: their calls-in-flight gauge goes back to 0 (it stayed at its last value)
+    for c in camps:
+        await rig.store.set_state(c, "stopped")
+    await asyncio.sleep(1.5)
+    assert [m.CALLS_IN_FLIGHT.labels(c)._value.get() for c in camps] == [0, 0, 0]
 
 
 async def test_every_caller_id_paused_holds_the_campaign_back(rig):

@@ -169,7 +169,9 @@ async def test_sigterm_waits_for_ringing_calls_and_bridges_them(rig, tmp_path):
         rows = await rig.calls(camp)
         assert sorted(c["state"] for c in rows) == ["bridged", "bridged"], (rows, d.output())
         assert 2.0 < stopped_in < 8.0 + 5, stopped_in
-        d.start()  # adopts the bridged calls
+        # the callees hang up 8 s after their answer, while no dialer runs
+        await asyncio.sleep(9)
+        d.start()  # adopts the bridged calls, finds them ended
         await rig.settle(camp, timeout=40)
     finally:
         d.stop()
@@ -177,6 +179,10 @@ async def test_sigterm_waits_for_ringing_calls_and_bridges_them(rig, tmp_path):
     counts = await check_nobody_dropped(rig, camp, nums, sink)
     print("after SIGTERM with 2 calls ringing:", counts, f"stop took {stopped_in:.1f}s")
     assert counts["conversation"] == 2, counts
+    for c in await rig.calls(camp):
+        # talk time up to the end Asterisk saw, not to when the next dialer looked
+        held = (c["ended_at"] - c["answered_at"]).total_seconds()
+        assert 6.5 < held < 9.0 and c["talk_s"] <= 8, c
     for a in ("agent1", "agent2"):  # leases released when the calls ended
         assert await rig.engine.redis.exists(rig.engine.keys.agent_lease(a)) == 0
 
