@@ -26,8 +26,9 @@ from ari_app.agents import AgentPool
 from ari_app.calls import Call
 from ari_app.client import AriClient
 from ari_app.lifecycle import Lifecycle
-from ari_app.pacing import Pacer, abandon_rate
-from dialguard.campaigns.store import Campaign, CampaignLocks, Store, local_day
+from ari_app.abandon import STOPPED, Limit, Verdict, assess, campaign_limits
+from ari_app.pacing import Pacer
+from dialguard.campaigns.store import Campaign, CampaignLocks, Store
 from dialguard.outage import OutageLog
 from dialguard.timeutil import UTC
 
@@ -44,9 +45,12 @@ class DialerConfig:
     name: str | None = None  # the name campaigns are assigned by (their `dialer`); default: app
     trunk: str = "carrier"
     context: str = "dialguard-dialer"  # dialplan context customer legs are originated into
+    abandon_check_s: float = 2.0  # how often each campaign's abandon limits are measured
     drain_s: float = 10.0  # on stop: how long calls ringing or answered get to be bridged
     campaigns: list[str] | None = None  # None: every running campaign
-    bridge_timeout_s: float = 2.0
+    # from answer to agent; past it the call is abandoned and its message must begin within
+    # 2 s of the answer (47 CFR 64.1200(a)(7)(i)(A)): the abandon leaves 0.3 s to start it
+    bridge_timeout_s: float = 1.7
     abandon_media: str = "sound:all-circuits-busy-now"
     abandon_media_max_s: float = 30.0  # the abandon message is cut after this (normally: hangup at its end)
     tick_s: float = 0.05
@@ -96,6 +100,10 @@ class Dialer:
                               background=self._background)
         self.campaigns: dict[str, Campaign] = {}
         self.pacer = Pacer()
+        self.verdicts: dict[str, Verdict] = {}  # campaign -> what its abandon limits allow
+        self.limits: dict[str, list[Limit]] = {}  # campaign -> its abandon limits, as last measured
+        self.held: dict[str, str | None] = {}  # campaign -> why a kill switch holds its leads back
+        self._limits_at: dict[str, float] = {}
         pool = max(8, min(64, 4 + 2 * len(self.pool.agents)))
         self.ari = AriClient(config.ari_url, config.ari_user, config.ari_password, config.app, pool_size=pool,
                              on_disconnect=self._socket_down)
@@ -195,14 +203,43 @@ class Dialer:
             await self.life.adopt(taken)
         self.campaigns = {n: camps[n] for n in sorted(self.locks.campaigns) if n in camps}
         m.CAMPAIGNS_HELD.set(len(self.campaigns))
-        day = local_day(datetime.now(UTC), self.cfg.site_timezone)
+        now = datetime.now(UTC)
         for c in self.campaigns.values():
-            answered, abandoned = await self.store.abandon_stats(c.name, *day)
-            rate = abandon_rate(answered, abandoned)
+            verdict = self.verdicts.get(c.name)
+            if verdict is None or time.monotonic() - self._limits_at.get(c.name, 0.0) >= self.cfg.abandon_check_s:
+                verdict = await self._abandon_verdict(c, now)
+            t = verdict.tightest or self._own_limit(c)
             self.pacer.update(c.name, calls_per_second=c.calls_per_second, dial_ratio=c.dial_ratio,
-                              rate_pct=rate, limit_pct=c.abandon_limit_pct)
-            m.ABANDON_RATE.labels(c.name).set(rate / 100.0)
-            m.CALLS_IN_FLIGHT.labels(c.name).set(sum(1 for x in self.calls.values() if x.campaign == c.name))
+                              rate_pct=t.rate_pct, limit_pct=t.max_pct, state=verdict.state)
+            m.ABANDON_RATE.labels(c.name).set(t.rate_pct / 100.0)
+            m.ABANDON_LIMIT.labels(c.name).set(t.max_pct / 100.0)
+            m.ABANDON_HELD.labels(c.name).set(1 if verdict.state == STOPPED else 0)
+        for name in self.pacer.ratios:
+            m.CALLS_IN_FLIGHT.labels(name).set(sum(1 for x in self.calls.values() if x.campaign == name))
+
+    def _own_limit(self, c: Campaign) -> Limit:
+        """No limit binds (the campaign's own is 100 % or more): its own, for the figures."""
+        return next((x for x in self.limits.get(c.name, []) if x.source == "campaign"),
+                    Limit("campaign", c.abandon_limit_pct, None))
+
+    async def _abandon_verdict(self, c: Campaign, now: datetime) -> Verdict:
+        """The campaign's abandon limits (its packs' and its own), measured on its call
+        records; logged when the pacing they allow changes."""
+        try:
+            policy = await self.engine.campaign_policy(c.name)
+        except Exception as exc:  # noqa: BLE001 - unusable rules: the guard denies its calls anyway
+            log.warning("campaign %s: rules unreadable for its abandon limits (%s): own limit only", c.name, exc)
+            policy = None
+        limits = await campaign_limits(self.store, policy, c, now, self.cfg.site_timezone)
+        self.limits[c.name] = limits
+        verdict = assess(limits)
+        before = self.verdicts.get(c.name)
+        if before is None or before.state != verdict.state:
+            (log.warning if verdict.state == STOPPED else log.info)(
+                "campaign %s: pacing %s by its abandon limits: %s", c.name, verdict.state, verdict.why)
+        self.verdicts[c.name] = verdict
+        self._limits_at[c.name] = time.monotonic()
+        return verdict
 
     async def _pace_loop(self) -> None:
         last_refresh = last_report = last_poll = 0.0
@@ -239,10 +276,34 @@ class Dialer:
             except asyncio.TimeoutError:
                 pass
 
+    async def _held_back(self, c: Campaign, paused: dict) -> str | None:
+        """Why a kill switch holds the campaign's leads back (none are taken, so none is
+        denied and pushed back: dialing resumes at the next tick after `resume`)."""
+        if "all" in paused:
+            return "all outbound paused"
+        if "camp:" + c.name in paused:
+            return "campaign paused"
+        if any(k.startswith("cid:") for k in paused):
+            pool = await self.engine.campaign_caller_ids(c.name)
+            if pool and all("cid:" + self.engine.keys.cid_tag(e) in paused for e in pool):
+                return "every caller ID of the campaign paused"
+        return None
+
     async def _tick(self) -> None:
         now = await self.engine.now()
+        paused = await self.engine.paused()
         for c in self.campaigns.values():
             if not c.may_dial(now):
+                continue
+            why = await self._held_back(c, paused) if paused else None
+            if why != self.held.get(c.name):
+                if why:
+                    log.info("campaign %s: leads held back (%s): none taken until resumed", c.name, why)
+                else:
+                    log.info("campaign %s: dialing again (kill switch lifted)", c.name)
+                self.held[c.name] = why
+                m.HELD_BACK.labels(c.name).set(1 if why else 0)
+            if why:
                 continue
             n = self.pacer.how_many(
                 c.name, max_concurrent=c.max_concurrent,

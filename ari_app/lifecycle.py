@@ -347,6 +347,11 @@ class Lifecycle:
         elif d.next_eligible_at:
             await self.store.release_lead(lead["id"], state="pending", next_at=d.next_eligible_at,
                                           result="denied", reasons=reasons)
+        elif set(d.reasons) == {"paused"}:
+            # a kill switch set between the dialer's check and this decision: the lead stays due,
+            # held back by the dialer (no lead is taken while paused) and dialed again on resume
+            await self.store.release_lead(lead["id"], state="pending", next_at=now, result="denied",
+                                          reasons=reasons)
         elif set(d.reasons) <= TRANSIENT:
             wait = self.cfg.guard_retry_s if "guard_unavailable" in d.reasons else self.cfg.admin_retry_s
             await self.store.release_lead(lead["id"], state="pending", next_at=now + timedelta(seconds=wait),

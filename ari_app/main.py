@@ -119,7 +119,7 @@ def config_from_env(agents: dict[str, str], **kw) -> DialerConfig:
 
 
 async def run_dialer(agents: dict[str, str], *, campaigns=None, trunk="carrier", app="dialguard-dialer",
-                     bridge_timeout=2.0, metrics_port: int | None = None) -> None:
+                     bridge_timeout=1.7, metrics_port: int | None = None) -> None:
     from dialguard.engine import Engine
 
     settings = Settings()

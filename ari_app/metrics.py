@@ -25,6 +25,17 @@ EVENTS_CONNECTS = Gauge("dialguard_dialer_events_connects",
 CAMPAIGNS_HELD = Gauge("dialguard_dialer_campaigns_held",
                        "Campaigns whose lock this dialer holds (one dialer per campaign)", registry=REGISTRY)
 
+ABANDON_LIMIT = Gauge("dialguard_dialer_abandon_limit",
+                      "The tightest abandon limit of the campaign (0..1): its packs' and its own daily one; "
+                      "dialguard_abandon_rate is measured against it", ["campaign"], registry=REGISTRY)
+ABANDON_HELD = Gauge("dialguard_dialer_abandon_held",
+                     "1 while the campaign originates nothing because an abandon limit is reached",
+                     ["campaign"], registry=REGISTRY)
+
+HELD_BACK = Gauge("dialguard_dialer_held_back",
+                  "1 while a kill switch (all outbound, the campaign, or all its caller IDs) holds the "
+                  "campaign's leads back: none is taken, none denied", ["campaign"], registry=REGISTRY)
+
 AGENTS_FREE = Gauge("dialguard_dialer_agents_free",
                     "Agents of this dialer free to be offered a call: no lease held by any dialer, device not in use",
                     registry=REGISTRY)
@@ -33,4 +44,4 @@ AGENT_LEASES_RECOVERED = Counter("dialguard_dialer_agent_leases_recovered_total"
                                  "Asterisk showed the agent off that call", registry=REGISTRY)
 
 __all__ = ["ABANDON_RATE", "CALLS_IN_FLIGHT", "ORIGINATE_FAILURES", "EVENTS_SOCKET_UP", "EVENTS_CONNECTS",
-           "CAMPAIGNS_HELD", "AGENTS_FREE", "AGENT_LEASES_RECOVERED"]
+           "CAMPAIGNS_HELD", "ABANDON_LIMIT", "ABANDON_HELD", "HELD_BACK", "AGENTS_FREE", "AGENT_LEASES_RECOVERED"]

@@ -85,9 +85,16 @@ class Pacer:
         self.ratios: dict[str, float] = {}
 
     def update(self, name: str, *, calls_per_second: float, dial_ratio: float, rate_pct: float,
-               limit_pct: float) -> None:
-        """A campaign's settings and abandon rate, as last read."""
-        self.ratios[name] = effective_ratio(dial_ratio, rate_pct, limit_pct)
+               limit_pct: float, state: str = "open") -> None:
+        """A campaign's settings and abandon rate, as last read; `state` is what its abandon
+        limits allow (ari_app/abandon.py): open, progressive (one call per free agent at
+        most) or stopped (no call)."""
+        ratio = effective_ratio(dial_ratio, rate_pct, limit_pct)
+        if state == "progressive":
+            ratio = min(ratio, 1.0)
+        elif state == "stopped":
+            ratio = 0.0
+        self.ratios[name] = ratio
         b = self.buckets.get(name)
         if b is None:
             self.buckets[name] = TokenBucket(calls_per_second, clock=self.clock)
@@ -96,6 +103,8 @@ class Pacer:
 
     def how_many(self, name: str, *, max_concurrent: int, in_flight: int, free_agents: int,
                  unbridged: int) -> int:
+        if self.ratios.get(name, 1.0) <= 0:  # stopped by an abandon limit
+            return 0
         return calls_to_start(max_concurrent=max_concurrent, in_flight=in_flight,
                               tokens=self.buckets[name].available(), free_agents=free_agents,
                               unbridged=unbridged, ratio=self.ratios.get(name, 1.0))

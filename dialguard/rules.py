@@ -517,6 +517,11 @@ class Policy:
         return (max(ab) if ab else None, max(amd) if amd else None)
 
     @cached_property
+    def abandon_limits(self) -> list[tuple[str, RatePolicy]]:
+        """Every pack's abandon-rate limit (each over its own period: all must hold)."""
+        return [(p.pack, p.abandon_rate) for p in self.packs if p.abandon_rate]
+
+    @cached_property
     def agent_per_day(self) -> int | None:
         vals = [p.agent.per_day for p in self.packs if p.agent and p.agent.per_day is not None]
         return min(vals) if vals else None

@@ -301,7 +301,8 @@ dialer_start() {
   log "campaign dialer up: Stasis app $DIALER_APP, metrics http://127.0.0.1:$DIALER_METRICS_PORT/metrics (log: $d/dialer.log)"
 }
 
-# dialer_stop: SIGTERM (it stops placing calls; calls up are adopted at the next start).
+# dialer_stop: SIGTERM (it stops placing calls and drains for up to DIALGUARD_DIALER_DRAIN_S, 10 s;
+# calls still up are adopted at the next start).
 dialer_stop() {
   stop_pid "$STACK_DIR/services/dialer.pid" dialguard 15
 }

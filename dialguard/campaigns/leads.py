@@ -1,10 +1,15 @@
 """Lead files (CSV, XLSX): read, normalize to E.164, de-duplicate, report rejected rows.
 
-A lead file has a header row naming a number column (`number`, `phone`, `tel`,
-`mobile`, `msisdn`, or Chinese 电话 / 手机 / 号码); optional `subject` and `name`
-columns. Without a recognizable header, the first column holds the numbers and
-every row is data. Line numbers in the report are the file's own (1-based,
-header included), so an operator can find the row.
+A lead file has a header row naming a number column (NUMBER_COLS: `number`,
+`phone`, `phone number`, `tel`, `mobile`, `msisdn`..., or Chinese 电话 / 手机 / 号码 /
+电话号码 / 手机号码...; case, spaces, `-` and `_` do not matter); optional subject and
+name columns. A file without header is accepted when its first row's first
+column already holds a valid number (every row is data, numbers in column 1);
+any other first row (an unknown header such as `Contact`, a title row) is an
+error naming the headers accepted, never a guess. A row that cannot be read (a
+CSV field over 128 KiB) is rejected with its line, the rest imported. Line
+numbers in the report are the file's own (1-based, header included), so an
+operator can find the row.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typing import Iterator
 
 from dialguard.numbers import parse_number
 
-NUMBER_COLS = ("number", "phone", "phone_number", "tel", "telephone", "mobile", "msisdn", "电话", "手机", "号码")
-SUBJECT_COLS = ("subject", "debt", "order", "reference")
-NAME_COLS = ("name", "customer", "姓名")
+NUMBER_COLS = ("number", "phone", "phone_number", "tel", "telephone", "telephone_number", "mobile",
+               "mobile_number", "cell", "msisdn", "e164",
+               "电话", "手机", "号码", "电话号码", "手机号", "手机号码", "联系电话", "联系方式")
+SUBJECT_COLS = ("subject", "debt", "order", "reference", "事由", "订单", "订单号")
+NAME_COLS = ("name", "customer", "customer_name", "姓名", "客户", "客户名称")
 
 
 @dataclass(frozen=True)
@@ -72,12 +79,24 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                     dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
                 except csv.Error:
                     dialect = csv.excel
-                for i, row in enumerate(csv.reader(f, dialect), start=1):
-                    yield i, [c.strip() for c in row]
+                reader = csv.reader(f, dialect)
+                while True:
+                    try:
+                        row = next(reader)
+                    except StopIteration:
+                        break
+                    except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
+                        yield reader.line_num, CsvProblem(str(exc))
+                        continue
+                    yield reader.line_num, [c.strip() for c in row]
         except UnicodeDecodeError as exc:
             raise LeadFileError(f"{path}: not UTF-8 text ({exc}); save the CSV as UTF-8") from None
     else:
         raise LeadFileError(f"{path}: unsupported file type {suffix!r} (CSV or XLSX)")
+
+
+class CsvProblem(str):
+    """A CSV row that could not be read (rejected with its line, the import goes on)."""
 
 
 def _cell(v) -> str:
@@ -88,8 +107,12 @@ def _cell(v) -> str:
     return str(v).strip()
 
 
+def _norm(h: str) -> str:
+    return "_".join(h.strip().lower().replace("-", " ").replace("_", " ").split())
+
+
 def _find(header: list[str], names: tuple[str, ...]) -> int | None:
-    low = [h.strip().lower() for h in header]
+    low = [_norm(h) for h in header]
     for n in names:
         if n in low:
             return low.index(n)
@@ -104,11 +127,24 @@ def parse_leads(path: Path, default_region: str) -> ParsedLeads:
     cols: tuple[int, int | None, int | None] | None = None
     seen: set[tuple[str, str]] = set()
     for line, row in rows:
+        if isinstance(row, CsvProblem):
+            out.rows += 1
+            out.rejects.append(Reject(line, "", f"row not readable: {row}"))
+            continue
         if cols is None:
+            if not any(row):
+                continue
             ni = _find(row, NUMBER_COLS)
             if ni is not None:
                 cols = (ni, _find(row, SUBJECT_COLS), _find(row, NAME_COLS))
                 continue
+            if not parse_number(row[0], default_region).valid:
+                raise LeadFileError(
+                    f"{path}: line {line} ({', '.join(repr(c) for c in row[:6] if c)}) is not a header naming "
+                    f"the number column, nor a row starting with a number. Accepted number column headers: "
+                    f"{', '.join(NUMBER_COLS)} (case, spaces, - and _ do not matter); optional "
+                    f"{' / '.join(SUBJECT_COLS)} and {' / '.join(NAME_COLS)}. Without a header, the first "
+                    f"column holds the numbers. Nothing was imported.")
             cols = (0, None, None)  # no header: numbers in the first column
         if not any(row):
             continue

@@ -6,6 +6,8 @@ transaction, so a dialer restarted at any point resumes from what is here.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +73,19 @@ class Campaign:
 
 TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pct", "max_attempts",
            "retry_after_s", "ring_timeout_s", "optout_key", "dialer", "abandon_media")
+
+
+MEDIA_RE = re.compile(r"^sound:[A-Za-z0-9_./-]{1,200}$")
+
+
+def check_media(media: str) -> str:
+    """An abandon message as Asterisk plays it: `sound:NAME` (a prompt of its sounds
+    folder) or `sound:/absolute/path/without/extension` (a file on the Asterisk host).
+    Letters, digits and _ . / - only: the name goes into the dialplan's Playback()."""
+    if not MEDIA_RE.match(media) or ".." in media:
+        raise CampaignError(f"abandon message {media!r}: expected sound:NAME or sound:/path/without/extension "
+                            "(letters, digits, _ . / - only)")
+    return media
 
 
 def lead_number_hash(secret: bytes, e164: str) -> str:
@@ -157,6 +172,8 @@ class Store:
     # -- campaigns -------------------------------------------------------------------
     async def create_campaign(self, name: str, **tun) -> Campaign:
         cols = {k: v for k, v in tun.items() if k in TUNABLE and v is not None}
+        if cols.get("abandon_media"):
+            check_media(cols["abandon_media"])
         names = ", ".join(["name", *cols])
         marks = ", ".join(["%s"] * (1 + len(cols)))
         try:
@@ -166,6 +183,25 @@ class Store:
             raise CampaignError(f"campaign {name!r} already exists") from None
         except psycopg.errors.CheckViolation as exc:
             raise CampaignError(f"campaign {name!r}: bad setting: {exc.diag.constraint_name}") from None
+        return Campaign.from_row(r)
+
+    async def edit_campaign(self, name: str, **tun) -> Campaign:
+        """Change settings of a campaign (those given; `abandon_media=""` clears it):
+        the dialer picks them up within a second, also while it runs."""
+        cols = {k: (None if k in ("abandon_media", "dialer") and v == "" else v)
+                for k, v in tun.items() if k in TUNABLE and v is not None}
+        if cols.get("abandon_media"):
+            check_media(cols["abandon_media"])
+        if not cols:
+            raise CampaignError("nothing to change: give at least one setting")
+        sets = ", ".join(f"{k} = %s" for k in cols)
+        try:
+            r = await self._one(f"update dialer_campaigns set {sets}, updated_at = now() where name = %s"
+                                " returning *", (*cols.values(), name))
+        except psycopg.errors.CheckViolation as exc:
+            raise CampaignError(f"campaign {name!r}: bad setting: {exc.diag.constraint_name}") from None
+        if r is None:
+            raise CampaignError(f"campaign {name!r} does not exist (dialguard campaign create)")
         return Campaign.from_row(r)
 
     async def campaign(self, name: str) -> Campaign | None:
@@ -320,6 +356,16 @@ class Store:
             "select distinct campaign from dialer_calls where state <> 'ended' or not outcome_reported"
             " union select distinct campaign from dialer_leads where state = 'dialing'")
         return {r["campaign"] for r in rows}
+
+    async def live_abandon_stats(self, campaign: str, since: datetime, until: datetime) -> tuple[int, int]:
+        """(answered by a live person, abandoned) calls of the campaign answered in
+        [since, until): the base of a pack's abandon limit (machines, voicemail out)."""
+        r = await self._one(
+            "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
+            "       count(*) filter (where result = 'abandoned') abandoned"
+            " from dialer_calls where campaign = %s and answered_at >= %s and answered_at < %s",
+            (campaign, since, until))
+        return int(r["answered"]), int(r["abandoned"])
 
     async def abandon_stats(self, campaign: str, day_start: datetime, day_end: datetime) -> tuple[int, int]:
         """(answered, abandoned) calls of the campaign answered in [day_start, day_end)."""

@@ -69,6 +69,21 @@ camp = typer.Typer(help="Campaigns: approval (engine and dialer), dialer campaig
 app.add_typer(camp, name="campaign")
 
 
+ABANDON_HELP = ("the abandon message: sound:/path/on/the/asterisk/host/without/extension (or sound:NAME); it "
+                "must name the seller and give a number to opt out (47 CFR 64.1200(a)(7)(i)(A))")
+
+
+def _check_settings(optout_key: str | None, abandon_message: str | None) -> None:
+    if optout_key is not None and (len(optout_key) != 1 or optout_key not in "0123456789*#"):
+        fail("--optout-key must be one DTMF digit (0-9, *, #)")
+    if abandon_message:
+        from dialguard.campaigns.store import CampaignError, check_media
+        try:
+            check_media(abandon_message)
+        except CampaignError as exc:
+            fail(str(exc))
+
+
 @camp.command("create")
 def create(name: str,
            max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent"),
@@ -81,14 +96,37 @@ def create(name: str,
            optout_key: Optional[str] = typer.Option(None, "--optout-key", help="DTMF digit"),
            dialer: Optional[str] = typer.Option(None, "--dialer",
                                                 help="only this dialer (Stasis app name) runs it; default: any"),
+           abandon_message: Optional[str] = typer.Option(None, "--abandon-message", help=ABANDON_HELP),
            as_json: bool = typer.Option(False, "--json")):
     """Create a dialer campaign (draft: it dials only once approved and started)."""
-    if optout_key is not None and (len(optout_key) != 1 or optout_key not in "0123456789*#"):
-        fail("--optout-key must be one DTMF digit (0-9, *, #)")
+    _check_settings(optout_key, abandon_message)
     c = _store_run(lambda s: s.create_campaign(
         name, max_concurrent=max_concurrent, calls_per_second=cps, dial_ratio=dial_ratio,
         abandon_limit_pct=abandon_limit, max_attempts=max_attempts, retry_after_s=retry_after,
-        ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer))
+        ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer, abandon_media=abandon_message))
+    _show(c, {}, as_json)
+
+
+@camp.command("edit")
+def edit(name: str,
+         max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent"),
+         cps: Optional[float] = typer.Option(None, "--cps", help="calls per second"),
+         dial_ratio: Optional[float] = typer.Option(None, "--dial-ratio", help="calls per free agent"),
+         abandon_limit: Optional[float] = typer.Option(None, "--abandon-limit", help="percent per day"),
+         max_attempts: Optional[int] = typer.Option(None, "--max-attempts"),
+         retry_after: Optional[int] = typer.Option(None, "--retry-after", help="seconds before a retry"),
+         ring_timeout: Optional[int] = typer.Option(None, "--ring-timeout", help="seconds"),
+         optout_key: Optional[str] = typer.Option(None, "--optout-key", help="DTMF digit"),
+         dialer: Optional[str] = typer.Option(None, "--dialer", help="only this dialer runs it; '' for any"),
+         abandon_message: Optional[str] = typer.Option(None, "--abandon-message",
+                                                       help=ABANDON_HELP + "; '' for the dialer's default"),
+         as_json: bool = typer.Option(False, "--json")):
+    """Change a campaign's settings (those given); a running dialer applies them within a second."""
+    _check_settings(optout_key, abandon_message or None)
+    c = _store_run(lambda s: s.edit_campaign(
+        name, max_concurrent=max_concurrent, calls_per_second=cps, dial_ratio=dial_ratio,
+        abandon_limit_pct=abandon_limit, max_attempts=max_attempts, retry_after_s=retry_after,
+        ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer, abandon_media=abandon_message))
     _show(c, {}, as_json)
 
 
@@ -147,7 +185,9 @@ def stop_(name: str):
 
 @camp.command("status")
 def status(name: str, as_json: bool = typer.Option(False, "--json")):
-    """State, settings, leads by state, today's answered/abandoned calls and abandon rate."""
+    """State, settings, leads by state, today's answered/abandoned calls and abandon rate;
+    every abandon limit (the packs' and the campaign's own) against its maximum, and
+    what the dialer's pacing may do under them (open, progressive, stopped)."""
     from dialguard.campaigns.store import local_day
 
     async def go(s):
@@ -155,10 +195,23 @@ def status(name: str, as_json: bool = typer.Option(False, "--json")):
         if c is None:
             raise ValueError(f"campaign {name!r} does not exist")
         from datetime import timezone
-        answered, abandoned = await s.abandon_stats(name, *local_day(datetime.now(timezone.utc),
-                                                                       Settings().site_timezone))
-        return c, {"leads": await s.lead_counts(name), "answered_today": answered,
-                   "abandoned_today": abandoned}
+
+        from ari_app.abandon import assess, campaign_limits
+        from dialguard.rules import Policy, RulesError
+        settings = Settings()
+        now = datetime.now(timezone.utc)
+        answered, abandoned = await s.abandon_stats(name, *local_day(now, settings.site_timezone))
+        try:  # the campaign's own packs, else the node's (a rules version in effect is the engine's)
+            policy = Policy.load(c.rules or settings.rules)
+        except RulesError:
+            policy = None
+        limits = await campaign_limits(s, policy, c, now, settings.site_timezone)
+        verdict = assess(limits)
+        due = await s._one("select min(next_eligible_at) t from dialer_leads where campaign = %s"
+                           " and state = 'pending'", (name,))
+        return c, {"leads": await s.lead_counts(name), "next_due_at": due["t"].isoformat() if due["t"] else None,
+                   "answered_today": answered, "abandoned_today": abandoned,
+                   "abandon_pacing": verdict.state, "abandon_limits": [x.describe() for x in limits]}
 
     c, extra = _store_run(go)
     _show(c, extra, as_json)
@@ -196,7 +249,21 @@ def import_(name: str, path: Path = typer.Argument(..., help="CSV or XLSX with a
         parsed = parse_leads(path, Settings().default_region)
     except LeadFileError as exc:
         fail(str(exc))
-    added, existing = _store_run(lambda s: s.add_leads(name, parsed.leads))
+    async def add(s):
+        # due from the guard's clock: with a test clock (dev stack) that is the rules'
+        # time, so leads imported here are due for a dialer on the same clock
+        now = None
+        settings = Settings()
+        if settings.test_clock:
+            from dialguard.engine import Engine
+            e = await Engine.create(settings)
+            try:
+                now = await e.now()
+            finally:
+                await e.close()
+        return await s.add_leads(name, parsed.leads, now=now)
+
+    added, existing = _store_run(add)
     rej = parsed.rejects + [Reject(x.line, x.number, "already a lead of this campaign") for x in existing]
     rej.sort(key=lambda r: r.line)
     rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
@@ -241,7 +308,8 @@ def dialer_run(
     campaign: Optional[list[str]] = typer.Option(None, "--campaign", help="only these (default: all running)"),
     trunk: str = typer.Option(os.environ.get("DIALGUARD_DIALER_TRUNK", "carrier"), "--trunk"),
     app_name: str = typer.Option(os.environ.get("DIALGUARD_DIALER_APP", "dialguard-dialer"), "--app"),
-    bridge_timeout: float = typer.Option(2.0, "--bridge-timeout", help="seconds from answer to agent"),
+    bridge_timeout: float = typer.Option(1.7, "--bridge-timeout", help="seconds from answer to agent; "
+                                         "then the abandon message, which must begin within 2 s of the answer"),
     agent_devices: Optional[str] = typer.Option(
         None, "--agent-devices", help="NAME=DEVICE,... whose Asterisk device state says an agent is busy "
                                       "(default: DIALGUARD_DIALER_AGENT_DEVICES)"),

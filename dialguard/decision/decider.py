@@ -230,6 +230,15 @@ class Decider(Store):
                 return self._versions.get(ctx.rver, self.policy)
         return self.policy
 
+    async def campaign_policy(self, campaign: str) -> Policy:
+        """The rules a campaign's calls are decided by (its own packs, else the version
+        in effect): what the dialer reads the pack's abandon limits from."""
+        return (await self._context_shared(campaign)).policy
+
+    async def campaign_caller_ids(self, campaign: str) -> tuple[str, ...]:
+        """The caller IDs a campaign's calls may present (its rules' pool and those added)."""
+        return (await self._context_shared(campaign)).pool
+
     async def _context_shared(self, campaign: str) -> _Context:
         """_context, fetched once for every decision that missed the cache at the
         same time (a burst would otherwise send one fetch per decision)."""

@@ -169,7 +169,9 @@ async def test_sigterm_waits_for_ringing_calls_and_bridges_them(rig, tmp_path):
         rows = await rig.calls(camp)
         assert sorted(c["state"] for c in rows) == ["bridged", "bridged"], (rows, d.output())
         assert 2.0 < stopped_in < 8.0 + 5, stopped_in
-        d.start()  # adopts the bridged calls
+        # the callees hang up 8 s after their answer, while no dialer runs
+        await asyncio.sleep(9)
+        d.start()  # adopts the bridged calls, finds them ended
         await rig.settle(camp, timeout=40)
     finally:
         d.stop()
@@ -177,6 +179,10 @@ async def test_sigterm_waits_for_ringing_calls_and_bridges_them(rig, tmp_path):
     counts = await check_nobody_dropped(rig, camp, nums, sink)
     print("after SIGTERM with 2 calls ringing:", counts, f"stop took {stopped_in:.1f}s")
     assert counts["conversation"] == 2, counts
+    for c in await rig.calls(camp):
+        # talk time up to the end Asterisk saw, not to when the next dialer looked
+        held = (c["ended_at"] - c["answered_at"]).total_seconds()
+        assert 6.5 < held < 9.0 and c["talk_s"] <= 8, c
     for a in ("agent1", "agent2"):  # leases released when the calls ended
         assert await rig.engine.redis.exists(rig.engine.keys.agent_lease(a)) == 0
 
@@ -201,3 +207,48 @@ async def test_sigterm_bound_then_restart_ringing_calls_abandoned_not_dropped(ri
     counts = await check_nobody_dropped(rig, camp, nums, sink)
     print("after SIGTERM (bound 0.5 s) and restart with 2 calls ringing:", counts)
     assert counts == {"answered": 2, "conversation": 0, "abandoned": 2, "no_answer": 0}, (counts, d.output())
+
+
+def tone_wav(path, seconds: float = 3.0) -> None:
+    """An admin's abandon message: 8 kHz 16-bit mono (Asterisk's format_wav)."""
+    import math
+    import struct
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / 8000)))
+                               for i in range(int(8000 * seconds))))
+
+
+async def test_campaign_abandon_message_heard_within_2s_of_answer(rig, asterisk):
+    """No agent answers in time (slow1 never does): the running dialer abandons the call
+    with the campaign's own message, and the carrier receives its audio within 2 s."""
+    spool = next(line.split(":", 1)[1].strip() for line in asterisk.rx("core show settings").splitlines()
+                 if "Spool directory" in line)
+    host_dir = rig.stack.dir / "asterisk" / "sounds"  # the stack's Asterisk folder is its /dialguard
+    host_dir.mkdir(exist_ok=True)
+    name = f"abandon-{rig.app}"
+    tone_wav(host_dir / f"{name}.wav")
+    media = f"sound:{spool.rsplit('/', 1)[0]}/sounds/{name}"
+    sink = RtpSink(rtp_sink_port(rig.stack))
+    n = number("44")
+    camp = await rig.campaign([n], abandon_media=media, ring_timeout_s=10)
+    try:
+        d = rig.start(camp, ["slow1"], abandon_media_max_s=10.0)
+        await rig.settle(camp, timeout=40)
+    finally:
+        sink.close()
+        (host_dir / f"{name}.wav").unlink(missing_ok=True)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "abandoned", c
+    [(_, port, at)] = carrier_answers(rig)
+    assert port in sink.first, (port, sink.first, d.stats)
+    delay = sink.first[port] - at
+    print(f"abandon message at the carrier {delay:.2f}s after its answer, {sink.packets[port]} packets")
+    assert delay < 2.0, delay
+    # the whole 3 s message was played, then the dialer hung up (PlaybackFinished)
+    assert sink.packets[port] >= 140, sink.packets[port]  # 20 ms packets
+    assert 3.0 <= (c["ended_at"] - c["answered_at"]).total_seconds() < 1.7 + 3.0 + 2.0, c

@@ -119,3 +119,35 @@ def test_dialer_run_refuses_bad_settings_before_starting():
     assert r.returncode == 2 and "NAME=TECH/RESOURCE" in r.stderr
     r = run("--agents", "nonsense")
     assert r.returncode == 2 and "expected NAME=TECH/RESOURCE" in r.stderr
+
+
+def test_campaign_edit_settings_and_abandon_message(schema):
+    prefix = f"dgcamp:{uuid.uuid4().hex[:8]}"
+    name = f"edit-{uuid.uuid4().hex[:8]}"
+
+    def status():
+        out = cli(prefix, "campaign", "status", name, "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    out = cli(prefix, "campaign", "edit", name, "--cps", "3")
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert cli(prefix, "campaign", "create", name, "--dialer", "dialer-test-only").returncode == 0
+    out = cli(prefix, "campaign", "edit", name, "--cps", "7.5", "--dial-ratio", "1.5", "--ring-timeout", "20",
+              "--abandon-message", "sound:/var/lib/dialguard/sounds/spring-abandon", "--json")
+    assert out.returncode == 0, out.stderr
+    s = status()
+    assert (s["calls_per_second"], s["dial_ratio"], s["ring_timeout_s"]) == (7.5, 1.5, 20)
+    assert s["abandon_media"] == "sound:/var/lib/dialguard/sounds/spring-abandon"
+    assert s["max_concurrent"] == 10 and s["dialer"] == "dialer-test-only"  # untouched
+    assert s["abandon_pacing"] == "progressive" and s["abandon_limits"]  # no answered call yet
+    # a name that would reach the dialplan's Playback() with a comma, a parenthesis or ..
+    for bad in ("sound:x,skip", "sound:x)", "/no/scheme", "sound:../../etc/passwd", "sound:"):
+        out = cli(prefix, "campaign", "edit", name, "--abandon-message", bad)
+        assert out.returncode == 2 and "abandon message" in out.stderr, (bad, out.stderr)
+    out = cli(prefix, "campaign", "edit", name, "--cps", "-1")
+    assert out.returncode == 2 and "bad setting" in out.stderr
+    out = cli(prefix, "campaign", "edit", name)
+    assert out.returncode == 2 and "nothing to change" in out.stderr
+    assert cli(prefix, "campaign", "edit", name, "--abandon-message", "").returncode == 0
+    assert status()["abandon_media"] is None and status()["calls_per_second"] == 7.5

@@ -113,3 +113,82 @@ def test_import_errors(schema, tmp_path):
     f.write_text("number\n13800138000\n")
     out = cli("campaign", "import", f"missing-{uuid.uuid4().hex[:6]}", str(f))
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def _campaign(name):
+    assert cli("campaign", "create", name, "--dialer", "dialer-test-only").returncode == 0
+
+
+def test_field_over_128k_is_a_rejected_row_not_a_crash(schema, tmp_path):
+    name = f"big-{uuid.uuid4().hex[:6]}"
+    _campaign(name)
+    f = tmp_path / "big.csv"
+    f.write_text("phone,name\n13800138001,a\n13800138002," + "x" * (200 * 1024) + "\n13800138003,c\n")
+    out = cli("campaign", "import", name, str(f), "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert (r["added"], r["rejected"]) == (2, 1), r
+    assert r["rejects"][0]["line"] == 3 and "field larger than field limit" in r["rejects"][0]["why"]
+    assert [n for n, *_ in leads(schema, name)] == ["+8613800138001", "+8613800138003"]
+
+
+def test_header_spelled_otherwise_is_found(schema, tmp_path):
+    for header in ("Phone Number", "phone-number", " MOBILE ", "手机号码", "联系电话"):
+        name = f"hdr-{uuid.uuid4().hex[:6]}"
+        _campaign(name)
+        f = tmp_path / f"{name}.csv"
+        f.write_text(f"Customer,{header}\nLi,13800138001\n", encoding="utf-8")
+        out = cli("campaign", "import", name, str(f), "--json")
+        assert out.returncode == 0, (header, out.stderr)
+        assert json.loads(out.stdout)["added"] == 1, (header, out.stdout)
+
+
+def test_unknown_header_or_title_row_is_an_error_naming_the_headers(schema, tmp_path):
+    name = f"bad-{uuid.uuid4().hex[:6]}"
+    _campaign(name)
+    for first in ("Contact,Name", "Customer list for March"):
+        f = tmp_path / "t.csv"
+        f.write_text(f"{first}\n13800138001,Li\n")
+        out = cli("campaign", "import", name, str(f))
+        assert out.returncode == 2, out.stdout
+        assert "Accepted number column headers: number, phone" in out.stderr and "电话" in out.stderr
+        assert "Nothing was imported" in out.stderr
+    assert leads(schema, name) == []
+    # a file without header whose first column holds numbers is still fine
+    f = tmp_path / "plain.csv"
+    f.write_text("13800138001\n13800138002\n")
+    out = cli("campaign", "import", name, str(f), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["added"] == 2, out.stderr
+
+
+def test_imported_leads_are_due_on_the_test_clock(schema, tmp_path):
+    """With DIALGUARD_TEST_CLOCK=1 (the dev stack) the leads are due at the guard's
+    clock, which the dialer on that clock reaches, not at the wall clock's now."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from dialguard.config import Settings
+    from dialguard.engine import Engine
+
+    prefix = f"dgimp:{uuid.uuid4().hex[:8]}"
+    at = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)
+
+    async def set_clock(v):
+        e = await Engine.create(Settings(key_prefix=prefix, test_clock=True))
+        try:
+            await e.set_test_clock(v)
+        finally:
+            await e.close()
+
+    asyncio.run(set_clock(at))
+    name = f"clk-{uuid.uuid4().hex[:6]}"
+    _campaign(name)
+    f = tmp_path / "c.csv"
+    f.write_text("number\n13800138001\n")
+    out = cli("campaign", "import", name, str(f), env={"DIALGUARD_TEST_CLOCK": "1", "DIALGUARD_KEY_PREFIX": prefix})
+    assert out.returncode == 0, out.stderr
+    with psycopg.connect(schema) as c:
+        (due,) = c.execute("select next_eligible_at from dialer_leads where campaign = %s", (name,)).fetchone()
+    assert due == at
+    out = cli("campaign", "status", name, "--json")
+    assert json.loads(out.stdout)["next_due_at"] == at.isoformat()
