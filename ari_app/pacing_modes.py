@@ -17,6 +17,8 @@ A campaign's `pacing_mode`:
   ratio (issue #18: 6 calls for 4 agents, 2 abandoned in 5 s).
 - preview: no line until an agent accepted a previewed lead (CLI `dialguard agent
   accept`); then exactly one line per accepted preview, for that agent.
+- ratio: the dialer's pacing before issue #18, kept for operators and tests that want
+  it: `dial_ratio` lines per ready agent from the first call, no measurement.
 
 The abandon guard (ari_app/pacing.effective_ratio, and the pack's limit) is applied
 on top: `limit_ratio` below 1 stops all dial-ahead and shrinks the lines to that
@@ -25,7 +27,8 @@ fraction of ready agents, as before.
 Agent states (`agent_state`): logged_out, ready, on_call, wrap_up (a configurable
 time after each call), break. The admin part (logged in or out, ready, on break)
 comes from the CLI; on_call from the dialer's lease and from Asterisk's device
-state; an UNAVAILABLE device (no registered contact) reads logged_out.
+state (a call outside the dialer). UNAVAILABLE is not read as logged out: an
+endpoint used without a registration (no AOR contact) always reads UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-MODES = ("progressive", "predictive", "preview")
+MODES = ("progressive", "predictive", "preview", "ratio")
 AGENT_STATES = ("logged_out", "ready", "on_call", "wrap_up", "break")
 ADMIN_STATES = ("logged_out", "ready", "break")  # what `dialguard agent` sets
 WARMUP = 20  # answered calls before predictive reaches its full ratio
@@ -77,8 +80,6 @@ def agent_state(admin: str, *, on_call: bool, device: str | None, last_end: floa
         return "on_call"
     if admin != "ready":
         return admin
-    if device == "UNAVAILABLE":  # no registered phone: cannot take a call
-        return "logged_out"
     if last_end is not None and now < last_end + wrap_s:
         return "wrap_up"
     return "ready"
@@ -122,6 +123,9 @@ def lines_wanted(mode: str, *, now: float, agents: list[AgentNow], measured: Mea
     ready = sum(1 for a in agents if a.state == "ready")
     if mode == "preview":
         return max(0, accepted_previews - unbridged)
+    if mode == "ratio":
+        n = math.floor(ready * min(max_ratio, limit_ratio) + 1e-9) - unbridged
+        return max(0, max(n, 1) if ready > 0 and unbridged == 0 else n)
     if mode == "progressive" or limit_ratio < 1.0:
         ratio = min(1.0, limit_ratio)
         n = math.floor(ready * ratio + 1e-9) - unbridged

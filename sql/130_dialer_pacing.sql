@@ -1,6 +1,6 @@
 -- Dialer pacing, agents and lead order (issue #18 items 4 and 7), after 090.
 --
--- dialer_campaigns.pacing_mode: progressive | predictive | preview (ari_app/pacing_modes.py).
+-- dialer_campaigns.pacing_mode: progressive | predictive | preview | ratio (ari_app/pacing_modes.py).
 -- dialer_campaigns.wrap_up_s: an agent's wrap-up time after each call of this campaign,
 --   during which no call is offered to it.
 -- dialer_campaigns.retry_rules: per outcome its own delay and maximum
@@ -18,7 +18,7 @@ DECLARE
 BEGIN
     FOR col IN SELECT * FROM (VALUES
         ('dialer_campaigns', 'pacing_mode',
-         'text NOT NULL DEFAULT ''progressive'' CHECK (pacing_mode IN (''progressive'', ''predictive'', ''preview''))'),
+         'text NOT NULL DEFAULT ''progressive'' CHECK (pacing_mode IN (''progressive'', ''predictive'', ''preview'', ''ratio''))'),
         ('dialer_campaigns', 'wrap_up_s', 'integer NOT NULL DEFAULT 0 CHECK (wrap_up_s BETWEEN 0 AND 3600)'),
         ('dialer_campaigns', 'retry_rules', 'text NOT NULL DEFAULT '''''),
         ('dialer_leads', 'priority', 'integer NOT NULL DEFAULT 0'),

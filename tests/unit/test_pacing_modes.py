@@ -96,6 +96,13 @@ def test_preview_dials_only_accepted_previews():
     assert lines("preview", [READY] * 4, accepted_previews=2, unbridged=2) == 0
 
 
+def test_ratio_mode_is_the_fixed_ratio_from_the_first_call():
+    assert lines("ratio", [READY] * 2, measured=Measured(), max_ratio=3.0) == 6
+    assert lines("ratio", [READY] * 2, max_ratio=3.0, limit_ratio=0.5) == 1
+    assert lines("ratio", [READY] * 2, max_ratio=1.5, unbridged=2) == 1
+    assert lines("ratio", [AgentNow("on_call", since=999.0)] * 2, max_ratio=3.0) == 0
+
+
 def test_bad_mode_is_refused():
     with pytest.raises(ValueError, match="pacing mode"):
         lines("turbo", [READY])
@@ -121,7 +128,7 @@ def test_agent_state():
     assert agent_state("logged_out", **kw) == "logged_out"
     assert agent_state("ready", **{**kw, "on_call": True}) == "on_call"
     assert agent_state("break", **{**kw, "device": "INUSE"}) == "on_call"  # a call outside the dialer
-    assert agent_state("ready", **{**kw, "device": "UNAVAILABLE"}) == "logged_out"
+    assert agent_state("ready", **{**kw, "device": "UNAVAILABLE"}) == "ready"  # an endpoint without contact
     assert agent_state("ready", **{**kw, "device": "NOT_INUSE"}) == "ready"
     assert agent_state("ready", **{**kw, "last_end": 95.0}) == "wrap_up"
     assert agent_state("ready", **{**kw, "last_end": 90.0}) == "ready"  # wrap-up over exactly at 100
