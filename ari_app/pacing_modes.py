@@ -39,7 +39,7 @@ from dataclasses import dataclass
 MODES = ("progressive", "predictive", "preview", "ratio")
 AGENT_STATES = ("logged_out", "ready", "on_call", "wrap_up", "break")
 ADMIN_STATES = ("logged_out", "ready", "break")  # what `dialguard agent` sets
-WARMUP = 20  # answered calls before predictive reaches its full ratio
+WARMUP = 10  # answered calls before predictive reaches its full ratio
 DEFAULT_RING_S = 8.0  # mean time to answer before any is measured
 # A call past its mean talk time is not about to end: it is expected to need this
 # fraction of the mean again (talk times have a long tail).
