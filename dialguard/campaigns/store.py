@@ -78,6 +78,11 @@ TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pc
            "retry_after_s", "ring_timeout_s", "optout_key", "dialer", "abandon_media", "pacing_mode", "wrap_up_s",
            "retry_rules")
 AGENT_STATES = ("logged_out", "ready", "break")  # the CLI's word; on_call / wrap_up are derived
+# Preview mode: a lead held for an agent is due at HELD (never); one it accepted at
+# ACCEPTED (due at once whatever the clock, test clocks included). Not PostgreSQL's
+# infinity: drivers cannot load it.
+HELD = datetime(9999, 1, 1, tzinfo=timezone.utc)
+ACCEPTED = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 MEDIA_RE = re.compile(r"^sound:[A-Za-z0-9_./-]{1,200}$")
@@ -328,24 +333,24 @@ class Store:
         holds comes back first."""
         held = await self._one(
             "select * from dialer_leads where campaign = %s and state = 'pending' and owner_agent = %s"
-            " and next_eligible_at = 'infinity' order by id limit 1", (campaign, agent))
+            " and next_eligible_at = %s order by id limit 1", (campaign, agent, HELD))
         if held:
             return held
         return await self._one(
-            "update dialer_leads l set owner_agent = %s, next_eligible_at = 'infinity', updated_at = now() from ("
+            "update dialer_leads l set owner_agent = %s, next_eligible_at = %s, updated_at = now() from ("
             "  select id from dialer_leads where campaign = %s and state = 'pending' and owner_agent is null"
             "  and next_eligible_at <= %s order by priority desc, next_eligible_at, id limit 1"
-            "  for update skip locked) d where l.id = d.id returning l.*", (agent, campaign, now))
+            "  for update skip locked) d where l.id = d.id returning l.*", (agent, HELD, campaign, now))
 
     async def answer_preview(self, lead_id: int, agent: str, accept: bool) -> dict | None:
         """Accept (due at once whatever the clock, dialed for this agent only) or skip
         (back to every agent, due now) a lead held for `agent`; None when it is not held
         for it."""
         return await self._one(
-            "update dialer_leads set next_eligible_at = case when %s then '-infinity'::timestamptz else now() end,"
+            "update dialer_leads set next_eligible_at = case when %s then %s else now() end,"
             " owner_agent = case when %s then owner_agent end,"
             " updated_at = now() where id = %s and owner_agent = %s and state = 'pending'"
-            " and next_eligible_at = 'infinity' returning *", (accept, accept, lead_id, agent))
+            " and next_eligible_at = %s returning *", (accept, ACCEPTED, accept, lead_id, agent, HELD))
 
     async def update_campaign(self, name: str, **tun) -> Campaign:
         cols = {k: v for k, v in tun.items() if k in TUNABLE and v is not None}
