@@ -54,6 +54,9 @@ class Campaign:
     pacing_mode: str = "progressive"  # ari_app/pacing_modes.py (sql/130)
     wrap_up_s: int = 0  # an agent's wrap-up after each call of this campaign
     retry_rules: str = ""  # per outcome delay and maximum (dialguard/campaigns/retry.py)
+    amd: bool = False  # answering-machine detection before bridging (sql/131)
+    amd_action: str = "hangup"  # a machine: hangup, or message (amd_media) then hangup
+    amd_media: str | None = None
 
 
     @classmethod
@@ -76,7 +79,7 @@ class Campaign:
 
 TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pct", "max_attempts",
            "retry_after_s", "ring_timeout_s", "optout_key", "dialer", "abandon_media", "pacing_mode", "wrap_up_s",
-           "retry_rules")
+           "retry_rules", "amd", "amd_action", "amd_media")
 AGENT_STATES = ("logged_out", "ready", "break")  # the CLI's word; on_call / wrap_up are derived
 # Preview mode: a lead held for an agent is due at HELD (never); one it accepted at
 # ACCEPTED (due at once whatever the clock, test clocks included). Not PostgreSQL's
@@ -146,7 +149,9 @@ class Store:
                 " exists (select 1 from information_schema.columns"
                 " where table_name = 'dialer_leads' and column_name = 'number_enc') as s,"
                 " exists (select 1 from information_schema.columns"
-                " where table_name = 'dialer_campaigns' and column_name = 'pacing_mode') as p")).fetchone()
+                " where table_name = 'dialer_campaigns' and column_name = 'pacing_mode') as p,"
+                " exists (select 1 from information_schema.columns"
+                " where table_name = 'dialer_campaigns' and column_name = 'amd_action') as m")).fetchone()
         if r["t"] is None:
             raise SchemaMissing("the dialer tables are missing: run `dialguard db migrate` "
                                 "(sql/050_dialer_campaigns.sql)")
@@ -159,6 +164,9 @@ class Store:
         if not r["p"]:
             raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
                                 "(sql/130_dialer_pacing.sql)")
+        if not r["m"]:
+            raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
+                                "(sql/131_dialer_amd.sql)")
 
     def _opened(self, row: dict | None) -> dict | None:
         if row is not None:
