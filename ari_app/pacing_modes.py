@@ -6,9 +6,12 @@ A campaign's `pacing_mode`:
 - progressive: one line per ready agent, never ahead. Calls not yet bridged count
   against ready agents, so an answered call always finds its agent (abandons only
   when an agent leaves meanwhile).
-- predictive: dials for the agents expected to be free when the calls answer, at
-  up to 1 / answer rate lines per such agent (capped by the campaign's
-  `dial_ratio`). "Expected free" counts ready agents, agents in wrap-up that ends
+- predictive: dials for the agents expected to be free when the calls answer, as
+  many lines as keep the expected abandon share under `abandon_target` (half the
+  campaign's limit): with answer rate p, n lines out (those ringing included) and k
+  agents expected free, answers X ~ Binomial(n, p), abandoned E[max(0, X - k)],
+  share E[max(0, X - k)] / E[X] (`max_lines`); never more than `dial_ratio` lines
+  per agent. "Expected free" counts ready agents, agents in wrap-up that ends
   within the mean ring time, and agents on a call whose mean talk time runs out
   within it. Figures are measured from the campaign's recent calls (`Measured`).
   Gentle start: with no answered call measured it paces like progressive; the
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 MODES = ("progressive", "predictive", "preview", "ratio")
 AGENT_STATES = ("logged_out", "ready", "on_call", "wrap_up", "break")
@@ -110,9 +114,31 @@ def expected_free(agents: list[AgentNow], now: float, horizon: float, talk_s: fl
     return n
 
 
+@lru_cache(maxsize=4096)
+def max_lines(agents: int, p: float, target: float, cap: int) -> int:
+    """The most lines (at least `agents`, at most `cap`) whose answers X ~ Binomial(n, p)
+    overflow `agents` by a share E[max(0, X - agents)] / E[X] of at most `target`."""
+    if agents <= 0 or p <= 0:
+        return max(0, agents)
+    best = agents  # as many lines as agents never overflows
+    for n in range(agents + 1, max(cap, agents) + 1):
+        pmf = (1 - p) ** n  # P(X = 0)
+        over = 0.0
+        for x in range(1, n + 1):
+            pmf *= (n - x + 1) / x * p / (1 - p) if p < 1 else 0.0
+            if x > agents:
+                over += (x - agents) * pmf
+        if p >= 1:
+            over = n - agents
+        if over / (n * p) > target:
+            break
+        best = n
+    return best
+
+
 def lines_wanted(mode: str, *, now: float, agents: list[AgentNow], measured: Measured, unbridged: int,
                  max_ratio: float, limit_ratio: float = math.inf, wrap_s: float = 0.0,
-                 accepted_previews: int = 0, warmup: int = WARMUP) -> int:
+                 accepted_previews: int = 0, warmup: int = WARMUP, abandon_target: float = 0.015) -> int:
     """Calls to start now for one campaign, before the concurrency and rate limits.
 
     `unbridged`: this campaign's calls placed and not yet bridged (ringing or waiting for
@@ -135,12 +161,13 @@ def lines_wanted(mode: str, *, now: float, agents: list[AgentNow], measured: Mea
     # predictive
     g = ramp(measured.answered, warmup)
     rate = measured.answer_rate
-    full = min(max_ratio, limit_ratio, 1.0 / rate if rate else 1.0)
-    ratio = 1.0 + (max(1.0, full) - 1.0) * g
     horizon = (measured.ring_s if measured.answered else DEFAULT_RING_S) * g
     talk = measured.talk_s + wrap_s if measured.talk_s > 0 else 0.0
     soon = ready + (expected_free(agents, now, horizon, talk) - ready) * g if g > 0 else ready
-    n = math.floor(soon * ratio + 1e-9) - unbridged
+    k = math.floor(soon + 1e-9)
+    cap = math.floor(k * max(1.0, min(max_ratio, limit_ratio)) + 1e-9)
+    full = max_lines(k, round(rate, 2), abandon_target, cap) if rate else k
+    n = math.floor(k + (full - k) * g + 1e-9) - unbridged  # gentle start: from k lines to full
     if ready > 0 and unbridged == 0:
         n = max(n, 1)
     return max(0, n)

@@ -3,7 +3,7 @@
 import pytest
 
 from ari_app.pacing_modes import (
-    WARMUP, AgentNow, Measured, agent_state, expected_free, lines_wanted, ramp,
+    WARMUP, AgentNow, Measured, agent_state, expected_free, lines_wanted, max_lines, ramp,
 )
 
 READY = AgentNow("ready")
@@ -39,49 +39,75 @@ def test_predictive_gentle_start_is_progressive_with_nothing_measured():
 
 
 def test_predictive_ramps_up_over_warmup_answers():
-    agents = [READY] * 4
+    agents = [READY] * 8
     got = [lines("predictive", agents, measured=Measured(placed=4 * a, answered=a, ring_s=6, talk_s=60))
            for a in range(0, WARMUP + 5)]
-    assert got[0] == 4
-    assert got[WARMUP] == 12  # 1 / 25 % = 4 lines per agent, capped by max_ratio 3
+    assert got[0] == 8
+    assert got[WARMUP] == max_lines(8, 0.25, 0.015, 24) == 20  # full: as far as the abandon target allows
     assert all(x <= y for x, y in zip(got, got[1:]))  # never jumps back
-    assert got[WARMUP // 2] < 12  # half way: not yet full
+    assert 8 < got[WARMUP // 2] < 20  # half way: half the dial-ahead
 
 
-def test_predictive_ratio_follows_the_measured_answer_rate_and_the_cap():
-    agents = [READY] * 4
-    assert lines("predictive", agents, measured=Measured(400, 200, 6.0, 60.0)) == 8  # 50 %: 2 per agent
-    assert lines("predictive", agents, measured=Measured(400, 400, 6.0, 60.0)) == 4  # all answer: 1
-    assert lines("predictive", agents, measured=Measured(400, 40, 6.0, 60.0), max_ratio=2.0) == 8  # cap
-    assert lines("predictive", agents, max_ratio=0.5) == 4  # a cap below 1 still lets each ready agent one line
+def test_predictive_lines_keep_the_expected_abandon_share_under_the_target():
+    agents = [READY] * 8
+    for p in (0.25, 0.5, 0.9):
+        n = lines("predictive", agents, measured=Measured(1000, int(1000 * p), 6.0, 60.0), max_ratio=10)
+        assert n == max_lines(8, p, 0.015, 80)
+        assert share(n, 8, p) <= 0.015 < share(n + 1, 8, p)  # the most lines within the target
+    m = Measured(1000, 250, 6.0, 60.0)
+    assert lines("predictive", agents, measured=m, abandon_target=0.0) == 8  # no overflow allowed: no dial-ahead
+    assert lines("predictive", agents, measured=m, abandon_target=0.05) > lines("predictive", agents, measured=m)
+    assert lines("predictive", agents, measured=Measured(1000, 1000, 6.0, 60.0)) == 8  # all answer: 1 per agent
+    assert lines("predictive", agents, measured=m, max_ratio=1.5) == 12  # the campaign's cap
+    assert lines("predictive", [READY] * 4, max_ratio=0.5) == 4  # a cap below 1 still one line per ready agent
+    # one or two agents: any second line overflows too often, the pace stays at one per agent
+    assert lines("predictive", [READY] * 2, measured=m) == 2
+
+
+def share(n, k, p):
+    """E[max(0, X - k)] / E[X] for X ~ Binomial(n, p), by the definition."""
+    from math import comb
+    over = sum((x - k) * comb(n, x) * p ** x * (1 - p) ** (n - x) for x in range(k + 1, n + 1))
+    return over / (n * p)
+
+
+def test_max_lines_edges():
+    assert max_lines(0, 0.3, 0.015, 10) == 0
+    assert max_lines(4, 0.0, 0.015, 40) == 4
+    assert max_lines(4, 1.0, 0.015, 40) == 4
+    assert max_lines(4, 0.3, 0.015, 4) == 4  # the cap
+    assert max_lines(50, 0.3, 0.015, 10**4) / 50 > max_lines(8, 0.3, 0.015, 10**4) / 8  # bigger pools dial further
 
 
 def test_predictive_dials_ahead_for_agents_about_to_be_free():
-    m = Measured(400, 200, ring_s=6.0, talk_s=60.0)  # 2 lines per agent
+    m = Measured(1000, 250, ring_s=6.0, talk_s=60.0)
     ending = AgentNow("on_call", since=1000.0 - 57.0)  # 3 s of mean talk left
     fresh = AgentNow("on_call", since=1000.0 - 5.0)  # 55 s left
     wrapping = AgentNow("wrap_up", until=1004.0)
-    assert lines("predictive", [ending, fresh], measured=m) == 2
-    assert lines("predictive", [fresh, fresh], measured=m) == 0
-    assert lines("predictive", [wrapping], measured=m) == 2
-    assert lines("predictive", [AgentNow("wrap_up", until=1020.0)], measured=m) == 0
+    full, four = max_lines(8, 0.25, 0.015, 24), max_lines(4, 0.25, 0.015, 12)
+    assert full > four
+    assert lines("predictive", [READY] * 4 + [ending] * 4, measured=m) == full
+    assert lines("predictive", [READY] * 4 + [fresh] * 4, measured=m) == four
+    assert lines("predictive", [READY] * 4 + [wrapping] * 4, measured=m) == full
+    assert lines("predictive", [READY] * 4 + [AgentNow("wrap_up", until=1020.0)] * 4, measured=m) == four
     # a call long past its mean is not counted as ending (a quarter of the mean is still ahead)
-    assert lines("predictive", [AgentNow("on_call", since=0.0)], measured=m) == 0
+    assert lines("predictive", [READY] * 4 + [AgentNow("on_call", since=0.0)] * 4, measured=m) == four
+    assert lines("predictive", [fresh, fresh], measured=m) == 0  # nobody free soon: no line
     # ringing calls already count against them
-    assert lines("predictive", [ending, READY], measured=m, unbridged=3) == 1
+    assert lines("predictive", [READY] * 4 + [ending] * 4, measured=m, unbridged=5) == full - 5
 
 
 def test_wrap_up_time_counts_in_the_expected_end_of_a_call():
-    m = Measured(400, 200, ring_s=6.0, talk_s=60.0)
+    m = Measured(1000, 250, ring_s=6.0, talk_s=60.0)
     ending = AgentNow("on_call", since=1000.0 - 57.0)
-    assert lines("predictive", [ending], measured=m, wrap_s=0) == 2
-    assert lines("predictive", [ending], measured=m, wrap_s=10) == 0
+    assert lines("predictive", [READY] * 4 + [ending] * 4, measured=m, wrap_s=0) == max_lines(8, 0.25, 0.015, 24)
+    assert lines("predictive", [READY] * 4 + [ending] * 4, measured=m, wrap_s=10) == max_lines(4, 0.25, 0.015, 12)
 
 
 def test_abandon_guard_stops_dial_ahead():
-    m = Measured(400, 100, ring_s=6.0, talk_s=60.0)
+    m = Measured(1000, 250, ring_s=6.0, talk_s=60.0)
     agents = [READY] * 4 + [AgentNow("on_call", since=1000.0 - 58.0)] * 4
-    assert lines("predictive", agents, measured=m) == 24
+    assert lines("predictive", agents, measured=m) == max_lines(8, 0.25, 0.015, 24) == 20
     assert lines("predictive", agents, measured=m, limit_ratio=2.0) == 16
     assert lines("predictive", agents, measured=m, limit_ratio=1.0) == 8
     assert lines("predictive", agents, measured=m, limit_ratio=0.5) == 2  # ready agents only, halved
