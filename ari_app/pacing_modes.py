@@ -146,6 +146,8 @@ def lines_wanted(mode: str, *, now: float, agents: list[AgentNow], measured: Mea
     """
     if mode not in MODES:
         raise ValueError(f"pacing mode {mode!r}: one of {', '.join(MODES)}")
+    if limit_ratio <= 0:  # stopped by an abandon limit (ari_app/abandon.py)
+        return 0
     ready = sum(1 for a in agents if a.state == "ready")
     if mode == "preview":
         return max(0, accepted_previews - unbridged)

@@ -84,8 +84,8 @@ AGENT_STATES = ("logged_out", "ready", "break")  # the CLI's word; on_call / wra
 # Preview mode: a lead held for an agent is due at HELD (never); one it accepted at
 # ACCEPTED (due at once whatever the clock, test clocks included). Not PostgreSQL's
 # infinity: drivers cannot load it.
-HELD = datetime(9999, 1, 1, tzinfo=timezone.utc)
-ACCEPTED = datetime(2000, 1, 1, tzinfo=timezone.utc)
+HELD = datetime(9999, 1, 1, tzinfo=UTC)
+ACCEPTED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 MEDIA_RE = re.compile(r"^sound:[A-Za-z0-9_./-]{1,200}$")
@@ -291,19 +291,19 @@ class Store:
         return {r["state"]: r["n"] for r in rows}
 
     async def claim_due(self, campaign: str, limit: int, now: datetime,
-                        ready_agents: list[str] | None = None) -> list[dict]:
+                        ready_agents: list[str] | None = None, owned_only: bool = False) -> list[dict]:
         """Take up to `limit` due leads and mark them dialing (one transaction; concurrent
         dialers skip each other's rows): higher priority first, then the oldest due. A
         callback owned by an agent is taken only while that agent is in `ready_agents`
-        (None: no owned callback is taken)."""
+        (None: no owned callback is taken); `owned_only` (preview): only those."""
         if limit <= 0:
             return []
         return await self._all(
             "update dialer_leads l set state = 'dialing', updated_at = now() from ("
             "  select id from dialer_leads where campaign = %s and state = 'pending' and next_eligible_at <= %s"
-            "  and (owner_agent is null or owner_agent = any(%s))"
+            "  and (owner_agent is null and not %s or owner_agent = any(%s))"
             "  order by priority desc, next_eligible_at, id limit %s for update skip locked) d"
-            " where l.id = d.id returning l.*", (campaign, now, list(ready_agents or []), limit))
+            " where l.id = d.id returning l.*", (campaign, now, owned_only, list(ready_agents or []), limit))
 
     async def set_lead(self, lead_id: int, *, priority: int | None = None, owner_agent: str | None = None,
                        callback_at: datetime | None = None, clear_owner: bool = False) -> dict | None:

@@ -114,6 +114,9 @@ def test_abandon_guard_stops_dial_ahead():
     assert lines("progressive", agents, measured=m, limit_ratio=0.5) == 2
     assert lines("progressive", [READY], measured=m, limit_ratio=0.5) == 1  # never stalls
     assert lines("progressive", [READY], measured=m, limit_ratio=0.5, unbridged=1) == 0
+    for mode in ("progressive", "predictive", "ratio"):  # stopped by an abandon limit: nothing at all
+        assert lines(mode, [READY] * 4, measured=m, limit_ratio=0.0) == 0
+    assert lines("preview", [READY] * 4, limit_ratio=0.0, accepted_previews=2) == 0
 
 
 def test_preview_dials_only_accepted_previews():
