@@ -127,6 +127,12 @@ async def test_cli_pacing_agent_and_preview(store):
     assert bad.returncode == 2 and "OUTCOME=DELAY/MAX" in bad.stderr + bad.stdout
     bad = cli("campaign", "pacing", name, "--mode", "turbo")
     assert bad.returncode == 2 and "one of" in bad.stderr + bad.stdout
+    out = cli("campaign", "pacing", name, "--amd", "--amd-action", "message", "--amd-media", "sound:vm-goodbye",
+              "--json")
+    assert out.returncode == 0 and '"amd": true' in out.stdout and '"amd_action": "message"' in out.stdout
+    assert cli("campaign", "pacing", name, "--amd-action", "voicemail").returncode == 2
+    assert cli("campaign", "pacing", name, "--amd-media", "http://x/y?z").returncode == 2  # not a media URI
+    assert cli("campaign", "pacing", name, "--amd-media", "sound:../../secret").returncode == 2
     agent = f"cli-{uuid.uuid4().hex[:6]}"
     assert cli("agent", "state", agent, "break").returncode == 0
     assert (await store.agent_states())[agent] == "break"
