@@ -147,3 +147,23 @@ async def test_cli_pacing_agent_and_preview(store):
     assert await store.held_previews(name, NOW) == {agent: 1}
     out = cli("campaign", "lead", str(ids[0]), "--priority", "7")
     assert out.returncode == 0 and "priority 7" in out.stdout
+
+
+async def test_a_migration_under_a_running_store_does_not_break_it(store, pg_dsn):
+    """A column added while the dialer runs (`dialguard db migrate`): its next `select *`
+    still works (seen on the stack: a prepared plan failed on every call until restart)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    for _ in range(8):  # past psycopg's automatic preparation threshold (5)
+        await store.campaigns()
+    info = conninfo_to_dict(pg_dsn)
+    info["user"] = "postgres"
+    col = f"probe_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(make_conninfo(**info), autocommit=True) as admin:
+        admin.execute(f"alter table dialer_campaigns add column {col} integer")
+        try:
+            assert isinstance(await store.campaigns(), list)
+        finally:
+            admin.execute(f"alter table dialer_campaigns drop column {col}")
+    assert isinstance(await store.campaigns(), list)
