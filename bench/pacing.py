@@ -84,7 +84,8 @@ async def run_mode(mode: str, a, stack_env: dict, numbers: list[str], workdir: P
     wd = workdir / mode
     wd.mkdir(parents=True, exist_ok=True)
     carrier = Sipp("bench-carrier", carrier_scenario(wd / "carrier.xml", int(a.ring_s * 1000), int(a.talk_s * 1000)),
-                   wd, carrier_port, timeout_s=3600)
+                   wd, carrier_port, timeout_s=3600,
+                   keys={"rtpsink": str(carrier_port + 40)})  # only its 55/44 numbers use it; the bench dials 00/99
     agents = Sipp("bench-agents", SCENARIOS / "dialer_agents" / "agent.xml", wd, agent_port, timeout_s=3600)
     carrier.start().wait_ready()
     agents.start().wait_ready()
