@@ -26,7 +26,7 @@ from typing import Optional
 import typer
 
 from dialguard.callerid_health import directory as _cid_directory
-from dialguard.cli.common import EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, run, time_arg
+from dialguard.cli.common import EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, direct, fail, run, time_arg
 from dialguard.config import Settings
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.masking import mask_number
@@ -74,6 +74,7 @@ def pause(campaign: Optional[str] = typer.Option(None, "--campaign"),
         return _show_paused(as_json)
     scope, name = _scope(campaign, caller_id)
     if not _remote_killswitch("pause", scope, name):
+        direct("pause")
         run(lambda e: e.pause(scope, name))
     _done(as_json, f"paused {scope}{' ' + name if name else ''}", action="pause", scope=scope, name=name)
 
@@ -85,6 +86,7 @@ def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
     """Lift a kill switch set with `pause`."""
     scope, name = _scope(campaign, caller_id)
     if not _remote_killswitch("resume", scope, name):
+        direct("resume")
         run(lambda e: e.resume(scope, name))
     _done(as_json, f"resumed {scope}{' ' + name if name else ''}", action="resume", scope=scope, name=name)
 
@@ -110,6 +112,7 @@ def dnc_add(number: str, campaign: Optional[str] = typer.Option(None, "--campaig
 
     n, lst = _norm(number), _campaign_list(campaign)
     settings = Settings()
+    direct("dnc add")
 
     async def go(e):
         # Redis first: the enforcement point, even if PostgreSQL is down
@@ -139,6 +142,7 @@ def dnc_remove(number: str, campaign: Optional[str] = typer.Option(None, "--camp
     """Take a number off a list (its own flag and the imported list alike), then off the list at rest."""
     n, lst = _norm(number), _campaign_list(campaign)
     settings = Settings()
+    direct("dnc remove")
 
     async def go(e):
         changed = await e.dnc_remove(n, campaign)
@@ -178,6 +182,7 @@ def dnc_import(path: Path = typer.Argument(..., help="CSV: a number/phone column
     if not path.is_file():
         fail(f"{path}: no such file")
     lst = _campaign_list(campaign)
+    direct("dnc import")
     rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
     checkpoint = path.with_suffix(path.suffix + ".dnc-import")
     settings = Settings()
@@ -319,6 +324,7 @@ def dnc_export(list_: str = typer.Option(GLOBAL_LIST, "--list", help="'global' o
 @app.command()
 def optout(number: str):
     """Record that the person asked not to be called (permanent)."""
+    direct("optout")
     run(lambda e: e.opt_out(number))
     typer.echo(f"opted out {_norm(number)}")
 
@@ -326,6 +332,7 @@ def optout(number: str):
 @app.command()
 def complaint(number: str):
     """Record a complaint for the number (permanent block)."""
+    direct("complaint")
     run(lambda e: e.complaint(number))
     typer.echo(f"complaint recorded for {_norm(number)}")
 
@@ -333,6 +340,7 @@ def complaint(number: str):
 @app.command()
 def consent(number: str, revoke: bool = typer.Option(False, "--revoke")):
     """Record (or revoke) the person's consent to be called."""
+    direct("consent")
     run(lambda e: e.consent_revoke(number) if revoke else e.consent(number))
     typer.echo(f"consent {'revoked' if revoke else 'recorded'} for {_norm(number)}")
 
@@ -346,6 +354,7 @@ def cid_add(number: str,
             campaign: Optional[str] = typer.Option(None, "--campaign", help="add to this campaign's pool")):
     """Approve a caller ID (and put it in the global or a campaign's pool)."""
     n = _norm(number)
+    direct("callerid add")
     run(lambda e: e.approve_caller_id(n, pool=pool, campaign=campaign))
     where = f" in campaign {campaign}'s pool" if campaign else (" in the global pool" if pool else "")
     typer.echo(f"approved caller ID {n}{where}")
@@ -355,6 +364,7 @@ def cid_add(number: str,
 def cid_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign")):
     """Withdraw a caller ID (or take it out of one campaign's pool)."""
     n = _norm(number)
+    direct("callerid remove")
     run(lambda e: e.remove_caller_id(n, campaign))
     typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
 
@@ -430,6 +440,7 @@ def cid_health(as_json: bool = typer.Option(False, "--json"),
 def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
     n = _norm(number)
     t = time_arg(until, "--until")
+    direct("callerid cooldown")
     run(lambda e: e.cooldown_caller_id(n, t))
     typer.echo(f"caller ID {n} cooling down until {t.isoformat()}")
 

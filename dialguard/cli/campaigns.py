@@ -27,7 +27,7 @@ from typing import Optional
 import typer
 
 from dialguard.campaigns.disposition import parse_disposition
-from dialguard.cli.common import EXIT_UNAVAILABLE, fail, run, time_arg
+from dialguard.cli.common import EXIT_UNAVAILABLE, direct, fail, run, time_arg
 from dialguard.config import Settings
 
 PACING_HELP = "progressive (one line per ready agent), predictive (dial ahead), preview (agent accepts first)"
@@ -285,6 +285,7 @@ def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
             Policy.load(rules)
         except RulesError as exc:
             fail(str(exc))
+    direct("campaign approve")
     rec = _dialer_record(lambda st: st.set_approval(name, True, s, e_, rules))
     run(lambda e: e.set_campaign(name, True, s, e_, rules=rules))
     typer.echo(f"campaign {name} approved" + (f" from {s.isoformat()}" if s else "")
@@ -295,6 +296,7 @@ def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
 @camp.command("revoke")
 def revoke(name: str):
     """Withdraw approval: the engine denies at once; a running dialer campaign stops."""
+    direct("campaign revoke")
     run(lambda e: e.set_campaign(name, False))
     _dialer_record(lambda st: st.set_approval(name, False))
     typer.echo(f"campaign {name} not approved")
