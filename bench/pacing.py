@@ -40,6 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path.insert(0, str(REPO / "tests"))  # fakes.dialer_db: the dialer tables (db migrate)
 
 from sipp import SCENARIOS, Sipp, load_stack_env, stack_dir  # noqa: E402
 
@@ -72,7 +73,7 @@ def leads(n: int, answer: float, rng: random.Random) -> list[str]:
 
 async def run_mode(mode: str, a, stack_env: dict, numbers: list[str], workdir: Path) -> dict:
     from ari_app.dialer import Dialer, DialerConfig
-    from ari_app.testing import ensure_schema
+    from fakes.dialer_db import ensure_schema
     from dialguard.campaigns.leads import Lead
     from dialguard.campaigns.store import Store
     from dialguard.config import Settings

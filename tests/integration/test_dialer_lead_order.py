@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ari_app.testing import ensure_schema
+from fakes.dialer_db import ensure_schema
 from dialguard.campaigns.leads import Lead
 from dialguard.campaigns.store import CampaignError, Store
 
