@@ -138,7 +138,7 @@ async def test_report_cli_csv_and_xlsx(shipped, tmp_path):
 
     text = PdfReader(pdf).pages[0].extract_text()
     line = next(ln for ln in text.splitlines() if ln.startswith(CID1 + " "))
-    assert "dialguard report by caller_id" in text and line.split()[1:3] == [by[CID1]["attempts"], "3"]
+    assert "dialguard report by caller_id" in text and line.split()[1:3] == [by[CID1]["attempts"], by[CID1]["allowed"]]
     r = run("report", "--from", "2026-11-23", "--pdf", str(pdf), env_extra={"DIALGUARD_PDF_FONT": "/nonexistent.ttf"})
     assert r.returncode == 2 and "no CJK font" in r.stderr
     r = run("report", "--from", "2026-11-23", "--by", "campaign")
