@@ -53,7 +53,7 @@ import psycopg  # noqa: E402
 import redis  # noqa: E402
 
 from dialguard.audit import migrate, records  # noqa: E402
-from dialguard.audit.db import sql_dir  # noqa: E402
+from dialguard.audit.db import sql_dirs  # noqa: E402
 from dialguard.config import Settings  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -165,7 +165,7 @@ def run_variant(v: Variant, entries: list[dict], args, settings: Settings) -> di
     proc = None
     try:
         with psycopg.connect(dsn_admin, autocommit=True) as c:
-            migrate.migrate(c, sql_dir(), writers=[login])
+            migrate.migrate(c, sql_dirs(), writers=[login])
             if v.old_indexes:
                 for q in OLD_INDEXES:
                     c.execute(q)
@@ -260,7 +260,7 @@ def ceiling(entries: list[dict], args, settings: Settings) -> dict:
         c.execute(f'create database "{db}"')
     try:
         with psycopg.connect(psycopg.conninfo.make_conninfo(admin, dbname=db), autocommit=True) as c:
-            migrate.migrate(c, sql_dir())
+            migrate.migrate(c, sql_dirs())
             for t, cols in (("decisions", records.DECISION_COLS), ("outcomes", records.OUTCOME_COLS)):
                 c.execute(f"create unlogged table ceil_{t} as select {', '.join(cols)} from audit_{t} with no data")
             sids = [f"{T0_MS + k}-0" for k in range(len(entries))]

@@ -74,10 +74,14 @@ def require_schema(conn: psycopg.Connection) -> None:
                             "(with DIALGUARD_PG_ADMIN_DSN set to an admin DSN)")
 
 
-def sql_dir() -> Path:
-    """Migration files: DIALGUARD_SQL_DIR, else sql/ of this checkout, else the
-    copy an installed package carries (dialguard/sql)."""
+def sql_dirs() -> tuple[Path, ...]:
+    """Migration folders, one per component that owns tables: the audit's (sql/ of
+    this checkout, or the copy an installed package carries, dialguard/sql) and the
+    campaign dialer's (dialguard/campaigns/sql). One runner applies them all in
+    version order (the numbers are unique across folders). DIALGUARD_SQL_DIR
+    (folders separated by ':') replaces them."""
     if _env("DIALGUARD_SQL_DIR", ""):
-        return Path(_env("DIALGUARD_SQL_DIR", ""))
+        return tuple(Path(p) for p in _env("DIALGUARD_SQL_DIR", "").split(os.pathsep) if p)
     checkout = Path(__file__).resolve().parents[2] / "sql"
-    return checkout if checkout.is_dir() else Path(__file__).resolve().parents[1] / "sql"
+    audit = checkout if checkout.is_dir() else Path(__file__).resolve().parents[1] / "sql"
+    return audit, Path(__file__).resolve().parents[1] / "campaigns" / "sql"

@@ -1,6 +1,9 @@
 """`dialguard db migrate`: numbered SQL files, applied once, never edited afterwards.
 
-Files in sql/ are named NNN_name.sql and applied in version order, each in its
+Each component that owns tables keeps its migrations beside it (the audit's in
+sql/, the campaign dialer's in dialguard/campaigns/sql/: audit.db.sql_dirs());
+files are named NNN_name.sql, versions unique across the folders, and applied
+in version order by this one runner, each in its
 own transaction, as the NOLOGIN role dialguard_admin (so every object belongs
 to it, not to a login). dialguard_migrations records version, name, SHA-256 and
 who applied it; a file whose content changed after it was applied, or an
@@ -86,18 +89,21 @@ def checksum(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def discover(directory: Path) -> list[Migration]:
-    if not directory.is_dir():
-        raise MigrationError(f"{directory}: no migrations folder (set DIALGUARD_SQL_DIR)")
+def discover(directories: Path | Iterable[Path]) -> list[Migration]:
+    """The migrations of one folder or of several (one per component), by version."""
+    dirs = [directories] if isinstance(directories, Path) else list(directories)
     found: dict[int, Migration] = {}
-    for p in sorted(directory.glob("*.sql")):
-        m = FILE_RE.match(p.name)
-        if not m:
-            raise MigrationError(f"{p}: migration files are named NNN_name.sql")
-        v = int(m.group(1))
-        if v in found:
-            raise MigrationError(f"{p.name} and {found[v].filename}: two migrations with version {v}")
-        found[v] = Migration(v, m.group(2), p, checksum(p))
+    for directory in dirs:
+        if not directory.is_dir():
+            raise MigrationError(f"{directory}: no migrations folder (set DIALGUARD_SQL_DIR)")
+        for p in sorted(directory.glob("*.sql")):
+            m = FILE_RE.match(p.name)
+            if not m:
+                raise MigrationError(f"{p}: migration files are named NNN_name.sql")
+            v = int(m.group(1))
+            if v in found:
+                raise MigrationError(f"{p.name} and {found[v].filename}: two migrations with version {v}")
+            found[v] = Migration(v, m.group(2), p, checksum(p))
     return [found[v] for v in sorted(found)]
 
 
@@ -123,7 +129,7 @@ def compare(migrations: Iterable[Migration], applied: Iterable[Applied]) -> Stat
     return st
 
 
-def status(conn: psycopg.Connection, directory: Path) -> Status:
+def status(conn: psycopg.Connection, directory: Path | Iterable[Path]) -> Status:
     return compare(discover(directory), read_applied(conn))
 
 
@@ -195,7 +201,7 @@ def grant_member(conn: psycopg.Connection, group: str, login: str) -> bool:
         return True
 
 
-def migrate(conn: psycopg.Connection, directory: Path, *, writers: Iterable[str] = (),
+def migrate(conn: psycopg.Connection, directory: Path | Iterable[Path], *, writers: Iterable[str] = (),
             readers: Iterable[str] = (), say: Callable[[str], None] = lambda s: None) -> list[Migration]:
     """Apply pending migrations (each in its own transaction); returns those applied.
 
@@ -252,7 +258,7 @@ def _applied_or_none(conn: psycopg.Connection) -> list[Applied]:
 
 
 def seal_plaintext_leads(conn: psycopg.Connection, say: Callable[[str], None] = lambda s: None) -> int:
-    """Leads written before sql/090 still hold their number in clear: hash and
+    """Leads written before dialguard/campaigns/sql/090 still hold their number in clear: hash and
     seal them (keys from the environment or secrets file: SQL has none), clear
     `number`, validate the constraint that keeps it clear, and rewrite the
     table (VACUUM FULL) so no dead row version keeps the plaintext. Returns how

@@ -1,4 +1,4 @@
-"""Campaigns, leads and dialer calls in PostgreSQL (sql/050_dialer_campaigns.sql).
+"""Campaigns, leads and dialer calls in PostgreSQL (dialguard/campaigns/sql/050_dialer_campaigns.sql).
 
 The dialer is the only writer of calls; every state change is one short
 transaction, so a dialer restarted at any point resumes from what is here.
@@ -51,10 +51,10 @@ class Campaign:
     optout_key: str
     dialer: str | None = None  # the dialer (Stasis app) it is assigned to; None: any
     abandon_media: str | None = None  # its abandon message (Asterisk media URI); None: the dialer's default
-    pacing_mode: str = "progressive"  # ari_app/pacing_modes.py (sql/130)
+    pacing_mode: str = "progressive"  # ari_app/pacing_modes.py (dialguard/campaigns/sql/130)
     wrap_up_s: int = 0  # an agent's wrap-up after each call of this campaign
     retry_rules: str = ""  # per outcome delay and maximum (dialguard/campaigns/retry.py)
-    amd: bool = False  # answering-machine detection before bridging (sql/131)
+    amd: bool = False  # answering-machine detection before bridging (dialguard/campaigns/sql/131)
     amd_action: str = "hangup"  # a machine: hangup, or message (amd_media) then hangup
     amd_media: str | None = None
 
@@ -109,7 +109,7 @@ def lead_number_hash(secret: bytes, e164: str) -> str:
 
 
 class Store:
-    """Leads keep no plaintext number (sql/090): number_hash dedups, number_enc
+    """Leads keep no plaintext number (dialguard/campaigns/sql/090): number_hash dedups, number_enc
     is sealed; every row read back carries `number` opened again for the dialer."""
 
     def __init__(self, pool: AsyncConnectionPool, secret: bytes | None = None, sealer=None):
@@ -154,19 +154,19 @@ class Store:
                 " where table_name = 'dialer_campaigns' and column_name = 'amd_action') as m")).fetchone()
         if r["t"] is None:
             raise SchemaMissing("the dialer tables are missing: run `dialguard db migrate` "
-                                "(sql/050_dialer_campaigns.sql)")
+                                "(dialguard/campaigns/sql/050_dialer_campaigns.sql)")
         if not r["d"]:
             raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
-                                "(sql/060_dialer_deadlines.sql)")
+                                "(dialguard/campaigns/sql/060_dialer_deadlines.sql)")
         if not r["s"]:
             raise SchemaMissing("the dialer's leads still hold plaintext numbers: run `dialguard db migrate` "
-                                "(sql/090_dialer_leads_sealed.sql seals them)")
+                                "(dialguard/campaigns/sql/090_dialer_leads_sealed.sql seals them)")
         if not r["p"]:
             raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
-                                "(sql/130_dialer_pacing.sql)")
+                                "(dialguard/campaigns/sql/130_dialer_pacing.sql)")
         if not r["m"]:
             raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
-                                "(sql/131_dialer_amd.sql)")
+                                "(dialguard/campaigns/sql/131_dialer_amd.sql)")
 
     def _opened(self, row: dict | None) -> dict | None:
         if row is not None:
@@ -178,7 +178,7 @@ class Store:
         return row
 
     def _sealed(self, fields: dict) -> dict:
-        """A call's caller ID goes to caller_id_enc, sealed (sql/090)."""
+        """A call's caller ID goes to caller_id_enc, sealed (dialguard/campaigns/sql/090)."""
         if "caller_id" in fields:
             cid = fields.pop("caller_id")
             fields["caller_id_enc"] = self.sealer.seal(cid) if cid else None
@@ -298,12 +298,15 @@ class Store:
         (None: no owned callback is taken); `owned_only` (preview): only those."""
         if limit <= 0:
             return []
+        # UPDATE ... RETURNING keeps no order: the taken rows are sorted again.
         return await self._all(
-            "update dialer_leads l set state = 'dialing', updated_at = now() from ("
+            "with taken as (update dialer_leads l set state = 'dialing', updated_at = now() from ("
             "  select id from dialer_leads where campaign = %s and state = 'pending' and next_eligible_at <= %s"
             "  and (owner_agent is null and not %s or owner_agent = any(%s))"
             "  order by priority desc, next_eligible_at, id limit %s for update skip locked) d"
-            " where l.id = d.id returning l.*", (campaign, now, owned_only, list(ready_agents or []), limit))
+            " where l.id = d.id returning l.*)"
+            " select * from taken order by priority desc, next_eligible_at, id",
+            (campaign, now, owned_only, list(ready_agents or []), limit))
 
     async def set_lead(self, lead_id: int, *, priority: int | None = None, owner_agent: str | None = None,
                        callback_at: datetime | None = None, clear_owner: bool = False) -> dict | None:

@@ -78,7 +78,7 @@ def db_migrate(
     set, else DIALGUARD_PG_DSN.
     """
     from dialguard.audit import migrate as m
-    from dialguard.audit.db import admin_dsn, dsn_user, service_dsn, sql_dir
+    from dialguard.audit.db import admin_dsn, dsn_user, service_dsn, sql_dirs
 
     settings = Settings()
     dsn = admin_dsn(settings)
@@ -91,7 +91,7 @@ def db_migrate(
             if svc != me:
                 writers = [svc]
         try:
-            done = m.migrate(conn, directory or sql_dir(), writers=writers, readers=reader,
+            done = m.migrate(conn, directory or sql_dirs(), writers=writers, readers=reader,
                              say=lambda s: out.print(s, highlight=False))
         except m.MigrationError as exc:
             fail(str(exc))
@@ -104,12 +104,12 @@ def db_status(directory: Optional[Path] = typer.Option(None, "--dir"),
               as_json: bool = typer.Option(False, "--json")):
     """Applied, pending and changed migrations."""
     from dialguard.audit import migrate as m
-    from dialguard.audit.db import admin_dsn, sql_dir
+    from dialguard.audit.db import admin_dsn, sql_dirs
 
     with _pg(admin_dsn()) as conn:
         conn.autocommit = True
         try:
-            st = m.status(conn, directory or sql_dir())
+            st = m.status(conn, directory or sql_dirs())
         except m.MigrationError as exc:
             fail(str(exc))
     if as_json:

@@ -98,12 +98,12 @@ def audit_db(cluster):
     import psycopg
 
     from dialguard.audit import migrate
-    from dialguard.audit.db import sql_dir
+    from dialguard.audit.db import sql_dirs
 
     if not cluster.running():  # a test of the module may have stopped it
         cluster.start()
     name = f"dga_{uuid.uuid4().hex[:8]}"
     cluster.create_db(name)
     with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        migrate.migrate(conn, sql_dir(), writers=["dg_service"])
+        migrate.migrate(conn, sql_dirs(), writers=["dg_service"])
     return cluster.dsn(name, "dg_service")

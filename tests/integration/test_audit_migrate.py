@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from dialguard.audit import migrate as m
-from dialguard.audit.db import sql_dir
+from dialguard.audit.db import sql_dirs
 from fakes.pg import PgCluster
 
 AUDIT_TABLES = ("audit_decisions", "audit_outcomes", "audit_events", "audit_overrides", "audit_admin_actions",
@@ -41,13 +41,20 @@ def db(cluster):
     return name
 
 
+def copy_migrations(d):
+    """Every component's migrations in one folder (the runner takes one or several)."""
+    d.mkdir()
+    for f in (f for src in sql_dirs() for f in src.glob("*.sql")):
+        shutil.copy(f, d / f.name)
+
+
 def migrate_as_admin(cluster, db, directory=None, **kw):
     with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
-        return m.migrate(conn, directory or sql_dir(), writers=[SERVICE], readers=[READER], **kw)
+        return m.migrate(conn, directory or sql_dirs(), writers=[SERVICE], readers=[READER], **kw)
 
 
 def test_empty_then_migrated_database(cluster, db):
-    files = m.discover(sql_dir())
+    files = m.discover(sql_dirs())
     done = migrate_as_admin(cluster, db)
     assert [x.version for x in done] == [x.version for x in files]
     assert 10 in [x.version for x in done]
@@ -62,12 +69,12 @@ def test_empty_then_migrated_database(cluster, db):
     assert cluster.sql("select count(*) from dialguard_migrations", db)[0][0] == len(files)
     # the service login may run it too once nothing is pending (no privilege needed)
     with psycopg.connect(cluster.dsn(db, SERVICE), autocommit=True) as conn:
-        assert m.migrate(conn, sql_dir()) == []
+        assert m.migrate(conn, sql_dirs()) == []
 
 
 def test_changed_applied_migration_is_refused(cluster, db, tmp_path):
     d = tmp_path / "sql"
-    shutil.copytree(sql_dir(), d)
+    copy_migrations(d)
     migrate_as_admin(cluster, db, d)
     (d / "010_audit.sql").write_text((d / "010_audit.sql").read_text() + "\n-- edited afterwards\n")
     (d / "900_new.sql").write_text("create table later_table (x int);\n")
@@ -84,7 +91,7 @@ def test_changed_applied_migration_is_refused(cluster, db, tmp_path):
 
 def test_failed_migration_applies_nothing_of_itself(cluster, db, tmp_path):
     d = tmp_path / "sql"
-    shutil.copytree(sql_dir(), d)
+    copy_migrations(d)
     (d / "901_broken.sql").write_text("create table half_done (x int);\nselect no_such_function();\n")
     with pytest.raises(m.MigrationError, match="901_broken.sql"):
         migrate_as_admin(cluster, db, d)
@@ -98,7 +105,7 @@ def test_unprivileged_login_cannot_migrate_an_empty_database(cluster):
     cluster.create_db(name, owner="dg_nobody")
     with psycopg.connect(cluster.dsn(name, "dg_nobody"), autocommit=True) as conn:
         with pytest.raises(m.MigrationError, match="DIALGUARD_PG_ADMIN_DSN"):
-            m.migrate(conn, sql_dir())
+            m.migrate(conn, sql_dirs())
     assert cluster.sql("select to_regclass('audit_decisions')", name)[0][0] is None
 
 
@@ -146,11 +153,31 @@ def test_trigger_refuses_update_and_delete_even_for_the_owner(cluster, db):
         assert conn.execute("select count(*) from audit_campaigns").fetchone()[0] == 0
 
 
+def test_each_component_owns_its_migrations_one_runner_applies_them():
+    """The dialer's tables come from dialguard/campaigns/sql, the audit's from sql/;
+    one runner, one version order across both; a version used twice is refused."""
+    audit, dialer = sql_dirs()
+    assert dialer.parts[-3:] == ("dialguard", "campaigns", "sql")
+    assert {f.name for f in dialer.glob("*.sql")} >= {"050_dialer_campaigns.sql", "090_dialer_leads_sealed.sql"}
+    assert not [f for f in audit.glob("*.sql") if "dialer" in f.name]
+    versions = [x.version for x in m.discover(sql_dirs())]
+    assert versions == sorted(versions) and {10, 50, 90} <= set(versions)
+
+
+def test_a_version_in_two_component_folders_is_refused(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "500_x.sql").write_text("select 1;\n")
+    (b / "500_y.sql").write_text("select 1;\n")
+    with pytest.raises(m.MigrationError, match="two migrations with version 500"):
+        m.discover([a, b])
+
+
 def test_rules_shadow_migration_over_a_database_migrated_before_it(cluster, db, tmp_path):
     """030 (rules versions, shadow columns) applied to a database that already has
     the later files too: rows kept, new columns NULL, the new table append-only."""
     d = tmp_path / "sql"
-    shutil.copytree(sql_dir(), d)
+    copy_migrations(d)
     (d / "030_rules_shadow.sql").unlink()
     migrate_as_admin(cluster, db, d)
     cluster.sql("""insert into audit_decisions (decision_id, stream_id, decided_at, recorded_at, allowed,
@@ -201,7 +228,7 @@ def test_090_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
 
     old = tmp_path / "sql"
     old.mkdir()
-    for f in sql_dir().glob("*.sql"):
+    for f in (f for d in sql_dirs() for f in d.glob("*.sql")):
         if int(f.name.split("_")[0]) < 90:
             shutil.copy(f, old / f.name)
     migrate_as_admin(cluster, db, old)

@@ -18,7 +18,7 @@ import pytest
 
 from dialguard.audit import migrate as m
 from dialguard.audit import report as rp
-from dialguard.audit.db import sql_dir
+from dialguard.audit.db import sql_dirs
 from dialguard.audit.shipper import Shipper
 from fakes.pg import PgCluster
 from dialguard.decision.models import DecisionRequest, Outcome
@@ -38,7 +38,7 @@ async def shipped(cluster, make_engine):
     name = f"dgp_{uuid.uuid4().hex[:8]}"
     cluster.create_db(name)
     with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=[SERVICE])
+        m.migrate(conn, sql_dirs(), writers=[SERVICE])
     dsn = cluster.dsn(name, SERVICE)
     e = await make_engine("cn-default")
     for c in ("c1", "c2"):
@@ -189,7 +189,7 @@ def shadow_shipped(cluster, settings):
     name = f"dgsh_{uuid.uuid4().hex[:8]}"
     cluster.create_db(name)
     with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=[SERVICE])
+        m.migrate(conn, sql_dirs(), writers=[SERVICE])
     dsn = cluster.dsn(name, SERVICE)
     prefix = f"dgtest:{uuid.uuid4().hex[:10]}"
     keys = Keys(prefix, settings.hash_secret)

@@ -220,12 +220,12 @@ async def test_unreadable_entries_are_kept_raw_and_acknowledged(engine, audit_db
 def second_db(cluster) -> str:
     """Another migrated database in the module's cluster (service DSN)."""
     from dialguard.audit import migrate
-    from dialguard.audit.db import sql_dir
+    from dialguard.audit.db import sql_dirs
 
     name = f"dgb_{uuid.uuid4().hex[:8]}"
     cluster.create_db(name)
     with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        migrate.migrate(conn, sql_dir(), writers=[SERVICE])
+        migrate.migrate(conn, sql_dirs(), writers=[SERVICE])
     return cluster.dsn(name, SERVICE)
 
 

@@ -29,7 +29,7 @@ def cli(*args, env=None):
 
 def leads(dsn, campaign):
     """The campaign's leads with their numbers opened: at rest there is only the
-    keyed hash and the sealed number (sql/090), never the plaintext."""
+    keyed hash and the sealed number (dialguard/campaigns/sql/090), never the plaintext."""
     from dialguard.campaigns.store import lead_number_hash
     from dialguard.config import Settings
     from dialguard.crypto import Sealer

@@ -33,11 +33,11 @@ def admin_db(cluster):
     """A migrated database of the module's own cluster: `dnc add` keeps dnc_entries
     there, not in the stack's shared database."""
     from dialguard.audit import migrate as m
-    from dialguard.audit.db import sql_dir
+    from dialguard.audit.db import sql_dirs
 
     cluster.create_db("dgadmin")
     with psycopg.connect(cluster.dsn("dgadmin"), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=["dg_service"])
+        m.migrate(conn, sql_dirs(), writers=["dg_service"])
     return cluster.dsn("dgadmin", "dg_service")
 
 

@@ -21,7 +21,7 @@ import pytest
 import redis as syncredis
 
 from dialguard.audit import migrate as m
-from dialguard.audit.db import sql_dir
+from dialguard.audit.db import sql_dirs
 from fakes.pg import free_port
 from dialguard.config import Settings
 from dialguard.dnc import REC_BYTES, DncDb, DncStore, import_csv, list_name
@@ -37,7 +37,7 @@ def dnc_db(cluster):
     """A migrated database of the module's own PostgreSQL cluster; the service login's DSN."""
     cluster.create_db("dgdnc")
     with psycopg.connect(cluster.dsn("dgdnc"), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=[SERVICE])
+        m.migrate(conn, sql_dirs(), writers=[SERVICE])
     return cluster.dsn("dgdnc", SERVICE)
 
 

@@ -40,11 +40,11 @@ def test_the_guide_has_commands_in_every_chapter():
 @pytest.fixture(scope="module")
 def guide_db(cluster):
     from dialguard.audit import migrate as m
-    from dialguard.audit.db import sql_dir
+    from dialguard.audit.db import sql_dirs
 
     cluster.create_db("dgdoczh")
     with psycopg.connect(cluster.dsn("dgdoczh"), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=["dg_service"])
+        m.migrate(conn, sql_dirs(), writers=["dg_service"])
     return cluster.dsn("dgdoczh", "dg_service")
 
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from dialguard import users as u
 from dialguard.audit import migrate as m
 from dialguard.audit import report as rp
-from dialguard.audit.db import sql_dir
+from dialguard.audit.db import sql_dirs
 from dialguard.audit.shipper import Shipper
 from dialguard.decision.models import DecisionRequest, Outcome
 from dialguard.rules_store import RulesStore, bundle_sources
@@ -52,7 +52,7 @@ async def console(cluster, make_engine, settings):
     name = f"dgw_{uuid.uuid4().hex[:8]}"
     cluster.create_db(name)
     with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
-        m.migrate(conn, sql_dir(), writers=[SERVICE])
+        m.migrate(conn, sql_dirs(), writers=[SERVICE])
         people = {"viewer": f"v{uuid.uuid4().hex[:6]}", "supervisor": f"s{uuid.uuid4().hex[:6]}"}
         for role, n in people.items():
             u.add_user(conn, n, role, PW)

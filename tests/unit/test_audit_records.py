@@ -222,9 +222,9 @@ def test_bad_migration_folders(tmp_path, names, error):
 
 
 def test_shipped_migrations_are_well_formed():
-    from dialguard.audit.db import AUDIT_SCHEMA_VERSION, sql_dir
+    from dialguard.audit.db import AUDIT_SCHEMA_VERSION, sql_dirs
 
-    files = m.discover(sql_dir())
+    files = m.discover(sql_dirs())
     assert AUDIT_SCHEMA_VERSION in [f.version for f in files]
     for f in files:
         text = f.text.lower()
