@@ -16,7 +16,7 @@ import itertools
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from redis.exceptions import RedisError
@@ -28,6 +28,7 @@ from dialguard.config import Settings
 from dialguard.crypto import Sealer
 from dialguard.ids import new_id  # noqa: F401 - dialguard.engine.new_id for its users
 from dialguard.decision.keys import Keys
+from dialguard.location import NOWHERE, Place, number_states, resolve
 from dialguard.decision.models import (
     PERMANENT, Decision, DecisionRequest, Outcome, decision_of, sort_reasons, utcnow,
 )
@@ -104,6 +105,26 @@ def _jopt(v) -> str:
 def _est_json(est) -> str:
     """The audit record's "est" field (calendars estimated), or nothing."""
     return f'"est":{_encode(sorted(est))},' if est else ""
+
+
+def _loc_json(req: DecisionRequest, secret: bytes) -> str:
+    """The audit record's location and party fields, or nothing: the stated
+    region and postal code as given, the party as a keyed hash (like numbers)."""
+    if req.region is None and req.postal_code is None and req.party is None:
+        return ""
+    out = ""
+    if req.region is not None:
+        out += f'"region":{_esc(req.region)},'
+    if req.postal_code is not None:
+        out += f'"postal":{_esc(req.postal_code)},'
+    if req.party is not None:
+        out += f'"party":{_esc(party_tag(secret, req.party))},'
+    return out
+
+
+def party_tag(secret: bytes, party: str) -> str:
+    """The keyed hash a party is known by at rest (SPEC §7, as numbers)."""
+    return keyed_hash(secret, "party:" + party)
 
 
 def _allowed(res) -> bool:
@@ -351,6 +372,10 @@ class Engine:
 
     async def decide(self, req: DecisionRequest, now: datetime | None = None) -> Decision:
         t0 = time.perf_counter()
+        if req.postal_code is not None:
+            # Before the deadline: the first ZIP code decompresses the data set
+            # (location.warm_up at a service's start does it ahead).
+            resolve(req.region, req.postal_code)
         # One deadline for the whole decision, whatever the number of round trips.
         deadline = asyncio.get_running_loop().time() + self.timeout
         if now is None:
@@ -372,8 +397,16 @@ class Engine:
                 return self._unavailable(req, did, t0, f"rules unusable: {exc}", now)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+            if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs):
+                # Local work (a first look-up loads the geocoder's data for the
+                # number's prefix): not counted against the store's deadline.
+                t_loc = time.perf_counter()
+                ctx, cinfo, place = self._locate(req, ctx, info)
+                deadline += time.perf_counter() - t_loc
+            else:
+                cinfo, place = info, NOWHERE
             policy = ctx.policy
-            plan, why = self._plan(req, ctx, info, did, now)
+            plan, why = self._plan(req, ctx, cinfo, did, now, place)
             acked = None
             try:
                 if self.fast is not None and self.settings.redis_wait_replicas:
@@ -440,7 +473,7 @@ class Engine:
         if lifted:
             explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
         if verdict == "deny":
-            next_at = self._next_eligible(policy, all_reasons, plan, details, info, now, ctx.cals)
+            next_at = self._next_eligible(policy, all_reasons, plan, details, cinfo, now, ctx.cals)
             explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
@@ -458,11 +491,34 @@ class Engine:
         metrics.observe(decision)
         return decision
 
-    def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime):
+    def _locate(self, req: DecisionRequest, ctx: _Context, info: NumberInfo):
+        """Where the callee may be (SPEC §2): the number's zones and states and
+        the stated location's, all of them. Returns the context with the rules
+        of those states (a `states` pack), the number's info with every zone
+        counted, and the stated place."""
+        place = resolve(req.region, req.postal_code)
+        policy = ctx.policy
+        if policy.state_packs:
+            states = number_states(info.e164) | place.states
+            derived = policy.for_states(states)
+            if derived is not policy:
+                ctx = replace(ctx, policy=derived)
+        if place.zones:
+            zones = tuple(sorted(set(info.timezones) | set(place.zones)))
+            if zones != info.timezones:
+                info = replace(info, timezones=zones)
+        return ctx, info, place
+
+    def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
+              place: Place = NOWHERE):
         """The decide.lua plan for one request (and the shadow rules' plan inside it)."""
         policy = ctx.policy
         reasons: list[str] = []
         why: dict[str, str] = {}
+        if place.problem and not place.zones and (policy.time_rules or policy.state_packs):
+            # A stated location that cannot be placed: its local time is unknown (fail closed).
+            reasons.append("unknown_timezone")
+            why["unknown_timezone"] = f"the stated location cannot be placed: {place.problem}"
         if not info.valid:
             reasons.append("invalid_number")
             why["invalid_number"] = f"{req.number!r}: {info.problem}"
@@ -497,6 +553,10 @@ class Engine:
                 "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
                 # calendars whose day was estimated (unknown year, unknown_year allow/weekdays)
                 **({"est": sorted(est)} if est else {}),
+                # the stated location and the party (hashed), when given
+                **({"region": req.region} if req.region is not None else {}),
+                **({"postal": req.postal_code} if req.postal_code is not None else {}),
+                **({"party": party_tag(self.settings.hash_secret, req.party)} if req.party is not None else {}),
                 "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
                 "cal": int(ctx.cver) if ctx.cver else None,
             })
@@ -573,7 +633,7 @@ class Engine:
                 f'"agent":{_esc(req.agent)},"subject":{_esc(sub) if sub is not None else "null"},'
                 f'"call_id":{_esc(call) if call is not None else "null"},"pre":{pre_json},'
                 f'"cid_req":{_esc(self.sealer.seal(cid)) if cid else "null"},'
-                f'{_est_json(est)}{tpl.tail}')
+                f'{_est_json(est)}{_loc_json(req, self.settings.hash_secret)}{tpl.tail}')
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
                               cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
@@ -642,6 +702,9 @@ class Engine:
             "ne": self.sealer.seal(info.e164) if info.e164 else None,
             "campaign": req.campaign, "agent": req.agent, "subject": req.subject, "call_id": req.call_id,
             "pre": [], "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
+            **({"region": req.region} if req.region is not None else {}),
+            **({"postal": req.postal_code} if req.postal_code is not None else {}),
+            **({"party": party_tag(self.settings.hash_secret, req.party)} if req.party is not None else {}),
             "rules": self.active_policy.name, "rv": self.active_policy.version_hash, "node": self.settings.node,
             "unrecorded": why,
         })

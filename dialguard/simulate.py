@@ -20,6 +20,7 @@ from dialguard.calendars import CalendarStore, Calendars, load_yaml
 from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.decision.models import OUTCOME_RESULTS, DecisionRequest, Outcome
+from dialguard.location import parse_postal_code, parse_region
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy, RulesError
 
@@ -40,6 +41,19 @@ class AttemptEv(_M):
     agent: str = "agent"
     caller_id: str | None = None
     subject: str | None = None
+    region: str | None = None  # ISO 3166-2 of where the callee lives (SPEC §2)
+    postal_code: str | None = None
+    party: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v):
+        return parse_region(v)
+
+    @field_validator("postal_code")
+    @classmethod
+    def _postal(cls, v):
+        return parse_postal_code(v)
 
 
 class OutcomeEv(_M):
@@ -189,7 +203,8 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
                 call_id = f"sim-{i}"
                 d = await engine.decide(DecisionRequest(number=a.number, campaign=a.campaign, agent=a.agent,
                                                         caller_id=a.caller_id, subject=a.subject,
-                                                        call_id=call_id), now=ev.at)
+                                                        call_id=call_id, region=a.region,
+                                                        postal_code=a.postal_code, party=a.party), now=ev.at)
                 e164 = d.number or a.number
                 if d.allowed:
                     last_call[(e164, a.subject)] = call_id

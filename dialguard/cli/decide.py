@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 
 from dialguard.cli.common import EXIT_DENIED, EXIT_UNAVAILABLE, fail, out, redis_unreachable
 from dialguard.config import Settings
@@ -41,6 +42,9 @@ def check(
     agent: str = typer.Option(..., "--agent", "-a"),
     caller_id: Optional[str] = typer.Option(None, "--caller-id"),
     subject: Optional[str] = typer.Option(None, "--subject"),
+    region: Optional[str] = typer.Option(None, "--region", help="Where the callee lives, ISO 3166-2 (US-FL)"),
+    postal_code: Optional[str] = typer.Option(None, "--postal-code", help="The callee's postal code (US ZIP)"),
+    party: Optional[str] = typer.Option(None, "--party", help="Opaque id of the person behind the number"),
     at: Optional[str] = typer.Option(None, "--at", help="ISO 8601 time with offset (default: now)"),
     rules: Optional[str] = typer.Option(None, "--rules", help="Packs or files, comma-separated"),
     as_json: bool = typer.Option(False, "--json"),
@@ -61,12 +65,17 @@ def check(
     except RulesError as exc:
         fail(str(exc))
 
+    try:
+        req = DecisionRequest(number=number, campaign=campaign, agent=agent, caller_id=caller_id,
+                              subject=subject, region=region, postal_code=postal_code, party=party)
+    except ValidationError as exc:
+        fail("; ".join(f"--{'-'.join(str(e['loc'][0]).split('_'))}: {e['msg']}" for e in exc.errors()))
+
     async def run():
         # --rules names the rules to decide with; otherwise the published version applies
         engine = await Engine.create(settings, policy, versioned=rules is None)
         try:
-            return await engine.decide(DecisionRequest(number=number, campaign=campaign, agent=agent,
-                                                       caller_id=caller_id, subject=subject), now=now)
+            return await engine.decide(req, now=now)
         finally:
             await engine.close()
 

@@ -96,7 +96,9 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
             number=numbers(rnd), campaign=rnd.choice(ODD), agent=rnd.choice(ODD + ["a1", "a2"]),
             caller_id=rnd.choice([None, None, "+8613800138000", "+12025550100", "bad"]),
             subject=rnd.choice([None, None, "debt-17", 'sub"j']),
-            call_id=rnd.choice([None, "1712.33", "ch{1}", 'c"id', "c\x00id"]))
+            call_id=rnd.choice([None, "1712.33", "ch{1}", 'c"id', "c\x00id"]),
+            region=rnd.choice([None, None, "US-FL", "CN-GD"]), postal_code=rnd.choice([None, None, "33101"]),
+            party=rnd.choice([None, None, "acct-9", 'p"1']))
         now = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rnd.randrange(366 * 86400))
         info = parse_number(req.number, eng.default_region)
         did = new_id()
