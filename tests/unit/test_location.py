@@ -112,3 +112,21 @@ def test_states_pack_unplaced_none_and_bad_entries():
         load_pack_text("pack: p\nstates: {FL: no-such-pack}\n", "t")
     with pytest.raises(RulesError, match="two-letter"):
         load_pack_text("pack: p\nstates: {Florida: us-fl-ftsa}\n", "t")
+
+
+def test_area_code_table_is_the_pinned_geocoders():
+    """location._NPA_TABLE (area code -> states) equals what phonenumbers'
+    geocoder data says, so a phonenumbers upgrade that moves an area code fails here."""
+    from collections import defaultdict
+
+    from phonenumbers.geodata import GEOCODE_DATA
+
+    got = defaultdict(set)
+    for prefix, texts in GEOCODE_DATA.items():
+        text = texts.get("en") if len(prefix) >= 4 and prefix.startswith("1") else None
+        if not text:
+            continue
+        state = L._STATE_NAMES.get(text) or (text.rsplit(", ", 1)[-1] if ", " in text else "")
+        if state in L.US_STATE_ZONES:
+            got[prefix[1:4]].add(state)
+    assert {a: ",".join(sorted(s)) for a, s in got.items()} == L._NPA_TABLE
