@@ -88,6 +88,8 @@ class _Context:
     sver: str
     cver: str = ""  # the calendar version evaluated with ("": none imported)
     cals: Calendars = NO_CALENDARS
+    # kill switches by jurisdiction (`pause --region`): (region, from ms, until ms or None, why)
+    region_pauses: tuple = ()
 
 
 STALE_RETRIES = 2  # a rules or calendar switch during a decision: reload and decide again
@@ -125,6 +127,33 @@ def _loc_json(req: DecisionRequest, secret: bytes) -> str:
 def party_tag(secret: bytes, party: str) -> str:
     """The keyed hash a party is known by at rest (SPEC §7, as numbers)."""
     return keyed_hash(secret, "party:" + party)
+
+
+def _region_pauses(raw: dict) -> tuple:
+    """The `pause --region` hash as (region, from ms, until ms or None, why); an
+    unreadable entry pauses its region with no end (fail closed)."""
+    out = []
+    for k, v in (raw or {}).items():
+        region = k.decode() if isinstance(k, bytes) else k
+        try:
+            j = json.loads(v)
+            out.append((region, int(j.get("from") or 0), int(j["until"]) if j.get("until") else None,
+                        str(j.get("why") or "")))
+        except (ValueError, TypeError, AttributeError):
+            log.error("region pause %s: unreadable record; the region stays paused", region)
+            out.append((region, 0, None, "unreadable pause record"))
+    return tuple(sorted(out))
+
+
+def region_pause_hit(pauses: tuple, regions: set[str], now_ms: int) -> str | None:
+    """Why a call is paused by a region kill switch in effect at now_ms, or None.
+    `regions`: every jurisdiction the callee may be in (ISO 3166-2 states, the
+    stated region and the countries, ISO 3166-1)."""
+    for region, start, until, why in pauses:
+        if region in regions and start <= now_ms and (until is None or now_ms < until):
+            end = f" until {from_ms(until).isoformat()}" if until else ""
+            return f"calls into {region} are paused{end}" + (f": {why}" if why else "")
+    return None
 
 
 def _allowed(res) -> bool:
@@ -239,8 +268,10 @@ class Engine:
             pipe.hget(self.keys.calendars, "active")
             if self.versioned:
                 pipe.hmget(self.keys.rules, "active", "shadow")
+            pipe.hgetall(self.keys.pause_regions)
             res = await pipe.execute()
         rules, gpool, cpool, cver = res[:4]
+        region_pauses = _region_pauses(res[-1])
         cver = cver.decode() if cver else ""
         cals = await self._calendars(cver) if cver else NO_CALENDARS
         rver, sver = ((v.decode() if v else "") for v in res[4]) if self.versioned else ("", "")
@@ -269,7 +300,8 @@ class Engine:
                 continue
             if e164 not in pool:
                 pool.append(e164)
-        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals)
+        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals,
+                       region_pauses)
         self._ctx_cache[campaign] = ctx
         return ctx
 
@@ -397,7 +429,8 @@ class Engine:
                 return self._unavailable(req, did, t0, f"rules unusable: {exc}", now)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
-            if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs):
+            if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs
+                               or ctx.region_pauses):
                 # Local work (a first look-up loads the geocoder's data for the
                 # number's prefix): not counted against the store's deadline.
                 t_loc = time.perf_counter()
@@ -515,6 +548,13 @@ class Engine:
         policy = ctx.policy
         reasons: list[str] = []
         why: dict[str, str] = {}
+        if ctx.region_pauses and info.valid:
+            regions = {f"US-{st}" for st in number_states(info.e164) | place.states}
+            regions.update(r for r in (req.region, place.country, info.region) if r)
+            hit = region_pause_hit(ctx.region_pauses, regions, ms(now))
+            if hit:
+                reasons.append("paused")
+                why["paused"] = hit
         if place.problem and not place.zones and (policy.time_rules or policy.state_packs):
             # A stated location that cannot be placed: its local time is unknown (fail closed).
             reasons.append("unknown_timezone")
@@ -892,6 +932,47 @@ class Engine:
             self._admin(pipe, "resume", f, why, actor=actor)
             res = await pipe.execute()
         return bool(res[0])
+
+    async def pause_region(self, region: str, start: datetime | None = None, until: datetime | None = None,
+                           why: str = "", actor: str | None = None) -> None:
+        """Kill switch by jurisdiction (a governor's emergency declaration): calls
+        whose callee may be in `region` (ISO 3166-2 such as US-LA, or a country)
+        are denied `paused` from `start` (default: at once) until `until` (default:
+        no end; `resume_region` lifts it). Every node follows within CONTEXT_TTL."""
+        from dialguard.location import parse_region
+
+        region = parse_region(region)
+        if region is None:
+            raise ValueError("a region is needed (ISO 3166-2, e.g. US-LA)")
+        at = int(time.time() * 1000)
+        start_ms = ms(start) if start else 0  # no start: in effect from now on, whatever a decision's time
+        until_ms = ms(until) if until else None
+        if until_ms is not None and until_ms <= (start_ms or at):
+            raise ValueError("the pause ends before it starts")
+        rec = {"from": start_ms, "until": until_ms, "why": why, "since": at}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.pause_regions, region, _encode(rec))
+            self._admin(pipe, "pause_region", region, why, at=at, actor=actor, **{"from": start_ms,
+                                                                                   "until": until_ms})
+            await pipe.execute()
+        self._ctx_cache.clear()
+
+    async def resume_region(self, region: str, why: str = "", actor: str | None = None) -> bool:
+        from dialguard.location import parse_region
+
+        region = parse_region(region)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.pause_regions, region)
+            self._admin(pipe, "resume_region", region, why, actor=actor)
+            res = await pipe.execute()
+        self._ctx_cache.clear()
+        return bool(res[0])
+
+    async def paused_regions(self) -> list[dict]:
+        """Region kill switches: region, from, until (None: no end), why."""
+        raw = await self.redis.hgetall(self.keys.pause_regions)
+        return [{"region": r, "from": from_ms(a) if a else None, "until": from_ms(u) if u else None, "why": w}
+                for r, a, u, w in _region_pauses(raw)]
 
     async def paused(self) -> dict[str, datetime]:
         """Kill switches in effect: field (all, camp:NAME, cid:TAG) -> since."""

@@ -134,6 +134,11 @@ class Keys:
     def pause(self) -> str:
         return self.g("pause")
 
+    @property
+    def pause_regions(self) -> str:
+        """Kill switches by jurisdiction: region (ISO 3166-2 or -1) -> JSON window."""
+        return self.g("pause:region")
+
     def campaign(self, campaign: str) -> str:
         return self.g("camp:" + short_hash(campaign))
 
