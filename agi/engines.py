@@ -27,10 +27,7 @@ class EngineUnavailable(RuntimeError):
 async def default_factory():
     from dialguard.config import Settings
     from dialguard.engine import Engine
-    from dialguard.location import warm_up
 
-    # The ZIP data set is decompressed once now, not in the first decision with a postal code.
-    await asyncio.to_thread(warm_up)
     return await Engine.create(Settings())
 
 

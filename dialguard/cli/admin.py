@@ -584,7 +584,7 @@ def _pause_region(region, start, until, why, campaign, caller_id, as_json) -> No
         fail("give --region alone (a region pause applies to every campaign)")
     if remote.token():
         fail("pause --region goes to the store directly; the console API has no region kill switch yet "
-              "(unset DIALGUARD_TOKEN to use the admin's store credentials)")
+             "(unset DIALGUARD_TOKEN to use the admin's store credentials)")
     try:
         code = parse_region(region)
     except LocationError as exc:
