@@ -120,12 +120,12 @@ def _loc_json(req: DecisionRequest, secret: bytes) -> str:
     if req.postal_code is not None:
         out += f'"postal":{_esc(req.postal_code)},'
     if req.party is not None:
-        out += f'"party":{_esc(party_tag(secret, req.party))},'
+        out += f'"party":{_esc(party_hash(secret, req.party))},'
     return out
 
 
-def party_tag(secret: bytes, party: str) -> str:
-    """The keyed hash a party is known by at rest (SPEC §7, as numbers)."""
+def party_hash(secret: bytes, party: str) -> str:
+    """The keyed hash a party is known by at rest (SPEC §7, as numbers; Keys.party_tag)."""
     return keyed_hash(secret, "party:" + party)
 
 
@@ -571,6 +571,11 @@ class Engine:
         candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
 
         pre = sort_reasons(reasons) if reasons else []
+        if req.party is not None and info.valid and policy.party_scoped:
+            # caps or quiet periods per person: the party's own keys (build_plan; the
+            # compiled templates know number scopes only)
+            return self._plan_built(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
+                                    est, party_tag=self.keys.party_tag(req.party)), why
         return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
                                    est if info.valid else ()), why
 
@@ -578,7 +583,8 @@ class Engine:
         return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
 
     def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
-                    number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=()):
+                    number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=(),
+                    party_tag: str | None = None):
         """The plan through build_plan: the reference of _plan_compiled
         (tests/unit/test_plan_template.py), shadow rules included."""
         policy = ctx.policy
@@ -596,13 +602,13 @@ class Engine:
                 # the stated location and the party (hashed), when given
                 **({"region": req.region} if req.region is not None else {}),
                 **({"postal": req.postal_code} if req.postal_code is not None else {}),
-                **({"party": party_tag(self.settings.hash_secret, req.party)} if req.party is not None else {}),
+                **({"party": party_hash(self.settings.hash_secret, req.party)} if req.party is not None else {}),
                 "rules": policy.name, "rv": policy.version_hash, "node": self.settings.node,
                 "cal": int(ctx.cver) if ctx.cver else None,
             })
         common = dict(keys=self.keys, info=info, number_tag=number_tag, campaign=req.campaign, agent=req.agent,
                       subject=req.subject, decision_id=did, now=now, candidates=candidates,
-                      check_caller_id=check_cid, site_timezone=self.settings.site_timezone)
+                      check_caller_id=check_cid, site_timezone=self.settings.site_timezone, party_tag=party_tag)
         plan = build_plan(
             policy=policy, call_id=req.call_id, pre_reasons=list(pre), audit_payload=payload,
             audit_max=self.settings.audit_backlog_max if self.audit else None,
@@ -744,7 +750,7 @@ class Engine:
             "pre": [], "cid_req": self.sealer.seal(req.caller_id) if req.caller_id else None,
             **({"region": req.region} if req.region is not None else {}),
             **({"postal": req.postal_code} if req.postal_code is not None else {}),
-            **({"party": party_tag(self.settings.hash_secret, req.party)} if req.party is not None else {}),
+            **({"party": party_hash(self.settings.hash_secret, req.party)} if req.party is not None else {}),
             "rules": self.active_policy.name, "rv": self.active_policy.version_hash, "node": self.settings.node,
             "unrecorded": why,
         })

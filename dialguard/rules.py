@@ -87,7 +87,9 @@ def _fmt_td(td: timedelta) -> str:
 
 class Cap(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    scope: Literal["number", "number_subject", "number_campaign"] = "number"
+    # party / party_subject: per person (the request's `party`, all their
+    # numbers); a request without a party falls back to number / number_subject.
+    scope: Literal["number", "number_subject", "number_campaign", "party", "party_subject"] = "number"
     max: int = Field(ge=0, le=1_000_000)
     window: Window
     uncounted_outcomes: tuple[Literal["busy", "failed", "no_answer", "voicemail"], ...] = ()
@@ -110,7 +112,7 @@ class Cap(_Model):
 class Quiet(_Model):
     """No call within a period after an event; days count the event's day as day 1."""
 
-    scope: Literal["number", "number_subject"] = "number"
+    scope: Literal["number", "number_subject", "party", "party_subject"] = "number"
     window: Window
 
     @model_validator(mode="after")
@@ -560,6 +562,13 @@ class Policy:
     @cached_property
     def _by_states(self) -> dict:
         return {}
+
+    @cached_property
+    def party_scoped(self) -> bool:
+        """A cap or quiet period scoped by party: a request with a party needs
+        its own keys (the engine builds such plans without the template)."""
+        return any(c.scope.startswith("party") for _, c in self.caps) or any(
+            q.scope.startswith("party") for q in self.quiet_after_conversation)
 
     @cached_property
     def name(self) -> str:

@@ -84,6 +84,32 @@ class Keys:
             return self.num(h, "cv:all")
         return self.num(h, "cv:s:" + short_hash(subject or ""))
 
+    # -- party (the person behind several numbers; h = party_tag) --------------
+    def party_tag(self, party: str) -> str:
+        return keyed_hash(self.secret, "party:" + party)
+
+    def party_prefix(self, h: str) -> str:
+        return f"{self.prefix}:{{p:{h}}}"
+
+    def scoped_attempts(self, number_tag: str, party_tag: str | None, scope: str, campaign: str | None = None,
+                        subject: str | None = None) -> str:
+        """The attempt log of a cap's scope; party scopes without a party are the number's."""
+        if scope in ("party", "party_subject"):
+            if party_tag:
+                pp = self.party_prefix(party_tag)
+                return pp + (":a:all" if scope == "party" else ":a:s:" + short_hash(subject or ""))
+            scope = "number" if scope == "party" else "number_subject"
+        return self.attempts(number_tag, scope, campaign, subject)
+
+    def scoped_conversations(self, number_tag: str, party_tag: str | None, scope: str,
+                             subject: str | None = None) -> str:
+        if scope in ("party", "party_subject"):
+            if party_tag:
+                pp = self.party_prefix(party_tag)
+                return pp + (":cv:all" if scope == "party" else ":cv:s:" + short_hash(subject or ""))
+            scope = "number" if scope == "party" else "number_subject"
+        return self.conversations(number_tag, scope, subject)
+
     def flags(self, h: str) -> str:
         return self.num(h, "f")
 

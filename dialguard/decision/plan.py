@@ -216,6 +216,7 @@ def build_plan(
     audit_max: int | None,
     share: Plan | None = None,
     request_fp: str | None = None,
+    party_tag: str | None = None,
 ) -> Plan:
     """`share`: another plan whose KEYS list this one extends (the shadow rules'
     plan rides inside the enforcing one's script call). `request_fp`: the
@@ -251,8 +252,19 @@ def build_plan(
     writes: list[str] = [all_key]
     callee = info.timezones
 
-    for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in st.caps:
-        base = all_key if scope == "number" else keys.attempts(number_tag, scope, campaign, subject)
+    def scoped(scope: str) -> list[tuple[str, str]]:
+        """(scope, the scope it is evaluated as): a party scope with a party is
+        evaluated on the party's log AND the number's (stricter; a later request
+        without the party still sees these attempts)."""
+        if party_tag and scope in ("party", "party_subject"):
+            return [(scope, scope), (scope, "number" if scope == "party" else "number_subject")]
+        return [(scope, scope)]
+
+    for pack_name, scope0, cmax, uncounted, label, rolling, rolling_ms, days in [
+            (c[0], s, *c[2:]) for c in st.caps for s in scoped(c[1])]:
+        scope = scope0[1]
+        base = all_key if scope == "number" else keys.scoped_attempts(number_tag, party_tag, scope, campaign,
+                                                                       subject)
         if base not in writes:
             writes.append(base)
         x = k(base + ":x")  # (index order as ever: the :x log, then the log)
@@ -282,8 +294,9 @@ def build_plan(
                        "r": "min_interval", "x": x})
 
     conv_keys: list[str] = []
-    for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
-        ck = keys.conversations(number_tag, scope, subject)
+    for pack_name, scope0, label, rolling, rolling_ms, days in [
+            (q[0], s, *q[2:]) for q in st.quiet for s in scoped(q[1])]:
+        ck = keys.scoped_conversations(number_tag, party_tag, scope0[1], subject)
         if ck not in conv_keys:
             conv_keys.append(ck)
         cid = f"k{len(pchecks)}"
@@ -349,8 +362,12 @@ def build_plan(
         b["call"] = k(keys.call(call_id))
         if request_fp:
             b["fp"] = request_fp
+        nk = f"{keys.prefix}:{{n:{number_tag}}}"
+        if party_tag and st.quiet and all(q[1].startswith("party") for q in st.quiet):
+            # other subjects of a conversation (outcome.lua: nk + ":cv:s:<tag>") are the party's
+            nk = keys.party_prefix(party_tag)
         b["rec"] = {
-            "nk": f"{keys.prefix}:{{n:{number_tag}}}",
+            "nk": nk,
             "ak": " ".join(writes[:-1] if st.agent else writes),
             "cv": " ".join(conv_keys),
             "ab": keys.num(number_tag, "ab") if st.ab else "",
@@ -520,6 +537,8 @@ def compile_plan(
         return _lit(p + ":{n:") + "{tag}" + _lit("}:" + suffix)
 
     def attempts(scope: str) -> str:
+        # party scopes without a party (a request with one is planned by build_plan)
+        scope = {"party": "number", "party_subject": "number_subject"}.get(scope, scope)
         if scope == "number":
             return num("a:all")
         if scope == "number_subject":
@@ -529,7 +548,7 @@ def compile_plan(
         raise ValueError(scope)
 
     def conversations(scope: str) -> str:
-        return num("cv:all") if scope == "number" else num("cv:s:") + "{sub}"
+        return num("cv:all") if scope in ("number", "party") else num("cv:s:") + "{sub}"
 
     lows: list[tuple[str, int, object]] = []
 
