@@ -519,7 +519,8 @@ class Lifecycle:
         # campaign, the dialplan too): retried in the background while Redis is down,
         # so this channel's events (its hangup) are not held up.
         await self._retry(lambda: self.store.release_lead(call.lead["id"], state="blocked", result="opted_out"))
-        t = asyncio.create_task(self._retry(lambda: self.engine.opt_out(call.lead["number"])))
+        t = asyncio.create_task(self._retry(
+            lambda: self.engine.opt_out(call.lead["number"], party=call.lead.get("party"))))
         self._background.add(t)
         t.add_done_callback(self._background.discard)
         await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))

@@ -429,6 +429,13 @@ class Engine:
                 return self._unavailable(req, did, t0, f"rules unusable: {exc}", now)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+            party_pre = None
+            if req.party is not None and info.valid:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        party_pre = await self._party_reasons(req)
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
             if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs
                                or ctx.region_pauses):
                 # Local work (a first look-up loads the geocoder's data for the
@@ -439,7 +446,7 @@ class Engine:
             else:
                 cinfo, place = info, NOWHERE
             policy = ctx.policy
-            plan, why = self._plan(req, ctx, cinfo, did, now, place)
+            plan, why = self._plan(req, ctx, cinfo, did, now, place, party_pre)
             acked = None
             try:
                 if self.fast is not None and self.settings.redis_wait_replicas:
@@ -543,11 +550,15 @@ class Engine:
         return ctx, info, place
 
     def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
-              place: Place = NOWHERE):
-        """The decide.lua plan for one request (and the shadow rules' plan inside it)."""
+              place: Place = NOWHERE, party_pre: tuple | None = None):
+        """The decide.lua plan for one request (and the shadow rules' plan inside it).
+        party_pre: (reasons, explanations) recorded for the request's party."""
         policy = ctx.policy
         reasons: list[str] = []
         why: dict[str, str] = {}
+        if party_pre:
+            reasons.extend(party_pre[0])
+            why.update(party_pre[1])
         if ctx.region_pauses and info.valid:
             regions = {f"US-{st}" for st in number_states(info.e164) | place.states}
             regions.update(r for r in (req.region, place.country, info.region) if r)
@@ -824,11 +835,50 @@ class Engine:
             self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
         return int(res[0]) == 1
 
-    async def opt_out(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("opt_out", number, "set", "optout", None, now)
+    async def _party_event(self, kind: str, party: str, field: str, now: datetime | None) -> bool:
+        """An opt-out or complaint of a person (SPEC §2 `party`): blocks every
+        number decided with that party. Audited as an event whose number_hash is
+        the party's keyed hash ("party": true in its record)."""
+        if not party:
+            raise ValueError("a party id is needed")
+        now = (now or await self.now()).astimezone(UTC)
+        ptag = self.keys.party_tag(party)
+        payload = json.dumps({"kind": kind, "n": ptag, "party": True, "at": ms(now), "campaign": None,
+                              "node": self.settings.node}, separators=(",", ":"))
+        pp = self.keys.party_prefix(ptag)
+        res = await scripts.EVENT(self.redis, [self.keys.party_flags(ptag), pp + ":dncc", self.keys.audit,
+                                               pp + ":lc"],
+                                  ["set", field, str(ms(now)), payload, new_id(), kind, "", str(ms(now)),
+                                   new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
+        return int(res[0]) == 1
 
-    async def complaint(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("complaint", number, "set", "complaint", None, now)
+    async def _party_reasons(self, req: DecisionRequest) -> tuple[list[str], dict[str, str]]:
+        """opted_out / complained recorded for the request's party (one read)."""
+        vals = await self.redis.hmget(self.keys.party_flags(self.keys.party_tag(req.party)), "optout", "complaint")
+        reasons, why = [], {}
+        if vals[0]:
+            reasons.append("opted_out")
+            why["opted_out"] = "the person (party) asked not to be called, at any of their numbers"
+        if vals[1]:
+            reasons.append("complained")
+            why["complained"] = "a complaint was recorded for the person (party), at any of their numbers"
+        return reasons, why
+
+    async def opt_out(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+        changed = False
+        if party:
+            changed = await self._party_event("opt_out", party, "optout", now)
+        if number:
+            changed = await self._event("opt_out", number, "set", "optout", None, now) or changed
+        return changed
+
+    async def complaint(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+        changed = False
+        if party:
+            changed = await self._party_event("complaint", party, "complaint", now)
+        if number:
+            changed = await self._event("complaint", number, "set", "complaint", None, now) or changed
+        return changed
 
     async def consent(self, number: str, now: datetime | None = None) -> bool:
         return await self._event("consent", number, "set", "consent", None, now)

@@ -66,8 +66,15 @@ class OutcomeEv(_M):
 
 
 class NumberEv(_M):
-    number: str
+    number: str | None = None
     campaign: str | None = None
+    party: str | None = None  # opt_out / complaint: the person, at all their numbers (SPEC §5)
+
+    @model_validator(mode="after")
+    def _who(self):
+        if not self.number and not self.party:
+            raise ValueError("give number, party or both")
+        return self
 
 
 class Event(_M):
@@ -94,6 +101,9 @@ class Event(_M):
         if len(kinds) != 1:
             raise ValueError("each event has `at` and exactly one of attempt, outcome, opt_out, "
                              "complaint, consent, dnc_add, dnc_remove")
+        ev = getattr(self, kinds[0])
+        if kinds[0] in ("consent", "dnc_add", "dnc_remove") and (ev.party is not None or not ev.number):
+            raise ValueError(f"{kinds[0]} needs a number and takes no party (opt_out and complaint take a party)")
         return self
 
     @property
@@ -230,9 +240,9 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
             else:
                 nev = getattr(ev, k)
                 if k == "opt_out":
-                    await engine.opt_out(nev.number, now=ev.at)
+                    await engine.opt_out(nev.number, now=ev.at, party=nev.party)
                 elif k == "complaint":
-                    await engine.complaint(nev.number, now=ev.at)
+                    await engine.complaint(nev.number, now=ev.at, party=nev.party)
                 elif k == "consent":
                     await engine.consent(nev.number, now=ev.at)
                 elif k == "dnc_add":

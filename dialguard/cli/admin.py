@@ -340,18 +340,26 @@ def dnc_export(list_: str = typer.Option(GLOBAL_LIST, "--list", help="'global' o
                                 "named as given to `dnc import --campaign`)", highlight=False)
 
 
-@app.command()
-def optout(number: str):
-    """Record that the person asked not to be called (permanent)."""
-    run(lambda e: e.opt_out(number))
-    typer.echo(f"opted out {_norm(number)}")
+party_opt = typer.Option(None, "--party", help="the person (party id): every number decided with it is blocked")
 
 
 @app.command()
-def complaint(number: str):
-    """Record a complaint for the number (permanent block)."""
-    run(lambda e: e.complaint(number))
-    typer.echo(f"complaint recorded for {_norm(number)}")
+def optout(number: Optional[str] = typer.Argument(None), party: Optional[str] = party_opt):
+    """Record that the person asked not to be called (permanent): the number, the party, or both."""
+    if not number and not party:
+        fail("give a number, --party, or both")
+    run(lambda e: e.opt_out(number, party=party))
+    typer.echo("opted out " + " and ".join(x for x in (number and _norm(number), party and "the party") if x))
+
+
+@app.command()
+def complaint(number: Optional[str] = typer.Argument(None), party: Optional[str] = party_opt):
+    """Record a complaint (permanent block): for the number, the party, or both."""
+    if not number and not party:
+        fail("give a number, --party, or both")
+    run(lambda e: e.complaint(number, party=party))
+    typer.echo("complaint recorded for " + " and ".join(
+        x for x in (number and _norm(number), party and "the party") if x))
 
 
 @app.command()

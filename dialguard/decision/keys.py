@@ -91,6 +91,10 @@ class Keys:
     def party_prefix(self, h: str) -> str:
         return f"{self.prefix}:{{p:{h}}}"
 
+    def party_flags(self, h: str) -> str:
+        """A party's opt-out / complaint (fields as the number flags'), set by event.lua."""
+        return self.party_prefix(h) + ":f"
+
     def scoped_attempts(self, number_tag: str, party_tag: str | None, scope: str, campaign: str | None = None,
                         subject: str | None = None) -> str:
         """The attempt log of a cap's scope; party scopes without a party are the number's."""

@@ -97,3 +97,26 @@ def test_pause_region_cli_and_status(redis_url):
             "until": "2026-08-03T00:00:00+00:00", "why": "hurricane emergency"} in js["paused"]
     assert cli("resume", "--region", "US-LA").returncode == 0
     assert "nothing is paused" in cli("status").stdout
+
+
+async def test_party_opt_out_and_complaint_from_the_cli(make_engine):
+    """`dialguard optout --party` / `complaint --party`: every number decided
+    with that party is refused; the party is never in Redis in clear."""
+    e = await make_engine("us-tcpa", skip_caller_id_without_pool=True)
+    await e.set_campaign("c1")
+    env = {**os.environ, "DIALGUARD_KEY_PREFIX": e.keys.prefix}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    assert cli("optout").returncode != 0
+    assert cli("optout", "--party", "acct-123").returncode == 0
+    assert cli("complaint", "--party", "acct-456").returncode == 0
+    a = await e.decide(req(NY_NUMBER, party="acct-123"), now=NOON)
+    b = await e.decide(req(LA_NUMBER, party="acct-456"), now=NOON)
+    c = await e.decide(req(LA_NUMBER, party="acct-789"), now=NOON)
+    assert (a.reasons, b.reasons, c.reasons) == (["opted_out"], ["complained"], [])
+    assert a.next_eligible_at is None
+    async for key in e.redis.scan_iter(match=f"{e.keys.prefix}:*"):
+        assert b"acct-" not in key
