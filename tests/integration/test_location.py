@@ -10,7 +10,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 
 UTC = timezone.utc
 # Monday 2026-03-02 12:00 Eastern: inside every US pack's hours

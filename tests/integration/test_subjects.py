@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from agi.engines import EngineProvider
 from agi.server import FastAGIServer
 from agi.testing import agi_call
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 
 UTC = timezone.utc
 HOST = "127.0.0.1"

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from dialguard import location as L
-from dialguard.models import DecisionRequest
+from dialguard.decision.models import DecisionRequest
 from dialguard.rules import Policy, RulesError, load_pack_text
 
 

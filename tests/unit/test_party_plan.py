@@ -4,9 +4,9 @@ checks and writes, with and without a party in the request."""
 from datetime import datetime, timezone
 
 from dialguard.config import Settings
-from dialguard.keys import Keys
+from dialguard.decision.keys import Keys
 from dialguard.numbers import parse_number
-from dialguard.plan import build_plan
+from dialguard.decision.plan import build_plan
 from dialguard.rules import Policy
 
 NOW = datetime(2026, 3, 2, 17, tzinfo=timezone.utc)
