@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from agi.engines import EngineProvider
 from agi.server import FastAGIServer
-from agi.testing import agi_call
+from agi.client import agi_call
 from dialguard.decision.models import DecisionRequest
 
 UTC = timezone.utc
