@@ -14,12 +14,14 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import quote
 
 from ari_app import metrics as m
 from ari_app.calls import Call, quiet
 from ari_app.client import AriError, AriUnavailable
 from ari_app.leases import BUSY_DEVICE_STATES, AgentLeases, Lease
+from ari_app.pacing_modes import AgentNow, agent_state
 
 log = logging.getLogger("ari_app.agents")
 
@@ -42,6 +44,8 @@ class Agent:
     device: str | None = None  # Asterisk device (e.g. PJSIP/agent1) watched for calls outside the dialer
     idle_since: float = 0.0  # monotonic: the agent idle longest is offered the next call
     leased: bool = False  # its Redis lease is ours (for `call`): kept alive by our heartbeat
+    busy_since: float = 0.0  # monotonic: when it took its current call
+    wrap_s: float = 0.0  # wrap-up after its last call (that call's campaign's wrap_up_s)
 
     @property
     def free(self) -> bool:
@@ -71,6 +75,8 @@ class AgentPool:
         self._last_view = self._last_beat = 0.0
         self._reaping: set[str] = set()
         self._rr = 0
+        self.admin: dict[str, str] = {}  # the CLI's word (dialer_agents); none: ready
+        self.wrap_of: Callable[[str], float] = lambda cid: 0.0  # a call's wrap-up (set by the dialer)
 
     def device_busy(self, a: Agent) -> bool:
         return a.device is not None and self.device_states.get(a.device) in BUSY_DEVICE_STATES
@@ -80,7 +86,24 @@ class AgentPool:
         read from Redis), and its device not in use (a call outside the dialer)."""
         if a.call is not None or self.lease_view is None or self.device_busy(a):
             return False
-        return self.lease_view.get(a.name) is None
+        return self.lease_view.get(a.name) is None and self.on_duty(a)
+
+    def on_duty(self, a: Agent) -> bool:
+        """Ready by the CLI's word and not in wrap-up."""
+        if self.admin.get(a.name, "ready") != "ready":
+            return False
+        return not (a.idle_since and time.monotonic() < a.idle_since + a.wrap_s)
+
+    def now_of(self, a: Agent, mono: float) -> AgentNow:
+        """The agent as pacing sees it (ari_app/pacing_modes.agent_state)."""
+        lease = None if self.lease_view is None else self.lease_view.get(a.name)
+        on_call = a.call is not None or self.lease_view is None or lease is not None
+        st = agent_state(self.admin.get(a.name, "ready"), on_call=on_call,
+                         device=self.device_states.get(a.device) if a.device else None,
+                         last_end=a.idle_since if a.idle_since else None, wrap_s=a.wrap_s, now=mono)
+        if st == "wrap_up":
+            return AgentNow(st, since=a.idle_since, until=a.idle_since + a.wrap_s)
+        return AgentNow(st, since=a.busy_since if st == "on_call" else 0.0)
 
     def free_count(self) -> int:
         return sum(1 for a in self.agents.values() if self.available(a))
@@ -171,7 +194,8 @@ class AgentPool:
         first, then the agent idle longest. Redis decides, not our view of it (read every
         `view_s`): agents the view shows leased are tried too, a few per round."""
         view = self.lease_view or {}
-        local = sorted((a for a in self.agents.values() if a.call is None and not self.device_busy(a)),
+        local = sorted((a for a in self.agents.values() if a.call is None and not self.device_busy(a)
+                        and self.on_duty(a) and (call.owner is None or a.name == call.owner)),
                        key=lambda a: (a.name != call.agent, a.idle_since))
         cands = [a for a in local if view.get(a.name) is None] + [a for a in local if view.get(a.name)][:3]
         leg = f"dga-{call.channel_id[4:]}"
@@ -189,6 +213,7 @@ class AgentPool:
                     continue
                 a.call = call.channel_id
                 a.leased = True
+                a.busy_since = time.monotonic()
                 if self.lease_view is not None:
                     self.lease_view[a.name] = Lease(self.owner, call.channel_id, leg, 0)
                 return a
@@ -228,9 +253,11 @@ class AgentPool:
                 self.lease_view[name] = None
 
     async def free_agent_of(self, cid: str) -> None:
-        """The call `cid` no longer needs its agent: free it here and in Redis."""
+        """The call `cid` no longer needs its agent: free it here and in Redis; its wrap-up
+        (the campaign's wrap_up_s, after a conversation) starts now."""
         for a in self.agents.values():
             if a.call == cid:
+                a.wrap_s = self.wrap_of(cid)
                 a.leased = False
                 a.call = None
                 a.channel = None

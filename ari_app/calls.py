@@ -57,6 +57,7 @@ class Call:
     lead: dict
     campaign: str
     agent: str | None = None  # the agent named in the decision
+    owner: str | None = None  # a callback (or accepted preview) owned by this agent: no other one
     state: str = "reserved"  # reserved, originated, answered, bridged, ended
     caller_id: str | None = None
     max_duration_s: int = 0
@@ -69,6 +70,8 @@ class Call:
     agent_channel: str | None = None
     bridged_agent: str | None = None
     abandoned: bool = False
+    amd: str | None = None  # AMD under way ("pending") or its AMDSTATUS
+    machine: bool = False  # AMD said MACHINE: never bridged, ends as `amd`
     opted_out: bool = False
     finalizing: bool = False
     resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)

@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ari_app import metrics as m
 from ari_app.agents import AgentPool
@@ -28,11 +28,17 @@ from ari_app.client import AriClient
 from ari_app.lifecycle import Lifecycle
 from ari_app.abandon import STOPPED, Limit, Verdict, assess, campaign_limits
 from ari_app.pacing import Pacer
+from ari_app.pacing_modes import Measured, lines_wanted
 from dialguard.campaigns.store import Campaign, CampaignLocks, Store
+from dialguard.decision.models import DecisionRequest
 from dialguard.outage import OutageLog
 from dialguard.timeutil import UTC
 
 log = logging.getLogger("ari_app.dialer")
+# Read-only eligibility says the callee's zone is closed: the lead waits for its window
+# without a decision (issue #18 item 7).
+ZONE_CLOSED = frozenset({"outside_hours", "holiday"})
+MEASURE_WINDOW = timedelta(hours=2)  # predictive pacing's measured figures: the latest calls in this
 
 
 @dataclass
@@ -53,6 +59,7 @@ class DialerConfig:
     bridge_timeout_s: float = 1.7
     abandon_media: str = "sound:all-circuits-busy-now"
     abandon_media_max_s: float = 30.0  # the abandon message is cut after this (normally: hangup at its end)
+    amd_media_max_s: float = 30.0  # a machine's message: hung up after this at the latest
     tick_s: float = 0.05
     site_timezone: str = "Asia/Shanghai"
     guard_retry_s: int = 30  # guard_unavailable: try the lead again after this
@@ -88,7 +95,7 @@ class Dialer:
         self.store = store
         # this process's lease owner id: a restarted dialer is a new owner
         self.owner = f"{config.name or config.app}/{uuid.uuid4().hex[:12]}"
-        self.stats = {"originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
+        self.stats = {"machines": 0, "skipped_closed": 0, "originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
                       "reported": 0, "reconciled_ended": 0, "originate_errors": 0, "agent_waits": 0,
                       "leases_recovered": 0, "leases_lost": 0}
         # Redis or PostgreSQL down: a line when it starts, one a minute, one when it ends
@@ -112,6 +119,11 @@ class Dialer:
         self.life = Lifecycle(config, engine, store, self.ari, self.pool, self.locks, stats=self.stats,
                               background=self._background, campaign_of=self.campaigns_get)
         self.ari.on_event = self.life.on_event
+        self.pool.wrap_of = self._wrap_of
+        self.measured: dict[str, Measured] = {}
+        self.abandon_targets: dict[str, float] = {}
+        self._last_measure = 0.0
+        self._eligibility = None
         self.ari.on_connect = self.life.reconcile
         self._stop = asyncio.Event()
         self._started = False
@@ -203,12 +215,20 @@ class Dialer:
             await self.life.adopt(taken)
         self.campaigns = {n: camps[n] for n in sorted(self.locks.campaigns) if n in camps}
         m.CAMPAIGNS_HELD.set(len(self.campaigns))
+        self.pool.admin = await self.store.agent_states()
+        if time.monotonic() - self._last_measure > 5:
+            self._last_measure = time.monotonic()
+            since = datetime.now(UTC) - MEASURE_WINDOW
+            for c in self.campaigns.values():
+                if c.pacing_mode == "predictive":
+                    self.measured[c.name] = Measured(**await self.store.pacing_stats(c.name, since))
         now = datetime.now(UTC)
         for c in self.campaigns.values():
             verdict = self.verdicts.get(c.name)
             if verdict is None or time.monotonic() - self._limits_at.get(c.name, 0.0) >= self.cfg.abandon_check_s:
                 verdict = await self._abandon_verdict(c, now)
             t = verdict.tightest or self._own_limit(c)
+            self.abandon_targets[c.name] = t.max_pct  # predictive aims at half the tightest limit
             self.pacer.update(c.name, calls_per_second=c.calls_per_second, dial_ratio=c.dial_ratio,
                               rate_pct=t.rate_pct, limit_pct=t.max_pct, state=verdict.state)
             m.ABANDON_RATE.labels(c.name).set(t.rate_pct / 100.0)
@@ -292,6 +312,7 @@ class Dialer:
     async def _tick(self) -> None:
         now = await self.engine.now()
         paused = await self.engine.paused()
+        mono = time.monotonic()
         for c in self.campaigns.values():
             if not c.may_dial(now):
                 continue
@@ -305,12 +326,68 @@ class Dialer:
                 m.HELD_BACK.labels(c.name).set(1 if why else 0)
             if why:
                 continue
+            pool = list(self.pool.agents.values())
+            agents = [self.pool.now_of(a, mono) for a in pool]
+            ready = [a.name for a, st in zip(pool, agents) if st.state == "ready"]
+            accepted = 0
+            if c.pacing_mode == "preview":
+                held = await self.store.held_previews(c.name, now)
+                accepted = sum(1 for a in ready if held.get(a))
+            lines = lines_wanted(c.pacing_mode, now=mono, agents=agents,
+                                 measured=self.measured.get(c.name, Measured()),
+                                 unbridged=sum(1 for x in self.calls.values() if x.unbridged),
+                                 max_ratio=c.dial_ratio, limit_ratio=self.pacer.ratios.get(c.name, c.dial_ratio),
+                                 wrap_s=c.wrap_up_s, accepted_previews=accepted,
+                                 abandon_target=self.abandon_targets.get(c.name, c.abandon_limit_pct) / 200.0)
+            if lines <= 0:
+                continue
+            # concurrency and rate on top of the mode's lines (each a ready agent's share)
             n = self.pacer.how_many(
                 c.name, max_concurrent=c.max_concurrent,
                 in_flight=sum(1 for x in self.calls.values() if x.campaign == c.name and x.state != "ended"),
-                free_agents=self.pool.free_count(), unbridged=sum(1 for x in self.calls.values() if x.unbridged))
+                free_agents=lines, unbridged=0, ratio=1.0)
             if n <= 0:
                 continue
-            for lead in await self.store.claim_due(c.name, n, now):
+            leads = await self.store.claim_due(c.name, n, now, ready_agents=ready,
+                                               owned_only=c.pacing_mode == "preview")
+            for lead in await self._skip_closed(c, leads, now):
                 self.pacer.take(c.name)
-                self.life.start(c, Call(f"dgc-{uuid.uuid4().hex}", lead, c.name, agent=self.pool.intended()))
+                owner = lead.get("owner_agent")
+                self.life.start(c, Call(f"dgc-{uuid.uuid4().hex}", lead, c.name,
+                                        agent=owner or self.pool.intended(), owner=owner))
+
+    def _wrap_of(self, cid: str) -> float:
+        """The wrap-up an agent gets after call `cid`: its campaign's, after a conversation."""
+        call = self.calls.get(cid)
+        camp = self.campaigns.get(call.campaign) if call else None
+        return float(camp.wrap_up_s) if camp and call.bridged_at is not None else 0.0
+
+    async def _skip_closed(self, c: Campaign, leads: list[dict], now: datetime) -> list[dict]:
+        """Leads whose callee zone is closed now (read-only eligibility: nothing reserved,
+        no decision recorded) go back to pending at the time the window opens."""
+        if not leads:
+            return leads
+        from dialguard.eligibility import Eligibility
+        from dialguard.engine import Engine
+
+        if self._eligibility is None:  # the same Redis, keys and rules; no audit (read-only)
+            e = self.engine
+            self._eligibility = Eligibility(Engine(e.redis, e.settings, e.policy, prefix=e.keys.prefix,
+                                                   skip_caller_id_without_pool=e.skip_caller_id_without_pool,
+                                                   audit=False, versioned=e.versioned))
+        try:
+            answers = await self._eligibility.check_many(
+                [DecisionRequest(number=x["number"], campaign=c.name, agent="dialer",
+                                 subject=x["subject"] or None) for x in leads], now)
+        except Exception as exc:  # noqa: BLE001 - no answer: the decision itself will say
+            log.info("eligibility not read (%s): leads decided as usual", exc)
+            return leads
+        keep = []
+        for lead, a in zip(leads, answers):
+            if a.decision == "deny" and a.next_eligible_at and set(a.reasons) <= ZONE_CLOSED:
+                self.stats["skipped_closed"] += 1
+                await self.store.release_lead(lead["id"], state="pending", next_at=a.next_eligible_at,
+                                              reasons=",".join(a.reasons))
+            else:
+                keep.append(lead)
+        return keep

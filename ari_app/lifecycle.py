@@ -28,6 +28,7 @@ from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call,
                            quiet, sip_of)
 from ari_app.client import AriError, AriUnavailable
 from dialguard.campaigns.disposition import parse_disposition
+from dialguard.campaigns.retry import next_try, parse_rules
 from dialguard.campaigns.store import Campaign, Store
 from dialguard.decision.models import DecisionRequest, Outcome
 from dialguard.timeutil import UTC
@@ -219,7 +220,8 @@ class Lifecycle:
             if (call.resumed and call.state == "bridged" and not call.lease_checked
                     and call.agent_channel in live):
                 await self.pool.adopt_lease(call)
-            if call.state == "answered" and call.agent_channel is None and not call.abandoned:
+            if (call.state == "answered" and call.agent_channel is None and not call.abandoned
+                    and call.amd != "pending" and not call.machine):
                 # answered while we were away and no agent leg: too late to bridge in 2 s
                 await self._abandon(call)
         for ach in list(self.agent_legs):
@@ -368,6 +370,8 @@ class Lifecycle:
             args = e.get("args") or []
             if args[:1] == ["customer"]:
                 await self._answered(ch)
+            elif args[:1] == ["amd"]:
+                await self._amd_done(ch, args[1] if len(args) > 1 else "", args[2] if len(args) > 2 else "")
             elif args[:1] == ["agent"]:
                 await self._agent_answered(ch, args[1] if len(args) > 1 else "")
         elif kind == "ChannelDestroyed":
@@ -377,7 +381,8 @@ class Lifecycle:
                 await self._agent_gone(ch)
         elif kind == "PlaybackFinished" and (e.get("playback") or {}).get("id", "").startswith("dgp-"):
             call = self.calls.get("dgc-" + e["playback"]["id"][4:])
-            if call is not None and call.abandoned and not call.finalizing:  # the abandon message is over
+            # the abandon message, or a machine's, is over
+            if call is not None and (call.abandoned or call.machine) and not call.finalizing:
                 await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
         elif kind == "ChannelDtmfReceived" and ch in self.calls:
             await self._dtmf(self.calls[ch], e.get("digit"))
@@ -408,9 +413,53 @@ class Lifecycle:
             self._arm_deadline(call)
         # the deadline is stored so that a restarted dialer still cuts the call in time
         await self.store.update_call(ch, state="answered", answered_at=answered, hangup_deadline=call.deadline)
+        camp = self.campaign_of(call.campaign)
+        if camp is not None and camp.amd and call.amd is None:
+            call.amd = "pending"
+            try:
+                # leaving Stasis for the dialplan: keep this channel's events (its hangup)
+                await self.ari.post(f"applications/{self.cfg.app}/subscription", eventSource=f"channel:{ch}")
+                await self.ari.post(f"channels/{ch}/variable", variable="DIALGUARD_STASIS_APP", value=self.cfg.app)
+                await self.ari.post(f"channels/{ch}/continue", context="dialguard-amd", extension="s", priority=1)
+                return
+            except (AriError, AriUnavailable) as exc:  # no detection: treated as a person
+                log.warning("call %s: AMD not started (%s): offered to an agent", ch, exc)
+                call.amd = "NOTSTARTED"
+        self._offer(call)
+
+    def _offer(self, call: Call) -> None:
+        """The customer is a person (or AMD is off): an agent within the bridge timeout."""
         call.tasks.append(asyncio.create_task(self._bridge_deadline(call)))
         # a task of its own: waiting for an agent must not hold up this channel's events
         call.tasks.append(asyncio.create_task(self._connect_agent(call)))
+
+    async def _amd_done(self, ch: str, status: str, cause: str) -> None:
+        """Back from AMD() in the dialplan. A machine is never bridged: hung up, or the
+        campaign's message played first. Anything else (HUMAN, NOTSURE) is offered to an
+        agent, the bridge timeout counted from now (the end of the greeting)."""
+        call = self.calls.get(ch)
+        if call is None or call.finalizing:
+            await quiet(self.ari.delete(f"channels/{ch}"))
+            return
+        call.amd = status or "NOTSURE"
+        await self.store.update_call(ch, amd_status=call.amd, amd_cause=cause[:64] or None)
+        if call.amd != "MACHINE":
+            call.answered_at = time.monotonic()
+            self._offer(call)
+            return
+        call.machine = True
+        self.stats["machines"] += 1
+        camp = self.campaign_of(call.campaign)
+        log.info("call %s: answering machine (%s)", ch, cause)
+        if camp is not None and camp.amd_action == "message" and camp.amd_media:
+            await quiet(self.ari.post(f"channels/{ch}/play/dgp-{ch[4:]}", media=camp.amd_media))
+
+            async def hang_later():  # PlaybackFinished hangs up; this bounds a stuck playback
+                await asyncio.sleep(self.cfg.amd_media_max_s)
+                await quiet(self.ari.delete(f"channels/{ch}", reason="normal"))
+            call.tasks.append(asyncio.create_task(hang_later()))
+            return
+        await quiet(self.ari.delete(f"channels/{ch}", reason="normal"))
 
     async def _connect_agent(self, call: Call) -> None:
         """Lease a free agent, waiting for one until the bridge deadline leaves too
@@ -591,6 +640,8 @@ class Lifecycle:
             end_mono = time.monotonic() - max(0.0, (datetime.now(UTC) - ended_at).total_seconds())
             talk_s = max(0, int(end_mono - call.bridged_at))
             result = "conversation"
+        elif call.machine:
+            result = "amd"
         elif call.abandoned:
             result = "abandoned"
         elif call.answered_at is not None and call.resumed:
@@ -654,10 +705,14 @@ class Lifecycle:
             await self.store.release_lead(lead["id"], state="pending" if follow else "done",
                                           next_at=lead["follow_up_at"] if follow else None, result=result)
             return
-        if result == "conversation" or lead["attempts"] >= camp.max_attempts:
+        rules = parse_rules(camp.retry_rules)
+        same = await self.store.results_of_lead(lead["id"], result) if result in rules else 0
+        nxt = next_try(rules, result, with_result=same, attempts=lead["attempts"],
+                       max_attempts=camp.max_attempts, retry_after_s=camp.retry_after_s,
+                       now=await self.engine.now())
+        if nxt is None:
             await self.store.release_lead(lead["id"], state="done", result=result)
         else:
-            nxt = await self.engine.now() + timedelta(seconds=camp.retry_after_s)
             await self.store.release_lead(lead["id"], state="pending", next_at=nxt, result=result)
 
     async def _retry(self, fn, cap: float = 10.0) -> None:

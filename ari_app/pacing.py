@@ -102,12 +102,14 @@ class Pacer:
             b.set_rate(calls_per_second)
 
     def how_many(self, name: str, *, max_concurrent: int, in_flight: int, free_agents: int,
-                 unbridged: int) -> int:
+                 unbridged: int, ratio: float | None = None) -> int:
+        """`ratio`: lines per free agent; default the campaign's effective ratio (the
+        dialer passes the pacing mode's lines as `free_agents` with ratio 1)."""
         if self.ratios.get(name, 1.0) <= 0:  # stopped by an abandon limit
             return 0
         return calls_to_start(max_concurrent=max_concurrent, in_flight=in_flight,
                               tokens=self.buckets[name].available(), free_agents=free_agents,
-                              unbridged=unbridged, ratio=self.ratios.get(name, 1.0))
+                              unbridged=unbridged, ratio=self.ratios.get(name, 1.0) if ratio is None else ratio)
 
     def take(self, name: str) -> None:
         self.buckets[name].take()

@@ -19,8 +19,10 @@ from dialguard.store import Store, _encode, _region_pauses, from_ms, ms
 class AdminStore(Store):
     async def set_campaign(self, campaign: str, approved: bool = True,
                            start: datetime | None = None, end: datetime | None = None,
-                           rules: str | None = None, why: str = "") -> None:
-        """Approve (or not) a campaign, its dates and optionally its own rule packs."""
+                           rules: str | None = None, why: str = "", actor: str | None = None,
+                           **record) -> None:
+        """Approve (or not) a campaign, its dates and optionally its own rule packs.
+        actor: the authenticated identity; record: more for the audit (the request, its requester)."""
         if rules:
             Policy.load(rules)  # refuse unusable rules before they reach the store
         key = self.keys.campaign(campaign)
@@ -32,7 +34,8 @@ class AdminStore(Store):
                 "rules": rules or "",
             })
             self._admin(pipe, "campaign_approve" if approved else "campaign_revoke", campaign, why,
-                        start=ms(start) if start else None, end=ms(end) if end else None, rules=rules or None)
+                        start=ms(start) if start else None, end=ms(end) if end else None, rules=rules or None,
+                        actor=actor, **record)
             await pipe.execute()
         self._forget(campaign)
 
@@ -139,11 +142,14 @@ class AdminStore(Store):
     # -- overrides (SPEC §2) ----------------------------------------------------------
     async def override_grant(self, number: str, *, why: str, approver: str, expires: datetime,
                              campaign: str | None = None, lifts: list[str] | None = None,
-                             now: datetime | None = None) -> str:
+                             now: datetime | None = None, actor: str | None = None,
+                             requested_by: str | None = None, request_id: int | None = None) -> str:
         """A one-time exception for a number: its next decision denied only for
         counter or hours reasons (or those in `lifts`) is allowed, and the grant is
         used up. Never lifts dnc, opted_out, complained, invalid_number (nor
-        kill switches, approvals, consent). Returns the grant id."""
+        kill switches, approvals, consent). Returns the grant id.
+        approver/requested_by: the authenticated identities of the four eyes
+        (dialguard/approvals.py); actor: who wrote it (default: the approver)."""
         from dialguard.decision.models import LIFTABLE
         from dialguard.numbers import NumberError
 
@@ -164,10 +170,11 @@ class AdminStore(Store):
         tag = self.keys.number_tag(info.e164)
         key = self.keys.override(tag)
         gid = "ov-" + new_id()
-        from dialguard.ids import actor
+        from dialguard.ids import actor as os_actor
 
         rec = {"op": "grant", "n": tag, "ne": self.sealer.seal(info.e164), "campaign": campaign,
-               "lifted": lifts or sorted(LIFTABLE), "by": approver, "approver": approver, "actor": actor(),
+               "lifted": lifts or sorted(LIFTABLE), "by": approver, "approver": approver,
+               "actor": actor or os_actor(), "requested_by": requested_by, "request": request_id,
                "why": why, "at": int(time.time() * 1000), "expires": ms(expires), "node": self.settings.node}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)  # one grant per number: a new one replaces the old

@@ -34,12 +34,13 @@ ACTIONS: dict[str, Action] = {
     # kill switch: supervisor or above, instantly (issue 15, point 4)
     "pause": Action("supervisor", "kill switch: pause all outbound, a campaign or a caller ID", True),
     "resume": Action("supervisor", "lift a kill switch", True),
-    # designed, not yet in the console
-    "override_request": Action("supervisor", "request a one-time override for a number", False),
-    "override_approve": Action("compliance", "approve another user's override request (four eyes)", False),
+    # four eyes (dialguard/approvals.py): the approver is never the requester; the rest of the
+    # list: in the console/API where True, else designed (the CLI does them in break-glass)
+    "override_request": Action("supervisor", "request a one-time override for a number", True),
+    "override_approve": Action("compliance", "approve another user's override request (four eyes)", True),
     "override_revoke": Action("supervisor", "revoke an override grant", False),
-    "campaign_request": Action("supervisor", "request approval of a campaign (purpose, scope, caps, hours)", False),
-    "campaign_approve": Action("compliance", "approve or revoke a campaign", False),
+    "campaign_request": Action("supervisor", "request approval of a campaign (purpose, scope, caps, hours)", True),
+    "campaign_approve": Action("compliance", "approve or revoke a campaign", True),
     "rules_apply": Action("compliance", "apply rules (active or shadow)", True),
     "calendar_publish": Action("compliance", "import or activate a calendar version", True),
     "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", True),

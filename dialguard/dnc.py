@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
+from redis.exceptions import NoScriptError
+
 from dialguard.decision.scripts import DNC
 
 BUCKET_BITS = 16
@@ -127,7 +129,8 @@ class DncStore:
                         res = await pipe.execute()
                     break
                 except Exception as exc:  # NOSCRIPT after a restart: load and redo (idempotent)
-                    if "NOSCRIPT" not in str(exc) or attempt == 2:
+                    # redis-py raises NoScriptError with the pipeline's own message (no "NOSCRIPT")
+                    if not (isinstance(exc, NoScriptError) or "NOSCRIPT" in str(exc)) or attempt == 2:
                         raise
                     await DNC.load(self.redis)
             changed += sum(int(x) for x in res)

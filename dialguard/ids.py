@@ -12,9 +12,25 @@ def new_id() -> str:
     return f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
 
 
+BREAK_GLASS = False  # set by dialguard.breakglass.require (the CLI's --break-glass, allowed by the host)
+
+
+def os_user() -> str:
+    """The user of this process's uid, from the OS (not USER or DIALGUARD_ACTOR, which anyone may
+    type); when root runs it through sudo, the sudo user is noted beside it."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid{uid}"
+    if uid == 0 and os.environ.get("SUDO_USER"):
+        name += f"(sudo:{os.environ['SUDO_USER']})"
+    return name
+
+
 def actor() -> str:
-    """Who runs an admin command: the sudo user when there is one."""
-    for var in ("DIALGUARD_ACTOR", "SUDO_USER", "USER", "LOGNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    return f"uid:{os.getuid()}"
+    """Who runs an admin command without an authenticated identity: `break-glass:<OS user>`
+    in break-glass (the CLI), else `os:<OS user>` (a process of the guard host itself)."""
+    return ("break-glass:" if BREAK_GLASS else "os:") + os_user()

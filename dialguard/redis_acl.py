@@ -7,6 +7,8 @@ it sends and only the keys under the installation's prefix (DIALGUARD_KEY_PREFIX
     dialer   the campaign dialer: the guard's commands plus its agent leases
     shipper  audit-ship: the audit stream (consumer group reads, XACK, XAUTOCLAIM, trimming)
     admin    the `dialguard` CLI: rules, DNC imports, counters rebuild; still no server administration
+    web      `dialguard web`: the reads of the console and of the eligibility API, and the writes of
+             the admin actions it performs (kill switch, an approved override or campaign)
 
 Redis has no per-script permission: a user that may run EVALSHA may load a
 script of its own, and every command a script calls is checked against the
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 
-ROLES = ("guard", "dialer", "shipper", "admin")
+ROLES = ("guard", "dialer", "shipper", "admin", "web")
 
 # Every connection: handshake (redis-py sends HELLO/CLIENT SETINFO), PING, TIME, and ROLE:
 # a client behind Sentinel checks that the node it reached is the primary (redisclient.py).
@@ -47,10 +49,24 @@ _SHIPPER = ("+get +hget +hgetall +exists "
 # for the console's DNC imports (the console runs as the dialer until it has a role of its own).
 _DIALER = _GUARD + " +hsetnx +pexpireat +expire +watch +unwatch +multi +exec +discard +incrby"
 
+# The console and the API (dialguard/web): decide.lua in read-only mode (eligibility) and the
+# reads around it, the caller-ID health report; writes only what its admin actions write,
+# each with its audit record in one MULTI: the kill switch (HSET/HDEL), an approved override
+# (DEL, HSET, PEXPIRE) or campaign (DEL, HSET), a rules or calendar version (rules.lua,
+# calendars.lua: HSET, HDEL, HINCRBY of the version number), a DNC import (dnc.lua: SET of
+# a bucket, INCRBY of the count), XADD to the audit; SET for the
+# health settings the engine publishes. Not the guard's counters' writes (ZADD, SADD, LPUSH...).
+_WEB = ("+evalsha +eval +script|load +script|exists "
+        "+get +mget +exists +pttl +hget +hmget +hgetall +hvals +hkeys +hexists +hlen "
+        "+sismember +smembers +scard +zrange +zrangebyscore +zcount +zscore +zcard +zmscore +lrange +llen "
+        "+xlen +xinfo|groups +xinfo|stream "
+        "+multi +exec +discard +hset +hdel +hincrby +del +pexpire +xadd +set "
+        "+incrby")  # dnc.lua (a DNC CSV imported from the console: the list's count)
+
 # The operator's tools: everything on the prefix but the server's own administration.
 _ADMIN = "+@all -@dangerous +info +scan +script|flush +client|list +client|kill +acl|log +acl|whoami"
 
-_CMDS = {"guard": _GUARD, "dialer": _DIALER, "shipper": _SHIPPER, "admin": _ADMIN}
+_CMDS = {"guard": _GUARD, "dialer": _DIALER, "shipper": _SHIPPER, "admin": _ADMIN, "web": _WEB}
 
 
 def username(role: str) -> str:

@@ -100,12 +100,12 @@ def parse_token(token: str) -> tuple[str, str] | None:
 # Each change writes its audit_user_changes row in the same transaction.
 
 def cli_actor() -> str:
-    """The identity of `dialguard user` (break-glass on the database host): the OS user,
-    the one behind sudo if any; never DIALGUARD_ACTOR, which anyone may type."""
-    import getpass
-    import os
+    """The identity of `dialguard user` (break-glass on the database host): the OS user of the
+    process's uid (dialguard.ids.os_user: not USER nor DIALGUARD_ACTOR, which anyone may type;
+    the user behind sudo noted when root runs it)."""
+    from dialguard.ids import os_user
 
-    return "cli:" + (os.environ.get("SUDO_USER") or getpass.getuser())
+    return "cli:" + os_user()
 
 
 def _audit(conn, actor: str, action: str, name: str, role: str | None = None, token_id: str | None = None,

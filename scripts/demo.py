@@ -133,9 +133,29 @@ DEMO_BASE_RULES = "cn-default"  # what the demo's server runs, published as its 
 CANDIDATE = f"cn-default,{(PACKS / 'demo-one-attempt.yaml').relative_to(REPO_ROOT)}"
 OPS = "demo-ops"  # a campaign without packs of its own: the published rules versions decide its calls
 ACT3_CLOCK = timedelta(minutes=1)  # act 3's clock: a minute after wave 1-2's, the same Saturday
-ADMIN_ENV = {"DIALGUARD_KEY_PREFIX": DEMO_PREFIX, "DIALGUARD_ACTOR": "ops-demo",
+ADMIN_ENV = {"DIALGUARD_KEY_PREFIX": DEMO_PREFIX,
              # the CLI's rich console, indented by the demo: its lines fit the terminal, or 160 columns
              "COLUMNS": str(max(100, shutil.get_terminal_size((166, 25)).columns - 6))}
+
+
+def _break_glass_host() -> None:
+    """The demo's admin writes the store directly, as the operator of the dev stack's guard host
+    in break-glass (dialguard/breakglass.py): a copy of the stack's secrets file that allows it
+    (generated state, in .stack/), and --break-glass's variable. Audited as break-glass:<OS user>."""
+    from dialguard.config import secrets_file
+
+    src = secrets_file()
+    if not src:
+        return
+    dst = REPO_ROOT / ".stack" / "demo-break-glass.env"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(Path(src).read_text() + "\nDIALGUARD_BREAK_GLASS_ALLOWED=1\n")
+    ADMIN_ENV.update({"DIALGUARD_SECRETS_FILE": str(dst), "DIALGUARD_BREAK_GLASS": "1"})
+
+
+_break_glass_host()
 
 
 @dataclass
@@ -572,7 +592,7 @@ def act3(engine3: Engine, t0: datetime, t3: datetime, ports: dict[str, int], wor
           f"the stack's is {STACK_PREFIX}),")
     print(f"  campaign {OPS} (no packs of its own: the published rules decide), clock Sat 2026-10-10 "
           f"{t3:%H:%M:%S} Shanghai;")
-    print(f"  the admin's commands run with DIALGUARD_KEY_PREFIX={DEMO_PREFIX} DIALGUARD_ACTOR=ops-demo")
+    print(f"  the admin's commands run with DIALGUARD_KEY_PREFIX={DEMO_PREFIX}, in break-glass")
 
     print()
     print("(1) publish the rules the guard runs, so there is a version to roll back to")

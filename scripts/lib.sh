@@ -58,7 +58,7 @@ SPOOL_DIR=${DIALGUARD_SPOOL_DIR:-$STACK_DIR/spool}
 # Generated secrets (scripts/stack-up.sh runs `dialguard init` into it).
 SECRETS_DIR=$STACK_DIR/secrets
 
-# role_url ROLE: the Redis URL of ROLE's ACL user (guard, dialer, shipper, admin).
+# role_url ROLE: the Redis URL of ROLE's ACL user (guard, dialer, shipper, admin, web).
 role_url() {
   local DIALGUARD_REDIS_USER DIALGUARD_REDIS_PASSWORD
   # shellcheck disable=SC1090
@@ -389,7 +389,7 @@ web_start() {
     die "console: port $WEB_PORT busy. Another stack or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_WEB_PORT (docs/PORTS.md)"
   # Redis: the dialer's ACL user for now (the guard's commands, MULTI for the kill switch's
   # change-and-audit); a role of its own (read-mostly) is to do in dialguard/redis_acl.py.
-  start_service web "${WEB_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url dialer)" -- "$VENV/bin/dialguard" web
+  start_service web "${WEB_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url web)" -- "$VENV/bin/dialguard" web
   wait_for "console ($url)" "$d/web.log" 30 "$d/web.pid" "$VENV/bin/python" "$PROBE" http "$url"
   log "console up: http://127.0.0.1:$WEB_PORT/ (users: dialguard user add; log: $d/web.log)"
 }

@@ -45,6 +45,34 @@ def _session_secrets() -> None:
 _session_secrets()
 
 
+def _break_glass_host() -> None:
+    """The CLI writes the store directly only in break-glass (dialguard/breakglass.py): the
+    tests run it as the operator of a guard host that allows it (a copy of the stack's
+    secrets file with DIALGUARD_BREAK_GLASS_ALLOWED=1, and DIALGUARD_BREAK_GLASS=1), so the
+    commands under test run as documented. tests/integration/test_break_glass.py checks the
+    refusals with neither."""
+    import atexit
+    import tempfile
+
+    from dialguard.config import secrets_file
+
+    src = secrets_file()
+    if not src or not os.path.exists(src):
+        return
+    d = tempfile.mkdtemp(prefix="dialguard-break-glass-")
+    dst = os.path.join(d, "secrets.env")
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(Path(src).read_text() + "\nDIALGUARD_BREAK_GLASS_ALLOWED=1\n")
+    atexit.register(shutil.rmtree, d, True)
+    os.environ["DIALGUARD_STACK_SECRETS_FILE"] = src
+    os.environ["DIALGUARD_SECRETS_FILE"] = dst
+    os.environ["DIALGUARD_BREAK_GLASS"] = "1"
+
+
+_break_glass_host()
+
+
 def pytest_configure(config):
     """Record every number the session hands to the system (tests/e2e/used_numbers.py).
     Patched before collection, so the test modules import the recording versions."""

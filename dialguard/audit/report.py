@@ -8,6 +8,8 @@ Definitions (docs/AUDIT.md):
   picked up (conversation, answered, abandoned); conversations; talk_s: seconds;
 - answer_rate = answered / allowed calls with an outcome reported (%);
 - abandon_rate = abandoned / answered (%), the live-answer base regulators use;
+- amd: calls an answering machine picked up (outcome `amd`, the dialer's AMD):
+  not in `answered` (no person), nor in the abandon rate's base;
 - complaints, opt_outs: in the range, attributed to the last allowed call to the
   same number before them (its campaign, agent, caller ID); "(no call)" if none.
 """
@@ -86,7 +88,8 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
                count(*) filter (where o.result in ('conversation', 'answered', 'abandoned')),
                count(*) filter (where o.result = 'conversation'),
                coalesce(sum(o.talk_s), 0),
-               count(*) filter (where o.result = 'abandoned')
+               count(*) filter (where o.result = 'abandoned'),
+               count(*) filter (where o.result = 'amd')
         from d left join o using (decision_id)
         group by d.g""", args).fetchall()
     denied = conn.execute(f"""
@@ -105,11 +108,12 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
 
     reasons = sorted({r for _, r, _ in denied}, key=lambda r: REASON_ORDER.get(r, 99))
     cols = [by, "attempts", "allowed", "denied", *[f"denied_{r}" for r in reasons], "answered", "conversations",
-            "talk_s", "answer_rate", "abandoned", "abandon_rate", "complaints", "opt_outs"]
+            "talk_s", "answer_rate", "abandoned", "abandon_rate", "amd", "complaints", "opt_outs"]
     per: dict = {}
-    for grp, attempts, allowed, den, reported, answered, conv, talk, abandoned in main:
+    for grp, attempts, allowed, den, reported, answered, conv, talk, abandoned, amd in main:
         per[grp] = {"attempts": attempts, "allowed": allowed, "denied": den, "reported": reported,
-                    "answered": answered, "conversations": conv, "talk_s": int(talk), "abandoned": abandoned}
+                    "answered": answered, "conversations": conv, "talk_s": int(talk), "abandoned": abandoned,
+                    "amd": amd}
     for grp, r, n in denied:
         per.setdefault(grp, {})[f"denied_{r}"] = n
     for grp, kind, n in facts:

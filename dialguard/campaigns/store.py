@@ -51,6 +51,12 @@ class Campaign:
     optout_key: str
     dialer: str | None = None  # the dialer (Stasis app) it is assigned to; None: any
     abandon_media: str | None = None  # its abandon message (Asterisk media URI); None: the dialer's default
+    pacing_mode: str = "progressive"  # ari_app/pacing_modes.py (sql/130)
+    wrap_up_s: int = 0  # an agent's wrap-up after each call of this campaign
+    retry_rules: str = ""  # per outcome delay and maximum (dialguard/campaigns/retry.py)
+    amd: bool = False  # answering-machine detection before bridging (sql/131)
+    amd_action: str = "hangup"  # a machine: hangup, or message (amd_media) then hangup
+    amd_media: str | None = None
 
 
     @classmethod
@@ -72,7 +78,14 @@ class Campaign:
 
 
 TUNABLE = ("max_concurrent", "calls_per_second", "dial_ratio", "abandon_limit_pct", "max_attempts",
-           "retry_after_s", "ring_timeout_s", "optout_key", "dialer", "abandon_media")
+           "retry_after_s", "ring_timeout_s", "optout_key", "dialer", "abandon_media", "pacing_mode", "wrap_up_s",
+           "retry_rules", "amd", "amd_action", "amd_media")
+AGENT_STATES = ("logged_out", "ready", "break")  # the CLI's word; on_call / wrap_up are derived
+# Preview mode: a lead held for an agent is due at HELD (never); one it accepted at
+# ACCEPTED (due at once whatever the clock, test clocks included). Not PostgreSQL's
+# infinity: drivers cannot load it.
+HELD = datetime(9999, 1, 1, tzinfo=UTC)
+ACCEPTED = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 MEDIA_RE = re.compile(r"^sound:[A-Za-z0-9_./-]{1,200}$")
@@ -134,7 +147,11 @@ class Store:
                 "select to_regclass('dialer_calls') as t, exists (select 1 from information_schema.columns"
                 " where table_name = 'dialer_calls' and column_name = 'hangup_deadline') as d,"
                 " exists (select 1 from information_schema.columns"
-                " where table_name = 'dialer_leads' and column_name = 'number_enc') as s")).fetchone()
+                " where table_name = 'dialer_leads' and column_name = 'number_enc') as s,"
+                " exists (select 1 from information_schema.columns"
+                " where table_name = 'dialer_campaigns' and column_name = 'pacing_mode') as p,"
+                " exists (select 1 from information_schema.columns"
+                " where table_name = 'dialer_campaigns' and column_name = 'amd_action') as m")).fetchone()
         if r["t"] is None:
             raise SchemaMissing("the dialer tables are missing: run `dialguard db migrate` "
                                 "(sql/050_dialer_campaigns.sql)")
@@ -144,6 +161,12 @@ class Store:
         if not r["s"]:
             raise SchemaMissing("the dialer's leads still hold plaintext numbers: run `dialguard db migrate` "
                                 "(sql/090_dialer_leads_sealed.sql seals them)")
+        if not r["p"]:
+            raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
+                                "(sql/130_dialer_pacing.sql)")
+        if not r["m"]:
+            raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
+                                "(sql/131_dialer_amd.sql)")
 
     def _opened(self, row: dict | None) -> dict | None:
         if row is not None:
@@ -273,16 +296,91 @@ class Store:
                                (campaign,))
         return {r["state"]: r["n"] for r in rows}
 
-    async def claim_due(self, campaign: str, limit: int, now: datetime) -> list[dict]:
+    async def claim_due(self, campaign: str, limit: int, now: datetime,
+                        ready_agents: list[str] | None = None, owned_only: bool = False) -> list[dict]:
         """Take up to `limit` due leads and mark them dialing (one transaction; concurrent
-        dialers skip each other's rows)."""
+        dialers skip each other's rows): higher priority first, then the oldest due. A
+        callback owned by an agent is taken only while that agent is in `ready_agents`
+        (None: no owned callback is taken); `owned_only` (preview): only those."""
         if limit <= 0:
             return []
         return await self._all(
             "update dialer_leads l set state = 'dialing', updated_at = now() from ("
             "  select id from dialer_leads where campaign = %s and state = 'pending' and next_eligible_at <= %s"
-            "  order by next_eligible_at, id limit %s for update skip locked) d"
-            " where l.id = d.id returning l.*", (campaign, now, limit))
+            "  and (owner_agent is null and not %s or owner_agent = any(%s))"
+            "  order by priority desc, next_eligible_at, id limit %s for update skip locked) d"
+            " where l.id = d.id returning l.*", (campaign, now, owned_only, list(ready_agents or []), limit))
+
+    async def set_lead(self, lead_id: int, *, priority: int | None = None, owner_agent: str | None = None,
+                       callback_at: datetime | None = None, clear_owner: bool = False) -> dict | None:
+        """A lead's priority, or a callback owned by an agent at a time (a lead on a call
+        keeps its state; a blocked one is never made pending)."""
+        return await self._one(
+            "update dialer_leads set priority = coalesce(%s, priority),"
+            " owner_agent = case when %s then null else coalesce(%s, owner_agent) end,"
+            " next_eligible_at = case when %s::timestamptz is null or state = 'dialing' then next_eligible_at"
+            "                    else %s::timestamptz end,"
+            " state = case when %s::timestamptz is not null and state = 'done' then 'pending' else state end,"
+            " updated_at = now() where id = %s returning *",
+            (priority, clear_owner, owner_agent, callback_at, callback_at, callback_at, lead_id))
+
+    async def results_of_lead(self, lead_id: int, result: str) -> int:
+        """How many of the lead's calls ended with `result` (retry rules by outcome)."""
+        r = await self._one("select count(*) n from dialer_calls where lead_id = %s and result = %s",
+                            (lead_id, result))
+        return int(r["n"])
+
+    # -- agents ------------------------------------------------------------------------
+    async def set_agent_state(self, name: str, state: str) -> dict:
+        if state not in AGENT_STATES:
+            raise CampaignError(f"agent state {state!r}: one of {', '.join(AGENT_STATES)}")
+        return await self._one(
+            "insert into dialer_agents (name, state) values (%s, %s) on conflict (name) do update"
+            " set state = excluded.state, updated_at = now() returning *", (name, state))
+
+    async def agent_states(self) -> dict[str, str]:
+        return {r["name"]: r["state"] for r in await self._all("select name, state from dialer_agents")}
+
+    async def preview_next(self, campaign: str, agent: str, now: datetime) -> dict | None:
+        """Preview mode: the next due lead (priority, then oldest due), held for `agent`
+        until it accepts or skips it (owner set, never due meanwhile); a lead it already
+        holds comes back first."""
+        held = await self._one(
+            "select * from dialer_leads where campaign = %s and state = 'pending' and owner_agent = %s"
+            " and next_eligible_at = %s order by id limit 1", (campaign, agent, HELD))
+        if held:
+            return held
+        return await self._one(
+            "update dialer_leads l set owner_agent = %s, next_eligible_at = %s, updated_at = now() from ("
+            "  select id from dialer_leads where campaign = %s and state = 'pending' and owner_agent is null"
+            "  and next_eligible_at <= %s order by priority desc, next_eligible_at, id limit 1"
+            "  for update skip locked) d where l.id = d.id returning l.*", (agent, HELD, campaign, now))
+
+    async def answer_preview(self, lead_id: int, agent: str, accept: bool) -> dict | None:
+        """Accept (due at once whatever the clock, dialed for this agent only) or skip
+        (back to every agent, due now) a lead held for `agent`; None when it is not held
+        for it."""
+        return await self._one(
+            "update dialer_leads set next_eligible_at = case when %s then %s else now() end,"
+            " owner_agent = case when %s then owner_agent end,"
+            " updated_at = now() where id = %s and owner_agent = %s and state = 'pending'"
+            " and next_eligible_at = %s returning *", (accept, ACCEPTED, accept, lead_id, agent, HELD))
+
+    async def update_campaign(self, name: str, **tun) -> Campaign:
+        cols = {k: v for k, v in tun.items() if k in TUNABLE and v is not None}
+        if not cols:
+            c = await self.campaign(name)
+        else:
+            sets = ", ".join(f"{k} = %s" for k in cols)
+            try:
+                r = await self._one(f"update dialer_campaigns set {sets}, updated_at = now() where name = %s"
+                                    " returning *", (*cols.values(), name))
+            except psycopg.errors.CheckViolation as exc:
+                raise CampaignError(f"campaign {name!r}: bad setting: {exc.diag.constraint_name}") from None
+            c = Campaign.from_row(r) if r else None
+        if c is None:
+            raise CampaignError(f"campaign {name!r} does not exist (dialguard campaign create)")
+        return c
 
     async def release_lead(self, lead_id: int, *, state: str, next_at: datetime | None = None,
                            result: str | None = None, reasons: str | None = None,
@@ -372,6 +470,25 @@ class Store:
             " from dialer_calls where campaign = %s and answered_at >= %s and answered_at < %s",
             (campaign, since, until))
         return int(r["answered"]), int(r["abandoned"])
+
+    async def pacing_stats(self, campaign: str, since: datetime, last: int = 500) -> dict:
+        """Predictive pacing's measured figures over the campaign's latest ended calls since
+        `since` (at most `last`): placed, answered, mean ring and talk seconds."""
+        r = await self._one(
+            "select count(*) placed, count(answered_at) answered,"
+            " coalesce(avg(extract(epoch from answered_at - created_at)), 0)::float ring_s,"
+            " coalesce(avg(talk_s) filter (where bridged_at is not null), 0)::float talk_s"
+            " from (select * from dialer_calls where campaign = %s and created_at >= %s and state = 'ended'"
+            "       and decision_id is not null and coalesce(result, '') not in ('denied', 'error')"
+            "       order by created_at desc limit %s) x", (campaign, since, last))
+        return dict(r)
+
+    async def held_previews(self, campaign: str, now: datetime) -> dict[str, int]:
+        """Preview mode: leads accepted by an agent and due ({agent: count})."""
+        rows = await self._all(
+            "select owner_agent, count(*) n from dialer_leads where campaign = %s and state = 'pending'"
+            " and owner_agent is not null and next_eligible_at <= %s group by owner_agent", (campaign, now))
+        return {r["owner_agent"]: int(r["n"]) for r in rows}
 
     async def abandon_stats(self, campaign: str, day_start: datetime, day_end: datetime) -> tuple[int, int]:
         """(answered, abandoned) calls of the campaign answered in [day_start, day_end)."""

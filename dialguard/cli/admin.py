@@ -26,7 +26,7 @@ from typing import Optional
 import typer
 
 from dialguard.callerid_health import directory as _cid_directory
-from dialguard.cli.common import EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, fail, run, time_arg
+from dialguard.cli.common import EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, direct, fail, run, time_arg
 from dialguard.config import Settings
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.masking import mask_number
@@ -86,6 +86,7 @@ def pause(campaign: Optional[str] = typer.Option(None, "--campaign"),
         fail("--from and --until go with --region")
     scope, name = _scope(campaign, caller_id)
     if not _remote_killswitch("pause", scope, name):
+        direct("pause")
         run(lambda e: e.pause(scope, name))
     _done(as_json, f"paused {scope}{' ' + name if name else ''}", action="pause", scope=scope, name=name)
 
@@ -100,6 +101,7 @@ def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
     if region is not None:
         if campaign or caller_id:
             fail("give --region alone")
+        direct("resume")
         try:
             found = run(lambda e: e.resume_region(region, why=why))
         except ValueError as exc:
@@ -110,6 +112,7 @@ def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
                      name=region.upper())
     scope, name = _scope(campaign, caller_id)
     if not _remote_killswitch("resume", scope, name):
+        direct("resume")
         run(lambda e: e.resume(scope, name))
     _done(as_json, f"resumed {scope}{' ' + name if name else ''}", action="resume", scope=scope, name=name)
 
@@ -135,6 +138,7 @@ def dnc_add(number: str, campaign: Optional[str] = typer.Option(None, "--campaig
 
     n, lst = _norm(number), _campaign_list(campaign)
     settings = Settings()
+    direct("dnc add")
 
     async def go(e):
         # Redis first: the enforcement point, even if PostgreSQL is down
@@ -164,6 +168,7 @@ def dnc_remove(number: str, campaign: Optional[str] = typer.Option(None, "--camp
     """Take a number off a list (its own flag and the imported list alike), then off the list at rest."""
     n, lst = _norm(number), _campaign_list(campaign)
     settings = Settings()
+    direct("dnc remove")
 
     async def go(e):
         changed = await e.dnc_remove(n, campaign)
@@ -203,6 +208,7 @@ def dnc_import(path: Path = typer.Argument(..., help="CSV: a number/phone column
     if not path.is_file():
         fail(f"{path}: no such file")
     lst = _campaign_list(campaign)
+    direct("dnc import")
     rejects = rejects or path.with_suffix(path.suffix + ".rejects.csv")
     checkpoint = path.with_suffix(path.suffix + ".dnc-import")
     settings = Settings()
@@ -349,6 +355,7 @@ def optout(number: Optional[str] = typer.Argument(None), party: Optional[str] = 
     """Record that the person asked not to be called (permanent): the number, the party, or both."""
     if not number and not party:
         fail("give a number, --party, or both")
+    direct("optout")
     run(lambda e: e.opt_out(number, party=party))
     typer.echo("opted out " + " and ".join(x for x in (number and _norm(number), party and "the party") if x))
 
@@ -358,6 +365,7 @@ def complaint(number: Optional[str] = typer.Argument(None), party: Optional[str]
     """Record a complaint (permanent block): for the number, the party, or both."""
     if not number and not party:
         fail("give a number, --party, or both")
+    direct("complaint")
     run(lambda e: e.complaint(number, party=party))
     typer.echo("complaint recorded for " + " and ".join(
         x for x in (number and _norm(number), party and "the party") if x))
@@ -366,6 +374,7 @@ def complaint(number: Optional[str] = typer.Argument(None), party: Optional[str]
 @app.command()
 def consent(number: str, revoke: bool = typer.Option(False, "--revoke")):
     """Record (or revoke) the person's consent to be called."""
+    direct("consent")
     run(lambda e: e.consent_revoke(number) if revoke else e.consent(number))
     typer.echo(f"consent {'revoked' if revoke else 'recorded'} for {_norm(number)}")
 
@@ -379,6 +388,7 @@ def cid_add(number: str,
             campaign: Optional[str] = typer.Option(None, "--campaign", help="add to this campaign's pool")):
     """Approve a caller ID (and put it in the global or a campaign's pool)."""
     n = _norm(number)
+    direct("callerid add")
     run(lambda e: e.approve_caller_id(n, pool=pool, campaign=campaign))
     where = f" in campaign {campaign}'s pool" if campaign else (" in the global pool" if pool else "")
     typer.echo(f"approved caller ID {n}{where}")
@@ -388,6 +398,7 @@ def cid_add(number: str,
 def cid_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign")):
     """Withdraw a caller ID (or take it out of one campaign's pool)."""
     n = _norm(number)
+    direct("callerid remove")
     run(lambda e: e.remove_caller_id(n, campaign))
     typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
 
@@ -463,6 +474,7 @@ def cid_health(as_json: bool = typer.Option(False, "--json"),
 def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
     n = _norm(number)
     t = time_arg(until, "--until")
+    direct("callerid cooldown")
     run(lambda e: e.cooldown_caller_id(n, t))
     typer.echo(f"caller ID {n} cooling down until {t.isoformat()}")
 
@@ -596,6 +608,7 @@ def _pause_region(region, start, until, why, campaign, caller_id, as_json) -> No
     if code is None:
         fail("--region needs an ISO 3166-2 code, e.g. US-LA")
     t0, t1 = time_arg(start, "--from"), time_arg(until, "--until")
+    direct("pause")
     try:
         run(lambda e: e.pause_region(code, t0, t1, why=why))
     except ValueError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from dialguard.cli.common import fail, out, run
+from dialguard.cli.common import direct, fail, out, remote_write, run
 
 app = typer.Typer()
 calendar_app = typer.Typer(help="Calendars as data: import a year, roll back (SPEC §9).", no_args_is_help=True)
@@ -114,6 +114,16 @@ def calendar_import(code: str = typer.Argument(..., help="Calendar: cn, or a cou
         else:
             out.print("dry run: nothing published")
         return
+    r = remote_write("/api/v1/calendars", {"action": "import", "code": code, "text": text, "why": why})
+    if r is not None:  # as the token's user (compliance or above), through the console's API
+        if as_json:
+            print(json.dumps({**result, "published": r["published"], "version": r["version"], "by": r["by"]},
+                             ensure_ascii=False))
+        else:
+            out.print(f"calendar version {r['version']} {'is now in effect' if r['published'] else 'unchanged'}"
+                      f", by {r['by']}", highlight=False)
+        return
+    direct("calendar import")
     n, new = run(lambda engine: _store(engine).import_file(cf, why=why))
     if as_json:
         print(json.dumps({**result, "published": new, "version": n}, ensure_ascii=False))
@@ -194,6 +204,11 @@ def calendar_history(as_json: bool = typer.Option(False, "--json")):
 def calendar_activate(version: int = typer.Argument(..., help="A stored version (see `calendar history`)"),
                       why: str = typer.Option("", "--why")):
     """Put a stored calendar version back in effect (roll back or forward), on the next decision of every node."""
+    r = remote_write("/api/v1/calendars", {"action": "activate", "version": version, "why": why})
+    if r is not None:
+        out.print(f"calendar version {r['version']} is now in effect, by {r['by']}", highlight=False)
+        return
+    direct("calendar activate")
     async def go(engine):
         from redis.exceptions import ResponseError
 

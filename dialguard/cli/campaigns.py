@@ -27,8 +27,14 @@ from typing import Optional
 import typer
 
 from dialguard.campaigns.disposition import parse_disposition
-from dialguard.cli.common import EXIT_UNAVAILABLE, fail, run, time_arg
+from dialguard.cli.common import EXIT_UNAVAILABLE, direct, fail, run, time_arg
 from dialguard.config import Settings
+
+PACING_HELP = "progressive (one line per ready agent), predictive (dial ahead), preview (agent accepts first)"
+WRAP_HELP = "seconds of wrap-up after each call (0-3600)"
+RETRY_HELP = "per outcome OUTCOME=DELAY/MAX, e.g. busy=5m/3,no_answer=1h/4,abandoned=3d/1,amd=1d/2"
+AMD_HELP = "answering-machine detection (Asterisk AMD) before any agent; machines are never bridged"
+AMD_MEDIA_HELP = "what a machine hears with --amd-action message, e.g. sound:custom/spring-machine"
 
 
 def _store_run(fn, missing_ok: bool = False):
@@ -97,13 +103,22 @@ def create(name: str,
            dialer: Optional[str] = typer.Option(None, "--dialer",
                                                 help="only this dialer (Stasis app name) runs it; default: any"),
            abandon_message: Optional[str] = typer.Option(None, "--abandon-message", help=ABANDON_HELP),
+           pacing: Optional[str] = typer.Option(None, "--pacing", help=PACING_HELP),
+           wrap_up: Optional[int] = typer.Option(None, "--wrap-up", help=WRAP_HELP),
+           retry: Optional[str] = typer.Option(None, "--retry", help=RETRY_HELP),
+           amd: Optional[bool] = typer.Option(None, "--amd/--no-amd", help=AMD_HELP),
+           amd_action: Optional[str] = typer.Option(None, "--amd-action", help="hangup | message"),
+           amd_media: Optional[str] = typer.Option(None, "--amd-media", help=AMD_MEDIA_HELP),
            as_json: bool = typer.Option(False, "--json")):
     """Create a dialer campaign (draft: it dials only once approved and started)."""
     _check_settings(optout_key, abandon_message)
+    _check_pacing(pacing, retry, amd_action, amd_media)
     c = _store_run(lambda s: s.create_campaign(
         name, max_concurrent=max_concurrent, calls_per_second=cps, dial_ratio=dial_ratio,
         abandon_limit_pct=abandon_limit, max_attempts=max_attempts, retry_after_s=retry_after,
-        ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer, abandon_media=abandon_message))
+        ring_timeout_s=ring_timeout, optout_key=optout_key, dialer=dialer, abandon_media=abandon_message,
+        pacing_mode=pacing, wrap_up_s=wrap_up, retry_rules=_norm_retry(retry), amd=amd, amd_action=amd_action,
+        amd_media=amd_media))
     _show(c, {}, as_json)
 
 
@@ -130,6 +145,131 @@ def edit(name: str,
     _show(c, {}, as_json)
 
 
+@camp.command("pacing")
+def pacing_(name: str,
+            mode: Optional[str] = typer.Option(None, "--mode", help=PACING_HELP),
+            dial_ratio: Optional[float] = typer.Option(None, "--dial-ratio", help="predictive: most lines per agent"),
+            wrap_up: Optional[int] = typer.Option(None, "--wrap-up", help=WRAP_HELP),
+            retry: Optional[str] = typer.Option(None, "--retry", help=RETRY_HELP),
+            amd: Optional[bool] = typer.Option(None, "--amd/--no-amd", help=AMD_HELP),
+            amd_action: Optional[str] = typer.Option(None, "--amd-action", help="hangup | message"),
+            amd_media: Optional[str] = typer.Option(None, "--amd-media", help=AMD_MEDIA_HELP),
+            as_json: bool = typer.Option(False, "--json")):
+    """Change a campaign's pacing: mode, dial ratio, agents' wrap-up, retry rules by outcome,
+    answering-machine detection (a running dialer takes them within a second)."""
+    _check_pacing(mode, retry, amd_action, amd_media)
+    c = _store_run(lambda s: s.update_campaign(name, pacing_mode=mode, dial_ratio=dial_ratio, wrap_up_s=wrap_up,
+                                               retry_rules=_norm_retry(retry), amd=amd, amd_action=amd_action,
+                                               amd_media=amd_media))
+    _show(c, {}, as_json)
+
+
+@camp.command("lead")
+def lead_(lead_id: int,
+          priority: Optional[int] = typer.Option(None, "--priority", help="higher first among due leads"),
+          callback: Optional[str] = typer.Option(None, "--callback", help="call again at (ISO 8601, offset)"),
+          agent: Optional[str] = typer.Option(None, "--agent", help="the callback's owner: only this agent"),
+          any_agent: bool = typer.Option(False, "--any-agent", help="no owner any more")):
+    """A lead's priority, or a callback at a time owned by one agent."""
+    if agent is not None and any_agent:
+        fail("--agent and --any-agent exclude each other")
+    at = time_arg(callback, "--callback") if callback else None
+    row = _store_run(lambda s: s.set_lead(lead_id, priority=priority, owner_agent=agent, callback_at=at,
+                                          clear_owner=any_agent))
+    if row is None:
+        fail(f"lead {lead_id} does not exist")
+    typer.echo(f"lead {lead_id}: priority {row['priority']}, state {row['state']}, next "
+               f"{row['next_eligible_at'].isoformat()}, owner {row['owner_agent'] or 'any agent'}")
+
+
+agent_app = typer.Typer(help="Agents: state (logged in, ready, break) and preview.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("state")
+def agent_state_(name: str, state: str = typer.Argument(..., help="logged_out | ready | break")):
+    """Set an agent's state. The dialer offers calls only to ready agents, and adds on_call
+    and wrap_up itself (docs/DIALER.md, "Agent states")."""
+    row = _store_run(lambda s: s.set_agent_state(name, state))
+    typer.echo(f"agent {row['name']}: {row['state']}")
+
+
+@agent_app.command("list")
+def agent_list(as_json: bool = typer.Option(False, "--json")):
+    """Agents' states as the CLI set them (an agent without one is ready)."""
+    st = _store_run(lambda s: s.agent_states())
+    if as_json:
+        print(json.dumps({"agents": st}))
+        return
+    for n, v in sorted(st.items()):
+        typer.echo(f"{n}: {v}")
+
+
+@agent_app.command("preview")
+def agent_preview(name: str, campaign: str = typer.Option(..., "--campaign"),
+                  as_json: bool = typer.Option(False, "--json")):
+    """Preview mode: the next lead for this agent, held until it accepts or skips it."""
+    from datetime import timezone
+
+    from dialguard.masking import mask_number
+
+    row = _store_run(lambda s: s.preview_next(campaign, name, datetime.now(timezone.utc)))
+    if row is None:
+        fail(f"campaign {campaign}: no lead due to preview", 1)
+    d = {"lead": row["id"], "name": row["name"], "subject": row["subject"],
+         "number": mask_number(row["number"]), "attempts": row["attempts"], "last_result": row["last_result"]}
+    if as_json:
+        print(json.dumps(d, ensure_ascii=False))
+    else:
+        typer.echo(", ".join(f"{k} {v}" for k, v in d.items()))
+        typer.echo(f"accept: dialguard agent accept {name} {row['id']}; skip: dialguard agent skip {name} {row['id']}")
+
+
+def _answer_preview(name: str, lead_id: int, accept: bool):
+    row = _store_run(lambda s: s.answer_preview(lead_id, name, accept))
+    if row is None:
+        fail(f"lead {lead_id} is not held for agent {name} (dialguard agent preview)")
+    typer.echo(f"lead {lead_id}: " + (f"accepted, dialed for {name} once it is ready" if accept
+                                       else "skipped, back to every agent"))
+
+
+@agent_app.command("accept")
+def agent_accept(name: str, lead_id: int):
+    """Preview mode: dial the previewed lead for this agent."""
+    _answer_preview(name, lead_id, True)
+
+
+@agent_app.command("skip")
+def agent_skip(name: str, lead_id: int):
+    """Preview mode: give the previewed lead back."""
+    _answer_preview(name, lead_id, False)
+
+
+def _check_pacing(mode: str | None, retry: str | None, amd_action: str | None = None,
+                  amd_media: str | None = None) -> None:
+    import re
+
+    from ari_app.pacing_modes import MODES
+    from dialguard.campaigns.retry import parse_rules
+
+    if mode is not None and mode not in MODES:
+        fail(f"--pacing/--mode {mode!r}: one of {', '.join(MODES)}")
+    if amd_action is not None and amd_action not in ("hangup", "message"):
+        fail(f"--amd-action {amd_action!r}: hangup or message")
+    if amd_media is not None and (".." in amd_media
+                                  or not re.fullmatch(r"(sound|recording):[A-Za-z0-9_./-]{1,200}", amd_media)):
+        fail(f"--amd-media {amd_media!r}: an Asterisk media URI, sound:NAME or recording:NAME")
+    try:
+        parse_rules(retry)
+    except ValueError as exc:
+        fail(f"--retry: {exc}")
+
+
+def _norm_retry(retry: str | None) -> str | None:
+    from dialguard.campaigns.retry import format_rules, parse_rules
+    return None if retry is None else format_rules(parse_rules(retry))
+
+
 @camp.command("approve")
 def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
             end: Optional[str] = typer.Option(None, "--end"),
@@ -145,6 +285,7 @@ def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
             Policy.load(rules)
         except RulesError as exc:
             fail(str(exc))
+    direct("campaign approve")
     rec = _dialer_record(lambda st: st.set_approval(name, True, s, e_, rules))
     run(lambda e: e.set_campaign(name, True, s, e_, rules=rules))
     typer.echo(f"campaign {name} approved" + (f" from {s.isoformat()}" if s else "")
@@ -155,6 +296,7 @@ def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
 @camp.command("revoke")
 def revoke(name: str):
     """Withdraw approval: the engine denies at once; a running dialer campaign stops."""
+    direct("campaign revoke")
     run(lambda e: e.set_campaign(name, False))
     _dialer_record(lambda st: st.set_approval(name, False))
     typer.echo(f"campaign {name} not approved")

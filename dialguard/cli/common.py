@@ -80,3 +80,28 @@ def time_arg(text: str | None, what: str) -> datetime | None:
         return parse_time(text)
     except ValueError as exc:
         fail(f"{what}: {exc}")
+
+
+def direct(what: str) -> None:
+    """A direct write to the store: only in break-glass (dialguard/breakglass.py), else exit 1 saying why."""
+    from dialguard import breakglass
+
+    try:
+        who = breakglass.require(what)
+    except breakglass.BreakGlassRefused as exc:
+        fail(str(exc), EXIT_DENIED)
+    err.print(f"break-glass: audited as {who}", highlight=False)
+
+
+def remote_write(path: str, body: dict) -> dict | None:
+    """With DIALGUARD_TOKEN: the write through the console's API as the token's user (None without a token).
+    A refusal exits 1, a bad request or token 2, the console unreachable 3: never a fallback to the store."""
+    from dialguard import remote
+
+    if not remote.token():
+        return None
+    try:
+        return remote.call("POST", path, body)
+    except remote.RemoteError as exc:
+        fail(str(exc), EXIT_DENIED if exc.status in (403, 404, 409) else EXIT_UNAVAILABLE if exc.status in (0, 503)
+             else EXIT_BAD_INPUT)

@@ -23,14 +23,14 @@ import sys
 
 import typer
 
-from dialguard.cli import admin, agi, audit, calendar, campaigns, decide, init, install, loadtest, rules, users
+from dialguard.cli import admin, agi, audit, calendar, campaigns, decide, init, install, loadtest, requests, rules, users
 from dialguard.cli.common import EXIT_BAD_INPUT, fail
 from dialguard.config import ConfigError, require_secrets
 from dialguard.web import cli as web_cli
 
 app = typer.Typer(help="dialguard: outbound-call compliance guard for Asterisk.", no_args_is_help=True,
                   add_completion=False)
-for module in (admin, rules, calendar, campaigns, audit, install, loadtest, users, init, decide, agi):
+for module in (admin, rules, calendar, campaigns, audit, install, loadtest, users, init, decide, agi, requests):
     app.add_typer(module.app)
 web_cli.register(app)
 
@@ -41,8 +41,16 @@ NO_SECRETS = {"init", "db", "agi"}
 
 
 @app.callback()
-def _main(ctx: typer.Context):
+def _main(ctx: typer.Context,
+          break_glass: bool = typer.Option(False, "--break-glass",
+                                           help="Write the store directly, without a token: only where the "
+                                                "host allows it (DIALGUARD_BREAK_GLASS_ALLOWED=1 in the secrets "
+                                                "file); audited as break-glass:<OS user>. docs/WEB.md")):
     """Every command but init and db refuses to start without a hash secret and a data key."""
+    from dialguard import breakglass, ids
+
+    breakglass.requested = break_glass
+    ids.BREAK_GLASS = False  # each command asks again (breakglass.require)
     os.umask(0o077)  # files the CLI writes (exports, checkpoints, rejects, spool) are the owner's only
     if ctx.invoked_subcommand in NO_SECRETS or ctx.resilient_parsing or "--help" in sys.argv[1:]:
         return

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from dialguard.cli.admin import calendar_json, calendar_report, print_calendars
-from dialguard.cli.common import EXIT_BAD_INPUT, err, fail, out, run, time_arg
+from dialguard.cli.common import EXIT_BAD_INPUT, direct, err, fail, out, remote_write, run, time_arg
 from dialguard.config import Settings
 from dialguard.rules import RulesError, resolve_pack, shipped_packs
 
@@ -62,6 +62,15 @@ def rules_apply(spec: str = typer.Argument(..., help="Packs or rules files, comm
     from dialguard.rules_store import diff
 
     new_policy, b = _bundle(spec)  # the files read and checked once
+    r = remote_write("/api/v1/rules", {"action": "apply", "files": b["files"], "shadow": shadow, "why": why})
+    if r is not None:  # as the token's user (compliance or above), through the console's API
+        if as_json:
+            print(json.dumps({k: r[k] for k in ("version", "role", "changed", "by")}))
+        else:
+            out.print(f"version {r['version']} is the {r['role']} rules"
+                      f"{'' if r['changed'] else ' (unchanged)'}, by {r['by']}", highlight=False)
+        return
+    direct("rules apply")
 
     async def go(engine):
         store = _store(engine)
@@ -89,6 +98,11 @@ def rules_activate(version: int = typer.Argument(..., help="A stored version (se
                    shadow: bool = typer.Option(False, "--shadow"),
                    why: str = typer.Option("", "--why")):
     """Put a stored version back in effect (roll back or forward)."""
+    r = remote_write("/api/v1/rules", {"action": "activate", "version": version, "shadow": shadow, "why": why})
+    if r is not None:
+        out.print(f"version {r['version']} is now the {r['role']} rules, by {r['by']}", highlight=False)
+        return
+    direct("rules activate")
     async def go(engine):
         from redis.exceptions import ResponseError
 
@@ -104,6 +118,12 @@ def rules_activate(version: int = typer.Argument(..., help="A stored version (se
 @rules_app.command("shadow-off")
 def rules_shadow_off(why: str = typer.Option("", "--why")):
     """Stop evaluating the shadow rules."""
+    r = remote_write("/api/v1/rules", {"action": "shadow_off", "why": why})
+    if r is not None:
+        out.print(("shadow rules off" if r["shadow_off"] else "no shadow rules were set") + f", by {r['by']}",
+                  highlight=False)
+        return
+    direct("rules shadow-off")
     had = run(lambda engine: _store(engine).shadow_off(why=why))
     out.print("shadow rules off" if had else "no shadow rules were set")
 
@@ -189,16 +209,23 @@ def rules_diff(spec: Optional[str] = typer.Argument(None, help="Packs or files t
 @override_app.command("grant")
 def override_grant(number: str = typer.Argument(...),
                    reason: str = typer.Option(..., "--reason", help="Why (kept in the audit)"),
-                   approver: str = typer.Option(..., "--approver", help="Who approved it"),
+                   approver: Optional[str] = typer.Option(
+                       None, "--approver", help="A name declared for the record (kept in the reason, not "
+                                                "proof: the audited approver is break-glass:<OS user>; "
+                                                "four eyes: `dialguard request override`)"),
                    expires: str = typer.Option("24h", "--expires", help="Duration (24h, 2d) or ISO time"),
                    campaign: Optional[str] = typer.Option(None, "--campaign", help="Only for this campaign"),
                    lift: Optional[list[str]] = typer.Option(None, "--lift",
                                                            help="Only these reasons (repeat); default: every "
                                                                 "counter and hours reason"),
                    as_json: bool = typer.Option(False, "--json")):
-    """Allow the number's next call once despite counter or hours reasons.
-    Never lifts dnc, opted_out, complained or invalid_number."""
+    """Break-glass only: allow the number's next call once despite counter or hours reasons.
+    Never lifts dnc, opted_out, complained or invalid_number. The everyday way is four
+    eyes: `dialguard request override` and another user's `dialguard request approve`."""
+    from dialguard.ids import actor
     from dialguard.rules import parse_duration
+
+    direct("override grant")
 
     async def go(engine):
         now = await engine.now()
@@ -208,7 +235,8 @@ def override_grant(number: str = typer.Argument(...),
             until = time_arg(expires, "--expires")
         if until - now > MAX_OVERRIDE:
             raise ValueError(f"--expires: at most {MAX_OVERRIDE.days} days ahead")
-        gid = await engine.override_grant(number, why=reason, approver=approver, expires=until,
+        why = reason + (f" (approval declared: {approver})" if approver else "")
+        gid = await engine.override_grant(number, why=why, approver=actor(), expires=until,
                                           campaign=campaign, lifts=lift or None, now=now)
         return gid, until
 
@@ -238,6 +266,7 @@ def override_show(number: str = typer.Argument(...), as_json: bool = typer.Optio
 @override_app.command("revoke")
 def override_revoke(number: str = typer.Argument(...), reason: str = typer.Option("", "--reason")):
     """Withdraw an unused grant (exit 1 when there was none)."""
+    direct("override revoke")
     had = run(lambda engine: engine.override_revoke(number, why=reason))
     out.print("override revoked" if had else "no unused override for this number")
     raise typer.Exit(0 if had else 1)

@@ -523,6 +523,11 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
     rules_versions.setup(app)
     calendars_page.setup(app)
     dnc_page.setup(app)
+    from dialguard.web import foureyes, publish  # four eyes (/overrides, /campaigns), rules and calendar API
+    foureyes.register(app, foureyes.Ui(page=page, csrf_field=csrf_field, signed_in=_signed_in,
+                                       api_identity=_api_identity, lang=lambda r: r[LANGK],
+                                       pool=lambda r: r.app[POOL], engine=lambda r: r.app[ENGINE]))
+    publish.register(app)
     return app
 
 

@@ -38,8 +38,10 @@ _errors = {"400": {"description": "bad input", "content": {"application/json": {
 SPEC = {
     "openapi": "3.1.0",
     "info": {"title": "dialguard API", "version": "1",
-             "description": "Read-only questions to the guard: the same rules and live state as a call "
-                            "attempt, nothing reserved, nothing recorded."},
+             "description": "Read-only questions to the guard (eligibility: the same rules and live state as "
+                            "a call attempt, nothing reserved, nothing recorded), and the admin actions of "
+                            "authenticated users, each checked by role (dialguard/authz.py) and audited "
+                            "with the token's user."},
     "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer",
                                                  "description": "dialguard user token NAME (dgt_...)"}},
                    "schemas": {"Answer": _answer}},
@@ -73,6 +75,64 @@ SPEC = {
                              "name": {"type": "string", "description": "the campaign (scope campaign)"},
                              "why": {"type": "string", "maxLength": 500}}}}}},
                      "responses": {"200": {"description": "done; the switches now in effect"}, **_errors}},
+        },
+        # four eyes (dialguard/approvals.py): a request takes effect when a different compliance user approves it
+        "/api/v1/overrides": {
+            "post": {"summary": "Request a one-time override for a number (supervisor or above)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["number", "why"], "properties": {
+                             "number": {"type": "string"}, "why": {"type": "string", "maxLength": 1000},
+                             "campaign": {"type": "string"},
+                             "lifts": {"type": "array", "items": {"type": "string"},
+                                       "description": "counter and hours reasons only; default: all of them"},
+                             "hours": {"type": "number", "maximum": 720, "default": 24,
+                                       "description": "how long the grant holds once approved"}}}}}},
+                     "responses": {"201": {"description": "the request, pending"}, **_errors}},
+        },
+        "/api/v1/campaigns": {
+            "post": {"summary": "Request approval of a campaign (supervisor or above)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["name", "purpose", "scope", "caps", "hours", "why"],
+                         "properties": {k: {"type": "string"} for k in (
+                             "name", "purpose", "scope", "caps", "hours", "why", "start", "end", "rules")}}}}},
+                     "responses": {"201": {"description": "the request, pending"}, **_errors}},
+        },
+        "/api/v1/requests": {
+            "get": {"summary": "Requests, newest first (viewer or above; numbers masked below supervisor)",
+                    "parameters": [{"name": "kind", "in": "query", "schema": {"enum": ["override", "campaign"]}},
+                                   {"name": "status", "in": "query", "schema": {"enum": ["pending"]}}],
+                    "responses": {"200": {"description": "requests with both identities"}, **_errors}},
+        },
+        "/api/v1/requests/{id}/{decision}": {
+            "post": {"summary": "Approve or reject another user's request (compliance or above; never one's own)",
+                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                                    {"name": "decision", "in": "path", "required": True,
+                                     "schema": {"enum": ["approve", "reject"]}}],
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "type": "object", "properties": {"note": {"type": "string"}}}}}},
+                     "responses": {"200": {"description": "decided; an approval is in effect"},
+                                   "404": {"description": "no such request"},
+                                   "409": {"description": "already decided"}, **_errors}},
+        },
+        "/api/v1/rules": {
+            "post": {"summary": "Publish rules (compliance or above): apply files, activate a version, shadow off",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["action"], "properties": {
+                             "action": {"enum": ["apply", "activate", "shadow_off"]},
+                             "files": {"type": "array", "items": {"type": "object", "properties": {
+                                 "ref": {"type": "string"}, "text": {"type": "string"}}}},
+                             "version": {"type": "integer"}, "shadow": {"type": "boolean"},
+                             "why": {"type": "string"}}}}}},
+                     "responses": {"200": {"description": "the version in effect"}, **_errors}},
+        },
+        "/api/v1/calendars": {
+            "post": {"summary": "Publish a calendar year or activate a stored version (compliance or above)",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["action"], "properties": {
+                             "action": {"enum": ["import", "activate"]}, "code": {"type": "string"},
+                             "text": {"type": "string", "description": "the calendar file (SPEC §9)"},
+                             "version": {"type": "integer"}, "why": {"type": "string"}}}}}},
+                     "responses": {"200": {"description": "the calendar version in effect"}, **_errors}},
         },
     },
 }

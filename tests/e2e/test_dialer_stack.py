@@ -45,7 +45,7 @@ async def test_stack_dialer_abandon_rate_in_metrics(stack, pg_dsn, guard, tmp_pa
     async with open_rig(stack, pg_dsn, tmp_path, live=True) as rig:
         # three answered calls at once for two agents: the third finds no agent, abandoned
         nums = [number("00") for _ in range(3)]
-        camp = await rig.campaign(nums, dialer=STACK_APP, dial_ratio=3.0, calls_per_second=100,
+        camp = await rig.campaign(nums, dialer=STACK_APP, dial_ratio=3.0, pacing_mode="ratio", calls_per_second=100,
                                   max_concurrent=3, abandon_limit_pct=100)
         leads = await rig.settle(camp, timeout=40)
         results = sorted(c["result"] for c in await rig.calls(camp))

@@ -63,6 +63,7 @@ async def shipped(cluster, make_engine):
     await call("k6", "13800000001", "c2", "bob", CID2, minutes=6)                     # 3rd in 24h: attempt_cap
     await call("k7", "13800000005", "c3", "bob", CID2)                                # campaign_not_approved
     await call("k8", "13800000006", "c1", "alice", "+862150009999", region="CN-SH")   # caller_id_not_approved
+    await call("k9", "13800000010", "c2", "carol", CID1, "amd")                       # an answering machine
     await e.complaint("13800000003", now=NOW + timedelta(hours=1))                    # after k3 (c1, bob, CID2)
     await e.opt_out("13800000009", now=NOW + timedelta(hours=1))                      # never called
     await call("old", "13800000007", "c1", "alice", CID1, "conversation", 60, minutes=-3 * 24 * 60)  # before
@@ -110,17 +111,19 @@ async def test_report_by_campaign_agent_caller_id_and_reason(shipped):
     assert c["c1"]["answered"] == 3 and c["c1"]["conversations"] == 1 and c["c1"]["talk_s"] == 135
     assert c["c1"]["answer_rate"] == 75.0 and c["c1"]["abandoned"] == 1 and c["c1"]["abandon_rate"] == 33.3
     assert c["c1"]["complaints"] == 1 and c["c1"]["opt_outs"] == 0
-    assert c["c2"]["attempts"] == 2 and c["c2"]["denied_attempt_cap"] == 1 and c["c2"]["answer_rate"] == 0.0
+    assert c["c2"]["attempts"] == 3 and c["c2"]["denied_attempt_cap"] == 1 and c["c2"]["answer_rate"] == 0.0
+    assert c["c2"]["amd"] == 1 and c["c2"]["answered"] == 0 and c["c1"]["amd"] == 0  # a machine is no person
     assert c["c3"]["denied_campaign_not_approved"] == 1 and c["c3"]["answer_rate"] is None
     assert c[rp.NO_CALL]["opt_outs"] == 1  # an opt-out from a number no call reached
-    assert camp.totals[camp.columns.index("attempts")] == 8  # the call three days earlier is out of range
+    assert camp.totals[camp.columns.index("attempts")] == 9  # the call three days earlier is out of range
+    assert camp.totals[camp.columns.index("amd")] == 1
     ag = rows(agent)
     assert ag["alice"]["attempts"] == 4 and ag["bob"]["attempts"] == 4 and ag["bob"]["complaints"] == 1
     ci = rows(cid)
-    assert ci[CID1]["allowed"] == 3 and ci[CID2]["allowed"] == 2 and ci[CID2]["answer_rate"] == 100.0
+    assert ci[CID1]["allowed"] == 4 and ci[CID2]["allowed"] == 2 and ci[CID2]["answer_rate"] == 100.0
     rs = rows(reason)
     assert list(rs) == ["campaign_not_approved", "caller_id_not_approved", "attempt_cap"]  # SPEC order
-    assert rs["attempt_cap"]["denials"] == 1 and rs["attempt_cap"]["share_of_attempts"] == 12.5
+    assert rs["attempt_cap"]["denials"] == 1 and rs["attempt_cap"]["share_of_attempts"] == 11.1
 
 
 async def test_report_cli_csv_and_xlsx(shipped, tmp_path):
@@ -134,7 +137,7 @@ async def test_report_cli_csv_and_xlsx(shipped, tmp_path):
     assert r.returncode == 0, r.stderr
     table = list(csv.DictReader(io.StringIO(r.stdout)))
     by = {row["caller_id"]: row for row in table}
-    assert by[CID1]["allowed"] == "3" and by["total"]["attempts"] == "8"  # caller IDs named, not hashed
+    assert by[CID1]["allowed"] == "4" and by["total"]["attempts"] == "9"  # caller IDs named, not hashed
     x = tmp_path / "r.xlsx"
     r = run("report", "--from", "2026-11-23", "--to", "2026-11-23", "--by", "agent", "--xlsx", str(x))
     assert r.returncode == 0, r.stderr
@@ -150,7 +153,7 @@ async def test_report_cli_csv_and_xlsx(shipped, tmp_path):
 
     text = PdfReader(pdf).pages[0].extract_text()
     line = next(ln for ln in text.splitlines() if ln.startswith(CID1 + " "))
-    assert "dialguard report by caller_id" in text and line.split()[1:3] == [by[CID1]["attempts"], "3"]
+    assert "dialguard report by caller_id" in text and line.split()[1:3] == [by[CID1]["attempts"], by[CID1]["allowed"]]
     r = run("report", "--from", "2026-11-23", "--pdf", str(pdf), env_extra={"DIALGUARD_PDF_FONT": "/nonexistent.ttf"})
     assert r.returncode == 2 and "no CJK font" in r.stderr
     r = run("report", "--from", "2026-11-23", "--by", "campaign")
@@ -327,8 +330,8 @@ def test_every_read_command_has_json(shipped):
     r = run("report", "--from", "2026-11-23", "--to", "2026-11-23", "--by", "agent", "--json")
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)
-    assert j["by"] == "agent" and j["totals"]["attempts"] == 8
-    assert {x["agent"]: x["attempts"] for x in j["rows"]} == {"alice": 4, "bob": 4, rp.NO_CALL: 0}
+    assert j["by"] == "agent" and j["totals"]["attempts"] == 9
+    assert {x["agent"]: x["attempts"] for x in j["rows"]} == {"alice": 4, "bob": 4, "carol": 1, rp.NO_CALL: 0}
     st = json.loads(run("audit", "status", "--json").stdout)
     assert st["backlog"] == 0 and "spool" in st
     assert json.loads(run("audit", "number", e.keys.number_tag("+8613800000001"), "--json").stdout)["number"] \

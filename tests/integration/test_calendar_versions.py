@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import subprocess
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -27,6 +28,9 @@ from dialguard.calendar_file import CalendarFile
 from dialguard.calendars import CalendarStore, Calendars, load_yaml
 from dialguard.decision.models import DecisionRequest
 from dialguard.simulate import _drop_namespace
+
+# the CLI writes in break-glass (tests/conftest.py): audited with the OS user, never DIALGUARD_ACTOR
+BREAK_GLASS = "break-glass:" + pwd.getpwuid(os.getuid()).pw_name
 
 UTC = timezone.utc
 SCEN = Path(__file__).parent.parent / "scenarios"
@@ -151,7 +155,7 @@ async def test_cli_import_shows_the_days_and_refuses_a_malformed_file(make_engin
     p = cli("calendar", "history", "--json", prefix=e.keys.prefix)
     h = json.loads(p.stdout)
     assert [(v["version"], v["active"], v["years"], v["actor"], v["why"]) for v in h] == [
-        (1, True, ["CN 2027"], "ops-test", "notice of 2026-11")]
+        (1, True, ["CN 2027"], BREAK_GLASS, "notice of 2026-11")]
     p = cli("calendar", "activate", "9", prefix=e.keys.prefix)
     assert p.returncode == 2 and "no calendar version 9" in p.stderr
     p = cli("rules", "show", "cn-default", prefix=e.keys.prefix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,9 @@ import pytest
 import redis as syncredis
 
 from dialguard.config import Settings
+
+# the CLI writes in break-glass (tests/conftest.py): audited with the OS user, never DIALGUARD_ACTOR
+BREAK_GLASS = "break-glass:" + pwd.getpwuid(os.getuid()).pw_name
 
 @pytest.fixture
 def prefix(settings):
@@ -49,7 +53,7 @@ def test_apply_status_history_diff_activate(prefix, open_pack):
     r = cli(prefix, "rules", "apply", two, "--shadow", "--json")
     assert json.loads(r.stdout)["role"] == "shadow"
     status = json.loads(cli(prefix, "rules", "status", "--json").stdout)
-    assert (status["active"]["version"], status["active"]["actor"], status["shadow"]["version"]) == (2, "ops-wang", 3)
+    assert (status["active"]["version"], status["active"]["actor"], status["shadow"]["version"]) == (2, BREAK_GLASS, 3)
     hist = json.loads(cli(prefix, "rules", "history", "--json").stdout)
     assert [(h["version"], h["role"], h["why"]) for h in hist] == [(1, None, "first"), (2, "active", "stricter"),
                                                                   (3, "shadow", "")]

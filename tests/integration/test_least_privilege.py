@@ -92,11 +92,29 @@ def test_shipper_role_cannot_write_counters(redis_url):
         refused(s, *cmd)
 
 
+def test_web_role_writes_only_what_its_admin_actions_write(redis_url):
+    w = role_client(redis_url, "web")
+    # the kill switch and its audit record, in one MULTI (Engine.pause)
+    p = w.pipeline(transaction=True)
+    p.hset("dgtest:acl:{g}:pause", "camp:x", "1")
+    p.xadd("dgtest:acl:{g}:audit", {"t": "admin"})
+    p.execute()
+    w.delete("dgtest:acl:{g}:pause", "dgtest:acl:{g}:audit")
+    # not the guard's counters, not a consumer group, not SCAN, nor a script writing them
+    for cmd in (("ZADD", "dgtest:acl:x", "1", "a"), ("SADD", "dgtest:acl:x", "a"), ("LPUSH", "dgtest:acl:x", "a"),
+                ("INCR", "dgtest:acl:x"), ("SCAN", "0"), ("INFO",),
+                ("XREADGROUP", "GROUP", "g", "c", "STREAMS", "dgtest:acl:{g}:audit", ">"),
+                ("HSET", "elsewhere:x", "a", "1")):
+        refused(w, *cmd)
+    with pytest.raises(syncredis.ResponseError, match="can't run this command"):  # a script is checked too
+        w.execute_command("EVAL", "return redis.call('ZADD', KEYS[1], 1, 'a')", 1, "dgtest:acl:x")
+
+
 def test_the_services_connect_as_their_own_users(redis_url):
-    """The stack's FastAGI server, shipper and dialer: each as its role, none as default."""
+    """The stack's FastAGI server, shipper, dialer and console: each as its role, none as default."""
     clients = role_client(redis_url, "admin").client_list()
     users = {c["user"] for c in clients}
-    assert {"dialguard-guard", "dialguard-shipper", "dialguard-dialer"} <= users, users
+    assert {"dialguard-guard", "dialguard-shipper", "dialguard-dialer", "dialguard-web"} <= users, users
     assert "default" not in users, users
 
 

@@ -62,7 +62,7 @@ def test_init_writes_private_secrets_that_every_component_accepts(tmp_path):
     assert p.returncode == 0, p.stderr
     files = sorted(f.name for f in d.iterdir())
     assert files == ["redis-admin.env", "redis-default.env", "redis-dialer.env", "redis-guard.env", "redis-shipper.env",
-                     "redis-users.acl", "secrets.env"]
+                     "redis-users.acl", "redis-web.env", "secrets.env"]
     for f in d.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
@@ -161,7 +161,7 @@ def test_documented_acl_lines_are_the_code_s():
     from dialguard.redis_acl import acl_rules
 
     doc = (REPO / "docs" / "OPERATIONS.md").read_text()
-    for role in ("guard", "shipper", "admin"):
+    for role in ("guard", "shipper", "admin", "web"):
         assert f"ACL SETUSER dialguard-{role} reset {acl_rules(role, 'dg')} #" in doc, role
     guard = acl_rules("guard", "dg").split()
     dialer_extra = " ".join(t for t in acl_rules("dialer", "dg").split() if t not in guard)

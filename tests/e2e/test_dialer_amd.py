@@ -1,0 +1,80 @@
+"""Answering-machine detection on the real stack (issue #18 item 5): Asterisk's AMD() on the
+customer's leg (context dialguard-amd) before any agent is offered the call.
+
+The carrier (scenarios/dialer_amd) plays RTP written by rtp_pcap.py: a number ending
+in 55 answers with a machine's greeting (4 s of continuous sound), any other with a
+person ("hello", 0.4 s, then silence)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from rtp_pcap import silence, tone, write_pcap
+from sipp import SCENARIOS, Sipp
+from test_dialer_calls import invites, number, open_rig  # noqa: F401
+
+
+@pytest.fixture
+async def amd_rig(stack, pg_dsn, redis_url, tmp_path):
+    async with open_rig(stack, pg_dsn, tmp_path) as rig:
+        machine = write_pcap(tmp_path / "machine.pcap", tone(4.0) + silence(1.0))
+        person = write_pcap(tmp_path / "person.pcap", tone(0.4) + silence(8.0))
+        xml = (SCENARIOS / "dialer_amd" / "carrier.xml").read_text()
+        xml = xml.replace("@@MACHINE_PCAP@@", str(machine)).replace("@@HUMAN_PCAP@@", str(person))
+        scenario = tmp_path / "amd_carrier.xml"
+        scenario.write_text(xml)
+        rig.carrier.stop(grace=3)  # the rig's carrier gives way to this one, on its port
+        carrier = Sipp("dialer-amd-carrier", scenario, tmp_path, stack.carrier_port, timeout_s=600)
+        carrier.start().wait_ready()
+        try:
+            yield rig
+        finally:
+            carrier.stop(grace=3)
+
+
+async def test_machine_is_not_bridged_and_ends_as_amd(amd_rig):
+    rig = amd_rig
+    n = number("55")
+    camp = await rig.campaign([n], amd=True, amd_action="hangup", retry_rules="amd=1d/1")
+    d = rig.start(camp, ["amdagent1"])
+    leads = await rig.settle(camp, timeout=60)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "amd" and c["amd_status"] == "MACHINE", c
+    assert c["amd_cause"] and c["bridged_at"] is None and c["answered_at"] is not None
+    assert c["outcome_reported"]  # `amd` reached the guard
+    assert c["ended_at"] - c["answered_at"] < timedelta(seconds=6)  # analysis (<= 5 s), then hung up
+    assert invites(rig.agents) == []  # no agent was ever called
+    assert d.stats["machines"] == 1 and d.stats["abandoned"] == 0
+    assert leads[n]["state"] == "done" and leads[n]["last_result"] == "amd"  # amd=1d/1: one machine, done
+
+
+async def test_machine_hears_the_campaigns_message(amd_rig):
+    rig = amd_rig
+    camp = await rig.campaign([number("55")], amd=True, amd_action="message", amd_media="sound:vm-goodbye")
+    rig.start(camp, ["amdagent2"])
+    await rig.settle(camp, timeout=60)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "amd" and c["bridged_at"] is None, c
+    assert invites(rig.agents) == []
+
+
+async def test_person_is_bridged_after_detection(amd_rig):
+    rig = amd_rig
+    camp = await rig.campaign([number("00")], amd=True)
+    rig.start(camp, ["amdagent3"])
+    await rig.settle(camp, timeout=60)
+    [c] = await rig.calls(camp)
+    assert c["amd_status"] == "HUMAN", c
+    assert c["result"] == "conversation" and c["agent"] == "amdagent3", c
+    assert [i.number for i in invites(rig.agents)] == ["amdagent3"]
+
+
+async def test_amd_off_never_runs_detection(amd_rig):
+    rig = amd_rig
+    camp = await rig.campaign([number("55")])
+    rig.start(camp, ["amdagent4"])
+    await rig.settle(camp, timeout=60)
+    [c] = await rig.calls(camp)
+    assert c["amd_status"] is None and c["result"] == "conversation", c  # a machine, bridged: AMD is off
