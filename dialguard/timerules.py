@@ -216,3 +216,24 @@ def day_start_after(at: datetime, z: str, days: int) -> datetime:
     tz = zone(z)
     d = at.astimezone(tz).date() + timedelta(days=days)
     return datetime.combine(d, time(0), tz).astimezone(UTC)
+
+
+def package_changes(cf) -> tuple[bool, list[tuple[date, bool, bool]]]:
+    """What an imported calendar file changes against the packaged data: (the package
+    knows the year, [(day, calling day per the package, per the file)] for every day
+    they differ). The CLI's `calendar import` and the console's preview show it."""
+    country, _, subdiv = cf.calendar.partition("-")
+    cal = (Calendar(country="CN", mode="official_workdays") if cf.calendar == "CN"
+           else Calendar(country=country, subdivision=subdiv or None, mode="holidays"))
+    imported = Calendars(0, (cf,))
+    out, d = [], date(cf.year, 1, 1)
+    while d.year == cf.year:
+        try:
+            before = calling_day(d, cal)
+        except UnknownYear:
+            return False, []
+        after = calling_day(d, cal, imported)
+        if before != after:
+            out.append((d, before, after))
+        d += timedelta(days=1)
+    return True, out

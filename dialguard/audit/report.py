@@ -164,27 +164,39 @@ def _by_reason(conn, start, end, tz) -> Report:
     return Report("reason", start, end, tz, cols, out, ["total denied", denied, None, None, _pct(denied, total), None])
 
 
+def _sealer():
+    """The data key's Sealer, or None where the key is not configured (labels name hashes then)."""
+    from dialguard.crypto import Sealer
+    try:
+        return Sealer()
+    except ValueError:
+        return None
+
+
+def _opener(sealer, show):
+    def open_or(token: str | None, fallback: str) -> str:
+        if token and sealer:
+            try:
+                return show(sealer.open(token))
+            except Exception:  # noqa: BLE001 - sealed with another key: name the hash instead
+                pass
+        return "#" + fallback[:12]
+    return open_or
+
+
+def number_labeler(show=None):
+    """(number_hash, sealed number) -> show(the number), masked by default (+86138******01),
+    when the data key opens it, else '#' and the hash prefix."""
+    open_or = _opener(_sealer(), show or mask_number)
+    return lambda h, enc: open_or(enc, h)
+
+
 def caller_id_labeler(conn: psycopg.Connection, show=lambda n: n):
     """Caller-ID tag -> show(its number) when the data key opens it (caller IDs are the
     business's own numbers; the console masks them below supervisor), else '#' and the tag's prefix."""
     tokens = dict(conn.execute("select tag, number_enc from audit_caller_ids").fetchall())
-    sealer = None
-    try:
-        from dialguard.crypto import Sealer
-        sealer = Sealer()
-    except ValueError:
-        pass
-
-    def label(tag: str) -> str:
-        tok = tokens.get(tag)
-        if tok and sealer:
-            try:
-                return show(sealer.open(tok))
-            except Exception:  # noqa: BLE001 - another key: name the tag instead
-                pass
-        return "#" + tag[:12]
-
-    return label
+    open_or = _opener(_sealer(), show)
+    return lambda tag: open_or(tokens.get(tag), tag)
 
 
 # -- renderers ----------------------------------------------------------------------------

@@ -317,7 +317,7 @@ def report(
         if xlsx_out or pdf_out:
             fail("--xlsx and --pdf are not available with --shadow (use --csv or --json)")
         with _pg(settings.pg_dsn) as conn:
-            srep = rp.build_shadow(conn, a, b, tz, number_label=_number_labeler())
+            srep = rp.build_shadow(conn, a, b, tz, number_label=rp.number_labeler())
         if as_json:
             print(json.dumps(rp.shadow_to_json(srep), default=str))
         elif csv_out:
@@ -329,7 +329,7 @@ def report(
     if by not in rp.GROUPS:
         fail(f"--by is one of {', '.join(rp.GROUPS)}")
     with _pg(settings.pg_dsn) as conn:
-        label = _cid_labeler(conn) if by == "caller_id" else None
+        label = rp.caller_id_labeler(conn) if by == "caller_id" else None
         rep = rp.build(conn, by, a, b, tz, cid_label=label)
     if as_json:
         print(json.dumps({"by": by, "from": _iso(a), "to": _iso(b), "tz": tz, "columns": rep.columns,
@@ -362,51 +362,6 @@ def _write_csv(text: str, dest: str) -> None:
     else:
         Path(dest).write_text(text, encoding="utf-8")
         err.print(f"wrote {dest}", highlight=False)
-
-
-def _number_labeler():
-    """(number_hash, sealed number) -> the number masked (+86138******01) when the
-    data key opens it, else '#' and the hash prefix."""
-    from dialguard.audit.report import mask_number
-
-    sealer = None
-    try:
-        from dialguard.crypto import Sealer
-        sealer = Sealer()
-    except ValueError:
-        pass
-
-    def label(h: str, enc: str | None) -> str:
-        if enc and sealer:
-            try:
-                return mask_number(sealer.open(enc))
-            except Exception:  # noqa: BLE001 - another key: name the hash instead
-                pass
-        return "#" + h[:12]
-
-    return label
-
-
-def _cid_labeler(conn):
-    """Caller-ID tag -> its number (caller IDs are the business's own numbers)."""
-    tokens = dict(conn.execute("select tag, number_enc from audit_caller_ids").fetchall())
-    sealer = None
-    try:
-        from dialguard.crypto import Sealer
-        sealer = Sealer()
-    except ValueError:
-        pass
-
-    def label(tag: str) -> str:
-        tok = tokens.get(tag)
-        if tok and sealer:
-            try:
-                return sealer.open(tok)
-            except Exception:  # noqa: BLE001
-                pass
-        return tag[:12]
-
-    return label
 
 
 # -- counters rebuild ------------------------------------------------------------------------------------

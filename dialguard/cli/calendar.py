@@ -7,12 +7,13 @@ accounted for, with its line; an unknown version); 3 Redis unreachable.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import typer
 
 from dialguard.cli.common import direct, fail, out, remote_write, run
+from dialguard.timerules import package_changes
 
 app = typer.Typer()
 calendar_app = typer.Typer(help="Calendars as data: import a year, roll back (SPEC §9).", no_args_is_help=True)
@@ -26,38 +27,6 @@ def _store(engine):
 
 def _at(ms: int) -> str | None:
     return datetime.fromtimestamp(ms / 1000).astimezone().isoformat() if ms else None
-
-
-def _pack_calendar(code: str):
-    """The calendar a pack would name for this code (for comparing with the package)."""
-    from dialguard.rules import Calendar
-
-    country, _, subdiv = code.partition("-")
-    if code == "CN":
-        return Calendar(country="CN", mode="official_workdays")
-    return Calendar(country=country, subdivision=subdiv or None, mode="holidays")
-
-
-def changes(cf) -> tuple[bool, list[tuple[date, bool, bool]]]:
-    """(the package knows the year, [(day, calling day per the package, per the file)]
-    for every day the file changes)."""
-    from dialguard.calendars import Calendars
-    from dialguard.timerules import UnknownYear, calling_day
-
-    cal = _pack_calendar(cf.calendar)
-    imported = Calendars(0, (cf,))
-    out = []
-    d = date(cf.year, 1, 1)
-    while d.year == cf.year:
-        try:
-            before = calling_day(d, cal)
-        except UnknownYear:
-            return False, []
-        after = calling_day(d, cal, imported)
-        if before != after:
-            out.append((d, before, after))
-        d += timedelta(days=1)
-    return True, out
 
 
 def _year_rows(cals, active_codes) -> list[dict]:
@@ -94,7 +63,7 @@ def calendar_import(code: str = typer.Argument(..., help="Calendar: cn, or a cou
         cf = read_file(text, code)
     except (CalendarFileError, ValueError) as exc:
         fail(f"{file}: {exc}; nothing published")
-    known, changed = changes(cf)
+    known, changed = package_changes(cf)
     result = {"calendar": _file_json(cf), "package_knows_year": known,
               "changes": [{"day": d.isoformat(), "package": "working" if a else "off",
                            "file": "working" if b else "off"} for d, a, b in changed]}

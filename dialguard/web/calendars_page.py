@@ -14,18 +14,17 @@ where reading stopped; nothing is published.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from aiohttp import web
 from redis.exceptions import ResponseError
 
 from dialguard import authz
 from dialguard.calendar_file import CalendarFile, CalendarFileError
-from dialguard.calendars import (CalendarStore, Calendars, calendars_used, code_of, horizons,
+from dialguard.calendars import (CalendarStore, calendars_used, code_of, horizons,
                                  package_last_year, read_file)
-from dialguard.rules import Calendar
 from dialguard.rules_store import RulesStore
-from dialguard.timerules import UnknownYear, calling_day
+from dialguard.timerules import package_changes
 from dialguard.web.i18n import t
 from dialguard.web.ui import ENGINE, LANGK, _e, _signed_in, csrf_field, page
 
@@ -43,25 +42,6 @@ def _store(request: web.Request) -> CalendarStore:
 
 def _at(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds") if ms else ""
-
-
-def package_changes(cf: CalendarFile) -> tuple[bool, list[tuple[date, bool, bool]]]:
-    """(the packaged data knows the year, [(day, calling day per the package, per the file)])."""
-    country, _, subdiv = cf.calendar.partition("-")
-    cal = (Calendar(country="CN", mode="official_workdays") if cf.calendar == "CN"
-           else Calendar(country=country, subdivision=subdiv or None, mode="holidays"))
-    imported = Calendars(0, (cf,))
-    out, d = [], date(cf.year, 1, 1)
-    while d.year == cf.year:
-        try:
-            before = calling_day(d, cal)
-        except UnknownYear:
-            return False, []
-        after = calling_day(d, cal, imported)
-        if before != after:
-            out.append((d, before, after))
-        d += timedelta(days=1)
-    return True, out
 
 
 async def calendars_page(request: web.Request, msg: str = "", status: int = 200) -> web.Response:

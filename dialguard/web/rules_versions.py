@@ -53,20 +53,7 @@ def _diff_html(text: str) -> str:
 
 
 def _shadow(dsn: str, p: dict, show) -> rp.ShadowReport:
-    sealer = None
-    try:
-        from dialguard.crypto import Sealer
-        sealer = Sealer()
-    except ValueError:
-        pass
-
-    def label(h: str, enc: str | None) -> str:
-        if enc and sealer:
-            try:
-                return show(sealer.open(enc))
-            except Exception:  # noqa: BLE001 - another key: name the hash instead
-                pass
-        return "#" + h[:12]
+    label = rp.number_labeler(show)
 
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3, application_name="dialguard-web-rules") as conn:
         return rp.build_shadow(conn, p["a"], p["b"], p["tz"], number_label=label)
