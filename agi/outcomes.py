@@ -3,7 +3,10 @@ second AGI session per call (issue 21).
 
 The dialplan's hangup handler (``[dialguard-report]``) runs one
 ``CELGenUserEvent(dialguard_outcome,v1|decision id|call id|DIALSTATUS|
-ANSWEREDTIME|billsec|HANGUPCAUSE|AMDSTATUS|SIP code|DIALGUARD_OUTCOME)``.
+ANSWEREDTIME|billsec|HANGUPCAUSE|AMDSTATUS|SIP code|DIALGUARD_OUTCOME[|subjects])``
+(subjects: DIALGUARD_SUBJECTS, the other subjects discussed, ";"-separated:
+each one's post-conversation quiet period starts too; a line without it is
+read as before).
 Asterisk's CEL engine (cel.conf: USER_DEFINED events only) hands it to
 cel_custom, which appends one line to a file (cel_custom.conf). This process
 reads the new lines every ``--poll-s`` (0.1 s) and applies each outcome with
@@ -42,6 +45,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dialguard.decision.models import OUTCOME_RESULTS, Outcome
+from dialguard.subjects import parse_subjects, report_other_subjects
 
 from .handlers.report import _int, classify, sip_code
 from .logs import setup_logging
@@ -63,6 +67,7 @@ class OutcomeEvent:
     call_id: str
     outcome: Outcome
     at: float | None  # epoch seconds Asterisk wrote it (None: unknown)
+    subjects: tuple = ()  # other subjects discussed (dialguard/subjects.py)
 
 
 class BadLine(ValueError):
@@ -86,9 +91,14 @@ def parse_line(line: str, conversation_min_s: int = 1) -> OutcomeEvent | None:
     except (ValueError, KeyError, TypeError):
         raise BadLine("extra is not CEL's {\"extra\": ...}") from None
     f = str(text).split("|")
-    if f[0] != "v1" or len(f) != 10:
-        raise BadLine(f"{f[0][:8]!r} with {len(f)} fields, v1 with 10 expected")
-    _, decision_id, call_id, dialstatus, answered, billsec, cause, amd, sip, override = f
+    if f[0] != "v1" or len(f) not in (10, 11):
+        raise BadLine(f"{f[0][:8]!r} with {len(f)} fields, v1 with 10 or 11 expected")
+    _, decision_id, call_id, dialstatus, answered, billsec, cause, amd, sip, override = f[:10]
+    try:
+        subjects = tuple(parse_subjects(f[10])) if len(f) == 11 else ()
+    except ValueError as exc:  # the outcome itself still counts
+        log.warning("outcome of %s: subjects ignored: %s", call_id, exc)
+        subjects = ()
     if not decision_id or not call_id:
         raise BadLine("no decision id or call id")
     if override and override not in OUTCOME_RESULTS:
@@ -102,7 +112,7 @@ def parse_line(line: str, conversation_min_s: int = 1) -> OutcomeEvent | None:
         at = float(when) if when else None
     except ValueError:
         at = None
-    return OutcomeEvent(decision_id, call_id, outcome, at)
+    return OutcomeEvent(decision_id, call_id, outcome, at, subjects)
 
 
 class State:
@@ -153,6 +163,8 @@ class OutcomeReader:
             if lag > LATE_S:
                 now = now - timedelta(seconds=lag)
         matched = await self.engine.report_outcome(ev.call_id, ev.outcome, now=now)
+        if matched and ev.subjects:
+            await report_other_subjects(self.engine, ev.call_id, ev.outcome, list(ev.subjects), now=now)
         self.applied += 1
         if not matched:
             # Already applied (a replay) or unknown: counted, one line a batch.

@@ -580,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    from dialguard.location import warm_up
+
+    # The ZIP data set (location.py) decompressed once before serving, not in the
+    # first decision with a postal code (the classic per-call script skips it).
+    await asyncio.to_thread(warm_up)
     engines = EngineProvider(load_factory(args.engine_factory),
                              create_timeout_s=max(0.5, args.session_timeout - 1.0))
     sock = None

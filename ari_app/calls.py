@@ -77,6 +77,9 @@ class Call:
     resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)
     lease_checked: bool = False  # adopted: its agent's lease taken over (or found taken)
     tasks: list = field(default_factory=list)
+    # other subjects discussed (DIALGUARD_SUBJECTS on the call or the agent's leg):
+    # reported with the conversation (dialguard/subjects.py); kept in memory only
+    subjects: list = field(default_factory=list)
 
     @property
     def unbridged(self) -> bool:

@@ -277,7 +277,9 @@ class Lifecycle:
             return
         d = await self.engine.decide(DecisionRequest(
             number=lead["number"], campaign=camp.name, agent=call.agent or "dialer",
-            subject=lead["subject"] or None, call_id=call.channel_id))
+            subject=lead["subject"] or None, call_id=call.channel_id,
+            # where the callee lives and who they are, from the lead file (sql/181)
+            region=lead.get("region"), postal_code=lead.get("postal_code"), party=lead.get("party")))
         if not d.allowed:
             self.stats["denied"] += 1
             self.calls.pop(call.channel_id, None)
@@ -392,6 +394,10 @@ class Lifecycle:
             cust = ch if ch in self.calls else self.agent_legs.get(ch)
             if cust and cust in self.calls:
                 await self._disposition(self.calls[cust], e.get("value") or "")
+        elif kind == "ChannelVarset" and e.get("variable") == "DIALGUARD_SUBJECTS":
+            cust = ch if ch in self.calls else self.agent_legs.get(ch)
+            if cust and cust in self.calls:
+                self._subjects(self.calls[cust], e.get("value") or "")
 
     async def _answered(self, ch: str) -> None:
         call = self.calls.get(ch)
@@ -567,10 +573,20 @@ class Lifecycle:
         # campaign, the dialplan too): retried in the background while Redis is down,
         # so this channel's events (its hangup) are not held up.
         await self._retry(lambda: self.store.release_lead(call.lead["id"], state="blocked", result="opted_out"))
-        t = asyncio.create_task(self._retry(lambda: self.engine.opt_out(call.lead["number"])))
+        t = asyncio.create_task(self._retry(
+            lambda: self.engine.opt_out(call.lead["number"], party=call.lead.get("party"))))
         self._background.add(t)
         t.add_done_callback(self._background.discard)
         await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+
+    def _subjects(self, call: Call, value: str) -> None:
+        """The other subjects the agent says were discussed (the last value set wins)."""
+        from dialguard.subjects import parse_subjects
+
+        try:
+            call.subjects = parse_subjects(value)
+        except ValueError as exc:
+            log.warning("call %s: bad DIALGUARD_SUBJECTS: %s", call.channel_id, exc)
 
     async def _disposition(self, call: Call, value: str) -> None:
         try:
@@ -655,19 +671,27 @@ class Lifecycle:
         if call.bridge_id:
             await quiet(self.ari.delete(f"bridges/{call.bridge_id}"))
         if first:
-            await self._report(call.channel_id, result, talk_s, cause, sip if result not in ANSWERED else None)
+            await self._report(call.channel_id, result, talk_s, cause, sip if result not in ANSWERED else None,
+                               subjects=call.subjects)
             await self._retry(lambda: self._reschedule(call, result))
         call.state = "ended"
         self.calls.pop(call.channel_id, None)
 
     async def _report(self, channel_id: str, result: str, talk_s: int, cause: int | None,
-                      sip: int | None = None) -> None:
+                      sip: int | None = None, subjects: list | None = None) -> None:
+        from dialguard.subjects import report_other_subjects
+
+        outcome = Outcome(result=result, talk_s=talk_s, hangup_cause=cause_of(cause), sip_code=sip)
         try:
-            await self.engine.report_outcome(channel_id, Outcome(result=result, talk_s=talk_s,
-                                                                 hangup_cause=cause_of(cause), sip_code=sip))
+            await self.engine.report_outcome(channel_id, outcome)
         except Exception as exc:  # noqa: BLE001 - left unreported: retried at the next reconcile
             log.warning("outcome of %s not reported yet: %s", channel_id, exc)
             return
+        if subjects:
+            try:
+                await report_other_subjects(self.engine, channel_id, outcome, subjects)
+            except Exception as exc:  # noqa: BLE001 - the call's own outcome stands
+                log.warning("call %s: other subjects %s not reported: %s", channel_id, subjects, exc)
         self.stats["reported"] += 1
         await self.store.update_call(channel_id, outcome_reported=True)
 

@@ -125,6 +125,9 @@ async def run_dialer(agents: dict[str, str], *, campaigns=None, trunk="carrier",
     settings = Settings()
     port = metrics_port_from_env() if metrics_port is None else metrics_port
     cfg = config_from_env(agents, campaigns=campaigns, trunk=trunk, app=app, bridge_timeout_s=bridge_timeout)
+    from dialguard.location import warm_up
+
+    await asyncio.to_thread(warm_up)  # the ZIP data set, before the first lead with a postal code
     engine = await Engine.create(settings)
     store = await Store.open(settings.pg_dsn)
     dialer = Dialer(cfg, engine, store)

@@ -13,7 +13,7 @@ from dialguard.events import NumberEvents
 from dialguard.ids import new_id
 from dialguard.numbers import parse_number, short_hash
 from dialguard.rules import Policy
-from dialguard.store import Store, _encode, from_ms, ms
+from dialguard.store import Store, _encode, _region_pauses, from_ms, ms
 
 
 class AdminStore(Store):
@@ -92,6 +92,47 @@ class AdminStore(Store):
             self._admin(pipe, "resume", f, why, actor=actor)
             res = await pipe.execute()
         return bool(res[0])
+
+    async def pause_region(self, region: str, start: datetime | None = None, until: datetime | None = None,
+                           why: str = "", actor: str | None = None) -> None:
+        """Kill switch by jurisdiction (a governor's emergency declaration): calls
+        whose callee may be in `region` (ISO 3166-2 such as US-LA, or a country)
+        are denied `paused` from `start` (default: at once) until `until` (default:
+        no end; `resume_region` lifts it). Every node follows within CONTEXT_TTL."""
+        from dialguard.location import parse_region
+
+        region = parse_region(region)
+        if region is None:
+            raise ValueError("a region is needed (ISO 3166-2, e.g. US-LA)")
+        at = int(time.time() * 1000)
+        start_ms = ms(start) if start else 0  # no start: in effect from now on, whatever a decision's time
+        until_ms = ms(until) if until else None
+        if until_ms is not None and until_ms <= (start_ms or at):
+            raise ValueError("the pause ends before it starts")
+        rec = {"from": start_ms, "until": until_ms, "why": why, "since": at}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.pause_regions, region, _encode(rec))
+            self._admin(pipe, "pause_region", region, why, at=at, actor=actor, **{"from": start_ms,
+                                                                                   "until": until_ms})
+            await pipe.execute()
+        self._forget()
+
+    async def resume_region(self, region: str, why: str = "", actor: str | None = None) -> bool:
+        from dialguard.location import parse_region
+
+        region = parse_region(region)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.pause_regions, region)
+            self._admin(pipe, "resume_region", region, why, actor=actor)
+            res = await pipe.execute()
+        self._forget()
+        return bool(res[0])
+
+    async def paused_regions(self) -> list[dict]:
+        """Region kill switches: region, from, until (None: no end), why."""
+        raw = await self.redis.hgetall(self.keys.pause_regions)
+        return [{"region": r, "from": from_ms(a) if a else None, "until": from_ms(u) if u else None, "why": w}
+                for r, a, u, w in _region_pauses(raw)]
 
     async def paused(self) -> dict[str, datetime]:
         """Kill switches in effect: field (all, camp:NAME, cid:TAG) -> since."""

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from redis.exceptions import NoScriptError, RedisError
 
 from dialguard.decision import scripts
+from dialguard.location import NOWHERE
 from dialguard.engine import EXPLAIN, CampaignRulesError, Engine
 from dialguard.ids import new_id
 from dialguard.decision.models import DecisionRequest, sort_reasons
@@ -126,7 +127,10 @@ class Eligibility:
             req = reqs[i]
             ctx = await e._context_shared(req.campaign)
             info = parse_number(req.number, e.default_region)
-            plan, why = e._plan(req, ctx, info, new_id(), now)
+            place = NOWHERE
+            if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs):
+                ctx, info, place = e._locate(req, ctx, info)
+            plan, why = e._plan(req, ctx, info, new_id(), now, place)
             built.append((i, req, ctx, info, plan, why))
         for attempt in range(2):
             try:

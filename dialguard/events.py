@@ -85,11 +85,39 @@ class NumberEvents(Store):
             self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
         return int(res[0]) == 1
 
-    async def opt_out(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("opt_out", number, "set", "optout", None, now)
+    async def _party_event(self, kind: str, party: str, field: str, now: datetime | None) -> bool:
+        """An opt-out or complaint of a person (SPEC §2 `party`): blocks every
+        number decided with that party. Audited as an event whose number_hash is
+        the party's keyed hash ("party": true in its record)."""
+        if not party:
+            raise ValueError("a party id is needed")
+        now = (now or await self.now()).astimezone(UTC)
+        ptag = self.keys.party_tag(party)
+        payload = json.dumps({"kind": kind, "n": ptag, "party": True, "at": ms(now), "campaign": None,
+                              "node": self.settings.node}, separators=(",", ":"))
+        pp = self.keys.party_prefix(ptag)
+        # no key prefix: a party has no last caller ID whose health the event would count
+        res = await scripts.EVENT(self.redis, [self.keys.party_flags(ptag), pp + ":dncc", self.keys.audit,
+                                               pp + ":lc"],
+                                  ["set", field, str(ms(now)), payload, new_id(), kind, "", str(ms(now)),
+                                   new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
+        return int(res[0]) == 1
 
-    async def complaint(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("complaint", number, "set", "complaint", None, now)
+    async def opt_out(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+        changed = False
+        if party:
+            changed = await self._party_event("opt_out", party, "optout", now)
+        if number:
+            changed = await self._event("opt_out", number, "set", "optout", None, now) or changed
+        return changed
+
+    async def complaint(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+        changed = False
+        if party:
+            changed = await self._party_event("complaint", party, "complaint", now)
+        if number:
+            changed = await self._event("complaint", number, "set", "complaint", None, now) or changed
+        return changed
 
     async def consent(self, number: str, now: datetime | None = None) -> bool:
         return await self._event("consent", number, "set", "consent", None, now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import date, time, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -87,7 +87,9 @@ def _fmt_td(td: timedelta) -> str:
 
 class Cap(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    scope: Literal["number", "number_subject", "number_campaign"] = "number"
+    # party / party_subject: per person (the request's `party`, all their
+    # numbers); a request without a party falls back to number / number_subject.
+    scope: Literal["number", "number_subject", "number_campaign", "party", "party_subject"] = "number"
     max: int = Field(ge=0, le=1_000_000)
     window: Window
     uncounted_outcomes: tuple[Literal["busy", "failed", "no_answer", "voicemail"], ...] = ()
@@ -110,7 +112,7 @@ class Cap(_Model):
 class Quiet(_Model):
     """No call within a period after an event; days count the event's day as day 1."""
 
-    scope: Literal["number", "number_subject"] = "number"
+    scope: Literal["number", "number_subject", "party", "party_subject"] = "number"
     window: Window
 
     @model_validator(mode="after")
@@ -376,7 +378,32 @@ class Pack(_Model):
     max_duration_s: int | None = Field(default=None, ge=0)
     consent_required: bool = False
     abandon_rate: RatePolicy | None = None
+    # A pack by state (`us-states`): per call, the packs of every US state the
+    # callee may be in (from the number and the stated region / postal code)
+    # are added to the rules; `unplaced`: when no state is known (toll-free
+    # number, no location), every listed state's packs apply (fail closed).
+    states: dict[str, tuple[str, ...]] = {}
+    unplaced: Literal["all", "none"] = "all"
     notes: tuple[str, ...] = ()
+
+    @field_validator("states", mode="before")
+    @classmethod
+    def _states(cls, v):
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError("states must map two-letter state codes to pack names")
+        out = {}
+        for k, packs in v.items():
+            code = str(k).strip().upper()
+            if not re.fullmatch(r"[A-Z]{2}", code):
+                raise ValueError(f"states: {k!r} is not a two-letter state code")
+            packs = [packs] if isinstance(packs, str) else list(packs or [])
+            for name in packs:
+                if not (PACKS_DIR / f"{name}.yaml").exists():
+                    raise ValueError(f"states: {code}: {name!r} is not a shipped rule pack")
+            out[code] = tuple(packs)
+        return out
 
     @field_validator("min_interval", mode="before")
     @classmethod
@@ -449,6 +476,11 @@ def shipped_packs() -> list[str]:
     return sorted(p.stem for p in PACKS_DIR.glob("*.yaml"))
 
 
+@lru_cache(maxsize=64)
+def _shipped(name: str) -> Pack:
+    return load_pack_file(PACKS_DIR / f"{name}.yaml")
+
+
 def resolve_pack(ref: str, base_dir: Path | None = None) -> Pack:
     """A shipped pack name or a path to a rules file."""
     ref = ref.strip()
@@ -470,6 +502,8 @@ class Policy:
         if not packs:
             raise RulesError("no rule pack given")
         self.packs = tuple(packs)
+        if any(p.states for p in self.packs):
+            self.state_packs  # noqa: B018 - load the state packs now, not in a decision
 
     @classmethod
     def load(cls, refs, base_dir: Path | None = None) -> "Policy":
@@ -481,6 +515,60 @@ class Policy:
     def from_sources(cls, sources: list[tuple[str, str]]) -> "Policy":
         """Packs from (origin, YAML text) pairs: a stored rules version."""
         return cls([load_pack_text(text, origin) for origin, text in sources])
+
+    @cached_property
+    def state_packs(self) -> dict[str, tuple[Pack, ...]]:
+        """State code -> the packs a `states` pack applies for it (empty: none)."""
+        out: dict[str, list[Pack]] = {}
+        for p in self.packs:
+            for code, names in p.states.items():
+                out.setdefault(code, []).extend(_shipped(n) for n in names)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def _unplaced_all(self) -> bool:
+        return any(p.states and p.unplaced == "all" for p in self.packs)
+
+    def for_states(self, states: frozenset[str]) -> "Policy":
+        """These rules with the packs of the states the callee may be in added
+        (a `states` pack); the same object when there is none. Cached per state
+        set: the engine's plan templates and time cache key on the object."""
+        sp = self.state_packs
+        if not sp:
+            return self
+        hit = self._by_states.get(states)
+        if hit is not None:
+            return hit
+        picked = [c for c in sorted(states) if c in sp]
+        if not states and self._unplaced_all:
+            picked = sorted(sp)
+        have = {p.pack for p in self.packs}
+        extra: list[Pack] = []
+        for code in picked:
+            for p in sp[code]:
+                if p.pack not in have:
+                    have.add(p.pack)
+                    extra.append(p)
+        derived = Policy(list(self.packs) + extra) if extra else self
+        if derived is not self:
+            # the same rules version: the states applied are in the audit record
+            derived.__dict__["version_hash"] = self.version_hash
+            derived.__dict__["state_packs"] = {}
+        if len(self._by_states) >= 1024:
+            self._by_states.clear()
+        self._by_states[states] = derived
+        return derived
+
+    @cached_property
+    def _by_states(self) -> dict:
+        return {}
+
+    @cached_property
+    def party_scoped(self) -> bool:
+        """A cap or quiet period scoped by party: a request with a party needs
+        its own keys (the engine builds such plans without the template)."""
+        return any(c.scope.startswith("party") for _, c in self.caps) or any(
+            q.scope.startswith("party") for q in self.quiet_after_conversation)
 
     @cached_property
     def name(self) -> str:

@@ -20,6 +20,7 @@ from dialguard.calendars import CalendarStore, Calendars, load_yaml
 from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.decision.models import OUTCOME_RESULTS, DecisionRequest, Outcome
+from dialguard.location import parse_postal_code, parse_region
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy, RulesError
 from dialguard.timeutil import UTC
@@ -40,6 +41,19 @@ class AttemptEv(_M):
     agent: str = "agent"
     caller_id: str | None = None
     subject: str | None = None
+    region: str | None = None  # ISO 3166-2 of where the callee lives (SPEC §2)
+    postal_code: str | None = None
+    party: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v):
+        return parse_region(v)
+
+    @field_validator("postal_code")
+    @classmethod
+    def _postal(cls, v):
+        return parse_postal_code(v)
 
 
 class OutcomeEv(_M):
@@ -52,8 +66,15 @@ class OutcomeEv(_M):
 
 
 class NumberEv(_M):
-    number: str
+    number: str | None = None
     campaign: str | None = None
+    party: str | None = None  # opt_out / complaint: the person, at all their numbers (SPEC §5)
+
+    @model_validator(mode="after")
+    def _who(self):
+        if not self.number and not self.party:
+            raise ValueError("give number, party or both")
+        return self
 
 
 class Event(_M):
@@ -80,6 +101,9 @@ class Event(_M):
         if len(kinds) != 1:
             raise ValueError("each event has `at` and exactly one of attempt, outcome, opt_out, "
                              "complaint, consent, dnc_add, dnc_remove")
+        ev = getattr(self, kinds[0])
+        if kinds[0] in ("consent", "dnc_add", "dnc_remove") and (ev.party is not None or not ev.number):
+            raise ValueError(f"{kinds[0]} needs a number and takes no party (opt_out and complaint take a party)")
         return self
 
     @property
@@ -189,7 +213,8 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
                 call_id = f"sim-{i}"
                 d = await engine.decide(DecisionRequest(number=a.number, campaign=a.campaign, agent=a.agent,
                                                         caller_id=a.caller_id, subject=a.subject,
-                                                        call_id=call_id), now=ev.at)
+                                                        call_id=call_id, region=a.region,
+                                                        postal_code=a.postal_code, party=a.party), now=ev.at)
                 e164 = d.number or a.number
                 if d.allowed:
                     last_call[(e164, a.subject)] = call_id
@@ -215,9 +240,9 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
             else:
                 nev = getattr(ev, k)
                 if k == "opt_out":
-                    await engine.opt_out(nev.number, now=ev.at)
+                    await engine.opt_out(nev.number, now=ev.at, party=nev.party)
                 elif k == "complaint":
-                    await engine.complaint(nev.number, now=ev.at)
+                    await engine.complaint(nev.number, now=ev.at, party=nev.party)
                 elif k == "consent":
                     await engine.consent(nev.number, now=ev.at)
                 elif k == "dnc_add":

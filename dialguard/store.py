@@ -24,6 +24,22 @@ log = logging.getLogger("dialguard.engine")
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _region_pauses(raw: dict) -> tuple:
+    """The `pause --region` hash as (region, from ms, until ms or None, why); an
+    unreadable entry pauses its region with no end (fail closed)."""
+    out = []
+    for k, v in (raw or {}).items():
+        region = k.decode() if isinstance(k, bytes) else k
+        try:
+            j = json.loads(v)
+            out.append((region, int(j.get("from") or 0), int(j["until"]) if j.get("until") else None,
+                        str(j.get("why") or "")))
+        except (ValueError, TypeError, AttributeError):
+            log.error("region pause %s: unreadable record; the region stays paused", region)
+            out.append((region, 0, None, "unreadable pause record"))
+    return tuple(sorted(out))
+
+
 class CampaignRulesError(Exception):
     pass
 

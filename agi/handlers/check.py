@@ -1,7 +1,7 @@
 """``check``: one decision via the engine, result in channel variables (SPEC §4).
 
-Dialplan: ``AGI(agi://HOST:PORT/check,NUMBER,CAMPAIGN,AGENT[,SUBJECT[,CALLERID[,CALLID]]])``
-(the same names also work as query arguments). Fail-closed: the first command
+Dialplan: ``AGI(agi://HOST:PORT/check,NUMBER,CAMPAIGN,AGENT[,SUBJECT[,CALLERID[,CALLID[,REGION[,POSTAL_CODE[,PARTY]]]]]])``
+(the same names also work as query arguments: region, postal_code, party). Fail-closed: the first command
 sets DIALGUARD_RESULT=DENY (unless the request says ``?preset=deny``: the
 dialplan set DENY and guard_unavailable before the AGI, as dialguard-dial and
 dialguard-check do, so one command a check) and ALLOW is set last, only after a real allow and
@@ -30,12 +30,14 @@ from . import BadRequest, Context, mask_number, register
 
 log = logging.getLogger("dialguard.agi")
 
-PARAMS = ("number", "campaign", "agent", "subject", "callerid", "callid")
+PARAMS = ("number", "campaign", "agent", "subject", "callerid", "callid", "region", "postal_code", "party")
 
 # Request fields that a stable reason code describes when they are unusable;
 # anything else wrong with the request is "the guard could not decide".
 _FIELD_REASON = {"number": "invalid_number", "campaign": "campaign_not_approved",
-                 "caller_id": "caller_id_not_approved"}
+                 "caller_id": "caller_id_not_approved",
+                 # a stated location not written as one: the callee's local time is unknown
+                 "region": "unknown_timezone", "postal_code": "unknown_timezone"}
 
 
 _DENY_CMD = p.set_variable_command("DIALGUARD_RESULT", "DENY")
@@ -88,6 +90,9 @@ def build_request(ctx: Context) -> DecisionRequest:
             subject=ctx.param("subject"),
             caller_id=ctx.param("callerid"),
             call_id=ctx.call_id,
+            region=ctx.param("region"),
+            postal_code=ctx.param("postal_code"),
+            party=ctx.param("party"),
         )
     except ValidationError as exc:
         fields = sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")})

@@ -3,9 +3,11 @@ hangup handler (answered or not). Releases the engine's concurrency lease and
 feeds the outcome-based rules (post-conversation quiet period, Regulation F
 "never connected" calls taken back out of the count).
 
-Dialplan: ``AGI(agi://HOST:PORT/report,${DIALSTATUS},${ANSWEREDTIME},${CDR(billsec)},${HANGUPCAUSE},${DIALGUARD_DECISION_ID}[,AMDSTATUS[,CALLID[,SIPCODE]]])``.
+Dialplan: ``AGI(agi://HOST:PORT/report,${DIALSTATUS},${ANSWEREDTIME},${CDR(billsec)},${HANGUPCAUSE},${DIALGUARD_DECISION_ID}[,AMDSTATUS[,CALLID[,SIPCODE[,SUBJECTS]]]])``.
 SIPCODE: the trunk's SIP response (from ``HANGUPCAUSE(<channel>,tech)``, e.g.
 403), so that caller-ID health tells a carrier's rejection from a busy callee.
+SUBJECTS: the other subjects discussed in the conversation (DIALGUARD_SUBJECTS,
+"debt-2|debt-3"): each one's post-conversation quiet period starts too.
 It writes nothing to the channel (it is usually dead by then).
 """
 
@@ -15,12 +17,14 @@ import logging
 import re
 
 from dialguard.decision.models import OUTCOME_RESULTS, Outcome, not_answered_result
+from dialguard.subjects import parse_subjects
 
 from . import BadRequest, Context, register
 
 log = logging.getLogger("dialguard.agi")
 
-PARAMS = ("dialstatus", "answeredtime", "billsec", "hangupcause", "decisionid", "amdstatus", "callid", "sipcode")
+PARAMS = ("dialstatus", "answeredtime", "billsec", "hangupcause", "decisionid", "amdstatus", "callid", "sipcode",
+          "subjects")
 
 # DIALSTATUS -> outcome result (SPEC §5 list) for calls that were not answered.
 _NOT_ANSWERED = {
@@ -88,6 +92,11 @@ async def handle(ctx: Context) -> None:
     override = ctx.request.query.get("result")
     if override and override not in OUTCOME_RESULTS:
         raise BadRequest(f"result={override[:20]!r} is not one of {', '.join(OUTCOME_RESULTS)}")
+    try:
+        subjects = parse_subjects(ctx.param("subjects"))
+    except ValueError as exc:  # the outcome itself is still reported
+        log.warning("report %s: DIALGUARD_SUBJECTS ignored: %s", call_id, exc)
+        subjects = []
     outcome = classify(
         ctx.param("dialstatus"), _int(ctx.param("answeredtime")), _int(ctx.param("billsec")),
         _int(ctx.param("hangupcause")), ctx.param("amdstatus"), ctx.options.conversation_min_s,
@@ -100,6 +109,11 @@ async def handle(ctx: Context) -> None:
                       talk_s=outcome.talk_s, hangup_cause=outcome.hangup_cause, sip_code=outcome.sip_code,
                       dialstatus=ctx.param("dialstatus") or "")
     matched = await ctx.engine_call("report_outcome", call_id, outcome)
+    if matched and subjects and outcome.result == "conversation":
+        # the other subjects discussed: each one's quiet period, as simulate does
+        for subject in subjects:
+            await ctx.engine_call("report_outcome", call_id, outcome, subject=subject)
+        ctx.fields["subjects"] = len(subjects)
     ctx.fields["outcome"] = "reported"
     if matched is not None:
         # False: the engine knows no allowed call by this id (logged, not an error).

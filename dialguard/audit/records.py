@@ -87,7 +87,7 @@ DECISION_COLS = ("decision_id", "stream_id", "decided_at", "recorded_at", "allow
                  "number_hash", "number_enc", "campaign", "agent", "subject", "call_id", "caller_id_requested",
                  "caller_id_hash", "rules", "rules_version", "node", "latency_ms", "counters", "override_id",
                  "request", "rules_seq", "shadow_version", "shadow_allowed", "shadow_reasons", "override_lifted",
-                 "calendar_version", "calendar_estimated", "replay_of")
+                 "calendar_version", "calendar_estimated", "replay_of", "region", "postal_code", "party_hash")
 OUTCOME_COLS = ("outcome_id", "stream_id", "decision_id", "call_id", "result", "talk_s", "hangup_cause",
                 "subject", "reported_at", "recorded_at", "node", "payload")
 EVENT_COLS = ("event_id", "stream_id", "kind", "number_hash", "number_enc", "campaign", "at", "recorded_at",
@@ -150,6 +150,7 @@ def decision_row(sid: str, f: dict[str, str]) -> tuple:
         _opt_int(f.get("rver")), shadow_version, (sa == "1") if sa else None,
         _codes(f.get("sr")) if shadowed else None, _codes(f.get("ovr")) if f.get("ovr") else None,
         _opt_int(j.get("cal")), _estimated(j.get("est")), f.get("rp") or None,
+        _text(j.get("region")), _text(j.get("postal")), _text(j.get("party")),
     )
 
 

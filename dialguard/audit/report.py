@@ -28,7 +28,7 @@ import psycopg
 from dialguard.decision.models import REASON_ORDER
 from dialguard.numbers import mask_number  # noqa: F401  (the one masking, for reports and logs)
 
-GROUPS = {"campaign": "campaign", "agent": "agent", "caller_id": "caller_id_hash", "reason": None}
+GROUPS = {"campaign": "campaign", "agent": "agent", "caller_id": "caller_id_hash", "region": "region", "reason": None}
 ANSWERED = ("conversation", "answered", "abandoned")
 NO_CALL = "(no call)"
 

@@ -10,6 +10,11 @@ error naming the headers accepted, never a guess. A row that cannot be read (a
 CSV field over 128 KiB) is rejected with its line, the rest imported. Line
 numbers in the report are the file's own (1-based, header included), so an
 operator can find the row.
+Optional columns say where the callee lives and who they are (SPEC §2): `region`
+(ISO 3166-2, e.g. US-FL), `postal_code` (`zip`, `zip_code`, `postcode`, 邮编)
+and `party` (`account`, `person`, `customer_id`, `debtor`): the guard applies
+the stated location's rules too. A row whose region or postal code is not
+written as one is rejected with the reason.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from dialguard.location import LocationError, parse_postal_code, parse_region
 from dialguard.numbers import parse_number
 
 NUMBER_COLS = ("number", "phone", "phone_number", "tel", "telephone", "telephone_number", "mobile",
@@ -26,6 +32,9 @@ NUMBER_COLS = ("number", "phone", "phone_number", "tel", "telephone", "telephone
                "电话", "手机", "号码", "电话号码", "手机号", "手机号码", "联系电话", "联系方式")
 SUBJECT_COLS = ("subject", "debt", "order", "reference", "事由", "订单", "订单号")
 NAME_COLS = ("name", "customer", "customer_name", "姓名", "客户", "客户名称")
+REGION_COLS = ("region", "state_region", "iso_region", "地区")
+POSTAL_COLS = ("postal_code", "zip", "zip_code", "zipcode", "postcode", "邮编")
+PARTY_COLS = ("party", "account", "person", "customer_id", "debtor")
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,9 @@ class Lead:
     number: str  # E.164
     subject: str = ""
     name: str | None = None
+    region: str | None = None
+    postal_code: str | None = None
+    party: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +136,7 @@ def parse_leads(path: Path, default_region: str) -> ParsedLeads:
     if not path.exists():
         raise LeadFileError(f"{path}: no such file")
     rows = _rows(path)
-    cols: tuple[int, int | None, int | None] | None = None
+    cols: tuple[int | None, ...] | None = None
     seen: set[tuple[str, str]] = set()
     for line, row in rows:
         if isinstance(row, CsvProblem):
@@ -136,7 +148,8 @@ def parse_leads(path: Path, default_region: str) -> ParsedLeads:
                 continue
             ni = _find(row, NUMBER_COLS)
             if ni is not None:
-                cols = (ni, _find(row, SUBJECT_COLS), _find(row, NAME_COLS))
+                cols = (ni, _find(row, SUBJECT_COLS), _find(row, NAME_COLS), _find(row, REGION_COLS),
+                        _find(row, POSTAL_COLS), _find(row, PARTY_COLS))
                 continue
             if not parse_number(row[0], default_region).valid:
                 raise LeadFileError(
@@ -145,14 +158,24 @@ def parse_leads(path: Path, default_region: str) -> ParsedLeads:
                     f"{', '.join(NUMBER_COLS)} (case, spaces, - and _ do not matter); optional "
                     f"{' / '.join(SUBJECT_COLS)} and {' / '.join(NAME_COLS)}. Without a header, the first "
                     f"column holds the numbers. Nothing was imported.")
-            cols = (0, None, None)  # no header: numbers in the first column
+            cols = (0, None, None, None, None, None)  # no header: numbers in the first column
         if not any(row):
             continue
         out.rows += 1
-        ni, si, nmi = cols
+        ni, si, nmi, ri, pi, pti = cols
         value = row[ni] if ni < len(row) else ""
         subject = row[si] if si is not None and si < len(row) else ""
         name = row[nmi] if nmi is not None and nmi < len(row) and row[nmi] else None
+        party = row[pti] if pti is not None and pti < len(row) and row[pti] else None
+        try:
+            region = parse_region(row[ri] if ri is not None and ri < len(row) else None)
+            postal = parse_postal_code(row[pi] if pi is not None and pi < len(row) else None)
+        except LocationError as exc:
+            out.rejects.append(Reject(line, value, str(exc)))
+            continue
+        if party is not None and len(party) > 256:
+            out.rejects.append(Reject(line, value, "party id longer than 256 characters"))
+            continue
         if not value:
             out.rejects.append(Reject(line, value, "empty number"))
             continue
@@ -166,7 +189,7 @@ def parse_leads(path: Path, default_region: str) -> ParsedLeads:
             out.rejects.append(Reject(line, value, f"duplicate of an earlier row ({info.e164})"))
             continue
         seen.add(key)
-        out.leads.append(Lead(line, info.e164, subject, name))
+        out.leads.append(Lead(line, info.e164, subject, name, region, postal, party))
     return out
 
 

@@ -172,6 +172,8 @@ class Store:
         if row is not None:
             if row.get("number_enc"):
                 row["number"] = self.sealer.open(row["number_enc"])
+            if row.get("party_enc"):  # sealed like the number (sql/181)
+                row["party"] = self.sealer.open(row["party_enc"])
             if "caller_id_enc" in row:
                 enc = row["caller_id_enc"]
                 row["caller_id"] = self.sealer.open(enc) if enc else None
@@ -270,14 +272,18 @@ class Store:
                     chunk = leads[i:i + 1000]
                     cur = await c.execute(
                         "insert into dialer_leads (campaign, number_hash, number_enc, subject, name, source_line,"
-                        " next_eligible_at)"
-                        " select %s, t.h, t.enc, t.subject, t.name, t.line, %s::timestamptz"
-                        " from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[])"
-                        " as t(h, enc, subject, name, line)"
+                        " next_eligible_at, region, postal_code, party_enc)"
+                        " select %s, t.h, t.enc, t.subject, t.name, t.line, %s::timestamptz, t.region, t.postal,"
+                        " t.party"
+                        " from unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],"
+                        " %s::text[], %s::text[])"
+                        " as t(h, enc, subject, name, line, region, postal, party)"
                         " on conflict (campaign, number_hash, subject) do nothing returning number_hash, subject",
                         (campaign, now, [hashes[x.number] for x in chunk],
                          [self.sealer.seal(x.number) for x in chunk], [x.subject for x in chunk],
-                         [x.name for x in chunk], [x.line for x in chunk]))
+                         [x.name for x in chunk], [x.line for x in chunk], [x.region for x in chunk],
+                         [x.postal_code for x in chunk],
+                         [self.sealer.seal(x.party) if x.party else None for x in chunk]))
                     added.update((r["number_hash"], r["subject"]) for r in await cur.fetchall())
         existing = [x for x in leads if (hashes[x.number], x.subject) not in added]
         return len(added), existing

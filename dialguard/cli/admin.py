@@ -65,13 +65,25 @@ app = typer.Typer()
 @app.command()
 def pause(campaign: Optional[str] = typer.Option(None, "--campaign"),
           caller_id: Optional[str] = typer.Option(None, "--caller-id"),
+          region: Optional[str] = typer.Option(
+              None, "--region", help="a jurisdiction, ISO 3166-2 (US-LA) or a country (US): calls whose "
+                                     "callee may be there (number or stated location)"),
+          start: Optional[str] = typer.Option(None, "--from", help="with --region: ISO time (default now)"),
+          until: Optional[str] = typer.Option(None, "--until", help="with --region: ISO time (default: "
+                                                                      "until `resume --region`)"),
+          why: str = typer.Option("", "--why", help="the reason, kept in the audit (e.g. the declaration)"),
           status: bool = typer.Option(False, "--status", help="show what is paused; change nothing"),
           as_json: bool = typer.Option(False, "--json")):
-    """Kill switch: pause all outbound, one campaign or one caller ID (--status: show them)."""
+    """Kill switch: pause all outbound, one campaign, one caller ID, or calls into a
+    region for a window (--status: show them)."""
     if status:
-        if campaign or caller_id:
+        if campaign or caller_id or region:
             fail("--status shows every kill switch: give it alone")
         return _show_paused(as_json)
+    if region is not None:
+        return _pause_region(region, start, until, why, campaign, caller_id, as_json)
+    if start or until:
+        fail("--from and --until go with --region")
     scope, name = _scope(campaign, caller_id)
     if not _remote_killswitch("pause", scope, name):
         direct("pause")
@@ -82,8 +94,22 @@ def pause(campaign: Optional[str] = typer.Option(None, "--campaign"),
 @app.command()
 def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
            caller_id: Optional[str] = typer.Option(None, "--caller-id"),
+           region: Optional[str] = typer.Option(None, "--region", help="lift a `pause --region`"),
+           why: str = typer.Option("", "--why"),
            as_json: bool = typer.Option(False, "--json")):
     """Lift a kill switch set with `pause`."""
+    if region is not None:
+        if campaign or caller_id:
+            fail("give --region alone")
+        direct("resume")
+        try:
+            found = run(lambda e: e.resume_region(region, why=why))
+        except ValueError as exc:
+            fail(str(exc))
+        if not found:
+            fail(f"{region.upper()} was not paused")
+        return _done(as_json, f"resumed region {region.upper()}", action="resume", scope="region",
+                     name=region.upper())
     scope, name = _scope(campaign, caller_id)
     if not _remote_killswitch("resume", scope, name):
         direct("resume")
@@ -321,20 +347,28 @@ def dnc_export(list_: str = typer.Option(GLOBAL_LIST, "--list", help="'global' o
                                 "named as given to `dnc import --campaign`)", highlight=False)
 
 
+party_opt = typer.Option(None, "--party", help="the person (party id): every number decided with it is blocked")
+
+
 @app.command()
-def optout(number: str):
-    """Record that the person asked not to be called (permanent)."""
+def optout(number: Optional[str] = typer.Argument(None), party: Optional[str] = party_opt):
+    """Record that the person asked not to be called (permanent): the number, the party, or both."""
+    if not number and not party:
+        fail("give a number, --party, or both")
     direct("optout")
-    run(lambda e: e.opt_out(number))
-    typer.echo(f"opted out {_norm(number)}")
+    run(lambda e: e.opt_out(number, party=party))
+    typer.echo("opted out " + " and ".join(x for x in (number and _norm(number), party and "the party") if x))
 
 
 @app.command()
-def complaint(number: str):
-    """Record a complaint for the number (permanent block)."""
+def complaint(number: Optional[str] = typer.Argument(None), party: Optional[str] = party_opt):
+    """Record a complaint (permanent block): for the number, the party, or both."""
+    if not number and not party:
+        fail("give a number, --party, or both")
     direct("complaint")
-    run(lambda e: e.complaint(number))
-    typer.echo(f"complaint recorded for {_norm(number)}")
+    run(lambda e: e.complaint(number, party=party))
+    typer.echo("complaint recorded for " + " and ".join(
+        x for x in (number and _norm(number), party and "the party") if x))
 
 
 @app.command()
@@ -530,6 +564,9 @@ def _show_paused(as_json: bool, calendars: bool = False) -> None:
             elif f.startswith("cid:"):
                 tag = f[4:]
                 out.append({"scope": "caller_id", "name": numbers.get(tag), "hash": tag, "since": _iso(since)})
+        for r in await e.paused_regions():
+            out.append({"scope": "region", "name": r["region"], "from": r["from"].isoformat() if r["from"] else None,
+                        "until": r["until"].isoformat() if r["until"] else None, "why": r["why"]})
         return out, (await calendar_report(e) if calendars else None)
 
     paused, known = run(go)
@@ -545,9 +582,40 @@ def _show_paused(as_json: bool, calendars: bool = False) -> None:
             what = "all outbound calls"
         elif p["scope"] == "campaign":
             what = f"campaign {p['name']}"
+        elif p["scope"] == "region":
+            typer.echo(f"paused: calls into {p['name']} from {p['from'] or 'now'} "
+                       f"{'until ' + p['until'] if p['until'] else '(no end)'}" + (f": {p['why']}" if p["why"] else ""))
+            continue
         else:
             what = f"caller ID {p['name'] or 'hash ' + p['hash'][:12]}"
         typer.echo(f"paused: {what} since {p['since'] or '?'}")
+
+
+def _pause_region(region, start, until, why, campaign, caller_id, as_json) -> None:
+    """`pause --region`: a kill switch by jurisdiction with an effective window."""
+    from dialguard import remote
+    from dialguard.location import LocationError, parse_region
+
+    if campaign or caller_id:
+        fail("give --region alone (a region pause applies to every campaign)")
+    if remote.token():
+        fail("pause --region goes to the store directly; the console API has no region kill switch yet "
+             "(unset DIALGUARD_TOKEN to use the admin's store credentials)")
+    try:
+        code = parse_region(region)
+    except LocationError as exc:
+        fail(str(exc))
+    if code is None:
+        fail("--region needs an ISO 3166-2 code, e.g. US-LA")
+    t0, t1 = time_arg(start, "--from"), time_arg(until, "--until")
+    direct("pause")
+    try:
+        run(lambda e: e.pause_region(code, t0, t1, why=why))
+    except ValueError as exc:
+        fail(str(exc))
+    window = (f" from {t0.isoformat() if t0 else 'now'}" + (f" until {t1.isoformat()}" if t1 else " (no end)"))
+    _done(as_json, f"paused region {code}{window}", action="pause", scope="region", name=code,
+          **{"from": t0.isoformat() if t0 else None, "until": t1.isoformat() if t1 else None, "why": why})
 
 
 def _scope(campaign, caller_id):

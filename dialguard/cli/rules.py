@@ -344,6 +344,10 @@ def rules_show(ref: str = typer.Argument(..., help="Pack name or rules file"),
                         else f"{r.metric} >= {r.threshold:g}")
                 t.add_row(f"health {r.id}", f"{cond}" + (f" over >= {r.min_calls} calls" if r.min_calls else "")
                           + f": cool down {_fmt_td(r.cool_down)}" + (f" — {r.note}" if r.note else ""))
+    for code, names in sorted(p.states.items()):
+        t.add_row(f"state US-{code}", f"the callee may be in it: {', '.join(names)}")
+    if p.states:
+        t.add_row("no state known", "every pack above" if p.unplaced == "all" else "none of them")
     if p.max_duration_s:
         t.add_row("max duration", f"{p.max_duration_s}s")
     if p.consent_required:

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from redis.exceptions import RedisError
@@ -26,12 +26,15 @@ from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.decision import record, scripts
 from dialguard.decision.models import PERMANENT, Decision, DecisionRequest, decision_of, sort_reasons
-from dialguard.decision.plan import CallerIdCandidate, FilledPlan, compile_plan, eligible_from_details
+from dialguard.decision.plan import (
+    CallerIdCandidate, FilledPlan, build_plan, compile_plan, eligible_from_details,
+)
 from dialguard.ids import new_id
+from dialguard.location import NOWHERE, Place, number_states, resolve
 from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
 from dialguard.redisclient import RedisClient, RedisReplyError
 from dialguard.rules import Policy, RulesError
-from dialguard.store import CampaignRulesError, Store, from_ms, log, ms
+from dialguard.store import CampaignRulesError, Store, _region_pauses, from_ms, log, ms
 from dialguard.timerules import next_allowed, time_check
 from dialguard.timeutil import UTC
 
@@ -74,6 +77,8 @@ class _Context:
     sver: str
     cver: str = ""  # the calendar version evaluated with ("": none imported)
     cals: Calendars = NO_CALENDARS
+    # kill switches by jurisdiction (`pause --region`): (region, from ms, until ms or None, why)
+    region_pauses: tuple = ()
 
 
 STALE_RETRIES = 2  # a rules or calendar switch during a decision: reload and decide again
@@ -85,6 +90,22 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 def _allowed(res) -> bool:
     """decide.lua's reply is an ALLOW (its first element)."""
     return isinstance(res, list) and bool(res) and res[0] == 1
+
+
+def party_hash(secret: bytes, party: str) -> str:
+    """The keyed hash a party is known by at rest (SPEC §7, as numbers; Keys.party_tag)."""
+    return keyed_hash(secret, "party:" + party)
+
+
+def region_pause_hit(pauses: tuple, regions: set[str], now_ms: int) -> str | None:
+    """Why a call is paused by a region kill switch in effect at now_ms, or None.
+    `regions`: every jurisdiction the callee may be in (ISO 3166-2 states, the
+    stated region and the countries, ISO 3166-1)."""
+    for region, start, until, why in pauses:
+        if region in regions and start <= now_ms and (until is None or now_ms < until):
+            end = f" until {from_ms(until).isoformat()}" if until else ""
+            return f"calls into {region} are paused{end}" + (f": {why}" if why else "")
+    return None
 
 
 def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -> str:
@@ -182,8 +203,10 @@ class Decider(Store):
             pipe.hget(self.keys.calendars, "active")
             if self.versioned:
                 pipe.hmget(self.keys.rules, "active", "shadow")
+            pipe.hgetall(self.keys.pause_regions)
             res = await pipe.execute()
         rules, gpool, cpool, cver = res[:4]
+        region_pauses = _region_pauses(res[-1])
         cver = cver.decode() if cver else ""
         cals = await self._calendars(cver) if cver else NO_CALENDARS
         rver, sver = ((v.decode() if v else "") for v in res[4]) if self.versioned else ("", "")
@@ -212,7 +235,8 @@ class Decider(Store):
                 continue
             if e164 not in pool:
                 pool.append(e164)
-        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals)
+        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals,
+                       region_pauses)
         self._ctx_cache[campaign] = ctx
         return ctx
 
@@ -278,6 +302,10 @@ class Decider(Store):
 
     async def decide(self, req: DecisionRequest, now: datetime | None = None) -> Decision:
         t0 = time.perf_counter()
+        if req.postal_code is not None:
+            # Before the deadline: the first ZIP code decompresses the data set
+            # (location.warm_up at a service's start does it ahead).
+            resolve(req.region, req.postal_code)
         # One deadline for the whole decision, whatever the number of round trips.
         deadline = asyncio.get_running_loop().time() + self.timeout
         if now is None:
@@ -299,8 +327,24 @@ class Decider(Store):
                 return self._unavailable(req, did, t0, f"rules unusable: {exc}", now)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+            party_pre = None
+            if req.party is not None and info.valid:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        party_pre = await self._party_reasons(req)
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
+            if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs
+                               or ctx.region_pauses):
+                # Local work (a first look-up loads the geocoder's data for the
+                # number's prefix): not counted against the store's deadline.
+                t_loc = time.perf_counter()
+                ctx, cinfo, place = self._locate(req, ctx, info)
+                deadline += time.perf_counter() - t_loc
+            else:
+                cinfo, place = info, NOWHERE
             policy = ctx.policy
-            plan, why = self._plan(req, ctx, info, did, now)
+            plan, why = self._plan(req, ctx, cinfo, did, now, place, party_pre)
             acked = None
             try:
                 if self.fast is not None and self.settings.redis_wait_replicas:
@@ -367,7 +411,7 @@ class Decider(Store):
         if lifted:
             explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
         if verdict == "deny":
-            next_at = self._next_eligible(policy, all_reasons, plan, details, info, now, ctx.cals)
+            next_at = self._next_eligible(policy, all_reasons, plan, details, cinfo, now, ctx.cals)
             explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
@@ -385,11 +429,57 @@ class Decider(Store):
         metrics.observe(decision)
         return decision
 
-    def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime):
-        """The decide.lua plan for one request (and the shadow rules' plan inside it)."""
+    async def _party_reasons(self, req: DecisionRequest) -> tuple[list[str], dict[str, str]]:
+        """opted_out / complained recorded for the request's party (one read)."""
+        vals = await self.redis.hmget(self.keys.party_flags(self.keys.party_tag(req.party)), "optout", "complaint")
+        reasons, why = [], {}
+        if vals[0]:
+            reasons.append("opted_out")
+            why["opted_out"] = "the person (party) asked not to be called, at any of their numbers"
+        if vals[1]:
+            reasons.append("complained")
+            why["complained"] = "a complaint was recorded for the person (party), at any of their numbers"
+        return reasons, why
+
+    def _locate(self, req: DecisionRequest, ctx: _Context, info: NumberInfo):
+        """Where the callee may be (SPEC §2): the number's zones and states and
+        the stated location's, all of them. Returns the context with the rules
+        of those states (a `states` pack), the number's info with every zone
+        counted, and the stated place."""
+        place = resolve(req.region, req.postal_code)
+        policy = ctx.policy
+        if policy.state_packs:
+            states = number_states(info.e164) | place.states
+            derived = policy.for_states(states)
+            if derived is not policy:
+                ctx = replace(ctx, policy=derived)
+        if place.zones:
+            zones = tuple(sorted(set(info.timezones) | set(place.zones)))
+            if zones != info.timezones:
+                info = replace(info, timezones=zones)
+        return ctx, info, place
+
+    def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
+              place: Place = NOWHERE, party_pre: tuple | None = None):
+        """The decide.lua plan for one request (and the shadow rules' plan inside it).
+        party_pre: (reasons, explanations) recorded for the request's party."""
         policy = ctx.policy
         reasons: list[str] = []
         why: dict[str, str] = {}
+        if party_pre:
+            reasons.extend(party_pre[0])
+            why.update(party_pre[1])
+        if ctx.region_pauses and info.valid:
+            regions = {f"US-{st}" for st in number_states(info.e164) | place.states}
+            regions.update(r for r in (req.region, place.country, info.region) if r)
+            hit = region_pause_hit(ctx.region_pauses, regions, ms(now))
+            if hit:
+                reasons.append("paused")
+                why["paused"] = hit
+        if place.problem and not place.zones and (policy.time_rules or policy.state_packs):
+            # A stated location that cannot be placed: its local time is unknown (fail closed).
+            reasons.append("unknown_timezone")
+            why["unknown_timezone"] = f"the stated location cannot be placed: {place.problem}"
         if not info.valid:
             reasons.append("invalid_number")
             why["invalid_number"] = f"{req.number!r}: {info.problem}"
@@ -402,11 +492,54 @@ class Decider(Store):
         candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
 
         pre = sort_reasons(reasons) if reasons else []
+        if req.party is not None and info.valid and policy.party_scoped:
+            # caps or quiet periods per person: the party's own keys (build_plan; the
+            # compiled templates know number scopes only)
+            return self._plan_built(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
+                                    est, party_tag=self.keys.party_tag(req.party)), why
         return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
                                    est if info.valid else ()), why
 
     def _fingerprint(self, req: DecisionRequest, info: NumberInfo) -> str:
         return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
+
+    def _audit_record(self, req: DecisionRequest, info: NumberInfo, did: str, now: datetime, number_tag: str,
+                      pre_json: str, est, end: str) -> str:
+        e164, cid = info.e164, req.caller_id
+        return record.decision_record(
+            decision_id=did, at_ms=ms(now), ts_ms=int(time.time() * 1000), number_tag=number_tag,
+            sealed_number=self.sealer.seal(e164) if e164 else None, campaign=req.campaign, agent=req.agent,
+            subject=req.subject, call_id=req.call_id, pre_json=pre_json,
+            sealed_caller_id=self.sealer.seal(cid) if cid else None, estimated=est, end=end,
+            region=req.region, postal=req.postal_code,
+            party=party_hash(self.settings.hash_secret, req.party) if req.party is not None else None)
+
+    def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
+                    number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=(),
+                    party_tag: str | None = None):
+        """The plan through build_plan (party-scoped rules with a party: the party's
+        keys, which the compiled templates do not know), shadow rules included."""
+        policy = ctx.policy
+        payload = None
+        if self.audit:
+            payload = self._audit_record(
+                req, info, did, now, number_tag, _encode(pre) if pre else "[]", est,
+                record.tail(policy.name, policy.version_hash, self.settings.node, calendar=ctx.cver))
+        shadow = None
+        if ctx.shadow is not None:
+            spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
+            if info.valid:
+                spre += self._time_check(ctx.shadow, info.timezones, now, ctx.cals)[0]
+            shadow = (ctx.shadow, ctx.sver, sort_reasons(spre))
+        return build_plan(
+            policy=policy, keys=self.keys, info=info, number_tag=number_tag, campaign=req.campaign,
+            agent=req.agent, subject=req.subject, decision_id=did, now=now, candidates=candidates,
+            check_caller_id=check_cid, site_timezone=self.settings.site_timezone, call_id=req.call_id,
+            pre_reasons=list(pre), audit_payload=payload,
+            audit_max=self.settings.audit_backlog_max if self.audit else None,
+            request_fp=self._fingerprint(req, info) or None,
+            versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendar_version=ctx.cver, shadow=shadow,
+            party_tag=party_tag)
 
     def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool,
@@ -444,12 +577,7 @@ class Decider(Store):
             spre_json = _encode(sort_reasons(spre))
         payload = None
         if audit:
-            e164, cid = info.e164, req.caller_id
-            payload = record.decision_record(
-                decision_id=did, at_ms=ms(now), ts_ms=int(time.time() * 1000), number_tag=number_tag,
-                sealed_number=self.sealer.seal(e164) if e164 else None, campaign=req.campaign, agent=req.agent,
-                subject=req.subject, call_id=req.call_id, pre_json=pre_json,
-                sealed_caller_id=self.sealer.seal(cid) if cid else None, estimated=est, end=tpl.tail)
+            payload = self._audit_record(req, info, did, now, number_tag, pre_json, est, tpl.tail)
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
                               cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
@@ -518,6 +646,8 @@ class Decider(Store):
             sealed_number=self.sealer.seal(info.e164) if info.e164 else None, campaign=req.campaign,
             agent=req.agent, subject=req.subject, call_id=req.call_id, pre_json="[]",
             sealed_caller_id=self.sealer.seal(req.caller_id) if req.caller_id else None,
+            region=req.region, postal=req.postal_code,
+            party=party_hash(self.settings.hash_secret, req.party) if req.party is not None else None,
             end=record.tail(self.active_policy.name, self.active_policy.version_hash, self.settings.node,
                             unrecorded=why))
         try:

@@ -96,6 +96,36 @@ class Keys:
             return self.num(h, "cv:all")
         return self.num(h, "cv:s:" + subject_hash)
 
+    # -- party (the person behind several numbers; h = party_tag) --------------
+    def party_tag(self, party: str) -> str:
+        return keyed_hash(self.secret, "party:" + party)
+
+    def party_prefix(self, h: str) -> str:
+        return f"{self.prefix}:{{p:{h}}}"
+
+    def party_flags(self, h: str) -> str:
+        """A party's opt-out / complaint (fields as the number flags'), set by event.lua."""
+        return self.party_prefix(h) + ":f"
+
+    def scoped_attempts(self, number_tag: str, party_tag: str | None, scope: str, campaign: str | None = None,
+                        subject: str | None = None) -> str:
+        """The attempt log of a cap's scope; party scopes without a party are the number's."""
+        if scope in ("party", "party_subject"):
+            if party_tag:
+                pp = self.party_prefix(party_tag)
+                return pp + (":a:all" if scope == "party" else ":a:s:" + short_hash(subject or ""))
+            scope = "number" if scope == "party" else "number_subject"
+        return self.attempts(number_tag, scope, campaign, subject)
+
+    def scoped_conversations(self, number_tag: str, party_tag: str | None, scope: str,
+                             subject: str | None = None) -> str:
+        if scope in ("party", "party_subject"):
+            if party_tag:
+                pp = self.party_prefix(party_tag)
+                return pp + (":cv:all" if scope == "party" else ":cv:s:" + short_hash(subject or ""))
+            scope = "number" if scope == "party" else "number_subject"
+        return self.conversations(number_tag, scope, subject)
+
     def flags(self, h: str) -> str:
         return self.num(h, "f")
 
@@ -148,6 +178,11 @@ class Keys:
     @property
     def pause(self) -> str:
         return self.g("pause")
+
+    @property
+    def pause_regions(self) -> str:
+        """Kill switches by jurisdiction: region (ISO 3166-2 or -1) -> JSON window."""
+        return self.g("pause:region")
 
     def campaign(self, campaign: str) -> str:
         return self.g("camp:" + short_hash(campaign))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Stable reason codes, in the order SPEC §2 lists them; decisions report
 # every failing reason in this order.
@@ -68,6 +68,30 @@ class DecisionRequest(BaseModel):
     caller_id: str | None = Field(default=None, max_length=64)
     subject: str | None = Field(default=None, max_length=256)
     call_id: str | None = Field(default=None, max_length=128)
+    # Where the business knows the callee lives (SPEC §2): ISO 3166-2 and a
+    # postal code; and the person or account behind the number (opaque).
+    region: str | None = Field(default=None, max_length=16)
+    postal_code: str | None = Field(default=None, max_length=16)
+    party: str | None = Field(default=None, max_length=256)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v):
+        from dialguard.location import parse_region
+
+        return parse_region(v)
+
+    @field_validator("postal_code")
+    @classmethod
+    def _postal(cls, v):
+        from dialguard.location import parse_postal_code
+
+        return parse_postal_code(v)
+
+    @field_validator("party")
+    @classmethod
+    def _party(cls, v):
+        return v if v else None
 
 
 class Decision(BaseModel):

@@ -207,6 +207,7 @@ def build_plan(
     versions: tuple[str, str] | None = None,
     calendar_version: str | None = None,
     shadow: tuple[Policy, str, list[str]] | None = None,
+    party_tag: str | None = None,
 ) -> Plan:
     """The plan (dialguard/decision/schema.py) as a dict: the reference compile_plan
     must equal. `share`: another plan whose KEYS list this one extends (the shadow
@@ -247,8 +248,19 @@ def build_plan(
     writes: list[str] = [all_key]
     callee = info.timezones
 
-    for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in st.caps:
-        base = all_key if scope == "number" else keys.attempts(number_tag, scope, campaign, subject)
+    def scoped(scope: str) -> list[tuple[str, str]]:
+        """(scope, the scope it is evaluated as): a party scope with a party is
+        evaluated on the party's log AND the number's (stricter; a later request
+        without the party still sees these attempts)."""
+        if party_tag and scope in ("party", "party_subject"):
+            return [(scope, scope), (scope, "number" if scope == "party" else "number_subject")]
+        return [(scope, scope)]
+
+    for pack_name, scope0, cmax, uncounted, label, rolling, rolling_ms, days in [
+            (c[0], s, *c[2:]) for c in st.caps for s in scoped(c[1])]:
+        scope = scope0[1]
+        base = all_key if scope == "number" else keys.scoped_attempts(number_tag, party_tag, scope, campaign,
+                                                                       subject)
         if base not in writes:
             writes.append(base)
         x = k(base + ":x")  # (index order as ever: the :x log, then the log)
@@ -278,8 +290,9 @@ def build_plan(
                        "reason": "min_interval", "outcome_log": x})
 
     conv_keys: list[str] = []
-    for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
-        ck = keys.conversations(number_tag, scope, subject)
+    for pack_name, scope0, label, rolling, rolling_ms, days in [
+            (q[0], s, *q[2:]) for q in st.quiet for s in scoped(q[1])]:
+        ck = keys.scoped_conversations(number_tag, party_tag, scope0[1], subject)
         if ck not in conv_keys:
             conv_keys.append(ck)
         cid = f"k{len(pchecks)}"
@@ -348,8 +361,12 @@ def build_plan(
         b["call_key"] = k(keys.call(call_id))
         if request_fp:
             b["request_fp"] = request_fp
+        number_key = keys.number_base(number_tag)
+        if party_tag and st.quiet and all(q[1].startswith("party") for q in st.quiet):
+            # other subjects of a conversation (outcome.lua: number_key + ":cv:s:<tag>") are the party's
+            number_key = keys.party_prefix(party_tag)
         b["call_record"] = {
-            "number_key": keys.number_base(number_tag),
+            "number_key": number_key,
             "attempt_keys": " ".join(writes[:-1] if st.agent else writes),
             "conversation_keys": " ".join(conv_keys),
             "abandon_key": keys.num(number_tag, "ab") if st.ab else "",
@@ -380,7 +397,8 @@ def build_plan(
         sh = build_plan(policy=spolicy, keys=keys, info=info, number_tag=number_tag, campaign=campaign,
                         agent=agent, subject=subject, call_id=None, decision_id=decision_id, now=now,
                         pre_reasons=spre, candidates=candidates, check_caller_id=check_caller_id,
-                        site_timezone=site_timezone, audit_payload=None, audit_max=None, share=plan)
+                        site_timezone=site_timezone, audit_payload=None, audit_max=None, share=plan,
+                        party_tag=party_tag)
         b["shadow"] = sh.body
         b["shadow_version"] = sversion
     return plan
@@ -497,6 +515,10 @@ class PlanTemplate:
 _KEY_SEP = "\x00"
 
 
+# a party scope evaluated without a party: the number's own scope
+_PARTY_AS_NUMBER = {"party": "number", "party_subject": "number_subject"}
+
+
 def compile_plan(
     *,
     policy: Policy,
@@ -553,9 +575,12 @@ def compile_plan(
         return fmt(keys.num(tag, suffix))
 
     def attempts(scope: str) -> str:
+        # party scopes without a party (a request with one is planned by build_plan)
+        scope = _PARTY_AS_NUMBER.get(scope, scope)
         return fmt(keys.attempts_hashed(tag, scope, campaign_hash, sub))
 
     def conversations(scope: str) -> str:
+        scope = _PARTY_AS_NUMBER.get(scope, scope)
         return fmt(keys.conversations_hashed(tag, scope, sub))
 
     lows: list[tuple[str, int, object]] = []

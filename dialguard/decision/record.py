@@ -31,12 +31,21 @@ def tail(rules: str | None, rules_version: str | None, node: str | None, *, cale
 
 def decision_record(*, decision_id: str, at_ms: int, ts_ms: int, number_tag: str, sealed_number: str | None,
                     campaign: str, agent: str, subject: str | None, call_id: str | None, pre_json: str,
-                    sealed_caller_id: str | None, estimated=(), end: str) -> str:
+                    sealed_caller_id: str | None, estimated=(), end: str, region: str | None = None,
+                    postal: str | None = None, party: str | None = None) -> str:
     """at_ms: the decision time; ts_ms: the wall clock; sealed_*: the number and the
     caller ID asked for, sealed (no plaintext number in Redis, SPEC §7); pre_json:
     the reasons found before Redis, as JSON; estimated: the calendars whose day
-    was estimated (unknown year); end: tail()."""
+    was estimated (unknown year); end: tail(); region, postal: the stated
+    location as given; party: the party's keyed hash (dialguard.decision.decider.party_hash)."""
     est = f'"est":{_encode(sorted(estimated))},' if estimated else ""
+    if region is not None:
+        est += f'"region":{_esc(region)},'
+    if postal is not None:
+        est += f'"postal":{_esc(postal)},'
+    if party is not None:
+        est += f'"party":{_esc(party)},'
+
     return (f'{{"did":{_esc(decision_id)},"at":{at_ms},"ts":{ts_ms},"n":{_esc(number_tag)},'
             f'"ne":{_esc(sealed_number) if sealed_number else "null"},"campaign":{_esc(campaign)},'
             f'"agent":{_esc(agent)},"subject":{_esc(subject) if subject is not None else "null"},'

@@ -298,3 +298,46 @@ async def test_disposition_from_cli_during_the_call(rig, stack):
     leads = await rig.settle(camp)
     assert leads[n]["state"] == "pending" and leads[n]["last_result"] == "conversation"
     assert leads[n]["next_eligible_at"] == datetime(2026, 11, 25, 1, 30, tzinfo=UTC)
+
+
+async def test_other_subjects_from_channel_variable(rig, tmp_path):
+    """An agent names the other debts discussed (DIALGUARD_SUBJECTS on its leg):
+    the conversation starts each one's quiet period, as `simulate` would."""
+    quiet = tmp_path / "quiet.yaml"
+    quiet.write_text("pack: quiet-per-debt\n"
+                     "quiet_after_conversation: {scope: number_subject, window: {rolling: 24h}}\n")
+    n = number("00")
+    camp = await rig.campaign([])
+    await rig.store.add_leads(camp, [Lead(2, n, "debt-1", None, "CN-GD", None, "acct-9")], now=NOW)
+    await rig.engine.set_campaign(camp, True, rules=f"cn-default,{quiet}")
+    d = rig.start(camp, ["agent1"])
+    deadline = time.monotonic() + 15
+    while not (rows := [c for c in await rig.calls(camp) if c["state"] == "bridged"]):
+        assert time.monotonic() < deadline, "no bridged call"
+        await asyncio.sleep(0.1)
+    await d.ari.post(f"channels/dga-{rows[0]['channel_id'][4:]}/variable", variable="DIALGUARD_SUBJECTS",
+                     value="debt-2|debt-3")
+    await rig.settle(camp)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "conversation"
+    got = {}
+    for sub in ("debt-1", "debt-2", "debt-3", "debt-4"):
+        dec = await rig.engine.decide(DecisionRequest(number=n, campaign=camp, agent="x", subject=sub))
+        got[sub] = "post_conversation_quiet" in dec.reasons
+    assert got == {"debt-1": True, "debt-2": True, "debt-3": True, "debt-4": False}
+
+
+async def test_lead_region_reaches_the_decision(rig):
+    """A lead stated to live in Florida is held to the callee's local hours
+    there too: at Monday 10:00 Shanghai it is Sunday 21:00 in Miami, the end of
+    the TCPA's 08:00-21:00, so it is not dialed; the same kind of number
+    without a region is."""
+    here, there = number("00"), number("00")
+    camp = await rig.campaign([])
+    await rig.engine.set_campaign(camp, True, rules="cn-default,us-tcpa")
+    await rig.store.add_leads(camp, [Lead(2, here), Lead(3, there, "", None, "US-FL", "33101")], now=NOW)
+    rig.start(camp, ["agent1"])
+    leads = await rig.settle(camp)
+    assert leads[here]["last_result"] == "conversation"
+    assert leads[there]["last_result"] == "denied" and "outside_hours" in leads[there]["last_reasons"], {k: leads[there][k] for k in ("state", "last_result", "last_reasons", "next_eligible_at")}
+    assert [i.number for i in invites(rig.carrier) if i.number in (here, there)] == [here]

@@ -47,22 +47,22 @@ async def shipped(cluster, make_engine):
         await e.approve_caller_id(c)
     ds = {}
 
-    async def call(key, number, campaign, agent, cid, result=None, talk=0, minutes=0):
+    async def call(key, number, campaign, agent, cid, result=None, talk=0, minutes=0, region=None):
         d = await e.decide(DecisionRequest(number=number, campaign=campaign, agent=agent, caller_id=cid,
-                                           call_id=key), now=NOW + timedelta(minutes=minutes))
+                                           call_id=key, region=region), now=NOW + timedelta(minutes=minutes))
         ds[key] = d
         if d.allowed and result:
             await e.report_outcome(key, Outcome(result=result, talk_s=talk), now=NOW + timedelta(minutes=minutes + 1))
         return d
 
-    await call("k1", "13800000001", "c1", "alice", CID1, "conversation", 120)
-    await call("k2", "13800000002", "c1", "alice", CID1, "no_answer")
+    await call("k1", "13800000001", "c1", "alice", CID1, "conversation", 120, region="CN-GD")
+    await call("k2", "13800000002", "c1", "alice", CID1, "no_answer", region="CN-GD")
     await call("k3", "13800000003", "c1", "bob", CID2, "abandoned", 0)
     await call("k4", "13800000004", "c1", "bob", CID2, "answered", 15)
     await call("k5", "13800000001", "c2", "alice", CID1, "busy", minutes=5)
     await call("k6", "13800000001", "c2", "bob", CID2, minutes=6)                     # 3rd in 24h: attempt_cap
     await call("k7", "13800000005", "c3", "bob", CID2)                                # campaign_not_approved
-    await call("k8", "13800000006", "c1", "alice", "+862150009999")                   # caller_id_not_approved
+    await call("k8", "13800000006", "c1", "alice", "+862150009999", region="CN-SH")   # caller_id_not_approved
     await call("k9", "13800000010", "c2", "carol", CID1, "amd")                       # an answering machine
     await e.complaint("13800000003", now=NOW + timedelta(hours=1))                    # after k3 (c1, bob, CID2)
     await e.opt_out("13800000009", now=NOW + timedelta(hours=1))                      # never called
@@ -77,6 +77,21 @@ async def shipped(cluster, make_engine):
 
 def rows(rep):
     return {r[0]: dict(zip(rep.columns, r)) for r in rep.rows}
+
+
+async def test_report_by_region(shipped):
+    """--by region groups by where the request said the callee lives; requests
+    without a region are "(none)"; the audit row keeps the region as given."""
+    _e, dsn, ds = shipped
+    with psycopg.connect(dsn) as conn:
+        rep = rp.build(conn, "region", NOW - timedelta(hours=1), NOW + timedelta(days=1), "Asia/Shanghai")
+        got = conn.execute("select region, postal_code, party_hash from audit_decisions where decision_id = %s",
+                           (ds["k1"].decision_id,)).fetchone()
+    r = rows(rep)
+    assert (r["CN-GD"]["attempts"], r["CN-GD"]["allowed"], r["CN-GD"]["conversations"]) == (2, 2, 1)
+    assert (r["CN-SH"]["attempts"], r["CN-SH"]["denied"], r["CN-SH"]["denied_caller_id_not_approved"]) == (1, 1, 1)
+    assert r["(none)"]["attempts"] == 6  # k3..k7 and k9 ("old" is before the window)
+    assert got == ("CN-GD", None, None)
 
 
 async def test_report_by_campaign_agent_caller_id_and_reason(shipped):

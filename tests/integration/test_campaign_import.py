@@ -192,3 +192,34 @@ def test_imported_leads_are_due_on_the_test_clock(schema, tmp_path):
     assert due == at
     out = cli("campaign", "status", name, "--json")
     assert json.loads(out.stdout)["next_due_at"] == at.isoformat()
+
+
+def test_csv_import_location_and_party_columns(schema, tmp_path):
+    """region / zip / party columns reach the lead (the party sealed like the
+    number, never in plaintext); a row whose region or ZIP is not written as one
+    is rejected with the reason."""
+    from dialguard.crypto import Sealer
+
+    name = f"impl-{uuid.uuid4().hex[:8]}"
+    _campaign(name)
+    f = tmp_path / "leads.csv"
+    f.write_text(
+        "phone,region,zip,account\n"             # 1
+        "+12125550123,us-fl,33101,acct-77\n"     # 2 ok: a Floridian with a New York number
+        "+12125550124,,,\n"                      # 3 ok: nothing stated
+        "+12125550125,Florida,,\n"               # 4 not ISO 3166-2
+        "+12125550126,,331<01,\n"                # 5 not a postal code
+        "+13055550127,,32501-1234,acct-77\n"     # 6 ok: the same party, ZIP+4
+    )
+    out = cli("campaign", "import", name, str(f), "--json", env={"DIALGUARD_DEFAULT_REGION": "US"})
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["added"] == 3 and {r["line"]: r["why"].split(" ")[0] for r in rep["rejects"]} == {
+        4: "region", 5: "postal_code"}
+    with psycopg.connect(schema) as c:
+        rows = c.execute("select source_line, region, postal_code, party_enc from dialer_leads where campaign = %s"
+                         " order by source_line", (name,)).fetchall()
+    sealer = Sealer()
+    got = [(line, region, postal, sealer.open(enc) if enc else None) for line, region, postal, enc in rows]
+    assert got == [(2, "US-FL", "33101", "acct-77"), (3, None, None, None), (6, None, "32501-1234", "acct-77")]
+    assert all("acct-77" not in (enc or "") for *_x, enc in rows)

@@ -37,7 +37,7 @@ def test_pack_scenario(settings, scenario):
 
 
 @pytest.mark.parametrize("name", ["cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom", "us-ok", "us-md",
-                                  "us-wa", "us-la", "us-ms", "us-tx", "us-al"])
+                                  "us-wa", "us-la", "us-ms", "us-tx", "us-al", "us-states"])
 def test_rules_show_cites_sources(name):
     p = subprocess.run([sys.executable, "-m", "dialguard.cli", "rules", "show", name],
                        capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", **__import__("os").environ})
@@ -52,3 +52,11 @@ def test_packs_combine_strictest_wins():
     pol = Policy.load(["cn-default", "cn-carrier"])
     assert {c.id for _, c in pol.caps} == {"per-number-per-campaign", "per-number-24h", "same-number-5min",
                                            "same-number-24h"}
+
+
+def test_rules_show_lists_the_state_packs():
+    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "rules", "show", "us-states"],
+                       capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", **__import__("os").environ})
+    assert p.returncode == 0, p.stderr
+    for code, pack in (("FL", "us-fl-ftsa"), ("LA", "us-la"), ("MS", "us-ms"), ("WA", "us-wa")):
+        assert f"state US-{code}" in p.stdout and pack in p.stdout

@@ -24,6 +24,13 @@ caps:
 agent: {per_day: 7}
 caller_id: {require_approved: false, per_hour: 5}
 """
+# One person behind two numbers (issue #19): the cap is the party's.
+PARTY_RULES = """pack: race-party
+default_region: CN
+caps:
+  - {id: two-per-person, scope: party, max: 2, window: {rolling: 24h}}
+caller_id: {require_approved: false}
+"""
 
 
 def _worker(rules_path, prefix, kind, n, start_evt, out_q):
@@ -37,6 +44,9 @@ def _worker(rules_path, prefix, kind, n, start_evt, out_q):
             tag = uuid.uuid4().hex[:8]
             if kind == "number":
                 r = DecisionRequest(number="13800138000", campaign="c1", agent=f"agent-{tag}")
+            elif kind == "party":  # two numbers of one person, alternately
+                r = DecisionRequest(number=("13800138000", "13900139000")[i % 2], campaign="c1",
+                                    agent=f"agent-{tag}", party="debtor-1")
             elif kind == "agent":
                 r = DecisionRequest(number=f"1380013{i % 10000:04d}", campaign="c1", agent="the-agent",
                                     subject=tag)
@@ -53,10 +63,11 @@ def _worker(rules_path, prefix, kind, n, start_evt, out_q):
 
 
 @pytest.mark.parametrize("kind,cap,reason", [
-    ("number", 2, "attempt_cap"), ("agent", 7, "agent_cap"), ("caller_id", 5, "caller_id_rate")])
+    ("number", 2, "attempt_cap"), ("agent", 7, "agent_cap"), ("caller_id", 5, "caller_id_rate"),
+    ("party", 2, "attempt_cap")])
 def test_500_concurrent_from_two_processes(tmp_path, settings, kind, cap, reason):
     rules = tmp_path / "race.yaml"
-    rules.write_text(RACE_RULES)
+    rules.write_text(PARTY_RULES if kind == "party" else RACE_RULES)
     prefix = f"dgrace:{uuid.uuid4().hex[:8]}"
     import redis as syncredis
     r = syncredis.Redis.from_url(settings.redis_url)

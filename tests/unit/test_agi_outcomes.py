@@ -49,16 +49,18 @@ class Engine:
 
     def __init__(self, fail: int = 0):
         self.calls: list[tuple[str, str, datetime]] = []
+        self.subjects: list = []
         self.fail = fail
 
     async def now(self):
         return T0
 
-    async def report_outcome(self, call_id, outcome, now=None):
+    async def report_outcome(self, call_id, outcome, now=None, subject=None):
         if self.fail:
             self.fail -= 1
             raise ConnectionError("redis away")
         self.calls.append((call_id, outcome.result, now))
+        self.subjects.append(subject)
         return True
 
 
@@ -148,3 +150,19 @@ async def test_restart_finishes_an_old_file_first(tmp_path, monkeypatch):
     r2.state.load()
     await r2.step()
     assert [c[0] for c in eng.calls] == ["c2", "c3"]
+
+
+async def test_other_subjects_in_the_line(tmp_path):
+    """An 11th field (DIALGUARD_SUBJECTS, ";"-separated): each other subject of a
+    conversation is reported on the call, as `simulate` does; not for a busy call."""
+    ev = parse_line(line("v1|d1|c1|ANSWER|30|30|16||200||debt-2;debt-3"))
+    assert ev.outcome.result == "conversation" and ev.subjects == ("debt-2", "debt-3")
+    assert parse_line(line("v1|d1|c1|ANSWER|30|30|16||200|")).subjects == ()
+    cel, state = tmp_path / "o.csv", tmp_path / "o.offset"
+    write(cel, line("v1|d1|c1|ANSWER|30|30|16||200||debt-2;debt-3"), line("v1|d2|c2|BUSY|||17|||debt-9"))
+    eng = Engine()
+    r = OutcomeReader(eng, cel, state, retry_s=0)
+    r.state.load()
+    await r.step()
+    assert [c[0] for c in eng.calls] == ["c1", "c1", "c1", "c2"]
+    assert eng.subjects == [None, "debt-2", "debt-3", None]

@@ -106,6 +106,13 @@ def test_decision_calendar_version_and_estimate_fields():
     assert not bad.decisions and "est" in bad.rejects[0][2]
 
 
+def test_decision_location_and_party_fields():
+    row = cols(to_batch([("1-0", decision(region="US-FL", postal="33101", party="k" * 64))]).decisions[0])
+    assert (row["region"], row["postal_code"], row["party_hash"]) == ("US-FL", "33101", "k" * 64)
+    row = cols(to_batch([("1-0", decision())]).decisions[0])  # a request without them
+    assert (row["region"], row["postal_code"], row["party_hash"]) == (None, None, None)
+
+
 def rules_entry(**j):
     payload = {"version": 3, "mode": "shadow", "hash": "abc", "name": "cn-default", "spec": "cn-default",
                "files": [{"ref": "cn-default", "text": "limits: {}\n"}], "actor": "alice", "why": "try 3/day",

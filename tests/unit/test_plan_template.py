@@ -26,6 +26,7 @@ from dialguard.config import Settings
 from dialguard.decision.models import DecisionRequest, sort_reasons
 from dialguard.decision.plan import build_plan, ms
 from dialguard.engine import Engine, _Context, new_id
+from dialguard.decision.decider import party_hash
 from dialguard.numbers import keyed_hash, parse_number
 from dialguard.rules import Policy
 from dialguard.timerules import time_reasons
@@ -46,6 +47,10 @@ def plan_built(eng: Engine, req: DecisionRequest, ctx: _Context, info, did: str,
             "call_id": req.call_id, "pre": pre,
             "cid_req": eng.sealer.seal(req.caller_id) if req.caller_id else None,
             **({"est": sorted(est)} if est else {}),
+            # the stated location and the party (hashed), when given
+            **({"region": req.region} if req.region is not None else {}),
+            **({"postal": req.postal_code} if req.postal_code is not None else {}),
+            **({"party": party_hash(eng.settings.hash_secret, req.party)} if req.party is not None else {}),
             "rules": policy.name, "rv": policy.version_hash, "node": eng.settings.node,
             "cal": int(ctx.cver) if ctx.cver else None,
         })
@@ -132,7 +137,9 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
             number=numbers(rnd), campaign=rnd.choice(ODD), agent=rnd.choice(ODD + ["a1", "a2"]),
             caller_id=rnd.choice([None, None, "+8613800138000", "+12025550100", "bad"]),
             subject=rnd.choice([None, None, "debt-17", 'sub"j']),
-            call_id=rnd.choice([None, "1712.33", "ch{1}", 'c"id', "c\x00id"]))
+            call_id=rnd.choice([None, "1712.33", "ch{1}", 'c"id', "c\x00id"]),
+            region=rnd.choice([None, None, "US-FL", "CN-GD"]), postal_code=rnd.choice([None, None, "33101"]),
+            party=rnd.choice([None, None, "acct-9", 'p"1']))
         now = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rnd.randrange(366 * 86400))
         info = parse_number(req.number, eng.default_region)
         did = new_id()
