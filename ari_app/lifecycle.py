@@ -278,7 +278,7 @@ class Lifecycle:
         d = await self.engine.decide(DecisionRequest(
             number=lead["number"], campaign=camp.name, agent=call.agent or "dialer",
             subject=lead["subject"] or None, call_id=call.channel_id,
-            # where the callee lives and who they are, from the lead file (sql/181)
+            # where the callee lives and who they are, from the lead file (dialguard/campaigns/sql/181)
             region=lead.get("region"), postal_code=lead.get("postal_code"), party=lead.get("party")))
         if not d.allowed:
             self.stats["denied"] += 1

@@ -172,7 +172,7 @@ class Store:
         if row is not None:
             if row.get("number_enc"):
                 row["number"] = self.sealer.open(row["number_enc"])
-            if row.get("party_enc"):  # sealed like the number (sql/181)
+            if row.get("party_enc"):  # sealed like the number (dialguard/campaigns/sql/181)
                 row["party"] = self.sealer.open(row["party_enc"])
             if "caller_id_enc" in row:
                 enc = row["caller_id_enc"]
