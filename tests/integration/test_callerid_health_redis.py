@@ -360,7 +360,8 @@ async def test_complaints_cool_down_the_caller_id_that_called_not_the_others(mak
     await _calls(e, b, range(5, 10))
     # the number remembers whom it was called by, as hashes only (no plaintext number)
     lc = await e.redis.get(e.keys.last_caller(e.keys.number_tag("+8613800130000")))
-    assert lc.split(b"|")[0].decode() == ta and b"138" not in lc and b"2150" not in lc
+    # (whole numbers: a hash's hex may hold any three digits by chance)
+    assert lc.split(b"|")[0].decode() == ta and b"13800130000" not in lc and b"2150000001" not in lc
     assert 0 < await e.redis.pttl(e.keys.last_caller(e.keys.number_tag("+8613800130000"))) <= 30 * 86_400_000
 
     t1 = AT + timedelta(minutes=5)
