@@ -191,7 +191,7 @@ async def test_pdf_in_chinese(console):
 
 
 @pytest.mark.parametrize("query, msg", [
-    ({"by": "weather"}, "by is one of campaign, agent, caller_id, reason"),
+    ({"by": "weather"}, "by is one of campaign, agent, caller_id, region, reason"),
     ({"from": "2026-11-24", "to": "2026-11-23"}, "the end is before the start"),
     ({"from": "23/11/2026"}, "dates are YYYY-MM-DD"),
     ({"tz": "Mars/Olympus"}, "unknown time zone"),
