@@ -33,6 +33,7 @@ itself says that records are missing. The deny stands either way.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -274,16 +275,24 @@ def read_locked(path: Path) -> bytes:
         os.close(fd)
 
 
-def spool_stream_id(fields: dict) -> str:
-    """Synthetic stream id of a spooled record: "<ms>-0" from the payload's ts
-    (wall clock at the request's start), else its at; recorded_at is that time."""
+def spool_stream_id(fields: dict, line: bytes = b"") -> str:
+    """Synthetic stream id of a spooled record: "<ms>-<seq>". ms is the
+    payload's ts (wall clock at the request's start), else its at; recorded_at
+    is that time. seq is 2**48 plus 48 bits of the line's hash: one per line
+    (two denies of one millisecond differ, since each line holds its own
+    decision id), the same when a file is shipped again, and never a real
+    stream entry's sequence (those count from 0 within one millisecond)."""
     j = json.loads(fields["j"])
     if not isinstance(j, dict):
         raise ValueError("payload is not a JSON object")
     ms = j.get("ts") if j.get("ts") not in (None, "") else j.get("at")
     if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms < 0:
         raise ValueError("payload has no time (ts or at)")
-    return f"{int(ms)}-0"
+    seq = _SEQ_BASE | int.from_bytes(hashlib.blake2b(line, digest_size=6).digest(), "big")
+    return f"{int(ms)}-{seq}"
+
+
+_SEQ_BASE = 1 << 48
 
 
 def parse(name: str, data: bytes) -> tuple[list[tuple[str, dict]], list[tuple[str, dict, str]]]:
@@ -308,7 +317,7 @@ def parse(name: str, data: bytes) -> tuple[list[tuple[str, dict]], list[tuple[st
             f = json.loads(text)
             if not isinstance(f, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in f.items()):
                 raise ValueError("not an object of strings")
-            sid = spool_stream_id(f)
+            sid = spool_stream_id(f, raw)
         except (ValueError, KeyError, TypeError) as exc:
             bad.append((where, {"raw": text}, f"{type(exc).__name__}: {exc}"))
             continue

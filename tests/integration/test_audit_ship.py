@@ -124,10 +124,7 @@ def check_exactly_once(load: Load, dsn: str):
     with psycopg.connect(dsn) as conn:
         n_out, n_out_d = conn.execute("select count(*), count(distinct decision_id) from audit_outcomes").fetchone()
         n_ev = conn.execute("select count(*) from audit_events").fetchone()[0]
-        # guard_unavailable denies come from the spool, whose synthetic ids ("<ms>-0") two
-        # denies of one millisecond share; every stream entry must be shipped once.
-        dup_streams = conn.execute("select count(*) - count(distinct stream_id) from audit_decisions "
-                                   "where not 'guard_unavailable' = any(reasons)").fetchone()[0]
+        dup_streams = conn.execute("select count(*) - count(distinct stream_id) from audit_decisions").fetchone()[0]
     assert n_out == load.outcomes == n_out_d
     assert n_ev == load.events
     assert dup_streams == 0

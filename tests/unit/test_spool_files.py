@@ -125,14 +125,28 @@ def test_garbage_lines_become_rejects_with_their_place(tmp_path):
     data = "\n".join([good, "not json", json.dumps({"t": "decision", "n": 5}), json.dumps(["x"]),
                       json.dumps({"t": "decision", "id": "x", "j": "{}"}), "", good[:20]]).encode()
     entries, bad = S.parse("decisions.dg.7.1.shipping", data)
-    assert [(sid, f["id"]) for sid, f in entries] == [("1795000000001-0", "d1")]
+    assert [(sid.split("-")[0], f["id"]) for sid, f in entries] == [("1795000000001", "d1")]
     assert [b[0] for b in bad] == [f"spool:decisions.dg.7.1.shipping:{i}" for i in (2, 3, 4, 5, 7)]
     assert bad[0][1] == {"raw": "not json"} and "torn" in bad[-1][2] and "no time" in bad[3][2]
 
 
 def test_synthetic_stream_id_from_ts_else_at():
-    assert S.spool_stream_id({"j": json.dumps({"ts": 1795000000123, "at": 1})}) == "1795000000123-0"
-    assert S.spool_stream_id({"j": json.dumps({"at": 1795000000000})}) == "1795000000000-0"
+    assert S.spool_stream_id({"j": json.dumps({"ts": 1795000000123, "at": 1})}).startswith("1795000000123-")
+    assert S.spool_stream_id({"j": json.dumps({"at": 1795000000000})}).startswith("1795000000000-")
+
+
+def test_synthetic_stream_ids_differ_per_line_and_stay_per_file():
+    # Two denies of one millisecond: each line its own id; shipping the file again gives the same ids.
+    lines = [json.dumps({**rec(i), "j": json.dumps({"ts": 1795000000123, "at": 1795000000123})}) for i in (1, 2)]
+    data = ("\n".join(lines) + "\n").encode()
+    first, _ = S.parse("decisions.dg.7.1.shipping", data)
+    again, _ = S.parse("decisions.dg.7.1.shipping", data)
+    ids = [sid for sid, _ in first]
+    assert len(set(ids)) == 2 and ids == [sid for sid, _ in again]
+    for sid in ids:
+        ms, seq = sid.split("-")
+        assert ms == "1795000000123" and int(seq) >= 1 << 48  # above any real entry's sequence
+        assert int(seq) < 1 << 63  # PostgreSQL's bigint (rebuild orders by it)
     with pytest.raises(ValueError):
         S.spool_stream_id({"j": json.dumps({"ts": "soon"})})
 
