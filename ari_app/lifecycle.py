@@ -79,12 +79,27 @@ class Lifecycle:
         camp = self.campaign_of(campaign)
         return (camp.abandon_media if camp and camp.abandon_media else None) or self.cfg.abandon_media
 
-    async def watch_trunk(self) -> None:
-        """Our calls are not in Stasis until they answer: their channel events (a busy,
-        a no answer, an answer in the dialplan's fallback) reach us through the trunk
-        endpoint's subscription, taken again after every reconnect."""
-        await self.ari.post(f"applications/{self.cfg.app}/subscription",
-                            eventSource=f"endpoint:PJSIP/{self.cfg.trunk}")
+    async def watch_call(self, call: Call) -> bool:
+        """Our calls are not in Stasis until they answer: their channel events before that
+        (a busy, a no answer, an answer in the dialplan's fallback) reach us through a
+        subscription to each originated channel, taken right after the originate and again
+        after every reconnect. Not the whole trunk endpoint: that would bring every call of
+        the PBX (31 events, ~18 KB of JSON each) to the dialer. A channel gone before we
+        could subscribe ended unseen: finalized now, from the dialplan's trace if it left
+        one (False)."""
+        try:
+            await self.ari.post(f"applications/{self.cfg.app}/subscription",
+                                eventSource=f"channel:{call.channel_id}")
+            return True
+        except AriError as exc:
+            if exc.status not in (404, 422):
+                log.warning("subscribing to call %s: %s", call.channel_id, exc)
+                return True  # reconciliation will see whether it still lives
+        if call.channel_id in self.calls and not call.finalizing:
+            self.stats["reconciled_ended"] += 1
+            log.info("call %s ended before the dialer could subscribe to it", call.channel_id)
+            await self.finalize(call, cause=None, vanished=True)
+        return False
 
     async def fallback_trace(self, cid: str) -> tuple[datetime, datetime, str] | None:
         """(answered, ended, how) of an answered call as the dialplan recorded it at hangup
@@ -204,7 +219,6 @@ class Lifecycle:
 
     async def reconcile(self) -> None:
         await self.pool.watch_devices()
-        await self.watch_trunk()
         channels = await self.ari.get("channels")
         live = {c["id"]: c for c in channels}
         for cid, call in list(self.calls.items()):
@@ -215,6 +229,8 @@ class Lifecycle:
                 log.info("reconcile: call %s vanished while the events socket was down", cid)
                 await self.finalize(call, cause=None, vanished=True)
                 continue
+            if call.state in ("reserved", "originated") and not await self.watch_call(call):
+                continue  # not answered yet: its events come by its own subscription
             if call.deadline is not None:
                 self._arm_deadline(call)  # adopted after a restart: cut at its stored deadline
             if (call.resumed and call.state == "bridged" and not call.lease_checked
@@ -308,6 +324,8 @@ class Lifecycle:
         ok = await self._originate(call.channel_id, params, body)
         if ok:
             self.stats["originated"] += 1
+            if not await self.watch_call(call):
+                return  # ended before we could subscribe: finalized
             if call.state == "reserved" and not call.finalizing:
                 call.state = "originated"
                 await self.store.mark_originated(call.channel_id)

@@ -194,6 +194,27 @@ async def test_answer_bridged_busy_and_no_answer_rescheduled(rig):
     assert "attempt_cap" in (await rig.engine.decide(req)).reasons
 
 
+async def test_dialer_watches_its_own_channels_not_the_trunk(rig):
+    """The dialer subscribes to each channel it originates, never to the trunk endpoint:
+    the PBX's other calls bring it no events (31 a call when it watched the trunk), and
+    its own ringing call's end still reaches it (no answer, counted, rescheduled)."""
+    silent = number("99")  # rings until the ring timeout (3 s)
+    camp = await rig.campaign([silent])
+    d = rig.start(camp, ["agent1"])
+    deadline = time.monotonic() + 10
+    while not [c for c in await rig.calls(camp) if c["state"] == "originated"]:
+        assert time.monotonic() < deadline, await rig.calls(camp)
+        await asyncio.sleep(0.05)
+    [c] = await rig.calls(camp)
+    app = await d.ari.get(f"applications/{rig.app}")
+    assert c["channel_id"] in app["channel_ids"]
+    assert app["endpoint_ids"] == []  # not PJSIP/carrier: no other call's events
+    await rig.settle(camp)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "no_answer" and c["outcome_reported"]
+    assert (await rig.leads(camp))[silent]["state"] == "pending"
+
+
 async def test_no_agent_in_time_is_abandoned_and_slows_pacing(rig):
     n = number("00")
     camp = await rig.campaign([n], abandon_limit_pct=3.0, dial_ratio=2.0)
