@@ -314,9 +314,11 @@ dialer_stop() {
 # package faketime). One fixed offset for all processes ("+N" seconds, computed
 # once here), so Redis TIME, PostgreSQL now() and Python agree to the second; "@AT"
 # would start each process's clock at AT when that process starts. Monotonic clocks
-# stay real (timeouts, pacing, asyncio). Asterisk keeps the real clock (no_fake): the
-# guard's rules clock is what decides, and the chroot has no libfaketime; SIPp, started
-# by the tests, is shifted with them (it only measures intervals).
+# stay real (timeouts, pacing, asyncio). The chrooted Asterisk is shifted too (its
+# CEL outcome times and the dialer's answer traces meet the guard's clock;
+# stack-up.sh start_asterisk); a system Asterisk (DIALGUARD_ASTERISK=system) keeps
+# the real clock. SIPp, started by the tests, is shifted with them (it only
+# measures intervals).
 FAKETIME_LIB=${DIALGUARD_FAKETIME_LIB:-$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1)}
 fake_clock() {
   local at=$1 target off

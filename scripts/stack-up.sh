@@ -260,10 +260,22 @@ start_asterisk() {
       [[ $EUID -eq 0 ]] || die "the chrooted Asterisk needs root (or DIALGUARD_ASTERISK=system)"
       # Private mount namespace: /proc and the runtime folder are mounted for
       # Asterisk only and vanish with it, even if it is killed.
+      # On a shifted clock (make test-dates) Asterisk is shifted too: the CEL
+      # outcomes and the dialer's answer traces carry its times. The libraries go
+      # into the bound folder (the chroot has no libfaketime) and a tmpfs on its
+      # /dev/shm takes libfaketime's per-process files, not the cached root.
+      local preload=""
+      if [[ -n ${DIALGUARD_FAKE_AT:-} && -n ${FAKETIME:-} ]]; then
+        mkdir -p "$AST_HOST_DIR/faketime"
+        cp -f "$FAKETIME_FIXES" "$AST_HOST_DIR/faketime/faketime-fixes.so"
+        cp -f "$FAKETIME_LIB" "$AST_HOST_DIR/faketime/libfaketime.so.1"
+        preload="LD_PRELOAD=/dialguard/faketime/faketime-fixes.so:/dialguard/faketime/libfaketime.so.1 FAKETIME=$FAKETIME FAKETIME_DONT_FAKE_MONOTONIC=1"
+      fi
       "${NO_FAKE[@]}" setsid unshare --mount --propagation private -- sh -c '
         mount -t proc proc "$1/proc" && mount --bind "$2" "$1/dialguard" &&
-        exec chroot "$1" "$3" -f -n -C /dialguard/etc/asterisk.conf' \
-        sh "$ASTERISK_ROOT" "$AST_HOST_DIR" "$ASTERISK_BIN" >"$console" 2>&1 </dev/null 8>&- &
+        { [ -z "$4" ] || mount -t tmpfs -o size=16m tmpfs "$1/dev/shm"; } &&
+        exec chroot "$1" /usr/bin/env $4 "$3" -f -n -C /dialguard/etc/asterisk.conf' \
+        sh "$ASTERISK_ROOT" "$AST_HOST_DIR" "$ASTERISK_BIN" "$preload" >"$console" 2>&1 </dev/null 8>&- &
     fi
     echo $! >"$AST_PIDFILE"
   fi

@@ -51,6 +51,8 @@ def reader_caught_up(stack_dir: Path, timeout: float = 30.0) -> None:
     state = stack_dir / "services" / "outcomes.offset"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if not cel.exists():
+            return  # a fresh stack: no guarded call has ended yet, nothing to read
         try:
             if json.loads(state.read_text())["offset"] == cel.stat().st_size:
                 return
@@ -76,7 +78,8 @@ async def test_outcome_arrives_once_across_reader_and_server_restarts(stack, gua
     values = dict(campaign=campaign, agent=f"e2e-agent-{tag()}", number=number)
     cdr = Cdr.mark(stack.dir)
     reader_caught_up(stack.dir)
-    cel_mark = cel_file(stack.dir).stat()
+    cel = cel_file(stack.dir)
+    cel_mark = cel.stat().st_size if cel.exists() else 0  # a fresh stack has no CEL file yet
     try:
         # The call is answered and held 3 s (a conversation); while it is up the
         # reader is killed and the FastAGI server restarted.
@@ -105,7 +108,7 @@ async def test_outcome_arrives_once_across_reader_and_server_restarts(stack, gua
         # crash between applying a line and saving the offset): still once.
         await asyncio.to_thread(reader, "stop")
         (stack.dir / "services" / "outcomes.offset").write_text(
-            json.dumps({"inode": cel_mark.st_ino, "offset": cel_mark.st_size}))
+            json.dumps({"inode": cel.stat().st_ino, "offset": cel_mark}))
         await asyncio.to_thread(reader, "start")
         await asyncio.to_thread(reader_caught_up, stack.dir)
         await asyncio.sleep(2.0)  # the audit shipper's batch delay
