@@ -26,11 +26,13 @@ from ari_app.agents import AgentPool
 from ari_app.calls import Call
 from ari_app.client import AriClient
 from ari_app.lifecycle import Lifecycle
-from ari_app.abandon import STOPPED, Limit, Verdict, assess, campaign_limits
+from dialguard.campaigns.abandon import STOPPED, Limit, Verdict, assess, campaign_limits
 from ari_app.pacing import Pacer
 from ari_app.pacing_modes import Measured, lines_wanted
 from dialguard.campaigns.store import Campaign, CampaignLocks, Store
+from dialguard.decision.decider import active_pauses
 from dialguard.decision.models import DecisionRequest
+from dialguard.store import _region_pauses
 from dialguard.outage import OutageLog
 from dialguard.timeutil import UTC
 
@@ -38,7 +40,14 @@ log = logging.getLogger("ari_app.dialer")
 # Read-only eligibility says the callee's zone is closed: the lead waits for its window
 # without a decision (issue #18 item 7).
 ZONE_CLOSED = frozenset({"outside_hours", "holiday"})
-MEASURE_WINDOW = timedelta(hours=2)  # predictive pacing's measured figures: the latest calls in this
+# Predictive pacing's estimates (answer rate, ring and talk time) come from the campaign's
+# latest MEASURE_CALLS ended calls of the last MEASURE_WINDOW (DIALGUARD_DIALER_MEASURE_S):
+# contact rates move with the hour and the part of the list being dialed, so a recent
+# window follows them; the abandon limits are measured over each pack's own period
+# (dialguard/campaigns/abandon.py), never over this window.
+MEASURE_WINDOW = timedelta(hours=2)
+MEASURE_CALLS = 500
+UNPARK_EVERY_S = 1.0  # parked leads are looked at this often even when no region pause changed
 
 
 @dataclass
@@ -69,6 +78,7 @@ class DialerConfig:
     agent_lease_s: float = 15.0  # an agent lease without heartbeat for this long has no live holder
     agent_view_s: float = 0.2  # how often pacing re-reads every agent's lease
     outage_log_s: float = 60.0  # while Redis or PostgreSQL is down: one log line per this many seconds
+    measure_s: float = MEASURE_WINDOW.total_seconds()  # predictive's estimates: calls of this recent window
 
 
 def store_kind(exc: BaseException) -> str:
@@ -95,7 +105,7 @@ class Dialer:
         self.store = store
         # this process's lease owner id: a restarted dialer is a new owner
         self.owner = f"{config.name or config.app}/{uuid.uuid4().hex[:12]}"
-        self.stats = {"machines": 0, "skipped_closed": 0, "originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
+        self.stats = {"machines": 0, "skipped_closed": 0, "parked": 0, "originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
                       "reported": 0, "reconciled_ended": 0, "originate_errors": 0, "agent_waits": 0,
                       "leases_recovered": 0, "leases_lost": 0}
         # Redis or PostgreSQL down: a line when it starts, one a minute, one when it ends
@@ -110,6 +120,9 @@ class Dialer:
         self.verdicts: dict[str, Verdict] = {}  # campaign -> what its abandon limits allow
         self.limits: dict[str, list[Limit]] = {}  # campaign -> its abandon limits, as last measured
         self.held: dict[str, str | None] = {}  # campaign -> why a kill switch holds its leads back
+        self._active_regions: set[str] | None = None  # regions paused now (None: not read yet)
+        self._unparked_at = 0.0
+        self._held_kind: dict[str, str] = {}  # campaign -> the dialer_holds reason of `held`
         self._limits_at: dict[str, float] = {}
         pool = max(8, min(64, 4 + 2 * len(self.pool.agents)))
         self.ari = AriClient(config.ari_url, config.ari_user, config.ari_password, config.app, pool_size=pool,
@@ -213,15 +226,22 @@ class Dialer:
         if taken:
             log.info("campaigns taken: %s", ", ".join(taken))
             await self.life.adopt(taken)
+            at = await self.engine.now()
+            for n in taken:  # holds a dialer that died left open: started again below if still held
+                await self.store.hold_end(n, None, at)
+                self.held.pop(n, None)
+                self._held_kind.pop(n, None)
+                self.verdicts.pop(n, None)
         self.campaigns = {n: camps[n] for n in sorted(self.locks.campaigns) if n in camps}
         m.CAMPAIGNS_HELD.set(len(self.campaigns))
         self.pool.admin = await self.store.agent_states()
         if time.monotonic() - self._last_measure > 5:
             self._last_measure = time.monotonic()
-            since = datetime.now(UTC) - MEASURE_WINDOW
+            since = datetime.now(UTC) - timedelta(seconds=self.cfg.measure_s)
             for c in self.campaigns.values():
                 if c.pacing_mode == "predictive":
-                    self.measured[c.name] = Measured(**await self.store.pacing_stats(c.name, since))
+                    self.measured[c.name] = Measured(**await self.store.pacing_stats(c.name, since,
+                                                                                      MEASURE_CALLS))
         now = datetime.now(UTC)
         for c in self.campaigns.values():
             verdict = self.verdicts.get(c.name)
@@ -256,7 +276,14 @@ class Dialer:
         before = self.verdicts.get(c.name)
         if before is None or before.state != verdict.state:
             (log.warning if verdict.state == STOPPED else log.info)(
-                "campaign %s: pacing %s by its abandon limits: %s", c.name, verdict.state, verdict.why)
+                "campaign %s: pacing by its abandon limits: %s", c.name, verdict.summary())
+            was = before is not None and before.state == STOPPED
+            if (verdict.state == STOPPED) != was:  # the hold, for `dialguard report`
+                at = await self.engine.now()
+                if verdict.state == STOPPED:
+                    await self.store.hold_start(c.name, "abandon_limit", verdict.why, at)
+                else:
+                    await self.store.hold_end(c.name, "abandon_limit", at)
         self.verdicts[c.name] = verdict
         self._limits_at[c.name] = time.monotonic()
         return verdict
@@ -296,32 +323,68 @@ class Dialer:
             except asyncio.TimeoutError:
                 pass
 
-    async def _held_back(self, c: Campaign, paused: dict) -> str | None:
-        """Why a kill switch holds the campaign's leads back (none are taken, so none is
-        denied and pushed back: dialing resumes at the next tick after `resume`)."""
-        if "all" in paused:
-            return "all outbound paused"
-        if "camp:" + c.name in paused:
-            return "campaign paused"
-        if any(k.startswith("cid:") for k in paused):
-            pool = await self.engine.campaign_caller_ids(c.name)
-            if pool and all("cid:" + self.engine.keys.cid_tag(e) in paused for e in pool):
-                return "every caller ID of the campaign paused"
+    async def _held_back(self, c: Campaign, paused: dict) -> tuple[str, str] | None:
+        """(reason, why) a whole campaign's leads are held back: a kill switch, or no
+        lawful abandon message (none are taken, so none is denied and pushed back:
+        dialing resumes at the next tick after `resume`)."""
+        if paused:
+            if "all" in paused:
+                return "paused", "all outbound paused"
+            if "camp:" + c.name in paused:
+                return "paused", "campaign paused"
+            if any(k.startswith("cid:") for k in paused):
+                pool = await self.engine.campaign_caller_ids(c.name)
+                if pool and all("cid:" + self.engine.keys.cid_tag(e) in paused for e in pool):
+                    return "paused", "every caller ID of the campaign paused"
+        if not c.abandon_media:
+            try:
+                packs = (await self.engine.campaign_policy(c.name)).abandon_message_packs
+            except Exception:  # noqa: BLE001 - rules unreadable: the guard denies its calls anyway
+                packs = []
+            if packs:
+                return "no_message", (f"no abandon message of its own, and {', '.join(packs)} requires one "
+                                      "naming the seller: dialguard campaign edit NAME --abandon-message ...")
         return None
+
+    async def _regions(self, now: datetime) -> None:
+        """Region kill switches: parked leads whose region is no longer paused (resumed,
+        or its window ended) are due again at once; looked at whenever the set of regions
+        paused now changes, and every UNPARK_EVERY_S."""
+        raw = await self.engine.redis.hgetall(self.engine.keys.pause_regions)
+        active = active_pauses(_region_pauses(raw), int(now.timestamp() * 1000))
+        mono = time.monotonic()
+        if active != self._active_regions or mono - self._unparked_at >= UNPARK_EVERY_S:
+            if self.campaigns:
+                n = await self.store.unpark(list(self.campaigns), active, now)
+                if n:
+                    log.info("%d lead(s) parked by a region kill switch due again", n)
+            if active != self._active_regions:
+                log.info("regions paused now: %s", ", ".join(sorted(active)) or "none")
+            self._active_regions = active
+            self._unparked_at = mono
 
     async def _tick(self) -> None:
         now = await self.engine.now()
         paused = await self.engine.paused()
+        await self._regions(now)
         mono = time.monotonic()
         for c in self.campaigns.values():
             if not c.may_dial(now):
                 continue
-            why = await self._held_back(c, paused) if paused else None
-            if why != self.held.get(c.name):
-                if why:
-                    log.info("campaign %s: leads held back (%s): none taken until resumed", c.name, why)
+            hold = await self._held_back(c, paused)
+            why = hold[1] if hold else None
+            before = self.held.get(c.name)
+            if why != before:
+                if before:
+                    await self.store.hold_end(c.name, self._held_kind.pop(c.name, "paused"), now)
+                if hold:
+                    (log.error if hold[0] == "no_message" else log.info)(
+                        "campaign %s: leads held back (%s): none taken until %s", c.name, why,
+                        "it has its message" if hold[0] == "no_message" else "resumed")
+                    await self.store.hold_start(c.name, hold[0], why, now)
+                    self._held_kind[c.name] = hold[0]
                 else:
-                    log.info("campaign %s: dialing again (kill switch lifted)", c.name)
+                    log.info("campaign %s: dialing again (%s lifted)", c.name, before)
                 self.held[c.name] = why
                 m.HELD_BACK.labels(c.name).set(1 if why else 0)
             if why:
@@ -384,10 +447,17 @@ class Dialer:
             return leads
         keep = []
         for lead, a in zip(leads, answers):
-            if a.decision == "deny" and a.next_eligible_at and set(a.reasons) <= ZONE_CLOSED:
+            if a.decision == "deny" and a.paused_region:
+                # a region kill switch: parked (no decision) until the region is resumed
+                # or its window ends (_regions), whatever else the lead would be denied for
+                self.stats["parked"] += 1
+                await self.store.park_lead(lead["id"], c.name, a.paused_region, now)
+            elif a.decision == "deny" and a.next_eligible_at and set(a.reasons) <= ZONE_CLOSED:
                 self.stats["skipped_closed"] += 1
                 await self.store.release_lead(lead["id"], state="pending", next_at=a.next_eligible_at,
                                               reasons=",".join(a.reasons))
+                await self.store.hold_lead(lead["id"], c.name, "zone_closed", ",".join(a.reasons), now,
+                                           a.next_eligible_at)
             else:
                 keep.append(lead)
         return keep

@@ -87,7 +87,7 @@ class Pacer:
     def update(self, name: str, *, calls_per_second: float, dial_ratio: float, rate_pct: float,
                limit_pct: float, state: str = "open") -> None:
         """A campaign's settings and abandon rate, as last read; `state` is what its abandon
-        limits allow (ari_app/abandon.py): open, progressive (one call per free agent at
+        limits allow (dialguard/campaigns/abandon.py): open, progressive (one call per free agent at
         most) or stopped (no call)."""
         ratio = effective_ratio(dial_ratio, rate_pct, limit_pct)
         if state == "progressive":

@@ -146,7 +146,7 @@ def lines_wanted(mode: str, *, now: float, agents: list[AgentNow], measured: Mea
     """
     if mode not in MODES:
         raise ValueError(f"pacing mode {mode!r}: one of {', '.join(MODES)}")
-    if limit_ratio <= 0:  # stopped by an abandon limit (ari_app/abandon.py)
+    if limit_ratio <= 0:  # stopped by an abandon limit (dialguard/campaigns/abandon.py)
         return 0
     ready = sum(1 for a in agents if a.state == "ready")
     if mode == "preview":

@@ -24,7 +24,9 @@ from dialguard.decision import scripts
 from dialguard.location import NOWHERE
 from dialguard.engine import EXPLAIN, CampaignRulesError, Engine
 from dialguard.ids import new_id
+from dialguard.decision.decider import callee_regions, region_pause_of
 from dialguard.decision.models import DecisionRequest, sort_reasons
+from dialguard.timeutil import to_ms
 from dialguard.numbers import parse_number
 
 CHUNK = 500
@@ -41,6 +43,9 @@ class Answer:
     explanations: dict[str, str]
     next_eligible_at: datetime | None
     caller_id: str | None
+    # the region whose kill switch (`pause --region`) denies it (`paused`), if one does:
+    # the dialer parks such a lead until that region is resumed (not in as_dict)
+    paused_region: str | None = None
 
     def as_dict(self, show_number=lambda e164: e164) -> dict:
         return {"number": show_number(self.e164) if self.e164 else None, "decision": self.decision,
@@ -66,7 +71,7 @@ class Eligibility:
             raise ValueError("eligibility needs an engine built with audit=False (no audit payload)")
         self.engine = engine
 
-    def _answer(self, req, ctx, info, plan, why, res, now) -> Answer:
+    def _answer(self, req, ctx, info, plan, why, res, now, place=NOWHERE) -> Answer:
         e = self.engine
         allowed, lua_reasons, details, chosen = res[0], res[1], res[2], _s(res[3])
         reasons = sort_reasons([_s(r) for r in lua_reasons]) if lua_reasons else []
@@ -79,7 +84,12 @@ class Eligibility:
                 meta = plan.checks.get(_s(item[0]))
                 if meta and meta.label and meta.reason in expl:
                     expl[meta.reason] = meta.label
-        return Answer(req.number, info.e164, "allow" if int(allowed) == 1 else "deny", reasons, expl, nxt, cid)
+        region = None
+        if "paused" in reasons and ctx.region_pauses and info.valid:
+            hit = region_pause_of(ctx.region_pauses, callee_regions(req, info, place), to_ms(now))
+            region = hit[0] if hit else None
+        return Answer(req.number, info.e164, "allow" if int(allowed) == 1 else "deny", reasons, expl, nxt, cid,
+                      region)
 
     def _unavailable(self, req, why: str) -> Answer:
         return Answer(req.number, None, "deny", ["guard_unavailable"],
@@ -128,14 +138,15 @@ class Eligibility:
             ctx = await e._context_shared(req.campaign)
             info = parse_number(req.number, e.default_region)
             place = NOWHERE
-            if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs):
+            if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs
+                               or ctx.region_pauses):  # as a decision locates the callee
                 ctx, info, place = e._locate(req, ctx, info)
             plan, why = e._plan(req, ctx, info, new_id(), now, place)
-            built.append((i, req, ctx, info, plan, why))
+            built.append((i, req, ctx, info, plan, why, place))
         for attempt in range(2):
             try:
                 async with e.redis.pipeline(transaction=False) as pipe:
-                    for _i, _req, _ctx, _info, plan, _why in built:
+                    for _i, _req, _ctx, _info, plan, _why, _place in built:
                         pipe.evalsha(scripts.DECIDE.sha, len(plan.keys), *plan.keys, *_args(plan))
                     results = await pipe.execute()
                 break
@@ -144,11 +155,11 @@ class Eligibility:
                     raise
                 await scripts.DECIDE.load(e.redis)
         stale = []
-        for (i, req, ctx, info, plan, why), res in zip(built, results):
+        for (i, req, ctx, info, plan, why, place), res in zip(built, results):
             if int(res[4]) == 2:
                 stale.append(i)
             else:
-                out[i] = self._answer(req, ctx, info, plan, why, res, now)
+                out[i] = self._answer(req, ctx, info, plan, why, res, now, place)
         return stale
 
 

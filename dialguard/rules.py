@@ -354,6 +354,9 @@ class RatePolicy(_Model):
     max_pct: float = Field(ge=0, le=100)
     period: timedelta
     base: str = "live_answered"
+    # an abandoned call must hear a recorded message naming the seller (us-tcpa, uk-ofcom):
+    # the dialer dials no campaign of this pack without a message of its own
+    message_required: bool = False
 
     @field_validator("period", mode="before")
     @classmethod
@@ -608,6 +611,11 @@ class Policy:
     def abandon_limits(self) -> list[tuple[str, RatePolicy]]:
         """Every pack's abandon-rate limit (each over its own period: all must hold)."""
         return [(p.pack, p.abandon_rate) for p in self.packs if p.abandon_rate]
+
+    @cached_property
+    def abandon_message_packs(self) -> list[str]:
+        """Packs whose abandoned calls must hear a lawful message (naming the seller)."""
+        return [p.pack for p in self.packs if p.abandon_rate and p.abandon_rate.message_required]
 
     @cached_property
     def agent_per_day(self) -> int | None:

@@ -12,6 +12,18 @@ Definitions (docs/AUDIT.md):
   not in `answered` (no person), nor in the abandon rate's base;
 - complaints, opt_outs: in the range, attributed to the last allowed call to the
   same number before them (its campaign, agent, caller ID); "(no call)" if none.
+
+By campaign only (the dialer's tables, dialguard/campaigns/sql/210):
+- held_back, held_<reason>: leads the dialer held back WITHOUT a decision (so not in
+  `attempts`): a kill switch (`paused`: the leads due when it began), a region kill
+  switch (`region_paused`: leads parked), a closed zone (`zone_closed`), an abandon
+  limit crossed (`abandon_limit`: the leads due when it began), no lawful abandon
+  message (`no_message`); held_s: seconds the whole campaign was held in the range
+  (kill switch, abandon limit, no message);
+- abandon_limit, limit_rate, limit_state: the campaign's tightest pack abandon limit
+  (e.g. "us-tcpa 3% over 30 days"), its rate over the pack's own period and base
+  (live-answered calls) ending at the end of the range (or now), and `within` /
+  `OVER` (dialguard/campaigns/abandon.py, as `campaign status` and /metrics).
 """
 
 from __future__ import annotations
@@ -66,8 +78,80 @@ def _pct(num: int, den: int) -> float | None:
     return round(100.0 * num / den, 1) if den else None
 
 
+HOLD_REASONS = ("paused", "region_paused", "zone_closed", "abandon_limit", "no_message")
+
+
+def _dialer_tables(conn) -> bool:
+    return conn.execute("select to_regclass('dialer_holds') is not null").fetchone()[0]
+
+
+def _holds(conn, start: datetime, end: datetime) -> dict:
+    """campaign -> {held_<reason>: leads, held_back: leads, held_s: seconds}, in [start, end)."""
+    out: dict = {}
+    for camp, reason, leads, secs in conn.execute("""
+            select campaign, reason, sum(leads),
+                   sum(greatest(0, extract(epoch from least(coalesce(ended_at, least(%(b)s, now())), %(b)s)
+                                                  - greatest(started_at, %(a)s))))
+                       filter (where lead_id is null)
+            from dialer_holds where started_at < %(b)s and coalesce(ended_at, 'infinity') > %(a)s
+            group by 1, 2""", {"a": start, "b": end}).fetchall():
+        v = out.setdefault(camp, {"held_back": 0, "held_s": 0})
+        v[f"held_{reason}"] = int(leads or 0)
+        v["held_back"] += int(leads or 0)
+        v["held_s"] += int(round(secs or 0))
+    return out
+
+
+def _limits(conn, campaigns, end: datetime, policy_of) -> dict:
+    """campaign -> (limit text, rate %, state) of its tightest pack abandon limit,
+    measured over the pack's period ending at `end` (or now, if earlier)."""
+    from dialguard.campaigns.abandon import LIVE_ABANDON_SQL, Limit, assess
+
+    at = min(end, datetime.now(timezone.utc))
+    out = {}
+    for camp in campaigns:
+        policy = policy_of(camp) if policy_of else None
+        if policy is None or not policy.abandon_limits:
+            continue
+        limits = []
+        for pack, rp in policy.abandon_limits:
+            answered, abandoned = conn.execute(LIVE_ABANDON_SQL, {"c": camp, "a": at - rp.period, "b": at}).fetchone()
+            limits.append(Limit(pack, rp.max_pct, rp.period, int(answered), int(abandoned)))
+        t = assess(limits).tightest
+        if t is not None:
+            out[camp] = (f"{t.source} {t.max_pct:g}% {t.window}", round(t.rate_pct, 2),
+                         "OVER" if t.crossed else "within")
+    return out
+
+
+def campaign_policies(conn, default_rules: str):
+    """policy_of(campaign) for build(): the rules of a dialer campaign (its own packs, else
+    `default_rules`, the node's); None for a campaign the dialer does not run (its calls
+    are not in dialer_calls, so no abandon rate is measured for it)."""
+    from dialguard.rules import Policy, RulesError
+
+    own = {}
+    if conn.execute("select to_regclass('dialer_campaigns') is not null").fetchone()[0]:
+        own = dict(conn.execute("select name, rules from dialer_campaigns").fetchall())
+    cache: dict = {}
+
+    def of(campaign):
+        if campaign not in own:
+            return None
+        spec = own[campaign] or default_rules
+        if spec not in cache:
+            try:
+                cache[spec] = Policy.load(spec)
+            except RulesError:
+                cache[spec] = None
+        return cache[spec]
+    return of
+
+
 def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz: str,
-          cid_label=None) -> Report:
+          cid_label=None, policy_of=None) -> Report:
+    """policy_of(campaign) -> Policy or None: the rules whose abandon limits the
+    campaign rows are shown against (by campaign only)."""
     if by not in GROUPS:
         raise ValueError(f"--by is one of {', '.join(GROUPS)}")
     if by == "reason":
@@ -109,6 +193,16 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
     reasons = sorted({r for _, r, _ in denied}, key=lambda r: REASON_ORDER.get(r, 99))
     cols = [by, "attempts", "allowed", "denied", *[f"denied_{r}" for r in reasons], "answered", "conversations",
             "talk_s", "answer_rate", "abandoned", "abandon_rate", "amd", "complaints", "opt_outs"]
+    holds: dict = {}
+    limits: dict = {}
+    if by == "campaign" and _dialer_tables(conn):
+        holds = _holds(conn, start, end)
+        held = [r for r in HOLD_REASONS if any(f"held_{r}" in v for v in holds.values())]
+        cols += ["held_back", *[f"held_{r}" for r in held], "held_s"]
+        names = {g for g, *_ in main} | set(holds)
+        limits = _limits(conn, sorted(n for n in names if n), end, policy_of)
+        if limits:
+            cols += ["abandon_limit", "limit_rate", "limit_state"]
     per: dict = {}
     for grp, attempts, allowed, den, reported, answered, conv, talk, abandoned, amd in main:
         per[grp] = {"attempts": attempts, "allowed": allowed, "denied": den, "reported": reported,
@@ -118,6 +212,10 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
         per.setdefault(grp, {})[f"denied_{r}"] = n
     for grp, kind, n in facts:
         per.setdefault(grp if grp is not None else NO_CALL, {})["complaints" if kind == "complaint" else "opt_outs"] = n
+    for grp, v in holds.items():
+        per.setdefault(grp, {}).update(v)
+    for grp, (text, rate, state) in limits.items():
+        per.setdefault(grp, {}).update({"abandon_limit": text, "limit_rate": rate, "limit_state": state})
 
     def label(grp):
         if grp is None:
@@ -137,6 +235,8 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
                 row.append(_pct(v.get("answered", 0), v.get("reported", 0)))
             elif c == "abandon_rate":
                 row.append(_pct(v.get("abandoned", 0), v.get("answered", 0)))
+            elif c in ("abandon_limit", "limit_rate", "limit_state"):
+                row.append(v.get(c))  # per campaign: no total
             else:
                 row.append(v.get(c, 0))
                 tot[c] += v.get(c, 0)
@@ -144,7 +244,8 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
         rows.append(row)
     totals = ["total"] + [
         _pct(tot["answered"], tot["reported"]) if c == "answer_rate" else
-        _pct(tot["abandoned"], tot["answered"]) if c == "abandon_rate" else tot[c] for c in cols[1:]]
+        _pct(tot["abandoned"], tot["answered"]) if c == "abandon_rate" else
+        None if c in ("abandon_limit", "limit_rate", "limit_state") else tot[c] for c in cols[1:]]
     return Report(by, start, end, tz, cols, rows, totals)
 
 
@@ -243,7 +344,8 @@ def to_xlsx(rep: Report, path: Path) -> None:
 SHORT = {"attempts": "attempts", "allowed": "allowed", "denied": "denied", "answered": "answered",
          "conversations": "conver-\nsations", "talk_s": "talk\n(s)", "answer_rate": "answer\nrate",
          "abandoned": "aban-\ndoned", "abandon_rate": "abandon\nrate", "complaints": "com-\nplaints",
-         "opt_outs": "opt-\nouts"}
+         "opt_outs": "opt-\nouts", "held_back": "held\nback", "held_s": "held\n(s)",
+         "abandon_limit": "pack abandon\nlimit", "limit_rate": "rate over\nits period", "limit_state": "limit"}
 
 
 def to_rich(rep: Report):
@@ -253,7 +355,8 @@ def to_rich(rep: Report):
     t = Table(title=f"dialguard report by {rep.by}: {rep.start:%Y-%m-%d %H:%M}Z – {rep.end:%Y-%m-%d %H:%M}Z "
                     f"(dates in {rep.tz})")
     reason_cols = [i for i, c in enumerate(rep.columns) if c.startswith("denied_")]
-    shown = [i for i in range(len(rep.columns)) if i not in reason_cols]
+    held_cols = [i for i, c in enumerate(rep.columns) if c.startswith("held_") and c not in ("held_back", "held_s")]
+    shown = [i for i in range(len(rep.columns)) if i not in reason_cols and i not in held_cols]
     fmt = lambda c, v: "—" if v is None else (f"{v}%" if c.endswith("_rate") or c.startswith("share") else str(v))  # noqa: E731
     for i in shown:
         c = rep.columns[i]
@@ -261,6 +364,8 @@ def to_rich(rep: Report):
                      no_wrap=(i == 0))
         if c == "denied" and reason_cols:
             t.add_column("denied by reason")
+        if c == "held_back" and held_cols:
+            t.add_column("held back by reason\n(no decision)")
 
     def cells(row, total=False):
         out = []
@@ -268,6 +373,8 @@ def to_rich(rep: Report):
             out.append(fmt(rep.columns[i], row[i]))
             if rep.columns[i] == "denied" and reason_cols:
                 out.append("\n".join(f"{rep.columns[j][7:]} {row[j]}" for j in reason_cols if row[j]))
+            if rep.columns[i] == "held_back" and held_cols:
+                out.append("\n".join(f"{rep.columns[j][5:]} {row[j]}" for j in held_cols if row[j]))
         return out
 
     for r in rep.rows:

@@ -34,24 +34,31 @@ def cjk_font() -> Path:
 
 def folded(rep: Report) -> tuple[list[str], list[list]]:
     """The columns with the per-reason denial columns folded into one ("denied_by_reason"),
-    one "reason n" line per reason, as the terminal table shows them."""
+    one "reason n" line per reason, as the terminal table shows them; the held-back
+    leads by reason likewise ("held_by_reason")."""
     reason_cols = [i for i, c in enumerate(rep.columns) if c.startswith("denied_")]
+    held_cols = [i for i, c in enumerate(rep.columns) if c.startswith("held_") and c not in ("held_back", "held_s")]
+    skip = set(reason_cols) | set(held_cols)
     cols, out = [], []
     for i, c in enumerate(rep.columns):
-        if i in reason_cols:
+        if i in skip:
             continue
         cols.append(c)
         if c == "denied" and reason_cols:
             cols.append("denied_by_reason")
+        if c == "held_back" and held_cols:
+            cols.append("held_by_reason")
 
     def fold(row):
         cells = []
         for i, c in enumerate(rep.columns):
-            if i in reason_cols:
+            if i in skip:
                 continue
             cells.append(row[i])
             if c == "denied" and reason_cols:
                 cells.append("\n".join(f"{rep.columns[j][7:]} {row[j]}" for j in reason_cols if row[j]))
+            if c == "held_back" and held_cols:
+                cells.append("\n".join(f"{rep.columns[j][5:]} {row[j]}" for j in held_cols if row[j]))
         return cells
 
     for r in rep.rows:
@@ -90,11 +97,12 @@ def to_pdf(rep: Report, title: str, heading, meta: list[str]) -> bytes:
         pdf.multi_cell(0, 4.5, line, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     cols, rows = folded(rep)
-    widths = [3.2 if i == 0 else 4.0 if c == "denied_by_reason" else 1.4 for i, c in enumerate(cols)]
+    widths = [3.2 if i == 0 else 4.0 if c in ("denied_by_reason", "held_by_reason", "abandon_limit") else 1.4
+              for i, c in enumerate(cols)]
     pdf.set_font("cjk", size=7)
     head_style = FontFace(emphasis=None, fill_color=(225, 230, 240))
     with pdf.table(col_widths=widths, headings_style=head_style, line_height=3.6, padding=1,
-                   text_align=["LEFT" if i == 0 or c == "denied_by_reason" else "RIGHT"
+                   text_align=["LEFT" if i == 0 or c in ("denied_by_reason", "held_by_reason", "abandon_limit") else "RIGHT"
                                for i, c in enumerate(cols)]) as table:
         hr = table.row()
         for c in cols:

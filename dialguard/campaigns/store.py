@@ -292,9 +292,71 @@ class Store:
         return await self._one("select * from dialer_leads where id = %s", (lead_id,))
 
     async def lead_counts(self, campaign: str) -> dict[str, int]:
-        rows = await self._all("select state, count(*) n from dialer_leads where campaign = %s group by state",
-                               (campaign,))
-        return {r["state"]: r["n"] for r in rows}
+        """Leads by state; `parked` (pending leads a region kill switch holds) besides."""
+        rows = await self._all("select state, count(*) n, count(*) filter (where parked is not null) p"
+                               " from dialer_leads where campaign = %s group by state", (campaign,))
+        out = {r["state"]: r["n"] for r in rows}
+        parked = sum(r["p"] for r in rows)
+        if parked:
+            out["parked"] = parked
+        return out
+
+    # -- leads held back without a decision (dialguard/campaigns/sql/210) ----------------
+    async def park_lead(self, lead_id: int, campaign: str, region: str, at: datetime) -> None:
+        """A lead a region kill switch holds: back to pending, unchanged due time, parked
+        until that region is no longer paused (`unpark`); its hold recorded."""
+        await self._one(
+            "with l as (update dialer_leads set state = 'pending', parked = %s, updated_at = now()"
+            "           where id = %s returning id)"
+            " insert into dialer_holds (campaign, reason, detail, lead_id, leads, started_at)"
+            " select %s, 'region_paused', %s, id, 1, %s from l returning id",
+            (region, lead_id, campaign, region, at))
+
+    async def unpark(self, campaigns: list[str], paused_regions: set[str], at: datetime) -> int:
+        """Leads of `campaigns` parked for a region that is no longer paused: due again
+        (their holds end at `at`). Returns how many."""
+        r = await self._one(
+            "with l as (update dialer_leads set parked = null, updated_at = now()"
+            "           where campaign = any(%s) and parked is not null and not (parked = any(%s)) returning id),"
+            " h as (update dialer_holds set ended_at = %s where reason = 'region_paused' and ended_at is null"
+            "       and lead_id in (select id from l) returning id)"
+            " select (select count(*) from l) n",
+            (list(campaigns), sorted(paused_regions), at))
+        return int(r["n"]) if r else 0
+
+    async def hold_lead(self, lead_id: int, campaign: str, reason: str, detail: str, at: datetime,
+                        until: datetime | None) -> None:
+        """One lead held back without a decision until `until` (a closed zone: its opening)."""
+        await self._one(
+            "insert into dialer_holds (campaign, reason, detail, lead_id, leads, started_at, ended_at)"
+            " values (%s, %s, %s, %s, 1, %s, %s) returning id", (campaign, reason, detail, lead_id, at, until))
+
+    async def hold_start(self, campaign: str, reason: str, detail: str, at: datetime) -> None:
+        """The whole campaign held back (a kill switch, an abandon limit): one row, with
+        the leads due when it began."""
+        await self._one(
+            "insert into dialer_holds (campaign, reason, detail, leads, started_at)"
+            " select %s, %s, %s, count(*), %s from dialer_leads"
+            " where campaign = %s and state = 'pending' and parked is null and next_eligible_at <= %s returning id",
+            (campaign, reason, detail, at, campaign, at))
+
+    async def open_holds(self, campaign: str) -> list[dict]:
+        """What holds the campaign's leads back now: the campaign-wide holds still open,
+        and the region kill switches parking its leads (one line per region)."""
+        return await self._all(
+            "select reason, detail, started_at, leads from dialer_holds"
+            " where campaign = %s and ended_at is null and lead_id is null"
+            " union all select 'region_paused', parked, min(updated_at), count(*)::int from dialer_leads"
+            " where campaign = %s and parked is not null group by parked order by 3", (campaign, campaign))
+
+    async def hold_end(self, campaign: str, reason: str | None, at: datetime) -> None:
+        """End the campaign's open holds of `reason` (None: every campaign-wide one, as a
+        dialer taking the campaign over does: it starts them again if still held)."""
+        await self._one(
+            "with h as (update dialer_holds set ended_at = greatest(%s, started_at)"
+            " where campaign = %s and ended_at is null and lead_id is null"
+            " and (%s::text is null or reason = %s) returning id) select count(*) n from h",
+            (at, campaign, reason, reason))
 
     async def claim_due(self, campaign: str, limit: int, now: datetime,
                         ready_agents: list[str] | None = None, owned_only: bool = False) -> list[dict]:
@@ -308,7 +370,7 @@ class Store:
         return await self._all(
             "with taken as (update dialer_leads l set state = 'dialing', updated_at = now() from ("
             "  select id from dialer_leads where campaign = %s and state = 'pending' and next_eligible_at <= %s"
-            "  and (owner_agent is null and not %s or owner_agent = any(%s))"
+            "  and parked is null and (owner_agent is null and not %s or owner_agent = any(%s))"
             "  order by priority desc, next_eligible_at, id limit %s for update skip locked) d"
             " where l.id = d.id returning l.*)"
             " select * from taken order by priority desc, next_eligible_at, id",
@@ -356,7 +418,7 @@ class Store:
         return await self._one(
             "update dialer_leads l set owner_agent = %s, next_eligible_at = %s, updated_at = now() from ("
             "  select id from dialer_leads where campaign = %s and state = 'pending' and owner_agent is null"
-            "  and next_eligible_at <= %s order by priority desc, next_eligible_at, id limit 1"
+            "  and parked is null and next_eligible_at <= %s order by priority desc, next_eligible_at, id limit 1"
             "  for update skip locked) d where l.id = d.id returning l.*", (agent, HELD, campaign, now))
 
     async def answer_preview(self, lead_id: int, agent: str, accept: bool) -> dict | None:
@@ -467,12 +529,28 @@ class Store:
     async def live_abandon_stats(self, campaign: str, since: datetime, until: datetime) -> tuple[int, int]:
         """(answered by a live person, abandoned) calls of the campaign answered in
         [since, until): the base of a pack's abandon limit (machines, voicemail out)."""
-        r = await self._one(
-            "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
-            "       count(*) filter (where result = 'abandoned') abandoned"
-            " from dialer_calls where campaign = %s and answered_at >= %s and answered_at < %s",
-            (campaign, since, until))
+        from dialguard.campaigns.abandon import LIVE_ABANDON_SQL
+
+        r = await self._one(LIVE_ABANDON_SQL, {"c": campaign, "a": since, "b": until})
         return int(r["answered"]), int(r["abandoned"])
+
+    async def abandon_clears_at(self, campaign: str, since: datetime, until: datetime,
+                                max_pct: float) -> datetime | None:
+        """Of a crossed limit over [since, until): the answer time of the oldest call that
+        must leave the window before the rest is within `max_pct` (no new call counted);
+        the rate is back within the limit one period after it. None: within already."""
+        r = await self._one(
+            "with w as (select answered_at, (result = 'abandoned')::int ab from dialer_calls"
+            "           where campaign = %s and answered_at >= %s and answered_at < %s"
+            "           and (result is null or result not in ('amd', 'voicemail'))),"
+            " t as (select count(*) n, coalesce(sum(ab), 0) a from w),"
+            " c as (select answered_at, count(*) over o n_out, sum(ab) over o a_out from w"
+            "       window o as (order by answered_at rows between unbounded preceding and current row))"
+            " select case when t.a = 0 or 100.0 * t.a <= (%s + 1e-9) * t.n then null else"
+            "   (select min(c.answered_at) from c where t.a - c.a_out = 0"
+            "    or 100.0 * (t.a - c.a_out) <= (%s + 1e-9) * (t.n - c.n_out)) end as t from t",
+            (campaign, since, until, max_pct, max_pct))
+        return r["t"] if r else None
 
     async def pacing_stats(self, campaign: str, since: datetime, last: int = 500) -> dict:
         """Predictive pacing's measured figures over the campaign's latest ended calls since

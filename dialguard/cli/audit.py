@@ -330,7 +330,8 @@ def report(
         fail(f"--by is one of {', '.join(rp.GROUPS)}")
     with _pg(settings.pg_dsn) as conn:
         label = rp.caller_id_labeler(conn) if by == "caller_id" else None
-        rep = rp.build(conn, by, a, b, tz, cid_label=label)
+        rep = rp.build(conn, by, a, b, tz, cid_label=label,
+                       policy_of=rp.campaign_policies(conn, settings.rules) if by == "campaign" else None)
     if as_json:
         print(json.dumps({"by": by, "from": _iso(a), "to": _iso(b), "tz": tz, "columns": rep.columns,
                           "rows": rep.as_dicts(),

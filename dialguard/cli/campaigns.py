@@ -307,10 +307,57 @@ def _set_state(name: str, state: str, verb: str):
     typer.echo(f"campaign {c.name} {verb}")
 
 
+async def _policy_of(c):
+    """The rules the campaign's calls are decided by: the engine's answer (its own packs,
+    else the rules version in effect), or without Redis its own packs, else the node's."""
+    from dialguard.rules import Policy, RulesError
+
+    settings = Settings()
+    try:
+        from dialguard.engine import Engine
+
+        e = await Engine.create(settings)
+        try:
+            return await e.campaign_policy(c.name)
+        finally:
+            await e.close()
+    except Exception:  # noqa: BLE001 - Redis unreachable: the rules files say the same in most sites
+        try:
+            return Policy.load(c.rules or settings.rules)
+        except RulesError:
+            return None
+
+
+def message_refusal(c, policy) -> str | None:
+    """Why a campaign may not start: a pack it runs under requires a lawful abandon
+    message (naming the seller) and it has none of its own."""
+    packs = policy.abandon_message_packs if policy is not None else []
+    if c.abandon_media or not packs:
+        return None
+    return (f"campaign {c.name}: {', '.join(packs)} require(s) an abandon message naming the seller and a "
+            "number to opt out (47 CFR 64.1200(a)(7)(i)(A); Ofcom: the company's name), and the default "
+            "(all-circuits-busy-now) names no one: record one and set it with `dialguard campaign edit "
+            f"{c.name} --abandon-message sound:/path/on/the/asterisk/host/without/extension`")
+
+
 @camp.command("start")
 def start_(name: str):
-    """Start dialing an approved campaign."""
-    _set_state(name, "running", "running")
+    """Start dialing an approved campaign (refused without an abandon message of its own
+    when a pack it runs under requires a lawful one: us-tcpa, uk-ofcom)."""
+    async def go(s):
+        c = await s.campaign(name)
+        if c is None:
+            raise ValueError(f"campaign {name!r} does not exist")
+        why = message_refusal(c, await _policy_of(c)) if c.approved else None  # unapproved: set_state says so
+        if why:
+            return why
+        await s.set_state(name, "running")
+        return None
+
+    why = _store_run(go)
+    if why:
+        fail(why)
+    typer.echo(f"campaign {name} running")
 
 
 @camp.command("pause")
@@ -338,22 +385,25 @@ def status(name: str, as_json: bool = typer.Option(False, "--json")):
             raise ValueError(f"campaign {name!r} does not exist")
         from datetime import timezone
 
-        from ari_app.abandon import assess, campaign_limits
-        from dialguard.rules import Policy, RulesError
+        from dialguard.campaigns.abandon import assess, campaign_limits
         settings = Settings()
         now = datetime.now(timezone.utc)
         answered, abandoned = await s.abandon_stats(name, *local_day(now, settings.site_timezone))
-        try:  # the campaign's own packs, else the node's (a rules version in effect is the engine's)
-            policy = Policy.load(c.rules or settings.rules)
-        except RulesError:
-            policy = None
+        policy = await _policy_of(c)  # as the dialer reads it: its own packs, else the version in effect
         limits = await campaign_limits(s, policy, c, now, settings.site_timezone)
         verdict = assess(limits)
         due = await s._one("select min(next_eligible_at) t from dialer_leads where campaign = %s"
-                           " and state = 'pending'", (name,))
+                           " and state = 'pending' and parked is null", (name,))
+        held = await s.open_holds(name)
         return c, {"leads": await s.lead_counts(name), "next_due_at": due["t"].isoformat() if due["t"] else None,
                    "answered_today": answered, "abandoned_today": abandoned,
-                   "abandon_pacing": verdict.state, "abandon_limits": [x.describe() for x in limits]}
+                   "abandon_pacing": verdict.state, "abandon_state": verdict.summary(),
+                   "callable_at": verdict.callable_at.isoformat() if verdict.callable_at else None,
+                   "abandon_limits": [x.describe() for x in limits],
+                   "held_back": [f"{h['reason']} since {h['started_at'].isoformat()}: {h['detail']}"
+                                 + (f" ({h['leads']} leads)" if h["leads"] else "") for h in held],
+                   "message_required_by": (policy.abandon_message_packs if policy is not None and
+                                           not c.abandon_media else [])}
 
     c, extra = _store_run(go)
     _show(c, extra, as_json)

@@ -97,15 +97,34 @@ def party_hash(secret: bytes, party: str) -> str:
     return keyed_hash(secret, "party:" + party)
 
 
-def region_pause_hit(pauses: tuple, regions: set[str], now_ms: int) -> str | None:
-    """Why a call is paused by a region kill switch in effect at now_ms, or None.
-    `regions`: every jurisdiction the callee may be in (ISO 3166-2 states, the
-    stated region and the countries, ISO 3166-1)."""
+def region_pause_of(pauses: tuple, regions: set[str], now_ms: int) -> tuple[str, str] | None:
+    """(region, why) of the first region kill switch in effect at now_ms that covers
+    one of `regions`, or None. `regions`: every jurisdiction the callee may be in
+    (ISO 3166-2 states, the stated region and the countries, ISO 3166-1)."""
     for region, start, until, why in pauses:
         if region in regions and start <= now_ms and (until is None or now_ms < until):
             end = f" until {from_ms(until).isoformat()}" if until else ""
-            return f"calls into {region} are paused{end}" + (f": {why}" if why else "")
+            return region, f"calls into {region} are paused{end}" + (f": {why}" if why else "")
     return None
+
+
+def region_pause_hit(pauses: tuple, regions: set[str], now_ms: int) -> str | None:
+    """Why a call is paused by a region kill switch in effect at now_ms, or None."""
+    hit = region_pause_of(pauses, regions, now_ms)
+    return hit[1] if hit else None
+
+
+def active_pauses(pauses: tuple, now_ms: int) -> set[str]:
+    """The regions whose kill switch is in effect at now_ms."""
+    return {r for r, start, until, _why in pauses if start <= now_ms and (until is None or now_ms < until)}
+
+
+def callee_regions(req: DecisionRequest, info: NumberInfo, place: Place) -> set[str]:
+    """Every jurisdiction a region kill switch may name for this callee: the US states
+    of the number and of the stated location, the stated region, the countries."""
+    regions = {f"US-{st}" for st in number_states(info.e164) | place.states}
+    regions.update(r for r in (req.region, place.country, info.region) if r)
+    return regions
 
 
 def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -> str:
@@ -470,9 +489,7 @@ class Decider(Store):
             reasons.extend(party_pre[0])
             why.update(party_pre[1])
         if ctx.region_pauses and info.valid:
-            regions = {f"US-{st}" for st in number_states(info.e164) | place.states}
-            regions.update(r for r in (req.region, place.country, info.region) if r)
-            hit = region_pause_hit(ctx.region_pauses, regions, ms(now))
+            hit = region_pause_hit(ctx.region_pauses, callee_regions(req, info, place), ms(now))
             if hit:
                 reasons.append("paused")
                 why["paused"] = hit

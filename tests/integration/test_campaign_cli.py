@@ -151,3 +151,29 @@ def test_campaign_edit_settings_and_abandon_message(schema):
     assert out.returncode == 2 and "nothing to change" in out.stderr
     assert cli(prefix, "campaign", "edit", name, "--abandon-message", "").returncode == 0
     assert status()["abandon_media"] is None and status()["calls_per_second"] == 7.5
+
+
+def test_start_refused_without_a_lawful_abandon_message(schema):
+    """us-tcpa and uk-ofcom require an abandon message naming the seller: a campaign
+    under them without a message of its own does not start (the default names no one);
+    with one it does. cn-default requires none."""
+    prefix = f"dgcamp:{uuid.uuid4().hex[:8]}"
+    name = f"msg-{uuid.uuid4().hex[:8]}"
+    try:
+        assert cli(prefix, "campaign", "create", name, "--dialer", "dialer-test-only").returncode == 0
+        assert cli(prefix, "campaign", "approve", name, "--rules", "cn-default,us-tcpa").returncode == 0
+        out = cli(prefix, "campaign", "start", name)
+        assert out.returncode == 2, out.stdout
+        assert "us-tcpa" in out.stderr and "--abandon-message" in out.stderr, out.stderr
+        s = json.loads(cli(prefix, "campaign", "status", name, "--json").stdout)
+        assert s["state"] == "approved" and s["message_required_by"] == ["us-tcpa"]
+        assert cli(prefix, "campaign", "edit", name, "--abandon-message",
+                   "sound:/var/lib/dialguard/sounds/acme-abandon").returncode == 0
+        out = cli(prefix, "campaign", "start", name)
+        assert out.returncode == 0, out.stderr
+        s = json.loads(cli(prefix, "campaign", "status", name, "--json").stdout)
+        assert s["state"] == "running" and s["message_required_by"] == []
+        assert cli(prefix, "campaign", "stop", name).returncode == 0
+    finally:
+        with psycopg.connect(Settings().pg_dsn, autocommit=True) as conn:
+            conn.execute("delete from dialer_campaigns where name = %s", (name,))

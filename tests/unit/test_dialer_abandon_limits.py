@@ -1,8 +1,8 @@
-"""Abandon limits as the packs state them (ari_app/abandon.py): open, progressive, stopped."""
+"""Abandon limits as the packs state them (dialguard/campaigns/abandon.py): open, progressive, stopped."""
 
 from datetime import timedelta
 
-from ari_app.abandon import OPEN, PROGRESSIVE, STOPPED, Limit, assess
+from dialguard.campaigns.abandon import OPEN, PROGRESSIVE, STOPPED, Limit, assess
 from ari_app.pacing import Pacer
 from dialguard.rules import Policy
 

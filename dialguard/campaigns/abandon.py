@@ -17,17 +17,28 @@ Pacing per campaign, by the tightest limit:
 - stopped: a limit is crossed (an abandoned call in progressive pacing, e.g. an
   agent taken by another campaign meanwhile): nothing is originated until the rate
   is back within it (older calls leave the window, or the admin changes the
-  campaign's own limit).
+  campaign's own limit). `Verdict.callable_at` says when that is if nothing more is
+  dialed (a pack's: one period after the answer of the oldest call that must leave;
+  the campaign's own: the next local day). There is deliberately no override: a pack's
+  limit is the law's, and dialing while over it is what the limit forbids.
 A limit of 100 % or more limits nothing (a campaign's own limit set that high).
+Moved here from ari_app/ (the dialer, `campaign status` and `dialguard report` read it).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 OPEN, PROGRESSIVE, STOPPED = "open", "progressive", "stopped"
+
+# A pack's base: calls answered by a live person (machines and voicemail out), by answer
+# time. One query for the dialer, `campaign status` and `dialguard report`.
+LIVE_ABANDON_SQL = (
+    "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
+    "       count(*) filter (where result = 'abandoned') abandoned"
+    " from dialer_calls where campaign = %(c)s and answered_at >= %(a)s and answered_at < %(b)s")
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,9 @@ class Limit:
     period: timedelta | None  # None: the site's local day
     answered: int = 0  # calls answered by a live person in the window
     abandoned: int = 0
+    # crossed: when the rate is back within the limit if nothing more is dialed (older
+    # calls leave the window; the campaign's own daily limit: the next local day)
+    callable_at: datetime | None = None
 
     @property
     def rate_pct(self) -> float:
@@ -57,9 +71,12 @@ class Limit:
             return math.inf if self.abandoned else 1.0
         return self.rate_pct / self.max_pct
 
+    @property
+    def window(self) -> str:
+        return "today" if self.period is None else f"over {fmt_period(self.period)}"
+
     def describe(self) -> str:
-        window = "today" if self.period is None else f"over {fmt_period(self.period)}"
-        return (f"{self.source}: {self.rate_pct:.2f}% of {self.max_pct:g}% {window} "
+        return (f"{self.source}: {self.rate_pct:.2f}% of {self.max_pct:g}% {self.window} "
                 f"({self.abandoned} abandoned / {self.answered} answered)")
 
 
@@ -74,6 +91,31 @@ class Verdict:
             return "no abandon limit"
         return self.tightest.describe()
 
+    @property
+    def callable_at(self) -> datetime | None:
+        """Stopped: when every crossed limit is back within its maximum (nothing more dialed)."""
+        if self.state != STOPPED or self.tightest is None:
+            return None
+        return self.tightest.callable_at
+
+    def summary(self) -> str:
+        """One line for `campaign status` and the dialer's log, e.g. "stopped: us-tcpa
+        abandon limit 3% over 30 days, 3.40% now (4 abandoned / 118 answered), callable
+        again at 2026-12-30T10:00:00+00:00"."""
+        t = self.tightest
+        if t is None:
+            return f"{self.state}: no abandon limit"
+        who = "own abandon limit" if t.source == "campaign" else f"{t.source} abandon limit"
+        line = (f"{self.state}: {who} {t.max_pct:g}% {t.window}, {t.rate_pct:.2f}% now "
+                f"({t.abandoned} abandoned / {t.answered} answered)")
+        if self.state == STOPPED:
+            at = self.callable_at
+            line += (f", callable again at {at.isoformat()}" if at
+                     else ", callable again once the rate is back within the limit")
+        elif self.state == PROGRESSIVE:
+            line += ", one call per free agent"
+        return line
+
 
 def assess(limits: list[Limit]) -> Verdict:
     """What the limits allow: stopped when one is crossed, progressive when one more
@@ -82,7 +124,12 @@ def assess(limits: list[Limit]) -> Verdict:
     if not limits:
         return Verdict(OPEN, None)
     tight = max(limits, key=lambda x: (x.crossed, x.headroom <= 0, x.frac))
-    if any(x.crossed for x in limits):
+    crossed = [x for x in limits if x.crossed]
+    if crossed:
+        # callable again once the last crossed limit clears: name that one
+        ats = [x.callable_at for x in crossed]
+        if len(crossed) > 1 and all(ats):
+            tight = max(crossed, key=lambda x: x.callable_at)
         return Verdict(STOPPED, tight)
     if any(x.headroom <= 0 for x in limits):
         return Verdict(PROGRESSIVE, tight)
@@ -106,7 +153,13 @@ async def campaign_limits(store, policy, camp, now, site_timezone: str) -> list[
     out = []
     for pack, rp in (policy.abandon_limits if policy is not None else []):
         answered, abandoned = await store.live_abandon_stats(camp.name, now - rp.period, now)
-        out.append(Limit(pack, rp.max_pct, rp.period, answered, abandoned))
-    answered, abandoned = await store.abandon_stats(camp.name, *local_day(now, site_timezone))
-    out.append(Limit("campaign", camp.abandon_limit_pct, None, answered, abandoned))
+        x = Limit(pack, rp.max_pct, rp.period, answered, abandoned)
+        if x.crossed and x.max_pct < 100:
+            oldest = await store.abandon_clears_at(camp.name, now - rp.period, now, rp.max_pct)
+            x = Limit(pack, rp.max_pct, rp.period, answered, abandoned, oldest + rp.period if oldest else None)
+        out.append(x)
+    day = local_day(now, site_timezone)
+    answered, abandoned = await store.abandon_stats(camp.name, *day)
+    x = Limit("campaign", camp.abandon_limit_pct, None, answered, abandoned)
+    out.append(Limit("campaign", camp.abandon_limit_pct, None, answered, abandoned, day[1]) if x.crossed else x)
     return out
