@@ -81,6 +81,14 @@ async def test_pack_limit_over_30_days_stops_then_resumes_progressive(rig, tmp_p
     st = status(camp)
     assert st["abandon_pacing"] == "stopped", st
     assert "tcpa-abandon: 4.00% of 3% over 30 days (4 abandoned / 100 answered)" in st["abandon_limits"], st
+    # callable again once the 4 abandoned calls (the newest of the window) are 30 days old:
+    # dropping older conversations first only raises the rate
+    last = await rig.store._one("select max(answered_at) t from dialer_calls where campaign = %s"
+                                " and result = 'abandoned' and answered_at > now() - interval '30 days'", (camp,))
+    assert datetime.fromisoformat(st["callable_at"]) == last["t"] + timedelta(days=30), st
+    assert st["abandon_state"] == ("stopped: tcpa-abandon abandon limit 3% over 30 days, 4.00% now "
+                                   f"(4 abandoned / 100 answered), callable again at {st['callable_at']}"), st
+    assert any(h.startswith("abandon_limit since ") for h in st["held_back"]), st
 
     # a restarted dialer measures the same
     await rig.stop_all()
@@ -96,4 +104,21 @@ async def test_pack_limit_over_30_days_stops_then_resumes_progressive(rig, tmp_p
     assert d.pacer.ratios[camp] <= 1.0
     after = await rig.settle(camp, timeout=30)
     assert after[target]["attempts"] == 1 and after[target]["last_result"] == "conversation"
-    assert status(camp)["abandon_pacing"] in ("progressive", "open")
+    st = status(camp)
+    assert st["abandon_pacing"] in ("progressive", "open") and st["callable_at"] is None
+    assert st["held_back"] == [], st
+    holds = await rig.store._all("select reason, detail, leads, ended_at from dialer_holds where campaign = %s",
+                                 (camp,))
+    assert holds and all(h["reason"] == "abandon_limit" and h["ended_at"] is not None for h in holds), holds
+    assert holds[0]["leads"] == 1 and holds[0]["detail"].startswith("tcpa-abandon: 4.00% of 3%")
+
+    # `dialguard report` by campaign: the held-back leads (no decision, so not attempts)
+    # and the rate against the pack's limit over its own 30 days
+    today = datetime.now(UTC).date().isoformat()
+    out = subprocess.run([sys.executable, "-m", "dialguard.cli", "report", "--from", "2026-11-01", "--to", today,
+                          "--tz", "UTC", "--by", "campaign", "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    [row] = [r for r in json.loads(out.stdout)["rows"] if r["campaign"] == camp]
+    assert row["held_abandon_limit"] >= 1 and row["held_back"] >= row["held_abandon_limit"], row
+    assert row["abandon_limit"] == "tcpa-abandon 3% over 30 days", row
+    assert (row["limit_rate"], row["limit_state"]) == (round(100 * 4 / 141, 2), "within"), row

@@ -354,7 +354,7 @@ async def test_lead_region_reaches_the_decision(rig):
     the TCPA's 08:00-21:00, so it is not dialed; the same kind of number
     without a region is."""
     here, there = number("00"), number("00")
-    camp = await rig.campaign([])
+    camp = await rig.campaign([], abandon_media="sound:all-circuits-busy-now")  # us-tcpa requires its own
     await rig.engine.set_campaign(camp, True, rules="cn-default,us-tcpa")
     await rig.store.add_leads(camp, [Lead(2, here), Lead(3, there, "", None, "US-FL", "33101")], now=NOW)
     rig.start(camp, ["agent1"])

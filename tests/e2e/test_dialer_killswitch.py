@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 from ari_app import metrics as m
 from test_dialer_calls import CALLER_ID, number, rig  # noqa: F401  (fixture)
@@ -79,3 +80,90 @@ async def test_every_caller_id_paused_holds_the_campaign_back(rig):
     await rig.settle(camp)
     [call] = await rig.calls(camp)
     assert call["result"] == "conversation"
+
+
+async def parked(rig, camp: str, numbers: dict[str, str], timeout: float = 15) -> dict[str, dict]:
+    """Wait until each number's lead is parked for its region."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leads = await rig.leads(camp)
+        if all(leads[n]["parked"] == r for n, r in numbers.items()):
+            return leads
+        assert time.monotonic() < deadline, {n: (leads[n]["state"], leads[n]["parked"]) for n in numbers}
+        await asyncio.sleep(0.05)
+
+
+async def dialed_within(rig, camp: str, n: str, timeout: float = 10) -> float:
+    t0 = time.monotonic()
+    while not [c for c in await rig.calls(camp) if c["number"] == n]:
+        assert time.monotonic() - t0 < timeout, f"{n[-4:]} not dialed"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+async def test_region_pause_parks_its_leads_until_resumed_or_its_window_ends(rig):
+    """`pause --region` (issue #19) as the guard sees the callee: a lead whose postal code
+    is in Louisiana (a window of the pause) and one stated to live in Shanghai (no end) are
+    parked, no decision asked; the lead elsewhere is dialed. The window's end (the guard's
+    clock moved past it) and `resume_region` each restart dialing within 1 s."""
+    from dialguard.campaigns.leads import Lead
+    from test_dialer_calls import NOW
+
+    free, la, sh = number("00"), number("00"), number("00")
+    camp = await rig.campaign([free])
+    await rig.store.add_leads(camp, [Lead(3, la, "", None, None, "70112"), Lead(4, sh, "", None, "CN-SH", None)],
+                              now=NOW)
+    e = rig.engine
+    await e.pause_region("US-LA", start=NOW - timedelta(minutes=1), until=NOW + timedelta(minutes=1),
+                         why="hurricane")
+    await e.pause_region("CN-SH", why="test")
+    d = rig.start(camp, ["agent1", "agent2", "agent3"])
+    await parked(rig, camp, {la: "US-LA", sh: "CN-SH"})
+    await dialed_within(rig, camp, free)
+    await asyncio.sleep(1.0)  # looked at again and again: still parked, never decided
+    calls = await rig.calls(camp)
+    assert [c["number"] for c in calls] == [free], calls  # a call row precedes every decision
+    leads = await rig.leads(camp)
+    for n in (la, sh):
+        assert (leads[n]["state"], leads[n]["attempts"], leads[n]["last_result"]) == ("pending", 0, None)
+        assert leads[n]["next_eligible_at"] == NOW  # not pushed back
+    assert (await rig.store.lead_counts(camp)).get("parked") == 2
+    assert d.stats["parked"] == 2 and d.held.get(camp) is None  # the campaign itself is not held
+
+    await e.set_test_clock(NOW + timedelta(minutes=1, seconds=1))  # the Louisiana window is over
+    waited = await dialed_within(rig, camp, la)
+    print(f"dialed {waited:.2f}s after the region pause's window ended")
+    assert waited < 1.0
+    assert (await rig.leads(camp))[sh]["parked"] == "CN-SH"
+    await e.resume_region("CN-SH")
+    waited = await dialed_within(rig, camp, sh)
+    print(f"dialed {waited:.2f}s after resume_region")
+    assert waited < 1.0
+    leads = await rig.settle(camp)
+    calls = {c["number"]: c for c in await rig.calls(camp)}
+    assert all(calls[n]["result"] == "conversation" for n in (free, la, sh)), calls
+    assert all(leads[n]["attempts"] == 1 and leads[n]["parked"] is None for n in (free, la, sh))
+    holds = await rig.store._all("select reason, detail, leads, started_at, ended_at from dialer_holds"
+                                 " where campaign = %s order by detail", (camp,))
+    assert [(h["reason"], h["detail"], h["leads"]) for h in holds] == [
+        ("region_paused", "CN-SH", 1), ("region_paused", "US-LA", 1)], holds
+    assert all(h["ended_at"] is not None and h["ended_at"] >= h["started_at"] for h in holds)
+
+
+async def test_campaign_without_a_required_message_is_held_until_it_has_one(rig):
+    """us-tcpa requires an abandon message naming the seller: a campaign under it with
+    none of its own is held (nothing taken, the reason logged and recorded); given one, it
+    dials at once."""
+    n = number("00")
+    camp = await rig.campaign([n])
+    await rig.engine.set_campaign(camp, True, rules="cn-default,us-tcpa")
+    d = rig.start(camp, ["agent1"])
+    await held_still(rig, camp, d, seconds=1.0)
+    assert d.held[camp].startswith("no abandon message of its own, and us-tcpa requires one"), d.held
+    await rig.store.update_campaign(camp, abandon_media="sound:/var/lib/dialguard/sounds/acme-abandon")
+    await resumed_within(rig, camp)
+    await rig.settle(camp)
+    [call] = await rig.calls(camp)
+    assert call["result"] == "conversation"
+    [h] = await rig.store._all("select reason, leads, ended_at from dialer_holds where campaign = %s", (camp,))
+    assert (h["reason"], h["leads"]) == ("no_message", 1) and h["ended_at"] is not None

@@ -340,3 +340,76 @@ def test_every_read_command_has_json(shipped):
                 ["audit", "number", e.keys.number_tag("+8613800000001")], ["report", "--from", "2026-11-23"]):
         help_text = run(*cmd[:2 if cmd[0] == "audit" else 1], "--help").stdout
         assert "--json" in help_text, cmd
+
+
+async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_path):
+    """By campaign, the dialer's leads held back without a decision (dialer_holds: not
+    attempts) by reason, and the campaign's abandonment against its pack's limit over the
+    pack's own period and base (live-answered calls in dialer_calls), in the table, CSV
+    and JSON."""
+    e, dsn, _ = shipped
+    a, b = NOW - timedelta(hours=2), NOW + timedelta(hours=10)
+    wall = datetime.now(UTC)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("insert into dialer_campaigns (name, rules) values ('c1', 'cn-default,us-tcpa'),"
+                     " ('c2', null)")
+        lead = conn.execute("insert into dialer_leads (campaign, number_hash, number_enc) values"
+                            " ('c1', 'h1', 'x') returning id").fetchone()[0]
+        hold = ("insert into dialer_holds (campaign, reason, detail, lead_id, leads, started_at, ended_at)"
+                " values (%s, %s, %s, %s, %s, %s, %s)")
+        for row in (("c1", "paused", "campaign paused", None, 5, NOW, NOW + timedelta(minutes=10)),
+                    # began before the range: only its part inside counts as held time
+                    ("c1", "abandon_limit", "us-tcpa: 4.00% of 3%", None, 3, a - timedelta(hours=1),
+                     a + timedelta(minutes=1)),
+                    ("c1", "zone_closed", "outside_hours", lead, 1, NOW, NOW + timedelta(hours=1)),
+                    ("c1", "zone_closed", "outside_hours", lead, 1, NOW + timedelta(hours=1), None),
+                    ("c1", "region_paused", "US-LA", lead, 1, NOW, NOW + timedelta(minutes=3)),
+                    ("c2", "no_message", "no abandon message", None, 2, NOW, NOW + timedelta(seconds=30)),
+                    ("c1", "paused", "all outbound paused", None, 9, a - timedelta(days=2), a - timedelta(days=1))):
+            conn.execute(hold, row)
+        # 4 abandoned of 100 live answers 10 days ago (and 5 machines, not in the base); and 6
+        # abandoned 40 days ago, outside us-tcpa's 30 days: 4 % > 3 %
+        calls = [("conversation", 10)] * 96 + [("abandoned", 10)] * 4 + [("amd", 10)] * 5 + [("abandoned", 40)] * 6
+        for i, (result, days) in enumerate(calls):
+            t = wall - timedelta(days=days, seconds=i)
+            conn.execute("insert into dialer_calls (channel_id, lead_id, campaign, state, result, created_at,"
+                         " answered_at) values (%s, %s, 'c1', 'ended', %s, %s, %s)",
+                         (f"dgc-{uuid.uuid4().hex}", lead, result, t, t))
+        rep = rp.build(conn, "campaign", a, b, "Asia/Shanghai", policy_of=rp.campaign_policies(conn, "cn-default"))
+    c = rows(rep)
+    assert (c["c1"]["held_paused"], c["c1"]["held_abandon_limit"], c["c1"]["held_zone_closed"],
+            c["c1"]["held_region_paused"]) == (5, 3, 2, 1)
+    assert c["c1"]["held_back"] == 11 and c["c1"]["held_s"] == 600 + 60  # campaign-wide holds only
+    assert c["c1"]["attempts"] == 5  # held-back leads are no attempts
+    assert (c["c2"]["held_no_message"], c["c2"]["held_s"], c["c2"]["attempts"]) == (2, 30, 3)
+    assert (c["c1"]["abandon_limit"], c["c1"]["limit_rate"], c["c1"]["limit_state"]) == (
+        "us-tcpa 3% over 30 days", 4.0, "OVER")
+    assert c["c2"]["abandon_limit"] is None  # cn-default states no abandon limit
+    assert c["c3"]["abandon_limit"] is None and c["c3"]["held_back"] == 0  # not a dialer campaign
+    tot = dict(zip(rep.columns, rep.totals))
+    assert tot["held_back"] == 13 and tot["abandon_limit"] is None
+    # the terminal table folds the reasons in one column, says they had no decision
+    from rich.console import Console
+
+    console = Console(width=400, record=True)
+    console.print(rp.to_rich(rep))
+    text = console.export_text()
+    assert "held back by reason" in text and "(no decision)" in text and "zone_closed 2" in text
+    assert "us-tcpa 3% over 30 days" in text and "OVER" in text
+    # CSV and JSON through the CLI, with the node's rules
+    env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_REDIS_URL": e.settings.redis_url,
+           "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(), "DIALGUARD_SITE_TZ": "Asia/Shanghai",
+           "DIALGUARD_RULES": "cn-default"}
+    args = ["report", "--from", a.isoformat(), "--to", b.isoformat(), "--by", "campaign"]
+    r = subprocess.run([sys.executable, "-m", "dialguard.cli", *args, "--csv", "-"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    by = {row["campaign"]: row for row in csv.DictReader(io.StringIO(r.stdout))}
+    assert (by["c1"]["held_back"], by["c1"]["held_zone_closed"], by["c1"]["limit_state"]) == ("11", "2", "OVER")
+    assert by["total"]["held_back"] == "13" and by["total"]["limit_rate"] == ""
+    r = subprocess.run([sys.executable, "-m", "dialguard.cli", *args, "--json"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    js = {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}
+    assert js["c1"]["held_region_paused"] == 1 and js["c1"]["limit_rate"] == 4.0
+    assert js["c2"]["held_no_message"] == 2

@@ -70,3 +70,27 @@ def test_pacer_obeys_the_verdict():
     assert p.how_many("c", max_concurrent=50, in_flight=4, free_agents=4, unbridged=4) == 0
     p.update("c", state=STOPPED, **kw)
     assert p.how_many("c", max_concurrent=50, in_flight=0, free_agents=4, unbridged=0) == 0
+
+
+def test_stopped_says_when_it_is_callable_again():
+    from datetime import datetime, timezone
+
+    at = datetime(2026, 12, 30, 10, tzinfo=timezone.utc)
+    v = assess([Limit("us-tcpa", 3, D30, 118, 4, at), Limit("campaign", 100, None, 5, 4)])
+    assert v.state == STOPPED and v.callable_at == at
+    assert v.summary() == ("stopped: us-tcpa abandon limit 3% over 30 days, 3.39% now (4 abandoned / 118 "
+                           "answered), callable again at 2026-12-30T10:00:00+00:00")
+    # two limits crossed: callable once the later one clears
+    later = datetime(2027, 1, 2, tzinfo=timezone.utc)
+    v = assess([Limit("us-tcpa", 3, D30, 118, 4, at), Limit("uk-ofcom", 3, timedelta(hours=24), 10, 2, later)])
+    assert v.callable_at == later and v.tightest.source == "uk-ofcom"
+    assert assess([tcpa(100, 3)]).callable_at is None  # not stopped
+    assert assess([tcpa(100, 3)]).summary().startswith("progressive: us-tcpa abandon limit 3% over 30 days, 3.00%")
+    own = assess([Limit("campaign", 3, None, 10, 1, at)])
+    assert own.summary().startswith("stopped: own abandon limit 3% today, 10.00% now")
+
+
+def test_packs_that_require_a_lawful_abandon_message():
+    assert Policy.load("us-tcpa").abandon_message_packs == ["us-tcpa"]
+    assert Policy.load("cn-default,uk-ofcom").abandon_message_packs == ["uk-ofcom"]
+    assert Policy.load("cn-default").abandon_message_packs == []
