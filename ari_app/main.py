@@ -103,12 +103,27 @@ def drain_from_env() -> float:
     return v
 
 
+def measure_from_env() -> float:
+    """DIALGUARD_DIALER_MEASURE_S: the recent window predictive pacing measures its answer
+    rate, ring and talk time over (default 7200; 600-86400). Abandon limits are not
+    measured over it: each over its pack's own period."""
+    raw = os.environ.get("DIALGUARD_DIALER_MEASURE_S", "").strip() or "7200"
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not 600 <= v <= 86400:
+        raise ValueError(f"DIALGUARD_DIALER_MEASURE_S={raw!r}: expected seconds between 600 and 86400")
+    return v
+
+
 def config_from_env(agents: dict[str, str], **kw) -> DialerConfig:
     settings = Settings()
     port = os.environ.get("DIALGUARD_ARI_PORT", "18088")
     kw.setdefault("agent_devices", parse_agent_devices(os.environ.get("DIALGUARD_DIALER_AGENT_DEVICES", ""), agents))
     kw.setdefault("agent_lease_s", lease_from_env())
     kw.setdefault("drain_s", drain_from_env())
+    kw.setdefault("measure_s", measure_from_env())
     return DialerConfig(
         ari_url=os.environ.get("DIALGUARD_ARI_URL", f"http://127.0.0.1:{port}"),
         ari_user=os.environ.get("DIALGUARD_ARI_USER", "dialguard"),
