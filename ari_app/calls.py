@@ -72,6 +72,7 @@ class Call:
     abandoned: bool = False
     amd: str | None = None  # AMD under way ("pending") or its AMDSTATUS
     machine: bool = False  # AMD said MACHINE: never bridged, ends as `amd`
+    dead_man: bool = False  # TIMEOUT(absolute) armed on the customer (lifecycle._dead_man)
     opted_out: bool = False
     finalizing: bool = False
     resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)

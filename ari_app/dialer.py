@@ -68,6 +68,9 @@ class DialerConfig:
     bridge_timeout_s: float = 1.7
     abandon_media: str = "sound:all-circuits-busy-now"
     abandon_media_max_s: float = 30.0  # the abandon message is cut after this (normally: hangup at its end)
+    # a dialer that dies between answer and bridge: Asterisk sends the customer to the
+    # dialplan's message this long after the bridge timeout (0: off; lifecycle._dead_man)
+    fallback_margin_s: float = 0.15
     amd_media_max_s: float = 30.0  # a machine's message: hung up after this at the latest
     tick_s: float = 0.05
     site_timezone: str = "Asia/Shanghai"

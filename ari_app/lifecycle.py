@@ -146,6 +146,7 @@ class Lifecycle:
                 self.stats["abandoned"] += 1
             log.info("stopping: call %s answered with no agent yet: to the dialplan's abandon message",
                      c.channel_id)
+            await self._dead_man(c, False)  # else it would restart the message in the dialplan
             if c.agent_channel:
                 self.agent_legs.pop(c.agent_channel, None)
                 await quiet(self.ari.delete(f"channels/{c.agent_channel}"))
@@ -426,12 +427,14 @@ class Lifecycle:
         call.answered_at = time.monotonic()
         self.stats["answered"] += 1
         answered = datetime.now(UTC)
+        camp = self.campaign_of(call.campaign)
+        if camp is None or not camp.amd:  # before anything else: this dialer may die any moment now
+            await self._dead_man(call, True)
         if call.max_duration_s:
             call.deadline = answered + timedelta(seconds=call.max_duration_s)
             self._arm_deadline(call)
         # the deadline is stored so that a restarted dialer still cuts the call in time
         await self.store.update_call(ch, state="answered", answered_at=answered, hangup_deadline=call.deadline)
-        camp = self.campaign_of(call.campaign)
         if camp is not None and camp.amd and call.amd is None:
             call.amd = "pending"
             try:
@@ -479,10 +482,31 @@ class Lifecycle:
             return
         await quiet(self.ari.delete(f"channels/{ch}", reason="normal"))
 
+    async def _dead_man(self, call: Call, armed: bool) -> None:
+        """The customer's TIMEOUT(absolute): armed at the answer to the bridge timeout plus
+        `fallback_margin_s`, cleared once this dialer bridged or abandoned the call. If the
+        dialer dies in between, Asterisk ends Stasis at that moment and the context's `T`
+        extension plays the campaign's message and hangs up (abandoned lawfully, within
+        2 s of the answer), instead of silence until the next dialer starts."""
+        if self.cfg.fallback_margin_s <= 0:
+            return
+        if armed:
+            left = call.answered_at + self.cfg.bridge_timeout_s + self.cfg.fallback_margin_s - time.monotonic()
+            value = f"{max(0.05, left):.3f}"
+        elif not call.dead_man:
+            return
+        else:
+            value = "0"
+        call.dead_man = armed
+        await quiet(self.ari.post(f"channels/{call.channel_id}/variable", variable="TIMEOUT(absolute)",
+                                  value=value))
+
     async def _connect_agent(self, call: Call) -> None:
         """Lease a free agent, waiting for one until the bridge deadline leaves too
         little time to answer; then bridge the customer and call the agent."""
         ch = call.channel_id
+        if not call.dead_man:  # back from AMD: armed from the end of the analysis
+            await self._dead_man(call, True)
         agent = await self.pool.claim(call)
         if agent is None:
             self.stats["agent_waits"] += 1
@@ -520,6 +544,7 @@ class Lifecycle:
         if call is None or call.abandoned or call.finalizing or call.agent_channel != ach:
             await quiet(self.ari.delete(f"channels/{ach}"))
             return
+        await self._dead_man(call, False)  # first: the customer must stay in Stasis for the agent
         try:
             await self.ari.post(f"bridges/{call.bridge_id}/addChannel", channel=ach)
         except (AriError, AriUnavailable) as exc:
@@ -545,6 +570,7 @@ class Lifecycle:
         call.abandoned = True
         self.stats["abandoned"] += 1
         log.info("call %s abandoned: no agent within %.1fs", call.channel_id, self.cfg.bridge_timeout_s)
+        await self._dead_man(call, False)  # our own message from here
         if call.agent_channel:
             await quiet(self.ari.delete(f"channels/{call.agent_channel}"))
         if call.bridge_id:

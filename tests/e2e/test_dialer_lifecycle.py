@@ -252,3 +252,35 @@ async def test_campaign_abandon_message_heard_within_2s_of_answer(rig, asterisk)
     # the whole 3 s message was played, then the dialer hung up (PlaybackFinished)
     assert sink.packets[port] >= 140, sink.packets[port]  # 20 ms packets
     assert 3.0 <= (c["ended_at"] - c["answered_at"]).total_seconds() < 1.7 + 3.0 + 2.0, c
+
+
+async def test_sigkill_between_answer_and_bridge_message_from_asterisk_within_2s(rig, tmp_path):
+    """The dialer dies after the customer answered, before an agent is bridged (slow1
+    rings and never answers). Before: silence in the customer's ear until a dialer
+    started again. Now the absolute timeout the dialer set on the customer at the answer
+    takes the call out of Stasis to the context's `T` extension: the campaign's message
+    reaches the carrier within 2 s of the answer, Asterisk hangs up, and the next dialer
+    records the call abandoned with its real times (not redialed inside the quiet period)."""
+    sink = RtpSink(rtp_sink_port(rig.stack))
+    n = number("55")
+    camp = await quiet_campaign(rig, tmp_path, [n])
+    d = DialerProcess(rig, camp, ["slow1"]).start()
+    try:
+        await wait_calls(rig, camp, 1, "answered", timeout=30)
+        d.kill()
+        await asyncio.sleep(8)  # no dialer: Asterisk alone plays the message and hangs up
+        [c] = await rig.calls(camp)
+        assert c["state"] == "answered", c  # nobody recorded it yet
+        [(_, port, at)] = [x for x in carrier_answers(rig) if "+" + x[0].lstrip("+") == n]
+        assert port in sink.first, (port, sink.first, d.output())  # heard before any dialer came back
+        d.start()
+        await rig.settle(camp, timeout=40)
+        await redial_after_retry(rig, camp, d)
+    finally:
+        d.stop()
+        sink.close()
+    print(f"dialer killed after the answer: message at the carrier {sink.first[port] - at:.2f}s after its answer")
+    counts = await check_nobody_dropped(rig, camp, [n], sink)  # abandoned, message within 2 s
+    assert counts == {"answered": 1, "conversation": 0, "abandoned": 1, "no_answer": 0}, (counts, d.output())
+    [c] = await rig.calls(camp)
+    assert (c["ended_at"] - c["answered_at"]).total_seconds() < 8, c  # hung up by Asterisk, not by the next dialer
