@@ -317,7 +317,7 @@ class Store:
         (their holds end at `at`). Returns how many."""
         r = await self._one(
             "with l as (update dialer_leads set parked = null, updated_at = now()"
-            "           where campaign = any(%s) and parked is not null and not (parked = any(%s)) returning id),"
+            "           where campaign = any(%s::text[]) and parked is not null and not (parked = any(%s::text[])) returning id),"
             " h as (update dialer_holds set ended_at = %s where reason = 'region_paused' and ended_at is null"
             "       and lead_id in (select id from l) returning id)"
             " select (select count(*) from l) n",
@@ -540,7 +540,7 @@ class Store:
         must leave the window before the rest is within `max_pct` (no new call counted);
         the rate is back within the limit one period after it. None: within already."""
         r = await self._one(
-            "with w as (select answered_at, (result = 'abandoned')::int ab from dialer_calls"
+            "with w as (select answered_at, coalesce(result = 'abandoned', false)::int ab from dialer_calls"
             "           where campaign = %s and answered_at >= %s and answered_at < %s"
             "           and (result is null or result not in ('amd', 'voicemail'))),"
             " t as (select count(*) n, coalesce(sum(ab), 0) a from w),"
