@@ -105,7 +105,8 @@ def _holds(conn, start: datetime, end: datetime) -> dict:
 def _limits(conn, campaigns, end: datetime, policy_of) -> dict:
     """campaign -> (limit text, rate %, state) of its tightest pack abandon limit,
     measured over the pack's period ending at `end` (or now, if earlier)."""
-    from dialguard.campaigns.abandon import LIVE_ABANDON_SQL, Limit, assess
+    from dialguard.campaigns.abandon import Limit, assess
+    from dialguard.campaigns.store import LIVE_ABANDON_SQL
 
     at = min(end, datetime.now(timezone.utc))
     out = {}

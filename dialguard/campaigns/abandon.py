@@ -33,12 +33,6 @@ from datetime import datetime, timedelta
 
 OPEN, PROGRESSIVE, STOPPED = "open", "progressive", "stopped"
 
-# A pack's base: calls answered by a live person (machines and voicemail out), by answer
-# time. One query for the dialer, `campaign status` and `dialguard report`.
-LIVE_ABANDON_SQL = (
-    "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
-    "       count(*) filter (where result = 'abandoned') abandoned"
-    " from dialer_calls where campaign = %(c)s and answered_at >= %(a)s and answered_at < %(b)s")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,13 @@ from psycopg_pool import AsyncConnectionPool
 from dialguard.campaigns.leads import Lead
 from dialguard.timeutil import UTC
 
+# A pack's base: calls answered by a live person (machines and voicemail out), by answer
+# time. One query for the dialer, `campaign status` and `dialguard report`.
+LIVE_ABANDON_SQL = (
+    "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
+    "       count(*) filter (where result = 'abandoned') abandoned"
+    " from dialer_calls where campaign = %(c)s and answered_at >= %(a)s and answered_at < %(b)s")
+
 STATES = ("draft", "approved", "running", "paused", "stopped")
 # Outcomes after which a lead is not called again by this campaign.
 FINAL_RESULTS = {"conversation"}
@@ -529,8 +536,6 @@ class Store:
     async def live_abandon_stats(self, campaign: str, since: datetime, until: datetime) -> tuple[int, int]:
         """(answered by a live person, abandoned) calls of the campaign answered in
         [since, until): the base of a pack's abandon limit (machines, voicemail out)."""
-        from dialguard.campaigns.abandon import LIVE_ABANDON_SQL
-
         r = await self._one(LIVE_ABANDON_SQL, {"c": campaign, "a": since, "b": until})
         return int(r["answered"]), int(r["abandoned"])
 

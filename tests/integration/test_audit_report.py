@@ -348,8 +348,9 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
     pack's own period and base (live-answered calls in dialer_calls), in the table, CSV
     and JSON."""
     e, dsn, _ = shipped
-    a, b = NOW - timedelta(hours=2), NOW + timedelta(hours=10)
+    # to now: the limit is measured over the 30 days before the end of the range (or now)
     wall = datetime.now(UTC)
+    a, b = NOW - timedelta(hours=2), wall + timedelta(hours=1)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("insert into dialer_campaigns (name, rules) values ('c1', 'cn-default,us-tcpa'),"
                      " ('c2', null)")
