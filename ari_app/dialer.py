@@ -357,6 +357,12 @@ class Dialer:
         active = active_pauses(_region_pauses(raw), int(now.timestamp() * 1000))
         mono = time.monotonic()
         if active != self._active_regions or mono - self._unparked_at >= UNPARK_EVERY_S:
+            if active != self._active_regions:
+                # the engines cache each campaign's region pauses for up to 2 s: a lead taken
+                # now must not be parked (or denied) again on the old list
+                self.engine._forget()
+                if self._eligibility is not None:
+                    self._eligibility.engine._forget()
             if self.campaigns:
                 n = await self.store.unpark(list(self.campaigns), active, now)
                 if n:
@@ -443,8 +449,10 @@ class Dialer:
                                                    audit=False, versioned=e.versioned))
         try:
             answers = await self._eligibility.check_many(
-                [DecisionRequest(number=x["number"], campaign=c.name, agent="dialer",
-                                 subject=x["subject"] or None) for x in leads], now)
+                [DecisionRequest(number=x["number"], campaign=c.name, agent="dialer", subject=x["subject"] or None,
+                                 # where the callee lives, as the decision will be told (lifecycle.place)
+                                 region=x.get("region"), postal_code=x.get("postal_code"), party=x.get("party"))
+                 for x in leads], now)
         except Exception as exc:  # noqa: BLE001 - no answer: the decision itself will say
             log.info("eligibility not read (%s): leads decided as usual", exc)
             return leads
