@@ -308,11 +308,17 @@ def _set_state(name: str, state: str, verb: str):
 
 
 async def _policy_of(c):
-    """The rules the campaign's calls are decided by: the engine's answer (its own packs,
-    else the rules version in effect), or without Redis its own packs, else the node's."""
+    """The rules the campaign's calls are decided by: its own packs (recorded with its
+    approval in both stores), else the engine's rules version in effect, else (no
+    Redis) the node's DIALGUARD_RULES."""
     from dialguard.rules import Policy, RulesError
 
     settings = Settings()
+    if c.rules:
+        try:
+            return Policy.load(c.rules)
+        except RulesError:
+            return None
     try:
         from dialguard.engine import Engine
 
