@@ -360,5 +360,10 @@ async def test_lead_region_reaches_the_decision(rig):
     rig.start(camp, ["agent1"])
     leads = await rig.settle(camp)
     assert leads[here]["last_result"] == "conversation"
-    assert leads[there]["last_result"] == "denied" and "outside_hours" in leads[there]["last_reasons"], {k: leads[there][k] for k in ("state", "last_result", "last_reasons", "next_eligible_at")}
+    # its zone closed: skipped without a decision (the eligibility check is told the lead's
+    # location too) until both windows are open: Tuesday 09:00 Shanghai = Monday 20:00 Miami
+    assert (leads[there]["state"], leads[there]["last_result"], leads[there]["last_reasons"]) == (
+        "pending", None, "outside_hours"), leads[there]
+    assert leads[there]["next_eligible_at"] == datetime(2026, 11, 24, 1, tzinfo=UTC)
+    assert [c["number"] for c in await rig.calls(camp)] == [here]  # no call row: no decision
     assert [i.number for i in invites(rig.carrier) if i.number in (here, there)] == [here]
