@@ -257,6 +257,7 @@ class Dialer:
             m.ABANDON_RATE.labels(c.name).set(t.rate_pct / 100.0)
             m.ABANDON_LIMIT.labels(c.name).set(t.max_pct / 100.0)
             m.ABANDON_HELD.labels(c.name).set(1 if verdict.state == STOPPED else 0)
+            m.ABANDON_CALLABLE_AT.labels(c.name).set(verdict.callable_at.timestamp() if verdict.callable_at else 0)
         for name in self.pacer.ratios:
             m.CALLS_IN_FLIGHT.labels(name).set(sum(1 for x in self.calls.values() if x.campaign == name))
 
@@ -367,6 +368,9 @@ class Dialer:
                 n = await self.store.unpark(list(self.campaigns), active, now)
                 if n:
                     log.info("%d lead(s) parked by a region kill switch due again", n)
+                counts = await self.store.parked_counts(list(self.campaigns))
+                for name in self.campaigns:
+                    m.LEADS_PARKED.labels(name).set(counts.get(name, 0))
             if active != self._active_regions:
                 log.info("regions paused now: %s", ", ".join(sorted(active)) or "none")
             self._active_regions = active

@@ -32,9 +32,17 @@ ABANDON_HELD = Gauge("dialguard_dialer_abandon_held",
                      "1 while the campaign originates nothing because an abandon limit is reached",
                      ["campaign"], registry=REGISTRY)
 
+ABANDON_CALLABLE_AT = Gauge("dialguard_dialer_abandon_callable_at",
+                            "Stopped by an abandon limit: when the rate is back within it if nothing more is "
+                            "dialed (Unix seconds); 0 otherwise", ["campaign"], registry=REGISTRY)
+
 HELD_BACK = Gauge("dialguard_dialer_held_back",
-                  "1 while a kill switch (all outbound, the campaign, or all its caller IDs) holds the "
-                  "campaign's leads back: none is taken, none denied", ["campaign"], registry=REGISTRY)
+                  "1 while a kill switch (all outbound, the campaign, or all its caller IDs) or a missing "
+                  "lawful abandon message holds the campaign's leads back: none is taken, none denied",
+                  ["campaign"], registry=REGISTRY)
+LEADS_PARKED = Gauge("dialguard_dialer_leads_parked",
+                     "Leads of the campaign parked by a region kill switch (pause --region), as last parked or "
+                     "released by this dialer", ["campaign"], registry=REGISTRY)
 
 AGENTS_FREE = Gauge("dialguard_dialer_agents_free",
                     "Agents of this dialer free to be offered a call: no lease held by any dialer, device not in use",
@@ -44,4 +52,5 @@ AGENT_LEASES_RECOVERED = Counter("dialguard_dialer_agent_leases_recovered_total"
                                  "Asterisk showed the agent off that call", registry=REGISTRY)
 
 __all__ = ["ABANDON_RATE", "CALLS_IN_FLIGHT", "ORIGINATE_FAILURES", "EVENTS_SOCKET_UP", "EVENTS_CONNECTS",
-           "CAMPAIGNS_HELD", "ABANDON_LIMIT", "ABANDON_HELD", "HELD_BACK", "AGENTS_FREE", "AGENT_LEASES_RECOVERED"]
+           "CAMPAIGNS_HELD", "ABANDON_LIMIT", "ABANDON_HELD", "ABANDON_CALLABLE_AT", "HELD_BACK",
+           "LEADS_PARKED", "AGENTS_FREE", "AGENT_LEASES_RECOVERED"]

@@ -331,6 +331,11 @@ class Store:
             (list(campaigns), sorted(paused_regions), at))
         return int(r["n"]) if r else 0
 
+    async def parked_counts(self, campaigns: list[str]) -> dict[str, int]:
+        rows = await self._all("select campaign, count(*) n from dialer_leads where campaign = any(%s::text[])"
+                               " and parked is not null group by campaign", (list(campaigns),))
+        return {r["campaign"]: int(r["n"]) for r in rows}
+
     async def hold_lead(self, lead_id: int, campaign: str, reason: str, detail: str, at: datetime,
                         until: datetime | None) -> None:
         """One lead held back without a decision until `until` (a closed zone: its opening)."""

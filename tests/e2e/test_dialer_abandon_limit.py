@@ -89,6 +89,7 @@ async def test_pack_limit_over_30_days_stops_then_resumes_progressive(rig, tmp_p
     assert st["abandon_state"] == ("stopped: tcpa-abandon abandon limit 3% over 30 days, 4.00% now "
                                    f"(4 abandoned / 100 answered), callable again at {st['callable_at']}"), st
     assert any(h.startswith("abandon_limit since ") for h in st["held_back"]), st
+    assert m.ABANDON_CALLABLE_AT.labels(camp)._value.get() == datetime.fromisoformat(st["callable_at"]).timestamp()
 
     # a restarted dialer measures the same
     await rig.stop_all()

@@ -128,6 +128,7 @@ async def test_region_pause_parks_its_leads_until_resumed_or_its_window_ends(rig
         assert (leads[n]["state"], leads[n]["attempts"], leads[n]["last_result"]) == ("pending", 0, None)
         assert leads[n]["next_eligible_at"] == NOW  # not pushed back
     assert (await rig.store.lead_counts(camp)).get("parked") == 2
+    assert m.LEADS_PARKED.labels(camp)._value.get() == 2
     assert d.stats["parked"] == 2 and d.held.get(camp) is None  # the campaign itself is not held
 
     await e.set_test_clock(NOW + timedelta(minutes=1, seconds=1))  # the Louisiana window is over
@@ -143,6 +144,7 @@ async def test_region_pause_parks_its_leads_until_resumed_or_its_window_ends(rig
     calls = {c["number"]: c for c in await rig.calls(camp)}
     assert all(calls[n]["result"] == "conversation" for n in (free, la, sh)), calls
     assert all(leads[n]["attempts"] == 1 and leads[n]["parked"] is None for n in (free, la, sh))
+    assert m.LEADS_PARKED.labels(camp)._value.get() == 0
     holds = await rig.store._all("select reason, detail, leads, started_at, ended_at from dialer_holds"
                                  " where campaign = %s order by detail", (camp,))
     assert [(h["reason"], h["detail"], h["leads"]) for h in holds] == [
