@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from dialguard.decision import scripts
 from dialguard.location import NOWHERE
+from dialguard.decision.decider import PARTY_EXPLAIN
 from dialguard.engine import EXPLAIN, CampaignRulesError, Engine
 from dialguard.ids import new_id
 from dialguard.decision.decider import callee_regions, region_pause_of
@@ -81,6 +82,9 @@ class Eligibility:
             nxt = e._next_eligible(ctx.policy, reasons, plan, details, info, now, ctx.cals)
             expl = {r: why.get(r) or EXPLAIN[r] for r in reasons}
             for item in details:
+                if _s(item[0]).startswith("party:") and _s(item[0])[6:] in expl:  # the person's own flag
+                    expl[_s(item[0])[6:]] = PARTY_EXPLAIN[_s(item[0])[6:]]
+                    continue
                 meta = plan.checks.get(_s(item[0]))
                 if meta and meta.label and meta.reason in expl:
                     expl[meta.reason] = meta.label

@@ -568,8 +568,8 @@ class Policy:
 
     @cached_property
     def party_scoped(self) -> bool:
-        """A cap or quiet period scoped by party: a request with a party needs
-        its own keys (the engine builds such plans without the template)."""
+        """A cap or quiet period scoped by party: a request with a party is
+        counted on the party's keys too."""
         return any(c.scope.startswith("party") for _, c in self.caps) or any(
             q.scope.startswith("party") for q in self.quiet_after_conversation)
 

@@ -60,6 +60,12 @@ EXPLAIN = {
     "guard_unavailable": "the guard could not decide (store unreachable or too slow); denied to be safe",
 }
 
+# The party's own flag (decide.lua names it in details as 'party:<reason>').
+PARTY_EXPLAIN = {
+    "opted_out": "the person (party) asked not to be called, at any of their numbers",
+    "complained": "a complaint was recorded for the person (party), at any of their numbers",
+}
+
 POOL_WINDOW = 8  # caller IDs offered to one decision when the guard picks from a pool
 CONTEXT_TTL = 2.0  # seconds a campaign's rules and caller-ID pool are cached
 
@@ -158,6 +164,8 @@ class Decider(Store):
         self.spool = None
         self._ctx_inflight: dict[str, asyncio.Future] = {}
         self._templates: dict[tuple, object] = {}  # compiled plans by shape (_plan_compiled)
+        # False: every plan through build_plan, the reference (bench/engine.py compares)
+        self.compiled_plans = True
         self._time_cache: dict[tuple, tuple] = {}  # _time_reasons
         self._whole_seconds: dict[Policy, bool] = {}
 
@@ -187,6 +195,55 @@ class Decider(Store):
         except (RedisError, OSError) as exc:  # decide() retries on NOSCRIPT; stay up, fail closed
             log.warning("could not preload scripts: %s", exc)
         return engine
+
+    async def warm_up(self, now: datetime | None = None, campaigns: tuple[str, ...] = ()) -> dict:
+        """Load now what a first decision would otherwise load under its store
+        deadline (and be denied guard_unavailable for): the rules and calendar
+        versions in effect, every state pack a `states` pack may add, the holiday
+        calendars of their subdivisions (this year and the next), the number
+        metadata and the ZIP data set. A service calls it before it accepts calls.
+        Returns what it loaded (for the log); raises what the store raises."""
+        from datetime import date
+
+        from dialguard.calendars import calendars_used
+        from dialguard.location import US_STATE_ZONES, warm_up as zip_warm_up
+        from dialguard.timerules import UnknownYear, calling_day
+
+        t0 = time.perf_counter()
+        await asyncio.to_thread(zip_warm_up)
+        now = (now or await self.now()).astimezone(UTC)
+        info = parse_number("+12025550123", "US")  # phonenumbers' metadata and time zone data
+        number_states(info.e164)
+        policies: dict[int, tuple[Policy, Calendars]] = {}
+        for campaign in ("", *campaigns):
+            ctx = await self._context_shared(campaign)
+            for pol in (ctx.policy, ctx.shadow):
+                if pol is not None:
+                    policies.setdefault(id(pol), (pol, ctx.cals))
+        checked = 0
+        for pol, cals in list(policies.values()):
+            variants = [pol]
+            if pol.state_packs:
+                # each state alone and the unplaced callee (every state pack): the
+                # packs load, and their calendars' holidays are computed below
+                variants += [pol.for_states(frozenset({st})) for st in sorted(pol.state_packs)]
+                variants.append(pol.for_states(frozenset()))
+            zones = tuple(sorted({z for zs in US_STATE_ZONES.values() for z in zs})) if pol.state_packs \
+                else info.timezones
+            for v in variants:
+                for cal in calendars_used(v):  # this year's and the next year's days
+                    for d in (now.date(), date(now.year + 1, 1, 2)):
+                        try:
+                            calling_day(d, cal, cals)
+                        except UnknownYear:
+                            pass  # a year the calendar does not know: the decision says so
+                time_check(v, zones, now, cals)
+                next_allowed(v, zones, now, cals)
+                checked += 1
+        done = {"policies": len(policies), "rule_sets_checked": checked,
+                "seconds": round(time.perf_counter() - t0, 3)}
+        log.info("engine warmed up: %s", done)
+        return done
 
     async def close(self) -> None:
         if self.fast is not None:
@@ -346,13 +403,6 @@ class Decider(Store):
                 return self._unavailable(req, did, t0, f"rules unusable: {exc}", now)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
-            party_pre = None
-            if req.party is not None and info.valid:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        party_pre = await self._party_reasons(req)
-                except (RedisError, OSError, asyncio.TimeoutError) as exc:
-                    return self._unavailable(req, did, t0, f"store unavailable: {type(exc).__name__}", now)
             if info.valid and (req.region is not None or req.postal_code is not None or ctx.policy.state_packs
                                or ctx.region_pauses):
                 # Local work (a first look-up loads the geocoder's data for the
@@ -363,7 +413,7 @@ class Decider(Store):
             else:
                 cinfo, place = info, NOWHERE
             policy = ctx.policy
-            plan, why = self._plan(req, ctx, cinfo, did, now, place, party_pre)
+            plan, why = self._plan(req, ctx, cinfo, did, now, place)
             acked = None
             try:
                 if self.fast is not None and self.settings.redis_wait_replicas:
@@ -434,6 +484,9 @@ class Decider(Store):
             explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
+                if cid.startswith("party:") and cid[6:] in explanations:  # the party's flag (decide.lua)
+                    explanations[cid[6:]] = PARTY_EXPLAIN[cid[6:]]
+                    continue
                 meta = plan.checks.get(cid)
                 if meta and meta.label and meta.reason in explanations:
                     explanations[meta.reason] = meta.label
@@ -447,18 +500,6 @@ class Decider(Store):
         })
         metrics.observe(decision)
         return decision
-
-    async def _party_reasons(self, req: DecisionRequest) -> tuple[list[str], dict[str, str]]:
-        """opted_out / complained recorded for the request's party (one read)."""
-        vals = await self.redis.hmget(self.keys.party_flags(self.keys.party_tag(req.party)), "optout", "complaint")
-        reasons, why = [], {}
-        if vals[0]:
-            reasons.append("opted_out")
-            why["opted_out"] = "the person (party) asked not to be called, at any of their numbers"
-        if vals[1]:
-            reasons.append("complained")
-            why["complained"] = "a complaint was recorded for the person (party), at any of their numbers"
-        return reasons, why
 
     def _locate(self, req: DecisionRequest, ctx: _Context, info: NumberInfo):
         """Where the callee may be (SPEC §2): the number's zones and states and
@@ -479,15 +520,13 @@ class Decider(Store):
         return ctx, info, place
 
     def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
-              place: Place = NOWHERE, party_pre: tuple | None = None):
+              place: Place = NOWHERE):
         """The decide.lua plan for one request (and the shadow rules' plan inside it).
-        party_pre: (reasons, explanations) recorded for the request's party."""
+        With a party (and a valid number), the plan names the party's flags and,
+        under party-scoped rules, its counters: read in the same script call."""
         policy = ctx.policy
         reasons: list[str] = []
         why: dict[str, str] = {}
-        if party_pre:
-            reasons.extend(party_pre[0])
-            why.update(party_pre[1])
         if ctx.region_pauses and info.valid:
             hit = region_pause_hit(ctx.region_pauses, callee_regions(req, info, place), ms(now))
             if hit:
@@ -509,13 +548,12 @@ class Decider(Store):
         candidates, check_cid = self._candidates(req, policy, ctx.pool, reasons, why)
 
         pre = sort_reasons(reasons) if reasons else []
-        if req.party is not None and info.valid and policy.party_scoped:
-            # caps or quiet periods per person: the party's own keys (build_plan; the
-            # compiled templates know number scopes only)
+        party_tag = self.keys.party_tag(req.party) if req.party is not None and info.valid else None
+        if not self.compiled_plans:
             return self._plan_built(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
-                                    est, party_tag=self.keys.party_tag(req.party)), why
+                                    est if info.valid else (), party_tag=party_tag), why
         return self._plan_compiled(req, ctx, info, did, now, number_tag, pre, candidates, check_cid,
-                                   est if info.valid else ()), why
+                                   est if info.valid else (), party_tag=party_tag), why
 
     def _fingerprint(self, req: DecisionRequest, info: NumberInfo) -> str:
         return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
@@ -534,8 +572,8 @@ class Decider(Store):
     def _plan_built(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                     number_tag: str, pre: list[str], candidates: list, check_cid: bool, est=(),
                     party_tag: str | None = None):
-        """The plan through build_plan (party-scoped rules with a party: the party's
-        keys, which the compiled templates do not know), shadow rules included."""
+        """The plan through build_plan, the reference the compiled one equals
+        (compiled_plans off: bench/engine.py measures the difference), shadow rules included."""
         policy = ctx.policy
         payload = None
         if self.audit:
@@ -560,7 +598,7 @@ class Decider(Store):
 
     def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool,
-                       est=()) -> FilledPlan:
+                       est=(), party_tag: str | None = None) -> FilledPlan:
         """The plan from a template compiled once per shape (dialguard.decision.plan.compile_plan):
         the same KEYS and JSON as build_plan (tests/unit/test_plan_template.py), shadow rules
         included, at a fraction of the cost."""
@@ -570,7 +608,7 @@ class Decider(Store):
         audit = self.audit
         shadow = ctx.shadow
         key = (policy, req.campaign, info.valid, info.timezones, shape, check_cid, req.call_id is not None,
-               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver)
+               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver, party_tag is not None)
         tpl = self._templates.get(key)
         if tpl is None:
             if len(self._templates) >= 4096:  # bounded: shapes are few, campaigns and zones not unlimited
@@ -581,7 +619,7 @@ class Decider(Store):
                 site_timezone=self.settings.site_timezone, audit=audit,
                 audit_max=self.settings.audit_backlog_max if audit else None,
                 versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendars=ctx.cver,
-                shadow=(shadow, ctx.sver) if shadow is not None else None)
+                shadow=(shadow, ctx.sver) if shadow is not None else None, party=party_tag is not None)
             # the audit record's constant end
             tpl.tail = record.tail(policy.name, policy.version_hash, self.settings.node, calendar=ctx.cver)
         pre_json = _encode(pre) if pre else "[]"
@@ -598,7 +636,7 @@ class Decider(Store):
         keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
                               agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
                               cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
-                              request_fp=self._fingerprint(req, info))
+                              request_fp=self._fingerprint(req, info), party_tag=party_tag or "")
         return FilledPlan(keys, argv, tpl.checks, candidates)
 
     def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime,

@@ -35,9 +35,13 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{g}:rules                     rules versions: seq, active, shadow, v:<N> (bundle JSON)
     {P}:{g}:calendars                 calendar versions: seq, active, v:<N> (bundle JSON), m:<N>
     {P}:{n:<H>}:ov                    override grant: id, camp, exp, lifts (used once)
+    {P}:{p:<Q>}:a:all / a:s:<S>       attempts on the party / party+subject (caps scoped party)
+    {P}:{p:<Q>}:cv:all / cv:s:<S>     the party's conversations (quiet periods scoped party)
+    {P}:{p:<Q>}:f                     the party's flags: optout, complaint, consent (read by decide.lua)
+    {P}:{p:<Q>}:lc                    the caller ID of the last allowed call with the party (as :lc)
 
-<H> and <K> are keyed hashes (HMAC-SHA256) of the E.164 number: no plaintext
-number is ever a key or a value. <S>, <C>, <A> are short hashes of names.
+<H> and <K> are keyed hashes (HMAC-SHA256) of the E.164 number, <Q> of the
+party id: no plaintext number or party id is ever a key or a value. <S>, <C>, <A> are short hashes of names.
 """
 
 from __future__ import annotations
@@ -104,16 +108,26 @@ class Keys:
         return f"{self.prefix}:{{p:{h}}}"
 
     def party_flags(self, h: str) -> str:
-        """A party's opt-out / complaint (fields as the number flags'), set by event.lua."""
+        """A party's opt-out / complaint / consent (fields as the number flags'), set by event.lua."""
         return self.party_prefix(h) + ":f"
+
+    def party_attempts_hashed(self, h: str, scope: str, subject_hash: str) -> str:
+        """A party's attempt log (scope party or party_subject; compiled plans give the subject's hash)."""
+        return self.party_prefix(h) + (":a:all" if scope == "party" else ":a:s:" + subject_hash)
+
+    def party_conversations_hashed(self, h: str, scope: str, subject_hash: str) -> str:
+        return self.party_prefix(h) + (":cv:all" if scope == "party" else ":cv:s:" + subject_hash)
+
+    def party_last_caller(self, h: str) -> str:
+        """The caller ID of the last allowed call with the party (decide.lua): whom its complaint is about."""
+        return self.party_prefix(h) + ":lc"
 
     def scoped_attempts(self, number_tag: str, party_tag: str | None, scope: str, campaign: str | None = None,
                         subject: str | None = None) -> str:
         """The attempt log of a cap's scope; party scopes without a party are the number's."""
         if scope in ("party", "party_subject"):
             if party_tag:
-                pp = self.party_prefix(party_tag)
-                return pp + (":a:all" if scope == "party" else ":a:s:" + short_hash(subject or ""))
+                return self.party_attempts_hashed(party_tag, scope, short_hash(subject or ""))
             scope = "number" if scope == "party" else "number_subject"
         return self.attempts(number_tag, scope, campaign, subject)
 
@@ -121,8 +135,7 @@ class Keys:
                              subject: str | None = None) -> str:
         if scope in ("party", "party_subject"):
             if party_tag:
-                pp = self.party_prefix(party_tag)
-                return pp + (":cv:all" if scope == "party" else ":cv:s:" + short_hash(subject or ""))
+                return self.party_conversations_hashed(party_tag, scope, short_hash(subject or ""))
             scope = "number" if scope == "party" else "number_subject"
         return self.conversations(number_tag, scope, subject)
 

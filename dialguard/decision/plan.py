@@ -233,6 +233,8 @@ def build_plan(
     b["pause_fields"] = ["all", "camp:" + campaign]
     b["campaign_key"] = k(keys.campaign(campaign))
     b["flags_key"] = k(keys.flags(number_tag))
+    if party_tag:
+        b["party_flags_key"] = k(keys.party_flags(party_tag))
     b["campaign_dnc_key"] = k(keys.campaign_dnc(number_tag))
     if info.valid:
         # DNC lists at scale: the number's fingerprint in the global and the campaign's list
@@ -416,6 +418,8 @@ def eligible_from_details(plan: Plan, details) -> tuple[datetime | None, bool]:
         check_id, score, cand = item[0], item[1], int(item[2])
         check_id = check_id.decode() if isinstance(check_id, bytes) else check_id
         score = float(score)
+        if check_id.startswith("party:"):
+            continue  # a party's flag (decide.lua): permanent, explained by the decider
         if check_id == "conc":
             t = from_ms(score) if score >= 0 else None
         else:
@@ -485,12 +489,12 @@ class PlanTemplate:
 
     def fill(self, *, now: datetime, decision_id: str, pre_json: str, tag: str, agent_hash: str,
              sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None,
-             spre_json: str = "[]", request_fp: str = "") -> tuple[list[str], list[str]]:
+             spre_json: str = "[]", request_fp: str = "", party_tag: str = "") -> tuple[list[str], list[str]]:
         now_ms = int(now.timestamp() * 1000)
         bucket, rec = fingerprint(tag)
         v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": now_ms, "fp": request_fp,
              "did": _esc(decision_id), "pre": pre_json, "dncr": rec.hex(), "bk": f"{bucket:04x}",
-             "spre": spre_json}
+             "spre": spre_json, "pt": party_tag}
         for i, t in enumerate(cand_tags):
             v[f"c{i}"] = t
         for name, kind, a in self.lows:
@@ -535,6 +539,7 @@ def compile_plan(
     versions: tuple[str, str] | None,
     shadow: tuple[Policy, str] | None = None,
     calendars: str = "",
+    party: bool = False,
 ) -> PlanTemplate:
     """The PlanTemplate of one shape, in build_plan's order of KEYS and fields.
 
@@ -545,7 +550,8 @@ def compile_plan(
     on the same KEYS, no call record, no audit). The request's parts are format
     fields: {tag} (number tag), {ag} (agent hash), {sub} (subject hash), {cN}
     (candidate N's tag), {call} (call id), {now}, {did}, {pre}, {spre} (the
-    shadow plan's pre reasons), {dncr}, {bk}, {loN} (bounds from the time).
+    shadow plan's pre reasons), {dncr}, {bk}, {loN} (bounds from the time);
+    with `party` (the request names a party: build_plan's party_tag), {pt}, the party's tag.
     """
     idx: dict[str, int] = {}
     fmts: list[str] = []
@@ -568,20 +574,30 @@ def compile_plan(
         parts = key.split(mark)
         return "".join(_lit(part) if i % 2 == 0 else "{" + part + "}" for i, part in enumerate(parts))
 
-    tag, sub = f("tag"), f("sub")
+    tag, sub, pt = f("tag"), f("sub"), f("pt")
     campaign_hash = short_hash(campaign)
 
     def num(suffix: str) -> str:
         return fmt(keys.num(tag, suffix))
 
     def attempts(scope: str) -> str:
-        # party scopes without a party (a request with one is planned by build_plan)
-        scope = _PARTY_AS_NUMBER.get(scope, scope)
+        if party and scope in _PARTY_AS_NUMBER:
+            return fmt(keys.party_attempts_hashed(pt, scope, sub))
+        scope = _PARTY_AS_NUMBER.get(scope, scope)  # a party scope without a party: the number's
         return fmt(keys.attempts_hashed(tag, scope, campaign_hash, sub))
 
     def conversations(scope: str) -> str:
+        if party and scope in _PARTY_AS_NUMBER:
+            return fmt(keys.party_conversations_hashed(pt, scope, sub))
         scope = _PARTY_AS_NUMBER.get(scope, scope)
         return fmt(keys.conversations_hashed(tag, scope, sub))
+
+    def scoped(scope: str) -> list[str]:
+        """build_plan's scoped(): a party scope with a party is evaluated on the
+        party's log and the number's."""
+        if party and scope in _PARTY_AS_NUMBER:
+            return [scope, _PARTY_AS_NUMBER[scope]]
+        return [scope]
 
     lows: list[tuple[str, int, object]] = []
 
@@ -612,6 +628,8 @@ def compile_plan(
         field("pause_fields", js(["all", "camp:" + campaign]))
         field("campaign_key", str(k(_lit(keys.campaign(campaign)))))
         field("flags_key", str(k(fmt(keys.flags(tag)))))
+        if party:
+            field("party_flags_key", str(k(fmt(keys.party_flags(pt)))))
         field("campaign_dnc_key", str(k(fmt(keys.campaign_dnc(tag)))))
         if valid:
             dk = [k(fmt(keys.dnc_bucket_hex(list_name(None), f("bk")))),
@@ -624,7 +642,8 @@ def compile_plan(
         items: list[str] = []
         all_key = attempts("number")
         writes = [all_key]
-        for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in st.caps:
+        for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in [
+                (c[0], s, *c[2:]) for c in st.caps for s in scoped(c[1])]:
             base = all_key if scope == "number" else attempts(scope)
             if base not in writes:
                 writes.append(base)
@@ -656,7 +675,8 @@ def compile_plan(
                              ("max", "1"), ("reason", js("min_interval")), ("outcome_log", js(x))))
 
         conv_keys: list[str] = []
-        for pack_name, scope, label, rolling, rolling_ms, days in st.quiet:
+        for pack_name, scope, label, rolling, rolling_ms, days in [
+                (q[0], s, *q[2:]) for q in st.quiet for s in scoped(q[1])]:
             ck = conversations(scope)
             if ck not in conv_keys:
                 conv_keys.append(ck)
@@ -736,8 +756,12 @@ def compile_plan(
                 # whose values are hex: escape the text for JSON, keep the fields
                 return '"' + " ".join(_json_in_fmt(f_) for f_ in fmts_) + '"'
 
+            number_key = keys.number_base(tag)
+            if party and st.quiet and all(q[1].startswith("party") for q in st.quiet):
+                # other subjects of a conversation (outcome.lua: number_key + ":cv:s:<tag>") are the party's
+                number_key = keys.party_prefix(pt)
             field("call_record", obj(
-                ("number_key", '"' + _json_in_fmt(fmt(keys.number_base(tag))) + '"'),
+                ("number_key", '"' + _json_in_fmt(fmt(number_key)) + '"'),
                 ("attempt_keys", jkeys(writes[:-1] if st.agent else writes)),
                 ("conversation_keys", jkeys(conv_keys)),
                 ("abandon_key", '"' + _json_in_fmt(num("ab")) + '"' if st.ab else '""'),

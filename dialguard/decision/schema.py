@@ -32,6 +32,7 @@ PLAN = (
     Field("pause_fields", "[str]", "the switches that stop this call: all, camp:<campaign>"),
     Field("campaign_key", "key", "campaign approval hash (approved, start, end)"),
     Field("flags_key", "key", "the number's flags (dnc, optout, complaint, consent)"),
+    Field("party_flags_key", "key", "the party's flags (optout, complaint, consent), when the request names one"),
     Field("campaign_dnc_key", "key", "the campaigns whose DNC list holds the number (set)"),
     Field("dnc_bucket_keys", "[key]", "DNC lists at scale: the global and the campaign's bucket (valid numbers)"),
     Field("dnc_record", "hex str", "the number's 5-byte fingerprint in those buckets (dnc.fingerprint)"),

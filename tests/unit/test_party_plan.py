@@ -45,3 +45,11 @@ def test_without_party_the_number_and_subject():
 
 def test_policy_knows_it_is_party_scoped():
     assert Policy.load("us-regf").party_scoped and not Policy.load("us-tcpa").party_scoped
+
+
+def test_a_party_names_its_flags_for_decide_lua():
+    """opt-out, complaint and consent of the person: read in the decision's script call."""
+    keys, tag, p = plan("P1")
+    assert p.keys[p.body["party_flags_key"] - 1] == keys.party_flags("P1") == "dg:{p:P1}:f"
+    _keys, _tag, p = plan(None)
+    assert "party_flags_key" not in p.body

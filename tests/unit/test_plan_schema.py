@@ -57,7 +57,7 @@ consent_required: true
 
 def full_plan(tmp_path):
     """A plan with every field: every rule kind, caller ID candidates, call id,
-    audit, rules and calendar versions, shadow rules, a valid number."""
+    audit, rules and calendar versions, shadow rules, a valid number, a party."""
     f = tmp_path / "every-rule.yaml"
     f.write_text(EVERY_RULE)
     policy = Policy.load(str(f))
@@ -70,7 +70,7 @@ def full_plan(tmp_path):
         call_id="1712.1", decision_id="d1", now=datetime(2026, 3, 2, 3, tzinfo=timezone.utc), pre_reasons=[],
         candidates=cands, check_caller_id=True, site_timezone="Asia/Shanghai", audit_payload="{}",
         audit_max=1000, request_fp="ab", versions=("3|", "3"), calendar_version="2",
-        shadow=(Policy.load("us-tcpa"), "4", []))
+        shadow=(Policy.load("us-tcpa"), "4", []), party_tag=keys.party_tag("acct-1"))
 
 
 def test_build_plan_writes_exactly_the_schema(tmp_path):

@@ -66,7 +66,8 @@ def plan_built(eng: Engine, req: DecisionRequest, ctx: _Context, info, did: str,
         site_timezone=eng.settings.site_timezone, call_id=req.call_id, pre_reasons=list(pre),
         audit_payload=payload, audit_max=eng.settings.audit_backlog_max if eng.audit else None,
         request_fp=eng._fingerprint(req, info) or None,
-        versions=(ctx.rvs, ctx.rver) if eng.versioned else None, calendar_version=ctx.cver, shadow=shadow)
+        versions=(ctx.rvs, ctx.rver) if eng.versioned else None, calendar_version=ctx.cver, shadow=shadow,
+        party_tag=eng.keys.party_tag(req.party) if req.party is not None and info.valid else None)
 
 PACKS = ["cn-default", "cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom"]
 POLICIES = [[p] for p in PACKS] + [["cn-default", "cn-carrier"], ["us-tcpa", "us-regf", "us-fl-ftsa"],
@@ -153,7 +154,8 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
         cands, check_cid = eng._candidates(req, policy, pool, reasons, why)
         pre = sort_reasons(reasons)
         est = rnd.choice([(), (), ("CN",), ("CN", "US-LA")])  # calendars estimated (unknown_year)
-        fast = eng._plan_compiled(req, ctx, info, did, now, tag, pre, cands, check_cid, est)
+        ptag = eng.keys.party_tag(req.party) if req.party is not None and info.valid else None
+        fast = eng._plan_compiled(req, ctx, info, did, now, tag, pre, cands, check_cid, est, party_tag=ptag)
         slow = plan_built(eng, req, ctx, info, did, now, tag, pre, cands, check_cid, est)
         assert fast.keys == slow.keys
         body = json.loads(slow.args()[0])

@@ -14,7 +14,8 @@
 --
 -- Returns {allowed, reasons, details, chosen_caller_id_hash, status, decision_id, lifted[, at]}
 --   details: flat list of {check_id, score_ms, candidate} triples for failing
---   count rules: the attempt whose expiry lifts the limit (-1: never).
+--   count rules: the attempt whose expiry lifts the limit (-1: never); and
+--   {'party:<reason>', -1, 0} when that flag was the party's (plan.party_flags_key).
 --   status: 0 decided, 1 replayed (same call id, identical request: the
 --   earlier answer, its decision id, and `at`, the time it was decided),
 --   2 stale rules (nothing written: the node evaluated with another rules or
@@ -199,9 +200,14 @@ local function evaluate(p)
     end
   end
 
-  -- Per-number flags.
+  -- Per-number flags, and the party's (the person behind the number: opt-out,
+  -- complaint and consent recorded for them hold at every one of their numbers).
   if p.flags_key then
     local f = redis.call('HMGET', KEYS[p.flags_key], 'dnc', 'optout', 'complaint', 'consent')
+    local pf = {}
+    if p.party_flags_key then
+      pf = redis.call('HMGET', KEYS[p.party_flags_key], 'optout', 'complaint', 'consent')
+    end
     if f[1] then deny('dnc') end
     if p.campaign_dnc_key and redis.call('SISMEMBER', KEYS[p.campaign_dnc_key], p.campaign_tag) == 1 then
       deny('dnc')
@@ -222,9 +228,12 @@ local function evaluate(p)
         end
       end
     end
-    if f[2] then deny('opted_out') end
-    if f[3] then deny('complained') end
-    if p.consent_required == 1 and not f[4] then deny('no_consent') end
+    if f[2] or pf[1] then deny('opted_out') end
+    if f[3] or pf[2] then deny('complained') end
+    -- which of them was the party's: named in details (the decider explains it)
+    if pf[1] then details[#details + 1] = {'party:opted_out', -1, 0} end
+    if pf[2] then details[#details + 1] = {'party:complained', -1, 0} end
+    if p.consent_required == 1 and not f[4] and not pf[3] then deny('no_consent') end
   end
 
   -- Number and agent counters.
@@ -360,6 +369,11 @@ if allowed == 1 then
     local fk = KEYS[plan.flags_key]
     local hc = (plan.call_record and plan.call_record.health_config) or ''
     redis.call('SET', string.sub(fk, 1, -2) .. 'lc', chosen .. '|' .. hc, 'PX', 2592000000)
+    if plan.party_flags_key then
+      -- and whom a complaint or opt-out of the party is about: '{p:<H>}:lc'
+      local pk = KEYS[plan.party_flags_key]
+      redis.call('SET', string.sub(pk, 1, -2) .. 'lc', chosen .. '|' .. hc, 'PX', 2592000000)
+    end
   end
   if plan.call_key then
     -- this attempt is now the call's open one: the previous attempt's report
