@@ -85,28 +85,34 @@ class NumberEvents(Store):
             self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
         return int(res[0]) == 1
 
-    async def _party_event(self, kind: str, party: str, field: str, now: datetime | None) -> bool:
-        """An opt-out or complaint of a person (SPEC §2 `party`): blocks every
-        number decided with that party. Audited as an event whose number_hash is
-        the party's keyed hash ("party": true in its record)."""
+    async def _party_event(self, kind: str, party: str, op: str, field: str, value: str | None,
+                           now: datetime | None) -> bool:
+        """An opt-out, complaint or consent (or its revocation) of a person (SPEC §2
+        `party`): it holds at every number decided with that party. Audited as an
+        event whose number_hash is the party's keyed hash ("party": true in its record).
+        value None: the event's time. A new complaint or opt-out counts against the
+        caller ID of the last allowed call with the party, as a number's does."""
         if not party:
             raise ValueError("a party id is needed")
         now = (now or await self.now()).astimezone(UTC)
+        if value is None:
+            value = str(ms(now))
         ptag = self.keys.party_tag(party)
         payload = json.dumps({"kind": kind, "n": ptag, "party": True, "at": ms(now), "campaign": None,
                               "node": self.settings.node}, separators=(",", ":"))
         pp = self.keys.party_prefix(ptag)
-        # no key prefix: a party has no last caller ID whose health the event would count
         res = await scripts.EVENT(self.redis, [self.keys.party_flags(ptag), pp + ":dncc", self.keys.audit,
-                                               pp + ":lc"],
-                                  ["set", field, str(ms(now)), payload, new_id(), kind, "", str(ms(now)),
+                                               self.keys.party_last_caller(ptag)],
+                                  [op, field, value, payload, new_id(), kind, self.keys.prefix, str(ms(now)),
                                    new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
+        if len(res) > 1 and res[1]:
+            self._health_cooldown(res[1])
         return int(res[0]) == 1
 
     async def opt_out(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
         changed = False
         if party:
-            changed = await self._party_event("opt_out", party, "optout", now)
+            changed = await self._party_event("opt_out", party, "set", "optout", None, now)
         if number:
             changed = await self._event("opt_out", number, "set", "optout", None, now) or changed
         return changed
@@ -114,16 +120,32 @@ class NumberEvents(Store):
     async def complaint(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
         changed = False
         if party:
-            changed = await self._party_event("complaint", party, "complaint", now)
+            changed = await self._party_event("complaint", party, "set", "complaint", None, now)
         if number:
             changed = await self._event("complaint", number, "set", "complaint", None, now) or changed
         return changed
 
-    async def consent(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("consent", number, "set", "consent", None, now)
+    async def consent(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+        """Consent of the number's subscriber, or of the person (party) at all their numbers, or both."""
+        if not number and not party:
+            raise ValueError("give a number, a party, or both")
+        changed = False
+        if party:
+            changed = await self._party_event("consent", party, "set", "consent", None, now)
+        if number:
+            changed = await self._event("consent", number, "set", "consent", None, now) or changed
+        return changed
 
-    async def consent_revoke(self, number: str, now: datetime | None = None) -> bool:
-        return await self._event("consent_revoke", number, "clear", "consent", "", now)
+    async def consent_revoke(self, number: str | None, now: datetime | None = None,
+                             party: str | None = None) -> bool:
+        if not number and not party:
+            raise ValueError("give a number, a party, or both")
+        changed = False
+        if party:
+            changed = await self._party_event("consent_revoke", party, "clear", "consent", "", now)
+        if number:
+            changed = await self._event("consent_revoke", number, "clear", "consent", "", now) or changed
+        return changed
 
     async def dnc_add(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
         from dialguard.numbers import short_hash

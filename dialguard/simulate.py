@@ -68,7 +68,7 @@ class OutcomeEv(_M):
 class NumberEv(_M):
     number: str | None = None
     campaign: str | None = None
-    party: str | None = None  # opt_out / complaint: the person, at all their numbers (SPEC §5)
+    party: str | None = None  # opt_out / complaint / consent: the person, at all their numbers (SPEC §5)
 
     @model_validator(mode="after")
     def _who(self):
@@ -102,8 +102,9 @@ class Event(_M):
             raise ValueError("each event has `at` and exactly one of attempt, outcome, opt_out, "
                              "complaint, consent, dnc_add, dnc_remove")
         ev = getattr(self, kinds[0])
-        if kinds[0] in ("consent", "dnc_add", "dnc_remove") and (ev.party is not None or not ev.number):
-            raise ValueError(f"{kinds[0]} needs a number and takes no party (opt_out and complaint take a party)")
+        if kinds[0] in ("dnc_add", "dnc_remove") and (ev.party is not None or not ev.number):
+            raise ValueError(f"{kinds[0]} needs a number and takes no party (opt_out, complaint and consent "
+                             "take a party)")
         return self
 
     @property
@@ -244,7 +245,7 @@ async def run_scenario(sc: Scenario, policy: Policy, settings: Settings | None =
                 elif k == "complaint":
                     await engine.complaint(nev.number, now=ev.at, party=nev.party)
                 elif k == "consent":
-                    await engine.consent(nev.number, now=ev.at)
+                    await engine.consent(nev.number, now=ev.at, party=nev.party)
                 elif k == "dnc_add":
                     await engine.dnc_add(nev.number, nev.campaign, now=ev.at)
                 elif k == "dnc_remove":

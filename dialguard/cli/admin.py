@@ -372,11 +372,17 @@ def complaint(number: Optional[str] = typer.Argument(None), party: Optional[str]
 
 
 @app.command()
-def consent(number: str, revoke: bool = typer.Option(False, "--revoke")):
-    """Record (or revoke) the person's consent to be called."""
+def consent(number: Optional[str] = typer.Argument(None),
+            party: Optional[str] = typer.Option(
+                None, "--party", help="the person (party id): consent holds at every number decided with it"),
+            revoke: bool = typer.Option(False, "--revoke")):
+    """Record (or revoke) the person's consent to be called: for the number, the party, or both."""
+    if not number and not party:
+        fail("give a number, --party, or both")
     direct("consent")
-    run(lambda e: e.consent_revoke(number) if revoke else e.consent(number))
-    typer.echo(f"consent {'revoked' if revoke else 'recorded'} for {_norm(number)}")
+    run(lambda e: e.consent_revoke(number, party=party) if revoke else e.consent(number, party=party))
+    typer.echo(f"consent {'revoked' if revoke else 'recorded'} for " + " and ".join(
+        x for x in (number and _norm(number), party and "the party") if x))
 
 cid = typer.Typer(help="Approved caller IDs.", no_args_is_help=True)
 app.add_typer(cid, name="callerid")
