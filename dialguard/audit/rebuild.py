@@ -13,7 +13,8 @@ the writes those scripts made:
   "<outcome>|<did>" for not-connected outcomes, the lease is released, the
   conversation / abandoned / answering-machine logs get the call;
 - an event: the number's flags hash (dnc, optout, complaint, consent) and its
-  campaign DNC set;
+  campaign DNC set; a party's event ("party": true in its record, number_hash
+  the party's keyed hash): the party's flags hash (optout, complaint, consent);
 - caller-ID health (outcome.lua's second half, dialguard/callerid_health.py):
   the caller ID's outcome log, its figures and pick penalty, the campaign's
   set of caller IDs and the policies' health settings. The cool-down a health
@@ -220,6 +221,7 @@ class DecisionRec:
     caller_id_hash: str | None
     rules: str | None
     rules_version: str | None
+    party_hash: str | None = None  # the request's party (its keyed hash = Keys.party_tag)
 
 
 @dataclass
@@ -241,9 +243,10 @@ class EventRec:
     event_id: str
     stream_id: str
     kind: str
-    number_hash: str
+    number_hash: str    # a party's keyed hash when `party`
     campaign: str | None
     at_ms: int
+    party: bool = False  # an event of a person (`optout --party`...): the party's flags
 
 
 @dataclass
@@ -307,7 +310,7 @@ class Replayer:
             agent=d.agent, subject=d.subject, call_id=d.call_id, decision_id=did, now=at_time(d.at_ms),
             pre_reasons=[], candidates=[CallerIdCandidate("", ch, True)] if ch else [],
             check_caller_id=bool(ch), site_timezone=self.settings.site_timezone,
-            audit_payload=None, audit_max=None)
+            audit_payload=None, audit_max=None, party_tag=d.party_hash or None)
         b, K = plan.body, plan.keys
         now = float(b["now"])
         old = _bound(b["trim_before"])
@@ -328,6 +331,10 @@ class Replayer:
             lc = self.keys.last_caller(d.number_hash)  # whom a complaint is about (decide.lua)
             m.set(lc, t, f"{ch}|{b['call_record']['health_config'] if d.call_id else ''}")
             m.pexpire(lc, t, LAST_CALLER_TTL_MS)
+            if d.party_hash:  # and the party's (decide.lua: '{p:<Q>}:lc')
+                plc = self.keys.party_last_caller(d.party_hash)
+                m.set(plc, t, m.str[lc])
+                m.pexpire(plc, t, LAST_CALLER_TTL_MS)
         if d.call_id:
             rec = b["call_record"]
             ck = K[b["call_key"] - 1]
@@ -460,7 +467,7 @@ class Replayer:
             k = self.keys.campaign_dnc(e.number_hash)
             (m.sadd if e.kind == "dnc_add" else m.srem)(k, t, short_hash(e.campaign))
             return
-        k = self.keys.flags(e.number_hash)
+        k = self.keys.party_flags(e.number_hash) if e.party else self.keys.flags(e.number_hash)
         if op == "set":
             new = fld not in m.hgetall(k, t)
             m.hset(k, t, {fld: "1" if fld == "dnc" else str(e.at_ms)})
@@ -474,7 +481,7 @@ class Replayer:
         from dialguard import callerid_health as chh
 
         m = self.model
-        lc = self.keys.last_caller(e.number_hash)
+        lc = self.keys.party_last_caller(e.number_hash) if e.party else self.keys.last_caller(e.number_hash)
         m.live(lc, t)
         if not m.exists(lc):
             return
@@ -538,7 +545,7 @@ def read_records(conn: psycopg.Connection, since: datetime) -> Iterator[tuple[tu
     args = {"since": since}
     decisions = _stream(conn, "rb_decisions", f"""
         select decision_id, stream_id, (request->>'at')::bigint, number_hash, campaign, agent, subject, call_id,
-               caller_id_hash, rules, rules_version
+               caller_id_hash, rules, rules_version, party_hash
         from audit_decisions where allowed and replay_of is null and recorded_at >= %(since)s {ORDER}""",
         args, DecisionRec)
     outcomes = _stream(conn, "rb_outcomes", f"""
@@ -546,7 +553,8 @@ def read_records(conn: psycopg.Connection, since: datetime) -> Iterator[tuple[tu
                talk_s, hangup_cause, (payload->>'sip')::int
         from audit_outcomes where decision_id is not null and recorded_at >= %(since)s {ORDER}""", args, OutcomeRec)
     events = _stream(conn, "rb_events", f"""
-        select event_id, stream_id, kind, number_hash, campaign, (payload->>'at')::bigint
+        select event_id, stream_id, kind, number_hash, campaign, (payload->>'at')::bigint,
+               coalesce((payload->>'party')::boolean, false)
         from audit_events {ORDER}""", args, EventRec)
 
     def tagged(it, kind):

@@ -33,6 +33,7 @@ caps:
   - {{id: n24, scope: number, max: 3, window: {{rolling: 24h}}, uncounted_outcomes: [busy, failed]}}
   - {{id: subj7, scope: number_subject, max: 4, window: {{days: 7}}, uncounted_outcomes: [busy, no_answer]}}
   - {{id: life, scope: number_campaign, max: 6, window: lifetime}}
+  - {{id: p24, scope: party, max: 5, window: {{rolling: 24h}}}}
 min_interval: 20m
 quiet_after_conversation: {{scope: number_subject, window: {{days: 2}}}}
 quiet_after_abandon: {{abandoned: 3h, amd: 1h}}
@@ -47,8 +48,8 @@ CONFIG_KEYS = (":{g}:audit", ":{g}:camp:", ":{g}:pause", ":{g}:cids", ":{g}:cool
 
 
 def scenario(seed: int, n: int = 170) -> list[tuple]:
-    """A deterministic mix of attempts, outcomes (some for calls still in flight
-    when Redis is lost) and events, over four days."""
+    """A deterministic mix of attempts (some with a party), outcomes (some for
+    calls still in flight when Redis is lost) and events (some of a party), over four days."""
     rnd = random.Random(seed)
     t = START
     ops: list[tuple] = []
@@ -61,17 +62,21 @@ def scenario(seed: int, n: int = 170) -> list[tuple]:
             calls.append(cid)
             ops.append(("attempt", t, dict(number=rnd.choice(NUMBERS), campaign=rnd.choice(["c1", "c2"]),
                                            agent=rnd.choice(["a1", "a2", "a3"]), subject=rnd.choice(["d1", "d2"]),
-                                           call_id=cid)))
+                                           call_id=cid, party=rnd.choice([None, None, "p1", "p2", "p3"]))))
         elif x < 0.9:
             cid = rnd.choice(calls[-8:])
             res = rnd.choice(["conversation", "answered", "voicemail", "no_answer", "busy", "failed", "abandoned",
                               "amd"])
             ops.append(("outcome", t, dict(call_id=cid, result=res, subject=rnd.choice([None, None, "d3"]))))
         else:
-            kind = rnd.choice(["consent", "consent_revoke", "dnc_add_c", "dnc_remove_c", "opt_out"])
+            kind = rnd.choice(["consent", "consent_revoke", "dnc_add_c", "dnc_remove_c", "opt_out", "party"])
             if kind == "opt_out" and rnd.random() < 0.7:
                 kind = "consent"
-            ops.append(("event", t, dict(kind=kind, number=rnd.choice(NUMBERS))))
+            if kind == "party":  # the person's flags (optout --party...)
+                ops.append(("event", t, dict(kind=rnd.choice(["consent", "consent_revoke", "complaint", "opt_out"]),
+                                             number=None, party=rnd.choice(["p1", "p2", "p3"]))))
+            else:
+                ops.append(("event", t, dict(kind=kind, number=rnd.choice(NUMBERS))))
     return ops
 
 
@@ -93,6 +98,8 @@ async def run_op(e, op) -> object:
         return await e.dnc_add(number, campaign="c2", now=t)
     if k == "dnc_remove_c":
         return await e.dnc_remove(number, campaign="c2", now=t)
+    if a.get("party"):
+        return await getattr(e, k)(None, now=t, party=a["party"])
     return await getattr(e, k)(number, now=t)
 
 
@@ -160,6 +167,9 @@ async def test_flush_rebuild_then_same_decisions(make_engine, rules_file, audit_
     now_ms = int(now.timestamp() * 1000)
     before = snapshot(r, b.keys.prefix, now_ms)
     assert len(before) > 20
+    # the parties' flags, counters and last caller IDs are among them (restored key by key below)
+    party_keys = {k.split("}:", 1)[1] for k in before if ":{p:" in k}
+    assert {"f", "a:all", "lc"} <= party_keys, party_keys
 
     await _drop_namespace(b.redis, b.keys.prefix)  # the data loss
     assert snapshot(r, b.keys.prefix, now_ms) == {}
@@ -255,6 +265,12 @@ async def test_rebuild_restores_configuration_from_the_audit(make_engine, rules_
     assert (await e.decide(req, now=t0)).allowed
     d = await e.decide(req, now=t0 + timedelta(minutes=1))  # min_interval, lifted by the grant
     assert d.override
+    # the flags of persons (parties): opt-out, complaint, consent, a consent revoked
+    await e.opt_out(None, party="pa", now=t0)
+    await e.complaint(None, party="pb", now=t0)
+    await e.consent(None, party="pc", now=t0)
+    await e.consent(None, party="pd", now=t0)
+    await e.consent_revoke(None, party="pd", now=t0 + timedelta(minutes=1))
 
     config_keys = [e.keys.pause, e.keys.approved_cids, e.keys.pool(None), e.keys.pool("c1"), e.keys.cid_cooldown,
                    e.keys.rules, *(e.keys.campaign(c) for c in ("c1", "c2", "c3"))]
@@ -269,10 +285,15 @@ async def test_rebuild_restores_configuration_from_the_audit(make_engine, rules_
         for n in NUMBERS[:4]:
             k = e.keys.override(e.keys.number_tag(n))
             out[k] = r.hgetall(k) or None
+        for p in ("pa", "pb", "pc", "pd"):
+            k = e.keys.party_flags(e.keys.party_tag(p))
+            out[k] = r.hgetall(k) or None
         return out
 
     before = dump()
     assert before[e.keys.override(e.keys.number_tag(NUMBERS[0]))]["lifts"] == "min_interval"
+    pf = {p: before[e.keys.party_flags(e.keys.party_tag(p))] for p in ("pa", "pb", "pc", "pd")}
+    assert (set(pf["pa"]), set(pf["pb"]), set(pf["pc"]), pf["pd"]) == ({"optout"}, {"complaint"}, {"consent"}, None)
     assert before[e.keys.override(e.keys.number_tag(NUMBERS[1]))] is None
     sh = Shipper(e.settings, prefix=e.keys.prefix, dsn=audit_db, block_ms=50)
     try:
@@ -296,5 +317,8 @@ async def test_rebuild_restores_configuration_from_the_audit(make_engine, rules_
     d = await e.decide(DecisionRequest(number=NUMBERS[1], campaign="c1", agent="a1", caller_id=POOL[1]),
                        now=t0 + timedelta(hours=2))
     assert d.reasons == ["attempt_cap"] and "rb-v2/n24" in d.explanations["attempt_cap"]
+    d = await e.decide(DecisionRequest(number=NUMBERS[5], campaign="c1", agent="a1", caller_id=POOL[1], party="pa"),
+                       now=t0 + timedelta(hours=2))
+    assert d.reasons == ["opted_out"] and "party" in d.explanations["opted_out"]
     assert (await e.decide(DecisionRequest(number=NUMBERS[4], campaign="c2", agent="a1", caller_id=POOL[0]),
                            now=t0 + timedelta(hours=2))).reasons == ["paused"]
