@@ -579,6 +579,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+async def _warm(engines: EngineProvider) -> None:
+    """The engine, and what its first decision would load under the store
+    deadline (rules and calendar versions in effect, state packs, holidays:
+    Decider.warm_up); without it the first call may be denied guard_unavailable."""
+    engine = await engines.get(create_timeout_s=WARMUP_TIMEOUT_S)
+    warm_up = getattr(engine, "warm_up", None)
+    if warm_up is None:  # a test's fake engine
+        return
+    try:
+        await asyncio.wait_for(warm_up(), WARMUP_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - serve anyway: a slow first decision denies (fail closed)
+        log.warning("engine warm-up failed: %r", exc)
+
+
 async def serve(args: argparse.Namespace) -> int:
     from dialguard.location import warm_up
 
@@ -605,9 +619,10 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    warm = asyncio.ensure_future(engines.get(create_timeout_s=WARMUP_TIMEOUT_S))
+    warm = asyncio.ensure_future(_warm(engines))
     # Warm up before accepting (a busy machine may need seconds: several
     # workers start at once); when this fails, sessions deny and it is retried.
+    # /healthz answers only once accepting: not ready until warm.
     await asyncio.wait([warm, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set():
         warm.cancel()

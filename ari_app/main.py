@@ -140,10 +140,11 @@ async def run_dialer(agents: dict[str, str], *, campaigns=None, trunk="carrier",
     settings = Settings()
     port = metrics_port_from_env() if metrics_port is None else metrics_port
     cfg = config_from_env(agents, campaigns=campaigns, trunk=trunk, app=app, bridge_timeout_s=bridge_timeout)
-    from dialguard.location import warm_up
-
-    await asyncio.to_thread(warm_up)  # the ZIP data set, before the first lead with a postal code
     engine = await Engine.create(settings)
+    try:  # the ZIP data set, state packs, holidays: before the first lead, not under its deadline
+        await engine.warm_up()
+    except Exception as exc:  # noqa: BLE001 - dial anyway: a slow first decision denies (fail closed)
+        log.warning("engine warm-up failed: %r", exc)
     store = await Store.open(settings.pg_dsn)
     dialer = Dialer(cfg, engine, store)
     loop = asyncio.get_running_loop()

@@ -199,7 +199,7 @@ class Decider(Store):
     async def warm_up(self, now: datetime | None = None, campaigns: tuple[str, ...] = ()) -> dict:
         """Load now what a first decision would otherwise load under its store
         deadline (and be denied guard_unavailable for): the rules and calendar
-        versions in effect, every state pack a `states` pack may add, the holiday
+        versions in effect, the rules of campaigns that name their own, every state pack a `states` pack may add, the holiday
         calendars of their subdivisions (this year and the next), the number
         metadata and the ZIP data set. A service calls it before it accepts calls.
         Returns what it loaded (for the log); raises what the store raises."""
@@ -220,6 +220,20 @@ class Decider(Store):
             for pol in (ctx.policy, ctx.shadow):
                 if pol is not None:
                     policies.setdefault(id(pol), (pol, ctx.cals))
+        # campaigns with rules of their own (`campaign set --rules`): loaded as _context would
+        cals = ctx.cals
+        async for key in self.redis.scan_iter(match=self.keys.g("camp:*"), count=1000):
+            rules = await self.redis.hget(key, "rules")
+            if not rules:
+                continue
+            rules = rules.decode()
+            pol = self._policies.get(rules)
+            if pol is None:
+                try:
+                    pol = self._policies[rules] = Policy.load(rules)
+                except RulesError:
+                    continue  # its calls are denied with the reason (_context)
+            policies.setdefault(id(pol), (pol, cals))
         checked = 0
         for pol, cals in list(policies.values()):
             variants = [pol]

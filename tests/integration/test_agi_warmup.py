@@ -1,0 +1,125 @@
+"""The engine's warm-up (Decider.warm_up): what a first decision would load under
+its 200 ms store deadline (state packs, holiday calendars of their subdivisions,
+the ZIP data set, the rules in effect) is loaded before a service accepts calls,
+so the first call after a start is decided, not denied guard_unavailable."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from agi.client import agi_call
+from dialguard import timerules
+from dialguard.config import Settings
+from dialguard.decision.models import DecisionRequest
+from dialguard.engine import Engine
+from dialguard.rules import Policy
+from dialguard.simulate import _drop_namespace
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+UTC = timezone.utc
+MONDAY = datetime(2026, 3, 2, 17, tzinfo=UTC)  # 12:00 Eastern, 11:00 Central: open in every state pack
+LA_NUMBER = "+15045550123"  # New Orleans
+NY_NUMBER = "+12125550123"
+
+
+async def test_warm_up_loads_what_the_first_decision_needs(settings):
+    """After warm_up, deciding for callees of every state pack computes no holiday
+    calendar and loads no state pack: nothing is left for the store deadline."""
+    timerules._holiday_set.cache_clear()  # as in a fresh process
+    policy = Policy.load("us-tcpa,us-states")
+    e = await Engine.create(settings, policy, prefix=f"dgtest:{uuid.uuid4().hex[:10]}",
+                            skip_caller_id_without_pool=True)
+    try:
+        await e.set_campaign("c1")
+        await e.set_campaign("c2", rules="us-regf,us-states")  # a campaign with rules of its own
+        done = await e.warm_up(now=MONDAY)
+        assert "us-regf,us-states" in e._policies  # loaded and cached before any call of c2
+        assert done["policies"] >= 1 and done["rule_sets_checked"] > len(policy.state_packs)
+        misses = timerules._holiday_set.cache_info().misses
+        for n, region, zip_code, camp in ((LA_NUMBER, None, None, "c1"), (NY_NUMBER, "US-AL", None, "c1"),
+                                          (NY_NUMBER, None, "39201", "c1"), (NY_NUMBER, "US-WA", None, "c1"),
+                                          (LA_NUMBER, None, None, "c2")):
+            d = await e.decide(DecisionRequest(number=n, campaign=camp, agent="a1", region=region,
+                                               postal_code=zip_code), now=MONDAY)
+            assert d.allowed, d
+        assert timerules._holiday_set.cache_info().misses == misses  # no calendar computed in a decision
+    finally:
+        await _drop_namespace(e.redis, e.keys.prefix)
+        await e.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise AssertionError(f"no listener on {port} within {timeout} s")
+
+
+async def test_first_check_after_start_is_decided(settings, tmp_path):
+    """A real FastAGI server process, started with us-states: its very first
+    check (a Louisianan, the state packs and US-LA holidays never loaded in
+    that process) is decided on the rules, within the store deadline; the
+    server listens, and /healthz answers, only once warm."""
+    prefix = f"dgtest:{uuid.uuid4().hex[:10]}"
+    eng = await Engine.create(dataclasses.replace(settings, test_clock=True), Policy.load("us-tcpa,us-states"),
+                              prefix=prefix)
+    await eng.set_campaign("c1")
+    await eng.set_test_clock(MONDAY)
+    agi_port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix, "DIALGUARD_TEST_CLOCK": "1",
+           "DIALGUARD_RULES": "us-tcpa,us-states", "DIALGUARD_SPOOL_DIR": str(tmp_path / "spool"),
+           "DIALGUARD_LOG_LEVEL": "INFO", "PYTHONPATH": str(ROOT)}
+    log_path = tmp_path / "agi.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agi.server", "--port", str(agi_port), "--metrics-port", str(metrics_port),
+             "--workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(agi_port, proc)
+        res = await agi_call(HOST, agi_port, "check", (LA_NUMBER, "c1", "a1", "", "", "first-1", "US-LA", "70112"),
+                             uniqueid="1700000000.1")
+        v = res.variables
+        assert v.get("DIALGUARD_RESULT") == "ALLOW", (v, log_path.read_text()[-3000:])
+        # and on the rules: a Sunday is refused by us-la (no hours on Sundays), not for want of a guard
+        await eng.set_test_clock(datetime(2026, 3, 8, 17, tzinfo=UTC))
+        res = await agi_call(HOST, agi_port, "check", (LA_NUMBER, "c1", "a1", "", "", "first-2", "US-LA", "70112"),
+                             uniqueid="1700000000.2")
+        assert res.variables.get("DIALGUARD_REASONS") == "outside_hours", res.variables
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        await _drop_namespace(eng.redis, prefix)
+        await eng.close()
+    lines = log_path.read_text().splitlines()
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    warm = first("engine warmed up")
+    assert warm < first("agi_listening") < first("metrics_listening"), lines[:20]
