@@ -162,29 +162,71 @@ def _usable(tz: str) -> bool:
         return False
 
 
+# The ZIP data set, compact: the pinned `zipcodes` package keeps every field of
+# every ZIP code (about 54 MB once decompressed); the guard needs the state and
+# the zone. A child process reads the package and prints "zip,state,zone" lines;
+# this process keeps sorted ZIP numbers (array 'I') and, per ZIP, the index of
+# its (state, zones) (array 'H'): about 0.3 MB.
+_ZIP_DUMP = """
+import sys, zipcodes
+out = sys.stdout
+for z in zipcodes.list_all():
+    out.write(f"{z['zip_code']},{z.get('state') or ''},{z.get('timezone') or ''}\\n")
+"""
+_zip_table: tuple | None = None
+
+
+def _load_zip_table() -> tuple:
+    global _zip_table
+    if _zip_table is None:
+        import subprocess
+        import sys
+        from array import array
+
+        try:
+            text = subprocess.run([sys.executable, "-c", _ZIP_DUMP], capture_output=True, text=True, check=True,
+                                  timeout=120, env={"PATH": "", "PYTHONPATH": ":".join(sys.path)}).stdout
+        except (OSError, subprocess.SubprocessError):  # no child process here: read it in this one
+            import zipcodes
+
+            text = "".join(f"{z['zip_code']},{z.get('state') or ''},{z.get('timezone') or ''}\n"
+                           for z in zipcodes.list_all())
+        places: dict[tuple, int] = {}
+        first: dict[int, int] = {}  # a ZIP listed twice: its first entry, as zipcodes.matching()[0]
+        usable: dict[str, bool] = {}
+        for line in text.splitlines():
+            code, state, tz = line.split(",", 2)
+            if state not in US_STATE_ZONES:
+                first.setdefault(int(code), -1)  # military (AA, AE, AP): no state, no zone
+                continue
+            ok = usable.get(tz)
+            if ok is None:
+                ok = usable[tz] = bool(tz) and _usable(tz)
+            zones = (tz,) if ok else US_STATE_ZONES[state]  # unusable zone: the whole state's
+            first.setdefault(int(code), places.setdefault((state, zones), len(places)))
+        codes = sorted(c for c, i in first.items() if i >= 0)
+        _zip_table = (array("I", codes), array("H", (first[c] for c in codes)), list(places))
+    return _zip_table
+
+
 @lru_cache(maxsize=65536)
 def zip_place(zip5: str) -> tuple[str, tuple[str, ...]] | None:
     """(state, zones) of a US ZIP code, or None when the data set does not know it."""
-    import zipcodes  # its data set is decompressed on first use (warm_up)
+    from bisect import bisect_left
 
-    try:
-        found = zipcodes.matching(zip5)
-    except ValueError:
+    if len(zip5) != 5 or not zip5.isdigit():
         return None
-    if not found:
+    codes, idx, places = _load_zip_table()
+    n = int(zip5)
+    i = bisect_left(codes, n)
+    if i == len(codes) or codes[i] != n:
         return None
-    z = found[0]
-    state = z.get("state") or ""
-    tz = z.get("timezone") or ""
-    if state not in US_STATE_ZONES:
-        return None  # military (AA, AE, AP): no state, no zone
-    zones = (tz,) if tz and _usable(tz) else US_STATE_ZONES[state]  # unusable zone: the whole state's
-    return state, zones
+    return places[idx[i]]
 
 
 def warm_up() -> None:
-    """Decompress the ZIP data set now (about 0.2-1.5 s) rather than in a decision."""
-    zip_place("10001")
+    """Load the ZIP table now (about 0.2-1.5 s) rather than in a decision."""
+    _load_zip_table()
 
 
 @lru_cache(maxsize=512)

@@ -130,3 +130,30 @@ def test_area_code_table_is_the_pinned_geocoders():
         if state in L.US_STATE_ZONES:
             got[prefix[1:4]].add(state)
     assert {a: ",".join(sorted(s)) for a, s in got.items()} == L._NPA_TABLE
+
+
+def test_compact_zip_table_answers_as_the_package_for_every_zip():
+    """zip_place (the compact table read from a child process) gives, for every
+    ZIP code of the pinned data set, the state and zone zipcodes.matching gives."""
+    import zipcodes
+
+    seen = set()
+    for z in zipcodes.list_all():
+        code = z["zip_code"]
+        if code in seen:
+            continue
+        seen.add(code)
+        first = zipcodes.matching(code)[0]
+        got = L.zip_place(code)
+        if first["state"] not in L.US_STATE_ZONES:
+            assert got is None, code
+            continue
+        tz = first["timezone"]
+        try:
+            ZoneInfo(tz)
+            want = (tz,)
+        except Exception:  # noqa: BLE001 - unusable zone ("Napakiak"): the whole state's
+            want = L.US_STATE_ZONES[first["state"]]
+        assert got == (first["state"], want), code
+    assert len(seen) > 40000
+    assert L.zip_place("00000") is None and L.zip_place("1234") is None and L.zip_place("abcde") is None
