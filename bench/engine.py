@@ -8,6 +8,9 @@ equivalent plan (same keys per number, random numbers) as the ceiling.
 With --pool N, the same engine runs again with N caller IDs in the campaign's
 pool: each decision checks the window of candidates offered (8 at most) and
 picks the least used, healthiest one (decide.lua), and prints what that costs.
+With --party, us-regf requests without a party, with one (its counters beside
+the number's, from the compiled plan) and with one through build_plan (the
+reference plan writer) run side by side, with the plan's own CPU cost.
 With --shadow, the same engine runs again with shadow rules published (cn-carrier
 evaluated beside cn-default in the same script call) and prints what they cost.
 Every run draws its own numbers (a later run does not find the parsed numbers
@@ -52,6 +55,12 @@ from dialguard.rules import Policy
 from dialguard.simulate import _drop_namespace
 
 NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai, a working day
+US_NOW = datetime(2026, 11, 23, 15, tzinfo=timezone.utc)  # Mon 10:00 Eastern
+PARTY_CASES = (  # (label, request kind, compiled plans)
+    ("us-regf number+subject", "us", True),
+    ("us-regf + party", "party", True),
+    ("us-regf + party, build_plan", "party", False),  # the party path before it was compiled
+)
 
 
 def pct(xs, p):
@@ -62,7 +71,10 @@ def pct(xs, p):
 _RUNS = itertools.count()
 
 
-async def run_engine(engine: Engine, concurrency: int, seconds: float, repeat: float = 0.0):
+async def run_engine(engine: Engine, concurrency: int, seconds: float, repeat: float = 0.0, kind: str = "cn",
+                     now: datetime = NOW):
+    """kind: "cn" (Chinese numbers, cn-default), "us" (US numbers with a subject, us-regf),
+    "party" (the same with a party: the person's counters beside the number's)."""
     lat: list[float] = []
     stop = time.perf_counter() + seconds
     count = denies = 0
@@ -76,13 +88,18 @@ async def run_engine(engine: Engine, concurrency: int, seconds: float, repeat: f
             if seen and rnd.random() < repeat:
                 number = rnd.choice(seen)
             else:
-                number = f"+86138{rnd.randrange(10**8):08d}"
+                number = f"+86138{rnd.randrange(10**8):08d}" if kind == "cn" else f"+1202{rnd.randrange(10**7):07d}"
                 if len(seen) < 1000:
                     seen.append(number)
             # many agents, as in a call centre: the agent cap (200/day) does not turn the run into denies
             agent = f"a{rnd.randrange(10**6)}"
+            if kind == "cn":
+                req = DecisionRequest(number=number, campaign="bench", agent=agent)
+            else:
+                req = DecisionRequest(number=number, campaign="bench", agent=agent, subject=f"debt-{rnd.randrange(100)}",
+                                      party=f"acct-{rnd.randrange(10**6)}" if kind == "party" else None)
             t0 = time.perf_counter()
-            d = await engine.decide(DecisionRequest(number=number, campaign="bench", agent=agent), now=NOW)
+            d = await engine.decide(req, now=now)
             lat.append((time.perf_counter() - t0) * 1000)
             if "guard_unavailable" in d.reasons:
                 raise SystemExit(f"guard_unavailable during the benchmark: {d.explanations}")
@@ -132,6 +149,49 @@ def redis_benchmark(engine: Engine, settings: Settings, concurrency: int, n: int
     return nums[0], nums[3], nums[5]
 
 
+def plan_cost(engine: Engine, ctx, kind: str, compiled: bool, n: int = 20000) -> float:
+    """CPU microseconds per plan (Decider._plan: time rules, keys, JSON; no Redis)."""
+    engine.compiled_plans = compiled
+    rnd = random.Random(7)
+    reqs = []
+    for _ in range(n):
+        number = f"+1202{rnd.randrange(10**7):07d}"
+        reqs.append((DecisionRequest(number=number, campaign="bench", agent=f"a{rnd.randrange(1000)}",
+                                     subject=f"debt-{rnd.randrange(100)}",
+                                     party=f"acct-{rnd.randrange(10**6)}" if kind == "party" else None),
+                     parse_number(number, "US")))
+    c0 = time.process_time()
+    for i, (req, info) in enumerate(reqs):
+        engine._plan(req, ctx, info, f"d{i}", US_NOW)
+    return (time.process_time() - c0) / n * 1e6
+
+
+async def party_rows(settings: Settings, prefix: str, levels: list[int], args) -> None:
+    """us-regf (caps and quiet scoped party+subject): a request without a party, with
+    one (the person's counters beside the number's, compiled), and with one through
+    build_plan (what the party path cost before it was compiled), side by side."""
+    us = await Engine.create(settings, Policy.load("us-regf"), prefix=prefix, skip_caller_id_without_pool=True)
+    try:
+        await us.set_campaign("bench")
+        ctx = await us._context_shared("bench")
+        costs = [plan_cost(us, ctx, kind, compiled) for _label, kind, compiled in PARTY_CASES]
+        for (label, _kind, _c), cost in zip(PARTY_CASES, costs):
+            print(f"{'plan only: ' + label:<40}{'':>6}{'':>12}{'':>10}{'':>10}{cost:>11.1f}"
+                  f"   ({cost / costs[0]:.2f} x number+subject)", flush=True)
+        for c in levels:
+            base = None
+            for label, kind, compiled in PARTY_CASES:
+                us.compiled_plans = compiled
+                rate, p50, p99, cpu, denied = await run_engine(us, c, args.seconds, args.repeat, kind=kind,
+                                                               now=US_NOW)
+                base = base or rate
+                print(f"{label:<40}{c:>6}{rate:>12,.0f}{p50:>10.3f}{p99:>10.3f}{cpu:>11.0f}{denied:>8.0%}"
+                      f"   ({rate / base:.2f} of number+subject)", flush=True)
+        us.compiled_plans = True
+    finally:
+        await us.close()
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -142,6 +202,8 @@ async def main():
     ap.add_argument("--wait", type=int, default=0,
                     help="also measure with an ALLOW waiting for this many replicas (WAIT)")
     ap.add_argument("--pool", type=int, default=0, help="also measure with N caller IDs in the campaign's pool")
+    ap.add_argument("--party", action="store_true",
+                    help="also us-regf requests without and with a party (party-scoped caps), side by side")
     ap.add_argument("--repeat", type=float, default=0.0,
                     help="share of decisions on a number the worker asked about before (0..1)")
     args = ap.parse_args()
@@ -199,6 +261,8 @@ async def main():
                           f"p99 {b[2]:.3f}; ratio {rate / b[0]:.2f})", flush=True)
             finally:
                 await waiting.close()
+        if args.party:
+            await party_rows(settings, prefix, levels, args)
         ceilings = {}
         for c in levels:
             rps, p50, p99 = redis_benchmark(engine, settings, c, n=max(20000, int(results[c] * args.seconds)))
