@@ -6,7 +6,8 @@ and states AND to the stated location, strictest of all. A US ZIP code resolves
 to its state and time zone through the `zipcodes` package (pinned in
 pyproject.toml: MIT licence; its data is embedded in the wheel and assembled
 from unitedstateszipcodes.org, GeoNames and the USPS ZIP Locale Detail, as its
-README says; nothing is downloaded at run time). A region without a postal
+README says; nothing is downloaded at run time), read once by a child process
+into a compact table (_load_zip_table). A region without a postal
 code counts every zone of that region (Florida: Eastern and, in the western
 panhandle, Central).
 """
