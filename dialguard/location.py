@@ -6,8 +6,8 @@ and states AND to the stated location, strictest of all. A US ZIP code resolves
 to its state and time zone through the `zipcodes` package (pinned in
 pyproject.toml: MIT licence; its data is embedded in the wheel and assembled
 from unitedstateszipcodes.org, GeoNames and the USPS ZIP Locale Detail, as its
-README says; nothing is downloaded at run time), read once by a child process
-into a compact table (_load_zip_table). A region without a postal
+README says; nothing is downloaded at run time), kept as a compact table
+(_load_zip_table: services read it through a child process at their warm-up). A region without a postal
 code counts every zone of that region (Florida: Eastern and, in the western
 panhandle, Central).
 """
@@ -177,37 +177,48 @@ for z in zipcodes.list_all():
 _zip_table: tuple | None = None
 
 
-def _load_zip_table() -> tuple:
+def _load_zip_table(child: bool = False) -> tuple:
+    """The table, read once. child: through a child process (a long-running
+    service's warm-up: the package's data never enters this process); else in
+    this process (a one-shot CLI or classic AGI process: faster, then gone)."""
     global _zip_table
     if _zip_table is None:
-        import subprocess
-        import sys
-        from array import array
+        _zip_table = _read_zip_table(child)
+    return _zip_table
 
+
+def _read_zip_table(child: bool) -> tuple:
+    import subprocess
+    import sys
+    from array import array
+
+    text = None
+    if child:
         try:
             text = subprocess.run([sys.executable, "-c", _ZIP_DUMP], capture_output=True, text=True, check=True,
                                   timeout=120, env={"PATH": "", "PYTHONPATH": ":".join(sys.path)}).stdout
         except (OSError, subprocess.SubprocessError):  # no child process here: read it in this one
-            import zipcodes
+            text = None
+    if text is None:
+        import zipcodes
 
-            text = "".join(f"{z['zip_code']},{z.get('state') or ''},{z.get('timezone') or ''}\n"
-                           for z in zipcodes.list_all())
-        places: dict[tuple, int] = {}
-        first: dict[int, int] = {}  # a ZIP listed twice: its first entry, as zipcodes.matching()[0]
-        usable: dict[str, bool] = {}
-        for line in text.splitlines():
-            code, state, tz = line.split(",", 2)
-            if state not in US_STATE_ZONES:
-                first.setdefault(int(code), -1)  # military (AA, AE, AP): no state, no zone
-                continue
-            ok = usable.get(tz)
-            if ok is None:
-                ok = usable[tz] = bool(tz) and _usable(tz)
-            zones = (tz,) if ok else US_STATE_ZONES[state]  # unusable zone: the whole state's
-            first.setdefault(int(code), places.setdefault((state, zones), len(places)))
-        codes = sorted(c for c, i in first.items() if i >= 0)
-        _zip_table = (array("I", codes), array("H", (first[c] for c in codes)), list(places))
-    return _zip_table
+        text = "".join(f"{z['zip_code']},{z.get('state') or ''},{z.get('timezone') or ''}\n"
+                       for z in zipcodes.list_all())
+    places: dict[tuple, int] = {}
+    first: dict[int, int] = {}  # a ZIP listed twice: its first entry, as zipcodes.matching()[0]
+    usable: dict[str, bool] = {}
+    for line in text.splitlines():
+        code, state, tz = line.split(",", 2)
+        if state not in US_STATE_ZONES:
+            first.setdefault(int(code), -1)  # military (AA, AE, AP): no state, no zone
+            continue
+        ok = usable.get(tz)
+        if ok is None:
+            ok = usable[tz] = bool(tz) and _usable(tz)
+        zones = (tz,) if ok else US_STATE_ZONES[state]  # unusable zone: the whole state's
+        first.setdefault(int(code), places.setdefault((state, zones), len(places)))
+    codes = sorted(c for c, i in first.items() if i >= 0)
+    return array("I", codes), array("H", (first[c] for c in codes)), list(places)
 
 
 @lru_cache(maxsize=65536)
@@ -226,8 +237,8 @@ def zip_place(zip5: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 def warm_up() -> None:
-    """Load the ZIP table now (about 0.2-1.5 s) rather than in a decision."""
-    _load_zip_table()
+    """Load the ZIP table now (about 2 s, through a child process) rather than in a decision."""
+    _load_zip_table(child=True)
 
 
 @lru_cache(maxsize=512)

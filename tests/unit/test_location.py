@@ -133,10 +133,12 @@ def test_area_code_table_is_the_pinned_geocoders():
 
 
 def test_compact_zip_table_answers_as_the_package_for_every_zip():
-    """zip_place (the compact table read from a child process) gives, for every
+    """zip_place (the compact table of state and zone per ZIP) gives, for every
     ZIP code of the pinned data set, the state and zone zipcodes.matching gives."""
     import zipcodes
 
+    # read in this process (one-shot processes) and through a child (services' warm-up): the same table
+    assert L._read_zip_table(child=True) == L._read_zip_table(child=False)
     seen = set()
     for z in zipcodes.list_all():
         code = z["zip_code"]
