@@ -164,9 +164,9 @@ def _usable(tz: str) -> bool:
 
 
 # The ZIP data set, compact: the pinned `zipcodes` package keeps every field of
-# every ZIP code (about 54 MB once decompressed); the guard needs the state and
-# the zone. A child process reads the package and prints "zip,state,zone" lines;
-# this process keeps sorted ZIP numbers (array 'I') and, per ZIP, the index of
+# every ZIP code (36 MB in a process once decompressed, bench/zip_memory.py); the
+# guard needs the state and the zone. At a service's warm-up a child process
+# reads the package and prints "zip,state,zone" lines; this process keeps sorted ZIP numbers (array 'I') and, per ZIP, the index of
 # its (state, zones) (array 'H'): about 0.3 MB.
 _ZIP_DUMP = """
 import sys, zipcodes
