@@ -40,7 +40,7 @@ class AdminStore(Store):
         self._forget(campaign)
 
     async def approve_caller_id(self, e164: str, pool: bool = False, campaign: str | None = None,
-                                why: str = "") -> None:
+                                why: str = "", actor: str | None = None) -> None:
         """Approve a caller ID; with pool=True the guard may also pick it (global
         pool, or the campaign's). The pool holds the number sealed, never plain."""
         tag = self.keys.cid_tag(e164)
@@ -50,11 +50,12 @@ class AdminStore(Store):
             if pool or campaign:
                 pipe.hset(self.keys.pool(campaign), tag, sealed)
             self._admin(pipe, "callerid_add", tag, why, ne=sealed, pool=bool(pool or campaign),
-                        campaign=campaign)
+                        campaign=campaign, actor=actor)
             await pipe.execute()
         self._forget()
 
-    async def remove_caller_id(self, e164: str, campaign: str | None = None, why: str = "") -> None:
+    async def remove_caller_id(self, e164: str, campaign: str | None = None, why: str = "",
+                               actor: str | None = None) -> None:
         tag = self.keys.cid_tag(e164)
         async with self.redis.pipeline(transaction=True) as pipe:
             if campaign:
@@ -62,15 +63,16 @@ class AdminStore(Store):
             else:
                 pipe.srem(self.keys.approved_cids, tag)
                 pipe.hdel(self.keys.pool(None), tag)
-            self._admin(pipe, "callerid_remove", tag, why, ne=self.sealer.seal(e164), campaign=campaign)
+            self._admin(pipe, "callerid_remove", tag, why, ne=self.sealer.seal(e164), campaign=campaign,
+                        actor=actor)
             await pipe.execute()
         self._forget()
 
-    async def cooldown_caller_id(self, e164: str, until: datetime, why: str = "") -> None:
+    async def cooldown_caller_id(self, e164: str, until: datetime, why: str = "", actor: str | None = None) -> None:
         tag = self.keys.cid_tag(e164)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zadd(self.keys.cid_cooldown, {tag: ms(until)})
-            self._admin(pipe, "callerid_cooldown", tag, why, ne=self.sealer.seal(e164), until=ms(until))
+            self._admin(pipe, "callerid_cooldown", tag, why, ne=self.sealer.seal(e164), until=ms(until), actor=actor)
             await pipe.execute()
 
     async def pause(self, scope: str = "all", name: str | None = None, why: str = "",
@@ -199,7 +201,7 @@ class AdminStore(Store):
                 "expires_at": from_ms(float(g["exp"])).isoformat() if g.get("exp") else None,
                 "lifts": [r for r in (g.get("lifts") or "").split(",") if r] or None}
 
-    async def override_revoke(self, number: str, why: str = "") -> bool:
+    async def override_revoke(self, number: str, why: str = "", actor: str | None = None) -> bool:
         info = parse_number(number, self.default_region)
         if not info.valid:
             from dialguard.numbers import NumberError
@@ -208,7 +210,7 @@ class AdminStore(Store):
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hget(key, "id")
             pipe.delete(key)
-            self._admin(pipe, "override_revoke", self.keys.number_tag(info.e164), why)
+            self._admin(pipe, "override_revoke", self.keys.number_tag(info.e164), why, actor=actor)
             res = await pipe.execute()
         return bool(res[1])
 

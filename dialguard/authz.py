@@ -32,21 +32,22 @@ ACTIONS: dict[str, Action] = {
     "view_callerids": Action("viewer", "see caller-ID health and cool-downs (numbers masked)", True),
     "view_numbers": Action("supervisor", "see numbers unmasked", True),
     # kill switch: supervisor or above, instantly (issue 15, point 4)
-    "pause": Action("supervisor", "kill switch: pause all outbound, a campaign or a caller ID", True),
+    "pause": Action("supervisor", "kill switch: pause all outbound, a campaign, a caller ID or a region", True),
     "resume": Action("supervisor", "lift a kill switch", True),
     # four eyes (dialguard/approvals.py): the approver is never the requester; the rest of the
     # list: in the console/API where True, else designed (the CLI does them in break-glass)
     "override_request": Action("supervisor", "request a one-time override for a number", True),
     "override_approve": Action("compliance", "approve another user's override request (four eyes)", True),
-    "override_revoke": Action("supervisor", "revoke an override grant", False),
+    "override_revoke": Action("supervisor", "revoke an override grant", True),
     "campaign_request": Action("supervisor", "request approval of a campaign (purpose, scope, caps, hours)", True),
-    "campaign_approve": Action("compliance", "approve or revoke a campaign", True),
+    "campaign_approve": Action("compliance", "approve or reject another user's campaign request (four eyes)", True),
+    "campaign_revoke": Action("compliance", "withdraw a campaign's approval", True),
     "rules_apply": Action("compliance", "apply rules (active or shadow)", True),
     "calendar_publish": Action("compliance", "import or activate a calendar version", True),
     "dnc_edit": Action("supervisor", "add to a DNC list, import a DNC CSV", True),
-    "dnc_remove": Action("compliance", "remove a number from a DNC list", False),
-    "optout_record": Action("supervisor", "record an opt-out, a complaint or consent", False),
-    "callerid_edit": Action("compliance", "approve, remove or cool down a caller ID", False),
+    "dnc_remove": Action("compliance", "remove a number from a DNC list", True),
+    "optout_record": Action("supervisor", "record an opt-out, a complaint or consent (of a number or a party)", True),
+    "callerid_edit": Action("compliance", "approve, remove or cool down a caller ID, put it in a pool", True),
     "report_export": Action("viewer", "export reports (CSV, XLSX, PDF), numbers masked below supervisor", True),
     "users_manage": Action("admin", "add users, change roles, mint tokens", False),
 }

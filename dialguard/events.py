@@ -7,7 +7,7 @@ import json
 import time
 from datetime import datetime
 
-from dialguard import metrics
+from dialguard import ids, metrics
 from dialguard.decision import scripts
 from dialguard.decision.models import Outcome
 from dialguard.ids import new_id
@@ -65,8 +65,10 @@ class NumberEvents(Store):
                               f" {t.get('calls')} calls)" for t in why.get("triggered", [])))
 
     async def _event(self, kind: str, number: str, op: str, field: str, value: str | None,
-                     now: datetime | None, campaign: str | None = None) -> bool:
-        """value None: the event's time (the rules clock), as `counters rebuild` restores it."""
+                     now: datetime | None, campaign: str | None = None, actor: str | None = None,
+                     why: str = "") -> bool:
+        """value None: the event's time (the rules clock), as `counters rebuild` restores it.
+        actor: the authenticated identity (dialguard.authz.actor_of); default the OS user, as admin records."""
         e164 = parse_number(number, self.default_region)
         if not e164.valid:
             from dialguard.numbers import NumberError
@@ -76,7 +78,8 @@ class NumberEvents(Store):
             value = str(ms(now))
         tag = self.keys.number_tag(e164.e164)
         payload = json.dumps({"kind": kind, "n": tag, "ne": self.sealer.seal(e164.e164), "at": ms(now),
-                              "campaign": campaign, "node": self.settings.node}, separators=(",", ":"))
+                              "campaign": campaign, "node": self.settings.node, "actor": actor or ids.actor(),
+                              **({"why": why} if why else {})}, separators=(",", ":"))
         res = await scripts.EVENT(self.redis, [self.keys.flags(tag), self.keys.campaign_dnc(tag), self.keys.audit,
                                                self.keys.last_caller(tag)],
                                   [op, field, value, payload, new_id(), kind, self.keys.prefix, str(ms(now)),
@@ -86,7 +89,7 @@ class NumberEvents(Store):
         return int(res[0]) == 1
 
     async def _party_event(self, kind: str, party: str, op: str, field: str, value: str | None,
-                           now: datetime | None) -> bool:
+                           now: datetime | None, actor: str | None = None, why: str = "") -> bool:
         """An opt-out, complaint or consent (or its revocation) of a person (SPEC §2
         `party`): it holds at every number decided with that party. Audited as an
         event whose number_hash is the party's keyed hash ("party": true in its record).
@@ -99,7 +102,8 @@ class NumberEvents(Store):
             value = str(ms(now))
         ptag = self.keys.party_tag(party)
         payload = json.dumps({"kind": kind, "n": ptag, "party": True, "at": ms(now), "campaign": None,
-                              "node": self.settings.node}, separators=(",", ":"))
+                              "node": self.settings.node, "actor": actor or ids.actor(),
+                              **({"why": why} if why else {})}, separators=(",", ":"))
         pp = self.keys.party_prefix(ptag)
         res = await scripts.EVENT(self.redis, [self.keys.party_flags(ptag), pp + ":dncc", self.keys.audit,
                                                self.keys.party_last_caller(ptag)],
@@ -109,58 +113,67 @@ class NumberEvents(Store):
             self._health_cooldown(res[1])
         return int(res[0]) == 1
 
-    async def opt_out(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+    async def opt_out(self, number: str | None, now: datetime | None = None, party: str | None = None,
+                      actor: str | None = None, why: str = "") -> bool:
         changed = False
         if party:
-            changed = await self._party_event("opt_out", party, "set", "optout", None, now)
+            changed = await self._party_event("opt_out", party, "set", "optout", None, now, actor, why)
         if number:
-            changed = await self._event("opt_out", number, "set", "optout", None, now) or changed
+            changed = await self._event("opt_out", number, "set", "optout", None, now, actor=actor, why=why) or changed
         return changed
 
-    async def complaint(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+    async def complaint(self, number: str | None, now: datetime | None = None, party: str | None = None,
+                        actor: str | None = None, why: str = "") -> bool:
         changed = False
         if party:
-            changed = await self._party_event("complaint", party, "set", "complaint", None, now)
+            changed = await self._party_event("complaint", party, "set", "complaint", None, now, actor, why)
         if number:
-            changed = await self._event("complaint", number, "set", "complaint", None, now) or changed
+            changed = await self._event("complaint", number, "set", "complaint", None, now, actor=actor,
+                                        why=why) or changed
         return changed
 
-    async def consent(self, number: str | None, now: datetime | None = None, party: str | None = None) -> bool:
+    async def consent(self, number: str | None, now: datetime | None = None, party: str | None = None,
+                      actor: str | None = None, why: str = "") -> bool:
         """Consent of the number's subscriber, or of the person (party) at all their numbers, or both."""
         if not number and not party:
             raise ValueError("give a number, a party, or both")
         changed = False
         if party:
-            changed = await self._party_event("consent", party, "set", "consent", None, now)
+            changed = await self._party_event("consent", party, "set", "consent", None, now, actor, why)
         if number:
-            changed = await self._event("consent", number, "set", "consent", None, now) or changed
+            changed = await self._event("consent", number, "set", "consent", None, now, actor=actor, why=why) or changed
         return changed
 
     async def consent_revoke(self, number: str | None, now: datetime | None = None,
-                             party: str | None = None) -> bool:
+                             party: str | None = None, actor: str | None = None, why: str = "") -> bool:
         if not number and not party:
             raise ValueError("give a number, a party, or both")
         changed = False
         if party:
-            changed = await self._party_event("consent_revoke", party, "clear", "consent", "", now)
+            changed = await self._party_event("consent_revoke", party, "clear", "consent", "", now, actor, why)
         if number:
-            changed = await self._event("consent_revoke", number, "clear", "consent", "", now) or changed
+            changed = await self._event("consent_revoke", number, "clear", "consent", "", now, actor=actor,
+                                        why=why) or changed
         return changed
 
-    async def dnc_add(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
+    async def dnc_add(self, number: str, campaign: str | None = None, now: datetime | None = None,
+                      actor: str | None = None, why: str = "") -> bool:
         from dialguard.numbers import short_hash
         if campaign:
-            return await self._event("dnc_add", number, "camp_add", short_hash(campaign), "", now, campaign)
-        return await self._event("dnc_add", number, "set", "dnc", "1", now)
+            return await self._event("dnc_add", number, "camp_add", short_hash(campaign), "", now, campaign,
+                                     actor=actor, why=why)
+        return await self._event("dnc_add", number, "set", "dnc", "1", now, actor=actor, why=why)
 
-    async def dnc_remove(self, number: str, campaign: str | None = None, now: datetime | None = None) -> bool:
+    async def dnc_remove(self, number: str, campaign: str | None = None, now: datetime | None = None,
+                         actor: str | None = None, why: str = "") -> bool:
         """Remove a number from a list: its own flag and the bulk-imported list alike."""
         from dialguard.dnc import DncStore, list_name
 
         if campaign:
-            changed = await self._event("dnc_remove", number, "camp_del", short_hash(campaign), "", now, campaign)
+            changed = await self._event("dnc_remove", number, "camp_del", short_hash(campaign), "", now, campaign,
+                                        actor=actor, why=why)
         else:
-            changed = await self._event("dnc_remove", number, "clear", "dnc", "", now)
+            changed = await self._event("dnc_remove", number, "clear", "dnc", "", now, actor=actor, why=why)
         tag = self.keys.number_tag(parse_number(number, self.default_region).e164)
         removed = await DncStore(self.redis, self.keys).remove(list_name(campaign), [tag])
         return changed or removed > 0

@@ -8,7 +8,8 @@ it sends and only the keys under the installation's prefix (DIALGUARD_KEY_PREFIX
     shipper  audit-ship: the audit stream (consumer group reads, XACK, XAUTOCLAIM, trimming)
     admin    the `dialguard` CLI: rules, DNC imports, counters rebuild; still no server administration
     web      `dialguard web`: the reads of the console and of the eligibility API, and the writes of
-             the admin actions it performs (kill switch, an approved override or campaign)
+             the admin actions it performs (kill switches, overrides, campaigns, DNC, events,
+             caller IDs), some commands on their own keys only (selectors)
 
 Redis has no per-script permission: a user that may run EVALSHA may load a
 script of its own, and every command a script calls is checked against the
@@ -63,6 +64,18 @@ _WEB = ("+evalsha +eval +script|load +script|exists "
         "+multi +exec +discard +hset +hdel +hincrby +del +pexpire +xadd +set "
         "+incrby")  # dnc.lua (a DNC CSV imported from the console: the list's count)
 
+
+def _web_selectors(prefix: str) -> str:
+    """What the console's other admin writes need beyond that, each command on its own keys
+    only (Redis 7 ACL selectors; a selector allows a command when all its keys match):
+    SADD/SREM of the approved caller IDs (`callerid add|remove`) and of a number's campaign
+    DNC set (event.lua, `dnc add|remove --campaign`); ZADD of the caller-ID cool-downs
+    (`callerid cooldown`, and event.lua's health cool-down after a complaint or opt-out);
+    LPUSH/LTRIM of a caller ID's complaint/opt-out log (event.lua). Not the guard's counters."""
+    b = prefix + ":"  # "dg:" for a prefix, "dg*:" for a pattern of prefixes (the dev stack)
+    return (f"(+sadd +srem ~{b}{{g}}:cids ~{b}{{n:*}}:dncc) (+zadd ~{b}{{g}}:cool) "
+            f"(+lpush +ltrim ~{b}{{c:*}}:e)")
+
 # The operator's tools: everything on the prefix but the server's own administration.
 _ADMIN = "+@all -@dangerous +info +scan +script|flush +client|list +client|kill +acl|log +acl|whoami"
 
@@ -85,7 +98,8 @@ def acl_rules(role: str, prefix: str) -> str:
     keys = f"~{key_pattern(prefix)}"
     if role == "admin" and not key_pattern(prefix).startswith("dg*"):
         keys += " ~dgsim:*"  # `dialguard simulate`'s throw-away namespaces (dialguard/simulate.py)
-    return f"on resetkeys resetchannels {keys} -@all {_BASE} {_CMDS[role]} {_LAST}"
+    sel = f" {_web_selectors(prefix.rstrip(':'))}" if role == "web" else ""
+    return f"on resetkeys resetchannels {keys} -@all {_BASE} {_CMDS[role]} {_LAST}{sel}"
 
 
 def setuser_line(role: str, prefix: str, password: str) -> str:

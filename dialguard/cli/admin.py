@@ -26,7 +26,8 @@ from typing import Optional
 import typer
 
 from dialguard.callerid_health import directory as _cid_directory
-from dialguard.cli.common import EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, direct, fail, run, time_arg
+from dialguard.cli.common import (EXIT_DENIED, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, direct, fail, remote_write, run,
+                                  time_arg)
 from dialguard.config import Settings
 from dialguard.dnc import GLOBAL_LIST, DncDbUnavailable
 from dialguard.masking import mask_number
@@ -101,6 +102,10 @@ def resume(campaign: Optional[str] = typer.Option(None, "--campaign"),
     if region is not None:
         if campaign or caller_id:
             fail("give --region alone")
+        r = remote_write("/api/v1/killswitch", {"action": "resume", "scope": "region", "name": region, "why": why})
+        if r is not None:
+            return _done(as_json, f"resumed region {r['name']} (as {r['by']})", action="resume", scope="region",
+                         name=r["name"], by=r["by"])
         direct("resume")
         try:
             found = run(lambda e: e.resume_region(region, why=why))
@@ -138,6 +143,9 @@ def dnc_add(number: str, campaign: Optional[str] = typer.Option(None, "--campaig
 
     n, lst = _norm(number), _campaign_list(campaign)
     settings = Settings()
+    r = remote_write("/api/v1/dnc", {"action": "add", "number": n, "campaign": campaign})
+    if r is not None:  # as the token's user, through the console (supervisor or above)
+        return _say(as_json, number=n, list=r["list"], added=r["added"], stored=r["stored"], by=r["by"])
     direct("dnc add")
 
     async def go(e):
@@ -168,6 +176,9 @@ def dnc_remove(number: str, campaign: Optional[str] = typer.Option(None, "--camp
     """Take a number off a list (its own flag and the imported list alike), then off the list at rest."""
     n, lst = _norm(number), _campaign_list(campaign)
     settings = Settings()
+    r = remote_write("/api/v1/dnc", {"action": "remove", "number": n, "campaign": campaign})
+    if r is not None:  # compliance or above
+        return _say(as_json, number=n, list=r["list"], removed=r["removed"], unstored=r["unstored"], by=r["by"])
     direct("dnc remove")
 
     async def go(e):
@@ -355,9 +366,12 @@ def optout(number: Optional[str] = typer.Argument(None), party: Optional[str] = 
     """Record that the person asked not to be called (permanent): the number, the party, or both."""
     if not number and not party:
         fail("give a number, --party, or both")
+    what = " and ".join(x for x in (number and _norm(number), party and "the party") if x)
+    if _remote_event("opt_out", number, party):
+        return typer.echo("opted out " + what)
     direct("optout")
     run(lambda e: e.opt_out(number, party=party))
-    typer.echo("opted out " + " and ".join(x for x in (number and _norm(number), party and "the party") if x))
+    typer.echo("opted out " + what)
 
 
 @app.command()
@@ -365,10 +379,12 @@ def complaint(number: Optional[str] = typer.Argument(None), party: Optional[str]
     """Record a complaint (permanent block): for the number, the party, or both."""
     if not number and not party:
         fail("give a number, --party, or both")
+    what = " and ".join(x for x in (number and _norm(number), party and "the party") if x)
+    if _remote_event("complaint", number, party):
+        return typer.echo("complaint recorded for " + what)
     direct("complaint")
     run(lambda e: e.complaint(number, party=party))
-    typer.echo("complaint recorded for " + " and ".join(
-        x for x in (number and _norm(number), party and "the party") if x))
+    typer.echo("complaint recorded for " + what)
 
 
 @app.command()
@@ -379,6 +395,9 @@ def consent(number: Optional[str] = typer.Argument(None),
     """Record (or revoke) the person's consent to be called: for the number, the party, or both."""
     if not number and not party:
         fail("give a number, --party, or both")
+    what = " and ".join(x for x in (number and _norm(number), party and "the party") if x)
+    if _remote_event("consent_revoke" if revoke else "consent", number, party):
+        return typer.echo(f"consent {'revoked' if revoke else 'recorded'} for {what}")
     direct("consent")
     run(lambda e: e.consent_revoke(number, party=party) if revoke else e.consent(number, party=party))
     typer.echo(f"consent {'revoked' if revoke else 'recorded'} for " + " and ".join(
@@ -394,8 +413,10 @@ def cid_add(number: str,
             campaign: Optional[str] = typer.Option(None, "--campaign", help="add to this campaign's pool")):
     """Approve a caller ID (and put it in the global or a campaign's pool)."""
     n = _norm(number)
-    direct("callerid add")
-    run(lambda e: e.approve_caller_id(n, pool=pool, campaign=campaign))
+    r = remote_write("/api/v1/callerids", {"action": "add", "caller_id": n, "pool": pool, "campaign": campaign})
+    if r is None:
+        direct("callerid add")
+        run(lambda e: e.approve_caller_id(n, pool=pool, campaign=campaign))
     where = f" in campaign {campaign}'s pool" if campaign else (" in the global pool" if pool else "")
     typer.echo(f"approved caller ID {n}{where}")
 
@@ -404,6 +425,8 @@ def cid_add(number: str,
 def cid_remove(number: str, campaign: Optional[str] = typer.Option(None, "--campaign")):
     """Withdraw a caller ID (or take it out of one campaign's pool)."""
     n = _norm(number)
+    if remote_write("/api/v1/callerids", {"action": "remove", "caller_id": n, "campaign": campaign}) is not None:
+        return typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
     direct("callerid remove")
     run(lambda e: e.remove_caller_id(n, campaign))
     typer.echo(f"removed caller ID {n}" + (f" from campaign {campaign}'s pool" if campaign else ""))
@@ -480,9 +503,19 @@ def cid_health(as_json: bool = typer.Option(False, "--json"),
 def cid_cooldown(number: str, until: str = typer.Option(..., "--until", help="ISO 8601 time with offset")):
     n = _norm(number)
     t = time_arg(until, "--until")
+    if remote_write("/api/v1/callerids", {"action": "cooldown", "caller_id": n, "until": t.isoformat()}) is not None:
+        return typer.echo(f"caller ID {n} cooling down until {t.isoformat()}")
     direct("callerid cooldown")
     run(lambda e: e.cooldown_caller_id(n, t))
     typer.echo(f"caller ID {n} cooling down until {t.isoformat()}")
+
+
+def _remote_event(kind: str, number: str | None, party: str | None) -> bool:
+    """With DIALGUARD_TOKEN: the event through the API as the token's user (supervisor or above); True if sent."""
+    body = {"kind": kind, "number": _norm(number) if number else None}
+    if party:
+        body["party"] = party
+    return remote_write("/api/v1/events", body) is not None
 
 
 def _remote_killswitch(action: str, scope: str, name: str | None) -> bool:
@@ -604,9 +637,6 @@ def _pause_region(region, start, until, why, campaign, caller_id, as_json) -> No
 
     if campaign or caller_id:
         fail("give --region alone (a region pause applies to every campaign)")
-    if remote.token():
-        fail("pause --region goes to the store directly; the console API has no region kill switch yet "
-             "(unset DIALGUARD_TOKEN to use the admin's store credentials)")
     try:
         code = parse_region(region)
     except LocationError as exc:
@@ -614,12 +644,18 @@ def _pause_region(region, start, until, why, campaign, caller_id, as_json) -> No
     if code is None:
         fail("--region needs an ISO 3166-2 code, e.g. US-LA")
     t0, t1 = time_arg(start, "--from"), time_arg(until, "--until")
+    window = (f" from {t0.isoformat() if t0 else 'now'}" + (f" until {t1.isoformat()}" if t1 else " (no end)"))
+    if remote.token():  # as the token's user, through the console (supervisor or above)
+        r = remote_write("/api/v1/killswitch", {"action": "pause", "scope": "region", "name": code, "why": why,
+                                                "from": t0.isoformat() if t0 else None,
+                                                "until": t1.isoformat() if t1 else None})
+        return _done(as_json, f"paused region {code}{window} (as {r['by']})", action="pause", scope="region",
+                     name=code, **{"from": r["from"], "until": r["until"], "why": why, "by": r["by"]})
     direct("pause")
     try:
         run(lambda e: e.pause_region(code, t0, t1, why=why))
     except ValueError as exc:
         fail(str(exc))
-    window = (f" from {t0.isoformat() if t0 else 'now'}" + (f" until {t1.isoformat()}" if t1 else " (no end)"))
     _done(as_json, f"paused region {code}{window}", action="pause", scope="region", name=code,
           **{"from": t0.isoformat() if t0 else None, "until": t1.isoformat() if t1 else None, "why": why})
 

@@ -27,7 +27,7 @@ from typing import Optional
 import typer
 
 from dialguard.campaigns.disposition import parse_disposition
-from dialguard.cli.common import EXIT_UNAVAILABLE, direct, fail, run, time_arg
+from dialguard.cli.common import EXIT_UNAVAILABLE, direct, fail, remote_write, run, time_arg
 from dialguard.config import Settings
 
 PACING_HELP = "progressive (one line per ready agent), predictive (dial ahead), preview (agent accepts first)"
@@ -294,10 +294,14 @@ def approve(name: str, start: Optional[str] = typer.Option(None, "--start"),
 
 
 @camp.command("revoke")
-def revoke(name: str):
+def revoke(name: str, why: str = typer.Option("", "--why", help="kept in the audit")):
     """Withdraw approval: the engine denies at once; a running dialer campaign stops."""
+    r = remote_write("/api/v1/campaigns/revoke", {"name": name, "why": why})
+    if r is not None:  # as the token's user, through the console (compliance or above)
+        typer.echo(f"campaign {name} not approved (as {r['by']})")
+        return
     direct("campaign revoke")
-    run(lambda e: e.set_campaign(name, False))
+    run(lambda e: e.set_campaign(name, False, why=why))
     _dialer_record(lambda st: st.set_approval(name, False))
     typer.echo(f"campaign {name} not approved")
 

@@ -266,6 +266,17 @@ def override_show(number: str = typer.Argument(...), as_json: bool = typer.Optio
 @override_app.command("revoke")
 def override_revoke(number: str = typer.Argument(...), reason: str = typer.Option("", "--reason")):
     """Withdraw an unused grant (exit 1 when there was none)."""
+    from dialguard import remote
+
+    if remote.token():  # as the token's user, through the console (supervisor or above)
+        from dialguard.numbers import NumberError, normalize
+        try:
+            n = normalize(number, Settings().default_region)
+        except NumberError as exc:
+            fail(str(exc))
+        r = remote_write("/api/v1/overrides/revoke", {"number": n, "why": reason})
+        out.print(f"override revoked (as {r['by']})", highlight=False)
+        raise typer.Exit(0)
     direct("override revoke")
     had = run(lambda engine: engine.override_revoke(number, why=reason))
     out.print("override revoked" if had else "no unused override for this number")

@@ -156,6 +156,10 @@ async def logout(request: web.Request) -> web.Response:
     return resp
 
 
+def _iso(t: datetime | None) -> str:
+    return t.isoformat(timespec="seconds") if t else ""
+
+
 def _pause_label(lang: str, field: str) -> str:
     if field == "all":
         return t(lang, "all_outbound")
@@ -173,6 +177,13 @@ async def home(request: web.Request, msg: str = "", status: int = 200) -> web.Re
         return page(request, f'<p class="err">Redis: {_e(type(exc).__name__)}</p>', 503)
     items = "".join(f'<li class="paused">{_e(t(lang, "paused_item", what=_pause_label(lang, f), since=s.isoformat(timespec="seconds")))}</li>'
                     for f, s in sorted(paused.items()))
+    try:
+        regions = await request.app[ENGINE].paused_regions()
+    except (RedisError, OSError) as exc:
+        return page(request, f'<p class="err">Redis: {_e(type(exc).__name__)}</p>', 503)
+    items += "".join(
+        f'<li class="paused region">{_e(t(lang, "paused_region", region=r["region"], start=_iso(r["from"]) or t(lang, "now"), until=_iso(r["until"]) or t(lang, "no_end"), why=r["why"] or "-"))}</li>'
+        for r in regions)
     state = f'<ul id="paused">{items}</ul>' if items else f'<p id="paused">{t(lang, "paused_none")}</p>'
     forms = ""
     if authz.allowed(ident, "pause"):
@@ -186,7 +197,15 @@ async def home(request: web.Request, msg: str = "", status: int = 200) -> web.Re
             f'<input type="hidden" name="scope" value="campaign">'
             f'<label>{t(lang, "campaign")} <input name="name" required></label> {why} '
             f'<button name="action" value="pause">{t(lang, "pause_campaign")}</button> '
-            f'<button name="action" value="resume">{t(lang, "resume_campaign")}</button></form>')
+            f'<button name="action" value="resume">{t(lang, "resume_campaign")}</button></form>'
+            # a jurisdiction for a window (#19): ISO 3166-2, times with their offset
+            f'<form class="box" method="post" action="/killswitch" id="region-form">{csrf_field(request)}'
+            f'<input type="hidden" name="scope" value="region">'
+            f'<label>{t(lang, "region")} <input name="name" placeholder="US-LA" required></label> '
+            f'<label>{t(lang, "from")} <input name="from" placeholder="2026-08-29T00:00:00-05:00"></label> '
+            f'<label>{t(lang, "until")} <input name="until" placeholder="2026-09-05T00:00:00-05:00"></label> {why} '
+            f'<button name="action" value="pause" id="pause-region">{t(lang, "pause_region")}</button> '
+            f'<button name="action" value="resume" id="resume-region">{t(lang, "resume_region")}</button></form>')
     else:
         # the viewer sees the switch, but the server refuses it (the button is not the check)
         forms = (f'<form class="box" method="post" action="/killswitch">{csrf_field(request)}'
@@ -201,6 +220,18 @@ async def killswitch(request: web.Request) -> web.Response:
     form = await request.post()
     action, scope, name = str(form.get("action", "")), str(form.get("scope", "all")), str(form.get("name", ""))
     why = str(form.get("why", ""))[:500]
+    if scope == "region":
+        from dialguard import admin_actions
+        from dialguard.web.admin_api import perform
+        try:
+            r = await perform(request, ident, "killswitch_region", {k: str(v) for k, v in form.items()})
+        except admin_actions.ActionError as exc:
+            key = "forbidden" if exc.status == 403 else "bad_input"
+            log.warning("refused region %s to %s: %s", action, ident.user, exc)
+            return await home(request, f'<p class="err" id="refused">{_e(t(lang, key, msg=str(exc)))}</p>',
+                              exc.status)
+        log.info("%s region %s by %s", action, r["name"], r["by"])
+        return await home(request, f'<p class="msg" id="done">{_e(t(lang, "done_" + action, what=r["name"]))}</p>')
     if action not in ("pause", "resume") or scope not in ("all", "campaign") or (scope == "campaign" and not name):
         return await home(request, f'<p class="err">{_e(t(lang, "bad_input", msg="action/scope"))}</p>', 400)
     try:
@@ -442,9 +473,16 @@ def _paused_json(paused: dict) -> list[dict]:
     return [{"switch": f, "since": v.isoformat()} for f, v in sorted(paused.items())]
 
 
+async def _regions_json(engine) -> list[dict]:
+    return [{"region": r["region"], "from": r["from"].isoformat() if r["from"] else None,
+             "until": r["until"].isoformat() if r["until"] else None, "why": r["why"]}
+            for r in await engine.paused_regions()]
+
+
 async def api_killswitch_get(request: web.Request) -> web.Response:
     await _api_identity(request, "view")
-    return web.json_response({"paused": _paused_json(await request.app[ENGINE].paused())})
+    e = request.app[ENGINE]
+    return web.json_response({"paused": _paused_json(await e.paused()), "regions": await _regions_json(e)})
 
 
 async def api_killswitch_post(request: web.Request) -> web.Response:
@@ -458,6 +496,16 @@ async def api_killswitch_post(request: web.Request) -> web.Response:
         return _bad('expected {"action": "pause"|"resume", "scope": "all"|"campaign", "name": ..., "why": ...}')
     action, scope, name = body.get("action"), body.get("scope", "all"), body.get("name")
     why = body.get("why", "")
+    if scope == "region":  # a jurisdiction for a window (#19): dialguard/admin_actions.py
+        from dialguard import admin_actions
+        from dialguard.web.admin_api import perform
+        try:
+            r = await perform(request, ident, "killswitch_region", body)
+        except admin_actions.ActionError as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
+        log.info("%s region %s by %s", r["done"], r["name"], r["by"])
+        return web.json_response({**r, "paused": _paused_json(await request.app[ENGINE].paused()),
+                                  "regions": await _regions_json(request.app[ENGINE])})
     if action not in ("pause", "resume"):
         return _bad('action: "pause" or "resume"')
     if scope not in ("all", "campaign") or (scope == "campaign" and not (isinstance(name, str) and name)):
@@ -528,6 +576,8 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
                                        api_identity=_api_identity, lang=lambda r: r[LANGK],
                                        pool=lambda r: r.app[POOL], engine=lambda r: r.app[ENGINE]))
     publish.register(app)
+    from dialguard.web import admin_api  # the other admin writes (dialguard/admin_actions.py)
+    admin_api.register(app)
     return app
 
 

@@ -35,6 +35,16 @@ _lead = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["number"]
 _errors = {"400": {"description": "bad input", "content": {"application/json": {"schema": _err}}},
            "401": {"description": "no valid token"}, "403": {"description": "the token's role may not"}}
 
+_str = {"type": "string"}
+_why = {"type": "string", "maxLength": 500, "description": "kept in the audit"}
+
+
+def _action(summary: str, required: list[str], props: dict, more: dict) -> dict:
+    return {"post": {"summary": summary, "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": required, "properties": props}}}},
+        "responses": {"200": {"description": "done; `by` is the audited identity"}, **more, **_errors}}}
+
+
 SPEC = {
     "openapi": "3.1.0",
     "info": {"title": "dialguard API", "version": "1",
@@ -66,13 +76,18 @@ SPEC = {
             "get": {"summary": "Kill switches in effect (viewer or above)",
                     "responses": {"200": {"description": "switches: all, camp:NAME, cid:TAG, with since"},
                                   **_errors}},
-            "post": {"summary": "Pause or resume all outbound or a campaign (supervisor or above); audited "
-                                "as token:<id>:<user>",
+            "post": {"summary": "Pause or resume all outbound, a campaign, or calls into a region for a "
+                                "window (supervisor or above); audited as token:<id>:<user>",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
                          "type": "object", "required": ["action"], "properties": {
                              "action": {"type": "string", "enum": ["pause", "resume"]},
-                             "scope": {"type": "string", "enum": ["all", "campaign"], "default": "all"},
-                             "name": {"type": "string", "description": "the campaign (scope campaign)"},
+                             "scope": {"type": "string", "enum": ["all", "campaign", "region"], "default": "all"},
+                             "name": {"type": "string", "description": "the campaign (scope campaign) or the "
+                                                                       "region, ISO 3166-2 (scope region)"},
+                             "from": {"type": "string", "format": "date-time",
+                                      "description": "scope region: start, with offset (default now)"},
+                             "until": {"type": "string", "format": "date-time",
+                                       "description": "scope region: end, with offset (default: until resumed)"},
                              "why": {"type": "string", "maxLength": 500}}}}}},
                      "responses": {"200": {"description": "done; the switches now in effect"}, **_errors}},
         },
@@ -114,6 +129,32 @@ SPEC = {
                                    "404": {"description": "no such request"},
                                    "409": {"description": "already decided"}, **_errors}},
         },
+        # the other admin writes (dialguard/admin_actions.py): role per docs/WEB.md, audited as the token's user
+        "/api/v1/overrides/revoke": _action(
+            "Revoke a number's unused override grant (supervisor or above)", ["number"],
+            {"number": _str, "why": _why}, {"404": {"description": "no unused override for this number"}}),
+        "/api/v1/campaigns/revoke": _action(
+            "Withdraw a campaign's approval; a running dialer campaign stops (compliance or above)", ["name"],
+            {"name": _str, "why": _why}, {"404": {"description": "a campaign the guard never approved"}}),
+        "/api/v1/dnc": _action(
+            "Add a number to the global or a campaign's DNC list (supervisor or above) or remove it "
+            "(compliance or above); in Redis and at rest", ["action", "number"],
+            {"action": {"enum": ["add", "remove"]}, "number": _str,
+             "campaign": {"type": "string", "description": "the campaign's list; default the global list"},
+             "why": _why}, {"503": {"description": "PostgreSQL down: the Redis side is done, the answer says so"}}),
+        "/api/v1/events": _action(
+            "Record an opt-out, a complaint or consent (or revoke consent) of a number, a party or both "
+            "(supervisor or above)", ["kind"],
+            {"kind": {"enum": ["opt_out", "complaint", "consent", "consent_revoke"]}, "number": _str,
+             "party": {"type": "string", "maxLength": 200, "description": "the person (SPEC §2 party)"},
+             "why": _why}, {}),
+        "/api/v1/callerids": _action(
+            "Approve a caller ID (in the global or a campaign's pool), remove it, or cool it down until a "
+            "time (compliance or above)", ["action", "caller_id"],
+            {"action": {"enum": ["add", "remove", "cooldown"]}, "caller_id": _str,
+             "pool": {"type": "boolean", "default": False}, "campaign": {"type": "string"},
+             "until": {"type": "string", "format": "date-time", "description": "cooldown: with offset"},
+             "why": _why}, {"404": {"description": "remove or cool down a caller ID that is not approved"}}),
         "/api/v1/rules": {
             "post": {"summary": "Publish rules (compliance or above): apply files, activate a version, shadow off",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {

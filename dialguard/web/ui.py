@@ -29,7 +29,8 @@ WS = web.AppKey("ws", WebSettings)
 # the header's links: (path, i18n key); a page module adds its own line here
 NAV = [("/", "home"), ("/number", "lookup"), ("/live", "live"), ("/callerids", "callerids"),
        ("/reports", "reports"), ("/rules", "rules"),
-       ("/calendars", "calendars"), ("/dnc", "dnc"), ("/overrides", "overrides"), ("/campaigns", "campaigns")]
+       ("/calendars", "calendars"), ("/dnc", "dnc"), ("/overrides", "overrides"), ("/campaigns", "campaigns"),
+       ("/actions", "actions")]
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
 
 
