@@ -20,9 +20,10 @@ class AdminStore(Store):
     async def set_campaign(self, campaign: str, approved: bool = True,
                            start: datetime | None = None, end: datetime | None = None,
                            rules: str | None = None, why: str = "", actor: str | None = None,
-                           **record) -> None:
+                           approval: tuple[str, str] | None = None, **record) -> None:
         """Approve (or not) a campaign, its dates and optionally its own rule packs.
-        actor: the authenticated identity; record: more for the audit (the request, its requester)."""
+        actor: the authenticated identity; record: more for the audit (the request, its requester);
+        approval: (request id, JSON) noted in keys.approvals in the same MULTI (dialguard/approvals.py)."""
         if rules:
             Policy.load(rules)  # refuse unusable rules before they reach the store
         key = self.keys.campaign(campaign)
@@ -36,6 +37,8 @@ class AdminStore(Store):
             self._admin(pipe, "campaign_approve" if approved else "campaign_revoke", campaign, why,
                         start=ms(start) if start else None, end=ms(end) if end else None, rules=rules or None,
                         actor=actor, **record)
+            if approval:
+                pipe.hset(self.keys.approvals, *approval)
             await pipe.execute()
         self._forget(campaign)
 
@@ -145,13 +148,16 @@ class AdminStore(Store):
     async def override_grant(self, number: str, *, why: str, approver: str, expires: datetime,
                              campaign: str | None = None, lifts: list[str] | None = None,
                              now: datetime | None = None, actor: str | None = None,
-                             requested_by: str | None = None, request_id: int | None = None) -> str:
+                             requested_by: str | None = None, request_id: int | None = None,
+                             approval: tuple[str, str] | None = None, gid: str | None = None) -> str:
         """A one-time exception for a number: its next decision denied only for
         counter or hours reasons (or those in `lifts`) is allowed, and the grant is
         used up. Never lifts dnc, opted_out, complained, invalid_number (nor
         kill switches, approvals, consent). Returns the grant id.
         approver/requested_by: the authenticated identities of the four eyes
-        (dialguard/approvals.py); actor: who wrote it (default: the approver)."""
+        (dialguard/approvals.py); actor: who wrote it (default: the approver); approval: (request
+        id, JSON) noted in keys.approvals in the same MULTI; gid: the grant's id, chosen by the
+        caller (an approval records it before writing), default a new one."""
         from dialguard.decision.models import LIFTABLE
         from dialguard.numbers import NumberError
 
@@ -171,7 +177,7 @@ class AdminStore(Store):
             raise ValueError("the override's expiry is in the past")
         tag = self.keys.number_tag(info.e164)
         key = self.keys.override(tag)
-        gid = "ov-" + new_id()
+        gid = gid or "ov-" + new_id()
         from dialguard.ids import actor as os_actor
 
         rec = {"op": "grant", "n": tag, "ne": self.sealer.seal(info.e164), "campaign": campaign,
@@ -185,6 +191,8 @@ class AdminStore(Store):
             pipe.pexpire(key, ms(expires) - ms(now))  # the key lives as long on Redis's clock
             if self.audit:
                 pipe.xadd(self.keys.audit, {"t": "override", "id": gid, "j": _encode(rec)})
+            if approval:
+                pipe.hset(self.keys.approvals, *approval)
             await pipe.execute()
         return gid
 

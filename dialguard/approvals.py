@@ -19,7 +19,7 @@ PostgreSQL (sql/160_approval_requests.sql), which checks the four eyes again.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from dialguard import authz
 from dialguard.users import Identity
@@ -136,8 +136,12 @@ def _row(r) -> dict:
     return dict(zip(keys, r))
 
 
-async def listing(conn, kind: str | None = None, pending_only: bool = False, limit: int = 50) -> list[dict]:
-    """Requests, newest first (the sealed number stays sealed: callers mask or open it)."""
+async def listing(conn, kind: str | None = None, pending_only: bool = False, limit: int = 50,
+                  engine=None) -> list[dict]:
+    """Requests, newest first (the sealed number stays sealed: callers mask or open it); with
+    the engine, approvals applied in Redis whose commit failed are completed first (reconcile)."""
+    if engine is not None:
+        await reconcile(conn, engine)
     where, args = [], []
     if kind:
         where.append("kind = %s")
@@ -168,52 +172,136 @@ async def _pending_for_update(conn, rid, ident: Identity) -> dict:
     return req
 
 
+class _Applied(Exception):
+    """The request's approval is in the store already (a commit that failed after it): roll forward."""
+
+
+async def _set_dialer_approval(conn, s: dict) -> None:
+    """The dialer's record too, if it has one (as campaigns.store.Store.set_approval): a draft
+    becomes approved and may be started; it dials only within the dates."""
+    if (await (await conn.execute("select to_regclass('dialer_campaigns')")).fetchone())[0]:
+        await conn.execute(
+            "update dialer_campaigns set approved = true, approved_start = %s, approved_end = %s, "
+            "rules = %s, state = case when state = 'draft' then 'approved' else state end, "
+            "updated_at = now() where name = %s",
+            (_when(s.get("start"), "start"), _when(s.get("end"), "end"), s.get("rules"), s["name"]))
+
+
+async def _mark_approved(conn, req: dict, m: dict) -> None:
+    """The PostgreSQL side of an approval (m: what the store recorded), in the caller's transaction."""
+    if req["kind"] == "campaign":
+        await _set_dialer_approval(conn, req["subject"])
+    await conn.execute("update approval_requests set status = 'approved', decided_user = %s, decided_by = %s, "
+                       "decided_at = %s, decision_note = %s, result = %s where id = %s",
+                       (m["user"], m["by"], datetime.fromisoformat(m["at"]), m["note"], json.dumps(m["result"]),
+                        req["id"]))
+
+
 async def approve(conn, engine, ident: Identity, rid, note: str = "") -> dict:
-    """Approve a pending request as a different compliance user: the change takes
-    effect in the store, then the request is marked approved, in one PostgreSQL
-    transaction (a store failure leaves the request pending)."""
+    """Approve a pending request as a different compliance user.
+
+    Both stores end consistent whatever fails: in one PostgreSQL transaction the
+    request is locked and marked approved, then the change is written to Redis in
+    one MULTI together with a note keyed by the request id (keys.approvals), then
+    the transaction commits and the note is dropped. Redis failing: nothing is
+    written there, the transaction rolls back, the request stays pending. The
+    commit failing after the Redis write: the note stays, and `reconcile` (on
+    every listing, decision and at the console's start) completes the approval
+    in PostgreSQL from it, never writing the grant a second time."""
     note = _text(note, "note", required=False)
-    async with conn.transaction():
-        cur = await conn.execute("select kind from approval_requests where id = %s",
-                                 (int(rid) if str(rid).isdigit() else -1,))
-        kind = await cur.fetchone()
-        if kind is None:
-            raise ApprovalError(f"no request {rid}", 404)
-        _forbidden(ident, "override_approve" if kind[0] == "override" else "campaign_approve")
-        req = await _pending_for_update(conn, rid, ident)
-        s = req["subject"]
-        approver = authz.actor_of(ident)
-        if req["kind"] == "override":
+    await reconcile(conn, engine)  # a previous approval whose commit failed is completed first
+    try:
+        async with conn.transaction():
+            cur = await conn.execute("select kind from approval_requests where id = %s",
+                                     (int(rid) if str(rid).isdigit() else -1,))
+            kind = await cur.fetchone()
+            if kind is None:
+                raise ApprovalError(f"no request {rid}", 404)
+            _forbidden(ident, "override_approve" if kind[0] == "override" else "campaign_approve")
+            req = await _pending_for_update(conn, rid, ident)
+            if await engine.redis.hexists(engine.keys.approvals, str(req["id"])):
+                raise _Applied()  # another approver's write, not yet confirmed here (rolled back, then below)
+            s = req["subject"]
+            approver = authz.actor_of(ident)
             now = await engine.now()
-            until = now + timedelta(hours=float(s["hours"]))
-            gid = await engine.override_grant(engine.sealer.open(req["number_enc"]), why=req["why"],
-                                              approver=approver, requested_by=req["requested_by"],
-                                              actor=approver, request_id=req["id"], expires=until,
-                                              campaign=s.get("campaign"), lifts=s.get("lifts") or None, now=now)
-            result = {"grant": gid, "expires_at": until.isoformat()}
-        else:
-            start, end = _when(s.get("start"), "start"), _when(s.get("end"), "end")
-            # the dialer's record too, if it has one (as campaigns.store.Store.set_approval):
-            # a draft becomes approved and may be started; it dials only within the dates
-            if (await (await conn.execute("select to_regclass('dialer_campaigns')")).fetchone())[0]:
-                await conn.execute(
-                    "update dialer_campaigns set approved = true, approved_start = %s, approved_end = %s, "
-                    "rules = %s, state = case when state = 'draft' then 'approved' else state end, "
-                    "updated_at = now() where name = %s", (start, end, s.get("rules"), s["name"]))
-            await engine.set_campaign(s["name"], True, start, end, rules=s.get("rules"), why=req["why"],
-                                      actor=approver, requested_by=req["requested_by"], request=req["id"],
-                                      purpose=s["purpose"], scope=s["scope"], caps=s["caps"], hours=s["hours"])
-            result = {"campaign": s["name"], "start": s.get("start"), "end": s.get("end")}
-        await conn.execute("update approval_requests set status = 'approved', decided_user = %s, decided_by = %s, "
-                           "decided_at = now(), decision_note = %s, result = %s where id = %s",
-                           (ident.user, approver, note, json.dumps(result), req["id"]))
+            if req["kind"] == "override":
+                from dialguard.ids import new_id
+                until = now + timedelta(hours=float(s["hours"]))
+                result = {"grant": "ov-" + new_id(), "expires_at": until.isoformat()}
+            else:
+                start, end = _when(s.get("start"), "start"), _when(s.get("end"), "end")
+                result = {"campaign": s["name"], "start": s.get("start"), "end": s.get("end")}
+            at = datetime.now(timezone.utc)
+            mark = {"user": ident.user, "by": approver, "at": at.isoformat(), "note": note, "result": result}
+            await _mark_approved(conn, req, mark)  # PostgreSQL first: a refusal there writes nothing in Redis
+            if req["kind"] == "override":
+                await engine.override_grant(
+                    engine.sealer.open(req["number_enc"]), why=req["why"], approver=approver,
+                    requested_by=req["requested_by"], actor=approver, request_id=req["id"], expires=until,
+                    campaign=s.get("campaign"), lifts=s.get("lifts") or None, now=now, gid=result["grant"],
+                    approval=(str(req["id"]), json.dumps(mark)))
+            else:
+                await engine.set_campaign(s["name"], True, start, end, rules=s.get("rules"), why=req["why"],
+                                          actor=approver, requested_by=req["requested_by"], request=req["id"],
+                                          purpose=s["purpose"], scope=s["scope"], caps=s["caps"], hours=s["hours"],
+                                          approval=(str(req["id"]), json.dumps(mark)))
+            # the commit comes next: if it fails, the note in keys.approvals lets reconcile finish
+    except _Applied:
+        await reconcile(conn, engine)
+        raise ApprovalError(f"request {rid} is already approved", 409) from None
+    # committed: the note has done its job (left behind, the next reconcile drops it)
+    try:
+        await engine.redis.hdel(engine.keys.approvals, str(req["id"]))
+    except Exception:  # noqa: BLE001 - harmless: reconcile drops notes of approved requests
+        pass
     return {"id": req["id"], "kind": req["kind"], "status": "approved", "requested_by": req["requested_by"],
             "approved_by": approver, **result}
 
 
-async def reject(conn, ident: Identity, rid, note: str = "") -> dict:
-    """Reject a pending request (compliance, not the requester); nothing changes in the store."""
+async def reconcile(conn, engine) -> int:
+    """Bring PostgreSQL up to the approvals applied in Redis (keys.approvals): a request
+    still pending there is marked approved as the note says (approver, time, note,
+    result; the dialer's record of a campaign too); the note of a request approved in
+    PostgreSQL is dropped. Returns how many requests were completed. Called on every
+    listing and decision and when the console starts: the two stores converge."""
+    import logging
+
+    import psycopg
+
+    log = logging.getLogger("dialguard.approvals")
+    raw = await engine.redis.hgetall(engine.keys.approvals)
+    done = 0
+    for k, v in raw.items():
+        rid = int(k)
+        m = json.loads(v)
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(f"select {_COLS} from approval_requests where id = %s for update", (rid,))
+                row = await cur.fetchone()
+                status = _row(row)["status"] if row else None
+                if status == "pending":
+                    await _mark_approved(conn, _row(row), m)
+                    status = "approved"
+                    done += 1
+        except psycopg.Error as exc:  # still failing: the note stays for the next try; the others go on
+            log.error("approval of request %s is in Redis but could not be recorded in PostgreSQL yet: %s", rid, exc)
+            continue
+        if status in ("approved", None):
+            await engine.redis.hdel(engine.keys.approvals, k)
+            if done:
+                log.warning("request %s: approval by %s completed in PostgreSQL from Redis", rid, m.get("by"))
+        else:  # rejected in PostgreSQL yet applied in Redis: cannot happen under the row lock; say it loudly
+            log.error("request %s is %s in PostgreSQL but was applied in Redis by %s: check it", rid, status,
+                      m.get("by"))
+    return done
+
+
+async def reject(conn, ident: Identity, rid, note: str = "", engine=None) -> dict:
+    """Reject a pending request (compliance, not the requester); nothing changes in the store.
+    A request whose approval is already in the store (a failed commit) is approved, not rejected."""
     note = _text(note, "note", required=False)
+    if engine is not None:
+        await reconcile(conn, engine)
     async with conn.transaction():
         cur = await conn.execute("select kind from approval_requests where id = %s",
                                  (int(rid) if str(rid).isdigit() else -1,))
@@ -222,6 +310,8 @@ async def reject(conn, ident: Identity, rid, note: str = "") -> dict:
             raise ApprovalError(f"no request {rid}", 404)
         _forbidden(ident, "override_approve" if kind[0] == "override" else "campaign_approve")
         req = await _pending_for_update(conn, rid, ident)
+        if engine is not None and await engine.redis.hexists(engine.keys.approvals, str(req["id"])):
+            raise ApprovalError(f"request {rid} was approved meanwhile (being recorded)", 409)
         await conn.execute("update approval_requests set status = 'rejected', decided_user = %s, decided_by = %s, "
                            "decided_at = now(), decision_note = %s where id = %s",
                            (ident.user, authz.actor_of(ident), note, req["id"]))

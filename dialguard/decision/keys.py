@@ -26,6 +26,7 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{g}:coolwhy                   why each caller ID cools down: tag -> JSON (rule, figures, until)
     {P}:{g}:pause                     kill switches: all, camp:<C>, cid:<K>
     {P}:{g}:camp:<C>                  campaign approval: approved, start, end (ms)
+    {P}:{g}:approvals                 approvals applied here, not yet confirmed in PostgreSQL: request id -> JSON
     {P}:{g}:cids / :cool              approved caller IDs / cool-downs
     {P}:{g}:pool[:<C>]                caller IDs the guard may pick (sealed numbers)
     {P}:{dnc}:<list>:<bucket>         DNC lists at scale: 5-byte fingerprints (dialguard/dnc.py)
@@ -199,6 +200,12 @@ class Keys:
 
     def campaign(self, campaign: str) -> str:
         return self.g("camp:" + short_hash(campaign))
+
+    @property
+    def approvals(self) -> str:
+        """Four-eyes approvals applied to the store, not yet confirmed in PostgreSQL:
+        request id -> JSON (dialguard/approvals.py reconcile)."""
+        return self.g("approvals")
 
     @property
     def approved_cids(self) -> str:

@@ -10,6 +10,7 @@ audit. docs/WEB.md.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -531,6 +532,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 # -- the application -------------------------------------------------------------------
 
+async def _reconcile_at_start(pool, engine) -> None:
+    """Approvals applied in Redis whose PostgreSQL commit failed: completed (approvals.reconcile)."""
+    from dialguard import approvals
+    try:
+        async with pool.connection(timeout=10) as conn:
+            n = await approvals.reconcile(conn, engine)
+        if n:
+            log.warning("completed %d approval(s) in PostgreSQL from Redis", n)
+    except (psycopg.Error, PoolTimeout, RedisError, OSError) as exc:
+        log.warning("approvals not reconciled at start (done on the next listing or decision): %r", exc)
+
+
 def make_app(settings: Settings | None = None, ws: WebSettings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(middlewares=[security_headers, store_errors, session_and_csrf], client_max_size=4 * 1024 * 1024)
@@ -546,7 +559,9 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
         app[POOL] = pool
         app[ENGINE] = await Engine.create(settings)
         app[ELIG] = Eligibility(await Engine.create(settings, audit=False))
+        task = asyncio.create_task(_reconcile_at_start(pool, app[ENGINE]))  # not delaying the start
         yield
+        task.cancel()
         await app[ELIG].engine.close()
         await app[ENGINE].close()
         await pool.close()

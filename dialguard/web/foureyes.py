@@ -97,7 +97,7 @@ async def _page(request: web.Request, kind: str, msg: str = "", status: int = 20
     ident = ui.signed_in(request)
     lang = ui.lang(request)
     async with ui.pool(request).connection() as conn:
-        pending = await approvals.listing(conn, kind, pending_only=True)
+        pending = await approvals.listing(conn, kind, pending_only=True, engine=ui.engine(request))
         decided = [r for r in await approvals.listing(conn, kind, limit=40) if r["status"] != "pending"][:20]
     form = ""
     if authz.allowed(ident, "override_request" if kind == "override" else "campaign_request"):
@@ -174,7 +174,7 @@ async def decide_form(request: web.Request) -> web.Response:
             if decision == "approve":
                 r = await approvals.approve(conn, ui.engine(request), ident, rid, note)
             elif decision == "reject":
-                r = await approvals.reject(conn, ident, rid, note)
+                r = await approvals.reject(conn, ident, rid, note, engine=ui.engine(request))
             else:
                 raise approvals.ApprovalError("decision: approve or reject")
         except approvals.ApprovalError as exc:
@@ -232,7 +232,8 @@ async def api_list(request: web.Request) -> web.Response:
     if kind not in (None, "override", "campaign"):
         return web.json_response({"error": "kind: override or campaign"}, status=400)
     async with ui.pool(request).connection() as conn:
-        rows = await approvals.listing(conn, kind, pending_only=request.query.get("status") == "pending")
+        rows = await approvals.listing(conn, kind, pending_only=request.query.get("status") == "pending",
+                                       engine=ui.engine(request))
     return web.json_response({"requests": [_api_row(request, ident, r) for r in rows]})
 
 
@@ -247,7 +248,8 @@ async def api_decide(request: web.Request) -> web.Response:
                 r = await approvals.approve(conn, ui.engine(request), ident, request.match_info["id"],
                                             body.get("note", ""))
             else:
-                r = await approvals.reject(conn, ident, request.match_info["id"], body.get("note", ""))
+                r = await approvals.reject(conn, ident, request.match_info["id"], body.get("note", ""),
+                                           engine=ui.engine(request))
     except approvals.ApprovalError as exc:
         return _json_error(exc)
     log.info("request %s %s by %s", r["id"], r["status"], authz.actor_of(ident))
