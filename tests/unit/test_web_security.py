@@ -78,3 +78,24 @@ def test_every_console_text_exists_in_both_languages_with_the_same_placeholders(
     assert pick(None, "zh-CN,zh;q=0.9") == "zh" and pick(None, "en-US") == "en" and pick("en", "zh-CN") == "en"
     assert pick("fr", None) == "en"
     assert t("zh", "paused_item", what="x", since="y").startswith("已暂停")
+
+
+def test_every_admin_action_has_the_least_role_the_issue_asks_and_docs_say_so():
+    """Issue 15's table: the role each admin write needs, in authz and in docs/WEB.md's table."""
+    import re
+    from pathlib import Path
+
+    expected = {"optout_record": "supervisor", "dnc_edit": "supervisor", "dnc_remove": "compliance",
+                "callerid_edit": "compliance", "override_revoke": "supervisor", "campaign_revoke": "compliance",
+                "pause": "supervisor", "resume": "supervisor", "override_request": "supervisor",
+                "override_approve": "compliance", "campaign_request": "supervisor", "campaign_approve": "compliance",
+                "rules_apply": "compliance", "calendar_publish": "compliance", "users_manage": "admin"}
+    for action, role in expected.items():
+        assert authz.ACTIONS[action].role == role, action
+        assert authz.ACTIONS[action].implemented, action
+    doc = (Path(__file__).parents[2] / "docs" / "WEB.md").read_text()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in doc.splitlines()
+            if line.startswith("| ") and line.count("|") >= 4]
+    for action, a in authz.ACTIONS.items():
+        roles = {r[1] for r in rows if re.match(rf"{action}\b", r[0])}
+        assert roles == {a.role}, (action, roles)
