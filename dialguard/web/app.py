@@ -157,8 +157,8 @@ async def logout(request: web.Request) -> web.Response:
     return resp
 
 
-def _iso(t: datetime | None) -> str:
-    return t.isoformat(timespec="seconds") if t else ""
+def _iso(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds") if when else ""
 
 
 def _pause_label(lang: str, field: str) -> str:
