@@ -3,7 +3,7 @@
 
 Login, a viewer refused the kill switch (by the server, not by a hidden
 button), a supervisor pausing a campaign and the next decision of the guard
-refused `paused`, then resumed. Screenshots go to DIALGUARD_SCREENSHOT_DIR
+refused `paused`, then resumed; a region paused for a window and resumed. Screenshots go to DIALGUARD_SCREENSHOT_DIR
 (default .stack/screenshots; docs/img/ holds one for the README).
 """
 
@@ -135,10 +135,25 @@ async def test_viewer_refused_supervisor_pauses_and_the_guard_denies_paused(brow
         d = await engine.decide(req.model_copy(update={"number": "+8613800138002"}), AT_10)
         assert "paused" not in d.reasons
 
+        # the region kill switch (#19): a jurisdiction for a window, far ahead (nothing on the stack paused now)
+        browser.find_elements(By.NAME, "name")[1].send_keys("US-WY")
+        browser.find_element(By.NAME, "from").send_keys("2031-01-01T00:00:00-07:00")
+        browser.find_element(By.NAME, "until").send_keys("2031-01-02T00:00:00-07:00")
+        browser.find_elements(By.NAME, "why")[2].send_keys("blizzard")
+        click(browser, browser.find_element(By.ID, "pause-region"))
+        assert "US-WY" in browser.find_element(By.ID, "done").text
+        assert "US-WY" in browser.find_element(By.ID, "paused").text and "blizzard" in browser.page_source
+        assert "US-WY" in [p["region"] for p in await engine.paused_regions()]
+        browser.find_elements(By.NAME, "name")[1].send_keys("US-WY")
+        click(browser, browser.find_element(By.ID, "resume-region"))
+        assert "US-WY" in browser.find_element(By.ID, "done").text
+        assert "US-WY" not in [p["region"] for p in await engine.paused_regions()]
+
         browser.get(base_url() + "/lang/zh")
         assert "紧急停止" in browser.page_source
         shot(browser, "console-zh")
         browser.get(base_url() + "/lang/en")
     finally:
         await engine.resume("campaign", camp)
+        await engine.resume_region("US-WY")
         await engine.close()
