@@ -6,9 +6,9 @@ asks `require(identity, action)` before calling the engine, and writes
 `actor_of(identity)` to the audit: the authenticated identity, never a name
 the caller typed. An action not in ACTIONS is refused (fail closed).
 
-"Implemented" marks the actions the console already performs through this
-layer; the others are the issue's design, listed so that their role is
-decided in one place before their page exists.
+"Implemented" marks the actions the console and the API perform through this
+layer (the CLI with a token sends them there); users_manage is the one left to
+`dialguard user`, which works with the admin database login.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ ACTIONS: dict[str, Action] = {
     # kill switch: supervisor or above, instantly (issue 15, point 4)
     "pause": Action("supervisor", "kill switch: pause all outbound, a campaign, a caller ID or a region", True),
     "resume": Action("supervisor", "lift a kill switch", True),
-    # four eyes (dialguard/approvals.py): the approver is never the requester; the rest of the
-    # list: in the console/API where True, else designed (the CLI does them in break-glass)
+    # four eyes (dialguard/approvals.py): the approver is never the requester; the other admin
+    # writes: dialguard/admin_actions.py (console /actions, API, CLI with a token)
     "override_request": Action("supervisor", "request a one-time override for a number", True),
     "override_approve": Action("compliance", "approve another user's override request (four eyes)", True),
     "override_revoke": Action("supervisor", "revoke an override grant", True),
