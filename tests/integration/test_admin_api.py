@@ -376,3 +376,10 @@ async def test_openapi_describes_every_admin_route(stack_app, people):
     assert "region" in ks["properties"]["scope"]["enum"] and "until" in ks["properties"]
     assert "party" in spec["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]["application/json"][
         "schema"]["properties"]
+    # the service under test is the web Redis user indeed (what the tests above show is its grants' doing)
+    from redis.exceptions import NoPermissionError
+    from dialguard.web.ui import ENGINE
+    with pytest.raises(NoPermissionError):
+        await c.server.app[ENGINE].redis.scan(0)
+    with pytest.raises(NoPermissionError):  # SADD, but not on the approved caller IDs
+        await c.server.app[ENGINE].redis.sadd(f"{s.key_prefix}:{{g}}:other", "x")
