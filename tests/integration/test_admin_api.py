@@ -245,6 +245,17 @@ async def test_party_opt_out_blocks_the_person_and_names_the_user(stack_app, peo
     d = await e.decide(DecisionRequest(number=_n(), campaign="adm-party", agent="a1", caller_id=CID, party=party),
                        now=AT_10)
     assert "opted_out" in d.reasons
+    # consent of a person, at all their numbers (the events store's party consent, #19)
+    other = f"crm-{uuid.uuid4().hex[:8]}"
+    st, ans = await _api(c, people["viewer"]["token"], "/api/v1/events", {"kind": "consent", "party": other})
+    assert st == 403
+    st, ans = await _api(c, people["supervisor"]["token"], "/api/v1/events", {"kind": "consent", "party": other})
+    assert st == 200 and ans["changed"], ans
+    assert await e.redis.hexists(e.keys.party_flags(e.keys.party_tag(other)), "consent")
+    ev = [j for t, j in await _audit(e) if t == "event"][-1]
+    assert ev["kind"] == "consent" and ev["party"] is True and ev["actor"] == people["supervisor"]["actor"]
+    st, ans = await _api(c, people["supervisor"]["token"], "/api/v1/events", {"kind": "consent_revoke", "party": other})
+    assert st == 200 and not await e.redis.hexists(e.keys.party_flags(e.keys.party_tag(other)), "consent")
 
 
 BAD = [
