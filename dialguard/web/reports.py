@@ -63,11 +63,14 @@ def params(query, default_tz: str, today: datetime) -> dict:
     return {"from": from_text, "to": to_text, "by": by, "tz": tz, "a": a, "b": b}
 
 
-def build(dsn: str, p: dict, show) -> rp.Report:
-    """The report on a connection of its own (run in a thread); caller IDs through show()."""
+def build(dsn: str, p: dict, show, rules: str = "") -> rp.Report:
+    """The report on a connection of its own (run in a thread); caller IDs through show();
+    by campaign, abandonment against each campaign's pack limit as `dialguard report` has it
+    (its own packs, else `rules`, the node's)."""
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3, application_name="dialguard-web-report") as conn:
         label = rp.caller_id_labeler(conn, show) if p["by"] == "caller_id" else None
-        return rp.build(conn, p["by"], p["a"], p["b"], p["tz"], cid_label=label)
+        policy_of = rp.campaign_policies(conn, rules) if p["by"] == "campaign" else None
+        return rp.build(conn, p["by"], p["a"], p["b"], p["tz"], cid_label=label, policy_of=policy_of)
 
 
 def heading(lang: str, col: str) -> str:
@@ -81,7 +84,7 @@ def heading(lang: str, col: str) -> str:
 async def _report(request: web.Request, ident: users.Identity, p: dict) -> rp.Report:
     show = (lambda n: n) if authz.allowed(ident, "view_numbers") else mask
     settings = request.app[ENGINE].settings
-    return await asyncio.to_thread(build, settings.pg_dsn, p, show)
+    return await asyncio.to_thread(build, settings.pg_dsn, p, show, settings.rules)
 
 
 def _query(p: dict, **extra) -> str:

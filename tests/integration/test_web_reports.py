@@ -110,7 +110,8 @@ def audit_report(dsn: str, by: str, show=lambda n: n) -> rp.Report:
     a, b = rp.parse_bound(DAY["from"], DAY["tz"]), rp.parse_bound(DAY["to"], DAY["tz"], end=True)
     with psycopg.connect(dsn) as conn:
         label = rp.caller_id_labeler(conn, show) if by == "caller_id" else None
-        return rp.build(conn, by, a, b, DAY["tz"], cid_label=label)
+        policy_of = rp.campaign_policies(conn, "cn-default") if by == "campaign" else None
+        return rp.build(conn, by, a, b, DAY["tz"], cid_label=label, policy_of=policy_of)
 
 
 def expected_cells(rep: rp.Report) -> list[list[str]]:
@@ -224,3 +225,25 @@ async def test_rules_page_shadow_report_masked_for_a_viewer(console):
     rows = re.search(r'<table id="shadow-rows".*?</table>', await (await c.get("/rules", params=DAY)).text(),
                      re.S).group(0)
     assert n in rows
+
+
+async def test_campaign_report_sets_abandonment_against_the_pack_limit(console):
+    """By campaign the console, like `dialguard report`, shows a dialer campaign's
+    abandonment against its pack's limit (us-tcpa: 3 % over 30 days of live answers)."""
+    c, people, dsn = console
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("insert into dialer_campaigns (name, rules) values ('c1', 'cn-default,us-tcpa')")
+        lead = conn.execute("insert into dialer_leads (campaign, number_hash, number_enc) values"
+                            " ('c1', 'h1', 'x') returning id").fetchone()[0]
+        for i, result in enumerate(["conversation"] * 24 + ["abandoned"]):  # 1 of 25: 4 %
+            t = NOW - timedelta(days=2, seconds=i)  # inside the 30 days before the range's end
+            conn.execute("insert into dialer_calls (channel_id, lead_id, campaign, state, result, created_at,"
+                         " answered_at) values (%s, %s, 'c1', 'ended', %s, %s, %s)",
+                         (f"dgc-{uuid.uuid4().hex}", lead, result, t, t))
+    await login(c, people["viewer"])
+    text = await (await c.get("/reports", params={**DAY, "by": "campaign"})).text()
+    assert "Pack abandon limit" in text and "us-tcpa 3% over 30 days" in text and "OVER" in text
+    r = await c.get("/reports/export.csv", params={**DAY, "by": "campaign"})
+    got = {row["campaign"]: row for row in csv.DictReader(io.StringIO(await r.text()))}
+    assert (got["c1"]["abandon_limit"], got["c1"]["limit_state"]) == ("us-tcpa 3% over 30 days", "OVER")
+    assert got["c2"]["abandon_limit"] == ""  # not a dialer campaign: no rate measured
