@@ -70,7 +70,9 @@ async def amain() -> int:
     options = Options(
         conversation_min_s=int(os.environ.get("DIALGUARD_CONVERSATION_MIN_S", "1")),
         engine_timeout_s=float(os.environ.get("DIALGUARD_AGI_ENGINE_TIMEOUT", "2")),
-        set_mode="set" if os.environ.get("DIALGUARD_AGI_SET_MODE") == "set" else "mset")
+        set_mode="set" if os.environ.get("DIALGUARD_AGI_SET_MODE") == "set" else "mset",
+        # a process a call: its one line costs nothing next to the start-up
+        log_sessions=os.environ.get("DIALGUARD_AGI_LOG_SESSIONS", "1") not in ("0", "false", "no"))
     timeout_s = float(os.environ.get("DIALGUARD_AGI_SESSION_TIMEOUT", "5"))
     engines = EngineProvider(load_factory(), create_timeout_s=max(0.5, timeout_s - 1.0))
     reader = await _stdin_reader(p.MAX_LINE_BYTES)

@@ -207,11 +207,26 @@ class ScriptRequest:
     args: list[str]
 
 
+_scripts: dict[str, tuple[str, dict[str, str]]] = {}
+
+
 def parse_script(script: str) -> tuple[str, dict[str, str]]:
     """``check?campaign=c1&agent=a7`` -> ("check", {"campaign": "c1", "agent": "a7"}).
 
     Accepts an optional leading '/', rejects odd names and repeated keys.
+    A dialplan sends a few distinct scripts over and over: their answers are
+    kept (a copy of the query each time: the caller may change it).
     """
+    hit = _scripts.get(script)
+    if hit is None:
+        hit = _parse_script(script)
+        if len(_scripts) >= 1024:
+            _scripts.clear()
+        _scripts[script] = hit
+    return hit[0], dict(hit[1])
+
+
+def _parse_script(script: str) -> tuple[str, dict[str, str]]:
     path, _, qs = script.partition("?")
     name = path.strip("/")
     if not _SCRIPT_NAME.fullmatch(name):
@@ -248,13 +263,17 @@ def classic_request(env: dict[str, str]) -> ScriptRequest:
     return ScriptRequest(name, query, args[1:])
 
 
+# What quote_arg drops: C0 controls and DEL (C1 and other code points stay).
+_DROP_CONTROLS = dict.fromkeys([*range(32), 0x7F])
+
+
 def quote_arg(value: str) -> str:
     """Quote one command argument so Asterisk's parse_args yields ``value`` back.
 
     Backslash and double quote are escaped; CR, LF and other control characters
     cannot travel inside a command line and are dropped.
     """
-    cleaned = "".join(c for c in value if c >= " " and c != "\x7f")
+    cleaned = value.translate(_DROP_CONTROLS)  # C speed: was a generator over every character
     return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -291,6 +310,9 @@ def _quote_within(value: str, budget: int) -> str:
 _MSET_VALUE = re.compile(r"[A-Za-z0-9_+:.,\-]{0,256}")
 
 
+_GOOD_NAMES: set[str] = set()  # variable names already checked (the handlers use a few)
+
+
 def mset_command(pairs) -> bytes:
     """``EXEC MSet "N1=\\"v1\\",N2=\\"v2\\""``: several channel variables in one
     command (one round trip instead of one per variable), set in the given
@@ -300,8 +322,11 @@ def mset_command(pairs) -> bytes:
     parts = []
     for name, value in pairs:
         value = "" if value is None else str(value)
-        if not _VAR_NAME.fullmatch(name):
-            raise ValueError(f"bad channel variable name {name!r}")
+        if name not in _GOOD_NAMES:
+            if not _VAR_NAME.fullmatch(name):
+                raise ValueError(f"bad channel variable name {name!r}")
+            if len(_GOOD_NAMES) < 256:
+                _GOOD_NAMES.add(name)
         if not _MSET_VALUE.fullmatch(value):
             raise ValueError(f"value of {name} not safe for MSet")
         parts.append(f'{name}="{value}"')

@@ -26,6 +26,10 @@ log = logging.getLogger("dialguard.agi")
 # Time a failing handler still gets to leave the channel fail-closed.
 ON_ERROR_GRACE_S = 1.0
 
+# Outcomes of a session that went as it should (logged at INFO only with
+# Options.log_sessions, else DEBUG); any other outcome is a WARNING.
+_OK = frozenset({"allow", "deny", "reported", "recorded", "skipped"})
+
 RequestParser = Callable[[dict[str, str]], p.ScriptRequest]
 
 
@@ -97,6 +101,9 @@ async def run_session(reader: asyncio.StreamReader, writer, *, handlers: dict[st
         # before its environment block, a quiet session is counted by the caller
         # instead (a flood of idle connections logs one line a second)
         if not (quiet_before_env and not session.env):
-            level = logging.INFO if fields.get("outcome") in (
-                "allow", "deny", "reported", "recorded", "skipped") else logging.WARNING
-            log.log(level, "agi session %s", fields.get("outcome"), extra={"fields": dict(fields)})
+            if fields.get("outcome") in _OK:
+                level = logging.INFO if options is not None and options.log_sessions else logging.DEBUG
+            else:
+                level = logging.WARNING
+            if log.isEnabledFor(level):
+                log.log(level, "agi session %s", fields.get("outcome"), extra={"fields": dict(fields)})

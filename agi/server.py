@@ -559,6 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set-mode", choices=("mset", "set"), default=_env("DIALGUARD_AGI_SET_MODE", "mset"),
                     help="how check writes its variables: one EXEC MSet (mset: 2 commands a check) or one "
                          "SET VARIABLE each (set: 7) (env DIALGUARD_AGI_SET_MODE, default %(default)s)")
+    ap.add_argument("--log-sessions", action=argparse.BooleanOptionalAction,
+                    default=_env("DIALGUARD_AGI_LOG_SESSIONS", "0") in ("1", "true", "yes"),
+                    help="log every session that went well (allow, deny, reported) at INFO; default: only "
+                         "failed sessions (WARNING), the others at DEBUG: the audit trail has every decision "
+                         "(env DIALGUARD_AGI_LOG_SESSIONS=1)")
     ap.add_argument("--engine-factory", default=_env("DIALGUARD_AGI_ENGINE_FACTORY", ""),
                     help="module:callable returning the engine (tests only; default: dialguard.engine)")
     settings = Settings()  # the metrics settings are shared with the dialer (dialguard.config)
@@ -612,7 +617,7 @@ async def serve(args: argparse.Namespace) -> int:
                            max_pending_per_source=args.max_pending_per_source,
                            options=Options(conversation_min_s=args.conversation_min_s,
                                            engine_timeout_s=args.engine_timeout,
-                                           set_mode=args.set_mode),
+                                           set_mode=args.set_mode, log_sessions=args.log_sessions),
                            metrics_host=args.metrics_host, metrics_port=args.metrics_port,
                            metrics_interval=args.metrics_interval)
     stop = asyncio.Event()

@@ -290,6 +290,24 @@ def agi_cpu_ms() -> float:
     return cpu_ticks({"agi": pid}).get("agi", 0) * 1000 / os.sysconf("SC_CLK_TCK") if pid else 0.0
 
 
+def redis_figures() -> dict[str, float]:
+    """redis-server's CPU (INFO cpu, ms) and per command its calls and usec
+    (INFO commandstats): what a check costs Redis, and how much of it is
+    the scripts (EVALSHA: decide.lua in the check phase)."""
+    import redis as _redis
+
+    r = _redis.Redis.from_url(Settings().redis_url)
+    try:
+        cpu = r.info("cpu")
+        out = {"cpu_ms": (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1000}
+        for name, st in r.info("commandstats").items():
+            out[f"{name}.calls"] = float(st["calls"])
+            out[f"{name}.usec"] = float(st["usec"])
+        return out
+    finally:
+        r.close()
+
+
 async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str,
                         clients: int = 0, script: str = CHECK_SCRIPT) -> dict:
     """Sessions offered at `rate` per second; or, with `clients` > 0, that many
@@ -299,6 +317,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
     results: dict[str, int] = {}
     errors: list[str] = []
     cpu0 = agi_cpu_ms()
+    red0 = redis_figures()
 
     async def one(i: int, number: str) -> None:
         t0 = time.perf_counter()
@@ -333,12 +352,23 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
         await asyncio.gather(*tasks)
     took = loop.time() - start
     cpu = agi_cpu_ms() - cpu0
+    red1 = redis_figures()
+    done = max(1, len(lat))
+    calls = {k[:-6]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".calls")}
+    usec = {k[:-5]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".usec")}
+    ev = calls.get("cmdstat_evalsha", 0)
     return {"sessions": len(numbers), "offered_per_s": round((len(numbers) - 1) / launched, 1) if launched else 0,
             "done_per_s": round(len(lat) / took, 1) if took else 0,
             "p50_ms": round(pct(lat, 0.5), 2), "p99_ms": round(pct(lat, 0.99), 2),
             "max_ms": round(max(lat), 2) if lat else None, "results": results, "errors": len(errors),
             "first_error": errors[0] if errors else None,
-            "server_cpu_ms_per_check": round(cpu / max(1, len(lat)), 3)}
+            "server_cpu_ms_per_check": round(cpu / done, 3),
+            # Redis: its whole CPU a check (commands, network, the shipper's reads),
+            # the commands' own time a check, and decide.lua's usec a call (EVALSHA)
+            "redis_cpu_ms_per_check": round((red1["cpu_ms"] - red0["cpu_ms"]) / done, 3),
+            "redis_cmd_us_per_check": round(sum(usec.values()) / done, 1),
+            "evalsha_us_per_call": round(usec.get("cmdstat_evalsha", 0) / ev, 1) if ev else None,
+            "redis_commands_per_check": {k[8:]: round(v / done, 2) for k, v in sorted(calls.items()) if v}}
 
 
 async def setup_guard(engine: Engine, campaign: str, pool: list[str], test_clock: bool) -> None:
@@ -555,7 +585,9 @@ def main() -> int:
         print(f"FastAGI {check['script']} latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
               f"{check['offered_per_s']:.0f}/s offered; Python AGI client at the socket): p50 {check['p50_ms']:.2f} ms, "
               f"p99 {check['p99_ms']:.2f} ms, max {check['max_ms']} ms; server CPU {check['server_cpu_ms_per_check']:.3f} "
-              f"ms a check; results {check['results']}, errors {check['errors']}")
+              f"ms a check; Redis CPU {check['redis_cpu_ms_per_check']:.3f} ms a check (commands "
+              f"{check['redis_cmd_us_per_check']:.1f} us, decide.lua {check['evalsha_us_per_call']} us a call); "
+              f"results {check['results']}, errors {check['errors']}")
     if saturation:
         print(f"FastAGI check saturation ({saturation['clients']} clients back to back, {saturation['sessions']} "
               f"sessions): {saturation['done_per_s']:.0f} checks/s, p50 {saturation['p50_ms']:.2f} ms, "

@@ -3,15 +3,19 @@ each applied by one Lua script with its audit record."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime
+
+from redis.exceptions import ResponseError
 
 from dialguard import ids, metrics
 from dialguard.decision import scripts
 from dialguard.decision.models import Outcome
 from dialguard.ids import new_id
 from dialguard.numbers import parse_number, short_hash
+from dialguard.redisclient import RedisReplyError
 from dialguard.rules import MOVABLE_OUTCOMES
 from dialguard.store import Store, from_ms, log, ms
 from dialguard.timeutil import UTC
@@ -37,13 +41,26 @@ class NumberEvents(Store):
                               "subject": subject, "node": self.settings.node}, separators=(",", ":"))
         entry = entry_of(outcome.result, outcome.talk_s, outcome.sip_code, outcome.hangup_cause, ms(now))
         qttl = str(int(max(self.policy.retention(), self.active_policy.retention()).total_seconds() * 1000))
-        res = await scripts.OUTCOME(self.redis, [self.keys.call(call_id), self.keys.audit], [
+        keys = [self.keys.call(call_id), self.keys.audit]
+        args = [
             outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",
             "1" if outcome.result == CONVERSATION else "0", ABANDON.get(outcome.result, ""),
             qttl, payload, new_id(),
             ("cv:s:" + short_hash(subject)) if subject and outcome.result == CONVERSATION else "",
             entry.encode(), self.keys.prefix, new_id(), str(int(time.time() * 1000)), self.settings.node or "",
-        ])
+        ]
+        fast = getattr(self, "fast", None)
+        if fast is not None:
+            # One per call: through the decisions' pipelined client (redis-py's
+            # command costs several times its CPU), with a deadline of its own
+            # (an outcome is not a decision: no need to fail it in milliseconds).
+            deadline = asyncio.get_running_loop().time() + max(2.0, self.settings.redis_timeout_ms / 1000)
+            try:
+                res = await fast.evalsha(scripts.OUTCOME, keys, args, deadline=deadline)
+            except RedisReplyError as exc:  # the error type callers know (redis-py's)
+                raise ResponseError(str(exc)) from None
+        else:
+            res = await scripts.OUTCOME(self.redis, keys, args)
         if len(res) > 2 and res[2]:
             self._health_cooldown(res[2])
         return int(res[0]) in (1, 3)

@@ -204,10 +204,16 @@ def agi_session_result(fields: dict) -> str:
     return "ok"
 
 
+_AGI_SESSION_CHILD = {r: AGI_SESSIONS.labels(r) for r in AGI_RESULTS}
+
+
 def observe_agi_session(fields: dict) -> None:
     """Count one finished FastAGI session (and its handler error, if any)."""
-    AGI_SESSIONS.labels(agi_session_result(fields)).inc()
     failure = fields.get("failure")
+    if failure is None and fields.get("outcome") in _AGI_OK:  # the usual session, without labels()
+        _AGI_SESSION_CHILD["ok"].inc()
+        return
+    AGI_SESSIONS.labels(agi_session_result(fields)).inc()
     if failure in ("timeout", "error"):
         AGI_HANDLER_ERRORS.labels(fields.get("script") or "unknown", failure).inc()
 

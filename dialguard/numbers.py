@@ -100,24 +100,58 @@ _TZ_PREFIX = pn_timezone.TIMEZONE_LONGEST_PREFIX
 _tz_by_prefix: dict[str, tuple[str, ...]] = {}
 
 
-def _time_zones(parsed, ntype, e164: str) -> tuple[str, ...]:
-    """phonenumbers.timezone.time_zones_for_number with the type and E.164 known."""
-    if not _pnu.is_number_type_geographical(ntype, parsed.country_code):
-        zones = pn_timezone._country_level_time_zones_for_number(parsed)
-        return tuple(z for z in zones if z != _UNKNOWN_TZ)
+_tz_by_cc: dict[int, tuple[str, ...]] = {}
+
+
+def _time_zones(parsed, ntype, e164: str, cc: int | None = None) -> tuple[str, ...]:
+    """phonenumbers.timezone.time_zones_for_number with the type and E.164 known.
+    `parsed` may be None (the fast path: built from the E.164 only when
+    phonenumbers must be asked; cc is then given)."""
+    cc = parsed.country_code if parsed is not None else cc
+    if not _pnu.is_number_type_geographical(ntype, cc):
+        # the country-level answer depends on the calling code alone
+        hit = _tz_by_cc.get(cc)
+        if hit is None:
+            numobj = parsed if parsed is not None else _numobj(e164, cc)
+            zones = pn_timezone._country_level_time_zones_for_number(numobj)
+            hit = _tz_by_cc[cc] = tuple(z for z in zones if z != _UNKNOWN_TZ)
+        return hit
     key = e164[1:1 + _TZ_PREFIX]
     hit = _tz_by_prefix.get(key)
     if hit is None:
-        zones = pn_timezone.time_zones_for_geographical_number(parsed)
+        numobj = parsed if parsed is not None else _numobj(e164, cc)
+        zones = pn_timezone.time_zones_for_geographical_number(numobj)
         hit = tuple(z for z in zones if z != _UNKNOWN_TZ)
         if len(_tz_by_prefix) < 65536:
             _tz_by_prefix[key] = hit
     return hit
 
 
+def _numobj(e164: str, cc: int) -> phonenumbers.PhoneNumber:
+    """The PhoneNumber parse gives for a fast-path E.164 (no leading zero: the
+    fast path declines those)."""
+    return phonenumbers.PhoneNumber(country_code=cc, national_number=int(e164[1 + len(str(cc)):]))
+
+
 @lru_cache(maxsize=65536)
 def parse_number(raw: str, default_region: str) -> NumberInfo:
-    """Normalize and classify; never raises on bad input (the reason says why)."""
+    """Normalize and classify; never raises on bad input (the reason says why).
+    The last 65,536 answers are kept (a number asked about again costs nothing)."""
+    if raw:
+        # `+digits` or national digits (nearly every number a dialplan sends):
+        # phonenumbers' answer without its free-text parse (fast_e164: the same
+        # answer or none; tests/unit/test_fast_numbers.py)
+        hit = _fast(raw, default_region)
+        if hit is not None:
+            e164, problem, region, ntype, cc = hit
+            if problem is not None:
+                return NumberInfo(raw, e164, region if e164 else None, (), problem)
+            return NumberInfo(raw, e164, region, _time_zones(None, ntype, e164, cc), None)
+    return parse_with_phonenumbers(raw, default_region)
+
+
+def parse_with_phonenumbers(raw: str, default_region: str) -> NumberInfo:
+    """parse_number through phonenumbers.parse (anything the fast path declines)."""
     text = (raw or "").strip()
     if not text:
         return NumberInfo(raw, None, None, (), "empty number")
@@ -325,6 +359,13 @@ def _classify_nsn(cc: int, nsn: str) -> tuple[str | None, int]:
 def fast_e164(raw: str, default_region: str) -> tuple[str | None, str | None] | None:
     """(E.164, problem) exactly as parse_number would say, for `+digits` or national
     digits of `default_region`; None when it is not sure (ask parse_number)."""
+    hit = _fast(raw, default_region)
+    return None if hit is None else (hit[0], hit[1])
+
+
+def _fast(raw: str, default_region: str):
+    """fast_e164's (E.164, problem) plus the region, the number type and the
+    calling code (what parse_number also needs), or None."""
     text = raw.strip()
     if text[:1] == "+":
         digits = text[1:]
@@ -360,22 +401,16 @@ def fast_e164(raw: str, default_region: str) -> tuple[str | None, str | None] | 
         return None
     region, ntype = _classify_nsn(cc, nsn)
     if ntype == _UNKNOWN:
-        return None, _INVALID
+        return None, _INVALID, None, ntype, cc
     e164 = f"+{cc}{nsn}"
-    blocked = _BLOCKED.get(ntype)
-    if blocked is not None:
-        return e164, blocked
-    return e164, None
+    return e164, _BLOCKED.get(ntype), region, ntype, cc
 
 
 def normalize_bulk(raw: str, default_region: str) -> tuple[str | None, str | None]:
     """(E.164, problem) for an import row: the fast path, else parse_number (uncached:
     an import sees each number once)."""
-    hit = fast_e164(raw, default_region)
+    hit = _fast(raw, default_region)
     if hit is not None:
-        return hit
-    info = _parse_number_uncached(raw, default_region)
+        return hit[0], hit[1]
+    info = parse_with_phonenumbers(raw, default_region)
     return info.e164, info.problem
-
-
-_parse_number_uncached = parse_number.__wrapped__

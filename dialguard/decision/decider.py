@@ -25,7 +25,7 @@ from dialguard import metrics, redisconn
 from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.decision import record, scripts
-from dialguard.decision.models import PERMANENT, Decision, DecisionRequest, decision_of, sort_reasons
+from dialguard.decision.models import PERMANENT, Decision, DecisionRequest, decision_of, sort_reasons, utcnow
 from dialguard.decision.plan import (
     CallerIdCandidate, FilledPlan, build_plan, compile_plan, eligible_from_details,
 )
@@ -146,6 +146,13 @@ def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -
     return keyed_hash(secret, "req:" + _encode(parts))
 
 
+def _shape(candidates) -> tuple[list[str], tuple]:
+    """The candidates' tags and the shape a compiled plan is keyed by: per
+    candidate, the index of the first with its tag, and its static approval."""
+    tags = [c.tag for c in candidates]
+    return tags, tuple((tags.index(t), c.statically_approved) for t, c in zip(tags, candidates))
+
+
 class Decider(Store):
     def __init__(self, redis, settings: Settings, policy: Policy, *, prefix: str | None = None,
                  skip_caller_id_without_pool: bool = False, audit: bool = True, versioned: bool = True):
@@ -168,6 +175,10 @@ class Decider(Store):
         self.compiled_plans = True
         self._time_cache: dict[tuple, tuple] = {}  # _time_reasons
         self._whole_seconds: dict[Policy, bool] = {}
+        # caller-ID pool windows by pool (id -> (pool, start -> candidates)) and
+        # their tags and shape (id -> (candidates, tags, shape)): _candidates
+        self._windows: dict[int, tuple] = {}
+        self._shapes: dict[int, tuple] = {}
 
     # -- lifecycle ------------------------------------------------------------
     @classmethod
@@ -382,8 +393,21 @@ class Decider(Store):
             # the cost of a decision flat however large the pool (the next decision
             # starts one further on, so every caller ID gets its turn).
             start = next(self._rr) % len(pool)
-            order = [pool[(start + i) % len(pool)] for i in range(min(len(pool), POOL_WINDOW))]
-            return [CallerIdCandidate(c, self._cid_tag(c), True) for c in order], True
+            # the window of each start, built once per pool (the context's tuple,
+            # by identity: a refreshed context brings a new one)
+            held = self._windows.get(id(pool))
+            if held is None or held[0] is not pool:
+                if len(self._windows) >= 64:
+                    self._windows.clear()
+                    self._shapes.clear()
+                held = self._windows[id(pool)] = (pool, {})
+            cands = held[1].get(start)
+            if cands is None:
+                order = [pool[(start + i) % len(pool)] for i in range(min(len(pool), POOL_WINDOW))]
+                cands = tuple(CallerIdCandidate(c, self._cid_tag(c), True) for c in order)
+                self._shapes[id(cands)] = (cands, *_shape(cands))
+                held[1][start] = cands
+            return cands, True
         if self.skip_caller_id_without_pool or not policy.caller_id_required:
             return [], False
         reasons.append("caller_id_not_approved")
@@ -398,13 +422,16 @@ class Decider(Store):
             resolve(req.region, req.postal_code)
         # One deadline for the whole decision, whatever the number of round trips.
         deadline = asyncio.get_running_loop().time() + self.timeout
-        if now is None:
+        if now is not None:
+            now = now.astimezone(UTC)
+        elif not self.settings.test_clock:
+            now = utcnow()  # production: no read, no await (the test clock is off the path)
+        else:
             try:
                 async with asyncio.timeout_at(deadline):
-                    now = await self.now()
+                    now = (await self.now()).astimezone(UTC)
             except (RedisError, OSError, asyncio.TimeoutError):
                 return self._unavailable(req, new_id(), t0, "test clock unreadable")
-        now = now.astimezone(UTC)
         did = new_id()
         info: NumberInfo = parse_number(req.number, self.default_region)
         for _attempt in range(STALE_RETRIES + 1):
@@ -617,8 +644,11 @@ class Decider(Store):
         the same KEYS and JSON as build_plan (tests/unit/test_plan_template.py), shadow rules
         included, at a fraction of the cost."""
         policy = ctx.policy
-        tags = [c.tag for c in candidates]
-        shape = tuple((tags.index(t), c.statically_approved) for t, c in zip(tags, candidates))
+        known = self._shapes.get(id(candidates))
+        if known is not None and known[0] is candidates:  # a pool window (_candidates)
+            tags, shape = known[1], known[2]
+        else:
+            tags, shape = _shape(candidates)
         audit = self.audit
         shadow = ctx.shadow
         key = (policy, req.campaign, info.valid, info.timezones, shape, check_cid, req.call_id is not None,

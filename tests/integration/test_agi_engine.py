@@ -92,7 +92,7 @@ async def test_invalid_number(guard):
 async def test_report_matches_the_allowed_call(guard, caplog):
     srv, eng = guard
     assert (await check(srv.bound_port, "c1", "u.r"))["DIALGUARD_RESULT"] == "ALLOW"
-    with caplog.at_level(logging.INFO, "dialguard.agi"):
+    with caplog.at_level(logging.DEBUG, "dialguard.agi"):
         await agi_call(HOST, srv.bound_port, "report", ("ANSWER", "95", "95", "16", "d"), uniqueid="u.r")
         await agi_call(HOST, srv.bound_port, "report", ("BUSY", "", "0", "17", "d"), uniqueid="u.unknown")
     logs = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("script") == "report"]

@@ -414,3 +414,36 @@ async def test_flags_carry_the_rules_clock_like_their_records(make_engine, rules
         "optout": ms(at), "complaint": ms(at + timedelta(minutes=1)), "consent": ms(at)}
     records = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f.get(b"t") == b"event"]
     assert [r["at"] for r in records] == [ms(at), ms(at + timedelta(minutes=1)), ms(at)]
+
+
+async def test_the_test_clock_is_off_the_production_path(make_engine, rules_file, settings):
+    """Test clock off (production): a decision takes the wall clock and never
+    reads the store's test clock (no read, no await: Store.now is not called);
+    on, it is read once a decision."""
+    import dataclasses
+
+    e = await make_engine(rules_file(OPEN), skip_caller_id_without_pool=True,
+                          settings=dataclasses.replace(settings, test_clock=False))
+    await e.set_campaign("c1")
+    await e.set_test_clock(datetime(2020, 1, 1, tzinfo=UTC))  # a clock that must be ignored
+    reads = []
+
+    async def now():
+        reads.append(1)
+        raise AssertionError("the test clock was read")
+
+    e.now = now
+    before = datetime.now(UTC)
+    d = await e.decide(req())
+    assert d.allowed and not reads
+    rec = json.loads((await e.redis.xrange(e.keys.audit))[-1][1][b"j"])
+    assert before.timestamp() * 1000 - 1 <= rec["at"] <= datetime.now(UTC).timestamp() * 1000 + 1
+
+    on = await make_engine(rules_file(OPEN), skip_caller_id_without_pool=True,
+                           settings=dataclasses.replace(settings, test_clock=True))
+    await on.set_campaign("c1")
+    at = datetime(2026, 9, 28, 2, 0, tzinfo=UTC)
+    await on.set_test_clock(at)
+    await on.decide(req(number="13800138001"))
+    rec = json.loads((await on.redis.xrange(on.keys.audit))[-1][1][b"j"])
+    assert rec["at"] == ms(at)

@@ -108,6 +108,18 @@ def test_parse_script_rejected(script):
         p.parse_script(script)
 
 
+def test_parse_script_kept_answers_are_copies():
+    """A script parsed again comes from the kept answers: the same answer, its
+    query a fresh dict (a handler changing it changes nothing for the next
+    session), and a rejected script is rejected every time."""
+    name, q1 = p.parse_script("check?preset=deny&campaign=c9")
+    q1["campaign"] = "changed"
+    assert p.parse_script("check?preset=deny&campaign=c9") == ("check", {"preset": "deny", "campaign": "c9"})
+    for _ in range(2):
+        with pytest.raises(p.ProtocolError):
+            p.parse_script("check?a=1&a=2")
+
+
 def test_missing_network_script():
     with pytest.raises(p.ProtocolError, match="agi_network_script"):
         p.fastagi_request({"agi_network": "yes"})

@@ -133,7 +133,7 @@ async def test_hangup_before_reply_is_not_a_reply(make_server, caplog, mode, at)
     # Asterisk's behaviour: HANGUP, then dead-channel-safe commands (SET VARIABLE,
     # EXEC) still get 200. The allow is delivered so the hangup handler can report it.
     srv, _ = await make_server(options=Options(set_mode=mode))
-    with caplog.at_level(logging.INFO, "dialguard.agi"):
+    with caplog.at_level(logging.DEBUG, "dialguard.agi"):
         res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=at)
     assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
     assert len(res.history) == 7  # every reply matched its own command
@@ -345,12 +345,30 @@ async def test_number_events(make_server, name, fn):
 
 async def test_session_log_line(make_server, caplog):
     srv, _ = await make_server(FakeEngine("deny:outside_hours"))
-    with caplog.at_level(logging.INFO, "dialguard.agi"):
+    with caplog.at_level(logging.DEBUG, "dialguard.agi"):
         await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
     f = sessions(caplog)[-1]
     assert f["outcome"] == "deny" and f["reasons"] == ["outside_hours"] and f["script"] == "check"
     assert f["number"] == "*********8000"  # never the full number in logs
     json.dumps(f, default=str)
+
+
+async def test_session_log_level(make_server, caplog):
+    """A session that went well is logged at DEBUG (the audit trail has the
+    decision), at INFO with --log-sessions; a failed one is always a WARNING."""
+    srv, _ = await make_server(FakeEngine("deny:outside_hours"))
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
+        await agi_call(HOST, srv.bound_port, "nosuchscript", ())
+    assert [(f["outcome"], r.levelno) for f, r in
+            ((r.fields, r) for r in caplog.records if getattr(r, "fields", {}).get("event") == "agi_session")] \
+        == [("unknown_script", logging.WARNING)]
+    caplog.clear()
+    srv2, _ = await make_server(FakeEngine("deny:outside_hours"), options=Options(log_sessions=True))
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        await agi_call(HOST, srv2.bound_port, "check", CHECK_ARGS)
+    assert [r.levelno for r in caplog.records if getattr(r, "fields", {}).get("outcome") == "deny"] == [logging.INFO]
+    assert build_parser().parse_args(["--log-sessions"]).log_sessions is True
 
 
 def test_cli_defaults(monkeypatch):
@@ -391,7 +409,7 @@ def test_cli_rejects_bad_cidr(capsys):
 # -- fewer commands: EXEC MSet ----------------------------------------------------------
 async def test_mset_allow_is_two_commands_deny_first_allow_last(make_server, caplog):
     srv, _ = await make_server()
-    with caplog.at_level(logging.INFO, "dialguard.agi"):
+    with caplog.at_level(logging.DEBUG, "dialguard.agi"):
         res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)
     assert res.commands[0] == 'SET VARIABLE DIALGUARD_RESULT "DENY"'
     assert res.commands[1].startswith("EXEC MSet ") and len(res.commands) == 2
@@ -416,7 +434,7 @@ async def test_mset_missing_falls_back_to_set_variable(make_server, caplog):
     # An Asterisk without MSet answers EXEC with -2 and sets nothing: the check
     # sets every variable one by one, ALLOW still last.
     srv, _ = await make_server()
-    with caplog.at_level(logging.INFO, "dialguard.agi"):
+    with caplog.at_level(logging.DEBUG, "dialguard.agi"):
         res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, mset=False)
     assert len(res.commands) == 8 and res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
     assert len(res.history) == 7

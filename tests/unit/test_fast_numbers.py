@@ -1,11 +1,13 @@
-"""The import's fast path answers exactly what parse_number answers, or declines.
+"""The fast path answers exactly what phonenumbers answers, or declines.
 
 200,000 random numbers across regions and forms (E.164, national digits, with
 the national prefix, the country code written without `+`, an IDD, leading
 zeros, random digit strings, and neighbours of real example numbers that are
 valid, invalid or of a blocked class): whenever fast_e164 answers, its
-(E.164, problem) equals parse_number's; and it does answer for most plain
-numbers, or it would be no fast path.
+(E.164, problem) equals phonenumbers' (parse_with_phonenumbers), and
+parse_number (which the decisions use, through the same fast path) gives the
+same NumberInfo, region and time zones included; and it does answer for most
+plain numbers, or it would be no fast path.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import random
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from dialguard.numbers import _parse_number_uncached, fast_e164, normalize_bulk
+from dialguard.numbers import fast_e164, normalize_bulk, parse_number, parse_with_phonenumbers
 
 REGIONS = ["CN", "US", "GB", "DE", "FR", "IN", "IT", "AU", "JP", "RU", "CA", "BR", "MX", "JE", "PR", "HK", "SG",
            "ZA", "NG", "AR", "KZ"]
@@ -82,9 +84,13 @@ def test_fast_path_equals_parse_number_or_declines():
         if fast is None:
             continue
         answered += 1
-        ref = _parse_number_uncached(text, region)
+        ref = parse_with_phonenumbers(text, region)
         if fast != (ref.e164, ref.problem):
             mismatches.append((text, region, fast, (ref.e164, ref.problem)))
+        # the decision's parse_number takes the same path: region and time zones too
+        info = parse_number.__wrapped__(text, region)
+        if info != ref:
+            mismatches.append((text, region, info, ref))
         kinds["valid" if fast[1] is None else "blocked" if fast[1].startswith("blocked") else "invalid"] += 1
     assert not mismatches, f"seed {seed}: {len(mismatches)} differ, e.g. {mismatches[:5]}"
     # the sample exercised every outcome of the fast path, and it took a good share
@@ -108,7 +114,7 @@ def test_plain_numbers_take_the_fast_path():
     declined = [c for c in cases if fast_e164(*c) is None]
     assert len(declined) < len(cases) * 0.01, declined[:5]
     for text, region in cases:
-        ref = _parse_number_uncached(text, region)
+        ref = parse_with_phonenumbers(text, region)
         assert normalize_bulk(text, region) == (ref.e164, ref.problem)
 
 

@@ -250,15 +250,28 @@ local function evaluate(p)
     local cid = p.caller_id
     local first_reasons = nil
     local best_score = nil
-    for _, cand in ipairs(cid.candidates) do
+    -- every candidate's cooldown and kill switch in one call each (nothing
+    -- below writes those keys): ZMSCORE / HMGET instead of a ZSCORE and an
+    -- HEXISTS per candidate
+    local ntags, tags, fields = #cid.candidates, {}, {}
+    for i, cand in ipairs(cid.candidates) do
+      tags[i] = cand.tag
+      fields[i] = 'cid:' .. cand.tag
+    end
+    local cools, paused = {}, {}
+    if ntags > 0 then
+      if cid.required == 1 then cools = redis.call('ZMSCORE', KEYS[cid.cooldown_key], unpack(tags)) end
+      paused = redis.call('HMGET', KEYS[p.pause_key], unpack(fields))
+    end
+    for i, cand in ipairs(cid.candidates) do
       local cr, cd = {}, {}
       if cid.required == 1 then
         local ok = cand.approved == 1 or redis.call('SISMEMBER', KEYS[cid.approved_key], cand.tag) == 1
-        local cool = redis.call('ZSCORE', KEYS[cid.cooldown_key], cand.tag)
+        local cool = cools[i]
         if cool and tonumber(cool) > tonumber(now) then ok = false end
         if not ok then cr[#cr + 1] = 'caller_id_not_approved' end
       end
-      if redis.call('HEXISTS', KEYS[p.pause_key], 'cid:' .. cand.tag) == 1 then cr[#cr + 1] = 'paused' end
+      if paused[i] then cr[#cr + 1] = 'paused' end
       local use = run_checks(cid.checks or {}, cand, cr, cd, seen_counts)
       if cid.concurrency and cid.concurrency >= 0 then
         -- leases expire at their score; read-only: counted without trimming
@@ -397,7 +410,8 @@ if plan.call_key and plan.request_fp and #(plan.pre_reasons or {}) == 0 then
   for i, item in ipairs(details) do d[i] = {item[1], item[2], item[3]} end
   redis.call('HSET', KEYS[plan.call_key], 'f:' .. plan.request_fp, cjson.encode({
     did = plan.decision_id, a = allowed, r = reasons, ch = chosen, d = d, l = lifted, at = now}))
-  redis.call('PEXPIRE', KEYS[plan.call_key], plan.call_record.ttl_ms)
+  -- (an allow set the same TTL above, in this same script)
+  if allowed ~= 1 then redis.call('PEXPIRE', KEYS[plan.call_key], plan.call_record.ttl_ms) end
 end
 
 if plan.audit_key then
