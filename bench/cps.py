@@ -290,6 +290,16 @@ def agi_cpu_ms() -> float:
     return cpu_ticks({"agi": pid}).get("agi", 0) * 1000 / os.sysconf("SC_CLK_TCK") if pid else 0.0
 
 
+def agi_sys_ms() -> float:
+    """Kernel (system) CPU time of the FastAGI server process, in ms: its
+    socket work (accept, read, write, close) against its Python's user time."""
+    pid = stack_pids().get("agi")
+    try:
+        return int(_stat(pid)[12]) * 1000 / os.sysconf("SC_CLK_TCK") if pid else 0.0
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def redis_figures() -> dict[str, float]:
     """redis-server's CPU (INFO cpu, ms) and per command its calls and usec
     (INFO commandstats): what a check costs Redis, and how much of it is
@@ -316,7 +326,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
     lat: list[float] = []
     results: dict[str, int] = {}
     errors: list[str] = []
-    cpu0 = agi_cpu_ms()
+    cpu0, sys0 = agi_cpu_ms(), agi_sys_ms()
     red0 = redis_figures()
 
     async def one(i: int, number: str) -> None:
@@ -351,7 +361,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
         launched = loop.time() - start
         await asyncio.gather(*tasks)
     took = loop.time() - start
-    cpu = agi_cpu_ms() - cpu0
+    cpu, sys_ms = agi_cpu_ms() - cpu0, agi_sys_ms() - sys0
     red1 = redis_figures()
     done = max(1, len(lat))
     calls = {k[:-6]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".calls")}
@@ -363,6 +373,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
             "max_ms": round(max(lat), 2) if lat else None, "results": results, "errors": len(errors),
             "first_error": errors[0] if errors else None,
             "server_cpu_ms_per_check": round(cpu / done, 3),
+            "server_sys_ms_per_check": round(sys_ms / done, 3),  # of which the kernel's
             # Redis: its whole CPU a check (commands, network, the shipper's reads),
             # the commands' own time a check, and decide.lua's usec a call (EVALSHA)
             "redis_cpu_ms_per_check": round((red1["cpu_ms"] - red0["cpu_ms"]) / done, 3),
@@ -585,13 +596,16 @@ def main() -> int:
         print(f"FastAGI {check['script']} latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
               f"{check['offered_per_s']:.0f}/s offered; Python AGI client at the socket): p50 {check['p50_ms']:.2f} ms, "
               f"p99 {check['p99_ms']:.2f} ms, max {check['max_ms']} ms; server CPU {check['server_cpu_ms_per_check']:.3f} "
-              f"ms a check; Redis CPU {check['redis_cpu_ms_per_check']:.3f} ms a check (commands "
+              f"ms a check (kernel {check['server_sys_ms_per_check']:.3f}); Redis CPU "
+              f"{check['redis_cpu_ms_per_check']:.3f} ms a check (commands "
               f"{check['redis_cmd_us_per_check']:.1f} us, decide.lua {check['evalsha_us_per_call']} us a call); "
               f"results {check['results']}, errors {check['errors']}")
     if saturation:
         print(f"FastAGI check saturation ({saturation['clients']} clients back to back, {saturation['sessions']} "
               f"sessions): {saturation['done_per_s']:.0f} checks/s, p50 {saturation['p50_ms']:.2f} ms, "
-              f"p99 {saturation['p99_ms']:.2f} ms; server CPU {saturation['server_cpu_ms_per_check']:.3f} ms a check; "
+              f"p99 {saturation['p99_ms']:.2f} ms; server CPU {saturation['server_cpu_ms_per_check']:.3f} ms a check "
+              f"(kernel {saturation['server_sys_ms_per_check']:.3f}), Redis CPU "
+              f"{saturation['redis_cpu_ms_per_check']:.3f} ms a check (decide.lua {saturation['evalsha_us_per_call']} us); "
               f"errors {saturation['errors']}")
     print(f"cleanup: {deleted} bench keys deleted, AstDB counters dropped, test clock reset; clock {args.clock}; "
           f"run took {time.monotonic() - t_start:.0f} s")
