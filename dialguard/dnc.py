@@ -414,7 +414,7 @@ TOTALS = ("rows", "valid", "added", "duplicates", "rejected", "stored")
 
 async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], region: str, secret: bytes, *,
                      rejects_path: Path | None = None, checkpoint: Path | None = None,
-                     chunk_rows: int = 200_000, workers: int | None = None,
+                     chunk_rows: int = 1_000_000, workers: int | None = None,
                      progress: Callable[[int], None] | None = None,
                      db: DncDb | None = None, db_name: str | None = None, data_key: bytes | None = None,
                      source: str | None = None, rejects_sink: list | None = None) -> ImportReport:
