@@ -15,7 +15,6 @@ from dialguard.decision import scripts
 from dialguard.decision.models import Outcome
 from dialguard.ids import new_id
 from dialguard.numbers import parse_number, short_hash
-from dialguard.redisclient import RedisReplyError
 from dialguard.rules import MOVABLE_OUTCOMES
 from dialguard.store import Store, from_ms, log, ms
 from dialguard.timeutil import UTC
@@ -54,6 +53,9 @@ class NumberEvents(Store):
             # One per call: through the decisions' pipelined client (redis-py's
             # command costs several times its CPU), with a deadline of its own
             # (an outcome is not a decision: no need to fail it in milliseconds).
+            # (imported here: an admin command, which has no such client, loads nothing of the hot path)
+            from dialguard.redisclient import RedisReplyError
+
             deadline = asyncio.get_running_loop().time() + max(2.0, self.settings.redis_timeout_ms / 1000)
             try:
                 res = await fast.evalsha(scripts.OUTCOME, keys, args, deadline=deadline)
