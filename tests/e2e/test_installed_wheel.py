@@ -127,7 +127,9 @@ async def test_installed_server_answers_the_pbx(installed: Path, stack, guard, a
     assert env["DIALGUARD_REDIS_URL"].rsplit("@", 1)[-1] == stack.redis_url.rsplit("@", 1)[-1]
     assert env["DIALGUARD_REDIS_URL"].startswith("redis://dialguard-guard:")
     with open(log, "wb") as out:
-        server = subprocess.Popen([str(installed / "dialguard-agi-server"), "--port", str(port), "--metrics-port", "0"],
+        # --log-sessions: a line per session (successful ones are DEBUG by default), to tell its checks apart
+        server = subprocess.Popen([str(installed / "dialguard-agi-server"), "--port", str(port), "--metrics-port", "0",
+                                   "--log-sessions"],
                                   cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     old = asterisk.rx("dialplan show globals").split("DIALGUARD_AGI=", 1)[1].split()[0]
     try:
