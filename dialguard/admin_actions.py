@@ -40,17 +40,23 @@ def _require(ident: Identity | None, action: str) -> str:
     return authz.actor_of(ident)
 
 
-def _text(value, what: str, limit: int = MAX_WHY, required: bool = False) -> str:
+def text_field(value, what: str, limit: int = MAX_WHY, required: bool = False,
+               error: type[ValueError] = ActionError) -> str:
+    """A free-text field of a request (a why, a note, a purpose): stripped, bounded;
+    `error` is what the caller answers with (also dialguard/approvals.py)."""
     if value is None:
         value = ""
     if not isinstance(value, str):
-        raise ActionError(f"{what}: text expected")
+        raise error(f"{what}: text expected")
     value = value.strip()
     if required and not value:
-        raise ActionError(f"{what}: required")
+        raise error(f"{what}: required")
     if len(value) > limit:
-        raise ActionError(f"{what}: at most {limit} characters")
+        raise error(f"{what}: at most {limit} characters")
     return value
+
+
+_text = text_field
 
 
 def _name(value, what: str) -> str | None:

@@ -22,6 +22,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from dialguard import authz
+from dialguard.admin_actions import text_field
 from dialguard.users import Identity
 
 MAX_OVERRIDE_HOURS = 30 * 24  # a forgotten grant must not live for ever (as `override grant`)
@@ -37,16 +38,7 @@ class ApprovalError(ValueError):
 
 
 def _text(value, what: str, limit: int = MAX_WHY, required: bool = True) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise ApprovalError(f"{what}: text expected")
-    value = value.strip()
-    if required and not value:
-        raise ApprovalError(f"{what}: required")
-    if len(value) > limit:
-        raise ApprovalError(f"{what}: at most {limit} characters")
-    return value
+    return text_field(value, what, limit, required, ApprovalError)
 
 
 def _forbidden(ident: Identity | None, action: str) -> None:
