@@ -38,15 +38,27 @@ OUTAGE_S = float(os.environ.get("DIALGUARD_TEST_OUTAGE_S", "5"))
 # `cluster`: a PostgreSQL cluster of the module's own (tests/integration/conftest.py)
 
 
-@pytest.fixture
-async def engine(make_engine):
-    e = await make_engine("cn-default")
+async def _ready(e):
     await e.set_campaign("c1")
     for c in CALLER_IDS:
         await e.approve_caller_id(c, pool=True)
     # the set-up's own admin records (approvals) are not what these tests count
     await e.redis.delete(e.keys.audit)
     return e
+
+
+@pytest.fixture
+async def engine(make_engine):
+    return await _ready(await make_engine("cn-default"))
+
+
+@pytest.fixture
+async def patient_engine(make_engine, settings):
+    """A 2 s store deadline instead of 200 ms. The outage test shows that decisions never
+    wait on PostgreSQL; one scheduler stall of a shared CI machine (18 decisions denied
+    guard_unavailable in one 315 ms stall, at load 1.6 on the shifted clock) is another
+    matter, which tests/integration/test_failure.py covers (fail closed at the deadline)."""
+    return await _ready(await make_engine("cn-default", settings=dataclasses.replace(settings, redis_timeout_ms=2000)))
 
 
 def shipper_env(engine, dsn: str) -> dict[str, str]:
@@ -397,7 +409,8 @@ async def test_backlog_ceiling_denies_rather_than_lose_records(make_engine, sett
 
 
 # -- PostgreSQL down under load ---------------------------------------------------------------------------
-async def test_postgres_outage_during_2000_decisions(engine, audit_db, cluster, tmp_path):
+async def test_postgres_outage_during_2000_decisions(patient_engine, audit_db, cluster, tmp_path):
+    engine = patient_engine
     sh = make_shipper(engine, audit_db, tmp_path).start()
     load = Load(engine)
     r = rx(engine)
