@@ -34,3 +34,19 @@ def national_digits(number: str) -> str | None:
     except phonenumbers.NumberParseException:
         pass
     return digits if len(digits) >= 7 else None
+
+
+# Seven or eight digits turn up by chance inside hex digests and millisecond
+# timestamps (a CI run once found a 7-digit test caller ID inside the AOF's
+# numeric data). A short needle counts only as a number of its own: at most a
+# country code before it, and no letter or digit on either side.
+SHORT = 9
+
+
+def matcher(digits: str):
+    """A predicate over bytes: does this data hold the number `digits`?"""
+    needle = digits.encode()
+    if len(digits) >= SHORT:
+        return lambda data: needle in data
+    pattern = re.compile(rb"(?<![0-9A-Za-z])\+?[0-9]{0,3}" + needle + rb"(?![0-9A-Za-z])")
+    return lambda data: needle in data and pattern.search(data) is not None
