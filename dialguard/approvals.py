@@ -164,6 +164,18 @@ async def _pending_for_update(conn, rid, ident: Identity) -> dict:
     return req
 
 
+async def _lock_pending(conn, rid, ident: Identity) -> dict:
+    """The request, locked for this transaction, if `ident` may decide requests of its kind
+    (403 before anything else is said about it) and it is still pending and not theirs."""
+    cur = await conn.execute("select kind from approval_requests where id = %s",
+                             (int(rid) if str(rid).isdigit() else -1,))
+    kind = await cur.fetchone()
+    if kind is None:
+        raise ApprovalError(f"no request {rid}", 404)
+    _forbidden(ident, "override_approve" if kind[0] == "override" else "campaign_approve")
+    return await _pending_for_update(conn, rid, ident)
+
+
 class _Applied(Exception):
     """The request's approval is in the store already (a commit that failed after it): roll forward."""
 
@@ -204,13 +216,7 @@ async def approve(conn, engine, ident: Identity, rid, note: str = "") -> dict:
     await reconcile(conn, engine)  # a previous approval whose commit failed is completed first
     try:
         async with conn.transaction():
-            cur = await conn.execute("select kind from approval_requests where id = %s",
-                                     (int(rid) if str(rid).isdigit() else -1,))
-            kind = await cur.fetchone()
-            if kind is None:
-                raise ApprovalError(f"no request {rid}", 404)
-            _forbidden(ident, "override_approve" if kind[0] == "override" else "campaign_approve")
-            req = await _pending_for_update(conn, rid, ident)
+            req = await _lock_pending(conn, rid, ident)
             if await engine.redis.hexists(engine.keys.approvals, str(req["id"])):
                 raise _Applied()  # another approver's write, not yet confirmed here (rolled back, then below)
             s = req["subject"]
@@ -295,13 +301,7 @@ async def reject(conn, ident: Identity, rid, note: str = "", engine=None) -> dic
     if engine is not None:
         await reconcile(conn, engine)
     async with conn.transaction():
-        cur = await conn.execute("select kind from approval_requests where id = %s",
-                                 (int(rid) if str(rid).isdigit() else -1,))
-        kind = await cur.fetchone()
-        if kind is None:
-            raise ApprovalError(f"no request {rid}", 404)
-        _forbidden(ident, "override_approve" if kind[0] == "override" else "campaign_approve")
-        req = await _pending_for_update(conn, rid, ident)
+        req = await _lock_pending(conn, rid, ident)
         if engine is not None and await engine.redis.hexists(engine.keys.approvals, str(req["id"])):
             raise ApprovalError(f"request {rid} was approved meanwhile (being recorded)", 409)
         await conn.execute("update approval_requests set status = 'rejected', decided_user = %s, decided_by = %s, "
