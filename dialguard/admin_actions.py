@@ -132,10 +132,20 @@ async def campaign_revoke(engine, ident: Identity, name, why="", conn=None) -> d
 
 # -- DNC ----------------------------------------------------------------------------------
 
+async def _dnc_at_rest(engine, done_so_far: str):
+    """The DNC list at rest, or a 503 that says what was done in Redis already (the request is safe to repeat)."""
+    from dialguard.dnc import DncDb, DncDbUnavailable
+
+    try:
+        return await DncDb.open(engine.settings.pg_dsn)
+    except DncDbUnavailable as exc:
+        raise ActionError(f"{done_so_far}: {exc}; send the same request again once PostgreSQL is back", 503) from None
+
+
 async def dnc_add(engine, ident: Identity, number, campaign=None, why="") -> dict:
     """List a number (supervisor): in Redis first (denied from the next decision), then at rest."""
     actor = _require(ident, "dnc_edit")  # the role first: a refusal says nothing of the input
-    from dialguard.dnc import DncDb, DncDbUnavailable, DncStore, list_name
+    from dialguard.dnc import DncStore, list_name
 
     e164 = _number(engine, number)
     campaign = _name(campaign, "campaign")
@@ -144,11 +154,7 @@ async def dnc_add(engine, ident: Identity, number, campaign=None, why="") -> dic
     changed = await engine.dnc_add(e164, campaign, actor=actor, why=why)
     tag = engine.keys.number_tag(e164)
     changed = (await DncStore(engine.redis, engine.keys).add(list_name(campaign), [tag]) > 0) or changed
-    try:
-        db = await DncDb.open(engine.settings.pg_dsn)
-    except DncDbUnavailable as exc:
-        raise ActionError(f"listed in Redis (denied from the next decision) but not stored at rest: {exc}; "
-                          "send the same request again once PostgreSQL is back", 503) from None
+    db = await _dnc_at_rest(engine, "listed in Redis (denied from the next decision) but not stored at rest")
     try:
         stored = await db.add(lst, tag, engine.sealer.seal(e164), actor)
     finally:
@@ -159,18 +165,13 @@ async def dnc_add(engine, ident: Identity, number, campaign=None, why="") -> dic
 async def dnc_remove(engine, ident: Identity, number, campaign=None, why="") -> dict:
     """Take a number off a list (compliance): Redis first, then the list at rest."""
     actor = _require(ident, "dnc_remove")  # the role first: a refusal says nothing of the input
-    from dialguard.dnc import DncDb, DncDbUnavailable
-
     e164 = _number(engine, number)
     campaign = _name(campaign, "campaign")
     lst = _campaign_list(campaign)
     why = _text(why, "why")
     changed = await engine.dnc_remove(e164, campaign, actor=actor, why=why)
-    try:
-        db = await DncDb.open(engine.settings.pg_dsn)
-    except DncDbUnavailable as exc:
-        raise ActionError(f"off the Redis list but still stored at rest (a counters rebuild would list it "
-                          f"again): {exc}; send the same request again once PostgreSQL is back", 503) from None
+    db = await _dnc_at_rest(engine, "off the Redis list but still stored at rest (a counters rebuild would list it "
+                                    "again)")
     try:
         deleted = await db.remove(lst, engine.keys.number_tag(e164))
     finally:
