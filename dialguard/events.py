@@ -92,20 +92,11 @@ class NumberEvents(Store):
         if not e164.valid:
             from dialguard.numbers import NumberError
             raise NumberError(f"{number!r}: {e164.problem}")
-        now = (now or await self.now()).astimezone(UTC)
-        if value is None:
-            value = str(ms(now))
         tag = self.keys.number_tag(e164.e164)
-        payload = json.dumps({"kind": kind, "n": tag, "ne": self.sealer.seal(e164.e164), "at": ms(now),
-                              "campaign": campaign, "node": self.settings.node, "actor": actor or ids.actor(),
-                              **({"why": why} if why else {})}, separators=(",", ":"))
-        res = await scripts.EVENT(self.redis, [self.keys.flags(tag), self.keys.campaign_dnc(tag), self.keys.audit,
-                                               self.keys.last_caller(tag)],
-                                  [op, field, value, payload, new_id(), kind, self.keys.prefix, str(ms(now)),
-                                   new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
-        if len(res) > 1 and res[1]:
-            self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
-        return int(res[0]) == 1
+        return await self._apply(kind, op, field, value, now, actor, why, campaign,
+                                 [self.keys.flags(tag), self.keys.campaign_dnc(tag), self.keys.audit,
+                                  self.keys.last_caller(tag)],
+                                 {"n": tag, "ne": self.sealer.seal(e164.e164)})
 
     async def _party_event(self, kind: str, party: str, op: str, field: str, value: str | None,
                            now: datetime | None, actor: str | None = None, why: str = "") -> bool:
@@ -116,64 +107,59 @@ class NumberEvents(Store):
         caller ID of the last allowed call with the party, as a number's does."""
         if not party:
             raise ValueError("a party id is needed")
+        ptag = self.keys.party_tag(party)
+        return await self._apply(kind, op, field, value, now, actor, why, None,
+                                 [self.keys.party_flags(ptag), self.keys.party_prefix(ptag) + ":dncc",
+                                  self.keys.audit, self.keys.party_last_caller(ptag)],
+                                 {"n": ptag, "party": True})
+
+    async def _apply(self, kind: str, op: str, field: str, value: str | None, now: datetime | None,
+                     actor: str | None, why: str, campaign: str | None, keys: list[str], who: dict) -> bool:
+        """event.lua on a number's or a party's keys, audited in the same script."""
         now = (now or await self.now()).astimezone(UTC)
         if value is None:
             value = str(ms(now))
-        ptag = self.keys.party_tag(party)
-        payload = json.dumps({"kind": kind, "n": ptag, "party": True, "at": ms(now), "campaign": None,
-                              "node": self.settings.node, "actor": actor or ids.actor(),
-                              **({"why": why} if why else {})}, separators=(",", ":"))
-        pp = self.keys.party_prefix(ptag)
-        res = await scripts.EVENT(self.redis, [self.keys.party_flags(ptag), pp + ":dncc", self.keys.audit,
-                                               self.keys.party_last_caller(ptag)],
+        payload = json.dumps({"kind": kind, **who, "at": ms(now), "campaign": campaign, "node": self.settings.node,
+                              "actor": actor or ids.actor(), **({"why": why} if why else {})},
+                             separators=(",", ":"))
+        res = await scripts.EVENT(self.redis, keys,
                                   [op, field, value, payload, new_id(), kind, self.keys.prefix, str(ms(now)),
                                    new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
         if len(res) > 1 and res[1]:
-            self._health_cooldown(res[1])
+            self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
         return int(res[0]) == 1
+
+    async def _number_and_party(self, kind: str, op: str, field: str, value: str | None, number: str | None,
+                                party: str | None, now: datetime | None, actor: str | None, why: str) -> bool:
+        """The event for the person (party) and for the number, whichever are given; True if either changed."""
+        changed = False
+        if party:
+            changed = await self._party_event(kind, party, op, field, value, now, actor, why)
+        if number:
+            changed = await self._event(kind, number, op, field, value, now, actor=actor, why=why) or changed
+        return changed
 
     async def opt_out(self, number: str | None, now: datetime | None = None, party: str | None = None,
                       actor: str | None = None, why: str = "") -> bool:
-        changed = False
-        if party:
-            changed = await self._party_event("opt_out", party, "set", "optout", None, now, actor, why)
-        if number:
-            changed = await self._event("opt_out", number, "set", "optout", None, now, actor=actor, why=why) or changed
-        return changed
+        return await self._number_and_party("opt_out", "set", "optout", None, number, party, now, actor, why)
 
     async def complaint(self, number: str | None, now: datetime | None = None, party: str | None = None,
                         actor: str | None = None, why: str = "") -> bool:
-        changed = False
-        if party:
-            changed = await self._party_event("complaint", party, "set", "complaint", None, now, actor, why)
-        if number:
-            changed = await self._event("complaint", number, "set", "complaint", None, now, actor=actor,
-                                        why=why) or changed
-        return changed
+        return await self._number_and_party("complaint", "set", "complaint", None, number, party, now, actor, why)
 
     async def consent(self, number: str | None, now: datetime | None = None, party: str | None = None,
                       actor: str | None = None, why: str = "") -> bool:
         """Consent of the number's subscriber, or of the person (party) at all their numbers, or both."""
         if not number and not party:
             raise ValueError("give a number, a party, or both")
-        changed = False
-        if party:
-            changed = await self._party_event("consent", party, "set", "consent", None, now, actor, why)
-        if number:
-            changed = await self._event("consent", number, "set", "consent", None, now, actor=actor, why=why) or changed
-        return changed
+        return await self._number_and_party("consent", "set", "consent", None, number, party, now, actor, why)
 
     async def consent_revoke(self, number: str | None, now: datetime | None = None,
                              party: str | None = None, actor: str | None = None, why: str = "") -> bool:
         if not number and not party:
             raise ValueError("give a number, a party, or both")
-        changed = False
-        if party:
-            changed = await self._party_event("consent_revoke", party, "clear", "consent", "", now, actor, why)
-        if number:
-            changed = await self._event("consent_revoke", number, "clear", "consent", "", now, actor=actor,
-                                        why=why) or changed
-        return changed
+        return await self._number_and_party("consent_revoke", "clear", "consent", "", number, party, now, actor,
+                                            why)
 
     async def dnc_add(self, number: str, campaign: str | None = None, now: datetime | None = None,
                       actor: str | None = None, why: str = "") -> bool:
