@@ -66,6 +66,7 @@ import json
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -81,7 +82,7 @@ from sipp import load_stack_env, run_calls, stack_dir, write_injection  # noqa: 
 
 load_stack_env()
 
-from agi.client import agi_call# noqa: E402
+from agi.client import agi_call  # noqa: E402
 from dialguard.config import Settings  # noqa: E402
 from dialguard.engine import Engine  # noqa: E402
 from dialguard.numbers import parse_number  # noqa: E402
@@ -104,17 +105,23 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
 
 
-def cpu_busy(seconds: float = 1.0) -> float:
-    """Share of all CPUs busy over `seconds` (/proc/stat), in %."""
-    def sample() -> tuple[int, int]:
-        v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        idle = v[3] + (v[4] if len(v) > 4 else 0)
-        return sum(v), idle
+def cpu_sample() -> tuple[int, int]:
+    """All CPUs' (total, idle) ticks so far (/proc/stat)."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v), v[3] + (v[4] if len(v) > 4 else 0)
 
-    t1, i1 = sample()
+
+def busy_since(before: tuple[int, int]) -> float:
+    """Share of all CPUs busy since `before` (cpu_sample()), in %."""
+    t2, i2 = cpu_sample()
+    return 100.0 * (1 - (i2 - before[1]) / max(1, t2 - before[0]))
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds`, in %."""
+    before = cpu_sample()
     time.sleep(seconds)
-    t2, i2 = sample()
-    return 100.0 * (1 - (i2 - i1) / max(1, t2 - t1))
+    return busy_since(before)
 
 
 def stack_pids() -> dict[str, int]:
@@ -328,6 +335,8 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
     errors: list[str] = []
     cpu0, sys0 = agi_cpu_ms(), agi_sys_ms()
     red0 = redis_figures()
+    # the client's own CPU and the whole machine's: a p99 measured on a full machine is the machine's
+    ru0, machine0 = resource.getrusage(resource.RUSAGE_SELF), cpu_sample()
 
     async def one(i: int, number: str) -> None:
         t0 = time.perf_counter()
@@ -362,6 +371,8 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
         await asyncio.gather(*tasks)
     took = loop.time() - start
     cpu, sys_ms = agi_cpu_ms() - cpu0, agi_sys_ms() - sys0
+    ru1, machine = resource.getrusage(resource.RUSAGE_SELF), busy_since(machine0)
+    client_ms = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) * 1000
     red1 = redis_figures()
     done = max(1, len(lat))
     calls = {k[:-6]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".calls")}
@@ -374,6 +385,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
             "first_error": errors[0] if errors else None,
             "server_cpu_ms_per_check": round(cpu / done, 3),
             "server_sys_ms_per_check": round(sys_ms / done, 3),  # of which the kernel's
+            "client_cpu_ms_per_check": round(client_ms / done, 3), "machine_busy_pct": round(machine, 1),
             # Redis: its whole CPU a check (commands, network, the shipper's reads),
             # the commands' own time a check, and decide.lua's usec a call (EVALSHA)
             "redis_cpu_ms_per_check": round((red1["cpu_ms"] - red0["cpu_ms"]) / done, 3),
@@ -599,7 +611,8 @@ def main() -> int:
               f"ms a check (kernel {check['server_sys_ms_per_check']:.3f}); Redis CPU "
               f"{check['redis_cpu_ms_per_check']:.3f} ms a check (commands "
               f"{check['redis_cmd_us_per_check']:.1f} us, decide.lua {check['evalsha_us_per_call']} us a call); "
-              f"results {check['results']}, errors {check['errors']}")
+              f"client CPU {check['client_cpu_ms_per_check']:.3f} ms a check; machine {check['machine_busy_pct']:.0f} % "
+              f"busy; results {check['results']}, errors {check['errors']}")
     if saturation:
         print(f"FastAGI check saturation ({saturation['clients']} clients back to back, {saturation['sessions']} "
               f"sessions): {saturation['done_per_s']:.0f} checks/s, p50 {saturation['p50_ms']:.2f} ms, "
