@@ -126,6 +126,9 @@ class Dialer:
         self._active_regions: set[str] | None = None  # regions paused now (None: not read yet)
         self._unparked_at = 0.0
         self._held_kind: dict[str, str] = {}  # campaign -> the dialer_holds reason of `held`
+        # campaign -> {reason: hold id} of the holds ended when this dialer took it over, until
+        # its first look at them: one still holding is resumed, not counted a second time
+        self._taken_holds: dict[str, dict[str, int]] = {}
         self._limits_at: dict[str, float] = {}
         pool = max(8, min(64, 4 + 2 * len(self.pool.agents)))
         self.ari = AriClient(config.ari_url, config.ari_user, config.ari_password, config.app, pool_size=pool,
@@ -230,8 +233,9 @@ class Dialer:
             log.info("campaigns taken: %s", ", ".join(taken))
             await self.life.adopt(taken)
             at = await self.engine.now()
-            for n in taken:  # holds a dialer that died left open: started again below if still held
-                await self.store.hold_end(n, None, at)
+            for n in taken:  # holds a dialer that died left open: resumed below if still held
+                ended = await self.store.hold_end(n, None, at)
+                self._taken_holds[n] = {r["reason"]: r["id"] for r in ended}
                 self.held.pop(n, None)
                 self._held_kind.pop(n, None)
                 self.verdicts.pop(n, None)
@@ -285,9 +289,10 @@ class Dialer:
             if (verdict.state == STOPPED) != was:  # the hold, for `dialguard report`
                 at = await self.engine.now()
                 if verdict.state == STOPPED:
-                    await self.store.hold_start(c.name, "abandon_limit", verdict.why, at)
+                    await self._hold_start(c.name, "abandon_limit", verdict.why, at)
                 else:
                     await self.store.hold_end(c.name, "abandon_limit", at)
+        self._taken_holds.get(c.name, {}).pop("abandon_limit", None)  # looked at: no longer resumable
         self.verdicts[c.name] = verdict
         self._limits_at[c.name] = time.monotonic()
         return verdict
@@ -326,6 +331,16 @@ class Dialer:
                 await asyncio.wait_for(self._stop.wait(), self.cfg.tick_s)
             except asyncio.TimeoutError:
                 pass
+
+    async def _hold_start(self, campaign: str, reason: str, why: str, at) -> None:
+        """Record a campaign-wide hold; if this dialer ended one of that reason when it took
+        the campaign over (a dialer that died left it open), that row goes on instead: a
+        restart must not count the held leads twice in `dialguard report`."""
+        hold_id = self._taken_holds.get(campaign, {}).pop(reason, None)
+        if hold_id is not None and await self.store.hold_resume(hold_id, why):
+            log.info("campaign %s: hold (%s) left by the dialer before goes on", campaign, reason)
+            return
+        await self.store.hold_start(campaign, reason, why, at)
 
     async def _held_back(self, c: Campaign, paused: dict) -> tuple[str, str] | None:
         """(reason, why) a whole campaign's leads are held back: a kill switch, or no
@@ -383,6 +398,7 @@ class Dialer:
         mono = time.monotonic()
         for c in self.campaigns.values():
             if not c.may_dial(now):
+                self._taken_holds.pop(c.name, None)  # not dialing: nothing ended at the takeover goes on
                 continue
             hold = await self._held_back(c, paused)
             why = hold[1] if hold else None
@@ -394,12 +410,15 @@ class Dialer:
                     (log.error if hold[0] == "no_message" else log.info)(
                         "campaign %s: leads held back (%s): none taken until %s", c.name, why,
                         "it has its message" if hold[0] == "no_message" else "resumed")
-                    await self.store.hold_start(c.name, hold[0], why, now)
+                    await self._hold_start(c.name, hold[0], why, now)
                     self._held_kind[c.name] = hold[0]
                 else:
                     log.info("campaign %s: dialing again (%s lifted)", c.name, before)
                 self.held[c.name] = why
                 m.HELD_BACK.labels(c.name).set(1 if why else 0)
+            taken = self._taken_holds.get(c.name)
+            if taken:  # the kill-switch holds are looked at: no longer resumable
+                self._taken_holds[c.name] = {k: v for k, v in taken.items() if k == "abandon_limit"}
             if why:
                 continue
             pool = list(self.pool.agents.values())

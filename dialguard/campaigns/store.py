@@ -361,14 +361,22 @@ class Store:
             " union all select 'region_paused', parked, min(updated_at), count(*)::int from dialer_leads"
             " where campaign = %s and parked is not null group by parked order by 3", (campaign, campaign))
 
-    async def hold_end(self, campaign: str, reason: str | None, at: datetime) -> None:
+    async def hold_end(self, campaign: str, reason: str | None, at: datetime) -> list[dict]:
         """End the campaign's open holds of `reason` (None: every campaign-wide one, as a
-        dialer taking the campaign over does: it starts them again if still held)."""
-        await self._one(
-            "with h as (update dialer_holds set ended_at = greatest(%s, started_at)"
+        dialer taking the campaign over does: it resumes them if still held). Returns the
+        rows ended ({id, reason})."""
+        return await self._all(
+            "update dialer_holds set ended_at = greatest(%s, started_at)"
             " where campaign = %s and ended_at is null and lead_id is null"
-            " and (%s::text is null or reason = %s) returning id) select count(*) n from h",
+            " and (%s::text is null or reason = %s) returning id, reason",
             (at, campaign, reason, reason))
+
+    async def hold_resume(self, hold_id: int, detail: str) -> bool:
+        """Open again a campaign-wide hold ended by a takeover (hold_end) that still holds:
+        the same row goes on, so its leads are counted once. False if it is not ended."""
+        return await self._one("update dialer_holds set ended_at = null, detail = %s"
+                               " where id = %s and ended_at is not null and lead_id is null returning id",
+                               (detail, hold_id)) is not None
 
     async def claim_due(self, campaign: str, limit: int, now: datetime,
                         ready_agents: list[str] | None = None, owned_only: bool = False) -> list[dict]:

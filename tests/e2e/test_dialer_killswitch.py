@@ -66,6 +66,28 @@ async def test_paused_campaign_all_and_caller_ids_hold_leads_back(rig):
     assert [m.CALLS_IN_FLIGHT.labels(c)._value.get() for c in camps] == [0, 0, 0]
 
 
+async def test_a_hold_goes_on_across_a_dialer_restart_counted_once(rig):
+    """A dialer dies while a kill switch holds its campaign; the next one finds it still held:
+    the same dialer_holds row goes on (leads counted once in `dialguard report`, not twice)."""
+    camp = await rig.campaign([number("00"), number("00")])
+    await rig.engine.pause("campaign", camp, why="test")
+    d1 = rig.start(camp, ["agent1"])
+    await held_still(rig, camp, d1, seconds=0.5)
+    _, task = rig.dialers.pop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    m.HELD_BACK.labels(camp).set(0)  # the next dialer's own gauge, as in a new process
+    d2 = rig.start(camp, ["agent1"])
+    await held_still(rig, camp, d2, seconds=0.5)
+    assert d1 is not d2 and d2.held[camp] == "campaign paused"
+    holds = await rig.store._all("select reason, leads, ended_at from dialer_holds where campaign = %s", (camp,))
+    assert [(h["reason"], h["leads"], h["ended_at"]) for h in holds] == [("paused", 2, None)], holds
+    await rig.engine.resume("campaign", camp)
+    await resumed_within(rig, camp)
+    [h] = await rig.store._all("select reason, leads, ended_at from dialer_holds where campaign = %s", (camp,))
+    assert h["leads"] == 2 and h["ended_at"] is not None
+
+
 async def test_every_caller_id_paused_holds_the_campaign_back(rig):
     camp = await rig.campaign([number("00")])
     pool = await rig.engine.campaign_caller_ids(camp)
