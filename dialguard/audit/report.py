@@ -125,8 +125,9 @@ def _limits(conn, campaigns, end: datetime, policy_of) -> dict:
     return out
 
 
-def campaign_policies(conn, default_rules: str):
+def campaign_policies(conn, default_rules: str, in_effect=None):
     """policy_of(campaign) for build(): the rules of a dialer campaign (its own packs, else
+    `in_effect`, the rules version published in Redis that its calls are decided by, else
     `default_rules`, the node's); None for a campaign the dialer does not run (its calls
     are not in dialer_calls, so no abandon rate is measured for it)."""
     from dialguard.rules import Policy, RulesError
@@ -139,6 +140,8 @@ def campaign_policies(conn, default_rules: str):
     def of(campaign):
         if campaign not in own:
             return None
+        if not own[campaign] and in_effect is not None:
+            return in_effect
         spec = own[campaign] or default_rules
         if spec not in cache:
             try:

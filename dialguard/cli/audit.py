@@ -278,6 +278,32 @@ def audit_history(number: str, limit: int = typer.Option(50, "--limit"),
 
 
 # -- report ---------------------------------------------------------------------------------------
+def _rules_in_effect(settings):
+    """The rules version published in Redis (`dialguard rules apply`, the console) that the
+    campaigns without packs of their own are decided by; None if none is, or Redis cannot
+    be read (then DIALGUARD_RULES, the node's, as before: said on stderr)."""
+    import asyncio
+
+    async def current():
+        from dialguard import redisconn
+        from dialguard.decision.keys import Keys
+        from dialguard.rules_store import RulesStore
+
+        r = redisconn.async_redis(settings, max_connections=2, timeout=2)
+        try:
+            return await RulesStore(r, Keys(settings.key_prefix, settings.hash_secret)).current()
+        finally:
+            await r.aclose()
+
+    try:
+        version = asyncio.run(current())
+    except Exception as exc:  # noqa: BLE001 - the report reads PostgreSQL; Redis only for this
+        typer.echo(f"rules version in effect not read ({type(exc).__name__}): abandon limits by DIALGUARD_RULES",
+                   err=True)
+        return None
+    return version.policy() if version else None
+
+
 @app.command("report")
 def report(
     start: str = typer.Option(..., "--from", help="First day (YYYY-MM-DD, local) or ISO time"),
@@ -328,10 +354,11 @@ def report(
         return
     if by not in rp.GROUPS:
         fail(f"--by is one of {', '.join(rp.GROUPS)}")
+    in_effect = _rules_in_effect(settings) if by == "campaign" else None
     with _pg(settings.pg_dsn) as conn:
         label = rp.caller_id_labeler(conn) if by == "caller_id" else None
         rep = rp.build(conn, by, a, b, tz, cid_label=label,
-                       policy_of=rp.campaign_policies(conn, settings.rules) if by == "campaign" else None)
+                       policy_of=rp.campaign_policies(conn, settings.rules, in_effect) if by == "campaign" else None)
     if as_json:
         print(json.dumps({"by": by, "from": _iso(a), "to": _iso(b), "tz": tz, "columns": rep.columns,
                           "rows": rep.as_dicts(),

@@ -63,13 +63,13 @@ def params(query, default_tz: str, today: datetime) -> dict:
     return {"from": from_text, "to": to_text, "by": by, "tz": tz, "a": a, "b": b}
 
 
-def build(dsn: str, p: dict, show, rules: str = "") -> rp.Report:
+def build(dsn: str, p: dict, show, rules: str = "", in_effect=None) -> rp.Report:
     """The report on a connection of its own (run in a thread); caller IDs through show();
     by campaign, abandonment against each campaign's pack limit as `dialguard report` has it
-    (its own packs, else `rules`, the node's)."""
+    (its own packs, else `in_effect`, the rules version published, else `rules`, the node's)."""
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3, application_name="dialguard-web-report") as conn:
         label = rp.caller_id_labeler(conn, show) if p["by"] == "caller_id" else None
-        policy_of = rp.campaign_policies(conn, rules) if p["by"] == "campaign" else None
+        policy_of = rp.campaign_policies(conn, rules, in_effect) if p["by"] == "campaign" else None
         return rp.build(conn, p["by"], p["a"], p["b"], p["tz"], cid_label=label, policy_of=policy_of)
 
 
@@ -83,8 +83,14 @@ def heading(lang: str, col: str) -> str:
 
 async def _report(request: web.Request, ident: users.Identity, p: dict) -> rp.Report:
     show = (lambda n: n) if authz.allowed(ident, "view_numbers") else mask
-    settings = request.app[ENGINE].settings
-    return await asyncio.to_thread(build, settings.pg_dsn, p, show, settings.rules)
+    engine = request.app[ENGINE]
+    in_effect = None
+    if p["by"] == "campaign":
+        from dialguard.rules_store import RulesStore
+
+        version = await RulesStore(engine.redis, engine.keys).current()
+        in_effect = version.policy() if version else None
+    return await asyncio.to_thread(build, engine.settings.pg_dsn, p, show, engine.settings.rules, in_effect)
 
 
 def _query(p: dict, **extra) -> str:

@@ -414,3 +414,27 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
     js = {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}
     assert js["c1"]["held_region_paused"] == 1 and js["c1"]["limit_rate"] == 4.0
     assert js["c2"]["held_no_message"] == 2
+    assert js["c2"]["abandon_limit"] is None  # DIALGUARD_RULES (cn-default) in effect: no limit stated
+
+    # A rules version published in Redis (`dialguard rules apply`, the console) is what a campaign
+    # without packs of its own is decided by: its limits are the ones reported, in the CLI and the
+    # console's builder alike; a campaign with its own packs keeps them.
+    from dialguard.rules import Policy
+    from dialguard.rules_store import RulesStore
+    from dialguard.web import reports as web_reports
+
+    await RulesStore(e.redis, e.keys).apply("us-tcpa", why="test")
+    r = subprocess.run([sys.executable, "-m", "dialguard.cli", *args, "--json"], capture_output=True, text=True,
+                       env={**env, "DIALGUARD_KEY_PREFIX": e.keys.prefix}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    js = {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}
+    assert js["c2"]["abandon_limit"] == "us-tcpa 3% over 30 days", js["c2"]
+    assert js["c1"]["abandon_limit"] == "us-tcpa 3% over 30 days" and js["c1"]["limit_rate"] == 4.0
+    params = {"by": "campaign", "a": a, "b": b, "tz": "Asia/Shanghai", "from": "", "to": ""}
+    web = await asyncio.to_thread(web_reports.build, dsn, params, lambda n: n, "cn-default", Policy.load("us-tcpa"))
+    assert rows(web)["c2"]["abandon_limit"] == "us-tcpa 3% over 30 days"
+    # Redis out of reach: the node's rules, and the report says so on stderr
+    r = subprocess.run([sys.executable, "-m", "dialguard.cli", *args, "--json"], capture_output=True, text=True,
+                       env={**env, "DIALGUARD_REDIS_URL": "redis://127.0.0.1:1/0"}, timeout=120)
+    assert r.returncode == 0 and "rules version in effect not read" in r.stderr, r.stderr
+    assert {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}["c2"]["abandon_limit"] is None
