@@ -567,13 +567,6 @@ class Policy:
         return {}
 
     @cached_property
-    def party_scoped(self) -> bool:
-        """A cap or quiet period scoped by party: a request with a party is
-        counted on the party's keys too."""
-        return any(c.scope.startswith("party") for _, c in self.caps) or any(
-            q.scope.startswith("party") for q in self.quiet_after_conversation)
-
-    @cached_property
     def name(self) -> str:
         return "+".join(p.pack for p in self.packs)
 

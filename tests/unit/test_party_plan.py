@@ -43,10 +43,6 @@ def test_without_party_the_number_and_subject():
     assert p.body["call_record"]["number_key"] == f"dg:{{n:{tag}}}"
 
 
-def test_policy_knows_it_is_party_scoped():
-    assert Policy.load("us-regf").party_scoped and not Policy.load("us-tcpa").party_scoped
-
-
 def test_a_party_names_its_flags_for_decide_lua():
     """opt-out, complaint and consent of the person: read in the decision's script call."""
     keys, tag, p = plan("P1")
