@@ -83,6 +83,7 @@ from sipp import load_stack_env, run_calls, stack_dir, write_injection  # noqa: 
 load_stack_env()
 
 from agi.client import agi_call  # noqa: E402
+from agi_load import check as lean_check  # noqa: E402  (bench/agi_load.py)
 from dialguard.config import Settings  # noqa: E402
 from dialguard.engine import Engine  # noqa: E402
 from dialguard.numbers import parse_number  # noqa: E402
@@ -326,7 +327,7 @@ def redis_figures() -> dict[str, float]:
 
 
 async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str,
-                        clients: int = 0, script: str = CHECK_SCRIPT) -> dict:
+                        clients: int = 0, script: str = CHECK_SCRIPT, client: str = "lean") -> dict:
     """Sessions offered at `rate` per second; or, with `clients` > 0, that many
     clients back to back (closed loop: the rate the server sustains)."""
     loop = asyncio.get_running_loop()
@@ -340,14 +341,17 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
 
     async def one(i: int, number: str) -> None:
         t0 = time.perf_counter()
+        args = (number, campaign, f"bench-agent-{i % AGENTS}", "", "")
         try:
-            res = await agi_call("127.0.0.1", port, script, (number, campaign, f"bench-agent-{i % AGENTS}", "", ""),
-                                 uniqueid=f"bench-{run_id}-{i}")
+            if client == "exact":
+                res = await agi_call("127.0.0.1", port, script, args, uniqueid=f"bench-{run_id}-{i}")
+                r = res.variables.get("DIALGUARD_RESULT", "?") + ":" + res.variables.get("DIALGUARD_REASONS", "")
+            else:
+                r = ":".join(await lean_check("127.0.0.1", port, script, args, uniqueid=f"bench-{run_id}-{i}"))
         except Exception as exc:  # noqa: BLE001 - counted and reported
             errors.append(repr(exc))
             return
         lat.append((time.perf_counter() - t0) * 1000)
-        r = res.variables.get("DIALGUARD_RESULT", "?") + ":" + res.variables.get("DIALGUARD_REASONS", "")
         results[r] = results.get(r, 0) + 1
 
     tasks = []
@@ -452,6 +456,10 @@ def main() -> int:
     ap.add_argument("--check-scripts", default=CHECK_SCRIPT,
                     help="AGI scripts to time at each check rate, in turn, e.g. 'check,check?preset=deny' "
                          "(2 AGI commands a check against 1)")
+    ap.add_argument("--check-clients", default="lean",
+                    help="AGI clients to time at each check rate, in turn: lean (bench/agi_load.py, the default: "
+                         "as cheap as Python gets, so that the server is measured) and/or exact (agi/client.py's "
+                         "AgiPeer, res_agi's parsing), e.g. 'lean,exact'")
     ap.add_argument("--pool", type=int, default=POOL_SIZE, help="caller IDs in the campaign's pool")
     ap.add_argument("--dialguard-endpoint", default="dgbench", choices=("dgbench", "agents"),
                     help="dgbench: GoSub(dialguard-dial) straight from the endpoint's context, as an admin "
@@ -547,10 +555,11 @@ def main() -> int:
 
         for rate in [float(r) for r in args.check_rates.split(",") if r.strip()]:
             for script in [x.strip() for x in args.check_scripts.split(",") if x.strip()]:
-                nums = numbers.take(int(rate * args.check_s))
-                checks.append({"rate": rate, "script": script, **uvloop.run(
-                    check_latency(ports["agi"], campaign, nums, rate, run_id, script=script))})
-                time.sleep(1)
+                for client in [x.strip() for x in args.check_clients.split(",") if x.strip()]:
+                    nums = numbers.take(int(rate * args.check_s))
+                    checks.append({"rate": rate, "script": script, "client": client, **uvloop.run(
+                        check_latency(ports["agi"], campaign, nums, rate, run_id, script=script, client=client))})
+                    time.sleep(1)
         if args.saturation_s > 0:
             # Sized from the last rate's throughput; at least 2,000 sessions.
             n = int(max(2000, max([c["done_per_s"] for c in checks] or [0]) * args.saturation_s))
@@ -606,7 +615,8 @@ def main() -> int:
                   f"dialguard p50 {g.pdd_p50_ms:.1f} / p99 {g.pdd_p99_ms:.1f} ms")
     for check in checks:
         print(f"FastAGI {check['script']} latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
-              f"{check['offered_per_s']:.0f}/s offered; Python AGI client at the socket): p50 {check['p50_ms']:.2f} ms, "
+              f"{check['offered_per_s']:.0f}/s offered; {check['client']} Python AGI client at the socket): "
+              f"p50 {check['p50_ms']:.2f} ms, "
               f"p99 {check['p99_ms']:.2f} ms, max {check['max_ms']} ms; server CPU {check['server_cpu_ms_per_check']:.3f} "
               f"ms a check (kernel {check['server_sys_ms_per_check']:.3f}); Redis CPU "
               f"{check['redis_cpu_ms_per_check']:.3f} ms a check (commands "
