@@ -237,6 +237,11 @@ class Lifecycle:
             if (call.resumed and call.state == "bridged" and not call.lease_checked
                     and call.agent_channel in live):
                 await self.pool.adopt_lease(call)
+            if (call.resumed and call.state == "answered" and call.amd is None
+                    and (live[cid].get("dialplan") or {}).get("context") == "dialguard-amd"):
+                # adopted while AMD() listens: its verdict comes back to this app (_amd_done)
+                call.amd = "pending"
+                log.info("reconcile: call %s is in answering-machine detection: its verdict decides", cid)
             if (call.state == "answered" and call.agent_channel is None and not call.abandoned
                     and call.amd != "pending" and not call.machine):
                 # answered while we were away and no agent leg: too late to bridge in 2 s

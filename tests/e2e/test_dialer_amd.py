@@ -78,3 +78,29 @@ async def test_amd_off_never_runs_detection(amd_rig):
     await rig.settle(camp, timeout=60)
     [c] = await rig.calls(camp)
     assert c["amd_status"] is None and c["result"] == "conversation", c  # a machine, bridged: AMD is off
+
+
+async def test_dialer_restart_during_detection(amd_rig):
+    """The dialer dies while AMD() listens to a machine; the next one ends the call as the
+    detection says: `amd`, reported to the guard once, never bridged, the lead done."""
+    import asyncio
+    import time
+
+    rig = amd_rig
+    n = number("55")
+    camp = await rig.campaign([n], amd=True, amd_action="hangup", retry_rules="amd=1d/1")
+    rig.start(camp, ["amdagent5"])
+    deadline = time.monotonic() + 20
+    while not [c for c in await rig.calls(camp) if c["answered_at"] is not None]:
+        assert time.monotonic() < deadline, "the machine never answered"
+        await asyncio.sleep(0.05)
+    _, task = rig.dialers.pop()  # answered: AMD() is listening (about 4 s of greeting)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    d2 = rig.start(camp, ["amdagent5"])
+    leads = await rig.settle(camp, timeout=60)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "amd" and c["bridged_at"] is None and c["outcome_reported"], c
+    assert invites(rig.agents) == []
+    assert leads[n]["state"] == "done" and leads[n]["attempts"] == 1, leads[n]
+    assert d2.stats["machines"] == 1 and d2.stats["abandoned"] == 0  # the new dialer heard the verdict
