@@ -340,6 +340,42 @@ async def test_metrics_show_health_per_caller_id(make_engine, rules_file):
     assert metrics.HEALTH_COOLDOWNS.labels(rule="health-test/run")._value.get() >= 1
 
 
+async def test_metrics_refresh_computes_caller_id_health_a_chunk_at_a_time(make_engine, rules_file, monkeypatch):
+    """The refresh runs on the FastAGI server's event loop: a big pool's figures are computed
+    HEALTH_CHUNK caller IDs at a time, the loop free in between (checks are not held up
+    for the whole pool), and every caller ID still gets its gauges."""
+    from dialguard import callerid_health, metrics
+
+    e = await engine_with(make_engine, rules_file, pack(RUN3, pool=False))
+    pool = [f"+86105800{i:04d}" for i in range(3 * metrics.HEALTH_CHUNK + 1)]
+    for c in pool:
+        await e.approve_caller_id(c, pool=True)
+    asked: list[int] = []
+    real = callerid_health.read_health
+
+    async def counted(engine, caller_ids, now_ms):
+        asked.append(len(caller_ids))
+        return await real(engine, caller_ids, now_ms)
+
+    monkeypatch.setattr(callerid_health, "read_health", counted)
+    turns = 0
+    done = False
+
+    async def ticker():
+        nonlocal turns
+        while not done:
+            await asyncio.sleep(0)
+            turns += 1
+
+    t = asyncio.create_task(ticker())
+    assert await metrics.refresh_from_engine(e)
+    done = True
+    await t
+    assert sum(asked) == len(pool) and max(asked) <= metrics.HEALTH_CHUNK and len(asked) == 4, asked
+    assert turns >= len(asked)  # the loop ran between the chunks
+    assert all(metrics.CID_CALLS.labels(c)._value.get() == 0 for c in pool)
+
+
 # -- complaints and opt-outs per 1,000 calls (attributed by the number's last allowed call) ----------
 COMPLAINTS = ("      - {id: complaints, metric: complaints_per_1000, threshold: 300, min_calls: 5, cool_down: 24h}\n"
               "      - {id: optouts, metric: optouts_per_1000, threshold: 600, min_calls: 5, cool_down: 6h}\n")
