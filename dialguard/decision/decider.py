@@ -557,7 +557,7 @@ class Decider(Store):
         if place.zones:
             zones = tuple(sorted(set(info.timezones) | set(place.zones)))
             if zones != info.timezones:
-                info = replace(info, timezones=zones)
+                info = info._replace(timezones=zones)
         return ctx, info, place
 
     def _plan(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
