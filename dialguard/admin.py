@@ -232,10 +232,12 @@ class AdminStore(Store):
         raise ValueError("pause scope is all, campaign NAME or caller_id NUMBER")
 
     async def live_calls(self, e164: str, now: datetime | None = None) -> int:
-        """Calls holding a lease on this caller ID at `now` (default: the rules clock)."""
+        """Calls holding a lease on this caller ID at `now` (default: the rules clock).
+        A lease ends at its score, as decide.lua counts them: from (now, whether
+        or not the ended ones were trimmed yet (only a write of the key trims)."""
         tag = self.keys.cid_tag(e164)
         now = now or await self.now()
-        return await self.redis.zcount(self.keys.cid_live(tag), ms(now), "+inf")
+        return await self.redis.zcount(self.keys.cid_live(tag), f"({ms(now)}", "+inf")
 
 
 class Admin(AdminStore, NumberEvents):

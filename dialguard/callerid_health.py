@@ -200,6 +200,20 @@ def penalty(f: Figures) -> float:
     return round(min(3.0, f.rejection_rate + 0.5 * f.short_answer_rate + 0.1 * f.run), 3)
 
 
+def penalty_value(raw: str | bytes | None, now_ms: int) -> float | None:
+    """A penalty as the penalties hash holds it ("<pen>|<until ms>", keys.cid_penalties),
+    as decide.lua reads it: None when absent, malformed or lapsed (until <= now)."""
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    pen, _, until = raw.partition("|")
+    try:
+        return float(pen) if int(until) > now_ms else None
+    except ValueError:
+        return None
+
+
 # -- configuration as outcome.lua reads it -------------------------------------------
 
 def _cfg_json(pack: str, h: CallerIdHealth) -> dict:
@@ -252,11 +266,16 @@ async def read_health(engine, caller_ids: list[str], now_ms: int) -> list[dict]:
             pipe.lrange(keys.cid_events(t), 0, EVENTS_KEPT - 1)
         pipe.zmscore(keys.cid_cooldown, tags) if tags else pipe.ping()
         pipe.hmget(keys.cid_cool_why, tags) if tags else pipe.ping()
+        pipe.hmget(keys.cid_penalties, tags) if tags else pipe.ping()
         res = await pipe.execute()
-    cools, whys = res[-2], res[-1]
+    cools, whys, pens = res[-3], res[-2], res[-1]
     out = []
     for i, (cid, tag) in enumerate(zip(caller_ids, tags)):
-        raw, (since, pen), raw_ev = res[3 * i], res[3 * i + 1], res[3 * i + 2]
+        raw, (since, legacy_pen), raw_ev = res[3 * i], res[3 * i + 1], res[3 * i + 2]
+        # the penalty the pick uses (the penalties hash); a store not migrated yet: the health hash's
+        pen = penalty_value(pens[i], now_ms) if pens and pens[i] else None
+        if pen is None and not (pens and pens[i]) and legacy_pen:
+            pen = float(legacy_pen)
         entries, events = [], []
         for r in raw:
             try:
@@ -278,7 +297,7 @@ async def read_health(engine, caller_ids: list[str], now_ms: int) -> list[dict]:
                     why = ", ".join(f"{t.get('rule')} ({t.get('metric')})" for t in w.get("triggered", []))
             except ValueError:
                 why = None
-        out.append({"caller_id": cid, "tag": tag, "figures": f.as_dict(), "penalty": float(pen) if pen else 0.0,
+        out.append({"caller_id": cid, "tag": tag, "figures": f.as_dict(), "penalty": pen or 0.0,
                     "rules_since": int(float(since)) if since else None,
                     "cooldown_until": int(until) if until else None,
                     "cooldown_reason": why or (ADMIN_COOL if until else None)})

@@ -300,7 +300,8 @@ async def _refresh_caller_ids(engine, cids: list[str], now_ms: int, timeout: flo
             chunk = cids[i:i + HEALTH_CHUNK]
             async with engine.redis.pipeline(transaction=False) as pipe:
                 for cid in chunk:
-                    pipe.zcount(engine.keys.cid_live(engine.keys.cid_tag(cid)), now_ms, "+inf")
+                    # as decide.lua counts them: a lease ends at its score
+                    pipe.zcount(engine.keys.cid_live(engine.keys.cid_tag(cid)), f"({now_ms}", "+inf")
                 counts = await pipe.execute()
             for cid, n in zip(chunk, counts):
                 LIVE_CALLS.labels(cid).set(n)

@@ -326,6 +326,8 @@ class Replayer:
             m.zadd(ca, t, did, now)
             m.ztrim_below(ca, t, _bound(b["caller_id_trim_before"]))
             m.pexpire(ca, t, int(b["caller_id_ttl_ms"]))
+            if b["caller_id"]["concurrency"] >= 0:  # decide.lua: ZREMRANGEBYSCORE -inf now (integer ms)
+                m.ztrim_below(lv, t, now + 0.5)
             m.zadd(lv, t, did, float(b["lease_until"]))
             m.pexpire(lv, t, int(b["caller_id_ttl_ms"]))
             lc = self.keys.last_caller(d.number_hash)  # whom a complaint is about (decide.lua)
@@ -451,12 +453,14 @@ class Replayer:
         fields["pen"], fields["at"] = "%.3f" % pen, str(now)
         m.hset(hk, t, fields)
         m.pexpire(hk, t, longest + 86_400_000)
+        m.hset(self.keys.cid_penalties, t, {ch: "%.3f|%d" % (pen, now + longest + 86_400_000)})
         if until:
             # the cool-down itself comes back from its admin record (config_restore);
             # one longer in force at the time (an admin's) is not known here
             until = max(until, self._cooled.get(ch, 0))
             self._cooled[ch] = until
             m.hset(hk, t, {"since": str(until), "pen": "0"})
+            m.hdel(self.keys.cid_penalties, t, ch)
 
     # -- event.lua ----------------------------------------------------------------------------
     def event(self, e: EventRec) -> None:
@@ -508,6 +512,7 @@ class Replayer:
             self._cooled[ch] = until
             m.hset(hk, t, {"since": str(until), "pen": "0"})
             m.pexpire(hk, t, longest + 86_400_000)
+            m.hdel(self.keys.cid_penalties, t, ch)
 
     def replay(self, records: Iterable[tuple[tuple[int, int], str, object]]) -> None:
         for _, kind, rec in records:
@@ -577,7 +582,7 @@ def key_kind(key: str) -> str:
     if "{c:" in key:
         return {"live": "caller-ID leases", "o": "caller-ID outcome logs", "h": "caller-ID health"}.get(
             tail, "caller-ID attempt logs")
-    if "{g}:hp:" in key or "{g}:hcfg:" in key:
+    if "{g}:hp:" in key or "{g}:hcfg:" in key or key.endswith("{g}:cidpen"):
         return "caller-ID health"
     if tail.startswith("a:"):
         return "attempt logs"

@@ -179,6 +179,8 @@ class Decider(Store):
         # their tags and shape (id -> (candidates, tags, shape)): _candidates
         self._windows: dict[int, tuple] = {}
         self._shapes: dict[int, tuple] = {}
+        # caller IDs whose penalty of an older store was looked for (_migrate_penalties)
+        self._pen_migrated: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------
     @classmethod
@@ -336,10 +338,34 @@ class Decider(Store):
                 continue
             if e164 not in pool:
                 pool.append(e164)
+        if len(pool) > 1:
+            await self._migrate_penalties(pool)
         ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals,
                        region_pauses)
         self._ctx_cache[campaign] = ctx
         return ctx
+
+    async def _migrate_penalties(self, pool: list[str]) -> None:
+        """Once per caller ID of the pools this node picks from: its pick penalty
+        as a store written before the penalties hash keeps it (`pen` of its health
+        hash) copied into that hash (penalties.lua; nothing when the hash already
+        has one). A failure is logged and tried again at the next refresh: the
+        penalty only orders the pick."""
+        tags = [t for t in (self._cid_tag(c) for c in pool) if t not in self._pen_migrated]
+        if not tags:
+            return
+        try:
+            now_ms = ms(await self.now())
+            for i in range(0, len(tags), 100):
+                part = tags[i:i + 100]
+                await scripts.PENALTIES(self.redis, [self.keys.cid_penalties] + [self.keys.cid_health(t) for t in part],
+                                        [str(now_ms), *part])
+        except (RedisError, OSError) as exc:
+            log.warning("caller-ID penalties of the older layout not copied: %s", exc)
+            return
+        if len(self._pen_migrated) > 100_000:
+            self._pen_migrated.clear()
+        self._pen_migrated.update(tags)
 
     async def _publish_health(self, policy: Policy) -> None:
         from dialguard import callerid_health

@@ -16,7 +16,9 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{a:<A>}:lease                 dialer's agent lease: o owner, c/l channel ids, hb ms (ari_app/leases.py)
     {P}:{c:<K>}:a / :live             caller-ID attempts / live-call leases (ZSET did -> expiry)
     {P}:{c:<K>}:o / :h                caller-ID outcome log "ms|answered|talk|sip|cause" (LIST, newest
-                                      first) / health figures and pick penalty (dialguard/callerid_health.py)
+                                      first) / health figures (dialguard/callerid_health.py)
+    {P}:{g}:cidpen                    every caller ID's pick penalty: tag -> "<pen>|<until ms>" (outcome.lua;
+                                      decide.lua reads a pool window's in one HMGET; ignored from <until>)
     {P}:{c:<K>}:e                     complaints / opt-outs attributed to the caller ID "ms|c" / "ms|o"
                                       (LIST, newest first, event.lua)
     {P}:{n:<H>}:lc                    the caller ID of the last allowed call to the number "<K>|<health
@@ -177,6 +179,13 @@ class Keys:
 
     def cid_health(self, k: str) -> str:
         return f"{self.prefix}:{{c:{k}}}:h"
+
+    @property
+    def cid_penalties(self) -> str:
+        """Every caller ID's pool-pick penalty in one hash (tag -> "<pen>|<until ms>"), so that
+        decide.lua reads a pool window's in one HMGET. Before, `pen` of `cid_health` (still
+        written beside it; read by callerid_health.migrate_penalties for older stores)."""
+        return self.g("cidpen")
 
     @property
     def cid_cool_why(self) -> str:

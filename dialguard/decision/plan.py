@@ -347,18 +347,24 @@ def build_plan(
         cands = []
         for n, c in enumerate(candidates, start=1):
             cands.append({"index": n, "tag": c.tag, "approved": 1 if c.statically_approved else 0,
-                          "attempts_key": k(keys.cid_attempts(c.tag)), "live_key": k(keys.cid_live(c.tag)),
-                          "health_key": k(keys.cid_health(c.tag))})
+                          "attempts_key": k(keys.cid_attempts(c.tag)), "live_key": k(keys.cid_live(c.tag))})
         b["caller_id"] = {
             "candidates": cands, "checks": cchk, "concurrency": st.conc, "required": st.cid_req,
             "approved_key": k(keys.approved_cids), "cooldown_key": k(keys.cid_cooldown),
         }
+        if len(candidates) > 1:  # a pick: every candidate's health penalty, one hash
+            b["caller_id"]["penalty_key"] = k(keys.cid_penalties)
         b["lease_until"] = str(now_ms + st.lease_ms)
         b["caller_id_ttl_ms"] = st.cttl
         b["caller_id_trim_before"] = "(" + str(now_ms - st.cttl_ms)
 
     if not main:
         return plan
+    if check_caller_id:
+        # whom a later complaint or opt-out is about (decide.lua writes it on an allow)
+        b["last_caller_key"] = k(keys.last_caller(number_tag))
+        if party_tag:
+            b["party_last_caller_key"] = k(keys.party_last_caller(party_tag))
     if call_id:
         b["call_key"] = k(keys.call(call_id))
         if request_fp:
@@ -735,18 +741,25 @@ def compile_plan(
                 ct = f("c%d" % first)
                 a = k(fmt(keys.cid_attempts(ct)))
                 lv = k(fmt(keys.cid_live(ct)))
-                hh = k(fmt(keys.cid_health(ct)))
                 cands.append(obj(("index", js(n)), ("tag", '"{c%d}"' % first), ("approved", "1" if ok else "0"),
-                                 ("attempts_key", js(a)), ("live_key", js(lv)), ("health_key", js(hh))))
+                                 ("attempts_key", js(a)), ("live_key", js(lv))))
             cids, cool = k(_lit(keys.approved_cids)), k(_lit(keys.cid_cooldown))
-            field("caller_id", obj(("candidates", "[" + ",".join(cands) + "]"), ("checks", "[" + ",".join(cchk) + "]"),
-                                   ("concurrency", js(st.conc)), ("required", js(st.cid_req)),
-                                   ("approved_key", js(cids)), ("cooldown_key", js(cool))))
+            cpairs = [("candidates", "[" + ",".join(cands) + "]"), ("checks", "[" + ",".join(cchk) + "]"),
+                      ("concurrency", js(st.conc)), ("required", js(st.cid_req)),
+                      ("approved_key", js(cids)), ("cooldown_key", js(cool))]
+            if len(cand_shape) > 1:  # a pick: every candidate's health penalty, one hash
+                cpairs.append(("penalty_key", js(k(_lit(keys.cid_penalties)))))
+            field("caller_id", obj(*cpairs))
             # each plan its own lease and cold bound (a shadow's rules may differ)
             field("lease_until", '"' + low(0, -st.lease_ms) + '"')
             field("caller_id_ttl_ms", js(st.cttl))
             field("caller_id_trim_before", '"(' + low(0, st.cttl_ms) + '"')
 
+        if main and check_caller_id:
+            # whom a later complaint or opt-out is about (decide.lua writes it on an allow)
+            field("last_caller_key", str(k(fmt(keys.last_caller(tag)))))
+            if party:
+                field("party_last_caller_key", str(k(fmt(keys.party_last_caller(pt)))))
         if main and has_call:
             field("call_key", str(k(call_fmt)))
             field("request_fp", '"{fp}"')  # hex

@@ -46,6 +46,8 @@ PLAN = (
     Field("lease_until", "ms str", "a picked caller ID's live-call lease ends (concurrency)"),
     Field("caller_id_ttl_ms", "ms str", "expiry of the caller ID's attempt log and leases"),
     Field("caller_id_trim_before", "bound", "caller-ID attempts older than this are trimmed"),
+    Field("last_caller_key", "key", "the number's last caller ID ({n:<H>}:lc), when a caller ID is checked"),
+    Field("party_last_caller_key", "key", "the party's last caller ID ({p:<Q>}:lc), with a party"),
     Field("call_key", "key", "the call record (with a call id)"),
     Field("request_fp", "hex str", "the request's keyed hash: an identical request gets the same answer"),
     Field("call_record", "object", "what the call record keeps for outcome.lua (CALL_RECORD)"),
@@ -81,6 +83,7 @@ CALLER_ID = (
     Field("required", "0|1", "only approved (and not cooling down) caller IDs"),
     Field("approved_key", "key", "approved caller IDs (set of tags)"),
     Field("cooldown_key", "key", "caller IDs cooling down (zset tag -> until)"),
+    Field("penalty_key", "key", "every caller ID's health penalty (hash tag -> '<pen>|<until ms>'), to pick"),
 )
 
 CANDIDATE = (
@@ -89,7 +92,6 @@ CANDIDATE = (
     Field("approved", "0|1", "approved by configuration (else by approved_key)"),
     Field("attempts_key", "key", "its attempt log"),
     Field("live_key", "key", "its live-call leases"),
-    Field("health_key", "key", "its health figures (pick penalty)"),
 )
 
 CALL_RECORD = (

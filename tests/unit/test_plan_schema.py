@@ -64,7 +64,7 @@ def full_plan(tmp_path):
     keys = Keys("dg", b"k" * 32)
     info = parse_number("+8613812345678", "CN")
     tag = keys.number_tag(info.e164)
-    cands = [CallerIdCandidate("+8613800138000", keys.cid_tag("+8613800138000"), True)]
+    cands = [CallerIdCandidate(c, keys.cid_tag(c), True) for c in ("+8613800138000", "+8613800138001")]
     return build_plan(
         policy=policy, keys=keys, info=info, number_tag=tag, campaign="c1", agent="a1", subject="debt-1",
         call_id="1712.1", decision_id="d1", now=datetime(2026, 3, 2, 3, tzinfo=timezone.utc), pre_reasons=[],
@@ -86,6 +86,30 @@ def test_build_plan_writes_exactly_the_schema(tmp_path):
         written |= set(c)
         assert set(c) <= schema.names(schema.CHECK)
     assert written == schema.names(schema.CHECK)
+
+
+def test_decide_lua_touches_only_keys_of_the_plan():
+    """Every command decide.lua sends names its key from KEYS, never a key built
+    from another one (string.sub of the flags key was): Redis Cluster and the ACL
+    key patterns check the keys a script declares."""
+    code = "\n".join(line.split("--")[0] for line in LUA.splitlines())
+    calls = re.findall(r"redis\.call\('([A-Z]+)',\s*([^,)]+)", code)
+    assert len(calls) > 30 and len(calls) == code.count("redis.call(")
+    for cmd, first in calls:
+        if cmd == "MGET":  # the DNC buckets: a list filled from KEYS only
+            assert first == "unpack(bks" and re.search(r"bks\[i\] = KEYS\[ki\]", code)
+            continue
+        assert first.startswith("KEYS["), (cmd, first)
+
+
+def test_the_last_caller_keys_are_the_plans(tmp_path):
+    """decide.lua's '{n:<H>}:lc' / '{p:<Q>}:lc' (whom a complaint is about) come from keys.py."""
+    p = full_plan(tmp_path)
+    keys = Keys("dg", b"k" * 32)
+    b = p.body
+    assert p.keys[b["last_caller_key"] - 1] == keys.last_caller(keys.number_tag("+8613812345678"))
+    assert p.keys[b["party_last_caller_key"] - 1] == keys.party_last_caller(keys.party_tag("acct-1"))
+    assert p.keys[b["caller_id"]["penalty_key"] - 1] == keys.cid_penalties
 
 
 def test_liftable_reasons_come_from_python(tmp_path):

@@ -60,8 +60,14 @@ end
 -- Anything else is decided afresh below as a new attempt. A replay is audited
 -- too (its own record id, rp = the decision it repeats).
 local DENY_REPLAY_MS = 10000
-if plan.call_key and plan.request_fp and #(plan.pre_reasons or {}) == 0 then
+-- whether this request's answer is kept for a replay (not after a pre-Redis deny)
+local keeps_answer = plan.call_key and plan.request_fp and #(plan.pre_reasons or {}) == 0
+-- the call record's report state as read here: false when it has none (outcome.lua
+-- sets 'rep' and 'res' together), so an allow has nothing to delete; nil: not read
+local call_rep = nil
+if keeps_answer then
   local rec = redis.call('HMGET', KEYS[plan.call_key], 'f:' .. plan.request_fp, 'did', 'rep')
+  call_rep = rec[3]
   if rec[1] then
     local r = cjson.decode(rec[1])
     -- a deny is the answer of its moment: repeated within DENY_REPLAY_MS (a
@@ -181,12 +187,20 @@ local function evaluate(p)
   end
   for _, code in ipairs(p.pre_reasons or {}) do deny(code) end
 
-  -- Kill switches: all outbound, this campaign, this caller ID.
+  -- Kill switches: all outbound, this campaign, and every caller-ID candidate's
+  -- (their fields 'cid:<K>' in the same HMGET; nothing below writes the hash).
+  local cpaused = {}
   if p.pause_key then
-    local vals = redis.call('HMGET', KEYS[p.pause_key], unpack(p.pause_fields))
-    for i = 1, #p.pause_fields do
+    local fields, nf = p.pause_fields, #p.pause_fields
+    if p.caller_id and #p.caller_id.candidates > 0 then
+      fields = {unpack(p.pause_fields)}
+      for i, cand in ipairs(p.caller_id.candidates) do fields[nf + i] = 'cid:' .. cand.tag end
+    end
+    local vals = redis.call('HMGET', KEYS[p.pause_key], unpack(fields))
+    for i = 1, nf do
       if vals[i] then deny('paused') end
     end
+    for i = nf + 1, #fields do cpaused[i - nf] = vals[i] end
   end
 
   -- Campaign approval and its date range.
@@ -214,9 +228,13 @@ local function evaluate(p)
     end
     if p.dnc_bucket_keys and not seen['dnc'] then
       -- DNC lists at scale: an aligned plain find of the 5-byte fingerprint
+      -- (the global and the campaign's bucket in one MGET)
       local rec = string.gsub(p.dnc_record, '..', function(h) return string.char(tonumber(h, 16)) end)
-      for _, ki in ipairs(p.dnc_bucket_keys) do
-        local s = redis.call('GET', KEYS[ki])
+      local bks = {}
+      for i, ki in ipairs(p.dnc_bucket_keys) do bks[i] = KEYS[ki] end
+      local buckets = redis.call('MGET', unpack(bks))
+      for i = 1, #bks do
+        local s = buckets[i]
         if s then
           local init = 1
           while true do
@@ -250,18 +268,14 @@ local function evaluate(p)
     local cid = p.caller_id
     local first_reasons = nil
     local best_score = nil
-    -- every candidate's cooldown and kill switch in one call each (nothing
-    -- below writes those keys): ZMSCORE / HMGET instead of a ZSCORE and an
-    -- HEXISTS per candidate
-    local ntags, tags, fields = #cid.candidates, {}, {}
-    for i, cand in ipairs(cid.candidates) do
-      tags[i] = cand.tag
-      fields[i] = 'cid:' .. cand.tag
-    end
-    local cools, paused = {}, {}
-    if ntags > 0 then
-      if cid.required == 1 then cools = redis.call('ZMSCORE', KEYS[cid.cooldown_key], unpack(tags)) end
-      paused = redis.call('HMGET', KEYS[p.pause_key], unpack(fields))
+    -- every candidate's cooldown in one call (nothing below writes that key):
+    -- ZMSCORE instead of a ZSCORE per candidate; their kill switches came with
+    -- the pause HMGET above, their health penalties come in one HMGET below
+    local ntags, tags = #cid.candidates, {}
+    for i, cand in ipairs(cid.candidates) do tags[i] = cand.tag end
+    local cools, paused, pens = {}, cpaused, nil
+    if ntags > 0 and cid.required == 1 then
+      cools = redis.call('ZMSCORE', KEYS[cid.cooldown_key], unpack(tags))
     end
     for i, cand in ipairs(cid.candidates) do
       local cr, cd = {}, {}
@@ -274,8 +288,8 @@ local function evaluate(p)
       if paused[i] then cr[#cr + 1] = 'paused' end
       local use = run_checks(cid.checks or {}, cand, cr, cd, seen_counts)
       if cid.concurrency and cid.concurrency >= 0 then
-        -- leases expire at their score; read-only: counted without trimming
-        if not RO then redis.call('ZREMRANGEBYSCORE', KEYS[cand.live_key], '-inf', now) end
+        -- leases expire at their score: counted from (now, so expired ones need no
+        -- trimming here; they go when the key is written (the chosen one's, below)
         local live = redis.call('ZCOUNT', KEYS[cand.live_key], '(' .. now, '+inf')
         if cid.concurrency > 0 and live / cid.concurrency > use then use = live / cid.concurrency end
         if live >= cid.concurrency then
@@ -287,8 +301,15 @@ local function evaluate(p)
       end
       if #cr == 0 then
         local score = use
-        if #cid.candidates > 1 and cand.health_key then
-          score = score + (tonumber(redis.call('HGET', KEYS[cand.health_key], 'pen')) or 0)
+        if ntags > 1 and cid.penalty_key then
+          -- health penalties "<pen>|<until ms>" (outcome.lua), every candidate's in one
+          -- HMGET at the first that passes; one past its until counts as none
+          if not pens then pens = redis.call('HMGET', KEYS[cid.penalty_key], unpack(tags)) end
+          local v = pens[i]
+          if v then
+            local pen, till = string.match(v, '^([^|]*)|(%d+)$')
+            if till and tonumber(till) > tonumber(now) then score = score + (tonumber(pen) or 0) end
+          end
         end
         if best_score == nil or score < best_score then
           best_score = score
@@ -361,6 +382,16 @@ end
 
 local allowed = (#reasons == 0) and 1 or 0
 
+-- The answer to this request under this call id, for an identical replay
+-- (written with the call record below).
+local answer = nil
+if keeps_answer then
+  local d = {}
+  for i, item in ipairs(details) do d[i] = {item[1], item[2], item[3]} end
+  answer = cjson.encode({did = plan.decision_id, a = allowed, r = reasons, ch = chosen, d = d, l = lifted,
+    at = now})
+end
+
 if allowed == 1 then
   -- Record the attempt; trim what no window can see any more so that hot
   -- keys (agents, caller IDs) stay bounded although their TTL is refreshed.
@@ -373,45 +404,48 @@ if allowed == 1 then
     redis.call('ZADD', KEYS[chosen_cand.attempts_key], now, plan.decision_id)
     redis.call('ZREMRANGEBYSCORE', KEYS[chosen_cand.attempts_key], '-inf', plan.caller_id_trim_before)
     redis.call('PEXPIRE', KEYS[chosen_cand.attempts_key], plan.caller_id_ttl_ms)
+    if plan.caller_id.concurrency and plan.caller_id.concurrency >= 0 then
+      -- the ended leases go here, when the key is written (decisions count from (now);
+      -- without a concurrency limit nothing counts them: the key's TTL bounds it)
+      redis.call('ZREMRANGEBYSCORE', KEYS[chosen_cand.live_key], '-inf', now)
+    end
     redis.call('ZADD', KEYS[chosen_cand.live_key], plan.lease_until, plan.decision_id)
     redis.call('PEXPIRE', KEYS[chosen_cand.live_key], plan.caller_id_ttl_ms)
   end
-  if chosen ~= '' and plan.flags_key then
+  if chosen ~= '' and plan.last_caller_key then
     -- whom a later complaint or opt-out on this number is about (event.lua):
-    -- '{n:<H>}:lc' beside the number's flags '{n:<H>}:f', kept 30 days
-    local fk = KEYS[plan.flags_key]
+    -- '{n:<H>}:lc', kept 30 days (a key of the plan, as every key this script touches)
     local hc = (plan.call_record and plan.call_record.health_config) or ''
-    redis.call('SET', string.sub(fk, 1, -2) .. 'lc', chosen .. '|' .. hc, 'PX', 2592000000)
-    if plan.party_flags_key then
+    redis.call('SET', KEYS[plan.last_caller_key], chosen .. '|' .. hc, 'PX', 2592000000)
+    if plan.party_last_caller_key then
       -- and whom a complaint or opt-out of the party is about: '{p:<H>}:lc'
-      local pk = KEYS[plan.party_flags_key]
-      redis.call('SET', string.sub(pk, 1, -2) .. 'lc', chosen .. '|' .. hc, 'PX', 2592000000)
+      redis.call('SET', KEYS[plan.party_last_caller_key], chosen .. '|' .. hc, 'PX', 2592000000)
     end
   end
   if plan.call_key then
     -- this attempt is now the call's open one: the previous attempt's report
     -- state goes (outcome.lua applies the next report to this attempt)
     local rec = plan.call_record
-    redis.call('HDEL', KEYS[plan.call_key], 'rep', 'res')
-    redis.call('HSET', KEYS[plan.call_key], 'did', plan.decision_id, 'ch', chosen, 'at', now,
+    if call_rep ~= false then redis.call('HDEL', KEYS[plan.call_key], 'rep', 'res') end
+    local f = {'did', plan.decision_id, 'ch', chosen, 'at', now,
       'ak', rec.attempt_keys, 'cv', rec.conversation_keys, 'ab', rec.abandon_key, 'am', rec.machine_key,
       'nk', rec.number_key,
       'lv', chosen_cand and KEYS[chosen_cand.live_key] or '',
       'ca', chosen_cand and KEYS[chosen_cand.attempts_key] or '',
-      'hc', rec.health_config or '', 'cp', rec.campaign_tag or '')
+      'hc', rec.health_config or '', 'cp', rec.campaign_tag or ''}
+    if answer then
+      f[#f + 1] = 'f:' .. plan.request_fp
+      f[#f + 1] = answer
+    end
+    redis.call('HSET', KEYS[plan.call_key], unpack(f))
     redis.call('PEXPIRE', KEYS[plan.call_key], rec.ttl_ms)
   end
 end
 
--- The answer to this request under this call id, for an identical replay.
--- Not after a pre-Redis deny (those are decided again every time anyway).
-if plan.call_key and plan.request_fp and #(plan.pre_reasons or {}) == 0 then
-  local d = {}
-  for i, item in ipairs(details) do d[i] = {item[1], item[2], item[3]} end
-  redis.call('HSET', KEYS[plan.call_key], 'f:' .. plan.request_fp, cjson.encode({
-    did = plan.decision_id, a = allowed, r = reasons, ch = chosen, d = d, l = lifted, at = now}))
-  -- (an allow set the same TTL above, in this same script)
-  if allowed ~= 1 then redis.call('PEXPIRE', KEYS[plan.call_key], plan.call_record.ttl_ms) end
+-- A deny's answer (an allow's went with the call record above).
+if answer and allowed ~= 1 then
+  redis.call('HSET', KEYS[plan.call_key], 'f:' .. plan.request_fp, answer)
+  redis.call('PEXPIRE', KEYS[plan.call_key], plan.call_record.ttl_ms)
 end
 
 if plan.audit_key then

@@ -113,6 +113,7 @@ else
 end
 redis.call('HSET', h_key, 'since', tostring(until_ms), 'pen', '0')
 redis.call('PEXPIRE', h_key, longest + 86400000)
+redis.call('HDEL', pfx .. ':{g}:cidpen', ch)  -- its pick penalty too (outcome.lua)
 local why_j = cjson.encode({at = now, ts = tonumber(wall), ['until'] = until_ms, event = eid, triggered = triggered})
 redis.call('HSET', pfx .. ':{g}:coolwhy', ch, why_j)
 local names = {}

@@ -248,6 +248,10 @@ hset[#hset + 1] = 'pen'; hset[#hset + 1] = string.format('%.3f', pen)
 hset[#hset + 1] = 'at'; hset[#hset + 1] = now
 redis.call('HSET', h_key, unpack(hset))
 redis.call('PEXPIRE', h_key, longest + 86400000)
+-- the penalty again in the one hash of every caller ID's (decide.lua reads a pool
+-- window's in one HMGET), with the time it lapses, as h_key would expire
+local pen_key = pfx .. ':{g}:cidpen'
+redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000))
 
 if #triggered == 0 then
   return {1, did, ''}
@@ -262,6 +266,7 @@ else
   until_ms = cur
 end
 redis.call('HSET', h_key, 'since', tostring(until_ms), 'pen', '0')
+redis.call('HDEL', pen_key, ch)
 local why_j = cjson.encode({at = now, ts = tonumber(wall), ['until'] = until_ms, did = did, triggered = triggered})
 redis.call('HSET', pfx .. ':{g}:coolwhy', ch, why_j)
 local names = {}
