@@ -429,6 +429,8 @@ async def cleanup_guard(engine: Engine, campaign: str, pool: list[str], numbers:
     async with engine.redis.pipeline(transaction=False) as pipe:
         for cid in pool:
             pipe.srem(k.approved_cids, k.cid_tag(cid))
+        # the outcomes' pick penalties (keys.cid_penalties; spelled out: the bench also runs older trees)
+        pipe.hdel(k.g("cidpen"), *[k.cid_tag(cid) for cid in pool])
         await pipe.execute()
     await engine.set_test_clock(None)
     return deleted
