@@ -1,0 +1,141 @@
+"""What decide.lua costs Redis, in instructions: a measure the load of a shared machine does not move.
+
+Redis CPU per call (INFO cpu, commandstats usec) moves by a third from run to
+run when other work shares the cores; the instructions Redis executes do not
+(within about 2 %: the server's timers). This starts a private redis-server
+under valgrind's callgrind (on a Unix socket in a temporary folder: nothing of
+the dev stack is touched, no `make up` needed), fills the reference plan
+(plan.build_plan) of N allowed decisions with a window of caller IDs from a
+pool, and counts the instructions Redis executes while it answers them
+(instrumentation on only around those calls). `--breakdown` also runs the same
+calls against scripts that return at once and that only decode the plan.
+
+    .venv/bin/python bench/redis_instructions.py [--rules cn-default] [--calls 300] [--window 8] [--breakdown]
+    PYTHONPATH=<checkout of another tree> .venv/bin/python bench/redis_instructions.py   # that tree's decide.lua
+
+Needs valgrind (callgrind_control) and redis-server on the PATH. About 10 s a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+
+import redis
+
+from dialguard.decision import scripts  # the installed tree's, or PYTHONPATH's
+from dialguard.decision.keys import Keys
+from dialguard.decision.plan import CallerIdCandidate, build_plan
+from dialguard.numbers import parse_number
+from dialguard.rules import Policy
+
+AT = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # 10:00 in Shanghai, a Monday
+POOL = 200
+RECORD = '{"x":"' + "a" * 400 + '"}'  # an audit record of a typical size
+VARIANTS = {"return at once": "return {1}", "decode the plan only": "local p = cjson.decode(ARGV[1]) return {1}"}
+
+
+def plans(policy: Policy, calls: int, window: int) -> tuple[list[tuple], Keys, list[str]]:
+    """EVALSHA arguments (numkeys, *KEYS, *ARGV) of `calls` distinct allowed decisions, 10 ms apart."""
+    keys = Keys("bench", b"k" * 32)
+    pool = [f"+8621500{i:04d}" for i in range(POOL)]
+    tags = [keys.cid_tag(c) for c in pool]
+    out = []
+    for i in range(calls):
+        info = parse_number(f"138{i:08d}", "CN")
+        s = (i * window) % POOL
+        cands = [CallerIdCandidate(pool[(s + j) % POOL], tags[(s + j) % POOL], True) for j in range(window)]
+        p = build_plan(policy=policy, keys=keys, info=info, number_tag=keys.number_tag(info.e164), campaign="c1",
+                       agent=f"a{i % 20}", subject=None, call_id=f"call-{i}", decision_id=f"d{i:06d}",
+                       now=AT + timedelta(milliseconds=10 * i), pre_reasons=[], candidates=cands,
+                       check_caller_id=bool(window), site_timezone="Asia/Shanghai", audit_payload=RECORD,
+                       audit_max=10 ** 7, request_fp="ab", versions=("3|", "3"), calendar_version="")
+        del p.body["audit_record"]  # as the engine's compiled plans send it: ARGV[2], not inside the JSON
+        out.append((len(p.keys), *p.keys, *p.args(), RECORD))
+    return out, keys, tags
+
+
+def measure(source: str, args: list[tuple], keys: Keys, tags: list[str], warm: int) -> tuple[float, int]:
+    """(instructions a call, calls allowed) of `source` answering args[warm:] (args[:warm] warm it up)."""
+    with tempfile.TemporaryDirectory(prefix="dg-ir-") as d:
+        sock = os.path.join(d, "r.sock")
+        proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                 f"--callgrind-out-file={d}/cg.out", "redis-server", "--port", "0",
+                                 "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", d],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(600):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.1)
+            r = redis.Redis(unix_socket_path=sock, socket_timeout=120)
+            for _ in range(100):
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+            r.sadd(keys.approved_cids, *tags)
+            r.hset(keys.campaign("c1"), mapping={"approved": "1"})
+            r.hset(keys.rules, mapping={"active": "3", "shadow": ""})
+            sha = r.script_load(source)
+            for a in args[:warm]:
+                r.evalsha(sha, *a)
+            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
+            allowed = 0
+            for a in args[warm:]:
+                res = r.evalsha(sha, *a)
+                allowed += int(res[0]) if isinstance(res, list) else 0
+            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True)
+            try:
+                r.shutdown(nosave=True)
+            except (redis.ConnectionError, redis.ResponseError):
+                pass
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        total = 0
+        for f in glob.glob(d + "/cg.out*"):
+            for line in open(f):
+                if line.startswith(("summary:", "totals:")):
+                    total = max(total, int(line.split()[1]))
+    return total / (len(args) - warm), allowed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rules", default="cn-default", help="a pack name or a rules file")
+    ap.add_argument("--calls", type=int, default=300, help="decisions counted (after 20 to warm up)")
+    ap.add_argument("--window", type=int, default=8, help="caller IDs offered a decision (0: no caller ID)")
+    ap.add_argument("--breakdown", action="store_true", help="also: a script returning at once, one only decoding")
+    args = ap.parse_args()
+    for tool in ("valgrind", "callgrind_control", "redis-server"):
+        if not shutil.which(tool):
+            print(f"{tool} is not on the PATH (apt-get install valgrind redis-server)", file=sys.stderr)
+            return 2
+    warm = 20
+    calls, keys, tags = plans(Policy.load(args.rules), args.calls + warm, args.window)
+    print(f"decide.lua of {scripts.__file__.rsplit('/dialguard/', 1)[0]}: rules {args.rules}, a window of "
+          f"{args.window} caller IDs, {args.calls} decisions, plan {len(calls[0][-2])} bytes + a {len(RECORD)}-byte audit record, "
+          f"{calls[0][0]} keys")
+    ir, allowed = measure(scripts.DECIDE.source, calls, keys, tags, warm)
+    print(f"decide.lua: {ir / 1000:,.1f} k instructions a call (Redis, with the call's socket I/O); "
+          f"{allowed} of {args.calls} allowed")
+    if args.breakdown:
+        for name, src in VARIANTS.items():
+            v, _ = measure(src, calls, keys, tags, warm)
+            print(f"  same calls, a script that does {name}: {v / 1000:,.1f} k")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
