@@ -282,9 +282,19 @@ class _Plan:
         self.fixed = _Desc(md.fixed_line)
         self.mobile = _Desc(md.mobile)
         self.same = md.same_mobile_and_fixed_line_pattern
+        self._one = _type_regex(md)
+        if self._one is not None:
+            self.number_type = self._number_type_one
+
+    def _number_type_one(self, nsn: str) -> int:
+        """number_type in one regex call (_type_regex)."""
+        m = self._one[0](nsn)
+        return _UNKNOWN if m is None else self._one[1][m.lastindex]
 
     def number_type(self, nsn: str) -> int:
-        """phonenumbers' _number_type_helper(nsn, metadata)."""
+        """phonenumbers' _number_type_helper(nsn, metadata), one pattern at a time
+        (the instance's own number_type is _number_type_one when _type_regex could
+        build its regex)."""
         if not self.general.matches(nsn):
             return _UNKNOWN
         n = len(nsn)
@@ -300,24 +310,104 @@ class _Plan:
         return _UNKNOWN
 
 
-_plans: dict[tuple, _Plan | None] = {}
+def _type_regex(md):
+    """(fullmatch, types by group index) answering _number_type_helper(nsn, md) for
+    a national significant number of ASCII digits in one regex call, or None.
+
+    The same tests in the same order, as one pattern: the general description as
+    a lookahead, then one alternative per type in _number_type_helper's order
+    (fullmatch takes the first alternative that matches the whole number, as the
+    helper returns the first type that matches), fixed line and mobile as the
+    helper combines them. A description's possible lengths become a lookahead on
+    the length; a description that cannot match (no pattern, or possible length
+    -1) is left out. tests/unit/test_fast_numbers.py compares it with
+    _number_type_helper on every region."""
+    T = PhoneNumberType
+
+    def part(desc):
+        """The pattern of a desc as _is_number_matching_desc applies it, or None."""
+        if desc is None or not desc.national_number_pattern:
+            return None
+        pat = desc.national_number_pattern
+        if re.compile(pat).groups:  # capturing groups would shift the type's group index
+            raise ValueError
+        lengths = desc.possible_length or ()
+        if any(n < 0 for n in lengths):
+            return None
+        size = rf"(?=(?:{'|'.join(f'.{{{n}}}' for n in sorted(set(lengths)))})\Z)" if lengths else ""
+        return f"{size}(?:{pat})"
+
+    try:
+        general = part(md.general_desc)
+        if general is None:
+            return None
+        alts, types = [], [None]
+        for t, desc in ((T.PREMIUM_RATE, md.premium_rate), (T.TOLL_FREE, md.toll_free),
+                        (T.SHARED_COST, md.shared_cost), (T.VOIP, md.voip), (T.PERSONAL_NUMBER, md.personal_number),
+                        (T.PAGER, md.pager), (T.UAN, md.uan), (T.VOICEMAIL, md.voicemail)):
+            p = part(desc)
+            if p is not None:
+                alts.append(f"({p})")
+                types.append(t)
+        fixed, mobile = part(md.fixed_line), part(md.mobile)
+        if md.same_mobile_and_fixed_line_pattern:
+            if fixed is not None:
+                alts.append(f"({fixed})")
+                types.append(T.FIXED_LINE_OR_MOBILE)
+        else:
+            if fixed is not None:  # fixed line: then mobile too, or fixed line only
+                alts.append(rf"(?={fixed}\Z)(?:({mobile})|(.*))" if mobile is not None else f"({fixed})")
+                types += [T.FIXED_LINE_OR_MOBILE, T.FIXED_LINE] if mobile is not None else [T.FIXED_LINE]
+            if mobile is not None:
+                alts.append(f"({mobile})")
+                types.append(T.MOBILE)
+        if not alts:
+            return None
+        rx = re.compile(rf"(?={general}\Z)(?:{'|'.join(alts)})", re.DOTALL)
+    except (re.error, ValueError, RecursionError, OverflowError):
+        return None
+    assert rx.groups == len(types) - 1
+    return rx.fullmatch, types
+
+
+_region_plans: dict[str, _Plan | None] = {}
+_cc_plans: dict[int, _Plan | None] = {}
 
 
 def _plan_for_region(region: str) -> _Plan | None:
-    key = ("r", region)
-    if key not in _plans:
+    try:
+        return _region_plans[region]
+    except KeyError:
         md = PhoneMetadata.metadata_for_region(region.upper(), None)
-        _plans[key] = _Plan(md) if md is not None else None
-    return _plans[key]
+        plan = _region_plans[region] = _Plan(md) if md is not None else None
+        return plan
 
 
 def _plan_for_cc(cc: int) -> _Plan | None:
     """The metadata parse uses for a number written with +cc."""
-    key = ("c", cc)
-    if key not in _plans:
+    try:
+        return _cc_plans[cc]
+    except KeyError:
         md = PhoneMetadata.metadata_for_region_or_calling_code(cc, _pnu.region_code_for_country_code(cc))
-        _plans[key] = _Plan(md) if md is not None else None
-    return _plans[key]
+        plan = _cc_plans[cc] = _Plan(md) if md is not None else None
+        return plan
+
+
+def _cc_by_first_three() -> dict[str, tuple[int, int]]:
+    """The calling code phonenumbers' _extract_country_code takes from digits that
+    start with these three (1 to 9 first): the shortest known 1-, 2- or 3-digit
+    prefix, as (code, its length)."""
+    out = {}
+    for p in range(100, 1000):
+        text = str(p)
+        for n in (1, 2, 3):
+            if int(text[:n]) in _CC_REGIONS:
+                out[text] = (int(text[:n]), n)
+                break
+    return out
+
+
+_CC3 = _cc_by_first_three()
 
 
 _single: dict[int, tuple[str, _Plan] | None] = {}
@@ -384,14 +474,11 @@ def _fast(raw: str, default_region: str):
         digits = text[1:]
         if not (digits.isascii() and digits.isdigit()) or len(digits) > 17 or len(digits) < 8 or digits[0] == "0":
             return None
-        if int(digits[:1]) in _CC_REGIONS:
-            cc, nsn = int(digits[:1]), digits[1:]
-        elif int(digits[:2]) in _CC_REGIONS:
-            cc, nsn = int(digits[:2]), digits[2:]
-        elif int(digits[:3]) in _CC_REGIONS:
-            cc, nsn = int(digits[:3]), digits[3:]
-        else:
+        found = _CC3.get(digits[:3])
+        if found is None:
             return None
+        cc, n = found
+        nsn = written = digits[n:]
         plan = _plan_for_cc(cc)
     else:
         if not (text.isascii() and text.isdigit()) or len(text) > 17 or len(text) < 7 or not default_region:
@@ -400,6 +487,7 @@ def _fast(raw: str, default_region: str):
         if plan is None or (plan.idd is not None and plan.idd(text)) or text.startswith(plan.cc_str):
             return None
         cc, nsn = plan.cc, text
+        written = None
     if plan is None:
         return None
     # parse's national-prefix step, with phonenumbers' own functions (which change
@@ -408,14 +496,20 @@ def _fast(raw: str, default_region: str):
         _, stripped, did = _pnu._maybe_strip_national_prefix_carrier_code(nsn, plan.md)
         if did and stripped != nsn and _pnu._test_number_length(stripped, plan.md) not in _NO_STRIP:
             nsn = stripped
-    if len(nsn) < 2 or len(nsn) > 17 or nsn[0] == "0":
+    size = len(nsn)
+    if size < 2 or size > 17 or nsn[0] == "0":
         return None  # too short/long for parse, or a leading zero (italian_leading_zero): let it decide
-    if _EMERGENCY_MAX is None or len(nsn) <= _EMERGENCY_MAX:
+    if _EMERGENCY_MAX is None or size <= _EMERGENCY_MAX:
         return None
-    region, ntype = _classify_nsn(cc, nsn)
+    one = _single[cc] if cc in _single else _single_region(cc)  # _classify_nsn's first step, inline
+    if one is not None:
+        region, ntype = one[0], one[1].number_type(nsn)
+    else:
+        region, ntype = _classify_nsn(cc, nsn)
     if ntype == _UNKNOWN:
         return None, _INVALID, None, ntype, cc
-    e164 = f"+{cc}{nsn}"
+    # `+digits` with nothing stripped is its own E.164 (the code has no leading zero)
+    e164 = text if nsn is written else f"+{cc}{nsn}"
     return e164, _BLOCKED.get(ntype), region, ntype, cc
 
 

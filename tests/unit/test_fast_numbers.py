@@ -138,3 +138,41 @@ def test_answers_carry_the_same_reasons():
     assert fast_e164("+19005550123", "US") == ("+19005550123", "blocked class: premium-rate")
     assert fast_e164("+8613012", "CN") is None  # too short to be sure
     assert fast_e164("+86999999999999", "CN") == (None, "not a valid number for its region")
+
+
+def test_one_regex_number_type_equals_phonenumbers_helper_in_every_region():
+    """_Plan's one-regex number_type (_type_regex) answers what phonenumbers'
+    _number_type_helper does, for every region and non-geographic calling code, on
+    neighbours of each type's example number and random digit strings of every length."""
+    from phonenumbers import phonenumberutil as pnu
+
+    from dialguard.numbers import _Plan, _plan_for_cc, _plan_for_region
+
+    rnd = random.Random(21)
+    plans = [_plan_for_region(r) for r in sorted(phonenumbers.SUPPORTED_REGIONS)]
+    plans += [_plan_for_cc(cc) for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)]
+    plans = [p for p in plans if p is not None]
+    assert len(plans) > 240
+    one = [p for p in plans if p._one is not None]
+    assert len(one) == len(plans), [p.md.id for p in plans if p._one is None]  # every region takes the fast way
+    checked = hits = 0
+    for plan in plans:
+        md = plan.md
+        seeds = [d.example_number for d in (md.fixed_line, md.mobile, md.toll_free, md.premium_rate, md.shared_cost,
+                                            md.voip, md.personal_number, md.pager, md.uan, md.voicemail)
+                 if d is not None and d.example_number]
+        cands = set(seeds)
+        for _ in range(150):
+            if seeds and rnd.random() < 0.7:
+                s = rnd.choice(seeds)
+                keep = rnd.randrange(0, len(s) + 1)
+                tail = "".join(rnd.choice("0123456789") for _ in range(len(s) - keep + rnd.choice((-1, 0, 0, 0, 1))))
+                cands.add((s[:keep] + tail) or "1")
+            else:
+                cands.add("".join(rnd.choice("0123456789") for _ in range(rnd.randrange(2, 18))))
+        for nsn in cands:
+            want = pnu._number_type_helper(nsn, md)
+            assert plan.number_type(nsn) == want == _Plan.number_type(plan, nsn), (md.id, nsn)
+            checked += 1
+            hits += want != pnu.PhoneNumberType.UNKNOWN
+    assert checked > 30_000 and hits > 3_000  # valid numbers of each kind were among them
