@@ -3,7 +3,7 @@ numbers, Redis only and with the PostgreSQL sink, side by side with
 redis-benchmark's pipelined SADD rate (the ceiling) in one run, and the Redis
 memory each imported number takes.
 
-    .venv/bin/python bench/dnc.py [--rows 10000000] [--no-pg | --pg-only] [--workers N] [--chunk-rows N]
+    .venv/bin/python bench/dnc.py [--rows 10000000] [--no-pg | --pg-only] [--workers N] [--chunk-rows N] [--ahead N]
 
 Each import goes into a fresh list with its own CSV of `--rows` distinct
 numbers of the region CN (70 % E.164, 30 % national digits, one row in 1,000
@@ -97,6 +97,8 @@ async def main():
     ap.add_argument("--pg-only", action="store_true", help="only the import with both sinks")
     ap.add_argument("--workers", type=int, default=None, help="normalizing processes (default: the CPUs)")
     ap.add_argument("--chunk-rows", type=int, default=None, help="rows per batch (default: import_csv's)")
+    ap.add_argument("--ahead", type=int, default=None,
+                    help="chunks normalized ahead of the one being stored (default: import_csv's)")
     args = ap.parse_args()
     s = Settings()
     r = aioredis.from_url(s.redis_url)
@@ -127,6 +129,8 @@ async def main():
                 c0 = (*own_cpu(), await redis_cpu(r), proc_cpu(pg_pid))
                 t0 = time.perf_counter()
                 kw = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
+                if args.ahead:  # (an older tree's import_csv, run through PYTHONPATH, has no such argument)
+                    kw["ahead"] = args.ahead
                 rep = await import_csv(store, lst, path, "CN", s.hash_secret, rejects_path=tmp / f"{lst}.rejects.csv",
                                        db=sink, db_name=db_list, source="bench", workers=args.workers, **kw)
                 wall = time.perf_counter() - t0
@@ -144,6 +148,9 @@ async def main():
                 print(f"  CPU per number: import {cpu[0]:.2f} + workers {cpu[1]:.2f} + redis-server {cpu[2]:.2f}"
                       + (f" + PostgreSQL backend {cpu[3]:.2f}" if sink else "") + f" = {sum(cpu):.2f} us "
                       f"(on {os.cpu_count()} idle cores: at most {os.cpu_count() / sum(cpu) * 1e6:,.0f} numbers/s)",
+                      flush=True)
+                print(f"  peak memory so far: import process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f}"
+                      f" MB, largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:,.0f} MB",
                       flush=True)
                 path.unlink()
                 await _drop_namespace(r, f"{prefix}:{{dnc}}:{lst}")

@@ -2,13 +2,15 @@
 text key, base64 text sealed number) against a bytea one (16-byte key, raw
 sealed bytes). The same rows COPYed in hash order, batches of 200,000 (as the
 import's workers write them); the backend's CPU from /proc per row, and the
-table + index size per row. A scratch table (dgbench_scratch_dnc), dropped afterwards.
+table + index size per row; the bytea shape also in COPY's binary format (what
+`dnc import` writes since sql/225). A scratch table (dgbench_scratch_dnc), dropped afterwards.
 
     .venv/bin/python bench/dnc_pg_shapes.py [ROWS]  (after `make up`, with the stack's env;
                                                      DIALGUARD_PG_ADMIN_DSN: it creates a table)
 """
-import asyncio, os, sys, time, base64, hmac
+import asyncio, os, sys, time, base64, hmac, struct
 import psycopg
+from dialguard.dnc import PGCOPY_HEADER, PGCOPY_TRAILER, copy_rows_frame
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
 BATCH = 200_000
 TICK = os.sysconf("SC_CLK_TCK")
@@ -30,7 +32,11 @@ async def main():
         "bytea key + bytea sealed": ("list text not null, number_hash bytea not null, number_enc bytea not null, "
                           "source text not null, added_at timestamptz not null default now(), primary key (list, number_hash)",
                           lambda h, e: f"global\t\\\\x{h.hex()}\t\\\\x{e.hex()}\tbench\n"),
+        "bytea, binary COPY": ("list text not null, number_hash bytea not null, number_enc bytea not null, "
+                          "source text not null, added_at timestamptz not null default now(), primary key (list, number_hash)",
+                          None),
     }
+    pre, post = copy_rows_frame("global", "bench")
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         pid = (await (await conn.execute("select pg_backend_pid()")).fetchone())[0]
         for label, (cols, fmt) in shapes.items():
@@ -39,12 +45,18 @@ async def main():
             blocks = []
             for i in range(0, N, BATCH):
                 part = sorted(rows[i:i + BATCH])
-                blocks.append("".join(fmt(h, e) for h, e in part).encode())
+                if fmt is None:
+                    blocks.append(PGCOPY_HEADER + b"".join(pre + h + struct.pack(">i", len(e)) + e + post
+                                                           for h, e in part) + PGCOPY_TRAILER)
+                else:
+                    blocks.append("".join(fmt(h, e) for h, e in part).encode())
             c0, t0 = cpu(pid), time.perf_counter()
             for b in blocks:
                 async with conn.transaction():
                     async with conn.cursor() as cur:
-                        async with cur.copy("copy dgbench_scratch_dnc (list, number_hash, number_enc, source) from stdin") as cp:
+                        how = " (format binary)" if fmt is None else ""
+                        async with cur.copy("copy dgbench_scratch_dnc (list, number_hash, number_enc, source) "
+                                            f"from stdin{how}") as cp:
                             await cp.write(b)
             c1, t1 = cpu(pid), time.perf_counter()
             size = (await (await conn.execute("select pg_total_relation_size('dgbench_scratch_dnc')")).fetchone())[0]

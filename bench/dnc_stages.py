@@ -9,7 +9,7 @@ import hmac, os, time, pickle, sys
 from collections import defaultdict
 from dialguard.numbers import normalize_bulk, fast_e164
 from dialguard.crypto import Sealer
-from dialguard.dnc import _normalize_chunk
+from dialguard.dnc import _normalize_chunk, copy_rows_frame, _LEN
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
 mult, add = 7_654_321, 137 * 1_000_003
 raws = []
@@ -33,14 +33,16 @@ def group():
     for d in ds: g[(d[0] << 8) | d[1]].append(d[2:7])
     return {b: b"".join(r) for b, r in g.items()}
 groups = t("group by bucket", group)
-hexes = t("hash hex", lambda: [d[:16].hex() for d in ds])
+hashes = t("hash[:16]", lambda: [d[:16] for d in ds])
 sealer = Sealer(key)
-sealed = t("seal_many (AES-GCM + base64)", lambda: sealer.seal_many(e164s))
-def lines_():
-    ls = [f"global\t{h}\t{s}\tbench\n" for h, s in zip(hexes, sealed)]
-    ls.sort()
-    return "".join(ls).encode()
-block = t("COPY lines, sort, join, encode", lines_)
+ebs = [e.encode() for e in e164s]
+sealed = t("seal_raw_many (AES-GCM)", lambda: sealer.seal_raw_many(ebs))
+pre, post = copy_rows_frame("global", "bench")
+def rows_():
+    rows = [pre + h + _LEN[len(c)] + c + post for h, c in zip(hashes, sealed)]
+    rows.sort()
+    return b"".join(rows)
+block = t("binary COPY rows, sort, join", rows_)
 t("pickle of the result", lambda: pickle.dumps((groups, N, [], block)))
-t("whole _normalize_chunk (PG on)", lambda: _normalize_chunk((lines, raws, "CN", secret, key, "global\t", "\tbench\n")))
-t("whole _normalize_chunk (Redis only)", lambda: _normalize_chunk((lines, raws, "CN", secret, None, "global\t", "\tbench\n")))
+t("whole _normalize_chunk (PG on)", lambda: _normalize_chunk((lines, raws, "CN", secret, key, pre, post)))
+t("whole _normalize_chunk (Redis only)", lambda: _normalize_chunk((lines, raws, "CN", secret, None, pre, post)))

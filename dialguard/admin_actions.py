@@ -156,7 +156,7 @@ async def dnc_add(engine, ident: Identity, number, campaign=None, why="") -> dic
     changed = (await DncStore(engine.redis, engine.keys).add(list_name(campaign), [tag]) > 0) or changed
     db = await _dnc_at_rest(engine, "listed in Redis (denied from the next decision) but not stored at rest")
     try:
-        stored = await db.add(lst, tag, engine.sealer.seal(e164), actor)
+        stored = await db.add(lst, tag, engine.sealer.seal_raw(e164), actor)
     finally:
         await db.close()
     return {"done": "dnc_add", "list": lst, "added": bool(changed), "stored": stored, "by": actor}

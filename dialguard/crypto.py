@@ -77,20 +77,26 @@ class Sealer:
         nonce = os.urandom(12)
         return base64.b64encode(nonce + self._aead.encrypt(nonce, text.encode(), _AAD)).decode()
 
-    def seal_many(self, texts: list[str]) -> list[str]:
-        """seal() of each, for bulk imports: the same tokens (a fresh random 12-byte
-        nonce each), the nonces drawn in one read of the system's random source."""
+    def seal_raw(self, text: str) -> bytes:
+        """seal() without the base64: nonce + ciphertext, for bytea columns (dnc_entries)."""
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, text.encode(), _AAD)
+
+    def seal_raw_many(self, texts: list[bytes]) -> list[bytes]:
+        """seal_raw() of each UTF-8 text, for bulk imports: a fresh random 12-byte nonce
+        each, the nonces drawn in one read of the system's random source."""
         rnd = os.urandom(12 * len(texts))
-        enc, b64 = self._aead.encrypt, binascii.b2a_base64
+        enc = self._aead.encrypt
         out = []
         for i, text in enumerate(texts):
             nonce = rnd[12 * i:12 * i + 12]
-            out.append(b64(nonce + enc(nonce, text.encode(), _AAD), newline=False).decode())
+            out.append(nonce + enc(nonce, text, _AAD))
         return out
 
-    def open(self, token: str) -> str:
-        """The plaintext; InvalidTag when no configured key opens it."""
-        blob = base64.b64decode(token)
+    def open(self, token: str | bytes) -> str:
+        """The plaintext of a seal() token or of seal_raw() bytes; InvalidTag when no
+        configured key opens it."""
+        blob = _blob(token)
         try:
             return self._aead.decrypt(blob[:12], blob[12:], _AAD).decode()
         except InvalidTag:
@@ -101,11 +107,18 @@ class Sealer:
                     continue
             raise
 
-    def sealed_with_current_key(self, token: str) -> bool:
+    def sealed_with_current_key(self, token: str | bytes) -> bool:
         """False for a token only an old key opens (a candidate for re-sealing)."""
-        blob = base64.b64decode(token)
+        blob = _blob(token)
         try:
             self._aead.decrypt(blob[:12], blob[12:], _AAD)
             return True
         except InvalidTag:
             return False
+
+
+def _blob(token: str | bytes) -> bytes:
+    """nonce + ciphertext: base64 text (seal) or the raw bytes (seal_raw, a bytea column)."""
+    if isinstance(token, str):
+        return base64.b64decode(token)
+    return bytes(token)

@@ -162,7 +162,7 @@ def dnc_add(number: str, campaign: Optional[str] = typer.Option(None, "--campaig
                                    f"at rest: {exc}; run the same command again once PostgreSQL is back") \
                 from None
         try:
-            return changed, await db.add(lst, tag, e.sealer.seal(n), "cli")
+            return changed, await db.add(lst, tag, e.sealer.seal_raw(n), "cli")
         finally:
             await db.close()
 

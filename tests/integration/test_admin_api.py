@@ -223,13 +223,15 @@ async def test_dnc_entry_is_kept_at_rest_and_enforced_then_removed(stack_app, pe
     tag = e.keys.number_tag(number)
     with psycopg.connect(admin_dsn(), autocommit=True) as pg:
         row = pg.execute("select source, number_enc from dnc_entries where list = 'global' and number_hash = %s",
-                         (tag,)).fetchone()
-        assert row[0] == people["supervisor"]["actor"] and number not in row[1]
+                         (bytes.fromhex(tag),)).fetchone()
+        assert row[0] == people["supervisor"]["actor"] and number[3:].encode() not in row[1]
+        assert e.sealer.open(row[1]) == number
     st, ans = await _api(c, people["compliance"]["token"], "/api/v1/dnc", {"action": "remove", "number": number})
     assert st == 200 and ans["removed"] and ans["unstored"]
     assert "dnc" not in (await e.decide(req, now=AT_10)).reasons
     with psycopg.connect(admin_dsn(), autocommit=True) as pg:
-        assert pg.execute("select count(*) from dnc_entries where number_hash = %s", (tag,)).fetchone()[0] == 0
+        assert pg.execute("select count(*) from dnc_entries where number_hash = %s",
+                          (bytes.fromhex(tag),)).fetchone()[0] == 0
 
 
 async def test_party_opt_out_blocks_the_person_and_names_the_user(stack_app, people):

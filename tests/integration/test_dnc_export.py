@@ -196,10 +196,11 @@ def test_export_round_trip_hashed_and_out_file(settings, dnc_db, ns, tmp_path):
                                     "out": str(out)}
     assert out.read_text().splitlines()[0] == "number" and set(out.read_text().split()[1:]) == nums
     assert not out.with_name("out.csv.part").exists()
-    # the column holds no plaintext
+    # the columns hold no plaintext: 16 bytes of keyed hash, the sealed number
     with psycopg.connect(dnc_db) as conn:
         for h, enc in conn.execute("select number_hash, number_enc from dnc_entries where list = %s", (camp,)):
-            assert "138" not in enc and "138" not in h
+            assert len(h) == 16 and h.hex() in {keys.number_tag(n) for n in nums}
+            assert not any(n.encode() in enc or n[3:].encode() in enc for n in nums)
     # an empty list exports a header and exits 0
     assert exported(env, camp + "-none") == []
 
@@ -320,12 +321,13 @@ async def test_import_copies_new_batches_straight_and_stages_the_others(settings
         await db.close()
         await r.aclose()
     with psycopg.connect(dnc_db) as conn:
-        rows = conn.execute("select source, count(*), min(number_hash) from dnc_entries where list = %s "
+        rows = conn.execute("select source, count(*), min(octet_length(number_hash)), max(octet_length(number_hash)) "
+                            "from dnc_entries where list = %s "
                             "group by source order by source", (camp,)).fetchall()
         conn.execute("delete from dnc_entries where list = %s", (camp,))
         conn.commit()
-    assert [(src, n) for src, n, _ in rows] == [("a\tfile\\1", 3000), ("b", 2000), ("c", 500)]
-    assert all(len(h) == 32 and "138" not in src for src, _, h in rows)
+    assert [(src, n) for src, n, _, _ in rows] == [("a\tfile\\1", 3000), ("b", 2000), ("c", 500)]
+    assert all(lo == hi == 16 for _, _, lo, hi in rows)  # 16-byte keyed hashes
 
 
 # -- counters rebuild after FLUSHALL, on a Redis of the test's own ------------------------------------------
@@ -404,3 +406,70 @@ async def test_rebuild_after_flushall_denies_every_imported_number(settings, dnc
     finally:
         with psycopg.connect(dnc_db, autocommit=True) as conn:
             conn.execute("delete from dnc_entries where list in (%s, 'global')", (camp,))
+
+
+# -- 225: number_hash and number_enc from text to bytea ------------------------------------------------------
+async def test_225_migrates_text_rows_to_bytea_every_reader_still_works(settings, cluster, ns, tmp_path):
+    """Rows written before 225 (hex keyed hash, base64 sealed number) become bytes
+    with the same values: export opens them, remove finds them, an add of the same
+    number is a duplicate, counters rebuild puts their fingerprints back, and a hash
+    written as hex text by mistake is refused."""
+    import shutil
+
+    from dialguard.crypto import Sealer
+    from dialguard.dnc import restore_lists
+
+    prefix, camp = ns
+    old = tmp_path / "sql"
+    old.mkdir()
+    for f in (f for d in sql_dirs() for f in d.glob("*.sql")):
+        if int(f.name.split("_")[0]) < 225:
+            shutil.copy(f, old / f.name)
+    db = f"dg225_{uuid.uuid4().hex[:8]}"
+    cluster.create_db(db)
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        m.migrate(conn, old, writers=[SERVICE])
+    keys, sealer = Keys(prefix, settings.hash_secret), Sealer(os.urandom(32))
+    nums = {camp: [f"+86138{i:08d}" for i in range(50)], "global": ["+8613900000001", "+14155550100"]}
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:  # as the code before 225 wrote them
+        for lst, ns_ in nums.items():
+            for n in ns_:
+                conn.execute("insert into dnc_entries (list, number_hash, number_enc, source) values (%s, %s, %s, 'old')",
+                             (lst, keys.number_tag(n), sealer.seal(n)))
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
+        applied = [x.version for x in m.migrate(conn, sql_dirs(), writers=[SERVICE])]
+        assert applied[0] == 225 and all(v > 225 for v in applied[1:])
+        types = dict(conn.execute("select column_name, data_type from information_schema.columns "
+                                  "where table_name = 'dnc_entries'").fetchall())
+        assert types["number_hash"] == types["number_enc"] == "bytea"
+        with pytest.raises(psycopg.errors.CheckViolation):  # hex text where bytes belong
+            conn.execute("insert into dnc_entries (list, number_hash, number_enc, source) values ('x', %s, %s, 'y')",
+                         (keys.number_tag("+8613900000009").encode(), sealer.seal_raw("+8613900000009")))
+    dsn = cluster.dsn(db, SERVICE)
+    d = await DncDb.open(dsn)
+    try:
+        got = [(tag, sealer.open(enc)) async for tag, enc in d.entries(camp)]
+        assert sorted(got) == sorted((keys.number_tag(n), n) for n in nums[camp])
+        assert await d.add(camp, keys.number_tag(nums[camp][0]), sealer.seal_raw(nums[camp][0])) is False
+        assert await d.remove(camp, keys.number_tag(nums[camp][1])) is True
+        assert await d.add(camp, keys.number_tag(nums[camp][1]), sealer.seal_raw(nums[camp][1]), "cli") is True
+        assert await d.count(camp) == 50 and await d.count("global") == 2
+    finally:
+        await d.close()
+    r = syncredis.Redis.from_url(settings.redis_url)
+    try:
+        with psycopg.connect(dsn) as conn:
+            assert restore_lists(conn, r, keys) == {camp: 50, "global": 2}
+    finally:
+        r.close()
+    import redis.asyncio as aioredis
+
+    ar = aioredis.from_url(settings.redis_url)
+    try:
+        store = DncStore(ar, keys)
+        for lst, ns_ in nums.items():
+            for n in ns_:
+                assert await store.contains(list_name(None if lst == "global" else lst), keys.number_tag(n))
+        assert not await store.contains(list_name(camp), keys.number_tag("+8613800199999"))
+    finally:
+        await ar.aclose()

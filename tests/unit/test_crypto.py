@@ -92,3 +92,22 @@ def test_no_key_no_sealing_nothing_derived(monkeypatch):
         data_key()
     with pytest.raises(ValueError, match="DIALGUARD_DATA_KEY is not set"):
         Sealer()
+
+
+def test_raw_seal_for_bytea_columns_opens_like_a_token(monkeypatch):
+    """seal_raw / seal_raw_many (dnc_entries' bytea column): nonce + ciphertext, no base64;
+    open() takes them (and memoryviews) as it takes base64 tokens, old keys included."""
+    k1, k2 = os.urandom(32), os.urandom(32)
+    old = Sealer(k1)
+    raw_old = old.seal_raw(NUMBER)
+    many = old.seal_raw_many([NUMBER.encode(), b"+14155550100"])
+    assert isinstance(raw_old, bytes) and NUMBER.encode() not in raw_old
+    assert len(raw_old) == 12 + len(NUMBER) + 16 and len({raw_old, *many}) == 3  # a nonce each
+    assert [old.open(x) for x in many] == [NUMBER, "+14155550100"]
+    assert old.open(memoryview(raw_old)) == NUMBER
+    assert old.open(base64.b64encode(raw_old).decode()) == NUMBER  # the same blob as a token
+    s = Sealer(k2, old_keys=[k1])
+    assert s.open(raw_old) == NUMBER and not s.sealed_with_current_key(raw_old)
+    assert s.sealed_with_current_key(s.seal_raw(NUMBER))
+    with pytest.raises(InvalidTag):
+        Sealer(k2).open(raw_old)
