@@ -27,7 +27,14 @@ def t(label, fn, reps=1):
 norm = t("normalize_bulk", lambda: [normalize_bulk(r, "CN") for r in raws])
 e164s = [e for e, _ in norm]
 digest = hmac.digest
-ds = t("hmac.digest", lambda: [digest(secret, b"n:" + e.encode(), "sha256") for e in e164s])
+ds = t("hmac.digest (one-shot, before stop 14)", lambda: [digest(secret, b"n:" + e.encode(), "sha256") for e in e164s])
+keyed = hmac.new(secret, b"n:", "sha256").copy
+def copied():
+    out = []
+    for e in e164s:
+        h = keyed(); h.update(e.encode()); out.append(h.digest())
+    return out
+assert t("HMAC state copied per number (the worker)", copied) == ds
 def group():
     g = defaultdict(list)
     for d in ds: g[(d[0] << 8) | d[1]].append(d[2:7])
