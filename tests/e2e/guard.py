@@ -30,7 +30,7 @@ WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=UTC)
 
 CDR_COLUMNS = ["start", "src", "dst", "disposition", "billsec", "campaign", "agent",
                "dialguard_result", "dialguard_reasons", "dialguard_decision_id", "uniqueid",
-               "hangupcause"]
+               "hangupcause", "dialguard_spec"]
 
 _rng = random.SystemRandom()
 
