@@ -22,6 +22,12 @@ Three configurations, all SIPp agents -> Asterisk -> SIPp carrier on 127.0.0.1:
 - agireport  (`--configs plain,dialguard,agireport,astdb`) dialguard with the
              global DIALGUARD_REPORT=agi: the outcome by a second AGI session
              (`report`) from the hangup handler, the path before issue 21;
+- before     (`--before-tree DIR`) dialguard through an older tree's dialplan:
+             DIR/asterisk_conf/extensions_dialguard.conf with its contexts
+             renamed dgbefore-*, loaded beside this tree's (the stack's
+             extensions.conf #tryincludes extensions_dgbefore.conf; the global
+             DGBENCH_DIAL picks the subroutine [dialguard-bench] calls): a
+             before/after of a dialplan change, interleaved in one run;
 - astdb      endpoint `astdb`: what an admin writes today without dialguard
              (asterisk_conf/extensions_astdb_guard.conf): GotoIfTime, AstDB
              DB_EXISTS(dnc/N) and a per-number counter in AstDB.
@@ -91,10 +97,25 @@ from dialguard.rules import Policy  # noqa: E402
 
 PACK = REPO / "bench" / "cps-pack.yaml"
 WORKDAY_10H = datetime(2026, 9, 28, 2, 0, tzinfo=timezone.utc)  # Mon 10:00 Asia/Shanghai, a working day
-CONFIGS = (("plain", "direct"), ("dialguard", "dgbench"), ("agireport", "dgbench"), ("astdb", "astdb"))
-# dialguard's configurations, told apart by the dialplan global DIALGUARD_REPORT:
-# "agireport" reports outcomes with a second AGI session (the path before issue 21).
-GUARDED = {"dialguard": "cel", "agireport": "agi"}
+CONFIGS = (("plain", "direct"), ("dialguard", "dgbench"), ("before", "dgbench"), ("agireport", "dgbench"),
+           ("astdb", "astdb"))
+# dialguard's configurations, told apart by the dialplan globals DIALGUARD_REPORT
+# ("agireport" reports outcomes with a second AGI session, the path before issue
+# 21) and DGBENCH_DIAL ("before": an older tree's dialplan, --before-tree).
+GUARDED = {"dialguard": "cel", "before": "cel", "agireport": "agi"}
+BEFORE_PREFIX = "dgbefore-"
+_CONTEXTS = re.compile(r"\bdialguard-(dial|report|url|check|optout|complaint|features|dialer)\b")
+
+
+def load_before(tree: Path) -> None:
+    """An older tree's dialplan beside this one, every context renamed dgbefore-*
+    (its cross-references with it), then `dialplan reload`."""
+    text = (tree / "asterisk_conf" / "extensions_dialguard.conf").read_text()
+    (stack_dir() / "asterisk" / "etc" / "extensions_dgbefore.conf").write_text(
+        _CONTEXTS.sub(lambda m: BEFORE_PREFIX + m.group(1), text))
+    astcli("dialplan reload")
+    if f"{BEFORE_PREFIX}dial" not in astcli(f"dialplan show {BEFORE_PREFIX}dial"):
+        raise RuntimeError(f"{BEFORE_PREFIX}dial did not load (does extensions.conf #tryinclude extensions_dgbefore.conf?)")
 POOL_SIZE = 200
 AGENTS = 50
 DEFAULT_RATES = "50,100,200,250,280,300,320,340,360,380,400,440"
@@ -243,21 +264,47 @@ class Step:
     pdd_p99_ms: float
     why: str = ""
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    # --perf: Asterisk's context switches a call (perf stat, every thread): the
+    # blocking and waking a path costs, which other work on the machine moves little
+    ast_switches_per_call: float | None = None
     pdd: list[float] = field(default_factory=list, repr=False)
 
 
+def perf_switches(pid: int) -> subprocess.Popen:
+    """`perf stat` counting the context switches of every thread of `pid` until SIGINT."""
+    return subprocess.Popen(["perf", "stat", "-x,", "-e", "context-switches", "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def perf_count(proc: subprocess.Popen) -> float | None:
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    for line in err.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[2] == "context-switches":
+            try:
+                return float(parts[0])
+            except ValueError:
+                return None
+    return None
+
+
 def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: str, workdir: Path,
-             step_s: float, ports: dict[str, int], max_pdd_ms: float) -> Step:
+             step_s: float, ports: dict[str, int], max_pdd_ms: float, perf: bool = False) -> Step:
     wd = workdir / f"{config}-{rate}"
     wd.mkdir(parents=True, exist_ok=True)
     injection = wd / "calls.csv"
     write_injection(injection, [(n, campaign, f"bench-agent-{i % AGENTS}") for i, n in enumerate(numbers)])
     pids = stack_pids()
     before = cpu_ticks(pids)
+    counter = perf_switches(pids["asterisk"]) if perf and "asterisk" in pids else None
     run = run_calls(injection, wd, sip_port=ports["sip"], agents_port=ports["agents"],
                     carrier_port=ports["carrier"], caller=caller, rate=rate, limit=max(400, 3 * rate),
                     hold_ms=0, timeout_s=int(step_s) + 45)
     wait_idle()
+    switches = perf_count(counter) if counter else None
     after = cpu_ticks(pids)
     hz = os.sysconf("SC_CLK_TCK")
     cpu = {k: round((after[k] - before[k]) * 1000 / hz / max(1, len(numbers)), 2) for k in after if k in before}
@@ -285,7 +332,8 @@ def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: 
     if pdd and pct(pdd, 0.99) > max_pdd_ms:
         why.append(f"PDD p99 {pct(pdd, 0.99):.0f} ms > {max_pdd_ms:.0f} ms")
     return Step(config, rate, len(numbers), not why, failed, answered, len(arrived), round(offered, 1),
-                round(pct(pdd, 0.5), 2), round(pct(pdd, 0.99), 2), "; ".join(why), cpu, pdd)
+                round(pct(pdd, 0.5), 2), round(pct(pdd, 0.99), 2), "; ".join(why), cpu,
+                round(switches / max(1, len(numbers)), 1) if switches is not None else None, pdd)
 
 
 # As the dialplan asks (dialguard-dial presets DENY): one AGI command a check.
@@ -444,7 +492,9 @@ def fmt_step(s: Step, plain: Step | None) -> str:
     cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.cpu_ms_per_call.items()) if v >= 0.01)
     return (f"  {s.config:<10} {s.rate:>4}/s  {state} {s.calls:>5} calls, offered {s.offered_cps:>6.1f}/s, "
             f"PDD p50 {s.pdd_p50_ms:6.1f} p99 {s.pdd_p99_ms:7.1f} ms{added}" + (f"  [{s.why}]" if s.why else "")
-            + (f"\n{'':19}CPU ms per call: {cpu}" if cpu else ""))
+            + (f"\n{'':19}CPU ms per call: {cpu}" if cpu else "")
+            + (f"; Asterisk context switches per call {s.ast_switches_per_call:.1f}"
+               if s.ast_switches_per_call is not None else ""))
 
 
 def main() -> int:
@@ -475,6 +525,12 @@ def main() -> int:
     ap.add_argument("--saturation-s", type=float, default=5.0,
                     help="seconds of the closed-loop check phase (0: none)")
     ap.add_argument("--saturation-clients", type=int, default=32)
+    ap.add_argument("--before-tree", type=Path,
+                    help="a checkout of an older tree: config `before` runs its dialguard-dial (A/B of the dialplan)")
+    ap.add_argument("--perf", action="store_true",
+                    help="also count Asterisk's context switches a call with `perf stat` (all its threads)")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="run every step even after a configuration failed one (CPU figures at fixed rates)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -482,6 +538,8 @@ def main() -> int:
     wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
     configs = [(name, args.dialguard_endpoint if name in GUARDED else caller)
                for name, caller in CONFIGS if name in wanted]
+    if "before" in wanted and (args.before_tree is None or args.dialguard_endpoint != "dgbench"):
+        ap.error("config `before` needs --before-tree DIR (and the dgbench endpoint)")
     env = os.environ
     ports = {"sip": int(env.get("DIALGUARD_SIP_PORT", 15060)), "agents": int(env.get("DIALGUARD_AGENTS_PORT", 15080)),
              "carrier": int(env.get("DIALGUARD_CARRIER_PORT", 15070)), "agi": int(env.get("DIALGUARD_AGI_PORT", 14573))}
@@ -528,6 +586,8 @@ def main() -> int:
     engine_loop.run_until_complete(setup_guard(engine, campaign, pool, test_clock=not real_clock))
     for n in ASTDB_DNC:
         astcli(f"database put dnc {n} 1")
+    if "before" in wanted:
+        load_before(args.before_tree)
     steps: list[Step] = []
     checks: list[dict] = []
     saturation: dict | None = None
@@ -542,15 +602,17 @@ def main() -> int:
                     continue
                 if name in GUARDED:
                     astcli(f"dialplan set global DIALGUARD_REPORT {GUARDED[name]}")
+                    dial = f"{BEFORE_PREFIX}dial" if name == "before" else "dialguard-dial"
+                    astcli(f"dialplan set global DGBENCH_DIAL {dial}")
                 left = wait_idle()
                 if left:
                     print(f"  (Asterisk still has {left} channels before this step)")
                 step = run_step(name, caller, rate, numbers.take(int(rate * args.step_s)), campaign, workdir,
-                                args.step_s, ports, args.max_pdd_ms)
+                                args.step_s, ports, args.max_pdd_ms, perf=args.perf)
                 steps.append(step)
                 plain = next((s for s in steps if s.config == "plain" and s.rate == rate), None)
                 print(fmt_step(step, plain), flush=True)
-                if not step.ok:
+                if not step.ok and not args.keep_going:
                     alive.discard(name)
         wait_idle()
         import uvloop  # the client as fast as it gets, so the server is what is measured
@@ -570,6 +632,7 @@ def main() -> int:
     finally:
         try:
             astcli("dialplan set global DIALGUARD_REPORT cel")
+            astcli("dialplan set global DGBENCH_DIAL dialguard-dial")
         except Exception as exc:  # noqa: BLE001
             print(f"could not reset DIALGUARD_REPORT: {exc}", file=sys.stderr)
         if real_clock:
@@ -615,6 +678,20 @@ def main() -> int:
         if gp:
             print(f"  at {g.rate} calls/s (dialguard's best): plain p50 {gp.pdd_p50_ms:.1f} / p99 {gp.pdd_p99_ms:.1f} ms, "
                   f"dialguard p50 {g.pdd_p50_ms:.1f} / p99 {g.pdd_p99_ms:.1f} ms")
+    guarded = [name for name, _ in configs if name in GUARDED or name == "astdb"]
+    if "plain" in best and guarded:
+        print("Asterisk CPU ms per call (x plain's at the same step of the ramp; cs: its context switches a call):")
+        for i, rate in enumerate(rates):
+            # the i-th step of each configuration (a rate may come back: --rates 200,200,200)
+            at = {name: got[i] for name, _ in configs if len(got := [s for s in steps if s.config == name]) > i}
+            by = {name: st.cpu_ms_per_call.get("asterisk") for name, st in at.items()}
+            cs = {name: f", {st.ast_switches_per_call:.1f} cs" if st.ast_switches_per_call is not None else ""
+                  for name, st in at.items()}
+            p = by.get("plain")
+            if not p:
+                continue
+            parts = [f"{n} {by[n]:.2f} ({by[n] / p:.2f} x{cs[n]})" for n in guarded if by.get(n)]
+            print(f"  {rate:>4}/s  plain {p:.2f}{cs['plain']}  " + "  ".join(parts))
     for check in checks:
         print(f"FastAGI {check['script']} latency at {check['rate']:.0f} checks/s ({check['sessions']} sessions, "
               f"{check['offered_per_s']:.0f}/s offered; {check['client']} Python AGI client at the socket): "
