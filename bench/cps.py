@@ -528,7 +528,7 @@ def main() -> int:
     ap.add_argument("--before-tree", type=Path,
                     help="a checkout of an older tree: config `before` runs its dialguard-dial (A/B of the dialplan)")
     ap.add_argument("--perf", action="store_true",
-                    help="also count Asterisk's context switches a call with `perf stat` (all its threads)")
+                    help="also count Asterisk's context switches a call with `perf stat -p` (erratic on a loaded machine)")
     ap.add_argument("--keep-going", action="store_true",
                     help="run every step even after a configuration failed one (CPU figures at fixed rates)")
     ap.add_argument("--json", type=Path, help="also write the results here")
