@@ -186,7 +186,9 @@ def load_calls() -> list[Call]:
 
 
 def cli(args: list[str]) -> tuple[list[str], int, str]:
-    out = subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=60)
+    """`dialguard ARGS` on the stack's own namespace, in break-glass as the demo's admin part is."""
+    glass = {k: v for k, v in ADMIN_ENV.items() if k in ("DIALGUARD_SECRETS_FILE", "DIALGUARD_BREAK_GLASS")}
+    out = subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **glass})
     lines = (out.stdout.strip() or out.stderr.strip()).splitlines()
     return args, out.returncode, lines[-1] if lines else ""
 
