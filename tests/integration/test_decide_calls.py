@@ -102,13 +102,17 @@ async def test_outcomes_write_the_penalty_in_the_one_hash_and_a_cool_down_clears
 
 async def test_penalties_of_a_store_before_the_hash_are_copied_once(make_engine, rules_file):
     e = await pool_engine(make_engine, rules_file)
+    # the copy dates a penalty by the rules clock: held at the decisions' time, so that the
+    # test does not depend on the date it runs at
+    e.settings = e.settings.__class__(**{**e.settings.__dict__, "test_clock": True})
+    await e.set_test_clock(AT)
     tag = {c: e.keys.cid_tag(c) for c in (X, Y, Z)}
     # as outcome.lua wrote them before: `pen` of each caller ID's health hash, expiring
     for c in (X, Y):
         await e.redis.hset(e.keys.cid_health(tag[c]), mapping={"pen": "2.000", "calls:": "5"})
         await e.redis.pexpire(e.keys.cid_health(tag[c]), 86_400_000)
     # X's penalty in the hash is newer than its health hash's: it is kept
-    far = ms(datetime.now(UTC) + timedelta(days=3))
+    far = ms(AT + timedelta(days=3))
     await e.redis.hset(e.keys.cid_penalties, tag[X], f"0.000|{far}")
     picks = [(await e.decide(req(i), now=AT)).caller_id for i in range(3)]
     assert Y not in picks and X in picks and Z in picks
@@ -116,8 +120,8 @@ async def test_penalties_of_a_store_before_the_hash_are_copied_once(make_engine,
     assert pen[tag[X].encode()].decode() == f"0.000|{far}"
     value, until = pen[tag[Y].encode()].decode().split("|")
     # it lapses when the health hash would have expired
-    assert value == "2.000" and int(until) - ms(datetime.now(UTC)) <= 86_400_000
-    assert int(until) - ms(datetime.now(UTC)) > 86_400_000 - 600_000
+    assert value == "2.000" and int(until) - ms(AT) <= 86_400_000
+    assert int(until) - ms(AT) > 86_400_000 - 600_000
     assert tag[Z].encode() not in pen  # nothing to copy
 
 
