@@ -808,7 +808,10 @@ def main() -> int:
     print()
     print("where to look next")
     print(f"  the CDR with the guard's verdict   {cdr_path}")
-    print(f"  the guard's decisions (one line each, numbers masked)   {stack / 'services' / 'agi.log'}")
+    # agi.log holds a session only when it failed (or with --log-sessions): the decisions are in the audit.
+    print("  the guard's decisions              .venv/bin/dialguard report; dialguard audit history NUMBER"
+          " (one number's decisions and outcomes)")
+    print(f"  FastAGI server (failed sessions)   {stack / 'services' / 'agi.log'}")
     print(f"  Asterisk                           {stack / 'asterisk' / 'log' / 'messages.log'} (console: make asterisk-cli)")
     print(f"  SIPp logs, per wave                {workdir}/wave-N/")
     print("  the calls and expectations         scripts/demo/calls.csv; demo rules in scripts/demo/packs/")
