@@ -42,5 +42,7 @@ def test_fast_takes_a_real_block_and_leaves_odd_ones_to_the_parser():
     env = p.parse_env_fast(block)
     assert env == slow(block) and env["agi_callerid"] == "\ufffd" and env["agi_arg_1"] == "13900000001"
     for odd in (b"agi_arg_1: a\x01b\n", b"agi_uniqueid: \xff\n", b"agi_x: 1\nagi_x: 2\n", b"agi_x: 1\r\n",
-                b"AGI_X: 1\n", b"agi_: 1\n", b"agi_x 1\n"):
+                b"AGI_X: 1\n", b"agi_: 1\n", b"agi_x 1\n",
+                # one bad line among clean ones (the one-regex path counts its matches)
+                b"agi_a: 1\nxagi_b: 2\nagi_c: 3\n", b"agi_a: 1\nbogus\nagi_c: 3\n", b"agi_a: 1\nagi_b:2\n"):
         assert p.parse_env_fast(odd) is None, odd
