@@ -89,6 +89,12 @@ class ConnTable:
             if not mine:
                 del self.by_source[conn.source]
 
+    def oldest(self) -> float | None:
+        """When the oldest pending connection connected (None: none pending)."""
+        for since in self.pending.values():
+            return since
+        return None
+
     def expired(self, before: float) -> list[Conn]:
         """Out of the table: the connections that connected before `before`."""
         out = []

@@ -131,7 +131,6 @@ class FastAGIServer:
         else:
             self._server = await loop.create_server(lambda: _Pending(self), self.host, self.port,
                                                     reuse_address=True, backlog=1024)
-        self._sweeper = loop.call_later(SWEEP_S, self._sweep)
         self._bound_port = self._server.sockets[0].getsockname()[1]
         log.info("listening", extra={"fields": {
             "event": "agi_listening", "host": self.host, "port": self.bound_port,
@@ -212,7 +211,10 @@ class FastAGIServer:
             self._close_pending(victim, why)
         pending.conn = Conn(host, transport)
         pending.peer = peer
-        self.table.add(pending.conn, asyncio.get_running_loop().time())
+        loop = asyncio.get_running_loop()
+        self.table.add(pending.conn, loop.time())
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.env_timeout, self._sweep)
 
     def _refuse(self, transport, why: str) -> None:
         self.stats["refused"] += 1
@@ -234,11 +236,20 @@ class FastAGIServer:
         conn.transport.abort()
 
     def _sweep(self) -> None:
-        """Close the pending connections past the environment block deadline."""
+        """Close the pending connections past the environment block deadline.
+        Armed only while connections are pending, for when the oldest one's
+        deadline passes (at most every SWEEP_S: small batches under a flood):
+        an idle server, or one whose sessions send their block at once, is not
+        woken a hundred times a second for nothing."""
         loop = asyncio.get_running_loop()
-        for conn in self.table.expired(loop.time() - self.env_timeout):
+        now = loop.time()
+        for conn in self.table.expired(now - self.env_timeout):
             self._close_pending(conn, "env_timeout")
-        self._sweeper = None if self._closing else loop.call_later(SWEEP_S, self._sweep)
+        self._sweeper = None
+        if not self._closing:
+            oldest = self.table.oldest()
+            if oldest is not None:
+                self._sweeper = loop.call_at(max(oldest + self.env_timeout, now + SWEEP_S), self._sweep)
 
     def _env_ready(self, pending: "_Pending") -> None:
         """The environment block is buffered: hand the connection to a session."""

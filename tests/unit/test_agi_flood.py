@@ -61,6 +61,9 @@ def test_expired_takes_the_connections_past_the_deadline_oldest_first():
         t.add(x, float(i))
     assert t.expired(2.0) == conns[:2]
     assert list(t.pending) == conns[2:] and t.expired(2.0) == []
+    assert t.oldest() == 2.0
+    t.expired(9.0)
+    assert t.oldest() is None
 
 
 def test_count_log_one_line_per_interval_with_the_counts(caplog):
@@ -190,6 +193,30 @@ async def test_environment_block_deadline_closes_an_idle_connection_early(make_s
     eng_slow, _ = await make_server(FakeEngine(delay_s=0.6), session_timeout=3.0, env_timeout=0.3)
     res = await agi_call(HOST, eng_slow.bound_port, "check", CHECK_ARGS)
     assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+
+
+async def test_the_deadline_sweep_runs_only_while_connections_are_pending(make_server):
+    # no timer ticking on an idle server (it woke the loop 100 times a second)
+    srv, _ = await make_server(session_timeout=5.0, env_timeout=0.3)
+    assert srv._sweeper is None
+    res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS)  # its block at once
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+    r, w = await asyncio.open_connection(HOST, srv.bound_port)  # an idle one
+    await asyncio.sleep(0.1)
+    assert srv._sweeper is not None and len(srv.table) == 1
+    assert await closed_by_server(r, 2.0)  # closed at its deadline
+    await asyncio.sleep(0.05)
+    assert srv.table.pending == {} and srv._sweeper is None
+    # two idle connections 0.2 s apart: the sweep that closes the first is armed again for the second
+    r1, w1 = await asyncio.open_connection(HOST, srv.bound_port)
+    await asyncio.sleep(0.2)
+    r2, w2 = await asyncio.open_connection(HOST, srv.bound_port)
+    assert await closed_by_server(r1, 2.0)
+    assert await closed_by_server(r2, 2.0)
+    await asyncio.sleep(0.05)
+    assert srv._sweeper is None
+    for x in (w, w1, w2):
+        x.close()
 
 
 async def test_a_flood_is_logged_in_one_line_a_second_with_counts(make_server, caplog):
