@@ -333,22 +333,32 @@ async def _refresh_caller_ids(engine, cids: list[str], now_ms: int, timeout: flo
 # of 200 caller IDs with 100 outcomes each took 38-61 ms of CPU in one stretch every
 # 5 s (measured 2026-12-05): every check arriving meanwhile waited for it.
 HEALTH_CHUNK = 8
+# How often the FastAGI server computes the caller-ID gauges (its other gauges:
+# every --metrics-interval). A 200-number pool cost it about 60 ms of CPU a
+# refresh, 12 ms a second at the 5 s interval: 7 % of its CPU at 300 checks/s
+# (py-spy, 2026-12-05), for figures that move with outcomes over windows of
+# calls. The dialer (ari_app) refreshes them at its own interval.
+CALLER_ID_GAUGES_S = 30.0
 
 
-async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
+async def refresh_from_engine(engine, timeout: float = 3.0, caller_ids: bool = True) -> bool:
     """Refresh the store-backed gauges; returns whether the store answered.
 
     Never raises: a store that is down sets dialguard_healthy to 0 and leaves
     the other gauges at their last values (their timestamp stops moving). The
     caller-ID gauges are computed HEALTH_CHUNK caller IDs at a time, the loop
-    free between two chunks.
+    free between two chunks; `caller_ids=False` leaves them as they are (the
+    FastAGI server computes them less often: CALLER_ID_GAUGES_S).
     """
+    cids: list[str] = []
+    now_ms = 0
     try:
         async with asyncio.timeout(timeout):
             await ping(engine)
             AUDIT_BACKLOG.set(await engine.redis.xlen(engine.keys.audit))
-            cids = sorted(await _pool_caller_ids(engine))
-            now_ms = int((await engine.now()).timestamp() * 1000) if cids else 0
+            if caller_ids:
+                cids = sorted(await _pool_caller_ids(engine))
+                now_ms = int((await engine.now()).timestamp() * 1000) if cids else 0
         UP.set(1)
         ok = True
         LAST_REFRESH.set(time.time())
@@ -356,7 +366,7 @@ async def refresh_from_engine(engine, timeout: float = 3.0) -> bool:
         log.warning("metrics refresh failed: %r", exc)
         UP.set(0)
         ok = False
-    if ok:
+    if ok and caller_ids:
         try:  # a store that answered the ping: the caller-ID gauges, a chunk at a time
             await _refresh_caller_ids(engine, cids, now_ms, timeout * 10)
         except Exception as exc:  # noqa: BLE001 - gauges left at their last values

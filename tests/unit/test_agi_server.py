@@ -504,3 +504,25 @@ async def test_preset_engine_timeout_denies(make_server):
     res = await agi_call(HOST, srv.bound_port, PRESET, CHECK_ARGS)
     assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
     assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
+
+
+async def test_the_caller_id_gauges_are_refreshed_at_most_every_30_seconds(make_server, monkeypatch):
+    # the costly part of the background refresh (a pool's health figures, on the loop
+    # that answers the checks): not at every --metrics-interval
+    from dialguard import metrics
+
+    asked = []
+
+    async def refresh(engine, timeout=3.0, caller_ids=True):
+        asked.append(caller_ids)
+        return True
+
+    monkeypatch.setattr(metrics, "refresh_from_engine", refresh)
+    srv, _ = await make_server(metrics_interval=5.0)
+    for _ in range(3):
+        assert await srv.refresh_metrics()
+    assert asked == [True, False, False]
+    assert srv._cid_gauges_due - asyncio.get_running_loop().time() > 29
+    srv._cid_gauges_due -= 30  # 30 s later
+    assert await srv.refresh_metrics()
+    assert asked[-1] is True
