@@ -81,19 +81,29 @@ async def _deny_first(ctx: Context) -> None:
         raise ChannelRefused(f"SET VARIABLE DIALGUARD_RESULT: {reply.text}")
 
 
+def _params(ctx: Context) -> dict[str, str | None]:
+    """Every PARAMS value as ctx.param gives it (the positional argument, else
+    the query argument, else None), in one pass instead of a lookup each."""
+    args, query = ctx.request.args, ctx.request.query
+    n = len(args)
+    out = {}
+    for i, name in enumerate(PARAMS):
+        v = args[i] if i < n else ""
+        out[name] = v if v != "" else (query.get(name) or None)
+    return out
+
+
 def build_request(ctx: Context) -> DecisionRequest:
+    a = _params(ctx) if ctx.handler.params == PARAMS else {name: ctx.param(name) for name in PARAMS}
+    kw = {"number": a["number"] or "", "campaign": a["campaign"] or "", "agent": a["agent"] or "",
+          "subject": a["subject"], "caller_id": a["callerid"],
+          "call_id": a["callid"] or ctx.env.get("agi_uniqueid") or None}
+    # the location and party only when given: their validators (Python) map None to None anyway
+    for name in ("region", "postal_code", "party"):
+        if a[name] is not None:
+            kw[name] = a[name]
     try:
-        return DecisionRequest(
-            number=ctx.param("number") or "",
-            campaign=ctx.param("campaign") or "",
-            agent=ctx.param("agent") or "",
-            subject=ctx.param("subject"),
-            caller_id=ctx.param("callerid"),
-            call_id=ctx.call_id,
-            region=ctx.param("region"),
-            postal_code=ctx.param("postal_code"),
-            party=ctx.param("party"),
-        )
+        return DecisionRequest(**kw)
     except ValidationError as exc:
         fields = sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")})
         raise BadRequest(",".join(fields) or "request") from None
