@@ -131,7 +131,10 @@ class AGISession:
     async def _read_reply(self) -> p.Reply:
         hangups = 0
         while True:
-            line = p.decode_reply_line(await self._readline(), self.max_line_bytes)
+            raw = await self._readline()
+            if raw == b"200 result=0\n":  # what MSet and SET VARIABLE answer: parse_reply_head's result, no regex
+                return p.Reply(200, "0", None, "200 result=0")
+            line = p.decode_reply_line(raw, self.max_line_bytes)
             if p.is_hangup_line(line):
                 self.hungup = True
                 hangups += 1
