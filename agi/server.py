@@ -106,7 +106,7 @@ class FastAGIServer:
         self.metrics_server: metrics.MetricsServer | None = None
         self.sock = sock  # a listening socket shared by the workers (--workers N)
         self._refresh_task: asyncio.Task | None = None
-        self._cid_gauges_due = float("-inf")  # refresh_metrics: when the caller-ID gauges are due
+        self._cid_gauges_due = 0  # refresh_metrics: refreshes until the caller-ID gauges are due
 
     @property
     def bound_port(self) -> int:
@@ -188,18 +188,18 @@ class FastAGIServer:
 
     async def refresh_metrics(self) -> bool:
         """Background gauges (never on the call path; never raises). The
-        caller-ID gauges at most every CALLER_ID_GAUGES_S: the costly part,
-        on the loop that answers the checks."""
+        caller-ID gauges at every CALLER_ID_GAUGES_EVERY-th refresh (30 s at the
+        default 5 s interval): the costly part, on the loop that answers the checks."""
         try:
             engine = await self.engines.get()
         except EngineUnavailable:
             metrics.UP.set(0)
             return False
-        loop = asyncio.get_running_loop()
-        cids = loop.time() >= self._cid_gauges_due
+        cids = self._cid_gauges_due <= 0
         ok = await metrics.refresh_from_engine(engine, caller_ids=cids)
         if ok and cids:
-            self._cid_gauges_due = loop.time() + max(self.metrics_interval, metrics.CALLER_ID_GAUGES_S)
+            self._cid_gauges_due = metrics.CALLER_ID_GAUGES_EVERY
+        self._cid_gauges_due -= 1
         return ok
 
     # -- connections: pending until their environment block is complete (agi/flood.py) --

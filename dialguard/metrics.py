@@ -333,12 +333,12 @@ async def _refresh_caller_ids(engine, cids: list[str], now_ms: int, timeout: flo
 # of 200 caller IDs with 100 outcomes each took 38-61 ms of CPU in one stretch every
 # 5 s (measured 2026-12-05): every check arriving meanwhile waited for it.
 HEALTH_CHUNK = 8
-# How often the FastAGI server computes the caller-ID gauges (its other gauges:
-# every --metrics-interval). A 200-number pool cost it about 60 ms of CPU a
-# refresh, 12 ms a second at the 5 s interval: 7 % of its CPU at 300 checks/s
-# (py-spy, 2026-12-05), for figures that move with outcomes over windows of
-# calls. The dialer (ari_app) refreshes them at its own interval.
-CALLER_ID_GAUGES_S = 30.0
+# The FastAGI server computes the caller-ID gauges at every sixth refresh of
+# its gauges (30 s at the default 5 s --metrics-interval). A 200-number pool
+# cost it about 60 ms of CPU a refresh, 12 ms a second at the 5 s interval: 7 %
+# of its CPU at 300 checks/s (py-spy, 2026-12-05), for figures that move with
+# outcomes over windows of calls. The dialer (ari_app) refreshes them at each of its own.
+CALLER_ID_GAUGES_EVERY = 6
 
 
 async def refresh_from_engine(engine, timeout: float = 3.0, caller_ids: bool = True) -> bool:
@@ -348,7 +348,7 @@ async def refresh_from_engine(engine, timeout: float = 3.0, caller_ids: bool = T
     the other gauges at their last values (their timestamp stops moving). The
     caller-ID gauges are computed HEALTH_CHUNK caller IDs at a time, the loop
     free between two chunks; `caller_ids=False` leaves them as they are (the
-    FastAGI server computes them less often: CALLER_ID_GAUGES_S).
+    FastAGI server computes them less often: CALLER_ID_GAUGES_EVERY).
     """
     cids: list[str] = []
     now_ms = 0
