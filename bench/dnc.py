@@ -10,7 +10,8 @@ numbers of the region CN (70 % E.164, 30 % national digits, one row in 1,000
 garbage that must be rejected). The path measured is import_csv's: CSV parse,
 normalization (the exact fast path, phonenumbers for the rest), HMAC, bucket
 merge into Redis and, with PostgreSQL, AES-GCM sealing and COPY into
-dnc_entries (DIALGUARD_PG_DSN; the bench's lists are deleted afterwards).
+dnc_blocks (dnc_entries before sql/226; DIALGUARD_PG_DSN; the bench's lists are
+deleted afterwards), with the WAL bytes PostgreSQL wrote per number (pg_stat_wal).
 Memory is INFO used_memory before and after, per entry stored. Next to the
 wall-clock rate it prints the CPU each process spent per number (import main
 process, its workers, redis-server, the PostgreSQL backend): on a shared
@@ -72,6 +73,15 @@ def own_cpu() -> tuple[float, float]:
     return me.ru_utime + me.ru_stime, ch.ru_utime + ch.ru_stime
 
 
+async def wal(db) -> tuple[int, int, int] | None:
+    """(WAL bytes, full-page images, records) the server wrote so far (pg_stat_wal), or None."""
+    try:
+        row = await (await db.conn.execute("select wal_bytes, wal_fpi, wal_records from pg_stat_wal")).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+    except Exception:  # noqa: BLE001  an older server, no privilege: the bench goes on without it
+        return None
+
+
 def make_csv(path: Path, rows: int, prefix: str, seed: int) -> None:
     """`rows` distinct numbers +86<prefix><8 digits> (an affine permutation of 0..10^8-1)."""
     mult, add = 7_654_321, seed * 1_000_003  # mult is coprime with 10^8
@@ -126,6 +136,7 @@ async def main():
                 make_csv(path, args.rows, digits, int(digits))
                 before = await used_memory(r)
                 pg_pid = (await (await sink.conn.execute("select pg_backend_pid()")).fetchone())[0] if sink else 0
+                w0 = await wal(sink) if sink else None
                 c0 = (*own_cpu(), await redis_cpu(r), proc_cpu(pg_pid))
                 t0 = time.perf_counter()
                 kw = {"chunk_rows": args.chunk_rows} if args.chunk_rows else {}
@@ -135,6 +146,7 @@ async def main():
                                        db=sink, db_name=db_list, source="bench", workers=args.workers, **kw)
                 wall = time.perf_counter() - t0
                 c1 = (*own_cpu(), await redis_cpu(r), proc_cpu(pg_pid))
+                w1 = await wal(sink) if sink else None
                 after = await used_memory(r)
                 count = await store.count(lst)
                 cpu = [(b - a) / rep.rows * 1e6 for a, b in zip(c0, c1)]
@@ -149,6 +161,10 @@ async def main():
                       + (f" + PostgreSQL backend {cpu[3]:.2f}" if sink else "") + f" = {sum(cpu):.2f} us "
                       f"(on {os.cpu_count()} idle cores: at most {os.cpu_count() / sum(cpu) * 1e6:,.0f} numbers/s)",
                       flush=True)
+                if w0 and w1:
+                    print(f"  PostgreSQL WAL (pg_stat_wal, the whole server): {(w1[0] - w0[0]) / rep.rows:,.1f} bytes "
+                          f"per number ({(w1[0] - w0[0]) / 1e6:,.0f} MB, {w1[1] - w0[1]:,} full-page images, "
+                          f"{w1[2] - w0[2]:,} records)", flush=True)
                 print(f"  peak memory so far: import process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f}"
                       f" MB, largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:,.0f} MB",
                       flush=True)
@@ -157,6 +173,8 @@ async def main():
         finally:
             if db is not None:
                 await db.conn.execute("delete from dnc_entries where list = %s", (db_list,))
+                if (await (await db.conn.execute("select to_regclass('dnc_blocks')")).fetchone())[0]:
+                    await db.conn.execute("delete from dnc_blocks where list = %s", (db_list,))
                 await db.close()
 
         # the ceiling: redis-benchmark pipelined SADD, same run

@@ -10,7 +10,11 @@ table + index size per row; the bytea shape also in COPY's binary format (what
 """
 import asyncio, os, sys, time, base64, hmac, struct
 import psycopg
-from dialguard.dnc import PGCOPY_HEADER, PGCOPY_TRAILER, copy_rows_frame
+from dialguard.dnc import PGCOPY_HEADER, PGCOPY_TRAILER
+def copy_rows_frame(list_, source):
+    """(before the 16-byte hash, after the sealed number) of a binary COPY row (list, hash, sealed, source)."""
+    lb, sb = list_.encode(), source.encode()
+    return struct.pack(">hi", 4, len(lb)) + lb + struct.pack(">i", 16), struct.pack(">i", len(sb)) + sb
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
 BATCH = 200_000
 TICK = os.sysconf("SC_CLK_TCK")

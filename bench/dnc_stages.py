@@ -9,7 +9,7 @@ import hmac, os, time, pickle, sys
 from collections import defaultdict
 from dialguard.numbers import normalize_bulk, fast_e164
 from dialguard.crypto import Sealer
-from dialguard.dnc import _normalize_chunk, copy_rows_frame, _LEN
+from dialguard.dnc import _normalize_chunk, seal_blocks, _LEN1
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
 mult, add = 7_654_321, 137 * 1_000_003
 raws = []
@@ -43,13 +43,11 @@ groups = t("group by bucket", group)
 hashes = t("hash[:16]", lambda: [d[:16] for d in ds])
 sealer = Sealer(key)
 ebs = [e.encode() for e in e164s]
-sealed = t("seal_raw_many (AES-GCM)", lambda: sealer.seal_raw_many(ebs))
-pre, post = copy_rows_frame("global", "bench")
-def rows_():
-    rows = [pre + h + _LEN[len(c)] + c + post for h, c in zip(hashes, sealed)]
-    rows.sort()
-    return b"".join(rows)
-block = t("binary COPY rows, sort, join", rows_)
+sealed = t("seal_raw_many (AES-GCM per number, before stop 15)", lambda: sealer.seal_raw_many(ebs))
+def blocks_():
+    recs = {h: _LEN1[len(e)] + e for h, e in zip(hashes, ebs)}
+    return seal_blocks(sealer, recs)
+block = t("blocks: dict, sort, join, AES-GCM per block", blocks_)
 t("pickle of the result", lambda: pickle.dumps((groups, N, [], block)))
-t("whole _normalize_chunk (PG on)", lambda: _normalize_chunk((lines, raws, "CN", secret, key, pre, post)))
-t("whole _normalize_chunk (Redis only)", lambda: _normalize_chunk((lines, raws, "CN", secret, None, pre, post)))
+t("whole _normalize_chunk (PG on)", lambda: _normalize_chunk((lines, raws, "CN", secret, key)))
+t("whole _normalize_chunk (Redis only)", lambda: _normalize_chunk((lines, raws, "CN", secret, None)))

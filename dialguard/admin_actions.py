@@ -169,11 +169,15 @@ async def dnc_remove(engine, ident: Identity, number, campaign=None, why="") -> 
     campaign = _name(campaign, "campaign")
     lst = _campaign_list(campaign)
     why = _text(why, "why")
+    from dialguard.dnc import DncDbUnavailable
+
     changed = await engine.dnc_remove(e164, campaign, actor=actor, why=why)
     db = await _dnc_at_rest(engine, "off the Redis list but still stored at rest (a counters rebuild would list it "
                                     "again)")
     try:
-        deleted = await db.remove(lst, engine.keys.number_tag(e164))
+        deleted = await db.remove(lst, engine.keys.number_tag(e164), engine.sealer)
+    except DncDbUnavailable as exc:  # a block holds it and the data key cannot re-seal it
+        raise ActionError(f"off the Redis list but still stored at rest: {exc}", 503) from None
     finally:
         await db.close()
     return {"done": "dnc_remove", "list": lst, "removed": bool(changed or deleted), "unstored": deleted, "by": actor}

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _AAD = b"dialguard-number"
+_BLOCK_AAD = b"dialguard-dnc-block:"  # + the block's hashes
 
 
 def _setting(name: str, default: str = "") -> str:
@@ -92,6 +93,23 @@ class Sealer:
             nonce = rnd[12 * i:12 * i + 12]
             out.append(nonce + enc(nonce, text, _AAD))
         return out
+
+    def seal_block(self, plain: bytes, hashes: bytes) -> bytes:
+        """A DNC block's numbers (dialguard/dnc.py, dnc_blocks.sealed) sealed as one:
+        nonce + AES-GCM of `plain`, bound to the block's `hashes` (authenticated, not
+        encrypted), so a block's numbers cannot be paired with another block's hashes."""
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, plain, _BLOCK_AAD + hashes)
+
+    def open_block(self, blob: bytes, hashes: bytes) -> bytes:
+        """seal_block's plaintext, with the current key or an old one; InvalidTag otherwise."""
+        blob = bytes(blob)
+        for aead in (self._aead, *self._old):
+            try:
+                return aead.decrypt(blob[:12], blob[12:], _BLOCK_AAD + hashes)
+            except InvalidTag:
+                continue
+        raise InvalidTag()
 
     def open(self, token: str | bytes) -> str:
         """The plaintext of a seal() token or of seal_raw() bytes; InvalidTag when no

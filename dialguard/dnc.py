@@ -9,10 +9,12 @@ bucket shares all 40 bits: at most (entries / 65,536) / 2^40 per lookup, about
 plaintext number is stored. The lookup runs inside decide.lua, in the one
 atomic decision.
 
-At rest, each list is the PostgreSQL table dnc_entries (sql/040_dnc_entries.sql,
-bytea since sql/225): the keyed hash and the AES-GCM sealed E.164 of every entry. Redis fingerprints
-cannot be turned back into numbers, so `dnc export` and `counters rebuild` read
-that table.
+At rest, each list is in PostgreSQL: single entries (`dnc add`, and every row
+written before sql/226) in dnc_entries (sql/040, bytea since sql/225), one row
+per number with its keyed hash and AES-GCM sealed E.164; imported numbers in
+dnc_blocks (sql/226), a few hundred numbers of one hash range per row, their
+hashes side by side and their E.164s sealed as one. Redis fingerprints cannot
+be turned back into numbers, so `dnc export` and `counters rebuild` read both.
 """
 
 from __future__ import annotations
@@ -187,7 +189,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 class DncDb:
-    """dnc_entries through one autocommit psycopg async connection."""
+    """The lists at rest (dnc_entries and dnc_blocks) through one autocommit psycopg
+    async connection."""
 
     def __init__(self, conn):
         self.conn = conn
@@ -218,98 +221,306 @@ class DncDb:
     async def close(self) -> None:
         await self.conn.close()
 
-    direct = True  # COPY straight into dnc_entries until a batch meets a row it already holds
+    async def _lock(self, list_: str) -> None:
+        """The list's writers one at a time (until the transaction ends): an import's
+        batch, `dnc add`, `dnc remove`. What each checks (is the number listed
+        already, which block holds it) stays true until it has written."""
+        await self.conn.execute("select pg_advisory_xact_lock(%s)", (list_lock_id(list_),))
 
-    async def add_block(self, list_: str, blocks: list[bytes], rows: int) -> int:
-        """Store `rows` rows of COPY's binary format (copy_rows_frame's rows, as the
-        import's workers write them, in one or more blocks without the file header
-        and trailer); new rows only, idempotent, so a batch cut short is simply redone.
+    async def _stored_hashes(self, list_: str):
+        """Every keyed hash of the list at rest, as blobs of 16-byte hashes (one per
+        block, one for the single entries)."""
+        async with self.conn.cursor(binary=True) as cur:
+            await cur.execute("select number_hash from dnc_entries where list = %s", (list_,))
+            single = b"".join(r[0] for r in await cur.fetchall())
+        if single:
+            yield single
+        async with self.conn.cursor(name="dnc_stored", binary=True) as cur:
+            cur.itersize = 1000
+            await cur.execute("select hashes from dnc_blocks where list = %s", (list_,))
+            async for (blob,) in cur:
+                yield blob
 
-        A batch of new numbers (the usual import) is COPYed straight into
-        dnc_entries: no staging table to write and read again. If one of its
-        rows is there already (a redone batch, a number listed twice), that COPY
-        fails whole (its transaction rolls back) and the batch goes the staged way: COPY
-        into a temp table, then INSERT ... ON CONFLICT DO NOTHING. The next batch
-        tries the straight way again once a staged batch met no duplicate."""
-        import psycopg
+    async def _holding(self, list_: str, h: bytes) -> list[tuple[int, bytes, bytes, int]]:
+        """(block id, hashes, sealed, position) of each block of the list holding hash h."""
+        async with self.conn.cursor(binary=True) as cur:
+            await cur.execute("select id, hashes, sealed from dnc_blocks where list = %s and hash_range = %s "
+                              "order by id", (list_, hash_range(h)))
+            rows = await cur.fetchall()
+        return [(bid, bytes(hs), bytes(sealed), i) for bid, hs, sealed in rows if (i := find16(hs, h)) >= 0]
 
-        if not rows:
+    async def add_blocks(self, list_: str, parts: list[list[tuple]], source: str, sealer) -> int:
+        """Store the import workers' blocks (seal_blocks' tuples) of one batch; the new
+        numbers only, so a batch cut short is simply redone and a file imported twice
+        adds nothing. A number already at rest (in a block or a single entry), or in
+        an earlier block of the same batch, is cut out of its block (opened and
+        re-sealed with `sealer`; a block left empty is not written). Returns the
+        numbers stored."""
+        blocks = [b for part in parts for b in part]
+        if not blocks:
             return 0
-        if self.direct:
-            try:
-                async with self.conn.transaction():
-                    async with self.conn.cursor() as cur:
-                        async with cur.copy("copy dnc_entries (list, number_hash, number_enc, source) "
-                                            "from stdin (format binary)") as cp:
-                            await _write_binary(cp, blocks)
-                        return cur.rowcount
-            except psycopg.errors.UniqueViolation:
-                self.direct = False
         async with self.conn.transaction():
-            async with self.conn.cursor() as cur:
-                await cur.execute("create temp table if not exists dnc_load (list text, number_hash bytea, "
-                                  "number_enc bytea, source text) on commit delete rows")
-                async with cur.copy("copy dnc_load (list, number_hash, number_enc, source) "
-                                    "from stdin (format binary)") as cp:
-                    await _write_binary(cp, blocks)
-                await cur.execute("insert into dnc_entries (list, number_hash, number_enc, source) "
-                                  "select list, number_hash, number_enc, source from dnc_load "
-                                  "where list = %s on conflict do nothing", (list_,))
-                stored = cur.rowcount
-        self.direct = stored == rows
-        return stored
+            await self._lock(list_)
+            blocks = await self._only_new(list_, blocks, sealer)
+            if blocks:
+                lb, sb = list_.encode(), source.encode()
+                head = struct.pack(">hi", 6, len(lb)) + lb
+                tail = struct.pack(">i", len(sb)) + sb
+                async with self.conn.cursor() as cur:
+                    async with cur.copy("copy dnc_blocks (list, hash_range, entries, hashes, sealed, source) "
+                                        "from stdin (format binary)") as cp:
+                        await cp.write(PGCOPY_HEADER)
+                        for i in range(0, len(blocks), 512):
+                            await cp.write(b"".join(
+                                head + struct.pack(">iiiii", 4, r, 4, n, len(h)) + h
+                                + struct.pack(">i", len(sd)) + sd + tail
+                                for r, n, h, sd in blocks[i:i + 512]))
+                        await cp.write(PGCOPY_TRAILER)
+        return sum(b[1] for b in blocks)
+
+    async def _only_new(self, list_: str, blocks: list[tuple], sealer) -> list[tuple]:
+        """The blocks without the numbers the list holds already, nor those an earlier
+        block of the batch holds. A first pass compares the first 8 bytes of each hash
+        as integers (C loops over the stored blobs); only blobs that share one are
+        compared hash by hash."""
+        total = sum(b[1] for b in blocks)
+        his: set[int] = set()
+        for b in blocks:
+            his.update(_hi(b[2]))
+        drop: dict[int, set[bytes]] = {}
+        if len(his) < total:  # an 8-byte prefix twice in the batch: the same number in two workers' parts
+            seen: set[bytes] = set()
+            for k, b in enumerate(blocks):
+                for x in split16(b[2]):
+                    if x in seen:
+                        drop.setdefault(k, set()).add(x)
+                    else:
+                        seen.add(x)
+        listed: set[bytes] = set()
+        new_full = None
+        async for blob in self._stored_hashes(list_):
+            if his.isdisjoint(_hi(blob)):
+                continue
+            if new_full is None:
+                new_full = {x for b in blocks for x in split16(b[2])}
+            listed.update(new_full.intersection(split16(blob)))
+        if listed:
+            lhi = set(_hi(b"".join(listed)))
+            for k, b in enumerate(blocks):
+                if not lhi.isdisjoint(_hi(b[2])):
+                    hit = listed.intersection(split16(b[2]))
+                    if hit:
+                        drop.setdefault(k, set()).update(hit)
+        if not drop:
+            return blocks
+        out = []
+        for k, b in enumerate(blocks):
+            if k in drop:
+                b = _without(b, drop[k], sealer)
+            if b is not None:
+                out.append(b)
+        return out
 
     async def add(self, list_: str, tag: str, sealed: bytes, source: str = "cli") -> bool:
-        """One entry: `tag` the keyed hash in hex (Keys.number_tag), `sealed` Sealer.seal_raw's bytes."""
-        cur = await self.conn.execute(
-            "insert into dnc_entries (list, number_hash, number_enc, source) values (%s, %s, %s, %s) "
-            "on conflict do nothing", (list_, bytes.fromhex(tag), bytes(sealed), source))
-        return cur.rowcount == 1
+        """One entry: `tag` the keyed hash in hex (Keys.number_tag), `sealed` Sealer.seal_raw's
+        bytes. False if the list holds it already (a single entry or in a block)."""
+        h = bytes.fromhex(tag)
+        async with self.conn.transaction():
+            await self._lock(list_)
+            if await self._holding(list_, h):
+                return False
+            cur = await self.conn.execute(
+                "insert into dnc_entries (list, number_hash, number_enc, source) values (%s, %s, %s, %s) "
+                "on conflict do nothing", (list_, h, bytes(sealed), source))
+            return cur.rowcount == 1
 
-    async def remove(self, list_: str, tag: str) -> bool:
-        cur = await self.conn.execute("delete from dnc_entries where list = %s and number_hash = %s",
-                                      (list_, bytes.fromhex(tag)))
-        return cur.rowcount == 1
+    async def remove(self, list_: str, tag: str, sealer=None) -> bool:
+        """Take a number off the list at rest: its single entry, or out of its block (the
+        block re-sealed without it with `sealer`, which must open it; deleted if left
+        empty). DncDbUnavailable if a block holds it and cannot be opened."""
+        from cryptography.exceptions import InvalidTag
+
+        h = bytes.fromhex(tag)
+        async with self.conn.transaction():
+            await self._lock(list_)
+            cur = await self.conn.execute("delete from dnc_entries where list = %s and number_hash = %s",
+                                          (list_, h))
+            removed = cur.rowcount
+            for bid, hashes, sealed, i in await self._holding(list_, h):
+                if sealer is None:
+                    raise DncDbUnavailable("an imported block holds the number: the data key (DIALGUARD_DATA_KEY) "
+                                           "is needed to re-seal it without the number")
+                try:
+                    b = _without((hash_range(h), len(hashes) // 16, hashes, sealed), {h}, sealer)
+                except InvalidTag:
+                    raise DncDbUnavailable("the block holding the number cannot be opened with DIALGUARD_DATA_KEY "
+                                           "(nor an old key): set the key it was imported with") from None
+                if b is None:
+                    await self.conn.execute("delete from dnc_blocks where id = %s", (bid,))
+                else:
+                    await self.conn.execute("update dnc_blocks set entries = %s, hashes = %s, sealed = %s "
+                                            "where id = %s", (b[1], b[2], b[3], bid))
+                removed += 1
+        return removed > 0
 
     async def count(self, list_: str) -> int:
-        cur = await self.conn.execute("select count(*) from dnc_entries where list = %s", (list_,))
-        return (await cur.fetchone())[0]
+        cur = await self.conn.execute(
+            "select (select count(*) from dnc_entries where list = %s) "
+            "+ coalesce((select sum(entries) from dnc_blocks where list = %s), 0)", (list_, list_))
+        return int((await cur.fetchone())[0])
 
-    async def entries(self, list_: str, batch: int = 10_000):
-        """(keyed hash in hex, sealed bytes for Sealer.open) of every entry of the list,
-        streamed (server-side cursor)."""
+    async def entries(self, list_: str, sealer=None, batch: int = 10_000):
+        """(keyed hash in hex, E.164) of every entry of the list, streamed: the single
+        entries in hash order, then the blocks by hash range. The E.164 is None without
+        a sealer (hashes only), False when the sealer cannot open it."""
         async with self.conn.transaction():
             async with self.conn.cursor(name="dnc_export") as cur:
                 cur.itersize = batch
                 await cur.execute("select number_hash, number_enc from dnc_entries where list = %s "
                                   "order by number_hash", (list_,))
                 async for tag, enc in cur:
-                    yield tag.hex(), enc
+                    yield tag.hex(), None if sealer is None else _open_one(sealer, enc)
+            async with self.conn.cursor(name="dnc_export_blocks", binary=True) as cur:
+                cur.itersize = 100
+                await cur.execute("select hashes, sealed from dnc_blocks where list = %s order by hash_range, id",
+                                  (list_,))
+                async for hashes, sealed in cur:
+                    hs = split16(hashes)
+                    nums: list = [None] * len(hs)
+                    if sealer is not None:
+                        try:
+                            nums = [n.decode() for n in block_numbers(sealer.open_block(sealed, bytes(hashes)))]
+                        except Exception:  # noqa: BLE001  wrong key, damaged block: its entries unreadable
+                            nums = [False] * len(hs)
+                    for h, n in zip(hs, nums):
+                        yield h.hex(), n
+
+
+def _open_one(sealer, enc) -> str | bool:
+    try:
+        return sealer.open(enc)
+    except Exception:  # noqa: BLE001  wrong key, damaged row
+        return False
+
+
+def list_lock_id(list_: str) -> int:
+    """The advisory lock key of a list's writers (a signed 64-bit integer)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(b"dialguard-dnc-list:" + list_.encode()).digest()[:8], "big", signed=True)
+
+
+# -- blocks (dnc_blocks, sql/226) ----------------------------------------------------
+
+RANGE_BITS = 10  # dnc_blocks.hash_range: the first 10 bits of the hash
+_LEN1 = [bytes([n]) for n in range(256)]
+
+
+def hash_range(h: bytes) -> int:
+    return (h[0] << 2) | (h[1] >> 6)
+
+
+def _range_start(r: int) -> bytes:
+    """The smallest hash of range r (a bound for bisect over sorted hashes)."""
+    return bytes([r >> 2, (r & 3) << 6])
+
+
+def split16(blob: bytes) -> list[bytes]:
+    return [blob[i:i + 16] for i in range(0, len(blob), 16)]
+
+
+def _hi(blob: bytes):
+    """The first 8 bytes of each 16-byte hash of a blob, as integers (a C loop)."""
+    return memoryview(blob).cast("Q")[::2]
+
+
+def find16(blob: bytes, h: bytes) -> int:
+    """Position of hash h among the 16-byte hashes of blob, or -1."""
+    at = blob.find(h)
+    while at >= 0 and at % 16:
+        at = blob.find(h, at + 1)
+    return -1 if at < 0 else at // 16
+
+
+def block_numbers(plain: bytes) -> list[bytes]:
+    """The E.164s of a block's plaintext (a length byte and the ASCII each)."""
+    out, i, n = [], 0, len(plain)
+    while i < n:
+        ln = plain[i]
+        out.append(plain[i + 1:i + 1 + ln])
+        i += 1 + ln
+    return out
+
+
+def seal_blocks(sealer, recs: dict[bytes, bytes]) -> list[tuple[int, int, bytes, bytes]]:
+    """Blocks of numbers keyed by hash: {16-byte hash: length byte + E.164} ->
+    (hash range, entries, sorted hashes, sealed E.164s in the same order) per range."""
+    from bisect import bisect_left
+
+    hs = sorted(recs)
+    get = recs.__getitem__
+    out = []
+    i, n = 0, len(hs)
+    while i < n:
+        r = hash_range(hs[i])
+        j = bisect_left(hs, _range_start(r + 1), i) if r < (1 << RANGE_BITS) - 1 else n
+        part = hs[i:j]
+        hashes = b"".join(part)
+        out.append((r, j - i, hashes, sealer.seal_block(b"".join(map(get, part)), hashes)))
+        i = j
+    return out
+
+
+def _without(block: tuple, drop: set[bytes], sealer) -> tuple | None:
+    """A block without the given hashes, re-sealed (a fresh nonce); None if nothing is left."""
+    r, n, hashes, sealed = block
+    hs = split16(hashes)
+    keep = [i for i, h in enumerate(hs) if h not in drop]
+    if len(keep) == n:
+        return block
+    if not keep:
+        return None
+    nums = block_numbers(sealer.open_block(sealed, hashes))
+    kept = b"".join(hs[i] for i in keep)
+    return r, len(keep), kept, sealer.seal_block(b"".join(_LEN1[len(nums[i])] + nums[i] for i in keep), kept)
 
 
 def restore_lists(conn, redis, keys, dry_run: bool = False) -> dict[str, int]:
-    """Counters rebuild: every list of dnc_entries back into its Redis buckets (additive:
-    entries Redis still has stay). Returns {list: entries written or found}."""
+    """Counters rebuild: every list at rest (dnc_entries and dnc_blocks) back into its
+    Redis buckets (additive: entries Redis still has stay). Returns {list: entries
+    written or found}."""
     if conn.execute("select to_regclass('dnc_entries')").fetchone()[0] is None:
         return {}
     done: dict[str, int] = {}
+
+    def flush(lst, tags):
+        if lst is not None and tags:
+            if not dry_run:
+                add_sync(redis, keys, redis_list(lst), tags)
+            done[lst] = done.get(lst, 0) + len(tags)
+
     with conn.cursor(name="dnc_restore") as cur:
         cur.itersize = 50_000
         cur.execute("select list, number_hash from dnc_entries order by list")
         current, tags = None, []
-
-        def flush():
-            if current is not None and tags:
-                if not dry_run:
-                    add_sync(redis, keys, redis_list(current), tags)
-                done[current] = done.get(current, 0) + len(tags)
-
         for lst, tag in cur:  # tag: bytea, 16 bytes
             if lst != current or len(tags) >= 200_000:
-                flush()
+                flush(current, tags)
                 current, tags = lst, []
             tags.append(tag)
-        flush()
+        flush(current, tags)
+    if conn.execute("select to_regclass('dnc_blocks')").fetchone()[0] is None:
+        return done
+    with conn.cursor(name="dnc_restore_blocks") as cur:
+        cur.itersize = 200
+        cur.execute("select list, hashes from dnc_blocks order by list")
+        current, tags = None, []
+        for lst, hashes in cur:
+            if lst != current or len(tags) >= 200_000:
+                flush(current, tags)
+                current, tags = lst, []
+            tags.extend(split16(bytes(hashes)))
+        flush(current, tags)
     return done
 
 
@@ -474,31 +685,14 @@ def _work(args):
 # are: no hex, base64 or escaping to write, nor for PostgreSQL to parse.
 PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 PGCOPY_TRAILER = struct.pack(">h", -1)
-_LEN = [struct.pack(">i", n) for n in range(256)]  # a sealed E.164 is 12 + 1..16 + 16 bytes
 
 
-def copy_rows_frame(list_: str, source: str) -> tuple[bytes, bytes]:
-    """(what comes before the 16-byte hash, what comes after the sealed number) in
-    each binary COPY row of dnc_entries (list, number_hash, number_enc, source)."""
-    lb, sb = list_.encode(), source.encode()
-    return (struct.pack(">hi", 4, len(lb)) + lb + struct.pack(">i", 16),
-            struct.pack(">i", len(sb)) + sb)
-
-
-async def _write_binary(cp, blocks: list[bytes]) -> None:
-    await cp.write(PGCOPY_HEADER)
-    for block in blocks:
-        if block:
-            await cp.write(block)
-    await cp.write(PGCOPY_TRAILER)
-
-
-def _normalize_chunk(args) -> tuple[dict[int, bytes], int, list[tuple[int, str, str]], bytes]:
+def _normalize_chunk(args) -> tuple[dict[int, bytes], int, list[tuple[int, str, str]], list[tuple]]:
     """Worker: normalize a chunk of rows, hash the valid ones and, for PostgreSQL, seal
-    them (binary COPY rows framed by `pre`/`post`, in hash order). Returns (bucket ->
-    fingerprint records, valid rows, rejected rows, COPY rows). No plaintext number
-    leaves the worker."""
-    lines, raws, region, secret, data_key, pre, post = args
+    them in blocks by hash range (seal_blocks; the part's repeats once). Returns
+    (bucket -> fingerprint records, valid rows, rejected rows, blocks). No plaintext
+    number leaves the worker."""
+    lines, raws, region, secret, data_key = args
     import hmac
 
     from dialguard.numbers import _fast, parse_with_phonenumbers
@@ -508,9 +702,11 @@ def _normalize_chunk(args) -> tuple[dict[int, bytes], int, list[tuple[int, str, 
     # the one-shot hmac.digest, which sets the key up again each time)
     keyed = hmac.new(secret, b"n:", "sha256").copy
     buckets: list[list[bytes]] = [[] for _ in range(BUCKETS)]
-    bad, plain, hashes = [], [], []
+    bad = []
+    recs: dict[bytes, bytes] = {}  # 16-byte hash -> length byte + E.164 (the block's plaintext)
     valid = 0
     seal = data_key is not None
+    L1 = _LEN1
     for line, raw in zip(lines, raws):
         # numbers.normalize_bulk, inlined: the exact fast path, else phonenumbers
         hit = _fast(raw, region)
@@ -529,17 +725,13 @@ def _normalize_chunk(args) -> tuple[dict[int, bytes], int, list[tuple[int, str, 
         d = h.digest()  # fingerprint(): its first 56 bits
         buckets[(d[0] << 8) | d[1]].append(d[2:7])
         if seal:
-            plain.append(eb)
-            hashes.append(d[:16])
-    block = b""
+            recs[d[:16]] = L1[len(eb)] + eb
+    blocks = []
     if seal:
         from dialguard.crypto import Sealer
 
-        L, join = _LEN, b"".join
-        rows = [join((pre, h, L[len(c)], c, post)) for h, c in zip(hashes, Sealer(data_key).seal_raw_many(plain))]
-        rows.sort()  # in hash order (pre is the same on every row): PostgreSQL's index pages in turn
-        block = b"".join(rows)
-    return {b: b"".join(r) for b, r in enumerate(buckets) if r}, valid, bad, block
+        blocks = seal_blocks(Sealer(data_key), recs)
+    return {b: b"".join(r) for b, r in enumerate(buckets) if r}, valid, bad, blocks
 
 
 def _chunks(it: Iterator, size: int) -> Iterator[list]:
@@ -574,8 +766,9 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
                      source: str | None = None, rejects_sink: list | None = None, ahead: int = 2) -> ImportReport:
     """Import a CSV: normalized, invalid rows reported (line, value, why), resumable.
 
-    Every chunk goes to the Redis buckets and, with `db`, to dnc_entries (list
-    `db_name`, sealed with `data_key`), both idempotent; only then does the
+    Every chunk goes to the Redis buckets and, with `db`, to dnc_blocks (list
+    `db_name`, sealed with `data_key`; numbers the list holds already are not
+    stored again), both idempotent; only then does the
     checkpoint move past it (with the rejects file's length at that point). A
     rerun skips the rows the checkpoint covers and cuts the rejects file back to
     that length, so a chunk cut short by a crash is redone in both sinks and its
@@ -632,11 +825,15 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
     loop = asyncio.get_running_loop()
     workers = workers or max(1, (os.cpu_count() or 2))
     key = data_key if db is not None else None
-    pre, post = copy_rows_frame(db_name, source)  # DncDb.add_block's rows
+    sealer = None
+    if key is not None:
+        from dialguard.crypto import Sealer
+
+        sealer = Sealer(key)  # re-seals a block the batch's repeats are cut out of
 
     def submit(pool, chunk):
         n, parts = chunk
-        return n, asyncio.gather(*[loop.run_in_executor(pool, _work, (part, region, secret, key, pre, post))
+        return n, asyncio.gather(*[loop.run_in_executor(pool, _work, (part, region, secret, key))
                                    for part in parts])
 
     source_rows = None
@@ -665,7 +862,7 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
                 if db is not None:
                     added, stored = await asyncio.gather(
                         store.apply_groups("add", list_name, groups),
-                        db.add_block(db_name, [r[3] for r in results], valid))
+                        db.add_blocks(db_name, [r[3] for r in results], source, sealer))
                 else:
                     added, stored = await store.apply_groups("add", list_name, groups), 0
                 report.rows += chunk_len

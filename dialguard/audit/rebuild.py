@@ -26,7 +26,7 @@ Redis time being the stream id of the record. Keys that would have expired are
 not written; the others get their remaining TTL. Leases whose time has passed
 are dropped (a concurrency check would ignore them anyway), so calls that ended
 keep no lease. DNC lists (the Redis fingerprint buckets) come back from their
-copy at rest, the table dnc_entries (dialguard/dnc.py), added to whatever Redis
+copy at rest, the tables dnc_entries and dnc_blocks (dialguard/dnc.py), added to whatever Redis
 still holds. Configuration (kill switches, campaign approvals, caller IDs and
 pools, cool-downs, published rules versions, imported calendar versions, unused
 override grants) comes back
@@ -260,7 +260,7 @@ class Summary:
     dropped_leases: int = 0
     unknown_rules: Counter = field(default_factory=Counter)
     changed_rules: Counter = field(default_factory=Counter)
-    dnc_lists: dict = field(default_factory=dict)   # list -> entries restored from dnc_entries
+    dnc_lists: dict = field(default_factory=dict)   # list -> entries restored from dnc_entries + dnc_blocks
 
 
 class Replayer:
@@ -700,5 +700,5 @@ def rebuild(conn: psycopg.Connection, redis, settings: Settings, *, prefix: str 
     rep.summary.dnc_lists = restore_lists(conn, redis, keys, dry_run=dry_run)
     if rep.summary.dnc_lists:
         # shown by `counters rebuild` with the key counts (entries, not keys)
-        rep.summary.keys["DNC list entries (from dnc_entries)"] = sum(rep.summary.dnc_lists.values())
+        rep.summary.keys["DNC list entries (at rest)"] = sum(rep.summary.dnc_lists.values())
     return rep.summary

@@ -193,7 +193,9 @@ def dnc_remove(number: str, campaign: Optional[str] = typer.Option(None, "--camp
                                    f"would list it again): {exc}; run the same command again once "
                                    "PostgreSQL is back") from None
         try:
-            return changed, await db.remove(lst, e.keys.number_tag(n))
+            return changed, await db.remove(lst, e.keys.number_tag(n), e.sealer)
+        except DncDbUnavailable as exc:  # an imported block holds it and the data key cannot re-seal it
+            raise DncDbUnavailable(f"{n} is off the Redis list but still stored at rest: {exc}") from None
         finally:
             await db.close()
 
@@ -316,16 +318,12 @@ def dnc_export(list_: str = typer.Option(GLOBAL_LIST, "--list", help="'global' o
                           disable=total < 100_000) as bar:
                 task = bar.add_task("export", total=total)
                 seen = 0
-                async for tag, enc in db.entries(list_):
+                async for tag, number in db.entries(list_, sealer):
                     seen += 1
-                    if hashed:
-                        w.writerow([tag])
-                    else:
-                        try:
-                            w.writerow([sealer.open(enc)])
-                        except Exception:  # noqa: BLE001  wrong key, damaged row: count it, go on
-                            unreadable += 1
-                            continue
+                    if number is False:  # wrong key, damaged row or block: count it, go on
+                        unreadable += 1
+                        continue
+                    w.writerow([tag if hashed else number])
                     written += 1
                     if seen % 10_000 == 0:
                         bar.update(task, completed=seen)

@@ -58,8 +58,10 @@ async def lists_page(request: web.Request, msg: str = "", status: int = 200) -> 
     lang = request[LANGK]
     e = request.app[ENGINE]
     async with request.app[POOL].connection() as conn:
-        rows = await (await conn.execute("select list, count(*) from dnc_entries group by list order by list"
-                                         )).fetchall()
+        rows = await (await conn.execute(  # the list at rest: single entries and imported blocks
+            "select list, sum(n)::bigint from (select list, count(*) as n from dnc_entries group by list "
+            "union all select list, sum(entries) from dnc_blocks group by list) x group by list order by list"
+        )).fetchall()
     names = dict(rows)
     names.setdefault(GLOBAL_LIST, 0)
     store = DncStore(e.redis, e.keys)

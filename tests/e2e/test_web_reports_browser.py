@@ -210,7 +210,7 @@ async def test_viewer_refused_compliance_actions_supervisor_uploads_a_dnc_csv(br
         for n in good:
             assert await store.contains(list_name(camp), engine.keys.number_tag(n))
         with psycopg.connect(admin_dsn()) as conn:
-            assert conn.execute("select count(*) from dnc_entries where list = %s", (camp,)).fetchone()[0] == 30
+            assert conn.execute("select sum(entries) from dnc_blocks where list = %s", (camp,)).fetchone()[0] == 30
         browser.get(base_url() + "/dnc")
         assert camp in browser.find_element(By.ID, "dnc-lists").text
 
@@ -226,3 +226,4 @@ async def test_viewer_refused_compliance_actions_supervisor_uploads_a_dnc_csv(br
         await engine.close()
         with psycopg.connect(admin_dsn(), autocommit=True) as conn:
             conn.execute("delete from dnc_entries where list = %s", (camp,))
+            conn.execute("delete from dnc_blocks where list = %s", (camp,))

@@ -63,7 +63,7 @@ async def test_no_number_used_is_at_rest_in_plaintext(stack, guard, pg_dsn, tmp_
     guard.campaigns.append(campaign)
     dialguard("campaign", "approve", campaign)
     dialguard("callerid", "add", pool[0], "--campaign", campaign)
-    called, dnc, opted, lead = numbers(4)
+    called, dnc, opted, lead, imported = numbers(5)
     injection = render(scenario("guard_allowed", "calls.csv"), tmp_path / "calls.csv", campaign=campaign,
                        agent=f"e2e-agent-{tag()}", **{f"n{i + 1}": called for i in range(6)})
     cdr = Cdr.mark(stack.dir)
@@ -71,6 +71,9 @@ async def test_no_number_used_is_at_rest_in_plaintext(stack, guard, pg_dsn, tmp_
     assert run.uac.failed == 0, run.uac.describe()
     cdr.for_numbers({called}, expect=1)
     dialguard("dnc", "add", dnc)
+    listed = tmp_path / "dnc.csv"  # an imported number: a block of dnc_blocks, sealed with its block
+    listed.write_text(f"number\n{imported}\n")
+    dialguard("dnc", "import", str(listed))
     dialguard("optout", opted)
     store = await Store.open(pg_dsn)
     try:
@@ -95,7 +98,7 @@ async def test_no_number_used_is_at_rest_in_plaintext(stack, guard, pg_dsn, tmp_
     # -- every number of the session, and what Asterisk dialed ------------------------
     cdr_numbers(stack.dir)
     wanted = {d: n for n in USED if (d := national_digits(n))}
-    mine = {national_digits(n) for n in (called, dnc, opted, lead, pool[0])}
+    mine = {national_digits(n) for n in (called, dnc, opted, lead, imported, pool[0])}
     assert mine <= set(wanted), "the recorder missed this test's own numbers"
     needles = {d: matcher(d) for d in wanted}
     # The short-needle rule still sees a number written on its own, and not one inside other digits or hex.

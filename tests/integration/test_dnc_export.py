@@ -24,7 +24,7 @@ from dialguard.audit import migrate as m
 from dialguard.audit.db import sql_dirs
 from fakes.pg import free_port
 from dialguard.config import Settings
-from dialguard.dnc import REC_BYTES, DncDb, DncStore, import_csv, list_name
+from dialguard.dnc import REC_BYTES, DncDb, DncStore, import_csv, list_name, split16
 from dialguard.decision.keys import Keys
 from dialguard.simulate import _drop_namespace
 
@@ -53,6 +53,7 @@ def ns(settings, dnc_db):
     r.close()
     with psycopg.connect(dnc_db, autocommit=True) as conn:
         conn.execute("delete from dnc_entries where list = %s", (camp,))
+        conn.execute("delete from dnc_blocks where list = %s", (camp,))
 
 
 def cli_env(settings, prefix, dsn, **extra) -> dict:
@@ -111,10 +112,15 @@ def redis_list_state(settings, prefix, campaign) -> tuple[int, int, int]:
     return count, recs, distinct
 
 
+AT_REST = ("select number_hash as h from dnc_entries where list = %(l)s union all "
+           "select substring(hashes from 16 * i + 1 for 16) from dnc_blocks, generate_series(0, entries - 1) i "
+           "where list = %(l)s")  # every keyed hash of a list at rest, one row each, single entries and blocks
+
+
 def pg_state(dsn, campaign) -> tuple[int, int]:
+    """(hashes at rest, distinct hashes at rest) of a list."""
     with psycopg.connect(dsn) as conn:
-        return conn.execute("select count(*), count(distinct number_hash) from dnc_entries where list = %s",
-                            (campaign,)).fetchone()
+        return conn.execute(f"select count(*), count(distinct h) from ({AT_REST}) x", {"l": campaign}).fetchone()
 
 
 def exported(env, campaign, *extra) -> list[str]:
@@ -196,11 +202,14 @@ def test_export_round_trip_hashed_and_out_file(settings, dnc_db, ns, tmp_path):
                                     "out": str(out)}
     assert out.read_text().splitlines()[0] == "number" and set(out.read_text().split()[1:]) == nums
     assert not out.with_name("out.csv.part").exists()
-    # the columns hold no plaintext: 16 bytes of keyed hash, the sealed number
+    # the columns hold no plaintext: 16-byte keyed hashes, the sealed numbers
     with psycopg.connect(dnc_db) as conn:
-        for h, enc in conn.execute("select number_hash, number_enc from dnc_entries where list = %s", (camp,)):
-            assert len(h) == 16 and h.hex() in {keys.number_tag(n) for n in nums}
-            assert not any(n.encode() in enc or n[3:].encode() in enc for n in nums)
+        rows = conn.execute("select hashes, sealed, entries, source from dnc_blocks where list = %s", (camp,)).fetchall()
+        assert sum(r[2] for r in rows) == 3 and {r[3] for r in rows} == {"l.csv"}
+        assert {h.hex() for r in rows for h in split16(r[0])} == {keys.number_tag(n) for n in nums}
+        for hashes, sealed, _, _ in rows:
+            assert not any(n.encode() in hashes + sealed or n[3:].encode() in hashes + sealed for n in nums)
+        assert conn.execute("select count(*) from dnc_entries where list = %s", (camp,)).fetchone()[0] == 0
     # an empty list exports a header and exits 0
     assert exported(env, camp + "-none") == []
 
@@ -285,11 +294,14 @@ async def test_resume_of_a_redis_only_run_refills_postgresql(settings, dnc_db, n
         await r.aclose()
 
 
-async def test_import_copies_new_batches_straight_and_stages_the_others(settings, dnc_db, ns, tmp_path):
-    """A batch of new numbers is COPYed straight into dnc_entries; one that meets a row
-    already there (a number listed twice, an overlapping file) falls back to the staged
-    INSERT ... ON CONFLICT DO NOTHING, and the counts stay exact either way. List and
-    source names with COPY's special characters arrive intact."""
+async def test_import_stores_each_number_once_however_often_it_comes(settings, dnc_db, ns, tmp_path):
+    """Blocks hold the new numbers only: a file imported twice adds nothing, an
+    overlapping file adds its new numbers, a number twice in one batch (in two
+    workers' parts) or already a single entry (`dnc add`) is stored once; counts at
+    rest and in Redis stay exact. List and source names with COPY's special
+    characters arrive intact."""
+    from dialguard.crypto import Sealer
+
     prefix, _ = ns
     camp = f"camp\\{uuid.uuid4().hex[:6]}\tx"  # a backslash and a tab
     keys = Keys(prefix, settings.hash_secret)
@@ -299,35 +311,98 @@ async def test_import_copies_new_batches_straight_and_stages_the_others(settings
     store = DncStore(r, keys)
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     a.write_text("".join(f"+86138{i:08d}\n" for i in range(3000)))
-    # b: 1000 of a's numbers (national form), 2000 new ones, one new number twice in one batch
+    # b: 1000 of a's numbers (national form), 2000 new ones, one new number again at the end
+    # (in the other worker's part), and two numbers listed by hand before
     b.write_text("".join(f"138{i:08d}\n" for i in range(2000, 3000))
                  + "".join(f"138{i:08d}\n" for i in range(3000, 5000)) + "13800004000\n")
+    sealer = Sealer()
     db = await DncDb.open(dnc_db)
     try:
         ra = await import_csv(store, list_name(camp), a, "CN", settings.hash_secret, chunk_rows=1000, workers=2,
                               db=db, db_name=camp, source="a\tfile\\1")
-        assert ra.stored == 3000 and ra.added == 3000 and db.direct  # every batch went straight in
-        rb = await import_csv(store, list_name(camp), b, "CN", settings.hash_secret, chunk_rows=1000, workers=2,
+        assert ra.stored == 3000 and ra.added == 3000
+        again = await import_csv(store, list_name(camp), a, "CN", settings.hash_secret, chunk_rows=700, workers=2,
+                                 db=db, db_name=camp, source="a again")
+        assert (again.valid, again.stored, again.added, again.duplicates) == (3000, 0, 0, 3000)
+        for n in ("+8613800003500", "+8613800004999"):  # by hand first: single entries
+            assert await db.add(camp, keys.number_tag(n), sealer.seal_raw(n), "cli") is True
+        rb = await import_csv(store, list_name(camp), b, "CN", settings.hash_secret, chunk_rows=4000, workers=2,
                               db=db, db_name=camp, source="b")
-        assert (rb.rows, rb.valid, rb.stored, rb.added, rb.duplicates) == (3001, 3001, 2000, 2000, 1001)
+        assert (rb.rows, rb.valid, rb.stored) == (3001, 3001, 1998)
         assert await db.count(camp) == 5000 and await store.count(list_name(camp)) == 5000
-        # and a batch after staged ones without duplicates goes straight in again
-        c = tmp_path / "c.csv"
-        c.write_text("".join(f"138{i:08d}\n" for i in range(5000, 5500)))
-        rc = await import_csv(store, list_name(camp), c, "CN", settings.hash_secret, chunk_rows=100, workers=1,
-                              db=db, db_name=camp, source="c")
-        assert rc.stored == 500 and db.direct
+        assert pg_state(dnc_db, camp) == (5000, 5000)
+        # `dnc add` of an imported number: listed already, not stored twice
+        assert await db.add(camp, keys.number_tag("+8613800001234"), sealer.seal_raw("+8613800001234")) is False
+        got = [(t, n) async for t, n in db.entries(camp, sealer)]
+        assert sorted(got) == sorted((keys.number_tag(f"+86138{i:08d}"), f"+86138{i:08d}") for i in range(5000))
+        assert {t for t, n in [x async for x in db.entries(camp)] if n is None} == {t for t, _ in got}
     finally:
         await db.close()
         await r.aclose()
     with psycopg.connect(dnc_db) as conn:
-        rows = conn.execute("select source, count(*), min(octet_length(number_hash)), max(octet_length(number_hash)) "
-                            "from dnc_entries where list = %s "
-                            "group by source order by source", (camp,)).fetchall()
+        rows = conn.execute("select source, sum(entries) from dnc_blocks where list = %s group by source "
+                            "order by source", (camp,)).fetchall()
         conn.execute("delete from dnc_entries where list = %s", (camp,))
+        conn.execute("delete from dnc_blocks where list = %s", (camp,))
         conn.commit()
-    assert [(src, n) for src, n, _, _ in rows] == [("a\tfile\\1", 3000), ("b", 2000), ("c", 500)]
-    assert all(lo == hi == 16 for _, _, lo, hi in rows)  # 16-byte keyed hashes
+    assert rows == [("a\tfile\\1", 3000), ("b", 1998)]
+
+
+def test_remove_of_an_imported_number_takes_it_out_of_its_block(settings, dnc_db, own_redis, tmp_path):
+    """`dnc remove` of an imported number: off Redis, out of its block at rest (the rest
+    of the block still exported and listed), not brought back by a counters rebuild;
+    the last number of a block takes the block with it; without the data key that
+    sealed the block it says so (exit 3) and leaves the block as it was."""
+    url, r = own_redis
+    prefix = "dgrm"
+    camp = f"camp-{uuid.uuid4().hex[:6]}"
+    env = cli_env(settings, prefix, dnc_db, DIALGUARD_REDIS_URL=url)
+    path = tmp_path / "l.csv"
+    nums = [f"+86139{i:08d}" for i in range(4000)]
+    path.write_text("".join(n + "\n" for n in nums))
+    keys = Keys(prefix, settings.hash_secret)
+    try:
+        assert json.loads(cli(env, "dnc", "import", str(path), "--campaign", camp, "--json").stdout)["stored"] == 4000
+        gone = nums[17]
+        with psycopg.connect(dnc_db) as conn:
+            (bid, n_before), = conn.execute(
+                "select id, entries from dnc_blocks where list = %s and position(%s in hashes) > 0",
+                (camp, bytes.fromhex(keys.number_tag(gone)))).fetchall()
+        # the wrong data key: refused, nothing changed at rest
+        other = base64.b64encode(os.urandom(32)).decode()
+        p = cli({**env, "DIALGUARD_DATA_KEY": other}, "dnc", "remove", gone, "--campaign", camp)
+        assert p.returncode == 3 and "still stored at rest" in p.stderr and "DIALGUARD_DATA_KEY" in p.stderr, p.stderr
+        assert pg_state(dnc_db, camp) == (4000, 4000)
+        p = cli(env, "dnc", "remove", gone, "--campaign", camp, "--json")
+        assert p.returncode == 0 and json.loads(p.stdout)["unstored"] is True, p.stderr
+        assert pg_state(dnc_db, camp) == (3999, 3999)
+        with psycopg.connect(dnc_db) as conn:
+            assert conn.execute("select entries from dnc_blocks where id = %s", (bid,)).fetchone()[0] == n_before - 1
+            # a block of one number: removing it deletes the block
+            one = conn.execute("select id, hashes from dnc_blocks where list = %s order by entries, id limit 1",
+                               (camp,)).fetchone()
+        by_tag = {keys.number_tag(n): n for n in nums}
+        last = [by_tag[h.hex()] for h in split16(one[1])]
+        for n in last:
+            assert cli(env, "dnc", "remove", n, "--campaign", camp).returncode == 0
+        with psycopg.connect(dnc_db) as conn:
+            assert conn.execute("select count(*) from dnc_blocks where id = %s", (one[0],)).fetchone()[0] == 0
+        left = set(nums) - {gone} - set(last)
+        assert set(exported(env, camp)) == left
+        p = cli(env, "dnc", "count", "--campaign", camp, "--at-rest", "--json")
+        assert json.loads(p.stdout) == {"list": camp, "entries": len(left), "at_rest": len(left)}
+        # Redis lost: the rebuild lists the rest again, not the removed ones
+        r.flushall()
+        p = cli(env, "counters", "rebuild", "--json", "--force")
+        assert p.returncode == 0, p.stderr
+        assert json.loads(cli(env, "dnc", "count", "--campaign", camp, "--json").stdout)["entries"] == len(left)
+        rows = r.mget([keys.dnc_bucket(list_name(camp), b) for b in range(1 << 16)])
+        recs = {bytes([b >> 8, b & 255]) + v[i:i + REC_BYTES]
+                for b, v in enumerate(rows) if v for i in range(0, len(v), REC_BYTES)}
+        assert recs == {bytes.fromhex(keys.number_tag(n))[:7] for n in left}  # the removed ones not among them
+    finally:
+        with psycopg.connect(dnc_db, autocommit=True) as conn:
+            conn.execute("delete from dnc_blocks where list = %s", (camp,))
 
 
 # -- counters rebuild after FLUSHALL, on a Redis of the test's own ------------------------------------------
@@ -381,7 +456,7 @@ async def test_rebuild_after_flushall_denies_every_imported_number(settings, dnc
         p = cli(env, "counters", "rebuild", "--json", "--force")
         assert p.returncode == 0, p.stderr
         out = json.loads(p.stdout)
-        assert out["keys"]["DNC list entries (from dnc_entries)"] >= len(gnums) + 1 + len(cnums)
+        assert out["keys"]["DNC list entries (at rest)"] >= len(gnums) + 1 + len(cnums)
         assert json.loads(cli(env, "dnc", "count", "--json").stdout)["entries"] == counts["g"]
         assert json.loads(cli(env, "dnc", "count", "--campaign", camp, "--json").stdout)["entries"] == counts["c"]
 
@@ -406,6 +481,7 @@ async def test_rebuild_after_flushall_denies_every_imported_number(settings, dnc
     finally:
         with psycopg.connect(dnc_db, autocommit=True) as conn:
             conn.execute("delete from dnc_entries where list in (%s, 'global')", (camp,))
+            conn.execute("delete from dnc_blocks where list in (%s, 'global')", (camp,))
 
 
 # -- 225: number_hash and number_enc from text to bytea ------------------------------------------------------
@@ -429,7 +505,8 @@ async def test_225_migrates_text_rows_to_bytea_every_reader_still_works(settings
     cluster.create_db(db)
     with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:
         m.migrate(conn, old, writers=[SERVICE])
-    keys, sealer = Keys(prefix, settings.hash_secret), Sealer(os.urandom(32))
+    key = os.urandom(32)
+    keys, sealer = Keys(prefix, settings.hash_secret), Sealer(key)
     nums = {camp: [f"+86138{i:08d}" for i in range(50)], "global": ["+8613900000001", "+14155550100"]}
     with psycopg.connect(cluster.dsn(db), autocommit=True) as conn:  # as the code before 225 wrote them
         for lst, ns_ in nums.items():
@@ -448,7 +525,7 @@ async def test_225_migrates_text_rows_to_bytea_every_reader_still_works(settings
     dsn = cluster.dsn(db, SERVICE)
     d = await DncDb.open(dsn)
     try:
-        got = [(tag, sealer.open(enc)) async for tag, enc in d.entries(camp)]
+        got = [(tag, n) async for tag, n in d.entries(camp, sealer)]
         assert sorted(got) == sorted((keys.number_tag(n), n) for n in nums[camp])
         assert await d.add(camp, keys.number_tag(nums[camp][0]), sealer.seal_raw(nums[camp][0])) is False
         assert await d.remove(camp, keys.number_tag(nums[camp][1])) is True
@@ -471,5 +548,17 @@ async def test_225_migrates_text_rows_to_bytea_every_reader_still_works(settings
             for n in ns_:
                 assert await store.contains(list_name(None if lst == "global" else lst), keys.number_tag(n))
         assert not await store.contains(list_name(camp), keys.number_tag("+8613800199999"))
+        # 226 keeps these rows as single entries: an import over them stores only what is new
+        over = tmp_path / "over.csv"
+        over.write_text("".join(n + "\n" for n in nums[camp][:10]) + "+8613800199990\n")
+        d = await DncDb.open(dsn)
+        try:
+            rep = await import_csv(store, list_name(camp), over, "CN", settings.hash_secret, workers=1, db=d,
+                                   db_name=camp, source="over", data_key=key)
+            assert (rep.valid, rep.stored) == (11, 1) and await d.count(camp) == 51
+            got = sorted([n async for _, n in d.entries(camp, sealer)])
+            assert got == sorted(nums[camp] + ["+8613800199990"])
+        finally:
+            await d.close()
     finally:
         await ar.aclose()

@@ -1,65 +1,73 @@
 """The import's worker writes what the rest of the code reads: Keys.number_tag's
-hash, fingerprint()'s bucket and record, sealed numbers the data key opens (rows
-of COPY's binary format, read back here by the format's own rules), and rejects
-with line, value and reason."""
+hash, fingerprint()'s bucket and record, blocks of hashes and sealed numbers
+the data key opens (dnc_blocks), and rejects with line, value and reason."""
 
 from __future__ import annotations
 
 import os
-import struct
 
 from dialguard.crypto import Sealer
-from dialguard.dnc import (PGCOPY_HEADER, PGCOPY_TRAILER, _groups, _groups_raw, _normalize_chunk,
-                           copy_rows_frame)
+import pytest
+
+from dialguard.dnc import (_groups, _groups_raw, _normalize_chunk, _without, block_numbers, find16, hash_range,
+                           list_lock_id, split16)
 from dialguard.decision.keys import Keys
-
-
-def parse_binary_copy(data: bytes) -> list[tuple[bytes, ...]]:
-    """Rows of a COPY binary stream (PostgreSQL docs, "Binary Format")."""
-    assert data[:11] == b"PGCOPY\n\xff\r\n\x00"
-    flags, ext = struct.unpack(">ii", data[11:19])
-    assert flags == 0 and ext == 0
-    pos, rows = 19, []
-    while True:
-        (n,) = struct.unpack(">h", data[pos:pos + 2])
-        pos += 2
-        if n == -1:
-            assert pos == len(data)
-            return rows
-        row = []
-        for _ in range(n):
-            (size,) = struct.unpack(">i", data[pos:pos + 4])
-            pos += 4
-            row.append(data[pos:pos + size])
-            pos += size
-        rows.append(tuple(row))
 
 
 def test_worker_output_matches_keys_and_fingerprints():
     secret, key = os.urandom(32), os.urandom(32)
     raws = ["+8613800138000", "13800138001", "  +86 138 0013 8002 ", "junk", "110", "+8613800138000"]
-    pre, post = copy_rows_frame("l\\\tx", "src\n\u00e9")  # COPY's text-format specials, non-ASCII
-    groups, valid, bad, block = _normalize_chunk((list(range(2, 8)), raws, "CN", secret, key, pre, post))
+    groups, valid, bad, blocks = _normalize_chunk((list(range(2, 8)), raws, "CN", secret, key))
     keys = Keys("x", secret)
     e164 = ["+8613800138000", "+8613800138001", "+8613800138002", "+8613800138000"]
     assert valid == 4
     assert groups == _groups(keys.number_tag(n) for n in e164)
     assert [(ln, why) for ln, _, why in bad] == [(5, bad[0][2]), (6, "emergency number")]
     assert bad[0][1] == "junk" and bad[0][2].startswith("unparseable")
-    rows = parse_binary_copy(PGCOPY_HEADER + block + PGCOPY_TRAILER)
-    assert len(rows) == 4 and [r[1] for r in rows] == sorted(r[1] for r in rows)  # in hash order
-    assert sorted(r[1].hex() for r in rows) == sorted(keys.number_tag(n) for n in e164)
+    # blocks: each number once (the repeat dropped), its range, hashes sorted, numbers sealed as one
     opener = Sealer(key)
-    by_tag = {keys.number_tag(n): n for n in e164}
-    for lst, tag, sealed, src in rows:
-        n = by_tag[tag.hex()]
-        assert (lst.decode(), src.decode()) == ("l\\\tx", "src\n\u00e9") and len(tag) == 16
-        assert opener.open(sealed) == n
-    for n in e164:  # no plaintext in the COPY block, in any of the forms written
-        assert n.encode() not in block and n[3:].encode() not in block
-    # Redis only: no block, the same fingerprints
-    g2, v2, _, b2 = _normalize_chunk((list(range(2, 8)), raws, "CN", secret, None, b"", b""))
-    assert (g2, v2, b2) == (groups, 4, b"")
+    got = {}
+    for r, n, hashes, sealed in blocks:
+        hs = split16(hashes)
+        assert n == len(hs) and hs == sorted(hs) and all(hash_range(h) == r for h in hs)
+        nums = block_numbers(opener.open_block(sealed, hashes))
+        got.update((h.hex(), x.decode()) for h, x in zip(hs, nums))
+        for x in e164:  # no plaintext in what goes to PostgreSQL, in any of the forms written
+            assert x.encode() not in hashes + sealed and x[3:].encode() not in hashes + sealed
+    assert got == {keys.number_tag(x): x for x in e164}
+    assert [b[0] for b in blocks] == sorted({b[0] for b in blocks})  # one block per range, in order
+    # Redis only: no blocks, the same fingerprints
+    g2, v2, _, b2 = _normalize_chunk((list(range(2, 8)), raws, "CN", secret, None))
+    assert (g2, v2, b2) == (groups, 4, [])
+
+
+def test_blocks_are_bound_to_their_hashes_and_a_number_can_be_cut_out():
+    """A block's sealed numbers open only with its own hashes (AES-GCM associated data)
+    and the data key (or an old one); cutting a number out re-seals the rest."""
+    from cryptography.exceptions import InvalidTag
+
+    key, secret = os.urandom(32), os.urandom(32)
+    raws = [f"+86138{i:08d}" for i in range(20_000)]
+    _, _, _, blocks = _normalize_chunk((list(range(len(raws))), raws, "CN", secret, key))
+    assert len(blocks) == 1024 and sum(b[1] for b in blocks) == 20_000  # every range of 10 bits
+    s = Sealer(key)
+    a, b = blocks[0], blocks[1]
+    with pytest.raises(InvalidTag):
+        s.open_block(a[3], b[2])  # a's numbers with b's hashes
+    with pytest.raises(InvalidTag):
+        Sealer(os.urandom(32)).open_block(a[3], a[2])
+    assert Sealer(os.urandom(32), old_keys=[key]).open_block(a[3], a[2]) == s.open_block(a[3], a[2])
+    hs = split16(a[2])
+    nums = block_numbers(s.open_block(a[3], a[2]))
+    cut = _without(a, {hs[1], hs[-1]}, s)
+    assert cut[0] == a[0] and cut[1] == a[1] - 2 and split16(cut[2]) == hs[:1] + hs[2:-1]
+    assert block_numbers(s.open_block(cut[3], cut[2])) == nums[:1] + nums[2:-1]
+    assert cut[3][:12] != a[3][:12]  # a fresh nonce
+    assert _without(a, set(), s) is a and _without(a, set(hs), s) is None
+    assert find16(a[2], hs[2]) == 2 and find16(a[2], hs[2][1:] + b"\0") == -1
+    # a match that straddles two hashes is not a hit
+    assert find16(hs[0][8:] + hs[1][:8] + hs[0] + hs[1], hs[1]) == 2
+    assert list_lock_id("global") != list_lock_id("global ") and -2**63 <= list_lock_id("x") < 2**63
 
 
 def test_groups_of_hex_tags_and_of_bytea_hashes_agree():
