@@ -194,6 +194,7 @@ class DncDb:
 
     def __init__(self, conn):
         self.conn = conn
+        self._cache: dict[str, dict[int, tuple[int, bytes]]] = {}  # _stored_hashes'
 
     @classmethod
     async def open(cls, dsn: str, connect_timeout: int = 5) -> "DncDb":
@@ -227,19 +228,32 @@ class DncDb:
         already, which block holds it) stays true until it has written."""
         await self.conn.execute("select pg_advisory_xact_lock(%s)", (list_lock_id(list_),))
 
-    async def _stored_hashes(self, list_: str):
+    async def _stored_hashes(self, list_: str) -> list[bytes]:
         """Every keyed hash of the list at rest, as blobs of 16-byte hashes (one per
-        block, one for the single entries)."""
+        block, one for the single entries); under the list's lock.
+
+        The blocks' hashes are kept between the batches of an import (self._cache:
+        block id -> (entries, hashes)): each batch reads only the blocks' ids and
+        entry counts and fetches the hashes of blocks it has not seen (its own
+        previous batch's, or another writer's); a block whose count changed (a
+        `dnc remove` rewrote it) or that is gone leaves the cache. Only `dnc remove`
+        rewrites a block, and always with one entry fewer, so the pair tells a
+        changed block apart. The single entries are read each time."""
         async with self.conn.cursor(binary=True) as cur:
             await cur.execute("select number_hash from dnc_entries where list = %s", (list_,))
             single = b"".join(r[0] for r in await cur.fetchall())
-        if single:
-            yield single
-        async with self.conn.cursor(name="dnc_stored", binary=True) as cur:
-            cur.itersize = 1000
-            await cur.execute("select hashes from dnc_blocks where list = %s", (list_,))
-            async for (blob,) in cur:
-                yield blob
+            await cur.execute("select id, entries from dnc_blocks where list = %s", (list_,))
+            now = dict(await cur.fetchall())
+            cache = self._cache.setdefault(list_, {})
+            for bid in [b for b, (n, _) in cache.items() if now.get(b) != n]:
+                del cache[bid]
+            missing = [b for b in now if b not in cache]
+            for i in range(0, len(missing), 5000):
+                await cur.execute("select id, entries, hashes from dnc_blocks where id = any(%s)",
+                                  (missing[i:i + 5000],))
+                for bid, n, hashes in await cur.fetchall():
+                    cache[bid] = (n, hashes)
+        return ([single] if single else []) + [h for _, h in cache.values()]
 
     async def _holding(self, list_: str, h: bytes) -> list[tuple[int, bytes, bytes, int]]:
         """(block id, hashes, sealed, position) of each block of the list holding hash h."""
@@ -298,7 +312,7 @@ class DncDb:
                         seen.add(x)
         listed: set[bytes] = set()
         new_full = None
-        async for blob in self._stored_hashes(list_):
+        for blob in await self._stored_hashes(list_):
             if his.isdisjoint(_hi(blob)):
                 continue
             if new_full is None:
