@@ -359,6 +359,55 @@ async def test_import_stores_each_number_once_however_often_it_comes(settings, d
     assert rows == [("a\tfile\\1", 3000), ("b", 1998)]
 
 
+async def test_two_imports_of_overlapping_files_at_once_store_each_number_once(settings, dnc_db, ns, tmp_path):
+    """Two imports into one list at the same time, over two connections, their files
+    sharing half their numbers: the per-list lock makes each batch's check and write
+    one step, so every number is at rest once and the count is exact."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    prefix, camp = ns
+    keys = Keys(prefix, settings.hash_secret)
+    r = aioredis.from_url(settings.redis_url)
+    store = DncStore(r, keys)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("".join(f"+86137{i:08d}\n" for i in range(0, 6000)))
+    b.write_text("".join(f"137{i:08d}\n" for i in range(3000, 9000)))
+    d1, d2 = await DncDb.open(dnc_db), await DncDb.open(dnc_db)
+    try:
+        ra, rb = await asyncio.gather(
+            import_csv(store, list_name(camp), a, "CN", settings.hash_secret, chunk_rows=500, workers=1,
+                       db=d1, db_name=camp, source="a"),
+            import_csv(store, list_name(camp), b, "CN", settings.hash_secret, chunk_rows=500, workers=1,
+                       db=d2, db_name=camp, source="b"))
+        assert ra.stored + rb.stored == 9000 and ra.added + rb.added == 9000
+        assert await d1.count(camp) == 9000 and pg_state(dnc_db, camp) == (9000, 9000)
+        # every writer waits for the list's lock: held elsewhere, an import's batch, an add
+        # and a remove wait; released, they go on
+        from dialguard.crypto import Sealer
+        from dialguard.dnc import list_lock_id
+
+        sealer = Sealer()
+        c = tmp_path / "c.csv"
+        c.write_text("+8613799999999\n")
+        with psycopg.connect(dnc_db, autocommit=True) as holder:
+            holder.execute("select pg_advisory_lock(%s)", (list_lock_id(camp),))
+            tasks = [asyncio.create_task(x) for x in (
+                import_csv(store, list_name(camp), c, "CN", settings.hash_secret, workers=1, db=d1, db_name=camp,
+                           source="c"),
+                d2.remove(camp, keys.number_tag("+8613700000001"), sealer))]
+            await asyncio.sleep(1.5)
+            assert not any(t.done() for t in tasks) and pg_state(dnc_db, camp) == (9000, 9000)
+            holder.execute("select pg_advisory_unlock(%s)", (list_lock_id(camp),))
+            rc, removed = await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        assert rc.stored == 1 and removed is True and pg_state(dnc_db, camp) == (9000, 9000)
+    finally:
+        await d1.close()
+        await d2.close()
+        await r.aclose()
+
+
 def test_remove_of_an_imported_number_takes_it_out_of_its_block(settings, dnc_db, own_redis, tmp_path):
     """`dnc remove` of an imported number: off Redis, out of its block at rest (the rest
     of the block still exported and listed), not brought back by a counters rebuild;
