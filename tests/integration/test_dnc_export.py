@@ -311,10 +311,11 @@ async def test_import_stores_each_number_once_however_often_it_comes(settings, d
     store = DncStore(r, keys)
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     a.write_text("".join(f"+86138{i:08d}\n" for i in range(3000)))
-    # b: 1000 of a's numbers (national form), 2000 new ones, one new number again at the end
-    # (in the other worker's part), and two numbers listed by hand before
+    # b: 1000 of a's numbers (national form), 2000 new ones, one of them again at the end (row 1,200 of
+    # 3,001: the first worker's part; the last row: the second's)
+    # and two numbers listed by hand before (single entries)
     b.write_text("".join(f"138{i:08d}\n" for i in range(2000, 3000))
-                 + "".join(f"138{i:08d}\n" for i in range(3000, 5000)) + "13800004000\n")
+                 + "".join(f"138{i:08d}\n" for i in range(3000, 5000)) + "13800003200\n")
     sealer = Sealer()
     db = await DncDb.open(dnc_db)
     try:
