@@ -267,6 +267,10 @@ class Step:
     # --perf: Asterisk's context switches a call (perf stat, every thread): the
     # blocking and waking a path costs, which other work on the machine moves little
     ast_switches_per_call: float | None = None
+    # Redis over the step (INFO cpu and commandstats, which also counts the
+    # commands scripts call): its CPU a call split user / kernel, every command's
+    # calls and usec a call; what each part of a guarded call costs Redis
+    redis: dict = field(default_factory=dict)
     pdd: list[float] = field(default_factory=list, repr=False)
 
 
@@ -299,6 +303,7 @@ def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: 
     write_injection(injection, [(n, campaign, f"bench-agent-{i % AGENTS}") for i, n in enumerate(numbers)])
     pids = stack_pids()
     before = cpu_ticks(pids)
+    red0 = redis_figures()
     counter = perf_switches(pids["asterisk"]) if perf and "asterisk" in pids else None
     run = run_calls(injection, wd, sip_port=ports["sip"], agents_port=ports["agents"],
                     carrier_port=ports["carrier"], caller=caller, rate=rate, limit=max(400, 3 * rate),
@@ -306,6 +311,7 @@ def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: 
     wait_idle()
     switches = perf_count(counter) if counter else None
     after = cpu_ticks(pids)
+    red = redis_per(redis_figures(), red0, len(numbers))
     hz = os.sysconf("SC_CLK_TCK")
     cpu = {k: round((after[k] - before[k]) * 1000 / hz / max(1, len(numbers)), 2) for k in after if k in before}
     sent = {s.number: s.at for s in run.sent}
@@ -333,7 +339,7 @@ def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: 
         why.append(f"PDD p99 {pct(pdd, 0.99):.0f} ms > {max_pdd_ms:.0f} ms")
     return Step(config, rate, len(numbers), not why, failed, answered, len(arrived), round(offered, 1),
                 round(pct(pdd, 0.5), 2), round(pct(pdd, 0.99), 2), "; ".join(why), cpu,
-                round(switches / max(1, len(numbers)), 1) if switches is not None else None, pdd)
+                round(switches / max(1, len(numbers)), 1) if switches is not None else None, red, pdd)
 
 
 # As the dialplan asks (dialguard-dial presets DENY): one AGI command a check.
@@ -365,13 +371,27 @@ def redis_figures() -> dict[str, float]:
     r = _redis.Redis.from_url(Settings().redis_url)
     try:
         cpu = r.info("cpu")
-        out = {"cpu_ms": (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1000}
+        out = {"cpu_ms": (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1000,
+               "sys_ms": float(cpu["used_cpu_sys"]) * 1000}
         for name, st in r.info("commandstats").items():
             out[f"{name}.calls"] = float(st["calls"])
             out[f"{name}.usec"] = float(st["usec"])
         return out
     finally:
         r.close()
+
+
+def redis_per(red1: dict, red0: dict, n: int) -> dict:
+    """Redis figures between two redis_figures() a unit (call or check): CPU ms
+    (of which kernel), commands (scripts' own calls included) and their usec."""
+    n = max(1, n)
+    calls = {k[8:-6]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".calls")}
+    usec = {k[8:-5]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".usec")}
+    return {"cpu_ms": round((red1["cpu_ms"] - red0["cpu_ms"]) / n, 3),
+            "sys_ms": round((red1["sys_ms"] - red0["sys_ms"]) / n, 3),
+            "commands": round(sum(calls.values()) / n, 2), "cmd_us": round(sum(usec.values()) / n, 1),
+            "calls": {k: round(v / n, 2) for k, v in sorted(calls.items()) if v},
+            "usec": {k: round(v / n, 1) for k, v in sorted(usec.items(), key=lambda kv: -kv[1]) if v}}
 
 
 async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str,
@@ -494,7 +514,12 @@ def fmt_step(s: Step, plain: Step | None) -> str:
             f"PDD p50 {s.pdd_p50_ms:6.1f} p99 {s.pdd_p99_ms:7.1f} ms{added}" + (f"  [{s.why}]" if s.why else "")
             + (f"\n{'':19}CPU ms per call: {cpu}" if cpu else "")
             + (f"; Asterisk context switches per call {s.ast_switches_per_call:.1f}"
-               if s.ast_switches_per_call is not None else ""))
+               if s.ast_switches_per_call is not None else "")
+            + (f"\n{'':19}Redis a call: CPU {s.redis['cpu_ms']:.3f} ms (kernel {s.redis['sys_ms']:.3f}), "
+               f"{s.redis['commands']:.1f} commands, their usec {s.redis['cmd_us']:.1f}: "
+               + ", ".join(f"{k} {v:g} ({s.redis['usec'].get(k, 0):g} us)"
+                           for k, v in sorted(s.redis['calls'].items(), key=lambda kv: -kv[1]))
+               if s.redis else ""))
 
 
 def main() -> int:
