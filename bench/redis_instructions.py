@@ -9,8 +9,12 @@ the dev stack is touched, no `make up` needed), fills the reference plan
 pool, and counts the instructions Redis executes while it answers them
 (instrumentation on only around those calls). `--breakdown` also runs the same
 calls against scripts that return at once and that only decode the plan.
+`--outcome` then counts outcome.lua applying those calls' outcomes (as
+dialguard.events sends them: a conversation of 30 s), every caller ID's health
+log already holding `--health-log` entries (100, the default window: a pool in
+steady state).
 
-    .venv/bin/python bench/redis_instructions.py [--rules cn-default] [--calls 300] [--window 8] [--breakdown]
+    .venv/bin/python bench/redis_instructions.py [--rules cn-default] [--calls 300] [--window 8] [--breakdown] [--outcome]
     PYTHONPATH=<checkout of another tree> .venv/bin/python bench/redis_instructions.py   # that tree's decide.lua
 
 Needs valgrind (callgrind_control) and redis-server on the PATH. About 10 s a run.
@@ -30,7 +34,9 @@ from datetime import datetime, timedelta, timezone
 
 import redis
 
+from dialguard import callerid_health
 from dialguard.decision import scripts  # the installed tree's, or PYTHONPATH's
+from dialguard.decision import plan as plan_mod
 from dialguard.decision.keys import Keys
 from dialguard.decision.plan import CallerIdCandidate, build_plan
 from dialguard.numbers import parse_number
@@ -39,7 +45,12 @@ from dialguard.rules import Policy
 AT = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # 10:00 in Shanghai, a Monday
 POOL = 200
 RECORD = '{"x":"' + "a" * 400 + '"}'  # an audit record of a typical size
-VARIANTS = {"return at once": "return {1}", "decode the plan only": "local p = cjson.decode(ARGV[1]) return {1}"}
+# the plan as the tree's engine sends it: MessagePack since stop 15 (compiled
+# plans; the same map as build_plan's, tests/unit/test_plan_template.py), JSON before
+MSGPACK = hasattr(plan_mod, "PlanFieldError")
+VARIANTS = {"return at once": "return {1}",
+            "decode the plan only": "local p = cjson.decode(ARGV[1]) return {1}" if not MSGPACK else
+            "local o, p = cmsgpack.unpack_one(ARGV[1]) return {1}"}
 
 
 def plans(policy: Policy, calls: int, window: int) -> tuple[list[tuple], Keys, list[str]]:
@@ -56,14 +67,43 @@ def plans(policy: Policy, calls: int, window: int) -> tuple[list[tuple], Keys, l
                        agent=f"a{i % 20}", subject=None, call_id=f"call-{i}", decision_id=f"d{i:06d}",
                        now=AT + timedelta(milliseconds=10 * i), pre_reasons=[], candidates=cands,
                        check_caller_id=bool(window), site_timezone="Asia/Shanghai", audit_payload=RECORD,
-                       audit_max=10 ** 7, request_fp="ab", versions=("3|", "3"), calendar_version="")
-        del p.body["audit_record"]  # as the engine's compiled plans send it: ARGV[2], not inside the JSON
-        out.append((len(p.keys), *p.keys, *p.args(), RECORD))
+                       audit_max=10 ** 7, request_fp="ab" * 16, versions=("3|", "3"), calendar_version="")
+        del p.body["audit_record"]  # as the engine's compiled plans send it: ARGV[2], not inside the plan
+        if MSGPACK:
+            import msgpack
+
+            body = msgpack.packb(p.body)
+        else:
+            body = p.args()[0]
+        out.append((len(p.keys), *p.keys, body, RECORD))
     return out, keys, tags
 
 
-def measure(source: str, args: list[tuple], keys: Keys, tags: list[str], warm: int) -> tuple[float, int]:
-    """(instructions a call, calls allowed) of `source` answering args[warm:] (args[:warm] warm it up)."""
+def outcome_args(policy: Policy, keys: Keys, calls: int) -> list[tuple]:
+    """outcome.lua's EVALSHA arguments for the decisions of plans(), as
+    dialguard.events.NumberEvents.report_outcome builds them: a conversation of 30 s."""
+    import json
+
+    out = []
+    qttl = str(int(policy.retention().total_seconds() * 1000))
+    for i in range(calls):
+        now = int((AT + timedelta(milliseconds=10 * i + 40_000)).timestamp() * 1000)
+        payload = json.dumps({"call_id": f"call-{i}", "at": now, "res": "conversation", "talk_s": 30, "cause": 16,
+                              "sip": 200, "subject": None, "node": "n1"}, separators=(",", ":"))
+        entry = callerid_health.entry_of("conversation", 30, 200, 16, now).encode()
+        out.append((2, keys.call(f"call-{i}"), keys.audit, "conversation", str(now), "0", "1", "", qttl, payload,
+                    f"o{i:06d}", "", entry, keys.prefix, f"a{i:06d}", str(now), "n1"))
+    return out
+
+
+PROFILE_TOP = 0  # --profile N: print the N functions with the most instructions (callgrind_annotate)
+
+
+def measure(source: str, args: list[tuple], keys: Keys, tags: list[str], warm: int,
+            then: tuple | None = None) -> tuple[float, int]:
+    """(instructions a call, calls allowed) of `source` answering args[warm:] (args[:warm] warm it up).
+    then: (source, its args, setup(redis)): after args ran uncounted, count that script's
+    calls (its first `warm` uncounted) instead."""
     with tempfile.TemporaryDirectory(prefix="dg-ir-") as d:
         sock = os.path.join(d, "r.sock")
         proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -88,6 +128,14 @@ def measure(source: str, args: list[tuple], keys: Keys, tags: list[str], warm: i
             sha = r.script_load(source)
             for a in args[:warm]:
                 r.evalsha(sha, *a)
+            if then is not None:
+                for a in args[warm:]:
+                    r.evalsha(sha, *a)
+                source, args, setup = then
+                setup(r)
+                sha = r.script_load(source)
+                for a in args[:warm]:
+                    r.evalsha(sha, *a)
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True)
             allowed = 0
             for a in args[warm:]:
@@ -104,6 +152,11 @@ def measure(source: str, args: list[tuple], keys: Keys, tags: list[str], warm: i
                 proc.kill()
                 proc.wait()
         total = 0
+        if PROFILE_TOP:
+            out = subprocess.run(["callgrind_annotate", "--threshold=100"] + glob.glob(d + "/cg.out*"),
+                                 capture_output=True, text=True).stdout
+            rows = [ln for ln in out.splitlines() if "(" in ln and ln.strip()[:1].isdigit()]
+            print("\n".join(rows[:PROFILE_TOP]))
         for f in glob.glob(d + "/cg.out*"):
             for line in open(f):
                 if line.startswith(("summary:", "totals:")):
@@ -117,15 +170,24 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=300, help="decisions counted (after 20 to warm up)")
     ap.add_argument("--window", type=int, default=8, help="caller IDs offered a decision (0: no caller ID)")
     ap.add_argument("--breakdown", action="store_true", help="also: a script returning at once, one only decoding")
+    ap.add_argument("--outcome", action="store_true", help="also count outcome.lua applying those calls' outcomes")
+    ap.add_argument("--health-log", type=int, default=100,
+                    help="entries already in every caller ID's health log for --outcome (default %(default)s)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="print the N functions Redis spent the most instructions in, per measurement")
     args = ap.parse_args()
+    global PROFILE_TOP
+    PROFILE_TOP = args.profile
     for tool in ("valgrind", "callgrind_control", "redis-server"):
         if not shutil.which(tool):
             print(f"{tool} is not on the PATH (apt-get install valgrind redis-server)", file=sys.stderr)
             return 2
     warm = 20
-    calls, keys, tags = plans(Policy.load(args.rules), args.calls + warm, args.window)
+    policy = Policy.load(args.rules)
+    calls, keys, tags = plans(policy, args.calls + warm, args.window)
     print(f"decide.lua of {scripts.__file__.rsplit('/dialguard/', 1)[0]}: rules {args.rules}, a window of "
-          f"{args.window} caller IDs, {args.calls} decisions, plan {len(calls[0][-2])} bytes + a {len(RECORD)}-byte audit record, "
+          f"{args.window} caller IDs, {args.calls} decisions, plan {len(calls[0][-2])} bytes "
+          f"({'MessagePack' if MSGPACK else 'JSON'}) + a {len(RECORD)}-byte audit record, "
           f"{calls[0][0]} keys")
     ir, allowed = measure(scripts.DECIDE.source, calls, keys, tags, warm)
     print(f"decide.lua: {ir / 1000:,.1f} k instructions a call (Redis, with the call's socket I/O); "
@@ -134,6 +196,25 @@ def main() -> int:
         for name, src in VARIANTS.items():
             v, _ = measure(src, calls, keys, tags, warm)
             print(f"  same calls, a script that does {name}: {v / 1000:,.1f} k")
+    if args.outcome:
+        t0 = int(AT.timestamp() * 1000) - 3_600_000
+        old = [callerid_health.entry_of("conversation" if j % 3 else "no_answer", 20 + j % 50, None, 16,
+                                        t0 + 1000 * j).encode() for j in range(args.health_log)][::-1]
+
+        def setup(r) -> None:  # every caller ID's log in steady state, the health settings as the engine writes them
+            cid = callerid_health.config_id(policy)
+            r.set(keys.g("hcfg:" + cid), callerid_health.config_json(policy))
+            for t in tags:
+                k = keys.prefix + ":{c:" + t + "}:o"
+                r.delete(k)
+                if old:
+                    r.rpush(k, *old)
+
+        oargs = outcome_args(policy, keys, args.calls + warm)
+        ir, applied = measure(scripts.DECIDE.source, calls, keys, tags, warm,
+                              then=(scripts.OUTCOME.source, oargs, setup))
+        print(f"outcome.lua: {ir / 1000:,.1f} k instructions a call (caller-ID health logs of {args.health_log}); "
+              f"{applied} of {args.calls} applied")
     return 0
 
 

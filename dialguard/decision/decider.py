@@ -27,7 +27,7 @@ from dialguard.config import Settings
 from dialguard.decision import record, scripts
 from dialguard.decision.models import PERMANENT, Decision, DecisionRequest, decision_of, sort_reasons, utcnow
 from dialguard.decision.plan import (
-    CallerIdCandidate, FilledPlan, build_plan, compile_plan, eligible_from_details,
+    CallerIdCandidate, FilledPlan, PlanFieldError, build_plan, compile_plan, eligible_from_details,
 )
 from dialguard.ids import new_id
 from dialguard.location import NOWHERE, Place, number_states, resolve
@@ -667,8 +667,8 @@ class Decider(Store):
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool,
                        est=(), party_tag: str | None = None) -> FilledPlan:
         """The plan from a template compiled once per shape (dialguard.decision.plan.compile_plan):
-        the same KEYS and JSON as build_plan (tests/unit/test_plan_template.py), shadow rules
-        included, at a fraction of the cost."""
+        the same KEYS and plan as build_plan (tests/unit/test_plan_template.py), in MessagePack
+        (build_plan's is JSON), shadow rules included, at a fraction of the cost."""
         policy = ctx.policy
         known = self._shapes.get(id(candidates))
         if known is not None and known[0] is candidates:  # a pool window (_candidates)
@@ -693,20 +693,26 @@ class Decider(Store):
             # the audit record's constant end
             tpl.tail = record.tail(policy.name, policy.version_hash, self.settings.node, calendar=ctx.cver)
         pre_json = _encode(pre) if pre else "[]"
-        spre_json = "[]"
+        spre: list[str] = []
         if shadow is not None:
             # the shadow's pre reasons: the request's but the time rules', then the shadow's time rules
             spre = [r for r in pre if r not in ("outside_hours", "holiday", "unknown_timezone")]
             if info.valid:
                 spre += self._time_check(shadow, info.timezones, now, ctx.cals)[0]
-            spre_json = _encode(sort_reasons(spre))
+            spre = sort_reasons(spre)
         payload = None
         if audit:
             payload = self._audit_record(req, info, did, now, number_tag, pre_json, est, tpl.tail)
-        keys, argv = tpl.fill(now=now, decision_id=did, pre_json=pre_json, tag=number_tag,
-                              agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
-                              cand_tags=tags, call_id=req.call_id, payload=payload, spre_json=spre_json,
-                              request_fp=self._fingerprint(req, info), party_tag=party_tag or "")
+        try:
+            keys, argv = tpl.fill(now=now, decision_id=did, pre=pre, tag=number_tag,
+                                  agent_hash=short_hash(req.agent), sub_hash=short_hash(req.subject or ""),
+                                  cand_tags=tags, call_id=req.call_id, payload=payload, spre=spre,
+                                  request_fp=self._fingerprint(req, info), party_tag=party_tag or "")
+        except PlanFieldError:
+            # a value the compiled plan has no room for (a time before 2001, a decision
+            # id of another form): the reference writer, same plan in JSON
+            return self._plan_built(req, ctx, info, did, now, number_tag, pre, candidates, check_cid, est,
+                                    party_tag=party_tag)
         return FilledPlan(keys, argv, tpl.checks, candidates)
 
     def _time_reasons(self, policy: Policy, zones: tuple[str, ...], now: datetime,

@@ -9,9 +9,12 @@ comes from keys.py.
 from __future__ import annotations
 
 import json
+import re
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+import msgpack
 
 from dialguard.decision.keys import Keys
 from dialguard.decision.models import LIFTABLE
@@ -456,12 +459,14 @@ def eligible_from_details(plan: Plan, details) -> tuple[datetime | None, bool]:
 # build_plan above is the reference: a dict, encoded to JSON per decision. The
 # engine's hot path instead fills a PlanTemplate compiled once per plan *shape*
 # (rules, campaign, callee time zones, caller-ID candidates, call id or not,
-# audit, rules version): KEYS and the JSON text are format strings in which only
+# audit, rules version): KEYS and the plan are format strings in which only
 # the request's parts (number tag, agent, subject, candidates, call id, decision
 # id, time bounds) are filled in. tests/unit/test_plan_template.py checks that
 # the result equals build_plan's over many generated requests and every pack.
-
-_esc = json.encoder.encode_basestring_ascii  # what _encode writes for a str
+#
+# The compiled plan is MessagePack, not JSON: Redis' Lua decodes it in about a
+# fifth of the instructions cjson takes for the same plan (docs/BENCHMARKS.md,
+# "Stop 15, Redis a call"); decide.lua reads either (JSON starts with "{").
 
 
 def _lit(text: str) -> str:
@@ -469,45 +474,110 @@ def _lit(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
+class Fld(str):
+    """The name of a field filled in per request, inside a string of the plan."""
+
+
+# The length of every string field filled in (hex of fixed-size hashes, the
+# decision id's 12 + 16 hex); times are 13-digit ms (2001-09-09 to 2286-11-20).
+# fill() checks each one and refuses a request whose values differ (PlanFieldError:
+# the engine then writes that plan with build_plan): a header written here can
+# never disagree with the bytes that follow it.
+FIELD_LEN = {"now": 13, "did": 28, "dncr": 10, "bk": 4, "tag": 32, "ag": 16, "sub": 16, "pt": 32, "fp": 32}
+_MS_LO, _MS_HI = 10 ** 12, 10 ** 13
+
+
+def _field_len(name: str) -> int:
+    if name.startswith("lo"):
+        return 13
+    if name[0] == "c" and name[1:].isdigit():
+        return 32  # a caller-ID candidate's tag (Keys.cid_tag)
+    return FIELD_LEN[name]
+
+
+class PlanFieldError(ValueError):
+    """A request value that does not have the length its compiled plan was written for."""
+
+
+def _mp_const(value) -> str:
+    """A constant as MessagePack, its bytes as latin-1 characters."""
+    return msgpack.packb(value).decode("latin-1")
+
+
+def _mp_str_header(n: int) -> str:
+    if n < 32:
+        return chr(0xA0 | n)
+    if n < 0x100:
+        return "\xd9" + chr(n)
+    if n < 0x10000:
+        return "\xda" + n.to_bytes(2, "big").decode("latin-1")
+    return "\xdb" + n.to_bytes(4, "big").decode("latin-1")
+
+
+def _mp_map_header(n: int) -> str:
+    return chr(0x80 | n) if n < 16 else "\xde" + n.to_bytes(2, "big").decode("latin-1")
+
+
+def _mp_array_header(n: int) -> str:
+    return chr(0x90 | n) if n < 16 else "\xdc" + n.to_bytes(2, "big").decode("latin-1")
+
+
+_NO_REASONS = _mp_const([])
+
+
+def _mp_reasons(reasons) -> str:
+    return _mp_const(list(reasons)) if reasons else _NO_REASONS
+
+
 @dataclass
 class FilledPlan:
     """A plan from a PlanTemplate: what the engine reads of a Plan."""
 
     keys: list[str]
-    argv: list[str]
+    argv: list  # [the plan (MessagePack bytes), the audit record]
     checks: dict[str, CheckMeta]
     candidates: list[CallerIdCandidate]
 
-    def args(self) -> list[str]:
+    def args(self) -> list:
         return self.argv
 
 
 class PlanTemplate:
     """KEYS and ARGV[1] of one plan shape; fill() gives a request's plan.
 
-    The audit payload is not inside the JSON: it goes as ARGV[2] (decide.lua
+    The audit payload is not inside the plan: it goes as ARGV[2] (decide.lua
     reads plan.audit_record or ARGV[2]), so it is neither escaped again here nor decoded
     by the script.
     """
 
     __slots__ = ("key_fmts", "static_keys", "keys_fmt", "call_at", "call_fmt", "body_fmt", "checks", "lows",
-                 "ncand", "tail")
+                 "lens", "ncand", "tail")
 
-    def fill(self, *, now: datetime, decision_id: str, pre_json: str, tag: str, agent_hash: str,
+    def fill(self, *, now: datetime, decision_id: str, pre: list[str], tag: str, agent_hash: str,
              sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None,
-             spre_json: str = "[]", request_fp: str = "", party_tag: str = "") -> tuple[list[str], list[str]]:
+             spre: list[str] = (), request_fp: str = "", party_tag: str = "") -> tuple[list[str], list]:
         now_ms = int(now.timestamp() * 1000)
         bucket, rec = fingerprint(tag)
         v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": now_ms, "fp": request_fp,
-             "did": _esc(decision_id), "pre": pre_json, "dncr": rec.hex(), "bk": f"{bucket:04x}",
-             "spre": spre_json, "pt": party_tag}
+             "did": decision_id, "pre": _mp_reasons(pre), "dncr": rec.hex(), "bk": f"{bucket:04x}",
+             "spre": _mp_reasons(spre), "pt": party_tag}
         for i, t in enumerate(cand_tags):
             v[f"c{i}"] = t
+        lo_min = lo_max = now_ms
         for name, kind, a in self.lows:
             if kind == 0:  # now minus a span: rolling windows' (now - span, now], and the lease (span < 0)
-                v[name] = now_ms - a
+                x = v[name] = now_ms - a
             else:  # calendar days: the earliest local day start over the zones
-                v[name] = min(_midnight_ms(now, now_ms, z, back) for z, back in a)
+                x = v[name] = min(_midnight_ms(now, now_ms, z, back) for z, back in a)
+            if x < lo_min:
+                lo_min = x
+            elif x > lo_max:
+                lo_max = x
+        if lo_min < _MS_LO or lo_max >= _MS_HI or not decision_id.isascii():
+            raise PlanFieldError("a time or the decision id out of the compiled plan's form")
+        for name, n in self.lens:
+            if len(v[name]) != n:
+                raise PlanFieldError(f"{name}: {len(v[name])} characters, the compiled plan has {n}")
         if self.keys_fmt is not None:
             # every key but the call's in one format, split on a byte none of them
             # holds (their fields are hex; compile_plan checked the literal text)
@@ -516,7 +586,8 @@ class PlanTemplate:
                 keys.insert(self.call_at, self.call_fmt.format_map(v))
         else:
             keys = [f.format_map(v) if f is not None else s for f, s in zip(self.key_fmts, self.static_keys)]
-        args = [self.body_fmt.format_map(v)]
+        # the fields are ASCII (checked above): one latin-1 character, one byte
+        args = [self.body_fmt.format_map(v).encode("latin-1")]
         if payload is not None:
             args.append(payload)
         return keys, args
@@ -606,42 +677,77 @@ def compile_plan(
         return [scope]
 
     lows: list[tuple[str, int, object]] = []
+    used: set[str] = set()  # the fields inside strings of the body (fill() checks their length)
 
-    def low(kind: int, a) -> str:
+    def low(kind: int, a) -> str:  # a time bound filled per request: the name of its field
         name = f"lo{len(lows)}"
         lows.append((name, kind, a))
-        return "{" + name + "}"
+        return name
 
-    def js(value) -> str:  # a constant, as JSON
-        return _lit(_encode(value))
+    # The plan is MessagePack (decide.lua: cmsgpack.unpack): the format's text is
+    # its bytes as latin-1 characters, and each field filled in has a length known
+    # here (FIELD_LEN; fill() checks it), so every string's header is written now.
+    def js(value) -> str:  # a constant
+        return _lit(_mp_const(value))
 
-    def obj(*pairs) -> str:  # a JSON object of (name, value already as a format) pairs
-        return "{{" + ",".join(_lit(_esc(n) + ":") + v for n, v in pairs) + "}}"
+    def s(*parts: str) -> str:  # a string of literal text and fields (Fld: a field's name)
+        n, out = 0, []
+        for p in parts:
+            if isinstance(p, Fld):
+                n += _field_len(p)
+                used.add(str(p))
+                out.append("{" + p + "}")
+            else:
+                b = p.encode()
+                n += len(b)
+                out.append(_lit(b.decode("latin-1")))
+        return _lit(_mp_str_header(n)) + "".join(out)
 
-    def body(pol: Policy, pre_fmt: str, checks: dict[str, CheckMeta], main: bool) -> str:
-        """One plan's JSON object as a format (main: the enforcing plan, with the
+    def s_fmt(key_fmt: str) -> str:  # a key format (fmt()) as a string value
+        parts: list[str] = []
+        for part in re.split(r"(\{\{|\}\}|\{[a-z0-9]+\})", key_fmt):
+            if part in ("{{", "}}"):
+                parts.append(part[0])
+            elif part.startswith("{") and part.endswith("}"):
+                parts.append(Fld(part[1:-1]))
+            elif part:
+                parts.append(part)
+        return s(*parts)
+
+    def s_keys(fmts_: list[str]) -> str:  # key formats joined by spaces, one string
+        joined = " ".join(fmts_)
+        return s_fmt(joined)
+
+    def obj(*pairs) -> str:  # a map of (name, value already as a format) pairs
+        return _lit(_mp_map_header(len(pairs))) + "".join(js(n) + v for n, v in pairs)
+
+    def arr(items: list[str]) -> str:
+        return _lit(_mp_array_header(len(items))) + "".join(items)
+
+    def body(pol: Policy, pre_field: str, checks: dict[str, CheckMeta], main: bool) -> str:
+        """One plan's map as a format (main: the enforcing plan, with the
         call record, audit, override and rules-version fields)."""
         st = _static(pol)
-        out: list[str] = []
+        out: list[tuple[str, str]] = []
 
         def field(name: str, value_fmt: str) -> None:
-            out.append(("," if out else "") + _lit(_esc(name) + ":") + value_fmt)
+            out.append((name, value_fmt))
 
-        field("now", '"{now}"')
-        field("decision_id", "{did}")
-        field("pre_reasons", pre_fmt)
-        field("pause_key", str(k(_lit(keys.pause))))
+        field("now", s(Fld("now")))
+        field("decision_id", s(Fld("did")))
+        field("pre_reasons", "{" + pre_field + "}")
+        field("pause_key", js(k(_lit(keys.pause))))
         field("pause_fields", js(["all", "camp:" + campaign]))
-        field("campaign_key", str(k(_lit(keys.campaign(campaign)))))
-        field("flags_key", str(k(fmt(keys.flags(tag)))))
+        field("campaign_key", js(k(_lit(keys.campaign(campaign)))))
+        field("flags_key", js(k(fmt(keys.flags(tag)))))
         if party:
-            field("party_flags_key", str(k(fmt(keys.party_flags(pt)))))
-        field("campaign_dnc_key", str(k(fmt(keys.campaign_dnc(tag)))))
+            field("party_flags_key", js(k(fmt(keys.party_flags(pt)))))
+        field("campaign_dnc_key", js(k(fmt(keys.campaign_dnc(tag)))))
         if valid:
             dk = [k(fmt(keys.dnc_bucket_hex(list_name(None), f("bk")))),
                   k(fmt(keys.dnc_bucket_hex(list_name(campaign), f("bk"))))]
             field("dnc_bucket_keys", js(dk))
-            field("dnc_record", '"{dncr}"')
+            field("dnc_record", s(Fld("dncr")))
         field("campaign_tag", js(campaign_hash))
         field("consent_required", js(st.consent))
 
@@ -649,7 +755,7 @@ def compile_plan(
         all_key = attempts("number")
         writes = [all_key]
         for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in [
-                (c[0], s, *c[2:]) for c in st.caps for s in scoped(c[1])]:
+                (c[0], s_, *c[2:]) for c in st.caps for s_ in scoped(c[1])]:
             base = all_key if scope == "number" else attempts(scope)
             if base not in writes:
                 writes.append(base)
@@ -658,11 +764,11 @@ def compile_plan(
             cid = f"k{len(checks)}"
             if rolling is not None:
                 checks[cid] = CheckMeta("attempt_cap", rolling=rolling, label=label)
-                lo = '"(' + low(0, rolling_ms) + '"'
+                lo = s("(", Fld(low(0, rolling_ms)))
             elif days is not None:
                 zs = st.day_zones(pack_name, callee, site_timezone)
                 checks[cid] = CheckMeta("attempt_cap", days=days, zones=zs, label=label)
-                lo = '"' + low(1, tuple((z, days - 1) for z in zs)) + '"'
+                lo = s(Fld(low(1, tuple((z, days - 1) for z in zs))))
             else:
                 checks[cid] = CheckMeta("attempt_cap", label=label)
                 lo = js("-inf")
@@ -677,24 +783,24 @@ def compile_plan(
             x = k(all_key + ":x")
             cid = f"k{len(checks)}"
             checks[cid] = CheckMeta("min_interval", rolling=mi, label=label)
-            items.append(obj(("id", js(cid)), ("keys", js([k(all_key)])), ("since", '"(' + low(0, mi_ms) + '"'),
-                             ("max", "1"), ("reason", js("min_interval")), ("outcome_log", js(x))))
+            items.append(obj(("id", js(cid)), ("keys", js([k(all_key)])), ("since", s("(", Fld(low(0, mi_ms)))),
+                             ("max", js(1)), ("reason", js("min_interval")), ("outcome_log", js(x))))
 
         conv_keys: list[str] = []
         for pack_name, scope, label, rolling, rolling_ms, days in [
-                (q[0], s, *q[2:]) for q in st.quiet for s in scoped(q[1])]:
+                (q[0], s_, *q[2:]) for q in st.quiet for s_ in scoped(q[1])]:
             ck = conversations(scope)
             if ck not in conv_keys:
                 conv_keys.append(ck)
             cid = f"k{len(checks)}"
             if rolling is not None:
                 checks[cid] = CheckMeta("post_conversation_quiet", rolling=rolling, label=label)
-                lo = '"(' + low(0, rolling_ms) + '"'
+                lo = s("(", Fld(low(0, rolling_ms)))
             else:
                 zs = st.day_zones(pack_name, callee, site_timezone)
                 checks[cid] = CheckMeta("post_conversation_quiet", days=days, zones=zs, label=label)
-                lo = '"' + low(1, tuple((z, days - 1) for z in zs)) + '"'
-            items.append(obj(("id", js(cid)), ("keys", js([k(ck)])), ("since", lo), ("max", "1"),
+                lo = s(Fld(low(1, tuple((z, days - 1) for z in zs))))
+            items.append(obj(("id", js(cid)), ("keys", js([k(ck)])), ("since", lo), ("max", js(1)),
                              ("reason", js("post_conversation_quiet"))))
 
         for q, suffix in ((st.ab, "ab"), (st.amd, "am")):
@@ -703,7 +809,7 @@ def compile_plan(
                 cid = f"k{len(checks)}"
                 checks[cid] = CheckMeta("post_abandon_quiet", rolling=span, label=label)
                 items.append(obj(("id", js(cid)), ("keys", js([k(num(suffix))])),
-                                 ("since", '"(' + low(0, span_ms) + '"'), ("max", "1"),
+                                 ("since", s("(", Fld(low(0, span_ms)))), ("max", js(1)),
                                  ("reason", js("post_abandon_quiet"))))
 
         if st.agent:
@@ -712,13 +818,13 @@ def compile_plan(
             cid = f"k{len(checks)}"
             checks[cid] = CheckMeta("agent_cap", days=1, zones=(site_timezone,), label=label)
             items.append(obj(("id", js(cid)), ("keys", js([k(akey)])),
-                             ("since", '"' + low(1, ((site_timezone, 0),)) + '"'),
+                             ("since", s(Fld(low(1, ((site_timezone, 0),))))),
                              ("max", js(apd)), ("reason", js("agent_cap"))))
             writes.append(akey)
 
-        field("checks", "[" + ",".join(items) + "]")
+        field("checks", arr(items))
         field("ttl_ms", js(st.ttl))
-        field("trim_before", '"(' + low(0, st.retention_ms) + '"')
+        field("trim_before", s("(", Fld(low(0, st.retention_ms))))
         field("write_keys", js([k(w) for w in writes]))
 
         if check_caller_id:
@@ -726,85 +832,79 @@ def compile_plan(
             for limit, span, span_ms, label in st.cid_rates:
                 cid = f"k{len(checks)}"
                 checks[cid] = CheckMeta("caller_id_rate", rolling=span, label=label)
-                cchk.append(obj(("id", js(cid)), ("candidate_key", '"attempts_key"'),
-                                ("since", '"(' + low(0, span_ms) + '"'), ("max", js(limit)),
+                cchk.append(obj(("id", js(cid)), ("candidate_key", js("attempts_key")),
+                                ("since", s("(", Fld(low(0, span_ms)))), ("max", js(limit)),
                                 ("reason", js("caller_id_rate"))))
             if st.cid_day:
                 limit, label = st.cid_day
                 cid = f"k{len(checks)}"
                 checks[cid] = CheckMeta("caller_id_rate", days=1, zones=(site_timezone,), label=label)
-                cchk.append(obj(("id", js(cid)), ("candidate_key", '"attempts_key"'),
-                                ("since", '"' + low(1, ((site_timezone, 0),)) + '"'), ("max", js(limit)),
+                cchk.append(obj(("id", js(cid)), ("candidate_key", js("attempts_key")),
+                                ("since", s(Fld(low(1, ((site_timezone, 0),))))), ("max", js(limit)),
                                 ("reason", js("caller_id_rate"))))
             cands = []
             for n, (first, ok) in enumerate(cand_shape, start=1):
                 ct = f("c%d" % first)
                 a = k(fmt(keys.cid_attempts(ct)))
                 lv = k(fmt(keys.cid_live(ct)))
-                cands.append(obj(("index", js(n)), ("tag", '"{c%d}"' % first), ("approved", "1" if ok else "0"),
+                cands.append(obj(("index", js(n)), ("tag", s(Fld("c%d" % first))), ("approved", js(1 if ok else 0)),
                                  ("attempts_key", js(a)), ("live_key", js(lv))))
             cids, cool = k(_lit(keys.approved_cids)), k(_lit(keys.cid_cooldown))
-            cpairs = [("candidates", "[" + ",".join(cands) + "]"), ("checks", "[" + ",".join(cchk) + "]"),
+            cpairs = [("candidates", arr(cands)), ("checks", arr(cchk)),
                       ("concurrency", js(st.conc)), ("required", js(st.cid_req)),
                       ("approved_key", js(cids)), ("cooldown_key", js(cool))]
             if len(cand_shape) > 1:  # a pick: every candidate's health penalty, one hash
                 cpairs.append(("penalty_key", js(k(_lit(keys.cid_penalties)))))
             field("caller_id", obj(*cpairs))
             # each plan its own lease and cold bound (a shadow's rules may differ)
-            field("lease_until", '"' + low(0, -st.lease_ms) + '"')
+            field("lease_until", s(Fld(low(0, -st.lease_ms))))
             field("caller_id_ttl_ms", js(st.cttl))
-            field("caller_id_trim_before", '"(' + low(0, st.cttl_ms) + '"')
+            field("caller_id_trim_before", s("(", Fld(low(0, st.cttl_ms))))
 
         if main and check_caller_id:
             # whom a later complaint or opt-out is about (decide.lua writes it on an allow)
-            field("last_caller_key", str(k(fmt(keys.last_caller(tag)))))
+            field("last_caller_key", js(k(fmt(keys.last_caller(tag)))))
             if party:
-                field("party_last_caller_key", str(k(fmt(keys.party_last_caller(pt)))))
+                field("party_last_caller_key", js(k(fmt(keys.party_last_caller(pt)))))
         if main and has_call:
-            field("call_key", str(k(call_fmt)))
-            field("request_fp", '"{fp}"')  # hex
-
-            def jkeys(fmts_: list[str]) -> str:  # keys joined by spaces, as one JSON string
-                # the key formats hold literal text (escaped once for format) and fields
-                # whose values are hex: escape the text for JSON, keep the fields
-                return '"' + " ".join(_json_in_fmt(f_) for f_ in fmts_) + '"'
-
+            field("call_key", js(k(call_fmt)))
+            field("request_fp", s(Fld("fp")))
             number_key = keys.number_base(tag)
             if party and st.quiet and all(q[1].startswith("party") for q in st.quiet):
                 # other subjects of a conversation (outcome.lua: number_key + ":cv:s:<tag>") are the party's
                 number_key = keys.party_prefix(pt)
             field("call_record", obj(
-                ("number_key", '"' + _json_in_fmt(fmt(number_key)) + '"'),
-                ("attempt_keys", jkeys(writes[:-1] if st.agent else writes)),
-                ("conversation_keys", jkeys(conv_keys)),
-                ("abandon_key", '"' + _json_in_fmt(num("ab")) + '"' if st.ab else '""'),
-                ("machine_key", '"' + _json_in_fmt(num("am")) + '"' if st.amd else '""'),
+                ("number_key", s_fmt(fmt(number_key))),
+                ("attempt_keys", s_keys(writes[:-1] if st.agent else writes)),
+                ("conversation_keys", s_keys(conv_keys)),
+                ("abandon_key", s_fmt(num("ab")) if st.ab else js("")),
+                ("machine_key", s_fmt(num("am")) if st.amd else js("")),
                 ("ttl_ms", js(st.call_ttl)),
                 ("health_config", js(st.health_id)),
                 ("campaign_tag", js(campaign_hash))))
         if main:
             if audit:
-                field("audit_key", str(k(_lit(keys.audit))))
+                field("audit_key", js(k(_lit(keys.audit))))
                 if audit_max:
                     field("audit_max", js(audit_max))
             if valid:
-                field("override_key", str(k(fmt(keys.override(tag)))))
+                field("override_key", js(k(fmt(keys.override(tag)))))
             field("liftable", js(LIFTABLE_LIST))
             if versions is not None:
-                field("rules_key", str(k(_lit(keys.rules))))
+                field("rules_key", js(k(_lit(keys.rules))))
                 field("rules_versions", js(versions[0]))
                 field("rules_version", js(versions[1]))
             # the calendar version evaluated with (decide.lua: stale when another is active)
-            field("calendars_key", str(k(_lit(keys.calendars))))
+            field("calendars_key", js(k(_lit(keys.calendars))))
             field("calendar_version", js(calendars))
             if shadow is not None:
-                field("shadow", body(shadow[0], "{spre}", {}, False))  # its check metadata: unused
+                field("shadow", body(shadow[0], "spre", {}, False))  # its check metadata: unused
                 field("shadow_version", js(shadow[1]))
-        return "{{" + "".join(out) + "}}"
+        return obj(*out)
 
     call_fmt = fmt(keys.call(f("call")))
     checks: dict[str, CheckMeta] = {}
-    body_fmt = body(policy, "{pre}", checks, True)
+    body_fmt = body(policy, "pre", checks, True)
 
     tpl = PlanTemplate()
     tpl.key_fmts = [f if "{" in f.replace("{{", "").replace("}}", "") else None for f in fmts]
@@ -817,22 +917,8 @@ def compile_plan(
     tpl.body_fmt = body_fmt
     tpl.checks = checks
     tpl.lows = lows
+    tpl.lens = tuple((name, _field_len(Fld(name))) for name in sorted(used) if name != "now" and name[:2] != "lo")
     tpl.ncand = len(cand_shape)
     tpl.tail = None
     return tpl
 
-
-def _json_in_fmt(fmt: str) -> str:
-    """A key format placed inside a JSON string: JSON-escape its literal text."""
-    import re
-
-    parts = re.split(r"(\{\{|\}\}|\{[a-z0-9]+\})", fmt)
-    out = []
-    for part in parts:
-        if part in ("{{", "}}"):
-            out.append(part)  # a literal brace: nothing to escape in JSON
-        elif part.startswith("{") and part.endswith("}"):
-            out.append(part)  # a field: hex or a call id (never inside a JSON string here)
-        else:
-            out.append(_lit(_esc(part.replace("{{", "{").replace("}}", "}"))[1:-1]))
-    return "".join(out)

@@ -1,4 +1,5 @@
-"""The plan decide.lua executes (ARGV[1], JSON), written down once.
+"""The plan decide.lua executes (ARGV[1]: MessagePack from the engine's compiled
+plans, JSON from build_plan; the same map), written down once.
 
 dialguard/decision/plan.py writes it two ways from the same rules: build_plan
 (a dict, the readable reference; also what `counters rebuild` replays) and

@@ -7,7 +7,7 @@ combined, valid and invalid numbers of several countries, subjects, call ids,
 caller IDs given or picked from pools with duplicates, odd campaign, agent and
 prefix text, times across a year and DST changes, audit and rules versions on
 and off, shadow rules of another policy or none) the compiled plan must give the
-same KEYS, the same decoded ARGV[1]
+same KEYS, the same decoded ARGV[1] (MessagePack against build_plan's JSON)
 (the audit record moved to ARGV[2], byte for byte what _encode wrote), the
 same check metadata and candidates.
 """
@@ -19,6 +19,7 @@ import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import msgpack
 import pytest
 
 import dialguard.decision.decider as decider_mod
@@ -160,7 +161,8 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
         assert fast.keys == slow.keys
         body = json.loads(slow.args()[0])
         payload = body.pop("audit_record", None)
-        assert json.loads(fast.args()[0]) == body
+        assert isinstance(fast.args()[0], bytes) and fast.args()[0][:1] != b"{"  # MessagePack, not JSON
+        assert msgpack.unpackb(fast.args()[0]) == body
         if eng.audit:
             assert fast.args()[1] == payload  # byte for byte
         else:
@@ -189,6 +191,44 @@ def test_shadow_plan_is_compiled(fixed_time):
         req = DecisionRequest(number=n, campaign="c", agent="a")
         info = parse_number(n, "CN")
         plan, _why = eng._plan(req, ctx, info, new_id(), now)
-        body = json.loads(plan.args()[0])
+        body = msgpack.unpackb(plan.args()[0])
         assert body["shadow_version"] == "4" and body["shadow"]["checks"] and "audit_key" not in body["shadow"]
     assert len(eng._templates) == 1
+
+
+@pytest.mark.parametrize("did, now", [
+    ("d-1", datetime(2026, 11, 23, 2, tzinfo=timezone.utc)),  # a decision id of another length
+    ("é" * 28, datetime(2026, 11, 23, 2, tzinfo=timezone.utc)),  # not ASCII
+    (None, datetime(2000, 6, 5, 2, tzinfo=timezone.utc)),  # 12-digit ms
+    (None, datetime(2287, 1, 5, 2, tzinfo=timezone.utc)),  # 14-digit ms
+])
+def test_values_the_compiled_plan_has_no_room_for_get_build_plans_json(did, now, fixed_time):
+    """Every string header of the compiled plan is written for fixed lengths: a
+    request whose values differ is refused by fill (PlanFieldError), and the
+    engine sends build_plan's JSON plan instead, the same plan."""
+    from dialguard.decision.plan import PlanFieldError
+
+    eng = Engine(None, Settings(), Policy.load("cn-default"), prefix="dg", skip_caller_id_without_pool=True)
+    eng.sealer = _Sealer()
+    ctx = _Context(1e18, eng.policy, (), "|", "", None, "")
+    n = "+8613812345678"
+    info = parse_number(n, "CN")
+    tag = eng.keys.number_tag(info.e164)
+    req = DecisionRequest(number=n, campaign="c", agent="a", call_id="call-1")
+    did = did or new_id()
+    plan = eng._plan_compiled(req, ctx, info, did, now, tag, [], [], False)
+    assert isinstance(plan.args()[0], str) and plan.args()[0][:1] == "{"
+    slow = plan_built(eng, req, ctx, info, did, now, tag, [], [], False)
+    assert plan.keys == slow.keys
+    got, want = json.loads(plan.args()[0]), json.loads(slow.args()[0])
+    got.pop("audit_record"), want.pop("audit_record")  # (their wall-clock ts may differ)
+    assert got == want
+    tpl = next(iter(eng._templates.values()))
+    with pytest.raises(PlanFieldError):
+        tpl.fill(now=now, decision_id=did, pre=[], tag=tag, agent_hash="a" * 16, sub_hash="b" * 16, cand_tags=[],
+                 call_id="call-1", payload=None, request_fp="c" * 32)
+    # and the usual values fit
+    keys, argv = tpl.fill(now=datetime(2026, 11, 23, 2, tzinfo=timezone.utc), decision_id=new_id(), pre=["dnc"],
+                          tag=tag, agent_hash="a" * 16, sub_hash="b" * 16, cand_tags=[], call_id="call-1",
+                          payload=None, request_fp="c" * 32)
+    assert msgpack.unpackb(argv[0])["pre_reasons"] == ["dnc"]
