@@ -166,3 +166,36 @@ async def test_other_subjects_in_the_line(tmp_path):
     await r.step()
     assert [c[0] for c in eng.calls] == ["c1", "c1", "c1", "c2"]
     assert eng.subjects == [None, "debt-2", "debt-3", None]
+
+
+async def test_the_lines_of_one_read_are_applied_together_and_a_failed_one_again(tmp_path):
+    """One read's outcomes go to the engine together (their scripts in one write to
+    Redis), each applied once; one that fails is retried until it is applied."""
+    import asyncio
+
+    class Together(Engine):
+        inflight = peak = 0
+
+        async def report_outcome(self, call_id, outcome, now=None, subject=None):
+            self.inflight += 1
+            self.peak = max(self.peak, self.inflight)
+            await asyncio.sleep(0)
+            self.inflight -= 1
+            if call_id == "c3" and self.fail:
+                self.fail -= 1
+                raise ConnectionError("redis away")
+            self.calls.append((call_id, outcome.result, now))
+            return True
+
+    cel, state = tmp_path / "o.csv", tmp_path / "o.offset"
+    write(cel, *(line(f"v1|d{i}|c{i}|ANSWER|5|5|16|||") for i in range(1, 7)))
+    eng = Together(fail=2)
+    r = OutcomeReader(eng, cel, state, retry_s=0)
+    r.state.load()
+    await r.step()
+    assert eng.peak == 6
+    assert sorted(c[0] for c in eng.calls) == [f"c{i}" for i in range(1, 7)]
+    assert [c[0] for c in eng.calls][-1] == "c3"  # the failed one, applied on its third try
+    assert json.loads(state.read_text())["offset"] == os.path.getsize(cel)
+    await r.step()  # nothing new: nothing applied again
+    assert len(eng.calls) == 6
