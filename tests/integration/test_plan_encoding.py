@@ -92,7 +92,8 @@ async def test_a_malformed_plan_is_refused_and_writes_nothing(make_engine, rules
     keys = [k.replace(":call:x", ":call:y") for k in keys]
     before = await e.redis.xlen(e.keys.audit)
     bad = [plan[:-1], plan[: len(plan) // 2], plan + b"\xc0", msgpack.packb([1, 2]), msgpack.packb("plan"),
-           b"", b"\xc1", b"not a plan"]
+           b"", b"\xc1", b"not a plan", msgpack.packb({}), b"{}", b"[1]",
+           msgpack.packb({**msgpack.unpackb(plan), "now": 1795399200000})]  # a map, but not a plan
     for b in bad:
         with pytest.raises(ResponseError):
             await scripts.DECIDE(e.redis, keys, [b, record])

@@ -38,6 +38,10 @@ local function read_plan(a)
   return p
 end
 local plan = read_plan(ARGV[1])
+-- a plan without these is not one (an empty map would check nothing and allow)
+if type(plan.now) ~= 'string' or type(plan.decision_id) ~= 'string' then
+  error('the plan has no now or decision_id')
+end
 local RO = ARGV[3] == 'ro'  -- the eligibility question: read, never write (below)
 local now = plan.now
 
