@@ -488,3 +488,36 @@ async def test_replay_with_complaints_gives_the_same_cool_down(settings, tmp_pat
     # the same scenario replayed again decides the same
     again = await run_scenario(sc, Policy.load(str(rules)), settings)
     assert [(o["decision"], o["reasons"]) for o in again] == [(o["decision"], o["reasons"]) for o in out]
+
+
+async def test_lua_and_python_figures_agree_at_the_window_bound_and_on_odd_entries(make_engine, rules_file):
+    """outcome.lua compares a log time with the window's bound as text (no
+    strtod an entry): the same figures as Python's over a log with times of
+    other lengths, one with a leading zero, entries out of order, one exactly at
+    the bound and one an ms past it, and unparsable ones (skipped by both)."""
+    import re
+
+    e = await engine_with(make_engine, rules_file, pack(
+        "      - {id: never, metric: consecutive_rejections, threshold: 1000, cool_down: 1h}\n", pool=False))
+    x = POOL[1]
+    tag = e.keys.cid_tag(x)
+    t = ms(AT)
+    lo = t - 24 * 3_600_000
+    for bound in (lo + 1, lo):  # the oldest entry counted or not
+        key = e.keys.cid_outcomes(tag)
+        await e.redis.delete(key)
+        old = [f"{t - 1000}|1|3||16", f"0{t - 2000}|0||403|21", "garbage", f"{t - 500}|0|||21",
+               f"{t - 90_000}|1|60|200|16", "1|2|3", f"{bound}|0||603|21", f"{lo - 5}|1|1||16",
+               "999999999999|1|9||16"]
+        await e.redis.rpush(key, *old)  # newest first, as LPUSH leaves them
+        i = 100 + bound - lo
+        assert (await e.decide(req(i, caller_id=x), now=AT)).allowed
+        await e.report_outcome(f"call-{i}", REJECTED, now=AT)
+        raw = [r.decode() for r in await e.redis.lrange(key, 0, -1)]
+        ok = [Entry.decode(r) for r in raw if re.fullmatch(r"\d+\|\d\|\d*\|\d*\|\d*", r)]
+        f = figures(ok, t, primary(e.policy))
+        h = {k.decode(): v.decode() for k, v in (await e.redis.hgetall(e.keys.cid_health(tag))).items()}
+        assert (int(h["calls:health-test"]), int(h["ans:health-test"])) == (f.calls, f.answered)
+        from dialguard.callerid_health import penalty
+        assert float(h["pen"]) == round(penalty(f), 3)
+        assert f.calls == (6 if bound == lo + 1 else 5)  # the head (this outcome) and those before the bound
