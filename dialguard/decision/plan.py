@@ -551,7 +551,7 @@ class PlanTemplate:
     """
 
     __slots__ = ("key_fmts", "static_keys", "keys_fmt", "call_at", "call_fmt", "body_fmt", "checks", "lows",
-                 "lens", "ncand", "tail")
+                 "lens", "spans", "ncand", "tail")
 
     def fill(self, *, now: datetime, decision_id: str, pre: list[str], tag: str, agent_hash: str,
              sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None,
@@ -563,17 +563,15 @@ class PlanTemplate:
              "spre": _mp_reasons(spre), "pt": party_tag}
         for i, t in enumerate(cand_tags):
             v[f"c{i}"] = t
-        lo_min = lo_max = now_ms
         for name, kind, a in self.lows:
             if kind == 0:  # now minus a span: rolling windows' (now - span, now], and the lease (span < 0)
-                x = v[name] = now_ms - a
-            else:  # calendar days: the earliest local day start over the zones
+                v[name] = now_ms - a
+            else:  # calendar days: the earliest local day start over the zones (before now)
                 x = v[name] = min(_midnight_ms(now, now_ms, z, back) for z, back in a)
-            if x < lo_min:
-                lo_min = x
-            elif x > lo_max:
-                lo_max = x
-        if lo_min < _MS_LO or lo_max >= _MS_HI or not decision_id.isascii():
+                if x < _MS_LO:
+                    raise PlanFieldError("a day start before 2001-09-09")
+        lo, hi = self.spans
+        if now_ms - hi < _MS_LO or now_ms - lo >= _MS_HI or len(decision_id) != 28 or not decision_id.isascii():
             raise PlanFieldError("a time or the decision id out of the compiled plan's form")
         for name, n in self.lens:
             if len(v[name]) != n:
@@ -917,7 +915,11 @@ def compile_plan(
     tpl.body_fmt = body_fmt
     tpl.checks = checks
     tpl.lows = lows
-    tpl.lens = tuple((name, _field_len(Fld(name))) for name in sorted(used) if name != "now" and name[:2] != "lo")
+    # checked by fill: the strings but the decision id (checked apart) and the times (by their spans)
+    tpl.lens = tuple((name, _field_len(Fld(name))) for name in sorted(used) if name not in ("now", "did")
+                     and name[:2] != "lo")
+    spans = [a for _, kind, a in lows if kind == 0] + [0]
+    tpl.spans = (min(spans), max(spans))
     tpl.ncand = len(cand_shape)
     tpl.tail = None
     return tpl
