@@ -8,7 +8,7 @@
 --
 -- KEYS: every key the plan references (by 1-based index).
 -- ARGV[1]: the plan, MessagePack (the engine's compiled plans: cmsgpack decodes
--- it in about a fifth of cjson's instructions) or JSON (build_plan's; it starts
+-- it in a quarter fewer instructions than cjson) or JSON (build_plan's; it starts
 -- with "{", which no MessagePack map does). Anything else, or bytes left over,
 -- is an error: the engine then denies (guard_unavailable). All scores/bounds
 -- arrive as strings so that Lua never formats a large number (Lua 5.1 would
