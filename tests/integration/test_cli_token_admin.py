@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -94,7 +95,9 @@ async def test_cli_admin_writes_with_a_token_are_the_token_users(tokens):
         assert r.returncode == 1 and "callerid_edit needs the role compliance" in r.stderr
         assert cli(comp, "callerid", "add", cid, "--campaign", camp).returncode == 0
         assert await e.redis.hexists(e.keys.pool(camp), e.keys.cid_tag(cid))
-        assert cli(comp, "callerid", "cooldown", cid, "--until", "2031-01-01T00:00:00Z").returncode == 0
+        # dates a few years ahead of the (possibly shifted) clock: a fixed year would be in the past one day
+        far = datetime.now(timezone.utc).year + 5
+        assert cli(comp, "callerid", "cooldown", cid, "--until", f"{far}-01-01T00:00:00Z").returncode == 0
         assert cli(comp, "callerid", "remove", cid).returncode == 0
         r = cli(comp, "callerid", "remove", cid)
         assert r.returncode == 1 and "unknown caller ID" in r.stderr
@@ -105,13 +108,13 @@ async def test_cli_admin_writes_with_a_token_are_the_token_users(tokens):
         assert r.returncode == 1 and "never approved" in r.stderr
 
         # the region kill switch (#19), far in the future: nothing else on the stack is affected
-        win = ("--from", "2031-01-01T00:00:00-06:00", "--until", "2031-01-02T00:00:00-06:00")
+        win = ("--from", f"{far}-01-01T00:00:00-06:00", "--until", f"{far}-01-02T00:00:00-06:00")
         r = cli(viewer, "pause", "--region", "US-WY", *win)
         assert r.returncode == 1 and "pause needs the role supervisor" in r.stderr
         r = cli(sup, "pause", "--region", "US-WY", *win, "--why", "blizzard")
         assert r.returncode == 0 and sup_actor in r.stdout, r.stderr
         assert "US-WY" in [p["region"] for p in await e.paused_regions()]
-        r = cli(sup, "pause", "--region", "US-WY", "--from", "2031-01-02T00:00:00Z", "--until", "2031-01-01T00:00:00Z")
+        r = cli(sup, "pause", "--region", "US-WY", "--from", f"{far}-01-02T00:00:00Z", "--until", f"{far}-01-01T00:00:00Z")
         assert r.returncode == 2 and "before it starts" in r.stderr
         assert cli(sup, "resume", "--region", "US-WY").returncode == 0
         assert "US-WY" not in [p["region"] for p in await e.paused_regions()]
