@@ -101,6 +101,14 @@ class Context:
             return value
         return default
 
+    def params(self) -> dict[str, str | None]:
+        """Every named argument of the handler as param() gives it, in one pass
+        (a check reads all nine: one lookup each was a share of its request)."""
+        args, query = self.request.args, self.request.query
+        n = len(args)
+        return {name: (args[i] if i < n and args[i] != "" else query.get(name) or None)
+                for i, name in enumerate(self.handler.params)}
+
     @property
     def call_id(self) -> str | None:
         return self.param("callid") or self.env.get("agi_uniqueid") or None

@@ -81,20 +81,8 @@ async def _deny_first(ctx: Context) -> None:
         raise ChannelRefused(f"SET VARIABLE DIALGUARD_RESULT: {reply.text}")
 
 
-def _params(ctx: Context) -> dict[str, str | None]:
-    """Every PARAMS value as ctx.param gives it (the positional argument, else
-    the query argument, else None), in one pass instead of a lookup each."""
-    args, query = ctx.request.args, ctx.request.query
-    n = len(args)
-    out = {}
-    for i, name in enumerate(PARAMS):
-        v = args[i] if i < n else ""
-        out[name] = v if v != "" else (query.get(name) or None)
-    return out
-
-
 def build_request(ctx: Context) -> DecisionRequest:
-    a = _params(ctx) if ctx.handler.params == PARAMS else {name: ctx.param(name) for name in PARAMS}
+    a = ctx.params()
     kw = {"number": a["number"] or "", "campaign": a["campaign"] or "", "agent": a["agent"] or "",
           "subject": a["subject"], "caller_id": a["callerid"],
           "call_id": a["callid"] or ctx.env.get("agi_uniqueid") or None}
