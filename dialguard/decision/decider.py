@@ -21,7 +21,7 @@ from datetime import datetime
 
 from redis.exceptions import RedisError
 
-from dialguard import metrics, redisconn
+from dialguard import callerid_health, metrics, redisconn
 from dialguard.calendars import NO_CALENDARS, Calendars
 from dialguard.config import Settings
 from dialguard.decision import record, scripts
@@ -368,8 +368,6 @@ class Decider(Store):
         self._pen_migrated.update(tags)
 
     async def _publish_health(self, policy: Policy) -> None:
-        from dialguard import callerid_health
-
         await self.redis.set(self.keys.health_config(callerid_health.config_id(policy)),
                              callerid_health.config_json(policy))
 
@@ -446,6 +444,10 @@ class Decider(Store):
             # Before the deadline: the first ZIP code decompresses the data set
             # (location.warm_up at a service's start does it ahead).
             resolve(req.region, req.postal_code)
+        # Local work before the first round trip: a number of a country not seen
+        # yet compiles its patterns here (tens of ms once), which is not the store
+        # being slow (DIALGUARD_REDIS_TIMEOUT_MS bounds the store's time).
+        info: NumberInfo = parse_number(req.number, self.default_region)
         # One deadline for the whole decision, whatever the number of round trips.
         deadline = asyncio.get_running_loop().time() + self.timeout
         if now is not None:
@@ -459,7 +461,6 @@ class Decider(Store):
             except (RedisError, OSError, asyncio.TimeoutError):
                 return self._unavailable(req, new_id(), t0, "test clock unreadable")
         did = new_id()
-        info: NumberInfo = parse_number(req.number, self.default_region)
         for _attempt in range(STALE_RETRIES + 1):
             try:
                 ctx = self._ctx_cache.get(req.campaign)
@@ -480,7 +481,9 @@ class Decider(Store):
             else:
                 cinfo, place = info, NOWHERE
             policy = ctx.policy
+            t_plan = time.perf_counter()
             plan, why = self._plan(req, ctx, cinfo, did, now, place)
+            deadline += time.perf_counter() - t_plan  # local work too (a first plan of its rules: ms)
             acked = None
             try:
                 if self.fast is not None and self.settings.redis_wait_replicas:

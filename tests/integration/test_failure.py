@@ -89,3 +89,46 @@ async def test_unreachable_redis_at_start_still_answers_deny():
     e = await Engine.create(Settings(redis_url=url, redis_timeout_ms=200), Policy.load("cn-default"))
     d = await e.decide(req(), now=NOW)
     assert d.reasons == ["guard_unavailable"]
+
+
+async def test_slow_local_work_is_not_the_store_being_slow(own_redis, monkeypatch):
+    """DIALGUARD_REDIS_TIMEOUT_MS bounds the store's time. The local steps before the
+    round trip (the number's parse, which compiles a country's patterns the first
+    time; the plan, the first of a rules version) may take longer on a loaded
+    machine: the decision is still made, not denied guard_unavailable. Here each
+    takes 3x the deadline (a blocking sleep, as CPU work blocks the loop)."""
+    from dialguard.decision import decider
+
+    proc, url = own_redis
+    e = await Engine.create(Settings(redis_url=url, redis_timeout_ms=50), Policy.load("cn-default"),
+                            prefix=f"dgf:{uuid.uuid4().hex[:6]}", skip_caller_id_without_pool=True)
+    try:
+        await e.set_campaign("c1")
+        assert (await e.decide(req(1), now=NOW)).allowed
+        real_parse, real_plan = decider.parse_number, type(e)._plan
+
+        def slow_parse(*a, **k):
+            time.sleep(0.15)
+            return real_parse(*a, **k)
+
+        def slow_plan(self, *a, **k):
+            time.sleep(0.15)
+            return real_plan(self, *a, **k)
+
+        monkeypatch.setattr(decider, "parse_number", slow_parse)
+        d = await e.decide(req(2), now=NOW)
+        assert d.allowed, d.explanations
+        monkeypatch.setattr(decider, "parse_number", real_parse)
+        monkeypatch.setattr(type(e), "_plan", slow_plan)
+        d = await e.decide(req(3), now=NOW)
+        assert d.allowed, d.explanations
+        # the store itself slower than the deadline is still a deny
+        monkeypatch.setattr(type(e), "_plan", real_plan)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            d = await e.decide(req(4), now=NOW)
+            assert d.reasons == ["guard_unavailable"] and "store unavailable" in d.explanations["guard_unavailable"]
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    finally:
+        await e.close()
