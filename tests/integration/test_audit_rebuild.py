@@ -117,8 +117,11 @@ def snapshot(r: syncredis.Redis, prefix: str, rule_now_ms: int) -> dict:
                 v = {mb: s for mb, s in v.items() if s > rule_now_ms}
         elif typ == "hash":
             # the answers kept for identical replays (f:<request hash>) are not
-            # rebuilt: after a data loss a repeated request is decided afresh
-            v = {f: x for f, x in r.hgetall(key).items() if not f.startswith("f:")}
+            # rebuilt: after a data loss a repeated request is decided afresh; nor
+            # the running figures of a caller ID's health hash (lg, s:<pack>), a
+            # cache outcome.lua proves before use and recomputes from the log
+            v = {f: x for f, x in r.hgetall(key).items() if not f.startswith("f:")
+                 and not (key.endswith("}:h") and (f == "lg" or f.startswith("s:")))}
         elif typ == "set":
             v = r.smembers(key)
         elif typ == "list":

@@ -223,7 +223,10 @@ def _snapshot(r, prefix: str, now_ms: int) -> dict:
         v = {"zset": lambda: {m: s for m, s in r.zrange(key, 0, -1, withscores=True)
                               if not key.endswith(":live") or s > now_ms},
              # the answers a call record keeps for identical replays (f:<request hash>) are not rebuilt
-             "hash": lambda: {f: x for f, x in r.hgetall(key).items() if not f.startswith("f:")},
+             # nor the running figures a caller ID's health hash keeps (lg, s:<pack>): a cache
+             # outcome.lua proves before using it, rebuilt from the log at the first outcome
+             "hash": lambda: {f: x for f, x in r.hgetall(key).items() if not f.startswith("f:")
+                              and not (key.endswith("}:h") and (f == "lg" or f.startswith("s:")))},
              "set": lambda: r.smembers(key),
              "list": lambda: r.lrange(key, 0, -1), "string": lambda: r.get(key)}[typ]()
         if v:
