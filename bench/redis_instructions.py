@@ -12,7 +12,9 @@ calls against scripts that return at once and that only decode the plan.
 `--outcome` then counts outcome.lua applying those calls' outcomes (as
 dialguard.events sends them: a conversation of 30 s), every caller ID's health
 log already holding `--health-log` entries (100, the default window: a pool in
-steady state).
+steady state) and, with `--health-state steady` (the default), outcome.lua's
+running figures of it (`fallback`: every counted outcome recomputes them from
+the log; `none`: no outcome before the counted ones).
 
     .venv/bin/python bench/redis_instructions.py [--rules cn-default] [--calls 300] [--window 8] [--breakdown] [--outcome]
     PYTHONPATH=<checkout of another tree> .venv/bin/python bench/redis_instructions.py   # that tree's decide.lua
@@ -173,6 +175,10 @@ def main() -> int:
     ap.add_argument("--outcome", action="store_true", help="also count outcome.lua applying those calls' outcomes")
     ap.add_argument("--health-log", type=int, default=100,
                     help="entries already in every caller ID's health log for --outcome (default %(default)s)")
+    ap.add_argument("--health-state", choices=("steady", "fallback", "none"), default="steady",
+                    help="--outcome: each caller ID's last outcome before the counted ones leaves outcome.lua's "
+                         "running figures in use (steady), makes every counted outcome late (fallback: "
+                         "recomputed from the log), or there is none (as before stop 16)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="print the N functions Redis spent the most instructions in, per measurement")
     args = ap.parse_args()
@@ -209,11 +215,23 @@ def main() -> int:
                 r.delete(k)
                 if old:
                     r.rpush(k, *old)
+                if args.health_state == "none":
+                    continue
+                # one outcome first (uncounted): since stop 16 outcome.lua keeps the figures as running
+                # state; dated before the counted ones it leaves that state in use ("steady"), dated a day
+                # after them it makes every counted one a late outcome recomputed from the log ("fallback")
+                at = int(AT.timestamp() * 1000) + (86_400_000 if args.health_state == "fallback" else 0)
+                r.hset(keys.call("prime-" + t), mapping={"did": "prime-" + t, "ch": t, "hc": cid})
+                r.eval(scripts.OUTCOME.source, 2, keys.call("prime-" + t), keys.audit, "conversation", str(at),
+                       "0", "1", "", "1000", "{}", "prime-" + t, "",
+                       callerid_health.entry_of("conversation", 30, 200, 16, at).encode(), keys.prefix,
+                       "prime-" + t, str(at), "n1")
 
         oargs = outcome_args(policy, keys, args.calls + warm)
         ir, applied = measure(scripts.DECIDE.source, calls, keys, tags, warm,
                               then=(scripts.OUTCOME.source, oargs, setup))
-        print(f"outcome.lua: {ir / 1000:,.1f} k instructions a call (caller-ID health logs of {args.health_log}); "
+        print(f"outcome.lua: {ir / 1000:,.1f} k instructions a call (caller-ID health logs of {args.health_log}, "
+              f"{args.health_state}); "
               f"{applied} of {args.calls} applied")
     return 0
 
