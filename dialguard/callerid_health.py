@@ -14,7 +14,10 @@ every pack's `caller_id.health`, evaluates its rules and, when one triggers,
 cools the caller ID down (the next decision no longer picks it), records why
 and appends the audit record. This module holds the same computation in Python
 (the CLI, /metrics and the unit tests use it; tests/integration/test_callerid_health.py
-checks that both agree) and the configuration the script reads.
+checks that both agree) and the configuration the script reads. outcome.lua keeps the figures as
+running state (docs/REDIS.md, `{c:<K>}:h`) and recomputes them from the log
+whenever it cannot prove that state exact; tests/integration/test_callerid_health_running.py
+checks it against `figures` below.
 """
 
 from __future__ import annotations
