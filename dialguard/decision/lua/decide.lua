@@ -109,10 +109,14 @@ end
 
 -- Reasons an override may lift (SPEC §2: counter and hours reasons only):
 -- dialguard.decision.models.LIFTABLE, sent in the plan. None sent: none lifts.
-local LIFTABLE = {}
-for _, r in ipairs(plan.liftable or {}) do LIFTABLE[r] = true end
+-- Built at the first question (an allow whose candidates all pass never asks).
+local LIFTABLE = nil
 
 local function all_liftable(list)
+  if not LIFTABLE then
+    LIFTABLE = {}
+    for _, r in ipairs(plan.liftable or {}) do LIFTABLE[r] = true end
+  end
   for _, r in ipairs(list) do
     if not LIFTABLE[r] then return false end
   end
@@ -134,10 +138,16 @@ local function x_scores(xk, lo, excluded, limit)
   return out
 end
 
-local function count_in(c, keys)
+-- The count of check c in its window: over `keys` (KEYS indexes), or over the
+-- one key `one` (a caller-ID candidate's: no table built per candidate).
+local function count_in(c, keys, one)
   local n = 0
-  for _, ki in ipairs(keys) do
-    n = n + redis.call('ZCOUNT', KEYS[ki], c.since, '+inf')
+  if one then
+    n = redis.call('ZCOUNT', KEYS[one], c.since, '+inf')
+  else
+    for i = 1, #keys do
+      n = n + redis.call('ZCOUNT', KEYS[keys[i]], c.since, '+inf')
+    end
   end
   if c.outcome_log then
     if c.uncounted == nil then
@@ -167,20 +177,21 @@ end
 -- close the caller ID is to the carrier's rate limits.
 local function run_checks(checks, cand, out_reasons, out_details, seen_counts)
   local use = 0
-  for _, c in ipairs(checks) do
-    local keys = c.keys
-    if cand then keys = {cand[c.candidate_key]} end
+  for ci = 1, #checks do
+    local c = checks[ci]
+    local one = cand and cand[c.candidate_key]
     if c.uncounted and not c.uncounted_set then
       c.uncounted_set = {}
       for o in string.gmatch(c.uncounted, '[^,]+') do c.uncounted_set[o] = true end
     end
-    local n = count_in(c, keys)
-    seen_counts[#seen_counts + 1] = c.id .. ':' .. n
+    local n = count_in(c, c.keys, one)
+    -- '%d': the count is a whole number; concatenating it would format it as a float (%.14g), dearer
+    seen_counts[#seen_counts + 1] = string.format('%s:%d', c.id, n)
     if c.max > 0 and n / c.max > use then use = n / c.max end
     if n >= c.max then
       out_reasons[#out_reasons + 1] = c.reason
       local score = -1
-      if c.max > 0 then score = kth_oldest(c, keys, n - c.max) end
+      if c.max > 0 then score = kth_oldest(c, one and {one} or c.keys, n - c.max) end
       out_details[#out_details + 1] = {c.id, score, cand and cand.index or 0}
     end
   end
@@ -208,7 +219,8 @@ local function evaluate(p)
     local fields, nf = p.pause_fields, #p.pause_fields
     if p.caller_id and #p.caller_id.candidates > 0 then
       fields = {unpack(p.pause_fields)}
-      for i, cand in ipairs(p.caller_id.candidates) do fields[nf + i] = 'cid:' .. cand.tag end
+      local cands = p.caller_id.candidates
+      for i = 1, #cands do fields[nf + i] = 'cid:' .. cands[i].tag end
     end
     local vals = redis.call('HMGET', KEYS[p.pause_key], unpack(fields))
     for i = 1, nf do
@@ -286,13 +298,17 @@ local function evaluate(p)
     -- ZMSCORE instead of a ZSCORE per candidate; their kill switches came with
     -- the pause HMGET above, their health penalties come in one HMGET below
     local ntags, tags = #cid.candidates, {}
-    for i, cand in ipairs(cid.candidates) do tags[i] = cand.tag end
+    for i = 1, ntags do tags[i] = cid.candidates[i].tag end
     local cools, paused, pens = {}, cpaused, nil
     if ntags > 0 and cid.required == 1 then
       cools = redis.call('ZMSCORE', KEYS[cid.cooldown_key], unpack(tags))
     end
-    for i, cand in ipairs(cid.candidates) do
-      local cr, cd = {}, {}
+    -- a candidate's reasons and details: new tables only after one that failed
+    -- (first_reasons keeps those); a passing candidate leaves them empty
+    local cr, cd = {}, {}
+    for i = 1, ntags do
+      local cand = cid.candidates[i]
+      if #cr > 0 then cr, cd = {}, {} end
       if cid.required == 1 then
         local ok = cand.approved == 1 or redis.call('SISMEMBER', KEYS[cid.approved_key], cand.tag) == 1
         local cool = cools[i]
@@ -409,7 +425,9 @@ end
 if allowed == 1 then
   -- Record the attempt; trim what no window can see any more so that hot
   -- keys (agents, caller IDs) stay bounded although their TTL is refreshed.
-  for _, ki in ipairs(plan.write_keys or {}) do
+  local wk = plan.write_keys or {}
+  for i = 1, #wk do
+    local ki = wk[i]
     redis.call('ZADD', KEYS[ki], now, plan.decision_id)
     redis.call('ZREMRANGEBYSCORE', KEYS[ki], '-inf', plan.trim_before)
     redis.call('PEXPIRE', KEYS[ki], plan.ttl_ms)
@@ -430,10 +448,10 @@ if allowed == 1 then
     -- whom a later complaint or opt-out on this number is about (event.lua):
     -- '{n:<H>}:lc', kept 30 days (a key of the plan, as every key this script touches)
     local hc = (plan.call_record and plan.call_record.health_config) or ''
-    redis.call('SET', KEYS[plan.last_caller_key], chosen .. '|' .. hc, 'PX', 2592000000)
+    redis.call('SET', KEYS[plan.last_caller_key], chosen .. '|' .. hc, 'PX', '2592000000')
     if plan.party_last_caller_key then
       -- and whom a complaint or opt-out of the party is about: '{p:<H>}:lc'
-      redis.call('SET', KEYS[plan.party_last_caller_key], chosen .. '|' .. hc, 'PX', 2592000000)
+      redis.call('SET', KEYS[plan.party_last_caller_key], chosen .. '|' .. hc, 'PX', '2592000000')
     end
   end
   if plan.call_key then
@@ -469,7 +487,8 @@ if plan.audit_key then
     sr = table.concat(shadow_reasons, ',')
   end
   redis.call('XADD', KEYS[plan.audit_key], '*', 't', 'decision', 'id', plan.decision_id,
-    'allow', allowed, 'r', table.concat(reasons, ','), 'ch', chosen, 'cs', table.concat(seen_counts, ','),
+    'allow', (allowed == 1) and '1' or '0', 'r', table.concat(reasons, ','), 'ch', chosen,
+    'cs', table.concat(seen_counts, ','),
     'rver', plan.rules_version or '', 'sv', plan.shadow_version or '', 'sa', sa, 'sr', sr,
     'ov', override_id, 'ovr', table.concat(lifted, ','), 'j', plan.audit_record or ARGV[2])
 end
