@@ -216,6 +216,23 @@ def keyed_hash(secret: bytes, value: str, size: int = 16) -> str:
     return hmac.digest(secret, value.encode(), "sha256").hex()[: size * 2]  # one-shot: C all the way
 
 
+def keyed_hasher(secret: bytes, prefix: str, size: int = 16):
+    """keyed_hash(secret, prefix + value, size) as a function of value, for a hot path:
+    the key and the prefix absorbed once, a copy of that HMAC state per value
+    (1.2 us against 1.8 for the one-shot, which sets the key up again each time
+    and, with OpenSSL 3, fetches the algorithm again). Bound to `secret`: another
+    secret needs another hasher."""
+    copy = hmac.new(secret, prefix.encode(), "sha256").copy
+    n = size * 2
+
+    def keyed(value: str) -> str:
+        h = copy()
+        h.update(value.encode())
+        return h.hexdigest()[:n]
+
+    return keyed
+
+
 @lru_cache(maxsize=16384)
 def short_hash(value: str) -> str:
     """Stable tag for non-secret names (campaign, agent) used in keys."""

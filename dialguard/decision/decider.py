@@ -31,7 +31,7 @@ from dialguard.decision.plan import (
 )
 from dialguard.ids import new_id
 from dialguard.location import NOWHERE, Place, number_states, resolve
-from dialguard.numbers import NumberInfo, keyed_hash, parse_number, short_hash
+from dialguard.numbers import NumberInfo, keyed_hash, keyed_hasher, parse_number, short_hash
 from dialguard.redisclient import RedisClient, RedisReplyError
 from dialguard.rules import Policy, RulesError
 from dialguard.store import CampaignRulesError, Store, _region_pauses, from_ms, log, ms
@@ -138,12 +138,17 @@ def request_fingerprint(secret: bytes, req: DecisionRequest, info: NumberInfo) -
     the number (normalized when valid), campaign, agent, caller ID and subject
     as requested, and the location and party fields when the request has them.
     Keyed: the call record holds this hash, never the number."""
+    return keyed_hash(secret, "req:" + _fingerprint_text(req, info))
+
+
+def _fingerprint_text(req: DecisionRequest, info: NumberInfo) -> str:
+    """What request_fingerprint hashes (after its "req:")."""
     parts = [info.e164 or "raw:" + req.number, req.campaign, req.agent, req.caller_id, req.subject]
     for extra in ("region", "postal_code", "party"):
         v = getattr(req, extra, None)
         if v is not None:
             parts.append([extra, v])
-    return keyed_hash(secret, "req:" + _encode(parts))
+    return _encode(parts)
 
 
 def _shape(candidates) -> tuple[list[str], tuple]:
@@ -159,6 +164,7 @@ class Decider(Store):
         super().__init__(redis, settings, policy, prefix=prefix, audit=audit, versioned=versioned)
         self.skip_caller_id_without_pool = skip_caller_id_without_pool
         self.timeout = settings.redis_timeout_ms / 1000
+        self._req_secret, self._req_hash = None, None  # _fingerprint's prepared HMAC and its secret
         self._rr = itertools.count()
         self._cid_tags: dict[str, str] = {}
         self._ctx_cache: dict[str, _Context] = {}
@@ -626,7 +632,13 @@ class Decider(Store):
                                    est if info.valid else (), party_tag=party_tag), why
 
     def _fingerprint(self, req: DecisionRequest, info: NumberInfo) -> str:
-        return request_fingerprint(self.settings.hash_secret, req, info) if req.call_id is not None else ""
+        if req.call_id is None:
+            return ""
+        # request_fingerprint with the HMAC's key set up once per secret (settings may be swapped)
+        secret = self.settings.hash_secret
+        if secret is not self._req_secret:
+            self._req_secret, self._req_hash = secret, keyed_hasher(secret, "req:")
+        return self._req_hash(_fingerprint_text(req, info))
 
     def _audit_record(self, req: DecisionRequest, info: NumberInfo, did: str, now: datetime, number_tag: str,
                       pre_json: str, est, end: str) -> str:

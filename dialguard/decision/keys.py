@@ -49,15 +49,21 @@ party id: no plaintext number or party id is ever a key or a value. <S>, <C>, <A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
-from dialguard.numbers import keyed_hash, short_hash
+from dialguard.numbers import keyed_hasher, short_hash
 
 
 @dataclass(frozen=True)
 class Keys:
     prefix: str
     secret: bytes
+    # keyed_hash(secret, "n:" / "c:" / "party:" + value), prepared once from this
+    # instance's secret (numbers.keyed_hasher): not fields, not compared
+    _n: Callable[[str], str] = field(init=False, repr=False, compare=False)
+    _c: Callable[[str], str] = field(init=False, repr=False, compare=False)
+    _p: Callable[[str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.secret:
@@ -65,13 +71,15 @@ class Keys:
             from dialguard.config import INIT_HINT
 
             raise ValueError(f"DIALGUARD_HASH_SECRET is not set: numbers cannot be hashed; {INIT_HINT}")
+        for name, prefix in (("_n", "n:"), ("_c", "c:"), ("_p", "party:")):
+            object.__setattr__(self, name, keyed_hasher(self.secret, prefix))  # frozen: set once here
 
     # -- hashing -----------------------------------------------------------
     def number_tag(self, e164: str) -> str:
-        return keyed_hash(self.secret, "n:" + e164)
+        return self._n(e164)
 
     def cid_tag(self, e164: str) -> str:
-        return keyed_hash(self.secret, "c:" + e164)
+        return self._c(e164)
 
     # -- number --------------------------------------------------------------
     def number_base(self, h: str) -> str:
@@ -105,7 +113,7 @@ class Keys:
 
     # -- party (the person behind several numbers; h = party_tag) --------------
     def party_tag(self, party: str) -> str:
-        return keyed_hash(self.secret, "party:" + party)
+        return self._p(party)
 
     def party_prefix(self, h: str) -> str:
         return f"{self.prefix}:{{p:{h}}}"
