@@ -185,8 +185,7 @@ local function run_checks(checks, cand, out_reasons, out_details, seen_counts)
       for o in string.gmatch(c.uncounted, '[^,]+') do c.uncounted_set[o] = true end
     end
     local n = count_in(c, c.keys, one)
-    -- '%d': the count is a whole number; concatenating it would format it as a float (%.14g), dearer
-    seen_counts[#seen_counts + 1] = string.format('%s:%d', c.id, n)
+    seen_counts[#seen_counts + 1] = c.id .. ':' .. n
     if c.max > 0 and n / c.max > use then use = n / c.max end
     if n >= c.max then
       out_reasons[#out_reasons + 1] = c.reason
