@@ -688,6 +688,8 @@ class Decider(Store):
         known = self._shapes.get(id(candidates))
         if known is not None and known[0] is candidates:  # a pool window (_candidates)
             tags, shape = known[1], known[2]
+        elif not candidates:  # no caller ID to check (_shape's answer for none)
+            tags, shape = [], ()
         else:
             tags, shape = _shape(candidates)
         audit = self.audit
