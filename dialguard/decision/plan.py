@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -552,25 +553,27 @@ class PlanTemplate:
     """
 
     __slots__ = ("key_fmts", "static_keys", "keys_fmt", "call_at", "call_fmt", "body_fmt", "checks", "lows",
-                 "lens", "spans", "ncand", "tail")
+                 "lens", "spans", "ncand", "tail", "keys_parts", "call_parts", "body_parts")
 
     def fill(self, *, now: datetime, decision_id: str, pre: list[str], tag: str, agent_hash: str,
              sub_hash: str, cand_tags: list[str], call_id: str | None, payload: str | None,
              spre: list[str] = (), request_fp: str = "", party_tag: str = "") -> tuple[list[str], list]:
         now_ms = int(now.timestamp() * 1000)
         bucket, rec = fingerprint(tag)
-        v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": now_ms, "fp": request_fp,
+        # every value a str (the times written here as format_map writes an int): _fill_parts joins them
+        v = {"tag": tag, "ag": agent_hash, "sub": sub_hash, "call": call_id, "now": str(now_ms), "fp": request_fp,
              "did": decision_id, "pre": _mp_reasons(pre), "dncr": rec.hex(), "bk": f"{bucket:04x}",
              "spre": _mp_reasons(spre), "pt": party_tag}
         for i, t in enumerate(cand_tags):
             v[f"c{i}"] = t
         for name, kind, a in self.lows:
             if kind == 0:  # now minus a span: rolling windows' (now - span, now], and the lease (span < 0)
-                v[name] = now_ms - a
+                v[name] = str(now_ms - a)
             else:  # calendar days: the earliest local day start over the zones (before now)
-                x = v[name] = min(_midnight_ms(now, now_ms, z, back) for z, back in a)
+                x = min(_midnight_ms(now, now_ms, z, back) for z, back in a)
                 if x < _MS_LO:
                     raise PlanFieldError("a day start before 2001-09-09")
+                v[name] = str(x)
         lo, hi = self.spans
         if now_ms - hi < _MS_LO or now_ms - lo >= _MS_HI or len(decision_id) != 28 or not decision_id.isascii():
             raise PlanFieldError("a time or the decision id out of the compiled plan's form")
@@ -580,19 +583,53 @@ class PlanTemplate:
         if self.keys_fmt is not None:
             # every key but the call's in one format, split on a byte none of them
             # holds (their fields are hex; compile_plan checked the literal text)
-            keys = self.keys_fmt.format_map(v).split(_KEY_SEP)
+            keys = _fill_parts(self.keys_parts, self.keys_fmt, v).split(_KEY_SEP)
             if self.call_at >= 0:
-                keys.insert(self.call_at, self.call_fmt.format_map(v))
+                keys.insert(self.call_at, _fill_parts(self.call_parts, self.call_fmt, v))
         else:
             keys = [f.format_map(v) if f is not None else s for f, s in zip(self.key_fmts, self.static_keys)]
         # the fields are ASCII (checked above): one latin-1 character, one byte
-        args = [self.body_fmt.format_map(v).encode("latin-1")]
+        args = [_fill_parts(self.body_parts, self.body_fmt, v).encode("latin-1")]
         if payload is not None:
             args.append(payload)
         return keys, args
 
 
 _KEY_SEP = "\x00"
+
+
+def _split_format(fmt: str | None):
+    """A format as (its pieces: literal text, "" where a field goes; (index, name) of each
+    field), for _fill_parts; None when a field has a conversion or a spec (format_map then)."""
+    if fmt is None:
+        return None
+    pieces: list[str] = []
+    fields: list[tuple[int, str]] = []
+    for text, name, spec, conv in string.Formatter().parse(fmt):
+        if text:
+            pieces.append(text)
+        if name is not None:
+            if spec or conv or not name.isidentifier():
+                return None
+            fields.append((len(pieces), name))
+            pieces.append("")
+    return pieces, tuple(fields)
+
+
+def _fill_parts(parts, fmt: str, v: dict) -> str:
+    """fmt.format_map(v), the format parsed once (_split_format): str.format_map scans
+    the whole text each call (a plan's body is ~1.7 k characters: 4.6 us against 1.4).
+    A value that is not a str (join refuses it): format_map, which writes it."""
+    if parts is None:
+        return fmt.format_map(v)
+    pieces, fields = parts
+    out = pieces.copy()
+    for i, name in fields:
+        out[i] = v[name]
+    try:
+        return "".join(out)
+    except TypeError:
+        return fmt.format_map(v)
 
 
 # a party scope evaluated without a party: the number's own scope
@@ -914,6 +951,8 @@ def compile_plan(
     # one format for the keys when no literal text holds the separator
     tpl.keys_fmt = _KEY_SEP.join(others) if others and not any(_KEY_SEP in f for f in others) else None
     tpl.body_fmt = body_fmt
+    tpl.keys_parts, tpl.call_parts, tpl.body_parts = (_split_format(tpl.keys_fmt), _split_format(call_fmt),
+                                                      _split_format(body_fmt))
     tpl.checks = checks
     tpl.lows = lows
     # checked by fill: the strings but the decision id (checked apart) and the times (by their spans)
