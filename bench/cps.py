@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -395,7 +396,8 @@ def redis_per(red1: dict, red0: dict, n: int) -> dict:
 
 
 async def check_latency(port: int, campaign: str, numbers: list[str], rate: float, run_id: str,
-                        clients: int = 0, script: str = CHECK_SCRIPT, client: str = "lean") -> dict:
+                        clients: int = 0, script: str = CHECK_SCRIPT, client: str = "lean",
+                        trace: list | None = None) -> dict:
     """Sessions offered at `rate` per second; or, with `clients` > 0, that many
     clients back to back (closed loop: the rate the server sustains)."""
     loop = asyncio.get_running_loop()
@@ -421,8 +423,15 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
             return
         lat.append((time.perf_counter() - t0) * 1000)
         results[r] = results.get(r, 0) + 1
+        if trace is not None:  # --check-trace: when each check started (CLOCK_MONOTONIC s) and took
+            trace.append((rate, round(t0, 6), round(lat[-1], 3)))
 
     tasks = []
+    # No cyclic GC in the client while it times the server: its collections
+    # held every check in flight (a full one 161 ms, young ones up to 10 ms on
+    # a busy machine; bench/check_tail.py). Collected after the phase.
+    gc.collect()
+    gc.disable()
     start = loop.time()
     if clients:
         todo = iter(enumerate(numbers))
@@ -442,6 +451,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
         launched = loop.time() - start
         await asyncio.gather(*tasks)
     took = loop.time() - start
+    gc.enable()
     cpu, sys_ms = agi_cpu_ms() - cpu0, agi_sys_ms() - sys0
     ru1, machine = resource.getrusage(resource.RUSAGE_SELF), busy_since(machine0)
     client_ms = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) * 1000
@@ -530,6 +540,9 @@ def main() -> int:
     ap.add_argument("--max-pdd-ms", type=float, default=1000.0, help="a step fails above this PDD p99")
     ap.add_argument("--check-rates", default="100,1000", help="FastAGI check sessions per second ('' for none)")
     ap.add_argument("--check-s", type=float, default=5.0)
+    ap.add_argument("--check-trace", type=Path, default=None,
+                    help="write every check's start (CLOCK_MONOTONIC s), rate and ms to FILE (jsonl), "
+                         "for bench/check_tail.py")
     ap.add_argument("--check-scripts", default=CHECK_SCRIPT,
                     help="AGI scripts to time at each check rate, in turn, e.g. 'check,check?preset=deny' "
                          "(2 AGI commands a check against 1)")
@@ -615,6 +628,7 @@ def main() -> int:
         load_before(args.before_tree)
     steps: list[Step] = []
     checks: list[dict] = []
+    trace: list | None = [] if args.check_trace else None
     saturation: dict | None = None
     t_start = time.monotonic()
     try:
@@ -647,13 +661,15 @@ def main() -> int:
                 for client in [x.strip() for x in args.check_clients.split(",") if x.strip()]:
                     nums = numbers.take(int(rate * args.check_s))
                     checks.append({"rate": rate, "script": script, "client": client, **uvloop.run(
-                        check_latency(ports["agi"], campaign, nums, rate, run_id, script=script, client=client))})
+                        check_latency(ports["agi"], campaign, nums, rate, run_id, script=script, client=client,
+                                      trace=trace))})
                     time.sleep(1)
         if args.saturation_s > 0:
             # Sized from the last rate's throughput; at least 2,000 sessions.
             n = int(max(2000, max([c["done_per_s"] for c in checks] or [0]) * args.saturation_s))
             saturation = {"rate": 0, "clients": args.saturation_clients, **uvloop.run(check_latency(
-                ports["agi"], campaign, numbers.take(n), 0, run_id, clients=args.saturation_clients))}
+                ports["agi"], campaign, numbers.take(n), 0, run_id, clients=args.saturation_clients,
+                trace=trace))}
     finally:
         try:
             astcli("dialplan set global DIALGUARD_REPORT cel")
@@ -737,6 +753,8 @@ def main() -> int:
     print(f"cleanup: {deleted} bench keys deleted, AstDB counters dropped, test clock reset; clock {args.clock}; "
           f"run took {time.monotonic() - t_start:.0f} s")
     ratio = (best["dialguard"].rate / best["plain"].rate) if best.get("dialguard") and best.get("plain") else 0.0
+    if args.check_trace and trace is not None:
+        args.check_trace.write_text("".join(json.dumps({"rate": r, "t": t, "ms": ms}) + "\n" for r, t, ms in trace))
     if args.json:
         args.json.write_text(json.dumps({
             "run": run_id, "steps": [{k: v for k, v in asdict(s).items() if k != "pdd"} for s in steps],
