@@ -185,6 +185,7 @@ class Decider(Store):
         # their tags and shape (id -> (candidates, tags, shape)): _candidates
         self._windows: dict[int, tuple] = {}
         self._shapes: dict[int, tuple] = {}
+        self._pools: dict[str, tuple[str, ...]] = {}  # campaign -> its pool's tuple (_same_pool)
         # caller IDs whose penalty of an older store was looked for (_migrate_penalties)
         self._pen_migrated: set[str] = set()
 
@@ -346,10 +347,30 @@ class Decider(Store):
                 pool.append(e164)
         if len(pool) > 1:
             await self._migrate_penalties(pool)
-        ctx = _Context(mono + CONTEXT_TTL, policy, tuple(pool), f"{rver}|{sver}", rver, shadow, sver, cver, cals,
-                       region_pauses)
+        ctx = _Context(mono + CONTEXT_TTL, policy, self._same_pool(campaign, pool), f"{rver}|{sver}", rver, shadow, sver,
+                       cver, cals, region_pauses)
         self._ctx_cache[campaign] = ctx
         return ctx
+
+    def _same_pool(self, campaign: str, pool: list[str]) -> tuple[str, ...]:
+        """The campaign's refreshed pool, as the very tuple of its context before
+        when it has not changed: _candidates' windows are kept by the pool's
+        identity, and a new tuple every CONTEXT_TTL seconds left the windows of
+        the old ones behind (1,600 candidates each with a pool of 200, up to 64
+        pools): objects every full collection of the cyclic GC walked, holding
+        the event loop for 5-10 ms (docs/BENCHMARKS.md, "Stop 16, the check
+        tail"). A pool that changed drops the windows of the one it replaces."""
+        old = self._pools.get(campaign)
+        if old is not None:
+            if len(old) == len(pool) and old == tuple(pool):
+                return old
+            held = self._windows.get(id(old))
+            if held is not None and held[0] is old:
+                del self._windows[id(old)]
+                for cands in held[1].values():
+                    self._shapes.pop(id(cands), None)
+        new = self._pools[campaign] = tuple(pool)
+        return new
 
     async def _migrate_penalties(self, pool: list[str]) -> None:
         """Once per caller ID of the pools this node picks from: its pick penalty

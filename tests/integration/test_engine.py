@@ -386,6 +386,36 @@ async def test_large_pool_offers_a_window_and_rotates(make_engine, rules_file):
     assert d.reasons == ["caller_id_rate"] and d.next_eligible_at == at + timedelta(hours=1)
 
 
+async def test_pool_windows_survive_context_refreshes(make_engine, rules_file):
+    """A context refreshed with the same pool keeps its tuple, so the windows of
+    candidates built for it are reused, not built again and left behind (a new
+    tuple every CONTEXT_TTL seconds piled up objects the GC's full passes walk);
+    a pool that changes drops the old windows."""
+    import dataclasses
+
+    pool = [f"+8621500{i:05d}" for i in range(40)]
+    e = await make_engine(rules_file(OPEN + "caller_id: {pool: [" + ",".join(f"'{c}'" for c in pool) + "]}\n"))
+    await e.set_campaign("c1")
+    at = sh(2026, 11, 23, 10)
+
+    def expire():  # as CONTEXT_TTL passing
+        e._ctx_cache["c1"] = dataclasses.replace(e._ctx_cache["c1"], expires=0.0)
+
+    first = None
+    for i in range(6):
+        assert (await e.decide(req(number=f"138002{i:05d}"), now=at)).allowed
+        ctx = e._ctx_cache["c1"]
+        first = first or ctx.pool
+        assert ctx.pool is first  # the same tuple across refreshes
+        expire()
+    assert len(e._windows) == 1 and len(e._shapes) == 6
+    await e.approve_caller_id("+862150099999", pool=True)  # the pool changes
+    assert "c1" not in e._ctx_cache  # (this engine's own change: its contexts dropped)
+    assert (await e.decide(req(number="13800300000"), now=at)).allowed
+    assert e._ctx_cache["c1"].pool is not first and "+862150099999" in e._ctx_cache["c1"].pool
+    assert list(e._windows) == [id(e._ctx_cache["c1"].pool)] and len(e._shapes) == 1
+
+
 async def test_live_calls_follow_the_rules_clock(make_engine, rules_file, settings):
     from dialguard.config import Settings
     e = await make_engine(rules_file(OPEN + "caller_id: {concurrency: 1, pool: ['+862150000001']}\n"),
