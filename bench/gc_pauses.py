@@ -4,7 +4,12 @@ stack's Redis (a namespace of its own, dropped afterwards), with gc callbacks
 timing every collection by generation. A full collection stops the FastAGI
 server's event loop: every check arriving meanwhile waits for it.
 
-    .venv/bin/python bench/gc_pauses.py [--decisions 80000]
+    .venv/bin/python bench/gc_pauses.py [--decisions 80000] [--pool 200 --context-ttl 0.1]
+
+`--pool N` gives the campaign N caller IDs to pick from (as bench/cps.py
+does); `--context-ttl S` refreshes the campaign's context every S seconds
+instead of every 2 (decider.CONTEXT_TTL), so that a run of seconds sees as
+many refreshes as a server running for minutes.
 
 Prints per generation: collections, the longest and the total pause, and the
 objects the collector still tracks at the end (what a full collection walks).
@@ -39,7 +44,7 @@ from dialguard.rules import Policy  # noqa: E402
 AT = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)  # a Monday, 11:00 in Beijing: calls allowed
 
 
-async def run(decisions: int, concurrency: int) -> None:
+async def run(decisions: int, concurrency: int, pool: int) -> None:
     e = await Engine.create(Settings(), Policy.load("cn-default"), prefix=f"dgbench-gc:{uuid.uuid4().hex[:8]}")
     pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
     started: list[float] = [0.0]
@@ -52,6 +57,14 @@ async def run(decisions: int, concurrency: int) -> None:
 
     try:
         await e.set_campaign("gc-bench", True)
+        if pool:
+            async with e.redis.pipeline(transaction=False) as pipe:
+                for i in range(pool):
+                    cid = f"+8610{5000_0000 + i:08d}"
+                    tag = e.keys.cid_tag(cid)
+                    pipe.sadd(e.keys.approved_cids, tag)
+                    pipe.hset(e.keys.pool("gc-bench"), tag, e.sealer.seal(cid))
+                await pipe.execute()
         gc.collect()
         gc.freeze()  # as the FastAGI server does after its start-up
         gc.callbacks.append(timed)
@@ -84,10 +97,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--decisions", type=int, default=80000)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--pool", type=int, default=0, help="caller IDs in the campaign's pool (default none)")
+    ap.add_argument("--context-ttl", type=float, default=None,
+                    help="seconds a campaign's context is cached (default the decider's CONTEXT_TTL)")
     args = ap.parse_args()
     import uvloop
 
-    uvloop.run(run(args.decisions, args.concurrency))
+    if args.context_ttl is not None:
+        import dialguard.decision.decider as decider
+
+        decider.CONTEXT_TTL = args.context_ttl
+    uvloop.run(run(args.decisions, args.concurrency, args.pool))
     return 0
 
 
