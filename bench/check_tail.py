@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 
@@ -27,9 +29,39 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
-def load(d: Path, trace: Path) -> tuple[list[dict], dict[str, list[tuple[float, float, str]]]]:
+_REDIS_LOG = re.compile(r"^\d+:[MC] (\d\d \w\w\w \d{4} [\d:.]+) \* (.*)$")
+
+
+def redis_events(log: Path, offset: float) -> dict[str, list[tuple[float, float, str]]]:
+    """The AOF rewrites in Redis's log, on the trace's clock: the fork (Redis's
+    main thread stopped: from 'Starting automatic rewriting' to 'rewriting
+    started') and the child writing the new base (a core busy meanwhile)."""
+    out: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    start = child = None
+    for line in log.read_text(errors="replace").splitlines():
+        m = _REDIS_LOG.match(line)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%d %b %Y %H:%M:%S.%f").timestamp() - offset
+        msg = m.group(2)
+        if msg.startswith("Starting automatic rewriting of AOF"):
+            start = t
+        elif msg.startswith("Background append only file rewriting started") and start is not None:
+            out["redis AOF rewrite: fork"].append((start, t, f"{(t - start) * 1000:.0f} ms"))
+            start, child = None, t
+        elif msg.startswith("Background AOF rewrite terminated") and child is not None:
+            out["redis AOF rewrite: child at work"].append((child, t, f"{t - child:.1f} s"))
+            child = None
+    return out
+
+
+def load(d: Path, trace: Path, redis_log: Path | None) -> tuple[list[dict], dict[str, list[tuple[float, float, str]]]]:
     checks = [json.loads(x) for x in trace.read_text().splitlines() if x.strip()]
     events: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    offset = next((c["wall_minus_mono"] for c in checks if "wall_minus_mono" in c), None)
+    checks = [c for c in checks if "rate" in c]
+    if redis_log is not None and offset is not None and redis_log.exists():
+        events.update(redis_events(redis_log, offset))
     for f in sorted(d.glob("*.jsonl")):
         if f == trace:
             continue
@@ -65,9 +97,11 @@ def main() -> int:
     ap.add_argument("dir", type=Path)
     ap.add_argument("--trace", type=Path, default=None, help="default DIR/trace.jsonl")
     ap.add_argument("--slow-ms", type=float, default=5.0)
+    ap.add_argument("--redis-log", type=Path, default=Path(__file__).resolve().parents[1] / ".stack/redis/redis.log",
+                    help="Redis's log, for its AOF rewrites (default the dev stack's)")
     ap.add_argument("--show", type=int, default=8, help="slowest checks listed with what they overlapped")
     args = ap.parse_args()
-    checks, events = load(args.dir, args.trace or args.dir / "trace.jsonl")
+    checks, events = load(args.dir, args.trace or args.dir / "trace.jsonl", args.redis_log)
     phases: list[list[dict]] = []  # a new phase where the rate changes or the checks pause (cps.py sleeps 1 s)
     for c in sorted(checks, key=lambda c: c["t"]):
         if not phases or phases[-1][-1]["rate"] != c["rate"] or c["t"] - phases[-1][-1]["t"] > 0.5:

@@ -408,6 +408,9 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
     red0 = redis_figures()
     # the client's own CPU and the whole machine's: a p99 measured on a full machine is the machine's
     ru0, machine0 = resource.getrusage(resource.RUSAGE_SELF), cpu_sample()
+    # the stack's other processes (shipper, PostgreSQL, Asterisk, ...): what shares the cores with the server
+    others = {k: v for k, v in stack_pids().items() if k not in ("agi", "redis")}
+    ticks0 = cpu_ticks(others)
 
     async def one(i: int, number: str) -> None:
         t0 = time.perf_counter()
@@ -457,6 +460,9 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
     client_ms = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) * 1000
     red1 = redis_figures()
     done = max(1, len(lat))
+    ticks1 = cpu_ticks(others)
+    hz = os.sysconf("SC_CLK_TCK")
+    others_ms = {k: round((ticks1[k] - ticks0.get(k, 0)) * 1000 / hz / done, 3) for k in sorted(ticks1)}
     calls = {k[:-6]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".calls")}
     usec = {k[:-5]: red1[k] - red0.get(k, 0) for k in red1 if k.endswith(".usec")}
     ev = calls.get("cmdstat_evalsha", 0)
@@ -468,6 +474,7 @@ async def check_latency(port: int, campaign: str, numbers: list[str], rate: floa
             "server_cpu_ms_per_check": round(cpu / done, 3),
             "server_sys_ms_per_check": round(sys_ms / done, 3),  # of which the kernel's
             "client_cpu_ms_per_check": round(client_ms / done, 3), "machine_busy_pct": round(machine, 1),
+            "others_cpu_ms_per_check": others_ms,
             # Redis: its whole CPU a check (commands, network, the shipper's reads),
             # the commands' own time a check, and decide.lua's usec a call (EVALSHA)
             "redis_cpu_ms_per_check": round((red1["cpu_ms"] - red0["cpu_ms"]) / done, 3),
@@ -743,6 +750,8 @@ def main() -> int:
               f"{check['redis_cmd_us_per_check']:.1f} us, decide.lua {check['evalsha_us_per_call']} us a call); "
               f"client CPU {check['client_cpu_ms_per_check']:.3f} ms a check; machine {check['machine_busy_pct']:.0f} % "
               f"busy; results {check['results']}, errors {check['errors']}")
+        print(f"  the stack's other processes, CPU ms a check: "
+              f"{', '.join(f'{k} {v:.3f}' for k, v in check['others_cpu_ms_per_check'].items())}")
     if saturation:
         print(f"FastAGI check saturation ({saturation['clients']} clients back to back, {saturation['sessions']} "
               f"sessions): {saturation['done_per_s']:.0f} checks/s, p50 {saturation['p50_ms']:.2f} ms, "
@@ -754,7 +763,9 @@ def main() -> int:
           f"run took {time.monotonic() - t_start:.0f} s")
     ratio = (best["dialguard"].rate / best["plain"].rate) if best.get("dialguard") and best.get("plain") else 0.0
     if args.check_trace and trace is not None:
-        args.check_trace.write_text("".join(json.dumps({"rate": r, "t": t, "ms": ms}) + "\n" for r, t, ms in trace))
+        # the first line: wall clock minus CLOCK_MONOTONIC, to place log lines (Redis's) on the trace's clock
+        args.check_trace.write_text(json.dumps({"wall_minus_mono": time.time() - time.perf_counter()}) + "\n" + "".join(
+            json.dumps({"rate": r, "t": t, "ms": ms}) + "\n" for r, t, ms in trace))
     if args.json:
         args.json.write_text(json.dumps({
             "run": run_id, "steps": [{k: v for k, v in asdict(s).items() if k != "pdd"} for s in steps],
