@@ -410,6 +410,21 @@ def _plan_for_cc(cc: int) -> _Plan | None:
         return plan
 
 
+def warm_plans(region: str) -> bool:
+    """Build now the plans the fast path uses for `region`'s numbers, written
+    nationally and with +cc (each a few dozen regular expressions compiled:
+    15-40 ms of CPU, which the first number of a region otherwise pays on the
+    deciding process's event loop while every check behind it waits;
+    docs/BENCHMARKS.md, "Stop 16, the check tail"). False for an unknown region."""
+    region = region.upper()
+    cc = phonenumbers.country_code_for_region(region)
+    if not cc:
+        return False
+    _plan_for_region(region)
+    _plan_for_cc(cc)
+    return True
+
+
 def _cc_by_first_three() -> dict[str, tuple[int, int]]:
     """The calling code phonenumbers' _extract_country_code takes from digits that
     start with these three (1 to 9 first): the shortest known 1-, 2- or 3-digit

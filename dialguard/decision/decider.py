@@ -31,7 +31,7 @@ from dialguard.decision.plan import (
 )
 from dialguard.ids import new_id
 from dialguard.location import NOWHERE, Place, number_states, resolve
-from dialguard.numbers import NumberInfo, keyed_hash, keyed_hasher, parse_number, short_hash
+from dialguard.numbers import NumberInfo, keyed_hash, keyed_hasher, parse_number, short_hash, warm_plans
 from dialguard.redisclient import RedisClient, RedisReplyError
 from dialguard.rules import Policy, RulesError
 from dialguard.store import CampaignRulesError, Store, _region_pauses, from_ms, log, ms
@@ -254,6 +254,9 @@ class Decider(Store):
                 except RulesError:
                     continue  # its calls are denied with the reason (_context)
             policies.setdefault(id(pol), (pol, cals))
+        # the number plans of the regions the rules in effect read numbers in
+        regions = {self.default_region, *(p.default_region for p, _ in policies.values())} - {None, ""}
+        warmed = sorted(r for r in regions if warm_plans(r))
         checked = 0
         for pol, cals in list(policies.values()):
             variants = [pol]
@@ -274,7 +277,7 @@ class Decider(Store):
                 time_check(v, zones, now, cals)
                 next_allowed(v, zones, now, cals)
                 checked += 1
-        done = {"policies": len(policies), "rule_sets_checked": checked,
+        done = {"policies": len(policies), "rule_sets_checked": checked, "number_plans": warmed,
                 "seconds": round(time.perf_counter() - t0, 3)}
         log.info("engine warmed up: %s", done)
         return done

@@ -176,3 +176,15 @@ def test_one_regex_number_type_equals_phonenumbers_helper_in_every_region():
             checked += 1
             hits += want != pnu.PhoneNumberType.UNKNOWN
     assert checked > 30_000 and hits > 3_000  # valid numbers of each kind were among them
+
+
+def test_warm_plans_builds_a_regions_plans_ahead():
+    """warm_plans (Decider.warm_up) builds the region's national and +cc plans,
+    so the first number of the region compiles nothing; an unknown region: False."""
+    from dialguard import numbers
+
+    for table, key in ((numbers._cc_plans, 44), (numbers._region_plans, "GB")):
+        table.pop(key, None)
+    assert numbers.warm_plans("gb") is True
+    assert numbers._cc_plans[44] is not None and numbers._region_plans["GB"] is not None
+    assert numbers.warm_plans("ZZ") is False and "ZZ" not in numbers._region_plans
