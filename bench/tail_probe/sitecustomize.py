@@ -4,13 +4,17 @@ when this directory is on PYTHONPATH and DGPROBE_DIR is set; nothing otherwise).
 In every process started so (the FastAGI server, the bench's client) it writes
 DGPROBE_DIR/<name>-<pid>.jsonl, all times CLOCK_MONOTONIC seconds (the same
 clock in every process, so the files line up with the client's check trace):
-- {"gc": gen, "t": start, "ms": duration, "n": collected}: every collection;
+- {"gc": gen, "t": start, "ms": duration, "n": collected, "rq": ms runnable
+  but not running inside it}: every collection; the first three full ones
+  also with a census of the objects they walked (outside the frozen heap);
 - {"lag": ms, "t": when the tick ran, "cpu": the thread's CPU ms since the
   previous tick, "rq": ms spent runnable but not running (schedstat) since
   then}: a 1 ms timer on the event loop that ran late by more than 2 ms;
-- {"span": name, "t": start, "ms": wall}: the server's metrics refresh and its
-  parts (caller-ID gauges, calendars), when those functions exist.
-Measurement scaffolding only: it adds a timer and a few reads a millisecond.
+- {"span": name, "t": start, "ms": wall, "cpu": the thread's CPU meanwhile}:
+  the server's metrics refresh and its parts (caller-ID gauges, calendars).
+Measurement scaffolding only: the 1 ms timer and its two /proc reads cost a
+few per cent of a core, so compare probed runs with probed runs. Being a
+`sitecustomize`, it hides any other one on the path while it is there.
 """
 
 from __future__ import annotations
