@@ -11,7 +11,8 @@ clock in every process, so the files line up with the client's check trace):
   previous tick, "rq": ms spent runnable but not running (schedstat) since
   then}: a 1 ms timer on the event loop that ran late by more than 2 ms;
 - {"span": name, "t": start, "ms": wall, "cpu": the thread's CPU meanwhile}:
-  the server's metrics refresh and its parts (caller-ID gauges, calendars).
+  the server's metrics refresh and its parts (caller-ID gauges, calendars),
+  and its decisions (Decider.decide) that took over 2 ms.
 Measurement scaffolding only: the 1 ms timer and its two /proc reads cost a
 few per cent of a core, so compare probed runs with probed runs. Being a
 `sitecustomize`, it hides any other one on the path while it is there.
@@ -99,6 +100,26 @@ if _DIR and _NAME:
         wrapped._probed = True
         setattr(mod, name, wrapped)
 
+    def _slow_decisions(cls) -> None:
+        """Decider.decide calls over 2 ms of wall time (the Redis round trip and
+        whatever held the loop meanwhile), as spans named "decide > 2 ms"."""
+        fn = cls.decide
+        if getattr(fn, "_probed", False):
+            return
+
+        async def decide(self, *a, **kw):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return await fn(self, *a, **kw)
+            finally:
+                ms = (time.perf_counter() - t0) * 1000
+                if ms > _LAG_MS:
+                    _events.append({"span": "decide > 2 ms", "t": t0, "ms": round(ms, 3),
+                                    "cpu": round((time.thread_time() - c0) * 1000, 3)})
+
+        decide._probed = True
+        cls.decide = decide
+
     def _start_probe() -> None:
         import asyncio
 
@@ -107,6 +128,8 @@ if _DIR and _NAME:
             m = sys.modules["dialguard.metrics"]
             for name in ("refresh_from_engine", "_refresh_caller_ids", "calendar_status", "calendar_degraded"):
                 _span(m, name)
+        if _name == "server" and "dialguard.decision.decider" in sys.modules:
+            _slow_decisions(sys.modules["dialguard.decision.decider"].Decider)
         state = {"due": time.perf_counter() + _TICK, "cpu": time.thread_time(), "rq": _schedstat()[1], "flush": 0.0}
 
         def tick() -> None:
