@@ -12,7 +12,9 @@ clock in every process, so the files line up with the client's check trace):
   then}: a 1 ms timer on the event loop that ran late by more than 2 ms;
 - {"span": name, "t": start, "ms": wall, "cpu": the thread's CPU meanwhile}:
   the server's metrics refresh and its parts (caller-ID gauges, calendars),
-  and its decisions (Decider.decide) that took over 2 ms.
+  and, with DGPROBE_SESSIONS=1, its sessions (run_session) and decisions
+  (Decider.decide) over 2 ms (thousands of records a second at 2,000
+  checks/s: enough to turn the server's slack into a queue there).
 Measurement scaffolding only: the 1 ms timer and its two /proc reads cost a
 few per cent of a core, so compare probed runs with probed runs. Being a
 `sitecustomize`, it hides any other one on the path while it is there.
@@ -100,25 +102,39 @@ if _DIR and _NAME:
         wrapped._probed = True
         setattr(mod, name, wrapped)
 
-    def _slow_decisions(cls) -> None:
-        """Decider.decide calls over 2 ms of wall time (the Redis round trip and
-        whatever held the loop meanwhile), as spans named "decide > 2 ms"."""
-        fn = cls.decide
+    def _slow(owner, attr: str, label: str) -> bool:
+        """owner.attr (a coroutine function) timed: the calls over 2 ms of wall
+        time as spans named `label`. False when not there (yet)."""
+        fn = getattr(owner, attr, None)
+        if fn is None:
+            return False
         if getattr(fn, "_probed", False):
-            return
+            return True
 
-        async def decide(self, *a, **kw):
+        async def timed(*a, **kw):
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
-                return await fn(self, *a, **kw)
+                return await fn(*a, **kw)
             finally:
                 ms = (time.perf_counter() - t0) * 1000
                 if ms > _LAG_MS:
-                    _events.append({"span": "decide > 2 ms", "t": t0, "ms": round(ms, 3),
+                    _events.append({"span": label, "t": t0, "ms": round(ms, 3),
                                     "cpu": round((time.thread_time() - c0) * 1000, 3)})
 
-        decide._probed = True
-        cls.decide = decide
+        timed._probed = True
+        setattr(owner, attr, timed)
+        return True
+
+    def _wrap_server() -> bool:
+        """The server's sessions (from the environment block to the close) and
+        its decisions (Decider.decide: the Redis round trip and whatever held the
+        loop meanwhile) over 2 ms; the decider is imported once the engine is made."""
+        done = True
+        if "agi.server" in sys.modules:
+            done &= _slow(sys.modules["agi.server"], "run_session", "session > 2 ms")
+        dec = sys.modules.get("dialguard.decision.decider")
+        done &= dec is not None and _slow(dec.Decider, "decide", "decide > 2 ms")
+        return done
 
     def _start_probe() -> None:
         import asyncio
@@ -128,8 +144,8 @@ if _DIR and _NAME:
             m = sys.modules["dialguard.metrics"]
             for name in ("refresh_from_engine", "_refresh_caller_ids", "calendar_status", "calendar_degraded"):
                 _span(m, name)
-        if _name == "server" and "dialguard.decision.decider" in sys.modules:
-            _slow_decisions(sys.modules["dialguard.decision.decider"].Decider)
+        # opt-in: thousands of spans a second slow a server at 2,000 checks/s into a queue
+        wrapped = [_name != "server" or not os.environ.get("DGPROBE_SESSIONS") or _wrap_server()]
         state = {"due": time.perf_counter() + _TICK, "cpu": time.thread_time(), "rq": _schedstat()[1], "flush": 0.0}
 
         def tick() -> None:
@@ -143,6 +159,8 @@ if _DIR and _NAME:
             if now - state["flush"] > 1.0:
                 state["flush"] = now
                 _flush()
+                if not wrapped[0]:
+                    wrapped[0] = _wrap_server()
             loop.call_later(_TICK, tick)
 
         loop.call_later(_TICK, tick)
