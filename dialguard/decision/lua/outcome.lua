@@ -126,7 +126,7 @@ end
 -- older than the head, `now` not gone back, the same since, config and seq,
 -- and the log as this script left it, the window is the last one plus the new
 -- entry, less its oldest entries while it holds more than wc or its oldest is
--- not after lo (LINDEX at its tail): a few commands instead of reading and
+-- not after lo (read one at a time at its tail): a few commands instead of reading and
 -- parsing the whole log. Anything else (a late outcome, a reset, another
 -- writer, an entry that does not parse, a window out of time order)
 -- recomputes from the log below, and the state starts again from there.
@@ -167,13 +167,20 @@ local function share(ans, talk, sip, cause, c, sc, qc)
   return 0, 0, 0
 end
 
+-- The log's entry at index i, or nil. LRANGE i i, not LINDEX: the roles that run
+-- this script are granted LRANGE (dialguard/redis_acl.py), and a grant added for
+-- it would refuse every outcome, half applied, until an upgrade re-applied the ACL.
+local function entry_at(i)
+  return redis.call('LRANGE', ok_key, i, i)[1]
+end
+
 -- {ci = {f, lo, oldest ms, state}} from the stored state, or nil when it cannot be proven exact
 local function running()
   if not seq or not nowv or pushed ~= tonumber(len) + 1 then return nil end
   local ms, ans, talk, sip, cause = match(hentry, ENTRY)
   local hms = match(head, '^(%d+)|')
   if not ms or not hms or tonumber(ms) < tonumber(hms) then return nil end
-  if redis.call('LINDEX', ok_key, 1) ~= head then return nil end
+  if entry_at(1) ~= head then return nil end
   local newv = tonumber(ms)
   local out = {}
   for ci, c in ipairs(cfgs) do
@@ -195,13 +202,13 @@ local function running()
     while cnt > 0 do
       if cnt <= c.wc then
         if not old then
-          tail = redis.call('LINDEX', ok_key, cnt - 1)
+          tail = entry_at(cnt - 1)
           old = tail and tonumber(match(tail, '^(%d+)|'))
           if not old then return nil end
         end
         if old > lo then break end
       end
-      tail = tail or redis.call('LINDEX', ok_key, cnt - 1)
+      tail = tail or entry_at(cnt - 1)
       local t, ea, et, es, ec = match(tail or '', ENTRY)
       if not t then return nil end
       xa, xs, xr = share(ea, et, es, ec, c, sc, qc)
