@@ -294,10 +294,8 @@ local function figures(ci, c)
   -- them failed to parse), newest first in time
   local ok = bad_at > f.calls
   for i = 2, (ok and f.calls or 0) do
-    local t, u = E_ms[i], E_ms[i - 1]  -- t after u? as after() compares: digits while both are plain
-    if string.byte(t, 1) ~= 48 and string.byte(u, 1) ~= 48 then
-      if #t > #u or (#t == #u and t > u) then ok = false; break end
-    elseif tonumber(t) > tonumber(u) then ok = false; break end
+    local u = E_ms[i - 1]  -- an older entry after the newer one: out of time order
+    if after(E_ms[i], tonumber(u), (#u == 1 or string.byte(u, 1) ~= 48) and u or nil) then ok = false; break end
   end
   return {f, lo, oldest and tonumber(E_ms[oldest]) or nil, ok}
 end
