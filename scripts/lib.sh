@@ -81,7 +81,7 @@ else
   ASTERISK_BIN=/usr/sbin/asterisk
 fi
 AST_PIDFILE=$AST_HOST_DIR/asterisk.pid
-PG_BIN=${DIALGUARD_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+PG_BIN=${DIALGUARD_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)}
 
 log() { printf '[dialguard] %s\n' "$*" >&2; }
 die() { printf '[dialguard] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -319,7 +319,9 @@ dialer_stop() {
 # stack-up.sh start_asterisk); a system Asterisk (DIALGUARD_ASTERISK=system) keeps
 # the real clock. SIPp, started by the tests, is shifted with them (it only
 # measures intervals).
-FAKETIME_LIB=${DIALGUARD_FAKETIME_LIB:-$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1)}
+# (|| true: on a machine without the package yet, set -o pipefail would end
+# every script sourcing this file before setup.sh could install it)
+FAKETIME_LIB=${DIALGUARD_FAKETIME_LIB:-$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)}
 fake_clock() {
   local at=$1 target off
   [[ -n $FAKETIME_LIB && -f $FAKETIME_LIB ]] || die "libfaketime not found: run 'make setup' (Debian package faketime)"
