@@ -88,6 +88,14 @@ class _Context:
 
 
 STALE_RETRIES = 2  # a rules or calendar switch during a decision: reload and decide again
+# A campaign's context not in the cache at all (this node's first decision for it,
+# or every context dropped after a rules or calendar switch) parses rules and
+# calendars and takes several round trips: tens to hundreds of ms of local CPU on
+# a loaded machine, which is not the store being slow. It gets a budget of its own,
+# before the decision's deadline starts: COLD_CONTEXT_ROUND_TRIPS times the store
+# deadline, at least COLD_CONTEXT_MIN_S. A frozen store still ends in a deny, later.
+COLD_CONTEXT_ROUND_TRIPS = 8
+COLD_CONTEXT_MIN_S = 2.0
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -494,7 +502,13 @@ class Decider(Store):
         for _attempt in range(STALE_RETRIES + 1):
             try:
                 ctx = self._ctx_cache.get(req.campaign)
-                if ctx is None or ctx.expires <= time.monotonic():
+                if ctx is None:
+                    # cold: its own budget, and the decision's deadline starts after it
+                    t_ctx = time.perf_counter()
+                    async with asyncio.timeout(max(COLD_CONTEXT_MIN_S, COLD_CONTEXT_ROUND_TRIPS * self.timeout)):
+                        ctx = await self._context_shared(req.campaign)
+                    deadline += time.perf_counter() - t_ctx
+                elif ctx.expires <= time.monotonic():
                     async with asyncio.timeout_at(deadline):
                         ctx = await self._context_shared(req.campaign)
             except CampaignRulesError as exc:

@@ -132,3 +132,42 @@ async def test_slow_local_work_is_not_the_store_being_slow(own_redis, monkeypatc
             os.kill(proc.pid, signal.SIGCONT)
     finally:
         await e.close()
+
+
+async def test_a_cold_context_is_not_the_store_being_slow(own_redis, monkeypatch):
+    """A campaign's first decision on a node loads its context (rules and calendars
+    parsed, the health settings published): local work that may take longer than
+    DIALGUARD_REDIS_TIMEOUT_MS on a loaded machine. It has a budget of its own, so the
+    decision is made; a store frozen during a cold load is still a deny, within that
+    budget (each round trip still has the store's timeout). Here the load blocks for 3x the deadline (as CPU work blocks the loop)."""
+    from dialguard.decision import decider
+
+    proc, url = own_redis
+    e = await Engine.create(Settings(redis_url=url, redis_timeout_ms=50), Policy.load("cn-default"),
+                            prefix=f"dgf:{uuid.uuid4().hex[:6]}", skip_caller_id_without_pool=True)
+    try:
+        await e.set_campaign("c1")
+        assert e._ctx_cache.get("c1") is None  # cold
+        real = type(e)._publish_health
+
+        async def slow_publish(self, policy):
+            time.sleep(0.15)
+            return await real(self, policy)
+
+        monkeypatch.setattr(type(e), "_publish_health", slow_publish)
+        d = await e.decide(req(1), now=NOW)
+        assert d.allowed, d.explanations
+        monkeypatch.setattr(type(e), "_publish_health", real)
+        # a cold context on a frozen store: denied, within the cold budget
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.perf_counter()
+            d = await e.decide(DecisionRequest(**{**req(2).model_dump(), "campaign": "never-seen"}), now=NOW)
+            elapsed = time.perf_counter() - t0
+            assert d.reasons == ["guard_unavailable"] and "store unavailable" in d.explanations["guard_unavailable"]
+            budget = max(decider.COLD_CONTEXT_MIN_S, decider.COLD_CONTEXT_ROUND_TRIPS * 0.05)
+            assert elapsed < budget + 1.5, elapsed
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    finally:
+        await e.close()
