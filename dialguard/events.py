@@ -65,7 +65,12 @@ class NumberEvents(Store):
             res = await scripts.OUTCOME(self.redis, keys, args)
         if len(res) > 2 and res[2]:
             self._health_cooldown(res[2])
-        return int(res[0]) in (1, 3)
+        if int(res[0]) == 4:
+            # applied and audited; only the caller ID's health figures missed this outcome
+            err = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
+            metrics.HEALTH_ERRORS.inc()
+            log.error("outcome of %s applied, but its caller-ID health part failed in Redis: %s", call_id, err[:500])
+        return int(res[0]) in (1, 3, 4)
 
     def _health_cooldown(self, raw) -> None:
         """outcome.lua cooled a caller ID down on its health: alert (log + metric)."""

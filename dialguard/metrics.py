@@ -113,6 +113,9 @@ CID_COOLING = Gauge("dialguard_callerid_cooling_down", "1 while the caller ID is
                     ["caller_id"], registry=REGISTRY, multiprocess_mode="mostrecent")
 HEALTH_COOLDOWNS = Counter("dialguard_callerid_health_cooldowns_total",
                            "Caller IDs cooled down by a health rule (pack/rule)", ["rule"], registry=REGISTRY)
+HEALTH_ERRORS = Counter("dialguard_callerid_health_errors_total",
+                        "Outcomes applied whose caller-ID health part failed in Redis (logged with the error; "
+                        "the next outcome of that caller ID recomputes its figures)", registry=REGISTRY)
 _CID_GAUGES = (CID_CALLS, CID_ANSWER_RATE, CID_SHORT_RATE, CID_REJECTION_RATE, CID_REJECTION_RUN, CID_COMPLAINTS,
                CID_OPTOUTS, CID_COOLING)
 UP = Gauge("dialguard_healthy", "1 when the store answers PING within the decision deadline",

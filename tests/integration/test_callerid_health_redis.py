@@ -524,3 +524,49 @@ async def test_lua_and_python_figures_agree_at_the_window_bound_and_on_odd_entri
         from dialguard.callerid_health import penalty
         assert float(h["pen"]) == round(penalty(f), 3)
         assert f.calls == (6 if bound == lo + 1 else 5)  # the head (this outcome) and those before the bound
+
+
+async def test_a_failing_health_part_keeps_the_outcome_and_says_so(make_engine, rules_file):
+    """outcome.lua's health part failing in Redis (here: a settings record that does
+    not parse, then a key of the wrong type after the log was written) does not fail
+    the script: the outcome stays applied and audited once, the caller knows it
+    matched, the error is logged and counted, and the next outcomes recompute the
+    figures from the log (the running state half written is dropped)."""
+    from dialguard import callerid_health, metrics
+
+    e = await engine_with(make_engine, rules_file, pack(RUN3, pool=False))
+    x = POOL[0]
+    tag = e.keys.cid_tag(x)
+    errors = metrics.REGISTRY.get_sample_value("dialguard_callerid_health_errors_total") or 0.0
+    cfg_key = e.keys.health_config(callerid_health.config_id(e.policy))
+    for i in range(5):
+        assert (await e.decide(req(i, caller_id=x), now=AT)).allowed
+    good = await e.redis.get(cfg_key)
+    assert good
+
+    # 1. the settings do not parse: nothing of the health part written
+    await e.redis.set(cfg_key, "{not json")
+    assert await e.report_outcome("call-0", REJECTED, now=AT)
+    assert metrics.REGISTRY.get_sample_value("dialguard_callerid_health_errors_total") == errors + 1
+    assert not await e.report_outcome("call-0", REJECTED, now=AT)  # reported once: no retry applies it twice
+    assert await e.redis.llen(e.keys.cid_outcomes(tag)) == 0
+    outcomes = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"outcome"]
+    assert [o["call_id"] for o in outcomes].count("call-0") == 1  # audited once
+    await e.redis.set(cfg_key, good)
+
+    # 2. a failure after the log was written: the running state is dropped
+    assert await e.report_outcome("call-1", REJECTED, now=AT + timedelta(seconds=1))
+    assert (await e.redis.hget(e.keys.cid_health(tag), "lg")) is not None
+    pool_key = e.keys.g("hp:broken")
+    await e.redis.hset(e.keys.call("call-2"), "cp", "broken")
+    await e.redis.set(pool_key, "a string, not a set")
+    assert await e.report_outcome("call-2", REJECTED, now=AT + timedelta(seconds=2))
+    assert metrics.REGISTRY.get_sample_value("dialguard_callerid_health_errors_total") == errors + 2
+    assert await e.redis.llen(e.keys.cid_outcomes(tag)) == 2  # its entry is in the log
+    assert (await e.redis.hget(e.keys.cid_health(tag), "lg")) is None
+    assert await e.redis.zscore(e.keys.cid_cooldown, tag) is None
+    # the next outcome recomputes from the log: its 3 rejections in a row cool the caller ID down
+    assert await e.report_outcome("call-3", REJECTED, now=AT + timedelta(seconds=3))
+    assert await e.redis.zscore(e.keys.cid_cooldown, tag) is not None
+    raw = await e.redis.lrange(e.keys.cid_outcomes(tag), 0, -1)
+    assert len(raw) == 3

@@ -37,7 +37,8 @@ WRITES = {"del", "unlink", "set", "hset", "hdel", "hincrby", "pexpire", "sadd", 
 
 def commands(script: str) -> set[str]:
     text = (LUA / script).read_text()
-    return {c.lower() for c in re.findall(r"redis\.p?call\(\s*'([A-Za-z]+)'", text)}
+    # redis.call('X', ...), redis.pcall('X', ...) and pcall(redis.call, 'X', ...)
+    return {c.lower() for c in re.findall(r"redis\.p?call(?:\(|\s*,)\s*'([A-Za-z]+)'", text)}
 
 
 def granted(role: str) -> set[str]:

@@ -17,7 +17,9 @@
 -- of every pack's health settings are computed over it, its rules evaluated,
 -- and a rule that triggers cools the caller ID down here, atomically with the
 -- outcome: a decision that runs after this script returns no longer picks it.
--- Returns {status, decision id, triggered JSON ('' = none)}.
+-- Returns {status, decision id, triggered JSON ('' = none)[, health error]}:
+-- status 0 no such call, 1 applied, 2 already reported, 3 another subject's
+-- conversation added, 4 applied but the health part failed (the error).
 
 local result, now, movable, conv, abandon, qttl, payload, oid, extra =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -92,351 +94,367 @@ redis.call('HSET', KEYS[1], 'rep', '1', 'res', result)
 redis.call('XADD', KEYS[2], '*', 't', 'outcome', 'id', oid, 'did', did, 'res', result, 'j', payload)
 
 -- Caller-ID health -----------------------------------------------------------
-local ch = rec[9]
-if not hentry or hentry == '' or not ch or ch == '' or not pfx or pfx == '' then
-  return {1, did, ''}
-end
-local DEFAULT = {{p = '', wc = 100, wh = 86400000, ss = 5, sc = {'403', '603', '608'}, qc = {'21'}, r = {}}}
-local cfgs, hc_id = nil, ''
-if rec[10] and rec[10] ~= '' then
-  local raw = redis.call('GET', pfx .. ':{g}:hcfg:' .. rec[10])
-  if raw then cfgs = cjson.decode(raw); hc_id = rec[10] end
-end
-cfgs = cfgs or DEFAULT
-
-local ok_key = pfx .. ':{c:' .. ch .. '}:o'
-local h_key = pfx .. ':{c:' .. ch .. '}:h'
-local keep, longest = 1, 0
-for _, c in ipairs(cfgs) do
-  if c.wc > keep then keep = c.wc end
-  if c.wh > longest then longest = c.wh end
-end
-local pushed = redis.call('LPUSH', ok_key, hentry)
-local pool_key = ''
-if rec[11] and rec[11] ~= '' then
-  pool_key = pfx .. ':{g}:hp:' .. rec[11]
-  redis.call('SADD', pool_key, ch)
-  redis.call('PEXPIRE', pool_key, longest + 86400000)
-end
-
--- Running figures. The health hash keeps, besides the figures, 'lg' = "<seq>|
--- <log length>|<head entry>" (seq: one more at every outcome) and per config
--- 's:<pack>' = "hcfg id|config #|seq|since|now|calls|answered|short|rejected|
--- run|oldest ms": the window's figures as of outcome seq. With an entry no
--- older than the head, `now` not gone back, the same since, config and seq,
--- and the log as this script left it, the window is the last one plus the new
--- entry, less its oldest entries while it holds more than wc or its oldest is
--- not after lo (read one at a time at its tail): a few commands instead of reading and
--- parsing the whole log. Anything else (a late outcome, a reset, another
--- writer, an entry that does not parse, a window out of time order)
--- recomputes from the log below, and the state starts again from there.
-local ENTRY = '^(%d+)|(%d)|(%d*)|(%d*)|(%d*)$'
-local STATE = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
-local match = string.match
-local hf = {'since', 'lg'}
-for _, c in ipairs(cfgs) do hf[#hf + 1] = 's:' .. (c.p or '') end
-local hv = redis.call('HMGET', h_key, unpack(hf))
-local since_s = hv[1] or ''
-local since = tonumber(since_s ~= '' and since_s or '0') or 0
-local nowv = tonumber(now)
-local seq, len, head = match(hv[2] or '', '^(%d+)|(%d+)|(.+)$')
-local next_seq = (tonumber(seq) or 0) + 1
-
-local function set_of(list)
-  local out = {}
-  for _, v in ipairs(list or {}) do out[tostring(v)] = true end
-  return out
-end
-local SETS = {}
-for ci, c in ipairs(cfgs) do SETS[ci] = {set_of(c.sc), set_of(c.qc)} end
-
-local function lo_of(c)
-  local lo = nowv - c.wh
-  if since > lo then lo = since end
-  return lo
-end
-
--- an entry's part in config c's figures: answered, short, rejected (0 or 1 each)
-local function share(ans, talk, sip, cause, c, sc, qc)
-  if ans == '1' then
-    if (tonumber(talk) or 0) < c.ss then return 1, 1, 0 end
-    return 1, 0, 0
+-- Run under pcall: the outcome above is applied and audited already, and Redis
+-- does not roll a script back, so an error here (a command a role lacks, a value
+-- of the wrong type, a settings record that does not parse) must not fail the
+-- script: the reader would retry, find the call reported and lose the health
+-- part silently. It returns status 4 with the error instead; the running figures
+-- it may have half written are dropped, so the next outcome recomputes them.
+local function health()
+  local ch = rec[9]
+  if not hentry or hentry == '' or not ch or ch == '' or not pfx or pfx == '' then
+    return {1, did, ''}
   end
-  if sip ~= '' then return 0, 0, sc[sip] and 1 or 0 end
-  if cause ~= '' then return 0, 0, qc[cause] and 1 or 0 end
-  return 0, 0, 0
-end
+  local DEFAULT = {{p = '', wc = 100, wh = 86400000, ss = 5, sc = {'403', '603', '608'}, qc = {'21'}, r = {}}}
+  local cfgs, hc_id = nil, ''
+  if rec[10] and rec[10] ~= '' then
+    local raw = redis.call('GET', pfx .. ':{g}:hcfg:' .. rec[10])
+    if raw then cfgs = cjson.decode(raw); hc_id = rec[10] end
+  end
+  cfgs = cfgs or DEFAULT
 
--- The log's entry at index i, or nil. LRANGE i i, not LINDEX: the roles that run
--- this script are granted LRANGE (dialguard/redis_acl.py), and a grant added for
--- it would refuse every outcome, half applied, until an upgrade re-applied the ACL.
-local function entry_at(i)
-  return redis.call('LRANGE', ok_key, i, i)[1]
-end
+  local ok_key = pfx .. ':{c:' .. ch .. '}:o'
+  local h_key = pfx .. ':{c:' .. ch .. '}:h'
+  local keep, longest = 1, 0
+  for _, c in ipairs(cfgs) do
+    if c.wc > keep then keep = c.wc end
+    if c.wh > longest then longest = c.wh end
+  end
+  local pushed = redis.call('LPUSH', ok_key, hentry)
+  local pool_key = ''
+  if rec[11] and rec[11] ~= '' then
+    pool_key = pfx .. ':{g}:hp:' .. rec[11]
+    redis.call('SADD', pool_key, ch)
+    redis.call('PEXPIRE', pool_key, longest + 86400000)
+  end
 
--- {ci = {f, lo, oldest ms, state}} from the stored state, or nil when it cannot be proven exact
-local function running()
-  if not seq or not nowv or pushed ~= tonumber(len) + 1 then return nil end
-  local ms, ans, talk, sip, cause = match(hentry, ENTRY)
-  local hms = match(head, '^(%d+)|')
-  if not ms or not hms or tonumber(ms) < tonumber(hms) then return nil end
-  if entry_at(1) ~= head then return nil end
-  local newv = tonumber(ms)
-  local out = {}
-  for ci, c in ipairs(cfgs) do
-    local st = hv[2 + ci]
-    if not st then return nil end
-    local s_hc, s_ci, s_seq, s_since, s_now, n, a, sh, rj, run, old = match(st, STATE)
-    if s_hc ~= hc_id or s_ci ~= tostring(ci) or s_seq ~= seq or s_since ~= since_s then return nil end
-    s_now, n, a, sh, rj, run, old = tonumber(s_now), tonumber(n), tonumber(a), tonumber(sh), tonumber(rj),
-      tonumber(run), tonumber(old)
-    if not (s_now and n and a and sh and rj and run) or s_now > nowv or (n > 0 and not old) then return nil end
+  -- Running figures. The health hash keeps, besides the figures, 'lg' = "<seq>|
+  -- <log length>|<head entry>" (seq: one more at every outcome) and per config
+  -- 's:<pack>' = "hcfg id|config #|seq|since|now|calls|answered|short|rejected|
+  -- run|oldest ms": the window's figures as of outcome seq. With an entry no
+  -- older than the head, `now` not gone back, the same since, config and seq,
+  -- and the log as this script left it, the window is the last one plus the new
+  -- entry, less its oldest entries while it holds more than wc or its oldest is
+  -- not after lo (read one at a time at its tail): a few commands instead of reading and
+  -- parsing the whole log. Anything else (a late outcome, a reset, another
+  -- writer, an entry that does not parse, a window out of time order)
+  -- recomputes from the log below, and the state starts again from there.
+  local ENTRY = '^(%d+)|(%d)|(%d*)|(%d*)|(%d*)$'
+  local STATE = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
+  local match = string.match
+  local hf = {'since', 'lg'}
+  for _, c in ipairs(cfgs) do hf[#hf + 1] = 's:' .. (c.p or '') end
+  local hv = redis.call('HMGET', h_key, unpack(hf))
+  local since_s = hv[1] or ''
+  local since = tonumber(since_s ~= '' and since_s or '0') or 0
+  local nowv = tonumber(now)
+  local seq, len, head = match(hv[2] or '', '^(%d+)|(%d+)|(.+)$')
+  local next_seq = (tonumber(seq) or 0) + 1
+
+  local function set_of(list)
+    local out = {}
+    for _, v in ipairs(list or {}) do out[tostring(v)] = true end
+    return out
+  end
+  local SETS = {}
+  for ci, c in ipairs(cfgs) do SETS[ci] = {set_of(c.sc), set_of(c.qc)} end
+
+  local function lo_of(c)
+    local lo = nowv - c.wh
+    if since > lo then lo = since end
+    return lo
+  end
+
+  -- an entry's part in config c's figures: answered, short, rejected (0 or 1 each)
+  local function share(ans, talk, sip, cause, c, sc, qc)
+    if ans == '1' then
+      if (tonumber(talk) or 0) < c.ss then return 1, 1, 0 end
+      return 1, 0, 0
+    end
+    if sip ~= '' then return 0, 0, sc[sip] and 1 or 0 end
+    if cause ~= '' then return 0, 0, qc[cause] and 1 or 0 end
+    return 0, 0, 0
+  end
+
+  -- The log's entry at index i, or nil. LRANGE i i, not LINDEX: the roles that run
+  -- this script are granted LRANGE (dialguard/redis_acl.py), and a grant added for
+  -- it would refuse every outcome, half applied, until an upgrade re-applied the ACL.
+  local function entry_at(i)
+    return redis.call('LRANGE', ok_key, i, i)[1]
+  end
+
+  -- {ci = {f, lo, oldest ms, state}} from the stored state, or nil when it cannot be proven exact
+  local function running()
+    if not seq or not nowv or pushed ~= tonumber(len) + 1 then return nil end
+    local ms, ans, talk, sip, cause = match(hentry, ENTRY)
+    local hms = match(head, '^(%d+)|')
+    if not ms or not hms or tonumber(ms) < tonumber(hms) then return nil end
+    if entry_at(1) ~= head then return nil end
+    local newv = tonumber(ms)
+    local out = {}
+    for ci, c in ipairs(cfgs) do
+      local st = hv[2 + ci]
+      if not st then return nil end
+      local s_hc, s_ci, s_seq, s_since, s_now, n, a, sh, rj, run, old = match(st, STATE)
+      if s_hc ~= hc_id or s_ci ~= tostring(ci) or s_seq ~= seq or s_since ~= since_s then return nil end
+      s_now, n, a, sh, rj, run, old = tonumber(s_now), tonumber(n), tonumber(a), tonumber(sh), tonumber(rj),
+        tonumber(run), tonumber(old)
+      if not (s_now and n and a and sh and rj and run) or s_now > nowv or (n > 0 and not old) then return nil end
+      local sc, qc = SETS[ci][1], SETS[ci][2]
+      local lo = lo_of(c)
+      local xa, xs, xr = share(ans, talk, sip, cause, c, sc, qc)
+      a, sh, rj = a + xa, sh + xs, rj + xr
+      if xr == 1 then run = run + 1 else run = 0 end
+      local cnt = n + 1  -- the window's entries are the log's first cnt now
+      if n == 0 then old = newv end
+      local tail = nil
+      while cnt > 0 do
+        if cnt <= c.wc then
+          if not old then
+            tail = entry_at(cnt - 1)
+            old = tail and tonumber(match(tail, '^(%d+)|'))
+            if not old then return nil end
+          end
+          if old > lo then break end
+        end
+        tail = tail or entry_at(cnt - 1)
+        local t, ea, et, es, ec = match(tail or '', ENTRY)
+        if not t then return nil end
+        xa, xs, xr = share(ea, et, es, ec, c, sc, qc)
+        a, sh, rj = a - xa, sh - xs, rj - xr
+        cnt, old, tail = cnt - 1, nil, nil
+      end
+      if run > cnt then run = cnt end
+      if a < 0 or sh < 0 or rj < 0 or a > cnt or rj > cnt or sh > a then return nil end
+      out[ci] = {{calls = cnt, answered = a, short = sh, rejected = rj, run = run, complaints = 0, optouts = 0},
+                 lo, cnt > 0 and old or nil, true}
+    end
+    return out
+  end
+  local FIG = running()
+  redis.call('LTRIM', ok_key, 0, keep - 1)
+  redis.call('PEXPIRE', ok_key, longest + 86400000)
+
+  -- The whole recomputation (a missing or unusable state).
+  local function recompute()
+  local log = redis.call('LRANGE', ok_key, 0, keep - 1)
+  -- The entries that parse, in parallel arrays (no table an entry); a time stays
+  -- its digits (after() compares them as text) and talk seconds are converted
+  -- only for answered calls: strtod of the times and a table an entry were a
+  -- large share of an entry's cost, which every outcome pays for up to 100 entries.
+  local E_ms, E_ans, E_talk, E_sip, E_cause, ne = {}, {}, {}, {}, {}, 0
+  local bad_at = #log + 1  -- the first entry (of the log) that does not parse
+  for i = 1, #log do
+    local ms, ans, talk, sip, cause = match(log[i], ENTRY)
+    if ms then
+      ne = ne + 1
+      E_ms[ne], E_ans[ne], E_talk[ne], E_sip[ne], E_cause[ne] = ms, ans == '1', talk, sip, cause
+    elseif bad_at > i then
+      bad_at = i
+    end
+  end
+
+  -- A plain integer as its digits (no leading zero), or nil for any other number.
+  local function digits(x)
+    if x >= 0 and x < 1e15 and x == math.floor(x) then return string.format('%d', x) end
+    return nil
+  end
+
+  -- t > lo, exactly, for t the digits of a log time: between plain integers the
+  -- longer is larger and equal lengths compare digit by digit; anything else
+  -- (a leading zero, lo not a plain integer) as numbers.
+  local function after(t, lo, lo_s)
+    if lo_s and (#t == 1 or string.byte(t, 1) ~= 48) then
+      local a, b = #t, #lo_s
+      if a ~= b then return a > b end
+      return t > lo_s
+    end
+    return tonumber(t) > lo
+  end
+
+  local function figures(ci, c)
     local sc, qc = SETS[ci][1], SETS[ci][2]
     local lo = lo_of(c)
-    local xa, xs, xr = share(ans, talk, sip, cause, c, sc, qc)
-    a, sh, rj = a + xa, sh + xs, rj + xr
-    if xr == 1 then run = run + 1 else run = 0 end
-    local cnt = n + 1  -- the window's entries are the log's first cnt now
-    if n == 0 then old = newv end
-    local tail = nil
-    while cnt > 0 do
-      if cnt <= c.wc then
-        if not old then
-          tail = entry_at(cnt - 1)
-          old = tail and tonumber(match(tail, '^(%d+)|'))
-          if not old then return nil end
-        end
-        if old > lo then break end
+    local f = {calls = 0, answered = 0, short = 0, rejected = 0, run = 0, complaints = 0, optouts = 0}
+    local in_run = true
+    local oldest = nil
+    local lo_s = digits(lo)
+    for i = 1, math.min(ne, c.wc) do
+      if not after(E_ms[i], lo, lo_s) then break end
+      f.calls = f.calls + 1
+      oldest = i
+      local rej = false
+      if E_ans[i] then
+        f.answered = f.answered + 1
+        if (tonumber(E_talk[i]) or 0) < c.ss then f.short = f.short + 1 end
+      elseif E_sip[i] ~= '' then
+        rej = sc[E_sip[i]] == true
+      elseif E_cause[i] ~= '' then
+        rej = qc[E_cause[i]] == true
       end
-      tail = tail or entry_at(cnt - 1)
-      local t, ea, et, es, ec = match(tail or '', ENTRY)
-      if not t then return nil end
-      xa, xs, xr = share(ea, et, es, ec, c, sc, qc)
-      a, sh, rj = a - xa, sh - xs, rj - xr
-      cnt, old, tail = cnt - 1, nil, nil
+      if rej then
+        f.rejected = f.rejected + 1
+        if in_run then f.run = f.run + 1 end
+      else
+        in_run = false
+      end
     end
-    if run > cnt then run = cnt end
-    if a < 0 or sh < 0 or rj < 0 or a > cnt or rj > cnt or sh > a then return nil end
-    out[ci] = {{calls = cnt, answered = a, short = sh, rejected = rj, run = run, complaints = 0, optouts = 0},
-               lo, cnt > 0 and old or nil, true}
+    -- a state to run on: the window holds the log's first entries (none before
+    -- them failed to parse), newest first in time
+    local ok = bad_at > f.calls
+    for i = 2, (ok and f.calls or 0) do
+      local u = E_ms[i - 1]  -- an older entry after the newer one: out of time order
+      if after(E_ms[i], tonumber(u), (#u == 1 or string.byte(u, 1) ~= 48) and u or nil) then ok = false; break end
+    end
+    return {f, lo, oldest and tonumber(E_ms[oldest]) or nil, ok}
   end
+  local out = {}
+  for ci, c in ipairs(cfgs) do out[ci] = figures(ci, c) end
   return out
-end
-local FIG = running()
-redis.call('LTRIM', ok_key, 0, keep - 1)
-redis.call('PEXPIRE', ok_key, longest + 86400000)
-
--- The whole recomputation (a missing or unusable state).
-local function recompute()
-local log = redis.call('LRANGE', ok_key, 0, keep - 1)
--- The entries that parse, in parallel arrays (no table an entry); a time stays
--- its digits (after() compares them as text) and talk seconds are converted
--- only for answered calls: strtod of the times and a table an entry were a
--- large share of an entry's cost, which every outcome pays for up to 100 entries.
-local E_ms, E_ans, E_talk, E_sip, E_cause, ne = {}, {}, {}, {}, {}, 0
-local bad_at = #log + 1  -- the first entry (of the log) that does not parse
-for i = 1, #log do
-  local ms, ans, talk, sip, cause = match(log[i], ENTRY)
-  if ms then
-    ne = ne + 1
-    E_ms[ne], E_ans[ne], E_talk[ne], E_sip[ne], E_cause[ne] = ms, ans == '1', talk, sip, cause
-  elseif bad_at > i then
-    bad_at = i
   end
-end
+  FIG = FIG or recompute()
 
--- A plain integer as its digits (no leading zero), or nil for any other number.
-local function digits(x)
-  if x >= 0 and x < 1e15 and x == math.floor(x) then return string.format('%d', x) end
-  return nil
-end
-
--- t > lo, exactly, for t the digits of a log time: between plain integers the
--- longer is larger and equal lengths compare digit by digit; anything else
--- (a leading zero, lo not a plain integer) as numbers.
-local function after(t, lo, lo_s)
-  if lo_s and (#t == 1 or string.byte(t, 1) ~= 48) then
-    local a, b = #t, #lo_s
-    if a ~= b then return a > b end
-    return t > lo_s
-  end
-  return tonumber(t) > lo
-end
-
-local function figures(ci, c)
-  local sc, qc = SETS[ci][1], SETS[ci][2]
-  local lo = lo_of(c)
-  local f = {calls = 0, answered = 0, short = 0, rejected = 0, run = 0, complaints = 0, optouts = 0}
-  local in_run = true
-  local oldest = nil
-  local lo_s = digits(lo)
-  for i = 1, math.min(ne, c.wc) do
-    if not after(E_ms[i], lo, lo_s) then break end
-    f.calls = f.calls + 1
-    oldest = i
-    local rej = false
-    if E_ans[i] then
-      f.answered = f.answered + 1
-      if (tonumber(E_talk[i]) or 0) < c.ss then f.short = f.short + 1 end
-    elseif E_sip[i] ~= '' then
-      rej = sc[E_sip[i]] == true
-    elseif E_cause[i] ~= '' then
-      rej = qc[E_cause[i]] == true
-    end
-    if rej then
-      f.rejected = f.rejected + 1
-      if in_run then f.run = f.run + 1 end
-    else
-      in_run = false
-    end
-  end
-  -- a state to run on: the window holds the log's first entries (none before
-  -- them failed to parse), newest first in time
-  local ok = bad_at > f.calls
-  for i = 2, (ok and f.calls or 0) do
-    local u = E_ms[i - 1]  -- an older entry after the newer one: out of time order
-    if after(E_ms[i], tonumber(u), (#u == 1 or string.byte(u, 1) ~= 48) and u or nil) then ok = false; break end
-  end
-  return {f, lo, oldest and tonumber(E_ms[oldest]) or nil, ok}
-end
-local out = {}
-for ci, c in ipairs(cfgs) do out[ci] = figures(ci, c) end
-return out
-end
-FIG = FIG or recompute()
-
--- complaints / opt-outs attributed to this caller ID by event.lua: in the
--- window's span (after lo, not before its oldest call)
-local evs = nil
-for _, x in ipairs(FIG) do
-  if x[3] then
-    if not evs then
-      evs = {}
-      for _, raw in ipairs(redis.call('LRANGE', pfx .. ':{c:' .. ch .. '}:e', 0, 999)) do
-        local ms, k = match(raw, '^(%d+)|([co])$')
-        if ms then evs[#evs + 1] = {tonumber(ms), k} end
-      end
-    end
-    local f, lo, oldest = x[1], x[2], x[3]
-    for _, e in ipairs(evs) do
-      if e[1] > lo and e[1] >= oldest then
-        if e[2] == 'c' then f.complaints = f.complaints + 1 else f.optouts = f.optouts + 1 end
-      end
-    end
-  end
-end
-
-local function rate(a, b) if b > 0 then return a / b end return 0 end
-
-local triggered = {}
-local until_ms = 0
-local first = nil
-local hset = {}
-for ci, c in ipairs(cfgs) do
-  local f = FIG[ci][1]
-  if ci == 1 then first = f end
-  local tagp = c.p or ''
-  hset[#hset + 1] = 'calls:' .. tagp; hset[#hset + 1] = f.calls
-  hset[#hset + 1] = 'ans:' .. tagp; hset[#hset + 1] = f.answered
-  hset[#hset + 1] = 's:' .. tagp
-  if FIG[ci][4] then
-    hset[#hset + 1] = table.concat({hc_id, ci, next_seq, since_s, now, f.calls, f.answered, f.short, f.rejected, f.run,
-      FIG[ci][3] and string.format('%d', FIG[ci][3]) or ''}, '|')
-  else
-    hset[#hset + 1] = ''
-  end
-  local ar = rate(f.answered, f.calls)
-  for _, r in ipairs(c.r or {}) do
-    if f.calls > 0 and f.calls >= r.n then
-      local value, hit, median = nil, false, nil
-      if r.m == 'consecutive_rejections' then value = f.run
-      elseif r.m == 'rejection_rate' then value = rate(f.rejected, f.calls)
-      elseif r.m == 'short_answer_rate' then value = rate(f.short, f.answered)
-      elseif r.m == 'answer_rate_vs_pool' then value = ar
-      elseif r.m == 'complaints_per_1000' then value = 1000 * f.complaints / f.calls
-      elseif r.m == 'optouts_per_1000' then value = 1000 * f.optouts / f.calls end
-      if r.m == 'answer_rate_vs_pool' then
-        -- the median can only be above the answer rate / threshold when the rate is under the threshold
-        if ar < r.t and pool_key ~= '' then
-          local rates = {}
-          for _, m in ipairs(redis.call('SMEMBERS', pool_key)) do
-            local n, a
-            if m == ch then n, a = f.calls, f.answered
-            else
-              local v = redis.call('HMGET', pfx .. ':{c:' .. m .. '}:h', 'calls:' .. tagp, 'ans:' .. tagp)
-              n, a = tonumber(v[1] or '0') or 0, tonumber(v[2] or '0') or 0
-            end
-            if n > 0 and n >= r.n then rates[#rates + 1] = a / n end
-          end
-          if #rates >= 2 then
-            table.sort(rates)
-            local k = #rates
-            if k % 2 == 1 then median = rates[(k + 1) / 2] else median = (rates[k / 2] + rates[k / 2 + 1]) / 2 end
-            hit = median > 0 and ar < r.t * median
-          end
+  -- complaints / opt-outs attributed to this caller ID by event.lua: in the
+  -- window's span (after lo, not before its oldest call)
+  local evs = nil
+  for _, x in ipairs(FIG) do
+    if x[3] then
+      if not evs then
+        evs = {}
+        for _, raw in ipairs(redis.call('LRANGE', pfx .. ':{c:' .. ch .. '}:e', 0, 999)) do
+          local ms, k = match(raw, '^(%d+)|([co])$')
+          if ms then evs[#evs + 1] = {tonumber(ms), k} end
         end
-      elseif value ~= nil then
-        hit = value >= r.t
       end
-      if hit then
-        local u = nowv + r.cd
-        if u > until_ms then until_ms = u end
-        triggered[#triggered + 1] = {pack = tagp, rule = r.id, metric = r.m, threshold = r.t,
-          value = value, pool_median = median, cool_down_ms = r.cd, calls = f.calls,
-          answered = f.answered, short = f.short, rejected = f.rejected, run = f.run,
-          complaints = f.complaints, optouts = f.optouts}
+      local f, lo, oldest = x[1], x[2], x[3]
+      for _, e in ipairs(evs) do
+        if e[1] > lo and e[1] >= oldest then
+          if e[2] == 'c' then f.complaints = f.complaints + 1 else f.optouts = f.optouts + 1 end
+        end
       end
     end
   end
-end
 
-local pen = 0
-if first then
-  pen = rate(first.rejected, first.calls) + 0.5 * rate(first.short, first.answered) + 0.1 * first.run
-  if pen > 3 then pen = 3 end
-end
-hset[#hset + 1] = 'pen'; hset[#hset + 1] = string.format('%.3f', pen)
-hset[#hset + 1] = 'at'; hset[#hset + 1] = now
-hset[#hset + 1] = 'lg'; hset[#hset + 1] = next_seq .. '|' .. math.min(pushed, keep) .. '|' .. hentry
-redis.call('HSET', h_key, unpack(hset))
-redis.call('PEXPIRE', h_key, longest + 86400000)
--- the penalty again in the one hash of every caller ID's (decide.lua reads a pool
--- window's in one HMGET), with the time it lapses, as h_key would expire
-local pen_key = pfx .. ':{g}:cidpen'
-redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000))
+  local function rate(a, b) if b > 0 then return a / b end return 0 end
 
-if #triggered == 0 then
-  return {1, did, ''}
-end
--- Cool down (never shorten one in force), start the figures afresh after it,
--- say why, and audit it with the figures, as `callerid cooldown` would.
-local cool_key = pfx .. ':{g}:cool'
-local cur = tonumber(redis.call('ZSCORE', cool_key, ch) or '0') or 0
-if until_ms > cur then
-  redis.call('ZADD', cool_key, until_ms, ch)
-else
-  until_ms = cur
-end
--- the running figures start afresh too: an empty window from the new since,
--- when no entry of the log is after it (the head is the newest)
-local reset = {'since', tostring(until_ms), 'pen', '0'}
-local head_ms = tonumber(match(hentry, '^(%d+)|') or '')
-for ci, c in ipairs(cfgs) do
-  reset[#reset + 1] = 's:' .. (c.p or '')
-  if head_ms and head_ms <= until_ms then
-    reset[#reset + 1] = table.concat({hc_id, ci, next_seq, tostring(until_ms), now, 0, 0, 0, 0, 0, ''}, '|')
-  else
-    reset[#reset + 1] = ''
+  local triggered = {}
+  local until_ms = 0
+  local first = nil
+  local hset = {}
+  for ci, c in ipairs(cfgs) do
+    local f = FIG[ci][1]
+    if ci == 1 then first = f end
+    local tagp = c.p or ''
+    hset[#hset + 1] = 'calls:' .. tagp; hset[#hset + 1] = f.calls
+    hset[#hset + 1] = 'ans:' .. tagp; hset[#hset + 1] = f.answered
+    hset[#hset + 1] = 's:' .. tagp
+    if FIG[ci][4] then
+      hset[#hset + 1] = table.concat({hc_id, ci, next_seq, since_s, now, f.calls, f.answered, f.short, f.rejected, f.run,
+        FIG[ci][3] and string.format('%d', FIG[ci][3]) or ''}, '|')
+    else
+      hset[#hset + 1] = ''
+    end
+    local ar = rate(f.answered, f.calls)
+    for _, r in ipairs(c.r or {}) do
+      if f.calls > 0 and f.calls >= r.n then
+        local value, hit, median = nil, false, nil
+        if r.m == 'consecutive_rejections' then value = f.run
+        elseif r.m == 'rejection_rate' then value = rate(f.rejected, f.calls)
+        elseif r.m == 'short_answer_rate' then value = rate(f.short, f.answered)
+        elseif r.m == 'answer_rate_vs_pool' then value = ar
+        elseif r.m == 'complaints_per_1000' then value = 1000 * f.complaints / f.calls
+        elseif r.m == 'optouts_per_1000' then value = 1000 * f.optouts / f.calls end
+        if r.m == 'answer_rate_vs_pool' then
+          -- the median can only be above the answer rate / threshold when the rate is under the threshold
+          if ar < r.t and pool_key ~= '' then
+            local rates = {}
+            for _, m in ipairs(redis.call('SMEMBERS', pool_key)) do
+              local n, a
+              if m == ch then n, a = f.calls, f.answered
+              else
+                local v = redis.call('HMGET', pfx .. ':{c:' .. m .. '}:h', 'calls:' .. tagp, 'ans:' .. tagp)
+                n, a = tonumber(v[1] or '0') or 0, tonumber(v[2] or '0') or 0
+              end
+              if n > 0 and n >= r.n then rates[#rates + 1] = a / n end
+            end
+            if #rates >= 2 then
+              table.sort(rates)
+              local k = #rates
+              if k % 2 == 1 then median = rates[(k + 1) / 2] else median = (rates[k / 2] + rates[k / 2 + 1]) / 2 end
+              hit = median > 0 and ar < r.t * median
+            end
+          end
+        elseif value ~= nil then
+          hit = value >= r.t
+        end
+        if hit then
+          local u = nowv + r.cd
+          if u > until_ms then until_ms = u end
+          triggered[#triggered + 1] = {pack = tagp, rule = r.id, metric = r.m, threshold = r.t,
+            value = value, pool_median = median, cool_down_ms = r.cd, calls = f.calls,
+            answered = f.answered, short = f.short, rejected = f.rejected, run = f.run,
+            complaints = f.complaints, optouts = f.optouts}
+        end
+      end
+    end
   end
+
+  local pen = 0
+  if first then
+    pen = rate(first.rejected, first.calls) + 0.5 * rate(first.short, first.answered) + 0.1 * first.run
+    if pen > 3 then pen = 3 end
+  end
+  hset[#hset + 1] = 'pen'; hset[#hset + 1] = string.format('%.3f', pen)
+  hset[#hset + 1] = 'at'; hset[#hset + 1] = now
+  hset[#hset + 1] = 'lg'; hset[#hset + 1] = next_seq .. '|' .. math.min(pushed, keep) .. '|' .. hentry
+  redis.call('HSET', h_key, unpack(hset))
+  redis.call('PEXPIRE', h_key, longest + 86400000)
+  -- the penalty again in the one hash of every caller ID's (decide.lua reads a pool
+  -- window's in one HMGET), with the time it lapses, as h_key would expire
+  local pen_key = pfx .. ':{g}:cidpen'
+  redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000))
+
+  if #triggered == 0 then
+    return {1, did, ''}
+  end
+  -- Cool down (never shorten one in force), start the figures afresh after it,
+  -- say why, and audit it with the figures, as `callerid cooldown` would.
+  local cool_key = pfx .. ':{g}:cool'
+  local cur = tonumber(redis.call('ZSCORE', cool_key, ch) or '0') or 0
+  if until_ms > cur then
+    redis.call('ZADD', cool_key, until_ms, ch)
+  else
+    until_ms = cur
+  end
+  -- the running figures start afresh too: an empty window from the new since,
+  -- when no entry of the log is after it (the head is the newest)
+  local reset = {'since', tostring(until_ms), 'pen', '0'}
+  local head_ms = tonumber(match(hentry, '^(%d+)|') or '')
+  for ci, c in ipairs(cfgs) do
+    reset[#reset + 1] = 's:' .. (c.p or '')
+    if head_ms and head_ms <= until_ms then
+      reset[#reset + 1] = table.concat({hc_id, ci, next_seq, tostring(until_ms), now, 0, 0, 0, 0, 0, ''}, '|')
+    else
+      reset[#reset + 1] = ''
+    end
+  end
+  redis.call('HSET', h_key, unpack(reset))
+  redis.call('HDEL', pen_key, ch)
+  local why_j = cjson.encode({at = now, ts = tonumber(wall), ['until'] = until_ms, did = did, triggered = triggered})
+  redis.call('HSET', pfx .. ':{g}:coolwhy', ch, why_j)
+  local names = {}
+  for _, t in ipairs(triggered) do names[#names + 1] = (t.pack ~= '' and (t.pack .. '/') or '') .. t.rule end
+  local admin_j = cjson.encode({action = 'callerid_cooldown', actor = 'dialguard-health', target = ch,
+    why = 'caller-ID health: ' .. table.concat(names, ', '), at = tonumber(wall), ['until'] = until_ms,
+    rules_at = now, did = did, triggered = triggered, node = node})
+  redis.call('XADD', KEYS[2], '*', 't', 'admin', 'id', admin_id, 'j', admin_j)
+  return {1, did, why_j}
 end
-redis.call('HSET', h_key, unpack(reset))
-redis.call('HDEL', pen_key, ch)
-local why_j = cjson.encode({at = now, ts = tonumber(wall), ['until'] = until_ms, did = did, triggered = triggered})
-redis.call('HSET', pfx .. ':{g}:coolwhy', ch, why_j)
-local names = {}
-for _, t in ipairs(triggered) do names[#names + 1] = (t.pack ~= '' and (t.pack .. '/') or '') .. t.rule end
-local admin_j = cjson.encode({action = 'callerid_cooldown', actor = 'dialguard-health', target = ch,
-  why = 'caller-ID health: ' .. table.concat(names, ', '), at = tonumber(wall), ['until'] = until_ms,
-  rules_at = now, did = did, triggered = triggered, node = node})
-redis.call('XADD', KEYS[2], '*', 't', 'admin', 'id', admin_id, 'j', admin_j)
-return {1, did, why_j}
+
+local ok, res = pcall(health)
+if ok then return res end
+local err = type(res) == 'table' and res.err or tostring(res)
+if rec[9] and rec[9] ~= '' and pfx and pfx ~= '' then
+  pcall(redis.call, 'HDEL', pfx .. ':{c:' .. rec[9] .. '}:h', 'lg')
+end
+return {4, did, '', err}
