@@ -132,6 +132,10 @@ class NumberEvents(Store):
                                    new_id(), str(int(time.time() * 1000)), self.settings.node or ""])
         if len(res) > 1 and res[1]:
             self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
+        if len(res) > 2:  # the fact is set and audited; its caller ID's health part failed
+            err = res[2].decode() if isinstance(res[2], bytes) else str(res[2])
+            metrics.HEALTH_ERRORS.inc()
+            log.error("%s %s applied, but its caller-ID health part failed in Redis: %s", kind, op, err[:500])
         return int(res[0]) == 1
 
     async def _number_and_party(self, kind: str, op: str, field: str, value: str | None, number: str | None,

@@ -570,3 +570,25 @@ async def test_a_failing_health_part_keeps_the_outcome_and_says_so(make_engine, 
     assert await e.redis.zscore(e.keys.cid_cooldown, tag) is not None
     raw = await e.redis.lrange(e.keys.cid_outcomes(tag), 0, -1)
     assert len(raw) == 3
+
+
+async def test_a_failing_health_part_keeps_the_complaint_and_says_so(make_engine, rules_file):
+    """event.lua likewise: a complaint whose caller-ID health part fails in Redis (its
+    event log a key of the wrong type) still blocks the number and is audited; the
+    call returns normally and the error is logged and counted."""
+    from dialguard import metrics
+
+    e = await engine_with(make_engine, rules_file, pack(COMPLAINTS, pool=False))
+    a = POOL[0]
+    ta = e.keys.cid_tag(a)
+    await _calls(e, a, range(0, 5))
+    errors = metrics.REGISTRY.get_sample_value("dialguard_callerid_health_errors_total") or 0.0
+    await e.redis.set(e.keys.cid_events(ta), "a string, not a list")
+    assert await e.complaint("13800130000", now=AT + timedelta(minutes=5))
+    assert metrics.REGISTRY.get_sample_value("dialguard_callerid_health_errors_total") == errors + 1
+    d = await e.decide(DecisionRequest(number="13800130000", campaign="c1", agent="a1", caller_id=POOL[1],
+                                       call_id="call-30"), now=AT + timedelta(minutes=6))
+    assert "complained" in d.reasons, d.reasons
+    events = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"event"]
+    assert [x["kind"] for x in events].count("complaint") == 1
+    assert not await e.complaint("13800130000", now=AT + timedelta(minutes=7))  # set once
