@@ -86,6 +86,15 @@ async def wait_row(rig, camp: str, state: str, timeout: float = 20.0) -> dict:
         await asyncio.sleep(0.1)
 
 
+async def wait_log(d: DialerProcess, text: str, timeout: float) -> datetime:
+    """The time the process's log first showed `text` (polled every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    while text not in d.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout}s: {d.output()}"
+        await asyncio.sleep(0.05)
+    return datetime.now(UTC)
+
+
 async def outcome_records(rig, channel_id: str) -> list[dict]:
     """Outcomes the engine recorded for this call (its audit stream, in the rig's namespace)."""
     out = []
@@ -139,11 +148,14 @@ async def test_call_past_its_deadline_cut_at_once_on_restart(rig, tmp_path):
         assert (await rig.calls(camp))[0]["state"] == "bridged"  # nobody cut it while the dialer was dead
         restarted = datetime.now(UTC)
         d.start()
+        # when the new process is up (its Python start alone took 5 s on a loaded CI machine)
+        connected = await wait_log(d, "ARI events connected", timeout=30)
         await rig.settle(camp, timeout=40)
     finally:
         d.stop()
     [c] = await rig.calls(camp)
-    # cut as soon as the new process is up (Python start, ARI connect, reconcile), not 30 s later
-    assert (c["ended_at"] - restarted).total_seconds() < 6, (c, d.output())
+    # cut as soon as the new process is up and has reconciled, not at a later sweep
+    assert (c["ended_at"] - connected).total_seconds() < 3, (c, connected, d.output())
+    assert (c["ended_at"] - restarted).total_seconds() < 30, (c, d.output())
     assert c["result"] == "conversation" and c["outcome_reported"]
     assert len(await outcome_records(rig, c["channel_id"])) == 1
