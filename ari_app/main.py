@@ -142,7 +142,7 @@ async def run_dialer(agents: dict[str, str], *, campaigns=None, trunk="carrier",
     cfg = config_from_env(agents, campaigns=campaigns, trunk=trunk, app=app, bridge_timeout_s=bridge_timeout)
     engine = await Engine.create(settings)
     try:  # the ZIP data set, state packs, holidays: before the first lead, not under its deadline
-        await engine.warm_up()
+        await engine.warm_up(campaigns=tuple(campaigns or ()))
     except Exception as exc:  # noqa: BLE001 - dial anyway: a slow first decision denies (fail closed)
         log.warning("engine warm-up failed: %r", exc)
     store = await Store.open(settings.pg_dsn)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from dialguard import callerid_health, metrics, redisconn
 from dialguard.calendars import NO_CALENDARS, Calendars
@@ -248,9 +248,19 @@ class Decider(Store):
             for pol in (ctx.policy, ctx.shadow):
                 if pol is not None:
                     policies.setdefault(id(pol), (pol, ctx.cals))
-        # campaigns with rules of their own (`campaign set --rules`): loaded as _context would
+        # campaigns with rules of their own (`campaign set --rules`): loaded as _context would.
+        # Found by SCAN where the role may (the admin's tools); the guard's and the
+        # dialer's Redis users may not (a SCAN lists key names beyond their grants):
+        # for them, the campaigns given above, and the others' first decision loads
+        # their rules cold, with the cold context's own budget.
         cals = ctx.cals
-        async for key in self.redis.scan_iter(match=self.keys.g("camp:*"), count=1000):
+        try:
+            camp_keys = [key async for key in self.redis.scan_iter(match=self.keys.g("camp:*"), count=1000)]
+        except NoPermissionError:
+            camp_keys = []
+            log.info("warm-up: this Redis user may not SCAN; the rules of campaigns not named are loaded "
+                     "at their first decision")
+        for key in camp_keys:
             rules = await self.redis.hget(key, "rules")
             if not rules:
                 continue

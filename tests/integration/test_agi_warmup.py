@@ -148,3 +148,41 @@ async def test_first_check_after_start_is_decided(settings, tmp_path):
 
     warm = first("engine warmed up")
     assert warm < first("agi_listening") < first("metrics_listening"), lines[:20]
+
+
+async def test_warm_up_runs_as_the_guard_role(settings):
+    """The FastAGI server and the dialer log in to Redis as the guard and dialer
+    users, which may not SCAN (it lists key names beyond their grants): warm_up
+    then warms everything else, and the rules of the campaigns it is given,
+    instead of failing as a whole (every service start logged 'engine warm-up
+    failed: NoPermissionError' and warmed nothing)."""
+    from urllib.parse import quote
+
+    from dialguard.config import parse_env_file
+
+    env = parse_env_file((Path(os.environ["DIALGUARD_SECRETS_DIR"]) / "redis-guard.env").read_text())
+    host_port = settings.redis_url.rsplit("@", 1)[-1]
+    guard_url = (f"redis://{quote(env['DIALGUARD_REDIS_USER'])}:{quote(env['DIALGUARD_REDIS_PASSWORD'])}"
+                 f"@{host_port}")
+    prefix = f"dgtest:{uuid.uuid4().hex[:10]}"
+    admin = await Engine.create(settings, Policy.load("us-tcpa,us-states"), prefix=prefix,
+                                skip_caller_id_without_pool=True)
+    guard = None
+    try:
+        await admin.set_campaign("c1")
+        await admin.set_campaign("c2", rules="us-regf,us-states")
+        await admin.set_campaign("c3", rules="us-tcpa,us-fl-ftsa")
+        guard = await Engine.create(dataclasses.replace(settings, redis_url=guard_url),
+                                    Policy.load("us-tcpa,us-states"), prefix=prefix, skip_caller_id_without_pool=True)
+        done = await guard.warm_up(now=MONDAY, campaigns=("c2",))
+        assert done["number_plans"] and done["rule_sets_checked"] > 1
+        assert "us-regf,us-states" in guard._policies  # the campaign it was given
+        assert "us-tcpa,us-fl-ftsa" not in guard._policies  # not found without SCAN: loaded at its first call
+        for camp in ("c1", "c2", "c3"):
+            d = await guard.decide(DecisionRequest(number=LA_NUMBER, campaign=camp, agent="a1"), now=MONDAY)
+            assert d.allowed, d
+    finally:
+        if guard is not None:
+            await guard.close()
+        await _drop_namespace(admin.redis, prefix)
+        await admin.close()
