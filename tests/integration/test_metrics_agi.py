@@ -101,8 +101,12 @@ def start_server(redis_url: str, prefix: str, tmp_path: Path, workers: int = 1):
          "--workers", str(workers)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
-    wait_port(agi_port, proc, "dialguard-agi-server")
-    wait_port(metrics_port, proc, "metrics endpoint")
+    try:  # a start takes seconds (workers, warm-up), more on a loaded machine
+        wait_port(agi_port, proc, "dialguard-agi-server", timeout=60)
+        wait_port(metrics_port, proc, "metrics endpoint", timeout=60)
+    except BaseException:
+        stop(proc)  # not left running (with its workers) after a failed start
+        raise
     return proc, agi_port, metrics_port
 
 
