@@ -73,7 +73,10 @@ class EngineProvider:
                 log.error(self._last_error)
                 raise EngineUnavailable(self._last_error) from exc
             self._failed_at = None
-            log.info("engine ready")
+            # where it reaches Redis (TCP, a Unix socket, Sentinel), never the password
+            settings = getattr(self.engine, "settings", None)
+            log.info("engine ready", extra={"fields": {
+                "event": "engine_ready", "redis": settings.redis_where() if settings is not None else None}})
             return self.engine
 
     async def close(self) -> None:

@@ -4,7 +4,7 @@ guard written in plain dialplan, in one run; then FastAGI `check` latency.
 
     .venv/bin/python bench/cps.py            (after `make up`; about 2 to 4 minutes)
     options: --rates 50,100,200,... --step-s 5 --max-pdd-ms 1000 --check-rates 100,1000
-             --check-s 5 --pool 200 --json FILE
+             --check-s 5 --pool 200 --redis-transport tcp|unix --json FILE
 
 Three configurations, all SIPp agents -> Asterisk -> SIPp carrier on 127.0.0.1:
 
@@ -198,10 +198,14 @@ def _is_child(pid: int, parent: int) -> bool:
         return False
 
 
-def restart_guard(test_clock: bool) -> None:
+def restart_guard(test_clock: bool, transport: str | None = None) -> None:
     """Restart the stack's FastAGI server and outcome reader with or without the
-    dev stack's test clock (scripts/lib.sh, DIALGUARD_STACK_TEST_CLOCK)."""
+    dev stack's test clock (scripts/lib.sh, DIALGUARD_STACK_TEST_CLOCK), reaching
+    Redis over `transport` (tcp or unix: DIALGUARD_REDIS_TRANSPORT; None: the
+    environment's, the stack's default)."""
     env = dict(os.environ, DIALGUARD_STACK_TEST_CLOCK="1" if test_clock else "0")
+    if transport:
+        env["DIALGUARD_REDIS_TRANSPORT"] = transport
     for script in ("agi-server.sh", "agi-outcomes.sh"):
         if script == "agi-outcomes.sh" and not (stack_dir() / "services" / "outcomes.pid").exists():
             continue
@@ -209,6 +213,30 @@ def restart_guard(test_clock: bool) -> None:
                              timeout=120, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"{script} restart: {out.stderr.strip() or out.stdout.strip()}")
+
+
+def redis_transports() -> dict[str, dict[str, int]]:
+    """Per Redis ACL user, its connections by transport ({"guard": {"unix": 3}, ...}),
+    from CLIENT LIST (a Unix socket client's addr is the socket's path)."""
+    import redis as _redis
+
+    out: dict[str, dict[str, int]] = {}
+    with _redis.Redis.from_url(Settings().redis_url) as r:
+        for c in r.client_list():
+            user = str(c.get("user", "")).rsplit("-", 1)[-1]
+            kind = "unix" if str(c.get("addr", "")).startswith("/") else "tcp"
+            out.setdefault(user, {}).setdefault(kind, 0)
+            out[user][kind] += 1
+    return out
+
+
+def transport_line(t: dict[str, dict[str, int]]) -> str:
+    guard = t.get("guard", {})
+    kind = "unix socket" if guard.get("unix") and not guard.get("tcp") else \
+        "TCP" if guard.get("tcp") and not guard.get("unix") else "mixed" if guard else "none yet"
+    return (f"Redis transport of the guard (FastAGI server, outcome reader): {kind} ("
+            + "; ".join(f"{u} " + ", ".join(f"{k} {n}" for k, n in sorted(v.items())) for u, v in sorted(t.items()))
+            + ")")
 
 
 def astcli(command: str) -> str:
@@ -576,6 +604,10 @@ def main() -> int:
                     help="also count Asterisk's context switches a call with `perf stat -p` (erratic on a loaded machine)")
     ap.add_argument("--keep-going", action="store_true",
                     help="run every step even after a configuration failed one (CPU figures at fixed rates)")
+    ap.add_argument("--redis-transport", choices=("tcp", "unix"), default=None,
+                    help="restart the FastAGI server and outcome reader reaching Redis over TCP or its Unix "
+                         "socket (DIALGUARD_REDIS_TRANSPORT) for this run; back to the stack's default after "
+                         "(default: as they run)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -623,9 +655,11 @@ def main() -> int:
           f"SIPp logs in {workdir}")
 
     real_clock = args.clock == "real"
-    if real_clock:
-        restart_guard(test_clock=False)
+    if real_clock or args.redis_transport:
+        restart_guard(test_clock=not real_clock, transport=args.redis_transport)
     print(f"clock: {'real (FastAGI server and outcome reader without DIALGUARD_TEST_CLOCK)' if real_clock else 'test (a working day 10:00)'}")
+    transports = redis_transports()
+    print(transport_line(transports), flush=True)
     engine_loop = asyncio.new_event_loop()
     engine = engine_loop.run_until_complete(Engine.create(Settings(), Policy.load("cn-default")))
     engine_loop.run_until_complete(setup_guard(engine, campaign, pool, test_clock=not real_clock))
@@ -677,13 +711,14 @@ def main() -> int:
             saturation = {"rate": 0, "clients": args.saturation_clients, **uvloop.run(check_latency(
                 ports["agi"], campaign, numbers.take(n), 0, run_id, clients=args.saturation_clients,
                 trace=trace))}
+        transports = redis_transports()  # what the guard used while measured
     finally:
         try:
             astcli("dialplan set global DIALGUARD_REPORT cel")
             astcli("dialplan set global DGBENCH_DIAL dialguard-dial")
         except Exception as exc:  # noqa: BLE001
             print(f"could not reset DIALGUARD_REPORT: {exc}", file=sys.stderr)
-        if real_clock:
+        if real_clock or args.redis_transport:
             try:
                 restart_guard(test_clock=True)
             except Exception as exc:  # noqa: BLE001
@@ -759,6 +794,7 @@ def main() -> int:
               f"(kernel {saturation['server_sys_ms_per_check']:.3f}), Redis CPU "
               f"{saturation['redis_cpu_ms_per_check']:.3f} ms a check (decide.lua {saturation['evalsha_us_per_call']} us); "
               f"errors {saturation['errors']}")
+    print(transport_line(transports))
     print(f"cleanup: {deleted} bench keys deleted, AstDB counters dropped, test clock reset; clock {args.clock}; "
           f"run took {time.monotonic() - t_start:.0f} s")
     ratio = (best["dialguard"].rate / best["plain"].rate) if best.get("dialguard") and best.get("plain") else 0.0
@@ -771,7 +807,7 @@ def main() -> int:
             "run": run_id, "steps": [{k: v for k, v in asdict(s).items() if k != "pdd"} for s in steps],
             "best": {k: (v.rate if v else 0) for k, v in best.items()}, "checks": checks,
             "saturation": saturation, "clock": args.clock, "ratio": ratio,
-            "busy_before_pct": busy}, indent=2))
+            "busy_before_pct": busy, "redis_transports": transports}, indent=2))
     print(f"guarded/plain CPS ratio: {ratio:.3f} "
           f"({best['dialguard'].rate if best.get('dialguard') else 0}/{best['plain'].rate if best.get('plain') else 0}; "
           f"target >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")

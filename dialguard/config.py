@@ -242,6 +242,10 @@ class Settings:
             self.sentinel_addrs()  # a typo is an error at start, not at the first call
             if not self.redis_master:
                 raise ConfigError("DIALGUARD_REDIS_MASTER is empty")
+            if urlsplit(self.redis_url).scheme == "unix":
+                # The Sentinels name the primary by host and port; a socket is one host's only.
+                raise ConfigError("DIALGUARD_REDIS_URL is a unix:// socket but DIALGUARD_REDIS_SENTINELS is set: "
+                                  "with Sentinel use redis:// (or rediss://) for the user, password and database")
 
     def sentinel_addrs(self) -> list[tuple[str, int]]:
         """The Sentinels of DIALGUARD_REDIS_SENTINELS as (host, port); [] when unset."""

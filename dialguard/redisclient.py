@@ -280,7 +280,8 @@ class RedisClient:
         for cmd in hello:
             r = await conn.send(_pack(cmd), deadline)
             if isinstance(r, _ReplyError):
-                raise RedisConnectionError(f"Redis at {host}:{port} refused {cmd[0]}: {r}")
+                where = self.path or f"{host}:{port}"  # a Unix socket: its path, not a TCP address
+                raise RedisConnectionError(f"Redis at {where} refused {cmd[0]}: {r}")
 
     async def _discover(self, deadline: float) -> tuple[str, int]:
         """The primary's address, from the first Sentinel that knows it."""

@@ -58,13 +58,38 @@ SPOOL_DIR=${DIALGUARD_SPOOL_DIR:-$STACK_DIR/spool}
 # Generated secrets (scripts/stack-up.sh runs `dialguard init` into it).
 SECRETS_DIR=$STACK_DIR/secrets
 
-# role_url ROLE: the Redis URL of ROLE's ACL user (guard, dialer, shipper, admin, web).
+# Redis also listens on a Unix socket in its folder (unixsocketperm 700: this
+# user's processes only; the ACL users and passwords apply there as on TCP).
+# A socket path is at most 107 bytes: a deeper checkout sets DIALGUARD_REDIS_SOCKET.
+REDIS_SOCKET=${DIALGUARD_REDIS_SOCKET:-$STACK_DIR/redis/redis.sock}
+# DIALGUARD_REDIS_TRANSPORT: how the stack's services (FastAGI server, outcome
+# reader, dialer, audit shipper, console) reach the single Redis on this host:
+# unix (its socket) or tcp (127.0.0.1:$REDIS_PORT). Redis HA is TCP only (the
+# Sentinels name a primary by host and port). The operator's and the tests' URL
+# (DIALGUARD_REDIS_URL in .stack/env) stays TCP; DIALGUARD_REDIS_SOCKET is there too.
+if [[ $REDIS_HA == 1 ]]; then
+  [[ ${DIALGUARD_REDIS_TRANSPORT:-tcp} == tcp ]] || { echo "DIALGUARD_REDIS_TRANSPORT=unix is for a single Redis, not DIALGUARD_REDIS_HA=1" >&2; exit 1; }
+  REDIS_TRANSPORT=tcp
+else
+  REDIS_TRANSPORT=${DIALGUARD_REDIS_TRANSPORT:-tcp}
+fi
+[[ $REDIS_TRANSPORT == tcp || $REDIS_TRANSPORT == unix ]] || { echo "DIALGUARD_REDIS_TRANSPORT must be tcp or unix, not '$REDIS_TRANSPORT'" >&2; exit 1; }
+
+# role_url ROLE [tcp|unix]: the Redis URL of ROLE's ACL user (guard, dialer, shipper, admin, web),
+# over TCP (the default) or the Unix socket (unix://user:password@/path/redis.sock?db=0).
 role_url() {
   local DIALGUARD_REDIS_USER DIALGUARD_REDIS_PASSWORD
   # shellcheck disable=SC1090
   source "$SECRETS_DIR/redis-$1.env"
-  printf 'redis://%s:%s@127.0.0.1:%s/0' "$DIALGUARD_REDIS_USER" "$DIALGUARD_REDIS_PASSWORD" "$REDIS_PORT"
+  if [[ ${2:-tcp} == unix ]]; then
+    printf 'unix://%s:%s@%s?db=0' "$DIALGUARD_REDIS_USER" "$DIALGUARD_REDIS_PASSWORD" "$REDIS_SOCKET"
+  else
+    printf 'redis://%s:%s@127.0.0.1:%s/0' "$DIALGUARD_REDIS_USER" "$DIALGUARD_REDIS_PASSWORD" "$REDIS_PORT"
+  fi
 }
+
+# service_url ROLE: ROLE's URL over the services' transport (DIALGUARD_REDIS_TRANSPORT).
+service_url() { role_url "$1" "$REDIS_TRANSPORT"; }
 
 VENV=$REPO_ROOT/.venv
 PROBE=$REPO_ROOT/scripts/probe.py
@@ -207,14 +232,32 @@ agi_server_available() {
   [[ -x $VENV/bin/dialguard-agi-server ]] && "$VENV/bin/python" -c 'import agi.server' >/dev/null 2>&1
 }
 
-# agi_server_settings_ok: the running server has the settings AGI_SERVER_ENV asks for.
-agi_server_settings_ok() {
+# service_env_ok NAME VAR=VALUE...: the running service NAME has every VAR=VALUE in its environment.
+service_env_ok() {
   local pid var environ
-  pid=$(pid_of "$STACK_DIR/services/agi.pid") || return 1
+  pid=$(pid_of "$STACK_DIR/services/$1.pid") || return 1
+  shift
   environ=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null) || return 1
-  for var in "${AGI_SERVER_ENV[@]}"; do
+  for var in "$@"; do
     grep -qxF -- "$var" <<<"$environ" || return 1
   done
+}
+
+# restart_if_changed NAME CMDLINE_WORD TIMEOUT_S VAR=VALUE...: stop the running
+# service NAME when its environment lacks one of VAR=VALUE (an older `make up`,
+# another DIALGUARD_REDIS_TRANSPORT); its start function then starts it anew.
+restart_if_changed() {
+  local name=$1 word=$2 t=$3; shift 3
+  if pid_alive "$STACK_DIR/services/$name.pid" "$word" && ! service_env_ok "$name" "$@"; then
+    log "$name runs with other settings (Redis transport now $REDIS_TRANSPORT): restarting it"
+    stop_pid "$STACK_DIR/services/$name.pid" "$word" "$t"
+  fi
+}
+
+# agi_server_settings_ok: the running server has the settings AGI_SERVER_ENV asks for
+# and the Redis URL of the services' transport.
+agi_server_settings_ok() {
+  service_env_ok agi "${AGI_SERVER_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url guard)"
 }
 
 # agi_server_start: start the FastAGI server (if not running) and wait for its
@@ -222,12 +265,12 @@ agi_server_settings_ok() {
 agi_server_start() {
   local d=$STACK_DIR/services
   if pid_alive "$d/agi.pid" dialguard-agi-server && ! agi_server_settings_ok; then
-    log "FastAGI server runs with other settings than ${AGI_SERVER_ENV[*]}: restarting it"
+    log "FastAGI server runs with other settings than ${AGI_SERVER_ENV[*]} (Redis over $REDIS_TRANSPORT): restarting it"
     agi_server_stop
   fi
   pid_alive "$d/agi.pid" dialguard-agi-server || "$VENV/bin/python" "$PROBE" free tcp "$AGI_PORT" ||
     die "FastAGI server: port $AGI_PORT busy. Another stack (another checkout?) or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_AGI_PORT (docs/PORTS.md)"
-  start_service agi "${AGI_SERVER_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url guard)" -- "$VENV/bin/dialguard-agi-server"
+  start_service agi "${AGI_SERVER_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url guard)" -- "$VENV/bin/dialguard-agi-server"
   wait_for "FastAGI server (127.0.0.1:$AGI_PORT)" "$d/agi.log" 30 "$d/agi.pid" \
     "$VENV/bin/python" "$PROBE" tcp "$AGI_PORT"
   log "FastAGI server up on 127.0.0.1:$AGI_PORT, rules $AGI_RULES, test clock $( [[ ${DIALGUARD_STACK_TEST_CLOCK:-1} == 1 ]] && echo on || echo off) (log: $d/agi.log)"
@@ -250,7 +293,8 @@ outcomes_available() {
 
 outcomes_start() {
   local d=$STACK_DIR/services
-  start_service outcomes "${OUTCOMES_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url guard)" -- "$VENV/bin/dialguard-agi-outcomes"
+  restart_if_changed outcomes dialguard-agi-outcomes 10 "${OUTCOMES_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url guard)"
+  start_service outcomes "${OUTCOMES_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url guard)" -- "$VENV/bin/dialguard-agi-outcomes"
   sleep 0.5
   pid_alive "$d/outcomes.pid" dialguard-agi-outcomes || fail_part "outcome reader" "$d/outcomes.log" "the process exited"
   log "outcome reader running: $AST_HOST_DIR/log/cel-custom/dialguard-outcomes.csv (log: $d/outcomes.log)"
@@ -276,14 +320,10 @@ dialer_available() {
   [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" dialer run --help >/dev/null 2>&1
 }
 
-# dialer_settings_ok: the running dialer has the settings DIALER_ENV asks for.
+# dialer_settings_ok: the running dialer has the settings DIALER_ENV asks for
+# and the Redis URL of the services' transport.
 dialer_settings_ok() {
-  local pid var environ
-  pid=$(pid_of "$STACK_DIR/services/dialer.pid") || return 1
-  environ=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null) || return 1
-  for var in "${DIALER_ENV[@]}"; do
-    grep -qxF -- "$var" <<<"$environ" || return 1
-  done
+  service_env_ok dialer "${DIALER_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url dialer)"
 }
 
 # dialer_start: start the dialer (if not running; restarted if its settings
@@ -296,7 +336,7 @@ dialer_start() {
   fi
   pid_alive "$d/dialer.pid" dialguard || "$VENV/bin/python" "$PROBE" free tcp "$DIALER_METRICS_PORT" ||
     die "campaign dialer: metrics port $DIALER_METRICS_PORT busy. Another stack or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_DIALER_METRICS_PORT (docs/PORTS.md)"
-  start_service dialer "${DIALER_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url dialer)" -- "$VENV/bin/dialguard" dialer run
+  start_service dialer "${DIALER_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url dialer)" -- "$VENV/bin/dialguard" dialer run
   wait_for "campaign dialer ($url)" "$d/dialer.log" 30 "$d/dialer.pid" "$VENV/bin/python" "$PROBE" http "$url"
   log "campaign dialer up: Stasis app $DIALER_APP, metrics http://127.0.0.1:$DIALER_METRICS_PORT/metrics (log: $d/dialer.log)"
 }
@@ -389,11 +429,12 @@ web_available() {
 # (PostgreSQL users table and Redis answering).
 web_start() {
   local d=$STACK_DIR/services url="http://127.0.0.1:$WEB_PORT/healthz"
+  restart_if_changed web dialguard 10 "${WEB_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url web)"
   pid_alive "$d/web.pid" dialguard || "$VENV/bin/python" "$PROBE" free tcp "$WEB_PORT" ||
     die "console: port $WEB_PORT busy. Another stack or service uses it; set DIALGUARD_PORT_OFFSET=100 or DIALGUARD_WEB_PORT (docs/PORTS.md)"
   # Redis: the dialer's ACL user for now (the guard's commands, MULTI for the kill switch's
   # change-and-audit); a role of its own (read-mostly) is to do in dialguard/redis_acl.py.
-  start_service web "${WEB_ENV[@]}" "DIALGUARD_REDIS_URL=$(role_url web)" -- "$VENV/bin/dialguard" web
+  start_service web "${WEB_ENV[@]}" "DIALGUARD_REDIS_URL=$(service_url web)" -- "$VENV/bin/dialguard" web
   wait_for "console ($url)" "$d/web.log" 30 "$d/web.pid" "$VENV/bin/python" "$PROBE" http "$url"
   log "console up: http://127.0.0.1:$WEB_PORT/ (users: dialguard user add; log: $d/web.log)"
 }

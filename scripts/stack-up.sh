@@ -66,9 +66,18 @@ sentinel_primary() {
 start_redis_node() {
   local d=$STACK_DIR/$1 port=$2
   local pidf=$d/redis.pid logf=$d/redis.log primary=
+  # Every data node has a Unix socket in its folder (the primary's is $REDIS_SOCKET, for the
+  # services with DIALGUARD_REDIS_TRANSPORT=unix); mode 700: this user's processes only.
+  local sock=$d/redis.sock
+  [[ $1 != redis ]] || sock=$REDIS_SOCKET
+  ((${#sock} <= 107)) || die "Redis socket path $sock is longer than 107 bytes: set DIALGUARD_REDIS_SOCKET to a shorter one"
   if pid_alive "$pidf" redis-server && ! cmp -s "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"; then
     # Users changed (or a Redis from before the ACL users): restart it (the AOF keeps the data).
     log "Redis ACL users changed: restarting Redis on port $port"
+    stop_pid "$pidf" redis-server 20
+  fi
+  if pid_alive "$pidf" redis-server && [[ ! -S $sock ]]; then
+    log "Redis on port $port has no Unix socket $sock (an older make up): restarting it"
     stop_pid "$pidf" redis-server 20
   fi
   if ! pid_alive "$pidf" redis-server; then
@@ -89,6 +98,8 @@ appendonly yes
 appendfsync everysec
 save ""
 aclfile $SECRETS_DIR/redis-users.acl
+unixsocket $sock
+unixsocketperm 700
 CONF
     if [[ $REDIS_HA == 1 ]]; then
       primary=$(sentinel_primary)
@@ -102,7 +113,7 @@ CONF
     cp "$SECRETS_DIR/redis-users.acl" "$d/users.acl.loaded"
   fi
   wait_for "Redis (127.0.0.1:$port)" "$logf" 20 "$pidf" redis_ping "$port"
-  log "Redis up on 127.0.0.1:$port${primary:+ (replica of ${primary/ /:})} (log: $logf)"
+  log "Redis up on 127.0.0.1:$port and $sock${primary:+ (replica of ${primary/ /:})} (log: $logf)"
 }
 
 start_sentinel() { # N PORT
@@ -301,6 +312,8 @@ write_env() {
       echo "export DIALGUARD_$var=$(q "${!var}")"
     done
     echo "export DIALGUARD_PG_ADMIN_DSN=$(q "$PG_ADMIN_DSN")"
+    # The primary's Unix socket (the services' transport: DIALGUARD_REDIS_TRANSPORT, lib.sh).
+    echo "export DIALGUARD_REDIS_SOCKET=$(q "$REDIS_SOCKET")"
     if [[ $REDIS_HA == 1 ]]; then
       echo "export DIALGUARD_REDIS_HA=1"
       echo "export DIALGUARD_REDIS_SENTINELS=$(q "$REDIS_SENTINELS")"
@@ -343,7 +356,8 @@ start_services() {
   fi
   # HOOK (audit): ships decisions and outcomes from Redis to PostgreSQL.
   if [[ -x $VENV/bin/dialguard ]] && "$VENV/bin/dialguard" audit-ship --help >/dev/null 2>&1; then
-    start_service audit-ship "DIALGUARD_REDIS_URL=$(role_url shipper)" -- "$VENV/bin/dialguard" audit-ship
+    restart_if_changed audit-ship dialguard 15 "DIALGUARD_REDIS_URL=$(service_url shipper)"
+    start_service audit-ship "DIALGUARD_REDIS_URL=$(service_url shipper)" -- "$VENV/bin/dialguard" audit-ship
     sleep 1
     pid_alive "$d/audit-ship.pid" dialguard || fail_part "audit shipper" "$d/audit-ship.log" "the process exited"
     log "audit shipper running (log: $d/audit-ship.log)"

@@ -108,6 +108,25 @@ async def test_engine_failure_denies_guard_unavailable(make_server, engine, prov
         assert ("DIALGUARD_RESULT", "ALLOW") not in res.history
 
 
+async def test_engine_ready_says_where_redis_is_without_the_password(caplog):
+    import dataclasses
+    import logging
+
+    from dialguard.config import Settings
+
+    eng = FakeEngine()
+    eng.settings = dataclasses.replace(Settings(), redis_url="unix://dialguard-guard:s3cret@/run/redis/r.sock?db=0")
+
+    async def factory():
+        return eng
+
+    with caplog.at_level(logging.INFO, "dialguard.agi"):
+        assert await EngineProvider(factory).get() is eng
+    ready = [r for r in caplog.records if r.getMessage() == "engine ready"]
+    assert ready[0].fields == {"event": "engine_ready", "redis": "unix:///run/redis/r.sock"}
+    assert "s3cret" not in str(ready[0].fields)
+
+
 async def test_slow_engine_denies_within_the_session_deadline(make_server):
     srv, _ = await make_server(FakeEngine(delay_s=10), session_timeout=1.0,
                                options=Options(engine_timeout_s=30))

@@ -1,6 +1,6 @@
 import pytest
 
-from dialguard.config import ConfigError, Settings, _file_settings
+from dialguard.config import ConfigError, Settings, _file_settings, redacted_url
 
 
 def test_env_overrides_config_file(tmp_path, monkeypatch):
@@ -75,6 +75,40 @@ def test_sentinel_settings(monkeypatch):
     monkeypatch.setenv("DIALGUARD_REDIS_SENTINELS", "10.0.0.1")
     with pytest.raises(ConfigError, match="DIALGUARD_REDIS_SENTINELS"):
         Settings()  # a typo stops the process at start, not at the first call
+    # Sentinel mode is TCP: a Unix socket URL with Sentinels stops the process at start too
+    monkeypatch.setenv("DIALGUARD_REDIS_SENTINELS", "10.0.0.1:26379")
+    monkeypatch.setenv("DIALGUARD_REDIS_URL", "unix://dg:s3cret@/run/redis/redis-server.sock?db=0")
+    with pytest.raises(ConfigError, match="unix:// socket but DIALGUARD_REDIS_SENTINELS"):
+        Settings()
+
+
+def test_unix_socket_url_reaches_every_client(monkeypatch):
+    """A same-host Redis by its socket: the URL a service gets (its role's user and
+    password from redis-<role>.env), for the pipelined client and redis-py's pools."""
+    import redis as syncredis
+    from redis.asyncio.connection import UnixDomainSocketConnection
+
+    from dialguard import redisconn
+
+    _file_settings.cache_clear()
+    monkeypatch.setenv("DIALGUARD_CONFIG", "/etc/dialguard/dialguard.yaml")
+    monkeypatch.delenv("DIALGUARD_REDIS_SENTINELS", raising=False)
+    monkeypatch.setenv("DIALGUARD_REDIS_URL", "unix:///run/redis/redis-server.sock?db=2")
+    monkeypatch.setenv("DIALGUARD_REDIS_USER", "dialguard-guard")
+    monkeypatch.setenv("DIALGUARD_REDIS_PASSWORD", "p@ss/w:rd")
+    s = Settings()
+    assert s.redis_where() == "unix:///run/redis/redis-server.sock" and "p@ss" not in redacted_url(s.redis_url)
+    fast = redisconn.fast_client(s, timeout=0.2, connect_timeout=0.2)
+    assert (fast.path, fast.username, fast.password, fast.db) == \
+        ("/run/redis/redis-server.sock", "dialguard-guard", "p@ss/w:rd", 2)
+    pool = redisconn.async_redis(s, max_connections=2, timeout=1).connection_pool
+    assert pool.connection_class is UnixDomainSocketConnection
+    kw = pool.connection_kwargs
+    assert (kw["path"], kw["username"], kw["password"], kw["db"]) == \
+        ("/run/redis/redis-server.sock", "dialguard-guard", "p@ss/w:rd", 2)
+    sync = redisconn.sync_redis(s).connection_pool
+    assert sync.connection_class is syncredis.UnixDomainSocketConnection
+    assert sync.connection_kwargs["path"] == "/run/redis/redis-server.sock"
 
 
 def test_replica_wait_settings(monkeypatch):
