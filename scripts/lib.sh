@@ -60,8 +60,10 @@ SECRETS_DIR=$STACK_DIR/secrets
 
 # Redis also listens on a Unix socket in its folder (unixsocketperm 700: this
 # user's processes only; the ACL users and passwords apply there as on TCP).
-# A socket path is at most 107 bytes: a deeper checkout sets DIALGUARD_REDIS_SOCKET.
+# A socket path is at most 107 bytes (DIALGUARD_REDIS_SOCKET sets another).
 REDIS_SOCKET=${DIALGUARD_REDIS_SOCKET:-$STACK_DIR/redis/redis.sock}
+# (a checkout too deep for that: a path of the port's own in /tmp, so make up works from any folder)
+((${#REDIS_SOCKET} <= 107)) || [[ -n ${DIALGUARD_REDIS_SOCKET:-} ]] || REDIS_SOCKET=/tmp/dialguard-redis-$REDIS_PORT.sock
 # DIALGUARD_REDIS_TRANSPORT: how the stack's services (FastAGI server, outcome
 # reader, dialer, audit shipper, console) reach the single Redis on this host:
 # unix (its socket) or tcp (127.0.0.1:$REDIS_PORT). Redis HA is TCP only (the
