@@ -19,6 +19,7 @@ be turned back into numbers, so `dnc export` and `counters rebuild` read both.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import csv
 import itertools
@@ -342,8 +343,10 @@ class DncDb:
             self._index.pop(list_, None)  # written or not, unknown: read again next time
             raise
         # committed: the index holds what is at rest now
-        for r, native, pos, skip in merges:
+        for j, (r, native, pos, skip) in enumerate(merges):
             ix.merge(r, native, pos, skip)
+            if j % 64 == 63:
+                await asyncio.sleep(0)  # the Redis sink's replies meanwhile (its read times out)
         stored = sum(b[1] for b in blocks)
         ix.blocks, ix.entries, ix.max_id = ix.blocks + len(blocks), ix.entries + stored, max(ix.max_id, last)
         return stored
@@ -370,6 +373,8 @@ class DncDb:
             by_range[b[0]].append(k)
         plan = []
         for r, ks in by_range.items():
+            if len(plan) % 64 == 63:
+                await asyncio.sleep(0)  # the Redis sink's replies meanwhile (its read times out)
             native = _native(b"".join(blocks[k][2] for k in ks)) if len(ks) > 1 else _native(blocks[ks[0]][2])
             pos = ix.positions(r, native)
             held = ix.held(r, native, pos)
@@ -530,6 +535,10 @@ def _native(hashes: bytes) -> bytes:
     return a.tobytes()
 
 
+_mul16 = (16).__mul__
+_add16 = (16).__add__
+
+
 class _ListIndex:
     """The hashes of a list's blocks, by hash range, for an import's check of each
     batch (DncDb._only_new): per range one bytes object of its 16-byte hashes,
@@ -581,19 +590,23 @@ class _ListIndex:
 
     def merge(self, r: int, native: bytes, pos: list[int], skip: set[int] | tuple = ()) -> None:
         """Range r with the hashes of `native` added but those whose index is in `skip`;
-        `pos` from positions() on the range as it is."""
+        `pos` from positions() on the range as it is. The new range is joined from
+        slices in C loops (map, chain): the old range's runs between the new hashes'
+        positions, each new hash after its run; the range copied twice (memcpy)."""
         keys = memoryview(native).cast("Q")[::2].tolist()
-        mv, nv = memoryview(self.ranges[r]), memoryview(native)
-        pieces, prev = [], 0
-        for p, _, i in sorted(zip(pos, keys, range(len(keys)))):
-            if i in skip:
-                continue
-            if p != prev:
-                pieces.append(mv[16 * prev:16 * p])
-                prev = p
-            pieces.append(nv[16 * i:16 * i + 16])
-        pieces.append(mv[16 * prev:])
-        self.ranges[r] = b"".join(pieces)
+        # by prefix, which orders the positions too (bisect_left is monotonic); a range's
+        # batch hashes are a sorted run from each worker: Timsort merges them
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        if skip:
+            order = [i for i in order if i not in skip]
+        if not order:
+            return
+        cut = [16 * pos[i] for i in order] if len(order) < 64 else list(map(_mul16, map(pos.__getitem__, order)))
+        at = list(map(_mul16, order))
+        blob = self.ranges[r]  # (slices of bytes: 5 times quicker to make than of a memoryview)
+        old = map(blob.__getitem__, map(slice, itertools.chain((0,), cut), cut))
+        new = map(native.__getitem__, map(slice, at, map(_add16, at)))
+        self.ranges[r] = b"".join(itertools.chain(itertools.chain.from_iterable(zip(old, new)), (blob[cut[-1]:],)))
 
 
 def find16(blob: bytes, h: bytes) -> int:
@@ -942,7 +955,6 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
     the sinks and the workers taking turns (each chunk ahead holds its rows and
     results in memory, about 150 MB at 1,000,000 rows).
     """
-    import asyncio
     from concurrent.futures import ProcessPoolExecutor
 
     if db is not None and data_key is None:
