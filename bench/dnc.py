@@ -157,7 +157,7 @@ async def main():
                     help="numbers the PostgreSQL list holds before the import (synthetic blocks)")
     args = ap.parse_args()
     s = Settings()
-    r = aioredis.from_url(s.redis_url)
+    r = aioredis.from_url(s.redis_url, socket_timeout=60)  # (a loaded machine: the old check held the loop > 5 s)
     prefix = f"dgbench-dnc:{uuid.uuid4().hex[:6]}"
     keys = Keys(prefix, s.hash_secret)
     store = DncStore(r, keys)
