@@ -411,10 +411,12 @@ async def test_two_imports_of_overlapping_files_at_once_store_each_number_once(s
 
 async def test_a_batch_is_checked_without_a_pass_over_the_list(settings, dnc_db, ns, tmp_path, monkeypatch):
     """A small batch into a list already holding 40,000 numbers: its check reads the
-    8-byte prefixes of its own hashes only (dnc._hi, counted), not of every hash the
-    list holds (the check before stop 17: all 40,000 at every batch, so a 250-million
-    number import cost hours). What it cuts out stays exact: the numbers listed
-    already, in a block or as a single entry, and a repeat."""
+    8-byte prefixes of its own hashes (dnc._hi, counted) and passes over no more
+    stored hashes than SCAN times its own (_ListIndex._scan, counted; bisection
+    for the rest), not over every hash the list holds (the check before stop 17:
+    all 40,000 at every batch, so a 250-million-number import cost hours). What it
+    cuts out stays exact: the numbers listed already, in a block or as a single
+    entry, and a repeat."""
     import redis.asyncio as aioredis
 
     from dialguard import dnc
@@ -435,16 +437,23 @@ async def test_a_batch_is_checked_without_a_pass_over_the_list(settings, dnc_db,
                               db=db, db_name=camp, source="big")
         assert rb.stored == 40_000
         assert await db.add(camp, keys.number_tag("+8613499999999"), Sealer().seal_raw("+8613499999999")) is True
-        read = []
+        read, passed = [], []
         real_hi = dnc._hi
         monkeypatch.setattr(dnc, "_hi", lambda blob: read.append(len(blob) // 16) or real_hi(blob))
+        index = getattr(dnc, "_ListIndex", None)  # (none before stop 17)
+        if index is not None:
+            real_scan = index._scan
+            monkeypatch.setattr(index, "_scan", lambda self, r, native: passed.append(
+                (len(self.ranges[r]) + sum(map(len, self.pending[r]))) // 16) or real_scan(self, r, native))
         for run in (1, 2):  # the index kept from the import before, then a fresh connection's (loaded once)
             other = db if run == 1 else await DncDb.open(dnc_db)
             read.clear()
+            passed.clear()
             rs = await import_csv(store, list_name(camp), small, "CN", settings.hash_secret, workers=1,
                                   db=other, db_name=camp, source=f"small{run}")
             assert rs.valid == 47 and rs.stored == (40 if run == 1 else 0)
             assert sum(read) <= 47, read
+            assert sum(passed) <= 47 * 32, passed
             if run == 2:
                 await other.close()
         assert await db.count(camp) == 40_041 and pg_state(dnc_db, camp) == (40_041, 40_041)
