@@ -462,6 +462,38 @@ async def test_a_batch_is_checked_without_a_pass_over_the_list(settings, dnc_db,
         await r.aclose()
 
 
+async def test_many_single_entries_are_looked_up_by_the_batch(settings, dnc_db, ns, tmp_path):
+    """A list with more single entries than the check reads whole (1,000 or an eighth
+    of the batch; a list imported before sql/226 has one a number): the batch's
+    hashes are looked up through dnc_entries' primary key, and a number listed by
+    hand is still not stored again."""
+    import redis.asyncio as aioredis
+
+    from dialguard.crypto import Sealer
+
+    prefix, camp = ns
+    keys = Keys(prefix, settings.hash_secret)
+    sealer = Sealer()
+    r = aioredis.from_url(settings.redis_url)
+    store = DncStore(r, keys)
+    with psycopg.connect(dnc_db, autocommit=True) as conn:
+        with conn.cursor().copy("copy dnc_entries (list, number_hash, number_enc, source) from stdin") as cp:
+            for i in range(1200):
+                n = f"+86133{i:08d}"
+                cp.write_row((camp, bytes.fromhex(keys.number_tag(n)), sealer.seal_raw(n), "cli"))
+    f = tmp_path / "f.csv"
+    f.write_text("".join(f"+86133{i:08d}\n" for i in range(1195, 1205)))  # 5 listed by hand, 5 new
+    db = await DncDb.open(dnc_db)
+    try:
+        rep = await import_csv(store, list_name(camp), f, "CN", settings.hash_secret, workers=1, db=db,
+                               db_name=camp, source="f")
+        assert (rep.valid, rep.stored) == (10, 5) and await db.count(camp) == 1205
+        assert pg_state(dnc_db, camp) == (1205, 1205)
+    finally:
+        await db.close()
+        await r.aclose()
+
+
 def test_remove_of_an_imported_number_takes_it_out_of_its_block(settings, dnc_db, own_redis, tmp_path):
     """`dnc remove` of an imported number: off Redis, out of its block at rest (the rest
     of the block still exported and listed), not brought back by a counters rebuild;
