@@ -243,7 +243,7 @@ class DncDb:
         another writer added since (larger ids: identity values only grow, and
         every writer holds the list's lock) are merged in the same way. Any other
         change (`dnc remove` rewrote or deleted a block: fewer entries than
-        expected) reloads the index, a range at a time."""
+        expected) reloads the whole index (read a range at a time)."""
         async with self.conn.cursor(binary=True) as cur:
             await cur.execute("select count(*), coalesce(sum(entries), 0), coalesce(max(id), 0) from dnc_blocks "
                               "where list = %s", (list_,))
