@@ -95,26 +95,17 @@ async def populate(db, list_: str, n: int) -> None:
     writes them; a dummy sealed part (never opened: the bench's numbers hash elsewhere)."""
     import struct
 
-    from dialguard.dnc import PGCOPY_HEADER, PGCOPY_TRAILER, RANGE_BITS, split16
+    from dnc_check import blocks_of  # (bench/, this script's directory)
 
-    ranges = 1 << RANGE_BITS
+    from dialguard.dnc import PGCOPY_HEADER, PGCOPY_TRAILER
+
     lb, sb, sealed = list_.encode(), b"bench-existing", bytes(28)
     head = struct.pack(">hi", 6, len(lb)) + lb
     tail = struct.pack(">i", len(sealed)) + sealed + struct.pack(">i", len(sb)) + sb
     done = 0
     while done < n:
         batch = min(1_000_000, n - done)
-        rows = []
-        for part in (batch // 2, batch - batch // 2):
-            for r in range(ranges):
-                m = part // ranges + (1 if r < part % ranges else 0)
-                if not m:
-                    continue
-                raw = bytearray(os.urandom(16 * m))
-                raw[0::16] = bytes([r >> 2]) * m
-                raw[1::16] = bytes(raw[1::16]).translate(bytes(((r & 3) << 6) | (x & 0x3F) for x in range(256)))
-                h = b"".join(sorted(split16(bytes(raw))))
-                rows.append(head + struct.pack(">iiiii", 4, r, 4, m, len(h)) + h + tail)
+        rows = [head + struct.pack(">iiiii", 4, r, 4, len(h) // 16, len(h)) + h + tail for r, h in blocks_of(batch)]
         async with db.conn.transaction():
             async with db.conn.cursor() as cur:
                 async with cur.copy("copy dnc_blocks (list, hash_range, entries, hashes, sealed, source) "

@@ -24,7 +24,7 @@ import os
 import resource
 import time
 
-from dialguard.dnc import RANGE_BITS, _hi, _ListIndex, _native, split16
+from dialguard.dnc import RANGE_BITS, _hi, split16
 
 
 def blocks_of(n: int, seed_batches: int | None = None) -> list[tuple[int, bytes]]:
@@ -58,7 +58,9 @@ def old_check(stored: list[bytes], batch: list[tuple[int, bytes]]) -> int:
     return met
 
 
-def new_check(ix: _ListIndex, batch: list[tuple[int, bytes]]) -> int:
+def new_check(ix, batch: list[tuple[int, bytes]]) -> int:
+    from dialguard.dnc import _native  # (not in the tree before stop 17: bench/dnc.py imports blocks_of on it)
+
     by_range: dict[int, list[bytes]] = {}
     for r, b in batch:
         by_range.setdefault(r, []).append(b)
@@ -77,6 +79,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1_000_000)
     ap.add_argument("--batches", type=int, default=8)
     args = ap.parse_args()
+    from dialguard.dnc import _ListIndex
+
     cpu = time.process_time
     print(f"DNC batch check, {args.batch:,} hashes a batch; {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     for n in (int(x) for x in args.sizes.split(",")):
