@@ -4,6 +4,7 @@ redis-benchmark's pipelined SADD rate (the ceiling) in one run, and the Redis
 memory each imported number takes.
 
     .venv/bin/python bench/dnc.py [--rows 10000000] [--no-pg | --pg-only] [--workers N] [--chunk-rows N] [--ahead N]
+                                  [--existing N]
 
 Each import goes into a fresh list with its own CSV of `--rows` distinct
 numbers of the region CN (70 % E.164, 30 % national digits, one row in 1,000
@@ -17,6 +18,12 @@ wall-clock rate it prints the CPU each process spent per number (import main
 process, its workers, redis-server, the PostgreSQL backend): on a shared
 machine the rate moves with the load, the CPU per number much less, and
 cores / CPU per number is what an idle machine could reach.
+With --existing N the PostgreSQL list holds N numbers before the import (random
+hashes in blocks of a few hundred a hash range, as 1,000,000-row batches of two
+workers leave them, written straight by COPY; their sealed parts are never
+opened): what each batch's check against the list at rest costs at that size.
+The time of each batch is printed (the first loads what the import keeps of the
+list), and the import process's peak memory.
 Targets (issue 21): >= 250,000 numbers/s with both sinks, <= 6.5 bytes per number.
 """
 
@@ -82,6 +89,34 @@ async def wal(db) -> tuple[int, int, int] | None:
         return None
 
 
+async def populate(db, list_: str, n: int) -> None:
+    """n synthetic numbers at rest in list_ (--existing): random 16-byte hashes, by
+    pseudo-batches of 1,000,000 in two blocks a hash range each, COPY as add_blocks
+    writes them; a dummy sealed part (never opened: the bench's numbers hash elsewhere)."""
+    import struct
+
+    from dnc_check import blocks_of  # (bench/, this script's directory)
+
+    from dialguard.dnc import PGCOPY_HEADER, PGCOPY_TRAILER
+
+    lb, sb, sealed = list_.encode(), b"bench-existing", bytes(28)
+    head = struct.pack(">hi", 6, len(lb)) + lb
+    tail = struct.pack(">i", len(sealed)) + sealed + struct.pack(">i", len(sb)) + sb
+    done = 0
+    while done < n:
+        batch = min(1_000_000, n - done)
+        rows = [head + struct.pack(">iiiii", 4, r, 4, len(h) // 16, len(h)) + h + tail for r, h in blocks_of(batch)]
+        async with db.conn.transaction():
+            async with db.conn.cursor() as cur:
+                async with cur.copy("copy dnc_blocks (list, hash_range, entries, hashes, sealed, source) "
+                                    "from stdin (format binary)") as cp:
+                    await cp.write(PGCOPY_HEADER)
+                    for i in range(0, len(rows), 512):
+                        await cp.write(b"".join(rows[i:i + 512]))
+                    await cp.write(PGCOPY_TRAILER)
+        done += batch
+
+
 def make_csv(path: Path, rows: int, prefix: str, seed: int) -> None:
     """`rows` distinct numbers +86<prefix><8 digits> (an affine permutation of 0..10^8-1)."""
     mult, add = 7_654_321, seed * 1_000_003  # mult is coprime with 10^8
@@ -109,9 +144,11 @@ async def main():
     ap.add_argument("--chunk-rows", type=int, default=None, help="rows per batch (default: import_csv's)")
     ap.add_argument("--ahead", type=int, default=None,
                     help="chunks normalized ahead of the one being stored (default: import_csv's)")
+    ap.add_argument("--existing", type=int, default=0,
+                    help="numbers the PostgreSQL list holds before the import (synthetic blocks)")
     args = ap.parse_args()
     s = Settings()
-    r = aioredis.from_url(s.redis_url)
+    r = aioredis.from_url(s.redis_url, socket_timeout=60)  # (a loaded machine: the old check held the loop > 5 s)
     prefix = f"dgbench-dnc:{uuid.uuid4().hex[:6]}"
     keys = Keys(prefix, s.hash_secret)
     store = DncStore(r, keys)
@@ -134,6 +171,14 @@ async def main():
             for label, sink, digits, lst in runs:
                 path = tmp / f"{digits}.csv"
                 make_csv(path, args.rows, digits, int(digits))
+                if sink is not None and args.existing:
+                    t0 = time.perf_counter()
+                    await populate(sink, db_list, args.existing)
+                    await sink.conn.execute("vacuum analyze dnc_blocks")
+                    print(f"  the list holds {args.existing:,} numbers before the import ({await sink.count(db_list):,} "
+                          f"at rest; written in {time.perf_counter() - t0:.0f}s, not counted)", flush=True)
+                    label += f" into {args.existing:,}"
+                marks = []
                 before = await used_memory(r)
                 pg_pid = (await (await sink.conn.execute("select pg_backend_pid()")).fetchone())[0] if sink else 0
                 w0 = await wal(sink) if sink else None
@@ -143,7 +188,8 @@ async def main():
                 if args.ahead:  # (an older tree's import_csv, run through PYTHONPATH, has no such argument)
                     kw["ahead"] = args.ahead
                 rep = await import_csv(store, lst, path, "CN", s.hash_secret, rejects_path=tmp / f"{lst}.rejects.csv",
-                                       db=sink, db_name=db_list, source="bench", workers=args.workers, **kw)
+                                       db=sink, db_name=db_list, source="bench", workers=args.workers,
+                                       progress=lambda n: marks.append(time.perf_counter()), **kw)
                 wall = time.perf_counter() - t0
                 c1 = (*own_cpu(), await redis_cpu(r), proc_cpu(pg_pid))
                 w1 = await wal(sink) if sink else None
@@ -161,6 +207,12 @@ async def main():
                       + (f" + PostgreSQL backend {cpu[3]:.2f}" if sink else "") + f" = {sum(cpu):.2f} us "
                       f"(on {os.cpu_count()} idle cores: at most {os.cpu_count() / sum(cpu) * 1e6:,.0f} numbers/s)",
                       flush=True)
+                steps = [b - a for a, b in zip([t0] + marks, marks)]
+                if len(steps) > 1:
+                    print(f"  batches: first {steps[0]:.2f}s, then {sum(steps[1:]) / len(steps[1:]):.2f}s on average "
+                          f"(min {min(steps[1:]):.2f}, max {max(steps[1:]):.2f}, last {steps[-1]:.2f})", flush=True)
+                elif steps:
+                    print(f"  batch: {steps[0]:.2f}s", flush=True)
                 if w0 and w1:
                     print(f"  PostgreSQL WAL (pg_stat_wal, the whole server): {(w1[0] - w0[0]) / rep.rows:,.1f} bytes "
                           f"per number ({(w1[0] - w0[0]) / 1e6:,.0f} MB, {w1[1] - w0[1]:,} full-page images, "

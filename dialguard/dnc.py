@@ -19,12 +19,16 @@ be turned back into numbers, so `dnc export` and `counters rebuild` read both.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import csv
 import itertools
 import json
 import os
 import struct
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,7 +198,7 @@ class DncDb:
 
     def __init__(self, conn):
         self.conn = conn
-        self._cache: dict[str, dict[int, tuple[int, bytes]]] = {}  # _stored_hashes'
+        self._index: dict[str, _ListIndex] = {}  # _listed_index's, by list
 
     @classmethod
     async def open(cls, dsn: str, connect_timeout: int = 5) -> "DncDb":
@@ -228,32 +232,72 @@ class DncDb:
         already, which block holds it) stays true until it has written."""
         await self.conn.execute("select pg_advisory_xact_lock(%s)", (list_lock_id(list_),))
 
-    async def _stored_hashes(self, list_: str) -> list[bytes]:
-        """Every keyed hash of the list at rest, as blobs of 16-byte hashes (one per
-        block, one for the single entries); under the list's lock.
+    async def _listed_index(self, list_: str) -> "_ListIndex":
+        """The hashes of the list's blocks by range (_ListIndex), as they are at rest;
+        under the list's lock.
 
-        The blocks' hashes are kept between the batches of an import (self._cache:
-        block id -> (entries, hashes)): each batch reads only the blocks' ids and
-        entry counts and fetches the hashes of blocks it has not seen (its own
-        previous batch's, or another writer's); a block whose count changed (a
-        `dnc remove` rewrote it) or that is gone leaves the cache. Only `dnc remove`
-        rewrites a block, and always with one entry fewer, so the pair tells a
-        changed block apart. The single entries are read each time."""
+        Kept between the batches of an import (self._index): a batch costs one
+        aggregate query here (the list's block count, entry sum and largest id;
+        PostgreSQL reads them from the blocks' rows, a few hundred numbers a row)
+        and, once written, the merge of its own new hashes (add_blocks). Blocks
+        another writer added since (larger ids: identity values only grow, and
+        every writer holds the list's lock) are merged in the same way. Any other
+        change (`dnc remove` rewrote or deleted a block: fewer entries than
+        expected) reloads the whole index (read a range at a time)."""
         async with self.conn.cursor(binary=True) as cur:
-            await cur.execute("select number_hash from dnc_entries where list = %s", (list_,))
-            single = b"".join(r[0] for r in await cur.fetchall())
-            await cur.execute("select id, entries from dnc_blocks where list = %s", (list_,))
-            now = dict(await cur.fetchall())
-            cache = self._cache.setdefault(list_, {})
-            for bid in [b for b, (n, _) in cache.items() if now.get(b) != n]:
-                del cache[bid]
-            missing = [b for b in now if b not in cache]
-            for i in range(0, len(missing), 5000):
-                await cur.execute("select id, entries, hashes from dnc_blocks where id = any(%s)",
-                                  (missing[i:i + 5000],))
-                for bid, n, hashes in await cur.fetchall():
-                    cache[bid] = (n, hashes)
-        return ([single] if single else []) + [h for _, h in cache.values()]
+            await cur.execute("select count(*), coalesce(sum(entries), 0), coalesce(max(id), 0) from dnc_blocks "
+                              "where list = %s", (list_,))
+            now = tuple(int(x) for x in await cur.fetchone())
+            ix = self._index.get(list_)
+            if ix is not None and now == ix.seen():
+                return ix
+            if ix is not None and now[2] > ix.max_id:  # blocks another writer added: merged in if nothing else changed
+                await cur.execute("select hash_range, entries, hashes from dnc_blocks where id > %s and list = %s",
+                                  (ix.max_id, list_))
+                rows = await cur.fetchall()
+                if (ix.blocks + len(rows), ix.entries + sum(r[1] for r in rows)) == now[:2]:
+                    by_range: dict[int, list[bytes]] = defaultdict(list)
+                    for r, _, hashes in rows:
+                        by_range[r].append(bytes(hashes))
+                    for r, hs in by_range.items():
+                        native = _native(b"".join(hs))
+                        ix.add(r, native)
+                    ix.blocks, ix.entries, ix.max_id = now
+                    return ix
+        self._index.pop(list_, None)
+        ix = _ListIndex()
+        async with self.conn.cursor(name="dnc_listed_index", binary=True) as cur:
+            cur.itersize = 200
+            await cur.execute("select hash_range, hashes from dnc_blocks where list = %s order by hash_range",
+                              (list_,))
+            current, part = -1, []
+            async for r, hashes in cur:
+                if r != current:
+                    ix.load(current, part)
+                    current, part = r, []
+                part.append(hashes)
+            ix.load(current, part)
+        ix.blocks, ix.entries, ix.max_id = now
+        self._index[list_] = ix
+        return ix
+
+    async def _singles(self, list_: str, blocks: list[tuple], total: int) -> set[bytes]:
+        """Which hashes of the blocks the list holds as single entries (dnc_entries): few
+        single entries are read whole; more than an eighth of the batch (a list
+        imported before sql/226, one row a number) are looked up by the batch's hashes
+        through their primary key."""
+        limit = max(1000, total // 8)
+        async with self.conn.cursor(binary=True) as cur:
+            await cur.execute("select number_hash from dnc_entries where list = %s limit %s", (list_, limit + 1))
+            rows = await cur.fetchall()
+            if not rows:
+                return set()
+            hashes = [x for b in blocks for x in split16(b[2])]
+            if len(rows) > limit:
+                await cur.execute("select number_hash from dnc_entries where list = %s and number_hash = any(%s)",
+                                  (list_, hashes))
+                return {bytes(r[0]) for r in await cur.fetchall()}
+        return set(hashes).intersection(bytes(r[0]) for r in rows)
 
     async def _holding(self, list_: str, h: bytes) -> list[tuple[int, bytes, bytes, int]]:
         """(block id, hashes, sealed, position) of each block of the list holding hash h."""
@@ -273,36 +317,51 @@ class DncDb:
         blocks = [b for part in parts for b in part]
         if not blocks:
             return 0
-        async with self.conn.transaction():
-            await self._lock(list_)
-            blocks = await self._only_new(list_, blocks, sealer)
-            if blocks:
-                lb, sb = list_.encode(), source.encode()
-                head = struct.pack(">hi", 6, len(lb)) + lb
-                tail = struct.pack(">i", len(sb)) + sb
-                async with self.conn.cursor() as cur:
-                    async with cur.copy("copy dnc_blocks (list, hash_range, entries, hashes, sealed, source) "
-                                        "from stdin (format binary)") as cp:
-                        await cp.write(PGCOPY_HEADER)
-                        for i in range(0, len(blocks), 512):
-                            await cp.write(b"".join(
-                                head + struct.pack(">iiiii", 4, r, 4, n, len(h)) + h
-                                + struct.pack(">i", len(sd)) + sd + tail
-                                for r, n, h, sd in blocks[i:i + 512]))
-                        await cp.write(PGCOPY_TRAILER)
-        return sum(b[1] for b in blocks)
+        try:
+            async with self.conn.transaction():
+                await self._lock(list_)
+                ix = await self._listed_index(list_)
+                blocks, merges = await self._only_new(list_, ix, blocks, sealer)
+                last = 0
+                if blocks:
+                    lb, sb = list_.encode(), source.encode()
+                    head = struct.pack(">hi", 6, len(lb)) + lb
+                    tail = struct.pack(">i", len(sb)) + sb
+                    async with self.conn.cursor() as cur:
+                        async with cur.copy("copy dnc_blocks (list, hash_range, entries, hashes, sealed, source) "
+                                            "from stdin (format binary)") as cp:
+                            await cp.write(PGCOPY_HEADER)
+                            for i in range(0, len(blocks), 512):
+                                await cp.write(b"".join(
+                                    head + struct.pack(">iiiii", 4, r, 4, n, len(h)) + h
+                                    + struct.pack(">i", len(sd)) + sd + tail
+                                    for r, n, h, sd in blocks[i:i + 512]))
+                            await cp.write(PGCOPY_TRAILER)
+                        # the largest id of the rows just written (this session's last value of the sequence)
+                        await cur.execute("select currval(pg_get_serial_sequence('dnc_blocks', 'id'))")
+                        last = (await cur.fetchone())[0]
+        except BaseException:
+            self._index.pop(list_, None)  # written or not, unknown: read again next time
+            raise
+        # committed: the index holds what is at rest now
+        for j, (r, native, skip) in enumerate(merges):
+            ix.add(r, native, skip)
+            if j % 64 == 63:
+                await asyncio.sleep(0)  # the Redis sink's replies meanwhile (its read times out)
+        stored = sum(b[1] for b in blocks)
+        ix.blocks, ix.entries, ix.max_id = ix.blocks + len(blocks), ix.entries + stored, max(ix.max_id, last)
+        return stored
 
-    async def _only_new(self, list_: str, blocks: list[tuple], sealer) -> list[tuple]:
-        """The blocks without the numbers the list holds already, nor those an earlier
-        block of the batch holds. A first pass compares the first 8 bytes of each hash
-        as integers (C loops over the stored blobs); only blobs that share one are
-        compared hash by hash."""
+    async def _only_new(self, list_: str, ix: "_ListIndex", blocks: list[tuple], sealer) -> tuple[list[tuple], list]:
+        """The blocks without the numbers the list holds already (in a block: looked up
+        in `ix` by bisection, a prefix match confirmed on the full hash; a single
+        entry: _singles), nor those an earlier block of the batch holds. Also the
+        plan of `ix`'s update once these blocks are written: (range, its batch hashes
+        in _native form, the indexes of those left out)."""
         total = sum(b[1] for b in blocks)
-        his: set[int] = set()
-        for b in blocks:
-            his.update(_hi(b[2]))
         drop: dict[int, set[bytes]] = {}
-        if len(his) < total:  # an 8-byte prefix twice in the batch: the same number in two workers' parts
+        if len(set(itertools.chain.from_iterable(_hi(b[2]) for b in blocks))) < total:
+            # an 8-byte prefix twice in the batch: the same number in two workers' parts, maybe
             seen: set[bytes] = set()
             for k, b in enumerate(blocks):
                 for x in split16(b[2]):
@@ -310,30 +369,46 @@ class DncDb:
                         drop.setdefault(k, set()).add(x)
                     else:
                         seen.add(x)
-        listed: set[bytes] = set()
-        new_full = None
-        for blob in await self._stored_hashes(list_):
-            if his.isdisjoint(_hi(blob)):
-                continue
-            if new_full is None:
-                new_full = {x for b in blocks for x in split16(b[2])}
-            listed.update(new_full.intersection(split16(blob)))
-        if listed:
-            lhi = set(_hi(b"".join(listed)))
+        by_range: dict[int, list[int]] = defaultdict(list)
+        for k, b in enumerate(blocks):
+            by_range[b[0]].append(k)
+        plan = []
+        for r, ks in by_range.items():
+            if len(plan) % 64 == 63:
+                await asyncio.sleep(0)  # the Redis sink's replies meanwhile (its read times out)
+            native = _native(b"".join(blocks[k][2] for k in ks)) if len(ks) > 1 else _native(blocks[ks[0]][2])
+            held = ix.held(r, native)
+            if held:
+                starts = list(itertools.accumulate((blocks[k][1] for k in ks), initial=0))
+                for i in held:
+                    j = bisect_right(starts, i) - 1
+                    at = i - starts[j]
+                    drop.setdefault(ks[j], set()).add(blocks[ks[j]][2][16 * at:16 * at + 16])
+            plan.append((r, ks, native))
+        single = await self._singles(list_, blocks, total)
+        if single:
             for k, b in enumerate(blocks):
-                if not lhi.isdisjoint(_hi(b[2])):
-                    hit = listed.intersection(split16(b[2]))
-                    if hit:
-                        drop.setdefault(k, set()).update(hit)
+                hit = single.intersection(split16(b[2]))
+                if hit:
+                    drop.setdefault(k, set()).update(hit)
+        merges = []
+        for r, ks, native in plan:
+            skip: set[int] = set()
+            at = 0
+            for k in ks:
+                for h in drop.get(k, ()):
+                    skip.add(at + find16(blocks[k][2], h))
+                at += blocks[k][1]
+            merges.append((r, native, skip))
         if not drop:
-            return blocks
+            return blocks, merges
         out = []
         for k, b in enumerate(blocks):
             if k in drop:
                 b = _without(b, drop[k], sealer)
             if b is not None:
                 out.append(b)
-        return out
+        return out, merges
 
     async def add(self, list_: str, tag: str, sealed: bytes, source: str = "cli") -> bool:
         """One entry: `tag` the keyed hash in hex (Keys.number_tag), `sealed` Sealer.seal_raw's
@@ -446,6 +521,145 @@ def split16(blob: bytes) -> list[bytes]:
 def _hi(blob: bytes):
     """The first 8 bytes of each 16-byte hash of a blob, as integers (a C loop)."""
     return memoryview(blob).cast("Q")[::2]
+
+
+def _native(hashes: bytes) -> bytes:
+    """16-byte hashes with each 8-byte half in the machine's byte order, so that as
+    unsigned integers (memoryview cast "Q") they compare as the bytes do: hashes
+    sorted as bytes are sorted as integers. Its own inverse."""
+    if sys.byteorder == "big":
+        return hashes
+    a = array("Q")
+    a.frombytes(hashes)
+    a.byteswap()
+    return a.tobytes()
+
+
+_mul16 = (16).__mul__
+_add16 = (16).__add__
+
+
+class _ListIndex:
+    """The hashes of a list's blocks, by hash range, for an import's check of each
+    batch (DncDb._only_new): per range one bytes object of its 16-byte hashes,
+    sorted, in _native form, so that their first halves read as integers (every
+    other "Q") are a sorted sequence, and the blobs of the batches added since
+    (`pending`, each in _native form).
+
+    A batch's hashes of a range are looked up by bisection over the sorted
+    prefixes (log2 of the range's size steps, in C), after the pending blobs
+    are merged in (slices joined in C loops: a step per new hash and a copy of
+    the range), a prefix match confirmed on the full 16 bytes: the cost of a
+    batch grows with the batch, not with the list. While the range holds at
+    most SCAN times the batch's hashes of it, a pass over them (C loops against
+    a set of the batch's prefixes of that range, small enough to stay in the
+    CPU's cache: about 0.05 us a stored hash, against 1.7 us a batch hash for
+    the bisection and the merge, at load 6) is cheaper: so it is done, and the
+    batch's new hashes only appended. 16 bytes a number, the hashes themselves."""
+
+    SCAN = 32
+
+    __slots__ = ("ranges", "pending", "blocks", "entries", "max_id")
+
+    def __init__(self):
+        self.ranges: list[bytes] = [b""] * (1 << RANGE_BITS)
+        self.pending: list[list[bytes]] = [[] for _ in range(1 << RANGE_BITS)]
+        self.blocks = self.entries = self.max_id = 0  # the list's blocks when last seen: count, entries, largest id
+
+    def seen(self) -> tuple[int, int, int]:
+        return self.blocks, self.entries, self.max_id
+
+    def load(self, r: int, blobs: list) -> None:
+        """Range r from its blocks' hashes (as stored)."""
+        if r >= 0 and blobs:
+            self.ranges[r] = _native(b"".join(sorted(split16(b"".join(blobs)))))
+            self.pending[r] = []
+
+    def add(self, r: int, native: bytes, skip: set[int] | tuple = ()) -> None:
+        """The hashes of `native` (_native form) but those whose index is in `skip`, into range r."""
+        if skip:
+            native = b"".join(native[16 * i:16 * i + 16] for i in range(len(native) // 16) if i not in skip)
+        if native:
+            self.pending[r].append(native)
+
+    def held(self, r: int, native: bytes) -> list[int]:
+        """The indexes of the hashes of `native` (_native form) range r holds."""
+        size = (len(self.ranges[r]) + sum(map(len, self.pending[r]))) // 16
+        if size <= self.SCAN * (len(native) // 16):
+            return self._scan(r, native)
+        self._settle(r)
+        return self._bisect(r, native)
+
+    def _scan(self, r: int, native: bytes) -> list[int]:
+        keys = set(memoryview(native).cast("Q")[::2].tolist())
+        full, hit = None, set()
+        for blob in (self.ranges[r], *self.pending[r]):
+            if blob and not keys.isdisjoint(memoryview(blob).cast("Q")[::2]):
+                if full is None:
+                    full = set(split16(native))
+                hit.update(full.intersection(split16(blob)))
+        return [i for i, h in enumerate(split16(native)) if h in hit] if hit else []
+
+    def _settle(self, r: int) -> None:
+        """The pending blobs of range r into its sorted one."""
+        pend = self.pending[r]
+        if not pend:
+            return
+        self.pending[r] = []
+        new = b"".join(pend)
+        if len(self.ranges[r]) < 3 * len(new):  # a sort of it all (C) is cheaper than a step per new hash
+            self.ranges[r] = _native(b"".join(sorted(split16(_native(self.ranges[r] + new)))))
+        else:
+            self.merge(r, new, self.positions(r, new))
+
+    def positions(self, r: int, native: bytes) -> list[int]:
+        """Where each hash of `native` goes in range r's sorted blob (bisect_left of its prefix)."""
+        q = memoryview(self.ranges[r]).cast("Q")[::2]
+        return list(map(bisect_left, itertools.repeat(q), memoryview(native).cast("Q")[::2].tolist()))
+
+    def _bisect(self, r: int, native: bytes) -> list[int]:
+        """held() by bisection: the prefix at its position equal, then the full 16 bytes
+        (of every hash sharing that prefix)."""
+        blob = self.ranges[r]
+        q = memoryview(blob).cast("Q")[::2]
+        n = len(q)
+        if not n:
+            return []
+        pos = self.positions(r, native)
+        keys = memoryview(native).cast("Q")[::2].tolist()
+        at = map(q.__getitem__, map(min, pos, itertools.repeat(n - 1)))
+        out = []
+        for i in itertools.compress(itertools.count(), map(int.__eq__, at, keys)):
+            p, k, h = pos[i], keys[i], native[16 * i:16 * i + 16]
+            while p < n and q[p] == k:
+                if blob[16 * p:16 * p + 16] == h:
+                    out.append(i)
+                    break
+                p += 1
+        return out
+
+    def merge(self, r: int, native: bytes, pos: list[int]) -> None:
+        """Range r's sorted blob with the hashes of `native` in; `pos` from positions().
+        Joined from slices in C loops (map, chain): the old blob's runs between the
+        new hashes' positions, each new hash after its run; the range copied twice
+        (memcpy)."""
+        keys = memoryview(native).cast("Q")[::2].tolist()
+        # by prefix, which orders the positions too (bisect_left is monotonic); the
+        # pending hashes are sorted runs (a worker's block each): Timsort merges them
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        if not order:
+            return
+        cut = list(map(_mul16, map(pos.__getitem__, order)))
+        at = list(map(_mul16, order))
+        blob = self.ranges[r]  # (slices of bytes: 5 times quicker to make than of a memoryview)
+        old = map(blob.__getitem__, map(slice, itertools.chain((0,), cut), cut))
+        new = map(native.__getitem__, map(slice, at, map(_add16, at)))
+        self.ranges[r] = b"".join(itertools.chain(itertools.chain.from_iterable(zip(old, new)), (blob[cut[-1]:],)))
+
+    def hashes(self, r: int) -> list[bytes]:
+        """Range r's hashes (as stored), sorted: for tests."""
+        self._settle(r)
+        return split16(_native(self.ranges[r]))
 
 
 def find16(blob: bytes, h: bytes) -> int:
@@ -794,7 +1008,6 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
     the sinks and the workers taking turns (each chunk ahead holds its rows and
     results in memory, about 150 MB at 1,000,000 rows).
     """
-    import asyncio
     from concurrent.futures import ProcessPoolExecutor
 
     if db is not None and data_key is None:

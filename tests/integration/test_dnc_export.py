@@ -409,6 +409,91 @@ async def test_two_imports_of_overlapping_files_at_once_store_each_number_once(s
         await r.aclose()
 
 
+async def test_a_batch_is_checked_without_a_pass_over_the_list(settings, dnc_db, ns, tmp_path, monkeypatch):
+    """A small batch into a list already holding 40,000 numbers: its check reads the
+    8-byte prefixes of its own hashes (dnc._hi, counted) and passes over no more
+    stored hashes than SCAN times its own (_ListIndex._scan, counted; bisection
+    for the rest), not over every hash the list holds (the check before stop 17:
+    all 40,000 at every batch, so a 250-million-number import cost hours). What it
+    cuts out stays exact: the numbers listed already, in a block or as a single
+    entry, and a repeat."""
+    import redis.asyncio as aioredis
+
+    from dialguard import dnc
+    from dialguard.crypto import Sealer
+
+    prefix, camp = ns
+    keys = Keys(prefix, settings.hash_secret)
+    r = aioredis.from_url(settings.redis_url)
+    store = DncStore(r, keys)
+    big, small = tmp_path / "big.csv", tmp_path / "small.csv"
+    big.write_text("".join(f"+86135{i:08d}\n" for i in range(40_000)))
+    # 40 new numbers, 5 listed in blocks, 1 listed by hand, one of the new ones twice
+    small.write_text("".join(f"+86136{i:08d}\n" for i in range(40)) + "".join(f"+86135{i:08d}\n" for i in range(5))
+                     + "+8613499999999\n+8613600000007\n")
+    db = await DncDb.open(dnc_db)
+    try:
+        rb = await import_csv(store, list_name(camp), big, "CN", settings.hash_secret, chunk_rows=20_000, workers=1,
+                              db=db, db_name=camp, source="big")
+        assert rb.stored == 40_000
+        assert await db.add(camp, keys.number_tag("+8613499999999"), Sealer().seal_raw("+8613499999999")) is True
+        read, passed = [], []
+        real_hi = dnc._hi
+        monkeypatch.setattr(dnc, "_hi", lambda blob: read.append(len(blob) // 16) or real_hi(blob))
+        index = getattr(dnc, "_ListIndex", None)  # (none before stop 17)
+        if index is not None:
+            real_scan = index._scan
+            monkeypatch.setattr(index, "_scan", lambda self, r, native: passed.append(
+                (len(self.ranges[r]) + sum(map(len, self.pending[r]))) // 16) or real_scan(self, r, native))
+        for run in (1, 2):  # the index kept from the import before, then a fresh connection's (loaded once)
+            other = db if run == 1 else await DncDb.open(dnc_db)
+            read.clear()
+            passed.clear()
+            rs = await import_csv(store, list_name(camp), small, "CN", settings.hash_secret, workers=1,
+                                  db=other, db_name=camp, source=f"small{run}")
+            assert rs.valid == 47 and rs.stored == (40 if run == 1 else 0)
+            assert sum(read) <= 47, read
+            assert sum(passed) <= 47 * 32, passed
+            if run == 2:
+                await other.close()
+        assert await db.count(camp) == 40_041 and pg_state(dnc_db, camp) == (40_041, 40_041)
+    finally:
+        await db.close()
+        await r.aclose()
+
+
+async def test_many_single_entries_are_looked_up_by_the_batch(settings, dnc_db, ns, tmp_path):
+    """A list with more single entries than the check reads whole (1,000 or an eighth
+    of the batch; a list imported before sql/226 has one a number): the batch's
+    hashes are looked up through dnc_entries' primary key, and a number listed by
+    hand is still not stored again."""
+    import redis.asyncio as aioredis
+
+    from dialguard.crypto import Sealer
+
+    prefix, camp = ns
+    keys = Keys(prefix, settings.hash_secret)
+    sealer = Sealer()
+    r = aioredis.from_url(settings.redis_url)
+    store = DncStore(r, keys)
+    with psycopg.connect(dnc_db, autocommit=True) as conn:
+        with conn.cursor().copy("copy dnc_entries (list, number_hash, number_enc, source) from stdin") as cp:
+            for i in range(1200):
+                n = f"+86133{i:08d}"
+                cp.write_row((camp, bytes.fromhex(keys.number_tag(n)), sealer.seal_raw(n), "cli"))
+    f = tmp_path / "f.csv"
+    f.write_text("".join(f"+86133{i:08d}\n" for i in range(1195, 1205)))  # 5 listed by hand, 5 new
+    db = await DncDb.open(dnc_db)
+    try:
+        rep = await import_csv(store, list_name(camp), f, "CN", settings.hash_secret, workers=1, db=db,
+                               db_name=camp, source="f")
+        assert (rep.valid, rep.stored) == (10, 5) and await db.count(camp) == 1205
+        assert pg_state(dnc_db, camp) == (1205, 1205)
+    finally:
+        await db.close()
+        await r.aclose()
+
+
 def test_remove_of_an_imported_number_takes_it_out_of_its_block(settings, dnc_db, own_redis, tmp_path):
     """`dnc remove` of an imported number: off Redis, out of its block at rest (the rest
     of the block still exported and listed), not brought back by a counters rebuild;
