@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,8 @@ async def server_process():
             sys.executable, "-m", "agi.server", "--port", str(port), "--workers", "1", *extra,
             stderr=asyncio.subprocess.PIPE, env=env)
         procs.append(proc)
-        for _ in range(100):
+        deadline = time.monotonic() + 60  # generous: a loaded machine (parallel test workers) starts it slowly
+        while time.monotonic() < deadline and proc.returncode is None:
             try:
                 _, w = await asyncio.open_connection("127.0.0.1", port)
                 w.close()

@@ -67,7 +67,7 @@ def test_without_the_old_key_old_tokens_do_not_open(monkeypatch):
     ("DIALGUARD_DATA_KEY", b64(os.urandom(16)), "32 bytes, not 16"),
     ("DIALGUARD_DATA_KEY", "not base64!", "base64 of 32 bytes"),
     ("DIALGUARD_DATA_KEY_OLD", f"{b64(os.urandom(32))},{b64(os.urandom(31))}", "DIALGUARD_DATA_KEY_OLD"),
-])
+], ids=["short-key", "not-base64", "short-old-key"])  # fixed ids: pytest-xdist workers must collect the same names
 def test_bad_keys_are_a_clear_error(monkeypatch, var, value, msg):
     monkeypatch.setenv("DIALGUARD_DATA_KEY", b64(os.urandom(32)))
     monkeypatch.setenv(var, value)

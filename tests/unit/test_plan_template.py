@@ -116,6 +116,19 @@ def fixed_time(monkeypatch):
     monkeypatch.setattr(decider_mod, "time", _Clock(decider_mod.time))
 
 
+_loaded: dict[tuple, Policy] = {}
+
+
+def load_policy(refs: list[str]) -> Policy:
+    """Policy.load, once per set of packs for the module: parsing the packs' YAML
+    was most of this test's time (2,900 loads); the plans compared are built the
+    same way from whichever Policy object (engines share one in production too)."""
+    key = tuple(refs)
+    if key not in _loaded:
+        _loaded[key] = Policy.load(refs)
+    return _loaded[key]
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_compiled_plan_equals_build_plan(seed, fixed_time):
     rnd = random.Random(seed)
@@ -124,7 +137,7 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
     base = Settings()
     for _ in range(250):
         refs = rnd.choice(POLICIES)
-        policy = Policy.load(refs)
+        policy = load_policy(refs)
         settings = replace(base, site_timezone=rnd.choice(["Asia/Shanghai", "America/New_York", "Europe/London"]),
                            node=rnd.choice(["vm", 'n"1', "节点"]), audit_backlog_max=rnd.choice([0, 1000]))
         eng = Engine(None, settings, policy, prefix=prefix, audit=rnd.random() < 0.8,
@@ -132,7 +145,7 @@ def test_compiled_plan_equals_build_plan(seed, fixed_time):
         eng.sealer = _Sealer()
         pool = tuple(rnd.choice(["+8613800138000", "+8613800138001", "+12025550100", "+442071838750"])
                      for _ in range(rnd.choice([0, 0, 1, 3, 9])))  # duplicates on purpose
-        shadow = Policy.load(rnd.choice(POLICIES)) if rnd.random() < 0.4 else None
+        shadow = load_policy(rnd.choice(POLICIES)) if rnd.random() < 0.4 else None
         ctx = _Context(1e18, policy, pool, rnd.choice(["|", "3|", "3|4"]), rnd.choice(["", "3"]), shadow,
                        rnd.choice(["4", 'v"5']) if shadow else "", rnd.choice(["", "2", "17"]))
         req = DecisionRequest(
