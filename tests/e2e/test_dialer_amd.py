@@ -13,7 +13,7 @@ import pytest
 
 from rtp_pcap import silence, tone, write_pcap
 from sipp import SCENARIOS, Sipp
-from test_dialer_calls import invites, number, open_rig  # noqa: F401
+from test_dialer_calls import die, invites, number, open_rig  # noqa: F401
 
 
 @pytest.fixture
@@ -95,9 +95,7 @@ async def test_dialer_restart_during_detection(amd_rig):
         assert time.monotonic() < deadline, "the machine never answered"
         await asyncio.sleep(0.05)
     _, task = rig.dialers.pop()  # answered: AMD() is listening (about 4 s of greeting)
-    task.cancel()
-    # bounded: once, at load 30, this wait never ended (the dialer's shutdown after a cancel)
-    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
+    await die(task)
     d2 = rig.start(camp, ["amdagent5"])
     leads = await rig.settle(camp, timeout=60)
     [c] = await rig.calls(camp)

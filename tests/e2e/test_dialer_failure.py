@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from test_dialer_calls import CALLER_ID, invites, number, rig  # noqa: F401  (fixture)
+from test_dialer_calls import CALLER_ID, die, invites, number, rig  # noqa: F401  (fixture)
 
 
 async def wait_for(cond, timeout=30.0, what="condition"):
@@ -60,8 +60,7 @@ async def test_dialer_restart_resumes_from_postgres(rig):
     await wait_for(await originated(rig, camp, 2), 15, "2 calls ringing")
     # the dialer dies while both calls ring (no outcome yet)
     _, task = rig.dialers.pop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await die(task)
     assert all(c["state"] == "originated" for c in await rig.calls(camp))
     d2 = rig.start(camp, ["agent1", "agent2"])
     leads = await rig.settle(camp, timeout=30)

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from ari_app import metrics as m
-from test_dialer_calls import CALLER_ID, number, rig  # noqa: F401  (fixture)
+from test_dialer_calls import CALLER_ID, die, number, rig  # noqa: F401  (fixture)
 
 
 async def held_still(rig, camp: str, d, seconds: float = 2.0) -> None:
@@ -74,8 +74,7 @@ async def test_a_hold_goes_on_across_a_dialer_restart_counted_once(rig):
     d1 = rig.start(camp, ["agent1"])
     await held_still(rig, camp, d1, seconds=0.5)
     _, task = rig.dialers.pop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await die(task)
     m.HELD_BACK.labels(camp).set(0)  # the next dialer's own gauge, as in a new process
     d2 = rig.start(camp, ["agent1"])
     await held_still(rig, camp, d2, seconds=0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from test_dialer_calls import invites, number, rig  # noqa: F401  (fixture)
+from test_dialer_calls import die, invites, number, rig  # noqa: F401  (fixture)
 from test_dialer_failure import originated, wait_for
 from test_dialer_restart import outcome_records
 
@@ -30,8 +30,7 @@ async def test_two_dialers_on_one_campaign(rig):
     # the first dialer goes away with its calls still ringing: the second takes over
     d, task = rig.dialers.pop(0)
     assert d is a
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await die(task)
     leads = await rig.settle(camp, timeout=30)
     assert b.locks.campaigns == {camp}
     calls = await rig.calls(camp)
