@@ -65,12 +65,15 @@ class NumberEvents(Store):
             res = await scripts.OUTCOME(self.redis, keys, args)
         if len(res) > 2 and res[2]:
             self._health_cooldown(res[2])
-        if int(res[0]) == 4:
-            # applied and audited; only the caller ID's health figures missed this outcome
-            err = res[3].decode() if isinstance(res[3], bytes) else str(res[3])
-            metrics.HEALTH_ERRORS.inc()
-            log.error("outcome of %s applied, but its caller-ID health part failed in Redis: %s", call_id, err[:500])
+        if int(res[0]) == 4:  # applied and audited; only the caller ID's health figures missed this outcome
+            self._health_error(f"outcome of {call_id}", res[3])
         return int(res[0]) in (1, 3, 4)
+
+    def _health_error(self, what: str, raw) -> None:
+        """outcome.lua / event.lua applied `what`, but its caller-ID health part failed: alert."""
+        err = raw.decode() if isinstance(raw, bytes) else str(raw)
+        metrics.HEALTH_ERRORS.inc()
+        log.error("%s applied, but its caller-ID health part failed in Redis: %s", what, err[:500])
 
     def _health_cooldown(self, raw) -> None:
         """outcome.lua cooled a caller ID down on its health: alert (log + metric)."""
@@ -133,9 +136,7 @@ class NumberEvents(Store):
         if len(res) > 1 and res[1]:
             self._health_cooldown(res[1])  # a complaint / opt-out rule cooled the caller ID down
         if len(res) > 2:  # the fact is set and audited; its caller ID's health part failed
-            err = res[2].decode() if isinstance(res[2], bytes) else str(res[2])
-            metrics.HEALTH_ERRORS.inc()
-            log.error("%s %s applied, but its caller-ID health part failed in Redis: %s", kind, op, err[:500])
+            self._health_error(f"{kind} {op}", res[2])
         return int(res[0]) == 1
 
     async def _number_and_party(self, kind: str, op: str, field: str, value: str | None, number: str | None,
