@@ -11,6 +11,8 @@ token_identity) and keeps its sessions.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import re
@@ -28,9 +30,21 @@ MIN_PASSWORD = 12
 LAST_USED_EVERY = timedelta(minutes=1)
 
 _hasher = PasswordHasher()
-# A hash to verify against when the user does not exist, so that the answer
-# takes as long as for a wrong password (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so that the answer
+    takes as long as for a wrong password (no user enumeration by timing). Made at
+    the first login, not at import: an argon2 hash costs about 0.24 s, which every
+    CLI command and service start paid."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def warm_up() -> None:
+    """Make the dummy hash now (a service's start), so that the first unknown
+    name's login takes no longer than the next ones'."""
+    _dummy_hash()
 
 
 class UserError(ValueError):
@@ -75,7 +89,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored: str | None, password: str) -> bool:
     """True when password matches the stored argon2 hash; never raises."""
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _hasher.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -204,7 +218,9 @@ async def authenticate(conn, name: str, password: str) -> Identity | None:
     if NAME_RE.match(name or ""):
         cur = await conn.execute("select role, password_hash, disabled from web_users where name = %s", (name,))
         row = await cur.fetchone()
-    ok = verify_password(row[1] if row else None, password)
+    # argon2 takes ~0.1-0.25 s of CPU: in a thread, so that a login does not stall
+    # the console's other requests (a kill switch among them) for that long
+    ok = await asyncio.to_thread(verify_password, row[1] if row else None, password)
     if not ok or row is None or row[2]:
         return None
     return Identity(name, row[0], "web")

@@ -560,6 +560,7 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
         app[ENGINE] = await Engine.create(settings)
         app[ELIG] = Eligibility(await Engine.create(settings, audit=False))
         task = asyncio.create_task(_reconcile_at_start(pool, app[ENGINE]))  # not delaying the start
+        await asyncio.to_thread(users.warm_up)
         yield
         task.cancel()
         await app[ELIG].engine.close()

@@ -150,3 +150,43 @@ def test_cli_reads_the_password_from_stdin_never_an_argument(admin, name):
     assert u.parse_token(r.stdout.strip()) is not None
     r = _cli("role", name, "root")
     assert r.returncode == 2 and "role" in r.stderr
+
+
+def test_importing_users_makes_no_hash():
+    # an argon2 hash at import cost every CLI command and service start ~0.24 s
+    code = "import dialguard.users as u; print(u._dummy_hash.cache_info().currsize)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
+
+
+async def test_a_login_does_not_stall_the_event_loop(admin, name, monkeypatch):
+    import asyncio
+    import threading
+    import time
+
+    u.add_user(admin, name, "supervisor", PW)
+    verifying, done = threading.Event(), threading.Event()
+    released = []
+    real = u.verify_password
+
+    def slow_verify(stored, password):
+        verifying.set()
+        # held until the loop, still running, releases it; on the loop's own
+        # thread nothing could, and the wait runs out
+        released.append(done.wait(3))
+        return real(stored, password)
+
+    monkeypatch.setattr(u, "verify_password", slow_verify)
+    conn = await _service()
+    try:
+        login = asyncio.create_task(u.authenticate(conn, name, PW))
+        t0 = time.monotonic()
+        while not verifying.is_set() and time.monotonic() - t0 < 5:
+            await asyncio.sleep(0.01)  # the loop runs while the hash is checked
+        assert verifying.is_set()
+        done.set()
+        assert await login == u.Identity(name, "supervisor", "web")
+        assert released == [True]
+    finally:
+        done.set()
+        await conn.close()
