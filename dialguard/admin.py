@@ -34,6 +34,10 @@ class AdminStore(Store):
                 "start": str(ms(start)) if start else "", "end": str(ms(end)) if end else "",
                 "rules": rules or "",
             })
+            if rules:
+                pipe.sadd(self.keys.campaigns_with_rules, campaign)
+            else:
+                pipe.srem(self.keys.campaigns_with_rules, campaign)
             self._admin(pipe, "campaign_approve" if approved else "campaign_revoke", campaign, why,
                         start=ms(start) if start else None, end=ms(end) if end else None, rules=rules or None,
                         actor=actor, **record)

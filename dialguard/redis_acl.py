@@ -68,12 +68,13 @@ _WEB = ("+evalsha +eval +script|load +script|exists "
 def _web_selectors(prefix: str) -> str:
     """What the console's other admin writes need beyond that, each command on its own keys
     only (Redis 7 ACL selectors; a selector allows a command when all its keys match):
-    SADD/SREM of the approved caller IDs (`callerid add|remove`) and of a number's campaign
+    SADD/SREM of the approved caller IDs (`callerid add|remove`), of the index of the
+    campaigns with rules of their own (a campaign approved or revoked) and of a number's campaign
     DNC set (event.lua, `dnc add|remove --campaign`); ZADD of the caller-ID cool-downs
     (`callerid cooldown`, and event.lua's health cool-down after a complaint or opt-out);
     LPUSH/LTRIM of a caller ID's complaint/opt-out log (event.lua). Not the guard's counters."""
     b = prefix + ":"  # "dg:" for a prefix, "dg*:" for a pattern of prefixes (the dev stack)
-    return (f"(+sadd +srem ~{b}{{g}}:cids ~{b}{{n:*}}:dncc) (+zadd ~{b}{{g}}:cool) "
+    return (f"(+sadd +srem ~{b}{{g}}:cids ~{b}{{g}}:camprules ~{b}{{n:*}}:dncc) (+zadd ~{b}{{g}}:cool) "
             f"(+lpush +ltrim ~{b}{{c:*}}:e)")
 
 # The operator's tools: everything on the prefix but the server's own administration.

@@ -150,9 +150,12 @@ def write_config(redis, keys: Keys, state: ConfigState, rule_now_ms: int, dry_ru
     pipe.delete(keys.pause)
     if state.pause:
         pipe.hset(keys.pause, mapping=state.pause)
+    pipe.delete(keys.campaigns_with_rules)
     for name, rec in state.campaigns.items():
         pipe.delete(keys.campaign(name))
         pipe.hset(keys.campaign(name), mapping=rec)
+        if rec.get("rules"):
+            pipe.sadd(keys.campaigns_with_rules, name)
     pipe.delete(keys.approved_cids)
     if state.approved:
         pipe.sadd(keys.approved_cids, *sorted(state.approved))

@@ -249,18 +249,20 @@ class Decider(Store):
                 if pol is not None:
                     policies.setdefault(id(pol), (pol, ctx.cals))
         # campaigns with rules of their own (`campaign set --rules`): loaded as _context would.
-        # Found by SCAN where the role may (the admin's tools); the guard's and the
-        # dialer's Redis users may not (a SCAN lists key names beyond their grants):
-        # for them, the campaigns given above, and the others' first decision loads
-        # their rules cold, with the cold context's own budget.
+        # Listed by the index `campaign set` keeps, which the guard's and the dialer's
+        # Redis users may read, and by SCAN where the role may (the admin's tools;
+        # a SCAN lists key names beyond a service's grants): a campaign set before
+        # the index existed and not set since is found by SCAN only, and otherwise
+        # loaded at its first decision, with the cold context's own budget.
         cals = ctx.cals
+        camp_keys = [self.keys.campaign(n.decode())
+                     for n in sorted(await self.redis.smembers(self.keys.campaigns_with_rules))]
         try:
-            camp_keys = [key async for key in self.redis.scan_iter(match=self.keys.g("camp:*"), count=1000)]
+            camp_keys += [key.decode() async for key in self.redis.scan_iter(match=self.keys.g("camp:*"), count=1000)]
         except NoPermissionError:
-            camp_keys = []
-            log.info("warm-up: this Redis user may not SCAN; the rules of campaigns not named are loaded "
-                     "at their first decision")
-        for key in camp_keys:
+            log.info("warm-up: this Redis user may not SCAN; campaigns with rules of their own are "
+                     "found by their index (%d)", len(camp_keys))
+        for key in dict.fromkeys(camp_keys):  # once each
             rules = await self.redis.hget(key, "rules")
             if not rules:
                 continue

@@ -219,6 +219,12 @@ class Keys:
         return self.g("camp:" + short_hash(campaign))
 
     @property
+    def campaigns_with_rules(self) -> str:
+        """The names of the campaigns that name rule packs of their own: the
+        services' warm-up reads it (their Redis users may not SCAN for them)."""
+        return self.g("camprules")
+
+    @property
     def approvals(self) -> str:
         """Four-eyes approvals applied to the store, not yet confirmed in PostgreSQL:
         request id -> JSON (dialguard/approvals.py reconcile)."""

@@ -153,8 +153,8 @@ async def test_first_check_after_start_is_decided(settings, tmp_path):
 async def test_warm_up_runs_as_the_guard_role(settings):
     """The FastAGI server and the dialer log in to Redis as the guard and dialer
     users, which may not SCAN (it lists key names beyond their grants): warm_up
-    then warms everything else, and the rules of the campaigns it is given,
-    instead of failing as a whole (every service start logged 'engine warm-up
+    finds the campaigns with rules of their own by the index `campaign set`
+    keeps, and warms them with everything else, instead of failing as a whole (every service start logged 'engine warm-up
     failed: NoPermissionError' and warmed nothing)."""
     from urllib.parse import quote
 
@@ -172,12 +172,16 @@ async def test_warm_up_runs_as_the_guard_role(settings):
         await admin.set_campaign("c1")
         await admin.set_campaign("c2", rules="us-regf,us-states")
         await admin.set_campaign("c3", rules="us-tcpa,us-fl-ftsa")
+        await admin.set_campaign("c4", rules="us-tcpa,us-ok")
+        await admin.set_campaign("c4")  # its own rules taken back: out of the index
+        assert await admin.redis.smembers(admin.keys.campaigns_with_rules) == {b"c2", b"c3"}
         guard = await Engine.create(dataclasses.replace(settings, redis_url=guard_url),
                                     Policy.load("us-tcpa,us-states"), prefix=prefix, skip_caller_id_without_pool=True)
         done = await guard.warm_up(now=MONDAY, campaigns=("c2",))
         assert done["number_plans"] and done["rule_sets_checked"] > 1
         assert "us-regf,us-states" in guard._policies  # the campaign it was given
-        assert "us-tcpa,us-fl-ftsa" not in guard._policies  # not found without SCAN: loaded at its first call
+        assert "us-tcpa,us-fl-ftsa" in guard._policies  # not given, found by the index without SCAN
+        assert "us-tcpa,us-ok" not in guard._policies
         for camp in ("c1", "c2", "c3"):
             d = await guard.decide(DecisionRequest(number=LA_NUMBER, campaign=camp, agent="a1"), now=MONDAY)
             assert d.allowed, d

@@ -240,6 +240,7 @@ async def test_rebuild_restores_configuration_from_the_audit(make_engine, rules_
     await e.set_campaign("c1", start=t0 - timedelta(days=1), end=t0 + timedelta(days=30))
     await e.set_campaign("c2")
     await e.set_campaign("c3", approved=False)
+    await e.set_campaign("c4", rules="us-tcpa")  # its own rules: in the warm-up's index
     await e.approve_caller_id(POOL[0], pool=True)
     await e.approve_caller_id(POOL[1], campaign="c1")
     await e.approve_caller_id(POOL[2])
@@ -276,7 +277,7 @@ async def test_rebuild_restores_configuration_from_the_audit(make_engine, rules_
     await e.consent_revoke(None, party="pd", now=t0 + timedelta(minutes=1))
 
     config_keys = [e.keys.pause, e.keys.approved_cids, e.keys.pool(None), e.keys.pool("c1"), e.keys.cid_cooldown,
-                   e.keys.rules, *(e.keys.campaign(c) for c in ("c1", "c2", "c3"))]
+                   e.keys.rules, e.keys.campaigns_with_rules, *(e.keys.campaign(c) for c in ("c1", "c2", "c3", "c4"))]
     r = syncredis.Redis.from_url(e.settings.redis_url, decode_responses=True)
 
     def dump():

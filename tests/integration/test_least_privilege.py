@@ -110,14 +110,16 @@ def test_web_role_writes_only_what_its_admin_actions_write(redis_url):
         w.execute_command("EVAL", "return redis.call('ZADD', KEYS[1], 1, 'a')", 1, "dgtest:acl:x")
     # its other admin writes, each command on its own keys only (ACL selectors): the approved caller
     # IDs and a number's campaign DNC set (SADD/SREM), the cool-downs (ZADD), a caller ID's complaint log
-    own = {"SADD": ("dgtest:acl:{g}:cids", "dgtest:acl:{n:ab}:dncc"), "SREM": ("dgtest:acl:{g}:cids",),
+    # and the index of the campaigns with rules of their own (a campaign approved or revoked)
+    own = {"SADD": ("dgtest:acl:{g}:cids", "dgtest:acl:{g}:camprules", "dgtest:acl:{n:ab}:dncc"),
+           "SREM": ("dgtest:acl:{g}:cids", "dgtest:acl:{g}:camprules"),
            "ZADD": ("dgtest:acl:{g}:cool",), "LPUSH": ("dgtest:acl:{c:ab}:e",), "LTRIM": ("dgtest:acl:{c:ab}:e",)}
     for cmd, keys in own.items():
         for k in keys:
             args = {"ZADD": ("1", "a"), "LTRIM": ("0", "9")}.get(cmd, ("a",))
             w.execute_command(cmd, k, *args)
     assert w.execute_command("EVAL", "return redis.call('ZADD', KEYS[1], 2, 'a')", 1, "dgtest:acl:{g}:cool") == 0
-    w.delete("dgtest:acl:{g}:cids", "dgtest:acl:{n:ab}:dncc", "dgtest:acl:{g}:cool", "dgtest:acl:{c:ab}:e")
+    w.delete("dgtest:acl:{g}:cids", "dgtest:acl:{g}:camprules", "dgtest:acl:{n:ab}:dncc", "dgtest:acl:{g}:cool", "dgtest:acl:{c:ab}:e")
     # the same commands on the guard's counters and logs: refused
     for cmd in (("SADD", "dgtest:acl:{g}:pool", "a"), ("ZADD", "dgtest:acl:{n:ab}:a:all", "1", "a"),
                 ("ZADD", "dgtest:acl:{c:ab}:live", "1", "a"), ("LPUSH", "dgtest:acl:{c:ab}:o", "a"),
