@@ -150,6 +150,7 @@ local CAND_FIELDS = {tag = 0, approved = 1, attempts_key = 2, live_key = 3}
 local function count_text(n)
   if n >= 0 and n < 1e14 and n == math.floor(n) then
     if n < 10 then return string.char(48 + n) end
+    if n < 100 then return string.char(48 + math.floor(n / 10), 48 + n % 10) end
     return string.format('%d', n)
   end
   return tostring(n)
