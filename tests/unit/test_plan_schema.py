@@ -40,9 +40,11 @@ def test_decide_lua_reads_exactly_the_schema():
 def test_decide_lua_reads_a_candidate_at_the_schemas_offsets():
     """A candidate is schema.CANDIDATE's fields in order in one flat array (stop 18):
     decide.lua's CAND_FIELDS offsets and CAND_N are exactly the schema's."""
-    m = re.search(r"local CAND_FIELDS = \{([^}]*)\}", LUA)
-    offsets = dict((k, int(v)) for k, v in re.findall(r"([a-z_]+) = (\d+)", m.group(1)))
-    assert offsets == {name: i for i, name in enumerate(schema.names_in_order(schema.CANDIDATE))}
+    m = re.search(r"local (C_[A-Z_, ]+) = ([\d, ]+)\n", LUA)
+    offsets = dict(zip(m.group(1).split(", "), (int(v) for v in m.group(2).split(", "))))
+    assert offsets == {"C_" + name.upper(): i for i, name in enumerate(schema.names_in_order(schema.CANDIDATE))}
+    # every read of a candidate's field goes through those offsets (or cand_offset)
+    assert "cand." not in LUA and re.findall(r"cands\[b \+ (\d)\]", LUA) == []
     assert re.search(r"local CAND_N = (\d+)", LUA).group(1) == str(len(schema.CANDIDATE))
 
 

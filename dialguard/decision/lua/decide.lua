@@ -143,7 +143,14 @@ end
 -- and i is what details name it by. One flat array, not a map per candidate: decoding
 -- eight 5-field maps was about a quarter of the plan's decode (stop 18).
 local CAND_N = 4
-local CAND_FIELDS = {tag = 0, approved = 1, attempts_key = 2, live_key = 3}
+-- the offsets of schema.CANDIDATE's fields (locals: no table built at every call)
+local C_TAG, C_APPROVED, C_ATTEMPTS_KEY, C_LIVE_KEY = 0, 1, 2, 3
+-- a caller-ID check's candidate_key: the offset of the log it counts
+local function cand_offset(name)
+  if name == 'attempts_key' then return C_ATTEMPTS_KEY end
+  if name == 'live_key' then return C_LIVE_KEY end
+  error('no candidate field ' .. tostring(name))
+end
 
 -- A count as the text Lua writes for it ('%.14g'), without sprintf's float path for
 -- the small integers counts are (about 2 k instructions each, 21 a decision).
@@ -198,7 +205,7 @@ local function run_checks(checks, cands, ci, out_reasons, out_details, seen_coun
   local use = 0
   for j = 1, #checks do
     local c = checks[j]
-    local one = ci and cands[CAND_N * (ci - 1) + 1 + CAND_FIELDS[c.candidate_key]]
+    local one = ci and cands[CAND_N * (ci - 1) + 1 + cand_offset(c.candidate_key)]
     if c.uncounted and not c.uncounted_set then
       c.uncounted_set = {}
       for o in string.gmatch(c.uncounted, '[^,]+') do c.uncounted_set[o] = true end
@@ -238,7 +245,7 @@ local function evaluate(p)
     if p.caller_id and #p.caller_id.candidates > 0 then
       fields = {unpack(p.pause_fields)}
       local cands = p.caller_id.candidates
-      for i = 1, #cands / CAND_N do fields[nf + i] = 'cid:' .. cands[CAND_N * (i - 1) + 1] end
+      for i = 1, #cands / CAND_N do fields[nf + i] = 'cid:' .. cands[CAND_N * (i - 1) + 1 + C_TAG] end
     end
     local vals = redis.call('HMGET', KEYS[p.pause_key], unpack(fields))
     for i = 1, nf do
@@ -317,7 +324,7 @@ local function evaluate(p)
     -- the pause HMGET above, their health penalties come in one HMGET below
     local cands = cid.candidates
     local ntags, tags = #cands / CAND_N, {}
-    for i = 1, ntags do tags[i] = cands[CAND_N * (i - 1) + 1] end
+    for i = 1, ntags do tags[i] = cands[CAND_N * (i - 1) + 1 + C_TAG] end
     local cools, paused, pens = {}, cpaused, nil
     if ntags > 0 and cid.required == 1 then
       cools = redis.call('ZMSCORE', KEYS[cid.cooldown_key], unpack(tags))
@@ -326,11 +333,11 @@ local function evaluate(p)
     -- (first_reasons keeps those); a passing candidate leaves them empty
     local cr, cd = {}, {}
     for i = 1, ntags do
-      local b = CAND_N * (i - 1)
-      local tag, live_key = cands[b + 1], cands[b + 4]
+      local b = CAND_N * (i - 1) + 1
+      local tag, live_key = cands[b + C_TAG], cands[b + C_LIVE_KEY]
       if #cr > 0 then cr, cd = {}, {} end
       if cid.required == 1 then
-        local ok = cands[b + 2] == 1 or redis.call('SISMEMBER', KEYS[cid.approved_key], tag) == 1
+        local ok = cands[b + C_APPROVED] == 1 or redis.call('SISMEMBER', KEYS[cid.approved_key], tag) == 1
         local cool = cools[i]
         if cool and tonumber(cool) > tonumber(now) then ok = false end
         if not ok then cr[#cr + 1] = 'caller_id_not_approved' end
@@ -416,7 +423,7 @@ if #reasons > 0 and plan.override_key and all_liftable(reasons) then
   end
   if ok and plan.caller_id and chosen == '' then
     if lift_cand then
-      chosen, chosen_cand = plan.caller_id.candidates[CAND_N * (lift_cand - 1) + 1], lift_cand
+      chosen, chosen_cand = plan.caller_id.candidates[CAND_N * (lift_cand - 1) + 1 + C_TAG], lift_cand
     else
       ok = false
     end
@@ -456,7 +463,7 @@ if allowed == 1 then
   if chosen_cand then
     -- the chosen candidate's attempt log and leases (KEYS indexes)
     local cands, b = plan.caller_id.candidates, CAND_N * (chosen_cand - 1) + 1
-    ca_k, lv_k = cands[b + CAND_FIELDS.attempts_key], cands[b + CAND_FIELDS.live_key]
+    ca_k, lv_k = cands[b + C_ATTEMPTS_KEY], cands[b + C_LIVE_KEY]
     redis.call('ZADD', KEYS[ca_k], now, plan.decision_id)
     redis.call('ZREMRANGEBYSCORE', KEYS[ca_k], '-inf', plan.caller_id_trim_before)
     redis.call('PEXPIRE', KEYS[ca_k], plan.caller_id_ttl_ms)
