@@ -19,6 +19,7 @@ Exit status 1 at the first difference found.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import redis
 
+from dialguard.decision import schema
 from dialguard.decision.keys import Keys
 from dialguard.decision.plan import CallerIdCandidate, build_plan
 from dialguard.numbers import parse_number
@@ -57,6 +59,20 @@ caller_id:
   per_hour: 9
   concurrency: CONC
 """
+
+
+def _maps(body: dict) -> dict:
+    """The plan with its caller-ID candidates as maps with their index, as decide.lua read
+    them before stop 18 (one flat array since), for an old script that reads `cand.tag`."""
+    b = dict(body)
+    if "caller_id" in b:
+        names, flat = schema.names_in_order(schema.CANDIDATE), b["caller_id"]["candidates"]
+        n = len(names)
+        b["caller_id"] = dict(b["caller_id"], candidates=[
+            dict(zip(names, flat[i:i + n]), index=i // n + 1) for i in range(0, len(flat), n)])
+    if "shadow" in b:
+        b["shadow"] = _maps(b["shadow"])
+    return b
 
 
 def run(old: str, seed: int, calls: int, pool_size: int, steps: list[int], conc: bool) -> int:
@@ -102,6 +118,7 @@ def _run(sock: str, old: str, seed: int, calls: int, pool_size: int, steps: list
             time.sleep(0.05)
     rs = [redis.Redis(unix_socket_path=sock, db=i) for i in (0, 1)]
     shas = [rs[0].script_load(old), rs[1].script_load(NEW)]
+    old_maps = "CAND_N" not in old  # an old script reads a candidate as a map (before stop 18)
     keys = Keys("t", b"k" * 32)
     extra = EXTRA.replace("  concurrency: CONC", "  concurrency: 2" if conc else "")
     pols = [Policy.load("cn-default"), Policy.load("us-regf"),
@@ -154,8 +171,11 @@ def _run(sock: str, old: str, seed: int, calls: int, pool_size: int, steps: list
         ro = [] if rnd.random() < 0.9 else ["ro"]
         res = []
         for r, sha in zip(rs, shas):
+            args = plan.args()
+            if r is rs[0] and old_maps:
+                args = [json.dumps(_maps(plan.body), separators=(",", ":"))]
             try:
-                res.append(r.evalsha(sha, len(plan.keys), *plan.keys, *plan.args(), *ro))
+                res.append(r.evalsha(sha, len(plan.keys), *plan.keys, *args, *ro))
             except redis.ResponseError as exc:
                 res.append(("error", str(exc).split(":")[0]))
         n += 1

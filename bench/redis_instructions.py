@@ -9,7 +9,9 @@ the dev stack is touched, no `make up` needed), fills the reference plan
 pool, and counts the instructions Redis executes while it answers them
 (instrumentation on only around those calls). `--breakdown` also runs the same
 calls against scripts that return at once and that only decode the plan.
-`--outcome` then counts outcome.lua applying those calls' outcomes (as
+`--sections` counts decide.lua cut short after each of its parts (a copy returning
+there: the difference between two cuts is that part's cost, with its share of Lua's
+garbage collection; stop 18's breakdown). `--outcome` then counts outcome.lua applying those calls' outcomes (as
 dialguard.events sends them: a conversation of 30 s), every caller ID's health
 log already holding `--health-log` entries (100, the default window: a pool in
 steady state) and, with `--health-state steady` (the default), outcome.lua's
@@ -98,6 +100,57 @@ def outcome_args(policy: Policy, keys: Keys, calls: int) -> list[tuple]:
     return out
 
 
+# decide.lua cut short: (part, the line the copy returns before, inside evaluate()).
+# A marker the script no longer has is skipped (the table then merges that part into the next).
+SECTIONS = [
+    ("the rules and calendar versions, the audit backlog, the call record", "local LIFTABLE = nil", False),
+    ("evaluate(): its set-up", "  for _, code in ipairs(p.pre_reasons or {}) do deny(code) end\n", True),
+    ("the kill switches (one HMGET with every candidate's cid:<tag>)", "  -- Campaign approval and its date range.",
+     True),
+    ("the campaign (HMGET)", "  -- Per-number flags, and the party's", True),
+    ("the number's flags (HMGET)", "    if f[1] then deny('dnc') end", True),
+    ("the campaign's DNC set (SISMEMBER)", "    if p.dnc_bucket_keys and not seen['dnc'] then", True),
+    ("the DNC buckets (MGET, the fingerprint)", "    if f[2] or pf[1] then deny('opted_out') end", True),
+    ("the number's and agent's checks (ZCOUNTs)", "  -- Caller ID: check the given one", True),
+    ("the candidates' cool-downs (ZMSCORE)", "    local cr, cd = {}, {}", True),
+    ("the candidates (their ZCOUNTs, the penalties' HMGET, the counts' text)", "\nlocal reasons, details, chosen, "
+     "chosen_cand, seen_counts, lift_cand = evaluate(plan)\n", False),
+    ("the answer's JSON", "if allowed == 1 then", False),
+    ("the number's and agent's writes (ZADD, ZREMRANGEBYSCORE, PEXPIRE each)", "  if chosen_cand then\n", False),
+    ("the caller ID's writes (its log, its lease)", "  if chosen ~= '' and plan.last_caller_key then", False),
+    ("the last caller (SET)", "  if plan.call_key then\n    -- this attempt", False),
+    ("the call record (HSET, PEXPIRE)", "-- A deny's answer", False),
+    ("the audit record (XADD) and the reply", None, False),
+]
+
+
+def section_sources(src: str) -> list[tuple[str, str]]:
+    """decide.lua cut short after each part of SECTIONS that it has."""
+    out = []
+    for name, marker, inside in SECTIONS:
+        if marker is None:
+            out.append((name, src))
+            continue
+        if marker.startswith("\n"):  # after this line
+            i = src.find(marker)
+            at = i + len(marker) if i >= 0 else -1
+        else:
+            at = src.find(marker)
+            if at >= 0 and marker.endswith("\n"):
+                at += len(marker)
+        if at < 0:
+            continue
+        if inside:  # return from evaluate(), then from the script
+            s = "local STOP = false\n" + src[:at] + ("do STOP = true; return reasons, details, chosen, chosen_cand, "
+                                                      "seen_counts, lift_cand end\n") + src[at:]
+            call = "local reasons, details, chosen, chosen_cand, seen_counts, lift_cand = evaluate(plan)\n"
+            s = s.replace(call, call + "if STOP then return {1} end\n", 1)
+        else:
+            s = src[:at] + "do return {1} end\n" + src[at:]
+        out.append((name, s))
+    return out
+
+
 PROFILE_TOP = 0  # --profile N: print the N functions with the most instructions (callgrind_annotate)
 
 
@@ -172,6 +225,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=300, help="decisions counted (after 20 to warm up)")
     ap.add_argument("--window", type=int, default=8, help="caller IDs offered a decision (0: no caller ID)")
     ap.add_argument("--breakdown", action="store_true", help="also: a script returning at once, one only decoding")
+    ap.add_argument("--sections", action="store_true",
+                    help="also: decide.lua cut short after each of its parts (the cost of each part)")
     ap.add_argument("--outcome", action="store_true", help="also count outcome.lua applying those calls' outcomes")
     ap.add_argument("--health-log", type=int, default=100,
                     help="entries already in every caller ID's health log for --outcome (default %(default)s)")
@@ -202,6 +257,15 @@ def main() -> int:
         for name, src in VARIANTS.items():
             v, _ = measure(src, calls, keys, tags, warm)
             print(f"  same calls, a script that does {name}: {v / 1000:,.1f} k")
+    if args.sections:
+        last = None
+        for name, src in [("the EVALSHA, returning at once", VARIANTS["return at once"]),
+                          ("the plan's decode", VARIANTS["decode the plan only"])] + section_sources(
+                              scripts.DECIDE.source):
+            v, _ = measure(src, calls, keys, tags, warm)
+            print(f"  decide.lua up to {name}: {v / 1000:,.1f} k"
+                  + (f" (+{(v - last) / 1000:,.1f} k)" if last is not None else ""), flush=True)
+            last = v
     if args.outcome:
         t0 = int(AT.timestamp() * 1000) - 3_600_000
         old = [callerid_health.entry_of("conversation" if j % 3 else "no_answer", 20 + j % 50, None, 16,

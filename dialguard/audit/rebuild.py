@@ -46,6 +46,7 @@ import psycopg
 
 from dialguard.audit.records import stream_key
 from dialguard.config import Settings
+from dialguard.decision import schema
 from dialguard.decision.keys import Keys
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.decision.plan import CallerIdCandidate, build_plan, ms
@@ -321,7 +322,7 @@ class Replayer:
             m.pexpire(k, t, int(b["ttl_ms"]))
         lv = ca = ""
         if ch:
-            cand = b["caller_id"]["candidates"][0]
+            cand = dict(zip(schema.names_in_order(schema.CANDIDATE), b["caller_id"]["candidates"]))
             ca, lv = K[cand["attempts_key"] - 1], K[cand["live_key"] - 1]
             m.zadd(ca, t, did, now)
             m.ztrim_below(ca, t, _bound(b["caller_id_trim_before"]))

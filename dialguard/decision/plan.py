@@ -348,10 +348,10 @@ def build_plan(
             cchk.append({"id": cid, "candidate_key": "attempts_key",
                          "since": str(_midnight_ms(now, now_ms, site_timezone, 0)),
                          "max": limit, "reason": "caller_id_rate"})
-        cands = []
-        for n, c in enumerate(candidates, start=1):
-            cands.append({"index": n, "tag": c.tag, "approved": 1 if c.statically_approved else 0,
-                          "attempts_key": k(keys.cid_attempts(c.tag)), "live_key": k(keys.cid_live(c.tag))})
+        cands: list = []  # flat: schema.CANDIDATE's fields of each candidate, in order
+        for c in candidates:
+            cands += [c.tag, 1 if c.statically_approved else 0, k(keys.cid_attempts(c.tag)),
+                      k(keys.cid_live(c.tag))]
         b["caller_id"] = {
             "candidates": cands, "checks": cchk, "concurrency": st.conc, "required": st.cid_req,
             "approved_key": k(keys.approved_cids), "cooldown_key": k(keys.cid_cooldown),
@@ -878,13 +878,12 @@ def compile_plan(
                 cchk.append(obj(("id", js(cid)), ("candidate_key", js("attempts_key")),
                                 ("since", s(Fld(low(1, ((site_timezone, 0),))))), ("max", js(limit)),
                                 ("reason", js("caller_id_rate"))))
-            cands = []
-            for n, (first, ok) in enumerate(cand_shape, start=1):
+            cands = []  # flat, as build_plan's: schema.CANDIDATE's fields of each candidate
+            for first, ok in cand_shape:
                 ct = f("c%d" % first)
                 a = k(fmt(keys.cid_attempts(ct)))
                 lv = k(fmt(keys.cid_live(ct)))
-                cands.append(obj(("index", js(n)), ("tag", s(Fld("c%d" % first))), ("approved", js(1 if ok else 0)),
-                                 ("attempts_key", js(a)), ("live_key", js(lv))))
+                cands += [s(Fld("c%d" % first)), js(1 if ok else 0), js(a), js(lv)]
             cids, cool = k(_lit(keys.approved_cids)), k(_lit(keys.cid_cooldown))
             cpairs = [("candidates", arr(cands)), ("checks", arr(cchk)),
                       ("concurrency", js(st.conc)), ("required", js(st.cid_req)),

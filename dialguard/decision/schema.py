@@ -78,7 +78,8 @@ CHECK = (
 )
 
 CALLER_ID = (
-    Field("candidates", "[candidate]", "the caller IDs to check or pick from, in order (CANDIDATE)"),
+    Field("candidates", "[candidate fields]", "the caller IDs to check or pick from, in order: CANDIDATE's "
+          "fields of each, one flat array"),
     Field("checks", "[check]", "caller-ID rate rules, counted on each candidate's attempts_key"),
     Field("concurrency", "int", "live calls per caller ID at most (-1: no limit)"),
     Field("required", "0|1", "only approved (and not cooling down) caller IDs"),
@@ -87,8 +88,11 @@ CALLER_ID = (
     Field("penalty_key", "key", "every caller ID's health penalty (hash tag -> '<pen>|<until ms>'), to pick"),
 )
 
+# A candidate is not a map: caller_id.candidates is one flat array holding each
+# candidate's fields in this order (decide.lua: CAND_FIELDS), candidate i (1-based,
+# what details name it by) from position len(CANDIDATE) * (i - 1). Eight maps of
+# five fields were a quarter of decide.lua's plan decode (docs/BENCHMARKS.md, stop 18).
 CANDIDATE = (
-    Field("index", "int", "1-based position: names the candidate in details"),
     Field("tag", "str", "the caller ID's keyed hash"),
     Field("approved", "0|1", "approved by configuration (else by approved_key)"),
     Field("attempts_key", "key", "its attempt log"),
@@ -111,3 +115,7 @@ TABLES = {"plan": PLAN, "check": CHECK, "caller_id": CALLER_ID, "candidate": CAN
 
 def names(table: tuple[Field, ...]) -> frozenset[str]:
     return frozenset(f.name for f in table)
+
+
+def names_in_order(table: tuple[Field, ...]) -> tuple[str, ...]:
+    return tuple(f.name for f in table)

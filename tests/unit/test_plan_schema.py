@@ -19,7 +19,7 @@ from dialguard.rules import Policy
 LUA = resources.files("dialguard.decision.lua").joinpath("decide.lua").read_text()
 # decide.lua's variables holding each table of the schema
 VARS = {"plan": ("plan", "p"), "check": ("c",), "caller_id": ("cid",),
-        "candidate": ("cand", "chosen_cand", "lift_cand"), "call_record": ("rec", r"plan\.call_record")}
+        "call_record": ("rec", r"plan\.call_record")}
 RUNTIME = {"check": {"uncounted_set"}}  # decide.lua's own cache on a check, not sent
 
 
@@ -33,7 +33,19 @@ def lua_reads(table: str) -> set[str]:
 
 def test_decide_lua_reads_exactly_the_schema():
     for table, fields in schema.TABLES.items():
-        assert lua_reads(table) == schema.names(fields), table
+        if table != "candidate":
+            assert lua_reads(table) == schema.names(fields), table
+
+
+def test_decide_lua_reads_a_candidate_at_the_schemas_offsets():
+    """A candidate is schema.CANDIDATE's fields in order in one flat array (stop 18):
+    decide.lua's CAND_FIELDS offsets and CAND_N are exactly the schema's."""
+    m = re.search(r"local (C_[A-Z_, ]+) = ([\d, ]+)\n", LUA)
+    offsets = dict(zip(m.group(1).split(", "), (int(v) for v in m.group(2).split(", "))))
+    assert offsets == {"C_" + name.upper(): i for i, name in enumerate(schema.names_in_order(schema.CANDIDATE))}
+    # every read of a candidate's field goes through those offsets (or cand_offset)
+    assert "cand." not in LUA and re.findall(r"cands\[b \+ (\d)\]", LUA) == []
+    assert re.search(r"local CAND_N = (\d+)", LUA).group(1) == str(len(schema.CANDIDATE))
 
 
 EVERY_RULE = """
@@ -79,8 +91,8 @@ def test_build_plan_writes_exactly_the_schema(tmp_path):
     assert set(b["shadow"]) <= schema.names(schema.PLAN)
     assert set(b["caller_id"]) == schema.names(schema.CALLER_ID)
     assert set(b["call_record"]) == schema.names(schema.CALL_RECORD)
-    for c in b["caller_id"]["candidates"]:
-        assert set(c) == schema.names(schema.CANDIDATE)
+    cands, n = b["caller_id"]["candidates"], len(schema.CANDIDATE)
+    assert len(cands) == 2 * n and cands[::n] == [c.tag for c in full_plan(tmp_path).candidates]
     written = set()
     for c in b["checks"] + b["caller_id"]["checks"]:
         written |= set(c)
