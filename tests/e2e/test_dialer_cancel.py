@@ -1,0 +1,113 @@
+"""A dialer's task cancelled once ends, wherever the cancel lands.
+
+The CI run of 2026-12-05 hung 18 min: a test cancelled a dialer's task and the
+dialer kept ticking. These tests cancel running dialers (real Redis, PostgreSQL and
+Asterisk ARI) at many points of their pacing loop, once each, and require every
+task to end with CancelledError within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+
+import ari_app
+from ari_app import metrics as m
+from test_dialer_calls import number, rig  # noqa: F401  (fixture)
+
+# how many cancels each test lands (DIALGUARD_CANCEL_ROUNDS: more for a soak)
+ROUNDS = int(os.environ.get("DIALGUARD_CANCEL_ROUNDS", "40"))
+BOUND_S = 10.0  # a cancelled dialer's shutdown closes sockets: far less than this
+
+
+def awaiting(task: asyncio.Task) -> str:
+    """Where the task waits: its chain of awaits, outermost first (file:line each)."""
+    out, aw = [], task.get_coro()
+    while aw is not None:
+        f = getattr(aw, "cr_frame", None) or getattr(aw, "gi_frame", None)
+        if f is None:
+            out.append(type(aw).__name__)
+            break
+        out.append(f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_lineno}")
+        aw = getattr(aw, "cr_await", None) or getattr(aw, "gi_yieldfrom", None)
+    return " > ".join(out)
+
+
+async def cancel_once(task: asyncio.Task, rng: random.Random) -> str | None:
+    """Lands one cancel after a random number of event-loop iterations or a random
+    time; None if the task ended with CancelledError within BOUND_S, else what went wrong."""
+    if rng.random() < 0.5:
+        for _ in range(rng.randrange(0, 400)):
+            await asyncio.sleep(0)
+    else:
+        await asyncio.sleep(rng.uniform(0, 0.3))
+    if task.done():
+        return f"ended before the cancel: {task!r}"
+    where = awaiting(task)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=BOUND_S)
+    if not done:
+        return f"cancel lost (cancelling={task.cancelling()}), landed at {where}"
+    if not task.cancelled():
+        return f"ended without CancelledError: {task.exception()!r}, landed at {where}"
+    return None
+
+
+def swallowed(caplog) -> int:
+    """Cancels an awaited call swallowed and ari_app/cancel.py honoured (its log lines)."""
+    return sum(1 for r in caplog.records if r.name == "ari_app.cancel" and "honoured" in r.getMessage())
+
+
+async def test_a_held_dialer_cancelled_once_ends(rig, caplog):
+    """The kill-switch case of the CI hang: a dialer holding a paused campaign back ticks
+    (Redis, PostgreSQL, its ARI events socket) and is cancelled anywhere in that."""
+    camp = await rig.campaign([number("00")])
+    await rig.engine.pause("campaign", camp, why="test")
+    caplog.set_level("INFO", logger="ari_app.cancel")
+    rng = random.Random(int(os.environ.get("DIALGUARD_CANCEL_SEED", "0")) or None)
+    lost = []
+    for _ in range(ROUNDS):
+        d = rig.start(camp, ["agent1"])
+        _, task = rig.dialers[-1]
+        deadline = time.monotonic() + 10
+        while not (d._started and d.ari.healthy and m.HELD_BACK.labels(camp)._value.get() == 1):
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.01)
+        problem = await cancel_once(task, rng)
+        rig.dialers.pop()
+        if problem:
+            lost.append(problem)
+            d.stop()  # not to leave it running
+            await asyncio.wait([task], timeout=BOUND_S)
+        m.HELD_BACK.labels(camp).set(0)
+    print(f"{len(lost)} of {ROUNDS} cancels lost or late; {swallowed(caplog)} swallowed on the way, honoured"
+          f" (ari_app of {ari_app.__path__[0]})")
+    assert not lost, "\n".join(lost)
+
+
+async def test_a_dialing_dialer_cancelled_once_ends(rig, caplog):
+    """Cancelled while it places calls (decisions, originates, ringing calls): the
+    task ends; the next dialer adopts what it left."""
+    numbers = [number("99") for _ in range(ROUNDS * 2)]  # never answered: they ring
+    camp = await rig.campaign(numbers, ring_timeout_s=2, calls_per_second=5)
+    caplog.set_level("INFO", logger="ari_app.cancel")
+    rng = random.Random(int(os.environ.get("DIALGUARD_CANCEL_SEED", "0")) or None)
+    lost = []
+    for _ in range(ROUNDS):
+        d = rig.start(camp, ["agent1", "agent2"])
+        _, task = rig.dialers[-1]
+        deadline = time.monotonic() + 10
+        while not (d._started and d.ari.healthy):
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.01)
+        problem = await cancel_once(task, rng)
+        rig.dialers.pop()
+        if problem:
+            lost.append(problem)
+            d.stop()
+            await asyncio.wait([task], timeout=BOUND_S)
+    print(f"{len(lost)} of {ROUNDS} cancels lost or late; {swallowed(caplog)} swallowed on the way, honoured"
+          f" (ari_app of {ari_app.__path__[0]})")
+    assert not lost, "\n".join(lost)
