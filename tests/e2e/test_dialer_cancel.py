@@ -81,6 +81,7 @@ async def test_a_held_dialer_cancelled_once_ends(rig, caplog):
             lost.append(problem)
             d.stop()  # not to leave it running
             await asyncio.wait([task], timeout=BOUND_S)
+        assert d.locks.conn is None and d.ari._closed  # its lock session and socket closed
         m.HELD_BACK.labels(camp).set(0)
     print(f"{len(lost)} of {ROUNDS} cancels lost or late; {swallowed(caplog)} swallowed on the way, honoured"
           f" (ari_app of {ari_app.__path__[0]})")
@@ -91,23 +92,59 @@ async def test_a_dialing_dialer_cancelled_once_ends(rig, caplog):
     """Cancelled while it places calls (decisions, originates, ringing calls): the
     task ends; the next dialer adopts what it left."""
     numbers = [number("99") for _ in range(ROUNDS * 2)]  # never answered: they ring
-    camp = await rig.campaign(numbers, ring_timeout_s=2, calls_per_second=5)
+    camp = await rig.campaign(numbers, ring_timeout_s=2, calls_per_second=20)
     caplog.set_level("INFO", logger="ari_app.cancel")
     rng = random.Random(int(os.environ.get("DIALGUARD_CANCEL_SEED", "0")) or None)
-    lost = []
+    lost, placing = [], 0
     for _ in range(ROUNDS):
-        d = rig.start(camp, ["agent1", "agent2"])
+        d = rig.start(camp, ["agent1", "agent2", "agent3", "agent4"])
         _, task = rig.dialers[-1]
         deadline = time.monotonic() + 10
         while not (d._started and d.ari.healthy):
             assert time.monotonic() < deadline and not task.done(), task
             await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 3  # and placing a call (decision, originate), if one is due
+        while not d.life.placing and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        placing += bool(d.life.placing)
         problem = await cancel_once(task, rng)
         rig.dialers.pop()
         if problem:
             lost.append(problem)
             d.stop()
             await asyncio.wait([task], timeout=BOUND_S)
+        assert d.locks.conn is None and d.ari._closed  # its lock session and socket closed
+    calls = await rig.calls(camp)
+    assert calls  # cancelled while placing calls, not only before
+    print(f"{len(calls)} calls placed, {placing} dialers cancelled around a placing;", end=" ")
     print(f"{len(lost)} of {ROUNDS} cancels lost or late; {swallowed(caplog)} swallowed on the way, honoured"
           f" (ari_app of {ari_app.__path__[0]})")
     assert not lost, "\n".join(lost)
+
+
+async def test_a_starting_dialer_cancelled_once_releases_its_locks(rig):
+    """Cancelled while it starts (takes the app's and its campaigns' locks, adopts): it
+    ends, and its PostgreSQL session is closed, so the campaign is free for the next
+    dialer (not held until the garbage collector closes the connection)."""
+    from dialguard.campaigns.store import CampaignLocks
+
+    camp = await rig.campaign([number("00")])
+    await rig.engine.pause("campaign", camp, why="test")  # nothing dialed meanwhile
+    rng = random.Random(int(os.environ.get("DIALGUARD_CANCEL_SEED", "0")) or None)
+    other = CampaignLocks(rig.store.pool.conninfo)
+    try:
+        for _ in range(ROUNDS):
+            d = rig.start(camp, ["agent1"])
+            _, task = rig.dialers.pop()
+            await asyncio.sleep(rng.uniform(0, 0.15))  # anywhere in its start (~0.1 s here)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=BOUND_S)
+            assert done, f"cancel lost: {awaiting(task)}"
+            assert d.locks.conn is None  # its lock session closed: the locks it took are free
+            deadline = time.monotonic() + BOUND_S  # the server ends the session after its Terminate
+            while not await other.acquire(camp):
+                assert time.monotonic() < deadline, "the campaign is still locked by the cancelled dialer"
+                await asyncio.sleep(0.01)
+            await other.release(camp)
+    finally:
+        await other.close()
