@@ -266,6 +266,14 @@ async def test_wrong_credentials_keep_retrying_without_health(ari):
         await c.close()
 
 
+async def swallow_cancel() -> None:
+    """Waits, and returns when cancelled: a cancel swallowed on the way."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        pass
+
+
 async def test_close_ends_the_events_task_when_its_reconcile_swallowed_the_cancel(ari):
     """close() cancels the events task; a reconcile that swallows that cancel (as redis-py's
     writes under asyncio.wait_for can on Python 3.11, ari_app/cancel.py) must not leave
@@ -274,10 +282,7 @@ async def test_close_ends_the_events_task_when_its_reconcile_swallowed_the_cance
 
     async def on_connect():
         entered.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            pass  # swallowed on the way
+        await swallow_cancel()
 
     c = client(ari, on_connect=on_connect)
     c.start()
@@ -296,10 +301,7 @@ async def test_a_worker_whose_handler_swallowed_the_cancel_handles_no_more_event
         seen.append(e["n"])
         if e["n"] == 1:
             first.set()
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                pass  # swallowed on the way
+            await swallow_cancel()
 
     c = client(ari, on_event=on_event)
     c.start()
