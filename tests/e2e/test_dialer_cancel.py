@@ -20,6 +20,7 @@ from test_dialer_calls import number, rig  # noqa: F401  (fixture)
 # how many cancels each test lands (DIALGUARD_CANCEL_ROUNDS: more for a soak)
 ROUNDS = int(os.environ.get("DIALGUARD_CANCEL_ROUNDS", "40"))
 BOUND_S = 10.0  # a cancelled dialer's shutdown closes sockets: far less than this
+ENDED_IN: list[float] = []  # seconds from each cancel to the task's end (printed)
 
 
 def awaiting(task: asyncio.Task) -> str:
@@ -46,8 +47,10 @@ async def cancel_once(task: asyncio.Task, rng: random.Random) -> str | None:
     if task.done():
         return f"ended before the cancel: {task!r}"
     where = awaiting(task)
+    t0 = time.monotonic()
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=BOUND_S)
+    ENDED_IN.append(time.monotonic() - t0)
     if not done:
         return f"cancel lost (cancelling={task.cancelling()}), landed at {where}"
     if not task.cancelled():
@@ -84,7 +87,8 @@ async def test_a_held_dialer_cancelled_once_ends(rig, caplog):
         assert d.locks.conn is None and d.ari._closed  # its lock session and socket closed
         m.HELD_BACK.labels(camp).set(0)
     print(f"{len(lost)} of {ROUNDS} cancels lost or late; {swallowed(caplog)} swallowed on the way, honoured"
-          f" (ari_app of {ari_app.__path__[0]})")
+          f" (ari_app of {ari_app.__path__[0]}); ended within {max(ENDED_IN, default=0):.2f}s of a cancel")
+    ENDED_IN.clear()
     assert not lost, "\n".join(lost)
 
 
@@ -118,7 +122,8 @@ async def test_a_dialing_dialer_cancelled_once_ends(rig, caplog):
     assert calls  # cancelled while placing calls, not only before
     print(f"{len(calls)} calls placed, {placing} dialers cancelled around a placing;", end=" ")
     print(f"{len(lost)} of {ROUNDS} cancels lost or late; {swallowed(caplog)} swallowed on the way, honoured"
-          f" (ari_app of {ari_app.__path__[0]})")
+          f" (ari_app of {ari_app.__path__[0]}); ended within {max(ENDED_IN, default=0):.2f}s of a cancel")
+    ENDED_IN.clear()
     assert not lost, "\n".join(lost)
 
 
