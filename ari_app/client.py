@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from ari_app import cancel
+from dialguard import cancel
 
 log = logging.getLogger("ari_app.client")
 
@@ -180,7 +180,7 @@ class AriClient:
                         if self.on_connect:
                             await self.on_connect()  # reconcile; events queue meanwhile
                             # close() cancelled us and a library swallowed it: not waiting on
-                            # the socket for ever (ari_app/cancel.py)
+                            # the socket for ever (dialguard/cancel.py)
                             cancel.check()
                         self.backoff.reset()
                         self._connected.set()

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ari_app import cancel
+from dialguard import cancel
 from ari_app import metrics as m
 from ari_app.agents import AgentPool
 from ari_app.calls import Call
@@ -332,7 +332,7 @@ class Dialer:
             else:
                 for o in self.outages.values():
                     o.ok()
-            # not asyncio.wait_for: on 3.11 it can lose a cancel (ari_app/cancel.py)
+            # not asyncio.wait_for: on 3.11 it can lose a cancel (dialguard/cancel.py)
             await cancel.wait_event(self._stop, self.cfg.tick_s)
 
     async def _hold_start(self, campaign: str, reason: str, why: str, at) -> None:

@@ -48,7 +48,7 @@ async def die(task: asyncio.Task, timeout: float = 30.0) -> None:
     """A dialer's task stops as a process would die: cancelled once, its end awaited.
     Bounded: a lost cancel fails the test instead of hanging it (CI, 2026-12-05: a
     dialer went on ticking after its cancel, the pytest process idle for 18 min;
-    the cause, redis-py's wait_for on Python 3.11, and the fix: ari_app/cancel.py)."""
+    the cause, redis-py's wait_for on Python 3.11, and the fix: dialguard/cancel.py)."""
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=timeout)
     assert done, "the dialer task outlived its cancellation"

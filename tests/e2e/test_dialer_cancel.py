@@ -59,8 +59,8 @@ async def cancel_once(task: asyncio.Task, rng: random.Random) -> str | None:
 
 
 def swallowed(caplog) -> int:
-    """Cancels an awaited call swallowed and ari_app/cancel.py honoured (its log lines)."""
-    return sum(1 for r in caplog.records if r.name == "ari_app.cancel" and "honoured" in r.getMessage())
+    """Cancels an awaited call swallowed and dialguard/cancel.py honoured (its log lines)."""
+    return sum(1 for r in caplog.records if r.name == "dialguard.cancel" and "honoured" in r.getMessage())
 
 
 async def test_a_held_dialer_cancelled_once_ends(rig, caplog):
@@ -68,7 +68,7 @@ async def test_a_held_dialer_cancelled_once_ends(rig, caplog):
     (Redis, PostgreSQL, its ARI events socket) and is cancelled anywhere in that."""
     camp = await rig.campaign([number("00")])
     await rig.engine.pause("campaign", camp, why="test")
-    caplog.set_level("INFO", logger="ari_app.cancel")
+    caplog.set_level("INFO", logger="dialguard.cancel")
     rng = random.Random(int(os.environ.get("DIALGUARD_CANCEL_SEED", "0")) or None)
     lost = []
     for _ in range(ROUNDS):
@@ -97,7 +97,7 @@ async def test_a_dialing_dialer_cancelled_once_ends(rig, caplog):
     task ends; the next dialer adopts what it left."""
     numbers = [number("99") for _ in range(ROUNDS * 2)]  # never answered: they ring
     camp = await rig.campaign(numbers, ring_timeout_s=2, calls_per_second=20)
-    caplog.set_level("INFO", logger="ari_app.cancel")
+    caplog.set_level("INFO", logger="dialguard.cancel")
     rng = random.Random(int(os.environ.get("DIALGUARD_CANCEL_SEED", "0")) or None)
     lost, placing = [], 0
     for _ in range(ROUNDS):

@@ -1,4 +1,4 @@
-"""ari_app/cancel.py: a cancel swallowed on its way is honoured; waiting on an event
+"""dialguard/cancel.py: a cancel swallowed on its way is honoured; waiting on an event
 never loses a cancel (asyncio.wait_for on Python 3.11 can: CPython gh-86296)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from ari_app import cancel
+from dialguard import cancel
 
 
 async def swallowing_then(after):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-log = logging.getLogger("ari_app.cancel")
+log = logging.getLogger("dialguard.cancel")
 
 
 def check() -> None:
