@@ -28,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from dialguard import cancel
+
 log = logging.getLogger("ari_app.client")
 
 EventHandler = Callable[[dict], Awaitable[None]]
@@ -116,11 +118,10 @@ class AriClient:
         return self._connected.is_set() and not self._closed
 
     async def wait_healthy(self, timeout: float | None = None) -> bool:
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+        if timeout is None:
+            await self._connected.wait()
             return True
-        except asyncio.TimeoutError:
-            return False
+        return await cancel.wait_event(self._connected, timeout)
 
     # -- REST --------------------------------------------------------------------------
     async def request(self, method: str, path: str, params: dict | None = None,
@@ -178,6 +179,9 @@ class AriClient:
                     try:
                         if self.on_connect:
                             await self.on_connect()  # reconcile; events queue meanwhile
+                            # close() cancelled us and a library swallowed it: not waiting on
+                            # the socket for ever (dialguard/cancel.py)
+                            cancel.check()
                         self.backoff.reset()
                         self._connected.set()
                         await reader
@@ -228,6 +232,7 @@ class AriClient:
         q = self._queues[key]
         try:
             while q:
+                cancel.check()  # close() cancelled this worker: the rest of its queue is dropped
                 event = q.popleft()
                 if self.on_event is None:
                     continue

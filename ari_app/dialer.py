@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from dialguard import cancel
 from ari_app import metrics as m
 from ari_app.agents import AgentPool
 from ari_app.calls import Call
@@ -165,22 +166,25 @@ class Dialer:
         return self.cfg.name or self.cfg.app
 
     async def run(self) -> None:
-        # standby while another process runs this Stasis app (it would steal our events)
-        waited = False
-        while not await self.locks.acquire_app(self.cfg.app):
-            if not waited:
-                log.warning("another dialer runs Stasis app %s: standing by until it stops", self.cfg.app)
-                waited = True
-            try:
-                await asyncio.wait_for(self._stop.wait(), 1.0)
-                await self.shutdown()
-                return
-            except asyncio.TimeoutError:
-                pass
-        await self._refresh_campaigns()  # takes its campaigns' locks and adopts their calls
-        self.ari.start()
-        self._started = True
+        """Until stop() (drained: calls in flight get drain_s to be bridged) or a cancel
+        of its task (stops at once, as a process would die: its calls stay up in Asterisk,
+        their agents' leases go stale, the next dialer adopts both). Either way the
+        campaign locks' session, the events socket and the HTTP pool are closed, even
+        when the cancel lands before the pacing loop (standby, taking the campaigns)."""
         try:
+            # standby while another process runs this Stasis app (it would steal our events)
+            waited = False
+            while not await self.locks.acquire_app(self.cfg.app):
+                if not waited:
+                    log.warning("another dialer runs Stasis app %s: standing by until it stops", self.cfg.app)
+                    waited = True
+                if await cancel.wait_event(self._stop, 1.0):
+                    return
+            cancel.check()
+            await self._refresh_campaigns()  # takes its campaigns' locks and adopts their calls
+            cancel.check()
+            self.ari.start()
+            self._started = True
             await self._pace_loop()
         finally:
             # drained only when asked to stop (SIGTERM); cancelled, it stops at once
@@ -300,6 +304,7 @@ class Dialer:
     async def _pace_loop(self) -> None:
         last_refresh = last_report = last_poll = 0.0
         while not self._stop.is_set():
+            cancel.check()  # a cancel an awaited library call swallowed ends the loop here
             try:
                 # first: the leases' heartbeat must not wait on PostgreSQL being back
                 await self.pool.refresh()
@@ -327,10 +332,8 @@ class Dialer:
             else:
                 for o in self.outages.values():
                     o.ok()
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.cfg.tick_s)
-            except asyncio.TimeoutError:
-                pass
+            # not asyncio.wait_for: on 3.11 it can lose a cancel (dialguard/cancel.py)
+            await cancel.wait_event(self._stop, self.cfg.tick_s)
 
     async def _hold_start(self, campaign: str, reason: str, why: str, at) -> None:
         """Record a campaign-wide hold; if this dialer ended one of that reason when it took
@@ -443,6 +446,7 @@ class Dialer:
                 free_agents=lines, unbridged=0, ratio=1.0)
             if n <= 0:
                 continue
+            cancel.check()  # cancelled during this tick: no lead claimed
             leads = await self.store.claim_due(c.name, n, now, ready_agents=ready,
                                                owned_only=c.pacing_mode == "preview")
             for lead in await self._skip_closed(c, leads, now):

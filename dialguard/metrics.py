@@ -45,6 +45,7 @@ from typing import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
+from dialguard import cancel
 from dialguard.decision.models import REASONS
 
 log = logging.getLogger("dialguard.metrics")
@@ -531,6 +532,9 @@ class MetricsServer:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001
                 log.warning("metrics refresh: %r", exc)
+            # stop()'s cancel, if the refresh's Redis call swallowed it (dialguard/cancel.py):
+            # else stop() would wait on this loop for ever
+            cancel.check()
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:

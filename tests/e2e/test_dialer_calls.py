@@ -44,18 +44,16 @@ def rtp_sink_port(stack) -> int:
 
 
 
-async def die(task: asyncio.Task, timeout: float = 20.0) -> None:
-    """A dialer's task stops as a process would die. Cancelled again until it ends:
-    on Python 3.11 a cancel that lands as an awaited step completes can be lost
-    (asyncio.wait_for returns the result instead), and the test waited for ever
-    (CI, 2026-12-05: the pytest process idle for 18 min, the old dialer still ticking);
-    cancelled again too if its shutdown after a cancel waits (test_dialer_amd saw that at load 30)."""
-    deadline = time.monotonic() + timeout
-    while not task.done():
-        assert time.monotonic() < deadline, "the dialer task outlived its cancellation"
-        task.cancel()
-        await asyncio.wait([task], timeout=0.5)
-    await asyncio.gather(task, return_exceptions=True)
+async def die(task: asyncio.Task, timeout: float = 30.0) -> None:
+    """A dialer's task stops as a process would die: cancelled once, its end awaited.
+    Bounded: a lost cancel fails the test instead of hanging it (CI, 2026-12-05: a
+    dialer went on ticking after its cancel, the pytest process idle for 18 min;
+    the cause, redis-py's wait_for on Python 3.11, and the fix: dialguard/cancel.py)."""
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    assert done, "the dialer task outlived its cancellation"
+    assert task.cancelled(), task
+
 
 class Rig:
     def __init__(self, stack, engine: Engine, store: Store, workdir: Path, agent_port: int):

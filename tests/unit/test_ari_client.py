@@ -264,3 +264,53 @@ async def test_wrong_credentials_keep_retrying_without_health(ari):
         assert not c.healthy
     finally:
         await c.close()
+
+
+async def swallow_cancel() -> None:
+    """Waits, and returns when cancelled: a cancel swallowed on the way."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        pass
+
+
+async def test_close_ends_the_events_task_when_its_reconcile_swallowed_the_cancel(ari):
+    """close() cancels the events task; a reconcile that swallows that cancel (as redis-py's
+    writes under asyncio.wait_for can on Python 3.11, dialguard/cancel.py) must not leave
+    the task waiting on the socket for ever (and close() with it)."""
+    entered = asyncio.Event()
+
+    async def on_connect():
+        entered.set()
+        await swallow_cancel()
+
+    c = client(ari, on_connect=on_connect)
+    c.start()
+    await asyncio.wait_for(entered.wait(), 5)
+    closing = asyncio.ensure_future(c.close())
+    done, _ = await asyncio.wait([closing], timeout=5)
+    assert done, "close() waits on the events task for ever"
+    assert not c.healthy
+
+
+async def test_a_worker_whose_handler_swallowed_the_cancel_handles_no_more_events(ari):
+    seen = []
+    first = asyncio.Event()
+
+    async def on_event(e):
+        seen.append(e["n"])
+        if e["n"] == 1:
+            first.set()
+            await swallow_cancel()
+
+    c = client(ari, on_event=on_event)
+    c.start()
+    try:
+        assert await c.wait_healthy(5)
+        for n in range(1, 6):
+            await ari.send(ev("ChannelVarset", "c1", n))
+        await asyncio.wait_for(first.wait(), 5)
+        await until(lambda: len(c._queues.get("ch:c1", ())) == 4)  # 2..5 queued behind it
+    finally:
+        await c.close()
+    assert seen == [1]  # closed: the queued events are dropped, not handled after close()

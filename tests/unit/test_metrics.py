@@ -99,6 +99,31 @@ async def test_health_that_raises_or_hangs_is_503_and_refresh_errors_do_not_stop
         socket.create_connection((HOST, srv.bound_port), timeout=0.5).close()
 
 
+async def test_stop_ends_the_refresh_loop_when_a_refresh_swallowed_the_cancel():
+    """stop() cancels the refresh loop; a refresh whose Redis call swallows that cancel
+    (redis-py writes under asyncio.wait_for, which on Python 3.11 can: dialguard/cancel.py)
+    must not keep the loop going and stop() waiting for ever (a `systemctl stop` of the
+    dialer waiting for its kill timeout)."""
+    inside = asyncio.Event()
+
+    async def health():
+        return True, "ok"
+
+    async def refresh():
+        inside.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # swallowed on the way
+
+    srv = metrics.MetricsServer("127.0.0.1", 0, health, refresh=refresh, interval=0.01)
+    await srv.start()
+    await asyncio.wait_for(inside.wait(), 5)
+    stopping = asyncio.ensure_future(srv.stop())
+    done, _ = await asyncio.wait([stopping], timeout=5)
+    assert done, "stop() waits on the refresh loop for ever"
+
+
 def test_text_format_of_a_few_series():
     metrics.set_abandon_rate('camp "q" \\ x', 0.025)
     metrics.LIVE_CALLS.labels("+862150009999").set(3)
