@@ -11,6 +11,7 @@ token_identity) and keeps its sessions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -28,9 +29,17 @@ MIN_PASSWORD = 12
 LAST_USED_EVERY = timedelta(minutes=1)
 
 _hasher = PasswordHasher()
-# A hash to verify against when the user does not exist, so that the answer
-# takes as long as for a wrong password (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so that the answer
+    takes as long as for a wrong password (no user enumeration by timing).
+    Made on first use, not at import: an argon2 hash costs about 0.5 s of CPU
+    (64 MiB), which every `dialguard` command paid at its start, logins or not.
+    The console makes it at its start (web/app.py), so its first unknown login
+    is not the slow one."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class UserError(ValueError):
@@ -75,7 +84,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored: str | None, password: str) -> bool:
     """True when password matches the stored argon2 hash; never raises."""
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _hasher.verify(stored or dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

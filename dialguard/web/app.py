@@ -551,6 +551,7 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
     app[LIMITER] = LoginLimiter()
 
     async def lifecycle(app: web.Application):
+        users.dummy_hash()  # before the first login: an unknown name answers as slowly as a wrong password
         # Not waiting for PostgreSQL: the service starts and says 503 (healthz too) until it answers.
         pool = AsyncConnectionPool(settings.pg_dsn, min_size=1, max_size=8, open=False, timeout=3,
                                    kwargs={"autocommit": True, "application_name": "dialguard-web",
