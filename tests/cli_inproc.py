@@ -63,7 +63,7 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None,
                 code = 1
         result.update(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
-    with _lock, _environment(os.environ if env is None else env):
+    with _lock, _environment(dict(os.environ if env is None else env)):  # a copy: os.environ is cleared
         umask = os.umask(0o022)
         os.umask(umask)
         flags = breakglass.requested, ids.BREAK_GLASS
