@@ -39,9 +39,9 @@ def _environment(env: Mapping[str, str]):
         os.environ.update(saved)
 
 
-def run(args: Sequence[str], env: Mapping[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess:
-    """`dialguard ARGS` with environment env (default: this process's)."""
+def run(args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 60,
+        cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """`dialguard ARGS` with environment env (default: this process's), in folder cwd."""
     from dialguard import breakglass, ids
     from dialguard.cli.main import app
 
@@ -67,13 +67,17 @@ def run(args: Sequence[str], env: Mapping[str, str] | None = None,
         umask = os.umask(0o022)
         os.umask(umask)
         flags = breakglass.requested, ids.BREAK_GLASS
+        here = os.getcwd()
         try:
+            if cwd is not None:
+                os.chdir(cwd)
             t = threading.Thread(target=command, name="dialguard-cli", daemon=True)
             t.start()
             t.join(timeout)
             if t.is_alive():
                 raise subprocess.TimeoutExpired(["dialguard", *args], timeout)
         finally:
+            os.chdir(here)
             os.umask(umask)
             breakglass.requested, ids.BREAK_GLASS = flags
     return subprocess.CompletedProcess(["dialguard", *args], result["returncode"], result["stdout"],
