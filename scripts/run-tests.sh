@@ -60,8 +60,19 @@ run_pytest() {
 shifted_date=${DIALGUARD_SHIFTED_DATE:-2028-02-29T14:00:00Z}
 shifted_offset=${DIALGUARD_SHIFTED_PORT_OFFSET:-$((PORT_OFFSET + 100))}
 shifted_log=$STACK_DIR/shifted-pass.log
+# shifted_ports_free: the shifted stack's ports (this stack's, moved by the offsets' difference) unused
+shifted_ports_free() {
+  local d=$((shifted_offset - PORT_OFFSET)) tcp=() p
+  for p in "$REDIS_PORT" "$PG_PORT" "$ARI_PORT" "$AGI_PORT" "$METRICS_PORT" "$DIALER_METRICS_PORT" "$WEB_PORT"; do
+    tcp+=("$((p + d))")
+  done
+  "$VENV/bin/python" "$PROBE" free tcp "${tcp[@]}" && "$VENV/bin/python" "$PROBE" free udp "$((SIP_PORT + d))"
+}
 alongside=0
-if [[ -z ${DIALGUARD_FAKE_AT:-} && ${DIALGUARD_TEST_SHIFTED:-1} != 0 && ${DIALGUARD_TEST_SHIFTED_ALONGSIDE:-1} != 0 ]]; then
+if [[ -z ${DIALGUARD_FAKE_AT:-} && ${DIALGUARD_TEST_SHIFTED:-1} != 0 && ${DIALGUARD_TEST_SHIFTED_ALONGSIDE:-1} != 0 ]] &&
+  ! shifted_ports_free; then
+  log "the shifted pass runs after this one: the ports of offset $shifted_offset are in use (DIALGUARD_SHIFTED_PORT_OFFSET)"
+elif [[ -z ${DIALGUARD_FAKE_AT:-} && ${DIALGUARD_TEST_SHIFTED:-1} != 0 && ${DIALGUARD_TEST_SHIFTED_ALONGSIDE:-1} != 0 ]]; then
   alongside=1
   # The shifted pass (unit + integration on its own stack: .stack/dates, other ports)
   # waits for the main pass's first e2e test (tests/conftest.py touches the file):

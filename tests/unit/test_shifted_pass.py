@@ -30,4 +30,5 @@ def test_run_tests_waits_for_that_file() -> None:
     script = (root / "scripts" / "run-tests.sh").read_text()
     assert "DIALGUARD_E2E_STARTED_FILE" in script
     assert "DIALGUARD_DATES_ALONGSIDE=1" in script
+    assert "shifted_ports_free" in script  # busy ports: after the main pass, as before
     assert "DIALGUARD_DATES_ALONGSIDE" in (root / "scripts" / "test-dates.sh").read_text()
