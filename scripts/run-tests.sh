@@ -6,12 +6,25 @@
 #   DIALGUARD_TEST_SUITES  the test folders (default: tests/unit tests/integration tests/e2e)
 #   DIALGUARD_FAKE_AT      run on a clock shifted to this time (set by test-dates.sh)
 #   DIALGUARD_TEST_SHIFTED=0  skip the shifted pass of make test
+#   DIALGUARD_TEST_SHIFTED_ALONGSIDE=0  run the shifted pass after the main one, on
+#     the same ports (default: alongside the main pass's e2e tests, on a stack of its
+#     own at port offset DIALGUARD_SHIFTED_PORT_OFFSET, default this one + 100)
 set -uo pipefail
+mapfile -d '' caller_env < <(env -0)   # the shifted pass's environment: not the stack's settings
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 down() { "$REPO_ROOT/scripts/stack-down.sh" || log "make down failed: check 'make status'"; }
-trap down EXIT
+shifted_pid=
+shifted_stop() {   # an interrupted run: the shifted pass stopped (its own trap takes its stack down)
+  [[ -n $shifted_pid ]] || return 0
+  kill -TERM -- "-$shifted_pid" 2>/dev/null || kill -TERM "$shifted_pid" 2>/dev/null
+  wait "$shifted_pid" 2>/dev/null
+  DIALGUARD_STACK_DIR=$REPO_ROOT/.stack/dates DIALGUARD_PORT_OFFSET=$shifted_offset \
+    "$REPO_ROOT/scripts/stack-down.sh" >/dev/null 2>&1
+  shifted_pid=
+}
+trap 'shifted_stop; down' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -44,15 +57,57 @@ run_pytest() {
   r=$?
   if ((r != 5)); then ((rc == 0 || rc == 5)) && rc=$r; fi
 }
+shifted_date=${DIALGUARD_SHIFTED_DATE:-2028-02-29T14:00:00Z}
+shifted_offset=${DIALGUARD_SHIFTED_PORT_OFFSET:-$((PORT_OFFSET + 100))}
+shifted_log=$STACK_DIR/shifted-pass.log
+# shifted_ports_free: the shifted stack's ports (this stack's, moved by the offsets' difference) unused
+shifted_ports_free() {
+  local d=$((shifted_offset - PORT_OFFSET)) tcp=() p
+  for p in "$REDIS_PORT" "$PG_PORT" "$ARI_PORT" "$AGI_PORT" "$METRICS_PORT" "$DIALER_METRICS_PORT" "$WEB_PORT"; do
+    tcp+=("$((p + d))")
+  done
+  "$VENV/bin/python" "$PROBE" free tcp "${tcp[@]}" && "$VENV/bin/python" "$PROBE" free udp "$((SIP_PORT + d))"
+}
+alongside=0
+if [[ -z ${DIALGUARD_FAKE_AT:-} && ${DIALGUARD_TEST_SHIFTED:-1} != 0 && ${DIALGUARD_TEST_SHIFTED_ALONGSIDE:-1} != 0 ]] &&
+  ! shifted_ports_free; then
+  log "the shifted pass runs after this one: the ports of offset $shifted_offset are in use (DIALGUARD_SHIFTED_PORT_OFFSET)"
+elif [[ -z ${DIALGUARD_FAKE_AT:-} && ${DIALGUARD_TEST_SHIFTED:-1} != 0 && ${DIALGUARD_TEST_SHIFTED_ALONGSIDE:-1} != 0 ]]; then
+  alongside=1
+  # The shifted pass (unit + integration on its own stack: .stack/dates, other ports)
+  # waits for the main pass's first e2e test (tests/conftest.py touches the file):
+  # the e2e tests mostly wait on calls and timers, the main integration tests would
+  # compete with it for the two cores. Without e2e tests it starts when the main pass ends.
+  export DIALGUARD_E2E_STARTED_FILE=$STACK_DIR/e2e-started
+  rm -f "$DIALGUARD_E2E_STARTED_FILE"
+  (
+    while [[ ! -e $DIALGUARD_E2E_STARTED_FILE ]]; do sleep 1; done
+    exec env -i "${caller_env[@]}" DIALGUARD_PORT_OFFSET="$shifted_offset" DIALGUARD_DATES_ALONGSIDE=1 \
+      DIALGUARD_TEST_SUITES="tests/unit tests/integration" setsid "$REPO_ROOT/scripts/test-dates.sh" "$shifted_date"
+  ) >"$shifted_log" 2>&1 </dev/null &
+  shifted_pid=$!
+fi
 ((${#unit[@]})) && run_pytest -n "${DIALGUARD_TEST_WORKERS:-2}" "${unit[@]}"
 ((${#rest[@]})) && run_pytest "${rest[@]}"
 log "tests finished with exit code $rc in $((SECONDS - start))s${DIALGUARD_FAKE_AT:+ (clock shifted to $DIALGUARD_FAKE_AT)}"
 if [[ -z ${DIALGUARD_FAKE_AT:-} && ${DIALGUARD_TEST_SHIFTED:-1} != 0 ]]; then
   down
-  trap - EXIT
-  DIALGUARD_TEST_SUITES="tests/unit tests/integration" \
-    "$REPO_ROOT/scripts/test-dates.sh" "${DIALGUARD_SHIFTED_DATE:-2028-02-29T14:00:00Z}"
-  r=$?
+  trap shifted_stop EXIT
+  if ((alongside)); then
+    [[ -e $DIALGUARD_E2E_STARTED_FILE ]] || log "shifted pass (clock at $shifted_date) starts now (no e2e test ran)"
+    touch "$DIALGUARD_E2E_STARTED_FILE"
+    log "waiting for the shifted pass (clock at $shifted_date, port offset $shifted_offset); its output follows"
+    wait "$shifted_pid"
+    r=$?
+    shifted_pid=
+    cat "$shifted_log" >&2
+  else
+    trap - EXIT
+    DIALGUARD_TEST_SUITES="tests/unit tests/integration" \
+      "$REPO_ROOT/scripts/test-dates.sh" "$shifted_date"
+    r=$?
+  fi
   ((rc == 0)) && rc=$r
+  log "make test: exit code $rc in $((SECONDS - start))s"
 fi
 exit $rc

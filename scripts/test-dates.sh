@@ -7,6 +7,7 @@
 #     2028-02-29T14:00:00Z (a 29 February, 22:00 in Shanghai: after calling hours)
 #     2031-07-14T01:30:00Z (a Monday morning in a year no calendar package knows)
 #   DIALGUARD_TEST_SUITES  the test folders (default: all three)
+#   DIALGUARD_DATES_ALONGSIDE=1  leave the usual stack up (the shifted one has other ports)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
@@ -17,8 +18,12 @@ else
   dates=("$@")
 fi
 [[ -n $FAKETIME_LIB && -f $FAKETIME_LIB ]] || die "libfaketime not found: run 'make setup' (Debian package faketime)"
-# The usual stack holds the ports; the shifted stacks use them in turn.
-"$REPO_ROOT/scripts/stack-down.sh" || die "make down failed: check 'make status'"
+# The usual stack holds the ports; the shifted stacks use them in turn. Under make
+# test (scripts/run-tests.sh) the shifted stack has ports of its own
+# (DIALGUARD_DATES_ALONGSIDE=1): the usual stack runs the main pass meanwhile.
+if [[ ${DIALGUARD_DATES_ALONGSIDE:-0} != 1 ]]; then
+  "$REPO_ROOT/scripts/stack-down.sh" || die "make down failed: check 'make status'"
+fi
 export DIALGUARD_ASTERISK_ROOT=$ASTERISK_ROOT   # the cached root, not one under .stack/dates
 shifted=$REPO_ROOT/.stack/dates
 rc=0 summary=()

@@ -266,6 +266,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, suite))
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """make test starts its shifted pass at the first e2e test (tests/e2e/shifted_pass.py)."""
+    from shifted_pass import e2e_started
+
+    e2e_started(item.get_closest_marker("e2e") is not None)
+
+
 @pytest.fixture(autouse=True)
 def _require_services(request: pytest.FixtureRequest) -> None:
     """Integration and e2e tests need their services answering, whatever fixtures they use."""

@@ -20,6 +20,7 @@ from dialguard.audit import migrate as m
 from dialguard.audit import report as rp
 from dialguard.audit.db import sql_dirs
 from dialguard.audit.shipper import Shipper
+import cli_inproc
 from fakes.pg import PgCluster
 from dialguard.decision.models import DecisionRequest, Outcome
 
@@ -130,9 +131,7 @@ async def test_report_cli_csv_and_xlsx(shipped, tmp_path):
     e, dsn, _ = shipped
     env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_REDIS_URL": e.settings.redis_url,
            "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(), "DIALGUARD_SITE_TZ": "Asia/Shanghai"}
-    run = lambda *a, env_extra={}: subprocess.run([sys.executable, "-m", "dialguard.cli", *a],  # noqa: E731
-                                                  capture_output=True, text=True, env={**env, **env_extra},
-                                                  timeout=120)
+    run = lambda *a, env_extra={}: cli_inproc.run(a, env={**env, **env_extra}, timeout=120)  # noqa: E731
     r = run("report", "--from", "2026-11-23", "--to", "2026-11-23", "--by", "caller_id", "--csv", "-")
     assert r.returncode == 0, r.stderr
     table = list(csv.DictReader(io.StringIO(r.stdout)))
@@ -166,8 +165,7 @@ async def test_audit_show_number_and_history_decrypt_with_the_key(shipped):
     e, dsn, ds = shipped
     env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(),
            "DIALGUARD_KEY_PREFIX": e.keys.prefix}
-    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "dialguard.cli", *a], capture_output=True,  # noqa: E731
-                                          text=True, env={**env, **kw}, timeout=120)
+    run = lambda *a, **kw: cli_inproc.run(a, env={**env, **kw}, timeout=120)  # noqa: E731
     r = run("audit", "show", ds["k1"].decision_id, "--json")
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)
@@ -299,9 +297,8 @@ def test_shadow_report(shadow_shipped):
 def test_shadow_report_cli_table_csv_json(shadow_shipped, settings):
     dsn, ids, _ = shadow_shipped
     env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_SITE_TZ": "Asia/Shanghai"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "dialguard.cli", "report", "--shadow",  # noqa: E731
-                                     "--from", "2026-11-23", "--to", "2026-11-23", *a], capture_output=True,
-                                    text=True, env=env, timeout=120)
+    run = lambda *a: cli_inproc.run(["report", "--shadow", "--from", "2026-11-23", "--to", "2026-11-23",  # noqa: E731
+                                     *a], env=env, timeout=120)
     r = run("--json")
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)
@@ -325,8 +322,7 @@ def test_every_read_command_has_json(shipped):
     env = {**os.environ, "DIALGUARD_PG_DSN": dsn, "DIALGUARD_REDIS_URL": e.settings.redis_url,
            "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(), "DIALGUARD_KEY_PREFIX": e.keys.prefix,
            "DIALGUARD_SITE_TZ": "Asia/Shanghai"}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "dialguard.cli", *a], capture_output=True,  # noqa: E731
-                                    text=True, env=env, timeout=120)
+    run = lambda *a: cli_inproc.run(a, env=env, timeout=120)  # noqa: E731
     r = run("report", "--from", "2026-11-23", "--to", "2026-11-23", "--by", "agent", "--json")
     assert r.returncode == 0, r.stderr
     j = json.loads(r.stdout)
@@ -402,14 +398,12 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
            "DIALGUARD_HASH_SECRET": e.settings.hash_secret.decode(), "DIALGUARD_SITE_TZ": "Asia/Shanghai",
            "DIALGUARD_RULES": "cn-default"}
     args = ["report", "--from", a.isoformat(), "--to", b.isoformat(), "--by", "campaign"]
-    r = subprocess.run([sys.executable, "-m", "dialguard.cli", *args, "--csv", "-"], capture_output=True,
-                       text=True, env=env, timeout=120)
+    r = cli_inproc.run([*args, "--csv", "-"], env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     by = {row["campaign"]: row for row in csv.DictReader(io.StringIO(r.stdout))}
     assert (by["c1"]["held_back"], by["c1"]["held_zone_closed"], by["c1"]["limit_state"]) == ("11", "2", "OVER")
     assert by["total"]["held_back"] == "13" and by["total"]["limit_rate"] == ""
-    r = subprocess.run([sys.executable, "-m", "dialguard.cli", *args, "--json"], capture_output=True,
-                       text=True, env=env, timeout=120)
+    r = cli_inproc.run([*args, "--json"], env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     js = {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}
     assert js["c1"]["held_region_paused"] == 1 and js["c1"]["limit_rate"] == 4.0
@@ -424,8 +418,7 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
     from dialguard.web import reports as web_reports
 
     await RulesStore(e.redis, e.keys).apply("us-tcpa", why="test")
-    r = subprocess.run([sys.executable, "-m", "dialguard.cli", *args, "--json"], capture_output=True, text=True,
-                       env={**env, "DIALGUARD_KEY_PREFIX": e.keys.prefix}, timeout=120)
+    r = cli_inproc.run([*args, "--json"], env={**env, "DIALGUARD_KEY_PREFIX": e.keys.prefix}, timeout=120)
     assert r.returncode == 0, r.stderr
     js = {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}
     assert js["c2"]["abandon_limit"] == "us-tcpa 3% over 30 days", js["c2"]

@@ -13,8 +13,6 @@ import asyncio
 import json
 import os
 import pwd
-import subprocess
-import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import chinese_calendar
 import psycopg
 import redis as syncredis
 
+import cli_inproc
 from dialguard.audit.rebuild import rebuild
 from dialguard.audit.shipper import Shipper
 from dialguard.calendar_file import CalendarFile
@@ -51,10 +50,9 @@ async def stream(engine):
             for sid, f in await engine.redis.xrange(engine.keys.audit)]
 
 
-def cli(*args, prefix: str):
+def cli(*args, prefix: str):  # in this process (tests/cli_inproc.py)
     env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix, "DIALGUARD_ACTOR": "ops-test"}
-    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return cli_inproc.run([*args], env=env, timeout=120)
 
 
 async def test_import_and_rollback_take_effect_on_every_node_at_once(make_engine):
@@ -203,12 +201,10 @@ async def test_unknown_year_weekdays_is_marked_in_the_audit_down_to_postgresql(m
 def test_rules_validate_warns_that_weekdays_is_an_estimate(tmp_path):
     f = tmp_path / "est.yaml"
     f.write_text(ESTIMATE_PACK)
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "rules", "validate", str(f)], capture_output=True,
-                       text=True)
+    p = cli_inproc.run(["rules", "validate", str(f)])
     assert p.returncode == 0, p.stderr
     assert "warning" in p.stderr and "estimate" in p.stderr and "Monday to Friday" in p.stderr
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "rules", "validate", "cn-default"],
-                       capture_output=True, text=True)
+    p = cli_inproc.run(["rules", "validate", "cn-default"])
     assert p.returncode == 0 and "warning" not in p.stderr
 
 
@@ -247,8 +243,7 @@ def test_simulate_loads_the_scenario_calendars_in_its_namespace_only(settings, t
 
     live = Keys(settings.key_prefix, settings.hash_secret)
     before = r.dump(live.calendars)
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "simulate", str(SCEN / "cn_default_2027.yaml")],
-                       capture_output=True, text=True, timeout=120)
+    p = cli_inproc.run(["simulate", str(SCEN / "cn_default_2027.yaml")], timeout=120)
     assert p.returncode == 0, p.stderr
     got = [(x["i"], x["decision"], x["reasons"], x["next_eligible_at"])
            for x in map(json.loads, p.stdout.splitlines())]
@@ -264,16 +259,14 @@ def test_simulate_loads_the_scenario_calendars_in_its_namespace_only(settings, t
     plain = tmp_path / "plain.yaml"
     plain.write_text((SCEN / "cn_default_2027.yaml").read_text().replace(
         "calendars: [calendars/cn-2027-test.yaml]\n", ""))
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "simulate", str(plain)], capture_output=True,
-                       text=True, timeout=120)
+    p = cli_inproc.run(["simulate", str(plain)], timeout=120)
     assert [x["reasons"] for x in map(json.loads, p.stdout.splitlines())] == [["holiday"]] * 4
     # a bad calendar file: a clear message with its line, nothing replayed
     bad = tmp_path / "bad-cal.yaml"
     bad.write_text("calendar: CN\nyear: 2027\nholidays: [2027-01-01]\nworking_days: [2027-01-05]\n")
     sc = tmp_path / "sc.yaml"
     sc.write_text(f"rules: cn-default\ncalendars: [{bad}]\nevents: []\n")
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "simulate", str(sc)], capture_output=True,
-                       text=True, timeout=120)
+    p = cli_inproc.run(["simulate", str(sc)], timeout=120)
     assert p.returncode == 2 and p.stdout == ""
     assert "bad-cal.yaml" in p.stderr and "line 4" in p.stderr and "is a Tue" in p.stderr
 

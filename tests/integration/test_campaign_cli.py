@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timezone
 
 import psycopg
 import pytest
 
+import cli_inproc
 from fakes.dialer_db import ensure_schema
 from dialguard.config import Settings
 from dialguard.engine import Engine
@@ -27,8 +26,10 @@ def schema(pg_dsn):
 
 
 def cli(prefix, *args):
-    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "DIALGUARD_KEY_PREFIX": prefix})
+    """`dialguard ARGS` on key prefix `prefix`, in this process (tests/cli_inproc.py: these
+    tests check what the commands do; test_dialer_run_refuses_bad_settings_before_starting
+    starts real processes)."""
+    return cli_inproc.run(args, env={**os.environ, "DIALGUARD_KEY_PREFIX": prefix})
 
 
 async def test_lifecycle_and_approval_agree(schema):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 import uuid
 
 import psycopg
 import pytest
 from openpyxl import Workbook
 
+import cli_inproc
 from fakes.dialer_db import ensure_schema
 
 
@@ -23,8 +22,8 @@ def schema(pg_dsn):
 
 
 def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "DIALGUARD_DEFAULT_REGION": "CN", **(env or {})})
+    """`dialguard ARGS` in this process (tests/cli_inproc.py): these tests check what the import does."""
+    return cli_inproc.run(args, env={**os.environ, "DIALGUARD_DEFAULT_REGION": "CN", **(env or {})})
 
 
 def leads(dsn, campaign):

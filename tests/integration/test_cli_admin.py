@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+import cli_inproc
 import psycopg
 import pytest
 
@@ -23,6 +24,12 @@ NOW = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)  # Mon 10:00 Shanghai
 
 
 def cli(prefix, *args, **env_extra):
+    """`dialguard ARGS` on key prefix `prefix`, in this process (tests/cli_inproc.py);
+    cli_process for a real one (a pause seen by another process's engine, Redis down at start)."""
+    return cli_inproc.run(args, env={**os.environ, "DIALGUARD_KEY_PREFIX": prefix, **env_extra})
+
+
+def cli_process(prefix, *args, **env_extra):
     env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix, **env_extra}
     return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
                           timeout=60, env=env)
@@ -130,12 +137,12 @@ async def test_pause_status_json_and_kill_switch_during_decisions(settings, tmp_
         tasks = [asyncio.create_task(dialer(k)) for k in range(4)]
         await asyncio.sleep(0.3)
         t_pause = time.monotonic()
-        p = await asyncio.to_thread(cli, prefix, "pause", "--json")
+        p = await asyncio.to_thread(cli_process, prefix, "pause", "--json")
         t_paused = time.monotonic()
         assert p.returncode == 0 and json.loads(p.stdout) == {"action": "pause", "scope": "all", "name": None}
         await asyncio.sleep(0.3)
         t_resume = time.monotonic()
-        assert (await asyncio.to_thread(cli, prefix, "resume")).returncode == 0
+        assert (await asyncio.to_thread(cli_process, prefix, "resume")).returncode == 0
         t_resumed = time.monotonic()
         await asyncio.sleep(0.3)
         stop.set()

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timezone
 
 import pytest
 import redis as syncredis
 
+import cli_inproc
 from dialguard.config import Settings
 
 # the CLI writes in break-glass (tests/conftest.py): audited with the OS user, never DIALGUARD_ACTOR
@@ -29,9 +28,9 @@ def prefix(settings):
 
 
 def cli(prefix, *args, env=None):
+    """`dialguard ARGS` on key prefix `prefix`, in this process (tests/cli_inproc.py)."""
     env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix, "DIALGUARD_ACTOR": "ops-wang", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
-                          timeout=60, env=env)
+    return cli_inproc.run(args, env=env)
 
 
 

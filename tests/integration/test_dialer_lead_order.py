@@ -3,13 +3,12 @@ preview hold/accept/skip, agent states, retry counts by outcome, pacing settings
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+import cli_inproc
 from fakes.dialer_db import ensure_schema
 from dialguard.campaigns.leads import Lead
 from dialguard.campaigns.store import CampaignError, Store
@@ -113,8 +112,8 @@ async def test_pacing_settings_checked_by_the_database(store):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
-                          timeout=60)
+    """`dialguard ARGS` in this process (tests/cli_inproc.py)."""
+    return cli_inproc.run(args)
 
 
 async def test_cli_pacing_agent_and_preview(store):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 
+import cli_inproc
 from dialguard.decision.models import DecisionRequest
 
 UTC = timezone.utc
@@ -77,9 +76,8 @@ def test_pause_region_cli_and_status(redis_url):
     env = {**os.environ, "DIALGUARD_KEY_PREFIX": f"dgtest:{os.urandom(5).hex()}"}
     env.pop("DIALGUARD_TOKEN", None)
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
-                              timeout=60, env=env)
+    def cli(*args):  # in this process (tests/cli_inproc.py)
+        return cli_inproc.run(args, env=env)
 
     bad = cli("pause", "--region", "Louisiana")
     assert bad.returncode != 0 and "ISO 3166-2" in bad.stderr
@@ -106,9 +104,8 @@ async def test_party_opt_out_and_complaint_from_the_cli(make_engine):
     await e.set_campaign("c1")
     env = {**os.environ, "DIALGUARD_KEY_PREFIX": e.keys.prefix}
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], capture_output=True, text=True,
-                              timeout=60, env=env)
+    def cli(*args):  # in this process (tests/cli_inproc.py)
+        return cli_inproc.run(args, env=env)
 
     assert cli("optout").returncode != 0
     assert cli("optout", "--party", "acct-123").returncode == 0

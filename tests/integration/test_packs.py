@@ -4,12 +4,11 @@ written by hand from the regulation (tests/scenarios/packs/*.expected.jsonl)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import cli_inproc
 from dialguard.rules import Policy, resolve_pack, shipped_packs
 
 PACKS = Path(__file__).parent.parent / "scenarios" / "packs"
@@ -27,8 +26,7 @@ def test_pack_scenario(settings, scenario):
                 if x.strip()] if False else [
         json.loads(x) for x in (scenario.parent / (scenario.stem + ".expected.jsonl")).read_text().splitlines()
         if x.strip()]
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "simulate", str(scenario)],
-                       capture_output=True, text=True, timeout=120)
+    p = cli_inproc.run(["simulate", str(scenario)])  # in this process (tests/cli_inproc.py)
     assert p.returncode == 0, p.stderr
     got = [json.loads(x) for x in p.stdout.splitlines()]
     for g, e in zip(got, expected):
@@ -39,8 +37,7 @@ def test_pack_scenario(settings, scenario):
 @pytest.mark.parametrize("name", ["cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom", "us-ok", "us-md",
                                   "us-wa", "us-la", "us-ms", "us-tx", "us-al", "us-states"])
 def test_rules_show_cites_sources(name):
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "rules", "show", name],
-                       capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", **__import__("os").environ})
+    p = cli_inproc.run(["rules", "show", name], env={"COLUMNS": "200", **__import__("os").environ})
     assert p.returncode == 0 and "Sources" in p.stdout
     for src in resolve_pack(name).sources:
         assert src.split(":")[0] in p.stdout
@@ -55,8 +52,7 @@ def test_packs_combine_strictest_wins():
 
 
 def test_rules_show_lists_the_state_packs():
-    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "rules", "show", "us-states"],
-                       capture_output=True, text=True, timeout=60, env={"COLUMNS": "200", **__import__("os").environ})
+    p = cli_inproc.run(["rules", "show", "us-states"], env={"COLUMNS": "200", **__import__("os").environ})
     assert p.returncode == 0, p.stderr
     for code, pack in (("FL", "us-fl-ftsa"), ("LA", "us-la"), ("MS", "us-ms"), ("WA", "us-wa")):
         assert f"state US-{code}" in p.stdout and pack in p.stdout

@@ -152,13 +152,6 @@ def test_cli_reads_the_password_from_stdin_never_an_argument(admin, name):
     assert r.returncode == 2 and "role" in r.stderr
 
 
-def test_importing_users_makes_no_hash():
-    # an argon2 hash at import cost every CLI command and service start ~0.24 s
-    code = "import dialguard.users as u; print(u._dummy_hash.cache_info().currsize)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "0"
-
-
 async def test_a_login_does_not_stall_the_event_loop(admin, name, monkeypatch):
     import asyncio
     import threading
