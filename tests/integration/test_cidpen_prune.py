@@ -1,7 +1,7 @@
 """The pick penalties hash ({g}:cidpen: tag -> "<pen>|<until ms>") stays bounded: outcome.lua,
 when its write adds a field (a caller ID new to the hash), drops lapsed fields (until not after
 now, the rules clock: decide.lua reads them as none) one HSCAN step at a time from a cursor kept
-in the hash. Before, it kept a field for every caller ID ever used. Driven through the real
+in the hash, once it holds more than 256 fields. Before, it kept a field for every caller ID ever used. Driven through the real
 script on the real Redis; time is an input (`now`), never the wall clock."""
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ def test_lapsed_penalties_go_as_the_hash_grows_and_live_ones_stay(settings):
     pfx = f"dgprune:{uuid.uuid4().hex[:10]}"
     o = Outcomes(r, pfx)
     now = T0
-    # 400 lapsed (one exactly at now: read as none) and 150 live, beyond the listpack
-    # encoding's 128 fields: the cursor has rounds to make
+    # 400 lapsed (one exactly at now: read as none) and 300 live (more than the 256 fields
+    # under which nothing is scanned): the cursor has rounds to make
     lapsed = {f"l{i:03d}": f"0.{i % 10}00|{now - i * 1000}" for i in range(400)}
-    live = {f"v{i:03d}": f"1.{i % 10}00|{now + 1 + i * 1000}" for i in range(150)}
+    live = {f"v{i:03d}": f"1.{i % 10}00|{now + 1 + i * 1000}" for i in range(300)}
     try:
         r.hset(o.pen, mapping={**lapsed, **live})
         # an outcome whose caller ID has its field already adds none: nothing else is touched
         o("v000", now)
         got = o.fields()
-        assert len(got) == 550 and CURSOR not in r.hkeys(o.pen)
+        assert len(got) == 700 and CURSOR not in r.hkeys(o.pen)
         assert got["v000"] == f"0.000|{now + LIFE}"  # its own penalty, rewritten
         del live["v000"]
         # outcomes of caller IDs new to the hash: each one a step of the pruning
@@ -76,14 +76,34 @@ def test_lapsed_penalties_go_as_the_hash_grows_and_live_ones_stay(settings):
         # every live penalty as it was, the new ones, nothing lapsed
         assert {k: got[k] for k in live} == live
         assert set(got) == set(live) | {"v000"} | {f"new{i}" for i in range(steps)}
-        # about 550 / 32 fields scanned a step: one round of the cursor
-        assert 10 <= steps <= 25, steps
+        # about 700 / 32 fields scanned a step: one round of the cursor
+        assert 15 <= steps <= 35, steps
+    finally:
+        _drop(r, pfx)
+
+
+def test_a_hash_of_256_fields_or_fewer_is_not_scanned(settings):
+    """Under PRUNE_FROM (256) a new field costs one HLEN more and nothing is scanned (a hash
+    that small may be a listpack, which HSCAN returns whole): its lapsed fields stay until it grows."""
+    r = syncredis.Redis.from_url(settings.redis_url)
+    pfx = f"dgprune:{uuid.uuid4().hex[:10]}"
+    o = Outcomes(r, pfx)
+    try:
+        r.hset(o.pen, mapping={f"l{i:03d}": f"0.100|{T0 - 1}" for i in range(255)})
+        o("new0", T0)  # 256 fields
+        assert len(o.fields()) == 256 and CURSOR not in r.hkeys(o.pen)
+        n = 1
+        while len(o.fields()) > n + 1:  # 257 and more: steps (a listpack is scanned whole in one)
+            o(f"new{n}", T0)
+            n += 1
+            assert n <= 12
+        assert set(o.fields()) == {f"new{i}" for i in range(n)}
     finally:
         _drop(r, pfx)
 
 
 def test_the_hash_is_bounded_by_the_caller_ids_in_use(settings):
-    """Forty days of 30 new caller IDs a day: before, 1,200 fields in the end; now about the
+    """Twenty days of 100 new caller IDs a day: before, 2,000 fields in the end; now about the
     caller IDs whose penalties are live (those of the last LIFE), whatever the number of days."""
     r = syncredis.Redis.from_url(settings.redis_url)
     pfx = f"dgprune:{uuid.uuid4().hex[:10]}"
@@ -92,17 +112,17 @@ def test_the_hash_is_bounded_by_the_caller_ids_in_use(settings):
     until: dict[str, int] = {}
     sizes = []
     try:
-        for day in range(40):
+        for day in range(20):
             now = T0 + day * DAY
-            for i in range(30):
+            for i in range(100):
                 o(f"d{day}c{i}", now + i)
                 until[f"d{day}c{i}"] = now + i + LIFE
             got = o.fields()
             # live penalties are never dropped
-            assert {c for c, u in until.items() if u > now + 29} <= set(got)
+            assert {c for c, u in until.items() if u > now + 99} <= set(got)
             sizes.append(len(got))
-        assert max(sizes) <= 30 * (days_live + 2), sizes
-        assert sizes[-1] < 1200 / 4, sizes
+        assert max(sizes) <= 100 * (days_live + 2), sizes
+        assert sizes[-1] < 2000 / 4, sizes
     finally:
         _drop(r, pfx)
 

@@ -48,13 +48,17 @@ end
 -- The penalties hash ('{g}:cidpen': tag -> "<pen>|<until ms>") would keep a field for every
 -- caller ID ever used: a lapsed one reads as absent, but stays. It gains a field only where
 -- health() writes one a caller ID had not (new, or back after it lapsed or cooled down), and
--- only then does this run: one HSCAN step (COUNT PRUNE_SCAN) from the cursor kept in the hash
--- (field PRUNE_CURSOR, never a tag: tags are hex) drops the lapsed fields it finds (until
--- not after now, the rules clock: decide.lua reads them as none). Every growth scans PRUNE_SCAN fields, so a round of the
--- cursor over the hash ends before it has grown by a PRUNE_SCAN-th: the hash holds the live
--- penalties and at most about a round's worth of lapsed ones. An outcome that adds no field
--- (a caller ID used within its window, nearly all) sends no command more; decide.lua none.
-local PRUNE_CURSOR, PRUNE_SCAN = '#prune', '32'
+-- only then, when it holds more than PRUNE_FROM fields, does this run: one HSCAN step (COUNT
+-- PRUNE_SCAN) from the cursor kept in the hash (field PRUNE_CURSOR, never a tag: tags are hex)
+-- drops the lapsed fields it finds (until not after now, the rules clock: decide.lua reads
+-- them as none). Every growth scans about PRUNE_SCAN fields, so a round of the cursor over
+-- the hash ends before it has grown by a PRUNE_SCAN-th: the hash holds the live penalties and
+-- about a round's worth of lapsed ones, or PRUNE_FROM fields. Up to PRUNE_FROM nothing is
+-- scanned: a hash that small may be a listpack (hash-max-listpack-entries), which HSCAN
+-- returns whole whatever the COUNT, so every growth would parse all of it.
+-- An outcome that adds no field (a caller ID used within its window: nearly all) sends no
+-- command more; decide.lua none.
+local PRUNE_CURSOR, PRUNE_SCAN, PRUNE_FROM = '#prune', '32', 256
 local function prune_penalties(key, nowv)
   local res = redis.call('HSCAN', key, redis.call('HGET', key, PRUNE_CURSOR) or '0', 'COUNT', PRUNE_SCAN)
   local kv, gone = res[2], {}
@@ -454,8 +458,9 @@ local function health()
   -- the penalty again in the one hash of every caller ID's (decide.lua reads a pool
   -- window's in one HMGET), with the time it lapses, as h_key would expire
   local pen_key = pfx .. ':{g}:cidpen'
-  if redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000)) == 1 then
-    prune_penalties(pen_key, nowv)  -- the hash grew: a step of its pruning
+  if redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000)) == 1
+      and redis.call('HLEN', pen_key) > PRUNE_FROM then
+    prune_penalties(pen_key, nowv)  -- the hash grew past PRUNE_FROM: a step of its pruning
   end
 
   if #triggered == 0 then
