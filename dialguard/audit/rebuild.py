@@ -25,7 +25,8 @@ Expiry is replayed too: a key expires at (Redis time of its last PEXPIRE + TTL),
 Redis time being the stream id of the record. Keys that would have expired are
 not written; the others get their remaining TTL. Leases whose time has passed
 are dropped (a concurrency check would ignore them anyway), so calls that ended
-keep no lease; so are pick penalties that have lapsed (`{g}:cidpen`, as outcome.lua prunes them). DNC lists (the Redis fingerprint buckets) come back from their
+keep no lease; so are pick penalties that have lapsed (`{g}:cidpen`: outcome.lua
+prunes them too). DNC lists (the Redis fingerprint buckets) come back from their
 copy at rest, the tables dnc_entries and dnc_blocks (dialguard/dnc.py), added to whatever Redis
 still holds. Configuration (kill switches, campaign approvals, caller IDs and
 pools, cool-downs, published rules versions, imported calendar versions, unused
