@@ -102,6 +102,27 @@ def test_a_hash_of_256_fields_or_fewer_is_not_scanned(settings):
         _drop(r, pfx)
 
 
+def test_a_failing_step_leaves_the_outcome_whole(settings):
+    """A pruning step that fails (here a cursor that is not Redis's; in production a guard user
+    whose ACL lacks HSCAN) changes nothing of the outcome (applied, status 1: before, the
+    health part stopped there, 4, and skipped a cool-down) and the next step starts afresh."""
+    r = syncredis.Redis.from_url(settings.redis_url)
+    pfx = f"dgprune:{uuid.uuid4().hex[:10]}"
+    o = Outcomes(r, pfx)
+    try:
+        r.hset(o.pen, mapping={**{f"l{i:03d}": f"0.100|{T0 - 1}" for i in range(300)}, "#prune": "not-a-cursor"})
+        o("new0", T0)  # asserts status 1
+        assert len(o.fields()) == 301 and CURSOR not in r.hkeys(o.pen)
+        n = 1
+        while len(o.fields()) > n:
+            o(f"new{n}", T0)
+            n += 1
+            assert n <= 20
+        assert set(o.fields()) == {f"new{i}" for i in range(n)}
+    finally:
+        _drop(r, pfx)
+
+
 def test_the_hash_is_bounded_by_the_caller_ids_in_use(settings):
     """Twenty days of 100 new caller IDs a day: before, 2,000 fields in the end; now about the
     caller IDs whose penalties are live (those of the last LIFE), whatever the number of days."""

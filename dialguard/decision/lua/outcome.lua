@@ -460,7 +460,10 @@ local function health()
   local pen_key = pfx .. ':{g}:cidpen'
   if redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000)) == 1
       and redis.call('HLEN', pen_key) > PRUNE_FROM then
-    prune_penalties(pen_key, nowv)  -- the hash grew past PRUNE_FROM: a step of its pruning
+    -- the hash grew past PRUNE_FROM: a step of its pruning. One that fails (a cursor that is
+    -- not Redis's; a guard user whose ACL lacks HSCAN, not yet updated) leaves the outcome
+    -- whole, its cool-down included, and the next step starts the cursor afresh
+    if not pcall(prune_penalties, pen_key, nowv) then pcall(redis.call, 'HDEL', pen_key, PRUNE_CURSOR) end
   end
 
   if #triggered == 0 then
