@@ -22,11 +22,7 @@ def test_the_pruning_reaches_the_replicas(ha_settings):
     try:
         p.hset(o.pen, mapping={**{f"l{i}": f"0.100|{now - i}" for i in range(300)},
                                **{f"v{i}": f"0.200|{now + 1 + i}" for i in range(50)}})
-        n = 0
-        while any(k.startswith("l") for k in o.fields()):
-            o(f"new{n}", now)
-            n += 1
-            assert n <= 40
+        n = o.grow(now)
         assert p.wait(2, 5000) == 2
         want = p.hgetall(o.pen)
         assert len(want) >= 50 + n

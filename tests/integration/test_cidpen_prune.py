@@ -40,6 +40,16 @@ class Outcomes:
                              "1000", "{}", f"o{i}", "", entry, self.pfx, f"a{i}", str(now), "n1")
         assert res[0] == 1, res
 
+    def grow(self, now: int, first: int = 0, limit: int = 40) -> int:
+        """Outcomes of caller IDs new to the hash ("new<i>" from `first`: each a pruning step)
+        until no lapsed field ("l...") is left; returns how many "new<i>" there are then."""
+        n = first
+        while any(k.startswith("l") for k in self.fields()):
+            self(f"new{n}", now)
+            n += 1
+            assert n <= limit, "the pruning does not get round the hash"
+        return n
+
     def fields(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.r.hgetall(self.pen).items() if k != CURSOR}
 
@@ -67,11 +77,7 @@ def test_lapsed_penalties_go_as_the_hash_grows_and_live_ones_stay(settings):
         assert got["v000"] == f"0.000|{now + LIFE}"  # its own penalty, rewritten
         del live["v000"]
         # outcomes of caller IDs new to the hash: each one a step of the pruning
-        steps = 0
-        while set(o.fields()) & set(lapsed):
-            o(f"new{steps}", now)
-            steps += 1
-            assert steps <= 40, "the pruning does not get round the hash"
+        steps = o.grow(now)
         got = o.fields()
         # every live penalty as it was, the new ones, nothing lapsed
         assert {k: got[k] for k in live} == live
@@ -92,11 +98,7 @@ def test_a_hash_of_256_fields_or_fewer_is_not_scanned(settings):
         r.hset(o.pen, mapping={f"l{i:03d}": f"0.100|{T0 - 1}" for i in range(255)})
         o("new0", T0)  # 256 fields
         assert len(o.fields()) == 256 and CURSOR not in r.hkeys(o.pen)
-        n = 1
-        while len(o.fields()) > n + 1:  # 257 and more: steps (a listpack is scanned whole in one)
-            o(f"new{n}", T0)
-            n += 1
-            assert n <= 12
+        n = o.grow(T0, first=1, limit=12)  # 257 and more: steps (a listpack is scanned whole in one)
         assert set(o.fields()) == {f"new{i}" for i in range(n)}
     finally:
         _drop(r, pfx)
@@ -113,11 +115,7 @@ def test_a_failing_step_leaves_the_outcome_whole(settings):
         r.hset(o.pen, mapping={**{f"l{i:03d}": f"0.100|{T0 - 1}" for i in range(300)}, "#prune": "not-a-cursor"})
         o("new0", T0)  # asserts status 1
         assert len(o.fields()) == 301 and CURSOR not in r.hkeys(o.pen)
-        n = 1
-        while len(o.fields()) > n:
-            o(f"new{n}", T0)
-            n += 1
-            assert n <= 20
+        n = o.grow(T0, first=1, limit=20)
         assert set(o.fields()) == {f"new{i}" for i in range(n)}
     finally:
         _drop(r, pfx)
