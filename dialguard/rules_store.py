@@ -25,6 +25,7 @@ import yaml
 from dialguard.decision import scripts
 from dialguard.ids import actor, new_id  # noqa: F401 - rules_store.actor for its users
 from dialguard.decision.keys import Keys
+from dialguard.decision.rules_choice import CampaignRules, campaign_rules
 from dialguard.rules import Policy, RulesError, pack_source
 
 
@@ -134,6 +135,22 @@ class RulesStore:
     async def current(self, mode: str = "active") -> RulesVersion | None:
         v = await self.redis.hget(self.keys.rules, mode)
         return await self.get(int(v)) if v else None
+
+    async def campaign_rules(self, campaign: str, node: Policy | str, own: str | None = None) -> CampaignRules:
+        """The rules a campaign's calls are decided by as this store holds them
+        (rules_choice.campaign_rules): `own` packs when the caller knows them (the dialer's
+        record of the campaign), else its record's here; else the version in effect; else
+        `node`. A version stored here that cannot be loaded counts as none (a report's or a
+        check's reading; the engine denies such calls instead)."""
+        if not own:
+            raw = await self.redis.hget(self.keys.campaign(campaign), "rules")
+            own = raw.decode() if raw else None
+        try:
+            version = await self.current()
+            in_effect = version.policy() if version else None
+        except (RulesError, ValueError, KeyError):
+            in_effect = None
+        return campaign_rules(own, in_effect, node)
 
     async def history(self) -> list[RulesVersion]:
         seq = await self.redis.hget(self.keys.rules, "seq")

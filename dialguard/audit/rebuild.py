@@ -25,7 +25,8 @@ Expiry is replayed too: a key expires at (Redis time of its last PEXPIRE + TTL),
 Redis time being the stream id of the record. Keys that would have expired are
 not written; the others get their remaining TTL. Leases whose time has passed
 are dropped (a concurrency check would ignore them anyway), so calls that ended
-keep no lease. DNC lists (the Redis fingerprint buckets) come back from their
+keep no lease; so are pick penalties that have lapsed (`{g}:cidpen`: outcome.lua
+prunes them too). DNC lists (the Redis fingerprint buckets) come back from their
 copy at rest, the tables dnc_entries and dnc_blocks (dialguard/dnc.py), added to whatever Redis
 still holds. Configuration (kill switches, campaign approvals, caller IDs and
 pools, cool-downs, published rules versions, imported calendar versions, unused
@@ -259,6 +260,7 @@ class Summary:
     members: int = 0
     expired_keys: int = 0
     dropped_leases: int = 0
+    dropped_penalties: int = 0  # lapsed pick penalties ({g}:cidpen) not written back
     unknown_rules: Counter = field(default_factory=Counter)
     changed_rules: Counter = field(default_factory=Counter)
     dnc_lists: dict = field(default_factory=dict)   # list -> entries restored from dnc_entries + dnc_blocks
@@ -601,6 +603,8 @@ def key_kind(key: str) -> str:
 def write(redis, model: Model, redis_now_ms: int, rule_now_ms: int, summary: Summary,
           dry_run: bool = False, chunk: int = 500) -> None:
     """Replace every live key of the model in Redis, with its remaining TTL."""
+    from dialguard import callerid_health as chh
+
     pipe = redis.pipeline(transaction=False)
     n = 0
     keys = list(model.z) + list(model.h) + list(model.s) + list(model.l) + list(model.str)
@@ -622,10 +626,18 @@ def write(redis, model: Model, redis_now_ms: int, rule_now_ms: int, summary: Sum
                 pipe.delete(key)
                 pipe.zadd(key, members)
         elif key in model.h:
-            summary.members += len(model.h[key])
+            fields = model.h[key]
+            if key.endswith("{g}:cidpen"):
+                # the pick penalties that have lapsed (decide.lua reads them as none) are not
+                # written back: outcome.lua prunes them (prune_penalties), the rebuild too
+                fields = {t: v for t, v in fields.items() if chh.penalty_value(v, rule_now_ms) is not None}
+                summary.dropped_penalties += len(model.h[key]) - len(fields)
+                if not fields:
+                    continue
+            summary.members += len(fields)
             if not dry_run:
                 pipe.delete(key)
-                pipe.hset(key, mapping=model.h[key])
+                pipe.hset(key, mapping=fields)
         elif key in model.l:
             summary.members += len(model.l[key])
             if not dry_run:

@@ -130,6 +130,7 @@ def campaign_policies(conn, default_rules: str, in_effect=None):
     `in_effect`, the rules version published in Redis that its calls are decided by, else
     `default_rules`, the node's); None for a campaign the dialer does not run (its calls
     are not in dialer_calls, so no abandon rate is measured for it)."""
+    from dialguard.decision.rules_choice import campaign_rules
     from dialguard.rules import Policy, RulesError
 
     own = {}
@@ -137,18 +138,23 @@ def campaign_policies(conn, default_rules: str, in_effect=None):
         own = dict(conn.execute("select name, rules from dialer_campaigns").fetchall())
     cache: dict = {}
 
-    def of(campaign):
-        if campaign not in own:
-            return None
-        if not own[campaign] and in_effect is not None:
-            return in_effect
-        spec = own[campaign] or default_rules
+    def load(spec: str) -> Policy:
         if spec not in cache:
             try:
                 cache[spec] = Policy.load(spec)
-            except RulesError:
-                cache[spec] = None
+            except RulesError as exc:
+                cache[spec] = exc
+        if isinstance(cache[spec], RulesError):
+            raise cache[spec]
         return cache[spec]
+
+    def of(campaign):
+        if campaign not in own:
+            return None
+        try:
+            return campaign_rules(own[campaign], in_effect, default_rules, load=load).policy
+        except RulesError:
+            return None
     return of
 
 

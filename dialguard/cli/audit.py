@@ -443,6 +443,7 @@ def counters_rebuild(
     res = {"dry_run": dry_run, "decisions": summary.decisions, "outcomes": summary.outcomes,
            "events": summary.events, "keys": dict(summary.keys), "members": summary.members,
            "expired_keys_skipped": summary.expired_keys, "ended_leases_dropped": summary.dropped_leases,
+           "lapsed_penalties_dropped": summary.dropped_penalties,
            "unknown_rules": dict(summary.unknown_rules), "changed_rules": dict(summary.changed_rules)}
     if as_json:
         print(json.dumps(res))
@@ -452,7 +453,8 @@ def counters_rebuild(
     for k, n in sorted(summary.keys.items()):
         out.print(f"  {k}: {n}", highlight=False)
     out.print(f"  ({summary.members} members; {summary.expired_keys} keys already expired, "
-              f"{summary.dropped_leases} ended leases not recreated)", highlight=False)
+              f"{summary.dropped_leases} ended leases, {summary.dropped_penalties} lapsed caller-ID penalties "
+              "not recreated)", highlight=False)
     for k, n in summary.unknown_rules.items():
         err.print(f"[yellow]warning[/] rules {k} unusable now: {n} decisions replayed with the default rules",
                   highlight=False)

@@ -312,30 +312,31 @@ def _set_state(name: str, state: str, verb: str):
 
 
 async def _policy_of(c):
-    """The rules the campaign's calls are decided by: its own packs (recorded with its
-    approval in both stores), else the engine's rules version in effect, else (no
-    Redis) the node's DIALGUARD_RULES."""
-    from dialguard.rules import Policy, RulesError
+    """The rules the campaign's calls are decided by (rules_choice.campaign_rules): its own
+    packs (recorded with its approval in both stores), else the rules version in effect in
+    Redis, else the node's DIALGUARD_RULES (also when Redis cannot be read: the rules files
+    say the same in most sites). None when they cannot be loaded."""
+    from redis.exceptions import RedisError
+
+    from dialguard import redisconn
+    from dialguard.decision.keys import Keys
+    from dialguard.decision.rules_choice import campaign_rules
+    from dialguard.rules import RulesError
+    from dialguard.rules_store import RulesStore
 
     settings = Settings()
-    if c.rules:
-        try:
-            return Policy.load(c.rules)
-        except RulesError:
-            return None
     try:
-        from dialguard.engine import Engine
-
-        e = await Engine.create(settings)
         try:
-            return await e.campaign_policy(c.name)
-        finally:
-            await e.close()
-    except Exception:  # noqa: BLE001 - Redis unreachable: the rules files say the same in most sites
-        try:
-            return Policy.load(c.rules or settings.rules)
-        except RulesError:
-            return None
+            r = redisconn.async_redis(settings, max_connections=2, timeout=2)
+            try:
+                store = RulesStore(r, Keys(settings.key_prefix, settings.hash_secret))
+                return (await store.campaign_rules(c.name, settings.rules, own=c.rules)).policy
+            finally:
+                await r.aclose()
+        except (RedisError, OSError):
+            return campaign_rules(c.rules, None, settings.rules).policy
+    except RulesError:
+        return None
 
 
 def message_refusal(c, policy) -> str | None:

@@ -29,6 +29,7 @@ from dialguard.decision.models import PERMANENT, Decision, DecisionRequest, deci
 from dialguard.decision.plan import (
     CallerIdCandidate, FilledPlan, PlanFieldError, build_plan, compile_plan, eligible_from_details,
 )
+from dialguard.decision.rules_choice import campaign_rules
 from dialguard.ids import new_id
 from dialguard.location import NOWHERE, Place, number_states, resolve
 from dialguard.numbers import NumberInfo, keyed_hash, keyed_hasher, parse_number, short_hash, warm_plans
@@ -266,13 +267,10 @@ class Decider(Store):
             rules = await self.redis.hget(key, "rules")
             if not rules:
                 continue
-            rules = rules.decode()
-            pol = self._policies.get(rules)
-            if pol is None:
-                try:
-                    pol = self._policies[rules] = Policy.load(rules)
-                except RulesError:
-                    continue  # its calls are denied with the reason (_context)
+            try:
+                pol = self._campaign_pack(rules.decode())
+            except RulesError:
+                continue  # its calls are denied with the reason (_context)
             policies.setdefault(id(pol), (pol, cals))
         # the number plans of the regions the rules in effect read numbers in
         regions = {self.default_region, *(p.default_region for p, _ in policies.values())} - {None, ""}
@@ -317,9 +315,9 @@ class Decider(Store):
     async def _context(self, campaign: str) -> _Context:
         """The campaign's rules and caller-ID pool, cached for CONTEXT_TTL seconds.
 
-        The rules are the version in effect (`dialguard rules apply`), else the
-        node's configured packs; a campaign may name its own packs instead (`rules`
-        in its record; shadow rules are not evaluated for it). Caller IDs added with
+        The rules: the campaign's own packs (`rules` in its record; shadow rules are
+        not evaluated for it), else the version in effect (`dialguard rules apply`),
+        else the node's configured packs (rules_choice.campaign_rules). Caller IDs added with
         `dialguard callerid add` (globally or for the campaign) join the pool of the
         rules. Kill switches, approval and the rules version are checked inside the
         script, so they take effect on the very next decision.
@@ -343,19 +341,14 @@ class Decider(Store):
         cver = cver.decode() if cver else ""
         cals = await self._calendars(cver) if cver else NO_CALENDARS
         rver, sver = ((v.decode() if v else "") for v in res[4]) if self.versioned else ("", "")
-        policy = await self._version(rver) if rver else self.policy
+        in_effect = await self._version(rver) if rver else None
         shadow = await self._version(sver) if sver else None
-        if rules:
-            rules = rules.decode()
-            policy = self._policies.get(rules)
-            shadow = None
-            if policy is None:
-                try:
-                    policy = Policy.load(rules)
-                except RulesError as exc:  # never guess: this campaign's calls are denied
-                    log.error("campaign %s: rules %r unusable: %s", campaign, rules, exc)
-                    raise CampaignRulesError(str(exc)) from None
-                self._policies[rules] = policy
+        try:
+            policy, shadow, _ = campaign_rules(rules.decode() if rules else None, in_effect, self.policy,
+                                               shadow=shadow, load=self._campaign_pack)
+        except RulesError as exc:  # never guess: this campaign's calls are denied
+            log.error("campaign %s: rules %r unusable: %s", campaign, rules.decode(), exc)
+            raise CampaignRulesError(str(exc)) from None
         # The health settings the call records of this campaign name (outcome.lua
         # reads them there): written on every refresh, so a flushed store gets them back.
         await self._publish_health(policy)
@@ -374,6 +367,13 @@ class Decider(Store):
                        cver, cals, region_pauses)
         self._ctx_cache[campaign] = ctx
         return ctx
+
+    def _campaign_pack(self, rules: str) -> Policy:
+        """The packs a campaign names as its own, loaded once (kept by their names)."""
+        policy = self._policies.get(rules)
+        if policy is None:
+            policy = self._policies[rules] = Policy.load(rules)
+        return policy
 
     def _same_pool(self, campaign: str, pool: list[str]) -> tuple[str, ...]:
         """The campaign's refreshed pool, as the very tuple of its context before

@@ -18,7 +18,8 @@ Redis Cluster all keys of one number (or agent, or caller ID) share a slot:
     {P}:{c:<K>}:o / :h                caller-ID outcome log "ms|answered|talk|sip|cause" (LIST, newest
                                       first) / health figures (dialguard/callerid_health.py)
     {P}:{g}:cidpen                    every caller ID's pick penalty: tag -> "<pen>|<until ms>" (outcome.lua;
-                                      decide.lua reads a pool window's in one HMGET; ignored from <until>)
+                                      decide.lua reads a pool window's in one HMGET; ignored from <until>;
+                                      the lapsed ones pruned by outcome.lua as the hash grows: field '#prune')
     {P}:{c:<K>}:e                     complaints / opt-outs attributed to the caller ID "ms|c" / "ms|o"
                                       (LIST, newest first, event.lua)
     {P}:{n:<H>}:lc                    the caller ID of the last allowed call to the number "<K>|<health

@@ -131,9 +131,14 @@ def test_events_flags_and_campaign_dnc():
 class FakePipe:
     def __init__(self):
         self.calls = []
+        self.mappings = {}  # key -> the mapping of its last HSET
 
     def __getattr__(self, name):
-        return lambda *a, **kw: self.calls.append((name, a))
+        def call(*a, **kw):
+            self.calls.append((name, a))
+            if name == "hset" and "mapping" in kw:
+                self.mappings[a[0]] = kw["mapping"]
+        return call
 
     def execute(self):
         return []
@@ -163,6 +168,24 @@ def test_write_skips_expired_keys_and_ended_leases():
     fake, s = FakeRedis(), Summary()
     write(fake, r.model, T0 + 3 * 86400 * 1000, rule_now, s)  # three days later: call records gone
     assert s.keys["call records"] == 0 and s.expired_keys >= 2
+
+
+def test_write_drops_lapsed_penalties():
+    """The pick penalties the audit replays back into {g}:cidpen that have lapsed by the rules
+    clock (until <= now: decide.lua reads them as none) are not written back, as outcome.lua
+    prunes them; the live ones are written as they are, and a hash of lapsed ones only not at all."""
+    r = replayer()
+    k = r.keys.cid_penalties
+    r.model.hset(k, T0, {"a1": f"1.000|{AT}", "b2": f"0.500|{AT + 1}", "c3": f"0.200|{AT - 5}",
+                         "d4": f"0.000|{AT + 86_400_000}"})
+    fake, s = FakeRedis(), Summary()
+    write(fake, r.model, T0, AT, s)
+    assert fake.pipe.mappings[k] == {"b2": f"0.500|{AT + 1}", "d4": f"0.000|{AT + 86_400_000}"}
+    assert s.dropped_penalties == 2 and s.keys["caller-ID health"] == 1
+    fake, s = FakeRedis(), Summary()
+    write(fake, r.model, T0, AT + 86_400_000, s)  # a day later: every one has lapsed
+    assert k not in fake.pipe.mappings and ("delete", (k,)) not in fake.pipe.calls
+    assert s.dropped_penalties == 4 and s.keys["caller-ID health"] == 0
 
 
 def test_key_kinds():

@@ -45,6 +45,35 @@ local function words(s)
   return out
 end
 
+-- The penalties hash ('{g}:cidpen': tag -> "<pen>|<until ms>") would keep a field for every
+-- caller ID ever used: a lapsed one reads as absent, but stays. It gains a field only where
+-- health() writes one a caller ID had not (new, or back after it lapsed or cooled down), and
+-- only then, when it holds more than PRUNE_FROM fields, does this run: one HSCAN step (COUNT
+-- PRUNE_SCAN) from the cursor kept in the hash (field PRUNE_CURSOR, never a tag: tags are hex)
+-- drops the lapsed fields it finds (until not after now, the rules clock: decide.lua reads
+-- them as none). Every growth scans about PRUNE_SCAN fields, so a round of the cursor over
+-- the hash ends before it has grown by a PRUNE_SCAN-th: the hash holds the live penalties and
+-- about a round's worth of lapsed ones, or PRUNE_FROM fields. Up to PRUNE_FROM nothing is
+-- scanned: a hash that small may be a listpack (hash-max-listpack-entries), which HSCAN
+-- returns whole whatever the COUNT, so every growth would parse all of it.
+-- An outcome that adds no field (a caller ID used within its window: nearly all) sends no
+-- command more; decide.lua none.
+local PRUNE_CURSOR, PRUNE_SCAN, PRUNE_FROM = '#prune', '32', 256
+local function prune_penalties(key, nowv)
+  local res = redis.call('HSCAN', key, redis.call('HGET', key, PRUNE_CURSOR) or '0', 'COUNT', PRUNE_SCAN)
+  local kv, gone = res[2], {}
+  for i = 1, #kv, 2 do
+    local u = tonumber(string.match(kv[i + 1], '^[^|]*|(%d+)$') or '')
+    if u and u <= nowv then gone[#gone + 1] = kv[i] end  -- as decide.lua reads it: none
+  end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  if res[1] == '0' then
+    redis.call('HDEL', key, PRUNE_CURSOR)
+  else
+    redis.call('HSET', key, PRUNE_CURSOR, res[1])
+  end
+end
+
 local rec = redis.call('HMGET', KEYS[1], 'did', 'rep', 'ak', 'cv', 'ab', 'am', 'lv', 'nk', 'ch', 'hc', 'cp')
 local did = rec[1]
 if not did then
@@ -429,7 +458,13 @@ local function health()
   -- the penalty again in the one hash of every caller ID's (decide.lua reads a pool
   -- window's in one HMGET), with the time it lapses, as h_key would expire
   local pen_key = pfx .. ':{g}:cidpen'
-  redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000))
+  if redis.call('HSET', pen_key, ch, string.format('%.3f|%d', pen, nowv + longest + 86400000)) == 1
+      and redis.call('HLEN', pen_key) > PRUNE_FROM then
+    -- the hash grew past PRUNE_FROM: a step of its pruning. One that fails (a cursor that is
+    -- not Redis's; a guard user whose ACL lacks HSCAN, not yet updated) leaves the outcome
+    -- whole, its cool-down included, and the next step starts the cursor afresh
+    if not pcall(prune_penalties, pen_key, nowv) then pcall(redis.call, 'HDEL', pen_key, PRUNE_CURSOR) end
+  end
 
   if #triggered == 0 then
     return {1, did, ''}
