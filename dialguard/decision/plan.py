@@ -27,8 +27,6 @@ from dialguard.timeutil import from_ms, to_ms as ms
 
 CALL_RECORD_TTL = timedelta(days=2)
 DEFAULT_LEASE = timedelta(hours=2)
-# decide.lua's set of the reasons an override may lift (plan field liftable)
-LIFTABLE_LIST = sorted(LIFTABLE)
 
 
 @dataclass
@@ -394,7 +392,6 @@ def build_plan(
             b["audit_max"] = audit_max
     if info.valid:
         b["override_key"] = k(keys.override(number_tag))
-    b["liftable"] = LIFTABLE_LIST
     if versions is not None:
         b["rules_key"] = k(keys.rules)
         b["rules_versions"], b["rules_version"] = versions
@@ -924,7 +921,6 @@ def compile_plan(
                     field("audit_max", js(audit_max))
             if valid:
                 field("override_key", js(k(fmt(keys.override(tag)))))
-            field("liftable", js(LIFTABLE_LIST))
             if versions is not None:
                 field("rules_key", js(k(_lit(keys.rules))))
                 field("rules_versions", js(versions[0]))

@@ -56,7 +56,6 @@ PLAN = (
     Field("audit_record", "JSON str", "the decision's audit record (else ARGV[2])"),
     Field("audit_max", "int", "refuse at this audit backlog (0/absent: no ceiling)"),
     Field("override_key", "key", "the number's override grant (valid numbers)"),
-    Field("liftable", "[reason]", "the reasons an override may lift (models.LIFTABLE)"),
     Field("rules_key", "key", "rules versions hash, when following published versions"),
     Field("rules_versions", "str", "'active|shadow' the node evaluated with: else status 2 (stale)"),
     Field("rules_version", "str", "the active rules version, for the audit"),

@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timezone
 from importlib import resources
 
-from dialguard.decision import schema
+from dialguard.decision import schema, scripts
 from dialguard.decision.keys import Keys
 from dialguard.decision.models import LIFTABLE
 from dialguard.decision.plan import CallerIdCandidate, build_plan
@@ -20,7 +20,7 @@ LUA = resources.files("dialguard.decision.lua").joinpath("decide.lua").read_text
 # decide.lua's variables holding each table of the schema
 VARS = {"plan": ("plan", "p"), "check": ("c",), "caller_id": ("cid",),
         "call_record": ("rec", r"plan\.call_record")}
-RUNTIME = {"check": {"uncounted_set"}}  # decide.lua's own cache on a check, not sent
+RUNTIME = {"check": {"uncounted_set", "cand_off"}}  # decide.lua's own caches on a check, not sent
 
 
 def lua_reads(table: str) -> set[str]:
@@ -125,9 +125,14 @@ def test_the_last_caller_keys_are_the_plans(tmp_path):
 
 
 def test_liftable_reasons_come_from_python(tmp_path):
-    """decide.lua has no list of its own: the plan carries models.LIFTABLE."""
-    assert full_plan(tmp_path).body["liftable"] == sorted(LIFTABLE)
+    """decide.lua has no list of its own: scripts.py writes models.LIFTABLE into the
+    source it loads (since stop 19; the plan carried it, decoded at every call)."""
+    assert "liftable" not in full_plan(tmp_path).body
     assert "attempt_cap" not in LUA and "LIFTABLE = {}" in LUA
+    assert LUA.count("{--[[models.LIFTABLE]]}") == 1
+    m = re.search(r"\nlocal LIFTABLE_REASONS = \{([^}]*)\}\n", scripts.DECIDE.source)
+    assert m and set(re.findall(r"'([a-z_]+)'", m.group(1))) == LIFTABLE
+    assert len(re.findall(r"'", m.group(1))) == 2 * len(LIFTABLE)
 
 
 def test_every_field_is_documented():
