@@ -35,7 +35,7 @@ import redis
 from dialguard.decision import schema, scripts
 from dialguard.decision.models import LIFTABLE
 from dialguard.decision.keys import Keys
-from dialguard.decision.plan import CallerIdCandidate, build_plan
+from dialguard.decision.plan import CallerIdCandidate, build_plan, call_record_keys
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy, load_pack_text
 
@@ -77,10 +77,15 @@ def _maps(body: dict) -> dict:
     return b
 
 
-def _old_plan(body: dict, old: str) -> dict:
-    """The plan as an old script reads it: `liftable` in the plan before stop 19."""
+def _old_plan(body: dict, old: str, keys: list[str]) -> dict:
+    """The plan as an old script reads it, before stop 19: `liftable` in the plan, the
+    call record's keys as their text (ak/cv joined by spaces, ab/am '' for none)."""
     if "plan.liftable" in old:
         body = dict(body, liftable=sorted(LIFTABLE))
+    if "call_record" in body and "keys_text(" not in old:
+        t = call_record_keys(keys, body["call_record"])
+        body = dict(body, call_record=dict(body["call_record"], attempt_keys=t["ak"], conversation_keys=t["cv"],
+                                           abandon_key=t["ab"], machine_key=t["am"]))
     return body
 
 
@@ -128,7 +133,7 @@ def _run(sock: str, old: str, seed: int, calls: int, pool_size: int, steps: list
     rs = [redis.Redis(unix_socket_path=sock, db=i) for i in (0, 1)]
     shas = [rs[0].script_load(old), rs[1].script_load(NEW)]
     old_maps = "CAND_N" not in old  # an old script reads a candidate as a map (before stop 18)
-    old_plan = _old_plan({}, old) != {}  # an old script reads fields the plan no longer has
+    old_plan = "plan.liftable" in old or "keys_text(" not in old  # it reads the plan of an older layout
     keys = Keys("t", b"k" * 32)
     extra = EXTRA.replace("  concurrency: CONC", "  concurrency: 2" if conc else "")
     pols = [Policy.load("cn-default"), Policy.load("us-regf"),
@@ -183,7 +188,7 @@ def _run(sock: str, old: str, seed: int, calls: int, pool_size: int, steps: list
         for r, sha in zip(rs, shas):
             args = plan.args()
             if r is rs[0] and (old_maps or old_plan):
-                body = _old_plan(_maps(plan.body) if old_maps else plan.body, old)
+                body = _old_plan(_maps(plan.body) if old_maps else plan.body, old, plan.keys)
                 args = [json.dumps(body, separators=(",", ":"))] + args[1:]
             try:
                 res.append(r.evalsha(sha, len(plan.keys), *plan.keys, *args, *ro))

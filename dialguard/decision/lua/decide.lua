@@ -463,6 +463,15 @@ if keeps_answer then
     at = now})
 end
 
+-- Keys (KEYS indexes) as the call record keeps a list of them (outcome.lua splits it):
+-- joined by spaces. The plan sends the indexes, not the keys' text again (stop 19).
+local function keys_text(ix)
+  if #ix == 1 then return KEYS[ix[1]] end
+  local t = {}
+  for i = 1, #ix do t[i] = KEYS[ix[i]] end
+  return table.concat(t, ' ')
+end
+
 local ca_k, lv_k = nil, nil  -- the chosen candidate's attempt log and leases, when one is
 if allowed == 1 then
   -- Record the attempt; trim what no window can see any more so that hot
@@ -505,7 +514,8 @@ if allowed == 1 then
     local rec = plan.call_record
     if call_rep ~= false then redis.call('HDEL', KEYS[plan.call_key], 'rep', 'res') end
     local f = {'did', plan.decision_id, 'ch', chosen, 'at', now,
-      'ak', rec.attempt_keys, 'cv', rec.conversation_keys, 'ab', rec.abandon_key, 'am', rec.machine_key,
+      'ak', keys_text(rec.attempt_keys), 'cv', keys_text(rec.conversation_keys),
+      'ab', KEYS[rec.abandon_key] or '', 'am', KEYS[rec.machine_key] or '',
       'nk', rec.number_key,
       'lv', lv_k and KEYS[lv_k] or '',
       'ca', ca_k and KEYS[ca_k] or '',
