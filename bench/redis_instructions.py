@@ -298,8 +298,10 @@ def main() -> int:
                        "prime-" + t, str(at), "n1")
 
         oargs = outcome_args(policy, keys, args.calls + warm)
-        ir, applied = measure(scripts.DECIDE.source, calls, keys, tags, warm,
-                              then=(scripts.OUTCOME.source, oargs, setup))
+        # the outcome reader's script: since stop 19 with its rules' health settings written in
+        osrc = (scripts.outcome_with(callerid_health.lua_settings(policy)).source if hasattr(scripts, "outcome_with")
+                else scripts.OUTCOME.source)
+        ir, applied = measure(scripts.DECIDE.source, calls, keys, tags, warm, then=(osrc, oargs, setup))
         print(f"outcome.lua: {ir / 1000:,.1f} k instructions a call (caller-ID health logs of {args.health_log}, "
               f"{args.health_state}); "
               f"{applied} of {args.calls} applied")

@@ -6,6 +6,7 @@ answers NOSCRIPT; we load the script again and retry once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from importlib import resources
 
@@ -48,6 +49,13 @@ class Script:
 
 
 # decide.lua's LIFTABLE_REASONS: the reasons an override may lift (SPEC §2)
+@functools.lru_cache(maxsize=16)
+def outcome_with(settings: str) -> Script:
+    """outcome.lua with the health settings of the rules its caller runs with written in
+    (dialguard.callerid_health.lua_settings; one script, one SHA, per settings)."""
+    return Script("outcome", {"callerid_health.lua_settings": settings})
+
+
 DECIDE = Script("decide", {"models.LIFTABLE": lua_strings(LIFTABLE)})
 OUTCOME = Script("outcome")
 EVENT = Script("event")
