@@ -139,3 +139,24 @@ def test_every_field_is_documented():
     for fields in schema.TABLES.values():
         for f in fields:
             assert f.name.islower() and (len(f.name) > 2 or f.name == "id") and f.type and f.meaning, f
+
+
+def test_per_call_work_done_once_not_per_candidate():
+    """Stop 19: a caller-ID check's candidate offset is looked up once a check (kept as
+    c.cand_off), not once a check and candidate; the leases' bound '(' .. now is built once."""
+    body = LUA[LUA.index("local function run_checks"):LUA.index("local function evaluate")]
+    assert body.count("cand_offset(c.candidate_key)") == 1 and "if not off then" in body
+    assert "c.cand_off = off" in body
+    assert LUA.count("'(' .. now") == 1 and LUA.count("after_now") >= 3
+
+
+def test_the_call_records_keys_are_sent_as_keys_indexes(tmp_path):
+    """Stop 19: the call record's logs are KEYS indexes in the plan (their text was sent
+    again in every plan); decide.lua joins them (keys_text) as outcome.lua splits them."""
+    p = full_plan(tmp_path)
+    rec = p.body["call_record"]
+    for name in ("attempt_keys", "conversation_keys"):
+        assert rec[name] and all(isinstance(i, int) and 1 <= i <= len(p.keys) for i in rec[name]), name
+    for name in ("abandon_key", "machine_key"):
+        assert isinstance(rec[name], int) and 0 <= rec[name] <= len(p.keys), name
+    assert "keys_text(rec.attempt_keys)" in LUA and "keys_text(rec.conversation_keys)" in LUA
