@@ -26,8 +26,8 @@ import hashlib
 import json
 import math
 import re
-import weakref
 import statistics
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -263,7 +263,7 @@ def _lua(v) -> str:
 
 
 def lua_settings(policy: Policy) -> str:
-    """outcome.lua's READER_SETTINGS: the policy's config_id and its settings as Lua
+    """What outcome.lua's reader_settings() returns: the policy's config_id and its settings as Lua
     constructors, what cjson.decode of config_json gives (stop 19: written into the script
     the outcome reader runs, so that an outcome need not GET and decode the settings record).
     Cached per policy (rules never change once loaded)."""

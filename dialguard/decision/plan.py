@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 import msgpack
 
 from dialguard.decision.keys import Keys
-from dialguard.decision.models import LIFTABLE
 from dialguard.dnc import fingerprint, list_name
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.rules import Policy
