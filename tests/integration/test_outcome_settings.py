@@ -130,3 +130,26 @@ def test_the_settings_record_is_no_longer_decoded_but_still_read(settings):
 def test_the_file_as_it_is_has_no_settings():
     assert "{--[[callerid_health.lua_settings]]}" in scripts.OUTCOME.source
     assert scripts.outcome_with(chh.lua_settings(POLICIES[0])) is scripts.outcome_with(chh.lua_settings(POLICIES[0]))
+
+
+async def test_the_engine_loads_its_outcome_script_and_its_outcomes_run_it(make_engine, rules_file):
+    """Engine.create loads outcome.lua with its rules' settings written in (a first
+    outcome needs no NOSCRIPT round trip), and report_outcome runs that script: a
+    record of its settings that does not parse is not read."""
+    from dialguard.decision.models import DecisionRequest, Outcome
+
+    window = random.Random().randrange(30, 1000)  # settings of this test's own: a script no other test loaded
+    policy = rules_file("pack: settings-test\nversion: '1'\ndefault_region: CN\ncaller_id:\n  require_approved: false\n"
+                        f"  health:\n    window_calls: {window}\n    window_hours: 24\n    short_answer_s: 5\n"
+                        "    rules:\n      - {id: run, metric: consecutive_rejections, threshold: 3, cool_down: 1h}\n")
+    e = await make_engine(policy)
+    written = scripts.outcome_with(chh.lua_settings(e.policy))
+    assert await e.redis.script_exists(written.sha) == [True]
+    await e.set_campaign("c1")
+    d = await e.decide(DecisionRequest(number="13800131234", campaign="c1", agent="a1", caller_id="+862150001234",
+                                       call_id="call-s1"))
+    assert d.allowed, d
+    await e.redis.set(e.keys.health_config(chh.config_id(e.policy)), "{not json")
+    assert await e.report_outcome("call-s1", Outcome(result="failed", hangup_cause=21, sip_code=403))
+    h = await e.redis.hgetall(e.keys.cid_health(e.keys.cid_tag("+862150001234")))
+    assert h[b"calls:settings-test"] == b"1" and h[b"s:settings-test"].startswith(chh.config_id(e.policy).encode())
