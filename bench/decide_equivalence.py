@@ -32,13 +32,15 @@ from pathlib import Path
 
 import redis
 
-from dialguard.decision import schema
+from dialguard.decision import schema, scripts
+from dialguard.decision.models import LIFTABLE
 from dialguard.decision.keys import Keys
-from dialguard.decision.plan import CallerIdCandidate, build_plan
+from dialguard.decision.plan import CallerIdCandidate, build_plan, call_record_keys
 from dialguard.numbers import parse_number
 from dialguard.rules import Policy, load_pack_text
 
-NEW = (Path(__file__).resolve().parents[1] / "dialguard/decision/lua/decide.lua").read_text()
+NEW = scripts.DECIDE.source  # as the engine loads it (models.LIFTABLE written in since stop 19)
+LIFTABLE_MARK = "{--[[models.LIFTABLE]]}"
 AT = datetime(2026, 11, 23, 2, tzinfo=timezone.utc)
 EXTRA = """
 pack: tight
@@ -73,6 +75,18 @@ def _maps(body: dict) -> dict:
     if "shadow" in b:
         b["shadow"] = _maps(b["shadow"])
     return b
+
+
+def _old_plan(body: dict, old: str, keys: list[str]) -> dict:
+    """The plan as an old script reads it, before stop 19: `liftable` in the plan, the
+    call record's keys as their text (ak/cv joined by spaces, ab/am '' for none)."""
+    if "plan.liftable" in old:
+        body = dict(body, liftable=sorted(LIFTABLE))
+    if "call_record" in body and "keys_text(" not in old:
+        t = call_record_keys(keys, body["call_record"])
+        body = dict(body, call_record=dict(body["call_record"], attempt_keys=t["ak"], conversation_keys=t["cv"],
+                                           abandon_key=t["ab"], machine_key=t["am"]))
+    return body
 
 
 def run(old: str, seed: int, calls: int, pool_size: int, steps: list[int], conc: bool) -> int:
@@ -119,6 +133,7 @@ def _run(sock: str, old: str, seed: int, calls: int, pool_size: int, steps: list
     rs = [redis.Redis(unix_socket_path=sock, db=i) for i in (0, 1)]
     shas = [rs[0].script_load(old), rs[1].script_load(NEW)]
     old_maps = "CAND_N" not in old  # an old script reads a candidate as a map (before stop 18)
+    old_plan = "plan.liftable" in old or "keys_text(" not in old  # it reads the plan of an older layout
     keys = Keys("t", b"k" * 32)
     extra = EXTRA.replace("  concurrency: CONC", "  concurrency: 2" if conc else "")
     pols = [Policy.load("cn-default"), Policy.load("us-regf"),
@@ -172,8 +187,9 @@ def _run(sock: str, old: str, seed: int, calls: int, pool_size: int, steps: list
         res = []
         for r, sha in zip(rs, shas):
             args = plan.args()
-            if r is rs[0] and old_maps:
-                args = [json.dumps(_maps(plan.body), separators=(",", ":"))]
+            if r is rs[0] and (old_maps or old_plan):
+                body = _old_plan(_maps(plan.body) if old_maps else plan.body, old, plan.keys)
+                args = [json.dumps(body, separators=(",", ":"))] + args[1:]
             try:
                 res.append(r.evalsha(sha, len(plan.keys), *plan.keys, *args, *ro))
             except redis.ResponseError as exc:
@@ -207,6 +223,8 @@ def main() -> int:
     if old.is_dir():
         old = old / "dialguard/decision/lua/decide.lua"
     src = old.read_text()
+    if LIFTABLE_MARK in src:  # a tree that writes models.LIFTABLE into the script as it loads it
+        src = src.replace(LIFTABLE_MARK, "{" + scripts.lua_strings(LIFTABLE) + "}")
     for i, (pool, steps, conc) in enumerate(((12, [10, 500, 20000, 90000], True), (4, [10, 100, 5000], True),
                                              (3, [10, 100, 500, 2000], False))):
         if run(src, args.seed + i, args.calls, pool, steps, conc):

@@ -18,7 +18,7 @@ steady state) and, with `--health-state steady` (the default), outcome.lua's
 running figures of it (`fallback`: every counted outcome recomputes them from
 the log; `none`: no outcome before the counted ones).
 
-    .venv/bin/python bench/redis_instructions.py [--rules cn-default] [--calls 300] [--window 8] [--breakdown] [--outcome]
+    .venv/bin/python bench/redis_instructions.py [--rules cn-default] [--calls 300] [--window 8] [--breakdown] [--outcome] [--aof]
     PYTHONPATH=<checkout of another tree> .venv/bin/python bench/redis_instructions.py   # that tree's decide.lua
 
 Needs valgrind (callgrind_control) and redis-server on the PATH. About 10 s a run.
@@ -151,6 +151,7 @@ def section_sources(src: str) -> list[tuple[str, str]]:
     return out
 
 
+APPENDONLY = "no"  # --aof: "yes", as the stack's Redis runs (scripts/stack-up.sh: appendfsync everysec)
 PROFILE_TOP = 0  # --profile N: print the N functions with the most instructions (callgrind_annotate)
 
 
@@ -163,7 +164,8 @@ def measure(source: str, args: list[tuple], keys: Keys, tags: list[str], warm: i
         sock = os.path.join(d, "r.sock")
         proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                  f"--callgrind-out-file={d}/cg.out", "redis-server", "--port", "0",
-                                 "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", d],
+                                 "--unixsocket", sock, "--save", "", "--appendonly", APPENDONLY,
+                                 "--appendfsync", "everysec", "--dir", d],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(600):
@@ -236,9 +238,13 @@ def main() -> int:
                          "recomputed from the log), or there is none (as before stop 16)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="print the N functions Redis spent the most instructions in, per measurement")
+    ap.add_argument("--aof", action="store_true",
+                    help="Redis with the append-only file on (appendfsync everysec), as the stack runs it: every "
+                         "write a script makes is also written to the AOF buffer (default: off)")
     args = ap.parse_args()
-    global PROFILE_TOP
+    global PROFILE_TOP, APPENDONLY
     PROFILE_TOP = args.profile
+    APPENDONLY = "yes" if args.aof else "no"
     for tool in ("valgrind", "callgrind_control", "redis-server"):
         if not shutil.which(tool):
             print(f"{tool} is not on the PATH (apt-get install valgrind redis-server)", file=sys.stderr)
@@ -249,7 +255,7 @@ def main() -> int:
     print(f"decide.lua of {scripts.__file__.rsplit('/dialguard/', 1)[0]}: rules {args.rules}, a window of "
           f"{args.window} caller IDs, {args.calls} decisions, plan {len(calls[0][-2])} bytes "
           f"({'MessagePack' if MSGPACK else 'JSON'}) + a {len(RECORD)}-byte audit record, "
-          f"{calls[0][0]} keys")
+          f"{calls[0][0]} keys; appendonly {APPENDONLY}")
     ir, allowed = measure(scripts.DECIDE.source, calls, keys, tags, warm)
     print(f"decide.lua: {ir / 1000:,.1f} k instructions a call (Redis, with the call's socket I/O); "
           f"{allowed} of {args.calls} allowed")
@@ -292,8 +298,10 @@ def main() -> int:
                        "prime-" + t, str(at), "n1")
 
         oargs = outcome_args(policy, keys, args.calls + warm)
-        ir, applied = measure(scripts.DECIDE.source, calls, keys, tags, warm,
-                              then=(scripts.OUTCOME.source, oargs, setup))
+        # the outcome reader's script: since stop 19 with its rules' health settings written in
+        osrc = (scripts.outcome_with(callerid_health.lua_settings(policy)).source if hasattr(scripts, "outcome_with")
+                else scripts.OUTCOME.source)
+        ir, applied = measure(scripts.DECIDE.source, calls, keys, tags, warm, then=(osrc, oargs, setup))
         print(f"outcome.lua: {ir / 1000:,.1f} k instructions a call (caller-ID health logs of {args.health_log}, "
               f"{args.health_state}); "
               f"{applied} of {args.calls} applied")

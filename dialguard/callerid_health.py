@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import statistics
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
@@ -235,6 +238,40 @@ def configs(policy: Policy) -> list[tuple[str, CallerIdHealth]]:
 
 def config_json(policy: Policy) -> str:
     return json.dumps([_cfg_json(p, h) for p, h in configs(policy)], separators=(",", ":"), sort_keys=True)
+
+
+_LUA_SETTINGS: "weakref.WeakKeyDictionary[Policy, str]" = weakref.WeakKeyDictionary()
+_LUA_NAME = re.compile(r"[a-z_]+")
+
+
+def _lua(v) -> str:
+    """v as a Lua constructor: the value cjson.decode gives for v's JSON (numbers written
+    as JSON writes them: the same text, read by the same strtod)."""
+    if isinstance(v, str):
+        return "'" + "".join(chr(b) if b < 128 and (chr(b).isalnum() or chr(b) in "_-./: ") else "\\%03d" % b
+                             for b in v.encode()) + "'"
+    if isinstance(v, bool) or v is None:
+        raise ValueError(f"no Lua constructor for {v!r}")
+    if isinstance(v, (int, float)):
+        assert math.isfinite(v), v
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "{" + ", ".join(_lua(x) for x in v) + "}"
+    assert all(_LUA_NAME.fullmatch(k) and k not in ("and", "end", "for", "if", "in", "or", "not", "nil")
+               for k in v), v
+    return "{" + ", ".join(f"{k} = {_lua(x)}" for k, x in sorted(v.items())) + "}"
+
+
+def lua_settings(policy: Policy) -> str:
+    """What outcome.lua's reader_settings() returns: the policy's config_id and its settings as Lua
+    constructors, what cjson.decode of config_json gives (stop 19: written into the script
+    the outcome reader runs, so that an outcome need not GET and decode the settings record).
+    Cached per policy (rules never change once loaded)."""
+    out = _LUA_SETTINGS.get(policy)
+    if out is None:
+        out = _LUA_SETTINGS[policy] = (_lua(config_id(policy)) + ", "
+                                       + _lua(json.loads(config_json(policy))))
+    return out
 
 
 def config_id(policy: Policy) -> str:

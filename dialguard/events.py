@@ -32,7 +32,7 @@ class NumberEvents(Store):
         `subject`: for a conversation that covered another subject (debt) than the
         call's own, report once per subject; each starts that subject's quiet period.
         """
-        from dialguard.callerid_health import entry_of
+        from dialguard.callerid_health import entry_of, lua_settings
 
         now = (now or await self.now()).astimezone(UTC)
         payload = json.dumps({"call_id": call_id, "at": ms(now), "res": outcome.result,
@@ -48,6 +48,8 @@ class NumberEvents(Store):
             ("cv:s:" + short_hash(subject)) if subject and outcome.result == CONVERSATION else "",
             entry.encode(), self.keys.prefix, new_id(), str(int(time.time() * 1000)), self.settings.node or "",
         ]
+        # outcome.lua with the health settings of the rules in effect written in: it need not decode them
+        script = scripts.outcome_with(lua_settings(self.active_policy))
         fast = getattr(self, "fast", None)
         if fast is not None:
             # One per call: through the decisions' pipelined client (redis-py's
@@ -58,11 +60,11 @@ class NumberEvents(Store):
 
             deadline = asyncio.get_running_loop().time() + max(2.0, self.settings.redis_timeout_ms / 1000)
             try:
-                res = await fast.evalsha(scripts.OUTCOME, keys, args, deadline=deadline)
+                res = await fast.evalsha(script, keys, args, deadline=deadline)
             except RedisReplyError as exc:  # the error type callers know (redis-py's)
                 raise ResponseError(str(exc)) from None
         else:
-            res = await scripts.OUTCOME(self.redis, keys, args)
+            res = await script(self.redis, keys, args)
         if len(res) > 2 and res[2]:
             self._health_cooldown(res[2])
         if int(res[0]) == 4:  # applied and audited; only the caller ID's health figures missed this outcome

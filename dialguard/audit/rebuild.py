@@ -50,7 +50,7 @@ from dialguard.config import Settings
 from dialguard.decision import schema
 from dialguard.decision.keys import Keys
 from dialguard.numbers import NumberInfo, short_hash
-from dialguard.decision.plan import CallerIdCandidate, build_plan, ms
+from dialguard.decision.plan import CallerIdCandidate, build_plan, call_record_keys, ms
 from dialguard.rules import MOVABLE_OUTCOMES, Policy, RulesError
 from dialguard.timeutil import UTC
 
@@ -345,8 +345,7 @@ class Replayer:
             ck = K[b["call_key"] - 1]
             m.hdel(ck, t, "rep")  # as decide.lua: a new allowed attempt is the call's open one
             m.hdel(ck, t, "res")
-            m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], "ak": rec["attempt_keys"],
-                           "cv": rec["conversation_keys"], "ab": rec["abandon_key"], "am": rec["machine_key"],
+            m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], **call_record_keys(K, rec),
                            "nk": rec["number_key"], "lv": lv, "ca": ca, "hc": rec["health_config"],
                            "cp": rec["campaign_tag"]})
             m.pexpire(ck, t, int(rec["ttl_ms"]))

@@ -221,6 +221,8 @@ class Decider(Store):
         try:
             for s in scripts.ALL:
                 await s.load(redis)
+            # outcome.lua as this engine's outcomes run it: its rules' health settings written in
+            await scripts.outcome_with(callerid_health.lua_settings(policy)).load(redis)
         except (RedisError, OSError) as exc:  # decide() retries on NOSCRIPT; stay up, fail closed
             log.warning("could not preload scripts: %s", exc)
         return engine

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 import msgpack
 
 from dialguard.decision.keys import Keys
-from dialguard.decision.models import LIFTABLE
 from dialguard.dnc import fingerprint, list_name
 from dialguard.numbers import NumberInfo, short_hash
 from dialguard.rules import Policy
@@ -27,8 +26,6 @@ from dialguard.timeutil import from_ms, to_ms as ms
 
 CALL_RECORD_TTL = timedelta(days=2)
 DEFAULT_LEASE = timedelta(hours=2)
-# decide.lua's set of the reasons an override may lift (plan field liftable)
-LIFTABLE_LIST = sorted(LIFTABLE)
 
 
 @dataclass
@@ -379,10 +376,10 @@ def build_plan(
             number_key = keys.party_prefix(party_tag)
         b["call_record"] = {
             "number_key": number_key,
-            "attempt_keys": " ".join(writes[:-1] if st.agent else writes),
-            "conversation_keys": " ".join(conv_keys),
-            "abandon_key": keys.num(number_tag, "ab") if st.ab else "",
-            "machine_key": keys.num(number_tag, "am") if st.amd else "",
+            "attempt_keys": [k(w) for w in (writes[:-1] if st.agent else writes)],
+            "conversation_keys": [k(c) for c in conv_keys],
+            "abandon_key": k(keys.num(number_tag, "ab")) if st.ab else 0,
+            "machine_key": k(keys.num(number_tag, "am")) if st.amd else 0,
             "ttl_ms": st.call_ttl,
             "health_config": st.health_id,
             "campaign_tag": short_hash(campaign),
@@ -394,7 +391,6 @@ def build_plan(
             b["audit_max"] = audit_max
     if info.valid:
         b["override_key"] = k(keys.override(number_tag))
-    b["liftable"] = LIFTABLE_LIST
     if versions is not None:
         b["rules_key"] = k(keys.rules)
         b["rules_versions"], b["rules_version"] = versions
@@ -414,6 +410,15 @@ def build_plan(
         b["shadow"] = sh.body
         b["shadow_version"] = sversion
     return plan
+
+
+def call_record_keys(plan_keys: list[str], rec: dict) -> dict[str, str]:
+    """The call record's key fields as decide.lua writes them from the plan's call_record
+    (KEYS indexes since stop 19): ak and cv the keys joined by spaces, ab and am a key or ''."""
+    return {"ak": " ".join(plan_keys[i - 1] for i in rec["attempt_keys"]),
+            "cv": " ".join(plan_keys[i - 1] for i in rec["conversation_keys"]),
+            "ab": plan_keys[rec["abandon_key"] - 1] if rec["abandon_key"] else "",
+            "am": plan_keys[rec["machine_key"] - 1] if rec["machine_key"] else ""}
 
 
 def eligible_from_details(plan: Plan, details) -> tuple[datetime | None, bool]:
@@ -750,10 +755,6 @@ def compile_plan(
                 parts.append(part)
         return s(*parts)
 
-    def s_keys(fmts_: list[str]) -> str:  # key formats joined by spaces, one string
-        joined = " ".join(fmts_)
-        return s_fmt(joined)
-
     def obj(*pairs) -> str:  # a map of (name, value already as a format) pairs
         return _lit(_mp_map_header(len(pairs))) + "".join(js(n) + v for n, v in pairs)
 
@@ -910,10 +911,10 @@ def compile_plan(
                 number_key = keys.party_prefix(pt)
             field("call_record", obj(
                 ("number_key", s_fmt(fmt(number_key))),
-                ("attempt_keys", s_keys(writes[:-1] if st.agent else writes)),
-                ("conversation_keys", s_keys(conv_keys)),
-                ("abandon_key", s_fmt(num("ab")) if st.ab else js("")),
-                ("machine_key", s_fmt(num("am")) if st.amd else js("")),
+                ("attempt_keys", js([k(w) for w in (writes[:-1] if st.agent else writes)])),
+                ("conversation_keys", js([k(c) for c in conv_keys])),
+                ("abandon_key", js(k(num("ab")) if st.ab else 0)),
+                ("machine_key", js(k(num("am")) if st.amd else 0)),
                 ("ttl_ms", js(st.call_ttl)),
                 ("health_config", js(st.health_id)),
                 ("campaign_tag", js(campaign_hash))))
@@ -924,7 +925,6 @@ def compile_plan(
                     field("audit_max", js(audit_max))
             if valid:
                 field("override_key", js(k(fmt(keys.override(tag)))))
-            field("liftable", js(LIFTABLE_LIST))
             if versions is not None:
                 field("rules_key", js(k(_lit(keys.rules))))
                 field("rules_versions", js(versions[0]))

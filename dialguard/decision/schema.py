@@ -56,7 +56,6 @@ PLAN = (
     Field("audit_record", "JSON str", "the decision's audit record (else ARGV[2])"),
     Field("audit_max", "int", "refuse at this audit backlog (0/absent: no ceiling)"),
     Field("override_key", "key", "the number's override grant (valid numbers)"),
-    Field("liftable", "[reason]", "the reasons an override may lift (models.LIFTABLE)"),
     Field("rules_key", "key", "rules versions hash, when following published versions"),
     Field("rules_versions", "str", "'active|shadow' the node evaluated with: else status 2 (stale)"),
     Field("rules_version", "str", "the active rules version, for the audit"),
@@ -101,10 +100,10 @@ CANDIDATE = (
 
 CALL_RECORD = (
     Field("number_key", "str", "the number's key prefix ({P}:{n:<H>})"),
-    Field("attempt_keys", "str", "attempt logs (space-separated) an outcome moves to <log>:x"),
-    Field("conversation_keys", "str", "conversation logs (space-separated) a conversation is added to"),
-    Field("abandon_key", "str", "abandoned-call log ('' without that rule)"),
-    Field("machine_key", "str", "answering-machine hang-up log ('' without that rule)"),
+    Field("attempt_keys", "[key]", "attempt logs an outcome moves to <log>:x (the record: space-separated)"),
+    Field("conversation_keys", "[key]", "conversation logs a conversation is added to (the record: space-separated)"),
+    Field("abandon_key", "key", "abandoned-call log (0: no such rule; the record: '')"),
+    Field("machine_key", "key", "answering-machine hang-up log (0: no such rule; the record: '')"),
     Field("ttl_ms", "ms str", "the call record's expiry"),
     Field("health_config", "str", "the caller-ID health settings id"),
     Field("campaign_tag", "str", "short hash of the campaign"),

@@ -528,7 +528,8 @@ async def test_lua_and_python_figures_agree_at_the_window_bound_and_on_odd_entri
 
 async def test_a_failing_health_part_keeps_the_outcome_and_says_so(make_engine, rules_file):
     """outcome.lua's health part failing in Redis (here: a settings record that does
-    not parse, then a key of the wrong type after the log was written) does not fail
+    not parse, of other settings than the reader's: since stop 19 the reader's own are
+    written into its script, not decoded; then a key of the wrong type after the log was written) does not fail
     the script: the outcome stays applied and audited once, the caller knows it
     matched, the error is logged and counted, and the next outcomes recompute the
     figures from the log (the running state half written is dropped)."""
@@ -544,15 +545,15 @@ async def test_a_failing_health_part_keeps_the_outcome_and_says_so(make_engine, 
     good = await e.redis.get(cfg_key)
     assert good
 
-    # 1. the settings do not parse: nothing of the health part written
-    await e.redis.set(cfg_key, "{not json")
+    # 1. the call's settings (other than the reader's) do not parse: nothing of the health part written
+    await e.redis.hset(e.keys.call("call-0"), "hc", "other")
+    await e.redis.set(e.keys.health_config("other"), "{not json")
     assert await e.report_outcome("call-0", REJECTED, now=AT)
     assert metrics.REGISTRY.get_sample_value("dialguard_callerid_health_errors_total") == errors + 1
     assert not await e.report_outcome("call-0", REJECTED, now=AT)  # reported once: no retry applies it twice
     assert await e.redis.llen(e.keys.cid_outcomes(tag)) == 0
     outcomes = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"outcome"]
     assert [o["call_id"] for o in outcomes].count("call-0") == 1  # audited once
-    await e.redis.set(cfg_key, good)
 
     # 2. a failure after the log was written: the running state is dropped
     assert await e.report_outcome("call-1", REJECTED, now=AT + timedelta(seconds=1))

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from dialguard.config import Settings
 from dialguard.decision.keys import Keys
 from dialguard.numbers import parse_number
-from dialguard.decision.plan import build_plan
+from dialguard.decision.plan import build_plan, call_record_keys
 from dialguard.rules import Policy
 
 NOW = datetime(2026, 3, 2, 17, tzinfo=timezone.utc)
@@ -31,7 +31,8 @@ def test_party_scope_checks_and_writes_the_party_and_the_number():
     checked = [p.keys[c["keys"][0] - 1] for c in p.body["checks"]]
     assert party_log in checked and keys.attempts(tag, "number_subject", subject="debt-5") in checked
     # the conversation starts the quiet on both; other subjects go to the party's
-    assert keys.party_prefix("P1") + ":cv:s:" in p.body["call_record"]["conversation_keys"] and keys.num(tag, "cv:s:") in p.body["call_record"]["conversation_keys"]
+    cv = call_record_keys(p.keys, p.body["call_record"])["cv"]
+    assert keys.party_prefix("P1") + ":cv:s:" in cv and keys.num(tag, "cv:s:") in cv
     assert p.body["call_record"]["number_key"] == keys.party_prefix("P1")
 
 

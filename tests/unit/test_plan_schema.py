@@ -9,7 +9,7 @@ import re
 from datetime import datetime, timezone
 from importlib import resources
 
-from dialguard.decision import schema
+from dialguard.decision import schema, scripts
 from dialguard.decision.keys import Keys
 from dialguard.decision.models import LIFTABLE
 from dialguard.decision.plan import CallerIdCandidate, build_plan
@@ -20,7 +20,7 @@ LUA = resources.files("dialguard.decision.lua").joinpath("decide.lua").read_text
 # decide.lua's variables holding each table of the schema
 VARS = {"plan": ("plan", "p"), "check": ("c",), "caller_id": ("cid",),
         "call_record": ("rec", r"plan\.call_record")}
-RUNTIME = {"check": {"uncounted_set"}}  # decide.lua's own cache on a check, not sent
+RUNTIME = {"check": {"uncounted_set", "cand_off"}}  # decide.lua's own caches on a check, not sent
 
 
 def lua_reads(table: str) -> set[str]:
@@ -125,12 +125,38 @@ def test_the_last_caller_keys_are_the_plans(tmp_path):
 
 
 def test_liftable_reasons_come_from_python(tmp_path):
-    """decide.lua has no list of its own: the plan carries models.LIFTABLE."""
-    assert full_plan(tmp_path).body["liftable"] == sorted(LIFTABLE)
+    """decide.lua has no list of its own: scripts.py writes models.LIFTABLE into the
+    source it loads (since stop 19; the plan carried it, decoded at every call)."""
+    assert "liftable" not in full_plan(tmp_path).body
     assert "attempt_cap" not in LUA and "LIFTABLE = {}" in LUA
+    assert LUA.count("{--[[models.LIFTABLE]]}") == 1
+    m = re.search(r"\nlocal LIFTABLE_REASONS = \{([^}]*)\}\n", scripts.DECIDE.source)
+    assert m and set(re.findall(r"'([a-z_]+)'", m.group(1))) == LIFTABLE
+    assert len(re.findall(r"'", m.group(1))) == 2 * len(LIFTABLE)
 
 
 def test_every_field_is_documented():
     for fields in schema.TABLES.values():
         for f in fields:
             assert f.name.islower() and (len(f.name) > 2 or f.name == "id") and f.type and f.meaning, f
+
+
+def test_per_call_work_done_once_not_per_candidate():
+    """Stop 19: a caller-ID check's candidate offset is looked up once a check (kept as
+    c.cand_off), not once a check and candidate; the leases' bound '(' .. now is built once."""
+    body = LUA[LUA.index("local function run_checks"):LUA.index("local function evaluate")]
+    assert body.count("cand_offset(c.candidate_key)") == 1 and "if not off then" in body
+    assert "c.cand_off = off" in body
+    assert LUA.count("'(' .. now") == 1 and LUA.count("after_now") >= 3
+
+
+def test_the_call_records_keys_are_sent_as_keys_indexes(tmp_path):
+    """Stop 19: the call record's logs are KEYS indexes in the plan (their text was sent
+    again in every plan); decide.lua joins them (keys_text) as outcome.lua splits them."""
+    p = full_plan(tmp_path)
+    rec = p.body["call_record"]
+    for name in ("attempt_keys", "conversation_keys"):
+        assert rec[name] and all(isinstance(i, int) and 1 <= i <= len(p.keys) for i in rec[name]), name
+    for name in ("abandon_key", "machine_key"):
+        assert isinstance(rec[name], int) and 0 <= rec[name] <= len(p.keys), name
+    assert "keys_text(rec.attempt_keys)" in LUA and "keys_text(rec.conversation_keys)" in LUA

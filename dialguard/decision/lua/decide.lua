@@ -108,14 +108,17 @@ if keeps_answer then
 end
 
 -- Reasons an override may lift (SPEC §2: counter and hours reasons only):
--- dialguard.decision.models.LIFTABLE, sent in the plan. None sent: none lifts.
+-- dialguard.decision.models.LIFTABLE, written into this list by
+-- dialguard/decision/scripts.py when it loads the script (not sent in every plan:
+-- its 147 bytes were decoded at every call, stop 19). Loaded as the file is: none lifts.
+local LIFTABLE_REASONS = {--[[models.LIFTABLE]]}
 -- Built at the first question (an allow whose candidates all pass never asks).
 local LIFTABLE = nil
 
 local function all_liftable(list)
   if not LIFTABLE then
     LIFTABLE = {}
-    for _, r in ipairs(plan.liftable or {}) do LIFTABLE[r] = true end
+    for _, r in ipairs(LIFTABLE_REASONS) do LIFTABLE[r] = true end
   end
   for _, r in ipairs(list) do
     if not LIFTABLE[r] then return false end
@@ -145,7 +148,8 @@ end
 local CAND_N = 4
 -- the offsets of schema.CANDIDATE's fields (locals: no table built at every call)
 local C_TAG, C_APPROVED, C_ATTEMPTS_KEY, C_LIVE_KEY = 0, 1, 2, 3
--- a caller-ID check's candidate_key: the offset of the log it counts
+-- a caller-ID check's candidate_key: the offset of the log it counts (run_checks
+-- keeps it in the check, c.cand_off: once a check, not once a check and candidate)
 local function cand_offset(name)
   if name == 'attempts_key' then return C_ATTEMPTS_KEY end
   if name == 'live_key' then return C_LIVE_KEY end
@@ -205,7 +209,15 @@ local function run_checks(checks, cands, ci, out_reasons, out_details, seen_coun
   local use = 0
   for j = 1, #checks do
     local c = checks[j]
-    local one = ci and cands[CAND_N * (ci - 1) + 1 + cand_offset(c.candidate_key)]
+    local one = nil
+    if ci then
+      local off = c.cand_off
+      if not off then
+        off = cand_offset(c.candidate_key)
+        c.cand_off = off
+      end
+      one = cands[CAND_N * (ci - 1) + 1 + off]
+    end
     if c.uncounted and not c.uncounted_set then
       c.uncounted_set = {}
       for o in string.gmatch(c.uncounted, '[^,]+') do c.uncounted_set[o] = true end
@@ -332,6 +344,8 @@ local function evaluate(p)
     -- a candidate's reasons and details: new tables only after one that failed
     -- (first_reasons keeps those); a passing candidate leaves them empty
     local cr, cd = {}, {}
+    -- the leases' lower bound, built once (not once a candidate)
+    local after_now = (cid.concurrency and cid.concurrency >= 0) and ('(' .. now) or nil
     for i = 1, ntags do
       local b = CAND_N * (i - 1) + 1
       local tag, live_key = cands[b + C_TAG], cands[b + C_LIVE_KEY]
@@ -347,11 +361,11 @@ local function evaluate(p)
       if cid.concurrency and cid.concurrency >= 0 then
         -- leases expire at their score: counted from (now, so expired ones need no
         -- trimming here; they go when the key is written (the chosen one's, below)
-        local live = redis.call('ZCOUNT', KEYS[live_key], '(' .. now, '+inf')
+        local live = redis.call('ZCOUNT', KEYS[live_key], after_now, '+inf')
         if cid.concurrency > 0 and live / cid.concurrency > use then use = live / cid.concurrency end
         if live >= cid.concurrency then
           cr[#cr + 1] = 'caller_id_concurrency'
-          local first = redis.call('ZRANGEBYSCORE', KEYS[live_key], '(' .. now, '+inf',
+          local first = redis.call('ZRANGEBYSCORE', KEYS[live_key], after_now, '+inf',
             'WITHSCORES', 'LIMIT', 0, 1)
           cd[#cd + 1] = {'conc', tonumber(first[2] or -1), i}
         end
@@ -449,6 +463,15 @@ if keeps_answer then
     at = now})
 end
 
+-- Keys (KEYS indexes) as the call record keeps a list of them (outcome.lua splits it):
+-- joined by spaces. The plan sends the indexes, not the keys' text again (stop 19).
+local function keys_text(ix)
+  if #ix == 1 then return KEYS[ix[1]] end
+  local t = {}
+  for i = 1, #ix do t[i] = KEYS[ix[i]] end
+  return table.concat(t, ' ')
+end
+
 local ca_k, lv_k = nil, nil  -- the chosen candidate's attempt log and leases, when one is
 if allowed == 1 then
   -- Record the attempt; trim what no window can see any more so that hot
@@ -491,7 +514,8 @@ if allowed == 1 then
     local rec = plan.call_record
     if call_rep ~= false then redis.call('HDEL', KEYS[plan.call_key], 'rep', 'res') end
     local f = {'did', plan.decision_id, 'ch', chosen, 'at', now,
-      'ak', rec.attempt_keys, 'cv', rec.conversation_keys, 'ab', rec.abandon_key, 'am', rec.machine_key,
+      'ak', keys_text(rec.attempt_keys), 'cv', keys_text(rec.conversation_keys),
+      'ab', KEYS[rec.abandon_key] or '', 'am', KEYS[rec.machine_key] or '',
       'nk', rec.number_key,
       'lv', lv_k and KEYS[lv_k] or '',
       'ca', ca_k and KEYS[ca_k] or '',
