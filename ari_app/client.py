@@ -230,9 +230,10 @@ class AriClient:
     async def _work(self, key: str) -> None:
         q = self._queues[key]
         try:
-            # close() cancelled this worker (a cancel on_event's store calls may swallow:
-            # psycopg_pool, dialguard/cancel.py): the rest of its queue is dropped
-            while q and not self._closed:
+            while q:
+                # close() cancelled this worker, the cancel swallowed by on_event's store calls
+                # (psycopg_pool waits under wait_for, dialguard/cancel.py): the rest is dropped
+                cancel.check()
                 event = q.popleft()
                 if self.on_event is None:
                     continue
