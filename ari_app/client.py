@@ -179,9 +179,8 @@ class AriClient:
                     try:
                         if self.on_connect:
                             await self.on_connect()  # reconcile; events queue meanwhile
-                            # close() cancelled us and a library swallowed it: not waiting on
-                            # the socket for ever (dialguard/cancel.py)
-                            cancel.check()
+                            if self._closed:  # close() ran, its cancel swallowed on the way (the
+                                break  # store's psycopg_pool waits under wait_for: dialguard/cancel.py)
                         self.backoff.reset()
                         self._connected.set()
                         await reader
@@ -232,7 +231,9 @@ class AriClient:
         q = self._queues[key]
         try:
             while q:
-                cancel.check()  # close() cancelled this worker: the rest of its queue is dropped
+                # close() cancelled this worker, the cancel swallowed by on_event's store calls
+                # (psycopg_pool waits under wait_for, dialguard/cancel.py): the rest is dropped
+                cancel.check()
                 event = q.popleft()
                 if self.on_event is None:
                     continue

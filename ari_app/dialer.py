@@ -180,9 +180,7 @@ class Dialer:
                     waited = True
                 if await cancel.wait_event(self._stop, 1.0):
                     return
-            cancel.check()
             await self._refresh_campaigns()  # takes its campaigns' locks and adopts their calls
-            cancel.check()
             self.ari.start()
             self._started = True
             await self._pace_loop()
@@ -304,7 +302,10 @@ class Dialer:
     async def _pace_loop(self) -> None:
         last_refresh = last_report = last_poll = 0.0
         while not self._stop.is_set():
-            cancel.check()  # a cancel an awaited library call swallowed ends the loop here
+            # a cancel swallowed on its way ends the loop here: psycopg_pool waits for a free
+            # connection under asyncio.wait_for (WaitingClient.wait), which can lose one on 3.11
+            # (dialguard/cancel.py; redis-py's wait_for is replaced, dialguard/redis_cancel.py)
+            cancel.check()
             try:
                 # first: the leases' heartbeat must not wait on PostgreSQL being back
                 await self.pool.refresh()
@@ -446,7 +447,7 @@ class Dialer:
                 free_agents=lines, unbridged=0, ratio=1.0)
             if n <= 0:
                 continue
-            cancel.check()  # cancelled during this tick: no lead claimed
+            cancel.check()  # cancelled during this tick (swallowed by psycopg_pool, above): no lead claimed
             leads = await self.store.claim_due(c.name, n, now, ready_agents=ready,
                                                owned_only=c.pacing_mode == "preview")
             for lead in await self._skip_closed(c, leads, now):

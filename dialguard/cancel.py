@@ -4,16 +4,20 @@ On Python 3.11, asyncio.wait_for(aw, timeout) wraps `aw` in a task of its own; a
 that lands in the event-loop iteration in which that inner task completes is lost:
 wait_for catches the CancelledError, sees the inner task done and returns its result
 (CPython gh-86296; fixed in 3.12 by gh-96764, not backported). redis-py's asyncio
-connection writes every command under wait_for when it has a socket timeout
+connection wrote every command under wait_for when it has a socket timeout
 (redis/asyncio/connection.py, send_packed_command), so a dialer cancelled while it sent
 a Redis command went on ticking, never to end (the CI hang of 2026-12-05; in
 tests/e2e/test_dialer_cancel.py 3 of 150 cancels of a dialer holding a campaign back).
+That one is fixed where it happens: every redis-py asyncio client dialguard builds
+writes under asyncio.timeout (dialguard/redis_cancel.py). psycopg_pool still waits for a
+free connection under wait_for (WaitingClient.wait, AsyncConnectionPool.getconn when
+every connection is busy), so a cancel can still be lost there.
 
 A swallowed cancel leaves its mark: the task's cancelling() count stays above zero
 (only uncancel(), called by asyncio.timeout and TaskGroup when they consume their own
-cancel, brings it down). The dialer's loops look at it at each step (`check`), and wait
-between steps with `wait_event`, which cannot lose a cancel (asyncio.timeout counts the
-cancels asked, gh-102780).
+cancel, brings it down). The dialer's pacing loop looks at it at each step and before
+it claims leads (`check`), and waits between steps with `wait_event`, which cannot
+lose a cancel (asyncio.timeout counts the cancels asked, gh-102780) and checks too.
 """
 
 from __future__ import annotations

@@ -524,27 +524,29 @@ class MetricsServer:
             raise
         self.bound_port = site._server.sockets[0].getsockname()[1]
         if self.refresh:
+            self._stopping = asyncio.Event()
             self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
-        while True:
+        # until stop() sets _stopping: its cancel alone would not end a loop whose
+        # refresh swallowed it (caught it, or a library did: dialguard/cancel.py)
+        while not self._stopping.is_set():
             try:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001
                 log.warning("metrics refresh: %r", exc)
-            # stop()'s cancel, if the refresh's Redis call swallowed it (dialguard/cancel.py):
-            # else stop() would wait on this loop for ever
-            cancel.check()
-            await asyncio.sleep(self.interval)
+            await cancel.wait_event(self._stopping, self.interval)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-            self._task = None
-        if self._runner:
-            await self._runner.cleanup()
-            self._runner = None
+        task, self._task = self._task, None
+        try:
+            if task:
+                self._stopping.set()
+                task.cancel()
+                # the loop's end, whatever it is; a cancel of stop()'s caller goes on to
+                # it (an `except CancelledError` around `await task` would swallow it)
+                await asyncio.wait([task])
+        finally:
+            if self._runner:
+                await self._runner.cleanup()
+                self._runner = None

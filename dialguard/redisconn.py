@@ -61,8 +61,11 @@ def sync_redis(settings: Settings, **kw):
 
 def async_redis(settings: Settings, *, max_connections: int, timeout: float):
     """A redis.asyncio.Redis on the primary with a bounded pool; every socket
-    operation bounded by `timeout` seconds."""
+    operation bounded by `timeout` seconds, none of them able to lose a cancel of the
+    task awaiting it (dialguard.redis_cancel)."""
     import redis.asyncio as aioredis
+
+    from dialguard.redis_cancel import cancel_safe
 
     if not settings.redis_sentinels:
         # A bounded pool: a burst of calls queues for a connection (within the
@@ -70,12 +73,16 @@ def async_redis(settings: Settings, *, max_connections: int, timeout: float):
         pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=max_connections, timeout=timeout,
             socket_timeout=timeout, socket_connect_timeout=timeout)
-        return aioredis.Redis(connection_pool=pool)
+        return aioredis.Redis(connection_pool=cancel_safe(pool))
     from redis.asyncio.sentinel import Sentinel
 
     s = Sentinel(settings.sentinel_addrs(), sentinel_kwargs=_sentinel_kwargs(settings, timeout))
-    return s.master_for(settings.redis_master, max_connections=max_connections, socket_timeout=timeout,
-                        socket_connect_timeout=timeout, **_data_kwargs(settings))
+    for sentinel in s.sentinels:  # asked for the primary within a command's (cancellable) connect
+        cancel_safe(sentinel.connection_pool)
+    r = s.master_for(settings.redis_master, max_connections=max_connections, socket_timeout=timeout,
+                     socket_connect_timeout=timeout, **_data_kwargs(settings))
+    cancel_safe(r.connection_pool)
+    return r
 
 
 def fast_client(settings: Settings, *, timeout: float, connect_timeout: float):

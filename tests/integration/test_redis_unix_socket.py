@@ -118,7 +118,7 @@ async def test_the_guard_decides_and_applies_outcomes_over_the_socket(make_engin
     try:
         # both of the guard's clients reach Redis by its socket, nothing by TCP
         assert eng.fast.path == socket_path() and eng.fast.host == "127.0.0.1" and not eng.fast.sentinels
-        assert eng.redis.connection_pool.connection_class is UnixDomainSocketConnection
+        assert issubclass(eng.redis.connection_pool.connection_class, UnixDomainSocketConnection)
         v = (await agi_call(HOST, srv.bound_port, "check", (NUM, "c1", "a1", "", CID), uniqueid="u.sock.1")).variables
         assert v["DIALGUARD_RESULT"] == "ALLOW" and v["DIALGUARD_CALLERID"] == CID, v
         # the outcome, as the outcome reader applies it from Asterisk's CEL file

@@ -275,8 +275,8 @@ async def swallow_cancel() -> None:
 
 
 async def test_close_ends_the_events_task_when_its_reconcile_swallowed_the_cancel(ari):
-    """close() cancels the events task; a reconcile that swallows that cancel (as redis-py's
-    writes under asyncio.wait_for can on Python 3.11, dialguard/cancel.py) must not leave
+    """close() cancels the events task; a reconcile that swallows that cancel (as psycopg_pool's
+    waits under asyncio.wait_for can on Python 3.11, dialguard/cancel.py) must not leave
     the task waiting on the socket for ever (and close() with it)."""
     entered = asyncio.Event()
 

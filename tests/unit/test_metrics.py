@@ -99,11 +99,9 @@ async def test_health_that_raises_or_hangs_is_503_and_refresh_errors_do_not_stop
         socket.create_connection((HOST, srv.bound_port), timeout=0.5).close()
 
 
-async def test_stop_ends_the_refresh_loop_when_a_refresh_swallowed_the_cancel():
-    """stop() cancels the refresh loop; a refresh whose Redis call swallows that cancel
-    (redis-py writes under asyncio.wait_for, which on Python 3.11 can: dialguard/cancel.py)
-    must not keep the loop going and stop() waiting for ever (a `systemctl stop` of the
-    dialer waiting for its kill timeout)."""
+async def refreshing_server(when_cancelled) -> metrics.MetricsServer:
+    """A started MetricsServer in its first refresh, which awaits `when_cancelled()`
+    when cancelled (returns: the cancel swallowed)."""
     inside = asyncio.Event()
 
     async def health():
@@ -114,14 +112,51 @@ async def test_stop_ends_the_refresh_loop_when_a_refresh_swallowed_the_cancel():
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
-            pass  # swallowed on the way
+            await when_cancelled()
 
     srv = metrics.MetricsServer("127.0.0.1", 0, health, refresh=refresh, interval=0.01)
     await srv.start()
     await asyncio.wait_for(inside.wait(), 5)
+    return srv
+
+
+async def test_stop_ends_the_refresh_loop_when_a_refresh_swallowed_the_cancel():
+    """stop() cancels the refresh loop; a refresh that swallows that cancel (catches it,
+    or a library awaiting with asyncio.wait_for on Python 3.11 does: dialguard/cancel.py)
+    must not keep the loop going and stop() waiting for ever (a `systemctl stop` of the
+    dialer waiting for its kill timeout)."""
+    async def swallowed():
+        pass
+
+    srv = await refreshing_server(swallowed)
     stopping = asyncio.ensure_future(srv.stop())
     done, _ = await asyncio.wait([stopping], timeout=5)
     assert done, "stop() waits on the refresh loop for ever"
+
+
+async def test_a_cancel_of_stops_caller_is_not_swallowed():
+    """stop() awaits the refresh loop's end; a cancel of the task calling stop() meanwhile
+    ends that task (it was taken for the loop's own CancelledError and dropped), and
+    the endpoint is closed all the same."""
+    async def slowly_out():
+        await asyncio.sleep(0.5)  # stop() awaits it
+        raise asyncio.CancelledError
+
+    srv = await refreshing_server(slowly_out)
+    after = []
+
+    async def caller():
+        await srv.stop()
+        after.append("went on after its cancel")
+
+    stopping = asyncio.create_task(caller())
+    for _ in range(5):
+        await asyncio.sleep(0)  # stop() is awaiting the loop
+    stopping.cancel()
+    done, _ = await asyncio.wait([stopping], timeout=5)
+    assert done and stopping.cancelled() and after == []
+    with pytest.raises(OSError):
+        socket.create_connection((HOST, srv.bound_port), timeout=0.5).close()
 
 
 def test_text_format_of_a_few_series():
