@@ -14,6 +14,8 @@ import os
 import time
 from typing import Any, Awaitable, Callable
 
+from dialguard import cancel
+
 log = logging.getLogger("dialguard.agi")
 
 EngineFactory = Callable[[], Awaitable[Any]]
@@ -66,7 +68,7 @@ class EngineProvider:
             if self._failed_at is not None and time.monotonic() - self._failed_at < self.retry_s:
                 raise EngineUnavailable(self._last_error or "engine unavailable")
             try:
-                self.engine = await asyncio.wait_for(self.factory(), create_timeout_s or self.create_timeout_s)
+                self.engine = await cancel.within(create_timeout_s or self.create_timeout_s, self.factory())
             except Exception as exc:
                 self._failed_at = time.monotonic()
                 self._last_error = f"engine could not start: {exc!r}"

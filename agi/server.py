@@ -33,7 +33,7 @@ import os
 import signal
 import sys
 
-from dialguard import metrics
+from dialguard import cancel, metrics
 from dialguard.config import ConfigError, Settings, require_secrets
 from dialguard.config import _env as _config_value
 
@@ -612,7 +612,7 @@ async def _warm(engines: EngineProvider) -> None:
     if warm_up is None:  # a test's fake engine
         return
     try:
-        await asyncio.wait_for(warm_up(), WARMUP_TIMEOUT_S)
+        await cancel.within(WARMUP_TIMEOUT_S, warm_up())
     except Exception as exc:  # noqa: BLE001 - serve anyway: a slow first decision denies (fail closed)
         log.warning("engine warm-up failed: %r", exc)
 

@@ -51,3 +51,11 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+async def within(timeout: float, aw):
+    """`await aw` bounded by `timeout` seconds (TimeoutError past it), for the project's
+    own code instead of asyncio.wait_for: a cancel that lands as `aw` completes raises
+    CancelledError here, where wait_for on 3.11 would return aw's result (see above)."""
+    async with asyncio.timeout(timeout):
+        return await aw

@@ -496,14 +496,14 @@ class MetricsServer:
 
         async def healthz(_request):
             try:
-                ok, why = await asyncio.wait_for(self.health(), 2.0)
+                ok, why = await cancel.within(2.0, self.health())
             except Exception as exc:  # noqa: BLE001
                 ok, why = False, f"health check failed: {exc!r}"
             body = {"ok": ok, "status": "ok" if ok else "down", "detail": why, "time": time.time()}
             if ok and self.degraded is not None:
                 # still serving (200), but something needs an operator soon
                 try:
-                    reasons = await asyncio.wait_for(self.degraded(), 2.0)
+                    reasons = await cancel.within(2.0, self.degraded())
                 except Exception as exc:  # noqa: BLE001
                     reasons = [f"degraded check failed: {exc!r}"]
                 if reasons:
