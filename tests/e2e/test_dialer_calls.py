@@ -163,6 +163,22 @@ async def open_rig(stack, pg_dsn, tmp_path: Path, *, live: bool = False):
         await store.close()
 
 
+async def ended_in_asterisk(rig: Rig, channel_ids: list[str], timeout: float = 30.0) -> None:
+    """Until none of these channels is left in Asterisk (ARI): the calls ended there,
+    whoever ended them (e.g. the dialplan's fallback while no dialer runs)."""
+    from ari_app.client import AriClient
+
+    assert channel_ids
+    ari = AriClient(rig.stack.ari_url, rig.stack.ari_user, rig.stack.ari_password, rig.app)
+    try:
+        deadline = time.monotonic() + timeout
+        while live := {c["id"] for c in await ari.get("channels")} & set(channel_ids):
+            assert time.monotonic() < deadline, f"still up in Asterisk after {timeout:.0f} s: {sorted(live)}"
+            await asyncio.sleep(0.1)
+    finally:
+        await ari.close()
+
+
 async def hang_up_left(rig: Rig, timeout: float = 10.0) -> list[str]:
     """The rig's calls still up in Asterisk once its dialers stopped (a stopping dialer
     hands bridged calls over to the next one), hung up with their agent legs and bridges
