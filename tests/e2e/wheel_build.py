@@ -69,6 +69,13 @@ def build(root: Path, python: str = sys.executable) -> int:
                               cwd=root).returncode
 
 
+def _die_with_parent() -> None:
+    """The build stops when the test process dies without its atexit (SIGTERM, SIGKILL)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Build:
     """One background build: its folder and process."""
 
@@ -76,7 +83,7 @@ class Build:
         self.root = Path(tempfile.mkdtemp(prefix="dialguard-wheel-"))
         self.proc = subprocess.Popen([sys.executable, __file__, str(self.root)], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         atexit.register(self.discard)
 
     def wait(self, timeout: float = 900) -> tuple[int, str]:
