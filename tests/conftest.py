@@ -266,6 +266,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, suite))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """test_installed_wheel's wheel and venv: built in the background from now on, beside
+    the tests before it (tests/e2e/wheel_build.py), when the session runs it."""
+    import wheel_build
+
+    if not session.config.getoption("collectonly"):
+        wheel_build.start_if_wanted([item.nodeid for item in session.items])
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """make test starts its shifted pass at the first e2e test (tests/e2e/shifted_pass.py)."""
     from shifted_pass import e2e_started

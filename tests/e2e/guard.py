@@ -55,6 +55,20 @@ def cdr_calls(path: Path, offset: int) -> list[dict[str, str]]:
                                                        for x in (r.get("uniqueid") or "0.0").split(".", 1)))
 
 
+def channel_names(core_show_channels: str) -> set[str] | None:
+    """The channel names in the output of Asterisk's `core show channels`
+    (PJSIP/carrier-0000002a...); None when it is not that output (no answer)."""
+    if "active channel" not in core_show_channels:
+        return None
+    return {words[0] for words in map(str.split, core_show_channels.splitlines()) if words and "/" in words[0]}
+
+
+def idle(before: set[str], now: set[str] | None) -> bool:
+    """No channel left but those that were up before (another caller's calls on the
+    PBX, a call a test left up): every call placed since has hung up."""
+    return now is not None and now <= before
+
+
 def tag() -> str:
     """A short random name part: e2e-<tag> campaigns and agents are this test's own."""
     return uuid.uuid4().hex[:8]

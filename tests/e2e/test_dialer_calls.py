@@ -151,6 +151,7 @@ async def open_rig(stack, pg_dsn, tmp_path: Path, *, live: bool = False):
         await r.stop_all()
         for name in r.campaign_names:  # no dialer (the stack's either) picks them up later
             await store.set_state(name, "stopped")
+        await hang_up_left(r)
         carrier.stop(grace=3)
         agents.stop(grace=3)
         if prefix:
@@ -160,6 +161,59 @@ async def open_rig(stack, pg_dsn, tmp_path: Path, *, live: bool = False):
                 await engine.redis.delete(engine.keys.campaign(name), engine.keys.pool(name))
         await engine.close()
         await store.close()
+
+
+async def ended_in_asterisk(rig: Rig, channel_ids: list[str], timeout: float = 30.0) -> None:
+    """Until none of these channels is left in Asterisk (ARI): the calls ended there,
+    whoever ended them (e.g. the dialplan's fallback while no dialer runs)."""
+    from ari_app.client import AriClient
+
+    assert channel_ids
+    ari = AriClient(rig.stack.ari_url, rig.stack.ari_user, rig.stack.ari_password, rig.app)
+    try:
+        deadline = time.monotonic() + timeout
+        while live := {c["id"] for c in await ari.get("channels")} & set(channel_ids):
+            assert time.monotonic() < deadline, f"still up in Asterisk after {timeout:.0f} s: {sorted(live)}"
+            await asyncio.sleep(0.1)
+    finally:
+        await ari.close()
+
+
+async def hang_up_left(rig: Rig, timeout: float = 10.0) -> list[str]:
+    """The rig's calls still up in Asterisk once its dialers stopped (a stopping dialer
+    hands bridged calls over to the next one), hung up with their agent legs and bridges
+    while the SIPp phones still answer the BYEs: killed SIPp never hang up, the channels
+    then stayed up for the rest of the session (each wave of test_zy_demo waited its 10 s
+    for an Asterisk without channels). Returns the channels hung up."""
+    from ari_app.client import AriClient, AriError
+
+    ours = {c["channel_id"][4:] for name in rig.campaign_names for c in await rig.calls(name)
+            if c["channel_id"].startswith("dgc-")}
+    if not ours:
+        return []
+    ari = AriClient(rig.stack.ari_url, rig.stack.ari_user, rig.stack.ari_password, rig.app)
+    try:
+        left = [c["id"] for c in await ari.get("channels") if c["id"][:4] in ("dgc-", "dga-") and c["id"][4:] in ours]
+        for cid in left:
+            try:
+                await ari.delete(f"channels/{cid}")
+            except AriError as exc:
+                if exc.status != 404:  # 404: ended meanwhile
+                    raise
+        deadline = time.monotonic() + timeout
+        while left and {c["id"] for c in await ari.get("channels")} & set(left):
+            assert time.monotonic() < deadline, f"channels {left} still up {timeout:.0f} s after their hangup"
+            await asyncio.sleep(0.05)
+        for b in await ari.get("bridges"):
+            if b["id"].startswith("dgb-") and b["id"][4:] in ours:
+                try:
+                    await ari.delete(f"bridges/{b['id']}")
+                except AriError as exc:
+                    if exc.status != 404:
+                        raise
+        return left
+    finally:
+        await ari.close()
 
 
 @pytest.fixture
@@ -379,3 +433,25 @@ async def test_lead_region_reaches_the_decision(rig):
     assert leads[there]["next_eligible_at"] == datetime(2026, 11, 24, 1, tzinfo=UTC)
     assert [c["number"] for c in await rig.calls(camp)] == [here]  # no call row: no decision
     assert [i.number for i in invites(rig.carrier) if i.number in (here, there)] == [here]
+
+
+async def test_the_rig_leaves_no_call_up_in_asterisk(stack, pg_dsn, redis_url, tmp_path, asterisk):
+    """A stopping dialer hands its bridged calls over (they stay up in Asterisk); the rig's
+    teardown hangs them up while its SIPp phones still answer, instead of killing the
+    phones with the call up (the channels then stayed up for the rest of the session)."""
+    import json
+
+    async with open_rig(stack, pg_dsn, tmp_path) as r:
+        n = number("55")  # answers ~3 s in, hangs up 8 s after its answer: still up at the teardown
+        camp = await r.campaign([n], ring_timeout_s=15)
+        d = r.start(camp, ["agent1"])
+        deadline = time.monotonic() + 20
+        while not d.stats["bridged"]:
+            assert time.monotonic() < deadline, d.stats
+            await asyncio.sleep(0.05)
+        [c] = await r.calls(camp)
+        ours = {c["channel_id"], "dga-" + c["channel_id"][4:]}
+        live = {ch["id"] for ch in json.loads(asterisk.ari_get("/ari/channels"))}
+        assert ours <= live  # customer and agent leg bridged
+    live = {ch["id"] for ch in json.loads(asterisk.ari_get("/ari/channels"))}
+    assert not ours & live, live

@@ -19,7 +19,7 @@ import time
 from datetime import timedelta
 
 from sipp import _log_lines, log_time
-from test_dialer_calls import NOW, number, rig, rtp_sink_port  # noqa: F401  (fixture)
+from test_dialer_calls import NOW, ended_in_asterisk, number, rig, rtp_sink_port  # noqa: F401  (fixture)
 from test_dialer_restart import DialerProcess, outcome_records
 
 QUIET = timedelta(hours=72)
@@ -139,7 +139,8 @@ async def test_sigkill_with_calls_ringing_answered_calls_abandoned_lawfully(rig,
     try:
         await wait_calls(rig, camp, 3, "originated")
         d.kill()  # ringing: they answer ~3 s later, with no dialer
-        await asyncio.sleep(8)
+        # the dialplan's fallback plays the message and hangs up (was: a fixed 8 s)
+        await ended_in_asterisk(rig, [c["channel_id"] for c in await rig.calls(camp)])
         assert not [c for c in await rig.calls(camp) if c["state"] == "ended"]  # nobody recorded them yet
         d.start()
         await rig.settle(camp, timeout=40)
@@ -169,8 +170,8 @@ async def test_sigterm_waits_for_ringing_calls_and_bridges_them(rig, tmp_path):
         rows = await rig.calls(camp)
         assert sorted(c["state"] for c in rows) == ["bridged", "bridged"], (rows, d.output())
         assert 2.0 < stopped_in < 8.0 + 5, stopped_in
-        # the callees hang up 8 s after their answer, while no dialer runs
-        await asyncio.sleep(9)
+        # the callees hang up 8 s after their answer, while no dialer runs (was: a fixed 9 s)
+        await ended_in_asterisk(rig, [c["channel_id"] for c in rows])
         d.start()  # adopts the bridged calls, finds them ended
         await rig.settle(camp, timeout=40)
     finally:
@@ -197,7 +198,8 @@ async def test_sigterm_bound_then_restart_ringing_calls_abandoned_not_dropped(ri
     try:
         await wait_calls(rig, camp, 2, "originated")
         d.stop()
-        await asyncio.sleep(7)
+        # they answer while no dialer runs: the fallback's message, hangup (was: a fixed 7 s)
+        await ended_in_asterisk(rig, [c["channel_id"] for c in await rig.calls(camp)])
         d.start()
         await rig.settle(camp, timeout=40)
         await redial_after_retry(rig, camp, d)
@@ -269,7 +271,9 @@ async def test_sigkill_between_answer_and_bridge_message_from_asterisk_within_2s
     try:
         await wait_calls(rig, camp, 1, "answered", timeout=30)
         d.kill()
-        await asyncio.sleep(8)  # no dialer: Asterisk alone plays the message and hangs up
+        [c] = await rig.calls(camp)
+        # no dialer: Asterisk alone plays the message and hangs up (was: a fixed 8 s)
+        await ended_in_asterisk(rig, [c["channel_id"]])
         [c] = await rig.calls(camp)
         assert c["state"] == "answered", c  # nobody recorded it yet
         [(_, port, at)] = [x for x in carrier_answers(rig) if "+" + x[0].lstrip("+") == n]

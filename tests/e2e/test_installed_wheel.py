@@ -4,16 +4,16 @@ the dialplan into a configuration folder (twice: the second run changes
 nothing) and whose FastAGI server answers the dev Asterisk's checks, on the dev
 stack's Redis and PostgreSQL, as it would on an existing PBX.
 
-Slow (builds a wheel and installs its dependencies: about a minute).
+Slow (builds a wheel and installs its dependencies: about 90 s), so the build
+starts in the background when the session collects this module
+(tests/e2e/wheel_build.py) and runs beside the integration tests.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import subprocess
-import sys
 import time
 import zipfile
 from collections import Counter
@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+import wheel_build
 from guard import REPO_ROOT, dialguard, numbers, place_calls, render, scenario, tag
+from wheel_build import clean_env
 
 SHIPPED = ("extensions_dialguard.conf", "extensions_dialguard_freepbx.conf", "extensions_dialguard_vicidial.conf")
 
@@ -30,19 +32,6 @@ def run(*cmd, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
     assert out.returncode == 0, f"{' '.join(map(str, cmd))} exited {out.returncode}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
-
-
-def clean_env() -> dict[str, str]:
-    """The stack's settings, without anything that would import this checkout."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-    return env
-
-
-def real_clock(env: dict[str, str]) -> dict[str, str]:
-    """env on the real clock, for pip: it fetches over TLS, whose certificates are
-    checked against the clock, and `make test-dates` shifts it (libfaketime)."""
-    return {k: v for k, v in env.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
 
 
 def stack_server_settings(stack) -> dict[str, str]:
@@ -65,19 +54,19 @@ def digest(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """bin/ of a fresh venv with the built wheel installed."""
-    root = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", REPO_ROOT, "--no-deps", "-q", "-w", root / "dist", cwd=root,
-        env=real_clock(dict(os.environ)))
+def installed() -> Path:
+    """bin/ of a fresh venv with the built wheel installed (tests/e2e/wheel_build.py: built
+    in the background from the session's collection on; waited for here)."""
+    build = wheel_build.get()
+    rc, log = build.wait()
+    assert rc == 0, f"building the wheel and its venv failed (exit {rc}):\n{log}"
+    root = build.root
     (wheel,) = (root / "dist").glob("dialguard-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for part in [*(f"dialguard/asterisk/{n}" for n in SHIPPED), "dialguard/decision/lua/decide.lua",
                  "dialguard/packs/cn-default.yaml", "dialguard/sql/010_audit.sql",
                  "dialguard/loadtest/uac.xml", "dialguard/loadtest/uas.xml"]:
         assert part in names, f"{part} missing from {wheel.name}"
-    run("python3", "-m", "venv", root / "venv", env=real_clock(clean_env()))
-    run(root / "venv" / "bin" / "pip", "install", "-q", wheel, env=real_clock(clean_env()), cwd=root)
     where = run(root / "venv" / "bin" / "python", "-c", "import dialguard, agi; print(dialguard.__file__, agi.__file__)",
                 env=clean_env(), cwd=root).stdout
     assert str(REPO_ROOT) not in where and str(root / "venv") in where, where
