@@ -711,7 +711,9 @@ class Lifecycle:
         first = await self._retry(lambda: self.store.end_call(call.channel_id, result=result, hangup_cause=cause,
                                                               talk_s=talk_s, ended_at=ended_at, **extra))
         if call.answered_at is not None or trace is not None:  # the dialplan left a trace: clear it
-            await quiet(self.ari.post("asterisk/variable", variable=fallback_var(call.channel_id), value=""))
+            # no value: Asterisk deletes the global (value="" would keep an empty one for good,
+            # one a call: globals are a list every ${VAR} that is not the channel's walks)
+            await quiet(self.ari.post("asterisk/variable", variable=fallback_var(call.channel_id)))
         # free the agent and the bridge
         if call.agent_channel:
             self.agent_legs.pop(call.agent_channel, None)

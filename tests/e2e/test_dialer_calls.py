@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from ari_app.dialer import Dialer, DialerConfig
+from ari_app.lifecycle import fallback_var
 from fakes.dialer_db import ensure_schema
 from dialguard.campaigns.leads import Lead
 from dialguard.campaigns.store import Store
@@ -226,7 +227,7 @@ def invites(sipp: Sipp) -> list:
     return parse_uas_log(sipp._path("log"))
 
 
-async def test_answer_bridged_busy_and_no_answer_rescheduled(rig):
+async def test_answer_bridged_busy_and_no_answer_rescheduled(rig, asterisk):
     answer, busy, silent = number("00"), number("86"), number("99")
     camp = await rig.campaign([answer, busy, silent])
     d = rig.start(camp, ["agent1"])
@@ -246,6 +247,11 @@ async def test_answer_bridged_busy_and_no_answer_rescheduled(rig):
         assert leads[n]["state"] == "pending" and leads[n]["attempts"] == 1
         assert leads[n]["next_eligible_at"] == NOW + timedelta(seconds=3600)  # rescheduled, not dialed again
     assert all(c["outcome_reported"] for c in calls.values())
+    # the dialplan's trace of the answered call (extensions_dialguard.conf [dialguard-dialer] h)
+    # is deleted once read, not left behind as an empty global: one a call, for good, in a
+    # list that every global look-up of every call walks
+    trace = fallback_var(c["channel_id"])
+    assert trace not in asterisk.rx("dialplan show globals")
 
     # what the wires saw: one INVITE per lead with the decision's caller ID, one agent leg
     seen = invites(rig.carrier)
