@@ -61,6 +61,7 @@ class Call:
     state: str = "reserved"  # reserved, originated, answered, bridged, ended
     caller_id: str | None = None
     max_duration_s: int = 0
+    originated_at: float | None = None  # monotonic, when Asterisk took the originate
     answered_at: float | None = None  # monotonic
     bridged_at: float | None = None
     deadline: datetime | None = None  # wall clock: answered + max_duration_s (stored, survives a restart)

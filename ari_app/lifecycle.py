@@ -48,6 +48,19 @@ def fallback_var(cid: str) -> str:
     return "DGAB_" + cid.split("-", 1)[-1]
 
 
+def end_var(cid: str) -> str:
+    """The global the hangup handler [dialguard-dialer-end] writes for channel `cid`: the
+    Q.850 cause of a call never answered that ended within 2 s (extensions_dialguard.conf)."""
+    return "DGNA_" + cid.split("-", 1)[-1]
+
+
+# The handler writes end_var for calls ending within 2 s of their start; the dialer
+# deletes it for the unanswered calls it saw end within this many seconds of the
+# originate (its clock starts before Asterisk's), or never saw end at all.
+END_VAR_WINDOW_S = 10.0
+END_HANDLER = "dialguard-dialer-end,s,1"
+
+
 def parse_trace(value: str | None) -> tuple[datetime, datetime, str] | None:
     """"answered/ended/how" (epoch seconds) -> (answered, ended, how); None when unset or bad."""
     parts = (value or "").split("/")
@@ -112,6 +125,16 @@ class Lifecycle:
                 return None
             raise
         return parse_trace(r.get("value") if isinstance(r, dict) else None)
+
+    async def end_cause(self, cid: str) -> int | None:
+        """The Q.850 cause [dialguard-dialer-end] left for a call never answered that ended
+        within 2 s; None: none left (or Asterisk unreachable)."""
+        try:
+            r = await self.ari.get("asterisk/variable", variable=end_var(cid))
+        except (AriError, AriUnavailable):
+            return None
+        value = r.get("value") if isinstance(r, dict) else None
+        return int(value) if value and value.isdigit() and len(value) <= 3 else None
 
     async def drain(self, bound_s: float, heartbeat) -> None:
         """A stopping dialer (SIGTERM) places no new call and gives its calls up to
@@ -326,9 +349,12 @@ class Lifecycle:
         body = {"variables": {"DIALGUARD_DECISION_ID": d.decision_id, "DIALGUARD_CAMPAIGN": camp.name,
                               "DIALGUARD_APP": self.cfg.app,
                               "DIALGUARD_ABANDON_SOUND": sound_of(self.abandon_media(camp.name)),
-                              "CDR(campaign)": camp.name, "CDR(dialguard_decision_id)": d.decision_id}}
+                              "CDR(campaign)": camp.name, "CDR(dialguard_decision_id)": d.decision_id,
+                              # how a call rejected before watch_call subscribed ended
+                              "CHANNEL(hangup_handler_push)": END_HANDLER}}
         ok = await self._originate(call.channel_id, params, body)
         if ok:
+            call.originated_at = time.monotonic()
             self.stats["originated"] += 1
             if not await self.watch_call(call):
                 return  # ended before we could subscribe: finalized
@@ -672,6 +698,15 @@ class Lifecycle:
                 trace = await self.fallback_trace(call.channel_id)
             except AriUnavailable:
                 trace = None
+        # a call never answered: its cause from the hangup handler if we never saw it end
+        # (vanished: rejected before watch_call subscribed); that global deleted either way
+        end_noted = (not failed and trace is None and call.answered_at is None
+                     and (vanished or (call.originated_at is not None
+                                       and time.monotonic() - call.originated_at < END_VAR_WINDOW_S)))
+        if end_noted and vanished and cause is None:
+            cause = await self.end_cause(call.channel_id)
+            if cause is not None:
+                vanished = False  # its end is known after all
         answered_wall = None
         if trace is not None:
             answered_wall, ended_at, how = trace
@@ -710,6 +745,8 @@ class Lifecycle:
         # it): its outcome is not reported a second time
         first = await self._retry(lambda: self.store.end_call(call.channel_id, result=result, hangup_cause=cause,
                                                               talk_s=talk_s, ended_at=ended_at, **extra))
+        if end_noted:
+            await quiet(self.ari.post("asterisk/variable", variable=end_var(call.channel_id)))
         if call.answered_at is not None or trace is not None:  # the dialplan left a trace: clear it
             # no value: Asterisk deletes the global (value="" would keep an empty one for good,
             # one a call: globals are a list every ${VAR} that is not the channel's walks)

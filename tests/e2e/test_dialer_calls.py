@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ari_app.dialer import Dialer, DialerConfig
-from ari_app.lifecycle import fallback_var
+from ari_app.lifecycle import Lifecycle, end_var, fallback_var
 from fakes.dialer_db import ensure_schema
 from dialguard.campaigns.leads import Lead
 from dialguard.campaigns.store import Store
@@ -264,6 +264,39 @@ async def test_answer_bridged_busy_and_no_answer_rescheduled(rig, asterisk):
     req = DecisionRequest(number=busy, campaign=camp, agent="x")
     assert (await rig.engine.decide(req)).allowed  # second attempt
     assert "attempt_cap" in (await rig.engine.decide(req)).reasons
+
+
+async def test_a_reject_in_milliseconds_keeps_its_cause(rig, asterisk, monkeypatch):
+    # The carrier's 486 without ringing (...84), twice: once seen by the dialer's
+    # subscription, once ended before it (the subscription delayed 0.5 s, as on a loaded
+    # dialer host): the dialplan's hangup handler [dialguard-dialer-end] left the cause,
+    # which the dialer reads instead of recording a vanished call as no_answer.
+    seen, unseen = number("84"), number("84")
+    camp = await rig.campaign([seen])
+    rig.start(camp, ["agent1"])
+    leads = await rig.settle(camp)
+    calls = {c["number"]: c for c in await rig.calls(camp)}
+    await rig.stop_all()
+
+    watch = Lifecycle.watch_call
+
+    async def late_watch(self, call):
+        await asyncio.sleep(0.5)
+        return await watch(self, call)
+
+    monkeypatch.setattr(Lifecycle, "watch_call", late_watch)
+    camp2 = await rig.campaign([unseen])
+    d = rig.start(camp2, ["agent1"])
+    leads.update(await rig.settle(camp2))
+    calls.update({c["number"]: c for c in await rig.calls(camp2)})
+
+    assert d.stats["reconciled_ended"] == 1  # it did end before the subscription
+    globals_ = asterisk.rx("dialplan show globals")
+    for n in (seen, unseen):
+        assert (calls[n]["result"], calls[n]["hangup_cause"]) == ("busy", 17), calls[n]
+        assert leads[n]["state"] == "pending" and leads[n]["attempts"] == 1
+        # read or not, the handler's global is deleted, not left for good
+        assert end_var(calls[n]["channel_id"]) not in globals_
 
 
 async def test_dialer_watches_its_own_channels_not_the_trunk(rig):
