@@ -43,15 +43,20 @@ def sound_of(media: str | None) -> str:
     return media[len("sound:"):] if media.startswith("sound:") else media
 
 
+def channel_global(prefix: str, cid: str) -> str:
+    """The global the dialplan writes for channel `cid` (its id without the `dgc-`)."""
+    return prefix + cid.split("-", 1)[-1]
+
+
 def fallback_var(cid: str) -> str:
     """The global the dialplan's fallback writes for channel `cid` (extensions_dialguard.conf)."""
-    return "DGAB_" + cid.split("-", 1)[-1]
+    return channel_global("DGAB_", cid)
 
 
 def end_var(cid: str) -> str:
     """The global the hangup handler [dialguard-dialer-end] writes for channel `cid`: the
     Q.850 cause of a call never answered that ended within 2 s (extensions_dialguard.conf)."""
-    return "DGNA_" + cid.split("-", 1)[-1]
+    return channel_global("DGNA_", cid)
 
 
 # The handler writes end_var for calls ending within 2 s of their start; the dialer
@@ -114,26 +119,34 @@ class Lifecycle:
             await self.finalize(call, cause=None, vanished=True)
         return False
 
-    async def fallback_trace(self, cid: str) -> tuple[datetime, datetime, str] | None:
-        """(answered, ended, how) of an answered call as the dialplan recorded it at hangup
-        (how: "stasis", handled by a dialer, or "fallback", abandoned by the dialplan
-        with no dialer to take it); None: not answered, or not ended yet."""
+    async def read_global(self, name: str) -> str | None:
+        """An Asterisk global's value; None when unset (or the name refused)."""
         try:
-            r = await self.ari.get("asterisk/variable", variable=fallback_var(cid))
+            r = await self.ari.get("asterisk/variable", variable=name)
         except AriError as exc:
             if exc.status in (400, 404):
                 return None
             raise
-        return parse_trace(r.get("value") if isinstance(r, dict) else None)
+        return r.get("value") if isinstance(r, dict) else None
+
+    async def delete_global(self, name: str) -> None:
+        """Delete an Asterisk global: an ARI set without a value (with value="" an empty
+        one would stay, for good, in the list every global look-up walks)."""
+        await quiet(self.ari.post("asterisk/variable", variable=name))
+
+    async def fallback_trace(self, cid: str) -> tuple[datetime, datetime, str] | None:
+        """(answered, ended, how) of an answered call as the dialplan recorded it at hangup
+        (how: "stasis", handled by a dialer, or "fallback", abandoned by the dialplan
+        with no dialer to take it); None: not answered, or not ended yet."""
+        return parse_trace(await self.read_global(fallback_var(cid)))
 
     async def end_cause(self, cid: str) -> int | None:
         """The Q.850 cause [dialguard-dialer-end] left for a call never answered that ended
         within 2 s; None: none left (or Asterisk unreachable)."""
         try:
-            r = await self.ari.get("asterisk/variable", variable=end_var(cid))
+            value = await self.read_global(end_var(cid))
         except (AriError, AriUnavailable):
             return None
-        value = r.get("value") if isinstance(r, dict) else None
         return int(value) if value and value.isdigit() and len(value) <= 3 else None
 
     async def drain(self, bound_s: float, heartbeat) -> None:
@@ -746,11 +759,9 @@ class Lifecycle:
         first = await self._retry(lambda: self.store.end_call(call.channel_id, result=result, hangup_cause=cause,
                                                               talk_s=talk_s, ended_at=ended_at, **extra))
         if end_noted:
-            await quiet(self.ari.post("asterisk/variable", variable=end_var(call.channel_id)))
+            await self.delete_global(end_var(call.channel_id))
         if call.answered_at is not None or trace is not None:  # the dialplan left a trace: clear it
-            # no value: Asterisk deletes the global (value="" would keep an empty one for good,
-            # one a call: globals are a list every ${VAR} that is not the channel's walks)
-            await quiet(self.ari.post("asterisk/variable", variable=fallback_var(call.channel_id)))
+            await self.delete_global(fallback_var(call.channel_id))
         # free the agent and the bridge
         if call.agent_channel:
             self.agent_legs.pop(call.agent_channel, None)
