@@ -18,7 +18,8 @@ from dialguard.decision.models import LIFTABLE
 def lua_strings(items) -> str:
     """A Lua list of strings (the items: names of [a-z_] only, checked), in a stable order."""
     items = sorted(items)
-    assert all(i and set(i) <= set("abcdefghijklmnopqrstuvwxyz_") for i in items), items
+    if not all(i and set(i) <= set("abcdefghijklmnopqrstuvwxyz_") for i in items):
+        raise ValueError(f"not a Lua-safe name: {items}")  # not an assert: kept under python -O
     return ", ".join(f"'{i}'" for i in items)
 
 
@@ -32,7 +33,8 @@ class Script:
         self.source = resources.files("dialguard.decision.lua").joinpath(f"{name}.lua").read_text()
         for marker, text in (fill or {}).items():
             m = "{--[[" + marker + "]]}"
-            assert self.source.count(m) == 1, (name, marker)
+            if self.source.count(m) != 1:
+                raise ValueError(f"{name}.lua: marker {marker} not found exactly once")
             self.source = self.source.replace(m, "{" + text + "}")
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
