@@ -47,6 +47,11 @@ class AriUnavailable(Exception):
     """The HTTP request could not be sent or answered (connection, timeout)."""
 
 
+class AriClosed(AriUnavailable):
+    """This client was closed: its owner is stopping (a dying dialer must not act on a
+    call it can no longer reach; the next dialer adopts it)."""
+
+
 def event_key(event: dict) -> str:
     """The ordering key of an event: its channel, else its bridge, else global."""
     ch = event.get("channel")
@@ -105,7 +110,7 @@ class AriClient:
     # -- session -------------------------------------------------------------------
     def _sess(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise AriUnavailable("client closed")
+            raise AriClosed("client closed")
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size)
             self._session = aiohttp.ClientSession(

@@ -26,7 +26,7 @@ from ari_app import metrics as m
 from ari_app.agents import AgentPool
 from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call, cause_of, not_answered_result,
                            quiet, sip_of)
-from ari_app.client import AriError, AriUnavailable
+from ari_app.client import AriClosed, AriError, AriUnavailable
 from dialguard.campaigns.disposition import parse_disposition
 from dialguard.campaigns.retry import next_try, parse_rules
 from dialguard.campaigns.store import Campaign, Store
@@ -487,6 +487,8 @@ class Lifecycle:
                 await self.ari.post(f"channels/{ch}/variable", variable="DIALGUARD_STASIS_APP", value=self.cfg.app)
                 await self.ari.post(f"channels/{ch}/continue", context="dialguard-amd", extension="s", priority=1)
                 return
+            except AriClosed:  # stopping: the next dialer adopts the answered call
+                return
             except (AriError, AriUnavailable) as exc:  # no detection: treated as a person
                 log.warning("call %s: AMD not started (%s): offered to an agent", ch, exc)
                 call.amd = "NOTSTARTED"
@@ -579,6 +581,8 @@ class Lifecycle:
             await self.ari.post(f"channels/{call.agent_channel}", None, endpoint=agent.dial, app=self.cfg.app,
                                 appArgs=f"agent,{ch}", timeout=max(1, int(left + 0.999)),
                                 callerId=call.lead["number"])
+        except AriClosed:  # stopping: the next dialer adopts the call and its agent's lease
+            return
         except (AriError, AriUnavailable) as exc:
             log.warning("call %s: cannot reach agent %s: %s", ch, agent.name, exc)
             await self._abandon(call)

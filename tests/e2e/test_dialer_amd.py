@@ -90,11 +90,24 @@ async def test_dialer_restart_during_detection(amd_rig):
     n = number("55")
     camp = await rig.campaign([n], amd=True, amd_action="hangup", retry_rules="amd=1d/1")
     rig.start(camp, ["amdagent5"])
+    from ari_app.client import AriClient
+
+    # killed once AMD() listens (about 4 s of greeting), not merely once the answer is
+    # stored: killed between the two, the call is answered with no detection and the
+    # next dialer lawfully abandons it (CI, 2026-12-06: a kill landed there under load)
+    ari = AriClient(rig.stack.ari_url, rig.stack.ari_user, rig.stack.ari_password, rig.app)
     deadline = time.monotonic() + 20
-    while not [c for c in await rig.calls(camp) if c["answered_at"] is not None]:
-        assert time.monotonic() < deadline, "the machine never answered"
-        await asyncio.sleep(0.05)
-    _, task = rig.dialers.pop()  # answered: AMD() is listening (about 4 s of greeting)
+    try:
+        while True:
+            assert time.monotonic() < deadline, "AMD() never started on the machine's call"
+            ids = {c["channel_id"] for c in await rig.calls(camp) if c["answered_at"] is not None}
+            if any(ch["id"] in ids and (ch.get("dialplan") or {}).get("context") == "dialguard-amd"
+                   for ch in await ari.get("channels")):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await ari.close()
+    _, task = rig.dialers.pop()
     await die(task)
     d2 = rig.start(camp, ["amdagent5"])
     leads = await rig.settle(camp, timeout=60)
@@ -103,3 +116,45 @@ async def test_dialer_restart_during_detection(amd_rig):
     assert invites(rig.agents) == []
     assert leads[n]["state"] == "done" and leads[n]["attempts"] == 1, leads[n]
     assert d2.stats["machines"] == 1 and d2.stats["abandoned"] == 0  # the new dialer heard the verdict
+
+
+async def test_dialer_dying_between_the_answer_and_detection(amd_rig):
+    """The dialer's close lands while it stores the answer (its cancel swallowed on the
+    way, as psycopg_pool's waits can): the dying dialer neither offers the call to an
+    agent nor abandons it; the next one adopts an answered call that no AMD() listens
+    to, too late to bridge lawfully, and abandons it. Nobody is ever bridged."""
+    import asyncio
+
+    rig = amd_rig
+    n = number("55")
+    camp = await rig.campaign([n], amd=True, amd_action="hangup", retry_rules="amd=1d/1")
+    d1 = rig.start(camp, ["amdagent6"])
+    _, task = rig.dialers.pop()
+    real_update = rig.store.update_call
+    closed = asyncio.Event()
+
+    async def update_then_close(ch, **fields):
+        await real_update(ch, **fields)
+        if fields.get("state") == "answered" and not closed.is_set():
+            rig.store.update_call = real_update
+            d1.ari._closed = True  # what close() sets; its cancel of this handler is lost
+            closed.set()
+
+    rig.store.update_call = update_then_close
+    try:
+        await asyncio.wait_for(closed.wait(), 30)
+        await asyncio.sleep(0.5)  # the handler goes on past its lost cancel
+        [call] = d1.calls.values()
+        # not offered (no agent sought, no bridge deadline), not abandoned
+        assert [t.get_coro().__name__ for t in call.tasks] == ["_max_duration"], call.tasks
+        assert not call.abandoned and call.amd == "pending", call
+        assert d1.stats["abandoned"] == 0 and d1.pool.agents["amdagent6"].call is None
+    finally:
+        rig.store.update_call = real_update
+        await die(task)
+    d2 = rig.start(camp, ["amdagent6"])
+    leads = await rig.settle(camp, timeout=60)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "abandoned" and c["bridged_at"] is None and c["outcome_reported"], c
+    assert invites(rig.agents) == []
+    assert d2.stats["abandoned"] == 1 and leads[n]["attempts"] == 1, (d2.stats, leads[n])
