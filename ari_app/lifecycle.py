@@ -64,6 +64,10 @@ def end_var(cid: str) -> str:
 # originate (its clock starts before Asterisk's), or never saw end at all.
 END_VAR_WINDOW_S = 10.0
 END_HANDLER = "dialguard-dialer-end,s,1"
+# Asterisk's own cut of a bridged call (TIMEOUT(absolute)) comes this long after the
+# dialer's: the dialer's cut is the one that normally ends the call; Asterisk's is for
+# a dialer that died.
+LIMIT_MARGIN_S = 0.5
 
 
 def parse_trace(value: str | None) -> tuple[datetime, datetime, str] | None:
@@ -547,6 +551,27 @@ class Lifecycle:
         await quiet(self.ari.post(f"channels/{call.channel_id}/variable", variable="TIMEOUT(absolute)",
                                   value=value))
 
+    async def _limit_in_asterisk(self, call: Call) -> None:
+        """At the agent's answer the dead man gives way to the call's maximum duration,
+        kept by Asterisk itself on both legs (TIMEOUT(absolute), LIMIT_MARGIN_S after
+        this dialer's own cut): a dialer that dies during the conversation, not taken
+        over in time, cannot let the call run past its limit. The customer's leg then
+        leaves Stasis for the `T` extension, which hangs up (DG_CUT_AT_LIMIT); the
+        agent's, originated into Stasis, is hung up as it leaves. No limit: disarmed."""
+        if call.deadline is None:
+            await self._dead_man(call, False)
+            return
+        left = (call.deadline - datetime.now(UTC)).total_seconds() + LIMIT_MARGIN_S
+        value = f"{max(0.05, left):.3f}"
+        call.dead_man = False
+        # the timeout before the flag: the dead man (abandon message) disarmed first
+        await quiet(self.ari.post(f"channels/{call.channel_id}/variable", variable="TIMEOUT(absolute)",
+                                  value=value))
+        await quiet(self.ari.post(f"channels/{call.channel_id}/variable", variable="DG_CUT_AT_LIMIT", value="1"))
+        if call.agent_channel:
+            await quiet(self.ari.post(f"channels/{call.agent_channel}/variable", variable="TIMEOUT(absolute)",
+                                      value=value))
+
     async def _connect_agent(self, call: Call) -> None:
         """Lease a free agent, waiting for one until the bridge deadline leaves too
         little time to answer; then bridge the customer and call the agent."""
@@ -592,7 +617,8 @@ class Lifecycle:
         if call is None or call.abandoned or call.finalizing or call.agent_channel != ach:
             await quiet(self.ari.delete(f"channels/{ach}"))
             return
-        await self._dead_man(call, False)  # first: the customer must stay in Stasis for the agent
+        # first: the customer must stay in Stasis for the agent (the dead man disarmed)
+        await self._limit_in_asterisk(call)
         try:
             await self.ari.post(f"bridges/{call.bridge_id}/addChannel", channel=ach)
         except (AriError, AriUnavailable) as exc:

@@ -126,15 +126,67 @@ async def test_bridged_call_cut_at_its_limit_after_sigkill(rig, tmp_path):
         d.kill()
         assert (datetime.now(UTC) - row["answered_at"]).total_seconds() < limit - 4, "killed too late"
         d.start()
+        # the new process's start alone took 5 s on a loaded CI machine: up before the
+        # deadline, it cuts the call itself; later, Asterisk's own cut has ended it
+        connected = await wait_log(d, "ARI events connected", timeout=30)
         leads = await rig.settle(camp, timeout=40)
     finally:
         d.stop()
     [c] = await rig.calls(camp)
     held = (c["ended_at"] - c["answered_at"]).total_seconds()
     assert limit - 0.3 <= held <= limit + 1.0, (held, d.output())
+    if connected < row["hangup_deadline"] - timedelta(seconds=1):
+        assert "reached its maximum duration" in d.output(), d.output()
     assert c["result"] == "conversation" and c["outcome_reported"], c
     assert leads[n]["state"] == "done" and leads[n]["attempts"] == 1
     assert len(await outcome_records(rig, c["channel_id"])) == 1
+
+
+async def without_asterisks_limit(rig, customer: str) -> None:
+    """Clears the TIMEOUT(absolute) the dialer set on both legs at the bridge: the call
+    of a dialer that could not set it, which only a restarted dialer can cut."""
+    from ari_app.client import AriClient
+
+    ari = AriClient(rig.stack.ari_url, rig.stack.ari_user, rig.stack.ari_password, rig.app)
+    try:
+        for ch in (customer, "dga-" + customer[4:]):
+            await ari.post(f"channels/{ch}/variable", variable="TIMEOUT(absolute)", value="0")
+    finally:
+        await ari.close()
+
+
+async def test_bridged_call_ends_at_its_limit_with_no_dialer(rig, tmp_path):
+    """SIGKILLed once bridged and not restarted until well past the limit: Asterisk
+    ends both legs at the limit by itself (TIMEOUT(absolute) set at the bridge), the
+    customer's without the abandon message; the next dialer records the conversation
+    from the dialplan's trace, its talk time to that end."""
+    from test_dialer_calls import ended_in_asterisk
+
+    limit = 4
+    camp, n = await long_call_campaign(rig, tmp_path, limit)
+    d = DialerProcess(rig, camp, ["agent1"]).start()
+    try:
+        row = await wait_row(rig, camp, "bridged")
+        d.kill()
+        cid = row["channel_id"]
+        left = (row["hangup_deadline"] - datetime.now(UTC)).total_seconds()
+        assert left > 1, "killed too late"
+        await ended_in_asterisk(rig, [cid, "dga-" + cid[4:]], timeout=left + 3)
+        gone = datetime.now(UTC)
+        assert (gone - row["answered_at"]).total_seconds() <= limit + 1.5, (gone, row)
+        await asyncio.sleep(1)
+        assert (await rig.calls(camp))[0]["state"] == "bridged"  # no dialer ran meanwhile
+        d.start()
+        leads = await rig.settle(camp, timeout=40)
+    finally:
+        d.stop()
+    [c] = await rig.calls(camp)
+    held = (c["ended_at"] - c["answered_at"]).total_seconds()
+    assert limit + 0.2 <= held <= limit + 1.5, (held, d.output())  # Asterisk's cut, 0.5 s after the dialer's
+    assert c["result"] == "conversation" and c["outcome_reported"], c
+    assert limit - 1 <= c["talk_s"] <= limit + 1, c
+    assert leads[n]["state"] == "done" and leads[n]["attempts"] == 1
+    assert len(await outcome_records(rig, cid)) == 1
 
 
 async def test_call_past_its_deadline_cut_at_once_on_restart(rig, tmp_path):
@@ -144,6 +196,7 @@ async def test_call_past_its_deadline_cut_at_once_on_restart(rig, tmp_path):
     try:
         row = await wait_row(rig, camp, "bridged")
         d.kill()
+        await without_asterisks_limit(rig, row["channel_id"])
         await asyncio.sleep(max(0.0, (row["hangup_deadline"] - datetime.now(UTC)).total_seconds()) + 2)
         assert (await rig.calls(camp))[0]["state"] == "bridged"  # nobody cut it while the dialer was dead
         restarted = datetime.now(UTC)
