@@ -158,3 +158,34 @@ async def test_dialer_dying_between_the_answer_and_detection(amd_rig):
     assert c["result"] == "abandoned" and c["bridged_at"] is None and c["outcome_reported"], c
     assert invites(rig.agents) == []
     assert d2.stats["abandoned"] == 1 and leads[n]["attempts"] == 1, (d2.stats, leads[n])
+
+
+async def test_dialer_dying_after_detection_message_from_asterisk(amd_rig):
+    """A person back from AMD(), offered to an agent who never answers (slow1), and the
+    dialer dies: the dead man armed at the end of the analysis takes the call out of
+    Stasis to [dialguard-amd]'s `T`, which is [dialguard-dialer]'s: the abandon message,
+    then hangup, the dialplan's trace `fallback` (without that `T`: a hangup in silence)."""
+    import asyncio
+    import time
+
+    from ari_app.client import AriClient
+    from ari_app.lifecycle import fallback_var
+    from test_dialer_calls import ended_in_asterisk
+
+    rig = amd_rig
+    camp = await rig.campaign([number("00")], amd=True)
+    rig.start(camp, ["slow1"])
+    deadline = time.monotonic() + 30
+    while not (human := [c for c in await rig.calls(camp) if c["amd_status"] == "HUMAN"]):
+        assert time.monotonic() < deadline, "no verdict HUMAN"
+        await asyncio.sleep(0.05)
+    _, task = rig.dialers.pop()
+    await die(task)
+    cid = human[0]["channel_id"]
+    await ended_in_asterisk(rig, [cid], timeout=10)
+    ari = AriClient(rig.stack.ari_url, rig.stack.ari_user, rig.stack.ari_password, rig.app)
+    try:
+        trace = (await ari.get("asterisk/variable", variable=fallback_var(cid)))["value"]
+    finally:
+        await ari.close()
+    assert trace.endswith("/fallback"), trace
