@@ -9,11 +9,16 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from dialguard import redisconn
+from dialguard.config import Settings
 from dialguard.events import NumberEvents
 from dialguard.ids import new_id
 from dialguard.numbers import parse_number, short_hash
 from dialguard.rules import Policy
 from dialguard.store import Store, _encode, _region_pauses, from_ms, ms
+
+# how long an admin command's Redis reads may wait (the CLI; not the hot path)
+ADMIN_REDIS_TIMEOUT_S = 10.0
 
 
 class AdminStore(Store):
@@ -246,3 +251,14 @@ class AdminStore(Store):
 
 class Admin(AdminStore, NumberEvents):
     """Admin commands (the CLI): the admin store and the number events."""
+
+    @classmethod
+    async def create(cls, settings: Settings | None = None, policy: Policy | None = None, redis=None, **kw):
+        """On a client of its own whose reads wait ADMIN_REDIS_TIMEOUT_S: the hot path's
+        DIALGUARD_REDIS_TIMEOUT_MS (200 ms, a call's fail-closed bound) timed out a DNC
+        import's pipeline on a busy Redis (CI, 2026-12-06); an operator's command waits."""
+        settings = settings or Settings()
+        if redis is None:
+            t = max(settings.redis_timeout_ms / 1000, ADMIN_REDIS_TIMEOUT_S)
+            redis = redisconn.async_redis(settings, max_connections=settings.redis_pool_size, timeout=t)
+        return await super().create(settings, policy, redis=redis, **kw)

@@ -171,3 +171,38 @@ async def test_a_cold_context_is_not_the_store_being_slow(own_redis, monkeypatch
             os.kill(proc.pid, signal.SIGCONT)
     finally:
         await e.close()
+
+
+async def test_admin_commands_wait_out_a_busy_redis(own_redis):
+    """Redis frozen for 1 s (a large pipeline ahead, a slow fork): the hot path's
+    200 ms bound fails the engine's read, as it must; the CLI's admin client waits
+    it out (ADMIN_REDIS_TIMEOUT_S) instead of failing an operator's import midway."""
+    import asyncio
+
+    from dialguard.admin import ADMIN_REDIS_TIMEOUT_S, Admin
+
+    proc, url = own_redis
+    settings = Settings(redis_url=url, redis_timeout_ms=200)
+    policy = Policy.load("cn-default")
+    e = await Engine.create(settings, policy, prefix=f"dgf:{uuid.uuid4().hex[:6]}")
+    admin = await Admin.create(settings, policy)
+    try:
+        await admin.redis.set("dgf:probe", "1")
+        assert await e.redis.get("dgf:probe") == b"1"
+        assert ADMIN_REDIS_TIMEOUT_S >= 5
+        loop = asyncio.get_running_loop()
+        for client, fails in ((e.redis, True), (admin.redis, False)):
+            os.kill(proc.pid, signal.SIGSTOP)
+            loop.call_later(1.0, os.kill, proc.pid, signal.SIGCONT)
+            t0 = time.perf_counter()
+            if fails:
+                with pytest.raises(Exception) as exc:
+                    await client.get("dgf:probe")
+                assert "imeout" in type(exc.value).__name__ + str(exc.value), exc.value
+            else:
+                assert await client.get("dgf:probe") == b"1"
+                assert time.perf_counter() - t0 >= 0.9
+            await asyncio.sleep(max(0.0, 1.2 - (time.perf_counter() - t0)))  # thawed before the next
+    finally:
+        await admin.close()
+        await e.redis.connection_pool.disconnect()
