@@ -184,8 +184,8 @@ class AriClient:
                     try:
                         if self.on_connect:
                             await self.on_connect()  # reconcile; events queue meanwhile
-                            if self._closed:  # close() ran, its cancel swallowed on the way (the
-                                break  # store's psycopg_pool waits under wait_for: dialguard/cancel.py)
+                            if self._closed:  # close() ran, its cancel swallowed on the way
+                                break  # (the last guard, dialguard/cancel.py)
                         self.backoff.reset()
                         self._connected.set()
                         await reader
@@ -237,7 +237,7 @@ class AriClient:
         try:
             while q:
                 # close() cancelled this worker, the cancel swallowed by on_event's store calls
-                # (psycopg_pool waits under wait_for, dialguard/cancel.py): the rest is dropped
+                # (the last guard, dialguard/cancel.py): the rest is dropped
                 cancel.check()
                 event = q.popleft()
                 if self.on_event is None:

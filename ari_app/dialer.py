@@ -302,9 +302,9 @@ class Dialer:
     async def _pace_loop(self) -> None:
         last_refresh = last_report = last_poll = 0.0
         while not self._stop.is_set():
-            # a cancel swallowed on its way ends the loop here: psycopg_pool waits for a free
-            # connection under asyncio.wait_for (WaitingClient.wait), which can lose one on 3.11
-            # (dialguard/cancel.py; redis-py's wait_for is replaced, dialguard/redis_cancel.py)
+            # a cancel swallowed on its way ends the loop here: the waits of redis-py and
+            # psycopg_pool that lost them on 3.11 are replaced (dialguard/redis_cancel.py,
+            # pg_cancel.py); this stays as the last guard for any other (dialguard/cancel.py)
             cancel.check()
             try:
                 # first: the leases' heartbeat must not wait on PostgreSQL being back
@@ -447,7 +447,7 @@ class Dialer:
                 free_agents=lines, unbridged=0, ratio=1.0)
             if n <= 0:
                 continue
-            cancel.check()  # cancelled during this tick (swallowed by psycopg_pool, above): no lead claimed
+            cancel.check()  # cancelled during this tick (a cancel swallowed, above): no lead claimed
             leads = await self.store.claim_due(c.name, n, now, ready_agents=ready,
                                                owned_only=c.pacing_mode == "preview")
             for lead in await self._skip_closed(c, leads, now):

@@ -9,9 +9,11 @@ connection wrote every command under wait_for when it has a socket timeout
 a Redis command went on ticking, never to end (the CI hang of 2026-12-05; in
 tests/e2e/test_dialer_cancel.py 3 of 150 cancels of a dialer holding a campaign back).
 That one is fixed where it happens: every redis-py asyncio client dialguard builds
-writes under asyncio.timeout (dialguard/redis_cancel.py). psycopg_pool still waits for a
-free connection under wait_for (WaitingClient.wait, AsyncConnectionPool.getconn when
-every connection is busy), so a cancel can still be lost there.
+writes under asyncio.timeout (dialguard/redis_cancel.py), and psycopg_pool's timed waits
+(a free connection, a pool filling, its scheduler) run under asyncio.timeout too
+(dialguard/pg_cancel.py; all 60 cancels landing as a waiter was woken were lost before).
+What still waits under wait_for: psycopg_pool's gather at a pool's close and psycopg's
+COPY worker; so the dialer keeps its checks (an attribute read each) as a last guard.
 
 A swallowed cancel leaves its mark: the task's cancelling() count stays above zero
 (only uncancel(), called by asyncio.timeout and TaskGroup when they consume their own

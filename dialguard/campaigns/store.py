@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from dialguard import pg_cancel
 from dialguard.campaigns.leads import Lead
 from dialguard.timeutil import UTC
 
@@ -130,6 +131,7 @@ class Store:
 
     @classmethod
     async def open(cls, dsn: str, max_size: int = 8) -> "Store":
+        pg_cancel.install()  # its waits keep a cancel (Python 3.11)
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, open=False,
                                    # no server-side prepared statements: a `select *` prepared before
                                    # a migration adds a column fails ("cached plan must not change

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from dialguard import authz, users
+from dialguard import authz, pg_cancel, users
 from dialguard.callerid_health import ADMIN_COOL, report
 from dialguard.config import Settings
 from dialguard.eligibility import MAX_BATCH, Eligibility
@@ -552,6 +552,7 @@ def make_app(settings: Settings | None = None, ws: WebSettings | None = None) ->
 
     async def lifecycle(app: web.Application):
         # Not waiting for PostgreSQL: the service starts and says 503 (healthz too) until it answers.
+        pg_cancel.install()  # its waits keep a cancel (Python 3.11)
         pool = AsyncConnectionPool(settings.pg_dsn, min_size=1, max_size=8, open=False, timeout=3,
                                    kwargs={"autocommit": True, "application_name": "dialguard-web",
                                            "connect_timeout": 3})
