@@ -111,7 +111,7 @@ class Dialer:
         self.owner = f"{config.name or config.app}/{uuid.uuid4().hex[:12]}"
         self.stats = {"machines": 0, "skipped_closed": 0, "parked": 0, "originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
                       "reported": 0, "reconciled_ended": 0, "originate_errors": 0, "agent_waits": 0,
-                      "leases_recovered": 0, "leases_lost": 0}
+                      "leases_recovered": 0, "leases_lost": 0, "ticks": 0}
         # Redis or PostgreSQL down: a line when it starts, one a minute, one when it ends
         self.outages = {k: OutageLog(log, k, config.outage_log_s) for k in ("Redis", "PostgreSQL", "dialer")}
         self._background: set[asyncio.Task] = set()  # retries that must not hold up a channel
@@ -323,6 +323,7 @@ class Dialer:
                     last_refresh = time.monotonic()
                 if self.ari.healthy:  # dial only while the events socket is healthy
                     await self._tick()
+                    self.stats["ticks"] += 1  # (tests wait on it: "nothing dialed in N ticks")
             except Exception as exc:  # noqa: BLE001 - keep dialing after a transient error
                 kind = store_kind(exc)
                 o = self.outages[kind]

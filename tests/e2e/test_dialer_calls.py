@@ -223,6 +223,16 @@ async def rig(stack, pg_dsn, redis_url, tmp_path):
         yield r
 
 
+async def ticks(d: Dialer, n: int = 20, timeout: float = 60.0) -> None:
+    """Until the dialer's pacing loop has looked at its leads `n` more times (20: about
+    1 s idle): "nothing was dialed meanwhile" then holds for n chances to dial, however
+    slow a loaded machine makes them, where a fixed sleep could hold for few or none."""
+    start, deadline = d.stats["ticks"], time.monotonic() + timeout
+    while d.stats["ticks"] < start + n:
+        assert time.monotonic() < deadline, f"{d.stats['ticks'] - start} of {n} ticks in {timeout:.0f}s"
+        await asyncio.sleep(0.02)
+
+
 def invites(sipp: Sipp) -> list:
     return parse_uas_log(sipp._path("log"))
 

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from ari_app import metrics as m
-from test_dialer_calls import CALLER_ID, die, number, rig  # noqa: F401  (fixture)
+from test_dialer_calls import CALLER_ID, die, number, rig, ticks  # noqa: F401  (fixture)
 
 
 async def held_still(rig, camp: str, d, seconds: float = 2.0) -> None:
@@ -20,7 +20,7 @@ async def held_still(rig, camp: str, d, seconds: float = 2.0) -> None:
     while m.HELD_BACK.labels(camp)._value.get() != 1:
         assert time.monotonic() < deadline, d.held
         await asyncio.sleep(0.05)
-    await asyncio.sleep(seconds)
+    await ticks(d, max(10, int(seconds * 20)))  # its chances to dial, not a wall-clock time
     assert await rig.calls(camp) == []  # no decision asked: nothing denied, nothing placed
     leads = await rig.leads(camp)
     assert all(r["state"] == "pending" and r["attempts"] == 0 and r["last_result"] is None
@@ -62,8 +62,10 @@ async def test_paused_campaign_all_and_caller_ids_hold_leads_back(rig):
     # stopped campaigns: their calls-in-flight gauge goes back to 0 (it stayed at its last value)
     for c in camps:
         await rig.store.set_state(c, "stopped")
-    await asyncio.sleep(1.5)
-    assert [m.CALLS_IN_FLIGHT.labels(c)._value.get() for c in camps] == [0, 0, 0]
+    deadline = time.monotonic() + 10
+    while [m.CALLS_IN_FLIGHT.labels(c)._value.get() for c in camps] != [0, 0, 0]:
+        assert time.monotonic() < deadline, [m.CALLS_IN_FLIGHT.labels(c)._value.get() for c in camps]
+        await asyncio.sleep(0.05)
 
 
 async def test_a_hold_goes_on_across_a_dialer_restart_counted_once(rig):
@@ -141,7 +143,7 @@ async def test_region_pause_parks_its_leads_until_resumed_or_its_window_ends(rig
     d = rig.start(camp, ["agent1", "agent2", "agent3"])
     await parked(rig, camp, {la: "US-LA", sh: "CN-SH"})
     await dialed_within(rig, camp, free)
-    await asyncio.sleep(1.0)  # looked at again and again: still parked, never decided
+    await ticks(d)  # looked at again and again: still parked, never decided
     calls = await rig.calls(camp)
     assert [c["number"] for c in calls] == [free], calls  # a call row precedes every decision
     leads = await rig.leads(camp)

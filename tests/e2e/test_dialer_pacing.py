@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import timedelta
 
-from test_dialer_calls import NOW, invites, number, open_rig, rig  # noqa: F401  (fixture)
+from test_dialer_calls import NOW, invites, number, open_rig, rig, ticks  # noqa: F401  (fixture)
 from test_dialer_failure import wait_for
 
 
@@ -23,6 +23,10 @@ async def _true(v):
     return bool(v)
 
 
+async def _ended(rig, camp: str) -> bool:
+    return all(c["state"] == "ended" for c in await rig.calls(camp))
+
+
 async def test_predictive_gentle_start_not_the_full_ratio(rig):
     """Nothing measured yet: predictive dials one line per ready agent, however high its
     dial ratio; the fixed `ratio` mode (the former pacing) dials the full ratio at once."""
@@ -31,14 +35,14 @@ async def test_predictive_gentle_start_not_the_full_ratio(rig):
                               max_concurrent=8, calls_per_second=100)
     d = rig.start(pred, agents)
     await wait_for(lambda: _true(d.stats["originated"]), 15, "the first calls")
-    await asyncio.sleep(1.0)  # ringing (never answered): nothing more may go out meanwhile
+    await ticks(d)  # ringing (never answered): nothing more may go out meanwhile
     assert d.stats["originated"] == 2, d.stats
     await rig.stop_all()
     fixed = await rig.campaign([number("99") for _ in range(8)], pacing_mode="ratio", dial_ratio=3.0,
                                max_concurrent=8, calls_per_second=100)
     d = rig.start(fixed, [agent_name("gs"), agent_name("gs")])
     await wait_for(lambda: _true(d.stats["originated"] >= 6), 15, "the full ratio")
-    await asyncio.sleep(1.0)
+    await ticks(d)
     assert d.stats["originated"] == 6, d.stats
 
 
@@ -48,7 +52,7 @@ async def test_agent_on_break_gets_no_call_until_ready(rig):
     camp = await rig.campaign([number("00")])
     d = rig.start(camp, [a])
     await d.ari.wait_healthy(10)
-    await asyncio.sleep(2.0)
+    await ticks(d)
     assert d.stats["originated"] == 0 and not await rig.calls(camp)
     await rig.store.set_agent_state(a, "ready")
     await rig.settle(camp)
@@ -87,7 +91,7 @@ async def test_owned_callback_waits_for_its_agent(rig):
     await rig.store.set_lead(lead["id"], owner_agent=mine, callback_at=NOW)
     d = rig.start(camp, [other])
     await d.ari.wait_healthy(10)
-    await asyncio.sleep(2.0)
+    await ticks(d)
     assert d.stats["originated"] == 0  # only its owner may take it
     await rig.stop_all()
     rig.start(camp, [other, mine])
@@ -102,14 +106,15 @@ async def test_preview_dials_only_what_the_agent_accepted(rig):
     camp = await rig.campaign([n1, n2], pacing_mode="preview")
     d = rig.start(camp, [a])
     await d.ari.wait_healthy(10)
-    await asyncio.sleep(2.0)
+    await ticks(d)
     assert d.stats["originated"] == 0  # nothing accepted: nothing dialed
     held = await rig.store.preview_next(camp, a, NOW)
     assert (await rig.store.answer_preview(held["id"], a, True)) is not None
     await wait_for(lambda: _true(d.stats["bridged"]), 20, "the accepted lead bridged")
     calls = await rig.calls(camp)
     assert len(calls) == 1 and calls[0]["lead_id"] == held["id"] and calls[0]["agent"] == a
-    await asyncio.sleep(6.0)  # the call ends (4 s); the other lead is still not dialed
+    await wait_for(lambda: _ended(rig, camp), 20, "the accepted call ended (4 s)")
+    await ticks(d)  # the other lead is still not dialed
     assert len(await rig.calls(camp)) == 1
     assert [i.number for i in invites(rig.agents)] == [a]
 
@@ -130,6 +135,6 @@ async def test_closed_zone_lead_waits_without_a_decision(rig):
         await asyncio.sleep(0.2)
     assert lead["next_eligible_at"] == NOW + timedelta(hours=23), lead  # 09:00 the next (working) day
     assert lead["attempts"] == 0 and lead["last_reasons"] == "outside_hours"
-    await asyncio.sleep(1.0)
+    await ticks(d)
     assert d.stats["skipped_closed"] == 1 and d.stats["denied"] == 0, d.stats
     assert not await rig.calls(camp)  # no call row: nothing decided, nothing audited
