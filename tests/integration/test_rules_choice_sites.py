@@ -77,10 +77,11 @@ async def test_the_cli_checks_before_a_campaign_starts(make_engine, through, mon
     monkeypatch.setenv("DIALGUARD_REDIS_URL", "redis://127.0.0.1:1/0")
     assert await name("us-tcpa") == "us-tcpa"
     assert await name(None) == "cn-default"
+    # the dialer's record names its own packs: decided without Redis ("imported")
     assert [(w, o, s) for w, o, s in through] == [
-        ("rules_store", "us-tcpa", "campaign"), ("rules_store", None, "node"),
+        ("imported", "us-tcpa", "campaign"), ("rules_store", None, "node"),
         ("rules_store", "us-tcpa", "campaign"), ("rules_store", None, "version"),
-        ("rules_store", "us-tcpa", "campaign"),
+        ("imported", "us-tcpa", "campaign"),
         ("imported", "us-tcpa", "campaign"), ("imported", None, "node")]
 
 
