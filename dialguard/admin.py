@@ -17,8 +17,15 @@ from dialguard.numbers import parse_number, short_hash
 from dialguard.rules import Policy
 from dialguard.store import Store, _encode, _region_pauses, from_ms, ms
 
-# how long an admin command's Redis reads may wait (the CLI; not the hot path)
+# how long an admin command's Redis reads may wait (the CLI, the console's imports;
+# not the call path, whose deadline is DIALGUARD_REDIS_TIMEOUT_MS)
 ADMIN_REDIS_TIMEOUT_S = 10.0
+
+
+def admin_redis(settings: Settings):
+    """A Redis client for an operator's work: its reads wait ADMIN_REDIS_TIMEOUT_S."""
+    t = max(settings.redis_timeout_ms / 1000, ADMIN_REDIS_TIMEOUT_S)
+    return redisconn.async_redis(settings, max_connections=settings.redis_pool_size, timeout=t)
 
 
 class AdminStore(Store):
@@ -258,7 +265,4 @@ class Admin(AdminStore, NumberEvents):
         DIALGUARD_REDIS_TIMEOUT_MS (200 ms, a call's fail-closed bound) timed out a DNC
         import's pipeline on a busy Redis (CI, 2026-12-06); an operator's command waits."""
         settings = settings or Settings()
-        if redis is None:
-            t = max(settings.redis_timeout_ms / 1000, ADMIN_REDIS_TIMEOUT_S)
-            redis = redisconn.async_redis(settings, max_connections=settings.redis_pool_size, timeout=t)
-        return await super().create(settings, policy, redis=redis, **kw)
+        return await super().create(settings, policy, redis=redis or admin_redis(settings), **kw)

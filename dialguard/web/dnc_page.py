@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from dialguard import authz
+from dialguard.admin import admin_redis
 from dialguard.dnc import GLOBAL_LIST, DncDb, DncDbUnavailable, DncStore, ImportReport, import_csv, redis_list
 from dialguard.web.i18n import t
 from dialguard.web.security import mask
@@ -123,9 +124,12 @@ async def _run(app: web.Application, job: Job, text: str, campaign: str | None, 
     e = app[ENGINE]
     s = e.settings
     db = None
+    # the import's pipelines on a client of their own that waits as the CLI's does: the
+    # console engine's 200 ms (the call path's deadline) could fail a large import midway
+    redis = admin_redis(s)
     try:
         db = await DncDb.open(s.pg_dsn)
-        store = DncStore(e.redis, e.keys)
+        store = DncStore(redis, e.keys)
 
         def progress(n: int) -> None:
             job.done = n
@@ -146,6 +150,7 @@ async def _run(app: web.Application, job: Job, text: str, campaign: str | None, 
         job.error = f"{type(exc).__name__}: {exc}"
     finally:
         job.finished = time.monotonic()
+        await redis.aclose()
         if db is not None:
             await db.close()
 

@@ -95,8 +95,18 @@ async def finished(c: TestClient, location: str) -> str:
     raise AssertionError("the import did not finish in 60 s")
 
 
-async def test_supervisor_uploads_a_csv_garbage_rejected_with_reasons_nothing_lost(site):
+async def test_supervisor_uploads_a_csv_garbage_rejected_with_reasons_nothing_lost(site, monkeypatch):
     c, e, people, camp = site
+    import dialguard.admin
+    import dialguard.web.dnc_page as page
+
+    made = []  # the import's Redis clients: the operator's (ADMIN_REDIS_TIMEOUT_S), not the engine's 200 ms
+
+    def spy(settings):
+        r = dialguard.admin.admin_redis(settings)
+        made.append(r.connection_pool.connection_kwargs["socket_timeout"])
+        return r
+    monkeypatch.setattr(page, "admin_redis", spy)
     rnd = random.Random()
     good = [f"+86139{rnd.randrange(10**8):08d}" for _ in range(40)]
     national = [g[3:] for g in good[:10]]  # the same numbers written nationally: duplicates
@@ -115,6 +125,7 @@ async def test_supervisor_uploads_a_csv_garbage_rejected_with_reasons_nothing_lo
     loc = r.headers["Location"]
     text = await finished(c, loc)
     assert "55 rows: 40 added, 10 already listed, 5 rejected; 40 new entries stored at rest" in text, text[-800:]
+    assert made == [dialguard.admin.ADMIN_REDIS_TIMEOUT_S], made
     rejects = re.findall(r"<tr><td>(\d+)</td><td>([^<]*)</td><td>([^<]+)</td></tr>", text)
     assert [int(ln) for ln, _, _ in rejects] == list(range(52, 57))  # every garbage line, in order
     assert all(why for _, _, why in rejects) and rejects[0][1] == "hello"
