@@ -107,7 +107,9 @@ async def test_viewer_refused_supervisor_pauses_and_the_guard_denies_paused(brow
     from selenium.webdriver.common.by import By
 
     camp = f"browser-{uuid.uuid4().hex[:6]}"
-    engine = await Engine.create(Settings())  # the stack's namespace, as the FastAGI server
+    # the stack's namespace, as the FastAGI server; not its 200 ms deadline: a decision beside
+    # a Chromium starting under libfaketime timed out (test_web_reports_browser, test-dates)
+    engine = await Engine.create(Settings(redis_timeout_ms=5000))
     req = DecisionRequest(number="+8613800138000", campaign=camp, agent="a1", caller_id="+861058000000")
     try:
         await engine.set_campaign(camp)

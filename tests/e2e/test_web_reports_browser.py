@@ -68,7 +68,10 @@ async def test_viewer_exports_the_report_as_csv_xlsx_pdf_and_they_match_the_audi
     from selenium.webdriver.common.by import By
 
     camp, unapproved = f"rep-{uuid.uuid4().hex[:6]}", f"rep-{uuid.uuid4().hex[:6]}"
-    engine = await Engine.create(Settings())  # the stack's namespace: its shipper ships to the stack's audit
+    # the stack's namespace (its shipper ships to the stack's audit); a setup engine, so not
+    # the call path's 200 ms deadline: beside a Chromium starting under libfaketime, a first
+    # decision came back guard_unavailable after 337 ms (make test-dates, 2031, twice)
+    engine = await Engine.create(Settings(redis_timeout_ms=5000))
     try:
         await engine.set_campaign(camp)
         await engine.approve_caller_id(CID)
@@ -170,7 +173,7 @@ async def test_viewer_refused_compliance_actions_supervisor_uploads_a_dnc_csv(br
     csv_file.write_text("phone,note\n" + "".join(f"{n},asked\n" for n in good) + "not a number,x\n,empty\n123,short\n")
     cal_file = tmp_path / "cn-2027.yaml"
     cal_file.write_text((Path(__file__).parents[1] / "scenarios" / "calendars" / "cn-2027-test.yaml").read_text())
-    engine = await Engine.create(Settings())
+    engine = await Engine.create(Settings(redis_timeout_ms=5000))  # setup, not the call path (above)
     try:
         rules_before = len(await RulesStore(engine.redis, engine.keys).history())
         cals_before = len(await CalendarStore(engine.redis, engine.keys).history())
