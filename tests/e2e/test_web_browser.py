@@ -30,6 +30,9 @@ AT_10 = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)  # Monday 10:00 Shanghai
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
+NO_FAKE_ENV = ("LD_PRELOAD", "FAKETIME", "FAKETIME_SHARED", "FAKETIME_DONT_FAKE_MONOTONIC")
+
+
 @pytest.fixture
 def browser(tmp_path):
     from selenium import webdriver
@@ -43,7 +46,11 @@ def browser(tmp_path):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,800", "--lang=en-US"):
         opts.add_argument(flag)
-    drv = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)  # no Selenium Manager download
+    # The browser keeps the real clock, as Asterisk and SIPp do under `make test-dates`
+    # (scripts/lib.sh NO_FAKE): under libfaketime Chromium crawled (each browser test took
+    # minutes at 2031, a CSV download outlasted 90 s); the console's dates are the server's.
+    env = {k: v for k, v in os.environ.items() if k not in NO_FAKE_ENV}
+    drv = webdriver.Chrome(service=Service(executable_path=DRIVER, env=env), options=opts)  # no Selenium Manager download
     drv.set_page_load_timeout(30)
     drv.implicitly_wait(5)  # find_element waits for the element of the next page
     yield drv
