@@ -14,9 +14,9 @@ fails there, to be looked at again (3.12's wait_for keeps a cancel: no need then
 
 from __future__ import annotations
 
-import asyncio
-
 from psycopg_pool import _acompat
+
+from dialguard import cancel
 
 PATCHED = (_acompat.AEvent, _acompat.ACondition)
 # psycopg_pool's own methods, as imported (for the tests that pin them)
@@ -26,8 +26,7 @@ STOCK = {cls: cls.__dict__["wait_timeout"] for cls in PATCHED}
 async def wait_timeout(self, timeout: float) -> bool:
     """psycopg_pool's `wait_timeout`: whether woken within `timeout` seconds."""
     try:
-        async with asyncio.timeout(timeout):
-            await self.wait()
+        await cancel.within(timeout, self.wait())
         return True
     except TimeoutError:
         return False
