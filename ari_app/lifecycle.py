@@ -548,8 +548,11 @@ class Lifecycle:
         else:
             value = "0"
         call.dead_man = armed
-        await quiet(self.ari.post(f"channels/{call.channel_id}/variable", variable="TIMEOUT(absolute)",
-                                  value=value))
+        await self._set_var(call.channel_id, "TIMEOUT(absolute)", value)
+
+    async def _set_var(self, channel: str, name: str, value: str) -> None:
+        """A channel variable whose post may fail quietly: the channel is already gone."""
+        await quiet(self.ari.post(f"channels/{channel}/variable", variable=name, value=value))
 
     async def _limit_in_asterisk(self, call: Call) -> None:
         """At the agent's answer the dead man gives way to the call's maximum duration,
@@ -565,12 +568,10 @@ class Lifecycle:
         value = f"{max(0.05, left):.3f}"
         call.dead_man = False
         # the timeout before the flag: the dead man (abandon message) disarmed first
-        await quiet(self.ari.post(f"channels/{call.channel_id}/variable", variable="TIMEOUT(absolute)",
-                                  value=value))
-        await quiet(self.ari.post(f"channels/{call.channel_id}/variable", variable="DG_CUT_AT_LIMIT", value="1"))
+        await self._set_var(call.channel_id, "TIMEOUT(absolute)", value)
+        await self._set_var(call.channel_id, "DG_CUT_AT_LIMIT", "1")
         if call.agent_channel:
-            await quiet(self.ari.post(f"channels/{call.agent_channel}/variable", variable="TIMEOUT(absolute)",
-                                      value=value))
+            await self._set_var(call.agent_channel, "TIMEOUT(absolute)", value)
 
     async def _connect_agent(self, call: Call) -> None:
         """Lease a free agent, waiting for one until the bridge deadline leaves too
