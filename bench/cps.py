@@ -39,6 +39,8 @@ failed calls (SIPp, both sides), every call answered and reaching the carrier,
 the offered rate sustained (>= 95 %) and PDD p99 <= --max-pdd-ms (1 s: a path
 that queues calls for seconds has failed them in practice, even if SIPp has
 not timed them out yet). A configuration stops at its first failed step.
+Before each step the bench waits until Asterisk has no channel and the machine
+is below 20 % busy (up to 30 s), so a step does not pay for the one before.
 `--rounds N` runs the whole ramp N times; the ratio printed last is the
 median of the N rounds' ratios (each round's is printed too), because the edge
 found by one 5 s step moves from one minute to the next on a shared VM.
@@ -96,7 +98,7 @@ from agi.client import agi_call  # noqa: E402
 from agi_load import check as lean_check  # noqa: E402  (bench/agi_load.py)
 from dialguard.config import Settings  # noqa: E402
 from dialguard.engine import Engine  # noqa: E402
-from dialguard.numbers import parse_number  # noqa: E402
+from dialguard.numbers import parse_number, short_hash  # noqa: E402
 from dialguard.rules import Policy  # noqa: E402
 
 PACK = REPO / "bench" / "cps-pack.yaml"
@@ -283,6 +285,19 @@ def wait_idle(timeout: float = 20.0) -> int:
             return 0
         time.sleep(0.25)
     return n
+
+
+def settle(busy_pct: float = 20.0, timeout: float = 30.0) -> tuple[int, float, float]:
+    """Before a step: Asterisk without channels, then the machine below `busy_pct` over half
+    a second (an overloaded step leaves Asterisk, the outcome reader and the audit shipper
+    catching up for a while, which the next step would pay for). Returns the channels left,
+    the machine's last busy share and the seconds it took."""
+    t0 = time.monotonic()
+    left = wait_idle(timeout)
+    busy = cpu_busy(0.5)
+    while busy > busy_pct and time.monotonic() - t0 < timeout:
+        busy = cpu_busy(0.5)
+    return left, busy, time.monotonic() - t0
 
 
 class Numbers:
@@ -549,19 +564,53 @@ async def setup_guard(engine: Engine, campaign: str, pool: list[str], test_clock
         await engine.set_test_clock(WORKDAY_10H)
 
 
+async def bench_call_records(engine: Engine, campaign: str) -> list[str]:
+    """The call records of the bench's campaign (its calls' ids are Asterisk's, not known
+    here): every `{g}:call:*` whose campaign tag `cp` is the campaign's."""
+    k, tag, found = engine.keys, short_hash(campaign), []
+    batch: list[str] = []
+
+    async def look() -> None:
+        async with engine.redis.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.hget(key, "cp")
+            cps = await pipe.execute()
+        found.extend(key for key, cp in zip(batch, cps) if cp is not None and _text(cp) == tag)
+        batch.clear()
+
+    async for key in engine.redis.scan_iter(match=k.call("*"), count=2000):
+        batch.append(_text(key))
+        if len(batch) >= 2000:
+            await look()
+    if batch:
+        await look()
+    return found
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
 async def cleanup_guard(engine: Engine, campaign: str, pool: list[str], numbers: list[str]) -> int:
-    """Delete what the bench wrote under the live prefix (not the audit stream)."""
+    """Delete what the bench wrote under the live prefix (not the audit stream): the
+    numbers' logs and last callers, the caller IDs' logs and health, the campaign's
+    health pool and call records. Left behind, a run's calls stay for days (the call
+    records' and last callers' expiries) and the dev stack's Redis grows by about
+    150,000 keys a run: its append-only file then rewrites (a fork of the whole data
+    set and seconds of a core) in the middle of a later run."""
     k = engine.keys
-    keys = [k.campaign(campaign), k.pool(campaign)]
+    keys = [k.campaign(campaign), k.pool(campaign), k.g("hp:" + short_hash(campaign))]
     for cid in pool:
         tag = k.cid_tag(cid)
-        keys += [k.cid_attempts(tag), k.cid_live(tag)]
+        keys += [k.cid_attempts(tag), k.cid_live(tag), k.cid_outcomes(tag), k.cid_events(tag), k.cid_health(tag)]
     keys += [k.agent(f"bench-agent-{i}") for i in range(AGENTS)]
     for number in numbers:
         e164 = parse_number(number, "CN").e164
         h = k.number_tag(e164)
         for key in (k.attempts(h, "number"), k.attempts(h, "number_campaign", campaign=campaign)):
             keys += [key, key + ":x"]
+        keys += [k.last_caller(h), k.conversations(h, "number"), k.num(h, "ab"), k.num(h, "am")]
+    keys += await bench_call_records(engine, campaign)
     deleted = 0
     for i in range(0, len(keys), 2000):
         deleted += await engine.redis.unlink(*keys[i:i + 2000])
@@ -570,6 +619,8 @@ async def cleanup_guard(engine: Engine, campaign: str, pool: list[str], numbers:
             pipe.srem(k.approved_cids, k.cid_tag(cid))
         # the outcomes' pick penalties (keys.cid_penalties; spelled out: the bench also runs older trees)
         pipe.hdel(k.g("cidpen"), *[k.cid_tag(cid) for cid in pool])
+        pipe.hdel(k.g("coolwhy"), *[k.cid_tag(cid) for cid in pool])
+        pipe.zrem(k.g("cool"), *[k.cid_tag(cid) for cid in pool])
         await pipe.execute()
     await engine.set_test_clock(None)
     return deleted
@@ -734,9 +785,11 @@ def main() -> int:
                         astcli(f"dialplan set global DIALGUARD_REPORT {GUARDED[name]}")
                         dial = f"{BEFORE_PREFIX}dial" if name == "before" else "dialguard-dial"
                         astcli(f"dialplan set global DGBENCH_DIAL {dial}")
-                    left = wait_idle()
+                    left, busy_now, waited = settle()
                     if left:
                         print(f"  (Asterisk still has {left} channels before this step)")
+                    if waited > 2 or busy_now > 20:
+                        print(f"  (settled {waited:.1f} s before this step; machine {busy_now:.0f} % busy)")
                     step = run_step(name, caller, rate, numbers.take(int(rate * args.step_s)), campaign, workdir,
                                     args.step_s, ports, args.max_pdd_ms, perf=args.perf)
                     step.round = rnd_i
