@@ -39,8 +39,9 @@ failed calls (SIPp, both sides), every call answered and reaching the carrier,
 the offered rate sustained (>= 95 %) and PDD p99 <= --max-pdd-ms (1 s: a path
 that queues calls for seconds has failed them in practice, even if SIPp has
 not timed them out yet). A configuration stops at its first failed step.
-Before each step the bench waits until Asterisk has no channel and the machine
-is below 20 % busy (up to 30 s), so a step does not pay for the one before.
+Before each step the bench waits until Asterisk has no channel, then for a second
+in which the machine was below 20 % busy and Asterisk below 25 ms of CPU (up to
+60 s), so that a step does not pay for the one before.
 `--rounds N` runs the whole ramp N times; the ratio printed last is the
 median of the N rounds' ratios (each round's is printed too), because the edge
 found by one 5 s step moves from one minute to the next on a shared VM.
@@ -287,17 +288,24 @@ def wait_idle(timeout: float = 20.0) -> int:
     return n
 
 
-def settle(busy_pct: float = 20.0, timeout: float = 30.0) -> tuple[int, float, float]:
-    """Before a step: Asterisk without channels, then the machine below `busy_pct` over half
-    a second (an overloaded step leaves Asterisk, the outcome reader and the audit shipper
-    catching up for a while, which the next step would pay for). Returns the channels left,
-    the machine's last busy share and the seconds it took."""
+def settle(busy_pct: float = 20.0, asterisk_ms_per_s: float = 25.0, timeout: float = 60.0) -> tuple[int, float, float]:
+    """Before a step: Asterisk without channels, then a second in which the machine was
+    below `busy_pct` and Asterisk itself below `asterisk_ms_per_s` of CPU (idle: about 8).
+    An overloaded step leaves the outcome reader and the audit shipper catching up, and
+    Asterisk's SIP transactions retransmitting and timing out for about 25 s after its
+    last channel (20-80 ms of CPU a second here), which the next step would pay for.
+    Returns the channels left, the machine's last busy share and the seconds it took."""
     t0 = time.monotonic()
-    left = wait_idle(timeout)
-    busy = cpu_busy(0.5)
-    while busy > busy_pct and time.monotonic() - t0 < timeout:
-        busy = cpu_busy(0.5)
-    return left, busy, time.monotonic() - t0
+    left = wait_idle(min(20.0, timeout))
+    ast = stack_pids().get("asterisk")
+    while True:
+        before, a0 = cpu_sample(), (cpu_ticks({"asterisk": ast}).get("asterisk") if ast else None)
+        time.sleep(1.0)
+        busy = busy_since(before)
+        a1 = cpu_ticks({"asterisk": ast}).get("asterisk") if ast else None
+        ast_ms = (a1 - a0) * 1000 / os.sysconf("SC_CLK_TCK") if a0 is not None and a1 is not None else 0.0
+        if (busy <= busy_pct and ast_ms <= asterisk_ms_per_s) or time.monotonic() - t0 >= timeout:
+            return left, busy, time.monotonic() - t0
 
 
 class Numbers:
