@@ -97,6 +97,7 @@ load_stack_env()
 
 from agi.client import agi_call  # noqa: E402
 from agi_load import check as lean_check  # noqa: E402  (bench/agi_load.py)
+from ramp import highest_passed, median_round, round_ratio  # noqa: E402  (bench/ramp.py)
 from dialguard.config import Settings  # noqa: E402
 from dialguard.engine import Engine  # noqa: E402
 from dialguard.numbers import parse_number, short_hash  # noqa: E402
@@ -652,20 +653,6 @@ def fmt_step(s: Step, plain: Step | None) -> str:
                if s.redis else ""))
 
 
-def highest_passed(steps: list[Step], names: list[str], rnd: int) -> dict[str, Step | None]:
-    """Each configuration's passed step of the highest rate in round `rnd` (None: none passed)."""
-    best: dict[str, Step | None] = {}
-    for name in names:
-        passed = [s for s in steps if s.config == name and s.ok and s.round == rnd]
-        best[name] = max(passed, key=lambda s: s.rate) if passed else None
-    return best
-
-
-def round_ratio(best: dict[str, Step | None]) -> float:
-    g, p = best.get("dialguard"), best.get("plain")
-    return g.rate / p.rate if g and p else 0.0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", default=DEFAULT_RATES, help="calls/s per step, ascending (default %(default)s)")
@@ -851,7 +838,7 @@ def main() -> int:
     ratios = [round_ratio(b) for b in bests]
     # the round whose ratio is the median's (the lower middle one of an even count): its
     # rates are the ones printed, so the figures and the ratio come from one ramp
-    mid = sorted(range(rounds), key=lambda r: ratios[r])[(rounds - 1) // 2]
+    mid = median_round(ratios)
     best = bests[mid]
     ref_rate = rates[0]
     ref = {s.config: s for s in steps if s.rate == ref_rate and s.round == mid}
