@@ -23,14 +23,12 @@ from dialguard.audit.db import admin_dsn
 from dialguard.config import Settings
 from dialguard.engine import Engine
 from dialguard.decision.models import DecisionRequest
+from wheel_build import real_clock  # tests/e2e: env without libfaketime
 
 pytestmark = pytest.mark.e2e
 PW = "browser test passphrase"
 AT_10 = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)  # Monday 10:00 Shanghai
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-NO_FAKE_ENV = ("LD_PRELOAD", "FAKETIME", "FAKETIME_SHARED", "FAKETIME_DONT_FAKE_MONOTONIC")
 
 
 @pytest.fixture
@@ -49,7 +47,7 @@ def browser(tmp_path):
     # The browser keeps the real clock, as Asterisk and SIPp do under `make test-dates`
     # (scripts/lib.sh NO_FAKE): under libfaketime Chromium crawled (each browser test took
     # minutes at 2031, a CSV download outlasted 90 s); the console's dates are the server's.
-    env = {k: v for k, v in os.environ.items() if k not in NO_FAKE_ENV}
+    env = real_clock(dict(os.environ))
     drv = webdriver.Chrome(service=Service(executable_path=DRIVER, env=env), options=opts)  # no Selenium Manager download
     drv.set_page_load_timeout(30)
     drv.implicitly_wait(5)  # find_element waits for the element of the next page
