@@ -223,10 +223,10 @@ class Dialer:
         if not await self.locks.acquire_app(self.cfg.app):
             log.error("Stasis app %s taken by another process while our PostgreSQL session was down",
                       self.cfg.app)
-        camps = {c.name: c for c in await self.store.campaigns()
-                 if c.served_by(self.name, self.cfg.campaigns)}
         work = await self.store.campaigns_with_work()
         ours = {c.campaign for c in self.calls.values()}
+        camps = {c.name: c for c in await self.store.campaigns_in_play(work | ours)
+                 if c.served_by(self.name, self.cfg.campaigns)}
         wanted = {n for n, c in camps.items() if c.state in ("running", "paused") or n in work or n in ours}
         for n in sorted(self.locks.campaigns - wanted):  # nothing to do there: another dialer may have it
             await self.locks.release(n)
@@ -398,13 +398,20 @@ class Dialer:
 
     async def _tick(self) -> None:
         now = await self.engine.now()
+        dialing = []
+        for c in self.campaigns.values():
+            if c.may_dial(now):
+                dialing.append(c)
+            else:
+                self._taken_holds.pop(c.name, None)  # not dialing: nothing ended at the takeover goes on
+        if not dialing:
+            # nothing may dial (stopped, or outside its approved dates): the kill switches and
+            # region pauses matter to no lead, so an idle dialer reads neither 20 times a second
+            return
         paused = await self.engine.paused()
         await self._regions(now)
         mono = time.monotonic()
-        for c in self.campaigns.values():
-            if not c.may_dial(now):
-                self._taken_holds.pop(c.name, None)  # not dialing: nothing ended at the takeover goes on
-                continue
+        for c in dialing:
             hold = await self._held_back(c, paused)
             why = hold[1] if hold else None
             before = self.held.get(c.name)

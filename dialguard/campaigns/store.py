@@ -245,6 +245,13 @@ class Store:
     async def campaigns(self) -> list[Campaign]:
         return [Campaign.from_row(r) for r in await self._all("select * from dialer_campaigns order by name")]
 
+    async def campaigns_in_play(self, also: set[str]) -> list[Campaign]:
+        """Campaigns running or paused, and those named in `also` (work left, calls up):
+        all a dialer may serve, without reading the stopped and draft ones it never will."""
+        return [Campaign.from_row(r) for r in await self._all(
+            "select * from dialer_campaigns where state in ('running', 'paused') or name = any(%s)"
+            " order by name", (sorted(also),))]
+
     async def set_approval(self, name: str, approved: bool, start: datetime | None = None,
                            end: datetime | None = None, rules: str | None = None) -> Campaign | None:
         r = await self._one(

@@ -192,3 +192,39 @@ async def test_campaign_without_a_required_message_is_held_until_it_has_one(rig)
     assert call["result"] == "conversation"
     [h] = await rig.store._all("select reason, leads, ended_at from dialer_holds where campaign = %s", (camp,))
     assert (h["reason"], h["leads"]) == ("no_message", 1) and h["ended_at"] is not None
+
+
+async def test_idle_dialer_reads_no_kill_switch_until_a_campaign_may_dial(rig):
+    """Nothing may dial (its one campaign stopped): the pacing loop still ticks, but reads
+    neither the kill switches nor the region pauses (before: both from Redis at every
+    tick, 20 a second, the idle dialer's largest cost). Started, the campaign is read and
+    its kill switch honoured at once."""
+    camp = await rig.campaign([number("00")])
+    await rig.store.set_state(camp, "stopped")
+    await rig.engine.pause("all", why="test")
+    d = rig.start(camp, ["agent1"])
+    reads = {"paused": 0, "regions": 0}
+    paused, regions = d.engine.paused, d._regions
+
+    async def counted_paused():
+        reads["paused"] += 1
+        return await paused()
+
+    async def counted_regions(now):
+        reads["regions"] += 1
+        return await regions(now)
+
+    d.engine.paused, d._regions = counted_paused, counted_regions
+    await ticks(d, 40)
+    assert reads == {"paused": 0, "regions": 0}, reads
+    assert camp not in d.campaigns and camp not in d.held  # a stopped campaign is not even loaded
+    await rig.store.set_state(camp, "running")
+    deadline = time.monotonic() + 10
+    while d.held.get(camp) != "all outbound paused":  # read again: held back, not dialed
+        assert time.monotonic() < deadline, (reads, d.held)
+        await asyncio.sleep(0.02)
+    assert reads["paused"] >= 1 and reads["regions"] >= 1, reads
+    assert await rig.calls(camp) == []
+    await rig.engine.resume("all")
+    await resumed_within(rig, camp)
+    await rig.settle(camp)

@@ -166,3 +166,28 @@ async def test_a_migration_under_a_running_store_does_not_break_it(store, pg_dsn
         finally:
             admin.execute(f"alter table dialer_campaigns drop column {col}")
     assert isinstance(await store.campaigns(), list)
+
+
+async def test_campaigns_in_play_are_running_paused_or_named(store):
+    """What a dialer reads every 0.5 s: running and paused campaigns, and the ones it is
+    told have work left (calls up, outcomes unreported), whatever their state; never the
+    stopped and draft ones otherwise (a centre keeps hundreds of finished campaigns)."""
+    names = {}
+    for state in ("draft", "approved", "running", "paused", "stopped"):
+        name = f"play-{state}-{uuid.uuid4().hex[:6]}"
+        await store.create_campaign(name)
+        if state != "draft":
+            await store.set_approval(name, True)
+        if state in ("running", "paused", "stopped"):
+            await store.set_state(name, "running")
+        if state in ("paused", "stopped"):
+            await store.set_state(name, state)
+        names[state] = name
+    got = {c.name: c.state for c in await store.campaigns_in_play(set())}
+    mine = {n: s for n, s in got.items() if n in names.values()}
+    assert mine == {names["running"]: "running", names["paused"]: "paused"}, mine
+    got = {c.name for c in await store.campaigns_in_play({names["stopped"], "no-such-campaign"})}
+    assert {names["running"], names["paused"], names["stopped"]} <= got
+    assert names["draft"] not in got and names["approved"] not in got
+    everything = {c.name for c in await store.campaigns()}
+    assert got <= everything and set(names.values()) <= everything
