@@ -130,8 +130,18 @@ class Store:
         lead_number_hash(self.secret, "")  # no hash secret: refuse now, not at the first import
 
     @classmethod
-    async def open(cls, dsn: str, max_size: int = 8) -> "Store":
+    async def open(cls, dsn: str, max_size: int = 8, probe: bool = False) -> "Store":
+        """probe (one-shot commands): one direct connection first, so that a server that
+        refuses or is absent fails at once with the driver's reason, where the pool would
+        retry for its 10 s (a long-running dialer wants those retries)."""
         pg_cancel.install()  # its waits keep a cancel (Python 3.11)
+        if probe:
+            import psycopg
+
+            from dialguard.audit.db import CONNECT_TIMEOUT
+
+            conn = await psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
+            await conn.close()
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, open=False,
                                    # no server-side prepared statements: a `select *` prepared before
                                    # a migration adds a column fails ("cached plan must not change

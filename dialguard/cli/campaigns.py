@@ -50,7 +50,7 @@ def _store_run(fn, missing_ok: bool = False):
 
     async def go():
         try:
-            store = await Store.open(settings.pg_dsn, max_size=2)
+            store = await Store.open(settings.pg_dsn, max_size=2, probe=True)
         except SchemaMissing:
             if missing_ok:
                 return None
@@ -67,7 +67,10 @@ def _store_run(fn, missing_ok: bool = False):
     except SchemaMissing as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
-        fail(f"PostgreSQL unreachable at {settings.pg_dsn}: {exc}", EXIT_UNAVAILABLE)
+        from dialguard.audit.db import redact
+
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fail(f"PostgreSQL unreachable at {redact(settings.pg_dsn)}: {why}", EXIT_UNAVAILABLE)
 
 
 app = typer.Typer()

@@ -265,8 +265,12 @@ def test_campaign_list_json(admin_db):
     assert f"{name}: draft, not approved, 3.0 calls/s" in cli(prefix, "campaign", "list").stdout
     p = cli(prefix, "campaign", "status", "no-such-campaign", "--json")
     assert p.returncode == 2 and "does not exist" in p.stderr
-    p = cli(prefix, "campaign", "list", "--json", DIALGUARD_PG_DSN="postgresql://x@127.0.0.1:1/x")
-    assert p.returncode == 3 and "PostgreSQL unreachable" in p.stderr
+    # refused: said at once with the driver's reason (not after the pool's 10 s of
+    # retries), and the DSN's password never printed
+    p = cli(prefix, "campaign", "list", "--json", DIALGUARD_PG_DSN="postgresql://x:pw-s3cret@127.0.0.1:1/x")
+    assert p.returncode == 3 and "PostgreSQL unreachable at postgresql://x@127.0.0.1:1/x" in p.stderr, p.stderr
+    assert "Connection refused" in p.stderr and "pw-s3cret" not in p.stderr + p.stdout
+    assert "error connecting in 'pool" not in p.stderr  # the probe failed: no pool, no retries
 
 
 async def test_status_and_rules_status_warn_before_a_calendar_ends(settings):
