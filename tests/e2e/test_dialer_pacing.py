@@ -138,3 +138,42 @@ async def test_closed_zone_lead_waits_without_a_decision(rig):
     await ticks(d)
     assert d.stats["skipped_closed"] == 1 and d.stats["denied"] == 0, d.stats
     assert not await rig.calls(camp)  # no call row: nothing decided, nothing audited
+
+
+async def test_nothing_due_is_asked_for_twice_a_second_not_at_every_tick(rig):
+    """A running campaign with a ready agent and no lead due (its one lead a callback in an
+    hour): the dialer asks PostgreSQL for due leads every DRAINED_RECHECK_S, not at each of
+    its 20 ticks a second (each ask is an UPDATE ... FOR UPDATE SKIP LOCKED). A clock
+    moved past the callback asks at once: the lead is taken by the tick running as the
+    clock moves or the next."""
+    from ari_app.dialer import DRAINED_RECHECK_S
+
+    camp = await rig.campaign([number("00")])
+    [lead] = (await rig.leads(camp)).values()
+    await rig.store.set_lead(lead["id"], callback_at=NOW + timedelta(hours=1))
+    d = rig.start(camp, [agent_name("dr")])
+    asks: list[tuple[float, int, int]] = []  # (monotonic, tick, leads taken)
+    claim_due = d.store.claim_due
+
+    async def counted(*a, **kw):
+        leads = await claim_due(*a, **kw)
+        asks.append((time.monotonic(), d.stats["ticks"], len(leads)))
+        return leads
+
+    d.store.claim_due = counted
+    await wait_for(lambda: _true(asks), 15, "the first ask")
+    t0, tick0 = time.monotonic(), d.stats["ticks"]
+    await ticks(d, 60)
+    took, ticked = time.monotonic() - t0, d.stats["ticks"] - tick0
+    n = sum(1 for at, _, _ in asks if at >= t0)
+    print(f"{n} asks in {ticked} ticks, {took:.2f}s")
+    assert n <= took / DRAINED_RECHECK_S + 2, (n, ticked, took)  # not one a tick
+    assert n >= 1 and all(taken == 0 for _, _, taken in asks), asks  # still asked, nothing taken
+    assert d.stats["originated"] == 0
+    t = d.stats["ticks"]
+    await rig.engine.set_test_clock(NOW + timedelta(hours=1, seconds=1))  # the callback is due
+    await wait_for(lambda: _true(any(taken for _, _, taken in asks)), 15, "the callback taken")
+    [(_, tick, _)] = [a for a in asks if a[2]]
+    assert tick <= t + 1, (tick, t)
+    [c] = (await rig.settle(camp)).values()
+    assert c["attempts"] == 1, c
