@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from datetime import datetime, timezone
 
+import cli_inproc
 import psycopg
 import pytest
 
@@ -44,8 +43,8 @@ def cli(token: str | None, *args: str, break_glass: bool = False):
         env["DIALGUARD_TOKEN"] = token
     if break_glass:
         env["DIALGUARD_BREAK_GLASS"] = "1"
-    return subprocess.run([sys.executable, "-m", "dialguard.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+    # in-process (tests/cli_inproc.py): ~25 commands, each a second of imports as a process
+    return cli_inproc.run(args, env=env, timeout=60)
 
 
 async def _shipped(sql: str, args: tuple, n: int) -> list:
