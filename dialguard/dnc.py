@@ -188,10 +188,6 @@ class DncDbUnavailable(RuntimeError):
     """PostgreSQL unreachable, or dnc_entries missing: the CLI exits 3 with this message."""
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 class DncDb:
     """The lists at rest (dnc_entries and dnc_blocks) through one autocommit psycopg
     async connection."""
@@ -204,19 +200,19 @@ class DncDb:
     async def open(cls, dsn: str, connect_timeout: int = 5) -> "DncDb":
         import psycopg
 
-        from dialguard.audit.db import redact
+        from dialguard.audit.db import first_line, redact
 
         hint = "start it, fix DIALGUARD_PG_DSN, or pass --no-db to work on Redis alone"
         try:
             conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=connect_timeout,
                                                          application_name="dialguard-dnc")
         except (psycopg.Error, OSError) as exc:
-            raise DncDbUnavailable(f"PostgreSQL unreachable at {redact(dsn)} ({_first_line(exc)}): {hint}") from None
+            raise DncDbUnavailable(f"PostgreSQL unreachable at {redact(dsn)} ({first_line(exc)}): {hint}") from None
         try:
             found = (await (await conn.execute("select to_regclass('dnc_entries')")).fetchone())[0]
         except psycopg.Error as exc:
             await conn.close()
-            raise DncDbUnavailable(f"PostgreSQL at {redact(dsn)}: {_first_line(exc)}") from None
+            raise DncDbUnavailable(f"PostgreSQL at {redact(dsn)}: {first_line(exc)}") from None
         if found is None:
             await conn.close()
             raise DncDbUnavailable(f"table dnc_entries is missing in {redact(dsn)}: run `dialguard db migrate` "

@@ -54,6 +54,11 @@ def redact(dsn: str) -> str:
     return f"postgresql://{user}@{host}{':' + str(port) if port else ''}/{db}"
 
 
+def first_line(exc: BaseException) -> str:
+    """A driver error's first line (psycopg adds hints below it), or its type's name."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def connect(dsn: str, **kw) -> psycopg.Connection:
     kw.setdefault("connect_timeout", CONNECT_TIMEOUT)
     kw.setdefault("application_name", "dialguard")

@@ -34,12 +34,12 @@ app.add_typer(counters_app, name="counters")
 def _pg(dsn: str):
     import psycopg
 
-    from dialguard.audit.db import connect, redact
+    from dialguard.audit.db import connect, first_line, redact
 
     try:
         return connect(dsn)
     except psycopg.OperationalError as exc:
-        fail(f"PostgreSQL unreachable at {redact(dsn)}: {str(exc).strip().splitlines()[0]}", EXIT_UNAVAILABLE)
+        fail(f"PostgreSQL unreachable at {redact(dsn)}: {first_line(exc)}", EXIT_UNAVAILABLE)
 
 
 def _sealer():

@@ -67,10 +67,9 @@ def _store_run(fn, missing_ok: bool = False):
     except SchemaMissing as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except (psycopg.OperationalError, PoolTimeout, OSError) as exc:
-        from dialguard.audit.db import redact
+        from dialguard.audit.db import first_line, redact
 
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        fail(f"PostgreSQL unreachable at {redact(settings.pg_dsn)}: {why}", EXIT_UNAVAILABLE)
+        fail(f"PostgreSQL unreachable at {redact(settings.pg_dsn)}: {first_line(exc)}", EXIT_UNAVAILABLE)
 
 
 app = typer.Typer()
