@@ -300,11 +300,9 @@ def settle(busy_pct: float = 20.0, asterisk_ms_per_s: float = 25.0, timeout: flo
     left = wait_idle(min(20.0, timeout))
     ast = stack_pids().get("asterisk")
     while True:
-        before, a0 = cpu_sample(), (cpu_ticks({"asterisk": ast}).get("asterisk") if ast else None)
+        before, a0 = cpu_sample(), cpu_ms("asterisk", ast)
         time.sleep(1.0)
-        busy = busy_since(before)
-        a1 = cpu_ticks({"asterisk": ast}).get("asterisk") if ast else None
-        ast_ms = (a1 - a0) * 1000 / os.sysconf("SC_CLK_TCK") if a0 is not None and a1 is not None else 0.0
+        busy, ast_ms = busy_since(before), cpu_ms("asterisk", ast) - a0
         if (busy <= busy_pct and ast_ms <= asterisk_ms_per_s) or time.monotonic() - t0 >= timeout:
             return left, busy, time.monotonic() - t0
 
@@ -425,10 +423,14 @@ def run_step(config: str, caller: str, rate: int, numbers: list[str], campaign: 
 CHECK_SCRIPT = "check?preset=deny"
 
 
+def cpu_ms(name: str, pid: int | None) -> float:
+    """CPU time of the stack's process `name` (as cpu_ticks counts it), in ms; 0 without one."""
+    return cpu_ticks({name: pid}).get(name, 0) * 1000 / os.sysconf("SC_CLK_TCK") if pid else 0.0
+
+
 def agi_cpu_ms() -> float:
     """CPU time of the FastAGI server (its workers included), in ms."""
-    pid = stack_pids().get("agi")
-    return cpu_ticks({"agi": pid}).get("agi", 0) * 1000 / os.sysconf("SC_CLK_TCK") if pid else 0.0
+    return cpu_ms("agi", stack_pids().get("agi"))
 
 
 def agi_sys_ms() -> float:
