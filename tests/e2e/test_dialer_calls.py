@@ -233,6 +233,20 @@ async def ticks(d: Dialer, n: int = 20, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def observe(obj, name: str, stamp=lambda: None) -> list[tuple]:
+    """Wrap the async method `name` of this object (the instance only, the real method
+    still called): each call appends (stamp() at its end, its result) to the list returned."""
+    fn, seen = getattr(obj, name), []
+
+    async def observed(*a, **kw):
+        out = await fn(*a, **kw)
+        seen.append((stamp(), out))
+        return out
+
+    setattr(obj, name, observed)
+    return seen
+
+
 def invites(sipp: Sipp) -> list:
     return parse_uas_log(sipp._path("log"))
 

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from ari_app import metrics as m
-from test_dialer_calls import CALLER_ID, die, number, rig, ticks  # noqa: F401  (fixture)
+from test_dialer_calls import CALLER_ID, die, number, observe, rig, ticks  # noqa: F401  (fixture)
 
 
 async def held_still(rig, camp: str, d, seconds: float = 2.0) -> None:
@@ -143,16 +143,12 @@ async def test_region_pause_parks_its_leads_until_resumed_or_its_window_ends(rig
                          why="hurricane")
     await e.pause_region("CN-SH", why="test")
     d = rig.start(camp, ["agent1", "agent2", "agent3"])
-    claimed_at: dict[str, int] = {}  # number -> the dialer's tick count when it last took the lead
-    claim_due = d.store.claim_due
+    claims = observe(d.store, "claim_due", lambda: d.stats["ticks"])  # (tick, leads taken)
 
-    async def claim_counted(*a, **kw):
-        leads = await claim_due(*a, **kw)
-        for lead in leads:
-            claimed_at[lead["number"]] = d.stats["ticks"]  # (a parked lead was taken before)
-        return leads
+    def claimed_at() -> dict[str, int]:
+        """number -> the dialer's tick count when it last took the lead (a parked one was taken before)"""
+        return {lead["number"]: tick for tick, leads in claims for lead in leads}
 
-    d.store.claim_due = claim_counted
     await parked(rig, camp, {la: "US-LA", sh: "CN-SH"})
     await dialed_within(rig, camp, free)
     await ticks(d)  # looked at again and again: still parked, never decided
@@ -171,14 +167,14 @@ async def test_region_pause_parks_its_leads_until_resumed_or_its_window_ends(rig
     t = d.stats["ticks"]
     await e.set_test_clock(NOW + timedelta(minutes=1, seconds=1))  # the Louisiana window is over
     waited = await dialed_within(rig, camp, la, timeout=30)
-    print(f"dialed {waited:.2f}s, {claimed_at[la] - t} tick(s), after the region pause's window ended")
-    assert claimed_at[la] <= t + 1, (claimed_at, t)
+    print(f"dialed {waited:.2f}s, {claimed_at()[la] - t} tick(s), after the region pause's window ended")
+    assert claimed_at()[la] <= t + 1, (claimed_at(), t)
     assert (await rig.leads(camp))[sh]["parked"] == "CN-SH"
     t = d.stats["ticks"]
     await e.resume_region("CN-SH")
     waited = await dialed_within(rig, camp, sh, timeout=30)
-    print(f"dialed {waited:.2f}s, {claimed_at[sh] - t} tick(s), after resume_region")
-    assert claimed_at[sh] <= t + 1, (claimed_at, t)
+    print(f"dialed {waited:.2f}s, {claimed_at()[sh] - t} tick(s), after resume_region")
+    assert claimed_at()[sh] <= t + 1, (claimed_at(), t)
     leads = await rig.settle(camp)
     calls = {c["number"]: c for c in await rig.calls(camp)}
     assert all(calls[n]["result"] == "conversation" for n in (free, la, sh)), calls
@@ -219,27 +215,16 @@ async def test_idle_dialer_reads_no_kill_switch_until_a_campaign_may_dial(rig):
     await rig.store.set_state(camp, "stopped")
     await rig.engine.pause("all", why="test")
     d = rig.start(camp, ["agent1"])
-    reads = {"paused": 0, "regions": 0}
-    paused, regions = d.engine.paused, d._regions
-
-    async def counted_paused():
-        reads["paused"] += 1
-        return await paused()
-
-    async def counted_regions(now):
-        reads["regions"] += 1
-        return await regions(now)
-
-    d.engine.paused, d._regions = counted_paused, counted_regions
+    paused, regions = observe(d.engine, "paused"), observe(d, "_regions")
     await ticks(d, 40)
-    assert reads == {"paused": 0, "regions": 0}, reads
+    assert (len(paused), len(regions)) == (0, 0), (paused, regions)
     assert camp not in d.campaigns and camp not in d.held  # a stopped campaign is not even loaded
     await rig.store.set_state(camp, "running")
     deadline = time.monotonic() + 10
     while d.held.get(camp) != "all outbound paused":  # read again: held back, not dialed
-        assert time.monotonic() < deadline, (reads, d.held)
+        assert time.monotonic() < deadline, (len(paused), len(regions), d.held)
         await asyncio.sleep(0.02)
-    assert reads["paused"] >= 1 and reads["regions"] >= 1, reads
+    assert len(paused) >= 1 and len(regions) >= 1, (paused, regions)
     assert await rig.calls(camp) == []
     await rig.engine.resume("all")
     await resumed_within(rig, camp)

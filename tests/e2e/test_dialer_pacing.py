@@ -10,7 +10,7 @@ import time
 import uuid
 from datetime import timedelta
 
-from test_dialer_calls import NOW, invites, number, open_rig, rig, ticks  # noqa: F401  (fixture)
+from test_dialer_calls import NOW, invites, number, observe, open_rig, rig, ticks  # noqa: F401  (fixture)
 from test_dialer_failure import wait_for
 
 
@@ -152,28 +152,20 @@ async def test_nothing_due_is_asked_for_twice_a_second_not_at_every_tick(rig):
     [lead] = (await rig.leads(camp)).values()
     await rig.store.set_lead(lead["id"], callback_at=NOW + timedelta(hours=1))
     d = rig.start(camp, [agent_name("dr")])
-    asks: list[tuple[float, int, int]] = []  # (monotonic, tick, leads taken)
-    claim_due = d.store.claim_due
-
-    async def counted(*a, **kw):
-        leads = await claim_due(*a, **kw)
-        asks.append((time.monotonic(), d.stats["ticks"], len(leads)))
-        return leads
-
-    d.store.claim_due = counted
+    asks = observe(d.store, "claim_due", lambda: (time.monotonic(), d.stats["ticks"]))  # ((at, tick), leads)
     await wait_for(lambda: _true(asks), 15, "the first ask")
     t0, tick0 = time.monotonic(), d.stats["ticks"]
     await ticks(d, 60)
     took, ticked = time.monotonic() - t0, d.stats["ticks"] - tick0
-    n = sum(1 for at, _, _ in asks if at >= t0)
+    n = sum(1 for (at, _), _ in asks if at >= t0)
     print(f"{n} asks in {ticked} ticks, {took:.2f}s")
     assert n <= took / DRAINED_RECHECK_S + 2, (n, ticked, took)  # not one a tick
-    assert n >= 1 and all(taken == 0 for _, _, taken in asks), asks  # still asked, nothing taken
+    assert n >= 1 and all(not leads for _, leads in asks), asks  # still asked, nothing taken
     assert d.stats["originated"] == 0
     t = d.stats["ticks"]
     await rig.engine.set_test_clock(NOW + timedelta(hours=1, seconds=1))  # the callback is due
-    await wait_for(lambda: _true(any(taken for _, _, taken in asks)), 15, "the callback taken")
-    [(_, tick, _)] = [a for a in asks if a[2]]
+    await wait_for(lambda: _true(any(leads for _, leads in asks)), 15, "the callback taken")
+    [((_, tick), _)] = [a for a in asks if a[1]]
     assert tick <= t + 1, (tick, t)
     [c] = (await rig.settle(camp)).values()
     assert c["attempts"] == 1, c
