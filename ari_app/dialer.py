@@ -233,7 +233,7 @@ class Dialer:
         ours = {c.campaign for c in self.calls.values()}
         camps = {c.name: c for c in await self.store.campaigns_in_play(work | ours)
                  if c.served_by(self.name, self.cfg.campaigns)}
-        wanted = {n for n, c in camps.items() if c.state in ("running", "paused") or n in work or n in ours}
+        wanted = set(camps)  # in play: running or paused, or work left (what campaigns_in_play reads)
         for n in sorted(self.locks.campaigns - wanted):  # nothing to do there: another dialer may have it
             await self.locks.release(n)
         taken = [n for n in sorted(wanted - self.locks.campaigns) if await self.locks.acquire(n)]
