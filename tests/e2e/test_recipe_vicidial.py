@@ -100,20 +100,27 @@ async def test_originate_as_vicidial_places_it(stack, vicidial, asterisk, tmp_pa
     """The call placed the way AST_VDauto_dial.pl places it: an Originate (here
     through ARI, the same core originate as AMI's) of Local/9<86><number>@default
     to Exten 8368 with Callerid "V<date><lead>" <campaign CID>: the carrier entry
-    runs on the Local channel's second leg with that caller ID."""
+    runs on the Local channel's second leg with that caller ID, the carrier answers,
+    and the call ends cleanly.
+
+    `formats=slin` is what an AMI Originate without Codecs asks for (manager.c
+    appends slin). ARI's default without `formats` is every audio format, and the
+    bridge then found "No path to translate" from the carrier's ulaw: the call was
+    cancelled after the carrier's 200 OK, and Asterisk's retransmitted BYE reached
+    the next test's carrier (stop 22's flake)."""
     import base64
     import json
     import urllib.parse
     import urllib.request
 
-    from sipp import CARRIER_UAS, Sipp, parse_uas_log
+    from sipp import CARRIER_UAS, Sipp, parse_uas_log, parse_uas_times
 
     campaign, cid = vicidial
     (number,) = numbers(1)
     code = vicidial_code(_rng.randrange(1, 10**8))
     params = urllib.parse.urlencode({
         "endpoint": f"Local/986{number}@default", "context": "default", "extension": "8368", "priority": "1",
-        "callerId": f'"{code}" <{cid.lstrip("+")}>', "timeout": "30"})
+        "callerId": f'"{code}" <{cid.lstrip("+")}>', "timeout": "30", "formats": "slin"})
     auth = base64.b64encode(f"{stack.ari_user}:{stack.ari_password}".encode()).decode()
     carrier = Sipp("carrier", CARRIER_UAS, tmp_path, stack.carrier_port, timeout_s=60)
     with carrier:
@@ -133,6 +140,9 @@ async def test_originate_as_vicidial_places_it(stack, vicidial, asterisk, tmp_pa
 
     assert result is not None
     (invite,) = parse_uas_log(result.log)
+    # the call was answered and hung up by the PBX, not cancelled after the answer
+    assert result.failed == 0 and result.successful == 1, result.describe()
+    assert invite.call_id in parse_uas_times(result.log, "ANSWER"), result.describe()
     assert invite.number == "86" + number, invite
     assert invite.from_user == cid and invite.pai_user == cid, invite
     assert [(r["allowed"], r["call_id"]) for r in rows] == [(True, code)], rows
