@@ -53,6 +53,10 @@ UNPARK_EVERY_S = 1.0  # parked leads are looked at this often even when no regio
 # often, not at every tick (20 a second, each an UPDATE in PostgreSQL): a lead that falls
 # due meanwhile waits at most this long; an unpark or a clock moved asks at once.
 DRAINED_RECHECK_S = 0.5
+# How often the campaigns in play are read (PostgreSQL): a campaign started, stopped
+# or given leads is seen within this. While nothing may dial and no call is in flight
+# the loop waits this long, not a tick: an idle dialer wakes twice a second, not 20 times.
+REFRESH_S = 0.5
 
 
 @dataclass
@@ -131,6 +135,7 @@ class Dialer:
         self._active_regions: set[str] | None = None  # regions paused now (None: not read yet)
         # campaign -> (monotonic time, guard clock) of a claim that found fewer due leads than asked
         self._drained: dict[str, tuple[float, datetime]] = {}
+        self._idle = False  # the last tick found no campaign that may dial
         self._unparked_at = 0.0
         self._held_kind: dict[str, str] = {}  # campaign -> the dialer_holds reason of `held`
         # campaign -> {reason: hold id} of the holds ended when this dialer took it over, until
@@ -324,7 +329,7 @@ class Dialer:
                     # so look at those channels every 2 s
                     last_poll = time.monotonic()
                     await self.life.reconcile()
-                if time.monotonic() - last_refresh > 0.5:
+                if time.monotonic() - last_refresh >= REFRESH_S:
                     await self._refresh_campaigns()
                     last_refresh = time.monotonic()
                 if self.ari.healthy:  # dial only while the events socket is healthy
@@ -340,8 +345,13 @@ class Dialer:
             else:
                 for o in self.outages.values():
                     o.ok()
+            wait = self.cfg.tick_s
+            if self._idle and not self.calls and self.ari.healthy:
+                # nothing may dial and nothing is in flight: nothing happens before the next
+                # refresh (a started campaign is seen there; events come on their own task)
+                wait = max(wait, REFRESH_S - (time.monotonic() - last_refresh))
             # not asyncio.wait_for: on 3.11 it can lose a cancel (dialguard/cancel.py)
-            await cancel.wait_event(self._stop, self.cfg.tick_s)
+            await cancel.wait_event(self._stop, wait)
 
     async def _hold_start(self, campaign: str, reason: str, why: str, at) -> None:
         """Record a campaign-wide hold; if this dialer ended one of that reason when it took
@@ -411,6 +421,7 @@ class Dialer:
                 dialing.append(c)
             else:
                 self._taken_holds.pop(c.name, None)  # not dialing: nothing ended at the takeover goes on
+        self._idle = not dialing
         if not dialing:
             # nothing may dial (stopped, or outside its approved dates): the kill switches and
             # region pauses matter to no lead, so an idle dialer reads neither 20 times a second

@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 
 from ari_app import metrics as m
+from ari_app.dialer import REFRESH_S
 from test_dialer_calls import CALLER_ID, die, number, observe, rig, ticks  # noqa: F401  (fixture)
 
 
@@ -207,16 +208,22 @@ async def test_campaign_without_a_required_message_is_held_until_it_has_one(rig)
 
 
 async def test_idle_dialer_reads_no_kill_switch_until_a_campaign_may_dial(rig):
-    """Nothing may dial (its one campaign stopped): the pacing loop still ticks, but reads
-    neither the kill switches nor the region pauses (before: both from Redis at every
-    tick, 20 a second, the idle dialer's largest cost). Started, the campaign is read and
-    its kill switch honoured at once."""
+    """Nothing may dial (its one campaign stopped): the pacing loop reads neither the kill
+    switches nor the region pauses (before: both from Redis at every tick, 20 a second,
+    the idle dialer's largest cost), and it wakes only for the campaigns' refresh, twice
+    a second, not at every 50 ms tick. Started, the campaign is read and its kill switch
+    honoured at once."""
     camp = await rig.campaign([number("00")])
     await rig.store.set_state(camp, "stopped")
     await rig.engine.pause("all", why="test")
     d = rig.start(camp, ["agent1"])
     paused, regions = observe(d.engine, "paused"), observe(d, "_regions")
-    await ticks(d, 40)
+    await ticks(d, 2)
+    t0, tick0 = time.monotonic(), d.stats["ticks"]
+    await asyncio.sleep(3)
+    idle_ticks = d.stats["ticks"] - tick0
+    # 2 a second (REFRESH_S), +1 for the edges; a load can only make it fewer. Before: 60.
+    assert idle_ticks <= (time.monotonic() - t0) / REFRESH_S + 1, idle_ticks
     assert (len(paused), len(regions)) == (0, 0), (paused, regions)
     assert camp not in d.campaigns and camp not in d.held  # a stopped campaign is not even loaded
     await rig.store.set_state(camp, "running")
