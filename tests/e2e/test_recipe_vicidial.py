@@ -61,6 +61,8 @@ async def test_carrier_entry_allowed_and_dnc_refused(stack, vicidial, tmp_path: 
     ok, dnc, manual, other = numbers(4)
     dialguard("dnc", "add", dnc)
     code_ok, code_dnc, code_manual = write_calls(tmp_path / "calls.csv", ok, dnc, manual, other, cid)
+    log = stack.log("asterisk")
+    logged = log.stat().st_size
 
     run = call(stack, tmp_path / "calls.csv", tmp_path)
 
@@ -80,6 +82,11 @@ async def test_carrier_entry_allowed_and_dnc_refused(stack, vicidial, tmp_path: 
     # A caller ID name that is not VICIdial's V/M code is not taken as the call
     # id: the channel's uniqueid is.
     assert rows[3]["allowed"] and re.fullmatch(r"\d+\.\d+", rows[3]["call_id"]), rows[3]
+    # ... and the entry's dialplan logged no expression error for it (the lead id's
+    # arithmetic, expanded by IF() even without a code, once logged "syntax error")
+    with open(log, "rb") as f:
+        f.seek(logged)
+        assert b"syntax error" not in f.read(), f"see {log} after byte {logged}"
 
 
 async def test_guard_down_no_call_reaches_the_carrier(stack, vicidial, tmp_path: Path) -> None:
