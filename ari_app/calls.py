@@ -76,6 +76,7 @@ class Call:
     dead_man: bool = False  # TIMEOUT(absolute) armed on the customer (lifecycle._dead_man)
     opted_out: bool = False
     finalizing: bool = False
+    hangup_asked: bool = False  # Asterisk said a hangup was requested (the callee's, or ours)
     resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)
     lease_checked: bool = False  # adopted: its agent's lease taken over (or found taken)
     tasks: list = field(default_factory=list)

@@ -117,7 +117,7 @@ class Dialer:
         self.store = store
         # this process's lease owner id: a restarted dialer is a new owner
         self.owner = f"{config.name or config.app}/{uuid.uuid4().hex[:12]}"
-        self.stats = {"machines": 0, "skipped_closed": 0, "parked": 0, "originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0,
+        self.stats = {"machines": 0, "skipped_closed": 0, "parked": 0, "originated": 0, "denied": 0, "answered": 0, "bridged": 0, "abandoned": 0, "message_failed": 0,
                       "reported": 0, "reconciled_ended": 0, "originate_errors": 0, "agent_waits": 0,
                       "leases_recovered": 0, "leases_lost": 0, "ticks": 0}
         # Redis or PostgreSQL down: a line when it starts, one a minute, one when it ends

@@ -446,8 +446,20 @@ class Lifecycle:
                 await self.finalize(self.calls[ch], cause=e.get("cause"), sip=sip_of(e.get("tech_cause")))
             elif ch in self.agent_legs:
                 await self._agent_gone(ch)
+        elif kind == "ChannelHangupRequest" and ch in self.calls:
+            self.calls[ch].hangup_asked = True
         elif kind == "PlaybackFinished" and (e.get("playback") or {}).get("id", "").startswith("dgp-"):
             call = self.calls.get("dgc-" + e["playback"]["id"][4:])
+            if call is not None and e["playback"].get("state") == "failed" and not call.hangup_asked:
+                # Asterisk reports a message cut by a hangup as "failed" too; with no hangup
+                # asked, nothing was played to a callee still there (a missing file...):
+                # an abandoned call without its message, which the admin must hear of
+                what = "abandon" if call.abandoned else "machine"
+                self.stats["message_failed"] += 1
+                m.MESSAGE_FAILED.labels(call.campaign, what).inc()
+                log.error("call %s (campaign %s): its %s message could not be played (%s): "
+                          "hung up without it; check that Asterisk has the media", call.channel_id,
+                          call.campaign, what, e["playback"].get("media_uri", "?"))
             # the abandon message, or a machine's, is over
             if call is not None and (call.abandoned or call.machine) and not call.finalizing:
                 await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))

@@ -16,6 +16,10 @@ CALLS_IN_FLIGHT = Gauge("dialguard_dialer_calls_in_flight",
 ORIGINATE_FAILURES = Counter("dialguard_dialer_originate_failures_total",
                              "Originates Asterisk refused or never confirmed, per campaign", ["campaign"],
                              registry=REGISTRY)
+MESSAGE_FAILED = Counter("dialguard_dialer_message_failed_total",
+                         "Abandon or answering-machine messages Asterisk could not play (the callee, still "
+                         "on the line, was hung up without hearing it), per campaign and kind",
+                         ["campaign", "kind"], registry=REGISTRY)
 EVENTS_SOCKET_UP = Gauge("dialguard_dialer_events_socket_up",
                          "1 while the ARI events socket is connected and reconciled (the dialer dials only then)",
                          registry=REGISTRY)

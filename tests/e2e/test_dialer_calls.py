@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ari_app import metrics as m
 from ari_app.dialer import Dialer, DialerConfig
 from ari_app.lifecycle import Lifecycle, end_var, fallback_var
 from fakes.dialer_db import ensure_schema
@@ -352,7 +353,8 @@ async def test_no_agent_in_time_is_abandoned_and_slows_pacing(rig):
     [c] = await rig.calls(camp)
     assert c["result"] == "abandoned" and c["bridged_at"] is None and c["answered_at"] is not None
     assert c["ended_at"] - c["answered_at"] < timedelta(seconds=2 + 1.0 + 1.5)  # 2 s, message, hangup
-    assert d.stats["abandoned"] == 1
+    # the message was played until the callee hung up (Asterisk says "failed" then too)
+    assert d.stats["abandoned"] == 1 and d.stats["message_failed"] == 0, d.stats
     # today's abandon rate for the campaign is 100 %, over its 3 % limit: nothing more is dialed
     answered, abandoned = await rig.store.abandon_stats(camp, c["answered_at"] - timedelta(hours=1),
                                                         c["answered_at"] + timedelta(hours=1))
@@ -364,6 +366,24 @@ async def test_no_agent_in_time_is_abandoned_and_slows_pacing(rig):
     assert d.verdicts[camp].state == "stopped" and d.verdicts[camp].tightest.source == "campaign"
     # the agent was called and cancelled; the engine got "abandoned"
     assert [i.number for i in invites(rig.agents)] == ["slow1"]
+
+
+async def test_abandon_message_that_cannot_play_is_counted_and_logged(rig, caplog):
+    """The campaign's abandon message is missing in Asterisk: the callee is still hung up
+    (by the playback's end), and the dialer says so: an error naming the call and the
+    media, and dialguard_dialer_message_failed_total{kind="abandon"}."""
+    camp = await rig.campaign([number("00")], abandon_media="sound:/nonexistent/dialguard-e2e-missing")
+    metric = m.MESSAGE_FAILED.labels(camp, "abandon")
+    before = metric._value.get()
+    caplog.set_level("ERROR", logger="ari_app")
+    d = rig.start(camp, ["slow1"])  # rings, never answers: no agent in time
+    await rig.settle(camp)
+    [c] = await rig.calls(camp)
+    assert c["result"] == "abandoned" and c["answered_at"] is not None
+    assert c["ended_at"] - c["answered_at"] < timedelta(seconds=2 + 1.5)  # 2 s, no message, hangup
+    assert d.stats["message_failed"] == 1 and metric._value.get() == before + 1, d.stats
+    assert any("abandon message could not be played" in r.getMessage() and "dialguard-e2e-missing" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
 async def test_dtmf_opt_out(rig):
