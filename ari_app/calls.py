@@ -77,6 +77,9 @@ class Call:
     opted_out: bool = False
     finalizing: bool = False
     hangup_asked: bool = False  # Asterisk said a hangup was requested (the callee's, or ours)
+    answered_ts: datetime | None = None  # Asterisk's time of the answer (the call's first StasisStart)
+    message_due: str | None = None  # "abandon" or "machine": a message this call owes its callee
+    message_state: str | None = None  # started, played, cut, failed, none (dialguard/campaigns/sql/240)
     resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)
     lease_checked: bool = False  # adopted: its agent's lease taken over (or found taken)
     tasks: list = field(default_factory=list)
@@ -87,6 +90,17 @@ class Call:
     @property
     def unbridged(self) -> bool:
         return self.state in ("reserved", "originated", "answered")
+
+
+def ari_time(text: object) -> datetime | None:
+    """An ARI event's `timestamp` (Asterisk's clock, e.g. 2026-12-06T19:48:03.333+0000);
+    None when it is missing or not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return None
 
 
 async def quiet(coro) -> None:

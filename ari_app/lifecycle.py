@@ -24,8 +24,8 @@ from typing import Callable
 
 from ari_app import metrics as m
 from ari_app.agents import AgentPool
-from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call, cause_of, not_answered_result,
-                           quiet, sip_of)
+from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call, ari_time, cause_of,
+                           not_answered_result, quiet, sip_of)
 from ari_app.client import AriClosed, AriError, AriUnavailable
 from dialguard.campaigns.disposition import parse_disposition
 from dialguard.campaigns.retry import next_try, parse_rules
@@ -435,6 +435,9 @@ class Lifecycle:
         ch = (e.get("channel") or {}).get("id")
         if kind == "StasisStart":
             args = e.get("args") or []
+            if ch in self.calls and self.calls[ch].answered_ts is None:
+                # the answer on Asterisk's clock: what a message's delay is counted from
+                self.calls[ch].answered_ts = ari_time(e.get("timestamp"))
             if args[:1] == ["customer"]:
                 await self._answered(ch)
             elif args[:1] == ["amd"]:
@@ -448,18 +451,20 @@ class Lifecycle:
                 await self._agent_gone(ch)
         elif kind == "ChannelHangupRequest" and ch in self.calls:
             self.calls[ch].hangup_asked = True
+        elif kind == "PlaybackStarted" and (e.get("playback") or {}).get("id", "").startswith("dgp-"):
+            call = self.calls.get("dgc-" + e["playback"]["id"][4:])
+            if call is not None:
+                await self._message_started(call, ari_time(e.get("timestamp")))
         elif kind == "PlaybackFinished" and (e.get("playback") or {}).get("id", "").startswith("dgp-"):
             call = self.calls.get("dgc-" + e["playback"]["id"][4:])
-            if call is not None and e["playback"].get("state") == "failed" and not call.hangup_asked:
+            state = e["playback"].get("state")
+            if call is not None and state == "failed" and not call.hangup_asked:
                 # Asterisk reports a message cut by a hangup as "failed" too; with no hangup
                 # asked, nothing was played to a callee still there (a missing file...):
                 # an abandoned call without its message, which the admin must hear of
-                what = "abandon" if call.abandoned else "machine"
-                self.stats["message_failed"] += 1
-                m.MESSAGE_FAILED.labels(call.campaign, what).inc()
-                log.error("call %s (campaign %s): its %s message could not be played (%s): "
-                          "hung up without it; check that Asterisk has the media", call.channel_id,
-                          call.campaign, what, e["playback"].get("media_uri", "?"))
+                await self._message_failed(call, e["playback"].get("media_uri", "?"))
+            elif call is not None:
+                await self._message_state(call, "played" if state == "done" else "cut")
             # the abandon message, or a machine's, is over
             if call is not None and (call.abandoned or call.machine) and not call.finalizing:
                 await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
@@ -535,7 +540,7 @@ class Lifecycle:
         camp = self.campaign_of(call.campaign)
         log.info("call %s: answering machine (%s)", ch, cause)
         if camp is not None and camp.amd_action == "message" and camp.amd_media:
-            await quiet(self.ari.post(f"channels/{ch}/play/dgp-{ch[4:]}", media=camp.amd_media))
+            await self._play_message(call, "machine", camp.amd_media)
 
             async def hang_later():  # PlaybackFinished hangs up; this bounds a stuck playback
                 await asyncio.sleep(self.cfg.amd_media_max_s)
@@ -665,12 +670,56 @@ class Lifecycle:
         media = self.abandon_media(call.campaign)
         if media:
             # hung up when the message ends (PlaybackFinished), at the latest after abandon_media_max_s
-            await quiet(self.ari.post(f"channels/{call.channel_id}/play/dgp-{call.channel_id[4:]}", media=media))
+            await self._play_message(call, "abandon", media)
 
         async def hang_later():
             await asyncio.sleep(self.cfg.abandon_media_max_s)
             await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
         call.tasks.append(asyncio.create_task(hang_later()))
+
+    async def _play_message(self, call: Call, kind: str, media: str) -> None:
+        """Play the message the call owes its callee (`abandon`, or a `machine`'s); what
+        becomes of it is written to the call's row (dialguard/campaigns/sql/240)."""
+        call.message_due = kind
+        try:
+            await self.ari.post(f"channels/{call.channel_id}/play/dgp-{call.channel_id[4:]}", media=media)
+        except AriError as exc:
+            if exc.status == 404 or call.hangup_asked:  # the callee is gone: nothing to play to
+                return
+            # refused (a media URI Asterisk does not take...): no PlaybackFinished will
+            # come, so the callee is not held in silence until the bound
+            await self._message_failed(call, media)
+            await quiet(self.ari.delete(f"channels/{call.channel_id}", reason="normal"))
+        except AriUnavailable as exc:  # not known whether it plays: the bound hangs up
+            log.warning("call %s: its %s message was asked for, Asterisk did not answer: %s",
+                        call.channel_id, kind, exc)
+
+    async def _message_started(self, call: Call, at: datetime | None) -> None:
+        delay = None
+        if at is not None and call.answered_ts is not None:
+            delay = max(0, round((at - call.answered_ts).total_seconds() * 1000))
+        call.message_state = "started"
+        try:
+            await self.store.update_call(call.channel_id, message_state="started", message_started_at=at,
+                                         message_delay_ms=delay)
+        except Exception as exc:  # noqa: BLE001 - the end writes the final state again
+            log.warning("call %s: the start of its message not recorded: %s", call.channel_id, exc)
+
+    async def _message_state(self, call: Call, state: str) -> None:
+        call.message_state = state
+        try:
+            await self.store.update_call(call.channel_id, message_state=state)
+        except Exception as exc:  # noqa: BLE001 - the end writes the final state again
+            log.warning("call %s: its message's end (%s) not recorded: %s", call.channel_id, state, exc)
+
+    async def _message_failed(self, call: Call, media: str) -> None:
+        what = call.message_due or ("abandon" if call.abandoned else "machine")
+        self.stats["message_failed"] += 1
+        m.MESSAGE_FAILED.labels(call.campaign, what).inc()
+        log.error("call %s (campaign %s): its %s message could not be played (%s): "
+                  "hung up without it; check that Asterisk has the media", call.channel_id,
+                  call.campaign, what, media)
+        await self._message_state(call, "failed")
 
     def _arm_deadline(self, call: Call) -> None:
         if call.deadline is not None and call.deadline_task is None:
@@ -796,6 +845,11 @@ class Lifecycle:
         else:
             result = not_answered_result(cause)
         extra = {"answered_at": answered_wall} if answered_wall is not None else {}
+        if call.message_due and call.message_state in (None, "started"):
+            # the call ended before its PlaybackFinished: cut while playing, or gone before it began
+            call.message_state = "cut" if call.message_state == "started" else "none"
+        if call.message_due:
+            extra["message_state"] = call.message_state
         # the outcome must reach PostgreSQL: retried while it is down (never dropped);
         # False: the call was ended before (e.g. by a dialer that died after recording
         # it): its outcome is not reported a second time

@@ -23,6 +23,8 @@ from dialguard.timeutil import UTC
 
 # A pack's base: calls answered by a live person (machines and voicemail out), by answer
 # time. One query for the dialer, `campaign status` and `dialguard report`.
+# 47 CFR 64.1200(a)(7)(i)(A): an abandoned call's message begins within 2 s of the greeting
+MESSAGE_WITHIN_MS = 2000
 LIVE_ABANDON_SQL = (
     "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
     "       count(*) filter (where result = 'abandoned') abandoned"
@@ -616,6 +618,24 @@ class Store:
             " from dialer_calls where campaign = %s and answered_at >= %s and answered_at < %s",
             (campaign, day_start, day_end))
         return int(r["answered"]), int(r["abandoned"])
+
+    async def abandon_messages(self, campaign: str, day_start: datetime, day_end: datetime,
+                               within_ms: int = MESSAGE_WITHIN_MS) -> dict[str, int]:
+        """What the campaign's calls abandoned in [day_start, day_end) (by answer time) did
+        with their message (dialguard/campaigns/sql/240): begun (then played, cut by the
+        callee, or its end not seen), begun later than `within_ms` after the answer,
+        failed, the callee gone before it, and played by the dialplan with no dialer."""
+        r = await self._one(
+            "select count(*) abandoned,"
+            " count(*) filter (where message_state in ('started', 'played', 'cut')) begun,"
+            " count(*) filter (where message_delay_ms > %(w)s) late,"
+            " count(*) filter (where message_state = 'failed') failed,"
+            " count(*) filter (where message_state = 'none') callee_gone,"
+            " count(*) filter (where message_state is null) by_dialplan"
+            " from dialer_calls where campaign = %(c)s and result = 'abandoned'"
+            " and answered_at >= %(a)s and answered_at < %(b)s",
+            {"c": campaign, "a": day_start, "b": day_end, "w": within_ms})
+        return {k: int(v) for k, v in r.items()}
 
 
 def local_day(now: datetime, tz: str) -> tuple[datetime, datetime]:

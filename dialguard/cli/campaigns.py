@@ -403,7 +403,9 @@ def status(name: str, as_json: bool = typer.Option(False, "--json")):
         from dialguard.campaigns.abandon import assess, campaign_limits
         settings = Settings()
         now = datetime.now(timezone.utc)
-        answered, abandoned = await s.abandon_stats(name, *local_day(now, settings.site_timezone))
+        today = local_day(now, settings.site_timezone)
+        answered, abandoned = await s.abandon_stats(name, *today)
+        messages = await s.abandon_messages(name, *today)
         policy = await _policy_of(c)  # as the dialer reads it: its own packs, else the version in effect
         limits = await campaign_limits(s, policy, c, now, settings.site_timezone)
         verdict = assess(limits)
@@ -412,6 +414,7 @@ def status(name: str, as_json: bool = typer.Option(False, "--json")):
         held = await s.open_holds(name)
         return c, {"leads": await s.lead_counts(name), "next_due_at": due["t"].isoformat() if due["t"] else None,
                    "answered_today": answered, "abandoned_today": abandoned,
+                   "abandon_messages_today": messages,
                    "abandon_pacing": verdict.state, "abandon_state": verdict.summary(),
                    "callable_at": verdict.callable_at.isoformat() if verdict.callable_at else None,
                    "abandon_limits": [x.describe() for x in limits],

@@ -57,6 +57,9 @@ async def test_machine_hears_the_campaigns_message(amd_rig):
     await rig.settle(camp, timeout=60)
     [c] = await rig.calls(camp)
     assert c["result"] == "amd" and c["bridged_at"] is None, c
+    # the message began after the detection (seconds into the greeting) and was heard out
+    # or cut by the machine's hangup: never failed
+    assert c["message_state"] in ("played", "cut") and c["message_delay_ms"] > 1000, c
     assert invites(rig.agents) == []
 
 

@@ -355,6 +355,9 @@ async def test_no_agent_in_time_is_abandoned_and_slows_pacing(rig):
     assert c["ended_at"] - c["answered_at"] < timedelta(seconds=2 + 1.0 + 1.5)  # 2 s, message, hangup
     # the message was played until the callee hung up (Asterisk says "failed" then too)
     assert d.stats["abandoned"] == 1 and d.stats["message_failed"] == 0, d.stats
+    # ... and the row says so: begun (after the 1.7 s bridge timeout, on Asterisk's clock), cut
+    assert c["message_state"] == "cut" and c["message_started_at"] is not None, c
+    assert 1500 <= c["message_delay_ms"] < 1700 + 1500, c
     # today's abandon rate for the campaign is 100 %, over its 3 % limit: nothing more is dialed
     answered, abandoned = await rig.store.abandon_stats(camp, c["answered_at"] - timedelta(hours=1),
                                                         c["answered_at"] + timedelta(hours=1))
@@ -382,6 +385,11 @@ async def test_abandon_message_that_cannot_play_is_counted_and_logged(rig, caplo
     assert c["result"] == "abandoned" and c["answered_at"] is not None
     assert c["ended_at"] - c["answered_at"] < timedelta(seconds=2 + 1.5)  # 2 s, no message, hangup
     assert d.stats["message_failed"] == 1 and metric._value.get() == before + 1, d.stats
+    assert c["message_state"] == "failed", c  # on the row, for the campaign's report
+    # the day's report counts it among the abandoned calls whose message failed
+    day = (c["answered_at"] - timedelta(hours=1), c["answered_at"] + timedelta(hours=1))
+    msgs = await rig.store.abandon_messages(camp, *day)
+    assert msgs["abandoned"] == 1 and msgs["failed"] == 1 and msgs["begun"] == 0, msgs
     assert any("abandon message could not be played" in r.getMessage() and "dialguard-e2e-missing" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
 

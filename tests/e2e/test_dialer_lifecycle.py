@@ -254,6 +254,13 @@ async def test_campaign_abandon_message_heard_within_2s_of_answer(rig, asterisk)
     # the whole 3 s message was played, then the dialer hung up (PlaybackFinished)
     assert sink.packets[port] >= 140, sink.packets[port]  # 20 ms packets
     assert 3.0 <= (c["ended_at"] - c["answered_at"]).total_seconds() < 1.7 + 3.0 + 2.0, c
+    # the row: played to its end, begun within 2 s of the answer by Asterisk's clock, as the
+    # carrier heard it (the first packet comes a few ms after the start)
+    assert c["message_state"] == "played", c
+    assert c["message_delay_ms"] < 2000 and abs(c["message_delay_ms"] / 1000 - delay) < 0.25, (c, delay)
+    msgs = await rig.store.abandon_messages(camp, c["answered_at"] - timedelta(hours=1),
+                                            c["answered_at"] + timedelta(hours=1))
+    assert msgs == {"abandoned": 1, "begun": 1, "late": 0, "failed": 0, "callee_gone": 0, "by_dialplan": 0}, msgs
 
 
 async def test_sigkill_between_answer_and_bridge_message_from_asterisk_within_2s(rig, tmp_path):

@@ -178,3 +178,47 @@ def test_start_refused_without_a_lawful_abandon_message(schema):
     finally:
         with psycopg.connect(Settings().pg_dsn, autocommit=True) as conn:
             conn.execute("delete from dialer_campaigns where name = %s", (name,))
+
+
+def test_status_counts_what_abandoned_calls_did_with_their_message(schema, tmp_path):
+    """Today's abandoned calls by their message (dialguard/campaigns/sql/240): begun
+    (played, cut, or its end unseen), begun later than 2 s after the answer, failed, the
+    callee gone before it, and played by the dialplan with no dialer (no state); calls
+    that were not abandoned and other days' do not count."""
+    import time as _time
+    from datetime import timedelta
+
+    from dialguard.campaigns.store import local_day
+
+    prefix = f"dgcamp:{uuid.uuid4().hex[:8]}"
+    name = f"msgs-{uuid.uuid4().hex[:8]}"
+    tz = Settings().site_timezone
+    now = datetime.now(timezone.utc)
+    if local_day(now, tz)[1] - now < timedelta(seconds=10):  # status counts the site's day as it runs
+        _time.sleep((local_day(now, tz)[1] - now).total_seconds() + 1)
+        now = datetime.now(timezone.utc)
+    try:
+        assert cli(prefix, "campaign", "create", name).returncode == 0
+        rows = [  # result, message_state, message_delay_ms, answered
+            ("abandoned", "played", 1710, now), ("abandoned", "cut", 2300, now), ("abandoned", "started", 900, now),
+            ("abandoned", "failed", 1705, now), ("abandoned", "none", None, now), ("abandoned", None, None, now),
+            ("conversation", None, None, now), ("amd", "played", 4000, now),
+            ("abandoned", "played", 2500, local_day(now, tz)[0] - timedelta(minutes=1)),  # yesterday
+        ]
+        f = tmp_path / "l.csv"
+        f.write_text("number\n13800138000\n")
+        assert cli(prefix, "campaign", "import", name, str(f)).returncode == 0
+        with psycopg.connect(schema) as c:
+            [(lead,)] = c.execute("select id from dialer_leads where campaign = %s", (name,)).fetchall()
+            for i, (result, state, delay, at) in enumerate(rows):
+                c.execute("insert into dialer_calls (channel_id, lead_id, campaign, state, result, answered_at,"
+                          " message_state, message_delay_ms) values (%s, %s, %s, 'ended', %s, %s, %s, %s)",
+                          (f"dgc-{name}-{i}", lead, name, result, at, state, delay))
+        s = json.loads(cli(prefix, "campaign", "status", name, "--json").stdout)
+        assert s["abandoned_today"] == 6, s
+        assert s["abandon_messages_today"] == {"abandoned": 6, "begun": 3, "late": 1, "failed": 1,
+                                               "callee_gone": 1, "by_dialplan": 1}, s
+    finally:
+        with psycopg.connect(Settings().pg_dsn, autocommit=True) as conn:
+            conn.execute("delete from dialer_leads where campaign = %s", (name,))
+            conn.execute("delete from dialer_campaigns where name = %s", (name,))

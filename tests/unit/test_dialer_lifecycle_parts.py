@@ -30,3 +30,15 @@ def test_global_name_and_sound():
     assert sound_of("sound:/dialguard/sounds/spring") == "/dialguard/sounds/spring"
     assert sound_of("sound:all-circuits-busy-now") == "all-circuits-busy-now"
     assert sound_of(None) == "" and sound_of("") == ""
+
+
+def test_ari_event_time_is_asterisks_clock_or_none():
+    from ari_app.calls import ari_time
+
+    t = ari_time("2026-12-06T19:48:03.333+0000")
+    assert t == datetime(2026, 12, 6, 19, 48, 3, 333000, UTC)
+    assert ari_time("2026-12-07T03:48:03.040+0800") == datetime(2026, 12, 6, 19, 48, 3, 40000, UTC)
+    # a message's delay is counted between two of them: millisecond resolution
+    assert (ari_time("2026-12-06T19:48:05.047+0000") - t).total_seconds() * 1000 == 1714
+    for bad in (None, "", 1733514483, "2026-12-06 19:48:03", "2026-12-06T19:48:03.333", "yesterday"):
+        assert ari_time(bad) is None, bad
