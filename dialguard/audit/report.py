@@ -23,7 +23,10 @@ By campaign only (the dialer's tables, dialguard/campaigns/sql/210):
 - abandon_limit, limit_rate, limit_state: the campaign's tightest pack abandon limit
   (e.g. "us-tcpa 3% over 30 days"), its rate over the pack's own period and base
   (live-answered calls) ending at the end of the range (or now), and `within` /
-  `OVER` (dialguard/campaigns/abandon.py, as `campaign status` and /metrics).
+  `OVER` (dialguard/campaigns/abandon.py, as `campaign status` and /metrics);
+- message_late, message_failed: abandoned calls answered in the range whose message
+  began later than 2 s after the answer (47 CFR 64.1200(a)(7)(i)(A)), or could not be
+  played to a callee still on the line (dialguard/campaigns/sql/240).
 """
 
 from __future__ import annotations
@@ -100,6 +103,18 @@ def _holds(conn, start: datetime, end: datetime) -> dict:
         v["held_back"] += int(leads or 0)
         v["held_s"] += int(round(secs or 0))
     return out
+
+
+def _messages(conn, start: datetime, end: datetime) -> dict:
+    """campaign -> {message_late, message_failed}: its abandoned calls answered in
+    [start, end) whose message began late, or failed (docs/DIALER.md, "The abandon message")."""
+    from dialguard.campaigns.store import MESSAGE_WITHIN_MS
+
+    return {camp: {"message_late": int(late), "message_failed": int(failed)} for camp, late, failed in conn.execute(
+        "select campaign, count(*) filter (where message_delay_ms > %(w)s),"
+        " count(*) filter (where message_state = 'failed')"
+        " from dialer_calls where result = 'abandoned' and answered_at >= %(a)s and answered_at < %(b)s"
+        " group by campaign", {"a": start, "b": end, "w": MESSAGE_WITHIN_MS}).fetchall()}
 
 
 def _limits(conn, campaigns, end: datetime, policy_of) -> dict:
@@ -205,10 +220,12 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
             "talk_s", "answer_rate", "abandoned", "abandon_rate", "amd", "complaints", "opt_outs"]
     holds: dict = {}
     limits: dict = {}
+    messages: dict = {}
     if by == "campaign" and _dialer_tables(conn):
         holds = _holds(conn, start, end)
         held = [r for r in HOLD_REASONS if any(f"held_{r}" in v for v in holds.values())]
-        cols += ["held_back", *[f"held_{r}" for r in held], "held_s"]
+        cols += ["held_back", *[f"held_{r}" for r in held], "held_s", "message_late", "message_failed"]
+        messages = _messages(conn, start, end)
         names = {g for g, *_ in main} | set(holds)
         limits = _limits(conn, sorted(n for n in names if n), end, policy_of)
         if limits:
@@ -223,6 +240,8 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
     for grp, kind, n in facts:
         per.setdefault(grp if grp is not None else NO_CALL, {})["complaints" if kind == "complaint" else "opt_outs"] = n
     for grp, v in holds.items():
+        per.setdefault(grp, {}).update(v)
+    for grp, v in messages.items():
         per.setdefault(grp, {}).update(v)
     for grp, (text, rate, state) in limits.items():
         per.setdefault(grp, {}).update({"abandon_limit": text, "limit_rate": rate, "limit_state": state})

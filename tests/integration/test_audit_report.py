@@ -372,8 +372,19 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
             conn.execute("insert into dialer_calls (channel_id, lead_id, campaign, state, result, created_at,"
                          " answered_at) values (%s, %s, 'c1', 'ended', %s, %s, %s)",
                          (f"dgc-{uuid.uuid4().hex}", lead, result, t, t))
+        # in the range: abandoned calls whose message began late (2.3 s), failed, played in time,
+        # the callee gone before it; a late one outside the range; a late machine's (not abandoned)
+        for result, state, delay, at in (("abandoned", "cut", 2300, NOW), ("abandoned", "failed", 1700, NOW),
+                                         ("abandoned", "played", 1712, NOW), ("abandoned", "none", None, NOW),
+                                         ("abandoned", "played", 2600, a - timedelta(minutes=5)),
+                                         ("amd", "played", 4000, NOW)):
+            conn.execute("insert into dialer_calls (channel_id, lead_id, campaign, state, result, created_at,"
+                         " answered_at, message_state, message_delay_ms) values (%s, %s, 'c2', 'ended', %s, %s, %s,"
+                         " %s, %s)", (f"dgc-{uuid.uuid4().hex}", lead, result, at, at, state, delay))
         rep = rp.build(conn, "campaign", a, b, "Asia/Shanghai", policy_of=rp.campaign_policies(conn, "cn-default"))
     c = rows(rep)
+    assert (c["c2"]["message_late"], c["c2"]["message_failed"]) == (1, 1)
+    assert (c["c1"]["message_late"], c["c1"]["message_failed"], c["c3"]["message_late"]) == (0, 0, 0)
     assert (c["c1"]["held_paused"], c["c1"]["held_abandon_limit"], c["c1"]["held_zone_closed"],
             c["c1"]["held_region_paused"]) == (5, 3, 2, 1)
     assert c["c1"]["held_back"] == 11 and c["c1"]["held_s"] == 600 + 60  # campaign-wide holds only
@@ -408,6 +419,7 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
     js = {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}
     assert js["c1"]["held_region_paused"] == 1 and js["c1"]["limit_rate"] == 4.0
     assert js["c2"]["held_no_message"] == 2
+    assert (js["c2"]["message_late"], js["c2"]["message_failed"]) == (1, 1)
     assert js["c2"]["abandon_limit"] is None  # DIALGUARD_RULES (cn-default) in effect: no limit stated
 
     # A rules version published in Redis (`dialguard rules apply`, the console) is what a campaign
