@@ -93,7 +93,7 @@ role_url() {
 # service_url ROLE: ROLE's URL over the services' transport (DIALGUARD_REDIS_TRANSPORT).
 service_url() { role_url "$1" "$REDIS_TRANSPORT"; }
 
-VENV=$REPO_ROOT/.venv
+VENV=${DIALGUARD_VENV:-$REPO_ROOT/.venv}
 PROBE=$REPO_ROOT/scripts/probe.py
 
 # Asterisk's runtime folder (config, run, logs, spool, astdb): $AST_HOST_DIR on
