@@ -93,6 +93,8 @@ role_url() {
 # service_url ROLE: ROLE's URL over the services' transport (DIALGUARD_REDIS_TRANSPORT).
 service_url() { role_url "$1" "$REDIS_TRANSPORT"; }
 
+# DIALGUARD_VENV: another venv of this checkout for the services a script (re)starts,
+# e.g. the FastAGI server on another Python for an A/B (docs/BENCHMARKS.md, stop 24)
 VENV=${DIALGUARD_VENV:-$REPO_ROOT/.venv}
 PROBE=$REPO_ROOT/scripts/probe.py
 
