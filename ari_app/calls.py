@@ -92,6 +92,17 @@ class Call:
         return self.state in ("reserved", "originated", "answered")
 
 
+def message_at_end(due: str | None, state: str | None) -> str | None:
+    """A call's message state to record at its end: None when no message was due; one
+    begun but never seen finished was cut by the hangup; one never begun, the callee was
+    gone before it (`none`); else what its PlaybackFinished said."""
+    if not due:
+        return None
+    if state == "started":
+        return "cut"
+    return state or "none"
+
+
 def ari_time(text: object) -> datetime | None:
     """An ARI event's `timestamp` (Asterisk's clock, e.g. 2026-12-06T19:48:03.333+0000);
     None when it is missing or not one."""

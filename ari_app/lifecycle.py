@@ -25,7 +25,7 @@ from typing import Callable
 from ari_app import metrics as m
 from ari_app.agents import AgentPool
 from ari_app.calls import (ANSWERED, BLOCKING, MIN_AGENT_LEG_S, TRANSIENT, Call, ari_time, cause_of,
-                           not_answered_result, quiet, sip_of)
+                           message_at_end, not_answered_result, quiet, sip_of)
 from ari_app.client import AriClosed, AriError, AriUnavailable
 from dialguard.campaigns.disposition import parse_disposition
 from dialguard.campaigns.retry import next_try, parse_rules
@@ -845,11 +845,8 @@ class Lifecycle:
         else:
             result = not_answered_result(cause)
         extra = {"answered_at": answered_wall} if answered_wall is not None else {}
-        if call.message_due and call.message_state in (None, "started"):
-            # the call ended before its PlaybackFinished: cut while playing, or gone before it began
-            call.message_state = "cut" if call.message_state == "started" else "none"
-        if call.message_due:
-            extra["message_state"] = call.message_state
+        if call.message_due:  # ended before its PlaybackFinished: cut, or gone before it began
+            call.message_state = extra["message_state"] = message_at_end(call.message_due, call.message_state)
         # the outcome must reach PostgreSQL: retried while it is down (never dropped);
         # False: the call was ended before (e.g. by a dialer that died after recording
         # it): its outcome is not reported a second time

@@ -42,3 +42,85 @@ def test_ari_event_time_is_asterisks_clock_or_none():
     assert (ari_time("2026-12-06T19:48:05.047+0000") - t).total_seconds() * 1000 == 1714
     for bad in (None, "", 1733514483, "2026-12-06 19:48:03", "2026-12-06T19:48:03.333", "yesterday"):
         assert ari_time(bad) is None, bad
+
+
+def test_message_state_recorded_at_the_end():
+    from ari_app.calls import message_at_end
+
+    assert message_at_end(None, None) is None and message_at_end(None, "played") is None  # none was due
+    assert message_at_end("abandon", None) == "none"  # the callee was gone before it began
+    assert message_at_end("abandon", "started") == "cut"  # its end never seen: the hangup cut it
+    for final in ("played", "cut", "failed"):
+        assert message_at_end("machine", final) == final
+
+
+class _Ari:
+    """What the life cycle asks of ARI here, with the answer the test sets."""
+
+    def __init__(self, post_error=None):
+        self.post_error, self.posts, self.deletes = post_error, [], []
+
+    async def post(self, path, **kw):
+        self.posts.append(path)
+        if self.post_error:
+            raise self.post_error
+
+    async def delete(self, path, **kw):
+        self.deletes.append(path)
+
+
+class _Store:
+    def __init__(self):
+        self.updates = []
+
+    async def update_call(self, channel_id, **fields):
+        self.updates.append((channel_id, fields))
+
+
+def _life(ari):
+    from types import SimpleNamespace
+
+    from ari_app.lifecycle import Lifecycle
+
+    return Lifecycle(SimpleNamespace(app="t"), None, _Store(), ari, None, None,
+                     stats={"message_failed": 0}, background=set(), campaign_of=lambda name: None)
+
+
+async def test_a_play_request_asterisk_refuses_is_a_failed_message_and_the_call_ends_now():
+    from ari_app.calls import Call
+    from ari_app.client import AriError
+
+    life = _life(_Ari(AriError(400, "POST", "channels/dgc-1/play/dgp-1", "media URI not supported")))
+    call = Call(channel_id="dgc-1", lead={}, campaign="c1")
+    await life._play_message(call, "abandon", "sound:x")
+    assert life.stats["message_failed"] == 1 and call.message_state == "failed"
+    assert life.store.updates == [("dgc-1", {"message_state": "failed"})]
+    assert life.ari.deletes == ["channels/dgc-1"]  # not held in silence until the bound
+    # the channel already gone (404), or the callee's hangup asked: nothing to play to, no failure
+    for err, asked in ((AriError(404, "POST", "p", "Channel not found"), False),
+                       (AriError(409, "POST", "p", "Channel not in Stasis"), True)):
+        life = _life(_Ari(err))
+        call = Call(channel_id="dgc-2", lead={}, campaign="c1", hangup_asked=asked)
+        await life._play_message(call, "abandon", "sound:x")
+        assert life.stats["message_failed"] == 0 and life.store.updates == [] and life.ari.deletes == []
+        assert call.message_due == "abandon" and call.message_state is None
+
+
+async def test_playback_events_record_start_delay_and_how_it_ended():
+    from ari_app.calls import Call
+
+    for state, asked, final in (("done", False, "played"), ("failed", True, "cut"), ("failed", False, "failed")):
+        life = _life(_Ari())
+        call = Call(channel_id="dgc-3", lead={}, campaign="c1", message_due="abandon", abandoned=True,
+                    hangup_asked=asked, answered_ts=datetime(2026, 12, 6, 19, 48, 3, 333000, UTC))
+        life.calls[call.channel_id] = call
+        pb = {"id": "dgp-3", "media_uri": "sound:x"}
+        await life.on_event({"type": "PlaybackStarted", "timestamp": "2026-12-06T19:48:05.047+0000",
+                             "playback": {**pb, "state": "playing"}})
+        assert life.store.updates[0] == ("dgc-3", {"message_state": "started", "message_delay_ms": 1714,
+                                                   "message_started_at": datetime(2026, 12, 6, 19, 48, 5, 47000,
+                                                                                  UTC)})
+        await life.on_event({"type": "PlaybackFinished", "playback": {**pb, "state": state}})
+        assert call.message_state == final and life.store.updates[1] == ("dgc-3", {"message_state": final})
+        assert life.stats["message_failed"] == (1 if final == "failed" else 0)
+        assert life.ari.deletes == ["channels/dgc-3"]  # the message is over: the call ends
