@@ -234,9 +234,8 @@ class Dialer:
         if not await self.locks.acquire_app(self.cfg.app):
             log.error("Stasis app %s taken by another process while our PostgreSQL session was down",
                       self.cfg.app)
-        work = await self.store.campaigns_with_work()
         ours = {c.campaign for c in self.calls.values()}
-        camps = {c.name: c for c in await self.store.campaigns_in_play(work | ours)
+        camps = {c.name: c for c in await self.store.campaigns_in_play(ours)  # with work left, too
                  if c.served_by(self.name, self.cfg.campaigns)}
         wanted = set(camps)  # in play: running or paused, or work left (what campaigns_in_play reads)
         for n in sorted(self.locks.campaigns - wanted):  # nothing to do there: another dialer may have it

@@ -23,6 +23,10 @@ from dialguard.timeutil import UTC
 
 # A pack's base: calls answered by a live person (machines and voicemail out), by answer
 # time. One query for the dialer, `campaign status` and `dialguard report`.
+# campaigns with calls not ended, outcomes not reported or leads left dialing (indexes
+# dialer_calls_live, dialer_calls_unreported)
+WITH_WORK_SQL = ("select campaign from dialer_calls where state <> 'ended' or not outcome_reported"
+                 " union select campaign from dialer_leads where state = 'dialing'")
 # 47 CFR 64.1200(a)(7)(i)(A): an abandoned call's message begins within 2 s of the greeting
 MESSAGE_WITHIN_MS = 2000
 LIVE_ABANDON_SQL = (
@@ -258,11 +262,13 @@ class Store:
         return [Campaign.from_row(r) for r in await self._all("select * from dialer_campaigns order by name")]
 
     async def campaigns_in_play(self, also: set[str]) -> list[Campaign]:
-        """Campaigns running or paused, and those named in `also` (work left, calls up):
-        all a dialer may serve, without reading the stopped and draft ones it never will."""
+        """Campaigns running or paused, those with work left whatever their state (calls
+        not ended, outcomes not reported, leads left dialing: campaigns_with_work), and
+        those named in `also` (this dialer's calls up): all a dialer may serve, in one
+        query, without reading the stopped and draft ones it never will."""
         return [Campaign.from_row(r) for r in await self._all(
             "select * from dialer_campaigns where state in ('running', 'paused') or name = any(%s)"
-            " order by name", (sorted(also),))]
+            " or name in (" + WITH_WORK_SQL + ") order by name", (sorted(also),))]
 
     async def set_approval(self, name: str, approved: bool, start: datetime | None = None,
                            end: datetime | None = None, rules: str | None = None) -> Campaign | None:
@@ -562,10 +568,7 @@ class Store:
     async def campaigns_with_work(self) -> set[str]:
         """Campaigns with calls not ended, outcomes not reported or leads left dialing:
         whoever takes such a campaign over finishes that work, running or not."""
-        rows = await self._all(
-            "select distinct campaign from dialer_calls where state <> 'ended' or not outcome_reported"
-            " union select distinct campaign from dialer_leads where state = 'dialing'")
-        return {r["campaign"] for r in rows}
+        return {r["campaign"] for r in await self._all(WITH_WORK_SQL)}
 
     async def live_abandon_stats(self, campaign: str, since: datetime, until: datetime) -> tuple[int, int]:
         """(answered by a live person, abandoned) calls of the campaign answered in

@@ -190,7 +190,18 @@ async def test_campaigns_in_play_are_running_paused_or_named(store):
     got = {c.name for c in await store.campaigns_in_play({names["stopped"], "no-such-campaign"})}
     assert {names["running"], names["paused"], names["stopped"]} <= got
     assert names["draft"] not in got and names["approved"] not in got
+    # a stopped campaign with work left (a lead still dialing: its call's outcome is owed) is
+    # in play without being named: whoever takes it over finishes that work (one query)
+    busy = f"play-busy-{uuid.uuid4().hex[:6]}"
+    await store.create_campaign(busy, dialer=nobody)
+    await store.add_leads(busy, [Lead(2, "+8613800000001")], now=NOW - timedelta(hours=1))
+    assert busy not in {c.name for c in await store.campaigns_in_play(set())}
+    await store._one("update dialer_leads set state = 'dialing' where campaign = %s returning id", (busy,))
+    assert busy in {c.name for c in await store.campaigns_in_play(set())}
+    assert busy in await store.campaigns_with_work()
+    names["busy"] = busy
     everything = {c.name for c in await store.campaigns()}
     assert got <= everything and set(names.values()) <= everything
+    await store._one("update dialer_leads set state = 'done' where campaign = %s returning id", (busy,))
     for state in ("running", "paused"):
         await store.set_state(names[state], "stopped")
