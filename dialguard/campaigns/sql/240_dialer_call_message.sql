@@ -11,21 +11,8 @@
 -- dialer_calls.message_started_at: when Asterisk began playing it (its PlaybackStarted).
 -- dialer_calls.message_delay_ms: from the answer (the call's first StasisStart) to that
 --   start, both on Asterisk's clock.
-DO $$
-DECLARE
-    col record;
-BEGIN
-    FOR col IN SELECT * FROM (VALUES
-        ('dialer_calls', 'message_state',
-         'text CHECK (message_state IN (''started'', ''played'', ''cut'', ''failed'', ''none''))'),
-        ('dialer_calls', 'message_started_at', 'timestamptz'),
-        ('dialer_calls', 'message_delay_ms', 'integer CHECK (message_delay_ms >= 0)')
-    ) AS t(tbl, name, ddl) LOOP
-        IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                       WHERE table_schema = current_schema() AND table_name = col.tbl
-                         AND column_name = col.name) THEN
-            EXECUTE format('ALTER TABLE %I ADD COLUMN %I %s', col.tbl, col.name, col.ddl);
-        END IF;
-    END LOOP;
-END
-$$;
+ALTER TABLE dialer_calls
+    ADD COLUMN IF NOT EXISTS message_state text
+        CHECK (message_state IN ('started', 'played', 'cut', 'failed', 'none')),
+    ADD COLUMN IF NOT EXISTS message_started_at timestamptz,
+    ADD COLUMN IF NOT EXISTS message_delay_ms integer CHECK (message_delay_ms >= 0);
