@@ -389,7 +389,8 @@ def stop_(name: str):
 
 @camp.command("status")
 def status(name: str, as_json: bool = typer.Option(False, "--json")):
-    """State, settings, leads by state, today's answered/abandoned calls and abandon rate;
+    """State, settings, leads by state, today's answered/abandoned calls and abandon rate,
+    what the abandoned calls' messages did (begun, later than 2 s, failed: docs/DIALER.md);
     every abandon limit (the packs' and the campaign's own) against its maximum, and
     what the dialer's pacing may do under them (open, progressive, stopped)."""
     from dialguard.campaigns.store import local_day
