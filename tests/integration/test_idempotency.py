@@ -39,6 +39,9 @@ async def guard(make_engine, settings):
         await eng.set_campaign(c)
     await eng.approve_caller_id(CID)
     await eng.set_test_clock(sh(2026, 9, 28, 10))  # Monday 10:00 in Shanghai, a working day
+    # what the server's start-up does (agi/server.py _warm): loaded now, not under the first
+    # check's store deadline (a cold first check was denied guard_unavailable on a slow machine)
+    await eng.warm_up(now=sh(2026, 9, 28, 10), campaigns=("c1", "c2"))
     await eng.redis.delete(eng.keys.audit)  # the set-up's admin records are not counted here
     srv = FastAGIServer(EngineProvider(engine=eng), host=HOST, port=0)
     await srv.start()
