@@ -41,6 +41,8 @@ async def guard(make_engine, settings):
         await eng.set_campaign(c)
     await eng.approve_caller_id(CID)
     await eng.set_test_clock(sh(2026, 9, 28, 10))
+    # as the server's start-up does (agi/server.py _warm): not under the first check's deadline
+    await eng.warm_up(now=sh(2026, 9, 28, 10), campaigns=("c1", "c2", "c3", "c4"))
     srv = FastAGIServer(EngineProvider(engine=eng), host=HOST, port=0)
     await srv.start()
     yield srv, eng
