@@ -10,6 +10,7 @@ from datetime import datetime
 
 from ari_app.client import AriError, AriUnavailable
 from dialguard.decision.models import not_answered_result as cause_result
+from dialguard.timeutil import parse_time
 
 log = logging.getLogger("ari_app.calls")
 
@@ -109,7 +110,7 @@ def ari_time(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")
+        return parse_time(text)
     except ValueError:
         return None
 
