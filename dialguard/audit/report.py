@@ -108,13 +108,14 @@ def _holds(conn, start: datetime, end: datetime) -> dict:
 def _messages(conn, start: datetime, end: datetime) -> dict:
     """campaign -> {message_late, message_failed}: its abandoned calls answered in
     [start, end) whose message began late, or failed (docs/DIALER.md, "The abandon message")."""
-    from dialguard.campaigns.store import MESSAGE_WITHIN_MS
+    from psycopg.rows import dict_row
 
-    return {camp: {"message_late": int(late), "message_failed": int(failed)} for camp, late, failed in conn.execute(
-        "select campaign, count(*) filter (where message_delay_ms > %(w)s),"
-        " count(*) filter (where message_state = 'failed')"
-        " from dialer_calls where result = 'abandoned' and answered_at >= %(a)s and answered_at < %(b)s"
-        " group by campaign", {"a": start, "b": end, "w": MESSAGE_WITHIN_MS}).fetchall()}
+    from dialguard.campaigns.store import ABANDON_MESSAGES_SQL, MESSAGE_WITHIN_MS
+
+    cur = conn.cursor(row_factory=dict_row)
+    return {r["campaign"]: {"message_late": int(r["late"]), "message_failed": int(r["failed"])}
+            for r in cur.execute(ABANDON_MESSAGES_SQL, {"a": start, "b": end, "w": MESSAGE_WITHIN_MS,
+                                                       "c": None}).fetchall()}
 
 
 def _limits(conn, campaigns, end: datetime, policy_of) -> dict:

@@ -21,14 +21,25 @@ from dialguard import pg_cancel
 from dialguard.campaigns.leads import Lead
 from dialguard.timeutil import UTC
 
-# A pack's base: calls answered by a live person (machines and voicemail out), by answer
-# time. One query for the dialer, `campaign status` and `dialguard report`.
-# campaigns with calls not ended, outcomes not reported or leads left dialing (indexes
-# dialer_calls_live, dialer_calls_unreported)
+# Campaigns with calls not ended, outcomes not reported or leads left dialing (indexes
+# dialer_calls_live, dialer_calls_unreported).
 WITH_WORK_SQL = ("select campaign from dialer_calls where state <> 'ended' or not outcome_reported"
                  " union select campaign from dialer_leads where state = 'dialing'")
 # 47 CFR 64.1200(a)(7)(i)(A): an abandoned call's message begins within 2 s of the greeting
 MESSAGE_WITHIN_MS = 2000
+# What abandoned calls answered in [a, b) did with their message (sql/240), by campaign:
+# one definition for `campaign status` and `dialguard report`.
+ABANDON_MESSAGES_SQL = (
+    "select campaign, count(*) abandoned,"
+    " count(*) filter (where message_state in ('started', 'played', 'cut')) begun,"
+    " count(*) filter (where message_delay_ms > %(w)s) late,"
+    " count(*) filter (where message_state = 'failed') failed,"
+    " count(*) filter (where message_state = 'none') callee_gone,"
+    " count(*) filter (where message_state is null) by_dialplan"
+    " from dialer_calls where result = 'abandoned' and answered_at >= %(a)s and answered_at < %(b)s"
+    " and (%(c)s::text is null or campaign = %(c)s) group by campaign")
+# A pack's base: calls answered by a live person (machines and voicemail out), by answer
+# time. One query for the dialer, `campaign status` and `dialguard report`.
 LIVE_ABANDON_SQL = (
     "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
     "       count(*) filter (where result = 'abandoned') abandoned"
@@ -628,17 +639,10 @@ class Store:
         with their message (dialguard/campaigns/sql/240): begun (then played, cut by the
         callee, or its end not seen), begun later than `within_ms` after the answer,
         failed, the callee gone before it, and played by the dialplan with no dialer."""
-        r = await self._one(
-            "select count(*) abandoned,"
-            " count(*) filter (where message_state in ('started', 'played', 'cut')) begun,"
-            " count(*) filter (where message_delay_ms > %(w)s) late,"
-            " count(*) filter (where message_state = 'failed') failed,"
-            " count(*) filter (where message_state = 'none') callee_gone,"
-            " count(*) filter (where message_state is null) by_dialplan"
-            " from dialer_calls where campaign = %(c)s and result = 'abandoned'"
-            " and answered_at >= %(a)s and answered_at < %(b)s",
-            {"c": campaign, "a": day_start, "b": day_end, "w": within_ms})
-        return {k: int(v) for k, v in r.items()}
+        r = await self._one(ABANDON_MESSAGES_SQL, {"c": campaign, "a": day_start, "b": day_end, "w": within_ms})
+        out = dict.fromkeys(("abandoned", "begun", "late", "failed", "callee_gone", "by_dialplan"), 0)
+        out.update({k: int(v) for k, v in (r or {}).items() if k != "campaign"})
+        return out
 
 
 def local_day(now: datetime, tz: str) -> tuple[datetime, datetime]:
