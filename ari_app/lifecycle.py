@@ -698,19 +698,14 @@ class Lifecycle:
         delay = None
         if at is not None and call.answered_ts is not None:
             delay = max(0, round((at - call.answered_ts).total_seconds() * 1000))
-        call.message_state = "started"
-        try:
-            await self.store.update_call(call.channel_id, message_state="started", message_started_at=at,
-                                         message_delay_ms=delay)
-        except Exception as exc:  # noqa: BLE001 - the end writes the final state again
-            log.warning("call %s: the start of its message not recorded: %s", call.channel_id, exc)
+        await self._message_state(call, "started", message_started_at=at, message_delay_ms=delay)
 
-    async def _message_state(self, call: Call, state: str) -> None:
+    async def _message_state(self, call: Call, state: str, **more) -> None:
         call.message_state = state
         try:
-            await self.store.update_call(call.channel_id, message_state=state)
-        except Exception as exc:  # noqa: BLE001 - the end writes the final state again
-            log.warning("call %s: its message's end (%s) not recorded: %s", call.channel_id, state, exc)
+            await self.store.update_call(call.channel_id, message_state=state, **more)
+        except Exception as exc:  # noqa: BLE001 - the call's end writes its final state again
+            log.warning("call %s: its message's state (%s) not recorded: %s", call.channel_id, state, exc)
 
     async def _message_failed(self, call: Call, media: str) -> None:
         what = call.message_due or ("abandon" if call.abandoned else "machine")
