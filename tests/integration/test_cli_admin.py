@@ -115,10 +115,14 @@ async def test_pause_status_json_and_kill_switch_during_decisions(settings, tmp_
     prefix = f"dgcli:{uuid.uuid4().hex[:8]}"
     rules = tmp_path / "r.yaml"
     rules.write_text("pack: r\ndefault_region: CN\n")
-    e = await Engine.create(Settings(key_prefix=prefix), Policy.load(str(rules)))
+    # The subject is the kill switch, not the store's deadline (test_failure.py has that):
+    # 4 deciders and 2 CLI processes on a 2-core machine running both CI passes stalled
+    # one EVALSHA past the 200 ms default once (denied guard_unavailable, stop 24's CI).
+    e = await Engine.create(Settings(key_prefix=prefix, redis_timeout_ms=5000), Policy.load(str(rules)))
     try:
         await e.set_campaign("c1")
         await e.approve_caller_id("+862150000001", pool=True)
+        await e.warm_up(now=NOW, campaigns=("c1",))
         assert json.loads(cli(prefix, "pause", "--status", "--json").stdout) == {"paused": []}
         assert "nothing is paused" in cli(prefix, "status").stdout.splitlines()
 
