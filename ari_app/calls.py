@@ -81,6 +81,7 @@ class Call:
     answered_ts: datetime | None = None  # Asterisk's time of the answer (the call's first StasisStart)
     message_due: str | None = None  # "abandon" or "machine": a message this call owes its callee
     message_state: str | None = None  # started, played, cut, failed, none (dialguard/campaigns/sql/240)
+    to_fallback: bool = False  # sent to the dialplan's fallback by a stopping dialer (drain)
     resumed: bool = False  # loaded from PostgreSQL at start (the app was restarted)
     lease_checked: bool = False  # adopted: its agent's lease taken over (or found taken)
     tasks: list = field(default_factory=list)

@@ -53,6 +53,12 @@ def fallback_var(cid: str) -> str:
     return channel_global("DGAB_", cid)
 
 
+def message_var(cid: str) -> str:
+    """The global the dialplan's fallback writes for channel `cid` when it owed the callee
+    a message: state/started/answered (extensions_dialguard.conf [dialguard-dialer])."""
+    return channel_global("DGAM_", cid)
+
+
 def end_var(cid: str) -> str:
     """The global the hangup handler [dialguard-dialer-end] writes for channel `cid`: the
     Q.850 cause of a call never answered that ended within 2 s (extensions_dialguard.conf)."""
@@ -81,6 +87,30 @@ def parse_trace(value: str | None) -> tuple[datetime, datetime, str] | None:
     except (ValueError, OverflowError, OSError):
         return None
     return answered, max(answered, ended), parts[2]
+
+
+# the fallback's DGAM_ states -> dialer_calls.message_state (a message still
+# `started` at the hangup was cut by it: Playback never returned)
+DIALPLAN_MESSAGE_STATES = {"none": "none", "started": "cut", "played": "played", "failed": "failed"}
+
+
+def parse_message(value: str | None) -> dict | None:
+    """"state/started/answered" (epoch seconds; started empty for `none`) -> the row's
+    message fields (dialguard/campaigns/sql/240, 250); None when unset or bad."""
+    parts = (value or "").split("/")
+    if len(parts) != 3 or parts[0] not in DIALPLAN_MESSAGE_STATES:
+        return None
+    out = {"message_state": DIALPLAN_MESSAGE_STATES[parts[0]], "message_by_dialplan": True}
+    if parts[0] == "none":
+        return out
+    try:
+        started = datetime.fromtimestamp(float(parts[1]), UTC)
+        answered = datetime.fromtimestamp(float(parts[2]), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    out["message_started_at"] = started
+    out["message_delay_ms"] = max(0, round((started - answered).total_seconds() * 1000))
+    return out
 
 
 class Lifecycle:
@@ -144,6 +174,14 @@ class Lifecycle:
         with no dialer to take it); None: not answered, or not ended yet."""
         return parse_trace(await self.read_global(fallback_var(cid)))
 
+    async def dialplan_message(self, cid: str) -> dict | None:
+        """What the dialplan's fallback did with the message it owed the callee (the
+        row's message fields); None: it owed none, or Asterisk is unreachable."""
+        try:
+            return parse_message(await self.read_global(message_var(cid)))
+        except (AriError, AriUnavailable):
+            return None
+
     async def end_cause(self, cid: str) -> int | None:
         """The Q.850 cause [dialguard-dialer-end] left for a call never answered that ended
         within 2 s; None: none left (or Asterisk unreachable)."""
@@ -186,6 +224,7 @@ class Lifecycle:
                 self.stats["abandoned"] += 1
             log.info("stopping: call %s answered with no agent yet: to the dialplan's abandon message",
                      c.channel_id)
+            c.to_fallback = True
             await self._dead_man(c, False)  # else it would restart the message in the dialplan
             if c.agent_channel:
                 self.agent_legs.pop(c.agent_channel, None)
@@ -842,6 +881,10 @@ class Lifecycle:
         extra = {"answered_at": answered_wall} if answered_wall is not None else {}
         if call.message_due:  # ended before its PlaybackFinished: cut, or gone before it began
             call.message_state = extra["message_state"] = message_at_end(call.message_due, call.message_state)
+        by_dialplan = call.to_fallback or (trace is not None and trace[2] == "fallback")
+        if by_dialplan and not failed and (msg := await self.dialplan_message(call.channel_id)) is not None:
+            call.message_state = msg["message_state"]
+            extra.update(msg)
         # the outcome must reach PostgreSQL: retried while it is down (never dropped);
         # False: the call was ended before (e.g. by a dialer that died after recording
         # it): its outcome is not reported a second time
@@ -851,6 +894,8 @@ class Lifecycle:
             await self.delete_global(end_var(call.channel_id))
         if call.answered_at is not None or trace is not None:  # the dialplan left a trace: clear it
             await self.delete_global(fallback_var(call.channel_id))
+        if by_dialplan:
+            await self.delete_global(message_var(call.channel_id))
         # free the agent and the bridge
         if call.agent_channel:
             self.agent_legs.pop(call.agent_channel, None)

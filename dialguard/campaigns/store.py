@@ -35,7 +35,8 @@ ABANDON_MESSAGES_SQL = (
     " count(*) filter (where message_delay_ms > %(w)s) late,"
     " count(*) filter (where message_state = 'failed') failed,"
     " count(*) filter (where message_state = 'none') callee_gone,"
-    " count(*) filter (where message_state is null) by_dialplan"
+    " count(*) filter (where message_by_dialplan) by_dialplan,"
+    " count(*) filter (where message_state is null and not message_by_dialplan) unknown"
     " from dialer_calls where result = 'abandoned' and answered_at >= %(a)s and answered_at < %(b)s"
     " and (%(c)s::text is null or campaign = %(c)s) group by campaign")
 # A pack's base: calls answered by a live person (machines and voicemail out), by answer
@@ -44,6 +45,19 @@ LIVE_ABANDON_SQL = (
     "select count(*) filter (where result is null or result not in ('amd', 'voicemail')) answered,"
     "       count(*) filter (where result = 'abandoned') abandoned"
     " from dialer_calls where campaign = %(c)s and answered_at >= %(a)s and answered_at < %(b)s")
+
+# A column that each migration since 050 added and this code writes, by file: a database
+# without one is refused at the dialer's start (check_schema), not at the first call's end.
+OLDER = "the dialer tables are older than this code"
+SCHEMA_MARKS = (
+    ("dialer_calls", "hangup_deadline", "060_dialer_deadlines.sql", OLDER),
+    ("dialer_leads", "number_enc", "090_dialer_leads_sealed.sql",
+     "the dialer's leads still hold plaintext numbers (the migration seals them)"),
+    ("dialer_campaigns", "pacing_mode", "130_dialer_pacing.sql", OLDER),
+    ("dialer_campaigns", "amd_action", "131_dialer_amd.sql", OLDER),
+    ("dialer_calls", "message_state", "240_dialer_call_message.sql", OLDER),
+    ("dialer_calls", "message_by_dialplan", "250_dialer_call_message_by_dialplan.sql", OLDER),
+)
 
 STATES = ("draft", "approved", "running", "paused", "stopped")
 # Outcomes after which a lead is not called again by this campaign.
@@ -180,29 +194,15 @@ class Store:
     async def check_schema(self) -> None:
         async with self.pool.connection() as c:
             r = await (await c.execute(
-                "select to_regclass('dialer_calls') as t, exists (select 1 from information_schema.columns"
-                " where table_name = 'dialer_calls' and column_name = 'hangup_deadline') as d,"
-                " exists (select 1 from information_schema.columns"
-                " where table_name = 'dialer_leads' and column_name = 'number_enc') as s,"
-                " exists (select 1 from information_schema.columns"
-                " where table_name = 'dialer_campaigns' and column_name = 'pacing_mode') as p,"
-                " exists (select 1 from information_schema.columns"
-                " where table_name = 'dialer_campaigns' and column_name = 'amd_action') as m")).fetchone()
+                "select to_regclass('dialer_calls') as t, " + ", ".join(
+                    f"exists (select 1 from information_schema.columns where table_name = '{table}'"
+                    f" and column_name = '{column}') as {column}" for table, column, *_ in SCHEMA_MARKS))).fetchone()
         if r["t"] is None:
             raise SchemaMissing("the dialer tables are missing: run `dialguard db migrate` "
                                 "(dialguard/campaigns/sql/050_dialer_campaigns.sql)")
-        if not r["d"]:
-            raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
-                                "(dialguard/campaigns/sql/060_dialer_deadlines.sql)")
-        if not r["s"]:
-            raise SchemaMissing("the dialer's leads still hold plaintext numbers: run `dialguard db migrate` "
-                                "(dialguard/campaigns/sql/090_dialer_leads_sealed.sql seals them)")
-        if not r["p"]:
-            raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
-                                "(dialguard/campaigns/sql/130_dialer_pacing.sql)")
-        if not r["m"]:
-            raise SchemaMissing("the dialer tables are older than this code: run `dialguard db migrate` "
-                                "(dialguard/campaigns/sql/131_dialer_amd.sql)")
+        for _, column, file, why in SCHEMA_MARKS:
+            if not r[column]:
+                raise SchemaMissing(f"{why}: run `dialguard db migrate` (dialguard/campaigns/sql/{file})")
 
     def _opened(self, row: dict | None) -> dict | None:
         if row is not None:
@@ -636,11 +636,12 @@ class Store:
     async def abandon_messages(self, campaign: str, day_start: datetime, day_end: datetime,
                                within_ms: int = MESSAGE_WITHIN_MS) -> dict[str, int]:
         """What the campaign's calls abandoned in [day_start, day_end) (by answer time) did
-        with their message (dialguard/campaigns/sql/240): begun (then played, cut by the
-        callee, or its end not seen), begun later than `within_ms` after the answer,
-        failed, the callee gone before it, and played by the dialplan with no dialer."""
+        with their message (dialguard/campaigns/sql/240, 250): begun (then played, cut by
+        the callee, or its end not seen), begun later than `within_ms` after the answer,
+        failed, the callee gone before it; of all these, those the dialplan handled with
+        no dialer (by_dialplan); and those whose message nothing recorded (unknown)."""
         r = await self._one(ABANDON_MESSAGES_SQL, {"c": campaign, "a": day_start, "b": day_end, "w": within_ms})
-        out = dict.fromkeys(("abandoned", "begun", "late", "failed", "callee_gone", "by_dialplan"), 0)
+        out = dict.fromkeys(("abandoned", "begun", "late", "failed", "callee_gone", "by_dialplan", "unknown"), 0)
         out.update({k: int(v) for k, v in (r or {}).items() if k != "campaign"})
         return out
 

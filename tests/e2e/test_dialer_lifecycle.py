@@ -119,7 +119,12 @@ async def check_nobody_dropped(rig, camp: str, numbers: list[str], sink: RtpSink
         if c["result"] == "abandoned":
             # the message: RTP at the carrier within 2 s of its answer
             assert port in sink.first, (n, port, sink.first)
-            assert sink.first[port] - at < 2.0, (n, sink.first[port] - at)
+            heard = sink.first[port] - at
+            assert heard < 2.0, (n, heard)
+            # and on its row, as the dialplan that played it recorded it (DGAM_): begun within
+            # 2 s of the answer by Asterisk's clock, as the carrier heard it, played or cut
+            assert c["message_by_dialplan"] and c["message_state"] in ("played", "cut"), c
+            assert c["message_delay_ms"] < 2000 and abs(c["message_delay_ms"] / 1000 - heard) < 0.25, (c, heard)
             lead = leads[n]
             # not redialed inside the quiet period (see redial_after_retry): one attempt, and
             # the guard's next eligible time at the end of the quiet period
@@ -260,7 +265,8 @@ async def test_campaign_abandon_message_heard_within_2s_of_answer(rig, asterisk)
     assert c["message_delay_ms"] < 2000 and abs(c["message_delay_ms"] / 1000 - delay) < 0.25, (c, delay)
     msgs = await rig.store.abandon_messages(camp, c["answered_at"] - timedelta(hours=1),
                                             c["answered_at"] + timedelta(hours=1))
-    assert msgs == {"abandoned": 1, "begun": 1, "late": 0, "failed": 0, "callee_gone": 0, "by_dialplan": 0}, msgs
+    assert msgs == {"abandoned": 1, "begun": 1, "late": 0, "failed": 0, "callee_gone": 0, "by_dialplan": 0,
+                    "unknown": 0}, msgs
 
 
 async def test_sigkill_between_answer_and_bridge_message_from_asterisk_within_2s(rig, tmp_path):
@@ -296,3 +302,33 @@ async def test_sigkill_between_answer_and_bridge_message_from_asterisk_within_2s
     assert counts == {"answered": 1, "conversation": 0, "abandoned": 1, "no_answer": 0}, (counts, d.output())
     [c] = [x for x in await rig.calls(camp) if x["result"] == "abandoned"]  # the redial was denied (quiet period)
     assert (c["ended_at"] - c["answered_at"]).total_seconds() < 8, c  # hung up by Asterisk, not by the next dialer
+
+
+async def test_sigterm_after_the_answer_the_dialplans_message_is_on_the_row(rig, tmp_path):
+    """A stopping dialer (SIGTERM, drain bound 0.1 s) with a call answered and no agent
+    (slow1 never answers) sends it to the dialplan's fallback: the campaign's message,
+    then Asterisk's hangup, recorded abandoned by that same dialer before it exits, with
+    the message's state, start and delay the dialplan left for it (DGAM_)."""
+    sink = RtpSink(rtp_sink_port(rig.stack))
+    n = number("55")
+    camp = await quiet_campaign(rig, tmp_path, [n])
+    d = DialerProcess(rig, camp, ["slow1"], env={"DIALGUARD_DIALER_DRAIN_S": "0.1"}).start()
+    try:
+        await wait_calls(rig, camp, 1, "answered", timeout=30)
+        await asyncio.to_thread(d.stop)  # once the process exited; the RTP sink reads meanwhile
+    finally:
+        d.stop()
+        sink.close()
+    [c] = await rig.calls(camp)
+    assert c["state"] == "ended" and c["result"] == "abandoned", (c, d.output())
+    [(_, port, at)] = [x for x in carrier_answers(rig) if "+" + x[0].lstrip("+") == n]
+    assert port in sink.first, (port, sink.first, d.output())
+    heard = sink.first[port] - at
+    print(f"stopping dialer: the dialplan's message at the carrier {heard:.2f}s after the answer, row {c}")
+    assert c["message_by_dialplan"] and c["message_state"] == "played", (c, d.output())
+    assert c["message_delay_ms"] < 2000 and abs(c["message_delay_ms"] / 1000 - heard) < 0.25, (c, heard)
+    assert abs(c["message_started_at"].timestamp() - sink.first[port]) < 0.25, (c, sink.first[port])
+    msgs = await rig.store.abandon_messages(camp, c["answered_at"] - timedelta(hours=1),
+                                            c["answered_at"] + timedelta(hours=1))
+    assert msgs == {"abandoned": 1, "begun": 1, "late": 0, "failed": 0, "callee_gone": 0, "by_dialplan": 1,
+                    "unknown": 0}, msgs

@@ -263,3 +263,28 @@ def test_090_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
     said.clear()
     migrate_as_admin(cluster, db, say=said.append)
     assert not any("sealed" in s for s in said)
+
+
+def test_250_marks_the_abandoned_calls_of_before_as_the_dialplans_once(cluster, db, tmp_path):
+    """Before 250 an abandoned call with no message state was counted as played by the
+    dialplan: migrating marks those rows so (the count kept), and only those; a row
+    written after it with no state stays unmarked (`unknown` in campaign status)."""
+    old = tmp_path / "sql"
+    old.mkdir()
+    for f in (f for d in sql_dirs() for f in d.glob("*.sql")):
+        if int(f.name.split("_")[0]) < 250:
+            shutil.copy(f, old / f.name)
+    migrate_as_admin(cluster, db, old)
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
+        c.execute("insert into dialer_campaigns (name) values ('c1')")
+        c.execute("insert into dialer_leads (campaign, number_hash, number_enc, subject) values ('c1', 'h', 'e', 's')")
+        for cid, result, state in (("a", "abandoned", None), ("b", "abandoned", "played"), ("c", "no_answer", None)):
+            c.execute("insert into dialer_calls (channel_id, lead_id, campaign, result, message_state)"
+                      " select %s, min(id), 'c1', %s, %s from dialer_leads", (cid, result, state))
+    done = migrate_as_admin(cluster, db)
+    assert [x.version for x in done] == [250]
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
+        c.execute("insert into dialer_calls (channel_id, lead_id, campaign, result)"
+                  " select 'd', min(id), 'c1', 'abandoned' from dialer_leads")
+        marks = dict(c.execute("select channel_id, message_by_dialplan from dialer_calls").fetchall())
+    assert marks == {"a": True, "b": False, "c": False, "d": False}, marks

@@ -199,25 +199,30 @@ def test_status_counts_what_abandoned_calls_did_with_their_message(schema, tmp_p
         now = datetime.now(timezone.utc)
     try:
         assert cli(prefix, "campaign", "create", name).returncode == 0
-        rows = [  # result, message_state, message_delay_ms, answered
-            ("abandoned", "played", 1710, now), ("abandoned", "cut", 2300, now), ("abandoned", "started", 900, now),
-            ("abandoned", "failed", 1705, now), ("abandoned", "none", None, now), ("abandoned", None, None, now),
-            ("conversation", None, None, now), ("amd", "played", 4000, now),
-            ("abandoned", "played", 2500, local_day(now, tz)[0] - timedelta(minutes=1)),  # yesterday
+        rows = [  # result, message_state, message_delay_ms, answered, played by the dialplan
+            ("abandoned", "played", 1710, now, False), ("abandoned", "cut", 2300, now, False),
+            ("abandoned", "started", 900, now, False), ("abandoned", "failed", 1705, now, False),
+            ("abandoned", "none", None, now, False), ("abandoned", None, None, now, False),
+            ("abandoned", "played", 150, now, True), ("abandoned", "cut", 2100, now, True),
+            ("conversation", None, None, now, False), ("amd", "played", 4000, now, False),
+            ("abandoned", "played", 2500, local_day(now, tz)[0] - timedelta(minutes=1), False),  # yesterday
         ]
         f = tmp_path / "l.csv"
         f.write_text("number\n13800138000\n")
         assert cli(prefix, "campaign", "import", name, str(f)).returncode == 0
         with psycopg.connect(schema) as c:
             [(lead,)] = c.execute("select id from dialer_leads where campaign = %s", (name,)).fetchall()
-            for i, (result, state, delay, at) in enumerate(rows):
+            for i, (result, state, delay, at, by_dialplan) in enumerate(rows):
                 c.execute("insert into dialer_calls (channel_id, lead_id, campaign, state, result, answered_at,"
-                          " message_state, message_delay_ms) values (%s, %s, %s, 'ended', %s, %s, %s, %s)",
-                          (f"dgc-{name}-{i}", lead, name, result, at, state, delay))
+                          " message_state, message_delay_ms, message_by_dialplan)"
+                          " values (%s, %s, %s, 'ended', %s, %s, %s, %s, %s)",
+                          (f"dgc-{name}-{i}", lead, name, result, at, state, delay, by_dialplan))
         s = json.loads(cli(prefix, "campaign", "status", name, "--json").stdout)
-        assert s["abandoned_today"] == 6, s
-        assert s["abandon_messages_today"] == {"abandoned": 6, "begun": 3, "late": 1, "failed": 1,
-                                               "callee_gone": 1, "by_dialplan": 1}, s
+        assert s["abandoned_today"] == 8, s
+        # the dialplan's two count where their states say (begun, late), and by_dialplan;
+        # the one with no state at all, recorded by nothing, is unknown
+        assert s["abandon_messages_today"] == {"abandoned": 8, "begun": 5, "late": 2, "failed": 1,
+                                               "callee_gone": 1, "by_dialplan": 2, "unknown": 1}, s
     finally:
         with psycopg.connect(Settings().pg_dsn, autocommit=True) as conn:
             conn.execute("delete from dialer_leads where campaign = %s", (name,))

@@ -124,3 +124,93 @@ async def test_playback_events_record_start_delay_and_how_it_ended():
         assert call.message_state == final and life.store.updates[1] == ("dgc-3", {"message_state": final})
         assert life.stats["message_failed"] == (1 if final == "failed" else 0)
         assert life.ari.deletes == ["channels/dgc-3"]  # the message is over: the call ends
+
+
+def test_the_dialplans_message_record_becomes_the_rows_message_fields():
+    from ari_app.lifecycle import message_var, parse_message
+
+    assert message_var("dgc-0123abcd") == "DGAM_0123abcd"
+    m = parse_message("played/1796447521.770/1796447520.058")
+    assert m == {"message_state": "played", "message_by_dialplan": True, "message_delay_ms": 1712,
+                 "message_started_at": datetime.fromtimestamp(1796447521.770, UTC)}
+    # still `started` at the hangup: Playback never returned, the callee cut it
+    assert parse_message("started/1796447521.770/1796447520.058")["message_state"] == "cut"
+    assert parse_message("failed/1796447520.060/1796447520.058")["message_state"] == "failed"
+    assert parse_message("none//1796447520.058") == {"message_state": "none", "message_by_dialplan": True}
+    assert parse_message("played/1796447520.000/1796447520.058")["message_delay_ms"] == 0  # clock step: not < 0
+    for bad in (None, "", "played", "played/1/2/3", "other/1/2", "played//2", "played/x/2", "cut/1/2"):
+        assert parse_message(bad) is None, bad
+
+
+class _EndAri(_Ari):
+    """ARI with the globals the dialplan left: read by GET asterisk/variable, deleted by a POST."""
+
+    def __init__(self, globals_: dict):
+        super().__init__()
+        self.globals = globals_
+
+    async def get(self, path, **kw):
+        from ari_app.client import AriError
+
+        if kw["variable"] not in self.globals:
+            raise AriError(404, "GET", path, "Provided variable was not found")
+        return {"value": self.globals[kw["variable"]]}
+
+    async def post(self, path, **kw):
+        self.posts.append((path, kw.get("variable")))
+
+
+class _EndStore(_Store):
+    def __init__(self):
+        super().__init__()
+        self.ended = []
+
+    async def end_call(self, channel_id, **fields):
+        self.ended.append((channel_id, fields))
+        return False  # recorded before: nothing reported here
+
+
+class _Pool:
+    async def free_agent_of(self, channel_id):
+        pass
+
+
+async def _finalize(call, globals_):
+    from types import SimpleNamespace
+
+    from ari_app.lifecycle import Lifecycle
+
+    ari = _EndAri(globals_)
+    life = Lifecycle(SimpleNamespace(app="t"), None, _EndStore(), ari, _Pool(), None,
+                     stats={"message_failed": 0, "abandoned": 0}, background=set(), campaign_of=lambda n: None)
+    life.calls[call.channel_id] = call
+    await life.finalize(call, cause=16)
+    [(cid, fields)] = life.store.ended
+    return fields, [v for p, v in ari.posts if p == "asterisk/variable"]
+
+
+async def test_a_call_the_dialplan_abandoned_gets_the_dialplans_message_record():
+    """A call answered while no dialer ran (the next dialer finds the trace `fallback`),
+    and one a stopping dialer sent to the fallback (drain): the row takes the message's
+    state, start and delay the dialplan recorded, marked as the dialplan's, and both
+    globals are cleared."""
+    from ari_app.calls import Call
+
+    resumed = Call(channel_id="dgc-7", lead={}, campaign="c1", state="originated", resumed=True)
+    fields, deleted = await _finalize(resumed, {"DGAB_7": "1796447520.058/1796447524.310/fallback",
+                                                "DGAM_7": "played/1796447520.120/1796447520.058"})
+    assert fields["result"] == "abandoned" and fields["message_state"] == "played", fields
+    assert fields["message_delay_ms"] == 62 and fields["message_by_dialplan"] is True, fields
+    assert fields["message_started_at"] == datetime.fromtimestamp(1796447520.120, UTC)
+    assert set(deleted) == {"DGAB_7", "DGAM_7"}, deleted
+
+    drained = Call(channel_id="dgc-8", lead={}, campaign="c1", state="answered", abandoned=True, to_fallback=True)
+    fields, deleted = await _finalize(drained, {"DGAM_8": "started/1796447520.120/1796447520.058"})
+    assert fields["result"] == "abandoned" and fields["message_state"] == "cut" and fields["message_by_dialplan"]
+    assert "DGAM_8" in deleted
+
+    # handled by a dialer (trace `stasis`): the dialplan owed nothing, its globals are not asked for
+    bridged = Call(channel_id="dgc-9", lead={}, campaign="c1", state="originated", resumed=True)
+    fields, deleted = await _finalize(bridged, {"DGAB_9": "1796447520.058/1796447524.310/stasis"})
+    assert "message_state" not in fields and "message_by_dialplan" not in fields, fields
+    assert deleted == ["DGAB_9"]
