@@ -182,10 +182,10 @@ class Store:
         await pool.open(wait=True, timeout=10)
         try:
             store = cls(pool)
-        except ValueError:
+            await store.check_schema()
+        except BaseException:
             await pool.close()
             raise
-        await store.check_schema()
         return store
 
     async def close(self) -> None:

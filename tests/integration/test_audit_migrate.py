@@ -281,6 +281,13 @@ def test_250_marks_the_abandoned_calls_of_before_as_the_dialplans_once(cluster, 
         for cid, result, state in (("a", "abandoned", None), ("b", "abandoned", "played"), ("c", "no_answer", None)):
             c.execute("insert into dialer_calls (channel_id, lead_id, campaign, result, message_state)"
                       " select %s, min(id), 'c1', %s, %s from dialer_leads", (cid, result, state))
+    # a dialer of this version refuses the database at its start, naming the file to apply
+    import asyncio
+
+    from dialguard.campaigns.store import SchemaMissing, Store
+
+    with pytest.raises(SchemaMissing, match="250_dialer_call_message_by_dialplan.sql"):
+        asyncio.run(Store.open(cluster.dsn(db)))
     done = migrate_as_admin(cluster, db)
     assert [x.version for x in done] == [250]
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
