@@ -76,16 +76,20 @@ END_HANDLER = "dialguard-dialer-end,s,1"
 LIMIT_MARGIN_S = 0.5
 
 
+def epoch_times(*texts: str) -> list[datetime] | None:
+    """The dialplan's STRFTIME(,,%s.%3q) values as times; None when one is not one."""
+    try:
+        return [datetime.fromtimestamp(float(t), UTC) for t in texts]
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def parse_trace(value: str | None) -> tuple[datetime, datetime, str] | None:
     """"answered/ended/how" (epoch seconds) -> (answered, ended, how); None when unset or bad."""
     parts = (value or "").split("/")
-    if len(parts) != 3 or parts[2] not in ("stasis", "fallback"):
+    if len(parts) != 3 or parts[2] not in ("stasis", "fallback") or (times := epoch_times(*parts[:2])) is None:
         return None
-    try:
-        answered = datetime.fromtimestamp(float(parts[0]), UTC)
-        ended = datetime.fromtimestamp(float(parts[1]), UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
+    answered, ended = times
     return answered, max(answered, ended), parts[2]
 
 
@@ -103,11 +107,9 @@ def parse_message(value: str | None) -> dict | None:
     out = {"message_state": DIALPLAN_MESSAGE_STATES[parts[0]], "message_by_dialplan": True}
     if parts[0] == "none":
         return out
-    try:
-        started = datetime.fromtimestamp(float(parts[1]), UTC)
-        answered = datetime.fromtimestamp(float(parts[2]), UTC)
-    except (ValueError, OverflowError, OSError):
+    if (times := epoch_times(*parts[1:])) is None:
         return None
+    started, answered = times
     out["message_started_at"] = started
     out["message_delay_ms"] = max(0, round((started - answered).total_seconds() * 1000))
     return out

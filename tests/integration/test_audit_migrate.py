@@ -53,6 +53,16 @@ def migrate_as_admin(cluster, db, directory=None, **kw):
         return m.migrate(conn, directory or sql_dirs(), writers=[SERVICE], readers=[READER], **kw)
 
 
+def migrate_before(cluster, db, tmp_path, version: int) -> None:
+    """The database as a release before migration `version` left it."""
+    old = tmp_path / "sql"
+    old.mkdir()
+    for f in (f for d in sql_dirs() for f in d.glob("*.sql")):
+        if int(f.name.split("_")[0]) < version:
+            shutil.copy(f, old / f.name)
+    migrate_as_admin(cluster, db, old)
+
+
 def test_empty_then_migrated_database(cluster, db):
     files = m.discover(sql_dirs())
     done = migrate_as_admin(cluster, db)
@@ -226,12 +236,7 @@ def test_090_seals_plaintext_leads_and_dedups_by_hash(cluster, db, tmp_path):
     from dialguard.config import Settings
     from dialguard.crypto import Sealer
 
-    old = tmp_path / "sql"
-    old.mkdir()
-    for f in (f for d in sql_dirs() for f in d.glob("*.sql")):
-        if int(f.name.split("_")[0]) < 90:
-            shutil.copy(f, old / f.name)
-    migrate_as_admin(cluster, db, old)
+    migrate_before(cluster, db, tmp_path, 90)
     nums = ["+8613800138000", "+8613800138001"]
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
         c.execute("insert into dialer_campaigns (name) values ('c1')")
@@ -269,12 +274,7 @@ def test_250_marks_the_abandoned_calls_of_before_as_the_dialplans_once(cluster, 
     """Before 250 an abandoned call with no message state was counted as played by the
     dialplan: migrating marks those rows so (the count kept), and only those; a row
     written after it with no state stays unmarked (`unknown` in campaign status)."""
-    old = tmp_path / "sql"
-    old.mkdir()
-    for f in (f for d in sql_dirs() for f in d.glob("*.sql")):
-        if int(f.name.split("_")[0]) < 250:
-            shutil.copy(f, old / f.name)
-    migrate_as_admin(cluster, db, old)
+    migrate_before(cluster, db, tmp_path, 250)
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
         c.execute("insert into dialer_campaigns (name) values ('c1')")
         c.execute("insert into dialer_leads (campaign, number_hash, number_enc, subject) values ('c1', 'h', 'e', 's')")
