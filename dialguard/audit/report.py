@@ -24,9 +24,10 @@ By campaign only (the dialer's tables, dialguard/campaigns/sql/210):
   (e.g. "us-tcpa 3% over 30 days"), its rate over the pack's own period and base
   (live-answered calls) ending at the end of the range (or now), and `within` /
   `OVER` (dialguard/campaigns/abandon.py, as `campaign status` and /metrics);
-- message_late, message_failed: abandoned calls answered in the range whose message
-  began later than 2 s after the answer (47 CFR 64.1200(a)(7)(i)(A)), or could not be
-  played to a callee still on the line (dialguard/campaigns/sql/240).
+- message_late, message_failed, message_unknown: abandoned calls answered in the range
+  whose message began later than 2 s after the answer (47 CFR 64.1200(a)(7)(i)(A)),
+  could not be played to a callee still on the line (dialguard/campaigns/sql/240), or
+  has no record at all, by the dialer or the dialplan (sql/250: look into any).
 """
 
 from __future__ import annotations
@@ -106,14 +107,16 @@ def _holds(conn, start: datetime, end: datetime) -> dict:
 
 
 def _messages(conn, start: datetime, end: datetime) -> dict:
-    """campaign -> {message_late, message_failed}: its abandoned calls answered in
-    [start, end) whose message began late, or failed (docs/DIALER.md, "The abandon message")."""
+    """campaign -> {message_late, message_failed, message_unknown}: its abandoned calls
+    answered in [start, end) whose message began late, failed, or has no record
+    (docs/DIALER.md, "The abandon message")."""
     from psycopg.rows import dict_row
 
     from dialguard.campaigns.store import ABANDON_MESSAGES_SQL, MESSAGE_WITHIN_MS
 
     cur = conn.cursor(row_factory=dict_row)
-    return {r["campaign"]: {"message_late": int(r["late"]), "message_failed": int(r["failed"])}
+    return {r["campaign"]: {"message_late": int(r["late"]), "message_failed": int(r["failed"]),
+                            "message_unknown": int(r["unknown"])}
             for r in cur.execute(ABANDON_MESSAGES_SQL, {"a": start, "b": end, "w": MESSAGE_WITHIN_MS,
                                                        "c": None}).fetchall()}
 
@@ -225,7 +228,8 @@ def build(conn: psycopg.Connection, by: str, start: datetime, end: datetime, tz:
     if by == "campaign" and _dialer_tables(conn):
         holds = _holds(conn, start, end)
         held = [r for r in HOLD_REASONS if any(f"held_{r}" in v for v in holds.values())]
-        cols += ["held_back", *[f"held_{r}" for r in held], "held_s", "message_late", "message_failed"]
+        cols += ["held_back", *[f"held_{r}" for r in held], "held_s", "message_late", "message_failed",
+                 "message_unknown"]
         messages = _messages(conn, start, end)
         names = {g for g, *_ in main} | set(holds)
         limits = _limits(conn, sorted(n for n in names if n), end, policy_of)

@@ -236,6 +236,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "col_limit_state": ("Limit", "上限状态"),
     "col_message_late": ("Abandon message later than 2 s", "放弃提示音晚于 2 秒"),
     "col_message_failed": ("Abandon message not played", "放弃提示音未能播放"),
+    "col_message_unknown": ("Abandon message not recorded", "放弃提示音无记录"),
     "col_denials": ("Denials", "拒绝数"), "col_numbers": ("Numbers", "号码数"),
     "col_campaigns": ("Campaigns", "任务数"), "col_share_of_attempts": ("Share of attempts", "占尝试比例"),
     "col_share_of_denials": ("Share of denials", "占拒绝比例"), "col_(empty)": ("No decision in this range.",

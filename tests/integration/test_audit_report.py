@@ -376,6 +376,7 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
         # the callee gone before it; a late one outside the range; a late machine's (not abandoned)
         for result, state, delay, at in (("abandoned", "cut", 2300, NOW), ("abandoned", "failed", 1700, NOW),
                                          ("abandoned", "played", 1712, NOW), ("abandoned", "none", None, NOW),
+                                         ("abandoned", None, None, NOW),  # recorded by nothing
                                          ("abandoned", "played", 2600, a - timedelta(minutes=5)),
                                          ("amd", "played", 4000, NOW)):
             conn.execute("insert into dialer_calls (channel_id, lead_id, campaign, state, result, created_at,"
@@ -383,7 +384,7 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
                          " %s, %s)", (f"dgc-{uuid.uuid4().hex}", lead, result, at, at, state, delay))
         rep = rp.build(conn, "campaign", a, b, "Asia/Shanghai", policy_of=rp.campaign_policies(conn, "cn-default"))
     c = rows(rep)
-    assert (c["c2"]["message_late"], c["c2"]["message_failed"]) == (1, 1)
+    assert (c["c2"]["message_late"], c["c2"]["message_failed"], c["c2"]["message_unknown"]) == (1, 1, 1)
     assert (c["c1"]["message_late"], c["c1"]["message_failed"], c["c3"]["message_late"]) == (0, 0, 0)
     assert (c["c1"]["held_paused"], c["c1"]["held_abandon_limit"], c["c1"]["held_zone_closed"],
             c["c1"]["held_region_paused"]) == (5, 3, 2, 1)
@@ -419,7 +420,7 @@ async def test_report_by_campaign_held_back_and_pack_abandon_limit(shipped, tmp_
     js = {row["campaign"]: row for row in json.loads(r.stdout)["rows"]}
     assert js["c1"]["held_region_paused"] == 1 and js["c1"]["limit_rate"] == 4.0
     assert js["c2"]["held_no_message"] == 2
-    assert (js["c2"]["message_late"], js["c2"]["message_failed"]) == (1, 1)
+    assert (js["c2"]["message_late"], js["c2"]["message_failed"], js["c2"]["message_unknown"]) == (1, 1, 1)
     assert js["c2"]["abandon_limit"] is None  # DIALGUARD_RULES (cn-default) in effect: no limit stated
 
     # A rules version published in Redis (`dialguard rules apply`, the console) is what a campaign
