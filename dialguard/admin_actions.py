@@ -89,7 +89,10 @@ def _time(value, what: str) -> datetime | None:
         raise ActionError(f"{what}: {exc}") from None
 
 
-def _campaign_list(campaign: str | None) -> str:
+def campaign_list(campaign: str | None) -> str:
+    """The DNC list a campaign name (or none: the global list) names; `global` itself is refused, as
+    `dialguard dnc add|remove|import --campaign global` refuse it (it would name a campaign's list in
+    Redis and the global list at rest)."""
     from dialguard.dnc import GLOBAL_LIST
 
     if campaign == GLOBAL_LIST:
@@ -149,7 +152,7 @@ async def dnc_add(engine, ident: Identity, number, campaign=None, why="") -> dic
 
     e164 = _number(engine, number)
     campaign = _name(campaign, "campaign")
-    lst = _campaign_list(campaign)
+    lst = campaign_list(campaign)
     why = _text(why, "why")
     changed = await engine.dnc_add(e164, campaign, actor=actor, why=why)
     tag = engine.keys.number_tag(e164)
@@ -167,7 +170,7 @@ async def dnc_remove(engine, ident: Identity, number, campaign=None, why="") -> 
     actor = _require(ident, "dnc_remove")  # the role first: a refusal says nothing of the input
     e164 = _number(engine, number)
     campaign = _name(campaign, "campaign")
-    lst = _campaign_list(campaign)
+    lst = campaign_list(campaign)
     why = _text(why, "why")
     from dialguard.dnc import DncDbUnavailable
 

@@ -58,7 +58,11 @@ async def request_override(conn, engine, ident: Identity, number: str, why: str,
     _forbidden(ident, "override_request")
     why = _text(why, "why")
     campaign = _text(campaign, "campaign", 100, required=False) or None
-    lifts = sorted(set(lifts or ()))
+    if lifts is None:
+        lifts = []
+    if not isinstance(lifts, (list, tuple)) or not all(isinstance(r, str) for r in lifts):
+        raise ApprovalError(f"lifts: a list of reason codes (text), from {', '.join(sorted(LIFTABLE))}")
+    lifts = sorted(set(lifts))
     bad = [r for r in lifts if r not in LIFTABLE]
     if bad:
         raise ApprovalError(f"an override cannot lift {', '.join(bad)} (only {', '.join(sorted(LIFTABLE))}; "
@@ -91,12 +95,28 @@ def _when(value, what: str) -> datetime | None:
         raise ApprovalError(f"{what}: {exc}") from None
 
 
+def _campaign_packs(rules) -> str | None:
+    """A campaign's own packs as a request may name them: shipped pack names only (rules.shipped_spec).
+    Never a file path: the console and the API would read it on the server (and show its lines in the
+    refusal), and a file can change after the approval, which would bypass the four eyes. A rules file is
+    for `dialguard --break-glass campaign approve --rules FILE`, run on the guard host."""
+    from dialguard.rules import Policy, RulesError, shipped_spec
+
+    if not rules:
+        return None
+    try:
+        spec = shipped_spec(rules)
+        Policy.load(spec)  # refused now, not at approval
+    except RulesError as exc:
+        raise ApprovalError(f"rules: {exc}") from None
+    return spec
+
+
 async def request_campaign(conn, ident: Identity, name: str, why: str, *, purpose: str, scope: str,
                            caps: str, hours: str, start: str | None = None, end: str | None = None,
                            rules: str | None = None) -> int:
     """A pending campaign approval: purpose, scope, caps and hours in words (for the
     approver), dates and rule packs enforced by the guard once approved."""
-    from dialguard.rules import Policy, RulesError
 
     _forbidden(ident, "campaign_request")
     name = _text(name, "name", 100)
@@ -107,11 +127,7 @@ async def request_campaign(conn, ident: Identity, name: str, why: str, *, purpos
     if s and e and e <= s:
         raise ApprovalError("end must be after start")
     subject["start"], subject["end"] = (s.isoformat() if s else None), (e.isoformat() if e else None)
-    if subject["rules"]:
-        try:
-            Policy.load(subject["rules"])  # refused now, not at approval
-        except RulesError as exc:
-            raise ApprovalError(f"rules: {exc}") from None
+    subject["rules"] = _campaign_packs(subject["rules"])
     cur = await conn.execute(
         "insert into approval_requests (kind, subject, why, requested_user, requested_by) "
         "values ('campaign', %s, %s, %s, %s) returning id",
@@ -228,6 +244,11 @@ async def approve(conn, engine, ident: Identity, rid, note: str = "") -> dict:
                 result = {"grant": "ov-" + new_id(), "expires_at": until.isoformat()}
             else:
                 start, end = _when(s.get("start"), "start"), _when(s.get("end"), "end")
+                try:  # a request stored before packs were names only: never a file read here
+                    _campaign_packs(s.get("rules"))
+                except ApprovalError as exc:
+                    raise ApprovalError(f"request {req['id']} cannot be approved: {exc}; reject it and "
+                                        "request the campaign again with shipped packs") from None
                 result = {"campaign": s["name"], "start": s.get("start"), "end": s.get("end")}
             at = datetime.now(timezone.utc)
             mark = {"user": ident.user, "by": approver, "at": at.isoformat(), "note": note, "result": result}

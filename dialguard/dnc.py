@@ -987,7 +987,8 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
                      chunk_rows: int = 1_000_000, workers: int | None = None,
                      progress: Callable[[int], None] | None = None,
                      db: DncDb | None = None, db_name: str | None = None, data_key: bytes | None = None,
-                     source: str | None = None, rejects_sink: list | None = None, ahead: int = 2) -> ImportReport:
+                     source: str | None = None, rejects_sink: list | None = None, ahead: int = 2,
+                     report: ImportReport | None = None) -> ImportReport:
     """Import a CSV: normalized, invalid rows reported (line, value, why), resumable.
 
     Every chunk goes to the Redis buckets and, with `db`, to dnc_blocks (list
@@ -1003,6 +1004,11 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
     slower of the sinks (PostgreSQL's one backend, usually) bounds the rate, not
     the sinks and the workers taking turns (each chunk ahead holds its rows and
     results in memory, about 150 MB at 1,000,000 rows).
+
+    `report`: the caller's, filled chunk by chunk as both sinks have stored it, so
+    that what an import that fails midway did is known (the console's job page and
+    audit record); a chunk one sink refused is not counted (its other sink's part
+    is, idempotently, written again by the next run).
     """
     from concurrent.futures import ProcessPoolExecutor
 
@@ -1014,7 +1020,9 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
     if stream and (checkpoint or not source):
         raise ValueError("a stream is imported without a checkpoint, and needs a source name")
     source = source or path.name
-    report = ImportReport(rejects_path=str(rejects_path) if rejects_path else None)
+    if report is None:
+        report = ImportReport()
+    report.rejects_path = str(rejects_path) if rejects_path else None
     ident = {}
     if checkpoint:
         st = path.stat()
@@ -1083,9 +1091,14 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
                 valid = sum(r[1] for r in results)
                 bad = sorted(b for r in results for b in r[2])
                 if db is not None:
-                    added, stored = await asyncio.gather(
-                        store.apply_groups("add", list_name, groups),
-                        db.add_blocks(db_name, [r[3] for r in results], source, sealer))
+                    # both sinks finish before a failure of either is raised: none left writing behind it
+                    sunk = await asyncio.gather(store.apply_groups("add", list_name, groups),
+                                                db.add_blocks(db_name, [r[3] for r in results], source, sealer),
+                                                return_exceptions=True)
+                    for x in sunk:
+                        if isinstance(x, BaseException):
+                            raise x
+                    added, stored = sunk
                 else:
                     added, stored = await store.apply_groups("add", list_name, groups), 0
                 report.rows += chunk_len

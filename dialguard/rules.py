@@ -403,8 +403,9 @@ class Pack(_Model):
                 raise ValueError(f"states: {k!r} is not a two-letter state code")
             packs = [packs] if isinstance(packs, str) else list(packs or [])
             for name in packs:
-                if not (PACKS_DIR / f"{name}.yaml").exists():
-                    raise ValueError(f"states: {code}: {name!r} is not a shipped rule pack")
+                if not is_shipped(name):  # a name, never a path: loaded from the package's packs only
+                    raise ValueError(f"states: {code}: {name!r} is not a shipped rule pack "
+                                     f"(shipped: {', '.join(shipped_packs())})")
             out[code] = tuple(packs)
         return out
 
@@ -477,6 +478,31 @@ def pack_source(ref: str, base_dir: Path | None = None) -> tuple[str, str]:
 
 def shipped_packs() -> list[str]:
     return sorted(p.stem for p in PACKS_DIR.glob("*.yaml"))
+
+
+SHIPPED_NAME = re.compile(r"[a-z0-9-]+")
+
+
+def is_shipped(name) -> bool:
+    """A shipped pack's name (`cn-default`): lower-case letters, digits and hyphens, and one
+    of shipped_packs(). Checked by its form first, so no path ever reaches the file system."""
+    return isinstance(name, str) and SHIPPED_NAME.fullmatch(name) is not None and name in shipped_packs()
+
+
+def shipped_spec(spec: str) -> str:
+    """Comma-separated shipped pack names (what the console and the API accept as a
+    campaign's own packs: never a file path, which would be read on the server), normalized
+    (`cn-default,cn-carrier`). RulesError names what is refused and what is allowed."""
+    names = [n.strip() for n in spec.split(",") if n.strip()] if isinstance(spec, str) else []
+    bad = [n for n in names if not is_shipped(n)]
+    if bad or not names:
+        what = "no rule pack given"
+        if bad:
+            what = f"{', '.join(repr(n[:80]) for n in bad)}: not " + (
+                "a shipped rule pack" if len(bad) == 1 else "shipped rule packs")
+        raise RulesError(f"{what}. A campaign's own packs are shipped pack names, comma-separated, never a file: "
+                         f"{', '.join(shipped_packs())}")
+    return ",".join(names)
 
 
 @lru_cache(maxsize=64)

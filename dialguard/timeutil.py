@@ -9,11 +9,15 @@ UTC = timezone.utc
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO 8601 time with an offset (or Z), as UTC; no offset is an error, never a guess."""
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        raise ValueError(f"time {text!r} has no UTC offset")
-    return t.astimezone(UTC)
+    """An ISO 8601 time with an offset (or Z), as UTC; no offset is an error, never a guess.
+    Every bad input is a ValueError, also a time whose UTC form falls outside years 1-9999."""
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if t.tzinfo is None:
+            raise ValueError(f"time {text!r} has no UTC offset")
+        return t.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"time {text!r} is out of range (in UTC it falls outside years 1 to 9999)") from None
 
 
 def to_ms(t: datetime) -> int:

@@ -64,18 +64,22 @@ class Report:
 
 
 def parse_bound(text: str, tz: str, end: bool = False) -> datetime:
-    """A date (local midnight in tz; an end date is inclusive) or an ISO time with offset."""
+    """A date (local midnight in tz; an end date is inclusive) or an ISO time with offset.
+    Every bad input is a ValueError, also a bound outside years 1-9999 (in tz or in UTC)."""
     text = text.strip()
     try:
-        d = date.fromisoformat(text)
-    except ValueError:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=ZoneInfo(tz))
-        return t.astimezone(timezone.utc)
-    if end:
-        d = d + timedelta(days=1)
-    return datetime.combine(d, time(0), ZoneInfo(tz)).astimezone(timezone.utc)
+        try:
+            d = date.fromisoformat(text)
+        except ValueError:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=ZoneInfo(tz))
+            return t.astimezone(timezone.utc)
+        if end:
+            d = d + timedelta(days=1)
+        return datetime.combine(d, time(0), ZoneInfo(tz)).astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range (years 1 to 9999)") from None
 
 
 def _pct(num: int, den: int) -> float | None:

@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
                      why: str = typer.Option(..., "--why"),
                      start: Optional[str] = typer.Option(None, "--start", help="ISO 8601 time with offset"),
                      end: Optional[str] = typer.Option(None, "--end"),
-                     rules: Optional[str] = typer.Option(None, "--rules", help="the campaign's own packs"),
+                     rules: Optional[str] = typer.Option(None, "--rules", help="the campaign's own packs: shipped pack "
+                                                          "names, comma-separated (never a file)"),
                      as_json: bool = typer.Option(False, "--json")):
         """Request approval of a campaign (supervisor or above): it places no call
         until a different compliance user approves it."""

@@ -8,7 +8,9 @@ The upload stays in memory, never on disk: no plaintext number at rest. Rows tha
 are not phone numbers are rejected with their line and why, all of them listed on
 the result page; every valid row is stored. Importing is `dnc_edit` (supervisor
 or above); the import is audited (an admin record `dnc_import`) as the signed-in
-user. Jobs live in the service's memory: a restart loses the progress page, not
+user, whether it completes or stops midway (`status` complete or failed, with the
+rows stored so far: what was written stays, and the job's page says to upload
+again). Jobs live in the service's memory: a restart loses the progress page, not
 the entries (re-uploading the same file adds nothing twice).
 """
 
@@ -25,7 +27,9 @@ from aiohttp import web
 
 from dialguard import authz
 from dialguard.admin import admin_redis
-from dialguard.dnc import GLOBAL_LIST, DncDb, DncDbUnavailable, DncStore, ImportReport, import_csv, redis_list
+from dialguard.admin_actions import ActionError, campaign_list
+from dialguard.dnc import (GLOBAL_LIST, DncDb, DncDbUnavailable, DncStore, ImportReport, import_csv, read_numbers,
+                           redis_list)
 from dialguard.web.i18n import t
 from dialguard.web.security import mask
 from dialguard.web.ui import ENGINE, LANGK, POOL, _e, _signed_in, csrf_field, page, redirect
@@ -48,7 +52,8 @@ class Job:
     total: int
     done: int = 0
     started: float = field(default_factory=time.monotonic)
-    report: ImportReport | None = None
+    report: ImportReport | None = None  # set when the import completed
+    stored: int = 0  # rows stored in both sinks (whole chunks), also when it stopped midway
     error: str = ""
     rejects: list = field(default_factory=list)
     finished: float = 0.0
@@ -103,11 +108,16 @@ async def upload(request: web.Request) -> web.Response:
     campaign = str(form.get("campaign", "")).strip() or None
     if campaign and (len(campaign) > 64 or any(c.isspace() for c in campaign)):
         return await err("campaign: at most 64 characters, no spaces")
+    try:
+        lst = campaign_list(campaign)  # the same list in Redis and at rest: `global` is not a campaign
+    except ActionError as exc:
+        return await err(str(exc))
     why = str(form.get("why", "")).strip()[:500]
     # as read_numbers reads a file: undecodable bytes become U+FFFD, so the row is rejected, not the file
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
-    total = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-    job = Job(secrets.token_urlsafe(12), ident.user, campaign or GLOBAL_LIST, name[:120], total)
+    # the data rows as the import counts them (no header; a quoted field may span lines)
+    total = await asyncio.to_thread(lambda: sum(1 for _ in read_numbers(io.StringIO(text, newline=""))))
+    job = Job(secrets.token_urlsafe(12), ident.user, lst, name[:120], total)
     jobs = request.app[JOBS]
     for old in [j for j in jobs.values() if j.finished and time.monotonic() - j.finished > KEEP_S]:
         del jobs[old.id]
@@ -115,7 +125,7 @@ async def upload(request: web.Request) -> web.Response:
     task = asyncio.create_task(_run(request.app, job, text, campaign, why, authz.actor_of(ident)))
     request.app[TASKS].add(task)  # a reference, so the task is not collected while it runs
     task.add_done_callback(request.app[TASKS].discard)
-    log.info("dnc import %s of %s (%d lines) into %s by %s", job.id, job.source, total, job.list,
+    log.info("dnc import %s of %s (%d rows) into %s by %s", job.id, job.source, total, job.list,
              authz.actor_of(ident))
     return redirect(f"/dnc/import/{job.id}")
 
@@ -127,6 +137,8 @@ async def _run(app: web.Application, job: Job, text: str, campaign: str | None, 
     # the import's pipelines on a client of their own that waits as the CLI's does: the
     # console engine's 200 ms (the call path's deadline) could fail a large import midway
     redis = admin_redis(s)
+    rep = ImportReport()  # filled chunk by chunk: what was stored before a failure, too
+    error = ""
     try:
         db = await DncDb.open(s.pg_dsn)
         store = DncStore(redis, e.keys)
@@ -134,25 +146,37 @@ async def _run(app: web.Application, job: Job, text: str, campaign: str | None, 
         def progress(n: int) -> None:
             job.done = n
 
-        rep = await import_csv(store, store.list_name(campaign), io.StringIO(text, newline=""), e.default_region,
-                               s.hash_secret, chunk_rows=CHUNK, workers=1, progress=progress, db=db,
-                               db_name=job.list, source=f"web:{job.source}", rejects_sink=job.rejects)
-        job.report = rep
-        async with e.redis.pipeline(transaction=True) as pipe:
-            # the change is done (idempotent); this records who made it, with its figures
-            e._admin(pipe, "dnc_import", job.list, why, actor=actor, source=job.source, rows=rep.rows,
-                     added=rep.added, stored=rep.stored, duplicates=rep.duplicates, rejected=rep.rejected)
-            await pipe.execute()
+        await import_csv(store, store.list_name(campaign), io.StringIO(text, newline=""), e.default_region,
+                         s.hash_secret, chunk_rows=CHUNK, workers=1, progress=progress, db=db,
+                         db_name=job.list, source=f"web:{job.source}", rejects_sink=job.rejects, report=rep)
     except DncDbUnavailable as exc:
-        job.error = str(exc)
+        error = str(exc)
     except Exception as exc:  # noqa: BLE001 - shown on the job's page, logged; the service goes on
-        log.exception("dnc import %s failed", job.id)
-        job.error = f"{type(exc).__name__}: {exc}"
+        log.exception("dnc import %s failed after %d of %d rows", job.id, rep.rows, job.total)
+        error = f"{type(exc).__name__}: {exc}"
     finally:
-        job.finished = time.monotonic()
         await redis.aclose()
         if db is not None:
             await db.close()
+    complete = not error
+    try:
+        async with e.redis.pipeline(transaction=True) as pipe:
+            # who made the change, with its figures; a failed import too: what it wrote stays (idempotent)
+            e._admin(pipe, "dnc_import", job.list, why, actor=actor, source=job.source,
+                     status="complete" if complete else "failed", total=job.total, rows=rep.rows, added=rep.added,
+                     stored=rep.stored, duplicates=rep.duplicates, rejected=rep.rejected,
+                     **({"error": error[:500]} if error else {}))
+            await pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - said on the job's page, logged
+        log.exception("dnc import %s: its audit record was not written", job.id)
+        error = (error + "; " if error else "") + f"the import's audit record was not written: {exc}"
+    # the job's page changes once everything is done, the audit record included
+    job.stored, job.report, job.error = rep.rows, rep if complete else None, error
+    job.finished = time.monotonic()
+
+
+def _summary(lang: str, r: ImportReport) -> str:
+    return t(lang, "dnc_done", rows=r.rows, added=r.added, dup=r.duplicates, rejected=r.rejected, stored=r.stored)
 
 
 async def job_page(request: web.Request) -> web.Response:
@@ -164,15 +188,17 @@ async def job_page(request: web.Request) -> web.Response:
     show = (lambda n: n) if authz.allowed(ident, "view_numbers") else mask
     head = f'<h2>{t(lang, "dnc")}</h2><p>{_e(t(lang, "dnc_job", source=job.source, list=job.list))}</p>'
     if job.error:
-        return page(request, head + f'<p class="err" id="error">{_e(job.error)}</p>', 200)
+        after = (f'<p class="err" id="partial">{_e(t(lang, "dnc_failed", done=job.stored, total=job.total))}</p>'
+                 if job.report is None else f'<p class="msg" id="done">{_e(_summary(lang, job.report))}</p>')
+        return page(request, head + f'<p class="err" id="error">{_e(job.error)}</p>{after}'
+                                    f'<p><a href="/dnc">{t(lang, "dnc")}</a></p>', 200)
     if job.report is None:
         pct = int(100 * job.done / job.total) if job.total else 0
         resp = page(request, head + f'<p id="progress"><progress max="{job.total}" value="{job.done}"></progress> '
                                     f'{_e(t(lang, "dnc_progress", done=job.done, total=job.total, pct=pct))}</p>')
         resp.headers["Refresh"] = "1"
         return resp
-    r = job.report
-    summary = t(lang, "dnc_done", rows=r.rows, added=r.added, dup=r.duplicates, rejected=r.rejected, stored=r.stored)
+    summary = _summary(lang, job.report)
     rej = ""
     if job.rejects:
         shown = job.rejects[:SHOWN_REJECTS]

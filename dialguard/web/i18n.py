@@ -71,7 +71,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "fe_hours_text": ("Calling hours", "呼叫时段"),
     "fe_start": ("Start (ISO time)", "开始（ISO 时间）"),
     "fe_end": ("End (ISO time)", "结束（ISO 时间）"),
-    "fe_rules": ("Rule packs (comma-separated)", "规则包（逗号分隔）"),
+    "fe_rules": ("Rule packs (shipped pack names, comma-separated)", "规则包（内置规则包名称，逗号分隔）"),
     "fe_requested_by": ("Requested by", "申请人"),
     "fe_decided_by": ("Decided by", "审批人"),
     "fe_state": ("State", "状态"),
@@ -117,7 +117,10 @@ TEXT: dict[str, tuple[str, str]] = {
                       "文件超过 {mb} MiB：请使用 `dialguard dnc import`"),
     "dnc_no_job": ("No such import (finished imports are kept one hour).", "没有该导入任务（已完成的任务保留一小时）。"),
     "dnc_job": ("Import of {source} into the list {list}", "导入 {source} 到名单 {list}"),
-    "dnc_progress": ("{done:,} of {total:,} lines ({pct}%)", "已处理 {done:,} / {total:,} 行（{pct}%）"),
+    "dnc_progress": ("{done:,} of {total:,} rows ({pct}%)", "已处理 {done:,} / {total:,} 行（{pct}%）"),
+    "dnc_failed": ("The import stopped: {done:,} of {total:,} rows stored; upload again to finish (the import is "
+                   "idempotent).",
+                   "导入中断：已存储 {done:,} / {total:,} 行；请再次上传以完成导入（导入是幂等的，不会重复添加）。"),
     "dnc_done": ("{rows:,} rows: {added:,} added, {dup:,} already listed, {rejected:,} rejected; {stored:,} new "
                  "entries stored at rest.",
                  "共 {rows:,} 行：新增 {added:,}，已在名单 {dup:,}，拒绝 {rejected:,}；{stored:,} 条新条目已加密存档。"),

@@ -108,8 +108,11 @@ SPEC = {
             "post": {"summary": "Request approval of a campaign (supervisor or above)",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": {
                          "type": "object", "required": ["name", "purpose", "scope", "caps", "hours", "why"],
-                         "properties": {k: {"type": "string"} for k in (
-                             "name", "purpose", "scope", "caps", "hours", "why", "start", "end", "rules")}}}}},
+                         "properties": {**{k: {"type": "string"} for k in (
+                             "name", "purpose", "scope", "caps", "hours", "why", "start", "end")},
+                             "rules": {"type": "string",
+                                       "description": "the campaign's own packs: shipped pack names "
+                                                      "([a-z0-9-]+), comma-separated; never a file (400)"}}}}}},
                      "responses": {"201": {"description": "the request, pending"}, **_errors}},
         },
         "/api/v1/requests": {

@@ -55,7 +55,8 @@ def params(query, default_tz: str, today: datetime) -> dict:
         a = rp.parse_bound(from_text, tz)
         b = rp.parse_bound(to_text, tz, end=True)
     except ValueError:
-        raise BadParams(f"dates are YYYY-MM-DD (or ISO times): {from_text!r}, {to_text!r}") from None
+        raise BadParams(f"dates are YYYY-MM-DD (or ISO times), in years 1 to 9999: {from_text!r}, "
+                        f"{to_text!r}") from None
     if b <= a:
         raise BadParams("the end is before the start")
     if b - a > timedelta(days=MAX_DAYS):

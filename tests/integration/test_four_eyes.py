@@ -248,3 +248,101 @@ async def test_cli_requests_and_approves_through_the_api_as_two_users():
             c.execute("delete from approval_requests where requested_user in (%s, %s)", (f"s{tag}", f"c{tag}"))
             c.execute("delete from web_users where name in (%s, %s)", (f"s{tag}", f"c{tag}"))
         await asyncio.sleep(0)
+
+
+async def _api(c: TestClient, token: str, path: str, body: dict) -> tuple[int, dict]:
+    r = await c.post(path, data=json.dumps(body),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return r.status, await r.json()
+
+
+async def test_campaign_rules_are_shipped_pack_names_never_a_file_on_the_server(web_app, people, tmp_path):
+    """A campaign's own packs, from the console or the API, are shipped pack names: a path is a 400
+    that names the packs allowed, reads nothing (no line of the file in the answer, /dev/zero answered
+    at once) and stores nothing; an approval refuses a request stored with a path before that rule."""
+    client, s = web_app
+    e = await Engine.create(s)
+    secret = tmp_path / "fakeshadow"
+    secret.write_text("alice:$6$abc$secrethash:19000:\n")
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("pack: evil\n")  # a valid pack: its content could change after an approval
+    camp, camp2 = f"rules-{uuid.uuid4().hex[:6]}", f"rules-{uuid.uuid4().hex[:6]}"
+    fields = dict(purpose="renewals", scope="2026 customers", caps="2 a day", hours="09:00-20:00", why="Q2")
+    shipped = "cn-carrier, cn-default, uk-ofcom, us-al"  # the start of the list the refusal gives
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        token = u.add_token(c, people["supervisor"])[0]
+    try:
+        sup = await _as(client, people["supervisor"])
+        for rules in (str(secret), str(evil), "/dev/zero", "../../tmp/x", "cn-default,/etc/passwd", "CN-DEFAULT"):
+            st, text = await asyncio.wait_for(_post(sup, "/campaigns", "/campaigns/request", name=camp,
+                                                    rules=rules, **fields), 10)
+            assert st == 400 and "not a shipped rule pack" in text and shipped in text, (rules, text[-600:])
+            assert "never a file" in text and "secrethash" not in text and "alice" not in text
+            st, ans = await asyncio.wait_for(_api(sup, token, "/api/v1/campaigns",
+                                                  {"name": camp, "rules": rules, **fields}), 10)
+            assert st == 400 and "not a shipped rule pack" in ans["error"] and shipped in ans["error"], ans
+            assert "secrethash" not in ans["error"]
+        st, ans = await _api(sup, token, "/api/v1/campaigns", {"name": camp, "rules": ["cn-default"], **fields})
+        assert st == 400 and "rules: text expected" in ans["error"]
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:  # nothing stored
+            assert c.execute("select count(*) from approval_requests where requested_user = %s",
+                             (people["supervisor"],)).fetchone()[0] == 0
+        assert not await e.redis.exists(e.keys.campaign(camp))
+
+        # shipped names: requested, approved, enforced as named
+        st, text = await _post(sup, "/campaigns", "/campaigns/request", name=camp, rules=" cn-default , us-tcpa",
+                               **fields)
+        assert st == 200 and 'id="done"' in text, text[-600:]
+        rid = int(re.search(r"Request (\d+) sent", text).group(1))
+        st, ans = await _api(sup, token, "/api/v1/campaigns", {"name": camp2, "rules": "cn-default", **fields})
+        assert st == 201, ans
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:
+            assert c.execute("select subject->>'rules' from approval_requests where id = %s",
+                             (rid,)).fetchone()[0] == "cn-default,us-tcpa"
+        c1 = await _as(client, people["c1"])
+        st, text = await _post(c1, "/campaigns", f"/requests/{rid}/decide", decision="approve")
+        assert st == 200 and f"Request {rid} approved" in text
+        assert await e.redis.hget(e.keys.campaign(camp), "rules") == b"cn-default,us-tcpa"
+
+        # a request stored with a file before the console took names only: not approvable, rejectable
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:
+            old = c.execute("insert into approval_requests (kind, subject, why, requested_user, requested_by) "
+                            "values ('campaign', %s, 'old', %s, %s) returning id",
+                            (json.dumps({"name": camp2, "rules": str(evil), "start": None, "end": None, **fields}),
+                             people["supervisor"], f"web:{people['supervisor']}")).fetchone()[0]
+        st, text = await _post(c1, "/campaigns", f"/requests/{old}/decide", decision="approve")
+        assert st == 400 and f"request {old} cannot be approved" in text and "not a shipped rule pack" in text
+        assert not await e.redis.exists(e.keys.campaign(camp2))
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:
+            assert c.execute("select status from approval_requests where id = %s", (old,)).fetchone()[0] == "pending"
+        st, text = await _post(c1, "/campaigns", f"/requests/{old}/decide", decision="reject")
+        assert st == 200 and f"Request {old} rejected" in text
+    finally:
+        await e.close()
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:
+            c.execute("delete from approval_requests where requested_user = %s", (people["supervisor"],))
+
+
+async def test_out_of_range_times_and_bad_lifts_are_400(web_app, people):
+    """Inputs that raised OverflowError or TypeError (a 500) are a 400 that says what is wrong, and store nothing."""
+    client, s = web_app
+    fields = dict(name=f"far-{uuid.uuid4().hex[:6]}", purpose="p", scope="s", caps="c", hours="h", why="w")
+    with psycopg.connect(admin_dsn(), autocommit=True) as c:
+        token = u.add_token(c, people["supervisor"])[0]
+    try:
+        sup = await _as(client, people["supervisor"])
+        st, text = await _post(sup, "/campaigns", "/campaigns/request", end="9999-12-31T23:59:59-05:00", **fields)
+        assert st == 400 and "end: time" in text and "out of range" in text, text[-600:]
+        for when in ("9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"):
+            st, ans = await _api(sup, token, "/api/v1/campaigns", {**fields, "start": when})
+            assert st == 400 and ans["error"].startswith("start: time") and "out of range" in ans["error"], ans
+        for lifts in ([[1]], [1, "attempt_cap"], [None], {"attempt_cap": 1}):
+            st, ans = await _api(sup, token, "/api/v1/overrides",
+                                 {"number": "+8613800138000", "why": "callback", "lifts": lifts})
+            assert st == 400 and ans["error"].startswith("lifts: a list of reason codes"), (lifts, ans)
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:
+            assert c.execute("select count(*) from approval_requests where requested_user = %s",
+                             (people["supervisor"],)).fetchone()[0] == 0
+    finally:
+        with psycopg.connect(admin_dsn(), autocommit=True) as c:
+            c.execute("delete from approval_requests where requested_user = %s", (people["supervisor"],))

@@ -176,3 +176,73 @@ async def test_undecodable_bytes_reject_rows_not_the_file_and_limits_are_clear(s
     f.add_field("campaign", camp)
     r = await c.post("/dnc/import", data=f)
     assert r.status == 400 and "choose a CSV file" in await r.text()
+
+
+async def test_campaign_global_is_refused_as_the_cli_refuses_it(site):
+    """`global` names the global list: as a campaign it went to a campaign's list in Redis and to the
+    global list at rest. Refused (400, as `dnc import --campaign global`), nothing stored anywhere."""
+    c, e, people, camp = site
+    csrf = await login(c, people["supervisor"])
+    source = f"g-{uuid.uuid4().hex[:8]}.csv"
+    r = await c.post("/dnc/import", data=form(csrf, b"number\n+8613912345678\n", "global", source),
+                     allow_redirects=False)
+    text = await r.text()
+    assert r.status == 400 and "&#x27;global&#x27; names the global list: leave campaign out for it" in text, text
+    store = DncStore(e.redis, e.keys)
+    assert await store.count(list_name("global")) == 0 and await store.count(list_name(None)) == 0
+    with psycopg.connect(admin_dsn()) as conn:
+        assert conn.execute("select count(*) from dnc_blocks where source = %s", (f"web:{source}",)).fetchone()[0] == 0
+    recs = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"admin"]
+    assert not [x for x in recs if x["action"] == "dnc_import"]
+
+
+async def test_an_import_postgresql_refuses_midway_says_what_it_stored_and_is_audited(site):
+    """A real failure: PostgreSQL refuses the second 5,000-row chunk (a trigger on dnc_blocks for this
+    list). The first chunk stays stored; the job's page says how many rows and to upload again; the
+    audit has a `dnc_import` record with status failed and the rows stored. Uploading again finishes."""
+    c, e, people, camp = site
+    numbers = [f"+86139{n:08d}" for n in random.sample(range(10**8), 12_000)]
+    body = ("number\n" + "\n".join(numbers) + "\n").encode()
+    fn = f"dgtest_refuse_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:  # a batch for the list while another is stored
+        conn.execute(f"""create function {fn}() returns trigger language plpgsql as $$
+            begin
+              if exists (select 1 from new_rows where list = '{camp}') and exists (
+                  select 1 from dnc_blocks b where b.list = '{camp}' and b.id not in (select id from new_rows)) then
+                raise exception 'dgtest: PostgreSQL refuses a second batch for {camp}';
+              end if;
+              return null;
+            end $$""")
+        conn.execute(f"create trigger {fn} after insert on dnc_blocks referencing new table as new_rows "
+                     f"for each statement execute function {fn}()")
+    try:
+        csrf = await login(c, people["supervisor"])
+        r = await c.post("/dnc/import", data=form(csrf, body, camp), allow_redirects=False)
+        text = await finished(c, r.headers["Location"])
+        assert "PostgreSQL refuses a second batch" in text, text[-1000:]
+        assert ('id="partial">The import stopped: 5,000 of 12,000 rows stored; upload again to finish '
+                "(the import is idempotent).") in text, text[-1000:]
+    finally:
+        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+            conn.execute(f"drop trigger if exists {fn} on dnc_blocks")
+            conn.execute(f"drop function if exists {fn}()")
+    with psycopg.connect(admin_dsn()) as conn:  # the first chunk stays
+        assert conn.execute("select sum(entries) from dnc_blocks where list = %s", (camp,)).fetchone()[0] == 5_000
+    store = DncStore(e.redis, e.keys)
+    assert await store.count(list_name(camp)) >= 5_000  # and the second's Redis part, maybe (idempotent)
+    recs = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"admin"]
+    imp = [x for x in recs if x["action"] == "dnc_import"]
+    assert len(imp) == 1 and imp[0]["actor"] == f"web:{people['supervisor']}" and imp[0]["target"] == camp
+    assert (imp[0]["status"], imp[0]["rows"], imp[0]["total"], imp[0]["stored"]) == ("failed", 5_000, 12_000, 5_000)
+    assert "PostgreSQL refuses a second batch" in imp[0]["error"]
+
+    # upload again: the rest is stored, nothing twice
+    r = await c.post("/dnc/import", data=form(csrf, body, camp), allow_redirects=False)
+    text = await finished(c, r.headers["Location"])
+    assert 'id="done"' in text and "12,000 rows:" in text and "7,000 new entries stored at rest" in text, text[-800:]
+    with psycopg.connect(admin_dsn()) as conn:
+        assert conn.execute("select sum(entries) from dnc_blocks where list = %s", (camp,)).fetchone()[0] == 12_000
+    assert await store.count(list_name(camp)) == 12_000
+    recs = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"admin"]
+    imp = [x for x in recs if x["action"] == "dnc_import"]
+    assert [x["status"] for x in imp] == ["failed", "complete"] and imp[1]["stored"] == 7_000 and "error" not in imp[1]

@@ -197,6 +197,8 @@ async def test_pdf_in_chinese(console):
     ({"from": "23/11/2026"}, "dates are YYYY-MM-DD"),
     ({"tz": "Mars/Olympus"}, "unknown time zone"),
     ({"from": "2024-01-01", "to": "2026-01-01"}, "at most 366 days"),
+    ({"to": "9999-12-31"}, "in years 1 to 9999"),  # the day after it: an OverflowError was a 500
+    ({"from": "0001-01-01", "to": "0001-01-02", "tz": "Asia/Shanghai"}, "in years 1 to 9999"),
 ])
 async def test_bad_parameters_say_what_is_wrong(console, query, msg):
     c, people, _ = console
@@ -205,6 +207,9 @@ async def test_bad_parameters_say_what_is_wrong(console, query, msg):
         r = await c.get(path, params={**DAY, **query})
         assert r.status == 400 and msg in await r.text()
     assert (await c.get("/reports/export.doc", params=DAY)).status == 404
+    # /rules' shadow report reads the same parameters: the page stands, the problem said
+    r = await c.get("/rules", params={**DAY, **query})
+    assert r.status == 200 and '<p class="err" id="shadow-report">' in (text := await r.text()) and msg in text
 
 
 async def test_rules_page_shadow_report_masked_for_a_viewer(console):

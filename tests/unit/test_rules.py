@@ -1,3 +1,5 @@
+import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,3 +92,37 @@ def test_combination_strictest_wins(tmp_path):
     assert pol.caller_id_pool == ("+12025550101",)
     assert pol.consent_required and pol.min_interval == timedelta(minutes=10)
     assert pol.name == "a+b" and len(pol.version_hash) == 16
+
+
+def test_states_names_shipped_packs_never_a_path(tmp_path):
+    """A `states` pack lists shipped pack names: a path (relative, through `..`, or absolute) to
+    a valid pack file elsewhere is refused, and never read (the packs of a state load by name)."""
+    from dialguard.rules import PACKS_DIR, load_pack_text
+
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("pack: evil\nmin_interval: 1s\n")  # a valid pack, outside the package
+    up = os.path.relpath(evil.with_suffix(""), PACKS_DIR)  # ../../../tmp/.../evil: PACKS_DIR/<it>.yaml exists
+    assert (PACKS_DIR / f"{up}.yaml").exists()
+    for name in (up, str(evil.with_suffix("")), "../cn-default", "US-TCPA", "us-tcpa ", "", "nope"):
+        with pytest.raises(RulesError, match=r"states: FL: .* is not a shipped rule pack \(shipped: .*us-fl-ftsa"):
+            load_pack_text(f"pack: x\nstates: {{FL: [{json.dumps(name)}]}}\n", "upload:x")
+    with pytest.raises(RulesError, match="not a shipped rule pack"):
+        load_pack_text("pack: x\nstates: {FL: [[1]]}\n", "upload:x")
+    p = load_pack_text("pack: x\nstates: {FL: [us-fl-ftsa], OK: us-ok}\n", "upload:x")
+    assert p.states == {"FL": ("us-fl-ftsa",), "OK": ("us-ok",)}
+    assert [q.pack for q in Policy([p]).for_states(frozenset({"FL"})).packs] == ["x", "us-fl-ftsa"]
+
+
+def test_campaign_packs_from_the_console_are_shipped_names_only(tmp_path):
+    from dialguard.rules import shipped_spec
+
+    assert shipped_spec(" cn-default , us-tcpa,") == "cn-default,us-tcpa"
+    f = tmp_path / "r.yaml"
+    f.write_text("pack: mine\n")
+    for spec in (str(f), "/etc/passwd", "/dev/zero", "../../tmp/x", "cn-default,/etc/shadow", "CN-DEFAULT",
+                 "cn_default", "r.yaml", "", " , "):
+        with pytest.raises(RulesError, match="shipped pack names, comma-separated, never a file: cn-carrier, "
+                                             "cn-default"):
+            shipped_spec(spec)
+    with pytest.raises(RulesError, match=r"^'/etc/shadow', 'x': not shipped rule packs\."):
+        shipped_spec("cn-default,/etc/shadow,x")
