@@ -626,6 +626,8 @@ class Policy:
 
     @cached_property
     def caller_id_required(self) -> bool:
+        """A call must present an approved caller ID: one with none given and no pool to
+        pick from is denied. (A caller ID that is presented is checked whatever this says.)"""
         return any(p.caller_id and p.caller_id.require_approved for p in self.packs)
 
     @cached_property

@@ -129,7 +129,10 @@ class _Static:
         self.cid_day = (lim["per_day"], f"caller ID at most {lim['per_day']} per day") \
             if lim["per_day"] is not None else None
         self.conc = lim["concurrency"] if lim["concurrency"] is not None else -1
-        self.cid_req = 1 if policy.caller_id_required else 0
+        # A caller ID presented or picked is always checked: approved and not cooling down
+        # (SPEC, caller_id_not_approved), whatever the packs. Their `require_approved` says
+        # only whether a call with none to present may go (Decider._candidates).
+        self.cid_req = 1
         lease = timedelta(seconds=policy.max_duration_s + 600) if policy.max_duration_s else DEFAULT_LEASE
         self.lease_ms = _td_ms(lease)
         self.cttl_ms = _td_ms(timedelta(days=2))
