@@ -250,6 +250,23 @@ async def test_hostile_session_closed_without_commands(make_server, data):
     assert eng.calls == []
 
 
+async def test_a_line_longer_than_allowed_is_refused_at_once_not_held(make_server):
+    """A pending connection sending one endless line is handed to the session (which
+    refuses it) as soon as the line passes max_line_bytes: not kept in memory, growing
+    up to the whole block's bound, until the environment's deadline (4 s here)."""
+    srv, eng = await make_server(session_timeout=10.0, env_timeout=4.0)
+    r, w = await asyncio.open_connection(HOST, srv.bound_port)
+    t0 = asyncio.get_running_loop().time()
+    w.write(b"agi_network: yes\nagi_x: " + b"A" * (srv.max_line_bytes + 100))  # no newline, kept open
+    await w.drain()
+    async with asyncio.timeout(8):
+        got = await r.read()  # the server closes it
+    took = asyncio.get_running_loop().time() - t0
+    w.close()
+    assert got == b"" and eng.calls == []
+    assert took < 2.0, took  # before: held until the 4 s deadline
+
+
 async def test_non_utf8_caller_name_still_served(make_server):
     srv, _ = await make_server()
     peer = await AgiPeer.connect(HOST, srv.bound_port)
