@@ -10,10 +10,13 @@ in one step, and decide.lua compares the version a node evaluated with the one
 in effect: a node with a stale copy reloads and decides again.
 
 What an imported year means (dialguard/timerules.py applies it):
-- CN with the official calendar (mode official_workdays): the file is the
-  whole year (the State Council's notice): a day is a working day if it is a
-  listed working day, or a Monday to Friday not listed as a holiday. It replaces
-  what chinesecalendar has for that year, if anything.
+- CN with the official calendar (mode official_workdays): a listed working day
+  is a working day, a listed holiday is not (SPEC section 9: the file's days
+  override the packaged data); a day the file does not list keeps chinesecalendar's
+  word where it knows the year, else the weekday rule (Monday to Friday working).
+  So a file of one corrected day never turns the package's other holidays into
+  calling days, and a year chinesecalendar does not know is made known by the
+  notice's days.
 - any other calendar (mode holidays, a country or a subdivision such as US-LA):
   the listed holidays are added to the `holidays` package's days, the listed
   working days taken out of them.

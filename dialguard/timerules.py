@@ -56,8 +56,15 @@ def calling_day(d: date, cal: Calendar | None, imported: Calendars = NO_CALENDAR
         return True
     f = imported.get(code_of(cal), d.year) if imported.files else None
     if cal.mode == "official_workdays":
-        if f is not None:  # the whole year, as the notice states it
-            return d in f.working_days or (d.weekday() < 5 and d not in f.holidays)
+        if f is not None:  # the file's days override the packaged data (SPEC section 9) ...
+            if d in f.working_days:
+                return True
+            if d in f.holidays:
+                return False
+            try:  # ... which stands for the days the file does not list: a one-day
+                return _cn_workday(d)  # correction never turns the Spring Festival into calling days
+            except UnknownYear:  # a year the package does not know: the weekday rule
+                return d.weekday() < 5
         return _cn_workday(d)
     if f is not None:  # days on top of the holidays package
         if d in f.holidays:

@@ -179,12 +179,21 @@ def reasons_with(imported, at, policy=CN):
     return time_reasons(policy, SH, at, imported)[0]
 
 
-def test_an_imported_year_replaces_the_package_year():
-    # 2026-10-07 is a National Day holiday for chinesecalendar; the file says otherwise
-    y = _cn_year(2026, ["2026-10-01", "2026-10-09"], ["2026-10-10"])
-    assert reasons(CN, SH, utc(2026, 10, 7, 2)) == {"holiday"}
-    assert reasons_with(y, utc(2026, 10, 7, 2)) == set()
-    assert reasons_with(y, utc(2026, 10, 9, 2)) == {"holiday"}
+def test_an_imported_file_overrides_a_known_year_day_by_day():
+    """SPEC section 9: for a year the packaged data knows, the file's days override it;
+    the days it does not list keep the package's word. Before, the file replaced the
+    whole year: a one-day correction turned the Spring Festival and National Day into
+    calling days."""
+    y = _cn_year(2026, ["2026-10-09"], ["2026-10-10"])
+    assert reasons(CN, SH, utc(2026, 10, 9, 2)) == set()  # a Friday, working for the package
+    assert reasons_with(y, utc(2026, 10, 9, 2)) == {"holiday"}  # the file's holiday
+    assert reasons_with(y, utc(2026, 10, 10, 2)) == set()  # the file's working Saturday
+    # not listed: chinesecalendar's National Day (10-07) and Spring Festival (02-17) stand
+    assert reasons_with(y, utc(2026, 10, 7, 2)) == {"holiday"}
+    assert reasons_with(y, utc(2026, 2, 17, 2)) == {"holiday"}
+    # a package holiday taken out: listed as a working day
+    out = _cn_year(2026, [], ["2026-10-07"])
+    assert reasons_with(out, utc(2026, 10, 7, 2)) == set()
     # another calendar's years change nothing for CN
     other = _cn_year(2025, ["2025-03-03"])
     assert reasons_with(other, utc(2026, 10, 7, 2)) == {"holiday"}
