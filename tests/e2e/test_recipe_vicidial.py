@@ -177,13 +177,17 @@ async def test_allowed_call_is_cut_at_the_rules_maximum(stack, guard, asterisk, 
     assert held >= 3 - 0.05, f"cut after {held:.3f}s, before the 3 s maximum"
 
 
-async def test_outcome_applied_to_the_caller_code(stack, guard, asterisk, tmp_path: Path) -> None:
+@pytest.mark.parametrize("report", ["cel", "agi"])
+async def test_outcome_applied_to_the_caller_code(stack, guard, asterisk, tmp_path: Path, report: str) -> None:
     """The check stores the call under VICIdial's caller code; the outcome (the
-    hangup handler's CEL event) must name the same call, or the guard finds no
-    call: no outcome audited, the lease held until it expires, no quiet period.
+    hangup handler's CEL event, or its `report` AGI with DIALGUARD_REPORT=agi)
+    must name the same call, or the guard finds no call: no outcome audited, the
+    lease held until it expires, no quiet period.
     Rules: one live call per caller ID, a quiet hour after a conversation."""
     campaign, (cid,) = await guard.campaign("vd-out", rules=scenario("guard_outcome_reader", "pack.yaml"))
     asterisk.rx(f"dialplan set global VD_E2E_CAMPAIGN {campaign}")
+    if report == "agi":
+        asterisk.rx("dialplan set global DIALGUARD_REPORT agi")
     (number,) = numbers(1)
     first, again = vicidial_code(_rng.randrange(1, 10**8)), vicidial_code(_rng.randrange(1, 10**8))
     try:
@@ -210,3 +214,4 @@ async def test_outcome_applied_to_the_caller_code(stack, guard, asterisk, tmp_pa
             [(True, first, []), (False, again, ["post_conversation_quiet"])], rows
     finally:
         asterisk.rx("dialplan set global VD_E2E_CAMPAIGN \"\"")
+        asterisk.rx("dialplan set global DIALGUARD_REPORT \"\"")
