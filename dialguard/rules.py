@@ -109,6 +109,17 @@ class Cap(_Model):
         return self
 
 
+def _window_span(w: "Window") -> timedelta:
+    """How far back a finite window can look (a day window: N local days, and a
+    zone's day may start up to a day before UTC's); a lifetime window: nothing
+    here (its log is kept without expiry)."""
+    if w.rolling is not None:
+        return w.rolling
+    if w.days is not None:
+        return timedelta(days=w.days + 1)
+    return timedelta(0)
+
+
 class Quiet(_Model):
     """No call within a period after an event; days count the event's day as day 1."""
 
@@ -661,16 +672,20 @@ class Policy:
         return None
 
     def retention(self) -> timedelta:
-        """How long attempt logs must be kept to answer every window."""
-        longest = timedelta(days=2)
+        """How long the attempt, conversation and abandon logs must be kept to
+        answer every finite window of these rules: each cap's, the minimum
+        interval, every quiet period (after a conversation, an abandoned call, an
+        answering machine) and the agent's day, plus an hour. Lifetime caps are
+        not in it: their logs are never trimmed nor expired (lifetime_scopes)."""
+        spans = [timedelta(days=2)]
         for _, cap in self.caps:
-            w = cap.window
-            if w.rolling:
-                longest = max(longest, w.rolling)
-            elif w.days:
-                longest = max(longest, timedelta(days=w.days + 1))
-            elif w.lifetime:
-                longest = max(longest, timedelta(days=400))
-        for q in self.quiet_after_conversation:
-            longest = max(longest, q.window.rolling or timedelta(days=(q.window.days or 0) + 1))
-        return longest + timedelta(hours=1)
+            spans.append(_window_span(cap.window))
+        spans += [_window_span(q.window) for q in self.quiet_after_conversation]
+        spans += [d for d in (self.min_interval, *self.abandon_quiet) if d]
+        return max(spans) + timedelta(hours=1)
+
+    @cached_property
+    def lifetime_scopes(self) -> frozenset[str]:
+        """The scopes of the caps counted over the campaign's lifetime: their logs
+        must outlive every retention (a lifetime cap never lifts by waiting)."""
+        return frozenset(cap.scope for _, cap in self.caps if cap.window.lifetime)

@@ -178,6 +178,8 @@ class Decider(Store):
         self._cid_tags: dict[str, str] = {}
         self._ctx_cache: dict[str, _Context] = {}
         self._policies: dict[str, Policy] = {}
+        self._retention_ms = 0  # the namespace's retention as far as known here (_retain)
+        self._retain(policy)
         # The decision's EVALSHA goes through this pipelined client when set
         # (create sets it); everything else uses `redis` (redis-py).
         self.fast: RedisClient | None = None
@@ -274,6 +276,7 @@ class Decider(Store):
             except RulesError:
                 continue  # its calls are denied with the reason (_context)
             policies.setdefault(id(pol), (pol, cals))
+        self._retain(*(p for p, _ in policies.values()))
         # the number plans of the regions the rules in effect read numbers in
         regions = {self.default_region, *(p.default_region for p, _ in policies.values())} - {None, ""}
         warmed = sorted(r for r in regions if warm_plans(r))
@@ -365,10 +368,23 @@ class Decider(Store):
                 pool.append(e164)
         if len(pool) > 1:
             await self._migrate_penalties(pool)
+        self._retain(policy, shadow)
         ctx = _Context(mono + CONTEXT_TTL, policy, self._same_pool(campaign, pool), f"{rver}|{sver}", rver, shadow, sver,
                        cver, cals, region_pauses)
         self._ctx_cache[campaign] = ctx
         return ctx
+
+    def _retain(self, *policies: Policy | None) -> None:
+        """Raise the namespace's retention (every plan's logs' expiry and trim) to what
+        these rules need: the logs of a number are shared by every campaign, and rules
+        needing less (a default) must not trim or expire what a campaign's own packs,
+        or the shadow rules, still read. Only ever raised (a longer TTL costs memory,
+        never a rule)."""
+        for pol in policies:
+            if pol is not None:
+                ms_ = int(pol.retention().total_seconds() * 1000)
+                if ms_ > self._retention_ms:
+                    self._retention_ms = ms_
 
     def _campaign_pack(self, rules: str) -> Policy:
         """The packs a campaign names as its own, loaded once (kept by their names)."""
@@ -728,7 +744,7 @@ class Decider(Store):
             audit_max=self.settings.audit_backlog_max if self.audit else None,
             request_fp=self._fingerprint(req, info) or None,
             versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendar_version=ctx.cver, shadow=shadow,
-            party_tag=party_tag)
+            party_tag=party_tag, retention_ms=self._retention_ms)
 
     def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool,
@@ -747,7 +763,7 @@ class Decider(Store):
         audit = self.audit
         shadow = ctx.shadow
         key = (policy, req.campaign, info.valid, info.timezones, shape, check_cid, req.call_id is not None,
-               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver, party_tag is not None)
+               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver, party_tag is not None, self._retention_ms)
         tpl = self._templates.get(key)
         if tpl is None:
             if len(self._templates) >= 4096:  # bounded: shapes are few, campaigns and zones not unlimited
@@ -758,7 +774,8 @@ class Decider(Store):
                 site_timezone=self.settings.site_timezone, audit=audit,
                 audit_max=self.settings.audit_backlog_max if audit else None,
                 versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendars=ctx.cver,
-                shadow=(shadow, ctx.sver) if shadow is not None else None, party=party_tag is not None)
+                shadow=(shadow, ctx.sver) if shadow is not None else None, party=party_tag is not None,
+                retention_ms=self._retention_ms)
             # the audit record's constant end
             tpl.tail = record.tail(policy.name, policy.version_hash, self.settings.node, calendar=ctx.cver)
         pre_json = _encode(pre) if pre else "[]"

@@ -90,3 +90,29 @@ def test_combination_strictest_wins(tmp_path):
     assert pol.caller_id_pool == ("+12025550101",)
     assert pol.consent_required and pol.min_interval == timedelta(minutes=10)
     assert pol.name == "a+b" and len(pol.version_hash) == 16
+
+
+# -- retention: how long the logs live (rules.Policy.retention) ----------------------------------
+
+def test_retention_covers_the_abandon_quiet_period():
+    from datetime import timedelta as td
+    assert Policy.load("uk-ofcom").retention() == td(days=3, hours=1)  # 72 h after an abandoned call
+
+
+def test_retention_covers_min_interval_and_every_quiet_period():
+    from datetime import timedelta as td
+    from dialguard.rules import load_pack_text
+    mi = Policy([load_pack_text("pack: x\nmin_interval: 5d\n", "x")])
+    assert mi.retention() == td(days=5, hours=1)
+    amd = Policy([load_pack_text("pack: y\nquiet_after_abandon: {amd: 96h}\n", "y")])
+    assert amd.retention() == td(days=4, hours=1)
+    conv = Policy([load_pack_text("pack: z\nquiet_after_conversation: {window: {days: 6}}\n", "z")])
+    assert conv.retention() == td(days=7, hours=1)  # a day window: one day more
+
+
+def test_lifetime_caps_are_kept_apart_from_the_retention():
+    from datetime import timedelta as td
+    cn = Policy.load("cn-default")
+    assert cn.lifetime_scopes == frozenset({"number_campaign"})
+    assert cn.retention() < td(days=30)  # no 400 days: the lifetime log has no expiry at all
+    assert Policy.load("us-tcpa").lifetime_scopes == frozenset()
