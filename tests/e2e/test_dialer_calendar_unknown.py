@@ -9,6 +9,7 @@ import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
+from dialguard.decision.models import DecisionRequest
 from test_dialer_calls import number, rig, ticks  # noqa: F401  (fixture)
 
 UTC = timezone.utc
@@ -47,6 +48,11 @@ async def test_closed_until_an_unknown_year_is_held_not_done(rig, asterisk):
     assert lead["state"] == "pending" and lead["next_eligible_at"] > YEAR_END
     rows = await rig.store._all("select * from dialer_holds where lead_id = %s", (lead["id"],))
     assert [(r["reason"], r["ended_at"]) for r in rows] == [("calendar_unknown", lead["next_eligible_at"])]
+    # the decision itself: the SPEC's null, its explanation saying the time is unknown
+    dec = await rig.engine.decide(DecisionRequest(number=number("00"), campaign=camp, agent="a"))
+    assert (dec.reasons, dec.next_eligible_at) == (["outside_hours"], None)
+    assert "earliest time is unknown" in dec.explanations["outside_hours"] and "2027" in dec.next_unknown
+    assert "next_unknown" not in dec.model_dump_json()
 
 
 async def test_denied_in_an_unknown_year_stays_pending(rig, asterisk):
