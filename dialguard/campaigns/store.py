@@ -203,6 +203,14 @@ class Store:
         for _, column, file, why in SCHEMA_MARKS:
             if not r[column]:
                 raise SchemaMissing(f"{why}: run `dialguard db migrate` (dialguard/campaigns/sql/{file})")
+        async with self.pool.connection() as c:
+            # 260 adds a hold reason, not a column: the CHECK constraint says whether it ran
+            h = await (await c.execute(
+                "select pg_get_constraintdef(oid) d from pg_constraint where conname = 'dialer_holds_reason_check'"
+                " and conrelid = to_regclass('dialer_holds')")).fetchone()
+        if h is None or "calendar_unknown" not in h["d"]:
+            raise SchemaMissing("the dialer cannot record leads held for a calendar year not imported: run "
+                                "`dialguard db migrate` (dialguard/campaigns/sql/260_dialer_holds_calendar_unknown.sql)")
 
     def _opened(self, row: dict | None) -> dict | None:
         if row is not None:
