@@ -35,6 +35,7 @@ from functools import lru_cache
 import yaml
 
 from dialguard.calendar_file import CalendarFile, CalendarFileError
+from dialguard.yamlnodes import first_duplicate, is_null
 
 CODE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
 FIELDS = ("calendar", "year", "holidays", "working_days", "source")
@@ -90,9 +91,10 @@ def load_yaml(text: str) -> CalendarFile:
         if key not in FIELDS:
             raise CalendarFileError(f"unknown key {key!r} (expected {', '.join(FIELDS)})",
                                     *_line(lines, knode.start_mark))
-        if key in seen:
-            raise CalendarFileError(f"key {key!r} given twice", *_line(lines, knode.start_mark))
         seen[key] = vnode
+    dup = first_duplicate(root)
+    if dup is not None:
+        raise CalendarFileError(f"key {dup.value!r} given twice", *_line(lines, dup.start_mark))
     for key in ("calendar", "year"):
         if key not in seen:
             raise CalendarFileError(f"missing {key!r}", *_line(lines, root.start_mark))
@@ -121,7 +123,7 @@ def load_yaml(text: str) -> CalendarFile:
     where: dict[date, tuple[str, int, str]] = {}
     for key in ("holidays", "working_days"):
         node = seen.get(key)
-        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+        if node is None or is_null(node):
             continue
         if not isinstance(node, yaml.SequenceNode):
             raise CalendarFileError(f"{key}: expected a list of dates (YYYY-MM-DD)", *_line(lines, node.start_mark))

@@ -36,7 +36,7 @@ from dialguard.numbers import NumberInfo, keyed_hash, keyed_hasher, parse_number
 from dialguard.redisclient import RedisClient, RedisReplyError
 from dialguard.rules import Policy, RulesError
 from dialguard.store import CampaignRulesError, Store, _region_pauses, from_ms, log, ms
-from dialguard.timerules import next_allowed, time_check
+from dialguard.timerules import next_allowed, next_window, time_check
 from dialguard.timeutil import UTC
 
 EXPLAIN = {
@@ -100,6 +100,22 @@ COLD_CONTEXT_MIN_S = 2.0
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+# reasons a wait can lift: the ones an unknown next time is told on
+WAITABLE = ("outside_hours", "holiday", "attempt_cap", "min_interval", "post_conversation_quiet",
+            "post_abandon_quiet", "agent_cap", "caller_id_rate", "caller_id_concurrency")
+
+
+def note_next_unknown(explanations: dict[str, str], why: str) -> None:
+    """Say in the explanations that the earliest time is unknown (next_eligible_at null
+    is then "not known yet", not "never"), unless one says so already."""
+    if any(why in v for v in explanations.values()):
+        return
+    for r in WAITABLE:
+        if r in explanations:
+            explanations[r] += f"; the earliest time is unknown: {why}"
+            return
 
 
 def _allowed(res) -> bool:
@@ -620,11 +636,11 @@ class Decider(Store):
         lifted = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lifted]) if lifted else []
         verdict = "allow" if int(allowed) == 1 else "deny"
         explanations: dict[str, str] = {}
-        next_at = None
+        next_at = next_unknown = None
         if lifted:
             explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
         if verdict == "deny":
-            next_at = self._next_eligible(policy, all_reasons, plan, details, cinfo, now, ctx.cals)
+            next_at, next_unknown = self._next_eligible(policy, all_reasons, plan, details, cinfo, now, ctx.cals)
             explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
@@ -634,13 +650,15 @@ class Decider(Store):
                 meta = plan.checks.get(cid)
                 if meta and meta.label and meta.reason in explanations:
                     explanations[meta.reason] = meta.label
+            if next_unknown:
+                note_next_unknown(explanations, next_unknown)
         # Every field given, in field order and of its declared type: no validation
         # pass needed (Decision.model_construct without its per-field loop).
         decision = decision_of({
             "decision_id": rdid, "decision": verdict, "reasons": all_reasons, "next_eligible_at": next_at,
             "caller_id": caller_id, "max_duration_s": policy.max_duration_s, "number": info.e164,
             "override": bool(lifted), "overridden": lifted, "explanations": explanations,
-            "latency_ms": (time.perf_counter() - t0) * 1000, "replay": replay,
+            "latency_ms": (time.perf_counter() - t0) * 1000, "replay": replay, "next_unknown": next_unknown,
         })
         metrics.observe(decision)
         return decision
@@ -830,16 +848,18 @@ class Decider(Store):
         return hit
 
     def _next_eligible(self, policy, reasons, plan, details, info, now,
-                       cals: Calendars = NO_CALENDARS) -> datetime | None:
+                       cals: Calendars = NO_CALENDARS) -> tuple[datetime | None, str | None]:
+        """(next_eligible_at, None), or (None, why) when it lies past a calendar year
+        not known yet: the SPEC's null, but not "never" (timerules.next_window)."""
         if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
-            return None
+            return None, None
         t, never = eligible_from_details(plan, details)
         if never:
-            return None
+            return None, None
         start = max(now, t) if t else now
         if not info.valid:
-            return None
-        return next_allowed(policy, info.timezones, start, cals)
+            return None, None
+        return next_window(policy, info.timezones, start, cals)
 
     def _unavailable(self, req, did, t0, why, now: datetime | None = None) -> Decision:
         d = Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],

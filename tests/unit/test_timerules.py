@@ -7,7 +7,7 @@ import pytest
 
 from dialguard.decision.plan import CheckMeta
 from dialguard.rules import Policy, load_pack_file
-from dialguard.timerules import local_midnight, next_allowed, time_reasons
+from dialguard.timerules import local_midnight, next_allowed, next_window, time_reasons
 
 UTC = timezone.utc
 SH = ("Asia/Shanghai",)
@@ -49,6 +49,16 @@ def test_year_outside_the_official_calendar_is_denied_with_a_message():
     r, why = time_reasons(CN, SH, utc(2027, 3, 2, 2))
     assert r == {"holiday"} and "2027" in why["holiday"] and "not known" in why["holiday"]
     assert next_allowed(CN, SH, utc(2026, 12, 31, 10)) is None  # nothing knowable after 2026-12-31 18:00
+
+
+def test_next_time_past_an_unknown_year_is_unknown_not_never():
+    # 2026-12-31 18:30 Beijing: today's hours are over, 2027 is not known (no file imported)
+    nxt, why = next_window(CN, SH, utc(2026, 12, 31, 10, 30))
+    assert nxt is None and why.startswith("the official Chinese calendar for 2027 is not known")
+    nxt, why = next_window(CN, SH, utc(2027, 1, 4, 2))  # inside the unknown year
+    assert nxt is None and "2027 is not known" in why
+    # within the known year: a time, nothing unknown
+    assert next_window(CN, SH, utc(2026, 12, 30, 11)) == (utc(2026, 12, 31, 1), None)
 
 
 def test_unknown_year_can_be_allowed_by_rules(tmp_path):
