@@ -839,7 +839,10 @@ def _rows(f: IO[str], region: str, problems: list | None = None) -> Iterator[tup
     if first and first[0][:1] == "\ufeff":  # a stream's BOM (a file's is gone with utf-8-sig)
         first[0] = first[0][1:]
     col = _number_column(first, region)
-    held = None  # the row before: only the file's last record can hold a line break on one line
+    # each row is yielded one record late (held): only the file's last record can hold a line
+    # break on one line. A rejected row is appended to `problems` in the same next() that
+    # returns it, so _Source.chunks finds it in the chunk it belongs to.
+    held = None
     if col is None:
         col = 0
         held = 1, (first[0] if first else "")

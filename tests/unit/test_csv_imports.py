@@ -178,3 +178,35 @@ def test_leads_headerless(tmp_path):
         with pytest.raises(LeadFileError) as exc:
             leads(tmp_path, f"{first}\nBob,{N[1]}\n")
         assert "Nothing was imported" in str(exc.value)
+
+
+def test_dnc_rejected_row_at_a_chunk_boundary_and_after_a_resume(tmp_path):
+    """The reader looks one record ahead (for a quote still open at the end): a row
+    rejected as read that opens the next chunk, or follows the rows a resumed import
+    skips, is still reported, never handed to the workers as a number."""
+    text = f'number\n{N[0]}\n{N[1]}\n"{N[2]}\n{N[3]}\n{N[4]}"\n{N[5]}\n"{N[6]}\n{N[7]}\n'
+    path = write(tmp_path, "c.csv", text)
+    for size in (1, 2, 3, 4):
+        src = _Source(path, "CN")
+        try:
+            seen = []
+            for n, parts in src.chunks(size, 1):
+                for part in parts:
+                    seen += [(p[0], type(p[1]).__name__) for p in part[1]] if part[0] == "rejected" else [
+                        (ln, type(raw).__name__) for ln, raw in zip(part[1], part[2])]
+        finally:
+            src.close()
+        assert sorted(seen) == [(2, "str"), (3, "str"), (4, "str"), (7, "str"), (8, "str")], size
+    imported, rejected = dnc(path)
+    assert imported == {2: N[0], 3: N[1], 7: N[5]}
+    assert [(ln, w.split(":")[0]) for ln, _, w in rejected] == [(4, "lines 4-6"), (8, "lines 8-9")]
+    for skip in (1, 2, 3, 4):
+        src = _Source(path, "CN")
+        try:
+            assert src.skip(skip) == skip
+            rest = [p for n, parts in src.chunks(2, 1) for p in parts]
+        finally:
+            src.close()
+        bad = [r[0] for p in rest if p[0] == "rejected" for r in p[1]]
+        assert all(type(raw) is str for p in rest if p[0] == "rows" for raw in p[2]), skip
+        assert bad == [ln for ln in (4, 8) if ln > [2, 3, 4, 7][skip - 1]], skip
