@@ -25,7 +25,8 @@ from aiohttp import web
 
 from dialguard import authz
 from dialguard.admin import admin_redis
-from dialguard.dnc import GLOBAL_LIST, DncDb, DncDbUnavailable, DncStore, ImportReport, import_csv, redis_list
+from dialguard.dnc import (GLOBAL_LIST, DncDb, DncDbUnavailable, DncFileError, DncStore, ImportReport, check_file,
+                           import_csv, redis_list)
 from dialguard.web.i18n import t
 from dialguard.web.security import mask
 from dialguard.web.ui import ENGINE, LANGK, POOL, _e, _signed_in, csrf_field, page, redirect
@@ -106,6 +107,10 @@ async def upload(request: web.Request) -> web.Response:
     why = str(form.get("why", "")).strip()[:500]
     # as read_numbers reads a file: undecodable bytes become U+FFFD, so the row is rejected, not the file
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
+    try:
+        check_file(io.StringIO(text, newline=""), request.app[ENGINE].default_region)
+    except DncFileError as exc:  # its first row is neither a header nor a number: refused whole
+        return await err(str(exc))
     total = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     job = Job(secrets.token_urlsafe(12), ident.user, campaign or GLOBAL_LIST, name[:120], total)
     jobs = request.app[JOBS]
@@ -143,7 +148,7 @@ async def _run(app: web.Application, job: Job, text: str, campaign: str | None, 
             e._admin(pipe, "dnc_import", job.list, why, actor=actor, source=job.source, rows=rep.rows,
                      added=rep.added, stored=rep.stored, duplicates=rep.duplicates, rejected=rep.rejected)
             await pipe.execute()
-    except DncDbUnavailable as exc:
+    except (DncDbUnavailable, DncFileError) as exc:  # shown, not logged: a file's error may quote its first row
         job.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - shown on the job's page, logged; the service goes on
         log.exception("dnc import %s failed", job.id)
