@@ -480,9 +480,13 @@ class _Pending(asyncio.Protocol):
             return  # refused or closed: nothing more to do
         buf = self.buf
         buf += data
-        # the block ends with an empty line (or is garbage: the session's parser says so)
+        # the block ends with an empty line (or is garbage: the session's parser says so);
+        # a line longer than any line may be is garbage at once, not held (up to the whole
+        # block's bound, 1 MB, a pending connection) until the environment's deadline
         if (buf[:1] == b"\n" or buf[:2] == b"\r\n" or b"\n\n" in buf or b"\n\r\n" in buf
-                or len(buf) > self.server._max_env_bytes):
+                or len(buf) > self.server._max_env_bytes
+                or (len(buf) > self.server.max_line_bytes
+                    and len(buf) - buf.rfind(b"\n") - 1 > self.server.max_line_bytes)):
             self.server._env_ready(self)
 
     def eof_received(self):

@@ -85,6 +85,8 @@ class DialerConfig:
     site_timezone: str = "Asia/Shanghai"
     guard_retry_s: int = 30  # guard_unavailable: try the lead again after this
     admin_retry_s: int = 60  # paused / not approved / no caller ID: look again after this
+    # the earliest time past a calendar year not known yet (not imported): look again after this
+    calendar_retry_s: int = 3600
     dial_plus: bool = True  # dial the E.164 with its "+"
     agent_devices: dict[str, str] | None = None  # agent -> device to watch (default: default_device)
     agent_lease_s: float = 15.0  # an agent lease without heartbeat for this long has no live holder
@@ -524,6 +526,11 @@ class Dialer:
                 # or its window ends (_regions), whatever else the lead would be denied for
                 self.stats["parked"] += 1
                 await self.store.park_lead(lead["id"], c.name, a.paused_region, now)
+            elif a.decision == "deny" and a.next_unknown and set(a.reasons) <= ZONE_CLOSED:
+                # closed, and its opening past a calendar year not known yet: held, not
+                # decided (a decision would be a denied attempt), looked at again later
+                self.stats["skipped_closed"] += 1
+                await self.life.hold_calendar_unknown(c.name, lead, a.reasons, a.next_unknown, now)
             elif a.decision == "deny" and a.next_eligible_at and set(a.reasons) <= ZONE_CLOSED:
                 self.stats["skipped_closed"] += 1
                 await self.store.release_lead(lead["id"], state="pending", next_at=a.next_eligible_at,

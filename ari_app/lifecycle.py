@@ -127,6 +127,7 @@ class Lifecycle:
         self.calls: dict[str, Call] = {}  # customer channel id -> call
         self.agent_legs: dict[str, str] = {}  # agent channel id -> customer channel id
         self.placing: set[asyncio.Task] = set()
+        self._calendar_logged: dict[tuple[str, str], float] = {}  # (campaign, why) -> last warned
 
     def abandon_media(self, campaign: str) -> str:
         """The campaign's abandon message (an Asterisk media URI), else the dialer's default."""
@@ -468,8 +469,31 @@ class Lifecycle:
             wait = self.cfg.guard_retry_s if "guard_unavailable" in d.reasons else self.cfg.admin_retry_s
             await self.store.release_lead(lead["id"], state="pending", next_at=now + timedelta(seconds=wait),
                                           result="denied", reasons=reasons)
+        elif getattr(d, "next_unknown", None):
+            # no next time because a calendar year is not known yet: not "never"
+            await self.hold_calendar_unknown(camp.name, lead, d.reasons, d.next_unknown, now, result="denied")
         else:  # a cap that never lifts (e.g. lifetime attempts per campaign): the lead is done
             await self.store.release_lead(lead["id"], state="done", result="denied", reasons=reasons)
+
+    async def hold_calendar_unknown(self, campaign: str, lead: dict, reasons, why: str, now: datetime,
+                                    result: str | None = None) -> None:
+        """A lead whose earliest time lies past a calendar year not known yet stays pending,
+        looked at again after calendar_retry_s; the admin must import that year's calendar:
+        said in the log (once per campaign and cause every 10 minutes), a metric and a
+        hold row (`campaign status`, the report)."""
+        until = now + timedelta(seconds=self.cfg.calendar_retry_s)
+        await self.store.release_lead(lead["id"], state="pending", next_at=until, result=result,
+                                      reasons=",".join(reasons))
+        await self.store.hold_calendar_unknown(lead["id"], campaign, why, now, lead.get("next_eligible_at"), until)
+        m.CALENDAR_UNKNOWN.labels(campaign).inc()
+        self.stats["calendar_unknown"] = self.stats.get("calendar_unknown", 0) + 1
+        key, mono = (campaign, why), time.monotonic()
+        logged = self._calendar_logged.get(key)
+        if logged is None or mono - logged >= 600:
+            self._calendar_logged[key] = mono
+            log.warning("campaign %s: leads held back, their next time unknown: %s; looked at again every %d s "
+                        "until the calendar is imported (dialguard calendar import)", campaign, why,
+                        self.cfg.calendar_retry_s)
 
     async def on_event(self, e: dict) -> None:
         kind = e.get("type")

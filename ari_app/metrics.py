@@ -48,6 +48,11 @@ LEADS_PARKED = Gauge("dialguard_dialer_leads_parked",
                      "Leads of the campaign parked by a region kill switch (pause --region), as last parked or "
                      "released by this dialer", ["campaign"], registry=REGISTRY)
 
+CALENDAR_UNKNOWN = Counter("dialguard_dialer_calendar_unknown_total",
+                           "Leads held back because the earliest time they may be called is in a year a "
+                           "calendar does not know yet (import it: dialguard calendar import), per campaign",
+                           ["campaign"], registry=REGISTRY)
+
 AGENTS_FREE = Gauge("dialguard_dialer_agents_free",
                     "Agents of this dialer free to be offered a call: no lease held by any dialer, device not in use",
                     registry=REGISTRY)

@@ -10,10 +10,13 @@ in one step, and decide.lua compares the version a node evaluated with the one
 in effect: a node with a stale copy reloads and decides again.
 
 What an imported year means (dialguard/timerules.py applies it):
-- CN with the official calendar (mode official_workdays): the file is the
-  whole year (the State Council's notice): a day is a working day if it is a
-  listed working day, or a Monday to Friday not listed as a holiday. It replaces
-  what chinesecalendar has for that year, if anything.
+- CN with the official calendar (mode official_workdays): a listed working day
+  is a working day, a listed holiday is not (SPEC section 9: the file's days
+  override the packaged data); a day the file does not list keeps chinesecalendar's
+  word where it knows the year, else the weekday rule (Monday to Friday working).
+  So a file of one corrected day never turns the package's other holidays into
+  calling days, and a year chinesecalendar does not know is made known by the
+  notice's days.
 - any other calendar (mode holidays, a country or a subdivision such as US-LA):
   the listed holidays are added to the `holidays` package's days, the listed
   working days taken out of them.
@@ -32,6 +35,7 @@ from functools import lru_cache
 import yaml
 
 from dialguard.calendar_file import CalendarFile, CalendarFileError
+from dialguard.yamlnodes import first_duplicate, is_null
 
 CODE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
 FIELDS = ("calendar", "year", "holidays", "working_days", "source")
@@ -87,9 +91,10 @@ def load_yaml(text: str) -> CalendarFile:
         if key not in FIELDS:
             raise CalendarFileError(f"unknown key {key!r} (expected {', '.join(FIELDS)})",
                                     *_line(lines, knode.start_mark))
-        if key in seen:
-            raise CalendarFileError(f"key {key!r} given twice", *_line(lines, knode.start_mark))
         seen[key] = vnode
+    dup = first_duplicate(root)
+    if dup is not None:
+        raise CalendarFileError(f"key {dup.value!r} given twice", *_line(lines, dup.start_mark))
     for key in ("calendar", "year"):
         if key not in seen:
             raise CalendarFileError(f"missing {key!r}", *_line(lines, root.start_mark))
@@ -118,7 +123,7 @@ def load_yaml(text: str) -> CalendarFile:
     where: dict[date, tuple[str, int, str]] = {}
     for key in ("holidays", "working_days"):
         node = seen.get(key)
-        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+        if node is None or is_null(node):
             continue
         if not isinstance(node, yaml.SequenceNode):
             raise CalendarFileError(f"{key}: expected a list of dates (YYYY-MM-DD)", *_line(lines, node.start_mark))

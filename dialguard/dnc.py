@@ -36,6 +36,7 @@ from typing import IO, Callable, Iterable, Iterator
 
 from redis.exceptions import NoScriptError
 
+from dialguard.csvrows import HeaderError, number_column, spanned, unclosed
 from dialguard.decision.scripts import DNC
 
 BUCKET_BITS = 16
@@ -768,41 +769,101 @@ class ImportReport:
             "rejected_samples": [{"line": ln, "value": v, "why": w} for ln, v, w in self.samples]}
 
 
-def read_numbers(path: Path | IO[str]) -> Iterator[tuple[int, str]]:
-    """(line number, raw value) per data row: the `number`/`phone` column, or the first.
+class DncFileError(ValueError):
+    """A file the import refuses whole, before anything is written: its first row
+    is neither a header naming the number column nor a number."""
 
-    A first row with no digit in it is a header. Undecodable bytes become U+FFFD,
-    so such a row is rejected as unparseable rather than stopping the import.
+
+class RowProblem(str):
+    """A record rejected as it is read, before normalization (`why`): a quote not
+    closed on its line made the csv reader take the lines after it into it. The
+    str is the value reported: the number field up to its first line break."""
+
+    def __new__(cls, fields: list[str], col: int, why: str):
+        self = super().__new__(cls, (fields[col] if len(fields) > col else "").split("\n", 1)[0][:64])
+        self.why = why
+        return self
+
+
+def read_numbers(path: Path | IO[str], region: str, problems: list | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, raw value) per data row: the column a header names (csvrows.NUMBER_COLS), or the first.
+
+    The first row is a header naming the number column or a row whose first
+    column is a valid number in `region`; any other first row is a DncFileError
+    (csvrows.number_column, as for lead files). A record the csv reader took from
+    several lines comes as (its first line, RowProblem), so the import rejects it
+    naming the lines rather than reading the lines after an open quote as one
+    value (and is appended to `problems`). Undecodable bytes become U+FFFD, so such a row is rejected as
+    unparseable rather than stopping the import. A UTF-8 BOM is not data.
     `path` may be an open text stream instead (the console's upload, kept in memory).
     """
     if not isinstance(path, (str, Path)):
-        yield from _rows(path)
+        yield from _rows(path, region, problems)
         return
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        yield from _rows(f)
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        yield from _rows(f, region, problems)
 
 
-def _header(row: list[str]) -> tuple[bool, int]:
-    """(is this first row a header, the column of the numbers)."""
-    if not row:
-        return False, 0
-    lowered = [c.strip().lower() for c in row]
-    named = [n for n in ("number", "phone", "msisdn", "e164", "tel") if n in lowered]
-    if named:
-        return True, lowered.index(named[0])
-    return not any(ch.isdigit() for ch in row[0]), 0
+def check_file(path: Path | IO[str], region: str) -> None:
+    """DncFileError now if the import would refuse the file (its first row): before
+    a rejects file, a checkpoint or an import job exists. A stream is left where it was."""
+    if isinstance(path, (str, Path)):
+        rows = read_numbers(path, region)
+        try:
+            next(rows, None)
+        finally:
+            rows.close()
+        return
+    pos = path.tell()
+    try:
+        next(_rows(path, region), None)
+    finally:
+        path.seek(pos)
 
 
-def _rows(f: IO[str]) -> Iterator[tuple[int, str]]:
+def _number_column(row: list[str], region: str) -> int | None:
+    """The first row's column of numbers; None if the row is data, not a header."""
+    try:
+        return number_column(row, 1, region)
+    except HeaderError as exc:
+        raise DncFileError(f"{exc} Nothing was imported.") from None
+
+
+def _rows(f: IO[str], region: str, problems: list | None = None) -> Iterator[tuple[int, str]]:
     reader = csv.reader(f)
-    col = 0
+    first = next(reader, None)
+    if first is None:
+        return
+    if reader.line_num > 1:
+        raise DncFileError(f"{spanned(1, reader.line_num)}. Nothing was imported.")
+    if first and first[0][:1] == "\ufeff":  # a stream's BOM (a file's is gone with utf-8-sig)
+        first[0] = first[0][1:]
+    col = _number_column(first, region)
+    # each row is yielded one record late (held): only the file's last record can hold a line
+    # break on one line. A rejected row is appended to `problems` in the same next() that
+    # returns it, so _Source.chunks finds it in the chunk it belongs to.
+    held = None
+    if col is None:
+        col = 0
+        held = 1, (first[0] if first else "")
+    last, row = reader.line_num, first
     for row in reader:
         line = reader.line_num
-        if line == 1:
-            is_header, col = _header(row)
-            if is_header:
-                continue
-        yield line, (row[col] if len(row) > col else "")
+        if held is not None:
+            yield held
+        if line == last + 1:
+            held = line, (row[col] if len(row) > col else "")
+        else:  # a quote left open took the lines after it into this record
+            held = last + 1, RowProblem(row, col, spanned(last + 1, line))
+            if problems is not None:
+                problems.append(held)
+        last = line
+    if held is not None:
+        if type(held[1]) is str and any("\n" in c or "\r" in c for c in row):
+            held = held[0], RowProblem(row, col, unclosed(held[0]))  # its quote still open at the end
+            if problems is not None:
+                problems.append(held)
+        yield held
 
 
 # A file with no quote, carriage return or NUL in it is read the quick way: the
@@ -842,20 +903,23 @@ class _Source:
     """The data rows of a file (or of the console's upload) as chunks of work: for
     each chunk, its row count and one part per worker."""
 
-    def __init__(self, path: Path | IO[str]):
+    def __init__(self, path: Path | IO[str], region: str):
         self.f = None
         self.rows: Iterator[tuple[int, str]] | None = None
+        self.problems: list = []  # rows read_numbers rejected as it read them, since the last chunk
         if isinstance(path, (str, Path)) and _plain(Path(path)):
             self.f = open(path, "rb")
             first = self.f.readline()
-            is_header, self.col = _header(next(csv.reader([first.decode("utf-8", "replace")]), []))
-            if is_header:
-                self.line = 2
+            start = 3 if first.startswith(b"\xef\xbb\xbf") else 0  # a UTF-8 BOM, as utf-8-sig reads it
+            col = _number_column(next(csv.reader([first[start:].decode("utf-8", "replace")]), []),
+                                 region) if first else None
+            if col is not None:
+                self.col, self.line = col, 2
             else:
-                self.f.seek(0)
-                self.line = 1
+                self.f.seek(start)
+                self.col, self.line = 0, 1
         else:
-            self.rows = read_numbers(path)
+            self.rows = read_numbers(path, region, self.problems)
 
     def skip(self, n: int) -> int:
         """Pass over n data rows (a resumed import); the rows passed."""
@@ -869,14 +933,21 @@ class _Source:
             if next(self.rows, None) is None:
                 break
             done += 1
+        self.problems.clear()
         return done
 
     def chunks(self, size: int, workers: int) -> Iterator[tuple[int, list[tuple]]]:
         if self.f is None:
             for chunk in _chunks(self.rows, size):
-                step = -(-len(chunk) // workers)
-                yield len(chunk), [("rows", [ln for ln, _ in sub], [raw for _, raw in sub])
-                                   for sub in (chunk[i:i + step] for i in range(0, len(chunk), step))]
+                n, bad = len(chunk), []
+                if self.problems:  # checked per chunk, not per row: rejected as read, not normalized
+                    self.problems.clear()
+                    bad = [(ln, str(raw), raw.why) for ln, raw in chunk if type(raw) is RowProblem]
+                    chunk = [r for r in chunk if type(r[1]) is not RowProblem]
+                step = max(1, -(-len(chunk) // workers))
+                yield n, [("rows", [ln for ln, _ in sub], [raw for _, raw in sub])
+                          for sub in (chunk[i:i + step] for i in range(0, len(chunk), step))] + (
+                    [("rejected", bad)] if bad else [])
             return
         while True:
             lines = list(itertools.islice(self.f, size))
@@ -896,6 +967,8 @@ class _Source:
 def _work(args):
     """Worker entry: a part of a chunk (_Source.chunks) through _normalize_chunk."""
     part, rest = args[0], args[1:]
+    if part[0] == "rejected":  # (line, value, why) as read_numbers rejected them
+        return {}, 0, part[1], []
     if part[0] == "block":
         lines, raws = _split_block(*part[1:])
     else:
@@ -1020,6 +1093,7 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
     if stream and (checkpoint or not source):
         raise ValueError("a stream is imported without a checkpoint, and needs a source name")
     source = source or path.name
+    check_file(path, region)  # a refused file leaves no rejects file or checkpoint behind
     if report is None:
         report = ImportReport()
     report.rejects_path = str(rejects_path) if rejects_path else None
@@ -1070,7 +1144,7 @@ async def import_csv(store: DncStore, list_name: str, path: Path | IO[str], regi
     source_rows = None
     try:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            source_rows = _Source(path)
+            source_rows = _Source(path, region)
             skipped = source_rows.skip(done)
             report.rows = skipped
             if progress and skipped:

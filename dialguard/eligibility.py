@@ -25,7 +25,7 @@ from dialguard.location import NOWHERE
 from dialguard.decision.decider import PARTY_EXPLAIN
 from dialguard.engine import EXPLAIN, CampaignRulesError, Engine
 from dialguard.ids import new_id
-from dialguard.decision.decider import callee_regions, region_pause_of
+from dialguard.decision.decider import callee_regions, note_next_unknown, region_pause_of
 from dialguard.decision.models import DecisionRequest, sort_reasons
 from dialguard.timeutil import to_ms
 from dialguard.numbers import parse_number
@@ -47,6 +47,8 @@ class Answer:
     # the region whose kill switch (`pause --region`) denies it (`paused`), if one does:
     # the dialer parks such a lead until that region is resumed (not in as_dict)
     paused_region: str | None = None
+    # next_eligible_at null because a calendar year is not known yet (Decision.next_unknown)
+    next_unknown: str | None = None
 
     def as_dict(self, show_number=lambda e164: e164) -> dict:
         return {"number": show_number(self.e164) if self.e164 else None, "decision": self.decision,
@@ -77,9 +79,9 @@ class Eligibility:
         allowed, lua_reasons, details, chosen = res[0], res[1], res[2], _s(res[3])
         reasons = sort_reasons([_s(r) for r in lua_reasons]) if lua_reasons else []
         cid = next((c.e164 for c in plan.candidates if c.tag == chosen), None) if chosen else None
-        nxt, expl = None, {}
+        nxt, unknown, expl = None, None, {}
         if int(allowed) != 1:
-            nxt = e._next_eligible(ctx.policy, reasons, plan, details, info, now, ctx.cals)
+            nxt, unknown = e._next_eligible(ctx.policy, reasons, plan, details, info, now, ctx.cals)
             expl = {r: why.get(r) or EXPLAIN[r] for r in reasons}
             for item in details:
                 if _s(item[0]).startswith("party:") and _s(item[0])[6:] in expl:  # the person's own flag
@@ -88,12 +90,14 @@ class Eligibility:
                 meta = plan.checks.get(_s(item[0]))
                 if meta and meta.label and meta.reason in expl:
                     expl[meta.reason] = meta.label
+            if unknown:
+                note_next_unknown(expl, unknown)
         region = None
         if "paused" in reasons and ctx.region_pauses and info.valid:
             hit = region_pause_of(ctx.region_pauses, callee_regions(req, info, place), to_ms(now))
             region = hit[0] if hit else None
         return Answer(req.number, info.e164, "allow" if int(allowed) == 1 else "deny", reasons, expl, nxt, cid,
-                      region)
+                      region, unknown)
 
     def _unavailable(self, req, why: str) -> Answer:
         return Answer(req.number, None, "deny", ["guard_unavailable"],

@@ -39,7 +39,9 @@ class NumberEvents(Store):
                               "talk_s": outcome.talk_s, "cause": outcome.hangup_cause, "sip": outcome.sip_code,
                               "subject": subject, "node": self.settings.node}, separators=(",", ":"))
         entry = entry_of(outcome.result, outcome.talk_s, outcome.sip_code, outcome.hangup_cause, ms(now))
-        qttl = str(int(max(self.policy.retention(), self.active_policy.retention()).total_seconds() * 1000))
+        # at least: outcome.lua keeps the quiet logs as long as the call's own rules need (its record)
+        qttl = str(max(int(max(self.policy.retention(), self.active_policy.retention()).total_seconds() * 1000),
+                       getattr(self, "_retention_ms", 0)))
         keys = [self.keys.call(call_id), self.keys.audit]
         args = [
             outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",

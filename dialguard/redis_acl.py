@@ -37,7 +37,7 @@ _GUARD = ("+evalsha +eval +script|load +script|exists "
           "+get +mget +exists +pttl +hget +hmget +hgetall +hvals +hkeys +hexists +hlen "
           "+sismember +smembers +scard +zrange +zrangebyscore +zcount +zscore +zcard +zmscore +lrange +llen "
           "+xlen +xinfo|groups +xinfo|stream "
-          "+del +unlink +set +hset +hdel +hincrby +pexpire +sadd +srem +zadd +zrem +zremrangebyscore +xadd "
+          "+del +unlink +set +hset +hdel +hincrby +pexpire +persist +sadd +srem +zadd +zrem +zremrangebyscore +xadd "
           "+lpush +ltrim "  # outcome.lua / event.lua: the caller-ID health window and its complaints
           "+hscan "  # outcome.lua: the pruning of the lapsed pick penalties ({g}:cidpen)
           "+wait")  # DIALGUARD_REDIS_WAIT_REPLICAS: an ALLOW waits for its reservation on a replica

@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dialguard.yamlnodes import first_duplicate, is_null, load_nodes
+
 PACKS_DIR = Path(__file__).parent / "packs"
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -109,6 +111,17 @@ class Cap(_Model):
         return self
 
 
+def _window_span(w: "Window") -> timedelta:
+    """How far back a finite window can look (a day window: N local days, and a
+    zone's day may start up to a day before UTC's); a lifetime window: nothing
+    here (its log is kept without expiry)."""
+    if w.rolling is not None:
+        return w.rolling
+    if w.days is not None:
+        return timedelta(days=w.days + 1)
+    return timedelta(0)
+
+
 class Quiet(_Model):
     """No call within a period after an event; days count the event's day as day 1."""
 
@@ -179,19 +192,47 @@ class Hours(_Model):
     def _weekly(cls, v):
         if not isinstance(v, dict):
             raise ValueError("weekly must map days (mon..sun, mon-fri, all) to lists of HH:MM-HH:MM")
-        out: dict[str, list] = {d: [] for d in DAYS}
+        # a day named by several keys (`all` and `sun`) gets the hours ALL of them allow
+        # (their intersection): never looser than any key naming it (docs/GUIDE.md)
+        named: dict[str, list[list[Interval]]] = {d: [] for d in DAYS}
         for key, spans in v.items():
             days = _expand_days(str(key))
             if isinstance(spans, str):
                 spans = [spans]
             if not isinstance(spans, list):
                 raise ValueError(f"{key}: expected a list of intervals")
+            parsed = [_parse_interval(s) for s in spans]
             for d in days:
-                out[d].extend(_parse_interval(s) for s in spans)
-        return {d: tuple(sorted(out[d], key=lambda i: i.start)) for d in DAYS}
+                named[d].append(parsed)
+        out = {}
+        for d in DAYS:
+            lists = named[d]
+            if len(lists) <= 1:
+                out[d] = tuple(sorted(lists[0] if lists else [], key=lambda i: i.start))
+            else:
+                out[d] = _intersect(lists)
+        return out
 
     def intervals(self, weekday: int) -> tuple[Interval, ...]:
         return self.weekly.get(DAYS[weekday], ())
+
+
+def _secs(t: time) -> int:
+    return t.hour * 3600 + t.minute * 60 + t.second
+
+
+def _intersect(lists: list[list[Interval]]) -> tuple[Interval, ...]:
+    """The times every list of intervals allows (each list: any of its intervals)."""
+    spans = [(_secs(i.start), 86400 if i.end_of_day else _secs(i.end)) for i in lists[0]]
+    for other in lists[1:]:
+        spans = [(max(s1, _secs(i.start)), min(e1, 86400 if i.end_of_day else _secs(i.end)))
+                 for s1, e1 in spans for i in other]
+        spans = [(s, e) for s, e in spans if s < e]
+
+    def at(s: int) -> time:
+        return time(s // 3600, s % 3600 // 60, s % 60)
+    return tuple(Interval(start=at(s), end=time(0) if e == 86400 else at(e), end_of_day=e == 86400)
+                 for s, e in sorted(set(spans)))
 
 
 def _expand_days(key: str) -> list[str]:
@@ -439,15 +480,27 @@ def load_pack_file(path: str | Path) -> Pack:
 
 
 def load_pack_text(text: str, origin: str) -> Pack:
-    """A pack from its YAML text; `origin` names it in errors (a file, a stored version)."""
+    """A pack from its YAML text; `origin` names it in errors (a file, a stored version).
+
+    Refused, with the line: a key given twice anywhere (YAML would keep the last one:
+    a second `hours:` or `caps: []` would silently replace the first), and a top-level
+    key with an explicit null (`hours:` with nothing under it would be no hours rule)."""
     try:
-        data = yaml.safe_load(text)
+        root, data = load_nodes(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         raise RulesError(f"{origin}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise RulesError(f"{origin}: (top): expected a mapping of rule settings")
+    dup = first_duplicate(root)
+    if dup is not None:
+        raise RulesError(f"{origin}: line {dup.start_mark.line + 1}: key {dup.value!r} given twice "
+                         f"(only one may be: YAML would silently keep the last)")
+    for knode, vnode in root.value:
+        if is_null(vnode):
+            raise RulesError(f"{origin}: line {knode.start_mark.line + 1}: {knode.value}: no value; an empty "
+                             f"section is refused, not read as no rule (remove the key, or give its rules)")
     try:
         return Pack.model_validate(data)
     except ValidationError as exc:
@@ -652,6 +705,8 @@ class Policy:
 
     @cached_property
     def caller_id_required(self) -> bool:
+        """A call must present an approved caller ID: one with none given and no pool to
+        pick from is denied. (A caller ID that is presented is checked whatever this says.)"""
         return any(p.caller_id and p.caller_id.require_approved for p in self.packs)
 
     @cached_property
@@ -685,16 +740,20 @@ class Policy:
         return None
 
     def retention(self) -> timedelta:
-        """How long attempt logs must be kept to answer every window."""
-        longest = timedelta(days=2)
+        """How long the attempt, conversation and abandon logs must be kept to
+        answer every finite window of these rules: each cap's, the minimum
+        interval, every quiet period (after a conversation, an abandoned call, an
+        answering machine) and the agent's day, plus an hour. Lifetime caps are
+        not in it: their logs are never trimmed nor expired (lifetime_scopes)."""
+        spans = [timedelta(days=2)]
         for _, cap in self.caps:
-            w = cap.window
-            if w.rolling:
-                longest = max(longest, w.rolling)
-            elif w.days:
-                longest = max(longest, timedelta(days=w.days + 1))
-            elif w.lifetime:
-                longest = max(longest, timedelta(days=400))
-        for q in self.quiet_after_conversation:
-            longest = max(longest, q.window.rolling or timedelta(days=(q.window.days or 0) + 1))
-        return longest + timedelta(hours=1)
+            spans.append(_window_span(cap.window))
+        spans += [_window_span(q.window) for q in self.quiet_after_conversation]
+        spans += [d for d in (self.min_interval, *self.abandon_quiet) if d]
+        return max(spans) + timedelta(hours=1)
+
+    @cached_property
+    def lifetime_scopes(self) -> frozenset[str]:
+        """The scopes of the caps counted over the campaign's lifetime: their logs
+        must outlive every retention (a lifetime cap never lifts by waiting)."""
+        return frozenset(cap.scope for _, cap in self.caps if cap.window.lifetime)

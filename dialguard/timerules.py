@@ -56,8 +56,15 @@ def calling_day(d: date, cal: Calendar | None, imported: Calendars = NO_CALENDAR
         return True
     f = imported.get(code_of(cal), d.year) if imported.files else None
     if cal.mode == "official_workdays":
-        if f is not None:  # the whole year, as the notice states it
-            return d in f.working_days or (d.weekday() < 5 and d not in f.holidays)
+        if f is not None:  # the file's days override the packaged data (SPEC section 9) ...
+            if d in f.working_days:
+                return True
+            if d in f.holidays:
+                return False
+            try:  # ... which stands for the days the file does not list: a one-day
+                return _cn_workday(d)  # correction never turns the Spring Festival into calling days
+            except UnknownYear:  # a year the package does not know: the weekday rule
+                return d.weekday() < 5
         return _cn_workday(d)
     if f is not None:  # days on top of the holidays package
         if d in f.holidays:
@@ -157,16 +164,15 @@ def time_reasons(policy: Policy, callee_zones: tuple[str, ...], at: datetime,
 
 def _next_single(at: datetime, z: str, hours: Hours | None, cal: Calendar | None,
                  imported: Calendars = NO_CALENDARS) -> datetime | None:
-    """Earliest instant >= at allowed by one pack in one zone, or None."""
+    """Earliest instant >= at allowed by one pack in one zone, or None (none within
+    HORIZON_DAYS). Raises UnknownYear when it reaches a day the calendar cannot tell
+    (and the pack says deny): "not known yet", which is not "never"."""
     tz = zone(z)
     local = at.astimezone(tz)
     for k in range(HORIZON_DAYS):
         d = local.date() + timedelta(days=k)
-        try:
-            if not day_status(d, cal, imported)[0]:
-                continue
-        except UnknownYear:
-            return None
+        if not day_status(d, cal, imported)[0]:
+            continue
         if hours is None:
             if k == 0:
                 return at
@@ -185,7 +191,25 @@ def _next_single(at: datetime, z: str, hours: Hours | None, cal: Calendar | None
 
 def next_allowed(policy: Policy, callee_zones: tuple[str, ...], at: datetime,
                  imported: Calendars = NO_CALENDARS) -> datetime | None:
-    """Earliest instant >= at at which every time rule passes in every zone."""
+    """Earliest instant >= at at which every time rule passes in every zone; None
+    when there is none or it is not known (next_window tells the two apart)."""
+    return next_window(policy, callee_zones, at, imported)[0]
+
+
+def next_window(policy: Policy, callee_zones: tuple[str, ...], at: datetime,
+                imported: Calendars = NO_CALENDARS) -> tuple[datetime | None, str | None]:
+    """(earliest instant >= at at which every time rule passes in every zone, None),
+    or (None, why) when that instant lies past a year a calendar does not know yet
+    (e.g. 1 January before the State Council's notice for the year is imported): the
+    time is unknown, not "never", and a caller must not treat it as a permanent block."""
+    try:
+        return _next_all(policy, callee_zones, at, imported), None
+    except UnknownYear as exc:
+        return None, str(exc)
+
+
+def _next_all(policy: Policy, callee_zones: tuple[str, ...], at: datetime,
+              imported: Calendars) -> datetime | None:
     at = at.astimezone(UTC)
     for _ in range(200):
         latest = at

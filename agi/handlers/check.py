@@ -11,7 +11,11 @@ DIALGUARD_REASONS=guard_unavailable.
 Two commands a check (``--set-mode mset``, the default): the DENY, written
 before the decision and answered while it runs, then one ``EXEC MSet`` with
 the other variables and the result last (MSet sets them in order, in one
-application call). ``--set-mode set``: one SET VARIABLE per variable (7).
+application call). ``--set-mode set``: one SET VARIABLE per variable (8).
+
+An allow also sets DIALGUARD_CALLID (not in SPEC §4): the call id the decision
+was recorded under (the CALLID argument, else the channel's uniqueid), which
+the dialplan's outcome report ([dialguard-report]) sends back.
 """
 
 from __future__ import annotations
@@ -152,6 +156,9 @@ async def handle(ctx: Context) -> None:
                              ("DIALGUARD_MAXDURATION", max(0, int(decision.max_duration_s or 0))),
                              ("DIALGUARD_NEXT_ELIGIBLE", format_utc(decision.next_eligible_at)),
                              ("DIALGUARD_DECISION_ID", decision.decision_id),
+                             # the call id the engine stored the call under: the outcome
+                             # report must name it (VICIdial's caller code, not the uniqueid)
+                             ("DIALGUARD_CALLID", req.call_id or ""),
                              ("DIALGUARD_RESULT", "ALLOW")])
         delivered = True
     finally:

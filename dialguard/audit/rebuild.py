@@ -202,6 +202,18 @@ class Model:
         if self.exists(key):
             self.exp[key] = t + int(ttl_ms)
 
+    def persist(self, key: str, t: int) -> None:
+        self.live(key, t)
+        self.exp.pop(key, None)
+
+    def keep_for(self, key: str, t: int, ttl_ms: int) -> None:
+        """outcome.lua's PEXPIRE GT, else NX: an expiry never shortened."""
+        self.live(key, t)
+        if self.exists(key):
+            e = self.exp.get(key)
+            if e is None or t + int(ttl_ms) > e:
+                self.exp[key] = t + int(ttl_ms)
+
     def pttl(self, key: str, t: int) -> int:
         self.live(key, t)
         if not self.exists(key):
@@ -322,6 +334,10 @@ class Replayer:
             m.zadd(k, t, did, now)
             m.ztrim_below(k, t, old)
             m.pexpire(k, t, int(b["ttl_ms"]))
+        for ki in b.get("keep_keys", ()):  # a lifetime cap's log: neither trimmed nor expired
+            k = K[ki - 1]
+            m.zadd(k, t, did, now)
+            m.persist(k, t)
         lv = ca = ""
         if ch:
             cand = dict(zip(schema.names_in_order(schema.CANDIDATE), b["caller_id"]["candidates"]))
@@ -347,7 +363,7 @@ class Replayer:
             m.hdel(ck, t, "res")
             m.hset(ck, t, {"did": did, "ch": ch, "at": b["now"], **call_record_keys(K, rec),
                            "nk": rec["number_key"], "lv": lv, "ca": ca, "hc": rec["health_config"],
-                           "cp": rec["campaign_tag"]})
+                           "cp": rec["campaign_tag"], "qt": b["ttl_ms"]})
             m.pexpire(ck, t, int(rec["ttl_ms"]))
             hc = rec["health_config"]
             if hc not in self._health:  # the engine publishes them when it loads the rules
@@ -367,6 +383,7 @@ class Replayer:
         did = rec.get("did")
         if not did:
             return  # the script found no call record: it only wrote the audit entry
+        qttl = max(self._qttl, int(rec.get("qt") or 0))  # outcome.lua: the deciding rules' retention
         now = float(o.at_ms)
         conv = o.result == CONVERSATION
         extra = ("cv:s:" + short_hash(o.subject)) if o.subject and conv else ""
@@ -375,7 +392,7 @@ class Replayer:
             if conv and extra and rec.get("nk"):
                 k = rec["nk"] + ":" + extra
                 m.zadd(k, t, did, now)
-                m.pexpire(k, t, self._qttl)
+                m.keep_for(k, t, qttl)
 
         if rec.get("rep") == "1":
             extra_conversation()
@@ -396,11 +413,11 @@ class Replayer:
         if conv:
             for k in (rec.get("cv") or "").split():
                 m.zadd(k, t, did, now)
-                m.pexpire(k, t, self._qttl)
+                m.keep_for(k, t, qttl)
         ab = ABANDON.get(o.result)
         if ab and rec.get(ab):
             m.zadd(rec[ab], t, did, now)
-            m.pexpire(rec[ab], t, self._qttl)
+            m.keep_for(rec[ab], t, qttl)
         m.hset(ck, t, {"rep": "1", "res": o.result})
         if rec.get("ch"):
             self._caller_id_health(rec, o, t, did)

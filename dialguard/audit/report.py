@@ -18,7 +18,9 @@ By campaign only (the dialer's tables, dialguard/campaigns/sql/210):
   `attempts`): a kill switch (`paused`: the leads due when it began), a region kill
   switch (`region_paused`: leads parked), a closed zone (`zone_closed`), an abandon
   limit crossed (`abandon_limit`: the leads due when it began), no lawful abandon
-  message (`no_message`); held_s: seconds the whole campaign was held in the range
+  message (`no_message`), a next time in a calendar year not imported yet
+  (`calendar_unknown`, sql/260: one row per wait; a lead the decision denied for it
+  also counts as a denied attempt); held_s: seconds the whole campaign was held in the range
   (kill switch, abandon limit, no message);
 - abandon_limit, limit_rate, limit_state: the campaign's tightest pack abandon limit
   (e.g. "us-tcpa 3% over 30 days"), its rate over the pack's own period and base
@@ -86,7 +88,7 @@ def _pct(num: int, den: int) -> float | None:
     return round(100.0 * num / den, 1) if den else None
 
 
-HOLD_REASONS = ("paused", "region_paused", "zone_closed", "abandon_limit", "no_message")
+HOLD_REASONS = ("paused", "region_paused", "zone_closed", "abandon_limit", "no_message", "calendar_unknown")
 
 
 def _dialer_tables(conn) -> bool:

@@ -6,8 +6,10 @@ A lead file has a header row naming a number column (NUMBER_COLS: `number`,
 name columns. A file without header is accepted when its first row's first
 column already holds a valid number (every row is data, numbers in column 1);
 any other first row (an unknown header such as `Contact`, a title row) is an
-error naming the headers accepted, never a guess. A row that cannot be read (a
-CSV field over 128 KiB) is rejected with its line, the rest imported. Line
+error naming the headers accepted, never a guess (dialguard/csvrows.py, shared
+with the DNC import). A row that cannot be read (a CSV field over 128 KiB, a
+quote not closed on its line, which would take the lines after it into one
+field) is rejected with its lines, the rest imported. Line
 numbers in the report are the file's own (1-based, header included), so an
 operator can find the row.
 Optional columns say where the callee lives and who they are (SPEC §2): `region`
@@ -24,12 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from dialguard.csvrows import HeaderError, find, number_column, spanned, unclosed
 from dialguard.location import LocationError, parse_postal_code, parse_region
 from dialguard.numbers import parse_number
 
-NUMBER_COLS = ("number", "phone", "phone_number", "tel", "telephone", "telephone_number", "mobile",
-               "mobile_number", "cell", "msisdn", "e164",
-               "电话", "手机", "号码", "电话号码", "手机号", "手机号码", "联系电话", "联系方式")
 SUBJECT_COLS = ("subject", "debt", "order", "reference", "事由", "订单", "订单号")
 NAME_COLS = ("name", "customer", "customer_name", "姓名", "客户", "客户名称")
 REGION_COLS = ("region", "state_region", "iso_region", "地区")
@@ -92,15 +92,24 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
                 except csv.Error:
                     dialect = csv.excel
                 reader = csv.reader(f, dialect)
+                last = 0  # the line the previous record ended on
                 while True:
                     try:
                         row = next(reader)
                     except StopIteration:
                         break
                     except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
-                        yield reader.line_num, CsvProblem(str(exc))
+                        last = reader.line_num
+                        yield last, CsvProblem(f"row not readable: {exc}")
                         continue
-                    yield reader.line_num, [c.strip() for c in row]
+                    line = reader.line_num
+                    if line > last + 1:  # a quote left open took the lines after it into this record
+                        yield last + 1, CsvProblem(spanned(last + 1, line), row)
+                    elif any("\n" in c or "\r" in c for c in row):  # the last line, its quote still open
+                        yield line, CsvProblem(unclosed(line), row)
+                    else:
+                        yield line, [c.strip() for c in row]
+                    last = line
         except UnicodeDecodeError as exc:
             raise LeadFileError(f"{path}: not UTF-8 text ({exc}); save the CSV as UTF-8") from None
     else:
@@ -108,7 +117,13 @@ def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 
 class CsvProblem(str):
-    """A CSV row that could not be read (rejected with its line, the import goes on)."""
+    """Why a CSV row could not be read (rejected with its line, the import goes on),
+    with the fields the csv reader made of it, if any."""
+
+    def __new__(cls, why: str, fields: list[str] | None = None):
+        self = super().__new__(cls, why)
+        self.fields = fields or []
+        return self
 
 
 def _cell(v) -> str:
@@ -117,18 +132,6 @@ def _cell(v) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))  # a number typed into Excel: 13800138000.0
     return str(v).strip()
-
-
-def _norm(h: str) -> str:
-    return "_".join(h.strip().lower().replace("-", " ").replace("_", " ").split())
-
-
-def _find(header: list[str], names: tuple[str, ...]) -> int | None:
-    low = [_norm(h) for h in header]
-    for n in names:
-        if n in low:
-            return low.index(n)
-    return None
 
 
 def parse_leads(path: Path, default_region: str) -> ParsedLeads:
@@ -140,24 +143,26 @@ def parse_leads(path: Path, default_region: str) -> ParsedLeads:
     seen: set[tuple[str, str]] = set()
     for line, row in rows:
         if isinstance(row, CsvProblem):
+            if cols is None and row.fields:  # the header's own quote left open: no column is known
+                raise LeadFileError(f"{path}: {row} Nothing was imported.")
             out.rows += 1
-            out.rejects.append(Reject(line, "", f"row not readable: {row}"))
+            ni = cols[0] if cols else 0
+            cell = row.fields[ni] if ni < len(row.fields) else ""
+            out.rejects.append(Reject(line, cell.split("\n", 1)[0].strip()[:64], str(row)))
             continue
         if cols is None:
             if not any(row):
                 continue
-            ni = _find(row, NUMBER_COLS)
-            if ni is not None:
-                cols = (ni, _find(row, SUBJECT_COLS), _find(row, NAME_COLS), _find(row, REGION_COLS),
-                        _find(row, POSTAL_COLS), _find(row, PARTY_COLS))
-                continue
-            if not parse_number(row[0], default_region).valid:
+            try:
+                ni = number_column(row, line, default_region)
+            except HeaderError as exc:
                 raise LeadFileError(
-                    f"{path}: line {line} ({', '.join(repr(c) for c in row[:6] if c)}) is not a header naming "
-                    f"the number column, nor a row starting with a number. Accepted number column headers: "
-                    f"{', '.join(NUMBER_COLS)} (case, spaces, - and _ do not matter); optional "
-                    f"{' / '.join(SUBJECT_COLS)} and {' / '.join(NAME_COLS)}. Without a header, the first "
-                    f"column holds the numbers. Nothing was imported.")
+                    f"{path}: {exc} Optional columns: {' / '.join(SUBJECT_COLS)} and {' / '.join(NAME_COLS)}. "
+                    f"Nothing was imported.") from None
+            if ni is not None:
+                cols = (ni, find(row, SUBJECT_COLS), find(row, NAME_COLS), find(row, REGION_COLS),
+                        find(row, POSTAL_COLS), find(row, PARTY_COLS))
+                continue
             cols = (0, None, None, None, None, None)  # no header: numbers in the first column
         if not any(row):
             continue

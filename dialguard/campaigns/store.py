@@ -203,6 +203,14 @@ class Store:
         for _, column, file, why in SCHEMA_MARKS:
             if not r[column]:
                 raise SchemaMissing(f"{why}: run `dialguard db migrate` (dialguard/campaigns/sql/{file})")
+        async with self.pool.connection() as c:
+            # 260 adds a hold reason, not a column: the CHECK constraint says whether it ran
+            h = await (await c.execute(
+                "select pg_get_constraintdef(oid) d from pg_constraint where conname = 'dialer_holds_reason_check'"
+                " and conrelid = to_regclass('dialer_holds')")).fetchone()
+        if h is None or "calendar_unknown" not in h["d"]:
+            raise SchemaMissing("the dialer cannot record leads held for a calendar year not imported: run "
+                                "`dialguard db migrate` (dialguard/campaigns/sql/260_dialer_holds_calendar_unknown.sql)")
 
     def _opened(self, row: dict | None) -> dict | None:
         if row is not None:
@@ -380,6 +388,26 @@ class Store:
         await self._one(
             "insert into dialer_holds (campaign, reason, detail, lead_id, leads, started_at, ended_at)"
             " values (%s, %s, %s, %s, 1, %s, %s) returning id", (campaign, reason, detail, lead_id, at, until))
+
+    async def hold_calendar_unknown(self, lead_id: int, campaign: str, detail: str, at: datetime,
+                                    was_due: datetime | None, until: datetime) -> None:
+        """One lead held back (`calendar_unknown`, sql/260) until `until`, its next look: the
+        hold of its previous look (it ended when the lead became due again, `was_due`) is
+        extended, so a wait over days is one row, not one a look."""
+        r = await self._one(
+            "update dialer_holds set ended_at = %s where lead_id = %s and campaign = %s"
+            " and reason = 'calendar_unknown' and detail = %s and ended_at = %s returning id",
+            (until, lead_id, campaign, detail, was_due)) if was_due is not None else None
+        if r is None:
+            await self.hold_lead(lead_id, campaign, "calendar_unknown", detail, at, until)
+
+    async def calendar_waits(self, campaign: str) -> list[dict]:
+        """Pending leads waiting for a calendar year to be imported (sql/260), by why."""
+        return await self._all(
+            "select h.detail, count(distinct h.lead_id)::int leads, min(h.started_at) since from dialer_holds h"
+            " join dialer_leads l on l.id = h.lead_id where h.campaign = %s and h.reason = 'calendar_unknown'"
+            " and l.state = 'pending' and h.ended_at = l.next_eligible_at group by h.detail order by 3",
+            (campaign,))
 
     async def hold_start(self, campaign: str, reason: str, detail: str, at: datetime) -> None:
         """The whole campaign held back (a kill switch, an abandon limit): one row, with

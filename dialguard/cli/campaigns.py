@@ -413,6 +413,10 @@ def status(name: str, as_json: bool = typer.Option(False, "--json")):
         due = await s._one("select min(next_eligible_at) t from dialer_leads where campaign = %s"
                            " and state = 'pending' and parked is null", (name,))
         held = await s.open_holds(name)
+        # leads whose next time is unknown (a calendar year not imported): each its own hold
+        held += [{"reason": "calendar_unknown", "started_at": w["since"], "leads": w["leads"],
+                  "detail": f"{w['detail']} (import it: dialguard calendar import)"}
+                 for w in await s.calendar_waits(name)]
         return c, {"leads": await s.lead_counts(name), "next_due_at": due["t"].isoformat() if due["t"] else None,
                    "answered_today": answered, "abandoned_today": abandoned,
                    "abandon_messages_today": messages,

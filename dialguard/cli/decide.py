@@ -91,7 +91,8 @@ def check(
         for r in d.reasons:
             out.print(f"  [bold]{r}[/]: {d.explanations.get(r, '')}", highlight=False)
         if not d.allowed:
-            ne = d.next_eligible_at.isoformat() if d.next_eligible_at else "never (a permanent block) or unknown"
+            ne = (d.next_eligible_at.isoformat() if d.next_eligible_at else
+                  f"unknown: {d.next_unknown}" if d.next_unknown else "never (a permanent block)")
             out.print(f"  next eligible: {ne}")
     if d.reasons == ["guard_unavailable"]:
         raise typer.Exit(EXIT_UNAVAILABLE)

@@ -36,7 +36,7 @@ from dialguard.numbers import NumberInfo, keyed_hash, keyed_hasher, parse_number
 from dialguard.redisclient import RedisClient, RedisReplyError
 from dialguard.rules import Policy, RulesError
 from dialguard.store import CampaignRulesError, Store, _region_pauses, from_ms, log, ms
-from dialguard.timerules import next_allowed, time_check
+from dialguard.timerules import next_allowed, next_window, time_check
 from dialguard.timeutil import UTC
 
 EXPLAIN = {
@@ -100,6 +100,22 @@ COLD_CONTEXT_MIN_S = 2.0
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+# reasons a wait can lift: the ones an unknown next time is told on
+WAITABLE = ("outside_hours", "holiday", "attempt_cap", "min_interval", "post_conversation_quiet",
+            "post_abandon_quiet", "agent_cap", "caller_id_rate", "caller_id_concurrency")
+
+
+def note_next_unknown(explanations: dict[str, str], why: str) -> None:
+    """Say in the explanations that the earliest time is unknown (next_eligible_at null
+    is then "not known yet", not "never"), unless one says so already."""
+    if any(why in v for v in explanations.values()):
+        return
+    for r in WAITABLE:
+        if r in explanations:
+            explanations[r] += f"; the earliest time is unknown: {why}"
+            return
 
 
 def _allowed(res) -> bool:
@@ -178,6 +194,8 @@ class Decider(Store):
         self._cid_tags: dict[str, str] = {}
         self._ctx_cache: dict[str, _Context] = {}
         self._policies: dict[str, Policy] = {}
+        self._retention_ms = 0  # the namespace's retention as far as known here (_retain)
+        self._retain(policy)
         # The decision's EVALSHA goes through this pipelined client when set
         # (create sets it); everything else uses `redis` (redis-py).
         self.fast: RedisClient | None = None
@@ -274,6 +292,7 @@ class Decider(Store):
             except RulesError:
                 continue  # its calls are denied with the reason (_context)
             policies.setdefault(id(pol), (pol, cals))
+        self._retain(*(p for p, _ in policies.values()))
         # the number plans of the regions the rules in effect read numbers in
         regions = {self.default_region, *(p.default_region for p, _ in policies.values())} - {None, ""}
         warmed = sorted(r for r in regions if warm_plans(r))
@@ -365,10 +384,23 @@ class Decider(Store):
                 pool.append(e164)
         if len(pool) > 1:
             await self._migrate_penalties(pool)
+        self._retain(policy, shadow)
         ctx = _Context(mono + CONTEXT_TTL, policy, self._same_pool(campaign, pool), f"{rver}|{sver}", rver, shadow, sver,
                        cver, cals, region_pauses)
         self._ctx_cache[campaign] = ctx
         return ctx
+
+    def _retain(self, *policies: Policy | None) -> None:
+        """Raise the namespace's retention (every plan's logs' expiry and trim) to what
+        these rules need: the logs of a number are shared by every campaign, and rules
+        needing less (a default) must not trim or expire what a campaign's own packs,
+        or the shadow rules, still read. Only ever raised (a longer TTL costs memory,
+        never a rule)."""
+        for pol in policies:
+            if pol is not None:
+                ms_ = int(pol.retention().total_seconds() * 1000)
+                if ms_ > self._retention_ms:
+                    self._retention_ms = ms_
 
     def _campaign_pack(self, rules: str) -> Policy:
         """The packs a campaign names as its own, loaded once (kept by their names)."""
@@ -604,11 +636,11 @@ class Decider(Store):
         lifted = sort_reasons([r.decode() if isinstance(r, bytes) else r for r in lifted]) if lifted else []
         verdict = "allow" if int(allowed) == 1 else "deny"
         explanations: dict[str, str] = {}
-        next_at = None
+        next_at = next_unknown = None
         if lifted:
             explanations = {r: f"lifted by an override: {why.get(r) or EXPLAIN[r]}" for r in lifted}
         if verdict == "deny":
-            next_at = self._next_eligible(policy, all_reasons, plan, details, cinfo, now, ctx.cals)
+            next_at, next_unknown = self._next_eligible(policy, all_reasons, plan, details, cinfo, now, ctx.cals)
             explanations = {r: why.get(r) or EXPLAIN[r] for r in all_reasons}
             for item in details:
                 cid = item[0].decode() if isinstance(item[0], bytes) else item[0]
@@ -618,13 +650,15 @@ class Decider(Store):
                 meta = plan.checks.get(cid)
                 if meta and meta.label and meta.reason in explanations:
                     explanations[meta.reason] = meta.label
+            if next_unknown:
+                note_next_unknown(explanations, next_unknown)
         # Every field given, in field order and of its declared type: no validation
         # pass needed (Decision.model_construct without its per-field loop).
         decision = decision_of({
             "decision_id": rdid, "decision": verdict, "reasons": all_reasons, "next_eligible_at": next_at,
             "caller_id": caller_id, "max_duration_s": policy.max_duration_s, "number": info.e164,
             "override": bool(lifted), "overridden": lifted, "explanations": explanations,
-            "latency_ms": (time.perf_counter() - t0) * 1000, "replay": replay,
+            "latency_ms": (time.perf_counter() - t0) * 1000, "replay": replay, "next_unknown": next_unknown,
         })
         metrics.observe(decision)
         return decision
@@ -728,7 +762,7 @@ class Decider(Store):
             audit_max=self.settings.audit_backlog_max if self.audit else None,
             request_fp=self._fingerprint(req, info) or None,
             versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendar_version=ctx.cver, shadow=shadow,
-            party_tag=party_tag)
+            party_tag=party_tag, retention_ms=self._retention_ms)
 
     def _plan_compiled(self, req: DecisionRequest, ctx: _Context, info: NumberInfo, did: str, now: datetime,
                        number_tag: str, pre: list[str], candidates: list, check_cid: bool,
@@ -747,7 +781,7 @@ class Decider(Store):
         audit = self.audit
         shadow = ctx.shadow
         key = (policy, req.campaign, info.valid, info.timezones, shape, check_cid, req.call_id is not None,
-               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver, party_tag is not None)
+               ctx.rvs, ctx.rver, shadow, ctx.sver, ctx.cver, party_tag is not None, self._retention_ms)
         tpl = self._templates.get(key)
         if tpl is None:
             if len(self._templates) >= 4096:  # bounded: shapes are few, campaigns and zones not unlimited
@@ -758,7 +792,8 @@ class Decider(Store):
                 site_timezone=self.settings.site_timezone, audit=audit,
                 audit_max=self.settings.audit_backlog_max if audit else None,
                 versions=(ctx.rvs, ctx.rver) if self.versioned else None, calendars=ctx.cver,
-                shadow=(shadow, ctx.sver) if shadow is not None else None, party=party_tag is not None)
+                shadow=(shadow, ctx.sver) if shadow is not None else None, party=party_tag is not None,
+                retention_ms=self._retention_ms)
             # the audit record's constant end
             tpl.tail = record.tail(policy.name, policy.version_hash, self.settings.node, calendar=ctx.cver)
         pre_json = _encode(pre) if pre else "[]"
@@ -813,16 +848,18 @@ class Decider(Store):
         return hit
 
     def _next_eligible(self, policy, reasons, plan, details, info, now,
-                       cals: Calendars = NO_CALENDARS) -> datetime | None:
+                       cals: Calendars = NO_CALENDARS) -> tuple[datetime | None, str | None]:
+        """(next_eligible_at, None), or (None, why) when it lies past a calendar year
+        not known yet: the SPEC's null, but not "never" (timerules.next_window)."""
         if any(r in PERMANENT for r in reasons) or "guard_unavailable" in reasons:
-            return None
+            return None, None
         t, never = eligible_from_details(plan, details)
         if never:
-            return None
+            return None, None
         start = max(now, t) if t else now
         if not info.valid:
-            return None
-        return next_allowed(policy, info.timezones, start, cals)
+            return None, None
+        return next_window(policy, info.timezones, start, cals)
 
     def _unavailable(self, req, did, t0, why, now: datetime | None = None) -> Decision:
         d = Decision(decision_id=did, decision="deny", reasons=["guard_unavailable"],

@@ -109,6 +109,10 @@ class Decision(BaseModel):
     # the earlier answer to the identical request under this call id (SPEC §2),
     # decision_id being that earlier decision's; audited as a replay
     replay: bool = False
+    # a deny whose next_eligible_at is null because a calendar year the rules need is not
+    # known yet (not because it never lifts): why, else None. Not part of the SPEC's answer
+    # (excluded from its JSON; the explanations say it): the dialer holds such a lead.
+    next_unknown: str | None = Field(default=None, exclude=True)
 
     @property
     def allowed(self) -> bool:

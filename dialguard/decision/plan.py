@@ -118,9 +118,8 @@ class _Static:
         self.amd = (amd, _td_ms(amd), f"quiet {amd} after an answering-machine hang-up") if amd else None
         apd = policy.agent_per_day
         self.agent = (apd, f"agent at most {apd} per day") if apd is not None else None
-        retention = _td_ms(policy.retention())
-        self.ttl = str(retention)
-        self.retention_ms = retention
+        self.retention_ms = _td_ms(policy.retention())
+        self.lifetime_scopes = policy.lifetime_scopes
         self.consent = 1 if policy.consent_required else 0
         lim = policy.caller_id_limits
         self.cid_rates = [(lim[fld], span, _td_ms(span), f"caller ID at most {lim[fld]} {fld}")
@@ -129,7 +128,10 @@ class _Static:
         self.cid_day = (lim["per_day"], f"caller ID at most {lim['per_day']} per day") \
             if lim["per_day"] is not None else None
         self.conc = lim["concurrency"] if lim["concurrency"] is not None else -1
-        self.cid_req = 1 if policy.caller_id_required else 0
+        # A caller ID presented or picked is always checked: approved and not cooling down
+        # (SPEC, caller_id_not_approved), whatever the packs. Their `require_approved` says
+        # only whether a call with none to present may go (Decider._candidates).
+        self.cid_req = 1
         lease = timedelta(seconds=policy.max_duration_s + 600) if policy.max_duration_s else DEFAULT_LEASE
         self.lease_ms = _td_ms(lease)
         self.cttl_ms = _td_ms(timedelta(days=2))
@@ -209,6 +211,7 @@ def build_plan(
     calendar_version: str | None = None,
     shadow: tuple[Policy, str, list[str]] | None = None,
     party_tag: str | None = None,
+    retention_ms: int = 0,
 ) -> Plan:
     """The plan (dialguard/decision/schema.py) as a dict: the reference compile_plan
     must equal. `share`: another plan whose KEYS list this one extends (the shadow
@@ -217,7 +220,9 @@ def build_plan(
     an identical request under that call id gets the earlier answer again.
     The enforcing plan's own fields: versions (rules_versions, rules_version) when
     following published rules; calendar_version; shadow (the shadow rules, their
-    version, their pre reasons)."""
+    version, their pre reasons). retention_ms: the namespace's retention (the longest
+    any rules that decide here need, Decider): the logs' expiry and trim are never
+    shorter, so that rules needing less do not cut what others read."""
     st = _static(policy)
     plan = Plan(candidates=candidates)
     main = share is None
@@ -259,6 +264,7 @@ def build_plan(
             return [(scope, scope), (scope, "number" if scope == "party" else "number_subject")]
         return [(scope, scope)]
 
+    kept: list[str] = []  # the logs of lifetime caps: never trimmed nor expired
     for pack_name, scope0, cmax, uncounted, label, rolling, rolling_ms, days in [
             (c[0], s, *c[2:]) for c in st.caps for s in scoped(c[1])]:
         scope = scope0[1]
@@ -266,6 +272,8 @@ def build_plan(
                                                                        subject)
         if base not in writes:
             writes.append(base)
+        if scope in st.lifetime_scopes and base not in kept:
+            kept.append(base)
         x = k(base + ":x")  # (index order as ever: the :x log, then the log)
         kk = [k(base)]
         cid = f"k{len(pchecks)}"
@@ -326,9 +334,12 @@ def build_plan(
         writes.append(akey)
 
     b["checks"] = checks
-    b["ttl_ms"] = st.ttl
-    b["trim_before"] = "(" + str(now_ms - st.retention_ms)
-    b["write_keys"] = [k(w) for w in writes]
+    ret_ms = max(st.retention_ms, retention_ms)
+    b["ttl_ms"] = str(ret_ms)
+    b["trim_before"] = "(" + str(now_ms - ret_ms)
+    b["write_keys"] = [k(w) for w in writes if w not in kept]
+    if kept:
+        b["keep_keys"] = [k(w) for w in kept]
 
     # Caller ID: rates per minute/hour (rolling) and per call-centre day.
     if check_caller_id:
@@ -406,7 +417,7 @@ def build_plan(
                         agent=agent, subject=subject, call_id=None, decision_id=decision_id, now=now,
                         pre_reasons=spre, candidates=candidates, check_caller_id=check_caller_id,
                         site_timezone=site_timezone, audit_payload=None, audit_max=None, share=plan,
-                        party_tag=party_tag)
+                        party_tag=party_tag, retention_ms=retention_ms)
         b["shadow"] = sh.body
         b["shadow_version"] = sversion
     return plan
@@ -658,6 +669,7 @@ def compile_plan(
     shadow: tuple[Policy, str] | None = None,
     calendars: str = "",
     party: bool = False,
+    retention_ms: int = 0,
 ) -> PlanTemplate:
     """The PlanTemplate of one shape, in build_plan's order of KEYS and fields.
 
@@ -669,7 +681,8 @@ def compile_plan(
     fields: {tag} (number tag), {ag} (agent hash), {sub} (subject hash), {cN}
     (candidate N's tag), {call} (call id), {now}, {did}, {pre}, {spre} (the
     shadow plan's pre reasons), {dncr}, {bk}, {loN} (bounds from the time);
-    with `party` (the request names a party: build_plan's party_tag), {pt}, the party's tag.
+    with `party` (the request names a party: build_plan's party_tag), {pt}, the party's tag;
+    retention_ms: build_plan's (the namespace's retention).
     """
     idx: dict[str, int] = {}
     fmts: list[str] = []
@@ -791,11 +804,14 @@ def compile_plan(
         items: list[str] = []
         all_key = attempts("number")
         writes = [all_key]
+        kept: list[str] = []  # build_plan's: the logs of lifetime caps
         for pack_name, scope, cmax, uncounted, label, rolling, rolling_ms, days in [
                 (c[0], s_, *c[2:]) for c in st.caps for s_ in scoped(c[1])]:
             base = all_key if scope == "number" else attempts(scope)
             if base not in writes:
                 writes.append(base)
+            if scope in st.lifetime_scopes and base not in kept:
+                kept.append(base)
             x = k(base + ":x")
             kk = [k(base)]
             cid = f"k{len(checks)}"
@@ -860,9 +876,12 @@ def compile_plan(
             writes.append(akey)
 
         field("checks", arr(items))
-        field("ttl_ms", js(st.ttl))
-        field("trim_before", s("(", Fld(low(0, st.retention_ms))))
-        field("write_keys", js([k(w) for w in writes]))
+        ret_ms = max(st.retention_ms, retention_ms)
+        field("ttl_ms", js(str(ret_ms)))
+        field("trim_before", s("(", Fld(low(0, ret_ms))))
+        field("write_keys", js([k(w) for w in writes if w not in kept]))
+        if kept:
+            field("keep_keys", js([k(w) for w in kept]))
 
         if check_caller_id:
             cchk = []

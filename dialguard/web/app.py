@@ -268,7 +268,8 @@ async def number_page(request: web.Request) -> web.Response:
             show = (lambda n: n) if authz.allowed(ident, "view_numbers") else mask
             d = a.as_dict(show)
             rows = "".join(f"<li><code>{_e(r)}</code>: {_e(a.explanations.get(r, ''))}</li>" for r in a.reasons)
-            nxt = d["next_eligible_at"] or (t(lang, "never") if a.decision == "deny" else "")
+            nxt = d["next_eligible_at"] or (t(lang, "next_unknown") if a.next_unknown
+                                            else t(lang, "never") if a.decision == "deny" else "")
             result = (f'<table id="result"><tr><th>{t(lang, "number")}</th><td id="number">{_e(d["number"] or "-")}</td></tr>'
                       f'<tr><th>{t(lang, "status")}</th><td id="decision" class="{a.decision}">'
                       f'{t(lang, a.decision)}</td></tr><tr><th>{t(lang, "why")}</th><td><ul>{rows}</ul></td></tr>'

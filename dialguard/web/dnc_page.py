@@ -28,8 +28,8 @@ from aiohttp import web
 from dialguard import authz
 from dialguard.admin import admin_redis
 from dialguard.admin_actions import ActionError, campaign_list
-from dialguard.dnc import (GLOBAL_LIST, DncDb, DncDbUnavailable, DncStore, ImportReport, import_csv, read_numbers,
-                           redis_list)
+from dialguard.dnc import (GLOBAL_LIST, DncDb, DncDbUnavailable, DncFileError, DncStore, ImportReport, check_file,
+                           import_csv, read_numbers, redis_list)
 from dialguard.web.i18n import t
 from dialguard.web.security import mask
 from dialguard.web.ui import ENGINE, LANGK, POOL, _e, _signed_in, csrf_field, page, redirect
@@ -115,8 +115,13 @@ async def upload(request: web.Request) -> web.Response:
     why = str(form.get("why", "")).strip()[:500]
     # as read_numbers reads a file: undecodable bytes become U+FFFD, so the row is rejected, not the file
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
+    region = request.app[ENGINE].default_region
+    try:
+        check_file(io.StringIO(text, newline=""), region)
+    except DncFileError as exc:  # its first row is neither a header nor a number: refused whole
+        return await err(str(exc))
     # the data rows as the import counts them (no header; a quoted field may span lines)
-    total = await asyncio.to_thread(lambda: sum(1 for _ in read_numbers(io.StringIO(text, newline=""))))
+    total = await asyncio.to_thread(lambda: sum(1 for _ in read_numbers(io.StringIO(text, newline=""), region)))
     job = Job(secrets.token_urlsafe(12), ident.user, lst, name[:120], total)
     jobs = request.app[JOBS]
     for old in [j for j in jobs.values() if j.finished and time.monotonic() - j.finished > KEEP_S]:
@@ -149,7 +154,7 @@ async def _run(app: web.Application, job: Job, text: str, campaign: str | None, 
         await import_csv(store, store.list_name(campaign), io.StringIO(text, newline=""), e.default_region,
                          s.hash_secret, chunk_rows=CHUNK, workers=1, progress=progress, db=db,
                          db_name=job.list, source=f"web:{job.source}", rejects_sink=job.rejects, report=rep)
-    except DncDbUnavailable as exc:
+    except (DncDbUnavailable, DncFileError) as exc:  # shown, not logged: a file's error may quote its first row
         error = str(exc)
     except Exception as exc:  # noqa: BLE001 - shown on the job's page, logged; the service goes on
         log.exception("dnc import %s failed after %d of %d rows", job.id, rep.rows, job.total)

@@ -96,6 +96,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "why": ("Why", "原因"),
     "next_eligible": ("Next eligible", "下次可呼叫时间"),
     "never": ("not by waiting (permanent reason)", "等待无法解除（永久原因）"),
+    "next_unknown": ("unknown: a calendar year is not imported yet (dialguard calendar import)",
+                     "未知：该年度日历尚未导入（dialguard calendar import）"),
     "bad_input": ("Bad input: {msg}", "输入有误：{msg}"),
     "language": ("中文", "English"),
     # DNC lists (dialguard/web/dnc_page.py)
@@ -233,6 +235,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "col_held_back": ("Leads held back (no decision)", "暂缓线索（未判定）"), "col_held_s": ("Held (s)", "暂缓时长（秒）"),
     "col_held_paused": ("Held: paused", "暂缓：已暂停"), "col_held_region_paused": ("Held: region paused", "暂缓：地区暂停"),
     "col_held_zone_closed": ("Held: callee's hours closed", "暂缓：被叫时段未开放"),
+    "col_held_calendar_unknown": ("Held: calendar year not imported", "暂缓：该年度日历未导入"),
     "col_held_abandon_limit": ("Held: abandon limit", "暂缓：放弃率上限"),
     "col_held_no_message": ("Held: no abandon message", "暂缓：无放弃提示音"),
     "col_abandon_limit": ("Pack abandon limit", "规则包放弃率上限"), "col_limit_rate": ("Rate over its period", "统计期内放弃率"),

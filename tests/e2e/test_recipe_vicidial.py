@@ -11,6 +11,7 @@ lead.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from audit import decisions
+from audit import decisions, outcomes
 from guard import agi_server, dialguard, numbers, render, scenario
 from sipp import run_calls, write_injection
 
@@ -174,3 +175,43 @@ async def test_allowed_call_is_cut_at_the_rules_maximum(stack, guard, asterisk, 
     (invite,) = run.invites
     held = run.byes[invite.call_id] - run.answers[invite.call_id]
     assert held >= 3 - 0.05, f"cut after {held:.3f}s, before the 3 s maximum"
+
+
+@pytest.mark.parametrize("report", ["cel", "agi"])
+async def test_outcome_applied_to_the_caller_code(stack, guard, asterisk, tmp_path: Path, report: str) -> None:
+    """The check stores the call under VICIdial's caller code; the outcome (the
+    hangup handler's CEL event, or its `report` AGI with DIALGUARD_REPORT=agi)
+    must name the same call, or the guard finds no call: no outcome audited, the
+    lease held until it expires, no quiet period.
+    Rules: one live call per caller ID, a quiet hour after a conversation."""
+    campaign, (cid,) = await guard.campaign("vd-out", rules=scenario("guard_outcome_reader", "pack.yaml"))
+    asterisk.rx(f"dialplan set global VD_E2E_CAMPAIGN {campaign}")
+    if report == "agi":
+        asterisk.rx("dialplan set global DIALGUARD_REPORT agi")
+    (number,) = numbers(1)
+    first, again = vicidial_code(_rng.randrange(1, 10**8)), vicidial_code(_rng.randrange(1, 10**8))
+    try:
+        write_injection(tmp_path / "first.csv", [["986" + number, first, cid.lstrip("+")]])
+        # held 1.5 s after the answer: a conversation (1 s of talk or more)
+        run = run_calls(tmp_path / "first.csv", tmp_path / "first", sip_port=stack.sip_port,
+                        agents_port=stack.agents_port, carrier_port=stack.carrier_port, caller="vicidial",
+                        rate=1, limit=1, hold_ms=1500, timeout_s=30)
+        hung_up = time.monotonic()
+        assert run.uac.failed == 0 and len(run.invites) == 1, run.uac.describe()
+        while await guard.live_leases(cid) != 0:
+            assert time.monotonic() - hung_up <= 1.0, "caller-ID lease not released within 1 s of the hangup"
+            await asyncio.sleep(0.02)
+        (row,) = decisions(stack.pg_dsn, campaign, expect=1)
+        assert (row["allowed"], row["call_id"]) == (True, first), row
+        assert outcomes(stack.pg_dsn, row["decision_id"]) == ["conversation"]
+
+        # The quiet period started: the next attempt on the number is refused.
+        write_injection(tmp_path / "again.csv", [["986" + number, again, cid.lstrip("+")]])
+        run = call(stack, tmp_path / "again.csv", tmp_path / "again")
+        assert run.invites == [], run.carrier.describe()
+        rows = decisions(stack.pg_dsn, campaign, expect=2)
+        assert [(r["allowed"], r["call_id"], r["reasons"]) for r in rows] == \
+            [(True, first, []), (False, again, ["post_conversation_quiet"])], rows
+    finally:
+        asterisk.rx("dialplan set global VD_E2E_CAMPAIGN \"\"")
+        asterisk.rx("dialplan set global DIALGUARD_REPORT \"\"")

@@ -150,7 +150,7 @@ async def test_classic_script_with_real_engine(guard, settings):
         return res
 
     r1 = await run(("check", NUM, "c1", "a1", "", CID), "k.1")
-    assert r1.variables["DIALGUARD_RESULT"] == "ALLOW"
+    assert r1.variables["DIALGUARD_RESULT"] == "ALLOW", r1.variables
     await run(("check", NUM, "c2", "a1", "", CID), "k.2")
     r3 = await run(("check", NUM, "c3", "a1", "", CID), "k.3")
     assert r3.variables["DIALGUARD_REASONS"] == "attempt_cap"

@@ -289,9 +289,28 @@ def test_250_marks_the_abandoned_calls_of_before_as_the_dialplans_once(cluster, 
     with pytest.raises(SchemaMissing, match="250_dialer_call_message_by_dialplan.sql"):
         asyncio.run(Store.open(cluster.dsn(db)))
     done = migrate_as_admin(cluster, db)
-    assert [x.version for x in done] == [250]
+    assert [x.version for x in done if x.version <= 250] == [250]
     with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
         c.execute("insert into dialer_calls (channel_id, lead_id, campaign, result)"
                   " select 'd', min(id), 'c1', 'abandoned' from dialer_leads")
         marks = dict(c.execute("select channel_id, message_by_dialplan from dialer_calls").fetchall())
     assert marks == {"a": True, "b": False, "c": False, "d": False}, marks
+
+
+def test_260_lets_a_lead_be_held_for_an_unknown_calendar_year(cluster, db, tmp_path):
+    """Before 260 dialer_holds refused the reason `calendar_unknown`: a dialer of this
+    version refuses such a database at its start, naming the file; after it, the hold
+    is recorded."""
+    import asyncio
+
+    from dialguard.campaigns.store import SchemaMissing, Store
+
+    migrate_before(cluster, db, tmp_path, 260)
+    with pytest.raises(SchemaMissing, match="260_dialer_holds_calendar_unknown.sql"):
+        asyncio.run(Store.open(cluster.dsn(db)))
+    assert [x.version for x in migrate_as_admin(cluster, db)] == [260]
+    with psycopg.connect(cluster.dsn(db), autocommit=True) as c:
+        c.execute("insert into dialer_holds (campaign, reason, detail, lead_id, leads, started_at)"
+                  " values ('c1', 'calendar_unknown', 'CN 2027', 1, 1, now())")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            c.execute("insert into dialer_holds (campaign, reason, started_at) values ('c1', 'surprise', now())")

@@ -424,6 +424,13 @@ async def test_postgres_outage_during_2000_decisions(patient_engine, audit_db, c
         backlog_peak = r.xlen(engine.keys.audit)
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - t_down)))
         assert sh.alive(), sh.log_tail()
+        # the shipper must have met the outage before PostgreSQL comes back: on a loaded
+        # machine (stop 25's CI, load 12) it had not tried to write within OUTAGE_S, so
+        # nothing was down for it and "PostgreSQL back" was never logged
+        deadline = time.monotonic() + 60
+        while "PostgreSQL unavailable" not in sh.log_tail(200):
+            assert time.monotonic() < deadline, f"the shipper never met the outage: {sh.log_tail()}"
+            await asyncio.sleep(0.2)
         backlog_at_restart = r.xlen(engine.keys.audit)
         await asyncio.to_thread(cluster.start)
         t_up = time.monotonic()

@@ -222,3 +222,40 @@ def test_csv_import_location_and_party_columns(schema, tmp_path):
     got = [(line, region, postal, sealer.open(enc) if enc else None) for line, region, postal, enc in rows]
     assert got == [(2, "US-FL", "33101", "acct-77"), (3, None, None, None), (6, None, "32501-1234", "acct-77")]
     assert all("acct-77" not in (enc or "") for *_x, enc in rows)
+
+
+def test_quote_left_open_rejects_its_lines_and_loses_none(schema, tmp_path):
+    """`dialguard campaign import` (the real process) of a file with a quote left open:
+    before, the lines after it vanished into one row rejected at the last line as a
+    'number too long'. Now that row is rejected naming its lines, the rows after a
+    quote that closes further down are imported, and every line is the header, a lead
+    or inside a reported row."""
+    import re
+    import subprocess
+    import sys
+
+    name = f"quote-{uuid.uuid4().hex[:6]}"
+    _campaign(name)
+    nums = [f"+86138001380{i:02d}" for i in range(8)]
+    lines = ["number,subject", f"{nums[0]},a", f'"{nums[1]},b', f"{nums[2]},c", f'{nums[3]}",d', f"{nums[4]},e",
+             f'"{nums[5]},f', f"{nums[6]},g"]
+    f = tmp_path / "leads.csv"
+    f.write_text("\n".join(lines) + "\n")
+    out = subprocess.run([sys.executable, "-m", "dialguard.cli", "campaign", "import", name, str(f), "--json"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DIALGUARD_DEFAULT_REGION": "CN"})
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert (r["rows"], r["added"], r["rejected"]) == (4, 2, 2), r
+    assert [(x["line"], x["value"], x["why"].split(":")[0]) for x in r["rejects"]] == [
+        (3, f"{nums[1]},b", "lines 3-5"), (7, f"{nums[5]},f", "lines 7-8")]
+    assert "a quote opened on line 3 is not closed" in r["rejects"][0]["why"]
+    got = leads(schema, name)
+    assert [(n, s, ln) for n, s, _, _, _, ln in got] == [(nums[0], "a", 2), (nums[4], "e", 6)]
+    covered = {1} | {ln for *_, ln in got}
+    for x in r["rejects"]:
+        m = re.match(r"lines (\d+)-(\d+): ", x["why"])
+        covered |= set(range(int(m[1]), int(m[2]) + 1))
+    assert covered == set(range(1, len(lines) + 1))
+    with open(r["rejects_file"], newline="") as fh:
+        assert [row[0] for row in csv.reader(fh)] == ["line", "3", "7"]

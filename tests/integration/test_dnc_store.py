@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -168,3 +169,65 @@ async def test_imported_list_denies_inside_the_decision(store, tmp_path):
     # `dnc remove` clears a bulk-imported entry too
     assert await e.dnc_remove(listed[6])
     assert (await e.decide(r(listed[6]), now=now)).allowed
+
+
+async def test_cli_import_every_line_is_listed_or_reported(make_engine, tmp_path):
+    """`dialguard dnc import` of a file with a quote left open in the middle (closed
+    two lines on) and one left open to the end: before, the csv reader took the lines
+    after each quote into one value, rejected as 'number too long' at the record's last
+    line, and the numbers on those lines were neither listed nor reported (and would be
+    called). Now each such record is one rejected row naming its lines, the rows after
+    a closed quote are listed, and header + listed + reported lines cover the file."""
+    e = await make_engine()
+    st = DncStore(e.redis, e.keys)
+    env = {**os.environ, "DIALGUARD_KEY_PREFIX": e.keys.prefix}
+    nums = [f"+86139{i:08d}" for i in range(12)]
+    lines = ["number", nums[0], f'"{nums[1]}', nums[2], f'{nums[3]}"', nums[4], nums[5], "garbage", nums[6],
+             f'"{nums[7]}', nums[8], nums[9]]
+    path, rejects = tmp_path / "dnc.csv", tmp_path / "rej.csv"
+    path.write_text("\n".join(lines) + "\n")
+    p = subprocess.run([sys.executable, "-m", "dialguard.cli", "dnc", "import", str(path), "--json", "--no-db",
+                        "--rejects", str(rejects)], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    listed = [n for n in nums if await st.contains(st.list_name(None), e.keys.number_tag(n))]
+    assert listed == [nums[0], nums[4], nums[5], nums[6]]
+    assert (rep["rows"], rep["added"], rep["rejected"]) == (7, 4, 3)
+    bad = list(csv.reader(open(rejects)))[1:]
+    assert [(int(ln), v, w.split(":")[0]) for ln, v, w in bad] == [
+        (3, nums[1], "lines 3-5"), (8, "garbage", "unparseable"), (10, nums[7], "lines 10-12")]
+    assert "a quote opened on line 10 is not closed" in bad[2][2]
+    covered = {1} | {lines.index(n) + 1 for n in listed}
+    for ln, _, why in bad:
+        m = re.match(r"lines (\d+)-(\d+): ", why)
+        covered |= set(range(int(m[1]), int(m[2]) + 1)) if m else {int(ln)}
+    assert covered == set(range(1, len(lines) + 1))
+
+
+def test_cli_import_refuses_a_file_whose_first_row_is_neither_header_nor_number(settings, tmp_path):
+    """`Alice,+86...` on line 1 was taken for a header (dropped, uncounted) and every
+    other row rejected; `Name,Phone Number` was not recognised. Now the first is refused
+    whole with the headers accepted, the second imports its column."""
+    prefix = f"dgdnc:{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DIALGUARD_KEY_PREFIX": prefix}
+    try:
+        path = tmp_path / "named.csv"
+        path.write_text("Alice,+8613900000001\nBob,+8613900000002\n")
+        p = subprocess.run([sys.executable, "-m", "dialguard.cli", "dnc", "import", str(path), "--json", "--no-db"],
+                           capture_output=True, text=True, timeout=120, env=env)
+        assert p.returncode == 2, (p.stdout, p.stderr)
+        err = " ".join(p.stderr.split())
+        assert "line 1 ('Alice'" in err and "Accepted number column headers: number, phone" in err, err
+        assert "Nothing was imported" in err and not (tmp_path / "named.csv.rejects.csv").exists()
+        for header in ("Name,Phone Number", "姓名,手机号"):
+            path.write_text(f"{header}\nAlice,+8613900000001\nBob,13900000002\n", encoding="utf-8")
+            p = subprocess.run([sys.executable, "-m", "dialguard.cli", "dnc", "import", str(path), "--json",
+                                "--no-db"], capture_output=True, text=True, timeout=120, env=env)
+            assert p.returncode == 0, p.stderr
+            rep = json.loads(p.stdout)
+            assert (rep["rows"], rep["valid"], rep["rejected"]) == (2, 2, 0), (header, rep)
+    finally:
+        import redis as r
+        c = r.Redis.from_url(settings.redis_url)
+        for k in c.scan_iter(match=f"{prefix}:*"):
+            c.delete(k)

@@ -246,3 +246,31 @@ async def test_an_import_postgresql_refuses_midway_says_what_it_stored_and_is_au
     recs = [json.loads(f[b"j"]) for _, f in await e.redis.xrange(e.keys.audit) if f[b"t"] == b"admin"]
     imp = [x for x in recs if x["action"] == "dnc_import"]
     assert [x["status"] for x in imp] == ["failed", "complete"] and imp[1]["stored"] == 7_000 and "error" not in imp[1]
+
+
+async def test_upload_quote_left_open_and_first_row_neither_header_nor_number(site):
+    """The console's upload reads as `dnc import` does: a quote left open is one
+    rejected row naming its lines (the numbers after it were lost before, neither
+    listed nor shown), the rows after a quote closed further down are listed; a file
+    whose first row is neither a header nor a number is refused (400), no job started."""
+    c, e, people, camp = site
+    csrf = await login(c, people["supervisor"])
+    n = [f"+86139{random.randrange(10**8):08d}" for _ in range(6)]
+    body = f'number\n{n[0]}\n"{n[1]}\n{n[2]}"\n{n[3]}\n"{n[4]}\n{n[5]}\n'.encode()
+    r = await c.post("/dnc/import", data=form(csrf, body, camp), allow_redirects=False)
+    assert r.status == 303
+    text = await finished(c, r.headers["Location"])
+    assert "4 rows: 2 added, 0 already listed, 2 rejected" in text, text[-800:]
+    rejects = re.findall(r"<tr><td>(\d+)</td><td>[^<]*</td><td>([^<]+)</td></tr>", text)
+    assert [(int(ln), why.split(":")[0]) for ln, why in rejects] == [(3, "lines 3-4"), (6, "lines 6-7")]
+    store = DncStore(e.redis, e.keys)
+    assert [await store.contains(list_name(camp), e.keys.number_tag(x)) for x in n] == [
+        True, False, False, True, False, False]
+
+    from dialguard.web.dnc_page import JOBS
+    jobs = len(c.server.app[JOBS])
+    r = await c.post("/dnc/import", data=form(csrf, f"Alice,{n[0]}\nBob,{n[1]}\n".encode(), camp),
+                     allow_redirects=False)
+    text = await r.text()
+    assert r.status == 400 and "is not a header naming the number column" in text and "手机号" in text
+    assert len(c.server.app[JOBS]) == jobs

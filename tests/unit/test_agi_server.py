@@ -142,9 +142,9 @@ async def test_engine_timeout_option(make_server):
     assert res.variables["DIALGUARD_REASONS"] == "guard_unavailable"
 
 
-# Commands of an allowed check: "set" mode, DENY + 6 SET VARIABLE; "mset" mode
-# (the default), DENY + one EXEC MSet carrying the 6 others.
-N_COMMANDS = {"set": 7, "mset": 2}
+# Commands of an allowed check: "set" mode, DENY + 7 SET VARIABLE; "mset" mode
+# (the default), DENY + one EXEC MSet carrying the 7 others.
+N_COMMANDS = {"set": 8, "mset": 2}
 
 
 @pytest.mark.parametrize("mode, at", [("set", 2), ("mset", 1)])
@@ -155,12 +155,12 @@ async def test_hangup_before_reply_is_not_a_reply(make_server, caplog, mode, at)
     with caplog.at_level(logging.DEBUG, "dialguard.agi"):
         res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=at)
     assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
-    assert len(res.history) == 7  # every reply matched its own command
+    assert len(res.history) == 8  # every reply matched its own command
     assert len(res.commands) == N_COMMANDS[mode]
     assert sessions(caplog)[-1]["hungup"] is True
 
 
-@pytest.mark.parametrize("mode, at", [("set", i) for i in range(7)] + [("mset", i) for i in range(2)])
+@pytest.mark.parametrize("mode, at", [("set", i) for i in range(8)] + [("mset", i) for i in range(2)])
 async def test_hangup_then_511_never_allows(make_server, mode, at):
     srv, eng = await make_server(options=Options(set_mode=mode))
     res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, hangup_before=at, strict_dead=True)
@@ -248,6 +248,23 @@ async def test_hostile_session_closed_without_commands(make_server, data):
     assert b"ALLOW" not in got and got == b""
     assert took < 2.0
     assert eng.calls == []
+
+
+async def test_a_line_longer_than_allowed_is_refused_at_once_not_held(make_server):
+    """A pending connection sending one endless line is handed to the session (which
+    refuses it) as soon as the line passes max_line_bytes: not kept in memory, growing
+    up to the whole block's bound, until the environment's deadline (4 s here)."""
+    srv, eng = await make_server(session_timeout=10.0, env_timeout=4.0)
+    r, w = await asyncio.open_connection(HOST, srv.bound_port)
+    t0 = asyncio.get_running_loop().time()
+    w.write(b"agi_network: yes\nagi_x: " + b"A" * (srv.max_line_bytes + 100))  # no newline, kept open
+    await w.drain()
+    async with asyncio.timeout(8):
+        got = await r.read()  # the server closes it
+    took = asyncio.get_running_loop().time() - t0
+    w.close()
+    assert got == b"" and eng.calls == []
+    assert took < 2.0, took  # before: held until the 4 s deadline
 
 
 async def test_non_utf8_caller_name_still_served(make_server):
@@ -434,10 +451,24 @@ async def test_mset_allow_is_two_commands_deny_first_allow_last(make_server, cap
     assert res.commands[1].startswith("EXEC MSet ") and len(res.commands) == 2
     assert [n for n, _ in res.history] == [
         "DIALGUARD_RESULT", "DIALGUARD_REASONS", "DIALGUARD_CALLERID", "DIALGUARD_MAXDURATION",
-        "DIALGUARD_NEXT_ELIGIBLE", "DIALGUARD_DECISION_ID", "DIALGUARD_RESULT"]
+        "DIALGUARD_NEXT_ELIGIBLE", "DIALGUARD_DECISION_ID", "DIALGUARD_CALLID", "DIALGUARD_RESULT"]
     assert res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
     assert res.variables["DIALGUARD_CALLERID"] == "+861012345678"
     assert sessions(caplog)[-1]["commands"] == 2
+
+
+@pytest.mark.parametrize("args, want", [
+    (CHECK_ARGS, "1700000000.1"),  # no CALLID argument: the channel's uniqueid
+    (CHECK_ARGS + ("", "", "V1206101530000004217"), "V1206101530000004217"),  # VICIdial's caller code
+])
+async def test_allow_names_the_call_id_it_was_recorded_under(make_server, args, want):
+    # The outcome report sends DIALGUARD_CALLID back: it must be the call id the
+    # engine recorded the allowed call under, or the outcome changes nothing.
+    srv, eng = await make_server()
+    res = await agi_call(HOST, srv.bound_port, "check", args)
+    assert res.variables["DIALGUARD_RESULT"] == "ALLOW"
+    assert eng.calls[-1][0] == "decide" and eng.calls[-1][1]["call_id"] == want
+    assert res.variables["DIALGUARD_CALLID"] == want
 
 
 async def test_mset_deny_keeps_the_comma_separated_reasons(make_server):
@@ -455,8 +486,8 @@ async def test_mset_missing_falls_back_to_set_variable(make_server, caplog):
     srv, _ = await make_server()
     with caplog.at_level(logging.DEBUG, "dialguard.agi"):
         res = await agi_call(HOST, srv.bound_port, "check", CHECK_ARGS, mset=False)
-    assert len(res.commands) == 8 and res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
-    assert len(res.history) == 7
+    assert len(res.commands) == 9 and res.history[-1] == ("DIALGUARD_RESULT", "ALLOW")
+    assert len(res.history) == 8
     assert sessions(caplog)[-1]["mset_missing"] is True
 
 

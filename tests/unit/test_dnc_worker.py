@@ -79,7 +79,7 @@ def test_groups_of_hex_tags_and_of_bytea_hashes_agree():
 def _via_source(path, skip=0, size=3, workers=2):
     from dialguard.dnc import _Source, _split_block
 
-    src = _Source(path)
+    src = _Source(path, "CN")
     try:
         skipped = src.skip(skip)
         out = []
@@ -88,6 +88,8 @@ def _via_source(path, skip=0, size=3, workers=2):
             for part in parts:
                 if part[0] == "block":
                     lines, raws = _split_block(*part[1:])
+                elif part[0] == "rejected":  # rows read_numbers rejected as read (none in these files)
+                    lines, raws = [ln for ln, _, _ in part[1]], [v for _, v, _ in part[1]]
                 else:
                     lines, raws = part[1], part[2]
                 got += list(zip(lines, raws))
@@ -102,31 +104,40 @@ def test_plain_files_are_read_exactly_as_the_csv_reader_reads_them(tmp_path):
     """The quick reader (whole lines as bytes, split in the workers) gives the same
     (line, value) rows as read_numbers' csv.reader, header and column choice,
     empty lines, undecodable bytes, a missing last newline and resumed runs
-    included; a file with quotes or carriage returns goes through csv.reader."""
-    from dialguard.dnc import read_numbers
+    included; a file with quotes or carriage returns goes through csv.reader.
+    Both refuse a file whose first row is neither a header nor a number."""
+    from dialguard.dnc import DncFileError, read_numbers
 
     cases = {
         "plain": b"+8613800138000\n13800138001\n\n  138 0013 8002 \ngarbage\n",
         "header": b"number\n+8613800138000\n13800138001\n",
         "named column": b"name,Phone,x\na,13800138000,z\nb,13800138001\nc\n,\n\nd,+86 138,y,w\n",
         "first column of several": b"13800138000,alice\n13800138001,bob,\n,\n",
-        "no digit header": b"numbers here\n13800138000\n",
+        "tel header": b"Tel\n13800138000\n",
         "no last newline": b"13800138000\n13800138001",
-        "undecodable": b"1380013\xff8000\n\xe4\xb8\xad\xe6\n13800138001\n",
+        "undecodable": b"number\n1380013\xff8000\n\xe4\xb8\xad\xe6\n13800138001\n",
         "bom": b"\xef\xbb\xbf13800138000\n13800138001\n",
         "one line": b"13800138000",
         "empty": b"",
-        "only newlines": b"\n\n\n",
         "quoted": b'number\n"13800138000"\n"138,0013,8001"\n',
         "crlf": b"number\r\n13800138000\r\n13800138001\r\n",
     }
     for name, data in cases.items():
         path = tmp_path / f"{name}.csv"
         path.write_bytes(data)
-        want = list(read_numbers(path))
+        want = list(read_numbers(path, "CN"))
         plain, _, got = _via_source(path)
         assert got == want, name
         assert plain == (name not in ("quoted", "crlf")), name
         for skip in (1, 2, 50):
             _, skipped, rest = _via_source(path, skip=skip, size=2, workers=3)
             assert (skipped, rest) == (min(skip, len(want)), want[skip:]), (name, skip)
+    for name, data in {"no digit header": b"numbers here\n13800138000\n", "only newlines": b"\n\n\n",
+                       "name first": b"Alice,13800138000\nBob,13800138001\n"}.items():
+        path = tmp_path / f"{name}.csv"
+        for body in (data, data + b'"x"\n'):  # the quick reader, and csv.reader
+            path.write_bytes(body)
+            with pytest.raises(DncFileError):
+                list(read_numbers(path, "CN"))
+            with pytest.raises(DncFileError):
+                _via_source(path)

@@ -58,6 +58,7 @@ hours: {zone: Asia/Shanghai, weekly: {all: ["09:00-18:00"]}}
 caps:
   - {id: c1, scope: number_subject, max: 7, window: {days: 7}, uncounted_outcomes: [busy, failed]}
   - {id: c2, scope: number, max: 2, window: {rolling: 24h}}
+  - {id: c3, scope: number_campaign, max: 2, window: lifetime}
 min_interval: 1h
 quiet_after_conversation: {scope: number_subject, window: {rolling: 48h}}
 quiet_after_abandon: {abandoned: 72h, amd: 24h}

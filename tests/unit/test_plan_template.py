@@ -68,7 +68,8 @@ def plan_built(eng: Engine, req: DecisionRequest, ctx: _Context, info, did: str,
         audit_payload=payload, audit_max=eng.settings.audit_backlog_max if eng.audit else None,
         request_fp=eng._fingerprint(req, info) or None,
         versions=(ctx.rvs, ctx.rver) if eng.versioned else None, calendar_version=ctx.cver, shadow=shadow,
-        party_tag=eng.keys.party_tag(req.party) if req.party is not None and info.valid else None)
+        party_tag=eng.keys.party_tag(req.party) if req.party is not None and info.valid else None,
+        retention_ms=eng._retention_ms)
 
 PACKS = ["cn-default", "cn-carrier", "us-tcpa", "us-regf", "us-fl-ftsa", "uk-ofcom"]
 POLICIES = [[p] for p in PACKS] + [["cn-default", "cn-carrier"], ["us-tcpa", "us-regf", "us-fl-ftsa"],

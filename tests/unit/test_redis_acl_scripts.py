@@ -31,7 +31,7 @@ RUN_BY = {
 # decide.lua in read-only mode (the console's eligibility questions) writes nothing:
 # the web role's grants need only cover its reads.
 READ_ONLY_FOR = {("decide.lua", "web")}
-WRITES = {"del", "unlink", "set", "hset", "hdel", "hincrby", "pexpire", "sadd", "srem", "zadd", "zrem",
+WRITES = {"del", "unlink", "set", "hset", "hdel", "hincrby", "pexpire", "persist", "sadd", "srem", "zadd", "zrem",
           "zremrangebyscore", "xadd", "lpush", "ltrim", "incrby", "expire", "pexpireat", "hsetnx", "rpush"}
 
 

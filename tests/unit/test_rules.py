@@ -1,11 +1,16 @@
 import json
 import os
 from datetime import timedelta
+
+
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from dialguard.rules import Policy, RulesError, load_pack_file, parse_duration, resolve_pack, shipped_packs
+from dialguard.rules import (PACKS_DIR, Policy, RulesError, load_pack_file, load_pack_text, parse_duration,
+                             resolve_pack, shipped_packs)
+from dialguard.timerules import time_check
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -53,6 +58,62 @@ def test_invalid_rules_are_rejected_clearly(tmp_path, body, problem):
     p = write(tmp_path, "pack: x\n" + body + "\n")
     with pytest.raises(RulesError, match=problem):
         load_pack_file(p)
+
+
+SUNDAY_9_CST = datetime(2026, 12, 6, 15, tzinfo=timezone.utc)  # Sunday 09:00 in Chicago
+CHICAGO = ("America/Chicago",)
+
+
+def sunday_reasons(text: str) -> list[str]:
+    return sorted(time_check(Policy([load_pack_text(text, "t")]), CHICAGO, SUNDAY_9_CST)[0])
+
+
+@pytest.mark.parametrize("text,line,key", [
+    # a second `hours:` would replace the first (Sunday 12:00 -> 08:00)
+    ("pack: x\nhours:\n  weekly:\n    mon-sat: ['09:00-21:00']\n    sun: ['12:00-21:00']\n"
+     "hours:\n  weekly: {all: ['08:00-21:00']}\n", 6, "hours"),
+    # `caps: []` after the caps would drop them all
+    ("pack: x\ncaps:\n  - {id: a, max: 2, window: {rolling: 24h}}\nhours: {weekly: {all: ['09:00-18:00']}}\n"
+     "caps: []\n", 5, "caps"),
+    # nested: a day given twice in weekly
+    ("pack: x\nhours:\n  weekly:\n    sun: ['12:00-21:00']\n    sun: ['08:00-21:00']\n", 5, "sun"),
+])
+def test_a_key_given_twice_is_refused_with_its_line(text, line, key):
+    with pytest.raises(RulesError, match=rf"^t: line {line}: key '{key}' given twice"):
+        load_pack_text(text, "t")
+
+
+@pytest.mark.parametrize("key", ["hours", "calendar", "caps", "min_interval", "quiet_after_abandon"])
+def test_an_explicit_null_section_is_refused_not_read_as_no_rule(key):
+    text = f"pack: x\nhours: {{weekly: {{all: ['09:00-18:00']}}}}\n{key}:\n" if key != "hours" \
+        else "pack: x\nhours:\ncaps:\n  - {id: a, max: 2, window: {rolling: 24h}}\n"
+    line = 2 if key == "hours" else 3
+    with pytest.raises(RulesError, match=rf"^t: line {line}: {key}: no value"):
+        load_pack_text(text, "t")
+    with pytest.raises(RulesError, match="line 2: hours: no value"):
+        load_pack_text("pack: x\nhours: ~\n", "t")
+
+
+def test_a_day_named_by_two_keys_gets_their_intersection():
+    # `all` 09-21 and `sun` 12-21: Sunday is 12-21 (was the union: 09-21, Sunday 09:00 allowed)
+    text = "pack: x\nhours:\n  zone: callee\n  weekly:\n    all: ['09:00-21:00']\n    sun: ['12:00-21:00']\n"
+    p = load_pack_text(text, "t")
+    assert [(str(i.start), str(i.end)) for i in p.hours.weekly["sun"]] == [("12:00:00", "21:00:00")]
+    assert [(str(i.start), str(i.end)) for i in p.hours.weekly["mon"]] == [("09:00:00", "21:00:00")]
+    assert sunday_reasons(text) == ["outside_hours"]
+    # several windows each side, to midnight: only the times every key allows
+    p = load_pack_text("pack: x\nhours:\n  weekly:\n    mon-fri: ['08:00-12:00', '13:00-24:00']\n"
+                       "    fri: ['11:00-14:00', '20:00-24:00']\n", "t")
+    assert [(str(i.start), str(i.end), i.end_of_day) for i in p.hours.weekly["fri"]] == [
+        ("11:00:00", "12:00:00", False), ("13:00:00", "14:00:00", False), ("20:00:00", "00:00:00", True)]
+    # no common time: the day has no calling hours (denied all day), not the union
+    p = load_pack_text("pack: x\nhours:\n  weekly:\n    mon-wed: ['09:00-12:00']\n    wed-fri: ['14:00-17:00']\n",
+                       "t")
+    assert p.hours.weekly["wed"] == () and len(p.hours.weekly["tue"]) == 1
+
+
+def test_the_shipped_texas_pack_keeps_its_sunday():
+    assert sunday_reasons((PACKS_DIR / "us-tx.yaml").read_text()) == ["outside_hours"]
 
 
 def test_unknown_pack_lists_shipped_ones():
@@ -126,3 +187,29 @@ def test_campaign_packs_from_the_console_are_shipped_names_only(tmp_path):
             shipped_spec(spec)
     with pytest.raises(RulesError, match=r"^'/etc/shadow', 'x': not shipped rule packs\."):
         shipped_spec("cn-default,/etc/shadow,x")
+
+
+# -- retention: how long the logs live (rules.Policy.retention) ----------------------------------
+
+def test_retention_covers_the_abandon_quiet_period():
+    from datetime import timedelta as td
+    assert Policy.load("uk-ofcom").retention() == td(days=3, hours=1)  # 72 h after an abandoned call
+
+
+def test_retention_covers_min_interval_and_every_quiet_period():
+    from datetime import timedelta as td
+    from dialguard.rules import load_pack_text
+    mi = Policy([load_pack_text("pack: x\nmin_interval: 5d\n", "x")])
+    assert mi.retention() == td(days=5, hours=1)
+    amd = Policy([load_pack_text("pack: y\nquiet_after_abandon: {amd: 96h}\n", "y")])
+    assert amd.retention() == td(days=4, hours=1)
+    conv = Policy([load_pack_text("pack: z\nquiet_after_conversation: {window: {days: 6}}\n", "z")])
+    assert conv.retention() == td(days=7, hours=1)  # a day window: one day more
+
+
+def test_lifetime_caps_are_kept_apart_from_the_retention():
+    from datetime import timedelta as td
+    cn = Policy.load("cn-default")
+    assert cn.lifetime_scopes == frozenset({"number_campaign"})
+    assert cn.retention() < td(days=30)  # no 400 days: the lifetime log has no expiry at all
+    assert Policy.load("us-tcpa").lifetime_scopes == frozenset()

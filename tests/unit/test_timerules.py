@@ -7,7 +7,7 @@ import pytest
 
 from dialguard.decision.plan import CheckMeta
 from dialguard.rules import Policy, load_pack_file
-from dialguard.timerules import local_midnight, next_allowed, time_reasons
+from dialguard.timerules import local_midnight, next_allowed, next_window, time_reasons
 
 UTC = timezone.utc
 SH = ("Asia/Shanghai",)
@@ -49,6 +49,16 @@ def test_year_outside_the_official_calendar_is_denied_with_a_message():
     r, why = time_reasons(CN, SH, utc(2027, 3, 2, 2))
     assert r == {"holiday"} and "2027" in why["holiday"] and "not known" in why["holiday"]
     assert next_allowed(CN, SH, utc(2026, 12, 31, 10)) is None  # nothing knowable after 2026-12-31 18:00
+
+
+def test_next_time_past_an_unknown_year_is_unknown_not_never():
+    # 2026-12-31 18:30 Beijing: today's hours are over, 2027 is not known (no file imported)
+    nxt, why = next_window(CN, SH, utc(2026, 12, 31, 10, 30))
+    assert nxt is None and why.startswith("the official Chinese calendar for 2027 is not known")
+    nxt, why = next_window(CN, SH, utc(2027, 1, 4, 2))  # inside the unknown year
+    assert nxt is None and "2027 is not known" in why
+    # within the known year: a time, nothing unknown
+    assert next_window(CN, SH, utc(2026, 12, 30, 11)) == (utc(2026, 12, 31, 1), None)
 
 
 def test_unknown_year_can_be_allowed_by_rules(tmp_path):
@@ -179,12 +189,21 @@ def reasons_with(imported, at, policy=CN):
     return time_reasons(policy, SH, at, imported)[0]
 
 
-def test_an_imported_year_replaces_the_package_year():
-    # 2026-10-07 is a National Day holiday for chinesecalendar; the file says otherwise
-    y = _cn_year(2026, ["2026-10-01", "2026-10-09"], ["2026-10-10"])
-    assert reasons(CN, SH, utc(2026, 10, 7, 2)) == {"holiday"}
-    assert reasons_with(y, utc(2026, 10, 7, 2)) == set()
-    assert reasons_with(y, utc(2026, 10, 9, 2)) == {"holiday"}
+def test_an_imported_file_overrides_a_known_year_day_by_day():
+    """SPEC section 9: for a year the packaged data knows, the file's days override it;
+    the days it does not list keep the package's word. Before, the file replaced the
+    whole year: a one-day correction turned the Spring Festival and National Day into
+    calling days."""
+    y = _cn_year(2026, ["2026-10-09"], ["2026-10-10"])
+    assert reasons(CN, SH, utc(2026, 10, 9, 2)) == set()  # a Friday, working for the package
+    assert reasons_with(y, utc(2026, 10, 9, 2)) == {"holiday"}  # the file's holiday
+    assert reasons_with(y, utc(2026, 10, 10, 2)) == set()  # the file's working Saturday
+    # not listed: chinesecalendar's National Day (10-07) and Spring Festival (02-17) stand
+    assert reasons_with(y, utc(2026, 10, 7, 2)) == {"holiday"}
+    assert reasons_with(y, utc(2026, 2, 17, 2)) == {"holiday"}
+    # a package holiday taken out: listed as a working day
+    out = _cn_year(2026, [], ["2026-10-07"])
+    assert reasons_with(out, utc(2026, 10, 7, 2)) == set()
     # another calendar's years change nothing for CN
     other = _cn_year(2025, ["2025-03-03"])
     assert reasons_with(other, utc(2026, 10, 7, 2)) == {"holiday"}

@@ -483,6 +483,15 @@ if allowed == 1 then
     redis.call('ZREMRANGEBYSCORE', KEYS[ki], '-inf', plan.trim_before)
     redis.call('PEXPIRE', KEYS[ki], plan.ttl_ms)
   end
+  -- the logs of lifetime caps: a lifetime never lifts by waiting, so they are
+  -- neither trimmed nor expired (PERSIST: one an earlier rules set wrote with a TTL)
+  local kk = plan.keep_keys
+  if kk then
+    for i = 1, #kk do
+      redis.call('ZADD', KEYS[kk[i]], now, plan.decision_id)
+      redis.call('PERSIST', KEYS[kk[i]])
+    end
+  end
   if chosen_cand then
     -- the chosen candidate's attempt log and leases (KEYS indexes)
     local cands, b = plan.caller_id.candidates, CAND_N * (chosen_cand - 1) + 1
@@ -519,7 +528,9 @@ if allowed == 1 then
       'nk', rec.number_key,
       'lv', lv_k and KEYS[lv_k] or '',
       'ca', ca_k and KEYS[ca_k] or '',
-      'hc', rec.health_config or '', 'cp', rec.campaign_tag or ''}
+      'hc', rec.health_config or '', 'cp', rec.campaign_tag or '',
+      -- the retention of the rules that decided (outcome.lua: the quiet logs live as long)
+      'qt', plan.ttl_ms}
     if answer then
       f[#f + 1] = 'f:' .. plan.request_fp
       f[#f + 1] = answer

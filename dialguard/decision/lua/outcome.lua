@@ -79,18 +79,27 @@ local function prune_penalties(key, nowv)
   end
 end
 
-local rec = redis.call('HMGET', KEYS[1], 'did', 'rep', 'ak', 'cv', 'ab', 'am', 'lv', 'nk', 'ch', 'hc', 'cp')
+local rec = redis.call('HMGET', KEYS[1], 'did', 'rep', 'ak', 'cv', 'ab', 'am', 'lv', 'nk', 'ch', 'hc', 'cp', 'qt')
 local did = rec[1]
 if not did then
   redis.call('XADD', KEYS[2], '*', 't', 'outcome', 'id', oid, 'did', '', 'res', result, 'j', payload)
   return {0, '', ''}
+end
+-- The quiet logs' expiry: the retention of the rules that decided the call (its record's
+-- 'qt': a campaign's own packs may need longer than the reader's), the reader's if longer.
+if rec[12] and tonumber(rec[12]) and tonumber(rec[12]) > tonumber(qttl) then qttl = rec[12] end
+
+-- A quiet log's expiry, never shortened: another campaign's rules may need it for longer
+-- (GT; a new key has none, and GT treats that as endless: NX then sets it).
+local function keep_for(k)
+  if redis.call('PEXPIRE', k, qttl, 'GT') == 0 then redis.call('PEXPIRE', k, qttl, 'NX') end
 end
 
 local function extra_conversation()
   if conv == '1' and extra and extra ~= '' and rec[8] and rec[8] ~= '' then
     local k = rec[8] .. ':' .. extra
     redis.call('ZADD', k, now, did)
-    redis.call('PEXPIRE', k, qttl)
+    keep_for(k)
     return true
   end
   return false
@@ -126,16 +135,16 @@ end
 if conv == '1' then
   for _, k in ipairs(words(rec[4])) do
     redis.call('ZADD', k, now, did)
-    redis.call('PEXPIRE', k, qttl)
+    keep_for(k)
   end
 end
 
 if abandon == 'ab' and rec[5] and rec[5] ~= '' then
   redis.call('ZADD', rec[5], now, did)
-  redis.call('PEXPIRE', rec[5], qttl)
+  keep_for(rec[5])
 elseif abandon == 'am' and rec[6] and rec[6] ~= '' then
   redis.call('ZADD', rec[6], now, did)
-  redis.call('PEXPIRE', rec[6], qttl)
+  keep_for(rec[6])
 end
 
 redis.call('HSET', KEYS[1], 'rep', '1', 'res', result)
