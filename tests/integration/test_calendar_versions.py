@@ -109,7 +109,9 @@ async def test_a_switch_during_a_decision_is_seen_by_the_script(make_engine):
 
 
 async def test_imported_year_overrides_the_package_year(make_engine):
-    """A 2026 file moving a day: the imported year wins over chinesecalendar's 2026."""
+    """A 2026 file moving a day: its days win over chinesecalendar's 2026 (SPEC section 9,
+    day by day: a package holiday becomes a calling day only when the file lists it as a
+    working day; a day the file leaves out keeps the package's word)."""
     e = await make_engine("cn-default", skip_caller_id_without_pool=True)
     await e.set_campaign("c1")
     hol = {d for d in chinese_calendar.holidays if d.year == 2026}
@@ -119,7 +121,7 @@ async def test_imported_year_overrides_the_package_year(make_engine):
     assert (await e.decide(req("13800138021"), sh(2026, 10, 7))).reasons == ["holiday"]
     assert (await e.decide(req("13800138022"), sh(2026, 10, 9))).allowed
     await CalendarStore(e.redis, e.keys).import_file(
-        CalendarFile("CN", 2026, frozenset(hol - {off} | {on}), frozenset(work), "moved"))
+        CalendarFile("CN", 2026, frozenset(hol - {off} | {on}), frozenset(work | {off}), "moved"))
     assert (await e.decide(req("13800138023"), sh(2026, 10, 7))).allowed
     d = await e.decide(req("13800138024"), sh(2026, 10, 9))
     assert d.reasons == ["holiday"] and "2026-10-09 is not a calling day in CN" in d.explanations["holiday"]

@@ -146,6 +146,7 @@ async def test_the_engine_loads_its_outcome_script_and_its_outcomes_run_it(make_
     written = scripts.outcome_with(chh.lua_settings(e.policy))
     assert await e.redis.script_exists(written.sha) == [True]
     await e.set_campaign("c1")
+    await e.approve_caller_id("+862150001234")  # a presented caller ID is checked under every pack
     d = await e.decide(DecisionRequest(number="13800131234", campaign="c1", agent="a1", caller_id="+862150001234",
                                        call_id="call-s1"))
     assert d.allowed, d
