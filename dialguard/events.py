@@ -40,8 +40,7 @@ class NumberEvents(Store):
                               "subject": subject, "node": self.settings.node}, separators=(",", ":"))
         entry = entry_of(outcome.result, outcome.talk_s, outcome.sip_code, outcome.hangup_cause, ms(now))
         # at least: outcome.lua keeps the quiet logs as long as the call's own rules need (its record)
-        qttl = str(max(int(max(self.policy.retention(), self.active_policy.retention()).total_seconds() * 1000),
-                       getattr(self, "_retention_ms", 0)))
+        qttl = str(max(self.policy.retention_ms, self.active_policy.retention_ms, getattr(self, "_retention_ms", 0)))
         keys = [self.keys.call(call_id), self.keys.audit]
         args = [
             outcome.result, str(ms(now)), "1" if outcome.result in MOVABLE_OUTCOMES else "0",

@@ -740,6 +740,15 @@ class Policy:
         return None
 
     def retention(self) -> timedelta:
+        """How long the logs must be kept (_retention), computed once: read at every outcome."""
+        return self._retention
+
+    @cached_property
+    def retention_ms(self) -> int:
+        return int(self._retention.total_seconds() * 1000)
+
+    @cached_property
+    def _retention(self) -> timedelta:
         """How long the attempt, conversation and abandon logs must be kept to
         answer every finite window of these rules: each cap's, the minimum
         interval, every quiet period (after a conversation, an abandoned call, an

@@ -396,11 +396,7 @@ class Decider(Store):
         needing less (a default) must not trim or expire what a campaign's own packs,
         or the shadow rules, still read. Only ever raised (a longer TTL costs memory,
         never a rule)."""
-        for pol in policies:
-            if pol is not None:
-                ms_ = int(pol.retention().total_seconds() * 1000)
-                if ms_ > self._retention_ms:
-                    self._retention_ms = ms_
+        self._retention_ms = max([self._retention_ms, *(p.retention_ms for p in policies if p is not None)])
 
     def _campaign_pack(self, rules: str) -> Policy:
         """The packs a campaign names as its own, loaded once (kept by their names)."""

@@ -118,7 +118,7 @@ class _Static:
         self.amd = (amd, _td_ms(amd), f"quiet {amd} after an answering-machine hang-up") if amd else None
         apd = policy.agent_per_day
         self.agent = (apd, f"agent at most {apd} per day") if apd is not None else None
-        self.retention_ms = _td_ms(policy.retention())
+        self.retention_ms = policy.retention_ms
         self.lifetime_scopes = policy.lifetime_scopes
         self.consent = 1 if policy.consent_required else 0
         lim = policy.caller_id_limits
