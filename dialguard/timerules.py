@@ -55,22 +55,21 @@ def calling_day(d: date, cal: Calendar | None, imported: Calendars = NO_CALENDAR
     if cal is None:
         return True
     f = imported.get(code_of(cal), d.year) if imported.files else None
-    if cal.mode == "official_workdays":
-        if f is not None:  # the file's days override the packaged data (SPEC section 9) ...
-            if d in f.working_days:
-                return True
-            if d in f.holidays:
-                return False
-            try:  # ... which stands for the days the file does not list: a one-day
-                return _cn_workday(d)  # correction never turns the Spring Festival into calling days
-            except UnknownYear:  # a year the package does not know: the weekday rule
-                return d.weekday() < 5
-        return _cn_workday(d)
-    if f is not None:  # days on top of the holidays package
+    # An imported year's days override the packaged data one by one (SPEC section 9;
+    # calendar_file refuses a day listed as both): a one-day correction never turns the
+    # package's other holidays (the Spring Festival) into calling days.
+    if f is not None:
         if d in f.holidays:
             return False
         if d in f.working_days:
             return True
+    if cal.mode == "official_workdays":
+        try:
+            return _cn_workday(d)
+        except UnknownYear:
+            if f is None:
+                raise
+            return d.weekday() < 5  # a year only the file knows: the weekday rule for the rest
     return d not in _holiday_set(cal.country.upper(), cal.subdivision, d.year)
 
 
