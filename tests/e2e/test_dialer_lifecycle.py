@@ -56,6 +56,29 @@ def carrier_answers(rig) -> list[tuple[str, int, float]]:
             if len(p) >= 4 and p[0] == "ANSWER"]
 
 
+def carrier_answer(rig, n: str) -> tuple[int, float]:
+    """(Asterisk's RTP port, answer time) of the one call the carrier answered for `n`."""
+    [(_, port, at)] = [x for x in carrier_answers(rig) if "+" + x[0].lstrip("+") == n]
+    return port, at
+
+
+async def answered_without_agent(rig, tmp_path, env: dict) -> tuple[RtpSink, str, str, DialerProcess]:
+    """One callee (...55: answers after 3 s) dialed by a dialer process whose only agent
+    (slow1) never answers, returned once the callee answered: the carrier's RTP sink, the
+    number, the campaign (72 h quiet after an abandoned call) and the running dialer."""
+    sink = RtpSink(rtp_sink_port(rig.stack))
+    n = number("55")
+    camp = await quiet_campaign(rig, tmp_path, [n])
+    d = DialerProcess(rig, camp, ["slow1"], env=env).start()
+    try:
+        await wait_calls(rig, camp, 1, "answered", timeout=30)
+    except BaseException:
+        d.stop()
+        sink.close()
+        raise
+    return sink, n, camp, d
+
+
 async def quiet_campaign(rig, tmp_path, numbers: list[str], **settings) -> str:
     pack = tmp_path / "quiet.yaml"
     pack.write_text("pack: abandon-quiet-72h\nquiet_after_abandon: {abandoned: 72h}\n")
@@ -276,20 +299,16 @@ async def test_sigkill_between_answer_and_bridge_message_from_asterisk_within_2s
     takes the call out of Stasis to the context's `T` extension: the campaign's message
     reaches the carrier within 2 s of the answer, Asterisk hangs up, and the next dialer
     records the call abandoned with its real times (not redialed inside the quiet period)."""
-    sink = RtpSink(rtp_sink_port(rig.stack))
-    n = number("55")
-    camp = await quiet_campaign(rig, tmp_path, [n])
     # slow1's lease, held by the killed dialer, frees in 4 s (the redial check needs the agent)
-    d = DialerProcess(rig, camp, ["slow1"], env={"DIALGUARD_DIALER_AGENT_LEASE_S": "4"}).start()
+    sink, n, camp, d = await answered_without_agent(rig, tmp_path, {"DIALGUARD_DIALER_AGENT_LEASE_S": "4"})
     try:
-        await wait_calls(rig, camp, 1, "answered", timeout=30)
         d.kill()
         [c] = await rig.calls(camp)
         # no dialer: Asterisk alone plays the message and hangs up (was: a fixed 8 s)
         await ended_in_asterisk(rig, [c["channel_id"]])
         [c] = await rig.calls(camp)
         assert c["state"] == "answered", c  # nobody recorded it yet
-        [(_, port, at)] = [x for x in carrier_answers(rig) if "+" + x[0].lstrip("+") == n]
+        port, at = carrier_answer(rig, n)
         assert port in sink.first, (port, sink.first, d.output())  # heard before any dialer came back
         d.start()
         await rig.settle(camp, timeout=40)
@@ -309,19 +328,15 @@ async def test_sigterm_after_the_answer_the_dialplans_message_is_on_the_row(rig,
     (slow1 never answers) sends it to the dialplan's fallback: the campaign's message,
     then Asterisk's hangup, recorded abandoned by that same dialer before it exits, with
     the message's state, start and delay the dialplan left for it (DGAM_)."""
-    sink = RtpSink(rtp_sink_port(rig.stack))
-    n = number("55")
-    camp = await quiet_campaign(rig, tmp_path, [n])
-    d = DialerProcess(rig, camp, ["slow1"], env={"DIALGUARD_DIALER_DRAIN_S": "0.1"}).start()
+    sink, n, camp, d = await answered_without_agent(rig, tmp_path, {"DIALGUARD_DIALER_DRAIN_S": "0.1"})
     try:
-        await wait_calls(rig, camp, 1, "answered", timeout=30)
         await asyncio.to_thread(d.stop)  # once the process exited; the RTP sink reads meanwhile
     finally:
         d.stop()
         sink.close()
     [c] = await rig.calls(camp)
     assert c["state"] == "ended" and c["result"] == "abandoned", (c, d.output())
-    [(_, port, at)] = [x for x in carrier_answers(rig) if "+" + x[0].lstrip("+") == n]
+    port, at = carrier_answer(rig, n)
     assert port in sink.first, (port, sink.first, d.output())
     heard = sink.first[port] - at
     print(f"stopping dialer: the dialplan's message at the carrier {heard:.2f}s after the answer, row {c}")
