@@ -469,7 +469,7 @@ class Lifecycle:
             wait = self.cfg.guard_retry_s if "guard_unavailable" in d.reasons else self.cfg.admin_retry_s
             await self.store.release_lead(lead["id"], state="pending", next_at=now + timedelta(seconds=wait),
                                           result="denied", reasons=reasons)
-        elif getattr(d, "next_unknown", None):
+        elif d.next_unknown:
             # no next time because a calendar year is not known yet: not "never"
             await self.hold_calendar_unknown(camp.name, lead, d.reasons, d.next_unknown, now, result="denied")
         else:  # a cap that never lifts (e.g. lifetime attempts per campaign): the lead is done
